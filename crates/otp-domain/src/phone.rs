@@ -1,0 +1,451 @@
+//! Phone numbers: parsed once at the edge, E.164 from then on.
+
+use std::fmt;
+use std::str::FromStr;
+
+use phonenumber::country::Id;
+use phonenumber::{Mode, Type};
+
+/// The longest input [`PhoneNumber::parse`] looks at, in characters.
+///
+/// E.164 allows 15 digits; 32 leaves room for `00`, spaces, dashes and
+/// parentheses while refusing anything bigger before any parsing work.
+pub const MAX_INPUT_CHARS: usize = 32;
+
+/// Nepal's country calling code, the default when a number has none.
+const NP_COUNTRY_CODE: u16 = 977;
+
+/// A validated phone number, stored in E.164 form.
+///
+/// The only way to get one is [`PhoneNumber::parse`], so holding a
+/// `PhoneNumber` means the number passed libphonenumber's validation for its
+/// region. Equality and hashing follow the E.164 form: `9851023212` and
+/// `+977 985-102-3212` are the same number.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PhoneNumber {
+    e164: String,
+    country_code: u16,
+    region: Option<Id>,
+    mobile: bool,
+}
+
+/// Why an input is not a phone number. The messages are shown to API users.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PhoneError {
+    /// The input was empty or only whitespace.
+    #[error("Enter a phone number.")]
+    Empty,
+    /// The input was longer than [`MAX_INPUT_CHARS`] characters.
+    #[error("A phone number can be at most {max} characters long.")]
+    TooLong {
+        /// The limit, [`MAX_INPUT_CHARS`].
+        max: usize,
+    },
+    /// The input held something other than digits, a leading `+`, whitespace
+    /// and the separators `-`, `.`, `(`, `)`.
+    #[error(
+        "A phone number can only contain digits, spaces, dashes, dots, parentheses and a leading +."
+    )]
+    InvalidCharacters,
+    /// The characters were allowed but do not form a number: no digits, a `+`
+    /// after the first digit, an unknown country code, or too few digits.
+    #[error(
+        "Enter a valid phone number, with the country code after a + for numbers outside Nepal."
+    )]
+    NotANumber,
+    /// The number is well formed but is not a valid number of its country
+    /// (wrong length, or a range that is not allocated).
+    #[error("Enter a valid phone number.")]
+    Invalid,
+}
+
+/// What the caller typed, once separators are gone.
+enum Dialable {
+    /// Country code and national number, as after a `+`.
+    International(String),
+    /// A number dialled inside Nepal, without the national prefix `0`.
+    Nepal(String),
+}
+
+impl PhoneNumber {
+    /// Parses a number as a person or a client would write it.
+    ///
+    /// Numbers without a country code are Nepali. Accepted forms, for the same
+    /// number: `9851023212`, `09851023212` (national prefix `0`),
+    /// `+9779851023212`, `009779851023212` (international prefix `00`) and
+    /// `9779851023212` (country code without `+`, recognised only at 13
+    /// digits so that it cannot be mistaken for a national number). Spaces,
+    /// dashes, dots and parentheses are ignored. Other countries need `+` or
+    /// `00`: `+14155552671`, `+447911123456`.
+    ///
+    /// The length check comes first and looks at no more than
+    /// `MAX_INPUT_CHARS + 1` characters, so an oversized input costs nothing.
+    pub fn parse(input: &str) -> Result<Self, PhoneError> {
+        if input.chars().nth(MAX_INPUT_CHARS).is_some() {
+            return Err(PhoneError::TooLong {
+                max: MAX_INPUT_CHARS,
+            });
+        }
+        let parsed = match dialable(input)? {
+            Dialable::International(digits) => phonenumber::parse(None, format!("+{digits}")),
+            Dialable::Nepal(digits) => phonenumber::parse(Some(Id::NP), digits),
+        }
+        .map_err(|_| PhoneError::NotANumber)?;
+
+        if parsed.extension().is_some() || !parsed.is_valid() {
+            return Err(PhoneError::Invalid);
+        }
+        let mobile = matches!(
+            parsed.number_type(&phonenumber::metadata::DATABASE),
+            Type::Mobile | Type::FixedLineOrMobile
+        );
+        Ok(PhoneNumber {
+            e164: parsed.format().mode(Mode::E164).to_string(),
+            country_code: parsed.country().code(),
+            region: parsed.country().id(),
+            mobile,
+        })
+    }
+
+    /// The E.164 form, `+9779851023212`: what goes to SMSCs and SIP trunks.
+    pub fn e164(&self) -> &str {
+        &self.e164
+    }
+
+    /// The form used in API replies, as TingTing shows numbers: the national
+    /// number for Nepal (`9851023212`), E.164 for everyone else.
+    pub fn display(&self) -> &str {
+        if self.country_code == NP_COUNTRY_CODE {
+            // E.164 is ASCII: "+" then the three digits of 977.
+            &self.e164[4..]
+        } else {
+            &self.e164
+        }
+    }
+
+    /// The country calling code, `977` for Nepal.
+    pub fn country_code(&self) -> u16 {
+        self.country_code
+    }
+
+    /// Whether the number can receive SMS: mobile, or a region (such as the
+    /// US) whose numbers do not tell mobile from fixed line.
+    pub fn is_mobile(&self) -> bool {
+        self.mobile
+    }
+
+    /// The ISO 3166 region the number belongs to (`"NP"`), if it belongs to
+    /// one; non-geographic numbers (`+800`, satellite) have none.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_ref().map(AsRef::as_ref)
+    }
+}
+
+/// Strips separators and sorts out which prefix, if any, the input uses.
+fn dialable(input: &str) -> Result<Dialable, PhoneError> {
+    let input = input.trim();
+    if input.is_empty() {
+        return Err(PhoneError::Empty);
+    }
+    let mut digits = String::with_capacity(input.len());
+    let mut plus = false;
+    for c in input.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            '+' if !plus && digits.is_empty() => plus = true,
+            '+' => return Err(PhoneError::NotANumber),
+            '-' | '.' | '(' | ')' => {}
+            c if c.is_whitespace() => {}
+            _ => return Err(PhoneError::InvalidCharacters),
+        }
+    }
+    if digits.is_empty() {
+        return Err(PhoneError::NotANumber);
+    }
+    Ok(if plus {
+        Dialable::International(digits)
+    } else if let Some(rest) = digits.strip_prefix("00") {
+        Dialable::International(rest.to_owned())
+    } else if digits.len() == 13 && digits.starts_with("977") {
+        Dialable::International(digits)
+    } else if let Some(rest) = digits.strip_prefix('0') {
+        Dialable::Nepal(rest.to_owned())
+    } else {
+        Dialable::Nepal(digits)
+    })
+}
+
+impl FromStr for PhoneNumber {
+    type Err = PhoneError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// Serialized as E.164, so a stored or logged number is never ambiguous.
+impl serde::Serialize for PhoneNumber {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.e164)
+    }
+}
+
+/// Deserialized through [`PhoneNumber::parse`], so any accepted form works.
+impl<'de> serde::Deserialize<'de> for PhoneNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = PhoneNumber;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a phone number")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PhoneNumber, E> {
+                PhoneNumber::parse(v).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn e164(input: &str) -> String {
+        PhoneNumber::parse(input)
+            .unwrap_or_else(|e| panic!("{input:?} rejected: {e:?}"))
+            .e164()
+            .to_owned()
+    }
+
+    #[test]
+    fn every_nepali_form_of_a_number_parses_to_the_same_e164() {
+        for input in [
+            "9851023212",
+            "+9779851023212",
+            "9779851023212",
+            "009779851023212",
+            "09851023212",
+            "985-102-3212",
+            "985 102 3212",
+            "985.102.3212",
+            "(985) 1023212",
+            "+977 (985) 102-3212",
+            "  9851023212\t",
+        ] {
+            assert_eq!(e164(input), "+9779851023212", "{input:?}");
+        }
+    }
+
+    #[test]
+    fn a_nepali_mobile_number_displays_as_its_ten_national_digits() {
+        let number = PhoneNumber::parse("+9779851023212").unwrap();
+        assert_eq!(number.display(), "9851023212");
+        assert_eq!(number.country_code(), 977);
+        assert_eq!(number.region(), Some("NP"));
+        assert!(number.is_mobile());
+    }
+
+    #[test]
+    fn every_current_nepali_mobile_range_is_accepted() {
+        // libphonenumber's NP mobile ranges: 960-963, 972, 974-976, 980-982,
+        // 984-986, 988.
+        for prefix in [
+            960, 961, 962, 963, 972, 974, 975, 976, 980, 981, 982, 984, 985, 986, 988,
+        ] {
+            let input = format!("{prefix}1234567");
+            let number = PhoneNumber::parse(&input).unwrap_or_else(|e| panic!("{input}: {e:?}"));
+            assert!(number.is_mobile(), "{input}");
+            assert_eq!(number.display(), input);
+        }
+        for input in [
+            "9851023212",
+            "9861489014",
+            "9801234567",
+            "9612345678",
+            "9631234567",
+            "9721234567",
+            "9881234567",
+        ] {
+            assert!(PhoneNumber::parse(input).unwrap().is_mobile(), "{input}");
+        }
+    }
+
+    #[test]
+    fn ranges_newer_than_our_reference_are_accepted_as_the_metadata_says() {
+        // libphonenumber 9.0.33 also lists 900, 970 and 971 as NP mobile.
+        for input in ["9001234567", "9701234567", "9711234567"] {
+            assert!(PhoneNumber::parse(input).unwrap().is_mobile(), "{input}");
+        }
+    }
+
+    #[test]
+    fn unallocated_or_misshapen_nepali_numbers_are_invalid() {
+        for input in [
+            "9871234567",
+            "9891234567",
+            "9641234567",
+            "9731234567",
+            "98510232121",
+            "985102321",
+        ] {
+            assert_eq!(
+                PhoneNumber::parse(input),
+                Err(PhoneError::Invalid),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn too_few_digits_is_not_a_number() {
+        assert!(matches!(
+            PhoneNumber::parse("123"),
+            Err(PhoneError::NotANumber | PhoneError::Invalid)
+        ));
+    }
+
+    #[test]
+    fn a_nepali_fixed_line_number_is_valid_but_not_mobile() {
+        let number = PhoneNumber::parse("01-4123456").unwrap();
+        assert_eq!(number.e164(), "+97714123456");
+        assert_eq!(number.display(), "14123456");
+        assert!(!number.is_mobile());
+    }
+
+    #[test]
+    fn international_numbers_need_a_plus_or_00() {
+        let us = PhoneNumber::parse("+1 (415) 555-2671").unwrap();
+        assert_eq!(us.e164(), "+14155552671");
+        assert_eq!(us.display(), "+14155552671");
+        assert_eq!(us.country_code(), 1);
+        assert_eq!(us.region(), Some("US"));
+        assert!(us.is_mobile(), "US numbers are fixed-line-or-mobile");
+
+        let uk = PhoneNumber::parse("00447400123456").unwrap();
+        assert_eq!(uk.e164(), "+447400123456");
+        assert_eq!(uk.region(), Some("GB"));
+        assert!(uk.is_mobile());
+
+        // +44 7911 1xxxxx is allocated to Guernsey, which shares +44.
+        let gg = PhoneNumber::parse("+447911123456").unwrap();
+        assert_eq!(gg.country_code(), 44);
+        assert_eq!(gg.region(), Some("GG"));
+
+        // Without a prefix the digits are read as a Nepali number.
+        assert!(PhoneNumber::parse("447911123456").is_err());
+    }
+
+    #[test]
+    fn empty_and_blank_inputs_are_empty() {
+        assert_eq!(PhoneNumber::parse(""), Err(PhoneError::Empty));
+        assert_eq!(PhoneNumber::parse(" \t "), Err(PhoneError::Empty));
+    }
+
+    #[test]
+    fn letters_and_other_symbols_are_invalid_characters() {
+        for input in [
+            "98510232l2",
+            "call 9851023212",
+            "9851023212#",
+            "985/1023212",
+            "९८५१०२३२१२",
+        ] {
+            assert_eq!(
+                PhoneNumber::parse(input),
+                Err(PhoneError::InvalidCharacters),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_misplaced_plus_or_no_digits_is_not_a_number() {
+        for input in [
+            "+",
+            "()-",
+            "985+1023212",
+            "++9779851023212",
+            "+999123456789",
+        ] {
+            assert_eq!(
+                PhoneNumber::parse(input),
+                Err(PhoneError::NotANumber),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn inputs_over_the_limit_are_rejected_before_parsing() {
+        let at_limit = format!("{:>width$}", "9851023212", width = MAX_INPUT_CHARS);
+        assert!(PhoneNumber::parse(&at_limit).is_ok());
+        let over = format!(" {at_limit}");
+        assert_eq!(
+            PhoneNumber::parse(&over),
+            Err(PhoneError::TooLong {
+                max: MAX_INPUT_CHARS
+            })
+        );
+        // Letters after the limit are never looked at.
+        let huge = format!("{}x", "9".repeat(1_000));
+        assert_eq!(
+            PhoneNumber::parse(&huge),
+            Err(PhoneError::TooLong {
+                max: MAX_INPUT_CHARS
+            })
+        );
+    }
+
+    #[test]
+    fn equal_numbers_are_equal_whatever_their_input_form() {
+        assert_eq!(
+            PhoneNumber::parse("9851023212").unwrap(),
+            PhoneNumber::parse("+977-985-1023212").unwrap()
+        );
+    }
+
+    #[test]
+    fn serde_writes_e164_and_reads_any_accepted_form() {
+        let number: PhoneNumber = serde_json::from_str("\"985-1023212\"").unwrap();
+        assert_eq!(
+            serde_json::to_string(&number).unwrap(),
+            "\"+9779851023212\""
+        );
+        assert!(serde_json::from_str::<PhoneNumber>("\"abc\"").is_err());
+    }
+
+    #[test]
+    fn errors_read_as_sentences() {
+        assert_eq!(
+            PhoneError::Invalid.to_string(),
+            "Enter a valid phone number."
+        );
+        assert_eq!(
+            PhoneError::TooLong { max: 32 }.to_string(),
+            "A phone number can be at most 32 characters long."
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics_on_arbitrary_input(input in any::<String>()) {
+            let _ = PhoneNumber::parse(&input);
+        }
+
+        #[test]
+        fn parsing_never_panics_on_number_like_input(input in "[+0-9 ().-]{0,34}") {
+            let _ = PhoneNumber::parse(&input);
+        }
+
+        #[test]
+        fn a_parsed_number_parses_again_to_itself(input in "\\+?[0-9]{3,16}") {
+            if let Ok(number) = PhoneNumber::parse(&input) {
+                prop_assert_eq!(PhoneNumber::parse(number.e164()).unwrap(), number.clone());
+                prop_assert_eq!(PhoneNumber::parse(number.display()).unwrap(), number);
+            }
+        }
+    }
+}
