@@ -300,11 +300,10 @@ mod tests {
     }
 
     #[test]
-    fn too_few_digits_is_not_a_number() {
-        assert!(matches!(
-            PhoneNumber::parse("123"),
-            Err(PhoneError::NotANumber | PhoneError::Invalid)
-        ));
+    fn a_handful_of_digits_is_not_a_valid_number() {
+        assert_eq!(PhoneNumber::parse("123"), Err(PhoneError::Invalid));
+        // Under three digits libphonenumber does not see a number at all.
+        assert_eq!(PhoneNumber::parse("1"), Err(PhoneError::NotANumber));
     }
 
     #[test]
