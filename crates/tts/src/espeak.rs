@@ -218,11 +218,17 @@ impl TtsEngine for EspeakEngine {
 
         let started = std::time::Instant::now();
         let wav = self.run(&args, ssml.into_bytes()).await?;
-        let pcm = Pcm::decode_wav(&wav)?;
-        if pcm.samples.is_empty() {
-            return Err(TtsError::EmptyOutput);
-        }
-        let audio = Audio::from_pcm(&pcm);
+        // Decoding and resampling are CPU work proportional to the prompt's length; keep
+        // them off the runtime's workers.
+        let audio = tokio::task::spawn_blocking(move || {
+            let pcm = Pcm::decode_wav(&wav)?;
+            if pcm.samples.is_empty() {
+                return Err(TtsError::EmptyOutput);
+            }
+            Ok(Audio::from_pcm(&pcm))
+        })
+        .await
+        .expect("WAV conversion does not panic")?;
         tracing::debug!(
             voice = %req.voice,
             audio = ?audio.duration(),

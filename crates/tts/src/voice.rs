@@ -104,9 +104,9 @@ impl VoiceProfile {
 ///
 /// | name           | sex    | espeak_voice | pitch | rate_wpm |
 /// |----------------|--------|--------------|-------|----------|
-/// | `np_rija`      | female | `ne+f3`      | 62    | 165      |
-/// | `np_shreegya`  | female | `ne+f2`      | 75    | 175      |
-/// | `np_prashanna` | male   | `ne+m3`      | 45    | 170      |
+/// | `np_rija`      | female | `ne+f3`      | 40    | 165      |
+/// | `np_shreegya`  | female | `ne+f2`      | 80    | 175      |
+/// | `np_prashanna` | male   | `ne+m3`      | 55    | 170      |
 /// | `np_binod`     | male   | `ne+m1`      | 30    | 160      |
 ///
 /// The variants give each voice its own formants; the pitches keep the two women and the
@@ -114,9 +114,9 @@ impl VoiceProfile {
 /// so that `length_factor` 2.0 still lands at or above espeak-ng's 80 wpm floor.
 pub fn default_profiles() -> Vec<VoiceProfile> {
     [
-        ("np_rija", "ne+f3", 62, 165),
-        ("np_shreegya", "ne+f2", 75, 175),
-        ("np_prashanna", "ne+m3", 45, 170),
+        ("np_rija", "ne+f3", 40, 165),
+        ("np_shreegya", "ne+f2", 80, 175),
+        ("np_prashanna", "ne+m3", 55, 170),
         ("np_binod", "ne+m1", 30, 160),
     ]
     .into_iter()
