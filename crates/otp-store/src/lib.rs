@@ -1,0 +1,180 @@
+//! The otpgate store: one [`Store`] trait, two implementations.
+//!
+//! - [`sqlite::SqliteStore`] is the embedded default. Every write goes through one
+//!   writer thread that drains whatever is queued and commits it as one transaction
+//!   (group commit): a send's reply waits for the commit of its batch, so a 200 means
+//!   the record is on disk (WAL, `synchronous = FULL`), while many sends share one
+//!   fsync. Reads use a small pool of read-only connections.
+//! - [`postgres::PgStore`] lets several nodes share one database. Sends are batched
+//!   per node the same way; each batch locks the accounts it touches
+//!   (`SELECT ... FOR UPDATE`, in id order), so balances are exact across nodes, and
+//!   delivery jobs are claimed with `FOR UPDATE SKIP LOCKED`.
+//!
+//! Both run the same decision for a batch of sends ([`alloc`]): requests are taken
+//! in arrival order, each is accepted if its account still has the credits, and
+//! each account's new balance is written once. Accepting a send writes the OTP row,
+//! its delivery job and its ledger debit in that same transaction, or nothing.
+//!
+//! Times are microseconds since the Unix epoch (UTC) in both backends. Migrations
+//! are embedded and applied on open.
+
+pub mod alloc;
+mod migrate;
+mod model;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+pub use model::*;
+
+/// What can go wrong in the store, as the service needs to tell it apart.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database cannot be reached (PostgreSQL down, pool exhausted, SQLite busy
+    /// past its timeout). The service answers 503 and callers may retry.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The disk or database is full; nothing was written.
+    #[error("the database is full")]
+    Full,
+    /// A uniqueness rule was broken (for example an account name already taken).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The named thing does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Anything else the database reported.
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+/// Why a send was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// The account lacks the credits this send costs; nothing was written.
+    #[error("insufficient credits")]
+    InsufficientCredits {
+        /// SMS credits left on the account.
+        sms_credits: i64,
+        /// Phone credits left on the account.
+        phone_credits: i64,
+    },
+    /// The account does not exist (deleted between authentication and acceptance).
+    #[error("account not found")]
+    AccountNotFound,
+    /// The store failed; nothing was written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The persistence the service needs. Implementations must be safe to share across
+/// tasks and, for PostgreSQL, across processes.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is ("sqlite" or "postgres"), for logs and metrics.
+    fn backend(&self) -> &'static str;
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates an account with opening balances (recorded as a ledger top-up).
+    async fn create_account(&self, name: &str, sms: i64, phone: i64)
+    -> Result<Account, StoreError>;
+    /// All accounts, oldest first.
+    async fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
+    /// One account by id.
+    async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError>;
+    /// One account by name.
+    async fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError>;
+    /// Adds (or, with negative numbers, removes) credits, recorded in the ledger.
+    /// A change that would make a balance negative is refused with `Conflict`.
+    async fn add_credits(
+        &self,
+        id: AccountId,
+        sms: i64,
+        phone: i64,
+        note: &str,
+    ) -> Result<Account, StoreError>;
+    /// The account's ledger, oldest first.
+    async fn ledger(&self, id: AccountId) -> Result<Vec<LedgerEntry>, StoreError>;
+
+    /// Stores a new API key (only its hash).
+    async fn create_key(&self, key: NewApiKey) -> Result<ApiKeyRecord, StoreError>;
+    /// Looks a key up by its public id.
+    async fn find_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Keys, of one account or of all.
+    async fn list_keys(&self, account: Option<AccountId>) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Revokes a key; returns false when no such unrevoked key exists.
+    async fn revoke_key(&self, key_id: &str) -> Result<bool, StoreError>;
+    /// Records when keys were last used (flushed in bulk, not per request).
+    async fn touch_keys(&self, used: Vec<(i64, Micros)>) -> Result<(), StoreError>;
+
+    /// Debits the account, writes the OTP and its delivery job, atomically and
+    /// durably, or writes nothing.
+    async fn accept(&self, otp: NewOtp) -> Result<Accepted, AcceptError>;
+    /// One page of an account's OTPs, newest first.
+    async fn list_otps(&self, query: &ListQuery) -> Result<OtpPage, StoreError>;
+    /// One OTP of an account.
+    async fn otp(&self, account: AccountId, id: i64) -> Result<Option<OtpRecord>, StoreError>;
+
+    /// Claims up to `limit` due jobs of a channel for `node` until `lease_until`.
+    async fn claim_jobs(&self, claim: Claim) -> Result<Vec<ClaimedJob>, StoreError>;
+    /// Records what happened to claimed jobs.
+    async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError>;
+    /// Jobs waiting to be delivered, per channel (for metrics).
+    async fn queue_depth(&self) -> Result<Vec<(String, i64)>, StoreError>;
+}
+
+/// A store shared by the service's tasks.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the store a URL names: `sqlite://PATH` (`sqlite::memory:` is refused: a
+/// gateway must not lose what it accepted) or `postgres://...`.
+pub async fn open(url: &str, options: &StoreOptions) -> Result<SharedStore, StoreError> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        if path.is_empty() || path.starts_with(":memory:") {
+            return Err(StoreError::Internal(
+                "an in-memory SQLite database would lose accepted OTPs; give a file path".into(),
+            ));
+        }
+        let store = sqlite::SqliteStore::open(path, options).await?;
+        Ok(Arc::new(store))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = postgres::PgStore::open(url, options).await?;
+        Ok(Arc::new(store))
+    } else {
+        Err(StoreError::Internal(
+            "the database URL must start with sqlite:// or postgres://".into(),
+        ))
+    }
+}
+
+/// Tuning shared by both backends.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Most sends committed in one transaction.
+    pub max_batch: usize,
+    /// Read connections (SQLite) or pool size (PostgreSQL).
+    pub connections: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_batch: 512,
+            connections: 8,
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> Micros {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    d.as_micros() as Micros
+}

@@ -1,0 +1,243 @@
+//! The records the store reads and writes.
+
+use otp_domain::channel::{Channel, OtpOption, Voice};
+use otp_domain::credits::Cost;
+
+/// Microseconds since the Unix epoch, UTC.
+pub type Micros = i64;
+/// An account's id.
+pub type AccountId = i64;
+
+/// A tenant: its balances and how many OTPs it has sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    pub sms_credits: i64,
+    pub phone_credits: i64,
+    /// OTPs accepted so far; also the newest OTP's `account_seq`.
+    pub otp_count: i64,
+    pub created_at: Micros,
+}
+
+/// One row of an account's ledger: every top-up, debit and refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub account_id: AccountId,
+    /// "topup", "debit" or "refund".
+    pub kind: String,
+    pub sms_delta: i64,
+    pub phone_delta: i64,
+    pub otp_id: Option<i64>,
+    pub note: Option<String>,
+    pub created_at: Micros,
+}
+
+/// A key to store: only the hash of its secret is kept.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub key_id: String,
+    pub account_id: AccountId,
+    pub secret_hash: [u8; 32],
+    pub label: Option<String>,
+}
+
+/// A stored API key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: i64,
+    /// The public part of the key, printed in listings.
+    pub key_id: String,
+    pub account_id: AccountId,
+    pub secret_hash: Vec<u8>,
+    pub label: Option<String>,
+    pub created_at: Micros,
+    pub revoked_at: Option<Micros>,
+    pub last_used: Option<Micros>,
+}
+
+impl std::fmt::Debug for ApiKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyRecord")
+            .field("id", &self.id)
+            .field("key_id", &self.key_id)
+            .field("account_id", &self.account_id)
+            .field("secret_hash", &"[redacted]")
+            .field("revoked_at", &self.revoked_at)
+            .finish()
+    }
+}
+
+/// A validated send, ready to be debited and written.
+#[derive(Debug, Clone)]
+pub struct NewOtp {
+    pub account_id: AccountId,
+    pub api_key_id: Option<i64>,
+    /// The number as shown in replies (10 digits for Nepal).
+    pub phone_number: String,
+    pub e164: String,
+    pub template: String,
+    /// The rendered message.
+    pub message: String,
+    pub otp: String,
+    pub otp_option: OtpOption,
+    pub channel: Channel,
+    pub voice: Option<Voice>,
+    pub length_factor: Option<f64>,
+    pub company_name: Option<String>,
+    pub segments: u32,
+    pub cost: Cost,
+    pub created_at: Micros,
+}
+
+/// What an accepted send got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: i64,
+    pub account_seq: i64,
+    pub sms_credits: i64,
+    pub phone_credits: i64,
+}
+
+/// Where an OTP is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OtpStatus {
+    /// Accepted and waiting for a driver.
+    Queued,
+    /// Handed to the carrier.
+    Sent,
+    /// Given up on.
+    Failed,
+}
+
+impl OtpStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtpStatus::Queued => "queued",
+            OtpStatus::Sent => "sent",
+            OtpStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => OtpStatus::Queued,
+            "sent" => OtpStatus::Sent,
+            "failed" => OtpStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A stored OTP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtpRecord {
+    pub id: i64,
+    pub account_id: AccountId,
+    pub account_seq: i64,
+    pub phone_number: String,
+    pub e164: String,
+    pub template: String,
+    pub message: String,
+    pub otp: String,
+    pub otp_option: OtpOption,
+    pub channel: Channel,
+    pub voice: Option<Voice>,
+    pub length_factor: Option<f64>,
+    pub company_name: Option<String>,
+    pub segments: u32,
+    pub credits_used: i64,
+    pub status: OtpStatus,
+    pub status_at: Micros,
+    pub error: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub created_at: Micros,
+}
+
+/// Which OTPs to list and which page.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub account_id: AccountId,
+    pub phone_number: Option<String>,
+    pub channel: Option<Channel>,
+    /// Inclusive lower bound on `created_at`.
+    pub created_from: Option<Micros>,
+    /// Exclusive upper bound on `created_at`.
+    pub created_before: Option<Micros>,
+    pub limit: u32,
+    pub offset: u64,
+    /// The `account_seq` of the last item of the previous page, when the client
+    /// followed a `next` link: the page then starts right after it whatever the
+    /// offset, so a deep page costs what the first one does and no item is skipped
+    /// or repeated when new OTPs arrive between pages.
+    pub before_seq: Option<i64>,
+}
+
+impl ListQuery {
+    /// True when no filter narrows the list (the cheap, counter-backed path).
+    pub fn is_unfiltered(&self) -> bool {
+        self.phone_number.is_none()
+            && self.channel.is_none()
+            && self.created_from.is_none()
+            && self.created_before.is_none()
+    }
+}
+
+/// One page of OTPs and the total across pages.
+#[derive(Debug, Clone)]
+pub struct OtpPage {
+    pub count: u64,
+    pub items: Vec<OtpRecord>,
+}
+
+/// A request to claim due jobs.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub node: String,
+    pub channel: Channel,
+    pub limit: usize,
+    pub now: Micros,
+    pub lease_until: Micros,
+}
+
+/// A job claimed for delivery, with the OTP it carries.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub job_id: i64,
+    /// Attempts so far, this one included.
+    pub attempts: i64,
+    pub otp: OtpRecord,
+}
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    /// The carrier took it.
+    Sent { provider_message_id: Option<String> },
+    /// A transient failure: try again at `next_attempt_at`.
+    Retry {
+        next_attempt_at: Micros,
+        error: String,
+    },
+    /// A permanent failure: stop.
+    Failed { error: String },
+}
+
+/// One finished attempt.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    pub job_id: i64,
+    pub otp_id: i64,
+    pub outcome: JobOutcome,
+    pub at: Micros,
+}
+
+pub(crate) fn channel_from_str(s: &str) -> Channel {
+    Channel::parse(s).unwrap_or(Channel::Text)
+}
+
+pub(crate) fn option_from_str(s: &str) -> OtpOption {
+    OtpOption::parse(s).unwrap_or_default()
+}

@@ -1,0 +1,829 @@
+//! The PostgreSQL store, for one or several nodes on one database.
+//!
+//! Sends are batched per node: a few batcher tasks each take whatever sends are
+//! waiting and commit them in one transaction that locks the touched accounts
+//! (`FOR UPDATE`, in id order, so two batches never deadlock) and writes the rows
+//! with `UNNEST` multi-row statements. The row locks make balances exact however
+//! many nodes send at once. Jobs are claimed with `FOR UPDATE SKIP LOCKED`, so
+//! nodes share the outbox without handing one job to two of them.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use crate::alloc::Balances;
+use crate::migrate;
+use crate::model::{channel_from_str, option_from_str};
+use crate::*;
+
+type AcceptReply = oneshot::Sender<Result<Accepted, AcceptError>>;
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: Pool,
+    accepts: mpsc::UnboundedSender<(NewOtp, AcceptReply)>,
+}
+
+const OTP_COLUMNS: &str = "o.id, o.account_id, o.account_seq, o.phone_number, o.e164, o.template, \
+     o.message, o.otp, o.otp_options, o.channel, o.voice_input, o.length_factor, o.company_name, \
+     o.segments, o.credits_used, o.status, o.status_at, o.error, o.provider_message_id, o.created_at";
+
+const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, phone_credits, otp_count, created_at";
+
+const KEY_COLUMNS: &str =
+    "id, key_id, account_id, secret_hash, label, created_at, revoked_at, last_used";
+
+/// Batcher tasks per node: enough to keep a commit in flight while the next batch
+/// gathers, few enough not to fight over the same account rows.
+const BATCHERS: usize = 3;
+
+impl PgStore {
+    /// Connects, applies migrations (under an advisory lock, so nodes starting
+    /// together do not race) and starts the batchers.
+    pub async fn open(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.connections.max(BATCHERS + 2))
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        migrate_pg(&pool).await?;
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..BATCHERS {
+            tokio::spawn(batcher(pool.clone(), rx.clone(), options.max_batch.max(1)));
+        }
+        Ok(PgStore { pool, accepts: tx })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(pool_err)
+    }
+}
+
+async fn migrate_pg(pool: &Pool) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(pg_err)?;
+    tx.execute("SELECT pg_advisory_xact_lock(727100)", &[])
+        .await
+        .map_err(pg_err)?;
+    tx.batch_execute(migrate::CREATE_TABLE)
+        .await
+        .map_err(pg_err)?;
+    for m in migrate::POSTGRES {
+        let done = tx
+            .query_opt(
+                "SELECT version FROM otpgate_migrations WHERE version = $1",
+                &[&m.version],
+            )
+            .await
+            .map_err(pg_err)?;
+        if done.is_none() {
+            tx.batch_execute(m.sql).await.map_err(pg_err)?;
+            tx.execute(
+                "INSERT INTO otpgate_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                &[&m.version, &m.name, &now_micros()],
+            )
+            .await
+            .map_err(pg_err)?;
+            tracing::info!(version = m.version, name = m.name, "applied migration");
+        }
+    }
+    tx.commit().await.map_err(pg_err)
+}
+
+async fn batcher(
+    pool: Pool,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<(NewOtp, AcceptReply)>>>,
+    max_batch: usize,
+) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(first) => batch.push(first),
+                None => return,
+            }
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+        }
+        let (otps, replies): (Vec<NewOtp>, Vec<AcceptReply>) = batch.into_iter().unzip();
+        match accept_batch(&pool, &otps).await {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "PostgreSQL batch was not committed");
+                for reply in replies {
+                    let _ = reply.send(Err(AcceptError::Store(e.clone())));
+                }
+            }
+        }
+    }
+}
+
+async fn accept_batch(
+    pool: &Pool,
+    otps: &[NewOtp],
+) -> Result<Vec<Result<Accepted, AcceptError>>, StoreError> {
+    let mut client = pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(pg_err)?;
+    let mut ids: Vec<i64> = otps.iter().map(|o| o.account_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows = tx
+        .query(
+            "SELECT id, sms_credits, phone_credits, otp_count FROM accounts \
+             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&ids],
+        )
+        .await
+        .map_err(pg_err)?;
+    let mut balances = Balances::default();
+    for r in rows {
+        balances.insert(r.get(0), r.get(1), r.get(2), r.get(3));
+    }
+
+    let mut results: Vec<Result<Accepted, AcceptError>> = Vec::with_capacity(otps.len());
+    let mut taken = Vec::new();
+    for (i, otp) in otps.iter().enumerate() {
+        match balances.take(otp) {
+            Ok(t) => {
+                taken.push((i, t));
+                results.push(Ok(Accepted {
+                    id: 0,
+                    account_seq: t.account_seq,
+                    sms_credits: t.sms_left,
+                    phone_credits: t.phone_left,
+                }));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    if taken.is_empty() {
+        tx.commit().await.map_err(pg_err)?;
+        return Ok(results);
+    }
+
+    let pick = |f: &dyn Fn(&NewOtp) -> String| -> Vec<String> {
+        taken.iter().map(|(i, _)| f(&otps[*i])).collect()
+    };
+    let account_ids: Vec<i64> = taken.iter().map(|(i, _)| otps[*i].account_id).collect();
+    let seqs: Vec<i64> = taken.iter().map(|(_, t)| t.account_seq).collect();
+    let key_ids: Vec<Option<i64>> = taken.iter().map(|(i, _)| otps[*i].api_key_id).collect();
+    let phones = pick(&|o| o.phone_number.clone());
+    let e164s = pick(&|o| o.e164.clone());
+    let templates = pick(&|o| o.template.clone());
+    let messages = pick(&|o| o.message.clone());
+    let codes = pick(&|o| o.otp.clone());
+    let options = pick(&|o| o.otp_option.as_str().to_owned());
+    let channels = pick(&|o| o.channel.as_str().to_owned());
+    let voices: Vec<Option<&str>> = taken
+        .iter()
+        .map(|(i, _)| otps[*i].voice.map(|v| v.as_str()))
+        .collect();
+    let factors: Vec<Option<f64>> = taken.iter().map(|(i, _)| otps[*i].length_factor).collect();
+    let companies: Vec<Option<String>> = taken
+        .iter()
+        .map(|(i, _)| otps[*i].company_name.clone())
+        .collect();
+    let segments: Vec<i64> = taken
+        .iter()
+        .map(|(i, _)| i64::from(otps[*i].segments))
+        .collect();
+    let sms_costs: Vec<i64> = taken.iter().map(|(i, _)| otps[*i].cost.sms).collect();
+    let phone_costs: Vec<i64> = taken.iter().map(|(i, _)| otps[*i].cost.phone).collect();
+    let credits: Vec<i64> = taken
+        .iter()
+        .map(|(i, _)| otps[*i].cost.sms + otps[*i].cost.phone)
+        .collect();
+    let created: Vec<i64> = taken.iter().map(|(i, _)| otps[*i].created_at).collect();
+
+    let inserted = tx
+        .query(
+            "INSERT INTO otps (account_id, account_seq, api_key_id, phone_number, e164, template, \
+             message, otp, otp_options, channel, voice_input, length_factor, company_name, segments, \
+             credits_used, status, status_at, created_at) \
+             SELECT a, s, k, p, e, t, m, c, op, ch, v, lf, co, sg, cr, 'queued', ts, ts FROM UNNEST(\
+             $1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], \
+             $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::text[], \
+             $14::int8[], $15::int8[], $16::int8[]) \
+             AS u(a, s, k, p, e, t, m, c, op, ch, v, lf, co, sg, cr, ts) \
+             RETURNING id, account_id, account_seq",
+            &[
+                &account_ids,
+                &seqs,
+                &key_ids,
+                &phones,
+                &e164s,
+                &templates,
+                &messages,
+                &codes,
+                &options,
+                &channels,
+                &voices,
+                &factors,
+                &companies,
+                &segments,
+                &credits,
+                &created,
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+    let mut by_seq = std::collections::HashMap::with_capacity(inserted.len());
+    for r in &inserted {
+        by_seq.insert((r.get::<_, i64>(1), r.get::<_, i64>(2)), r.get::<_, i64>(0));
+    }
+    let otp_ids: Vec<i64> = account_ids
+        .iter()
+        .zip(&seqs)
+        .map(|(a, s)| by_seq.get(&(*a, *s)).copied().unwrap_or(0))
+        .collect();
+    if otp_ids.contains(&0) {
+        return Err(StoreError::Internal("an inserted OTP went missing".into()));
+    }
+    tx.execute(
+        "INSERT INTO delivery_jobs (otp_id, channel, state, next_attempt_at, updated_at) \
+         SELECT i, ch, 'queued', ts, ts FROM UNNEST($1::int8[], $2::text[], $3::int8[]) AS u(i, ch, ts)",
+        &[&otp_ids, &channels, &created],
+    )
+    .await
+    .map_err(pg_err)?;
+    let neg_sms: Vec<i64> = sms_costs.iter().map(|c| -c).collect();
+    let neg_phone: Vec<i64> = phone_costs.iter().map(|c| -c).collect();
+    tx.execute(
+        "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, otp_id, created_at) \
+         SELECT a, 'debit', s, p, i, ts FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) \
+         AS u(a, s, p, i, ts)",
+        &[&account_ids, &neg_sms, &neg_phone, &otp_ids, &created],
+    )
+    .await
+    .map_err(pg_err)?;
+    let (mut ua, mut us, mut up, mut uc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (id, b) in balances.changed() {
+        ua.push(id);
+        us.push(b.sms);
+        up.push(b.phone);
+        uc.push(b.otp_count);
+    }
+    tx.execute(
+        "UPDATE accounts a SET sms_credits = u.s, phone_credits = u.p, otp_count = u.c \
+         FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[]) AS u(id, s, p, c) WHERE a.id = u.id",
+        &[&ua, &us, &up, &uc],
+    )
+    .await
+    .map_err(pg_err)?;
+    tx.commit().await.map_err(pg_err)?;
+
+    for ((i, _), id) in taken.iter().zip(otp_ids) {
+        if let Ok(a) = &mut results[*i] {
+            a.id = id;
+        }
+    }
+    Ok(results)
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg_err(e),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+fn pg_err(e: tokio_postgres::Error) -> StoreError {
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        None => StoreError::Unavailable(e.to_string()),
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(e.to_string()),
+        Some(c) if *c == SqlState::DISK_FULL => StoreError::Full,
+        Some(c)
+            if c.code().starts_with("08")
+                || c.code().starts_with("57P")
+                || *c == SqlState::TOO_MANY_CONNECTIONS =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        Some(_) => StoreError::Internal(e.to_string()),
+    }
+}
+
+fn otp_from_row(r: &Row, at: usize) -> OtpRecord {
+    let voice: Option<String> = r.get(at + 10);
+    let status: String = r.get(at + 15);
+    OtpRecord {
+        id: r.get(at),
+        account_id: r.get(at + 1),
+        account_seq: r.get(at + 2),
+        phone_number: r.get(at + 3),
+        e164: r.get(at + 4),
+        template: r.get(at + 5),
+        message: r.get(at + 6),
+        otp: r.get(at + 7),
+        otp_option: option_from_str(r.get(at + 8)),
+        channel: channel_from_str(r.get(at + 9)),
+        voice: voice.as_deref().and_then(otp_domain::channel::Voice::parse),
+        length_factor: r.get(at + 11),
+        company_name: r.get(at + 12),
+        segments: r.get::<_, i64>(at + 13) as u32,
+        credits_used: r.get(at + 14),
+        status: OtpStatus::parse(&status).unwrap_or(OtpStatus::Queued),
+        status_at: r.get(at + 16),
+        error: r.get(at + 17),
+        provider_message_id: r.get(at + 18),
+        created_at: r.get(at + 19),
+    }
+}
+
+fn account_from_row(r: &Row) -> Account {
+    Account {
+        id: r.get(0),
+        name: r.get(1),
+        sms_credits: r.get(2),
+        phone_credits: r.get(3),
+        otp_count: r.get(4),
+        created_at: r.get(5),
+    }
+}
+
+fn key_from_row(r: &Row) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: r.get(0),
+        key_id: r.get(1),
+        account_id: r.get(2),
+        secret_hash: r.get(3),
+        label: r.get(4),
+        created_at: r.get(5),
+        revoked_at: r.get(6),
+        last_used: r.get(7),
+    }
+}
+
+type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+fn refs(p: &Params) -> Vec<&(dyn ToSql + Sync)> {
+    p.iter()
+        .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.simple_query("SELECT 1").await.map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn create_account(
+        &self,
+        name: &str,
+        sms: i64,
+        phone: i64,
+    ) -> Result<Account, StoreError> {
+        if sms < 0 || phone < 0 {
+            return Err(StoreError::Conflict(
+                "opening credits cannot be negative".into(),
+            ));
+        }
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let now = now_micros();
+        let row = tx
+            .query_one(
+                &format!(
+                    "INSERT INTO accounts (name, sms_credits, phone_credits, created_at) \
+                     VALUES ($1, $2, $3, $4) RETURNING {ACCOUNT_COLUMNS}"
+                ),
+                &[&name, &sms, &phone, &now],
+            )
+            .await
+            .map_err(|e| match pg_err(e) {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("an account named {name:?} exists"))
+                }
+                other => other,
+            })?;
+        let account = account_from_row(&row);
+        tx.execute(
+            "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, note, created_at) \
+             VALUES ($1, 'topup', $2, $3, 'opening balance', $4)",
+            &[&account.id, &sms, &phone, &now],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(account)
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id"),
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(account_from_row).collect())
+    }
+
+    async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(row.as_ref().map(account_from_row))
+    }
+
+    async fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = $1"),
+                &[&name],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(row.as_ref().map(account_from_row))
+    }
+
+    async fn add_credits(
+        &self,
+        id: AccountId,
+        sms: i64,
+        phone: i64,
+        note: &str,
+    ) -> Result<Account, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "UPDATE accounts SET sms_credits = sms_credits + $2, phone_credits = phone_credits + $3 \
+                     WHERE id = $1 RETURNING {ACCOUNT_COLUMNS}"
+                ),
+                &[&id, &sms, &phone],
+            )
+            .await
+            .map_err(|e| match e.code() {
+                Some(c) if *c == tokio_postgres::error::SqlState::CHECK_VIOLATION => {
+                    StoreError::Conflict("a balance cannot go below zero".into())
+                }
+                _ => pg_err(e),
+            })?
+            .ok_or_else(|| StoreError::NotFound(format!("account {id}")))?;
+        tx.execute(
+            "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, note, created_at) \
+             VALUES ($1, 'topup', $2, $3, $4, $5)",
+            &[&id, &sms, &phone, &note, &now_micros()],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(account_from_row(&row))
+    }
+
+    async fn ledger(&self, id: AccountId) -> Result<Vec<LedgerEntry>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id, account_id, kind, sms_delta, phone_delta, otp_id, note, created_at \
+                 FROM ledger WHERE account_id = $1 ORDER BY id",
+                &[&id],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| LedgerEntry {
+                id: r.get(0),
+                account_id: r.get(1),
+                kind: r.get(2),
+                sms_delta: r.get(3),
+                phone_delta: r.get(4),
+                otp_id: r.get(5),
+                note: r.get(6),
+                created_at: r.get(7),
+            })
+            .collect())
+    }
+
+    async fn create_key(&self, key: NewApiKey) -> Result<ApiKeyRecord, StoreError> {
+        let c = self.client().await?;
+        let hash: &[u8] = &key.secret_hash;
+        let row = c
+            .query_opt(
+                &format!(
+                    "INSERT INTO api_keys (key_id, account_id, secret_hash, label, created_at) \
+                     SELECT $1, id, $3, $4, $5 FROM accounts WHERE id = $2 RETURNING {KEY_COLUMNS}"
+                ),
+                &[
+                    &key.key_id,
+                    &key.account_id,
+                    &hash,
+                    &key.label,
+                    &now_micros(),
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        row.as_ref()
+            .map(key_from_row)
+            .ok_or_else(|| StoreError::NotFound(format!("account {}", key.account_id)))
+    }
+
+    async fn find_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = $1"
+            ))
+            .await
+            .map_err(pg_err)?;
+        let row = c.query_opt(&stmt, &[&key_id]).await.map_err(pg_err)?;
+        Ok(row.as_ref().map(key_from_row))
+    }
+
+    async fn list_keys(&self, account: Option<AccountId>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE $1::int8 IS NULL OR account_id = $1 ORDER BY id"
+                ),
+                &[&account],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(key_from_row).collect())
+    }
+
+    async fn revoke_key(&self, key_id: &str) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL",
+                &[&key_id, &now_micros()],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(n > 0)
+    }
+
+    async fn touch_keys(&self, used: Vec<(i64, Micros)>) -> Result<(), StoreError> {
+        let (ids, ats): (Vec<i64>, Vec<i64>) = used.into_iter().unzip();
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE api_keys k SET last_used = GREATEST(COALESCE(k.last_used, 0), u.at) \
+             FROM UNNEST($1::int8[], $2::int8[]) AS u(id, at) WHERE k.id = u.id",
+            &[&ids, &ats],
+        )
+        .await
+        .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn accept(&self, otp: NewOtp) -> Result<Accepted, AcceptError> {
+        let (reply, rx) = oneshot::channel();
+        self.accepts
+            .send((otp, reply))
+            .map_err(|_| StoreError::Unavailable("the PostgreSQL batcher has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the PostgreSQL batcher has stopped".into()))?
+    }
+
+    async fn list_otps(&self, q: &ListQuery) -> Result<OtpPage, StoreError> {
+        let mut c = self.client().await?;
+        // One snapshot, so the count and the page agree.
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_err)?;
+        let mut filter = String::from("o.account_id = $1");
+        let mut args: Params = vec![Box::new(q.account_id)];
+        if let Some(p) = &q.phone_number {
+            args.push(Box::new(p.clone()));
+            filter.push_str(&format!(" AND o.phone_number = ${}", args.len()));
+        }
+        if let Some(ch) = q.channel {
+            args.push(Box::new(ch.as_str().to_owned()));
+            filter.push_str(&format!(" AND o.channel = ${}", args.len()));
+        }
+        if let Some(from) = q.created_from {
+            args.push(Box::new(from));
+            filter.push_str(&format!(" AND o.created_at >= ${}", args.len()));
+        }
+        if let Some(before) = q.created_before {
+            args.push(Box::new(before));
+            filter.push_str(&format!(" AND o.created_at < ${}", args.len()));
+        }
+        let offset = q.offset.min(i64::MAX as u64) as i64;
+        let (count, bound, skip) = if q.is_unfiltered() {
+            // Gapless per-account numbers turn any offset into an index bound.
+            let count: i64 = tx
+                .query_opt(
+                    "SELECT otp_count FROM accounts WHERE id = $1",
+                    &[&q.account_id],
+                )
+                .await
+                .map_err(pg_err)?
+                .map(|r| r.get(0))
+                .unwrap_or(0);
+            let bound = q.before_seq.unwrap_or(count.saturating_sub(offset) + 1);
+            (count, Some(bound), 0)
+        } else {
+            let count: i64 = tx
+                .query_one(
+                    &format!("SELECT COUNT(*) FROM otps o WHERE {filter}"),
+                    &refs(&args),
+                )
+                .await
+                .map_err(pg_err)?
+                .get(0);
+            match q.before_seq {
+                Some(b) => (count, Some(b), 0),
+                None => (count, None, offset),
+            }
+        };
+        if let Some(b) = bound {
+            args.push(Box::new(b));
+            filter.push_str(&format!(" AND o.account_seq < ${}", args.len()));
+        }
+        args.push(Box::new(i64::from(q.limit)));
+        args.push(Box::new(skip));
+        let sql = format!(
+            "SELECT {OTP_COLUMNS} FROM otps o WHERE {filter} ORDER BY o.account_seq DESC LIMIT ${} OFFSET ${}",
+            args.len() - 1,
+            args.len()
+        );
+        let rows = tx.query(&sql, &refs(&args)).await.map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(OtpPage {
+            count: count.max(0) as u64,
+            items: rows.iter().map(|r| otp_from_row(r, 0)).collect(),
+        })
+    }
+
+    async fn otp(&self, account: AccountId, id: i64) -> Result<Option<OtpRecord>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!("SELECT {OTP_COLUMNS} FROM otps o WHERE o.id = $1 AND o.account_id = $2"),
+                &[&id, &account],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(row.map(|r| otp_from_row(&r, 0)))
+    }
+
+    async fn claim_jobs(&self, claim: Claim) -> Result<Vec<ClaimedJob>, StoreError> {
+        let c = self.client().await?;
+        let limit = claim.limit as i64;
+        let rows = c
+            .query(
+                &format!(
+                    "WITH c AS (UPDATE delivery_jobs SET next_attempt_at = $1, lease_owner = $2, \
+                         attempts = attempts + 1, updated_at = $3 \
+                     WHERE id IN (SELECT id FROM delivery_jobs \
+                         WHERE state = 'queued' AND channel = $4 AND next_attempt_at <= $3 \
+                         ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
+                     RETURNING id, otp_id, attempts) \
+                     SELECT c.id, c.attempts, {OTP_COLUMNS} FROM c JOIN otps o ON o.id = c.otp_id ORDER BY c.id"
+                ),
+                &[
+                    &claim.lease_until,
+                    &claim.node,
+                    &claim.now,
+                    &claim.channel.as_str(),
+                    &limit,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| ClaimedJob {
+                job_id: r.get(0),
+                attempts: r.get(1),
+                otp: otp_from_row(r, 2),
+            })
+            .collect())
+    }
+
+    async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        // Columns per result: job id, otp id, job state, otp status, error,
+        // provider id, next attempt, time. Retries keep the OTP queued.
+        let mut jobs: Vec<i64> = Vec::new();
+        let mut otp_ids: Vec<i64> = Vec::new();
+        let mut states: Vec<&str> = Vec::new();
+        let mut statuses: Vec<&str> = Vec::new();
+        let mut errors: Vec<Option<&str>> = Vec::new();
+        let mut providers: Vec<Option<&str>> = Vec::new();
+        let mut nexts: Vec<Option<i64>> = Vec::new();
+        let mut ats: Vec<i64> = Vec::new();
+        for r in &results {
+            jobs.push(r.job_id);
+            otp_ids.push(r.otp_id);
+            ats.push(r.at);
+            match &r.outcome {
+                JobOutcome::Sent {
+                    provider_message_id,
+                } => {
+                    states.push("done");
+                    statuses.push("sent");
+                    errors.push(None);
+                    providers.push(provider_message_id.as_deref());
+                    nexts.push(None);
+                }
+                JobOutcome::Retry {
+                    next_attempt_at,
+                    error,
+                } => {
+                    states.push("queued");
+                    statuses.push("queued");
+                    errors.push(Some(error));
+                    providers.push(None);
+                    nexts.push(Some(*next_attempt_at));
+                }
+                JobOutcome::Failed { error } => {
+                    states.push("failed");
+                    statuses.push("failed");
+                    errors.push(Some(error));
+                    providers.push(None);
+                    nexts.push(None);
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE delivery_jobs j SET state = u.state, last_error = u.err, \
+                 next_attempt_at = COALESCE(u.next, j.next_attempt_at), updated_at = u.at \
+             FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int8[], $5::int8[]) \
+                 AS u(id, state, err, next, at) WHERE j.id = u.id",
+            &[&jobs, &states, &errors, &nexts, &ats],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.execute(
+            "UPDATE otps o SET error = u.err, \
+                 provider_message_id = COALESCE(u.provider, o.provider_message_id), \
+                 status_at = CASE WHEN u.status = o.status THEN o.status_at ELSE u.at END, \
+                 status = u.status \
+             FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[]) \
+                 AS u(id, status, err, provider, at) WHERE o.id = u.id",
+            &[&otp_ids, &statuses, &errors, &providers, &ats],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn queue_depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT channel, COUNT(*) FROM delivery_jobs WHERE state = 'queued' GROUP BY channel",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}

@@ -1,0 +1,874 @@
+//! The embedded SQLite store.
+//!
+//! One writer thread owns the only writable connection. Callers hand it operations
+//! over a channel; it drains whatever is queued (up to `max_batch`), runs it all in
+//! one `BEGIN IMMEDIATE` transaction and answers every caller only after `COMMIT`
+//! returned. With `synchronous = FULL` that commit is the fsync, so a reply means
+//! the write is on disk, and a burst of sends shares one fsync (group commit).
+//! Reads go to a small pool of read-only connections on blocking threads; in WAL
+//! mode they never wait for the writer.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, params};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::alloc::Balances;
+use crate::migrate::{self, Migration};
+use crate::model::{channel_from_str, option_from_str};
+use crate::*;
+
+/// Sends a caller its answer once the batch's commit is known.
+type Finisher = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+/// A write run inside the batch's transaction (`None`: no transaction could begin).
+type Job = Box<dyn FnOnce(Option<&Transaction<'_>>) -> Finisher + Send>;
+
+enum WriteOp {
+    Accept(Box<NewOtp>, oneshot::Sender<Result<Accepted, AcceptError>>),
+    Other(Job),
+}
+
+/// The SQLite store; cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    writer: mpsc::UnboundedSender<WriteOp>,
+    readers: Arc<ReadPool>,
+}
+
+struct ReadPool {
+    conns: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+const OTP_COLUMNS: &str = "id, account_id, account_seq, phone_number, e164, template, message, \
+     otp, otp_options, channel, voice_input, length_factor, company_name, segments, \
+     credits_used, status, status_at, error, provider_message_id, created_at";
+
+const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, phone_credits, otp_count, created_at";
+
+const KEY_COLUMNS: &str =
+    "id, key_id, account_id, secret_hash, label, created_at, revoked_at, last_used";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file, applies migrations and starts
+    /// the writer thread.
+    pub async fn open(path: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        let max_batch = options.max_batch.max(1);
+        let readers = options.connections.max(1);
+        let (conn, read_conns) = tokio::task::spawn_blocking(move || {
+            let mut conn = open_writer(Path::new(&path))?;
+            apply_migrations(&mut conn, migrate::SQLITE)?;
+            let mut read_conns = Vec::with_capacity(readers);
+            for _ in 0..readers {
+                read_conns.push(open_reader(Path::new(&path))?);
+            }
+            Ok::<_, StoreError>((conn, read_conns))
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))??;
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("otpgate-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, max_batch))
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        Ok(SqliteStore {
+            writer: tx,
+            readers: Arc::new(ReadPool {
+                permits: Semaphore::new(read_conns.len()),
+                conns: Mutex::new(read_conns),
+            }),
+        })
+    }
+
+    /// Runs `f` in the writer's next transaction and returns its result after the
+    /// commit.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel::<Result<T, StoreError>>();
+        let job: Job = Box::new(move |tx| {
+            let result = match tx {
+                Some(tx) => run_in_savepoint(tx, f),
+                None => Err(StoreError::Unavailable("no transaction".into())),
+            };
+            Box::new(move |commit_error: Option<&StoreError>| {
+                let result = match commit_error {
+                    Some(e) => Err(e.clone()),
+                    None => result,
+                };
+                let _ = reply.send(result);
+            })
+        });
+        self.writer
+            .send(WriteOp::Other(job))
+            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
+    }
+
+    /// Runs `f` on a read connection on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        let _permit = pool
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("the read pool is closed".into()))?;
+        let pool2 = pool.clone();
+        tokio::task::spawn_blocking(move || {
+            // std Mutex: held only to pop or push a connection, never across I/O.
+            let conn = pool2.conns.lock().expect("read pool poisoned").pop();
+            let conn = conn.ok_or_else(|| StoreError::Internal("read pool empty".into()))?;
+            let result = f(&conn);
+            pool2.conns.lock().expect("read pool poisoned").push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+}
+
+fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(map_err)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA busy_timeout = 5000;
+         PRAGMA cache_size = -32000;
+         PRAGMA temp_store = MEMORY;",
+    )
+    .map_err(map_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(map_err)?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16000;")
+        .map_err(map_err)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+fn apply_migrations(conn: &mut Connection, list: &[Migration]) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(map_err)?;
+    tx.execute_batch(migrate::CREATE_TABLE).map_err(map_err)?;
+    for m in list {
+        let done: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM otpgate_migrations WHERE version = ?1",
+                [m.version],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(map_err)?;
+        if done.is_none() {
+            tx.execute_batch(m.sql).map_err(map_err)?;
+            tx.execute(
+                "INSERT INTO otpgate_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                params![m.version, m.name, now_micros()],
+            )
+            .map_err(map_err)?;
+            tracing::info!(version = m.version, name = m.name, "applied migration");
+        }
+    }
+    tx.commit().map_err(map_err)
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>, max_batch: usize) {
+    let mut ops = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        ops.push(first);
+        while ops.len() < max_batch {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut conn, &mut ops);
+    }
+}
+
+fn run_batch(conn: &mut Connection, ops: &mut Vec<WriteOp>) {
+    let mut accepts = Vec::new();
+    let mut others = Vec::new();
+    for op in ops.drain(..) {
+        match op {
+            WriteOp::Accept(otp, reply) => accepts.push((otp, reply)),
+            WriteOp::Other(job) => others.push(job),
+        }
+    }
+    let begin = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(map_err);
+    let (finishers, results, commit_error): (Vec<Finisher>, _, _) = match begin {
+        Err(e) => (
+            others.into_iter().map(|job| job(None)).collect(),
+            None,
+            Some(e),
+        ),
+        Ok(tx) => {
+            let finishers = others.into_iter().map(|job| job(Some(&tx))).collect();
+            let otps: Vec<&NewOtp> = accepts.iter().map(|(otp, _)| otp.as_ref()).collect();
+            match accept_batch(&tx, &otps) {
+                Ok(results) => match tx.commit() {
+                    Ok(()) => (finishers, Some(results), None),
+                    Err(e) => (finishers, None, Some(map_err(e))),
+                },
+                // Dropping the transaction rolls it back.
+                Err(e) => (finishers, None, Some(e)),
+            }
+        }
+    };
+    if let Some(e) = &commit_error {
+        tracing::error!(error = %e, "SQLite batch was not committed");
+    }
+    for finish in finishers {
+        finish(commit_error.as_ref());
+    }
+    match results {
+        Some(results) => {
+            for ((_, reply), result) in accepts.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        None => {
+            let e = commit_error.unwrap_or(StoreError::Internal("batch lost".into()));
+            for (_, reply) in accepts {
+                let _ = reply.send(Err(AcceptError::Store(e.clone())));
+            }
+        }
+    }
+}
+
+/// Debits, numbers and writes a batch of sends inside `tx`. The outer error means
+/// the transaction must not commit; inner errors are per send.
+fn accept_batch(
+    tx: &Transaction<'_>,
+    otps: &[&NewOtp],
+) -> Result<Vec<Result<Accepted, AcceptError>>, StoreError> {
+    if otps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut balances = Balances::default();
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT sms_credits, phone_credits, otp_count FROM accounts WHERE id = ?1",
+            )
+            .map_err(map_err)?;
+        for otp in otps {
+            let found = stmt
+                .query_row([otp.account_id], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .optional()
+                .map_err(map_err)?;
+            if let Some((sms, phone, count)) = found {
+                balances.insert(otp.account_id, sms, phone, count);
+            }
+        }
+    }
+    let mut insert_otp = tx
+        .prepare_cached(
+            "INSERT INTO otps (account_id, account_seq, api_key_id, phone_number, e164, template, \
+             message, otp, otp_options, channel, voice_input, length_factor, company_name, \
+             segments, credits_used, status, status_at, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'queued', ?16, ?16)",
+        )
+        .map_err(map_err)?;
+    let mut insert_job = tx
+        .prepare_cached(
+            "INSERT INTO delivery_jobs (otp_id, channel, state, next_attempt_at, updated_at) \
+             VALUES (?1, ?2, 'queued', ?3, ?3)",
+        )
+        .map_err(map_err)?;
+    let mut insert_ledger = tx
+        .prepare_cached(
+            "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, otp_id, created_at) \
+             VALUES (?1, 'debit', ?2, ?3, ?4, ?5)",
+        )
+        .map_err(map_err)?;
+    let mut results = Vec::with_capacity(otps.len());
+    for otp in otps {
+        let taken = match balances.take(otp) {
+            Ok(t) => t,
+            Err(e) => {
+                results.push(Err(e));
+                continue;
+            }
+        };
+        insert_otp
+            .execute(params![
+                otp.account_id,
+                taken.account_seq,
+                otp.api_key_id,
+                otp.phone_number,
+                otp.e164,
+                otp.template,
+                otp.message,
+                otp.otp,
+                otp.otp_option.as_str(),
+                otp.channel.as_str(),
+                otp.voice.map(|v| v.as_str()),
+                otp.length_factor,
+                otp.company_name,
+                otp.segments,
+                otp.cost.sms + otp.cost.phone,
+                otp.created_at,
+            ])
+            .map_err(map_err)?;
+        let id = tx.last_insert_rowid();
+        insert_job
+            .execute(params![id, otp.channel.as_str(), otp.created_at])
+            .map_err(map_err)?;
+        insert_ledger
+            .execute(params![
+                otp.account_id,
+                -otp.cost.sms,
+                -otp.cost.phone,
+                id,
+                otp.created_at
+            ])
+            .map_err(map_err)?;
+        results.push(Ok(Accepted {
+            id,
+            account_seq: taken.account_seq,
+            sms_credits: taken.sms_left,
+            phone_credits: taken.phone_left,
+        }));
+    }
+    let mut update = tx
+        .prepare_cached(
+            "UPDATE accounts SET sms_credits = ?2, phone_credits = ?3, otp_count = ?4 WHERE id = ?1",
+        )
+        .map_err(map_err)?;
+    for (id, b) in balances.changed() {
+        update
+            .execute(params![id, b.sms, b.phone, b.otp_count])
+            .map_err(map_err)?;
+    }
+    Ok(results)
+}
+
+fn run_in_savepoint<T>(
+    tx: &Transaction<'_>,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    tx.execute_batch("SAVEPOINT op").map_err(map_err)?;
+    match f(tx) {
+        Ok(v) => {
+            tx.execute_batch("RELEASE op").map_err(map_err)?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = tx.execute_batch("ROLLBACK TO op; RELEASE op");
+            Err(e)
+        }
+    }
+}
+
+pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ErrorCode::DiskFull => StoreError::Full,
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                StoreError::Unavailable(e.to_string())
+            }
+            ErrorCode::ConstraintViolation => StoreError::Conflict(e.to_string()),
+            ErrorCode::CannotOpen => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Internal(e.to_string()),
+        },
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+fn otp_from_row(r: &Row<'_>) -> rusqlite::Result<OtpRecord> {
+    let status: String = r.get(15)?;
+    let voice: Option<String> = r.get(10)?;
+    Ok(OtpRecord {
+        id: r.get(0)?,
+        account_id: r.get(1)?,
+        account_seq: r.get(2)?,
+        phone_number: r.get(3)?,
+        e164: r.get(4)?,
+        template: r.get(5)?,
+        message: r.get(6)?,
+        otp: r.get(7)?,
+        otp_option: option_from_str(&r.get::<_, String>(8)?),
+        channel: channel_from_str(&r.get::<_, String>(9)?),
+        voice: voice.as_deref().and_then(otp_domain::channel::Voice::parse),
+        length_factor: r.get(11)?,
+        company_name: r.get(12)?,
+        segments: r.get(13)?,
+        credits_used: r.get(14)?,
+        status: OtpStatus::parse(&status).unwrap_or(OtpStatus::Queued),
+        status_at: r.get(16)?,
+        error: r.get(17)?,
+        provider_message_id: r.get(18)?,
+        created_at: r.get(19)?,
+    })
+}
+
+fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
+    Ok(Account {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        sms_credits: r.get(2)?,
+        phone_credits: r.get(3)?,
+        otp_count: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+fn key_from_row(r: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: r.get(0)?,
+        key_id: r.get(1)?,
+        account_id: r.get(2)?,
+        secret_hash: r.get(3)?,
+        label: r.get(4)?,
+        created_at: r.get(5)?,
+        revoked_at: r.get(6)?,
+        last_used: r.get(7)?,
+    })
+}
+
+fn account_by_id(conn: &Connection, id: AccountId) -> Result<Option<Account>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"
+    ))
+    .and_then(|mut s| s.query_row([id], account_from_row).optional())
+    .map_err(map_err)
+}
+
+fn otp_by_id(conn: &Connection, id: i64) -> Result<Option<OtpRecord>, StoreError> {
+    conn.prepare_cached(&format!("SELECT {OTP_COLUMNS} FROM otps WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id], otp_from_row).optional())
+        .map_err(map_err)
+}
+
+fn collect<T>(
+    rows: rusqlite::MappedRows<'_, impl FnMut(&Row<'_>) -> rusqlite::Result<T>>,
+) -> Result<Vec<T>, StoreError> {
+    rows.collect::<rusqlite::Result<Vec<T>>>().map_err(map_err)
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err))
+            .await
+    }
+
+    async fn create_account(
+        &self,
+        name: &str,
+        sms: i64,
+        phone: i64,
+    ) -> Result<Account, StoreError> {
+        if sms < 0 || phone < 0 {
+            return Err(StoreError::Conflict(
+                "opening credits cannot be negative".into(),
+            ));
+        }
+        let name = name.to_owned();
+        self.write(move |tx| {
+            let now = now_micros();
+            tx.execute(
+                "INSERT INTO accounts (name, sms_credits, phone_credits, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, sms, phone, now],
+            )
+            .map_err(|e| match map_err(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!("an account named {name:?} exists")),
+                other => other,
+            })?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, note, created_at) \
+                 VALUES (?1, 'topup', ?2, ?3, 'opening balance', ?4)",
+                params![id, sms, phone, now],
+            )
+            .map_err(map_err)?;
+            account_by_id(tx, id)?.ok_or_else(|| StoreError::NotFound("account".into()))
+        })
+        .await
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.read(|c| {
+            let mut s = c
+                .prepare_cached(&format!(
+                    "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id"
+                ))
+                .map_err(map_err)?;
+            collect(s.query_map([], account_from_row).map_err(map_err)?)
+        })
+        .await
+    }
+
+    async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        self.read(move |c| account_by_id(c, id)).await
+    }
+
+    async fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = ?1"
+            ))
+            .and_then(|mut s| s.query_row([name], account_from_row).optional())
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn add_credits(
+        &self,
+        id: AccountId,
+        sms: i64,
+        phone: i64,
+        note: &str,
+    ) -> Result<Account, StoreError> {
+        let note = note.to_owned();
+        self.write(move |tx| {
+            let account = account_by_id(tx, id)?
+                .ok_or_else(|| StoreError::NotFound(format!("account {id}")))?;
+            if account.sms_credits + sms < 0 || account.phone_credits + phone < 0 {
+                return Err(StoreError::Conflict("a balance cannot go below zero".into()));
+            }
+            let now = now_micros();
+            tx.execute(
+                "UPDATE accounts SET sms_credits = sms_credits + ?2, phone_credits = phone_credits + ?3 WHERE id = ?1",
+                params![id, sms, phone],
+            )
+            .map_err(map_err)?;
+            tx.execute(
+                "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, note, created_at) \
+                 VALUES (?1, 'topup', ?2, ?3, ?4, ?5)",
+                params![id, sms, phone, note, now],
+            )
+            .map_err(map_err)?;
+            account_by_id(tx, id)?.ok_or_else(|| StoreError::NotFound(format!("account {id}")))
+        })
+        .await
+    }
+
+    async fn ledger(&self, id: AccountId) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT id, account_id, kind, sms_delta, phone_delta, otp_id, note, created_at \
+                     FROM ledger WHERE account_id = ?1 ORDER BY id",
+                )
+                .map_err(map_err)?;
+            collect(
+                s.query_map([id], |r| {
+                    Ok(LedgerEntry {
+                        id: r.get(0)?,
+                        account_id: r.get(1)?,
+                        kind: r.get(2)?,
+                        sms_delta: r.get(3)?,
+                        phone_delta: r.get(4)?,
+                        otp_id: r.get(5)?,
+                        note: r.get(6)?,
+                        created_at: r.get(7)?,
+                    })
+                })
+                .map_err(map_err)?,
+            )
+        })
+        .await
+    }
+
+    async fn create_key(&self, key: NewApiKey) -> Result<ApiKeyRecord, StoreError> {
+        self.write(move |tx| {
+            if account_by_id(tx, key.account_id)?.is_none() {
+                return Err(StoreError::NotFound(format!("account {}", key.account_id)));
+            }
+            tx.execute(
+                "INSERT INTO api_keys (key_id, account_id, secret_hash, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key.key_id, key.account_id, &key.secret_hash[..], key.label, now_micros()],
+            )
+            .map_err(map_err)?;
+            let id = tx.last_insert_rowid();
+            tx.query_row(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"), [id], key_from_row)
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn find_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let key_id = key_id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?1"
+            ))
+            .and_then(|mut s| s.query_row([key_id], key_from_row).optional())
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_keys(&self, account: Option<AccountId>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE ?1 IS NULL OR account_id = ?1 ORDER BY id"
+                ))
+                .map_err(map_err)?;
+            collect(s.query_map([account], key_from_row).map_err(map_err)?)
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, key_id: &str) -> Result<bool, StoreError> {
+        let key_id = key_id.to_owned();
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE api_keys SET revoked_at = ?2 WHERE key_id = ?1 AND revoked_at IS NULL",
+                    params![key_id, now_micros()],
+                )
+                .map_err(map_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn touch_keys(&self, used: Vec<(i64, Micros)>) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            let mut s = tx
+                .prepare_cached(
+                    "UPDATE api_keys SET last_used = MAX(COALESCE(last_used, 0), ?2) WHERE id = ?1",
+                )
+                .map_err(map_err)?;
+            for (id, at) in used {
+                s.execute(params![id, at]).map_err(map_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn accept(&self, otp: NewOtp) -> Result<Accepted, AcceptError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(WriteOp::Accept(Box::new(otp), reply))
+            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
+    }
+
+    async fn list_otps(&self, query: &ListQuery) -> Result<OtpPage, StoreError> {
+        let q = query.clone();
+        self.read(move |c| {
+            // One read transaction, so the count and the page agree.
+            c.execute_batch("BEGIN DEFERRED").map_err(map_err)?;
+            let result = list_otps_in(c, &q);
+            let _ = c.execute_batch("COMMIT");
+            result
+        })
+        .await
+    }
+
+    async fn otp(&self, account: AccountId, id: i64) -> Result<Option<OtpRecord>, StoreError> {
+        self.read(move |c| Ok(otp_by_id(c, id)?.filter(|o| o.account_id == account)))
+            .await
+    }
+
+    async fn claim_jobs(&self, claim: Claim) -> Result<Vec<ClaimedJob>, StoreError> {
+        self.write(move |tx| {
+            let claimed: Vec<(i64, i64, i64)> = {
+                let mut s = tx
+                    .prepare_cached(
+                        "UPDATE delivery_jobs SET next_attempt_at = ?1, lease_owner = ?2, \
+                         attempts = attempts + 1, updated_at = ?3 \
+                         WHERE id IN (SELECT id FROM delivery_jobs \
+                             WHERE state = 'queued' AND channel = ?4 AND next_attempt_at <= ?3 \
+                             ORDER BY next_attempt_at LIMIT ?5) \
+                         RETURNING id, otp_id, attempts",
+                    )
+                    .map_err(map_err)?;
+                let rows = s
+                    .query_map(
+                        params![
+                            claim.lease_until,
+                            claim.node,
+                            claim.now,
+                            claim.channel.as_str(),
+                            claim.limit as i64
+                        ],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .map_err(map_err)?;
+                collect(rows)?
+            };
+            let mut jobs = Vec::with_capacity(claimed.len());
+            for (job_id, otp_id, attempts) in claimed {
+                if let Some(otp) = otp_by_id(tx, otp_id)? {
+                    jobs.push(ClaimedJob {
+                        job_id,
+                        attempts,
+                        otp,
+                    });
+                }
+            }
+            jobs.sort_by_key(|j| j.job_id);
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            for r in &results {
+                finish_one(tx, r)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn queue_depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read(|c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT channel, COUNT(*) FROM delivery_jobs WHERE state = 'queued' GROUP BY channel",
+                )
+                .map_err(map_err)?;
+            collect(s.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(map_err)?)
+        })
+        .await
+    }
+}
+
+fn finish_one(tx: &Transaction<'_>, r: &JobResult) -> Result<(), StoreError> {
+    match &r.outcome {
+        JobOutcome::Sent {
+            provider_message_id,
+        } => {
+            tx.prepare_cached(
+                "UPDATE delivery_jobs SET state = 'done', last_error = NULL, updated_at = ?2 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![r.job_id, r.at]))
+            .map_err(map_err)?;
+            tx.prepare_cached(
+                "UPDATE otps SET status = 'sent', status_at = ?2, provider_message_id = ?3, error = NULL WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![r.otp_id, r.at, provider_message_id]))
+            .map_err(map_err)?;
+        }
+        JobOutcome::Retry {
+            next_attempt_at,
+            error,
+        } => {
+            tx.prepare_cached(
+                "UPDATE delivery_jobs SET next_attempt_at = ?2, last_error = ?3, updated_at = ?4 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![r.job_id, next_attempt_at, error, r.at]))
+            .map_err(map_err)?;
+            tx.prepare_cached("UPDATE otps SET error = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![r.otp_id, error]))
+                .map_err(map_err)?;
+        }
+        JobOutcome::Failed { error } => {
+            tx.prepare_cached(
+                "UPDATE delivery_jobs SET state = 'failed', last_error = ?2, updated_at = ?3 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![r.job_id, error, r.at]))
+            .map_err(map_err)?;
+            tx.prepare_cached(
+                "UPDATE otps SET status = 'failed', status_at = ?2, error = ?3 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![r.otp_id, r.at, error]))
+            .map_err(map_err)?;
+        }
+    }
+    Ok(())
+}
+
+fn list_otps_in(c: &Connection, q: &ListQuery) -> Result<OtpPage, StoreError> {
+    let mut filter = String::from("account_id = ?1");
+    let mut args: Vec<rusqlite::types::Value> = vec![q.account_id.into()];
+    if let Some(p) = &q.phone_number {
+        args.push(p.clone().into());
+        filter.push_str(&format!(" AND phone_number = ?{}", args.len()));
+    }
+    if let Some(ch) = q.channel {
+        args.push(ch.as_str().to_owned().into());
+        filter.push_str(&format!(" AND channel = ?{}", args.len()));
+    }
+    if let Some(from) = q.created_from {
+        args.push(from.into());
+        filter.push_str(&format!(" AND created_at >= ?{}", args.len()));
+    }
+    if let Some(before) = q.created_before {
+        args.push(before.into());
+        filter.push_str(&format!(" AND created_at < ?{}", args.len()));
+    }
+    let offset = q.offset.min(i64::MAX as u64) as i64;
+    let (count, bound, skip) = if q.is_unfiltered() {
+        // Every OTP of an account has a gapless number 1..=otp_count, so an offset
+        // maps straight to a bound on that number: O(log n) however deep the page.
+        let count: i64 = c
+            .prepare_cached("SELECT otp_count FROM accounts WHERE id = ?1")
+            .and_then(|mut s| s.query_row([q.account_id], |r| r.get(0)).optional())
+            .map_err(map_err)?
+            .unwrap_or(0);
+        let bound = q.before_seq.unwrap_or(count.saturating_sub(offset) + 1);
+        (count, Some(bound), 0)
+    } else {
+        let count: i64 = c
+            .prepare_cached(&format!("SELECT COUNT(*) FROM otps WHERE {filter}"))
+            .and_then(|mut s| s.query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0)))
+            .map_err(map_err)?;
+        match q.before_seq {
+            Some(b) => (count, Some(b), 0),
+            None => (count, None, offset),
+        }
+    };
+    if let Some(b) = bound {
+        args.push(b.into());
+        filter.push_str(&format!(" AND account_seq < ?{}", args.len()));
+    }
+    args.push(i64::from(q.limit).into());
+    args.push(skip.into());
+    let sql = format!(
+        "SELECT {OTP_COLUMNS} FROM otps WHERE {filter} ORDER BY account_seq DESC LIMIT ?{} OFFSET ?{}",
+        args.len() - 1,
+        args.len()
+    );
+    let mut s = c.prepare_cached(&sql).map_err(map_err)?;
+    let items = collect(
+        s.query_map(rusqlite::params_from_iter(args.iter()), otp_from_row)
+            .map_err(map_err)?,
+    )?;
+    Ok(OtpPage {
+        count: count.max(0) as u64,
+        items,
+    })
+}

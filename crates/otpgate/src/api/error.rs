@@ -1,0 +1,223 @@
+//! The one error envelope, and the one place an error becomes a response.
+//!
+//! Every failure leaves as `{status, success: false, message, errors, data: null}`
+//! with the matching HTTP status; 401s also carry DRF's `detail`. Internal causes
+//! are logged here and never sent to the client.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// One thing wrong with a request.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct FieldError {
+    /// The request field at fault, or `non_field_errors`.
+    pub field: String,
+    /// A stable machine-readable reason, e.g. `required`, `invalid`, `out_of_range`.
+    pub code: String,
+    /// A sentence for a person.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, code: &str, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.to_owned(),
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub status: u16,
+    pub success: bool,
+    pub message: String,
+    pub errors: Vec<FieldError>,
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+    /// Present on 401, as Django REST Framework clients expect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// An error on its way to becoming a response (boxed: handlers return it often
+/// and it should cost a pointer in their `Result`).
+#[derive(Debug)]
+pub struct ApiError(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    status: StatusCode,
+    message: String,
+    errors: Vec<FieldError>,
+    detail: Option<String>,
+    data: Option<serde_json::Value>,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError::from_inner(Inner {
+            status,
+            message: message.into(),
+            errors: Vec::new(),
+            detail: None,
+            data: None,
+            retry_after: None,
+        })
+    }
+
+    fn from_inner(inner: Inner) -> Self {
+        ApiError(Box::new(inner))
+    }
+
+    fn inner(self) -> Inner {
+        *self.0
+    }
+
+    /// 400 with the list of what is wrong.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let message = match errors.as_slice() {
+            [one] => one.message.clone(),
+            _ => "The request has invalid fields.".to_owned(),
+        };
+        ApiError::from_inner(Inner {
+            errors,
+            ..ApiError::new(StatusCode::BAD_REQUEST, message).inner()
+        })
+    }
+
+    /// 400 for a body that could not be read as the declared type.
+    pub fn malformed(message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::from_inner(Inner {
+            errors: vec![FieldError::new(
+                "non_field_errors",
+                "parse_error",
+                message.clone(),
+            )],
+            ..ApiError::new(StatusCode::BAD_REQUEST, message).inner()
+        })
+    }
+
+    pub fn unauthenticated(detail: &str) -> Self {
+        ApiError::from_inner(Inner {
+            detail: Some(detail.to_owned()),
+            errors: vec![FieldError::new(
+                "authorization",
+                "not_authenticated",
+                detail,
+            )],
+            ..ApiError::new(StatusCode::UNAUTHORIZED, detail).inner()
+        })
+    }
+
+    pub fn insufficient_credits(kind: &str, needed: i64, left: i64) -> Self {
+        let message = format!(
+            "Insufficient {kind} credits: this OTP needs {needed}, the account has {left}."
+        );
+        ApiError::from_inner(Inner {
+            errors: vec![FieldError::new(
+                "credits",
+                "insufficient_credits",
+                message.clone(),
+            )],
+            data: Some(serde_json::json!({ "credits_needed": needed, "credits_remaining": left })),
+            ..ApiError::new(StatusCode::PAYMENT_REQUIRED, message).inner()
+        })
+    }
+
+    pub fn not_found() -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "Not found.")
+    }
+
+    pub fn method_not_allowed() -> Self {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.")
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("The request body is larger than {} KiB.", limit / 1024),
+        )
+    }
+
+    pub fn unsupported_media_type(got: &str) -> Self {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Unsupported media type \"{got}\": send application/json or application/x-www-form-urlencoded."
+            ),
+        )
+    }
+
+    /// 503: the store cannot be reached; the client may retry.
+    pub fn unavailable() -> Self {
+        ApiError::from_inner(Inner {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service is temporarily unavailable; nothing was sent or charged. Try again.",
+            )
+            .inner()
+        })
+    }
+
+    /// 500 whose cause is logged, not told.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error.")
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.0.status
+    }
+}
+
+impl From<otp_store::StoreError> for ApiError {
+    fn from(e: otp_store::StoreError) -> Self {
+        match e {
+            otp_store::StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "store unavailable");
+                ApiError::unavailable()
+            }
+            otp_store::StoreError::Full => {
+                tracing::error!("store full: refusing writes");
+                ApiError::unavailable()
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let this = self.inner();
+        let body = ErrorEnvelope {
+            status: this.status.as_u16(),
+            success: false,
+            message: this.message,
+            errors: this.errors,
+            data: this.data,
+            detail: this.detail,
+        };
+        let mut response = (this.status, Json(body)).into_response();
+        if this.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"api\""),
+            );
+        }
+        if let Some(secs) = this.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

@@ -1,0 +1,112 @@
+//! Extractors: who is calling, and the request body as a map of fields.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use crate::auth::{self, AuthFailure, Caller};
+use crate::state::AppState;
+
+/// The largest request body accepted: 64 KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or(""));
+        match auth::authenticate(&state.store, header).await {
+            Ok(caller) => {
+                state
+                    .last_used
+                    .record(caller.key_row, otp_store::now_micros());
+                Ok(caller)
+            }
+            Err(AuthFailure::Missing) => Err(ApiError::unauthenticated(
+                "Authentication credentials were not provided.",
+            )),
+            Err(AuthFailure::Invalid) => Err(ApiError::unauthenticated("Invalid token.")),
+            Err(AuthFailure::Store(e)) => Err(e.into()),
+        }
+    }
+}
+
+/// A JSON object or a form body, as a map of fields.
+pub struct Fields(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for Fields {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            return Err(ApiError::payload_too_large(MAX_BODY_BYTES));
+        }
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let json = mime == "application/json"
+            || (mime.starts_with("application/") && mime.ends_with("+json"));
+        let form = mime == "application/x-www-form-urlencoded";
+        if !json && !form {
+            let shown = if mime.is_empty() {
+                "none"
+            } else {
+                mime.as_str()
+            };
+            return Err(ApiError::unsupported_media_type(shown));
+        }
+        let bytes = axum::body::to_bytes(Body::new(req.into_body()), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ApiError::payload_too_large(MAX_BODY_BYTES))?;
+        if json {
+            let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::malformed(format!("JSON parse error: {}.", json_error_summary(&e)))
+            })?;
+            match value {
+                Value::Object(map) => Ok(Fields(map)),
+                _ => Err(ApiError::malformed("The JSON body must be an object.")),
+            }
+        } else {
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
+                .map_err(|_| ApiError::malformed("The form body could not be decoded."))?;
+            Ok(Fields(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            ))
+        }
+    }
+}
+
+/// serde_json's message without echoing the input.
+fn json_error_summary(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "the body could not be read",
+        Category::Syntax => "invalid JSON syntax",
+        Category::Data => "unexpected data",
+        Category::Eof => "the body ended too early",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}

@@ -1,0 +1,376 @@
+//! `GET /api/v1/auths/list/send-otps/` and `GET /api/v1/auths/otps/{id}/`.
+//!
+//! Pagination is Django REST Framework's limit/offset (or page/page_size), with
+//! absolute `next`/`previous` links in the style the client used. `next` also
+//! carries `cursor`, the position of the page's last item, so a client following
+//! links gets every page by an index seek (as fast at the millionth record as at
+//! the first) and never sees an item twice when new OTPs arrive meanwhile.
+//! A caller only ever sees its own account's records.
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::http::header;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{NaiveDate, TimeZone};
+use serde::Serialize;
+use std::collections::HashMap;
+use utoipa::ToSchema;
+
+use otp_domain::channel::Channel;
+use otp_domain::phone::PhoneNumber;
+use otp_store::{ListQuery, Micros, OtpRecord};
+
+use super::error::{ApiError, FieldError};
+use crate::auth::Caller;
+use crate::state::AppState;
+
+const LIST_PATH: &str = "/api/v1/auths/list/send-otps/";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(LIST_PATH, get(list_otps))
+        .route("/api/v1/auths/list/send-otps", get(list_otps))
+        .route("/api/v1/auths/otps/{id}/", get(get_otp))
+        .route("/api/v1/auths/otps/{id}", get(get_otp))
+}
+
+/// One OTP as listed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OtpItem {
+    pub id: i64,
+    pub phone_number: String,
+    /// The rendered text.
+    pub message: String,
+    pub otp: String,
+    pub otp_options: String,
+    pub sms_send_options: String,
+    /// RFC 3339 in the configured zone (default Asia/Kathmandu, +05:45).
+    pub created_at: String,
+    /// Ours: `queued`, `sent` or `failed`.
+    pub status: String,
+    pub status_updated_at: String,
+    pub credits_used: i64,
+    pub segments: u32,
+    pub voice_input: Option<String>,
+    pub company_name: Option<String>,
+    pub error: Option<String>,
+    pub provider_message_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListResults {
+    pub status: u16,
+    pub success: bool,
+    pub errors: Vec<FieldError>,
+    pub data: Vec<OtpItem>,
+}
+
+/// The list reply, in the hosted service's shape.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListResponse {
+    pub count: u64,
+    pub total_pages: u64,
+    pub next: Option<String>,
+    pub previous: Option<String>,
+    pub results: ListResults,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OtpResponse {
+    pub status: u16,
+    pub success: bool,
+    pub errors: Vec<FieldError>,
+    pub data: OtpItem,
+}
+
+/// List the caller's OTPs, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auths/list/send-otps/",
+    tag = "otp",
+    params(
+        ("limit" = Option<u32>, Query, description = "Items per page (default 20, at most 100)"),
+        ("offset" = Option<u64>, Query, description = "Items to skip"),
+        ("page" = Option<u64>, Query, description = "1-based page number, with page_size"),
+        ("page_size" = Option<u32>, Query, description = "Items per page, with page"),
+        ("cursor" = Option<i64>, Query, description = "Set by next links: continue after this position"),
+        ("phone_number" = Option<String>, Query, description = "Only this number"),
+        ("sms_send_options" = Option<String>, Query, description = "text or voice"),
+        ("created_at_after" = Option<String>, Query, description = "From this date (YYYY-MM-DD, in the configured zone) or RFC 3339 time, inclusive"),
+        ("created_at_before" = Option<String>, Query, description = "Up to this date (whole day, inclusive) or RFC 3339 time (exclusive)"),
+    ),
+    responses(
+        (status = 200, description = "A page", body = ListResponse),
+        (status = 400, description = "Invalid query", body = super::error::ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_otps(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<ListResponse>, ApiError> {
+    let plan = parse_query(&params, &state)?;
+    let mut query = plan.query.clone();
+    query.account_id = caller.account_id;
+    let page = state.store.list_otps(&query).await?;
+
+    let limit = u64::from(query.limit);
+    let count = page.count;
+    let total_pages = count.div_ceil(limit).max(1);
+    let base = base_url(&state, &headers);
+    let next_offset = query.offset + limit;
+    let next = (next_offset < count && page.items.len() as u64 == limit).then(|| {
+        let cursor = page.items.last().map(|i| i.account_seq);
+        plan.link(&base, next_offset, cursor)
+    });
+    let previous =
+        (query.offset > 0).then(|| plan.link(&base, query.offset.saturating_sub(limit), None));
+    Ok(Json(ListResponse {
+        count,
+        total_pages,
+        next,
+        previous,
+        results: ListResults {
+            status: 200,
+            success: true,
+            errors: Vec::new(),
+            data: page.items.iter().map(|o| item(o, &state.tz)).collect(),
+        },
+    }))
+}
+
+/// One of the caller's OTPs.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auths/otps/{id}/",
+    tag = "otp",
+    params(("id" = i64, Path, description = "The id a send returned")),
+    responses(
+        (status = 200, description = "The OTP", body = OtpResponse),
+        (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
+        (status = 404, description = "No such OTP in this account", body = super::error::ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_otp(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<OtpResponse>, ApiError> {
+    let id: i64 = id.parse().map_err(|_| ApiError::not_found())?;
+    let otp = state
+        .store
+        .otp(caller.account_id, id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(OtpResponse {
+        status: 200,
+        success: true,
+        errors: Vec::new(),
+        data: item(&otp, &state.tz),
+    }))
+}
+
+/// A parsed list request and how to write links back in the client's style.
+struct Plan {
+    query: ListQuery,
+    page_style: bool,
+    /// Filter parameters to repeat in links, already validated.
+    filters: Vec<(&'static str, String)>,
+}
+
+impl Plan {
+    fn link(&self, base: &str, offset: u64, cursor: Option<i64>) -> String {
+        let limit = self.query.limit;
+        let mut pairs: Vec<(&str, String)> = if self.page_style {
+            vec![
+                ("page", (offset / u64::from(limit) + 1).to_string()),
+                ("page_size", limit.to_string()),
+            ]
+        } else {
+            vec![("limit", limit.to_string()), ("offset", offset.to_string())]
+        };
+        if let Some(c) = cursor {
+            pairs.push(("cursor", c.to_string()));
+        }
+        pairs.extend(self.filters.iter().map(|(k, v)| (*k, v.clone())));
+        let qs = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+        format!("{base}{LIST_PATH}?{qs}")
+    }
+}
+
+fn parse_query(params: &HashMap<String, String>, state: &AppState) -> Result<Plan, ApiError> {
+    let mut errors = Vec::new();
+    let max = state.config.api.max_page_size;
+    let mut num = |name: &str, min: u64, max: u64| -> Option<u64> {
+        let raw = params.get(name)?;
+        match raw.trim().parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                errors.push(FieldError::new(
+                    name,
+                    "invalid",
+                    format!("{name} must be a whole number from {min} to {max}."),
+                ));
+                None
+            }
+        }
+    };
+    let limit = num("limit", 1, u64::from(max));
+    let offset = num("offset", 0, i64::MAX as u64);
+    let page = num("page", 1, i64::MAX as u64);
+    let page_size = num("page_size", 1, u64::from(max));
+    let cursor = num("cursor", 1, i64::MAX as u64);
+    let page_style = page.is_some() || page_size.is_some();
+    let limit = limit
+        .or(page_size)
+        .unwrap_or(u64::from(state.config.api.default_page_size.clamp(1, max)))
+        as u32;
+    let offset = match page {
+        Some(p) => (p - 1).saturating_mul(u64::from(limit)),
+        None => offset.unwrap_or(0),
+    };
+
+    let mut query = ListQuery {
+        limit,
+        offset,
+        before_seq: cursor.map(|c| c as i64),
+        ..ListQuery::default()
+    };
+    let mut filters = Vec::new();
+    if let Some(p) = params.get("phone_number").filter(|p| !p.trim().is_empty()) {
+        match PhoneNumber::parse(p) {
+            Ok(n) => {
+                query.phone_number = Some(n.display().to_owned());
+                filters.push(("phone_number", p.clone()));
+            }
+            Err(e) => errors.push(FieldError::new("phone_number", "invalid", e.to_string())),
+        }
+    }
+    if let Some(c) = params
+        .get("sms_send_options")
+        .filter(|c| !c.trim().is_empty())
+    {
+        match Channel::parse(c.trim()) {
+            Some(ch) => {
+                query.channel = Some(ch);
+                filters.push(("sms_send_options", c.clone()));
+            }
+            None => errors.push(FieldError::new(
+                "sms_send_options",
+                "invalid_choice",
+                "sms_send_options must be \"text\" or \"voice\".",
+            )),
+        }
+    }
+    for (name, is_end) in [("created_at_after", false), ("created_at_before", true)] {
+        if let Some(raw) = params.get(name).filter(|r| !r.trim().is_empty()) {
+            match parse_bound(raw.trim(), is_end, &state.tz) {
+                Some(t) => {
+                    if is_end {
+                        query.created_before = Some(t);
+                    } else {
+                        query.created_from = Some(t);
+                    }
+                    filters.push((name, raw.clone()));
+                }
+                None => errors.push(FieldError::new(
+                    name,
+                    "invalid",
+                    format!("{name} must be a date (YYYY-MM-DD) or an RFC 3339 time."),
+                )),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    Ok(Plan {
+        query,
+        page_style,
+        filters,
+    })
+}
+
+/// A date means its whole day in the configured zone: `after` from its start,
+/// `before` up to its end. A full RFC 3339 time is taken as is.
+fn parse_bound(raw: &str, is_end: bool, tz: &chrono_tz::Tz) -> Option<Micros> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
+        return Some(t.timestamp_micros());
+    }
+    let date = NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok()?;
+    let day = if is_end { date.succ_opt()? } else { date };
+    let start = tz
+        .from_local_datetime(&day.and_hms_opt(0, 0, 0)?)
+        .earliest()?;
+    Some(start.timestamp_micros())
+}
+
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if !state.config.public_url.is_empty() {
+        return state.config.public_url.trim_end_matches('/').to_owned();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        })
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+/// Formats a stored time in the configured zone.
+pub fn rfc3339(micros: Micros, tz: &chrono_tz::Tz) -> String {
+    let utc = chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
+    utc.with_timezone(tz)
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+}
+
+fn item(o: &OtpRecord, tz: &chrono_tz::Tz) -> OtpItem {
+    OtpItem {
+        id: o.id,
+        phone_number: o.phone_number.clone(),
+        message: o.message.clone(),
+        otp: o.otp.clone(),
+        otp_options: o.otp_option.as_str().to_owned(),
+        sms_send_options: o.channel.as_str().to_owned(),
+        created_at: rfc3339(o.created_at, tz),
+        status: o.status.as_str().to_owned(),
+        status_updated_at: rfc3339(o.status_at, tz),
+        credits_used: o.credits_used,
+        segments: o.segments,
+        voice_input: o.voice.map(|v| v.as_str().to_owned()),
+        company_name: o.company_name.clone(),
+        error: o.error.clone(),
+        provider_message_id: o.provider_message_id.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_carry_the_nepal_offset() {
+        let tz: chrono_tz::Tz = "Asia/Kathmandu".parse().unwrap();
+        // 2025-10-29T07:48:55.512191Z
+        let micros = 1_761_724_135_512_191;
+        assert_eq!(rfc3339(micros, &tz), "2025-10-29T13:33:55.512191+05:45");
+    }
+
+    #[test]
+    fn a_date_bound_covers_the_whole_local_day() {
+        let tz: chrono_tz::Tz = "Asia/Kathmandu".parse().unwrap();
+        let from = parse_bound("2025-10-29", false, &tz).unwrap();
+        let to = parse_bound("2025-10-29", true, &tz).unwrap();
+        assert_eq!(to - from, 86_400_000_000);
+        assert_eq!(rfc3339(from, &tz), "2025-10-29T00:00:00.000000+05:45");
+        assert!(parse_bound("29/10/2025", false, &tz).is_none());
+    }
+}

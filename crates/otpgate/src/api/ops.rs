@@ -1,0 +1,113 @@
+//! Operational endpoints: `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and
+//! the offline `/docs` page.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::metrics::labels;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/docs", get(docs))
+        .route("/docs/", get(docs))
+}
+
+/// The OpenAPI document, generated from the handlers and types.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "otpgate",
+        description = "Self-hosted OTP gateway, compatible with the TingTing OTP API."
+    ),
+    paths(super::send::send_otp, super::list::list_otps, super::list::get_otp),
+    components(schemas(super::error::ErrorEnvelope, super::error::FieldError)),
+    modifiers(&BearerAuth),
+    tags((name = "otp", description = "Send and list one-time passwords"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key: `Authorization: Bearer otpg_...`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The process is up.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// The process can serve: its store answers.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => {
+            Json(json!({ "status": "ready", "store": state.store.backend() })).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "unavailable", "store": state.store.backend() })),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut gauges = Vec::new();
+    let mut depth = [("text", 0i64), ("voice", 0i64)];
+    if let Ok(rows) = state.store.queue_depth().await {
+        for (channel, n) in rows {
+            if let Some(slot) = depth.iter_mut().find(|(c, _)| *c == channel) {
+                slot.1 = n;
+            }
+        }
+    }
+    for (channel, n) in depth {
+        gauges.push((
+            "otpgate_queue_depth",
+            labels(&[("channel", channel)]),
+            n as f64,
+        ));
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(&gauges),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// A self-contained page that renders `/openapi.json`; no CDN, works offline.
+async fn docs() -> Html<&'static str> {
+    Html(include_str!("docs.html"))
+}

@@ -1,0 +1,546 @@
+//! `POST /api/v1/auths/send/otp/`: validate, debit, record, queue, reply.
+//!
+//! Validation collects every problem before answering, and nothing is written
+//! until the request is fully valid. The store then debits the account, writes the
+//! OTP and its delivery job in one transaction; the reply is sent only after that
+//! transaction is durable.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use otp_domain::channel::{Channel, OtpOption, Voice};
+use otp_domain::code::{OtpCode, OtpLength};
+use otp_domain::credits;
+use otp_domain::message::MessageTemplate;
+use otp_domain::phone::PhoneNumber;
+use otp_domain::segments::{self, MAX_SEGMENTS, SmsEncoding};
+use otp_store::{AcceptError, NewOtp, now_micros};
+
+use super::error::{ApiError, FieldError};
+use super::extract::Fields;
+use crate::auth::Caller;
+use crate::state::AppState;
+
+/// Longest `company_name` stored.
+pub const MAX_COMPANY_NAME_CHARS: usize = 100;
+/// The range `length_factor` may take on voice sends.
+pub const LENGTH_FACTOR_RANGE: (f64, f64) = (0.5, 2.0);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/auths/send/otp/", post(send_otp))
+        .route("/api/v1/auths/send/otp", post(send_otp))
+}
+
+/// The request body, for the OpenAPI document (the handler reads fields one by
+/// one so that every problem is reported, and form bodies work too).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SendOtpRequest {
+    /// Recipient: 10 Nepali digits (`98XXXXXXXX`), or `+977...`, or another
+    /// country's number in `+` international form.
+    #[schema(example = "9851023212")]
+    number: String,
+    /// The text, with `{otp}` where the code goes (at most 1,000 characters; the
+    /// rendered text at most 10 SMS segments).
+    #[schema(example = "Hi your OTP is {otp}")]
+    message: String,
+    /// `text` or `voice`.
+    #[schema(example = "text")]
+    sms_send_options: String,
+    /// `generated` (default) or `personnel`.
+    otp_options: Option<String>,
+    /// Your own code, required with `personnel`: 4-10 ASCII letters or digits
+    /// (digits only for voice).
+    otp: Option<String>,
+    /// Length of a generated code, 4-10, default 6.
+    otp_length: Option<u32>,
+    /// Required for voice: `np_rija`, `np_prashanna`, `np_shreegya` or `np_binod`.
+    voice_input: Option<String>,
+    /// Voice only: speech length factor, 0.5-2.0, default 1.0.
+    length_factor: Option<f64>,
+    /// Stored and returned; at most 100 characters.
+    company_name: Option<String>,
+}
+
+/// `data.details` of a successful send.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SendDetails {
+    pub number: String,
+    pub otp_options: String,
+    pub message: String,
+    pub otp: String,
+    pub sms_send_options: String,
+    pub credits_used: i64,
+    pub remaining_sms_credits: i64,
+    pub remaining_phone_credits: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voice_input: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub length_factor: Option<f64>,
+    /// Our additions: the record's id, its delivery status and SMS segments.
+    pub id: i64,
+    pub status: String,
+    pub segments: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub company_name: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SendData {
+    pub details: SendDetails,
+}
+
+/// The success envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SendResponse {
+    pub status: u16,
+    pub success: bool,
+    pub message: String,
+    pub errors: Vec<FieldError>,
+    pub data: SendData,
+}
+
+/// A send that passed validation.
+struct ValidSend {
+    number: PhoneNumber,
+    template: MessageTemplate,
+    channel: Channel,
+    option: OtpOption,
+    code: OtpCode,
+    voice: Option<Voice>,
+    length_factor: Option<f64>,
+    company_name: Option<String>,
+}
+
+/// Send an OTP by SMS or voice call.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auths/send/otp/",
+    tag = "otp",
+    request_body(content = SendOtpRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Accepted and queued for delivery", body = SendResponse),
+        (status = 400, description = "Invalid request; nothing written", body = super::error::ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
+        (status = 402, description = "Insufficient credits; nothing written", body = super::error::ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = super::error::ErrorEnvelope),
+        (status = 415, description = "Not JSON or form", body = super::error::ErrorEnvelope),
+        (status = 503, description = "Store unavailable; nothing written", body = super::error::ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn send_otp(
+    State(state): State<AppState>,
+    caller: Caller,
+    Fields(fields): Fields,
+) -> Result<Json<SendResponse>, ApiError> {
+    let valid = match validate(&fields) {
+        Ok(v) => v,
+        Err(errors) => {
+            let channel = field_str(&fields, "sms_send_options").unwrap_or("unknown");
+            let channel = if Channel::parse(channel).is_some() {
+                channel
+            } else {
+                "unknown"
+            };
+            state.metrics.inc(
+                "otpgate_sends_total",
+                &[("channel", channel), ("outcome", "invalid")],
+            );
+            return Err(ApiError::validation(errors));
+        }
+    };
+    let message = valid.template.render(&valid.code);
+    let seg = segments::analyze(&message);
+    if valid.channel == Channel::Text && seg.segments > MAX_SEGMENTS {
+        state.metrics.inc(
+            "otpgate_sends_total",
+            &[("channel", valid.channel.as_str()), ("outcome", "invalid")],
+        );
+        return Err(ApiError::validation(vec![FieldError::new(
+            "message",
+            "too_long",
+            format!(
+                "The rendered message needs {} SMS segments; at most {MAX_SEGMENTS} are allowed.",
+                seg.segments
+            ),
+        )]));
+    }
+    let cost = credits::cost(valid.channel, &seg);
+    let (segments_sent, encoding) = match valid.channel {
+        Channel::Text => (
+            seg.segments,
+            Some(match seg.encoding {
+                SmsEncoding::Gsm7 => "gsm7",
+                SmsEncoding::Ucs2 => "ucs2",
+            }),
+        ),
+        Channel::Voice => (0, None),
+    };
+    let new = NewOtp {
+        account_id: caller.account_id,
+        api_key_id: Some(caller.key_row),
+        phone_number: valid.number.display().to_owned(),
+        e164: valid.number.e164().to_owned(),
+        template: valid.template.as_str().to_owned(),
+        message: message.clone(),
+        otp: valid.code.as_str().to_owned(),
+        otp_option: valid.option,
+        channel: valid.channel,
+        voice: valid.voice,
+        length_factor: valid.length_factor,
+        company_name: valid.company_name.clone(),
+        segments: segments_sent,
+        cost,
+        created_at: now_micros(),
+    };
+    let started = Instant::now();
+    let accepted = state.store.accept(new).await;
+    state.metrics.observe(
+        "otpgate_accept_duration_seconds",
+        &[],
+        started.elapsed().as_secs_f64(),
+    );
+    let channel = valid.channel.as_str();
+    let accepted = match accepted {
+        Ok(a) => a,
+        Err(AcceptError::InsufficientCredits {
+            sms_credits,
+            phone_credits,
+        }) => {
+            state.metrics.inc(
+                "otpgate_sends_total",
+                &[("channel", channel), ("outcome", "insufficient_credits")],
+            );
+            return Err(match valid.channel {
+                Channel::Text => ApiError::insufficient_credits("SMS", cost.sms, sms_credits),
+                Channel::Voice => {
+                    ApiError::insufficient_credits("phone", cost.phone, phone_credits)
+                }
+            });
+        }
+        Err(AcceptError::AccountNotFound) => {
+            return Err(ApiError::unauthenticated("Invalid token."));
+        }
+        Err(AcceptError::Store(e)) => {
+            state.metrics.inc(
+                "otpgate_sends_total",
+                &[("channel", channel), ("outcome", "error")],
+            );
+            return Err(e.into());
+        }
+    };
+    state.metrics.inc(
+        "otpgate_sends_total",
+        &[("channel", channel), ("outcome", "accepted")],
+    );
+    state.new_jobs.for_channel(valid.channel).notify_one();
+
+    let (reply_message, voice_input, length_factor) = match valid.channel {
+        Channel::Text => ("OTP Sent Successfully.", None, None),
+        Channel::Voice => (
+            "OTP Call Initiated Successfully.",
+            valid.voice.map(|v| v.as_str().to_owned()),
+            Some(valid.length_factor.unwrap_or(1.0)),
+        ),
+    };
+    Ok(Json(SendResponse {
+        status: 200,
+        success: true,
+        message: reply_message.to_owned(),
+        errors: Vec::new(),
+        data: SendData {
+            details: SendDetails {
+                number: valid.number.display().to_owned(),
+                otp_options: valid.option.as_str().to_owned(),
+                message,
+                otp: valid.code.as_str().to_owned(),
+                sms_send_options: channel.to_owned(),
+                credits_used: cost.sms + cost.phone,
+                remaining_sms_credits: accepted.sms_credits,
+                remaining_phone_credits: accepted.phone_credits,
+                voice_input,
+                length_factor,
+                id: accepted.id,
+                status: "queued".to_owned(),
+                segments: segments_sent,
+                encoding: encoding.map(str::to_owned),
+                company_name: valid.company_name,
+            },
+        },
+    }))
+}
+
+/// A field that is absent or JSON `null` counts as not given.
+fn given<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    fields.get(name).filter(|v| !v.is_null())
+}
+
+fn field_str<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    given(fields, name).and_then(Value::as_str)
+}
+
+/// Reads a text field; numbers are taken as their decimal text (clients send
+/// phone numbers and codes as JSON numbers too).
+fn text(fields: &Map<String, Value>, name: &str, errors: &mut Vec<FieldError>) -> Option<String> {
+    match given(fields, name)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) if n.is_u64() => Some(n.to_string()),
+        _ => {
+            errors.push(FieldError::new(
+                name,
+                "invalid_type",
+                format!("{name} must be a string."),
+            ));
+            None
+        }
+    }
+}
+
+fn required_text(
+    fields: &Map<String, Value>,
+    name: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    let value = text(fields, name, errors);
+    match value.as_deref().map(str::trim) {
+        Some("") => {
+            errors.push(FieldError::new(
+                name,
+                "blank",
+                format!("{name} may not be blank."),
+            ));
+            None
+        }
+        Some(_) => value,
+        None => {
+            if given(fields, name).is_none() {
+                errors.push(FieldError::new(
+                    name,
+                    "required",
+                    format!("{name} is required."),
+                ));
+            }
+            None
+        }
+    }
+}
+
+/// An integer field, from a JSON integer or a decimal string (as forms send it).
+fn integer(fields: &Map<String, Value>, name: &str, errors: &mut Vec<FieldError>) -> Option<i64> {
+    let parsed = match given(fields, name)? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    if parsed.is_none() {
+        errors.push(FieldError::new(
+            name,
+            "invalid_type",
+            format!("{name} must be an integer."),
+        ));
+    }
+    parsed
+}
+
+fn number_field(
+    fields: &Map<String, Value>,
+    name: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<f64> {
+    let parsed = match given(fields, name)? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match parsed {
+        Some(v) if v.is_finite() => Some(v),
+        _ => {
+            errors.push(FieldError::new(
+                name,
+                "invalid_type",
+                format!("{name} must be a number."),
+            ));
+            None
+        }
+    }
+}
+
+fn validate(fields: &Map<String, Value>) -> Result<ValidSend, Vec<FieldError>> {
+    let mut errors = Vec::new();
+
+    let channel = required_text(fields, "sms_send_options", &mut errors).and_then(|s| {
+        let parsed = Channel::parse(s.trim());
+        if parsed.is_none() {
+            errors.push(FieldError::new(
+                "sms_send_options",
+                "invalid_choice",
+                "sms_send_options must be \"text\" or \"voice\".",
+            ));
+        }
+        parsed
+    });
+
+    let number =
+        required_text(fields, "number", &mut errors).and_then(|s| match PhoneNumber::parse(&s) {
+            Ok(n) if channel == Some(Channel::Text) && !n.is_mobile() => {
+                errors.push(FieldError::new(
+                    "number",
+                    "not_mobile",
+                    "This number cannot receive SMS; give a mobile number.",
+                ));
+                None
+            }
+            Ok(n) => Some(n),
+            Err(e) => {
+                errors.push(FieldError::new("number", "invalid", e.to_string()));
+                None
+            }
+        });
+
+    let template = required_text(fields, "message", &mut errors).and_then(|s| {
+        MessageTemplate::parse(&s)
+            .map_err(|e| errors.push(FieldError::new("message", "invalid", e.to_string())))
+            .ok()
+    });
+
+    let option = match text(fields, "otp_options", &mut errors) {
+        None => Some(OtpOption::Generated),
+        Some(s) => {
+            let parsed = OtpOption::parse(s.trim());
+            if parsed.is_none() {
+                errors.push(FieldError::new(
+                    "otp_options",
+                    "invalid_choice",
+                    "otp_options must be \"generated\" or \"personnel\".",
+                ));
+            }
+            parsed
+        }
+    };
+
+    let own_code = text(fields, "otp", &mut errors).filter(|s| !s.is_empty());
+    let length = integer(fields, "otp_length", &mut errors);
+    let code = match (option, channel) {
+        (Some(OtpOption::Personnel), Some(ch)) => match own_code {
+            Some(c) => OtpCode::personnel(&c, ch)
+                .map_err(|e| errors.push(FieldError::new("otp", "invalid", e.to_string())))
+                .ok(),
+            None => {
+                errors.push(FieldError::new(
+                    "otp",
+                    "required",
+                    "otp is required when otp_options is \"personnel\".",
+                ));
+                None
+            }
+        },
+        (Some(OtpOption::Generated), _) => {
+            if own_code.is_some() {
+                errors.push(FieldError::new(
+                    "otp",
+                    "not_allowed",
+                    "otp is only accepted when otp_options is \"personnel\".",
+                ));
+            }
+            let len = match length {
+                None => Some(OtpLength::default()),
+                Some(n) => u32::try_from(n)
+                    .ok()
+                    .and_then(|n| OtpLength::new(n).ok())
+                    .or_else(|| {
+                        errors.push(FieldError::new(
+                            "otp_length",
+                            "out_of_range",
+                            format!(
+                                "otp_length must be between {} and {}.",
+                                OtpLength::MIN,
+                                OtpLength::MAX
+                            ),
+                        ));
+                        None
+                    }),
+            };
+            len.map(OtpCode::generate)
+        }
+        _ => None,
+    };
+
+    let mut voice = None;
+    let mut length_factor = None;
+    if channel == Some(Channel::Voice) {
+        voice = match required_text(fields, "voice_input", &mut errors) {
+            Some(v) => {
+                let parsed = Voice::parse(v.trim());
+                if parsed.is_none() {
+                    errors.push(FieldError::new(
+                        "voice_input",
+                        "invalid_choice",
+                        "voice_input must be one of np_rija, np_prashanna, np_shreegya, np_binod.",
+                    ));
+                }
+                parsed
+            }
+            None => None,
+        };
+        length_factor = match number_field(fields, "length_factor", &mut errors) {
+            None => Some(1.0),
+            Some(f) if (LENGTH_FACTOR_RANGE.0..=LENGTH_FACTOR_RANGE.1).contains(&f) => Some(f),
+            Some(_) => {
+                errors.push(FieldError::new(
+                    "length_factor",
+                    "out_of_range",
+                    "length_factor must be between 0.5 and 2.0.",
+                ));
+                None
+            }
+        };
+    }
+
+    let company_name = text(fields, "company_name", &mut errors).and_then(|s| {
+        if s.chars().count() > MAX_COMPANY_NAME_CHARS {
+            errors.push(FieldError::new(
+                "company_name",
+                "too_long",
+                format!("company_name may have at most {MAX_COMPANY_NAME_CHARS} characters."),
+            ));
+            None
+        } else if s.chars().any(char::is_control) {
+            errors.push(FieldError::new(
+                "company_name",
+                "invalid",
+                "company_name may not contain control characters.",
+            ));
+            None
+        } else {
+            Some(s)
+        }
+    });
+
+    match (number, template, channel, option, code) {
+        (Some(number), Some(template), Some(channel), Some(option), Some(code))
+            if errors.is_empty() =>
+        {
+            Ok(ValidSend {
+                number,
+                template,
+                channel,
+                option,
+                code,
+                voice,
+                length_factor,
+                company_name,
+            })
+        }
+        _ => Err(errors),
+    }
+}

@@ -1,0 +1,206 @@
+//! API keys: how they look, how they are stored, how a request is authenticated.
+//!
+//! A key reads `otpg_<id>_<secret>`: `otpg_` makes it recognisable to secret
+//! scanners, `<id>` (12 base32 characters) is public and names the row, `<secret>`
+//! is 32 bytes from the operating system's CSPRNG in unpadded base64url. Only the
+//! SHA-256 of the whole key is stored; a fast hash is right here because the key
+//! carries 256 random bits (nothing to brute-force), and it is compared with
+//! `subtle`'s constant-time equality. Revocation is a column read on every request,
+//! so it takes effect at once, on every node. `last_used` is gathered in memory and
+//! written in bulk every few seconds instead of once per request.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use base64::Engine;
+use rand::TryRngCore;
+use rand::rngs::OsRng;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use otp_store::{AccountId, ApiKeyRecord, Micros, NewApiKey, SharedStore, StoreError};
+
+/// The fixed start of every key.
+pub const KEY_PREFIX: &str = "otpg_";
+const ID_ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
+const ID_LEN: usize = 12;
+
+/// A freshly made key: the full text (shown once) and what the store keeps.
+pub struct IssuedKey {
+    pub plaintext: String,
+    pub record: NewApiKey,
+}
+
+/// Makes a new key for an account.
+pub fn issue_key(account_id: AccountId, label: Option<String>) -> IssuedKey {
+    let mut random = [0u8; 32 + ID_LEN];
+    OsRng
+        .try_fill_bytes(&mut random)
+        .expect("the operating system's random source failed");
+    // 32 divides 256, so masking a byte to 5 bits picks each character uniformly.
+    let key_id: String = random[32..]
+        .iter()
+        .map(|b| ID_ALPHABET[(b & 31) as usize] as char)
+        .collect();
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&random[..32]);
+    let plaintext = format!("{KEY_PREFIX}{key_id}_{secret}");
+    IssuedKey {
+        record: NewApiKey {
+            key_id,
+            account_id,
+            secret_hash: hash_key(&plaintext),
+            label,
+        },
+        plaintext,
+    }
+}
+
+/// SHA-256 of the whole key text.
+pub fn hash_key(plaintext: &str) -> [u8; 32] {
+    Sha256::digest(plaintext.as_bytes()).into()
+}
+
+/// The public id inside a key, if the text has the shape of one.
+pub fn key_id_of(plaintext: &str) -> Option<&str> {
+    let rest = plaintext.strip_prefix(KEY_PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    let shaped = id.len() == ID_LEN
+        && id.bytes().all(|b| ID_ALPHABET.contains(&b))
+        && secret.len() == 43
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    shaped.then_some(id)
+}
+
+/// Why a request was not let in.
+#[derive(Debug)]
+pub enum AuthFailure {
+    /// No `Authorization` header, or not a Bearer/Token one.
+    Missing,
+    /// Not a key we know, a wrong secret, or a revoked key.
+    Invalid,
+    /// The store could not be asked.
+    Store(StoreError),
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub account_id: AccountId,
+    pub key_row: i64,
+}
+
+/// Checks the `Authorization` header value against the store.
+pub async fn authenticate(
+    store: &SharedStore,
+    header: Option<&str>,
+) -> Result<Caller, AuthFailure> {
+    let header = header.ok_or(AuthFailure::Missing)?.trim();
+    let (scheme, token) = header.split_once(' ').ok_or(AuthFailure::Missing)?;
+    if !(scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token")) {
+        return Err(AuthFailure::Missing);
+    }
+    let token = token.trim();
+    let key_id = key_id_of(token).ok_or(AuthFailure::Invalid)?;
+    let record = store
+        .find_key(key_id)
+        .await
+        .map_err(AuthFailure::Store)?
+        .ok_or(AuthFailure::Invalid)?;
+    verify(&record, token).ok_or(AuthFailure::Invalid)
+}
+
+fn verify(record: &ApiKeyRecord, token: &str) -> Option<Caller> {
+    let presented = hash_key(token);
+    let matches: bool = presented.ct_eq(record.secret_hash.as_slice()).into();
+    (matches && record.revoked_at.is_none()).then_some(Caller {
+        account_id: record.account_id,
+        key_row: record.id,
+    })
+}
+
+/// Remembers when each key was last used until the next flush.
+#[derive(Default)]
+pub struct LastUsed {
+    // std Mutex: a map insert per request, never held across an await.
+    pending: Mutex<HashMap<i64, Micros>>,
+}
+
+impl LastUsed {
+    pub fn record(&self, key_row: i64, at: Micros) {
+        self.pending
+            .lock()
+            .expect("last-used map poisoned")
+            .insert(key_row, at);
+    }
+
+    /// Writes what was gathered; on failure it is kept for the next flush.
+    pub async fn flush(&self, store: &SharedStore) -> Result<(), StoreError> {
+        let batch: Vec<(i64, Micros)> = {
+            let mut map = self.pending.lock().expect("last-used map poisoned");
+            map.drain().collect()
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = store.touch_keys(batch.clone()).await {
+            let mut map = self.pending.lock().expect("last-used map poisoned");
+            for (k, at) in batch {
+                let v = map.entry(k).or_insert(at);
+                *v = (*v).max(at);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_keys_parse_back_and_hash_to_what_is_stored() {
+        let k = issue_key(7, None);
+        assert!(k.plaintext.starts_with("otpg_"));
+        assert_eq!(key_id_of(&k.plaintext), Some(k.record.key_id.as_str()));
+        assert_eq!(hash_key(&k.plaintext), k.record.secret_hash);
+        assert_ne!(issue_key(7, None).plaintext, k.plaintext);
+    }
+
+    #[test]
+    fn malformed_keys_have_no_id() {
+        for bad in [
+            "",
+            "otpg_",
+            "otpg_abc_def",
+            "xxxx_abcdefghijkm_",
+            "otpg_abcdefghijkm_short",
+        ] {
+            assert_eq!(key_id_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_revoked_or_wrong_key_does_not_verify() {
+        let k = issue_key(1, None);
+        let mut rec = ApiKeyRecord {
+            id: 1,
+            key_id: k.record.key_id.clone(),
+            account_id: 1,
+            secret_hash: k.record.secret_hash.to_vec(),
+            label: None,
+            created_at: 0,
+            revoked_at: None,
+            last_used: None,
+        };
+        assert!(verify(&rec, &k.plaintext).is_some());
+        let mut wrong = k.plaintext.clone();
+        wrong.pop();
+        wrong.push(if k.plaintext.ends_with('A') { 'B' } else { 'A' });
+        assert!(verify(&rec, &wrong).is_none());
+        rec.revoked_at = Some(5);
+        assert!(verify(&rec, &k.plaintext).is_none());
+    }
+}

@@ -1,0 +1,338 @@
+//! The `otpgate` command line: `serve`, `migrate`, and the account, credit and key
+//! administration commands. Every command reads the same configuration as
+//! `serve`, so `--database-url` or `OTPGATE_DATABASE_URL` points them all at one
+//! store.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use otp_store::{Account, SharedStore};
+
+use crate::auth::issue_key;
+use crate::config::{Config, Secret};
+use crate::startup::{Application, open_store};
+
+#[derive(Parser)]
+#[command(
+    name = "otpgate",
+    version,
+    about = "Self-hosted OTP gateway (TingTing-compatible API)"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "OTPGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Store URL: sqlite://PATH or postgres://... (overrides the configuration).
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API and the delivery workers.
+    Serve {
+        /// Address to listen on (overrides the configuration), e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCmd),
+    /// Manage credits.
+    #[command(subcommand)]
+    Credits(CreditsCmd),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Subcommand)]
+enum AccountsCmd {
+    /// Create an account and its first API key.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 0)]
+        sms_credits: i64,
+        #[arg(long, default_value_t = 0)]
+        phone_credits: i64,
+        /// Print one JSON object with account_id and api_key.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List accounts and balances.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CreditsCmd {
+    /// Add credits (negative numbers remove them); recorded in the ledger.
+    Add {
+        /// Account id or name.
+        account: String,
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        sms: i64,
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        phone: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Issue a new key for an account (printed once).
+    Create {
+        /// Account id or name.
+        account: String,
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this account (id or name).
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its id (the part after `otpg_`) or the whole key.
+    Revoke { key: String },
+}
+
+/// Entry point for the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: could not start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.global.config.as_deref())?;
+    if let Some(url) = cli.global.database_url {
+        config.database_url = Secret::new(url);
+    }
+    crate::telemetry::init(&config.log);
+    match cli.command {
+        Command::Serve { listen } => {
+            if let Some(l) = listen {
+                config.listen = l;
+            }
+            serve(config).await
+        }
+        Command::Migrate => {
+            open_store(&config).await?;
+            println!("migrations applied to {}", config.database_for_logs());
+            Ok(())
+        }
+        Command::Accounts(cmd) => accounts(&open_store(&config).await?, cmd).await,
+        Command::Credits(CreditsCmd::Add {
+            account,
+            sms,
+            phone,
+        }) => {
+            let store = open_store(&config).await?;
+            let a = find_account(&store, &account).await?;
+            let a = store
+                .add_credits(a.id, sms, phone, "added with otpgate credits add")
+                .await?;
+            println!(
+                "account {} ({}): {} SMS credits, {} phone credits",
+                a.id, a.name, a.sms_credits, a.phone_credits
+            );
+            Ok(())
+        }
+        Command::Keys(cmd) => keys(&open_store(&config).await?, cmd).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
+    if let Some(key) = app.first_key() {
+        // Printed once, on the console only; it is never logged.
+        println!(
+            "Created account \"default\" with demo credits. Its API key (shown only now):\n\n    {key}\n"
+        );
+    }
+    println!("otpgate listening on http://{}", app.local_addr());
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+async fn find_account(store: &SharedStore, which: &str) -> anyhow::Result<Account> {
+    let found = match which.parse::<i64>() {
+        Ok(id) => store.account(id).await?,
+        Err(_) => store.account_by_name(which).await?,
+    };
+    found.with_context(|| format!("no account {which:?}"))
+}
+
+async fn accounts(store: &SharedStore, cmd: AccountsCmd) -> anyhow::Result<()> {
+    match cmd {
+        AccountsCmd::Create {
+            name,
+            sms_credits,
+            phone_credits,
+            json,
+        } => {
+            anyhow::ensure!(
+                sms_credits >= 0 && phone_credits >= 0,
+                "opening credits cannot be negative"
+            );
+            anyhow::ensure!(!name.trim().is_empty(), "the account name may not be blank");
+            let account = store
+                .create_account(&name, sms_credits, phone_credits)
+                .await?;
+            let key = issue_key(account.id, Some("created with the account".into()));
+            store.create_key(key.record).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({ "account_id": account.id, "name": account.name, "api_key": key.plaintext })
+                );
+            } else {
+                println!("account_id: {}\napi_key: {}", account.id, key.plaintext);
+            }
+        }
+        AccountsCmd::List { json } => {
+            let list = store.list_accounts().await?;
+            if json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|a| {
+                        json!({ "account_id": a.id, "name": a.name, "sms_credits": a.sms_credits,
+                                "phone_credits": a.phone_credits, "otps": a.otp_count })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!(
+                    "{:>6}  {:<24} {:>12} {:>14} {:>10}",
+                    "id", "name", "sms_credits", "phone_credits", "otps"
+                );
+                for a in list {
+                    println!(
+                        "{:>6}  {:<24} {:>12} {:>14} {:>10}",
+                        a.id, a.name, a.sms_credits, a.phone_credits, a.otp_count
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn keys(store: &SharedStore, cmd: KeysCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeysCmd::Create {
+            account,
+            label,
+            json,
+        } => {
+            let a = find_account(store, &account).await?;
+            let key = issue_key(a.id, label);
+            let rec = store.create_key(key.record).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({ "account_id": a.id, "key_id": rec.key_id, "api_key": key.plaintext })
+                );
+            } else {
+                println!("key_id: {}\napi_key: {}", rec.key_id, key.plaintext);
+            }
+        }
+        KeysCmd::List { account, json } => {
+            let account_id = match account {
+                Some(a) => Some(find_account(store, &a).await?.id),
+                None => None,
+            };
+            let list = store.list_keys(account_id).await?;
+            if json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|k| {
+                        json!({ "key_id": k.key_id, "account_id": k.account_id, "label": k.label,
+                                "created_at": k.created_at, "last_used": k.last_used,
+                                "revoked": k.revoked_at.is_some() })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("{:<14} {:>8}  {:<8} label", "key_id", "account", "state");
+                for k in list {
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{:<14} {:>8}  {:<8} {}",
+                        k.key_id,
+                        k.account_id,
+                        state,
+                        k.label.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        KeysCmd::Revoke { key } => {
+            let key_id = crate::auth::key_id_of(&key).unwrap_or(&key).to_owned();
+            if store.revoke_key(&key_id).await? {
+                println!("revoked {key_id}");
+            } else {
+                anyhow::bail!("no active key {key_id:?}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! Layered, typed configuration: built-in defaults, then a TOML file, then
+//! `OTPGATE_*` environment variables (nested keys joined with `__`, for example
+//! `OTPGATE_DELIVERY__LOG_PATH`), then command-line flags. Every key is listed in
+//! the README. Secrets live in [`Secret`], whose `Debug` prints `[redacted]`.
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+/// A value that must never reach a log line or an error message.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+
+    /// The value itself; call sites that use it are the ones to review.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: String,
+    /// `sqlite://PATH` (default `sqlite://otpgate.db`) or `postgres://...`.
+    pub database_url: Secret<String>,
+    /// Base of the absolute `next`/`previous` links, e.g. `https://otp.example.com`.
+    /// Empty: taken from the request's `Host` header over plain HTTP.
+    pub public_url: String,
+    /// IANA zone used for timestamps in replies and for date filters.
+    pub timezone: String,
+    /// Name of this node in job leases; empty: hostname and process id.
+    pub node_id: String,
+    pub log: LogConfig,
+    pub api: ApiConfig,
+    pub store: StoreConfig,
+    pub delivery: DeliveryConfig,
+    pub demo: DemoConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            database_url: Secret::new("sqlite://otpgate.db".into()),
+            public_url: String::new(),
+            timezone: "Asia/Kathmandu".into(),
+            node_id: String::new(),
+            log: LogConfig::default(),
+            api: ApiConfig::default(),
+            store: StoreConfig::default(),
+            delivery: DeliveryConfig::default(),
+            demo: DemoConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `otpgate=debug,info`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Items per list page when the client names no `limit`.
+    pub default_page_size: u32,
+    /// The largest `limit` a client may ask for.
+    pub max_page_size: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            default_page_size: 20,
+            max_page_size: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Most sends committed in one transaction.
+    pub max_batch: usize,
+    /// Read connections (SQLite) or pool size (PostgreSQL).
+    pub connections: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_batch: 512,
+            connections: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Driver for text OTPs; `log` is the only one in this release.
+    pub sms_driver: String,
+    /// Driver for voice OTPs; `log` is the only one in this release.
+    pub voice_driver: String,
+    /// Where the `log` driver appends one JSON line per delivery (`-` = stdout).
+    pub log_path: String,
+    /// How often idle workers look for due jobs (new sends wake them at once).
+    pub poll_interval_ms: u64,
+    /// How long a claimed job stays with this node before another may take it.
+    pub lease_seconds: u64,
+    /// Attempts before a job fails for good.
+    pub max_attempts: u32,
+    /// Most deliveries in flight per channel on this node.
+    pub concurrency: usize,
+    /// Most jobs claimed in one query.
+    pub claim_batch: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            sms_driver: "log".into(),
+            voice_driver: "log".into(),
+            log_path: "otpgate-deliveries.jsonl".into(),
+            poll_interval_ms: 250,
+            lease_seconds: 60,
+            max_attempts: 5,
+            concurrency: 256,
+            claim_batch: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Create a `default` account (and print its key once) when the store is empty.
+    pub create_default_account: bool,
+    pub sms_credits: i64,
+    pub phone_credits: i64,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            create_default_account: true,
+            sms_credits: 100,
+            phone_credits: 10,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if given), then `OTPGATE_*` variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.exists() {
+                anyhow::bail!("configuration file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("OTPGATE_").split("__"));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.timezone()?;
+        Ok(config)
+    }
+
+    /// The configured zone, parsed.
+    pub fn timezone(&self) -> anyhow::Result<chrono_tz::Tz> {
+        self.timezone
+            .parse()
+            .map_err(|_| anyhow::anyhow!("unknown timezone {:?}", self.timezone))
+    }
+
+    /// The database URL with any password replaced, safe to log.
+    pub fn database_for_logs(&self) -> String {
+        redact_url(self.database_url.expose())
+    }
+
+    /// This node's name in job leases.
+    pub fn node_name(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "node".into());
+        format!("{host}-{}", std::process::id())
+    }
+}
+
+/// Replaces the password part of `scheme://user:password@host/...`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:[redacted]@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let c = Config {
+            database_url: Secret::new("postgres://u:hunter2@db/otp".into()),
+            ..Config::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(c.database_for_logs(), "postgres://u:[redacted]@db/otp");
+    }
+
+    #[test]
+    fn urls_without_passwords_are_left_alone() {
+        assert_eq!(redact_url("sqlite://otpgate.db"), "sqlite://otpgate.db");
+    }
+}

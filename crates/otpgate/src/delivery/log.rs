@@ -1,0 +1,124 @@
+//! The `log` driver: the carrier of the embedded default. Each delivery becomes one
+//! JSON line in a file (or on stdout), so the service works end to end with no
+//! carrier, and a developer can read what a phone would have received.
+//!
+//! The file stands in for the recipient's handset, so its lines carry the message
+//! as delivered (code included); it is not an application log. A delivery counts
+//! as sent once its line is written and flushed.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use otp_store::ClaimedJob;
+
+use super::{DeliveryOutcome, Driver};
+
+type Line = (String, oneshot::Sender<Result<(), String>>);
+
+/// Appends deliveries to a JSON-lines file; shared by both channels.
+#[derive(Clone)]
+pub struct LogDriver {
+    lines: mpsc::Sender<Line>,
+}
+
+impl LogDriver {
+    /// Opens (appending) the file, or stdout for `-`, and starts its writer task.
+    pub async fn open(path: &str) -> std::io::Result<LogDriver> {
+        let out: Box<dyn AsyncWrite + Send + Unpin> = if path == "-" {
+            Box::new(tokio::io::stdout())
+        } else {
+            let path = PathBuf::from(path);
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                tokio::fs::create_dir_all(dir).await?;
+            }
+            Box::new(
+                tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .await?,
+            )
+        };
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(write_lines(out, rx));
+        Ok(LogDriver { lines: tx })
+    }
+}
+
+/// Writes whatever lines are waiting, flushes once, then acknowledges them all.
+async fn write_lines(out: Box<dyn AsyncWrite + Send + Unpin>, mut rx: mpsc::Receiver<Line>) {
+    let mut out = tokio::io::BufWriter::new(out);
+    let mut acks = Vec::new();
+    while let Some((line, ack)) = rx.recv().await {
+        let mut result = out.write_all(line.as_bytes()).await;
+        acks.push(ack);
+        while result.is_ok() {
+            match rx.try_recv() {
+                Ok((line, ack)) => {
+                    result = out.write_all(line.as_bytes()).await;
+                    acks.push(ack);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = match result {
+            Ok(()) => out.flush().await,
+            Err(e) => Err(e),
+        };
+        let result = result.map_err(|e| format!("writing the delivery log failed: {e}"));
+        for ack in acks.drain(..) {
+            let _ = ack.send(result.clone());
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for LogDriver {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
+    fn capacity(&self) -> usize {
+        1024
+    }
+
+    async fn deliver(&self, job: &ClaimedJob) -> DeliveryOutcome {
+        let otp = &job.otp;
+        let provider_message_id = format!("log-{}", otp.id);
+        let mut line = json!({
+            "at": otp_store::now_micros(),
+            "provider_message_id": provider_message_id,
+            "otp_id": otp.id,
+            "job_id": job.job_id,
+            "attempt": job.attempts,
+            "channel": otp.channel.as_str(),
+            "to": otp.e164,
+            "message": otp.message,
+            "segments": otp.segments,
+        });
+        if let Some(v) = otp.voice {
+            line["voice_input"] = json!(v.as_str());
+            line["length_factor"] = json!(otp.length_factor.unwrap_or(1.0));
+        }
+        let mut text = line.to_string();
+        text.push('\n');
+        let (ack, done) = oneshot::channel();
+        if self.lines.send((text, ack)).await.is_err() {
+            return DeliveryOutcome::Retry {
+                error: "the delivery log writer has stopped".into(),
+            };
+        }
+        match done.await {
+            Ok(Ok(())) => DeliveryOutcome::Sent {
+                provider_message_id: Some(provider_message_id),
+            },
+            Ok(Err(error)) => DeliveryOutcome::Retry { error },
+            Err(_) => DeliveryOutcome::Retry {
+                error: "the delivery log writer has stopped".into(),
+            },
+        }
+    }
+}

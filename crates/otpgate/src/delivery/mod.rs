@@ -1,0 +1,254 @@
+//! Delivery: from the durable outbox to a channel driver and back.
+//!
+//! A [`Dispatcher`] per channel claims due jobs from the store (a lease, so a node
+//! that dies gives them back), runs up to `capacity` deliveries at once, and
+//! records each outcome in bulk. The [`Driver`] trait is the carrier boundary:
+//! `deliver` returns once the carrier has taken the message (an SMSC's
+//! `submit_sm_resp`, a call that was answered and played) or refused it, so a
+//! windowed SMPP bind or a long SIP call is just a driver with a higher capacity
+//! and a slower `deliver`; asynchronous receipts are the driver's own business,
+//! reported to the store when they arrive.
+//!
+//! [`try_deliver_next`] is one claim-deliver-record step without the waiting; the
+//! loop in [`Dispatcher::run`] adds concurrency, polling and wake-ups.
+
+pub mod log;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore, mpsc};
+
+use otp_domain::channel::Channel;
+use otp_store::{Claim, ClaimedJob, JobOutcome, JobResult, SharedStore, StoreError, now_micros};
+
+use crate::metrics::Metrics;
+
+/// What a driver reports for one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryOutcome {
+    /// The carrier took the message; its id, if it gave one.
+    Sent { provider_message_id: Option<String> },
+    /// A transient failure; try again later (the dispatcher picks the delay).
+    Retry { error: String },
+    /// A permanent failure; do not try again.
+    Failed { error: String },
+}
+
+/// A carrier connection for one channel.
+#[async_trait::async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// Short name for logs and metrics ("log", "smpp", ...).
+    fn name(&self) -> &'static str;
+    /// How many deliveries may be in flight at once.
+    fn capacity(&self) -> usize;
+    /// Hands one message to the carrier. Must not panic; errors are outcomes.
+    async fn deliver(&self, job: &ClaimedJob) -> DeliveryOutcome;
+}
+
+/// Retry timing and limits.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub lease: Duration,
+    pub max_attempts: u32,
+    pub claim_batch: usize,
+    pub poll_interval: Duration,
+}
+
+impl Policy {
+    /// Exponential backoff: 1 s, 2 s, 4 s ... capped at a minute.
+    fn retry_delay(attempts: i64) -> Duration {
+        let exp = attempts.clamp(1, 7) as u32 - 1;
+        Duration::from_secs(2u64.pow(exp).min(60))
+    }
+
+    fn result(&self, job: &ClaimedJob, outcome: DeliveryOutcome) -> JobResult {
+        let at = now_micros();
+        let outcome = match outcome {
+            DeliveryOutcome::Sent {
+                provider_message_id,
+            } => JobOutcome::Sent {
+                provider_message_id,
+            },
+            DeliveryOutcome::Retry { error } if job.attempts < i64::from(self.max_attempts) => {
+                JobOutcome::Retry {
+                    next_attempt_at: at + Self::retry_delay(job.attempts).as_micros() as i64,
+                    error,
+                }
+            }
+            DeliveryOutcome::Retry { error } => JobOutcome::Failed {
+                error: format!("gave up after {} attempts: {error}", job.attempts),
+            },
+            DeliveryOutcome::Failed { error } => JobOutcome::Failed { error },
+        };
+        JobResult {
+            job_id: job.job_id,
+            otp_id: job.otp.id,
+            outcome,
+            at,
+        }
+    }
+}
+
+fn outcome_label(o: &JobOutcome) -> &'static str {
+    match o {
+        JobOutcome::Sent { .. } => "sent",
+        JobOutcome::Retry { .. } => "retry",
+        JobOutcome::Failed { .. } => "failed",
+    }
+}
+
+/// One step: claim up to `limit` due jobs of the driver's channel, deliver them one
+/// after another, record the outcomes. Returns how many jobs were handled.
+pub async fn try_deliver_next(
+    store: &SharedStore,
+    channel: Channel,
+    driver: &dyn Driver,
+    policy: &Policy,
+    node: &str,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let now = now_micros();
+    let jobs = store
+        .claim_jobs(Claim {
+            node: node.to_owned(),
+            channel,
+            limit,
+            now,
+            lease_until: now + policy.lease.as_micros() as i64,
+        })
+        .await?;
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        let outcome = driver.deliver(job).await;
+        results.push(policy.result(job, outcome));
+    }
+    let n = results.len();
+    if n > 0 {
+        store.finish_jobs(results).await?;
+    }
+    Ok(n)
+}
+
+/// The delivery loop of one channel on this node.
+pub struct Dispatcher {
+    pub store: SharedStore,
+    pub channel: Channel,
+    pub driver: Arc<dyn Driver>,
+    pub policy: Policy,
+    pub node: String,
+    pub metrics: Arc<Metrics>,
+    pub wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// Runs until `stop` is notified, then lets deliveries in flight finish and
+    /// records their outcomes before returning.
+    pub async fn run(self, stop: Arc<Notify>) {
+        let permits = Arc::new(Semaphore::new(self.driver.capacity().max(1)));
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<JobResult>();
+        let recorder = tokio::spawn(record_results(self.store.clone(), done_rx));
+        let stopping = stop.notified();
+        tokio::pin!(stopping);
+        loop {
+            let free = permits.available_permits();
+            let claimed = if free == 0 {
+                Ok(Vec::new())
+            } else {
+                let now = now_micros();
+                self.store
+                    .claim_jobs(Claim {
+                        node: self.node.clone(),
+                        channel: self.channel,
+                        limit: free.min(self.policy.claim_batch),
+                        now,
+                        lease_until: now + self.policy.lease.as_micros() as i64,
+                    })
+                    .await
+            };
+            let jobs = match claimed {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    tracing::warn!(error = %e, channel = self.channel.as_str(), "claiming jobs failed");
+                    Vec::new()
+                }
+            };
+            let got = jobs.len();
+            for job in jobs {
+                let permit = permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("dispatcher semaphore closed");
+                let driver = self.driver.clone();
+                let policy = self.policy.clone();
+                let done = done_tx.clone();
+                let metrics = self.metrics.clone();
+                let channel = self.channel;
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let outcome = driver.deliver(&job).await;
+                    let result = policy.result(&job, outcome);
+                    metrics.observe(
+                        "otpgate_delivery_duration_seconds",
+                        &[("channel", channel.as_str()), ("driver", driver.name())],
+                        started.elapsed().as_secs_f64(),
+                    );
+                    metrics.inc(
+                        "otpgate_deliveries_total",
+                        &[
+                            ("channel", channel.as_str()),
+                            ("driver", driver.name()),
+                            ("outcome", outcome_label(&result.outcome)),
+                        ],
+                    );
+                    let _ = done.send(result);
+                    drop(permit);
+                });
+            }
+            if got > 0 && permits.available_permits() > 0 {
+                // More may be due right away.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = &mut stopping => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.policy.poll_interval) => {}
+            }
+        }
+        // Graceful stop: wait for every delivery in flight, then flush outcomes.
+        let all = self.driver.capacity().max(1) as u32;
+        let _ = permits.acquire_many(all).await;
+        drop(done_tx);
+        let _ = recorder.await;
+    }
+}
+
+/// Writes outcomes in batches. A batch that cannot be written is retried; if the
+/// process dies first, the jobs' leases run out and they are delivered again
+/// (at least once, never lost).
+async fn record_results(store: SharedStore, mut rx: mpsc::UnboundedReceiver<JobResult>) {
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match store.finish_jobs(batch.clone()).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, jobs = batch.len(), "recording delivery outcomes failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        batch.clear();
+    }
+}

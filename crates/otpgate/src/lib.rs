@@ -1,0 +1,24 @@
+//! otpgate: a self-hosted one-time-password gateway that speaks the TingTing OTP
+//! HTTP API.
+//!
+//! - [`config`]: layered configuration (defaults, TOML file, `OTPGATE_*` variables).
+//! - [`startup`]: [`startup::Application`], built from a configuration and run until
+//!   a shutdown future completes; `main` and the tests both use it.
+//! - [`api`]: the HTTP routes, one router per feature, and the one error envelope.
+//! - [`auth`]: API keys (format, hashing, constant-time checks, last-used tracking).
+//! - [`delivery`]: the outbox workers and the channel [`delivery::Driver`] trait.
+//! - [`metrics`]: the Prometheus registry behind `/metrics`.
+//! - [`cli`]: the `otpgate` command line.
+//!
+//! Domain rules (numbers, codes, templates, segments, credits) live in `otp-domain`;
+//! persistence in `otp-store`.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod metrics;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

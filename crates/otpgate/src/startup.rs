@@ -1,0 +1,198 @@
+//! Building and running the application, separate from `main` so tests run the
+//! real thing on port 0: `Application::build(config).await?.run_until_stopped(shutdown)`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use otp_domain::channel::Channel;
+use otp_store::{SharedStore, StoreError, StoreOptions};
+
+use crate::auth::{LastUsed, issue_key};
+use crate::config::Config;
+use crate::delivery::log::LogDriver;
+use crate::delivery::{Dispatcher, Driver, Policy};
+use crate::metrics::Metrics;
+use crate::state::{AppState, NewJobs};
+
+/// A configured, bound, not yet serving application.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    first_key: Option<String>,
+}
+
+/// Opens the store the configuration names.
+pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
+    let options = StoreOptions {
+        max_batch: config.store.max_batch,
+        connections: config.store.connections,
+    };
+    otp_store::open(config.database_url.expose(), &options)
+        .await
+        .with_context(|| format!("opening the store at {}", config.database_for_logs()))
+}
+
+impl Application {
+    /// Opens the store (applying migrations), seeds the demo account on an empty
+    /// store, and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let tz = config.timezone()?;
+        let store = open_store(&config).await?;
+        let first_key = if config.demo.create_default_account {
+            seed_default_account(&store, &config).await?
+        } else {
+            None
+        };
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let state = AppState {
+            store,
+            config: Arc::new(config),
+            tz,
+            metrics: Arc::new(Metrics::default()),
+            last_used: Arc::new(LastUsed::default()),
+            new_jobs: Arc::new(NewJobs::default()),
+        };
+        Ok(Application {
+            listener,
+            state,
+            first_key,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The key of the demo account, when this start created it; shown once.
+    pub fn first_key(&self) -> Option<&str> {
+        self.first_key.as_deref()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops taking requests, lets
+    /// deliveries in flight finish and records them.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state;
+        let config = state.config.clone();
+        let sms = driver_for(&config.delivery.sms_driver, &config).await?;
+        let voice = driver_for(&config.delivery.voice_driver, &config).await?;
+        let policy = Policy {
+            lease: Duration::from_secs(config.delivery.lease_seconds.max(1)),
+            max_attempts: config.delivery.max_attempts.max(1),
+            claim_batch: config.delivery.claim_batch.max(1),
+            poll_interval: Duration::from_millis(config.delivery.poll_interval_ms.max(10)),
+        };
+        let node = config.node_name();
+        let stop = Arc::new(Notify::new());
+        let mut workers = Vec::new();
+        for (channel, driver) in [(Channel::Text, sms), (Channel::Voice, voice)] {
+            let dispatcher = Dispatcher {
+                store: state.store.clone(),
+                channel,
+                driver,
+                policy: policy.clone(),
+                node: node.clone(),
+                metrics: state.metrics.clone(),
+                wake: state.new_jobs.for_channel(channel).clone(),
+            };
+            let stop = stop.clone();
+            workers.push(tokio::spawn(dispatcher.run(stop)));
+        }
+        let flusher = tokio::spawn(flush_last_used(state.clone(), stop.clone()));
+
+        tracing::info!(
+            address = %self.listener.local_addr()?,
+            store = state.store.backend(),
+            database = %config.database_for_logs(),
+            node = %node,
+            "otpgate is serving"
+        );
+        let app = crate::api::router(state.clone());
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
+
+        tracing::info!("shutting down: finishing deliveries in flight");
+        stop.notify_waiters();
+        for w in workers {
+            let _ = w.await;
+        }
+        let _ = flusher.await;
+        if let Err(e) = state.last_used.flush(&state.store).await {
+            tracing::warn!(error = %e, "could not record key use at shutdown");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn driver_for(name: &str, config: &Config) -> anyhow::Result<Arc<dyn Driver>> {
+    match name {
+        "log" => {
+            let d = LogDriver::open(&config.delivery.log_path)
+                .await
+                .with_context(|| {
+                    format!("opening the delivery log {}", config.delivery.log_path)
+                })?;
+            Ok(Arc::new(d))
+        }
+        other => anyhow::bail!("unknown delivery driver {other:?} (this release has: log)"),
+    }
+}
+
+/// Creates the `default` account and its key when the store has no account.
+async fn seed_default_account(
+    store: &SharedStore,
+    config: &Config,
+) -> anyhow::Result<Option<String>> {
+    if !store.list_accounts().await?.is_empty() {
+        return Ok(None);
+    }
+    let account = match store
+        .create_account(
+            "default",
+            config.demo.sms_credits,
+            config.demo.phone_credits,
+        )
+        .await
+    {
+        Ok(a) => a,
+        // Another node seeded it first.
+        Err(StoreError::Conflict(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let key = issue_key(account.id, Some("created on first start".into()));
+    store.create_key(key.record).await?;
+    Ok(Some(key.plaintext))
+}
+
+async fn flush_last_used(state: AppState, stop: Arc<Notify>) {
+    let stopping = stop.notified();
+    tokio::pin!(stopping);
+    loop {
+        tokio::select! {
+            _ = &mut stopping => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        if let Err(e) = state.last_used.flush(&state.store).await {
+            tracing::warn!(error = %e, "could not record key use; will retry");
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! What every handler and worker shares.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::auth::LastUsed;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use otp_domain::channel::Channel;
+use otp_store::SharedStore;
+
+/// Cheap to clone: every field is shared.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: SharedStore,
+    pub config: Arc<Config>,
+    pub tz: chrono_tz::Tz,
+    pub metrics: Arc<Metrics>,
+    pub last_used: Arc<LastUsed>,
+    /// Woken after each accepted send so delivery starts without waiting for a poll.
+    pub new_jobs: Arc<NewJobs>,
+}
+
+/// One wake-up per channel, so a text send never wakes only the voice worker.
+#[derive(Default)]
+pub struct NewJobs {
+    pub text: Arc<Notify>,
+    pub voice: Arc<Notify>,
+}
+
+impl NewJobs {
+    pub fn for_channel(&self, channel: Channel) -> &Arc<Notify> {
+        match channel {
+            Channel::Text => &self.text,
+            Channel::Voice => &self.voice,
+        }
+    }
+}
