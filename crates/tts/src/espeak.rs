@@ -24,7 +24,7 @@ use crate::{Audio, RenderRequest, TtsEngine, TtsError};
 const MIN_ESPEAK_RATE: f32 = 80.0;
 /// The fastest rate we ask for (`length_factor` 0.5 on a 450 wpm profile).
 const MAX_ESPEAK_RATE: f32 = 900.0;
-/// How much of the child's stderr an error keeps.
+/// How much of the child's stderr an error keeps (the end of it).
 const STDERR_KEEP: usize = 2048;
 
 /// How to run espeak-ng.
@@ -36,6 +36,9 @@ pub struct EspeakConfig {
     pub timeout: Duration,
     /// Renders running at once; more wait their turn. Default 4.
     pub max_concurrent: usize,
+    /// Largest WAV accepted from the program; more is [`TtsError::OutputTooLarge`]. Default
+    /// 32 MiB, about 12 minutes at espeak-ng's 22 050 Hz, far beyond any prompt.
+    pub max_output_bytes: usize,
     /// The voice table. Default [`default_profiles`].
     pub profiles: Vec<VoiceProfile>,
 }
@@ -46,6 +49,7 @@ impl Default for EspeakConfig {
             program: PathBuf::from("espeak-ng"),
             timeout: Duration::from_secs(10),
             max_concurrent: 4,
+            max_output_bytes: 32 * 1024 * 1024,
             profiles: default_profiles(),
         }
     }
@@ -56,6 +60,7 @@ impl Default for EspeakConfig {
 pub struct EspeakEngine {
     program: PathBuf,
     timeout: Duration,
+    max_output_bytes: usize,
     profiles: Vec<VoiceProfile>,
     permits: Arc<Semaphore>,
 }
@@ -83,6 +88,7 @@ impl EspeakEngine {
         Ok(EspeakEngine {
             program: config.program,
             timeout: config.timeout,
+            max_output_bytes: config.max_output_bytes,
             profiles: config.profiles,
             permits: Arc::new(Semaphore::new(config.max_concurrent)),
         })
@@ -145,8 +151,14 @@ impl EspeakEngine {
                 other => other,
             }
         };
-        let exchange =
-            async { tokio::join!(write, read_all(stdout), read_all(stderr), child.wait()) };
+        let exchange = async {
+            tokio::join!(
+                write,
+                read_capped(stdout, self.max_output_bytes),
+                read_tail(stderr, STDERR_KEEP),
+                child.wait()
+            )
+        };
         let finished = tokio::time::timeout(self.timeout, exchange).await;
         let Ok((written, out, err, status)) = finished else {
             // kill() also reaps the child, so no zombie is left behind.
@@ -162,29 +174,54 @@ impl EspeakEngine {
             program: self.program.clone(),
             source,
         };
+        // Checked before the exit status: closing an overflowing pipe may itself kill the
+        // child (SIGPIPE), and the overflow is the real cause.
+        let Some(out) = out.map_err(io_error)? else {
+            return Err(TtsError::OutputTooLarge {
+                limit: self.max_output_bytes,
+            });
+        };
         let status = status.map_err(io_error)?;
         let err = err.map_err(io_error)?;
         if !status.success() {
-            let text = String::from_utf8_lossy(&err);
-            let start = text.len().saturating_sub(STDERR_KEEP);
-            let start = (start..=text.len())
-                .find(|i| text.is_char_boundary(*i))
-                .unwrap_or(text.len());
             return Err(TtsError::EngineFailed {
                 program: self.program.clone(),
                 status,
-                stderr: text[start..].trim().to_owned(),
+                stderr: String::from_utf8_lossy(&err).trim().to_owned(),
             });
         }
         written.map_err(io_error)?;
-        out.map_err(io_error)
+        Ok(out)
     }
 }
 
-async fn read_all(mut pipe: impl AsyncRead + Unpin) -> std::io::Result<Vec<u8>> {
+/// Reads a pipe to its end, or returns `None` as soon as more than `limit` bytes arrive;
+/// the pipe is then closed, so the writer gets EPIPE instead of blocking.
+async fn read_capped(
+    pipe: impl AsyncRead + Unpin,
+    limit: usize,
+) -> std::io::Result<Option<Vec<u8>>> {
     let mut buf = Vec::new();
-    pipe.read_to_end(&mut buf).await?;
-    Ok(buf)
+    let limit_plus_one = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    pipe.take(limit_plus_one).read_to_end(&mut buf).await?;
+    Ok((buf.len() <= limit).then_some(buf))
+}
+
+/// Reads a pipe to its end, keeping only the last `keep` bytes: a chatty child is never
+/// blocked on a full pipe, and memory stays bounded.
+async fn read_tail(mut pipe: impl AsyncRead + Unpin, keep: usize) -> std::io::Result<Vec<u8>> {
+    let mut tail = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = pipe.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(tail);
+        }
+        tail.extend_from_slice(&chunk[..n]);
+        if tail.len() > keep {
+            tail.drain(..tail.len() - keep);
+        }
+    }
 }
 
 #[async_trait]

@@ -203,6 +203,13 @@ pub enum TtsError {
         #[source]
         source: std::io::Error,
     },
+    /// The engine wrote more than the configured limit (see
+    /// [`EspeakConfig::max_output_bytes`]); the output was discarded.
+    #[error("TTS engine output exceeded {limit} bytes")]
+    OutputTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
     /// The engine's output is not a 16-bit PCM WAV.
     #[error("TTS engine output is not usable audio")]
     BadOutput(#[from] WavError),

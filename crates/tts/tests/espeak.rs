@@ -308,6 +308,42 @@ async fn output_that_is_not_a_wav_is_bad_output() {
 }
 
 #[tokio::test]
+async fn output_beyond_the_size_limit_is_refused_without_hanging() {
+    let flood = script("flood-espeak", "cat > /dev/null\nexec cat /dev/zero");
+    let engine = EspeakEngine::new(EspeakConfig {
+        program: flood,
+        max_output_bytes: 1 << 20,
+        ..EspeakConfig::default()
+    })
+    .unwrap();
+    let err = engine.render(&otp("np_rija", "1", 1)).await.unwrap_err();
+    assert!(
+        matches!(err, TtsError::OutputTooLarge { limit } if limit == 1 << 20),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn only_the_end_of_a_long_stderr_is_kept() {
+    let noisy = script(
+        "noisy-espeak",
+        "cat > /dev/null\nhead -c 1000000 /dev/zero | tr '\\0' x >&2\necho ' the end' >&2\nexit 1",
+    );
+    let engine = EspeakEngine::new(EspeakConfig {
+        program: noisy,
+        ..EspeakConfig::default()
+    })
+    .unwrap();
+    match engine.render(&otp("np_rija", "1", 1)).await {
+        Err(TtsError::EngineFailed { stderr, .. }) => {
+            assert!(stderr.len() <= 2048, "kept {} bytes", stderr.len());
+            assert!(stderr.ends_with("x the end"), "{stderr}");
+        }
+        other => panic!("expected EngineFailed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn an_unknown_voice_is_named_in_the_error() {
     let err = engine()
         .render(&otp("np_nobody", "1", 1))
