@@ -671,6 +671,9 @@ async fn write_loop<W>(
             Some(Outgoing::Frame(frame)) => batch.put_slice(&frame),
             Some(Outgoing::Shutdown) | None => stopping = true,
         }
+        // Let the tasks that were woken with this one queue their frames too:
+        // one write of many PDUs costs far less than many writes of one.
+        tokio::task::yield_now().await;
         while batch.len() < BATCH && !stopping {
             match rx.try_recv() {
                 Ok(Outgoing::Frame(frame)) => batch.put_slice(&frame),

@@ -85,9 +85,8 @@ async fn bound(config: BindConfig) -> (Client, mpsc::Receiver<Inbound>, Smsc) {
         stream: theirs,
         buf: BytesMut::new(),
     };
-    let (client, inbound) = tokio::join!(Client::bind(ours, config), smsc.accept_bind());
+    let (client, ()) = tokio::join!(Client::bind(ours, config), smsc.accept_bind());
     let (client, inbound_rx) = client.expect("binds");
-    let _ = inbound;
     (client, inbound_rx, smsc)
 }
 
