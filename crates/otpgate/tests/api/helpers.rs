@@ -1,0 +1,250 @@
+//! Spawning the real application on port 0 against a fresh SQLite file or a fresh
+//! PostgreSQL database, and small helpers to talk to it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use otp_store::SharedStore;
+use otpgate::auth::issue_key;
+use otpgate::config::{Config, Secret};
+use otpgate::startup::Application;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where the PostgreSQL server for tests is; CI and the README's test command
+/// start it. A test that cannot reach it fails, it never skips.
+pub fn pg_admin_url() -> String {
+    std::env::var("OTPGATE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Creates an empty database and returns its URL.
+pub async fn fresh_pg_database() -> String {
+    let admin = pg_admin_url();
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL for the tests is not reachable at {admin}: {e}. \
+                 Run scripts/test.sh (it starts it) or set OTPGATE_TEST_PG_URL."
+            )
+        });
+    tokio::spawn(conn);
+    let name = format!("otpgate_t_{}", random_suffix());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("creating a test database");
+    match admin.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("OTPGATE_TEST_PG_URL must end with /DATABASE"),
+    }
+}
+
+pub fn random_suffix() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..12)
+        .map(|_| (b'a' + rng.random_range(0..26u8)) as char)
+        .collect()
+}
+
+pub struct TestApp {
+    pub backend: Backend,
+    pub address: String,
+    pub client: reqwest::Client,
+    pub store: SharedStore,
+    pub account_id: i64,
+    pub key: String,
+    pub deliveries: PathBuf,
+    /// Holds the SQLite file and the delivery log until the test ends.
+    _dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn database_url(backend: Backend, dir: &tempfile::TempDir) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("otpgate.db").display()),
+        Backend::Postgres => fresh_pg_database().await,
+    }
+}
+
+pub fn test_config(database_url: &str, dir: &tempfile::TempDir) -> Config {
+    let mut config = Config {
+        listen: "127.0.0.1:0".into(),
+        database_url: Secret::new(database_url.to_owned()),
+        ..Config::default()
+    };
+    config.delivery.log_path = dir.path().join("deliveries.jsonl").display().to_string();
+    config.delivery.poll_interval_ms = 50;
+    config.demo.create_default_account = false;
+    config
+}
+
+/// The real application on port 0 with an account holding 100 SMS and 10 phone
+/// credits.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = database_url(backend, &dir).await;
+    let mut config = test_config(&url, &dir);
+    tweak(&mut config);
+    let deliveries = PathBuf::from(&config.delivery.log_path);
+    let app = Application::build(config).await.expect("building the app");
+    let address = format!("http://{}", app.local_addr());
+    let store = app.state().store.clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let account = store
+        .create_account("acme", 100, 10)
+        .await
+        .expect("creating the test account");
+    let key = issue_key(account.id, None);
+    store.create_key(key.record).await.expect("storing the key");
+    TestApp {
+        backend,
+        address,
+        client: reqwest::Client::new(),
+        store,
+        account_id: account.id,
+        key: key.plaintext,
+        deliveries,
+        _dir: dir,
+        shutdown: Some(tx),
+        running: Some(running),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// Another account with its own key.
+    pub async fn new_account(&self, name: &str, sms: i64, phone: i64) -> (i64, String) {
+        let a = self.store.create_account(name, sms, phone).await.unwrap();
+        let key = issue_key(a.id, None);
+        self.store.create_key(key.record).await.unwrap();
+        (a.id, key.plaintext)
+    }
+
+    pub async fn send_as(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/auths/send/otp/"))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("sending the request")
+    }
+
+    pub async fn send(&self, body: &Value) -> reqwest::Response {
+        self.send_as(&self.key, body).await
+    }
+
+    /// Sends and returns the reply body, asserting a 200.
+    pub async fn send_ok(&self, body: &Value) -> Value {
+        let r = self.send(body).await;
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub async fn list_as(&self, key: &str, query: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(self.url(&format!("/api/v1/auths/list/send-otps/{query}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    pub async fn list(&self, query: &str) -> (u16, Value) {
+        self.list_as(&self.key, query).await
+    }
+
+    pub async fn balance(&self) -> (i64, i64) {
+        let a = self.store.account(self.account_id).await.unwrap().unwrap();
+        (a.sms_credits, a.phone_credits)
+    }
+
+    pub async fn otp_count(&self) -> i64 {
+        self.store
+            .account(self.account_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .otp_count
+    }
+
+    /// Waits until the OTP reaches `status` (delivery runs in the background).
+    pub async fn wait_for_status(&self, id: i64, status: &str) -> otp_store::OtpRecord {
+        for _ in 0..200 {
+            let otp = self.store.otp(self.account_id, id).await.unwrap().unwrap();
+            if otp.status.as_str() == status {
+                return otp;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("OTP {id} never reached status {status}");
+    }
+
+    /// Stops the app gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(r) = self.running.take() {
+            r.await.unwrap().unwrap();
+        }
+    }
+}
+
+pub fn text_send(number: &str) -> Value {
+    serde_json::json!({
+        "number": number,
+        "message": "Your code is {otp}",
+        "sms_send_options": "text",
+    })
+}
+
+/// One test body, run once against SQLite and once against PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                use $crate::helpers::{spawn_app, Backend};
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let $app = spawn_app(Backend::Sqlite).await;
+                    $body
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let $app = spawn_app(Backend::Postgres).await;
+                    $body
+                }
+            }
+        )*
+    };
+}

@@ -1,0 +1,13 @@
+//! The integration suite: the real server on a real port, real SQLite files and
+//! a real PostgreSQL server. Each test runs against both stores.
+
+mod helpers;
+
+mod auth;
+mod cli;
+mod concurrency;
+mod delivery;
+mod durability;
+mod list;
+mod ops;
+mod send;
