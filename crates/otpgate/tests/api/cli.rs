@@ -6,8 +6,16 @@ use crate::durability::{create_account, otpgate, start_server};
 use crate::helpers::{Backend, database_url, text_send};
 
 fn run(args: &[&str], db: &str) -> String {
-    let out = otpgate().args(args).args(["--database-url", db]).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = otpgate()
+        .args(args)
+        .args(["--database-url", db])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -20,24 +28,61 @@ async fn accounts_credits_and_keys_from_the_command_line(backend: Backend) {
     let list: Value = serde_json::from_str(&run(&["accounts", "list", "--json"], &db)).unwrap();
     assert_eq!(list[0]["account_id"], id);
     assert_eq!(list[0]["sms_credits"], 5);
-    run(&["credits", "add", "shop", "--sms", "10", "--phone", "2"], &db);
+    run(
+        &["credits", "add", "shop", "--sms", "10", "--phone", "2"],
+        &db,
+    );
     let list: Value = serde_json::from_str(&run(&["accounts", "list", "--json"], &db)).unwrap();
-    assert_eq!((list[0]["sms_credits"].as_i64(), list[0]["phone_credits"].as_i64()), (Some(15), Some(2)));
-    let out = otpgate().args(["credits", "add", "shop", "--sms", "-100", "--database-url", &db]).output().unwrap();
+    assert_eq!(
+        (
+            list[0]["sms_credits"].as_i64(),
+            list[0]["phone_credits"].as_i64()
+        ),
+        (Some(15), Some(2))
+    );
+    let out = otpgate()
+        .args([
+            "credits",
+            "add",
+            "shop",
+            "--sms",
+            "-100",
+            "--database-url",
+            &db,
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "a balance must not go negative");
 
-    let second: Value = serde_json::from_str(&run(&["keys", "create", &id.to_string(), "--label", "ci", "--json"], &db)).unwrap();
+    let second: Value = serde_json::from_str(&run(
+        &["keys", "create", &id.to_string(), "--label", "ci", "--json"],
+        &db,
+    ))
+    .unwrap();
     let second_key = second["api_key"].as_str().unwrap().to_owned();
     let keys: Value = serde_json::from_str(&run(&["keys", "list", "shop", "--json"], &db)).unwrap();
     assert_eq!(keys.as_array().unwrap().len(), 2);
-    assert!(!keys.to_string().contains(&key[10..]), "key listings must not show secrets");
+    assert!(
+        !keys.to_string().contains(&key[10..]),
+        "key listings must not show secrets"
+    );
 
     let (mut server, base) = start_server(&db, dir.path());
     let client = reqwest::Client::new();
     let send = |k: String| {
         let client = client.clone();
         let url = format!("{base}/api/v1/auths/send/otp/");
-        async move { client.post(url).bearer_auth(k).json(&text_send("9851023212")).send().await.unwrap().status().as_u16() }
+        async move {
+            client
+                .post(url)
+                .bearer_auth(k)
+                .json(&text_send("9851023212"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     };
     assert_eq!(send(key.clone()).await, 200);
     assert_eq!(send(second_key.clone()).await, 200);
@@ -73,16 +118,33 @@ async fn the_first_serve_creates_a_default_account_and_prints_its_key_once(backe
     }
     let key = key.expect("the first start prints the demo key");
     let base = base.unwrap();
-    let r = reqwest::Client::new().post(format!("{base}/api/v1/auths/send/otp/")).bearer_auth(&key).json(&text_send("9851023212")).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/auths/send/otp/"))
+        .bearer_auth(&key)
+        .json(&text_send("9851023212"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     unsafe { libc_kill(child.id() as i32, 15) };
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "a SIGTERM stops the server cleanly");
     let logs = String::from_utf8_lossy(&out.stderr);
-    assert!(!logs.contains(&key[10..]), "the key must never reach the logs");
+    assert!(
+        !logs.contains(&key[10..]),
+        "the key must never reach the logs"
+    );
     // A second start finds the account and prints no key.
     let out = std::process::Command::new("timeout")
-        .args(["3", env!("CARGO_BIN_EXE_otpgate"), "serve", "--listen", "127.0.0.1:0", "--database-url", &db])
+        .args([
+            "3",
+            env!("CARGO_BIN_EXE_otpgate"),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db,
+        ])
         .env("OTPGATE_DELIVERY__LOG_PATH", dir.path().join("d.jsonl"))
         .output()
         .unwrap();
@@ -108,10 +170,16 @@ mod accounts_credits_and_keys_from_the_command_line {
 mod the_first_serve_creates_a_default_account_and_prints_its_key_once {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite() {
-        super::the_first_serve_creates_a_default_account_and_prints_its_key_once(super::Backend::Sqlite).await
+        super::the_first_serve_creates_a_default_account_and_prints_its_key_once(
+            super::Backend::Sqlite,
+        )
+        .await
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres() {
-        super::the_first_serve_creates_a_default_account_and_prints_its_key_once(super::Backend::Postgres).await
+        super::the_first_serve_creates_a_default_account_and_prints_its_key_once(
+            super::Backend::Postgres,
+        )
+        .await
     }
 }

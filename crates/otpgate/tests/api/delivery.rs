@@ -52,7 +52,9 @@ impl Driver for Scripted {
 async fn bare_store(backend: Backend) -> (SharedStore, tempfile::TempDir, i64) {
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(backend, &dir).await;
-    let store = otp_store::open(&url, &StoreOptions::default()).await.unwrap();
+    let store = otp_store::open(&url, &StoreOptions::default())
+        .await
+        .unwrap();
     let account = store.create_account("acme", 1000, 1000).await.unwrap();
     (store, dir, account.id)
 }
@@ -89,23 +91,46 @@ fn policy(max_attempts: u32) -> Policy {
 async fn transient_failures_retry_then_fail(backend: Backend) {
     let (store, _dir, account) = bare_store(backend).await;
     let id = store.accept(new_otp(account)).await.unwrap().id;
-    let driver = Scripted { outcome: DeliveryOutcome::Retry { error: "smsc busy".into() }, calls: AtomicUsize::new(0) };
-    let n = try_deliver_next(&store, Channel::Text, &driver, &policy(2), "node-a", 10).await.unwrap();
+    let driver = Scripted {
+        outcome: DeliveryOutcome::Retry {
+            error: "smsc busy".into(),
+        },
+        calls: AtomicUsize::new(0),
+    };
+    let n = try_deliver_next(&store, Channel::Text, &driver, &policy(2), "node-a", 10)
+        .await
+        .unwrap();
     assert_eq!(n, 1);
     let otp = store.otp(account, id).await.unwrap().unwrap();
     assert_eq!(otp.status.as_str(), "queued");
     assert_eq!(otp.error.as_deref(), Some("smsc busy"));
     // Not due again until its backoff passes.
-    assert_eq!(try_deliver_next(&store, Channel::Text, &driver, &policy(2), "node-a", 10).await.unwrap(), 0);
+    assert_eq!(
+        try_deliver_next(&store, Channel::Text, &driver, &policy(2), "node-a", 10)
+            .await
+            .unwrap(),
+        0
+    );
     let later = now_micros() + 120_000_000;
-    let jobs = store.claim_jobs(Claim { node: "node-a".into(), channel: Channel::Text, limit: 10, now: later, lease_until: later + 1 }).await.unwrap();
+    let jobs = store
+        .claim_jobs(Claim {
+            node: "node-a".into(),
+            channel: Channel::Text,
+            limit: 10,
+            now: later,
+            lease_until: later + 1,
+        })
+        .await
+        .unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].attempts, 2);
     // The second attempt is the last one allowed: it fails for good.
     let result = otp_store::JobResult {
         job_id: jobs[0].job_id,
         otp_id: id,
-        outcome: otp_store::JobOutcome::Failed { error: "gave up".into() },
+        outcome: otp_store::JobOutcome::Failed {
+            error: "gave up".into(),
+        },
         at: later,
     };
     store.finish_jobs(vec![result]).await.unwrap();
@@ -117,13 +142,29 @@ async fn transient_failures_retry_then_fail(backend: Backend) {
 async fn permanent_failures_stop_at_once(backend: Backend) {
     let (store, _dir, account) = bare_store(backend).await;
     let id = store.accept(new_otp(account)).await.unwrap().id;
-    let driver = Scripted { outcome: DeliveryOutcome::Failed { error: "invalid destination".into() }, calls: AtomicUsize::new(0) };
-    try_deliver_next(&store, Channel::Text, &driver, &policy(5), "node-a", 10).await.unwrap();
+    let driver = Scripted {
+        outcome: DeliveryOutcome::Failed {
+            error: "invalid destination".into(),
+        },
+        calls: AtomicUsize::new(0),
+    };
+    try_deliver_next(&store, Channel::Text, &driver, &policy(5), "node-a", 10)
+        .await
+        .unwrap();
     let otp = store.otp(account, id).await.unwrap().unwrap();
     assert_eq!(otp.status.as_str(), "failed");
     assert_eq!(otp.error.as_deref(), Some("invalid destination"));
     let far = now_micros() + 3_600_000_000;
-    let again = store.claim_jobs(Claim { node: "x".into(), channel: Channel::Text, limit: 10, now: far, lease_until: far }).await.unwrap();
+    let again = store
+        .claim_jobs(Claim {
+            node: "x".into(),
+            channel: Channel::Text,
+            limit: 10,
+            now: far,
+            lease_until: far,
+        })
+        .await
+        .unwrap();
     assert!(again.is_empty());
 }
 
@@ -131,37 +172,98 @@ async fn a_dead_nodes_lease_runs_out_and_its_job_is_taken_again(backend: Backend
     let (store, _dir, account) = bare_store(backend).await;
     store.accept(new_otp(account)).await.unwrap();
     let now = now_micros();
-    let first = store.claim_jobs(Claim { node: "dies".into(), channel: Channel::Text, limit: 10, now, lease_until: now + 5_000_000 }).await.unwrap();
+    let first = store
+        .claim_jobs(Claim {
+            node: "dies".into(),
+            channel: Channel::Text,
+            limit: 10,
+            now,
+            lease_until: now + 5_000_000,
+        })
+        .await
+        .unwrap();
     assert_eq!(first.len(), 1);
-    let during = store.claim_jobs(Claim { node: "other".into(), channel: Channel::Text, limit: 10, now: now + 1_000_000, lease_until: now + 9_000_000 }).await.unwrap();
+    let during = store
+        .claim_jobs(Claim {
+            node: "other".into(),
+            channel: Channel::Text,
+            limit: 10,
+            now: now + 1_000_000,
+            lease_until: now + 9_000_000,
+        })
+        .await
+        .unwrap();
     assert!(during.is_empty());
-    let after = store.claim_jobs(Claim { node: "other".into(), channel: Channel::Text, limit: 10, now: now + 6_000_000, lease_until: now + 9_000_000 }).await.unwrap();
+    let after = store
+        .claim_jobs(Claim {
+            node: "other".into(),
+            channel: Channel::Text,
+            limit: 10,
+            now: now + 6_000_000,
+            lease_until: now + 9_000_000,
+        })
+        .await
+        .unwrap();
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].job_id, first[0].job_id);
     assert_eq!(after[0].attempts, 2);
     // Voice jobs are a separate queue.
-    let voice = store.claim_jobs(Claim { node: "other".into(), channel: Channel::Voice, limit: 10, now: now + 60_000_000, lease_until: now + 90_000_000 }).await.unwrap();
+    let voice = store
+        .claim_jobs(Claim {
+            node: "other".into(),
+            channel: Channel::Voice,
+            limit: 10,
+            now: now + 60_000_000,
+            lease_until: now + 90_000_000,
+        })
+        .await
+        .unwrap();
     assert!(voice.is_empty());
 }
 
 async fn concurrent_claimers_never_share_a_job(backend: Backend) {
     let (store, _dir, account) = bare_store(backend).await;
-    let accepts: Vec<_> = (0..200).map(|_| { let s = store.clone(); tokio::spawn(async move { s.accept(new_otp(account)).await.unwrap() }) }).collect();
-    for a in accepts { a.await.unwrap(); }
-    let claimed = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let workers: Vec<_> = (0..4).map(|w| {
-        let store = store.clone();
-        let claimed = claimed.clone();
-        tokio::spawn(async move {
-            loop {
-                let now = now_micros();
-                let jobs = store.claim_jobs(Claim { node: format!("node-{w}"), channel: Channel::Text, limit: 7, now, lease_until: now + 60_000_000 }).await.unwrap();
-                if jobs.is_empty() { break; }
-                claimed.lock().unwrap().extend(jobs.iter().map(|j| j.job_id));
-            }
+    let accepts: Vec<_> = (0..200)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move { s.accept(new_otp(account)).await.unwrap() })
         })
-    }).collect();
-    for w in workers { w.await.unwrap(); }
+        .collect();
+    for a in accepts {
+        a.await.unwrap();
+    }
+    let claimed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            let claimed = claimed.clone();
+            tokio::spawn(async move {
+                loop {
+                    let now = now_micros();
+                    let jobs = store
+                        .claim_jobs(Claim {
+                            node: format!("node-{w}"),
+                            channel: Channel::Text,
+                            limit: 7,
+                            now,
+                            lease_until: now + 60_000_000,
+                        })
+                        .await
+                        .unwrap();
+                    if jobs.is_empty() {
+                        break;
+                    }
+                    claimed
+                        .lock()
+                        .unwrap()
+                        .extend(jobs.iter().map(|j| j.job_id));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
     let all = claimed.lock().unwrap().clone();
     let unique: HashSet<i64> = all.iter().copied().collect();
     assert_eq!(all.len(), 200, "jobs claimed twice or missed");

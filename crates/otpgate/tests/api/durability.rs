@@ -45,12 +45,30 @@ pub fn start_server(db: &str, dir: &std::path::Path) -> (Child, String) {
 
 pub fn create_account(db: &str, name: &str, sms: i64) -> (i64, String) {
     let out = otpgate()
-        .args(["accounts", "create", name, "--sms-credits", &sms.to_string(), "--phone-credits", "0", "--json", "--database-url", db])
+        .args([
+            "accounts",
+            "create",
+            name,
+            "--sms-credits",
+            &sms.to_string(),
+            "--phone-credits",
+            "0",
+            "--json",
+            "--database-url",
+            db,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    (v["account_id"].as_i64().unwrap(), v["api_key"].as_str().unwrap().to_owned())
+    (
+        v["account_id"].as_i64().unwrap(),
+        v["api_key"].as_str().unwrap().to_owned(),
+    )
 }
 
 async fn every_200_survives_sigkill(backend: Backend) {
@@ -67,9 +85,18 @@ async fn every_200_survives_sigkill(backend: Backend) {
         let key = key.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
-            let r = client.post(url).bearer_auth(key).json(&text_send(&format!("98010{i:05}"))).send().await;
+            let r = client
+                .post(url)
+                .bearer_auth(key)
+                .json(&text_send(&format!("98010{i:05}")))
+                .send()
+                .await;
             let id = match r {
-                Ok(r) if r.status() == 200 => r.json::<Value>().await.ok().and_then(|v| v["data"]["details"]["id"].as_i64()),
+                Ok(r) if r.status() == 200 => r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["data"]["details"]["id"].as_i64()),
                 _ => None,
             };
             let _ = tx.send(id);
@@ -89,14 +116,26 @@ async fn every_200_survives_sigkill(backend: Backend) {
         }
     }
     assert_eq!(answered, 300);
-    assert!(acknowledged.len() >= 50, "only {} sends were acknowledged", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 50,
+        "only {} sends were acknowledged",
+        acknowledged.len()
+    );
 
     let (mut server, base) = start_server(&db, dir.path());
     let mut listed = HashSet::new();
     let mut url = Some(format!("{base}/api/v1/auths/list/send-otps/?limit=100"));
     let mut count = 0;
     while let Some(u) = url {
-        let page: Value = client.get(&u).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+        let page: Value = client
+            .get(&u)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         count = page["count"].as_i64().unwrap();
         for item in page["results"]["data"].as_array().unwrap() {
             listed.insert(item["id"].as_i64().unwrap());
@@ -104,16 +143,33 @@ async fn every_200_survives_sigkill(backend: Backend) {
         url = page["next"].as_str().map(str::to_owned);
     }
     let lost: Vec<_> = acknowledged.difference(&listed).collect();
-    assert!(lost.is_empty(), "acknowledged OTPs lost after kill -9: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "acknowledged OTPs lost after kill -9: {lost:?}"
+    );
     assert_eq!(listed.len() as i64, count);
 
     // Credits match the records exactly, and every record gets delivered.
-    let store = otp_store::open(&db, &otp_store::StoreOptions::default()).await.unwrap();
-    let account = store.list_accounts().await.unwrap().into_iter().find(|a| a.name == "acme").unwrap();
+    let store = otp_store::open(&db, &otp_store::StoreOptions::default())
+        .await
+        .unwrap();
+    let account = store
+        .list_accounts()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.name == "acme")
+        .unwrap();
     assert_eq!(account.sms_credits, 1000 - count);
     let mut delivered = false;
     for _ in 0..400 {
-        let depth: i64 = store.queue_depth().await.unwrap().iter().map(|(_, n)| n).sum();
+        let depth: i64 = store
+            .queue_depth()
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
         if depth == 0 {
             delivered = true;
             break;

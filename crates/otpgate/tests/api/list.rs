@@ -15,13 +15,24 @@ async fn send_many(app: &TestApp, n: usize, number: &str) -> Vec<i64> {
 }
 
 async fn get(app: &TestApp, url: &str) -> Value {
-    let r = app.client.get(url).bearer_auth(&app.key).send().await.unwrap();
+    let r = app
+        .client
+        .get(url)
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{url}");
     r.json().await.unwrap()
 }
 
 fn ids_of(page: &Value) -> Vec<i64> {
-    page["results"]["data"].as_array().unwrap().iter().map(|i| i["id"].as_i64().unwrap()).collect()
+    page["results"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect()
 }
 
 both_backends! {

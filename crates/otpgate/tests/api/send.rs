@@ -20,7 +20,10 @@ async fn assert_rejected(app: &TestApp, body: Value, field: &str) {
         .iter()
         .map(|e| e["field"].as_str().unwrap())
         .collect();
-    assert!(fields.contains(&field), "{body} -> expected an error on {field}, got {reply}");
+    assert!(
+        fields.contains(&field),
+        "{body} -> expected an error on {field}, got {reply}"
+    );
     assert_eq!(app.balance().await, before, "{body} spent credits");
     assert_eq!(app.otp_count().await, 0, "{body} wrote a record");
 }
