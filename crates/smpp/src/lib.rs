@@ -44,6 +44,15 @@
 //! survive a crash (a receipt is acknowledged to the SMSC before the caller
 //! sees it).
 //!
+//! # Tests
+//!
+//! Byte vectors, receipts and concatenation are tested in `tests/`; the
+//! client against a scripted SMSC over `tokio::io::duplex` in
+//! `tests/client.rs`, and against a real one (node-smpp, driven by
+//! `peers/smsc/smsc.js`) in `tests/node_smpp.rs`, which fails until
+//! `peers/smsc/install.sh` has been run. `fuzz/` holds cargo-fuzz targets for
+//! [`pdu::decode_frame`] and [`receipt::parse_text`] (`fuzz/run.sh`).
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), smpp::Error> {
 //! use smpp::{BindConfig, Client, Inbound, pdu::SubmitSm};
