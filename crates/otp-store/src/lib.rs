@@ -122,6 +122,13 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_jobs(&self, claim: Claim) -> Result<Vec<ClaimedJob>, StoreError>;
     /// Records what happened to claimed jobs.
     async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError>;
+    /// Applies delivery receipts; for each, the OTP it matched (None: no such
+    /// message id yet — the caller may retry, the submission may not be recorded).
+    async fn record_receipts(&self, receipts: Vec<Receipt>)
+    -> Result<Vec<Option<i64>>, StoreError>;
+    /// An OTP's status changes after it was queued, oldest first, and the message
+    /// ids its carrier gave.
+    async fn otp_history(&self, otp_id: i64) -> Result<(Vec<OtpEvent>, Vec<String>), StoreError>;
     /// Jobs waiting to be delivered, per channel (for metrics).
     async fn queue_depth(&self) -> Result<Vec<(String, i64)>, StoreError>;
 }

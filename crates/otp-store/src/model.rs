@@ -108,26 +108,52 @@ pub enum OtpStatus {
     Queued,
     /// Handed to the carrier.
     Sent,
-    /// Given up on.
+    /// The carrier's receipt says it reached the handset.
+    Delivered,
+    /// The carrier's receipt says it could not be delivered.
+    Undeliverable,
+    /// The carrier gave up before delivering (validity period passed).
+    Expired,
+    /// The carrier refused it after accepting the submission.
+    Rejected,
+    /// Never handed over: a permanent error or too many attempts.
     Failed,
 }
 
 impl OtpStatus {
+    pub const ALL: [OtpStatus; 7] = [
+        OtpStatus::Queued,
+        OtpStatus::Sent,
+        OtpStatus::Delivered,
+        OtpStatus::Undeliverable,
+        OtpStatus::Expired,
+        OtpStatus::Rejected,
+        OtpStatus::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OtpStatus::Queued => "queued",
             OtpStatus::Sent => "sent",
+            OtpStatus::Delivered => "delivered",
+            OtpStatus::Undeliverable => "undeliverable",
+            OtpStatus::Expired => "expired",
+            OtpStatus::Rejected => "rejected",
             OtpStatus::Failed => "failed",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "queued" => OtpStatus::Queued,
-            "sent" => OtpStatus::Sent,
-            "failed" => OtpStatus::Failed,
-            _ => return None,
-        })
+        OtpStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// A final status that means the recipient did not get the code: its credits
+    /// are refunded.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            OtpStatus::Undeliverable | OtpStatus::Expired | OtpStatus::Rejected | OtpStatus::Failed
+        )
     }
 }
 
@@ -154,6 +180,39 @@ pub struct OtpRecord {
     pub error: Option<String>,
     pub provider_message_id: Option<String>,
     pub created_at: Micros,
+    /// The route that took it, once sent.
+    pub route: Option<String>,
+    /// The carrier's error code from a failed receipt.
+    pub error_code: Option<String>,
+    pub delivered_at: Option<Micros>,
+    /// Whether its credits went back to the account.
+    pub refunded: bool,
+}
+
+/// One change of an OTP's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtpEvent {
+    pub status: String,
+    pub at: Micros,
+    pub route: Option<String>,
+    pub detail: Option<String>,
+    pub error_code: Option<String>,
+}
+
+/// What a carrier's delivery receipt said about one message part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The route (carrier connection) the receipt came from.
+    pub route: String,
+    /// The carrier's message id, in the canonical form the route stored it in.
+    pub message_id: String,
+    /// `Delivered`, `Undeliverable`, `Expired` or `Rejected`; anything else is
+    /// recorded in the history without changing the status.
+    pub status: Option<OtpStatus>,
+    /// The carrier's state word, for the history ("DELIVRD", "UNDELIV" ...).
+    pub state: String,
+    pub error_code: Option<String>,
+    pub at: Micros,
 }
 
 /// Which OTPs to list and which page.
@@ -173,6 +232,9 @@ pub struct ListQuery {
     /// offset, so a deep page costs what the first one does and no item is skipped
     /// or repeated when new OTPs arrive between pages.
     pub before_seq: Option<i64>,
+    /// The filtered total the first page counted, carried in `next` links, so
+    /// later pages of a filtered list skip the count (O(matching rows)).
+    pub known_count: Option<u64>,
 }
 
 impl ListQuery {
@@ -214,8 +276,11 @@ pub struct ClaimedJob {
 /// What became of one delivery attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobOutcome {
-    /// The carrier took it.
-    Sent { provider_message_id: Option<String> },
+    /// The carrier took it: through `route`, as these message ids (one per part).
+    Sent {
+        route: Option<String>,
+        message_ids: Vec<String>,
+    },
     /// A transient failure: try again at `next_attempt_at`.
     Retry {
         next_attempt_at: Micros,

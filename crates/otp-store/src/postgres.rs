@@ -31,7 +31,8 @@ pub struct PgStore {
 
 const OTP_COLUMNS: &str = "o.id, o.account_id, o.account_seq, o.phone_number, o.e164, o.template, \
      o.message, o.otp, o.otp_options, o.channel, o.voice_input, o.length_factor, o.company_name, \
-     o.segments, o.credits_used, o.status, o.status_at, o.error, o.provider_message_id, o.created_at";
+     o.segments, o.credits_used, o.status, o.status_at, o.error, o.provider_message_id, o.created_at, \
+     o.route, o.error_code, o.delivered_at, o.refunded";
 
 const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, phone_credits, otp_count, created_at";
 
@@ -356,6 +357,10 @@ fn otp_from_row(r: &Row, at: usize) -> OtpRecord {
         error: r.get(at + 17),
         provider_message_id: r.get(at + 18),
         created_at: r.get(at + 19),
+        route: r.get(at + 20),
+        error_code: r.get(at + 21),
+        delivered_at: r.get(at + 22),
+        refunded: r.get::<_, i64>(at + 23) != 0,
     }
 }
 
@@ -668,14 +673,17 @@ impl Store for PgStore {
             let bound = q.before_seq.unwrap_or(count.saturating_sub(offset) + 1);
             (count, Some(bound), 0)
         } else {
-            let count: i64 = tx
-                .query_one(
-                    &format!("SELECT COUNT(*) FROM otps o WHERE {filter}"),
-                    &refs(&args),
-                )
-                .await
-                .map_err(pg_err)?
-                .get(0);
+            let count: i64 = match q.known_count {
+                Some(n) => n.min(i64::MAX as u64) as i64,
+                None => tx
+                    .query_one(
+                        &format!("SELECT COUNT(*) FROM otps o WHERE {filter}"),
+                        &refs(&args),
+                    )
+                    .await
+                    .map_err(pg_err)?
+                    .get(0),
+            };
             match q.before_seq {
                 Some(b) => (count, Some(b), 0),
                 None => (count, None, offset),
@@ -749,46 +757,65 @@ impl Store for PgStore {
     async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
-        // Columns per result: job id, otp id, job state, otp status, error,
-        // provider id, next attempt, time. Retries keep the OTP queued.
+        // One row per result for the job and OTP updates and the history.
         let mut jobs: Vec<i64> = Vec::new();
         let mut otp_ids: Vec<i64> = Vec::new();
         let mut states: Vec<&str> = Vec::new();
-        let mut statuses: Vec<&str> = Vec::new();
+        let mut kinds: Vec<&str> = Vec::new();
         let mut errors: Vec<Option<&str>> = Vec::new();
         let mut providers: Vec<Option<&str>> = Vec::new();
+        let mut routes: Vec<Option<&str>> = Vec::new();
         let mut nexts: Vec<Option<i64>> = Vec::new();
         let mut ats: Vec<i64> = Vec::new();
+        let mut details: Vec<Option<String>> = Vec::new();
+        // One row per message part.
+        let (mut pm_routes, mut pm_ids, mut pm_otps, mut pm_parts) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut failed = Vec::new();
         for r in &results {
             jobs.push(r.job_id);
             otp_ids.push(r.otp_id);
             ats.push(r.at);
             match &r.outcome {
-                JobOutcome::Sent {
-                    provider_message_id,
-                } => {
+                JobOutcome::Sent { route, message_ids } => {
                     states.push("done");
-                    statuses.push("sent");
+                    kinds.push("sent");
                     errors.push(None);
-                    providers.push(provider_message_id.as_deref());
+                    providers.push(message_ids.first().map(String::as_str));
+                    routes.push(route.as_deref());
                     nexts.push(None);
+                    details.push(Some(format!(
+                        "{} part(s) accepted by the carrier",
+                        message_ids.len().max(1)
+                    )));
+                    for (part, id) in message_ids.iter().enumerate() {
+                        pm_routes.push(route.clone().unwrap_or_default());
+                        pm_ids.push(id.clone());
+                        pm_otps.push(r.otp_id);
+                        pm_parts.push(part as i64 + 1);
+                    }
                 }
                 JobOutcome::Retry {
                     next_attempt_at,
                     error,
                 } => {
                     states.push("queued");
-                    statuses.push("queued");
+                    kinds.push("retry");
                     errors.push(Some(error));
                     providers.push(None);
+                    routes.push(None);
                     nexts.push(Some(*next_attempt_at));
+                    details.push(Some(error.clone()));
                 }
                 JobOutcome::Failed { error } => {
                     states.push("failed");
-                    statuses.push("failed");
+                    kinds.push("failed");
                     errors.push(Some(error));
                     providers.push(None);
+                    routes.push(None);
                     nexts.push(None);
+                    details.push(Some(error.clone()));
+                    failed.push((r.otp_id, r.at));
                 }
             }
         }
@@ -801,18 +828,91 @@ impl Store for PgStore {
         )
         .await
         .map_err(pg_err)?;
+        // A receipt may have overtaken a 'sent' record: never move back from it.
         tx.execute(
-            "UPDATE otps o SET error = u.err, \
+            "UPDATE otps o SET \
+                 status = CASE WHEN u.kind = 'sent' AND o.status = 'queued' THEN 'sent' \
+                               WHEN u.kind = 'failed' AND o.status IN ('queued', 'sent') THEN 'failed' \
+                               ELSE o.status END, \
+                 status_at = CASE WHEN (u.kind = 'sent' AND o.status = 'queued') \
+                                    OR (u.kind = 'failed' AND o.status IN ('queued', 'sent')) \
+                                  THEN u.at ELSE o.status_at END, \
+                 error = u.err, \
                  provider_message_id = COALESCE(u.provider, o.provider_message_id), \
-                 status_at = CASE WHEN u.status = o.status THEN o.status_at ELSE u.at END, \
-                 status = u.status \
-             FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[]) \
-                 AS u(id, status, err, provider, at) WHERE o.id = u.id",
-            &[&otp_ids, &statuses, &errors, &providers, &ats],
+                 route = COALESCE(u.route, o.route) \
+             FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[]) \
+                 AS u(id, kind, err, provider, route, at) WHERE o.id = u.id",
+            &[&otp_ids, &kinds, &errors, &providers, &routes, &ats],
         )
         .await
         .map_err(pg_err)?;
+        tx.execute(
+            "INSERT INTO otp_events (otp_id, status, at, route, detail) \
+             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::text[], $5::text[])",
+            &[&otp_ids, &kinds, &ats, &routes, &details],
+        )
+        .await
+        .map_err(pg_err)?;
+        if !pm_ids.is_empty() {
+            tx.execute(
+                "INSERT INTO provider_messages (route, message_id, otp_id, part) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[]) \
+                 ON CONFLICT (route, message_id) DO UPDATE SET otp_id = excluded.otp_id, part = excluded.part",
+                &[&pm_routes, &pm_ids, &pm_otps, &pm_parts],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        for (otp_id, at) in failed {
+            refund_pg(&tx, otp_id, at, "never handed to a carrier").await?;
+        }
         tx.commit().await.map_err(pg_err)
+    }
+
+    async fn record_receipts(
+        &self,
+        receipts: Vec<Receipt>,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let mut out = Vec::with_capacity(receipts.len());
+        for rc in &receipts {
+            out.push(apply_receipt_pg(&tx, rc).await?);
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(out)
+    }
+
+    async fn otp_history(&self, otp_id: i64) -> Result<(Vec<OtpEvent>, Vec<String>), StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT status, at, route, detail, error_code FROM otp_events WHERE otp_id = $1 ORDER BY id",
+                &[&otp_id],
+            )
+            .await
+            .map_err(pg_err)?;
+        let events = rows
+            .iter()
+            .map(|r| OtpEvent {
+                status: r.get(0),
+                at: r.get(1),
+                route: r.get(2),
+                detail: r.get(3),
+                error_code: r.get(4),
+            })
+            .collect();
+        let ids = c
+            .query(
+                "SELECT message_id FROM provider_messages WHERE otp_id = $1 ORDER BY part",
+                &[&otp_id],
+            )
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok((events, ids))
     }
 
     async fn queue_depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
@@ -826,4 +926,120 @@ impl Store for PgStore {
             .map_err(pg_err)?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
+}
+
+/// Gives an OTP's credits back, once, with a ledger row.
+async fn refund_pg(
+    tx: &deadpool_postgres::Transaction<'_>,
+    otp_id: i64,
+    at: Micros,
+    why: &str,
+) -> Result<(), StoreError> {
+    let row = tx
+        .query_opt(
+            "UPDATE otps SET refunded = 1 WHERE id = $1 AND refunded = 0 \
+             RETURNING account_id, credits_used, channel",
+            &[&otp_id],
+        )
+        .await
+        .map_err(pg_err)?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let (account, credits, channel): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+    let (sms, phone) = match channel_from_str(&channel) {
+        otp_domain::channel::Channel::Text => (credits, 0i64),
+        otp_domain::channel::Channel::Voice => (0i64, credits),
+    };
+    tx.execute(
+        "UPDATE accounts SET sms_credits = sms_credits + $2, phone_credits = phone_credits + $3 WHERE id = $1",
+        &[&account, &sms, &phone],
+    )
+    .await
+    .map_err(pg_err)?;
+    tx.execute(
+        "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, otp_id, note, created_at) \
+         VALUES ($1, 'refund', $2, $3, $4, $5, $6)",
+        &[&account, &sms, &phone, &otp_id, &why, &at],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(())
+}
+
+async fn apply_receipt_pg(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rc: &Receipt,
+) -> Result<Option<i64>, StoreError> {
+    let state = rc.status.map(|s| s.as_str());
+    let found = tx
+        .query_opt(
+            "UPDATE provider_messages SET state = $3 WHERE route = $1 AND message_id = $2 \
+             RETURNING otp_id, part",
+            &[&rc.route, &rc.message_id, &state],
+        )
+        .await
+        .map_err(pg_err)?;
+    let Some(found) = found else {
+        return Ok(None);
+    };
+    let (otp_id, part): (i64, i64) = (found.get(0), found.get(1));
+    let new_status = match rc.status {
+        Some(st) if st.is_failure() => Some(st),
+        Some(OtpStatus::Delivered) => {
+            let pending: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM provider_messages \
+                     WHERE otp_id = $1 AND (state IS NULL OR state <> 'delivered')",
+                    &[&otp_id],
+                )
+                .await
+                .map_err(pg_err)?
+                .get(0);
+            (pending == 0).then_some(OtpStatus::Delivered)
+        }
+        _ => None,
+    };
+    let moved = match new_status {
+        Some(st) => {
+            let delivered_at = (st == OtpStatus::Delivered).then_some(rc.at);
+            tx.execute(
+                "UPDATE otps SET status = $2, status_at = $3, delivered_at = COALESCE($4, delivered_at) \
+                 WHERE id = $1 AND status IN ('queued', 'sent')",
+                &[&otp_id, &st.as_str(), &rc.at, &delivered_at],
+            )
+            .await
+            .map_err(pg_err)?
+                > 0
+        }
+        None => false,
+    };
+    let label = match new_status {
+        Some(st) if moved => st.as_str(),
+        _ => "receipt",
+    };
+    let detail = format!("part {part}: {}", rc.state);
+    tx.execute(
+        "INSERT INTO otp_events (otp_id, status, at, route, detail, error_code) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&otp_id, &label, &rc.at, &rc.route, &detail, &rc.error_code],
+    )
+    .await
+    .map_err(pg_err)?;
+    if let Some(st) = new_status.filter(|s| moved && s.is_failure()) {
+        let why = format!("carrier reported {}", rc.state);
+        tx.execute(
+            "UPDATE otps SET error_code = $2, error = $3 WHERE id = $1",
+            &[&otp_id, &rc.error_code, &why],
+        )
+        .await
+        .map_err(pg_err)?;
+        refund_pg(
+            tx,
+            otp_id,
+            rc.at,
+            &format!("carrier reported {}", st.as_str()),
+        )
+        .await?;
+    }
+    Ok(Some(otp_id))
 }

@@ -42,7 +42,8 @@ struct ReadPool {
 
 const OTP_COLUMNS: &str = "id, account_id, account_seq, phone_number, e164, template, message, \
      otp, otp_options, channel, voice_input, length_factor, company_name, segments, \
-     credits_used, status, status_at, error, provider_message_id, created_at";
+     credits_used, status, status_at, error, provider_message_id, created_at, route, error_code, \
+     delivered_at, refunded";
 
 const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, phone_credits, otp_count, created_at";
 
@@ -426,6 +427,10 @@ fn otp_from_row(r: &Row<'_>) -> rusqlite::Result<OtpRecord> {
         error: r.get(17)?,
         provider_message_id: r.get(18)?,
         created_at: r.get(19)?,
+        route: r.get(20)?,
+        error_code: r.get(21)?,
+        delivered_at: r.get(22)?,
+        refunded: r.get::<_, i64>(23)? != 0,
     })
 }
 
@@ -753,6 +758,42 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn record_receipts(
+        &self,
+        receipts: Vec<Receipt>,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        self.write(move |tx| receipts.iter().map(|r| apply_receipt(tx, r)).collect())
+            .await
+    }
+
+    async fn otp_history(&self, otp_id: i64) -> Result<(Vec<OtpEvent>, Vec<String>), StoreError> {
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT status, at, route, detail, error_code FROM otp_events WHERE otp_id = ?1 ORDER BY id",
+                )
+                .map_err(map_err)?;
+            let events = collect(
+                s.query_map([otp_id], |r| {
+                    Ok(OtpEvent {
+                        status: r.get(0)?,
+                        at: r.get(1)?,
+                        route: r.get(2)?,
+                        detail: r.get(3)?,
+                        error_code: r.get(4)?,
+                    })
+                })
+                .map_err(map_err)?,
+            )?;
+            let mut s = c
+                .prepare_cached("SELECT message_id FROM provider_messages WHERE otp_id = ?1 ORDER BY part")
+                .map_err(map_err)?;
+            let ids = collect(s.query_map([otp_id], |r| r.get(0)).map_err(map_err)?)?;
+            Ok((events, ids))
+        })
+        .await
+    }
+
     async fn queue_depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.read(|c| {
             let mut s = c
@@ -766,21 +807,114 @@ impl Store for SqliteStore {
     }
 }
 
+fn event(
+    tx: &Transaction<'_>,
+    otp_id: i64,
+    status: &str,
+    at: Micros,
+    route: Option<&str>,
+    detail: Option<&str>,
+    error_code: Option<&str>,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO otp_events (otp_id, status, at, route, detail, error_code) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| s.execute(params![otp_id, status, at, route, detail, error_code]))
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Gives an OTP's credits back, once, with a ledger row.
+fn refund(tx: &Transaction<'_>, otp_id: i64, at: Micros, why: &str) -> Result<(), StoreError> {
+    let changed = tx
+        .prepare_cached("UPDATE otps SET refunded = 1 WHERE id = ?1 AND refunded = 0")
+        .and_then(|mut s| s.execute([otp_id]))
+        .map_err(map_err)?;
+    if changed == 0 {
+        return Ok(());
+    }
+    let (account, credits, channel): (i64, i64, String) = tx
+        .prepare_cached("SELECT account_id, credits_used, channel FROM otps WHERE id = ?1")
+        .and_then(|mut s| s.query_row([otp_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+        .map_err(map_err)?;
+    let (sms, phone) = match channel_from_str(&channel) {
+        otp_domain::channel::Channel::Text => (credits, 0),
+        otp_domain::channel::Channel::Voice => (0, credits),
+    };
+    tx.prepare_cached(
+        "UPDATE accounts SET sms_credits = sms_credits + ?2, phone_credits = phone_credits + ?3 WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![account, sms, phone]))
+    .map_err(map_err)?;
+    tx.prepare_cached(
+        "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, otp_id, note, created_at) \
+         VALUES (?1, 'refund', ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| s.execute(params![account, sms, phone, otp_id, why, at]))
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Moves an OTP to `status` if it is still in flight (queued or sent).
+fn advance(
+    tx: &Transaction<'_>,
+    otp_id: i64,
+    status: OtpStatus,
+    at: Micros,
+) -> Result<bool, StoreError> {
+    let delivered_at = (status == OtpStatus::Delivered).then_some(at);
+    let n = tx
+        .prepare_cached(
+            "UPDATE otps SET status = ?2, status_at = ?3, delivered_at = COALESCE(?4, delivered_at) \
+             WHERE id = ?1 AND status IN ('queued', 'sent')",
+        )
+        .and_then(|mut s| s.execute(params![otp_id, status.as_str(), at, delivered_at]))
+        .map_err(map_err)?;
+    Ok(n > 0)
+}
+
 fn finish_one(tx: &Transaction<'_>, r: &JobResult) -> Result<(), StoreError> {
     match &r.outcome {
-        JobOutcome::Sent {
-            provider_message_id,
-        } => {
+        JobOutcome::Sent { route, message_ids } => {
             tx.prepare_cached(
                 "UPDATE delivery_jobs SET state = 'done', last_error = NULL, updated_at = ?2 WHERE id = ?1",
             )
             .and_then(|mut s| s.execute(params![r.job_id, r.at]))
             .map_err(map_err)?;
+            // A receipt may have overtaken this record: never move back from it.
             tx.prepare_cached(
-                "UPDATE otps SET status = 'sent', status_at = ?2, provider_message_id = ?3, error = NULL WHERE id = ?1",
+                "UPDATE otps SET status = CASE WHEN status = 'queued' THEN 'sent' ELSE status END, \
+                 status_at = CASE WHEN status = 'queued' THEN ?2 ELSE status_at END, \
+                 provider_message_id = ?3, route = ?4, error = NULL WHERE id = ?1",
             )
-            .and_then(|mut s| s.execute(params![r.otp_id, r.at, provider_message_id]))
+            .and_then(|mut s| s.execute(params![r.otp_id, r.at, message_ids.first(), route]))
             .map_err(map_err)?;
+            let route_name = route.as_deref().unwrap_or("");
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO provider_messages (route, message_id, otp_id, part) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (route, message_id) DO UPDATE SET otp_id = excluded.otp_id, part = excluded.part",
+                )
+                .map_err(map_err)?;
+            for (part, id) in message_ids.iter().enumerate() {
+                insert
+                    .execute(params![route_name, id, r.otp_id, part as i64 + 1])
+                    .map_err(map_err)?;
+            }
+            let detail = format!(
+                "{} part(s) accepted by the carrier",
+                message_ids.len().max(1)
+            );
+            event(
+                tx,
+                r.otp_id,
+                "sent",
+                r.at,
+                route.as_deref(),
+                Some(&detail),
+                None,
+            )?;
         }
         JobOutcome::Retry {
             next_attempt_at,
@@ -794,6 +928,7 @@ fn finish_one(tx: &Transaction<'_>, r: &JobResult) -> Result<(), StoreError> {
             tx.prepare_cached("UPDATE otps SET error = ?2 WHERE id = ?1")
                 .and_then(|mut s| s.execute(params![r.otp_id, error]))
                 .map_err(map_err)?;
+            event(tx, r.otp_id, "retry", r.at, None, Some(error), None)?;
         }
         JobOutcome::Failed { error } => {
             tx.prepare_cached(
@@ -801,14 +936,96 @@ fn finish_one(tx: &Transaction<'_>, r: &JobResult) -> Result<(), StoreError> {
             )
             .and_then(|mut s| s.execute(params![r.job_id, error, r.at]))
             .map_err(map_err)?;
-            tx.prepare_cached(
-                "UPDATE otps SET status = 'failed', status_at = ?2, error = ?3 WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![r.otp_id, r.at, error]))
-            .map_err(map_err)?;
+            advance(tx, r.otp_id, OtpStatus::Failed, r.at)?;
+            tx.prepare_cached("UPDATE otps SET error = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![r.otp_id, error]))
+                .map_err(map_err)?;
+            event(tx, r.otp_id, "failed", r.at, None, Some(error), None)?;
+            refund(tx, r.otp_id, r.at, "never handed to a carrier")?;
         }
     }
     Ok(())
+}
+
+fn apply_receipt(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i64>, StoreError> {
+    let found: Option<(i64, i64)> = tx
+        .prepare_cached(
+            "SELECT otp_id, part FROM provider_messages WHERE route = ?1 AND message_id = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![rc.route, rc.message_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+        })
+        .map_err(map_err)?;
+    let Some((otp_id, part)) = found else {
+        return Ok(None);
+    };
+    tx.prepare_cached(
+        "UPDATE provider_messages SET state = ?3 WHERE route = ?1 AND message_id = ?2",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            rc.route,
+            rc.message_id,
+            rc.status.map(|s| s.as_str())
+        ])
+    })
+    .map_err(map_err)?;
+    let detail = format!("part {part}: {}", rc.state);
+    let new_status = match rc.status {
+        Some(st) if st.is_failure() => Some(st),
+        Some(OtpStatus::Delivered) => {
+            // Delivered once every part is.
+            let pending: i64 = tx
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM provider_messages WHERE otp_id = ?1 AND (state IS NULL OR state <> 'delivered')",
+                )
+                .and_then(|mut s| s.query_row([otp_id], |r| r.get(0)))
+                .map_err(map_err)?;
+            (pending == 0).then_some(OtpStatus::Delivered)
+        }
+        _ => None,
+    };
+    let moved = match new_status {
+        Some(st) => advance(tx, otp_id, st, rc.at)?,
+        None => false,
+    };
+    let label = if moved {
+        new_status.map(|s| s.as_str()).unwrap_or("receipt")
+    } else {
+        "receipt"
+    };
+    event(
+        tx,
+        otp_id,
+        label,
+        rc.at,
+        Some(&rc.route),
+        Some(&detail),
+        rc.error_code.as_deref(),
+    )?;
+    if moved {
+        if let Some(st) = new_status.filter(|s| s.is_failure()) {
+            tx.prepare_cached("UPDATE otps SET error_code = ?2, error = ?3 WHERE id = ?1")
+                .and_then(|mut s| {
+                    s.execute(params![
+                        otp_id,
+                        rc.error_code,
+                        format!("carrier reported {}", rc.state)
+                    ])
+                })
+                .map_err(map_err)?;
+            refund(
+                tx,
+                otp_id,
+                rc.at,
+                &format!("carrier reported {}", st.as_str()),
+            )?;
+        }
+    }
+    Ok(Some(otp_id))
 }
 
 fn list_otps_in(c: &Connection, q: &ListQuery) -> Result<OtpPage, StoreError> {
@@ -842,10 +1059,15 @@ fn list_otps_in(c: &Connection, q: &ListQuery) -> Result<OtpPage, StoreError> {
         let bound = q.before_seq.unwrap_or(count.saturating_sub(offset) + 1);
         (count, Some(bound), 0)
     } else {
-        let count: i64 = c
-            .prepare_cached(&format!("SELECT COUNT(*) FROM otps WHERE {filter}"))
-            .and_then(|mut s| s.query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0)))
-            .map_err(map_err)?;
+        let count: i64 = match q.known_count {
+            Some(n) => n.min(i64::MAX as u64) as i64,
+            None => c
+                .prepare_cached(&format!("SELECT COUNT(*) FROM otps WHERE {filter}"))
+                .and_then(|mut s| {
+                    s.query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))
+                })
+                .map_err(map_err)?,
+        };
         match q.before_seq {
             Some(b) => (count, Some(b), 0),
             None => (count, None, offset),

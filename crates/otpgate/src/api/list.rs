@@ -4,7 +4,11 @@
 //! absolute `next`/`previous` links in the style the client used. `next` also
 //! carries `cursor`, the position of the page's last item, so a client following
 //! links gets every page by an index seek (as fast at the millionth record as at
-//! the first) and never sees an item twice when new OTPs arrive meanwhile.
+//! the first) and never sees an item twice when new OTPs arrive meanwhile. For a
+//! filtered list the link also carries `total`, the count the first page made,
+//! so later pages skip counting. An unfiltered list is counted from a per-account
+//! counter and any offset is an index seek; a filtered list reached by a raw deep
+//! offset (not a link) costs a scan of the matching rows.
 //! A caller only ever sees its own account's records.
 
 use axum::extract::{Path, Query, State};
@@ -47,7 +51,8 @@ pub struct OtpItem {
     pub sms_send_options: String,
     /// RFC 3339 in the configured zone (default Asia/Kathmandu, +05:45).
     pub created_at: String,
-    /// Ours: `queued`, `sent` or `failed`.
+    /// Ours: `queued`, `sent`, `delivered`, `undeliverable`, `expired`,
+    /// `rejected` or `failed`.
     pub status: String,
     pub status_updated_at: String,
     pub credits_used: i64,
@@ -55,7 +60,35 @@ pub struct OtpItem {
     pub voice_input: Option<String>,
     pub company_name: Option<String>,
     pub error: Option<String>,
+    /// The carrier's error code from a failed receipt.
+    pub error_code: Option<String>,
     pub provider_message_id: Option<String>,
+    /// The route that carried it.
+    pub route: Option<String>,
+    pub delivered_at: Option<String>,
+    /// Whether its credits were given back (never handed over, or not delivered).
+    pub refunded: bool,
+}
+
+/// One change of status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventItem {
+    pub status: String,
+    pub at: String,
+    pub route: Option<String>,
+    pub detail: Option<String>,
+    pub error_code: Option<String>,
+}
+
+/// One OTP with its history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OtpDetail {
+    #[serde(flatten)]
+    pub otp: OtpItem,
+    /// Every status change after it was queued, oldest first.
+    pub history: Vec<EventItem>,
+    /// The carrier's id of each SMS part.
+    pub provider_message_ids: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -81,7 +114,7 @@ pub struct OtpResponse {
     pub status: u16,
     pub success: bool,
     pub errors: Vec<FieldError>,
-    pub data: OtpItem,
+    pub data: OtpDetail,
 }
 
 /// List the caller's OTPs, newest first.
@@ -95,6 +128,7 @@ pub struct OtpResponse {
         ("page" = Option<u64>, Query, description = "1-based page number, with page_size"),
         ("page_size" = Option<u32>, Query, description = "Items per page, with page"),
         ("cursor" = Option<i64>, Query, description = "Set by next links: continue after this position"),
+        ("total" = Option<u64>, Query, description = "Set by next links of filtered lists: the count already made"),
         ("phone_number" = Option<String>, Query, description = "Only this number"),
         ("sms_send_options" = Option<String>, Query, description = "text or voice"),
         ("created_at_after" = Option<String>, Query, description = "From this date (YYYY-MM-DD, in the configured zone) or RFC 3339 time, inclusive"),
@@ -125,10 +159,10 @@ pub async fn list_otps(
     let next_offset = query.offset + limit;
     let next = (next_offset < count && page.items.len() as u64 == limit).then(|| {
         let cursor = page.items.last().map(|i| i.account_seq);
-        plan.link(&base, next_offset, cursor)
+        plan.link(&base, next_offset, cursor, count)
     });
-    let previous =
-        (query.offset > 0).then(|| plan.link(&base, query.offset.saturating_sub(limit), None));
+    let previous = (query.offset > 0)
+        .then(|| plan.link(&base, query.offset.saturating_sub(limit), None, count));
     Ok(Json(ListResponse {
         count,
         total_pages,
@@ -167,11 +201,26 @@ pub async fn get_otp(
         .otp(caller.account_id, id)
         .await?
         .ok_or_else(ApiError::not_found)?;
+    let (events, provider_message_ids) = state.store.otp_history(otp.id).await?;
+    let history = events
+        .into_iter()
+        .map(|e| EventItem {
+            status: e.status,
+            at: rfc3339(e.at, &state.tz),
+            route: e.route,
+            detail: e.detail,
+            error_code: e.error_code,
+        })
+        .collect();
     Ok(Json(OtpResponse {
         status: 200,
         success: true,
         errors: Vec::new(),
-        data: item(&otp, &state.tz),
+        data: OtpDetail {
+            otp: item(&otp, &state.tz),
+            history,
+            provider_message_ids,
+        },
     }))
 }
 
@@ -184,7 +233,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn link(&self, base: &str, offset: u64, cursor: Option<i64>) -> String {
+    fn link(&self, base: &str, offset: u64, cursor: Option<i64>, count: u64) -> String {
         let limit = self.query.limit;
         let mut pairs: Vec<(&str, String)> = if self.page_style {
             vec![
@@ -196,6 +245,9 @@ impl Plan {
         };
         if let Some(c) = cursor {
             pairs.push(("cursor", c.to_string()));
+            if !self.query.is_unfiltered() {
+                pairs.push(("total", count.to_string()));
+            }
         }
         pairs.extend(self.filters.iter().map(|(k, v)| (*k, v.clone())));
         let qs = serde_urlencoded::to_string(&pairs).unwrap_or_default();
@@ -225,6 +277,7 @@ fn parse_query(params: &HashMap<String, String>, state: &AppState) -> Result<Pla
     let page = num("page", 1, i64::MAX as u64);
     let page_size = num("page_size", 1, u64::from(max));
     let cursor = num("cursor", 1, i64::MAX as u64);
+    let total = num("total", 0, i64::MAX as u64);
     let page_style = page.is_some() || page_size.is_some();
     let limit = limit
         .or(page_size)
@@ -239,6 +292,8 @@ fn parse_query(params: &HashMap<String, String>, state: &AppState) -> Result<Pla
         limit,
         offset,
         before_seq: cursor.map(|c| c as i64),
+        // Only trusted alongside a cursor, i.e. from a next link we wrote.
+        known_count: total.filter(|_| cursor.is_some()),
         ..ListQuery::default()
     };
     let mut filters = Vec::new();
@@ -348,7 +403,11 @@ fn item(o: &OtpRecord, tz: &chrono_tz::Tz) -> OtpItem {
         voice_input: o.voice.map(|v| v.as_str().to_owned()),
         company_name: o.company_name.clone(),
         error: o.error.clone(),
+        error_code: o.error_code.clone(),
         provider_message_id: o.provider_message_id.clone(),
+        route: o.route.clone(),
+        delivered_at: o.delivered_at.map(|t| rfc3339(t, tz)),
+        refunded: o.refunded,
     }
 }
 

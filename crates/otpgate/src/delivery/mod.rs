@@ -29,6 +29,14 @@ use crate::metrics::Metrics;
 pub enum DeliveryOutcome {
     /// The carrier took the message; its id, if it gave one.
     Sent { provider_message_id: Option<String> },
+    /// The carrier took a message sent in parts, one id per part (receipts name
+    /// parts by these ids).
+    SentParts { message_ids: Vec<String> },
+    /// What a route of a routing driver did, under the route's name.
+    Routed {
+        route: String,
+        outcome: Box<DeliveryOutcome>,
+    },
     /// A transient failure; try again later (the dispatcher picks the delay).
     Retry { error: String },
     /// A permanent failure; do not try again.
@@ -64,12 +72,32 @@ impl Policy {
 
     fn result(&self, job: &ClaimedJob, outcome: DeliveryOutcome) -> JobResult {
         let at = now_micros();
-        let outcome = match outcome {
+        JobResult {
+            job_id: job.job_id,
+            otp_id: job.otp.id,
+            outcome: self.outcome(job, outcome, None, at),
+            at,
+        }
+    }
+
+    fn outcome(
+        &self,
+        job: &ClaimedJob,
+        outcome: DeliveryOutcome,
+        route: Option<String>,
+        at: i64,
+    ) -> JobOutcome {
+        match outcome {
             DeliveryOutcome::Sent {
                 provider_message_id,
             } => JobOutcome::Sent {
-                provider_message_id,
+                route,
+                message_ids: provider_message_id.into_iter().collect(),
             },
+            DeliveryOutcome::SentParts { message_ids } => JobOutcome::Sent { route, message_ids },
+            DeliveryOutcome::Routed { route, outcome } => {
+                self.outcome(job, *outcome, Some(route), at)
+            }
             DeliveryOutcome::Retry { error } if job.attempts < i64::from(self.max_attempts) => {
                 JobOutcome::Retry {
                     next_attempt_at: at + Self::retry_delay(job.attempts).as_micros() as i64,
@@ -80,12 +108,6 @@ impl Policy {
                 error: format!("gave up after {} attempts: {error}", job.attempts),
             },
             DeliveryOutcome::Failed { error } => JobOutcome::Failed { error },
-        };
-        JobResult {
-            job_id: job.job_id,
-            otp_id: job.otp.id,
-            outcome,
-            at,
         }
     }
 }

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs what the tests need, checks
+# formatting and lints, then runs every test (each API test against SQLite and
+# PostgreSQL; the SMPP, speech and SIP tests against their real peers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+
+export OTPGATE_TEST_PG_URL="${OTPGATE_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+# Databases left by earlier runs (each test makes its own).
+psql "$OTPGATE_TEST_PG_URL" -Atqc \
+  "SELECT 'DROP DATABASE IF EXISTS ' || datname || ';' FROM pg_database WHERE datname LIKE 'otpgate_t_%'" \
+  | psql "$OTPGATE_TEST_PG_URL" -q >/dev/null
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo nextest run --workspace --locked --no-fail-fast
