@@ -123,7 +123,9 @@ both_backends! {
         assert_eq!(both["count"], 2);
         let next = both["next"].as_str().unwrap();
         assert!(next.contains("phone_number=9801234567") && next.contains("sms_send_options=text"), "{next}");
+        assert!(next.contains("total=2"), "{next}");
         let last = get(&app, next).await;
+        assert_eq!(last["count"], 2);
         assert_eq!(ids_of(&last).len(), 1);
         assert_ne!(ids_of(&last), ids_of(&both));
         let today = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Kathmandu).date_naive();
