@@ -274,6 +274,8 @@ pub struct CallReport {
     pub timeline: Timeline,
     /// The negotiated codec, if the call was answered with usable SDP.
     pub codec: Option<Codec>,
+    /// Where RTP was sent, from the SDP answer.
+    pub remote_rtp: Option<SocketAddr>,
     /// The `Call-ID`, for correlating with the trunk's logs.
     pub call_id: String,
 }
@@ -361,6 +363,7 @@ impl SipClient {
                         },
                         timeline,
                         codec: None,
+                        remote_rtp: None,
                         call_id,
                     });
                 }
@@ -400,12 +403,13 @@ impl SipClient {
             .to_sdp(),
             acks: Vec::new(),
         };
-        let (outcome, codec) = call.run(&rtp, audio).await;
+        let (outcome, media) = call.run(&rtp, audio).await;
         call.timeline.ended = Some(SystemTime::now());
         Ok(CallReport {
             outcome,
             timeline: call.timeline,
-            codec,
+            codec: media.map(|m| m.codec),
+            remote_rtp: media.map(|m| m.destination),
             call_id,
         })
     }
@@ -451,7 +455,7 @@ struct CallState<'a> {
 }
 
 impl CallState<'_> {
-    async fn run(&mut self, rtp: &UdpSocket, audio: &[i16]) -> (CallOutcome, Option<Codec>) {
+    async fn run(&mut self, rtp: &UdpSocket, audio: &[i16]) -> (CallOutcome, Option<sdp::Answer>) {
         let mut authorization: Option<(&'static str, String)> = None;
         let mut challenged_by: Option<Challenge> = None;
         let answer = loop {
@@ -543,7 +547,7 @@ impl CallState<'_> {
         };
         (self.on_progress)(Progress::Answered { codec: media.codec });
         let outcome = self.play(rtp, audio, media, &dialog, &ack).await;
-        (outcome, Some(media.codec))
+        (outcome, Some(media))
     }
 
     /// Sends the INVITE and waits for its final response: retransmitting on UDP (Timer A,
