@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sip::{CallerId, SipClient, TrunkConfig};
+use sip::{CallerId, Credentials, Password, SipClient, TrunkConfig};
 
 pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -53,6 +53,25 @@ pub fn client(config: TrunkConfig) -> SipClient {
 
 pub fn caller() -> CallerId {
     CallerId::new("9779700000000", Some("Gateway Test")).unwrap()
+}
+
+pub fn credentials() -> Credentials {
+    Credentials {
+        username: "trunkuser".into(),
+        password: Password::new("s3cret-pass"),
+    }
+}
+
+/// A 440 Hz tone with a 3 Hz amplitude wobble, for tests where the content does not matter.
+pub fn tone(seconds: f64) -> Vec<i16> {
+    let n = (seconds * 8000.0) as usize;
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / 8000.0;
+            let envelope = 0.6 + 0.4 * (2.0 * std::f64::consts::PI * 3.0 * t).sin();
+            (12_000.0 * envelope * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16
+        })
+        .collect()
 }
 
 /// The test's whole-call bound: a hung peer fails the test instead of hanging it.

@@ -6,3 +6,4 @@
 
 mod baresip;
 mod helpers;
+mod sipp;

@@ -1,0 +1,313 @@
+//! sipp as the trunk, one scenario per test (files in `tests/scenarios/`). Each test checks
+//! both sides: our outcome, and sipp's exit status (0: its scenario ran to the end, so
+//! every message it expected from us arrived).
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use sip::{CallOutcome, Codec, Hangup, Progress, SipUri, TransportKind, TrunkConfig};
+use tokio::process::{Child, Command};
+
+use crate::helpers::*;
+
+struct Sipp {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Sipp {
+    /// Runs `scenario` as a UAS for one call on 127.0.0.1 (`transport`: `u1` or `t1`).
+    async fn start(scenario: &str, transport: &str) -> Sipp {
+        require("sipp", "-v", "sip-tester");
+        let dir = scratch(&format!("sipp-{scenario}-{transport}"));
+        let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/scenarios")
+            .join(format!("{scenario}.xml"));
+        let port = free_port();
+        let media_port = free_port();
+        let out = std::fs::File::create(dir.join("sipp.out")).unwrap();
+        let child = Command::new("sipp")
+            .arg("-sf")
+            .arg(&file)
+            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1", "-t", transport])
+            .args(["-p", &port.to_string(), "-mp", &media_port.to_string()])
+            .args(["-m", "1", "-timeout", "30s", "-timeout_error", "-nostdin"])
+            .args(["-trace_msg", "-trace_err"])
+            .arg("-message_file")
+            .arg(dir.join("messages.log"))
+            .arg("-error_file")
+            .arg(dir.join("errors.log"))
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning sipp");
+        let sipp = Sipp { child, dir, port };
+        sipp.wait_until_bound(transport).await;
+        sipp
+    }
+
+    /// sipp is listening once its port can no longer be bound (probing it with a SIP
+    /// message would start a call in the scenario).
+    async fn wait_until_bound(&self, transport: &str) {
+        for _ in 0..200 {
+            let free = if transport == "t1" {
+                std::net::TcpListener::bind((LOCALHOST, self.port)).is_ok()
+            } else {
+                std::net::UdpSocket::bind((LOCALHOST, self.port)).is_ok()
+            };
+            if !free {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("sipp never bound port {}: {}", self.port, self.logs());
+    }
+
+    fn trunk(&self) -> TrunkConfig {
+        trunk(self.port)
+    }
+
+    fn uri(&self) -> SipUri {
+        SipUri::from_parts("9779800000000", &format!("127.0.0.1:{}", self.port)).unwrap()
+    }
+
+    fn logs(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        format!(
+            "\n--- sipp messages ---\n{}\n--- sipp errors ---\n{}\n--- sipp output (tail) ---\n{}",
+            read("messages.log"),
+            read("errors.log"),
+            read("sipp.out")
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    }
+
+    /// Waits for sipp to finish its one call and asserts it exited 0.
+    async fn assert_passed(mut self) {
+        let status: ExitStatus = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
+            .await
+            .expect("sipp did not exit")
+            .unwrap();
+        assert!(status.success(), "sipp failed ({status}): {}", self.logs());
+    }
+}
+
+async fn place(
+    sipp: &Sipp,
+    config: TrunkConfig,
+    audio: &[i16],
+) -> (sip::CallReport, Vec<Progress>) {
+    let client = client(config);
+    let mut events = Vec::new();
+    let report = tokio::time::timeout(
+        CALL_BOUND,
+        client.call_with_progress(&sipp.uri(), &caller(), audio, &mut |p| events.push(p)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the call did not end: {}", sipp.logs()))
+    .unwrap();
+    (report, events)
+}
+
+fn answered_in_full(audio: &[i16]) -> CallOutcome {
+    CallOutcome::Answered {
+        played: Duration::from_millis(20) * audio.len().div_ceil(160) as u32,
+        completed: true,
+        hangup: Hangup::AudioEnded,
+    }
+}
+
+#[tokio::test]
+async fn call_succeeds_after_answering_a_401_challenge() {
+    let sipp = Sipp::start("uas_auth_401", "u1").await;
+    let audio = tone(0.5);
+    let mut config = sipp.trunk();
+    config.credentials = Some(credentials());
+    let (report, events) = place(&sipp, config, &audio).await;
+    assert_eq!(report.outcome, answered_in_full(&audio), "{}", sipp.logs());
+    assert_eq!(report.codec, Some(Codec::Pcmu));
+    assert_eq!(
+        events,
+        [
+            Progress::InviteSent,
+            Progress::InviteSent,
+            Progress::Answered { codec: Codec::Pcmu }
+        ]
+    );
+    sipp.assert_passed().await;
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_reported_as_auth_failed() {
+    let sipp = Sipp::start("uas_auth_401", "u1").await;
+    let mut config = sipp.trunk();
+    config.credentials = Some(sip::Credentials {
+        password: sip::Password::new("wrong"),
+        ..credentials()
+    });
+    let (report, _) = place(&sipp, config, &tone(0.5)).await;
+    assert_eq!(
+        report.outcome,
+        CallOutcome::AuthFailed { status: 401 },
+        "{}",
+        sipp.logs()
+    );
+    sipp.assert_passed().await;
+}
+
+#[tokio::test]
+async fn call_succeeds_after_answering_a_407_challenge() {
+    let sipp = Sipp::start("uas_auth_407", "u1").await;
+    let audio = tone(0.5);
+    let mut config = sipp.trunk();
+    config.credentials = Some(credentials());
+    let (report, _) = place(&sipp, config, &audio).await;
+    assert_eq!(report.outcome, answered_in_full(&audio), "{}", sipp.logs());
+    assert_eq!(
+        report.codec,
+        Some(Codec::Pcma),
+        "the only codec in sipp's answer"
+    );
+    sipp.assert_passed().await;
+}
+
+#[tokio::test]
+async fn a_challenge_without_credentials_is_auth_failed() {
+    let sipp = Sipp::start("uas_auth_407", "u1").await;
+    let (report, _) = place(&sipp, sipp.trunk(), &tone(0.5)).await;
+    assert_eq!(report.outcome, CallOutcome::AuthFailed { status: 407 });
+    // sipp waits for a second INVITE that never comes; only our side is checked here.
+}
+
+#[tokio::test]
+async fn busy_callee_is_reported_as_busy_over_udp() {
+    let sipp = Sipp::start("uas_busy", "u1").await;
+    let (report, _) = place(&sipp, sipp.trunk(), &tone(0.5)).await;
+    assert_eq!(
+        report.outcome,
+        CallOutcome::Busy { status: 486 },
+        "{}",
+        sipp.logs()
+    );
+    assert_eq!(report.codec, None);
+    sipp.assert_passed().await;
+}
+
+#[tokio::test]
+async fn busy_callee_is_reported_as_busy_over_tcp() {
+    let sipp = Sipp::start("uas_busy", "t1").await;
+    let mut config = sipp.trunk();
+    config.transport = TransportKind::Tcp;
+    let (report, _) = place(&sipp, config, &tone(0.5)).await;
+    assert_eq!(
+        report.outcome,
+        CallOutcome::Busy { status: 486 },
+        "{}",
+        sipp.logs()
+    );
+    sipp.assert_passed().await;
+}
+
+#[tokio::test]
+async fn ringing_past_the_timeout_is_cancelled_as_no_answer() {
+    let sipp = Sipp::start("uas_no_answer", "u1").await;
+    let mut config = sipp.trunk();
+    config.ring_timeout = Duration::from_secs(1);
+    let (report, events) = place(&sipp, config, &tone(0.5)).await;
+    assert_eq!(
+        report.outcome,
+        CallOutcome::NoAnswer { status: Some(487) },
+        "{}",
+        sipp.logs()
+    );
+    assert_eq!(
+        events,
+        [Progress::InviteSent, Progress::Ringing { status: 180 }]
+    );
+    assert!(report.timeline.ringing.is_some());
+    assert!(report.timeline.answered.is_none());
+    sipp.assert_passed().await;
+}
+
+#[tokio::test]
+async fn a_bye_from_the_callee_mid_prompt_stops_the_audio() {
+    let sipp = Sipp::start("uas_bye_mid_prompt", "u1").await;
+    let audio = tone(20.0);
+    let (report, _) = place(&sipp, sipp.trunk(), &audio).await;
+    let CallOutcome::Answered {
+        played,
+        completed,
+        hangup,
+    } = report.outcome
+    else {
+        panic!("not answered: {:?} {}", report.outcome, sipp.logs());
+    };
+    assert_eq!(hangup, Hangup::Callee);
+    assert!(!completed);
+    assert!(
+        played > Duration::ZERO && played < Duration::from_secs(20),
+        "{played:?}"
+    );
+    assert_eq!(
+        report.codec,
+        Some(Codec::Pcma),
+        "sipp's first choice among ours"
+    );
+    sipp.assert_passed().await;
+}
+
+#[tokio::test]
+async fn a_closed_port_is_unreachable() {
+    let port = free_port(); // nothing listens: the kernel answers ICMP port unreachable
+    let client = client(trunk(port));
+    let to = SipUri::from_parts("9779800000000", &format!("127.0.0.1:{port}")).unwrap();
+    let report = tokio::time::timeout(CALL_BOUND, client.call(&to, &caller(), &tone(0.1)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(report.outcome, CallOutcome::Unreachable { .. }),
+        "{:?}",
+        report.outcome
+    );
+    assert!(report.timeline.invite_sent.is_some());
+}
+
+#[tokio::test]
+async fn a_silent_peer_is_unreachable_after_timer_b() {
+    // Bound but mute: every INVITE retransmission arrives and none is answered.
+    let silent = tokio::net::UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let mut config = trunk(silent.local_addr().unwrap().port());
+    config.t1 = Duration::from_millis(20);
+    let client = client(config);
+    let to = SipUri::from_parts("x", "127.0.0.1").unwrap();
+    let report = tokio::time::timeout(CALL_BOUND, client.call(&to, &caller(), &tone(0.1)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(report.outcome, CallOutcome::Unreachable { .. }),
+        "{:?}",
+        report.outcome
+    );
+    // Timer A doubles from T1 until Timer B (64·T1): the first send and 6 retransmissions
+    // (at 1, 3, 7, 15, 31, 63 T1).
+    let mut buf = [0u8; 4096];
+    let mut invites = 0;
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(10), silent.recv(&mut buf)).await
+    {
+        assert!(buf[..n].starts_with(b"INVITE "));
+        invites += 1;
+    }
+    assert_eq!(invites, 7);
+}
