@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
 use sip::{CallOutcome, Codec, Hangup, Progress, SipUri, TransportKind, TrunkConfig};
 use tokio::process::{Child, Command};
 
@@ -20,6 +23,16 @@ struct Sipp {
 impl Sipp {
     /// Runs `scenario` as a UAS for one call on 127.0.0.1 (`transport`: `u1` or `t1`).
     async fn start(scenario: &str, transport: &str) -> Sipp {
+        Sipp::start_with(scenario, transport, 1, &[]).await
+    }
+
+    /// Runs `scenario` for `calls` calls, with `-key name value` for each of `keys`.
+    async fn start_with(
+        scenario: &str,
+        transport: &str,
+        calls: u32,
+        keys: &[(&str, String)],
+    ) -> Sipp {
         require("sipp", "-v", "sip-tester");
         let dir = scratch(&format!("sipp-{scenario}-{transport}"));
         let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -33,7 +46,9 @@ impl Sipp {
             .arg(&file)
             .args(["-i", "127.0.0.1", "-mi", "127.0.0.1", "-t", transport])
             .args(["-p", &port.to_string(), "-mp", &media_port.to_string()])
-            .args(["-m", "1", "-timeout", "30s", "-timeout_error", "-nostdin"])
+            .args(["-m", &calls.to_string()])
+            .args(["-timeout", "30s", "-timeout_error", "-nostdin"])
+            .args(keys.iter().flat_map(|(k, v)| ["-key", k, v]))
             .args(["-trace_msg", "-trace_err"])
             .arg("-message_file")
             .arg(dir.join("messages.log"))
@@ -310,4 +325,109 @@ async fn a_silent_peer_is_unreachable_after_timer_b() {
         invites += 1;
     }
     assert_eq!(invites, 7);
+}
+
+/// One RTP packet's header fields, as the sink saw them.
+struct Seen {
+    marker: bool,
+    payload_type: u8,
+    sequence: u16,
+    timestamp: u32,
+    payload_len: usize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_calls_each_send_their_own_clean_stream() {
+    const CALLS: usize = 50;
+    let sink = tokio::net::UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let sink_port = sink.local_addr().unwrap().port().to_string();
+    let sipp = Sipp::start_with("uas_answer", "u1", CALLS as u32, &[("rtp_sink", sink_port)]).await;
+    let audio: Arc<[i16]> = tone(1.0).into();
+    let client = client(sipp.trunk());
+    let to = sipp.uri();
+
+    let (calls_over, mut over) = tokio::sync::oneshot::channel::<()>();
+    let collector = tokio::spawn(async move {
+        let mut streams: HashMap<u32, Vec<Seen>> = HashMap::new();
+        let mut buf = [0u8; 2048];
+        let mut finished = false;
+        loop {
+            // Everything until the calls are over, then what is still in flight.
+            let n = if finished {
+                match tokio::time::timeout(Duration::from_millis(300), sink.recv(&mut buf)).await {
+                    Ok(r) => r.unwrap(),
+                    Err(_) => break,
+                }
+            } else {
+                tokio::select! {
+                    r = sink.recv(&mut buf) => r.unwrap(),
+                    _ = &mut over => {
+                        finished = true;
+                        continue;
+                    }
+                }
+            };
+            let p = &buf[..n];
+            assert_eq!(p[0], 0x80, "RTP version 2, no padding, extension or CSRCs");
+            streams
+                .entry(u32::from_be_bytes([p[8], p[9], p[10], p[11]]))
+                .or_default()
+                .push(Seen {
+                    marker: p[1] & 0x80 != 0,
+                    payload_type: p[1] & 0x7F,
+                    sequence: u16::from_be_bytes([p[2], p[3]]),
+                    timestamp: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+                    payload_len: n - 12,
+                });
+        }
+        streams
+    });
+
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..CALLS {
+        let (client, to, audio) = (client.clone(), to.clone(), audio.clone());
+        calls.spawn(async move {
+            tokio::time::timeout(CALL_BOUND, client.call(&to, &caller(), &audio))
+                .await
+                .expect("a call did not end")
+                .unwrap()
+        });
+    }
+    let mut call_ids = HashSet::new();
+    while let Some(report) = calls.join_next().await {
+        let report = report.unwrap();
+        assert_eq!(report.outcome, answered_in_full(&audio), "{}", sipp.logs());
+        assert!(call_ids.insert(report.call_id));
+    }
+    assert_eq!(call_ids.len(), CALLS);
+    calls_over.send(()).unwrap();
+
+    let streams = collector.await.unwrap();
+    assert_eq!(streams.len(), CALLS, "one SSRC per call");
+    let packets = audio.len().div_ceil(160);
+    for (ssrc, stream) in &streams {
+        assert_eq!(stream.len(), packets, "stream {ssrc:#x}");
+        let first = stream
+            .iter()
+            .find(|p| p.marker)
+            .expect("a marked first packet");
+        assert_eq!(stream.iter().filter(|p| p.marker).count(), 1);
+        let mut offsets: Vec<u16> = stream
+            .iter()
+            .map(|p| {
+                assert_eq!(p.payload_type, 0);
+                assert_eq!(p.payload_len, 160);
+                let k = p.sequence.wrapping_sub(first.sequence);
+                assert_eq!(
+                    p.timestamp.wrapping_sub(first.timestamp),
+                    160 * u32::from(k),
+                    "stream {ssrc:#x}: timestamp follows the sequence number"
+                );
+                k
+            })
+            .collect();
+        offsets.sort_unstable();
+        assert_eq!(offsets, (0..packets as u16).collect::<Vec<_>>());
+    }
+    sipp.assert_passed().await;
 }
