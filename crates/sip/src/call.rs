@@ -686,52 +686,39 @@ impl CallState<'_> {
             let _ = stop_rx.await;
         });
         tokio::pin!(sender);
-        let mut stop_tx = Some(stop_tx);
         let max_end = Instant::now() + self.config.max_duration;
+        // While the audio plays, `report` is None; once it has ended, the call lingers
+        // until `hangup_at` so the callee hears the last packets.
         let mut report = None;
-        let mut hangup = None;
-        let mut hangup_at = None;
-        loop {
-            let deadline = hangup_at.map_or(max_end, |h: Instant| h.min(max_end));
+        let mut hangup_at: Option<Instant> = None;
+        let hangup = loop {
+            let deadline = hangup_at.map_or(max_end, |h| h.min(max_end));
             tokio::select! {
                 done = &mut sender, if report.is_none() => {
                     report = Some(done);
-                    if hangup.is_some() {
-                        break;
-                    }
                     hangup_at = Some(Instant::now() + self.config.hangup_delay);
                 }
                 () = sleep_until(deadline) => {
-                    if hangup_at.is_some_and(|h| Instant::now() >= h) {
-                        hangup = Some(Hangup::AudioEnded);
-                        break;
-                    }
-                    hangup = Some(Hangup::MaxDuration);
-                    if let Some(tx) = stop_tx.take() { let _ = tx.send(()); }
-                    if report.is_some() { break; }
+                    break if report.is_some() { Hangup::AudioEnded } else { Hangup::MaxDuration };
                 }
                 received = self.transport.recv() => match received {
                     Err(error) => {
                         tracing::debug!(%error, "SIP transport lost mid-call");
-                        hangup = Some(Hangup::ConnectionLost);
-                        if let Some(tx) = stop_tx.take() { let _ = tx.send(()); }
-                        if report.is_some() { break; }
+                        break Hangup::ConnectionLost;
                     }
                     Ok(message) => {
                         if self.handle_mid_call(&message, ack).await {
-                            hangup = Some(Hangup::Callee);
-                            if let Some(tx) = stop_tx.take() { let _ = tx.send(()); }
-                            if report.is_some() { break; }
+                            break Hangup::Callee;
                         }
                     }
                 }
             }
-        }
+        };
+        let _ = stop_tx.send(());
         let report = match report {
             Some(r) => r,
             None => sender.await,
         };
-        let hangup = hangup.unwrap_or(Hangup::AudioEnded);
         if matches!(hangup, Hangup::AudioEnded | Hangup::MaxDuration) {
             self.bye(dialog).await;
         }

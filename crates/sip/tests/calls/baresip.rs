@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use sip::{CallOutcome, Codec, Hangup, Progress, SipUri};
+use sip::{CallOutcome, Codec, Hangup, Progress, SipUri, TransportKind};
 use tokio::process::{Child, Command};
 use tts::{Audio, EspeakConfig, EspeakEngine, RenderRequest, SpeechText, TtsEngine};
 
@@ -284,5 +284,37 @@ async fn baresip_hears_the_nepali_prompt_we_play() {
         diff <= Duration::from_millis(300),
         "recorded {:?} of a {sent:?} prompt",
         recording.duration()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_hears_a_tone_over_a_tcp_call() {
+    let audio = tone(1.5);
+    let peer = Baresip::start("tcp").await;
+    let mut config = trunk(peer.port);
+    config.transport = TransportKind::Tcp;
+    let report = tokio::time::timeout(
+        CALL_BOUND,
+        client(config).call(&peer.uri(), &caller(), &audio),
+    )
+    .await
+    .expect("the call did not end")
+    .unwrap();
+    assert_eq!(
+        report.outcome,
+        CallOutcome::Answered {
+            played: Duration::from_millis(1500),
+            completed: true,
+            hangup: Hangup::AudioEnded
+        },
+        "baresip log:\n{}",
+        peer.log()
+    );
+    let recording = peer.recordings(1).await.remove(0);
+    peer.stop().await;
+    let (_, corr) = align(&audio, recording.samples());
+    assert!(
+        corr > 0.8,
+        "recording does not match the tone: correlation {corr:.3}"
     );
 }

@@ -431,3 +431,26 @@ async fn fifty_concurrent_calls_each_send_their_own_clean_stream() {
     }
     sipp.assert_passed().await;
 }
+
+#[tokio::test]
+async fn the_maximum_call_length_cuts_the_audio_with_a_bye() {
+    let sink = tokio::net::UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let sink_port = sink.local_addr().unwrap().port().to_string();
+    let sipp = Sipp::start_with("uas_answer", "u1", 1, &[("rtp_sink", sink_port)]).await;
+    let mut config = sipp.trunk();
+    config.max_duration = Duration::from_millis(500);
+    let (report, _) = place(&sipp, config, &tone(20.0)).await;
+    let CallOutcome::Answered {
+        played,
+        completed,
+        hangup,
+    } = report.outcome
+    else {
+        panic!("not answered: {:?} {}", report.outcome, sipp.logs());
+    };
+    assert_eq!(hangup, Hangup::MaxDuration);
+    assert!(!completed);
+    assert!(played < Duration::from_secs(20), "{played:?}");
+    // sipp's scenario ends with our BYE and its 200.
+    sipp.assert_passed().await;
+}
