@@ -66,6 +66,23 @@
 //! (prompts last seconds; RFC 3550 receivers cope), receiving RTP (the callee's audio is
 //! left unread), TLS/SRTP, DNS (the trunk is a socket address).
 //!
+//! # Tests
+//! Unit tests sit beside each codec (G.711 against the G.711 tables, RTP header bytes,
+//! SDP, SIP parse/format round trips, the RFC 2617 and RFC 7616 digest examples). The
+//! integration tests in `tests/calls/` run against real peers on 127.0.0.1 and fail, never
+//! skip, when a program is missing; they need the Debian packages `baresip-core` (the
+//! callee that records what it hears), `sip-tester` (sipp, scenarios in
+//! `tests/scenarios/`) and `espeak-ng` (the Nepali prompt, through the `tts` crate):
+//!
+//! ```text
+//! apt-get install -y baresip-core sip-tester espeak-ng
+//! ```
+//!
+//! The key test plays a rendered Nepali prompt to baresip and checks by normalised
+//! cross-correlation that the recording is that prompt, with the same duration. The whole
+//! suite takes about 10 s (`time cargo test -p sip`, built, on a 2-core box shared with
+//! other builds).
+//!
 //! # Why our own UAC
 //! The issue allowed a maintained crate. `rsipstack` (0.7, `cargo info rsipstack`) is a
 //! full stack: transaction and dialog layers, registrar, TLS, WebSocket, DNS SRV, with a

@@ -6,4 +6,5 @@
 
 mod baresip;
 mod helpers;
+mod scripted;
 mod sipp;
