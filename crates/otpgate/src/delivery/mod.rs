@@ -12,6 +12,7 @@
 //! [`try_deliver_next`] is one claim-deliver-record step without the waiting; the
 //! loop in [`Dispatcher::run`] adds concurrency, polling and wake-ups.
 
+pub mod http;
 pub mod log;
 
 use std::sync::Arc;
