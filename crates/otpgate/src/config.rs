@@ -10,7 +10,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
 /// A value that must never reach a log line or an error message.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret<T>(T);
 
@@ -51,6 +51,30 @@ pub struct Config {
     pub store: StoreConfig,
     pub delivery: DeliveryConfig,
     pub demo: DemoConfig,
+    /// Carrier routes, in order of preference per channel. None configured: the
+    /// `log` driver takes both channels.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One carrier route (`[[routes]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name, used in metrics, `/readyz` and receipts matching.
+    pub name: String,
+    /// `text` or `voice`.
+    pub channel: String,
+    /// Destination prefixes in E.164 (`+977984`); empty: every destination.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// `log` or `smpp` (and the HTTP drivers where built).
+    pub driver: String,
+    /// For `log`: where to write (default: `delivery.log_path`).
+    #[serde(default)]
+    pub log_path: Option<String>,
+    /// For `smpp`.
+    #[serde(default)]
+    pub smpp: Option<crate::delivery::smpp::SmppConfig>,
 }
 
 impl Default for Config {
@@ -66,6 +90,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             delivery: DeliveryConfig::default(),
             demo: DemoConfig::default(),
+            routes: Vec::new(),
         }
     }
 }
@@ -127,18 +152,15 @@ impl Default for StoreConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeliveryConfig {
-    /// Driver for text OTPs; `log` is the only one in this release.
-    pub sms_driver: String,
-    /// Driver for voice OTPs; `log` is the only one in this release.
-    pub voice_driver: String,
     /// Where the `log` driver appends one JSON line per delivery (`-` = stdout).
     pub log_path: String,
     /// How often idle workers look for due jobs (new sends wake them at once).
     pub poll_interval_ms: u64,
     /// How long a claimed job stays with this node before another may take it.
     pub lease_seconds: u64,
-    /// Attempts before a job fails for good.
-    pub max_attempts: u32,
+    /// Transient failures are retried (backoff 1 s, 2 s, 4 s ... 30 s) until this
+    /// long after the send was accepted, then the OTP fails and is refunded.
+    pub give_up_after_seconds: u64,
     /// Most deliveries in flight per channel on this node.
     pub concurrency: usize,
     /// Most jobs claimed in one query.
@@ -148,12 +170,10 @@ pub struct DeliveryConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
-            sms_driver: "log".into(),
-            voice_driver: "log".into(),
             log_path: "otpgate-deliveries.jsonl".into(),
             poll_interval_ms: 250,
             lease_seconds: 60,
-            max_attempts: 5,
+            give_up_after_seconds: 600,
             concurrency: 256,
             claim_batch: 256,
         }

@@ -61,6 +61,26 @@ fn family(name: &str) -> Family {
             help: "Time a driver took to hand a message to its carrier.",
             kind: "histogram",
         },
+        "otpgate_smpp_total" => Family {
+            help: "SMPP events by route: bound, disconnected, bind_refused, connect_failed, submitted, throttled, rejected, submit_error, mo_message.",
+            kind: "counter",
+        },
+        "otpgate_smpp_receipts_total" => Family {
+            help: "Delivery receipts applied, by route and state (unmatched: no such message id).",
+            kind: "counter",
+        },
+        "otpgate_accept_to_submit_seconds" => Family {
+            help: "Time from accepting a send to the carrier accepting its submission, by route.",
+            kind: "histogram",
+        },
+        "otpgate_route_up" => Family {
+            help: "1 when a carrier connection is bound, by route and connection.",
+            kind: "gauge",
+        },
+        "otpgate_route_in_flight" => Family {
+            help: "Messages awaiting the carrier's answer (SMPP window in use), by route and connection.",
+            kind: "gauge",
+        },
         "otpgate_queue_depth" => Family {
             help: "Delivery jobs waiting, by channel.",
             kind: "gauge",
@@ -150,6 +170,9 @@ impl Metrics {
             let _ = writeln!(out, "{} {}", series(name, "_sum", l), h.sum);
             let _ = writeln!(out, "{} {}", series(name, "_count", l), h.count);
         }
+        // Grouped by family: a family's HELP and TYPE appear once.
+        let mut gauges: Vec<_> = gauges.iter().collect();
+        gauges.sort_by_key(|(name, _, _)| *name);
         for (name, l, v) in gauges {
             header(&mut out, name);
             let _ = writeln!(out, "{} {v}", series(name, "", l));

@@ -16,6 +16,8 @@ use otp_store::{SharedStore, StoreError, StoreOptions};
 use crate::auth::{LastUsed, issue_key};
 use crate::config::Config;
 use crate::delivery::log::LogDriver;
+use crate::delivery::router::{Route, Router};
+use crate::delivery::smpp::SmppDriver;
 use crate::delivery::{Dispatcher, Driver, Policy};
 use crate::metrics::Metrics;
 use crate::state::{AppState, NewJobs};
@@ -52,11 +54,14 @@ impl Application {
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let metrics = Arc::new(Metrics::default());
+        let drivers = Arc::new(build_drivers(&config, &store, &metrics).await?);
         let state = AppState {
             store,
             config: Arc::new(config),
             tz,
-            metrics: Arc::new(Metrics::default()),
+            drivers,
+            metrics,
             last_used: Arc::new(LastUsed::default()),
             new_jobs: Arc::new(NewJobs::default()),
         };
@@ -90,26 +95,25 @@ impl Application {
     ) -> anyhow::Result<()> {
         let state = self.state;
         let config = state.config.clone();
-        let sms = driver_for(&config.delivery.sms_driver, &config).await?;
-        let voice = driver_for(&config.delivery.voice_driver, &config).await?;
+        let drivers = state.drivers.clone();
         let policy = Policy {
             lease: Duration::from_secs(config.delivery.lease_seconds.max(1)),
-            max_attempts: config.delivery.max_attempts.max(1),
+            give_up_after: Duration::from_secs(config.delivery.give_up_after_seconds),
             claim_batch: config.delivery.claim_batch.max(1),
             poll_interval: Duration::from_millis(config.delivery.poll_interval_ms.max(10)),
         };
         let node = config.node_name();
         let stop = Arc::new(Notify::new());
         let mut workers = Vec::new();
-        for (channel, driver) in [(Channel::Text, sms), (Channel::Voice, voice)] {
+        for (channel, driver) in drivers.iter() {
             let dispatcher = Dispatcher {
                 store: state.store.clone(),
-                channel,
-                driver,
+                channel: *channel,
+                driver: driver.clone(),
                 policy: policy.clone(),
                 node: node.clone(),
                 metrics: state.metrics.clone(),
-                wake: state.new_jobs.for_channel(channel).clone(),
+                wake: state.new_jobs.for_channel(*channel).clone(),
             };
             let stop = stop.clone();
             workers.push(tokio::spawn(dispatcher.run(stop)));
@@ -134,6 +138,9 @@ impl Application {
         for w in workers {
             let _ = w.await;
         }
+        for (_, driver) in drivers.iter() {
+            driver.shutdown().await;
+        }
         let _ = flusher.await;
         if let Err(e) = state.last_used.flush(&state.store).await {
             tracing::warn!(error = %e, "could not record key use at shutdown");
@@ -143,18 +150,78 @@ impl Application {
     }
 }
 
-async fn driver_for(name: &str, config: &Config) -> anyhow::Result<Arc<dyn Driver>> {
-    match name {
-        "log" => {
-            let d = LogDriver::open(&config.delivery.log_path)
-                .await
-                .with_context(|| {
-                    format!("opening the delivery log {}", config.delivery.log_path)
+/// The driver of each channel, from the configured routes.
+async fn build_drivers(
+    config: &Config,
+    store: &SharedStore,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Vec<(Channel, Arc<dyn Driver>)>> {
+    let mut by_channel: Vec<(Channel, Vec<Route>)> =
+        vec![(Channel::Text, Vec::new()), (Channel::Voice, Vec::new())];
+    let mut shared_log: Option<Arc<dyn Driver>> = None;
+    let mut names = std::collections::HashSet::new();
+    for r in &config.routes {
+        anyhow::ensure!(
+            names.insert(r.name.clone()),
+            "route {:?} is defined twice",
+            r.name
+        );
+        let channel = Channel::parse(&r.channel)
+            .with_context(|| format!("route {}: channel must be text or voice", r.name))?;
+        let driver: Arc<dyn Driver> = match (r.driver.as_str(), channel) {
+            ("log", _) => match &r.log_path {
+                Some(path) => Arc::new(open_log(path).await?),
+                None => log_driver(&mut shared_log, config).await?,
+            },
+            ("smpp", Channel::Text) => {
+                let smpp = r.smpp.clone().with_context(|| {
+                    format!("route {}: driver smpp needs a [routes.smpp] table", r.name)
                 })?;
-            Ok(Arc::new(d))
-        }
-        other => anyhow::bail!("unknown delivery driver {other:?} (this release has: log)"),
+                SmppDriver::start(&r.name, smpp, store.clone(), metrics.clone())?
+            }
+            (other, ch) => anyhow::bail!(
+                "route {}: driver {other:?} does not carry {} OTPs",
+                r.name,
+                ch.as_str()
+            ),
+        };
+        let slot = by_channel
+            .iter_mut()
+            .find(|(c, _)| *c == channel)
+            .expect("both channels are listed");
+        slot.1.push(Route {
+            name: r.name.clone(),
+            prefixes: r.prefixes.clone(),
+            driver,
+        });
     }
+    let mut drivers = Vec::new();
+    for (channel, routes) in by_channel {
+        let driver: Arc<dyn Driver> = if routes.is_empty() {
+            log_driver(&mut shared_log, config).await?
+        } else {
+            Arc::new(Router::new(routes))
+        };
+        drivers.push((channel, driver));
+    }
+    Ok(drivers)
+}
+
+async fn open_log(path: &str) -> anyhow::Result<LogDriver> {
+    LogDriver::open(path)
+        .await
+        .with_context(|| format!("opening the delivery log {path}"))
+}
+
+/// The one `log` driver writing to `delivery.log_path`, shared by its users.
+async fn log_driver(
+    shared: &mut Option<Arc<dyn Driver>>,
+    config: &Config,
+) -> anyhow::Result<Arc<dyn Driver>> {
+    if shared.is_none() {
+        *shared = Some(Arc::new(open_log(&config.delivery.log_path).await?));
+    }
+    Ok(shared.clone().expect("just set"))
 }
 
 /// Creates the `default` account and its key when the store has no account.

@@ -6,6 +6,7 @@ use tokio::sync::Notify;
 
 use crate::auth::LastUsed;
 use crate::config::Config;
+use crate::delivery::Driver;
 use crate::metrics::Metrics;
 use otp_domain::channel::Channel;
 use otp_store::SharedStore;
@@ -16,6 +17,8 @@ pub struct AppState {
     pub store: SharedStore,
     pub config: Arc<Config>,
     pub tz: chrono_tz::Tz,
+    /// The delivery driver of each channel (a router when routes are configured).
+    pub drivers: Arc<Vec<(Channel, Arc<dyn Driver>)>>,
     pub metrics: Arc<Metrics>,
     pub last_used: Arc<LastUsed>,
     /// Woken after each accepted send so delivery starts without waiting for a poll.

@@ -59,11 +59,20 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// The process can serve: its store answers.
+/// The process can serve: its store answers. Carrier connections are reported
+/// too; one that is down makes the status `degraded` but not unready, because
+/// sends are still accepted durably and wait for the carrier.
 async fn readyz(State(state): State<AppState>) -> Response {
+    let routes: Vec<_> = state.drivers.iter().flat_map(|(_, d)| d.health()).collect();
     match state.store.ping().await {
         Ok(()) => {
-            Json(json!({ "status": "ready", "store": state.store.backend() })).into_response()
+            let degraded = routes.iter().any(|r| r.status != "bound");
+            Json(json!({
+                "status": if degraded { "degraded" } else { "ready" },
+                "store": state.store.backend(),
+                "routes": routes,
+            }))
+            .into_response()
         }
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
@@ -92,6 +101,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
             labels(&[("channel", channel)]),
             n as f64,
         ));
+    }
+    for h in state.drivers.iter().flat_map(|(_, d)| d.health()) {
+        let l = labels(&[("route", &h.route), ("connection", &h.connection)]);
+        let up = if h.status == "bound" { 1.0 } else { 0.0 };
+        gauges.push(("otpgate_route_up", l.clone(), up));
+        gauges.push(("otpgate_route_in_flight", l, h.in_flight as f64));
     }
     (
         [(

@@ -14,6 +14,8 @@
 
 pub mod http;
 pub mod log;
+pub mod router;
+pub mod smpp;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,25 +55,52 @@ pub trait Driver: Send + Sync + 'static {
     fn capacity(&self) -> usize;
     /// Hands one message to the carrier. Must not panic; errors are outcomes.
     async fn deliver(&self, job: &ClaimedJob) -> DeliveryOutcome;
+    /// Whether a delivery started now could reach the carrier (a bind is up).
+    fn is_ready(&self) -> bool {
+        true
+    }
+    /// The state of each carrier connection, for `/readyz` and `/metrics`.
+    fn health(&self) -> Vec<RouteHealth> {
+        Vec::new()
+    }
+    /// Closes carrier connections cleanly; called after the last delivery.
+    async fn shutdown(&self) {}
+}
+
+/// One carrier connection's state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RouteHealth {
+    pub route: String,
+    /// Which connection of the route (e.g. `system_id#0`).
+    pub connection: String,
+    /// `bound`, `connecting`, `bind_refused`, `down`, ...
+    pub status: String,
+    /// Why it is not up, when it is not.
+    pub detail: Option<String>,
+    /// Messages sent and not yet answered (the SMPP window in use).
+    pub in_flight: usize,
 }
 
 /// Retry timing and limits.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub lease: Duration,
-    pub max_attempts: u32,
+    /// Transient failures are retried while the code is still useful: until this
+    /// long after the OTP was accepted.
+    pub give_up_after: Duration,
     pub claim_batch: usize,
     pub poll_interval: Duration,
 }
 
 impl Policy {
-    /// Exponential backoff: 1 s, 2 s, 4 s ... capped at a minute.
+    /// Exponential backoff: 1 s, 2 s, 4 s ... capped at 30 s.
     fn retry_delay(attempts: i64) -> Duration {
-        let exp = attempts.clamp(1, 7) as u32 - 1;
-        Duration::from_secs(2u64.pow(exp).min(60))
+        let exp = attempts.clamp(1, 6) as u32 - 1;
+        Duration::from_secs(2u64.pow(exp).min(30))
     }
 
-    fn result(&self, job: &ClaimedJob, outcome: DeliveryOutcome) -> JobResult {
+    /// What to record for one attempt's outcome.
+    pub fn finish(&self, job: &ClaimedJob, outcome: DeliveryOutcome) -> JobResult {
         let at = now_micros();
         JobResult {
             job_id: job.job_id,
@@ -99,15 +128,23 @@ impl Policy {
             DeliveryOutcome::Routed { route, outcome } => {
                 self.outcome(job, *outcome, Some(route), at)
             }
-            DeliveryOutcome::Retry { error } if job.attempts < i64::from(self.max_attempts) => {
-                JobOutcome::Retry {
-                    next_attempt_at: at + Self::retry_delay(job.attempts).as_micros() as i64,
-                    error,
+            DeliveryOutcome::Retry { error } => {
+                let next = at + Self::retry_delay(job.attempts).as_micros() as i64;
+                let deadline = job.otp.created_at + self.give_up_after.as_micros() as i64;
+                if next <= deadline {
+                    JobOutcome::Retry {
+                        next_attempt_at: next,
+                        error,
+                    }
+                } else {
+                    JobOutcome::Failed {
+                        error: format!(
+                            "gave up after {} attempts, the code is no longer useful: {error}",
+                            job.attempts
+                        ),
+                    }
                 }
             }
-            DeliveryOutcome::Retry { error } => JobOutcome::Failed {
-                error: format!("gave up after {} attempts: {error}", job.attempts),
-            },
             DeliveryOutcome::Failed { error } => JobOutcome::Failed { error },
         }
     }
@@ -144,7 +181,7 @@ pub async fn try_deliver_next(
     let mut results = Vec::with_capacity(jobs.len());
     for job in &jobs {
         let outcome = driver.deliver(job).await;
-        results.push(policy.result(job, outcome));
+        results.push(policy.finish(job, outcome));
     }
     let n = results.len();
     if n > 0 {
@@ -175,7 +212,9 @@ impl Dispatcher {
         tokio::pin!(stopping);
         loop {
             let free = permits.available_permits();
-            let claimed = if free == 0 {
+            // With no carrier connection up, jobs stay in the outbox untouched
+            // (no attempt spent) until one comes back.
+            let claimed = if free == 0 || !self.driver.is_ready() {
                 Ok(Vec::new())
             } else {
                 let now = now_micros();
@@ -211,7 +250,7 @@ impl Dispatcher {
                 tokio::spawn(async move {
                     let started = Instant::now();
                     let outcome = driver.deliver(&job).await;
-                    let result = policy.result(&job, outcome);
+                    let result = policy.finish(&job, outcome);
                     metrics.observe(
                         "otpgate_delivery_duration_seconds",
                         &[("channel", channel.as_str()), ("driver", driver.name())],

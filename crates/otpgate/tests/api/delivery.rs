@@ -79,10 +79,10 @@ fn new_otp(account: i64) -> NewOtp {
     }
 }
 
-fn policy(max_attempts: u32) -> Policy {
+fn policy(give_up_after_seconds: u64) -> Policy {
     Policy {
         lease: Duration::from_secs(60),
-        max_attempts,
+        give_up_after: Duration::from_secs(give_up_after_seconds),
         claim_batch: 16,
         poll_interval: Duration::from_millis(50),
     }
@@ -111,32 +111,40 @@ async fn transient_failures_retry_then_fail(backend: Backend) {
             .unwrap(),
         0
     );
-    let later = now_micros() + 120_000_000;
+    assert_eq!(driver.calls.load(Ordering::SeqCst), 1);
+
+    // A code accepted longer ago than the give-up horizon is not retried: it
+    // fails, and its credit comes back.
+    let mut old = new_otp(account);
+    old.created_at = now_micros() - 700_000_000;
+    let old_id = store.accept(old).await.unwrap().id;
+    let before = store.account(account).await.unwrap().unwrap().sms_credits;
+    let far = now_micros() + 120_000_000;
     let jobs = store
         .claim_jobs(Claim {
             node: "node-a".into(),
             channel: Channel::Text,
             limit: 10,
-            now: later,
-            lease_until: later + 1,
+            now: far,
+            lease_until: far + 1,
         })
         .await
         .unwrap();
-    assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0].attempts, 2);
-    // The second attempt is the last one allowed: it fails for good.
-    let result = otp_store::JobResult {
-        job_id: jobs[0].job_id,
-        otp_id: id,
-        outcome: otp_store::JobOutcome::Failed {
-            error: "gave up".into(),
-        },
-        at: later,
-    };
+    let old_job = jobs.into_iter().find(|j| j.otp.id == old_id).unwrap();
+    let outcome = driver.deliver(&old_job).await;
+    let result = policy(600).finish(&old_job, outcome);
+    assert!(
+        matches!(result.outcome, otp_store::JobOutcome::Failed { .. }),
+        "{result:?}"
+    );
     store.finish_jobs(vec![result]).await.unwrap();
-    let otp = store.otp(account, id).await.unwrap().unwrap();
+    let otp = store.otp(account, old_id).await.unwrap().unwrap();
     assert_eq!(otp.status.as_str(), "failed");
-    assert_eq!(driver.calls.load(Ordering::SeqCst), 1);
+    assert!(otp.refunded);
+    let after = store.account(account).await.unwrap().unwrap().sms_credits;
+    assert_eq!(after, before + 1);
+    let (history, _) = store.otp_history(old_id).await.unwrap();
+    assert_eq!(history.last().unwrap().status, "failed");
 }
 
 async fn permanent_failures_stop_at_once(backend: Backend) {

@@ -11,3 +11,4 @@ mod durability;
 mod list;
 mod ops;
 mod send;
+mod smsc;

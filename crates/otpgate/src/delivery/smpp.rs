@@ -1,0 +1,616 @@
+//! The SMPP driver: text OTPs to an operator's SMSC over SMPP 3.4.
+//!
+//! A route holds `binds` connections (transceivers). Each has a supervisor task
+//! that connects and binds, reconnects with exponential backoff when the
+//! connection drops, and keeps the bind's state for `/readyz` and `/metrics`; a
+//! refused bind (wrong password) is logged once per state change with the SMSC's
+//! status, never with the password, and retried slowly instead of crash-looping.
+//! While no bind is up, deliveries answer `Retry` and the messages wait in the
+//! durable outbox.
+//!
+//! A delivery splits the rendered text with `otp_domain::segments::split` (the same
+//! code that counted the segments charged, so parts sent = segments charged),
+//! GSM 03.38 unpacked (data_coding 0) when every character fits and UCS-2
+//! (data_coding 8) otherwise, ties long messages together as configured (UDH by
+//! default) and submits each part through the bind's window. ESME_RTHROTTLED and
+//! ESME_RMSGQFUL slow down and resubmit; an invalid destination or message is a
+//! permanent failure (refunded); anything else is retried later.
+//!
+//! Receipts from every bind go to one task that applies them in batches. Ids are
+//! matched as given, and also read across hex and decimal (some SMSCs spell one id
+//! both ways). A receipt that overtakes the record of its own submission is held
+//! and tried again for up to two minutes.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio::sync::{Notify, mpsc};
+
+use otp_domain::segments::{self, SmsEncoding};
+use otp_store::{ClaimedJob, OtpStatus, Receipt, SharedStore, now_micros};
+use smpp::concat::{Concatenation, build_submits};
+use smpp::pdu::{CommandStatus, SubmitSm, data_coding, registered_delivery};
+use smpp::receipt::MessageState;
+use smpp::{Backoff, BindConfig, Client, Inbound};
+
+use super::{DeliveryOutcome, Driver, RouteHealth};
+use crate::config::Secret;
+use crate::metrics::Metrics;
+
+/// One SMPP route's settings (`[routes.smpp]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmppConfig {
+    pub host: String,
+    pub port: u16,
+    pub system_id: String,
+    pub password: Secret<String>,
+    pub system_type: String,
+    /// Connections (transceiver binds) to open.
+    pub binds: usize,
+    /// Outstanding submit_sm per bind.
+    pub window: usize,
+    /// Most submit_sm per second per bind; 0 = no limit.
+    pub tps: u32,
+    /// Sender: digits or an alphanumeric id.
+    pub source_addr: String,
+    /// `udh` (8-bit reference), `udh16`, `sar` or `payload` (one message_payload).
+    pub concatenation: String,
+    /// Ask for delivery receipts.
+    pub registered_delivery: bool,
+    pub response_timeout_ms: u64,
+    pub enquire_link_seconds: u64,
+    /// Longest wait between reconnection attempts.
+    pub reconnect_max_seconds: u64,
+    /// Resubmissions of one part after throttling answers before giving up for now.
+    pub throttle_retries: u32,
+}
+
+impl Default for SmppConfig {
+    fn default() -> Self {
+        SmppConfig {
+            host: "127.0.0.1".into(),
+            port: 2775,
+            system_id: String::new(),
+            password: Secret::new(String::new()),
+            system_type: String::new(),
+            binds: 1,
+            window: 10,
+            tps: 0,
+            source_addr: "otpgate".into(),
+            concatenation: "udh".into(),
+            registered_delivery: true,
+            response_timeout_ms: 10_000,
+            enquire_link_seconds: 30,
+            reconnect_max_seconds: 30,
+            throttle_retries: 8,
+        }
+    }
+}
+
+impl SmppConfig {
+    fn concatenation(&self, reference: u16) -> anyhow::Result<Concatenation> {
+        Ok(match self.concatenation.as_str() {
+            "udh" => Concatenation::Udh8 {
+                reference: reference as u8,
+            },
+            "udh16" => Concatenation::Udh16 { reference },
+            "sar" => Concatenation::Sar { reference },
+            "payload" => Concatenation::MessagePayload,
+            other => anyhow::bail!("unknown concatenation {other:?} (udh, udh16, sar, payload)"),
+        })
+    }
+
+    fn bind_config(&self) -> BindConfig {
+        let mut b = BindConfig::new(self.system_id.clone(), self.password.expose().clone());
+        b.system_type = self.system_type.clone();
+        b.window = self.window.max(1);
+        b.tps = (self.tps > 0).then_some(self.tps);
+        b.response_timeout = Duration::from_millis(self.response_timeout_ms.max(1));
+        b.enquire_link_interval = Duration::from_secs(self.enquire_link_seconds.max(1));
+        b
+    }
+}
+
+/// What a bind is doing, for `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BindState {
+    Connecting,
+    Bound,
+    /// The SMSC refused the bind; the status names why.
+    BindRefused(String),
+    /// The connection could not be made or was lost.
+    Down(String),
+}
+
+struct BindSlot {
+    // std Mutex: read or swapped, never held across an await.
+    client: Mutex<Option<Client>>,
+    state: Mutex<BindState>,
+}
+
+/// A route to one SMSC.
+pub struct SmppDriver {
+    route: String,
+    config: SmppConfig,
+    binds: Vec<Arc<BindSlot>>,
+    next_bind: AtomicUsize,
+    reference: AtomicU16,
+    metrics: Arc<Metrics>,
+    stop: Arc<Notify>,
+}
+
+impl SmppDriver {
+    /// Starts the route's binds and its receipt task.
+    pub fn start(
+        route: &str,
+        config: SmppConfig,
+        store: SharedStore,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Arc<SmppDriver>> {
+        config.concatenation(0)?;
+        // SMPP 3.4 5.2.1-5.2.3: C-octet strings of at most 16, 9 and 13 octets.
+        anyhow::ensure!(
+            !config.system_id.is_empty() && config.system_id.len() <= 15,
+            "route {route}: smpp.system_id must have 1 to 15 characters"
+        );
+        anyhow::ensure!(
+            config.password.expose().len() <= 8,
+            "route {route}: smpp.password may have at most 8 characters (SMPP 3.4)"
+        );
+        anyhow::ensure!(
+            config.system_type.len() <= 12,
+            "route {route}: smpp.system_type may have at most 12 characters"
+        );
+        let binds: Vec<Arc<BindSlot>> = (0..config.binds.max(1))
+            .map(|_| {
+                Arc::new(BindSlot {
+                    client: Mutex::new(None),
+                    state: Mutex::new(BindState::Connecting),
+                })
+            })
+            .collect();
+        let driver = Arc::new(SmppDriver {
+            route: route.to_owned(),
+            config,
+            binds,
+            next_bind: AtomicUsize::new(0),
+            reference: AtomicU16::new(rand::random()),
+            metrics,
+            stop: Arc::new(Notify::new()),
+        });
+        let (receipts_tx, receipts_rx) = mpsc::channel(8192);
+        for (i, slot) in driver.binds.iter().enumerate() {
+            tokio::spawn(supervise(
+                driver.clone(),
+                slot.clone(),
+                i,
+                receipts_tx.clone(),
+            ));
+        }
+        tokio::spawn(apply_receipts(
+            driver.route.clone(),
+            store,
+            driver.metrics.clone(),
+            receipts_rx,
+        ));
+        Ok(driver)
+    }
+
+    fn pick(&self) -> Option<Client> {
+        let n = self.binds.len();
+        let start = self.next_bind.fetch_add(1, Ordering::Relaxed);
+        (0..n).find_map(|i| {
+            let slot = &self.binds[(start + i) % n];
+            let guard = slot.client.lock().expect("bind slot poisoned");
+            guard.as_ref().filter(|c| !c.is_closed()).cloned()
+        })
+    }
+
+    fn count(&self, what: &str) {
+        self.metrics.inc(
+            "otpgate_smpp_total",
+            &[("route", &self.route), ("event", what)],
+        );
+    }
+
+    /// The submit_sm PDUs for one message.
+    fn submits(&self, job: &ClaimedJob) -> Result<Vec<SubmitSm>, String> {
+        let parts = segments::split(&job.otp.message);
+        let coding = match parts.first().map(|p| p.encoding) {
+            Some(SmsEncoding::Ucs2) => data_coding::UCS2,
+            _ => data_coding::SMSC_DEFAULT,
+        };
+        let mut template = SubmitSm::new(
+            &self.config.source_addr,
+            &job.otp.e164,
+            coding,
+            Bytes::new(),
+        );
+        template.registered_delivery = if self.config.registered_delivery {
+            registered_delivery::ALWAYS
+        } else {
+            registered_delivery::NONE
+        };
+        let bytes: Vec<Bytes> = parts.into_iter().map(|p| Bytes::from(p.bytes)).collect();
+        let reference = self.reference.fetch_add(1, Ordering::Relaxed);
+        let method = self
+            .config
+            .concatenation(reference)
+            .map_err(|e| e.to_string())?;
+        build_submits(&template, &bytes, method).map_err(|e| e.to_string())
+    }
+}
+
+/// Statuses after which resubmitting the same message cannot succeed.
+fn is_permanent(status: CommandStatus) -> bool {
+    matches!(
+        status,
+        CommandStatus::EsmeRinvdstadr
+            | CommandStatus::EsmeRinvdstton
+            | CommandStatus::EsmeRinvdstnpi
+            | CommandStatus::EsmeRinvmsglen
+            | CommandStatus::EsmeRinvesmclass
+            | CommandStatus::EsmeRinvnumdests
+    )
+}
+
+#[async_trait::async_trait]
+impl Driver for SmppDriver {
+    fn name(&self) -> &'static str {
+        "smpp"
+    }
+
+    fn capacity(&self) -> usize {
+        self.binds.len() * self.config.window.max(1)
+    }
+
+    fn is_ready(&self) -> bool {
+        self.pick().is_some()
+    }
+
+    fn health(&self) -> Vec<RouteHealth> {
+        self.binds
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                let state = slot.state.lock().expect("bind slot poisoned").clone();
+                let (status, detail) = match state {
+                    BindState::Connecting => ("connecting", None),
+                    BindState::Bound => ("bound", None),
+                    BindState::BindRefused(s) => ("bind_refused", Some(s)),
+                    BindState::Down(s) => ("down", Some(s)),
+                };
+                let window = slot
+                    .client
+                    .lock()
+                    .expect("bind slot poisoned")
+                    .as_ref()
+                    .map(|c| c.window_in_use())
+                    .unwrap_or(0);
+                RouteHealth {
+                    route: self.route.clone(),
+                    connection: format!("{}#{i}", self.config.system_id),
+                    status: status.to_owned(),
+                    detail,
+                    in_flight: window,
+                }
+            })
+            .collect()
+    }
+
+    async fn deliver(&self, job: &ClaimedJob) -> DeliveryOutcome {
+        let routed = |outcome| DeliveryOutcome::Routed {
+            route: self.route.clone(),
+            outcome: Box::new(outcome),
+        };
+        let submits = match self.submits(job) {
+            Ok(s) => s,
+            Err(error) => return routed(DeliveryOutcome::Failed { error }),
+        };
+        let mut ids = Vec::with_capacity(submits.len());
+        for sm in &submits {
+            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+            let mut throttled = 0;
+            loop {
+                let Some(client) = self.pick() else {
+                    return routed(DeliveryOutcome::Retry {
+                        error: format!("no SMPP bind is up on route {}", self.route),
+                    });
+                };
+                match client.submit(sm).await {
+                    Ok(resp) if resp.is_ok() => {
+                        self.count("submitted");
+                        self.metrics.observe(
+                            "otpgate_accept_to_submit_seconds",
+                            &[("route", &self.route)],
+                            (now_micros() - job.otp.created_at).max(0) as f64 / 1e6,
+                        );
+                        ids.push(resp.message_id);
+                        break;
+                    }
+                    Ok(resp) if resp.is_throttled() => {
+                        self.count("throttled");
+                        throttled += 1;
+                        if throttled > self.config.throttle_retries {
+                            return routed(DeliveryOutcome::Retry {
+                                error: format!("SMSC kept answering {:?}", resp.status),
+                            });
+                        }
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                    Ok(resp) if is_permanent(resp.status) => {
+                        self.count("rejected");
+                        return routed(DeliveryOutcome::Failed {
+                            error: format!("SMSC rejected the message: {:?}", resp.status),
+                        });
+                    }
+                    Ok(resp) => {
+                        self.count("submit_error");
+                        return routed(DeliveryOutcome::Retry {
+                            error: format!("SMSC answered {:?}", resp.status),
+                        });
+                    }
+                    Err(e) => {
+                        self.count("submit_error");
+                        return routed(DeliveryOutcome::Retry {
+                            error: format!("submit_sm failed: {e}"),
+                        });
+                    }
+                }
+            }
+        }
+        routed(DeliveryOutcome::SentParts { message_ids: ids })
+    }
+
+    async fn shutdown(&self) {
+        self.stop.notify_waiters();
+        let clients: Vec<Client> = self
+            .binds
+            .iter()
+            .filter_map(|s| s.client.lock().expect("bind slot poisoned").take())
+            .collect();
+        for c in clients {
+            let _ = c.unbind().await;
+        }
+    }
+}
+
+/// Keeps one bind up: connect, bind, forward what the SMSC sends, reconnect.
+async fn supervise(
+    driver: Arc<SmppDriver>,
+    slot: Arc<BindSlot>,
+    index: usize,
+    receipts: mpsc::Sender<smpp::receipt::Receipt>,
+) {
+    let cfg = &driver.config;
+    let mut backoff = Backoff::new(
+        Duration::from_millis(250),
+        Duration::from_secs(cfg.reconnect_max_seconds.max(1)),
+    );
+    let stopping = driver.stop.notified();
+    tokio::pin!(stopping);
+    loop {
+        let set_state = |s: BindState| {
+            let mut guard = slot.state.lock().expect("bind slot poisoned");
+            let changed = *guard != s;
+            *guard = s;
+            changed
+        };
+        let connect = Client::connect((cfg.host.as_str(), cfg.port), cfg.bind_config());
+        let result = tokio::select! {
+            r = connect => r,
+            _ = &mut stopping => return,
+        };
+        match result {
+            Ok((client, mut inbound)) => {
+                backoff.reset();
+                set_state(BindState::Bound);
+                driver.count("bound");
+                tracing::info!(route = %driver.route, bind = index, "SMPP bind is up");
+                *slot.client.lock().expect("bind slot poisoned") = Some(client.clone());
+                let forward = {
+                    let receipts = receipts.clone();
+                    let driver = driver.clone();
+                    async move {
+                        while let Some(msg) = inbound.recv().await {
+                            match msg {
+                                Inbound::Receipt { receipt, .. } => {
+                                    let _ = receipts.send(receipt).await;
+                                }
+                                _ => driver.count("mo_message"),
+                            }
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = client.closed() => {}
+                    _ = forward => {}
+                    _ = &mut stopping => return,
+                }
+                *slot.client.lock().expect("bind slot poisoned") = None;
+                set_state(BindState::Down("connection lost".into()));
+                driver.count("disconnected");
+                tracing::warn!(route = %driver.route, bind = index, "SMPP connection lost; reconnecting");
+            }
+            Err(smpp::Error::BindFailed { status }) => {
+                let why = format!("the SMSC refused the bind: {status:?}");
+                if set_state(BindState::BindRefused(why)) {
+                    tracing::error!(
+                        route = %driver.route,
+                        bind = index,
+                        system_id = %cfg.system_id,
+                        status = ?status,
+                        "SMPP bind refused: check system_id and password"
+                    );
+                }
+                driver.count("bind_refused");
+            }
+            Err(e) => {
+                if set_state(BindState::Down(e.to_string())) {
+                    tracing::warn!(route = %driver.route, bind = index, error = %e, "SMPP connection failed");
+                }
+                driver.count("connect_failed");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = &mut stopping => return,
+        }
+    }
+}
+
+fn status_of(state: Option<MessageState>) -> Option<OtpStatus> {
+    match state? {
+        MessageState::Delivered => Some(OtpStatus::Delivered),
+        MessageState::Undeliverable => Some(OtpStatus::Undeliverable),
+        MessageState::Expired => Some(OtpStatus::Expired),
+        MessageState::Rejected | MessageState::Deleted => Some(OtpStatus::Rejected),
+        _ => None,
+    }
+}
+
+/// The id as given, then its other readings: hex read as decimal, decimal
+/// written as hex (both cases), without leading zeros.
+pub fn id_spellings(id: &str) -> Vec<String> {
+    let mut out = vec![id.to_owned()];
+    let trimmed = id.trim_start_matches('0');
+    if !trimmed.is_empty() && trimmed != id {
+        out.push(trimmed.to_owned());
+    }
+    if let Ok(n) = u128::from_str_radix(trimmed, 16) {
+        out.push(n.to_string());
+    }
+    if let Ok(n) = trimmed.parse::<u128>() {
+        out.push(format!("{n:x}"));
+        out.push(format!("{n:X}"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|s| seen.insert(s.clone()));
+    out
+}
+
+struct Pending {
+    receipt: Receipt,
+    first_seen: Instant,
+}
+
+/// Applies receipts in batches; holds unmatched ones and retries them.
+async fn apply_receipts(
+    route: String,
+    store: SharedStore,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<smpp::receipt::Receipt>,
+) {
+    const HOLD: Duration = Duration::from_secs(120);
+    let mut waiting: VecDeque<Pending> = VecDeque::new();
+    let mut open = true;
+    while open || !waiting.is_empty() {
+        let mut batch: Vec<Pending> = Vec::new();
+        let first = tokio::select! {
+            r = rx.recv(), if open => r,
+            _ = tokio::time::sleep(Duration::from_millis(500)), if !waiting.is_empty() => None,
+        };
+        match first {
+            Some(r) => batch.push(convert(&route, r)),
+            None if open && waiting.is_empty() => {
+                open = false;
+                continue;
+            }
+            None => {}
+        }
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(convert(&route, r)),
+                Err(_) => break,
+            }
+        }
+        // Held receipts get another try on every pass.
+        batch.extend(waiting.drain(..));
+        let receipts: Vec<Receipt> = batch.iter().map(|p| p.receipt.clone()).collect();
+        match store.record_receipts(receipts).await {
+            Ok(matched) => {
+                for (p, m) in batch.into_iter().zip(matched) {
+                    match m {
+                        Some(_) => metrics.inc(
+                            "otpgate_smpp_receipts_total",
+                            &[("route", &route), ("state", &p.receipt.state)],
+                        ),
+                        None if p.first_seen.elapsed() < HOLD => waiting.push_back(p),
+                        None => {
+                            metrics.inc(
+                                "otpgate_smpp_receipts_total",
+                                &[("route", &route), ("state", "unmatched")],
+                            );
+                            tracing::warn!(route = %route, "a delivery receipt matched no message");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recording delivery receipts failed; will retry");
+                waiting.extend(batch);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+fn convert(route: &str, r: smpp::receipt::Receipt) -> Pending {
+    let id = r.message_id.clone().unwrap_or_default();
+    let state = r
+        .state
+        .map(|s| s.as_stat().to_owned())
+        .or_else(|| r.stat.clone())
+        .unwrap_or_else(|| "UNKNOWN".into());
+    Pending {
+        receipt: Receipt {
+            route: route.to_owned(),
+            message_ids: id_spellings(&id),
+            status: status_of(r.state),
+            state,
+            error_code: r.error_code().map(|c| c.to_string()),
+            at: now_micros(),
+        },
+        first_seen: Instant::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_tried_in_their_hex_and_decimal_spellings() {
+        assert_eq!(id_spellings("1a2b"), ["1a2b", "6699"]);
+        assert_eq!(id_spellings("6699"), ["6699", "26265", "1a2b", "1A2B"]);
+        assert_eq!(id_spellings("00ff"), ["00ff", "ff", "255"]);
+        assert_eq!(id_spellings("abc-1"), ["abc-1"]);
+    }
+
+    #[test]
+    fn receipt_states_map_to_final_statuses() {
+        assert_eq!(
+            status_of(Some(MessageState::Delivered)),
+            Some(OtpStatus::Delivered)
+        );
+        assert_eq!(
+            status_of(Some(MessageState::Undeliverable)),
+            Some(OtpStatus::Undeliverable)
+        );
+        assert_eq!(
+            status_of(Some(MessageState::Expired)),
+            Some(OtpStatus::Expired)
+        );
+        assert_eq!(
+            status_of(Some(MessageState::Deleted)),
+            Some(OtpStatus::Rejected)
+        );
+        assert_eq!(status_of(Some(MessageState::Enroute)), None);
+        assert_eq!(status_of(None), None);
+    }
+}
