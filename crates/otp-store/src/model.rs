@@ -204,8 +204,10 @@ pub struct OtpEvent {
 pub struct Receipt {
     /// The route (carrier connection) the receipt came from.
     pub route: String,
-    /// The carrier's message id, in the canonical form the route stored it in.
-    pub message_id: String,
+    /// The carrier's message id and other spellings of it (an SMSC may give an
+    /// id in hex in one place and in decimal in another), most likely first:
+    /// the first one on record wins.
+    pub message_ids: Vec<String>,
     /// `Delivered`, `Undeliverable`, `Expired` or `Rejected`; anything else is
     /// recorded in the history without changing the status.
     pub status: Option<OtpStatus>,

@@ -972,14 +972,20 @@ async fn apply_receipt_pg(
     rc: &Receipt,
 ) -> Result<Option<i64>, StoreError> {
     let state = rc.status.map(|s| s.as_str());
-    let found = tx
-        .query_opt(
-            "UPDATE provider_messages SET state = $3 WHERE route = $1 AND message_id = $2 \
-             RETURNING otp_id, part",
-            &[&rc.route, &rc.message_id, &state],
-        )
-        .await
-        .map_err(pg_err)?;
+    let mut found = None;
+    for id in &rc.message_ids {
+        found = tx
+            .query_opt(
+                "UPDATE provider_messages SET state = $3 WHERE route = $1 AND message_id = $2 \
+                 RETURNING otp_id, part",
+                &[&rc.route, id, &state],
+            )
+            .await
+            .map_err(pg_err)?;
+        if found.is_some() {
+            break;
+        }
+    }
     let Some(found) = found else {
         return Ok(None);
     };

@@ -948,31 +948,27 @@ fn finish_one(tx: &Transaction<'_>, r: &JobResult) -> Result<(), StoreError> {
 }
 
 fn apply_receipt(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i64>, StoreError> {
-    let found: Option<(i64, i64)> = tx
-        .prepare_cached(
-            "SELECT otp_id, part FROM provider_messages WHERE route = ?1 AND message_id = ?2",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![rc.route, rc.message_id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+    let mut found = None;
+    for id in &rc.message_ids {
+        found = tx
+            .prepare_cached(
+                "UPDATE provider_messages SET state = ?3 WHERE route = ?1 AND message_id = ?2 \
+                 RETURNING otp_id, part",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![rc.route, id, rc.status.map(|s| s.as_str())], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })
+                .optional()
             })
-            .optional()
-        })
-        .map_err(map_err)?;
+            .map_err(map_err)?;
+        if found.is_some() {
+            break;
+        }
+    }
     let Some((otp_id, part)) = found else {
         return Ok(None);
     };
-    tx.prepare_cached(
-        "UPDATE provider_messages SET state = ?3 WHERE route = ?1 AND message_id = ?2",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            rc.route,
-            rc.message_id,
-            rc.status.map(|s| s.as_str())
-        ])
-    })
-    .map_err(map_err)?;
     let detail = format!("part {part}: {}", rc.state);
     let new_status = match rc.status {
         Some(st) if st.is_failure() => Some(st),
