@@ -57,7 +57,7 @@ pub struct Config {
 }
 
 /// One carrier route (`[[routes]]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Unique name, used in metrics, `/readyz` and receipts matching.
@@ -67,7 +67,8 @@ pub struct RouteConfig {
     /// Destination prefixes in E.164 (`+977984`); empty: every destination.
     #[serde(default)]
     pub prefixes: Vec<String>,
-    /// `log` or `smpp` (and the HTTP drivers where built).
+    /// `log`, `smpp`, `sparrow`, `aakash`, `http` or `tingting`; each but `log`
+    /// takes its settings from the table of the same name.
     pub driver: String,
     /// For `log`: where to write (default: `delivery.log_path`).
     #[serde(default)]
@@ -75,6 +76,18 @@ pub struct RouteConfig {
     /// For `smpp`.
     #[serde(default)]
     pub smpp: Option<crate::delivery::smpp::SmppConfig>,
+    /// For `sparrow` (Sparrow SMS).
+    #[serde(default)]
+    pub sparrow: Option<crate::delivery::http::sparrow::SparrowConfig>,
+    /// For `aakash` (Aakash SMS).
+    #[serde(default)]
+    pub aakash: Option<crate::delivery::http::aakash::AakashConfig>,
+    /// For `http` (any HTTP API, templated).
+    #[serde(default)]
+    pub http: Option<crate::delivery::http::generic::GenericHttpConfig>,
+    /// For `tingting` (relay to a TingTing-compatible API; text and voice).
+    #[serde(default)]
+    pub tingting: Option<crate::delivery::http::tingting::TingTingConfig>,
 }
 
 impl Default for Config {
@@ -270,6 +283,46 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert_eq!(c.database_for_logs(), "postgres://u:[redacted]@db/otp");
+    }
+
+    #[test]
+    fn routes_come_from_the_toml_file() {
+        let toml = r#"
+            listen = "0.0.0.0:9000"
+            [delivery]
+            give_up_after_seconds = 300
+            [[routes]]
+            name = "ntc"
+            channel = "text"
+            prefixes = ["+977984", "+977985"]
+            driver = "smpp"
+            [routes.smpp]
+            host = "10.0.0.1"
+            system_id = "acme"
+            password = "s3cret"
+            window = 20
+            [[routes]]
+            name = "relay"
+            channel = "voice"
+            driver = "tingting"
+            [routes.tingting]
+            token = "upstream-key"
+        "#;
+        let config: Config = Figment::new().merge(Toml::string(toml)).extract().unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9000");
+        assert_eq!(config.delivery.give_up_after_seconds, 300);
+        assert_eq!(config.routes.len(), 2);
+        let smpp = config.routes[0].smpp.as_ref().unwrap();
+        assert_eq!(
+            (smpp.window, smpp.port, smpp.password.expose().as_str()),
+            (20, 2775, "s3cret")
+        );
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(!format!("{config:?}").contains("upstream-key"));
+        let bad = Figment::new()
+            .merge(Toml::string("lisen = \"x\""))
+            .extract::<Config>();
+        assert!(bad.is_err(), "unknown keys are refused");
     }
 
     #[test]

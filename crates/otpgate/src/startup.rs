@@ -14,7 +14,11 @@ use otp_domain::channel::Channel;
 use otp_store::{SharedStore, StoreError, StoreOptions};
 
 use crate::auth::{LastUsed, issue_key};
-use crate::config::Config;
+use crate::config::{Config, RouteConfig};
+use crate::delivery::http::aakash::AakashDriver;
+use crate::delivery::http::generic::GenericHttpDriver;
+use crate::delivery::http::sparrow::SparrowDriver;
+use crate::delivery::http::tingting::TingTingDriver;
 use crate::delivery::log::LogDriver;
 use crate::delivery::router::{Route, Router};
 use crate::delivery::smpp::SmppDriver;
@@ -173,12 +177,22 @@ async fn build_drivers(
                 Some(path) => Arc::new(open_log(path).await?),
                 None => log_driver(&mut shared_log, config).await?,
             },
-            ("smpp", Channel::Text) => {
-                let smpp = r.smpp.clone().with_context(|| {
-                    format!("route {}: driver smpp needs a [routes.smpp] table", r.name)
-                })?;
-                SmppDriver::start(&r.name, smpp, store.clone(), metrics.clone())?
+            ("smpp", Channel::Text) => SmppDriver::start(
+                &r.name,
+                table(&r.smpp, r, "smpp")?,
+                store.clone(),
+                metrics.clone(),
+            )?,
+            ("sparrow", Channel::Text) => {
+                Arc::new(SparrowDriver::new(table(&r.sparrow, r, "sparrow")?)?)
             }
+            ("aakash", Channel::Text) => {
+                Arc::new(AakashDriver::new(table(&r.aakash, r, "aakash")?)?)
+            }
+            ("http", Channel::Text) => {
+                Arc::new(GenericHttpDriver::new(table(&r.http, r, "http")?)?)
+            }
+            ("tingting", _) => Arc::new(TingTingDriver::new(table(&r.tingting, r, "tingting")?)?),
             (other, ch) => anyhow::bail!(
                 "route {}: driver {other:?} does not carry {} OTPs",
                 r.name,
@@ -205,6 +219,16 @@ async fn build_drivers(
         drivers.push((channel, driver));
     }
     Ok(drivers)
+}
+
+/// The driver's own table of a route, which must be there.
+fn table<T: Clone>(value: &Option<T>, route: &RouteConfig, driver: &str) -> anyhow::Result<T> {
+    value.clone().with_context(|| {
+        format!(
+            "route {}: driver {driver} needs a [routes.{driver}] table",
+            route.name
+        )
+    })
 }
 
 async fn open_log(path: &str) -> anyhow::Result<LogDriver> {

@@ -114,7 +114,6 @@ pub fn smpp_route(port: u16, password: &str) -> RouteConfig {
         channel: "text".into(),
         prefixes: Vec::new(),
         driver: "smpp".into(),
-        log_path: None,
         smpp: Some(SmppConfig {
             port,
             system_id: "otpgate".into(),
@@ -122,6 +121,7 @@ pub fn smpp_route(port: u16, password: &str) -> RouteConfig {
             reconnect_max_seconds: 1,
             ..SmppConfig::default()
         }),
+        ..RouteConfig::default()
     }
 }
 
@@ -428,3 +428,61 @@ smsc_tests!(
     an_smsc_restart_mid_stream_loses_nothing,
     throttling_slows_down_and_still_delivers_everything_within_the_window
 );
+
+async fn routes_pick_by_prefix_and_fail_over_when_a_route_is_down(backend: Backend) {
+    let ntc = Smsc::start(&["--receipts", "delivered"]);
+    let ncell = Smsc::start(&["--receipts", "delivered"]);
+    let dead_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let route = |name: &str, port: u16, prefixes: &[&str]| RouteConfig {
+        name: name.into(),
+        prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+        ..smpp_route(port, "secret")
+    };
+    let routes = vec![
+        route("ntc", ntc.port, &["+977984", "+977985", "+977986"]),
+        // Down: every send it would take goes to the next route that serves it.
+        route(
+            "ncell-primary",
+            dead_port,
+            &["+977980", "+977981", "+977982"],
+        ),
+        route(
+            "ncell-backup",
+            ncell.port,
+            &["+977980", "+977981", "+977982"],
+        ),
+    ];
+    let app = spawn_app_with(backend, move |c| c.routes = routes).await;
+    let to_ntc = id_of(&app.send_ok(&text_send("9851023212")).await);
+    let to_ncell = id_of(&app.send_ok(&text_send("9801234567")).await);
+    assert_eq!(
+        app.wait_for_status(to_ntc, "delivered")
+            .await
+            .route
+            .as_deref(),
+        Some("ntc")
+    );
+    assert_eq!(
+        app.wait_for_status(to_ncell, "delivered")
+            .await
+            .route
+            .as_deref(),
+        Some("ncell-backup")
+    );
+    assert_eq!(ntc.accepted().len(), 1);
+    assert_eq!(ncell.accepted().len(), 1);
+    assert_eq!(ntc.accepted()[0]["destination"], "9779851023212");
+    // No route serves a Smart number (961): it fails at once and is refunded.
+    let nowhere = id_of(&app.send_ok(&text_send("9612345678")).await);
+    let failed = app.wait_for_status(nowhere, "failed").await;
+    assert!(failed.refunded);
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("no route serves this destination")
+    );
+}
+
+smsc_tests!(routes_pick_by_prefix_and_fail_over_when_a_route_is_down);

@@ -408,15 +408,19 @@ impl GenericHttpDriver {
             }
         }
 
-        let statuses = config
-            .success_status
-            .iter()
-            .chain(&config.permanent_failure_statuses);
-        if let Some(bad) = statuses.clone().find(|s| !(100..=599).contains(*s)) {
-            return Err(BuildError::invalid(
-                "success_status",
-                format!("{bad} is not an HTTP status"),
-            ));
+        for (field, list) in [
+            ("success_status", &config.success_status),
+            (
+                "permanent_failure_statuses",
+                &config.permanent_failure_statuses,
+            ),
+        ] {
+            if let Some(bad) = list.iter().find(|s| !(100..=599).contains(*s)) {
+                return Err(BuildError::invalid(
+                    field,
+                    format!("{bad} is not an HTTP status"),
+                ));
+            }
         }
         if let Some(both) = config.permanent_failure_statuses.iter().find(|s| {
             config.success_status.contains(s)
