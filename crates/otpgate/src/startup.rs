@@ -22,6 +22,8 @@ use crate::delivery::http::tingting::TingTingDriver;
 use crate::delivery::log::LogDriver;
 use crate::delivery::router::{Route, Router};
 use crate::delivery::smpp::SmppDriver;
+use crate::delivery::voice::Prompter;
+use crate::delivery::voice::sip::SipDriver;
 use crate::delivery::{Dispatcher, Driver, Policy};
 use crate::metrics::Metrics;
 use crate::state::{AppState, NewJobs};
@@ -59,7 +61,8 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let metrics = Arc::new(Metrics::default());
-        let drivers = Arc::new(build_drivers(&config, &store, &metrics).await?);
+        let voice = Arc::new(Prompter::new(&config.voice).context("invalid [voice] settings")?);
+        let drivers = Arc::new(build_drivers(&config, &store, &metrics, &voice).await?);
         let state = AppState {
             store,
             config: Arc::new(config),
@@ -68,6 +71,7 @@ impl Application {
             metrics,
             last_used: Arc::new(LastUsed::default()),
             new_jobs: Arc::new(NewJobs::default()),
+            voice,
         };
         Ok(Application {
             listener,
@@ -159,6 +163,7 @@ async fn build_drivers(
     config: &Config,
     store: &SharedStore,
     metrics: &Arc<Metrics>,
+    voice: &Arc<Prompter>,
 ) -> anyhow::Result<Vec<(Channel, Arc<dyn Driver>)>> {
     let mut by_channel: Vec<(Channel, Vec<Route>)> =
         vec![(Channel::Text, Vec::new()), (Channel::Voice, Vec::new())];
@@ -174,8 +179,8 @@ async fn build_drivers(
             .with_context(|| format!("route {}: channel must be text or voice", r.name))?;
         let driver: Arc<dyn Driver> = match (r.driver.as_str(), channel) {
             ("log", _) => match &r.log_path {
-                Some(path) => Arc::new(open_log(path).await?),
-                None => log_driver(&mut shared_log, config).await?,
+                Some(path) => Arc::new(open_log(path, config, voice).await?),
+                None => log_driver(&mut shared_log, config, voice).await?,
             },
             ("smpp", Channel::Text) => SmppDriver::start(
                 &r.name,
@@ -193,6 +198,9 @@ async fn build_drivers(
                 Arc::new(GenericHttpDriver::new(table(&r.http, r, "http")?)?)
             }
             ("tingting", _) => Arc::new(TingTingDriver::new(table(&r.tingting, r, "tingting")?)?),
+            ("sip", Channel::Voice) => {
+                sip_driver(&r.name, &table(&r.sip, r, "sip")?, config, voice).await?
+            }
             (other, ch) => anyhow::bail!(
                 "route {}: driver {other:?} does not carry {} OTPs",
                 r.name,
@@ -212,7 +220,7 @@ async fn build_drivers(
     let mut drivers = Vec::new();
     for (channel, routes) in by_channel {
         let driver: Arc<dyn Driver> = if routes.is_empty() {
-            log_driver(&mut shared_log, config).await?
+            log_driver(&mut shared_log, config, voice).await?
         } else {
             Arc::new(Router::new(routes))
         };
@@ -231,21 +239,57 @@ fn table<T: Clone>(value: &Option<T>, route: &RouteConfig, driver: &str) -> anyh
     })
 }
 
-async fn open_log(path: &str) -> anyhow::Result<LogDriver> {
-    LogDriver::open(path)
+/// A `log` driver that also writes voice prompts into `delivery.voice_dir`.
+async fn open_log(path: &str, config: &Config, voice: &Arc<Prompter>) -> anyhow::Result<LogDriver> {
+    let driver = LogDriver::open(path)
         .await
-        .with_context(|| format!("opening the delivery log {path}"))
+        .with_context(|| format!("opening the delivery log {path}"))?;
+    // Not fatal: the embedded default runs without espeak-ng and logs voice OTPs
+    // without audio, saying why in each line.
+    if let Err(e) = voice.check().await {
+        tracing::warn!(error = %e, "voice OTPs will be logged without audio");
+    }
+    Ok(driver.with_voice_audio(voice.clone(), &config.delivery.voice_dir))
 }
 
 /// The one `log` driver writing to `delivery.log_path`, shared by its users.
 async fn log_driver(
     shared: &mut Option<Arc<dyn Driver>>,
     config: &Config,
+    voice: &Arc<Prompter>,
 ) -> anyhow::Result<Arc<dyn Driver>> {
     if shared.is_none() {
-        *shared = Some(Arc::new(open_log(&config.delivery.log_path).await?));
+        *shared = Some(Arc::new(
+            open_log(&config.delivery.log_path, config, voice).await?,
+        ));
     }
     Ok(shared.clone().expect("just set"))
+}
+
+/// A `sip` route: its calls need espeak-ng, and its longest attempt must fit in a
+/// job's lease (or another worker would claim the job mid-call and ring twice).
+async fn sip_driver(
+    name: &str,
+    table: &crate::delivery::voice::sip::SipConfig,
+    config: &Config,
+    voice: &Arc<Prompter>,
+) -> anyhow::Result<Arc<dyn Driver>> {
+    let driver = SipDriver::new(name, table, &config.voice, voice.clone())
+        .with_context(|| format!("route {name}: invalid [routes.sip]"))?;
+    voice
+        .check()
+        .await
+        .with_context(|| format!("route {name}: voice calls need espeak-ng"))?;
+    let longest = driver.longest_attempt();
+    anyhow::ensure!(
+        Duration::from_secs(config.delivery.lease_seconds) > longest,
+        "route {name}: a call attempt can take up to {} s (2 x voice.render_timeout_ms + \
+         ring_timeout_seconds + max_call_seconds + 64 s of SIP timers), longer than \
+         delivery.lease_seconds ({}); raise lease_seconds above it or shorten the call settings",
+        longest.as_secs(),
+        config.delivery.lease_seconds
+    );
+    Ok(Arc::new(driver))
 }
 
 /// Creates the `default` account and its key when the store has no account.

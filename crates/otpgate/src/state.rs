@@ -7,6 +7,7 @@ use tokio::sync::Notify;
 use crate::auth::LastUsed;
 use crate::config::Config;
 use crate::delivery::Driver;
+use crate::delivery::voice::Prompter;
 use crate::metrics::Metrics;
 use otp_domain::channel::Channel;
 use otp_store::SharedStore;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub last_used: Arc<LastUsed>,
     /// Woken after each accepted send so delivery starts without waiting for a poll.
     pub new_jobs: Arc<NewJobs>,
+    /// Renders voice prompts (calls, the `log` driver's WAVs, previews).
+    pub voice: Arc<Prompter>,
 }
 
 /// One wake-up per channel, so a text send never wakes only the voice worker.

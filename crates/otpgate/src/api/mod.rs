@@ -6,6 +6,7 @@ mod extract;
 mod list;
 mod ops;
 mod send;
+mod voice;
 
 use std::time::Instant;
 
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(send::router())
         .merge(list::router())
         .merge(ops::router())
+        .merge(voice::router())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))

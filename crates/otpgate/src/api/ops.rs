@@ -30,10 +30,19 @@ pub fn router() -> Router<AppState> {
         title = "otpgate",
         description = "Self-hosted OTP gateway, compatible with the TingTing OTP API."
     ),
-    paths(super::send::send_otp, super::list::list_otps, super::list::get_otp),
+    paths(
+        super::send::send_otp,
+        super::list::list_otps,
+        super::list::get_otp,
+        super::voice::list_voices,
+        super::voice::preview
+    ),
     components(schemas(super::error::ErrorEnvelope, super::error::FieldError)),
     modifiers(&BearerAuth),
-    tags((name = "otp", description = "Send and list one-time passwords"))
+    tags(
+        (name = "otp", description = "Send and list one-time passwords"),
+        (name = "voice", description = "Voices of voice OTPs and a preview of their prompts")
+    )
 )]
 pub struct ApiDoc;
 
@@ -66,7 +75,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let routes: Vec<_> = state.drivers.iter().flat_map(|(_, d)| d.health()).collect();
     match state.store.ping().await {
         Ok(()) => {
-            let degraded = routes.iter().any(|r| r.status != "bound");
+            let degraded = routes.iter().any(|r| !is_up(&r.status));
             Json(json!({
                 "status": if degraded { "degraded" } else { "ready" },
                 "store": state.store.backend(),
@@ -83,6 +92,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// A route that can take deliveries: an SMPP bind is `bound`; a SIP trunk, which
+/// keeps no standing connection, is `ready`.
+fn is_up(status: &str) -> bool {
+    matches!(status, "bound" | "ready")
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -104,7 +119,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
     for h in state.drivers.iter().flat_map(|(_, d)| d.health()) {
         let l = labels(&[("route", &h.route), ("connection", &h.connection)]);
-        let up = if h.status == "bound" { 1.0 } else { 0.0 };
+        let up = if is_up(&h.status) { 1.0 } else { 0.0 };
         gauges.push(("otpgate_route_up", l.clone(), up));
         gauges.push(("otpgate_route_in_flight", l, h.in_flight as f64));
     }

@@ -5,8 +5,15 @@
 //! The file stands in for the recipient's handset, so its lines carry the message
 //! as delivered (code included); it is not an application log. A delivery counts
 //! as sent once its line is written and flushed.
+//!
+//! For a voice OTP the driver first renders the prompt a call would play into
+//! `delivery.voice_dir/<otp id>.wav` and puts that path in the line as `audio`.
+//! When it cannot (espeak-ng is not installed, the render failed) the line says
+//! why in `audio_error` instead, and the delivery still counts as sent: the log
+//! stands in for a handset, and a developer without espeak-ng still sees the code.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde_json::json;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -14,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use otp_store::ClaimedJob;
 
+use super::voice::{Prompter, write_prompt_wav};
 use super::{DeliveryOutcome, Driver};
 
 type Line = (String, oneshot::Sender<Result<(), String>>);
@@ -22,6 +30,8 @@ type Line = (String, oneshot::Sender<Result<(), String>>);
 #[derive(Clone)]
 pub struct LogDriver {
     lines: mpsc::Sender<Line>,
+    /// Renders voice prompts into this folder, when set.
+    voice: Option<(Arc<Prompter>, PathBuf)>,
 }
 
 impl LogDriver {
@@ -44,7 +54,16 @@ impl LogDriver {
         };
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(write_lines(out, rx));
-        Ok(LogDriver { lines: tx })
+        Ok(LogDriver {
+            lines: tx,
+            voice: None,
+        })
+    }
+
+    /// Also writes each voice OTP's rendered prompt into `dir`.
+    pub fn with_voice_audio(mut self, prompter: Arc<Prompter>, dir: impl Into<PathBuf>) -> Self {
+        self.voice = Some((prompter, dir.into()));
+        self
     }
 }
 
@@ -102,6 +121,12 @@ impl Driver for LogDriver {
         if let Some(v) = otp.voice {
             line["voice_input"] = json!(v.as_str());
             line["length_factor"] = json!(otp.length_factor.unwrap_or(1.0));
+            if let Some((prompter, dir)) = &self.voice {
+                match write_prompt_wav(prompter, dir, otp).await {
+                    Ok(path) => line["audio"] = json!(path.display().to_string()),
+                    Err(error) => line["audio_error"] = json!(error),
+                }
+            }
         }
         let mut text = line.to_string();
         text.push('\n');

@@ -16,6 +16,7 @@ pub mod http;
 pub mod log;
 pub mod router;
 pub mod smpp;
+pub mod voice;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -83,6 +83,7 @@ pub fn test_config(database_url: &str, dir: &tempfile::TempDir) -> Config {
         ..Config::default()
     };
     config.delivery.log_path = dir.path().join("deliveries.jsonl").display().to_string();
+    config.delivery.voice_dir = dir.path().join("voice").display().to_string();
     config.delivery.poll_interval_ms = 50;
     config.demo.create_default_account = false;
     config

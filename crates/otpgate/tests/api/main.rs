@@ -12,3 +12,4 @@ mod list;
 mod ops;
 mod send;
 mod smsc;
+mod voice;

@@ -1,0 +1,282 @@
+//! `GET /api/v1/auths/voices/` and `POST /api/v1/auths/voice/preview/`.
+//!
+//! The preview renders through the same [`Prompter`](crate::delivery::voice::Prompter)
+//! as calls, so its WAV is exactly what a call would play. It charges nothing and
+//! writes nothing.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use otp_domain::channel::{Channel, Voice};
+use otp_domain::code::OtpCode;
+use otp_domain::message::MessageTemplate;
+
+use super::error::{ApiError, ErrorEnvelope, FieldError};
+use super::extract::Fields;
+use crate::auth::Caller;
+use crate::delivery::voice::{Prompt, gender};
+use crate::state::AppState;
+
+/// The code a preview reads out when the request names none.
+pub const SAMPLE_CODE: &str = "123456";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/auths/voices/", get(list_voices))
+        .route("/api/v1/auths/voices", get(list_voices))
+        .route("/api/v1/auths/voice/preview/", post(preview))
+        .route("/api/v1/auths/voice/preview", post(preview))
+}
+
+/// One voice of the API and how it is produced.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VoiceItem {
+    /// The value of `voice_input`.
+    #[schema(example = "np_rija")]
+    pub name: String,
+    /// `female` or `male`.
+    pub gender: String,
+    /// espeak-ng voice (language and variant).
+    #[schema(example = "ne+f3")]
+    pub espeak_voice: String,
+    /// espeak-ng pitch, 0-99.
+    pub pitch: u8,
+    /// Speaking rate at `length_factor` 1.0, words per minute.
+    pub rate_wpm: u16,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VoicesResponse {
+    pub status: u16,
+    pub success: bool,
+    pub errors: Vec<FieldError>,
+    pub data: Vec<VoiceItem>,
+}
+
+/// The preview request, for the OpenAPI document (the handler reads fields one by
+/// one so that every problem is reported, and form bodies work too).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PreviewRequest {
+    /// The text, with `{otp}` where the code is read out.
+    #[schema(example = "तपाईंको कोड {otp} हो")]
+    message: String,
+    /// `np_rija`, `np_prashanna`, `np_shreegya` or `np_binod`.
+    #[schema(example = "np_rija")]
+    voice_input: String,
+    /// 4-10 digits; default `123456`.
+    otp: Option<String>,
+    /// 0.5-2.0, default 1.0; above 1 is slower.
+    length_factor: Option<f64>,
+}
+
+/// The voices a voice OTP can use.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auths/voices/",
+    tag = "voice",
+    responses(
+        (status = 200, description = "The four voices", body = VoicesResponse),
+        (status = 401, description = "Missing, invalid or revoked key", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_voices(State(state): State<AppState>, _caller: Caller) -> Json<VoicesResponse> {
+    let data = Voice::ALL
+        .into_iter()
+        .filter_map(|voice| {
+            let p = state.voice.profile(voice)?;
+            Some(VoiceItem {
+                name: voice.as_str().to_owned(),
+                gender: gender(voice).to_owned(),
+                espeak_voice: p.espeak_voice.clone(),
+                pitch: p.pitch,
+                rate_wpm: p.rate_wpm,
+            })
+        })
+        .collect();
+    Json(VoicesResponse {
+        status: 200,
+        success: true,
+        errors: Vec::new(),
+        data,
+    })
+}
+
+/// The WAV a voice OTP with this message, voice and code would play.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auths/voice/preview/",
+    tag = "voice",
+    request_body(content = PreviewRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "8 kHz mono 16-bit WAV", content_type = "audio/wav", body = Vec<u8>),
+        (status = 400, description = "Invalid request", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or revoked key", body = ErrorEnvelope),
+        (status = 503, description = "Speech synthesis is not available on this server", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn preview(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Fields(fields): Fields,
+) -> Result<Response, ApiError> {
+    let valid = validate(&fields).map_err(ApiError::validation)?;
+    let prompt = Prompt {
+        voice: valid.voice,
+        template: valid.template.as_str(),
+        code: valid.code.as_str(),
+        length_factor: valid.length_factor,
+    };
+    match state.voice.render(&prompt).await {
+        Ok(audio) => Ok((
+            [
+                (header::CONTENT_TYPE, "audio/wav"),
+                // It carries a code, even if a sample one.
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            audio.to_wav_bytes(),
+        )
+            .into_response()),
+        Err(e) if e.is_transient() => {
+            tracing::warn!(error = %e, "voice preview could not be rendered");
+            let message = if e.is_engine_missing() {
+                "Speech synthesis is not available on this server (espeak-ng is not installed)."
+            } else {
+                "Speech synthesis failed; try again."
+            };
+            Ok(unavailable(message))
+        }
+        // Validation above admits only what the renderer can speak.
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// 503 in the error envelope.
+fn unavailable(message: &str) -> Response {
+    let body = ErrorEnvelope {
+        status: 503,
+        success: false,
+        message: message.to_owned(),
+        errors: vec![FieldError::new("non_field_errors", "unavailable", message)],
+        data: None,
+        detail: None,
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+struct ValidPreview {
+    template: MessageTemplate,
+    voice: Voice,
+    code: OtpCode,
+    length_factor: f64,
+}
+
+fn validate(fields: &Map<String, Value>) -> Result<ValidPreview, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let template = required(fields, "message", &mut errors).and_then(|s| {
+        MessageTemplate::parse(&s)
+            .map_err(|e| errors.push(FieldError::new("message", "invalid", e.to_string())))
+            .ok()
+    });
+    let voice = required(fields, "voice_input", &mut errors).and_then(|s| {
+        let parsed = Voice::parse(s.trim());
+        if parsed.is_none() {
+            errors.push(FieldError::new(
+                "voice_input",
+                "invalid_choice",
+                "voice_input must be one of np_rija, np_prashanna, np_shreegya, np_binod.",
+            ));
+        }
+        parsed
+    });
+    let code = match text(fields, "otp", &mut errors) {
+        None => Some(OtpCode::personnel(SAMPLE_CODE, Channel::Voice).expect("a valid sample")),
+        Some(s) => OtpCode::personnel(&s, Channel::Voice)
+            .map_err(|e| errors.push(FieldError::new("otp", "invalid", e.to_string())))
+            .ok(),
+    };
+    let length_factor = match fields.get("length_factor").filter(|v| !v.is_null()) {
+        None => Some(1.0),
+        Some(v) => {
+            let parsed = match v {
+                Value::Number(n) => n.as_f64(),
+                Value::String(s) => s.trim().parse::<f64>().ok(),
+                _ => None,
+            };
+            match parsed {
+                Some(f) if (0.5..=2.0).contains(&f) => Some(f),
+                Some(f) if f.is_finite() => {
+                    errors.push(FieldError::new(
+                        "length_factor",
+                        "out_of_range",
+                        "length_factor must be between 0.5 and 2.0.",
+                    ));
+                    None
+                }
+                _ => {
+                    errors.push(FieldError::new(
+                        "length_factor",
+                        "invalid_type",
+                        "length_factor must be a number.",
+                    ));
+                    None
+                }
+            }
+        }
+    };
+    match (template, voice, code, length_factor) {
+        (Some(template), Some(voice), Some(code), Some(length_factor)) if errors.is_empty() => {
+            Ok(ValidPreview {
+                template,
+                voice,
+                code,
+                length_factor,
+            })
+        }
+        _ => Err(errors),
+    }
+}
+
+/// A text field; JSON numbers are taken as their decimal text (codes arrive as
+/// numbers too). Absent, `null` or empty counts as not given.
+fn text(fields: &Map<String, Value>, name: &str, errors: &mut Vec<FieldError>) -> Option<String> {
+    match fields.get(name)? {
+        Value::Null => None,
+        Value::String(s) if s.is_empty() => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) if n.is_u64() => Some(n.to_string()),
+        _ => {
+            errors.push(FieldError::new(
+                name,
+                "invalid_type",
+                format!("{name} must be a string."),
+            ));
+            None
+        }
+    }
+}
+
+fn required(
+    fields: &Map<String, Value>,
+    name: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    let before = errors.len();
+    let value = text(fields, name, errors).filter(|s| !s.trim().is_empty());
+    if value.is_none() && errors.len() == before {
+        errors.push(FieldError::new(
+            name,
+            "required",
+            format!("{name} is required."),
+        ));
+    }
+    value
+}
