@@ -212,9 +212,20 @@ impl Dispatcher {
         let stopping = stop.notified();
         tokio::pin!(stopping);
         loop {
+            // Wait for room in the carrier's window before claiming anything.
+            let room = tokio::select! {
+                p = permits.clone().acquire_owned() => p.expect("dispatcher semaphore closed"),
+                _ = &mut stopping => break,
+            };
+            drop(room);
+            if permits.available_permits() < self.policy.claim_batch.min(self.driver.capacity()) / 4 {
+                // Let a few more deliveries finish so one claim serves many.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             let free = permits.available_permits();
             // With no carrier connection up, jobs stay in the outbox untouched
             // (no attempt spent) until one comes back.
+            let limit = free.min(self.policy.claim_batch);
             let claimed = if free == 0 || !self.driver.is_ready() {
                 Ok(Vec::new())
             } else {
@@ -223,7 +234,7 @@ impl Dispatcher {
                     .claim_jobs(Claim {
                         node: self.node.clone(),
                         channel: self.channel,
-                        limit: free.min(self.policy.claim_batch),
+                        limit,
                         now,
                         lease_until: now + self.policy.lease.as_micros() as i64,
                     })
@@ -269,9 +280,8 @@ impl Dispatcher {
                     drop(permit);
                 });
             }
-            if got > 0 && permits.available_permits() > 0 {
-                // More may be due right away.
-                tokio::task::yield_now().await;
+            if got > 0 && got == limit {
+                // A full claim: more may be due right away.
                 continue;
             }
             tokio::select! {
