@@ -120,6 +120,13 @@ both_backends! {
         assert_eq!((rija["espeak_voice"].as_str(), rija["pitch"].as_u64(), rija["rate_wpm"].as_u64()), (Some("ne+f3"), Some(40), Some(165)));
     }
 
+    async fn the_voice_endpoints_are_in_the_openapi_document(app) {
+        let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+        assert!(doc["paths"]["/api/v1/auths/voices/"]["get"].is_object(), "{doc}");
+        let preview = &doc["paths"]["/api/v1/auths/voice/preview/"]["post"];
+        assert!(preview["responses"]["200"]["content"]["audio/wav"].is_object(), "{preview}");
+    }
+
     async fn voice_endpoints_need_a_key(app) {
         let list = app.client.get(app.url("/api/v1/auths/voices/")).send().await.unwrap();
         assert_eq!(list.status(), 401);
@@ -773,4 +780,28 @@ async fn no_more_calls_are_up_at_once_than_the_trunk_allows() {
     assert_eq!(most, 2, "calls up at once: {spans:?}");
     sipp.assert_passed().await;
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_lets_a_call_in_progress_finish() {
+    let sink = tokio::net::UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let sink_port = sink.local_addr().unwrap().port().to_string();
+    let sipp = Sipp::start("uas_answer", 1, &[("rtp_sink", sink_port)]).await;
+    let app = app_with_trunk(sip_route(sipp.port, |_| {}), |_| {}).await;
+    let id = id_of(
+        &app.send_ok(&voice_send("तपाईंको कोड {otp} हो।", "np_rija", "4821", 1.0))
+            .await,
+    );
+    // The call is up once its audio arrives.
+    let mut buf = [0u8; 2048];
+    tokio::time::timeout(Duration::from_secs(60), sink.recv(&mut buf))
+        .await
+        .expect("no audio arrived")
+        .unwrap();
+    let (store, account) = (app.store.clone(), app.account_id);
+    app.stop().await;
+    // Stopping waited for the call: it ended with our BYE and its outcome is recorded.
+    let otp = store.otp(account, id).await.unwrap().unwrap();
+    assert_eq!(otp.status.as_str(), "sent", "{otp:?}");
+    sipp.assert_passed().await;
 }
