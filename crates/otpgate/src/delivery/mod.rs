@@ -218,7 +218,8 @@ impl Dispatcher {
                 _ = &mut stopping => break,
             };
             drop(room);
-            if permits.available_permits() < self.policy.claim_batch.min(self.driver.capacity()) / 4 {
+            if permits.available_permits() < self.policy.claim_batch.min(self.driver.capacity()) / 4
+            {
                 // Let a few more deliveries finish so one claim serves many.
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
