@@ -27,6 +27,9 @@
 //!   them with the same packing, so the parts sent are the parts charged.
 //!   [`segments::MAX_SEGMENTS`] (10) is the most parts a rendered message may take.
 //! - [`credits`]: [`credits::cost`], one SMS credit per part for text, one phone credit per call.
+//! - [`vault`]: [`CodeVault`], what is kept of a code at rest: an HMAC-SHA256
+//!   hash to verify it and an AES-256-GCM cipher to show it, both bound to the
+//!   OTP's account, destination and a random per-OTP salt.
 
 pub mod channel;
 pub mod code;
@@ -34,6 +37,7 @@ pub mod credits;
 pub mod message;
 pub mod phone;
 pub mod segments;
+pub mod vault;
 
 pub use channel::{Channel, OtpOption, Voice};
 pub use code::{CodeError, OtpCode, OtpLength};
@@ -41,3 +45,4 @@ pub use credits::Cost;
 pub use message::{MessageTemplate, TemplateError};
 pub use phone::{PhoneError, PhoneNumber};
 pub use segments::{Part, SegmentCount, SmsEncoding};
+pub use vault::{CodeVault, SealedCode};

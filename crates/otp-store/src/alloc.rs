@@ -92,7 +92,6 @@ mod tests {
             phone_number: "9851023212".into(),
             e164: "+9779851023212".into(),
             template: "{otp}".into(),
-            message: "123456".into(),
             otp: "123456".into(),
             otp_option: OtpOption::Generated,
             channel: Channel::Text,
@@ -102,6 +101,7 @@ mod tests {
             segments: 1,
             cost: Cost { sms, phone },
             created_at: 0,
+            expires_at: 600_000_000,
         }
     }
 

@@ -17,6 +17,14 @@
 //!
 //! Times are microseconds since the Unix epoch (UTC) in both backends. Migrations
 //! are embedded and applied on open.
+//!
+//! Codes are never stored in plain. [`Store::accept`] seals each code with the
+//! [`CodeVault`] of [`StoreOptions`] on the caller's task, before the send joins a
+//! batch, so the writer only copies bytes; reads decrypt on the reading task.
+//! [`Store::verify`] checks a code and counts the attempt in one transaction
+//! (SQLite: in the writer; PostgreSQL: under a row lock), so concurrent
+//! verifications of one code are counted exactly and at most one succeeds.
+//! [`Store::purge_codes`] drops the ciphers of long-expired codes.
 
 pub mod alloc;
 mod migrate;
@@ -27,6 +35,7 @@ pub mod sqlite;
 use std::sync::Arc;
 
 pub use model::*;
+use otp_domain::vault::CodeVault;
 
 /// What can go wrong in the store, as the service needs to tell it apart.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -131,6 +140,13 @@ pub trait Store: Send + Sync + 'static {
     async fn otp_history(&self, otp_id: i64) -> Result<(Vec<OtpEvent>, Vec<String>), StoreError>;
     /// Jobs waiting to be delivered, per channel (for metrics).
     async fn queue_depth(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Checks a code against the newest unexpired, unverified OTP of the number
+    /// (or the given OTP), counting a wrong code, in one transaction.
+    async fn verify(&self, request: VerifyRequest) -> Result<VerifyOutcome, StoreError>;
+    /// Drops the ciphers (and hashes) of codes that expired before
+    /// `expired_before`; returns how many. The list then shows them masked.
+    async fn purge_codes(&self, expired_before: Micros) -> Result<u64, StoreError>;
 }
 
 /// A store shared by the service's tasks.
@@ -160,22 +176,81 @@ pub async fn open(url: &str, options: &StoreOptions) -> Result<SharedStore, Stor
     }
 }
 
-/// Tuning shared by both backends.
+/// Tuning and keys shared by both backends.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Most sends committed in one transaction.
     pub max_batch: usize,
     /// Read connections (SQLite) or pool size (PostgreSQL).
     pub connections: usize,
+    /// Seals codes on the way in and opens them on the way out.
+    pub vault: Arc<CodeVault>,
 }
 
 impl Default for StoreOptions {
+    /// The default vault has fresh random keys: fit for tests and for commands
+    /// that never read a code back; a server passes its configured keys.
     fn default() -> Self {
         StoreOptions {
             max_batch: 512,
             connections: 8,
+            vault: Arc::new(CodeVault::ephemeral()),
         }
     }
+}
+
+/// Rows of at most this many codes are purged per statement.
+pub(crate) const PURGE_CHUNK: i64 = 5000;
+
+/// A send with its code sealed, ready for the writer.
+pub(crate) struct SealedOtp {
+    pub otp: NewOtp,
+    pub code: otp_domain::vault::SealedCode,
+    /// The rendered message with the code masked.
+    pub masked_message: String,
+}
+
+impl SealedOtp {
+    /// Seals the code and forgets the plain copy.
+    pub fn new(mut otp: NewOtp, vault: &CodeVault) -> SealedOtp {
+        let code = vault.seal(otp.account_id, &otp.e164, &otp.otp);
+        otp.otp.clear();
+        let masked_message = otp
+            .template
+            .replace(otp_domain::message::PLACEHOLDER, otp_domain::vault::MASK);
+        SealedOtp {
+            otp,
+            code,
+            masked_message,
+        }
+    }
+}
+
+/// Splits claimed jobs into those whose code could be opened and failures for
+/// the others: a code that cannot be read back (its key was removed, or it was
+/// sent before codes were kept and dropped by the upgrade) must not be
+/// delivered masked.
+pub(crate) fn readable_jobs(
+    jobs: Vec<ClaimedJob>,
+    now: Micros,
+) -> (Vec<ClaimedJob>, Vec<JobResult>) {
+    let mut failed = Vec::new();
+    let mut ok = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if job.otp.code_is_known() {
+            ok.push(job);
+        } else {
+            failed.push(JobResult {
+                job_id: job.job_id,
+                otp_id: job.otp.id,
+                outcome: JobOutcome::Failed {
+                    error: "the code cannot be read back (its key is not configured, or it was not kept)".into(),
+                },
+                at: now,
+            });
+        }
+    }
+    (ok, failed)
 }
 
 /// Microseconds since the Unix epoch, now.

@@ -21,6 +21,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "receipts",
         sql: include_str!("../migrations/sqlite/0002_receipts.sql"),
     },
+    Migration {
+        version: 3,
+        name: "codes_at_rest",
+        sql: include_str!("../migrations/sqlite/0003_codes_at_rest.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -33,6 +38,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         name: "receipts",
         sql: include_str!("../migrations/postgres/0002_receipts.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "codes_at_rest",
+        sql: include_str!("../migrations/postgres/0003_codes_at_rest.sql"),
     },
 ];
 

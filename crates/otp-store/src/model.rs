@@ -2,6 +2,8 @@
 
 use otp_domain::channel::{Channel, OtpOption, Voice};
 use otp_domain::credits::Cost;
+use otp_domain::message::PLACEHOLDER;
+use otp_domain::vault::{Binding, CodeVault, MASK};
 
 /// Microseconds since the Unix epoch, UTC.
 pub type Micros = i64;
@@ -69,8 +71,10 @@ impl std::fmt::Debug for ApiKeyRecord {
     }
 }
 
-/// A validated send, ready to be debited and written.
-#[derive(Debug, Clone)]
+/// A validated send, ready to be debited and written. The store keeps `otp`
+/// only as a hash and a cipher (see [`otp_domain::vault`]), sealed before the
+/// send is queued for the writer; the message is kept as its template.
+#[derive(Clone)]
 pub struct NewOtp {
     pub account_id: AccountId,
     pub api_key_id: Option<i64>,
@@ -78,8 +82,7 @@ pub struct NewOtp {
     pub phone_number: String,
     pub e164: String,
     pub template: String,
-    /// The rendered message.
-    pub message: String,
+    /// The code, in plain.
     pub otp: String,
     pub otp_option: OtpOption,
     pub channel: Channel,
@@ -89,6 +92,20 @@ pub struct NewOtp {
     pub segments: u32,
     pub cost: Cost,
     pub created_at: Micros,
+    /// When the code stops verifying.
+    pub expires_at: Micros,
+}
+
+impl std::fmt::Debug for NewOtp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewOtp")
+            .field("account_id", &self.account_id)
+            .field("channel", &self.channel)
+            .field("otp", &"[redacted]")
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What an accepted send got.
@@ -118,10 +135,12 @@ pub enum OtpStatus {
     Rejected,
     /// Never handed over: a permanent error or too many attempts.
     Failed,
+    /// The recipient's code was verified (final: receipts no longer move it).
+    Verified,
 }
 
 impl OtpStatus {
-    pub const ALL: [OtpStatus; 7] = [
+    pub const ALL: [OtpStatus; 8] = [
         OtpStatus::Queued,
         OtpStatus::Sent,
         OtpStatus::Delivered,
@@ -129,6 +148,7 @@ impl OtpStatus {
         OtpStatus::Expired,
         OtpStatus::Rejected,
         OtpStatus::Failed,
+        OtpStatus::Verified,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -140,6 +160,7 @@ impl OtpStatus {
             OtpStatus::Expired => "expired",
             OtpStatus::Rejected => "rejected",
             OtpStatus::Failed => "failed",
+            OtpStatus::Verified => "verified",
         }
     }
 
@@ -158,7 +179,11 @@ impl OtpStatus {
 }
 
 /// A stored OTP.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `status` is as shown: `verified` once verified, `expired` once a code that
+/// is queued, sent or delivered passes `expires_at` (the stored delivery status
+/// keeps following receipts, so refunds stay right).
+#[derive(Clone, PartialEq)]
 pub struct OtpRecord {
     pub id: i64,
     pub account_id: AccountId,
@@ -166,7 +191,10 @@ pub struct OtpRecord {
     pub phone_number: String,
     pub e164: String,
     pub template: String,
+    /// The rendered message, or with the code masked when `otp` is.
     pub message: String,
+    /// The code, decrypted; [`MASK`] once purged or when it cannot be decrypted
+    /// (its key is no longer configured).
     pub otp: String,
     pub otp_option: OtpOption,
     pub channel: Channel,
@@ -187,6 +215,190 @@ pub struct OtpRecord {
     pub delivered_at: Option<Micros>,
     /// Whether its credits went back to the account.
     pub refunded: bool,
+    /// When the code stops verifying.
+    pub expires_at: Micros,
+    pub verified_at: Option<Micros>,
+    /// Wrong codes tried so far.
+    pub verify_attempts: i64,
+}
+
+impl std::fmt::Debug for OtpRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtpRecord")
+            .field("id", &self.id)
+            .field("account_id", &self.account_id)
+            .field("channel", &self.channel)
+            .field("status", &self.status)
+            .field("otp", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What is kept of a code, as read from a row.
+#[derive(Default)]
+pub(crate) struct StoredCode {
+    pub salt: Option<Vec<u8>>,
+    pub cipher: Option<Vec<u8>>,
+    pub key_id: Option<String>,
+}
+
+impl OtpRecord {
+    /// Fills in the code and message from what is stored, and the status as
+    /// shown at `now`.
+    pub(crate) fn reveal(&mut self, vault: &CodeVault, code: &StoredCode, now: Micros) {
+        let plain = match (&code.salt, &code.cipher, &code.key_id) {
+            (Some(salt), Some(cipher), Some(key_id)) => {
+                let binding = Binding {
+                    account_id: self.account_id,
+                    e164: &self.e164,
+                    salt,
+                };
+                vault.open(&binding, cipher, key_id)
+            }
+            _ => None,
+        };
+        let shown = plain.as_deref().unwrap_or(MASK);
+        self.message = self.template.replace(PLACEHOLDER, shown);
+        self.otp = plain.unwrap_or_else(|| MASK.to_owned());
+        self.status = shown_status(self.status, self.expires_at, now);
+    }
+
+    /// Whether `otp` holds the real code.
+    pub fn code_is_known(&self) -> bool {
+        self.otp != MASK
+    }
+}
+
+/// A stored status as shown at `now`: in-flight and delivered codes past their
+/// expiry show `expired`.
+pub(crate) fn shown_status(stored: OtpStatus, expires_at: Micros, now: Micros) -> OtpStatus {
+    match stored {
+        OtpStatus::Queued | OtpStatus::Sent | OtpStatus::Delivered if now >= expires_at => {
+            OtpStatus::Expired
+        }
+        other => other,
+    }
+}
+
+/// A code to check against the newest pending OTP of a number, or a given OTP.
+#[derive(Clone)]
+pub struct VerifyRequest {
+    pub account_id: AccountId,
+    /// The number as stored (the display form: 10 digits for Nepal).
+    pub phone_number: Option<String>,
+    /// One OTP of the account; with `phone_number`, it must also be to that number.
+    pub otp_id: Option<i64>,
+    /// What the user typed.
+    pub code: String,
+    /// Wrong codes after which a code is dead.
+    pub max_attempts: i64,
+    pub now: Micros,
+}
+
+impl std::fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("account_id", &self.account_id)
+            .field("otp_id", &self.otp_id)
+            .field("code", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a verification found. Each outcome but `NotFound` and
+/// `AlreadyVerified` adds an `otp_events` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerifyOutcome {
+    /// The code was right; the OTP is now verified (event `verified`).
+    Verified { id: i64, verified_at: Micros },
+    /// The code was wrong (event `verify_failed`); `attempts_remaining` may be 0,
+    /// after which the code is dead.
+    WrongCode { id: i64, attempts_remaining: i64 },
+    /// The code had already used up its attempts (event `max_attempts`).
+    TooManyAttempts { id: i64 },
+    /// The code is past its expiry (event `expired`).
+    Expired { id: i64 },
+    /// The newest code of the number, or the given OTP, was verified before.
+    AlreadyVerified { id: i64 },
+    /// No OTP of this account matches.
+    NotFound,
+}
+
+/// The verification state of one row, read inside the verifying transaction.
+pub(crate) struct VerifyRow {
+    pub id: i64,
+    pub e164: String,
+    pub salt: Option<Vec<u8>>,
+    pub hash: Option<Vec<u8>>,
+    pub expires_at: Micros,
+    pub attempts: i64,
+    pub verified_at: Option<Micros>,
+}
+
+/// What to do with a row that verification found.
+pub(crate) enum VerifyStep {
+    /// The code matched: mark it verified.
+    Verify,
+    /// The code did not match: count an attempt.
+    Fail,
+    /// Refused without a change to the row.
+    Refuse(VerifyOutcome),
+}
+
+impl VerifyRow {
+    /// Decides, comparing the code in constant time when the row can still verify.
+    pub fn step(&self, req: &VerifyRequest, vault: &CodeVault) -> VerifyStep {
+        if self.verified_at.is_some() {
+            return VerifyStep::Refuse(VerifyOutcome::AlreadyVerified { id: self.id });
+        }
+        if self.attempts >= req.max_attempts {
+            return VerifyStep::Refuse(VerifyOutcome::TooManyAttempts { id: self.id });
+        }
+        let (Some(salt), Some(hash)) = (&self.salt, &self.hash) else {
+            // Purged, or sent before codes were kept: past its expiry either way.
+            return VerifyStep::Refuse(VerifyOutcome::Expired { id: self.id });
+        };
+        if req.now >= self.expires_at {
+            return VerifyStep::Refuse(VerifyOutcome::Expired { id: self.id });
+        }
+        let binding = Binding {
+            account_id: req.account_id,
+            e164: &self.e164,
+            salt,
+        };
+        if vault.matches(&binding, &req.code, hash) {
+            VerifyStep::Verify
+        } else {
+            VerifyStep::Fail
+        }
+    }
+}
+
+/// The event an outcome records, and its detail.
+pub(crate) fn verify_event(
+    outcome: &VerifyOutcome,
+    max_attempts: i64,
+) -> Option<(&'static str, String)> {
+    match outcome {
+        VerifyOutcome::Verified { .. } => Some(("verified", "the code was verified".into())),
+        VerifyOutcome::WrongCode {
+            attempts_remaining, ..
+        } => Some((
+            "verify_failed",
+            format!(
+                "wrong code; {} of {max_attempts} attempts used",
+                max_attempts - attempts_remaining
+            ),
+        )),
+        VerifyOutcome::TooManyAttempts { .. } => Some((
+            "max_attempts",
+            format!("refused: all {max_attempts} attempts were used"),
+        )),
+        VerifyOutcome::Expired { .. } => Some(("expired", "refused: the code has expired".into())),
+        VerifyOutcome::AlreadyVerified { .. } | VerifyOutcome::NotFound => None,
+    }
 }
 
 /// One change of an OTP's status.

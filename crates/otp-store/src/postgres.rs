@@ -18,21 +18,29 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::alloc::Balances;
 use crate::migrate;
-use crate::model::{channel_from_str, option_from_str};
+use crate::model::{
+    StoredCode, VerifyRow, VerifyStep, channel_from_str, option_from_str, verify_event,
+};
 use crate::*;
+use otp_domain::vault::CodeVault;
 
 type AcceptReply = oneshot::Sender<Result<Accepted, AcceptError>>;
 
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
-    accepts: mpsc::UnboundedSender<(NewOtp, AcceptReply)>,
+    accepts: mpsc::UnboundedSender<(SealedOtp, AcceptReply)>,
+    vault: Arc<CodeVault>,
 }
 
 const OTP_COLUMNS: &str = "o.id, o.account_id, o.account_seq, o.phone_number, o.e164, o.template, \
-     o.message, o.otp, o.otp_options, o.channel, o.voice_input, o.length_factor, o.company_name, \
+     o.message, o.code_salt, o.otp_options, o.channel, o.voice_input, o.length_factor, o.company_name, \
      o.segments, o.credits_used, o.status, o.status_at, o.error, o.provider_message_id, o.created_at, \
-     o.route, o.error_code, o.delivered_at, o.refunded";
+     o.route, o.error_code, o.delivered_at, o.refunded, o.otp_cipher, o.key_id, o.expires_at, \
+     o.verified_at, o.verify_attempts";
+
+const VERIFY_COLUMNS: &str =
+    "id, e164, code_salt, otp_hash, expires_at, verify_attempts, verified_at";
 
 const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, phone_credits, otp_count, created_at";
 
@@ -71,7 +79,11 @@ impl PgStore {
         for _ in 0..BATCHERS {
             tokio::spawn(batcher(pool.clone(), rx.clone(), options.max_batch.max(1)));
         }
-        Ok(PgStore { pool, accepts: tx })
+        Ok(PgStore {
+            pool,
+            accepts: tx,
+            vault: options.vault.clone(),
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -112,7 +124,7 @@ async fn migrate_pg(pool: &Pool) -> Result<(), StoreError> {
 
 async fn batcher(
     pool: Pool,
-    rx: Arc<Mutex<mpsc::UnboundedReceiver<(NewOtp, AcceptReply)>>>,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<(SealedOtp, AcceptReply)>>>,
     max_batch: usize,
 ) {
     loop {
@@ -130,7 +142,7 @@ async fn batcher(
                 }
             }
         }
-        let (otps, replies): (Vec<NewOtp>, Vec<AcceptReply>) = batch.into_iter().unzip();
+        let (otps, replies): (Vec<SealedOtp>, Vec<AcceptReply>) = batch.into_iter().unzip();
         match accept_batch(&pool, &otps).await {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {
@@ -149,10 +161,11 @@ async fn batcher(
 
 async fn accept_batch(
     pool: &Pool,
-    otps: &[NewOtp],
+    sealed: &[SealedOtp],
 ) -> Result<Vec<Result<Accepted, AcceptError>>, StoreError> {
     let mut client = pool.get().await.map_err(pool_err)?;
     let tx = client.transaction().await.map_err(pg_err)?;
+    let otps: Vec<&NewOtp> = sealed.iter().map(|s| &s.otp).collect();
     let mut ids: Vec<i64> = otps.iter().map(|o| o.account_id).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -191,16 +204,35 @@ async fn accept_batch(
     }
 
     let pick = |f: &dyn Fn(&NewOtp) -> String| -> Vec<String> {
-        taken.iter().map(|(i, _)| f(&otps[*i])).collect()
+        taken.iter().map(|(i, _)| f(otps[*i])).collect()
     };
     let account_ids: Vec<i64> = taken.iter().map(|(i, _)| otps[*i].account_id).collect();
     let seqs: Vec<i64> = taken.iter().map(|(_, t)| t.account_seq).collect();
-    let key_ids: Vec<Option<i64>> = taken.iter().map(|(i, _)| otps[*i].api_key_id).collect();
+    let api_key_ids: Vec<Option<i64>> = taken.iter().map(|(i, _)| otps[*i].api_key_id).collect();
     let phones = pick(&|o| o.phone_number.clone());
     let e164s = pick(&|o| o.e164.clone());
     let templates = pick(&|o| o.template.clone());
-    let messages = pick(&|o| o.message.clone());
-    let codes = pick(&|o| o.otp.clone());
+    let messages: Vec<&str> = taken
+        .iter()
+        .map(|(i, _)| sealed[*i].masked_message.as_str())
+        .collect();
+    let salts: Vec<&[u8]> = taken
+        .iter()
+        .map(|(i, _)| &sealed[*i].code.salt[..])
+        .collect();
+    let hashes: Vec<&[u8]> = taken
+        .iter()
+        .map(|(i, _)| &sealed[*i].code.hash[..])
+        .collect();
+    let ciphers: Vec<&[u8]> = taken
+        .iter()
+        .map(|(i, _)| sealed[*i].code.cipher.as_slice())
+        .collect();
+    let key_ids: Vec<&str> = taken
+        .iter()
+        .map(|(i, _)| sealed[*i].code.key_id.as_str())
+        .collect();
+    let expires: Vec<i64> = taken.iter().map(|(i, _)| otps[*i].expires_at).collect();
     let options = pick(&|o| o.otp_option.as_str().to_owned());
     let channels = pick(&|o| o.channel.as_str().to_owned());
     let voices: Vec<Option<&str>> = taken
@@ -227,23 +259,25 @@ async fn accept_batch(
     let inserted = tx
         .query(
             "INSERT INTO otps (account_id, account_seq, api_key_id, phone_number, e164, template, \
-             message, otp, otp_options, channel, voice_input, length_factor, company_name, segments, \
-             credits_used, status, status_at, created_at) \
-             SELECT a, s, k, p, e, t, m, c, op, ch, v, lf, co, sg, cr, 'queued', ts, ts FROM UNNEST(\
+             message, otp_options, channel, voice_input, length_factor, company_name, segments, \
+             credits_used, status, status_at, created_at, code_salt, otp_hash, otp_cipher, key_id, \
+             expires_at) \
+             SELECT a, s, k, p, e, t, m, op, ch, v, lf, co, sg, cr, 'queued', ts, ts, sa, h, ci, ki, ex \
+             FROM UNNEST(\
              $1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], \
-             $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::text[], \
-             $14::int8[], $15::int8[], $16::int8[]) \
-             AS u(a, s, k, p, e, t, m, c, op, ch, v, lf, co, sg, cr, ts) \
+             $8::text[], $9::text[], $10::text[], $11::float8[], $12::text[], \
+             $13::int8[], $14::int8[], $15::int8[], $16::bytea[], $17::bytea[], $18::bytea[], \
+             $19::text[], $20::int8[]) \
+             AS u(a, s, k, p, e, t, m, op, ch, v, lf, co, sg, cr, ts, sa, h, ci, ki, ex) \
              RETURNING id, account_id, account_seq",
             &[
                 &account_ids,
                 &seqs,
-                &key_ids,
+                &api_key_ids,
                 &phones,
                 &e164s,
                 &templates,
                 &messages,
-                &codes,
                 &options,
                 &channels,
                 &voices,
@@ -252,6 +286,11 @@ async fn accept_batch(
                 &segments,
                 &credits,
                 &created,
+                &salts,
+                &hashes,
+                &ciphers,
+                &key_ids,
+                &expires,
             ],
         )
         .await
@@ -333,10 +372,16 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
-fn otp_from_row(r: &Row, at: usize) -> OtpRecord {
+/// A row as stored: the record (code not yet revealed) and what is kept of the code.
+fn otp_from_row(r: &Row, at: usize) -> (OtpRecord, StoredCode) {
     let voice: Option<String> = r.get(at + 10);
     let status: String = r.get(at + 15);
-    OtpRecord {
+    let code = StoredCode {
+        salt: r.get(at + 7),
+        cipher: r.get(at + 24),
+        key_id: r.get(at + 25),
+    };
+    let record = OtpRecord {
         id: r.get(at),
         account_id: r.get(at + 1),
         account_seq: r.get(at + 2),
@@ -344,7 +389,7 @@ fn otp_from_row(r: &Row, at: usize) -> OtpRecord {
         e164: r.get(at + 4),
         template: r.get(at + 5),
         message: r.get(at + 6),
-        otp: r.get(at + 7),
+        otp: String::new(),
         otp_option: option_from_str(r.get(at + 8)),
         channel: channel_from_str(r.get(at + 9)),
         voice: voice.as_deref().and_then(otp_domain::channel::Voice::parse),
@@ -361,7 +406,18 @@ fn otp_from_row(r: &Row, at: usize) -> OtpRecord {
         error_code: r.get(at + 21),
         delivered_at: r.get(at + 22),
         refunded: r.get::<_, i64>(at + 23) != 0,
-    }
+        expires_at: r.get(at + 26),
+        verified_at: r.get(at + 27),
+        verify_attempts: r.get(at + 28),
+    };
+    (record, code)
+}
+
+/// A row with its code decrypted and its status as shown at `now`.
+fn revealed(vault: &CodeVault, r: &Row, at: usize, now: Micros) -> OtpRecord {
+    let (mut record, code) = otp_from_row(r, at);
+    record.reveal(vault, &code, now);
+    record
 }
 
 fn account_from_row(r: &Row) -> Account {
@@ -622,9 +678,11 @@ impl Store for PgStore {
     }
 
     async fn accept(&self, otp: NewOtp) -> Result<Accepted, AcceptError> {
+        // Sealed here, on the caller's task, before the send joins a batch.
+        let sealed = SealedOtp::new(otp, &self.vault);
         let (reply, rx) = oneshot::channel();
         self.accepts
-            .send((otp, reply))
+            .send((sealed, reply))
             .map_err(|_| StoreError::Unavailable("the PostgreSQL batcher has stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Unavailable("the PostgreSQL batcher has stopped".into()))?
@@ -704,7 +762,12 @@ impl Store for PgStore {
         tx.commit().await.map_err(pg_err)?;
         Ok(OtpPage {
             count: count.max(0) as u64,
-            items: rows.iter().map(|r| otp_from_row(r, 0)).collect(),
+            items: {
+                let now = now_micros();
+                rows.iter()
+                    .map(|r| revealed(&self.vault, r, 0, now))
+                    .collect()
+            },
         })
     }
 
@@ -717,7 +780,7 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg_err)?;
-        Ok(row.map(|r| otp_from_row(&r, 0)))
+        Ok(row.map(|r| revealed(&self.vault, &r, 0, now_micros())))
     }
 
     async fn claim_jobs(&self, claim: Claim) -> Result<Vec<ClaimedJob>, StoreError> {
@@ -744,14 +807,21 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg_err)?;
-        Ok(rows
+        drop(c);
+        let now = now_micros();
+        let jobs = rows
             .iter()
             .map(|r| ClaimedJob {
                 job_id: r.get(0),
                 attempts: r.get(1),
-                otp: otp_from_row(r, 2),
+                otp: revealed(&self.vault, r, 2, now),
             })
-            .collect())
+            .collect();
+        let (jobs, unreadable) = readable_jobs(jobs, now);
+        if !unreadable.is_empty() {
+            self.finish_jobs(unreadable).await?;
+        }
+        Ok(jobs)
     }
 
     async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError> {
@@ -925,6 +995,126 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn verify(&self, req: VerifyRequest) -> Result<VerifyOutcome, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        // The row is locked (FOR UPDATE) from the check to the commit, so two
+        // verifications of one code take turns; the second sees the first's
+        // result (a verified or dead code no longer matches the live query).
+        let row = match (req.otp_id, &req.phone_number) {
+            (Some(id), number) => tx
+                .query_opt(
+                    &format!(
+                        "SELECT {VERIFY_COLUMNS} FROM otps WHERE id = $1 AND account_id = $2 \
+                         AND ($3::text IS NULL OR phone_number = $3) FOR UPDATE"
+                    ),
+                    &[&id, &req.account_id, number],
+                )
+                .await
+                .map_err(pg_err)?,
+            (None, Some(number)) => {
+                let live = tx
+                    .query_opt(
+                        &format!(
+                            "SELECT {VERIFY_COLUMNS} FROM otps WHERE account_id = $1 AND phone_number = $2 \
+                             AND verified_at IS NULL AND otp_hash IS NOT NULL AND expires_at > $3 \
+                             AND verify_attempts < $4 ORDER BY account_seq DESC LIMIT 1 FOR UPDATE"
+                        ),
+                        &[&req.account_id, number, &req.now, &req.max_attempts],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                match live {
+                    Some(row) => Some(row),
+                    None => tx
+                        .query_opt(
+                            &format!(
+                                "SELECT {VERIFY_COLUMNS} FROM otps WHERE account_id = $1 \
+                                 AND phone_number = $2 ORDER BY account_seq DESC LIMIT 1"
+                            ),
+                            &[&req.account_id, number],
+                        )
+                        .await
+                        .map_err(pg_err)?,
+                }
+            }
+            (None, None) => None,
+        };
+        let Some(row) = row else {
+            return Ok(VerifyOutcome::NotFound);
+        };
+        let row = VerifyRow {
+            id: row.get(0),
+            e164: row.get(1),
+            salt: row.get(2),
+            hash: row.get(3),
+            expires_at: row.get(4),
+            attempts: row.get(5),
+            verified_at: row.get(6),
+        };
+        let outcome = match row.step(&req, &self.vault) {
+            VerifyStep::Verify => {
+                tx.execute(
+                    "UPDATE otps SET verified_at = $2, status = 'verified', status_at = $2 WHERE id = $1",
+                    &[&row.id, &req.now],
+                )
+                .await
+                .map_err(pg_err)?;
+                VerifyOutcome::Verified {
+                    id: row.id,
+                    verified_at: req.now,
+                }
+            }
+            VerifyStep::Fail => {
+                let attempts: i64 = tx
+                    .query_one(
+                        "UPDATE otps SET verify_attempts = verify_attempts + 1 WHERE id = $1 \
+                         RETURNING verify_attempts",
+                        &[&row.id],
+                    )
+                    .await
+                    .map_err(pg_err)?
+                    .get(0);
+                VerifyOutcome::WrongCode {
+                    id: row.id,
+                    attempts_remaining: (req.max_attempts - attempts).max(0),
+                }
+            }
+            VerifyStep::Refuse(outcome) => outcome,
+        };
+        if let Some((status, detail)) = verify_event(&outcome, req.max_attempts) {
+            tx.execute(
+                "INSERT INTO otp_events (otp_id, status, at, detail) VALUES ($1, $2, $3, $4)",
+                &[&row.id, &status, &req.now, &detail],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(outcome)
+    }
+
+    async fn purge_codes(&self, expired_before: Micros) -> Result<u64, StoreError> {
+        let c = self.client().await?;
+        let mut total = 0;
+        loop {
+            // Chunks, so no statement holds many row locks for long.
+            let n = c
+                .execute(
+                    "UPDATE otps SET otp_cipher = NULL, otp_hash = NULL, key_id = NULL \
+                     WHERE id IN (SELECT id FROM otps WHERE otp_cipher IS NOT NULL \
+                     AND expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    &[&expired_before, &PURGE_CHUNK],
+                )
+                .await
+                .map_err(pg_err)?;
+            total += n;
+            if (n as i64) < PURGE_CHUNK {
+                return Ok(total);
+            }
+        }
     }
 }
 

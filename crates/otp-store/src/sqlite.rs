@@ -16,8 +16,11 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::alloc::Balances;
 use crate::migrate::{self, Migration};
-use crate::model::{channel_from_str, option_from_str};
+use crate::model::{
+    StoredCode, VerifyRow, VerifyStep, channel_from_str, option_from_str, verify_event,
+};
 use crate::*;
+use otp_domain::vault::CodeVault;
 
 /// Sends a caller its answer once the batch's commit is known.
 type Finisher = Box<dyn FnOnce(Option<&StoreError>) + Send>;
@@ -25,7 +28,10 @@ type Finisher = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 type Job = Box<dyn FnOnce(Option<&Transaction<'_>>) -> Finisher + Send>;
 
 enum WriteOp {
-    Accept(Box<NewOtp>, oneshot::Sender<Result<Accepted, AcceptError>>),
+    Accept(
+        Box<SealedOtp>,
+        oneshot::Sender<Result<Accepted, AcceptError>>,
+    ),
     Other(Job),
 }
 
@@ -33,6 +39,7 @@ enum WriteOp {
 pub struct SqliteStore {
     writer: mpsc::UnboundedSender<WriteOp>,
     readers: Arc<ReadPool>,
+    vault: Arc<CodeVault>,
 }
 
 struct ReadPool {
@@ -41,9 +48,12 @@ struct ReadPool {
 }
 
 const OTP_COLUMNS: &str = "id, account_id, account_seq, phone_number, e164, template, message, \
-     otp, otp_options, channel, voice_input, length_factor, company_name, segments, \
+     code_salt, otp_options, channel, voice_input, length_factor, company_name, segments, \
      credits_used, status, status_at, error, provider_message_id, created_at, route, error_code, \
-     delivered_at, refunded";
+     delivered_at, refunded, otp_cipher, key_id, expires_at, verified_at, verify_attempts";
+
+const VERIFY_COLUMNS: &str =
+    "id, e164, code_salt, otp_hash, expires_at, verify_attempts, verified_at";
 
 const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, phone_credits, otp_count, created_at";
 
@@ -80,6 +90,7 @@ impl SqliteStore {
                 permits: Semaphore::new(read_conns.len()),
                 conns: Mutex::new(read_conns),
             }),
+            vault: options.vault.clone(),
         })
     }
 
@@ -164,6 +175,16 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 }
 
 fn apply_migrations(conn: &mut Connection, list: &[Migration]) -> Result<(), StoreError> {
+    // A migration that drops data (0003 drops plain codes) must not leave it in
+    // free pages; afterwards, zero freed space only where it costs no extra I/O.
+    conn.execute_batch("PRAGMA secure_delete = ON")
+        .map_err(map_err)?;
+    apply_migrations_in(conn, list)?;
+    conn.execute_batch("PRAGMA secure_delete = FAST")
+        .map_err(map_err)
+}
+
+fn apply_migrations_in(conn: &mut Connection, list: &[Migration]) -> Result<(), StoreError> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(map_err)?;
@@ -224,7 +245,7 @@ fn run_batch(conn: &mut Connection, ops: &mut Vec<WriteOp>) {
         ),
         Ok(tx) => {
             let finishers = others.into_iter().map(|job| job(Some(&tx))).collect();
-            let otps: Vec<&NewOtp> = accepts.iter().map(|(otp, _)| otp.as_ref()).collect();
+            let otps: Vec<&SealedOtp> = accepts.iter().map(|(otp, _)| otp.as_ref()).collect();
             match accept_batch(&tx, &otps) {
                 Ok(results) => match tx.commit() {
                     Ok(()) => (finishers, Some(results), None),
@@ -260,7 +281,7 @@ fn run_batch(conn: &mut Connection, ops: &mut Vec<WriteOp>) {
 /// the transaction must not commit; inner errors are per send.
 fn accept_batch(
     tx: &Transaction<'_>,
-    otps: &[&NewOtp],
+    otps: &[&SealedOtp],
 ) -> Result<Vec<Result<Accepted, AcceptError>>, StoreError> {
     if otps.is_empty() {
         return Ok(Vec::new());
@@ -272,7 +293,7 @@ fn accept_batch(
                 "SELECT sms_credits, phone_credits, otp_count FROM accounts WHERE id = ?1",
             )
             .map_err(map_err)?;
-        for otp in otps {
+        for SealedOtp { otp, .. } in otps {
             let found = stmt
                 .query_row([otp.account_id], |r| {
                     Ok((
@@ -291,9 +312,11 @@ fn accept_batch(
     let mut insert_otp = tx
         .prepare_cached(
             "INSERT INTO otps (account_id, account_seq, api_key_id, phone_number, e164, template, \
-             message, otp, otp_options, channel, voice_input, length_factor, company_name, \
-             segments, credits_used, status, status_at, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'queued', ?16, ?16)",
+             message, otp_options, channel, voice_input, length_factor, company_name, \
+             segments, credits_used, status, status_at, created_at, code_salt, otp_hash, otp_cipher, \
+             key_id, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'queued', ?15, ?15, \
+             ?16, ?17, ?18, ?19, ?20)",
         )
         .map_err(map_err)?;
     let mut insert_job = tx
@@ -309,7 +332,12 @@ fn accept_batch(
         )
         .map_err(map_err)?;
     let mut results = Vec::with_capacity(otps.len());
-    for otp in otps {
+    for SealedOtp {
+        otp,
+        code,
+        masked_message,
+    } in otps
+    {
         let taken = match balances.take(otp) {
             Ok(t) => t,
             Err(e) => {
@@ -325,8 +353,7 @@ fn accept_batch(
                 otp.phone_number,
                 otp.e164,
                 otp.template,
-                otp.message,
-                otp.otp,
+                masked_message,
                 otp.otp_option.as_str(),
                 otp.channel.as_str(),
                 otp.voice.map(|v| v.as_str()),
@@ -335,6 +362,11 @@ fn accept_batch(
                 otp.segments,
                 otp.cost.sms + otp.cost.phone,
                 otp.created_at,
+                &code.salt[..],
+                &code.hash[..],
+                code.cipher,
+                code.key_id,
+                otp.expires_at,
             ])
             .map_err(map_err)?;
         let id = tx.last_insert_rowid();
@@ -403,10 +435,18 @@ pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
-fn otp_from_row(r: &Row<'_>) -> rusqlite::Result<OtpRecord> {
+/// A row as stored: the record (code not yet revealed) and what is kept of the code.
+type OtpRow = (OtpRecord, StoredCode);
+
+fn otp_from_row(r: &Row<'_>) -> rusqlite::Result<OtpRow> {
     let status: String = r.get(15)?;
     let voice: Option<String> = r.get(10)?;
-    Ok(OtpRecord {
+    let code = StoredCode {
+        salt: r.get(7)?,
+        cipher: r.get(24)?,
+        key_id: r.get(25)?,
+    };
+    let record = OtpRecord {
         id: r.get(0)?,
         account_id: r.get(1)?,
         account_seq: r.get(2)?,
@@ -414,7 +454,7 @@ fn otp_from_row(r: &Row<'_>) -> rusqlite::Result<OtpRecord> {
         e164: r.get(4)?,
         template: r.get(5)?,
         message: r.get(6)?,
-        otp: r.get(7)?,
+        otp: String::new(),
         otp_option: option_from_str(&r.get::<_, String>(8)?),
         channel: channel_from_str(&r.get::<_, String>(9)?),
         voice: voice.as_deref().and_then(otp_domain::channel::Voice::parse),
@@ -431,7 +471,22 @@ fn otp_from_row(r: &Row<'_>) -> rusqlite::Result<OtpRecord> {
         error_code: r.get(21)?,
         delivered_at: r.get(22)?,
         refunded: r.get::<_, i64>(23)? != 0,
-    })
+        expires_at: r.get(26)?,
+        verified_at: r.get(27)?,
+        verify_attempts: r.get(28)?,
+    };
+    Ok((record, code))
+}
+
+/// Decrypts the codes of rows read, on the calling thread.
+fn reveal(vault: &CodeVault, rows: Vec<OtpRow>) -> Vec<OtpRecord> {
+    let now = now_micros();
+    rows.into_iter()
+        .map(|(mut record, code)| {
+            record.reveal(vault, &code, now);
+            record
+        })
+        .collect()
 }
 
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
@@ -466,7 +521,7 @@ fn account_by_id(conn: &Connection, id: AccountId) -> Result<Option<Account>, St
     .map_err(map_err)
 }
 
-fn otp_by_id(conn: &Connection, id: i64) -> Result<Option<OtpRecord>, StoreError> {
+fn otp_by_id(conn: &Connection, id: i64) -> Result<Option<OtpRow>, StoreError> {
     conn.prepare_cached(&format!("SELECT {OTP_COLUMNS} FROM otps WHERE id = ?1"))
         .and_then(|mut s| s.query_row([id], otp_from_row).optional())
         .map_err(map_err)
@@ -680,9 +735,11 @@ impl Store for SqliteStore {
     }
 
     async fn accept(&self, otp: NewOtp) -> Result<Accepted, AcceptError> {
+        // Sealed here, on the caller's task: the writer thread only copies bytes.
+        let sealed = SealedOtp::new(otp, &self.vault);
         let (reply, rx) = oneshot::channel();
         self.writer
-            .send(WriteOp::Accept(Box::new(otp), reply))
+            .send(WriteOp::Accept(Box::new(sealed), reply))
             .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
@@ -690,62 +747,86 @@ impl Store for SqliteStore {
 
     async fn list_otps(&self, query: &ListQuery) -> Result<OtpPage, StoreError> {
         let q = query.clone();
+        let vault = self.vault.clone();
         self.read(move |c| {
             // One read transaction, so the count and the page agree.
             c.execute_batch("BEGIN DEFERRED").map_err(map_err)?;
             let result = list_otps_in(c, &q);
             let _ = c.execute_batch("COMMIT");
-            result
+            let (count, rows) = result?;
+            Ok(OtpPage {
+                count,
+                items: reveal(&vault, rows),
+            })
         })
         .await
     }
 
     async fn otp(&self, account: AccountId, id: i64) -> Result<Option<OtpRecord>, StoreError> {
-        self.read(move |c| Ok(otp_by_id(c, id)?.filter(|o| o.account_id == account)))
-            .await
+        let vault = self.vault.clone();
+        self.read(move |c| {
+            let row = otp_by_id(c, id)?.filter(|(o, _)| o.account_id == account);
+            Ok(reveal(&vault, row.into_iter().collect()).pop())
+        })
+        .await
     }
 
     async fn claim_jobs(&self, claim: Claim) -> Result<Vec<ClaimedJob>, StoreError> {
-        self.write(move |tx| {
-            let claimed: Vec<(i64, i64, i64)> = {
-                let mut s = tx
-                    .prepare_cached(
-                        "UPDATE delivery_jobs SET next_attempt_at = ?1, lease_owner = ?2, \
+        let claimed = self
+            .write(move |tx| {
+                let claimed: Vec<(i64, i64, i64)> = {
+                    let mut s = tx
+                        .prepare_cached(
+                            "UPDATE delivery_jobs SET next_attempt_at = ?1, lease_owner = ?2, \
                          attempts = attempts + 1, updated_at = ?3 \
                          WHERE id IN (SELECT id FROM delivery_jobs \
                              WHERE state = 'queued' AND channel = ?4 AND next_attempt_at <= ?3 \
                              ORDER BY next_attempt_at LIMIT ?5) \
                          RETURNING id, otp_id, attempts",
-                    )
-                    .map_err(map_err)?;
-                let rows = s
-                    .query_map(
-                        params![
-                            claim.lease_until,
-                            claim.node,
-                            claim.now,
-                            claim.channel.as_str(),
-                            claim.limit as i64
-                        ],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )
-                    .map_err(map_err)?;
-                collect(rows)?
-            };
-            let mut jobs = Vec::with_capacity(claimed.len());
-            for (job_id, otp_id, attempts) in claimed {
-                if let Some(otp) = otp_by_id(tx, otp_id)? {
-                    jobs.push(ClaimedJob {
-                        job_id,
-                        attempts,
-                        otp,
-                    });
+                        )
+                        .map_err(map_err)?;
+                    let rows = s
+                        .query_map(
+                            params![
+                                claim.lease_until,
+                                claim.node,
+                                claim.now,
+                                claim.channel.as_str(),
+                                claim.limit as i64
+                            ],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        )
+                        .map_err(map_err)?;
+                    collect(rows)?
+                };
+                let mut jobs = Vec::with_capacity(claimed.len());
+                for (job_id, otp_id, attempts) in claimed {
+                    if let Some(row) = otp_by_id(tx, otp_id)? {
+                        jobs.push((job_id, attempts, row));
+                    }
                 }
-            }
-            jobs.sort_by_key(|j| j.job_id);
-            Ok(jobs)
-        })
-        .await
+                jobs.sort_by_key(|j| j.0);
+                Ok(jobs)
+            })
+            .await?;
+        // Decrypted here, off the writer thread.
+        let now = now_micros();
+        let jobs = claimed
+            .into_iter()
+            .map(|(job_id, attempts, (mut otp, code))| {
+                otp.reveal(&self.vault, &code, now);
+                ClaimedJob {
+                    job_id,
+                    attempts,
+                    otp,
+                }
+            })
+            .collect();
+        let (jobs, unreadable) = readable_jobs(jobs, now);
+        if !unreadable.is_empty() {
+            self.finish_jobs(unreadable).await?;
+        }
+        Ok(jobs)
     }
 
     async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError> {
@@ -805,6 +886,129 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn verify(&self, request: VerifyRequest) -> Result<VerifyOutcome, StoreError> {
+        let vault = self.vault.clone();
+        // In the writer: verifications are serialized with every other write, so
+        // the check and the attempt count are one step.
+        self.write(move |tx| verify_in(tx, &request, &vault)).await
+    }
+
+    async fn purge_codes(&self, expired_before: Micros) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            // A chunk per write, so a large purge never holds up sends for long.
+            let n = self
+                .write(move |tx| {
+                    tx.prepare_cached(
+                        "UPDATE otps SET otp_cipher = NULL, otp_hash = NULL, key_id = NULL \
+                         WHERE id IN (SELECT id FROM otps WHERE otp_cipher IS NOT NULL \
+                         AND expires_at < ?1 LIMIT ?2)",
+                    )
+                    .and_then(|mut s| s.execute(params![expired_before, PURGE_CHUNK]))
+                    .map_err(map_err)
+                })
+                .await?;
+            total += n as u64;
+            if (n as i64) < PURGE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+fn verify_row(r: &Row<'_>) -> rusqlite::Result<VerifyRow> {
+    Ok(VerifyRow {
+        id: r.get(0)?,
+        e164: r.get(1)?,
+        salt: r.get(2)?,
+        hash: r.get(3)?,
+        expires_at: r.get(4)?,
+        attempts: r.get(5)?,
+        verified_at: r.get(6)?,
+    })
+}
+
+fn verify_in(
+    tx: &Transaction<'_>,
+    req: &VerifyRequest,
+    vault: &CodeVault,
+) -> Result<VerifyOutcome, StoreError> {
+    let row = match (req.otp_id, &req.phone_number) {
+        (Some(id), number) => tx
+            .prepare_cached(&format!(
+                "SELECT {VERIFY_COLUMNS} FROM otps WHERE id = ?1 AND account_id = ?2 \
+                 AND (?3 IS NULL OR phone_number = ?3)"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![id, req.account_id, number], verify_row)
+                    .optional()
+            })
+            .map_err(map_err)?,
+        (None, Some(number)) => {
+            // The newest code that can still verify; failing that, the newest
+            // code, to say why not.
+            let live = tx
+                .prepare_cached(&format!(
+                    "SELECT {VERIFY_COLUMNS} FROM otps WHERE account_id = ?1 AND phone_number = ?2 \
+                     AND verified_at IS NULL AND otp_hash IS NOT NULL AND expires_at > ?3 \
+                     AND verify_attempts < ?4 ORDER BY account_seq DESC LIMIT 1"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![req.account_id, number, req.now, req.max_attempts],
+                        verify_row,
+                    )
+                    .optional()
+                })
+                .map_err(map_err)?;
+            match live {
+                Some(row) => Some(row),
+                None => tx
+                    .prepare_cached(&format!(
+                        "SELECT {VERIFY_COLUMNS} FROM otps WHERE account_id = ?1 AND phone_number = ?2 \
+                         ORDER BY account_seq DESC LIMIT 1"
+                    ))
+                    .and_then(|mut s| s.query_row(params![req.account_id, number], verify_row).optional())
+                    .map_err(map_err)?,
+            }
+        }
+        (None, None) => None,
+    };
+    let Some(row) = row else {
+        return Ok(VerifyOutcome::NotFound);
+    };
+    let outcome = match row.step(req, vault) {
+        VerifyStep::Verify => {
+            tx.prepare_cached(
+                "UPDATE otps SET verified_at = ?2, status = 'verified', status_at = ?2 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![row.id, req.now]))
+            .map_err(map_err)?;
+            VerifyOutcome::Verified {
+                id: row.id,
+                verified_at: req.now,
+            }
+        }
+        VerifyStep::Fail => {
+            let attempts: i64 = tx
+                .prepare_cached(
+                    "UPDATE otps SET verify_attempts = verify_attempts + 1 WHERE id = ?1 \
+                     RETURNING verify_attempts",
+                )
+                .and_then(|mut s| s.query_row([row.id], |r| r.get(0)))
+                .map_err(map_err)?;
+            VerifyOutcome::WrongCode {
+                id: row.id,
+                attempts_remaining: (req.max_attempts - attempts).max(0),
+            }
+        }
+        VerifyStep::Refuse(outcome) => outcome,
+    };
+    if let Some((status, detail)) = verify_event(&outcome, req.max_attempts) {
+        event(tx, row.id, status, req.now, None, Some(&detail), None)?;
+    }
+    Ok(outcome)
 }
 
 fn event(
@@ -1024,7 +1228,7 @@ fn apply_receipt(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i64>, Stor
     Ok(Some(otp_id))
 }
 
-fn list_otps_in(c: &Connection, q: &ListQuery) -> Result<OtpPage, StoreError> {
+fn list_otps_in(c: &Connection, q: &ListQuery) -> Result<(u64, Vec<OtpRow>), StoreError> {
     let mut filter = String::from("account_id = ?1");
     let mut args: Vec<rusqlite::types::Value> = vec![q.account_id.into()];
     if let Some(p) = &q.phone_number {
@@ -1085,8 +1289,5 @@ fn list_otps_in(c: &Connection, q: &ListQuery) -> Result<OtpPage, StoreError> {
         s.query_map(rusqlite::params_from_iter(args.iter()), otp_from_row)
             .map_err(map_err)?,
     )?;
-    Ok(OtpPage {
-        count: count.max(0) as u64,
-        items,
-    })
+    Ok((count.max(0) as u64, items))
 }

@@ -53,6 +53,13 @@ pub struct Config {
     pub demo: DemoConfig,
     /// Speech for voice OTPs and the defaults of `sip` routes.
     pub voice: VoiceConfig,
+    /// `development` (default: missing code keys are generated into a local
+    /// file) or `production` (the server refuses to start without them).
+    pub mode: Mode,
+    /// Keys for codes at rest.
+    pub secrets: SecretsConfig,
+    /// Checking codes, and how long codes are kept.
+    pub verify: VerifyConfig,
     /// Carrier routes, in order of preference per channel. None configured: the
     /// `log` driver takes both channels.
     pub routes: Vec<RouteConfig>,
@@ -109,6 +116,9 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             demo: DemoConfig::default(),
             voice: VoiceConfig::default(),
+            mode: Mode::default(),
+            secrets: SecretsConfig::default(),
+            verify: VerifyConfig::default(),
             routes: Vec::new(),
         }
     }
@@ -139,6 +149,8 @@ pub struct ApiConfig {
     pub default_page_size: u32,
     /// The largest `limit` a client may ask for.
     pub max_page_size: u32,
+    /// Show codes masked (`******`) in list and detail replies, always.
+    pub hide_codes: bool,
 }
 
 impl Default for ApiConfig {
@@ -146,6 +158,7 @@ impl Default for ApiConfig {
         ApiConfig {
             default_page_size: 20,
             max_page_size: 100,
+            hide_codes: false,
         }
     }
 }
@@ -277,6 +290,60 @@ pub struct VoiceOverride {
     pub pitch: Option<u8>,
     /// espeak-ng `-s` at `length_factor` 1.0, words per minute, 80-450.
     pub rate_wpm: Option<u16>,
+}
+
+/// How strict the server is about its secrets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Missing code keys are generated and kept in `secrets.file`, with a warning.
+    #[default]
+    Development,
+    /// Every code key must be configured; the server refuses to start otherwise.
+    Production,
+}
+
+/// `[secrets]`: the keys codes are kept under (see `crate::secrets`). Keys are
+/// 32 random bytes in standard base64 (`openssl rand -base64 32`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// Key of the HMAC-SHA256 that codes are verified by.
+    pub hmac_key: Option<Secret<String>>,
+    /// AES-256-GCM keys by id; old ids stay listed to read codes they encrypted.
+    pub encryption_keys: std::collections::BTreeMap<String, Secret<String>>,
+    /// The id of the key new codes are encrypted with.
+    pub current_key_id: String,
+    /// Development mode: where generated keys are kept. Empty: next to the
+    /// SQLite database (`<database>.secrets.toml`), or `otpgate-secrets.toml`
+    /// in the working directory for PostgreSQL.
+    pub file: String,
+}
+
+/// `[verify]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// Wrong codes after which a code is dead.
+    pub max_attempts: i64,
+    /// How long codes stay verifiable when a send names no `expiry_seconds`.
+    pub default_expiry_seconds: i64,
+    /// How long after expiry the encrypted code is kept (the list shows it)
+    /// before it is purged (the list shows it masked).
+    pub retention_seconds: i64,
+    /// How often the purge runs.
+    pub purge_interval_seconds: u64,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            max_attempts: 5,
+            default_expiry_seconds: 600,
+            retention_seconds: 86_400,
+            purge_interval_seconds: 60,
+        }
+    }
 }
 
 impl Config {

@@ -6,6 +6,7 @@
 //!   a shutdown future completes; `main` and the tests both use it.
 //! - [`api`]: the HTTP routes, one router per feature, and the one error envelope.
 //! - [`auth`]: API keys (format, hashing, constant-time checks, last-used tracking).
+//! - [`codes`]: the keys codes are kept under at rest, and the purge of old codes.
 //! - [`delivery`]: the outbox workers and the channel [`delivery::Driver`] trait.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`cli`]: the `otpgate` command line.
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod codes;
 pub mod config;
 pub mod delivery;
 pub mod metrics;

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use otp_domain::channel::Channel;
+use otp_domain::vault::CodeVault;
 use otp_store::{SharedStore, StoreError, StoreOptions};
 
 use crate::auth::{LastUsed, issue_key};
@@ -35,11 +36,21 @@ pub struct Application {
     first_key: Option<String>,
 }
 
-/// Opens the store the configuration names.
+/// Opens the store the configuration names, for commands that never read or
+/// write a code (its code keys are throwaway ones; the server uses [`open_store_with`]).
 pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
+    open_store_with(config, Arc::new(CodeVault::ephemeral())).await
+}
+
+/// Opens the store the configuration names, keeping codes under `vault`.
+pub async fn open_store_with(
+    config: &Config,
+    vault: Arc<CodeVault>,
+) -> anyhow::Result<SharedStore> {
     let options = StoreOptions {
         max_batch: config.store.max_batch,
         connections: config.store.connections,
+        vault,
     };
     otp_store::open(config.database_url.expose(), &options)
         .await
@@ -51,7 +62,8 @@ impl Application {
     /// store, and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let tz = config.timezone()?;
-        let store = open_store(&config).await?;
+        let vault = crate::codes::load_vault(&config).context("loading the code keys")?;
+        let store = open_store_with(&config, Arc::new(vault)).await?;
         let first_key = if config.demo.create_default_account {
             seed_default_account(&store, &config).await?
         } else {
@@ -127,6 +139,11 @@ impl Application {
             workers.push(tokio::spawn(dispatcher.run(stop)));
         }
         let flusher = tokio::spawn(flush_last_used(state.clone(), stop.clone()));
+        let purger = tokio::spawn(crate::codes::purge_loop(
+            state.store.clone(),
+            config.clone(),
+            stop.clone(),
+        ));
 
         tracing::info!(
             address = %self.listener.local_addr()?,
@@ -150,6 +167,7 @@ impl Application {
             driver.shutdown().await;
         }
         let _ = flusher.await;
+        let _ = purger.await;
         if let Err(e) = state.last_used.flush(&state.store).await {
             tracing::warn!(error = %e, "could not record key use at shutdown");
         }

@@ -93,7 +93,6 @@ impl Source {
                 phone_number: number.to_owned(),
                 e164,
                 template: template.to_owned(),
-                message,
                 otp: code.to_owned(),
                 otp_option: OtpOption::Generated,
                 channel,
@@ -107,6 +106,7 @@ impl Source {
                 },
                 cost: credits::cost(channel, &seg),
                 created_at: now_micros(),
+                expires_at: now_micros() + 600_000_000,
             })
             .await
             .unwrap();

@@ -168,6 +168,21 @@ impl ApiError {
         })
     }
 
+    /// A refusal with its own status, one reason (`errors[0]`, whose `message`
+    /// is also the envelope's) and optional `data`; used for outcomes such as a
+    /// wrong or expired code.
+    pub fn refusal(
+        status: StatusCode,
+        reason: FieldError,
+        data: Option<serde_json::Value>,
+    ) -> Self {
+        ApiError::from_inner(Inner {
+            data,
+            errors: vec![reason.clone()],
+            ..ApiError::new(status, reason.message).inner()
+        })
+    }
+
     /// 500 whose cause is logged, not told.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");

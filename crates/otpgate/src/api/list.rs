@@ -10,6 +10,10 @@
 //! counter and any offset is an index seek; a filtered list reached by a raw deep
 //! offset (not a link) costs a scan of the matching rows.
 //! A caller only ever sees its own account's records.
+//!
+//! `otp` is the code, decrypted, until its cipher is purged (`verify.retention_seconds`
+//! after it expires); then, or always with `api.hide_codes`, it is `******` and
+//! the message shows `******` in its place.
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -22,7 +26,9 @@ use std::collections::HashMap;
 use utoipa::ToSchema;
 
 use otp_domain::channel::Channel;
+use otp_domain::message::PLACEHOLDER;
 use otp_domain::phone::PhoneNumber;
+use otp_domain::vault::MASK;
 use otp_store::{ListQuery, Micros, OtpRecord};
 
 use super::error::{ApiError, FieldError};
@@ -44,15 +50,18 @@ pub fn router() -> Router<AppState> {
 pub struct OtpItem {
     pub id: i64,
     pub phone_number: String,
-    /// The rendered text.
+    /// The rendered text (the code masked when `otp` is).
     pub message: String,
+    /// The code; `******` once purged or with `api.hide_codes`.
     pub otp: String,
     pub otp_options: String,
     pub sms_send_options: String,
     /// RFC 3339 in the configured zone (default Asia/Kathmandu, +05:45).
     pub created_at: String,
-    /// Ours: `queued`, `sent`, `delivered`, `undeliverable`, `expired`,
-    /// `rejected` or `failed`.
+    /// Ours: `queued`, `sent`, `delivered`, `undeliverable`, `rejected` or
+    /// `failed` as the carrier reports; `verified` once the code was verified;
+    /// `expired` once an unverified code is past `expires_at` (or the carrier
+    /// let it expire).
     pub status: String,
     pub status_updated_at: String,
     pub credits_used: i64,
@@ -68,6 +77,11 @@ pub struct OtpItem {
     pub delivered_at: Option<String>,
     /// Whether its credits were given back (never handed over, or not delivered).
     pub refunded: bool,
+    /// When the code stops verifying.
+    pub expires_at: String,
+    pub verified_at: Option<String>,
+    /// Wrong codes tried so far.
+    pub verify_attempts: i64,
 }
 
 /// One change of status.
@@ -172,7 +186,7 @@ pub async fn list_otps(
             status: 200,
             success: true,
             errors: Vec::new(),
-            data: page.items.iter().map(|o| item(o, &state.tz)).collect(),
+            data: page.items.iter().map(|o| item(o, &state)).collect(),
         },
     }))
 }
@@ -217,7 +231,7 @@ pub async fn get_otp(
         success: true,
         errors: Vec::new(),
         data: OtpDetail {
-            otp: item(&otp, &state.tz),
+            otp: item(&otp, &state),
             history,
             provider_message_ids,
         },
@@ -387,12 +401,18 @@ pub fn rfc3339(micros: Micros, tz: &chrono_tz::Tz) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
 }
 
-fn item(o: &OtpRecord, tz: &chrono_tz::Tz) -> OtpItem {
+fn item(o: &OtpRecord, state: &AppState) -> OtpItem {
+    let tz = &state.tz;
+    let (message, otp) = if state.config.api.hide_codes {
+        (o.template.replace(PLACEHOLDER, MASK), MASK.to_owned())
+    } else {
+        (o.message.clone(), o.otp.clone())
+    };
     OtpItem {
         id: o.id,
         phone_number: o.phone_number.clone(),
-        message: o.message.clone(),
-        otp: o.otp.clone(),
+        message,
+        otp,
         otp_options: o.otp_option.as_str().to_owned(),
         sms_send_options: o.channel.as_str().to_owned(),
         created_at: rfc3339(o.created_at, tz),
@@ -408,6 +428,9 @@ fn item(o: &OtpRecord, tz: &chrono_tz::Tz) -> OtpItem {
         route: o.route.clone(),
         delivered_at: o.delivered_at.map(|t| rfc3339(t, tz)),
         refunded: o.refunded,
+        expires_at: rfc3339(o.expires_at, tz),
+        verified_at: o.verified_at.map(|t| rfc3339(t, tz)),
+        verify_attempts: o.verify_attempts,
     }
 }
 

@@ -6,6 +6,7 @@ mod extract;
 mod list;
 mod ops;
 mod send;
+mod verify;
 mod voice;
 
 use std::time::Instant;
@@ -31,6 +32,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(send::router())
+        .merge(verify::router())
         .merge(list::router())
         .merge(ops::router())
         .merge(voice::router())

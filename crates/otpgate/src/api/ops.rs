@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         super::send::send_otp,
         super::list::list_otps,
         super::list::get_otp,
+        super::verify::verify_otp,
         super::voice::list_voices,
         super::voice::preview
     ),

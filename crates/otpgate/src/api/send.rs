@@ -67,6 +67,8 @@ pub struct SendOtpRequest {
     length_factor: Option<f64>,
     /// Stored and returned; at most 100 characters.
     company_name: Option<String>,
+    /// How long the code can be verified, 60-3600 seconds, default 600.
+    expiry_seconds: Option<u32>,
 }
 
 /// `data.details` of a successful send.
@@ -92,6 +94,8 @@ pub struct SendDetails {
     pub encoding: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub company_name: Option<String>,
+    /// When the code stops verifying (RFC 3339 in the configured zone).
+    pub expires_at: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -119,6 +123,8 @@ struct ValidSend {
     voice: Option<Voice>,
     length_factor: Option<f64>,
     company_name: Option<String>,
+    /// Seconds the code stays verifiable; `None`: the configured default.
+    expiry_seconds: Option<i64>,
 }
 
 /// Send an OTP by SMS or voice call.
@@ -186,13 +192,17 @@ pub async fn send_otp(
         ),
         Channel::Voice => (0, None),
     };
+    let created_at = now_micros();
+    let expiry = valid
+        .expiry_seconds
+        .unwrap_or(state.config.verify.default_expiry_seconds);
+    let expires_at = created_at + expiry * 1_000_000;
     let new = NewOtp {
         account_id: caller.account_id,
         api_key_id: Some(caller.key_row),
         phone_number: valid.number.display().to_owned(),
         e164: valid.number.e164().to_owned(),
         template: valid.template.as_str().to_owned(),
-        message: message.clone(),
         otp: valid.code.as_str().to_owned(),
         otp_option: valid.option,
         channel: valid.channel,
@@ -201,7 +211,8 @@ pub async fn send_otp(
         company_name: valid.company_name.clone(),
         segments: segments_sent,
         cost,
-        created_at: now_micros(),
+        created_at,
+        expires_at,
     };
     let started = Instant::now();
     let accepted = state.store.accept(new).await;
@@ -275,13 +286,14 @@ pub async fn send_otp(
                 segments: segments_sent,
                 encoding: encoding.map(str::to_owned),
                 company_name: valid.company_name,
+                expires_at: super::list::rfc3339(expires_at, &state.tz),
             },
         },
     }))
 }
 
 /// A field that is absent or JSON `null` counts as not given.
-fn given<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+pub(super) fn given<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     fields.get(name).filter(|v| !v.is_null())
 }
 
@@ -291,7 +303,11 @@ fn field_str<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a str> 
 
 /// Reads a text field; numbers are taken as their decimal text (clients send
 /// phone numbers and codes as JSON numbers too).
-fn text(fields: &Map<String, Value>, name: &str, errors: &mut Vec<FieldError>) -> Option<String> {
+pub(super) fn text(
+    fields: &Map<String, Value>,
+    name: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
     match given(fields, name)? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) if n.is_u64() => Some(n.to_string()),
@@ -306,7 +322,7 @@ fn text(fields: &Map<String, Value>, name: &str, errors: &mut Vec<FieldError>) -
     }
 }
 
-fn required_text(
+pub(super) fn required_text(
     fields: &Map<String, Value>,
     name: &str,
     errors: &mut Vec<FieldError>,
@@ -336,7 +352,11 @@ fn required_text(
 }
 
 /// An integer field, from a JSON integer or a decimal string (as forms send it).
-fn integer(fields: &Map<String, Value>, name: &str, errors: &mut Vec<FieldError>) -> Option<i64> {
+pub(super) fn integer(
+    fields: &Map<String, Value>,
+    name: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<i64> {
     let parsed = match given(fields, name)? {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.trim().parse::<i64>().ok(),
@@ -526,6 +546,20 @@ fn validate(fields: &Map<String, Value>) -> Result<ValidSend, Vec<FieldError>> {
         }
     });
 
+    let expiry_seconds = integer(fields, "expiry_seconds", &mut errors).and_then(|n| {
+        let (min, max) = crate::codes::EXPIRY_RANGE;
+        if (min..=max).contains(&n) {
+            Some(n)
+        } else {
+            errors.push(FieldError::new(
+                "expiry_seconds",
+                "out_of_range",
+                format!("expiry_seconds must be between {min} and {max}."),
+            ));
+            None
+        }
+    });
+
     match (number, template, channel, option, code) {
         (Some(number), Some(template), Some(channel), Some(option), Some(code))
             if errors.is_empty() =>
@@ -539,6 +573,7 @@ fn validate(fields: &Map<String, Value>) -> Result<ValidSend, Vec<FieldError>> {
                 voice,
                 length_factor,
                 company_name,
+                expiry_seconds,
             })
         }
         _ => Err(errors),

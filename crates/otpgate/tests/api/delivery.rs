@@ -66,7 +66,6 @@ fn new_otp(account: i64) -> NewOtp {
         phone_number: "9851023212".into(),
         e164: "+9779851023212".into(),
         template: "Code {otp}".into(),
-        message: "Code 123456".into(),
         otp: "123456".into(),
         otp_option: OtpOption::Generated,
         channel: Channel::Text,
@@ -76,6 +75,7 @@ fn new_otp(account: i64) -> NewOtp {
         segments: 1,
         cost: Cost { sms: 1, phone: 0 },
         created_at: now_micros(),
+        expires_at: now_micros() + 600_000_000,
     }
 }
 

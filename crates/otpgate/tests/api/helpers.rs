@@ -63,6 +63,9 @@ pub struct TestApp {
     pub account_id: i64,
     pub key: String,
     pub deliveries: PathBuf,
+    /// The store's URL (`sqlite://...` or `postgres://...`), for tests that look
+    /// at the database itself.
+    pub database_url: String,
     /// Holds the SQLite file and the delivery log until the test ends.
     _dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
@@ -83,6 +86,7 @@ pub fn test_config(database_url: &str, dir: &tempfile::TempDir) -> Config {
         ..Config::default()
     };
     config.delivery.log_path = dir.path().join("deliveries.jsonl").display().to_string();
+    config.secrets.file = dir.path().join("secrets.toml").display().to_string();
     config.delivery.voice_dir = dir.path().join("voice").display().to_string();
     config.delivery.poll_interval_ms = 50;
     config.demo.create_default_account = false;
@@ -122,6 +126,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
         account_id: account.id,
         key: key.plaintext,
         deliveries,
+        database_url: url,
         _dir: dir,
         shutdown: Some(tx),
         running: Some(running),

@@ -12,4 +12,5 @@ mod list;
 mod ops;
 mod send;
 mod smsc;
+mod verify;
 mod voice;

@@ -1,0 +1,240 @@
+//! `POST /api/v1/auths/verify/otp/`: checks a code a user typed.
+//!
+//! The code is checked against the newest unexpired, unverified OTP the caller's
+//! account sent to `number` (or against the OTP `id`, which must be the
+//! account's). The store recomputes the code's HMAC and compares it in constant
+//! time, and counts a wrong code, in one transaction, so concurrent checks of one
+//! code are counted exactly and at most one succeeds. Outcomes:
+//!
+//! | outcome | HTTP | `errors[0].code` | `data` |
+//! |---|---|---|---|
+//! | verified | 200 | - | `id`, `verified_at` |
+//! | wrong code | 400 | `invalid_otp` | `attempts_remaining` (0: the code is now dead) |
+//! | too many attempts | 400 | `max_attempts` | `attempts_remaining: 0` |
+//! | expired | 410 | `expired` | - |
+//! | nothing to verify | 404 | `not_found`, or `already_verified` | - |
+//!
+//! Too many attempts is a 400, not a 429: waiting does not help (the code is dead
+//! for good), and 429 with `Retry-After` is kept for rate limits. Another
+//! account's OTPs are invisible: they answer exactly as a number never sent to.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+
+use otp_domain::code::OtpLength;
+use otp_domain::phone::PhoneNumber;
+use otp_store::{VerifyOutcome, VerifyRequest, now_micros};
+
+use super::error::{ApiError, FieldError};
+use super::extract::Fields;
+use super::send::{given, integer, text};
+use crate::auth::Caller;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/auths/verify/otp/", post(verify_otp))
+        .route("/api/v1/auths/verify/otp", post(verify_otp))
+}
+
+/// The request body, for the OpenAPI document (JSON or form).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct VerifyOtpRequest {
+    /// The number the code was sent to, in any accepted spelling. Required
+    /// unless `id` is given.
+    #[schema(example = "9851023212")]
+    number: Option<String>,
+    /// The code the user typed: 4-10 ASCII letters or digits (surrounding
+    /// spaces are ignored).
+    #[schema(example = "482193")]
+    otp: String,
+    /// The id a send returned: check this OTP rather than the number's newest.
+    id: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyData {
+    /// The OTP that was verified.
+    pub id: i64,
+    /// RFC 3339 in the configured zone.
+    pub verified_at: String,
+}
+
+/// The success envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyResponse {
+    pub status: u16,
+    pub success: bool,
+    #[schema(example = "OTP Verified Successfully.")]
+    pub message: String,
+    pub errors: Vec<FieldError>,
+    pub data: VerifyData,
+}
+
+/// Verify a code the user typed.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auths/verify/otp/",
+    tag = "otp",
+    request_body(content = VerifyOtpRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Verified; the code cannot be used again", body = VerifyResponse),
+        (status = 400, description = "Invalid request (nothing counted); or a wrong code (`invalid_otp`, with `data.attempts_remaining`); or a code whose attempts are used up (`max_attempts`)", body = super::error::ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
+        (status = 404, description = "Nothing to verify for this number or id in this account (`not_found`, `already_verified`)", body = super::error::ErrorEnvelope),
+        (status = 410, description = "The code has expired (`expired`)", body = super::error::ErrorEnvelope),
+        (status = 503, description = "Store unavailable; nothing counted", body = super::error::ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn verify_otp(
+    State(state): State<AppState>,
+    caller: Caller,
+    Fields(fields): Fields,
+) -> Result<Json<VerifyResponse>, ApiError> {
+    let (phone_number, otp_id, code) = validate(&fields).map_err(ApiError::validation)?;
+    let outcome = state
+        .store
+        .verify(VerifyRequest {
+            account_id: caller.account_id,
+            phone_number,
+            otp_id,
+            code,
+            max_attempts: state.config.verify.max_attempts,
+            now: now_micros(),
+        })
+        .await?;
+    let refuse = |status, code: &str, message: String, data| {
+        Err(ApiError::refusal(
+            status,
+            FieldError::new("otp", code, message),
+            data,
+        ))
+    };
+    match outcome {
+        VerifyOutcome::Verified { id, verified_at } => Ok(Json(VerifyResponse {
+            status: 200,
+            success: true,
+            message: "OTP Verified Successfully.".to_owned(),
+            errors: Vec::new(),
+            data: VerifyData {
+                id,
+                verified_at: super::list::rfc3339(verified_at, &state.tz),
+            },
+        })),
+        VerifyOutcome::WrongCode {
+            attempts_remaining, ..
+        } => refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_otp",
+            match attempts_remaining {
+                0 => "The OTP is incorrect. No attempts remain: send a new OTP.".to_owned(),
+                1 => "The OTP is incorrect. 1 attempt remains.".to_owned(),
+                n => format!("The OTP is incorrect. {n} attempts remain."),
+            },
+            Some(json!({ "attempts_remaining": attempts_remaining })),
+        ),
+        VerifyOutcome::TooManyAttempts { .. } => refuse(
+            StatusCode::BAD_REQUEST,
+            "max_attempts",
+            "Too many wrong attempts: this OTP can no longer be verified. Send a new OTP."
+                .to_owned(),
+            Some(json!({ "attempts_remaining": 0 })),
+        ),
+        VerifyOutcome::Expired { .. } => refuse(
+            StatusCode::GONE,
+            "expired",
+            "The OTP has expired. Send a new OTP.".to_owned(),
+            None,
+        ),
+        VerifyOutcome::AlreadyVerified { .. } => refuse(
+            StatusCode::NOT_FOUND,
+            "already_verified",
+            "No OTP is waiting to be verified: it was verified already.".to_owned(),
+            None,
+        ),
+        _ => refuse(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No OTP is waiting to be verified for this number.".to_owned(),
+            None,
+        ),
+    }
+}
+
+type Target = (Option<String>, Option<i64>, String);
+
+fn validate(fields: &Map<String, Value>) -> Result<Target, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let id = integer(fields, "id", &mut errors).and_then(|n| {
+        if n < 1 {
+            errors.push(FieldError::new(
+                "id",
+                "invalid",
+                "id must be a positive integer.",
+            ));
+            return None;
+        }
+        Some(n)
+    });
+    let number = match text(fields, "number", &mut errors) {
+        Some(s) if !s.trim().is_empty() => match PhoneNumber::parse(&s) {
+            Ok(n) => Some(n.display().to_owned()),
+            Err(e) => {
+                errors.push(FieldError::new("number", "invalid", e.to_string()));
+                None
+            }
+        },
+        _ => {
+            if id.is_none()
+                && !errors
+                    .iter()
+                    .any(|e| e.field == "number" || e.field == "id")
+            {
+                errors.push(FieldError::new("number", "required", "number is required."));
+            }
+            None
+        }
+    };
+    let code = match text(fields, "otp", &mut errors) {
+        Some(s) => {
+            let s = s.trim();
+            let len = s.chars().count();
+            if s.is_empty() {
+                errors.push(FieldError::new("otp", "blank", "otp may not be blank."));
+                None
+            } else if !(OtpLength::MIN as usize..=OtpLength::MAX as usize).contains(&len)
+                || !s.bytes().all(|b| b.is_ascii_alphanumeric())
+            {
+                errors.push(FieldError::new(
+                    "otp",
+                    "invalid",
+                    format!(
+                        "otp must be {} to {} letters or digits.",
+                        OtpLength::MIN,
+                        OtpLength::MAX
+                    ),
+                ));
+                None
+            } else {
+                Some(s.to_owned())
+            }
+        }
+        None => {
+            if given(fields, "otp").is_none() {
+                errors.push(FieldError::new("otp", "required", "otp is required."));
+            }
+            None
+        }
+    };
+    match code {
+        Some(code) if errors.is_empty() => Ok((number, id, code)),
+        _ => Err(errors),
+    }
+}

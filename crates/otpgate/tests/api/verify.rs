@@ -1,0 +1,462 @@
+//! Verifying codes, and codes at rest: outcomes, attempts under concurrency,
+//! tenant isolation, expiry, the purge, and a database dump without codes.
+
+use otp_store::{OtpStatus, Receipt, now_micros};
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, spawn_app_with, text_send};
+
+const NUMBER: &str = "9851023212";
+const VERIFY: &str = "/api/v1/auths/verify/otp/";
+
+fn personnel(number: &str, code: &str) -> Value {
+    json!({
+        "number": number,
+        "message": "Your code is {otp}",
+        "sms_send_options": "text",
+        "otp_options": "personnel",
+        "otp": code,
+    })
+}
+
+async fn verify_as(app: &TestApp, key: &str, body: &Value) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url(VERIFY))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn verify(app: &TestApp, body: &Value) -> (u16, Value) {
+    verify_as(app, &app.key, body).await
+}
+
+async fn send_code(app: &TestApp, number: &str, code: &str) -> i64 {
+    let reply = app.send_ok(&personnel(number, code)).await;
+    reply["data"]["details"]["id"].as_i64().unwrap()
+}
+
+fn reason(body: &Value) -> &str {
+    body["errors"][0]["code"].as_str().unwrap_or("")
+}
+
+/// Runs SQL on the test's database (SQLite file or PostgreSQL database).
+async fn sql(app: &TestApp, statement: &str) {
+    match app.backend {
+        Backend::Sqlite => {
+            let path = app.database_url.trim_start_matches("sqlite://").to_owned();
+            let statement = statement.to_owned();
+            tokio::task::spawn_blocking(move || {
+                let c = rusqlite::Connection::open(path).unwrap();
+                c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+                c.execute_batch(&statement).unwrap();
+            })
+            .await
+            .unwrap();
+        }
+        Backend::Postgres => {
+            let (c, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            c.batch_execute(statement).await.unwrap();
+        }
+    }
+}
+
+/// Moves an OTP's expiry into the past, as if its time had run out.
+async fn expire(app: &TestApp, id: i64) {
+    let past = now_micros() - 1_000_000;
+    sql(
+        app,
+        &format!("UPDATE otps SET expires_at = {past} WHERE id = {id}"),
+    )
+    .await;
+}
+
+async fn history(app: &TestApp, id: i64) -> Vec<String> {
+    let (events, _) = app.store.otp_history(id).await.unwrap();
+    events.into_iter().map(|e| e.status).collect()
+}
+
+both_backends! {
+    async fn a_right_code_verifies_once(app) {
+        let id = send_code(&app, NUMBER, "482193").await;
+        let (status, body) = verify(&app, &json!({"number": NUMBER, "otp": "482193"})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["success"], true);
+        assert_eq!(body["message"], "OTP Verified Successfully.");
+        assert_eq!(body["data"]["id"], id);
+        assert!(body["data"]["verified_at"].as_str().unwrap().ends_with("+05:45"));
+
+        // Once: the same code again finds nothing waiting.
+        let (status, again) = verify(&app, &json!({"number": "+9779851023212", "otp": "482193"})).await;
+        assert_eq!(status, 404, "{again}");
+        assert_eq!(reason(&again), "already_verified");
+
+        let (_, list) = app.list("").await;
+        let item = &list["results"]["data"][0];
+        assert_eq!(item["status"], "verified");
+        assert_eq!(item["verified_at"], body["data"]["verified_at"]);
+        assert_eq!(item["otp"], "482193");
+        assert!(history(&app, id).await.contains(&"verified".to_owned()));
+    }
+
+    async fn a_wrong_code_counts_down_and_the_sixth_attempt_is_refused(app) {
+        let id = send_code(&app, NUMBER, "482193").await;
+        for remaining in (0..5).rev() {
+            let (status, body) = verify(&app, &json!({"number": NUMBER, "otp": "000000"})).await;
+            assert_eq!(status, 400, "{body}");
+            assert_eq!(reason(&body), "invalid_otp");
+            assert_eq!(body["errors"][0]["field"], "otp");
+            assert_eq!(body["data"]["attempts_remaining"], remaining);
+        }
+        let (status, body) = verify(&app, &json!({"number": NUMBER, "otp": "482193"})).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(reason(&body), "max_attempts");
+        assert_eq!(body["data"]["attempts_remaining"], 0);
+
+        let otp = app.store.otp(app.account_id, id).await.unwrap().unwrap();
+        assert_eq!(otp.verify_attempts, 5);
+        assert_eq!(otp.verified_at, None);
+        let events = history(&app, id).await;
+        assert_eq!(events.iter().filter(|e| *e == "verify_failed").count(), 5);
+        assert_eq!(events.iter().filter(|e| *e == "max_attempts").count(), 1);
+    }
+
+    async fn an_expired_code_is_refused_and_listed_as_expired(app) {
+        let mut body = personnel(NUMBER, "482193");
+        body["expiry_seconds"] = json!(60);
+        let reply = app.send_ok(&body).await;
+        let id = reply["data"]["details"]["id"].as_i64().unwrap();
+        let otp = app.store.otp(app.account_id, id).await.unwrap().unwrap();
+        assert_eq!(otp.expires_at - otp.created_at, 60_000_000);
+
+        expire(&app, id).await;
+        let (status, body) = verify(&app, &json!({"number": NUMBER, "otp": "482193"})).await;
+        assert_eq!(status, 410, "{body}");
+        assert_eq!(reason(&body), "expired");
+        let (_, list) = app.list("").await;
+        assert_eq!(list["results"]["data"][0]["status"], "expired");
+        assert!(history(&app, id).await.contains(&"expired".to_owned()));
+    }
+
+    async fn expiry_seconds_must_be_between_60_and_3600(app) {
+        for bad in [json!(59), json!(3601), json!("soon"), json!(-1)] {
+            let mut body = text_send(NUMBER);
+            body["expiry_seconds"] = bad.clone();
+            let r = app.send(&body).await;
+            assert_eq!(r.status(), 400, "{bad}");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["errors"][0]["field"], "expiry_seconds", "{body}");
+        }
+        assert_eq!(app.otp_count().await, 0, "a refused send writes nothing");
+        let mut body = text_send(NUMBER);
+        body["expiry_seconds"] = json!("3600");
+        let reply = app.send_ok(&body).await;
+        let id = reply["data"]["details"]["id"].as_i64().unwrap();
+        let otp = app.store.otp(app.account_id, id).await.unwrap().unwrap();
+        assert_eq!(otp.expires_at - otp.created_at, 3_600_000_000);
+        let default = app.send_ok(&text_send(NUMBER)).await;
+        let id = default["data"]["details"]["id"].as_i64().unwrap();
+        let otp = app.store.otp(app.account_id, id).await.unwrap().unwrap();
+        assert_eq!(otp.expires_at - otp.created_at, 600_000_000);
+        assert!(default["data"]["details"]["expires_at"].as_str().unwrap().ends_with("+05:45"));
+    }
+
+    async fn an_id_names_the_otp_to_check(app) {
+        let older = send_code(&app, NUMBER, "111111").await;
+        let newer = send_code(&app, NUMBER, "222222").await;
+        let (status, body) = verify(&app, &json!({"id": older, "otp": "111111"})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["id"], older);
+        // With a number, the id must be to that number.
+        let (status, body) = verify(&app, &json!({"id": newer, "number": "9841000000", "otp": "222222"})).await;
+        assert_eq!(status, 404, "{body}");
+        let (status, body) = verify(&app, &json!({"id": newer.to_string(), "number": NUMBER, "otp": "222222"})).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = verify(&app, &json!({"id": newer + 1000, "otp": "222222"})).await;
+        assert_eq!((status, reason(&body)), (404, "not_found"), "{body}");
+    }
+
+    async fn a_number_never_sent_to_has_nothing_to_verify(app) {
+        let (status, body) = verify(&app, &json!({"number": NUMBER, "otp": "482193"})).await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body["success"], false);
+        assert_eq!(reason(&body), "not_found");
+    }
+
+    async fn invalid_verify_bodies_are_refused_naming_the_field(app) {
+        send_code(&app, NUMBER, "482193").await;
+        let cases = [
+            (json!({}), vec!["number", "otp"]),
+            (json!({"number": NUMBER}), vec!["otp"]),
+            (json!({"otp": "482193"}), vec!["number"]),
+            (json!({"number": "12", "otp": "482193"}), vec!["number"]),
+            (json!({"number": NUMBER, "otp": "12"}), vec!["otp"]),
+            (json!({"number": NUMBER, "otp": "48 21 93"}), vec!["otp"]),
+            (json!({"number": NUMBER, "otp": ["482193"]}), vec!["otp"]),
+            (json!({"id": "x", "otp": "482193"}), vec!["id"]),
+            (json!({"id": 0, "otp": "482193"}), vec!["id"]),
+        ];
+        for (body, fields) in cases {
+            let (status, reply) = verify(&app, &body).await;
+            assert_eq!(status, 400, "{body} -> {reply}");
+            let named: Vec<&str> = reply["errors"].as_array().unwrap().iter()
+                .map(|e| e["field"].as_str().unwrap()).collect();
+            assert_eq!(named, fields, "{body} -> {reply}");
+        }
+        // None of those counted as an attempt; a form body works too, and a code
+        // given as a JSON number is read as its digits.
+        let otp = app.store.otp(app.account_id, 1).await.unwrap();
+        assert_eq!(otp.map(|o| o.verify_attempts), Some(0));
+        let r = app.client.post(app.url(VERIFY)).bearer_auth(&app.key)
+            .form(&[("number", NUMBER), ("otp", " 482193 ")]).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    async fn verifying_needs_a_key(app) {
+        let r = app.client.post(app.url(VERIFY)).json(&json!({"number": NUMBER, "otp": "482193"}))
+            .send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["detail"], "Authentication credentials were not provided.");
+        let (status, _) = verify_as(&app, "otpg_nope_nope", &json!({"number": NUMBER, "otp": "482193"})).await;
+        assert_eq!(status, 401);
+    }
+
+    async fn another_account_cannot_verify_or_learn_of_a_code(app) {
+        let id = send_code(&app, NUMBER, "482193").await;
+        let (_, other) = app.new_account("other", 10, 0).await;
+        let (s1, b1) = verify_as(&app, &other, &json!({"number": NUMBER, "otp": "482193"})).await;
+        let (s2, b2) = verify_as(&app, &other, &json!({"number": "9841000000", "otp": "482193"})).await;
+        assert_eq!((s1, &b1), (s2, &b2), "the same answer as for a number never sent to");
+        assert_eq!(s1, 404);
+        let (s3, b3) = verify_as(&app, &other, &json!({"id": id, "otp": "482193"})).await;
+        let (s4, b4) = verify_as(&app, &other, &json!({"id": id + 1000, "otp": "482193"})).await;
+        assert_eq!((s3, &b3), (s4, &b4));
+        // Nothing was counted against the owner's code, and it still verifies.
+        let otp = app.store.otp(app.account_id, id).await.unwrap().unwrap();
+        assert_eq!(otp.verify_attempts, 0);
+        assert_eq!(history(&app, id).await.iter().filter(|e| e.starts_with("verif")).count(), 0);
+        let (status, _) = verify(&app, &json!({"number": NUMBER, "otp": "482193"})).await;
+        assert_eq!(status, 200);
+    }
+
+    async fn of_20_concurrent_right_codes_exactly_one_verifies(app) {
+        send_code(&app, NUMBER, "482193").await;
+        let body = json!({"number": NUMBER, "otp": "482193"});
+        let replies = futures_util::future::join_all((0..20).map(|_| verify(&app, &body))).await;
+        let ok = replies.iter().filter(|(s, _)| *s == 200).count();
+        assert_eq!(ok, 1, "{replies:?}");
+        assert!(replies.iter().all(|(s, _)| *s == 200 || *s == 404), "{replies:?}");
+    }
+
+    async fn twenty_concurrent_wrong_codes_kill_the_code_exactly(app) {
+        let id = send_code(&app, NUMBER, "482193").await;
+        let body = json!({"number": NUMBER, "otp": "000000"});
+        let replies = futures_util::future::join_all((0..20).map(|_| verify(&app, &body))).await;
+        let mut remaining: Vec<i64> = replies.iter()
+            .filter(|(_, b)| reason(b) == "invalid_otp")
+            .map(|(_, b)| b["data"]["attempts_remaining"].as_i64().unwrap())
+            .collect();
+        remaining.sort();
+        assert_eq!(remaining, vec![0, 1, 2, 3, 4], "{replies:?}");
+        assert!(replies.iter().all(|(s, b)| *s == 400
+            && ["invalid_otp", "max_attempts"].contains(&reason(b))
+            && b["data"]["attempts_remaining"].as_i64().unwrap() >= 0), "{replies:?}");
+        let otp = app.store.otp(app.account_id, id).await.unwrap().unwrap();
+        assert_eq!(otp.verify_attempts, 5);
+        let (status, body) = verify(&app, &json!({"number": NUMBER, "otp": "482193"})).await;
+        assert_eq!((status, reason(&body)), (400, "max_attempts"));
+    }
+
+    async fn a_late_receipt_does_not_undo_a_verification(app) {
+        let id = send_code(&app, NUMBER, "482193").await;
+        app.wait_for_status(id, "sent").await;
+        let (status, _) = verify(&app, &json!({"number": NUMBER, "otp": "482193"})).await;
+        assert_eq!(status, 200);
+        let (_, ids) = app.store.otp_history(id).await.unwrap();
+        let matched = app.store.record_receipts(vec![Receipt {
+            route: String::new(),
+            message_ids: ids,
+            status: Some(OtpStatus::Undeliverable),
+            state: "UNDELIV".into(),
+            error_code: None,
+            at: now_micros(),
+        }]).await.unwrap();
+        assert_eq!(matched, vec![Some(id)]);
+        let otp = app.store.otp(app.account_id, id).await.unwrap().unwrap();
+        assert_eq!(otp.status, OtpStatus::Verified);
+        assert!(!otp.refunded);
+    }
+
+    async fn the_list_shows_codes_until_they_are_purged(app) {
+        let id = send_code(&app, NUMBER, "482193").await;
+        let (_, list) = app.list("").await;
+        let item = &list["results"]["data"][0];
+        assert_eq!(item["otp"], "482193");
+        assert_eq!(item["message"], "Your code is 482193");
+        let detail: Value = app.client.get(app.url(&format!("/api/v1/auths/otps/{id}/")))
+            .bearer_auth(&app.key).send().await.unwrap().json().await.unwrap();
+        assert_eq!(detail["data"]["otp"], "482193");
+
+        // Nothing has expired long enough: nothing is purged.
+        assert_eq!(app.store.purge_codes(now_micros() - 86_400_000_000).await.unwrap(), 0);
+        expire(&app, id).await;
+        assert_eq!(app.store.purge_codes(now_micros()).await.unwrap(), 1);
+        let (_, list) = app.list("").await;
+        let item = &list["results"]["data"][0];
+        assert_eq!(item["otp"], "******");
+        assert_eq!(item["message"], "Your code is ******");
+        assert_eq!(item["status"], "expired");
+    }
+
+    async fn a_database_dump_shows_no_code_and_no_key(app) {
+        let codes = ["482193", "Zq81Xk", "90817263"];
+        for code in codes {
+            send_code(&app, NUMBER, code).await;
+        }
+        let generated = app.send_ok(&text_send("9841000000")).await;
+        let generated = generated["data"]["details"]["otp"].as_str().unwrap().to_owned();
+        // Delivered, verified and wrongly guessed: every path that writes.
+        app.wait_for_status(1, "sent").await;
+        verify(&app, &json!({"number": NUMBER, "otp": "31415926"})).await;
+        verify(&app, &json!({"number": NUMBER, "otp": "90817263"})).await;
+
+        let dump = dump(&app).await;
+        assert!(dump.len() > 1000, "the dump has content");
+        let secret = app.key.rsplit('_').next().unwrap().to_owned();
+        for needle in codes.iter().copied().chain([generated.as_str(), app.key.as_str(), secret.as_str()]) {
+            assert!(!contains(&dump, needle.as_bytes()), "{needle} is in the database");
+        }
+        // The dump is of the database that holds the OTPs (the search can find things).
+        assert!(contains(&dump, b"Your code is ******"));
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every byte of the database: the SQLite files, or every column of every
+/// PostgreSQL table (text as text, bytea as its bytes).
+async fn dump(app: &TestApp) -> Vec<u8> {
+    match app.backend {
+        Backend::Sqlite => {
+            let db = app.database_url.trim_start_matches("sqlite://").to_owned();
+            let mut all = Vec::new();
+            for suffix in ["", "-wal", "-shm"] {
+                if let Ok(bytes) = std::fs::read(format!("{db}{suffix}")) {
+                    all.extend(bytes);
+                }
+            }
+            all
+        }
+        Backend::Postgres => {
+            let (c, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let columns = c
+                .query(
+                    "SELECT table_name::text, column_name::text, data_type::text \
+                     FROM information_schema.columns WHERE table_schema = 'public'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let mut all = Vec::new();
+            for col in columns {
+                let (table, column, kind): (String, String, String) =
+                    (col.get(0), col.get(1), col.get(2));
+                if kind == "bytea" {
+                    for r in c
+                        .query(&format!("SELECT \"{column}\" FROM \"{table}\""), &[])
+                        .await
+                        .unwrap()
+                    {
+                        all.extend(r.get::<_, Option<Vec<u8>>>(0).unwrap_or_default());
+                    }
+                } else {
+                    for r in c
+                        .query(&format!("SELECT \"{column}\"::text FROM \"{table}\""), &[])
+                        .await
+                        .unwrap()
+                    {
+                        all.extend(
+                            r.get::<_, Option<String>>(0)
+                                .unwrap_or_default()
+                                .into_bytes(),
+                        );
+                        all.push(0);
+                    }
+                }
+            }
+            all
+        }
+    }
+}
+
+async fn hidden_codes_are_masked_in_the_list(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.api.hide_codes = true).await;
+    let id = send_code(&app, NUMBER, "482193").await;
+    let (_, list) = app.list("").await;
+    let item = &list["results"]["data"][0];
+    assert_eq!(item["otp"], "******");
+    assert_eq!(item["message"], "Your code is ******");
+    let detail: Value = app
+        .client
+        .get(app.url(&format!("/api/v1/auths/otps/{id}/")))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["data"]["otp"], "******");
+    // The send reply still shows it, and it still verifies.
+    let (status, _) = verify(&app, &json!({"number": NUMBER, "otp": "482193"})).await;
+    assert_eq!(status, 200);
+}
+
+mod hidden_codes_are_masked_in_the_list {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::hidden_codes_are_masked_in_the_list(super::Backend::Sqlite).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::hidden_codes_are_masked_in_the_list(super::Backend::Postgres).await
+    }
+}
+
+#[tokio::test]
+async fn production_mode_without_secrets_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("otpgate.db").display());
+    let mut config = crate::helpers::test_config(&url, &dir);
+    config.mode = otpgate::config::Mode::Production;
+    let error = match otpgate::startup::Application::build(config).await {
+        Ok(_) => panic!("started without secrets"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("production"), "{error}");
+    for key in [
+        "secrets.hmac_key",
+        "secrets.encryption_keys",
+        "secrets.current_key_id",
+    ] {
+        assert!(error.contains(key), "{error}");
+    }
+    assert!(
+        !dir.path().join("secrets.toml").exists(),
+        "production mode generates no keys"
+    );
+}
