@@ -24,8 +24,11 @@ export PATH="$PWD/bench/.tools/bin:$PATH"
 if ! command -v oha >/dev/null; then
   cargo install oha --locked --root bench/.tools
 fi
-cargo build --release -p otpgate --locked
-bin="${CARGO_TARGET_DIR:-target}/release/otpgate"
+# BENCH_BIN: an already built binary to measure instead of building one.
+if [ -z "${BENCH_BIN:-}" ]; then
+  cargo build --release -p otpgate --locked
+fi
+bin="${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/otpgate}"
 
 work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -46,7 +49,8 @@ summary() {
 import json, sys
 r = json.load(sys.stdin); s = r["summary"]; p = r["latencyPercentiles"]
 codes = r.get("statusCodeDistribution", {})
-print(f"{sys.argv[1]}: {s[\"requestsPerSec\"]:.0f} req/s, p50 {p[\"p50\"]*1000:.2f} ms, p99 {p[\"p99\"]*1000:.2f} ms, statuses {codes}")
+rps, p50, p99 = s["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000
+print(f"{sys.argv[1]}: {rps:.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms, statuses {codes}")
 ' "$1"
 }
 

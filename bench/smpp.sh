@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# End-to-end SMS benchmark on this machine, everything on the same cores:
+#   HTTP send -> submit_sm at a real SMSC (node-smpp, peers/smsc) -> delivery
+#   receipt -> the gateway records it,
+# for otpgate and, as the yardstick, Kannel (Debian bearerbox + smsbox, HTTP
+# sendsms with dlr-mask) against the same SMSC program, in the same run.
+#
+#   1. otpgate: accept -> submit_sm latency at a steady 500 sends/s
+#      (from otpgate_accept_to_submit_seconds in /metrics);
+#   2. otpgate: N sends as fast as the load generator goes; the end-to-end rate is
+#      N / (last receipt recorded - first send accepted), read from the database;
+#   3. Kannel: N sendsms requests with dlr-mask=1; the end-to-end rate is
+#      N / (last DLR callback - first request), callbacks counted at an HTTP sink.
+#
+# Usage: bench/smpp.sh [--count N] [--rate-seconds S]
+# Needs (installed here if missing): a release build, oha, kannel, node + peers/smsc.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+count=50000
+rate_seconds=20
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --count) count="$2"; shift 2 ;;
+    --rate-seconds) rate_seconds="$2"; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+export PATH="$PWD/bench/.tools/bin:$PATH"
+command -v oha >/dev/null || cargo install oha --locked --root bench/.tools
+command -v bearerbox >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kannel >/dev/null; }
+[ -d peers/smsc/node_modules/smpp ] || peers/smsc/install.sh
+# BENCH_BIN: an already built binary to measure instead of building one.
+if [ -z "${BENCH_BIN:-}" ]; then
+  cargo build --release -p otpgate --locked
+fi
+bin="${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/otpgate}"
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5; rm -rf "$work"; }
+trap cleanup EXIT
+
+start_smsc() { # $1 = name; prints the port
+  node peers/smsc/smsc.js --port 0 --quiet --receipts delivered --stats-interval-ms 500 \
+    --system-id otpgate --password secret > "$work/$1.out" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    port=$(python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    e = json.loads(l)
+    if e.get("event") == "listening": print(e["port"]); break' "$work/$1.out" 2>/dev/null || true)
+    [ -n "$port" ] && { echo "$port"; return; }
+    sleep 0.1
+  done
+  echo "the SMSC peer did not start" >&2; exit 1
+}
+
+echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(date -u +%FT%TZ)"
+
+# ---------------------------------------------------------------- otpgate --
+smsc_a=$(start_smsc otpgate-smsc)
+cat > "$work/otpgate.toml" <<TOML
+listen = "127.0.0.1:18081"
+database_url = "sqlite://$work/otpgate.db"
+[log]
+level = "warn"
+[demo]
+create_default_account = false
+[[routes]]
+name = "bench"
+channel = "text"
+driver = "smpp"
+[routes.smpp]
+port = $smsc_a
+system_id = "otpgate"
+password = "secret"
+binds = 2
+window = 50
+TOML
+key=$("$bin" accounts create bench --sms-credits 100000000 --json --config "$work/otpgate.toml" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
+"$bin" serve --config "$work/otpgate.toml" > "$work/otpgate.out" 2>&1 &
+server=$!; pids+=($server)
+for _ in $(seq 1 50); do curl -sf http://127.0.0.1:18081/readyz | grep -q '"ready"' && break; sleep 0.2; done
+
+url=http://127.0.0.1:18081/api/v1/auths/send/otp/
+body='{"number":"9851023212","message":"Your code is {otp}","sms_send_options":"text"}'
+
+echo "== 1. otpgate at a steady 500 sends/s for ${rate_seconds}s"
+oha --no-tui --output-format json -z "${rate_seconds}s" -c 16 -q 500 -m POST \
+  -H "Authorization: Bearer $key" -T application/json -d "$body" "$url" > "$work/rate.json"
+python3 - "$work/rate.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); p = r["latencyPercentiles"]
+print(f"   HTTP: {r['summary']['requestsPerSec']:.0f} req/s, p50 {p['p50']*1000:.2f} ms, p99 {p['p99']*1000:.2f} ms, statuses {r.get('statusCodeDistribution')}")
+PY
+curl -s http://127.0.0.1:18081/metrics > "$work/metrics.txt"
+python3 - "$work/metrics.txt" <<'PY'
+import sys, re
+buckets = []
+for line in open(sys.argv[1]):
+    m = re.match(r'otpgate_accept_to_submit_seconds_bucket\{.*le="([^"]+)"\} (\d+)', line)
+    if m and m.group(1) != "+Inf":
+        buckets.append((float(m.group(1)), int(m.group(2))))
+total = max(c for _, c in buckets) if buckets else 0
+def q(f):
+    want = f * total
+    prev_b, prev_c = 0.0, 0
+    for b, c in buckets:
+        if c >= want:
+            return prev_b + (b - prev_b) * ((want - prev_c) / max(c - prev_c, 1))
+        prev_b, prev_c = b, c
+    return float("inf")
+print(f"   accept -> submit_sm_resp over {total} sends: p50 ~{q(0.5)*1000:.1f} ms, p99 ~{q(0.99)*1000:.1f} ms (interpolated in histogram buckets)")
+PY
+sleep 2
+before=$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select coalesce(max(id),0) from otps").fetchone()[0])' "$work/otpgate.db")
+
+echo "== 2. otpgate: $count sends, 128 connections, to delivered receipts"
+oha --no-tui --output-format json -n "$count" -c 128 -m POST \
+  -H "Authorization: Bearer $key" -T application/json -d "$body" "$url" > "$work/burst.json"
+python3 - "$work/burst.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); p = r["latencyPercentiles"]
+print(f"   HTTP accept: {r['summary']['requestsPerSec']:.0f} req/s, p50 {p['p50']*1000:.2f} ms, p99 {p['p99']*1000:.2f} ms, statuses {r.get('statusCodeDistribution')}")
+PY
+python3 - "$work/otpgate.db" "$before" "$count" <<'PY'
+import sqlite3, sys, time
+db, before, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+deadline = time.time() + 600
+while True:
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    n, first, last = c.execute(
+        "select count(*), min(created_at), max(delivered_at) from otps where id > ? and status = 'delivered'",
+        (before,)).fetchone()
+    total = c.execute("select count(*) from otps where id > ?", (before,)).fetchone()[0]
+    c.close()
+    if n >= total or time.time() > deadline:
+        break
+    time.sleep(0.5)
+secs = (last - first) / 1e6
+print(f"   end to end: {n}/{total} delivered in {secs:.2f} s = {n/secs:.0f} OTPs/s (first accept -> last receipt recorded)")
+open(sys.argv[1] + ".rate", "w").write(f"{n/secs:.0f}")
+PY
+otpgate_rate=$(cat "$work/otpgate.db.rate")
+echo "   peak resident memory of otpgate: $(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$server/status)"
+
+# ----------------------------------------------------------------- Kannel --
+smsc_b=$(start_smsc kannel-smsc)
+mkdir -p "$work/kannel"
+cat > "$work/kannel/kannel.conf" <<CONF
+group = core
+admin-port = 13000
+admin-password = bench
+smsbox-port = 13001
+log-file = "$work/kannel/bearerbox.log"
+log-level = 3
+box-allow-ip = 127.0.0.1
+dlr-storage = internal
+
+group = smsc
+smsc = smpp
+smsc-id = bench
+host = 127.0.0.1
+port = $smsc_b
+transceiver-mode = true
+smsc-username = otpgate
+smsc-password = secret
+system-type = ""
+max-pending-submits = 50
+msg-id-type = 0x00
+enquire-link-interval = 30
+
+group = smsbox
+bearerbox-host = 127.0.0.1
+sendsms-port = 13013
+log-file = "$work/kannel/smsbox.log"
+log-level = 3
+
+group = sendsms-user
+username = bench
+password = bench
+max-messages = 1
+CONF
+bearerbox "$work/kannel/kannel.conf" > /dev/null 2>&1 & pids+=($!)
+sleep 1
+smsbox "$work/kannel/kannel.conf" > /dev/null 2>&1 & pids+=($!)
+for _ in $(seq 1 100); do
+  curl -s "http://127.0.0.1:13000/status.txt?password=bench" | grep -q "online" && break; sleep 0.2
+done
+# DLR callbacks go to otpgate's /healthz, counted in its metrics.
+healthz_count() { curl -s http://127.0.0.1:18081/metrics | awk -F' ' '/otpgate_http_requests_total\{route="\/healthz"/{s+=$2} END{print s+0}'; }
+h0=$(healthz_count)
+dlr=$(python3 -c 'import urllib.parse; print(urllib.parse.quote("http://127.0.0.1:18081/healthz", safe=""))')
+kurl="http://127.0.0.1:13013/cgi-bin/sendsms?username=bench&password=bench&from=otpgate&to=9779851023212&text=Your+code+is+123456&dlr-mask=1&dlr-url=$dlr"
+echo "== 3. Kannel: $count sendsms requests, 128 connections, to DLR callbacks"
+t0=$(date +%s.%N)
+oha --no-tui --output-format json -n "$count" -c 128 "$kurl" > "$work/kannel.json"
+python3 - "$work/kannel.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); p = r["latencyPercentiles"]
+print(f"   HTTP accept: {r['summary']['requestsPerSec']:.0f} req/s, p50 {p['p50']*1000:.2f} ms, p99 {p['p99']*1000:.2f} ms, statuses {r.get('statusCodeDistribution')}")
+PY
+for _ in $(seq 1 1200); do
+  got=$(( $(healthz_count) - h0 ))
+  [ "$got" -ge "$count" ] && break
+  sleep 0.5
+done
+t1=$(date +%s.%N)
+kannel_rate=$(python3 -c "print(round($got / ($t1 - $t0)))")
+echo "   end to end: $got/$count DLR callbacks in $(python3 -c "print(round($t1 - $t0, 2))") s = $kannel_rate OTPs/s (first request -> last callback, polled every 0.5 s)"
+
+echo "== ratio: otpgate $otpgate_rate / Kannel $kannel_rate = $(python3 -c "print(round($otpgate_rate / max($kannel_rate, 1), 2))")x end to end with receipts"
