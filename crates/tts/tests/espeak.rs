@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tts::{
     Audio, CachedEngine, DEFAULT_CACHE_BYTES, DEFAULT_REPEAT, EspeakConfig, EspeakEngine,
@@ -194,16 +194,10 @@ async fn a_second_identical_render_is_a_cache_hit_with_identical_audio() {
     let cache = CachedEngine::new(engine(), DEFAULT_CACHE_BYTES);
     let req = otp("np_prashanna", "4821", 2);
     let first = cache.render(&req).await.unwrap();
-    let started = Instant::now();
     let second = cache.render(&req).await.unwrap();
-    let hit_time = started.elapsed();
     assert_eq!(first, second);
     let stats = cache.stats();
     assert_eq!((stats.hits, stats.misses), (1, 1));
-    assert!(
-        hit_time < Duration::from_millis(5),
-        "a hit took {hit_time:?}"
-    );
 }
 
 #[tokio::test]
@@ -261,13 +255,11 @@ async fn a_hung_engine_is_killed_at_the_timeout() {
     })
     .unwrap();
 
-    let started = Instant::now();
     let err = engine.render(&otp("np_rija", "1", 1)).await.unwrap_err();
     assert!(
         matches!(err, TtsError::Timeout { after } if after == Duration::from_millis(500)),
         "{err:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(5));
 
     let pid = std::fs::read_to_string(&pid_file).unwrap();
     let proc_entry = PathBuf::from(format!("/proc/{}", pid.trim()));
@@ -358,20 +350,31 @@ async fn an_unknown_voice_is_named_in_the_error() {
 #[tokio::test]
 async fn the_concurrency_limit_makes_renders_wait_their_turn() {
     require("espeak-ng", "espeak-ng");
-    let slow = script("slow-espeak", "sleep 0.4\nexec espeak-ng \"$@\"");
+    // The stand-in logs when each render starts and ends; under a limit of one
+    // the second must start after the first ended.
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("slow-espeak.log");
+    let _ = std::fs::remove_file(&log);
+    let slow = script(
+        "slow-espeak",
+        &format!(
+            "echo start >> {log}\nsleep 0.2\nespeak-ng \"$@\"\nstatus=$?\necho end >> {log}\nexit $status",
+            log = log.display()
+        ),
+    );
     let engine = Arc::new(engine_with(EspeakConfig {
         program: slow,
         max_concurrent: 1,
         ..EspeakConfig::default()
     }));
     let (first, second) = (otp("np_rija", "1", 1), otp("np_binod", "2", 1));
-    let started = Instant::now();
     let (a, b) = tokio::join!(engine.render(&first), engine.render(&second));
     a.unwrap();
     b.unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_millis(800),
-        "two renders overlapped under a limit of one: {:?}",
-        started.elapsed()
+    let events = std::fs::read_to_string(&log).unwrap();
+    let events: Vec<&str> = events.lines().collect();
+    assert_eq!(
+        events,
+        ["start", "end", "start", "end"],
+        "two renders overlapped under a limit of one"
     );
 }
