@@ -73,6 +73,10 @@ fn family(name: &str) -> Family {
             help: "Time from accepting a send to the carrier accepting its submission, by route.",
             kind: "histogram",
         },
+        "otpgate_accept_to_receipt_seconds" => Family {
+            help: "Time from accepting a send to the carrier's delivery receipt for it, by route.",
+            kind: "histogram",
+        },
         "otpgate_route_up" => Family {
             help: "1 when a carrier connection is bound, by route and connection.",
             kind: "gauge",

@@ -21,7 +21,7 @@
 //! both ways). A receipt that overtakes the record of its own submission is held
 //! and tried again for up to two minutes.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -127,6 +127,34 @@ enum BindState {
     Down(String),
 }
 
+/// When each message still awaiting its receipt was accepted, by message id, for
+/// the accept -> receipt latency. Bounded: the oldest entries go first.
+#[derive(Default)]
+struct Submitted {
+    accepted_at: HashMap<String, i64>,
+    order: VecDeque<String>,
+}
+
+impl Submitted {
+    const MAX: usize = 200_000;
+
+    fn insert(&mut self, id: String, accepted_at: i64) {
+        if self.accepted_at.insert(id.clone(), accepted_at).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > Self::MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.accepted_at.remove(&old);
+            }
+        }
+    }
+
+    /// Takes the entry for any spelling of the id.
+    fn take(&mut self, spellings: &[String]) -> Option<i64> {
+        spellings.iter().find_map(|s| self.accepted_at.remove(s))
+    }
+}
+
 struct BindSlot {
     // std Mutex: read or swapped, never held across an await.
     client: Mutex<Option<Client>>,
@@ -142,6 +170,8 @@ pub struct SmppDriver {
     reference: AtomicU16,
     metrics: Arc<Metrics>,
     stop: Arc<Notify>,
+    // std Mutex: a map insert or removal, never held across an await.
+    submitted: Arc<Mutex<Submitted>>,
 }
 
 impl SmppDriver {
@@ -182,6 +212,7 @@ impl SmppDriver {
             reference: AtomicU16::new(rand::random()),
             metrics,
             stop: Arc::new(Notify::new()),
+            submitted: Arc::new(Mutex::new(Submitted::default())),
         });
         let (receipts_tx, receipts_rx) = mpsc::channel(8192);
         for (i, slot) in driver.binds.iter().enumerate() {
@@ -196,6 +227,7 @@ impl SmppDriver {
             driver.route.clone(),
             store,
             driver.metrics.clone(),
+            driver.submitted.clone(),
             receipts_rx,
         ));
         Ok(driver)
@@ -330,6 +362,10 @@ impl Driver for SmppDriver {
                             &[("route", &self.route)],
                             (now_micros() - job.otp.created_at).max(0) as f64 / 1e6,
                         );
+                        self.submitted
+                            .lock()
+                            .expect("submitted index poisoned")
+                            .insert(resp.message_id.clone(), job.otp.created_at);
                         ids.push(resp.message_id);
                         break;
                     }
@@ -504,6 +540,7 @@ async fn apply_receipts(
     route: String,
     store: SharedStore,
     metrics: Arc<Metrics>,
+    submitted: Arc<Mutex<Submitted>>,
     mut rx: mpsc::Receiver<smpp::receipt::Receipt>,
 ) {
     const HOLD: Duration = Duration::from_secs(120);
@@ -534,12 +571,26 @@ async fn apply_receipts(
         let receipts: Vec<Receipt> = batch.iter().map(|p| p.receipt.clone()).collect();
         match store.record_receipts(receipts).await {
             Ok(matched) => {
+                let now = now_micros();
                 for (p, m) in batch.into_iter().zip(matched) {
                     match m {
-                        Some(_) => metrics.inc(
-                            "otpgate_smpp_receipts_total",
-                            &[("route", &route), ("state", &p.receipt.state)],
-                        ),
+                        Some(_) => {
+                            metrics.inc(
+                                "otpgate_smpp_receipts_total",
+                                &[("route", &route), ("state", &p.receipt.state)],
+                            );
+                            let accepted = submitted
+                                .lock()
+                                .expect("submitted index poisoned")
+                                .take(&p.receipt.message_ids);
+                            if let Some(at) = accepted {
+                                metrics.observe(
+                                    "otpgate_accept_to_receipt_seconds",
+                                    &[("route", &route)],
+                                    (now - at).max(0) as f64 / 1e6,
+                                );
+                            }
+                        }
                         None if p.first_seen.elapsed() < HOLD => waiting.push_back(p),
                         None => {
                             metrics.inc(

@@ -403,6 +403,13 @@ async fn throttling_slows_down_and_still_delivers_everything_within_the_window(b
         metrics.contains("otpgate_smpp_total{route=\"smsc\",event=\"throttled\"}"),
         "{metrics}"
     );
+    for series in [
+        "otpgate_accept_to_submit_seconds_count{route=\"smsc\"} 60",
+        "otpgate_accept_to_receipt_seconds_count{route=\"smsc\"} 60",
+        "otpgate_smpp_receipts_total{route=\"smsc\",state=\"DELIVRD\"} 60",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from {metrics}");
+    }
 }
 
 macro_rules! smsc_tests {
