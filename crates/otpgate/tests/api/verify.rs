@@ -460,3 +460,79 @@ async fn production_mode_without_secrets_refuses_to_start() {
         "production mode generates no keys"
     );
 }
+
+/// A code whose key is no longer configured is never delivered masked: its job
+/// fails (and is refunded) when claimed.
+async fn a_code_that_cannot_be_read_back_is_not_delivered(backend: Backend) {
+    use otp_domain::channel::{Channel, OtpOption};
+    use otp_domain::credits::Cost;
+    use otp_domain::vault::CodeVault;
+    use otp_store::{Claim, NewOtp, StoreOptions};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::helpers::database_url(backend, &dir).await;
+    let old = otp_store::open(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let account = old.create_account("acme", 10, 0).await.unwrap().id;
+    let now = now_micros();
+    let id = old
+        .accept(NewOtp {
+            account_id: account,
+            api_key_id: None,
+            phone_number: NUMBER.into(),
+            e164: "+9779851023212".into(),
+            template: "Code {otp}".into(),
+            otp: "482193".into(),
+            otp_option: OtpOption::Personnel,
+            channel: Channel::Text,
+            voice: None,
+            length_factor: None,
+            company_name: None,
+            segments: 1,
+            cost: Cost { sms: 1, phone: 0 },
+            created_at: now,
+            expires_at: now + 600_000_000,
+        })
+        .await
+        .unwrap()
+        .id;
+    // The same database under other keys (the old key was removed).
+    let options = StoreOptions {
+        vault: Arc::new(CodeVault::ephemeral()),
+        ..StoreOptions::default()
+    };
+    let store = otp_store::open(&url, &options).await.unwrap();
+    let jobs = store
+        .claim_jobs(Claim {
+            node: "test".into(),
+            channel: Channel::Text,
+            limit: 10,
+            now,
+            lease_until: now + 60_000_000,
+        })
+        .await
+        .unwrap();
+    assert!(jobs.is_empty(), "nothing is handed to a driver");
+    let otp = store.otp(account, id).await.unwrap().unwrap();
+    assert_eq!(otp.status, OtpStatus::Failed);
+    assert_eq!(otp.otp, "******");
+    assert_eq!(otp.message, "Code ******");
+    assert!(otp.refunded);
+    assert_eq!(
+        store.account(account).await.unwrap().unwrap().sms_credits,
+        10
+    );
+}
+
+mod a_code_that_cannot_be_read_back_is_not_delivered {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::a_code_that_cannot_be_read_back_is_not_delivered(super::Backend::Sqlite).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_code_that_cannot_be_read_back_is_not_delivered(super::Backend::Postgres).await
+    }
+}
