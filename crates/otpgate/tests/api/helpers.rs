@@ -210,6 +210,18 @@ impl TestApp {
         panic!("OTP {id} never reached status {status}");
     }
 
+    /// Waits until the OTP reaches one of `statuses`.
+    pub async fn wait_for_any_status(&self, id: i64, statuses: &[&str]) -> otp_store::OtpRecord {
+        for _ in 0..400 {
+            let otp = self.store.otp(self.account_id, id).await.unwrap().unwrap();
+            if statuses.contains(&otp.status.as_str()) {
+                return otp;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("OTP {id} never reached any of {statuses:?}");
+    }
+
     /// Stops the app gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
