@@ -188,7 +188,12 @@ async fn gsm_text_reaches_the_smsc_and_its_receipt_marks_it_delivered(backend: B
     );
     assert_eq!(app.balance().await, (99, 10));
     app.stop().await;
-    assert_eq!(smsc.events("unbind").len(), 1, "a clean shutdown unbinds");
+    // The peer's output is read on another thread: wait for the line to arrive.
+    wait_until("the SMSC to log the unbind of a clean shutdown", || {
+        !smsc.events("unbind").is_empty()
+    })
+    .await;
+    assert_eq!(smsc.events("unbind").len(), 1);
 }
 
 async fn devanagari_arrives_intact_as_ucs2(backend: Backend) {
