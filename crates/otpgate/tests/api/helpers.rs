@@ -90,6 +90,8 @@ pub fn test_config(database_url: &str, dir: &tempfile::TempDir) -> Config {
     config.delivery.voice_dir = dir.path().join("voice").display().to_string();
     config.delivery.poll_interval_ms = 50;
     config.demo.create_default_account = false;
+    // Most tests send many OTPs to one number; `limits.rs` turns limits back on.
+    config.limits = otpgate::config::LimitsConfig::off();
     config
 }
 
@@ -200,7 +202,8 @@ impl TestApp {
 
     /// Waits until the OTP reaches `status` (delivery runs in the background).
     pub async fn wait_for_status(&self, id: i64, status: &str) -> otp_store::OtpRecord {
-        for _ in 0..200 {
+        // Generous: a loaded 2-core CI machine runs two tests at once.
+        for _ in 0..800 {
             let otp = self.store.otp(self.account_id, id).await.unwrap().unwrap();
             if otp.status.as_str() == status {
                 return otp;
@@ -212,7 +215,7 @@ impl TestApp {
 
     /// Waits until the OTP reaches one of `statuses`.
     pub async fn wait_for_any_status(&self, id: i64, statuses: &[&str]) -> otp_store::OtpRecord {
-        for _ in 0..400 {
+        for _ in 0..800 {
             let otp = self.store.otp(self.account_id, id).await.unwrap().unwrap();
             if statuses.contains(&otp.status.as_str()) {
                 return otp;
