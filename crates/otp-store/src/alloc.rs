@@ -6,9 +6,15 @@
 //! its account can pay for it at that point, so 200 concurrent sends against 100
 //! credits accept exactly 100 whichever batches they land in.
 
+//!
+//! Per-destination limits are decided the same way: [`Recent`] holds the newest
+//! sends to each (account, number) the batch touches, loaded in the same
+//! transaction after the account rows are locked, and each accepted send of the
+//! batch is added to it, so later sends of the batch count it too.
+
 use std::collections::HashMap;
 
-use crate::{AcceptError, AccountId, NewOtp};
+use crate::{AcceptError, AccountId, LimitKind, Micros, NewOtp, SendLimits};
 
 /// An account's balance as the batch goes along.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +85,95 @@ impl Balances {
     }
 }
 
+/// The newest sends to each destination a batch touches.
+#[derive(Debug, Default)]
+pub struct Recent {
+    map: HashMap<(AccountId, String), Vec<Micros>>,
+}
+
+impl Recent {
+    /// The (account, number, since) triples to load: every destination of the
+    /// batch, with the earliest send time that can still matter to it. Empty when
+    /// the limits are off.
+    pub fn wanted(otps: &[&NewOtp], limits: &SendLimits) -> Vec<(AccountId, String, Micros)> {
+        if !limits.enabled() {
+            return Vec::new();
+        }
+        let mut since: HashMap<(AccountId, &str), Micros> = HashMap::new();
+        for otp in otps {
+            let from = otp.created_at - limits.lookback();
+            since
+                .entry((otp.account_id, otp.e164.as_str()))
+                .and_modify(|s| *s = (*s).min(from))
+                .or_insert(from);
+        }
+        since
+            .into_iter()
+            .map(|((a, e), s)| (a, e.to_owned(), s))
+            .collect()
+    }
+
+    /// Records a send already in the database (or accepted in this batch).
+    pub fn insert(&mut self, account: AccountId, e164: &str, at: Micros) {
+        self.map
+            .entry((account, e164.to_owned()))
+            .or_default()
+            .push(at);
+    }
+
+    /// Refuses the send if a limit is reached at its `created_at`; when both are,
+    /// the one that lasts longer is named, so one wait is enough.
+    pub fn check(&self, otp: &NewOtp, limits: &SendLimits) -> Result<(), AcceptError> {
+        let Some(times) = self.map.get(&(otp.account_id, otp.e164.clone())) else {
+            return Ok(());
+        };
+        let now = otp.created_at;
+        let mut refusal: Option<(LimitKind, Micros)> = None;
+        if limits.per_number_cooldown > 0 {
+            if let Some(newest) = times.iter().max() {
+                let until = newest + limits.per_number_cooldown;
+                if until > now {
+                    refusal = Some((LimitKind::Cooldown, until));
+                }
+            }
+        }
+        if limits.window_enabled() {
+            let mut inside: Vec<Micros> = times
+                .iter()
+                .copied()
+                .filter(|t| *t > now - limits.per_number_window)
+                .collect();
+            let max = limits.per_number_max as usize;
+            if inside.len() >= max {
+                // The send that must leave the window for one more to fit.
+                inside.sort_unstable_by(|a, b| b.cmp(a));
+                let until = inside[max - 1] + limits.per_number_window;
+                if refusal.is_none_or(|(_, other)| until > other) {
+                    refusal = Some((LimitKind::Window, until));
+                }
+            }
+        }
+        match refusal {
+            None => Ok(()),
+            Some((limit, until)) => Err(AcceptError::RateLimited {
+                limit,
+                retry_after_seconds: seconds_until(now, until),
+            }),
+        }
+    }
+
+    /// Counts an accepted send of the batch.
+    pub fn record(&mut self, otp: &NewOtp) {
+        self.insert(otp.account_id, &otp.e164, otp.created_at);
+    }
+}
+
+/// Whole seconds from `now` to `until`, rounded up, at least 1.
+fn seconds_until(now: Micros, until: Micros) -> u64 {
+    let micros = (until - now).max(1) as u64;
+    micros.div_ceil(1_000_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +227,72 @@ mod tests {
             Err(AcceptError::AccountNotFound)
         ));
         assert_eq!(b.changed().count(), 0);
+    }
+
+    fn limits(max: u32, window_s: i64, cooldown_s: i64) -> SendLimits {
+        SendLimits {
+            per_number_max: max,
+            per_number_window: window_s * 1_000_000,
+            per_number_cooldown: cooldown_s * 1_000_000,
+        }
+    }
+
+    fn at(seconds: i64) -> NewOtp {
+        NewOtp {
+            created_at: seconds * 1_000_000,
+            ..send(1, 1, 0)
+        }
+    }
+
+    #[test]
+    fn the_send_over_the_window_limit_waits_for_the_oldest_counted_one() {
+        let l = limits(3, 600, 0);
+        let mut r = Recent::default();
+        for s in [100, 200, 300] {
+            assert!(r.check(&at(s), &l).is_ok());
+            r.record(&at(s));
+        }
+        match r.check(&at(400), &l) {
+            Err(AcceptError::RateLimited {
+                limit: LimitKind::Window,
+                retry_after_seconds,
+            }) => assert_eq!(retry_after_seconds, 300),
+            other => panic!("{other:?}"),
+        }
+        assert!(r.check(&at(701), &l).is_ok(), "the first left the window");
+    }
+
+    #[test]
+    fn the_cooldown_counts_from_the_newest_send_and_rounds_up() {
+        let l = limits(0, 600, 30);
+        let mut r = Recent::default();
+        r.record(&at(100));
+        let mut early = at(110);
+        early.created_at += 500_000;
+        match r.check(&early, &l) {
+            Err(AcceptError::RateLimited {
+                limit: LimitKind::Cooldown,
+                retry_after_seconds,
+            }) => assert_eq!(retry_after_seconds, 20),
+            other => panic!("{other:?}"),
+        }
+        assert!(r.check(&at(130), &l).is_ok());
+    }
+
+    #[test]
+    fn other_numbers_and_accounts_are_counted_apart_and_zero_turns_limits_off() {
+        let l = limits(1, 600, 30);
+        let mut r = Recent::default();
+        r.record(&at(100));
+        let mut other_number = at(101);
+        other_number.e164 = "+9779800000000".into();
+        let mut other_account = at(101);
+        other_account.account_id = 2;
+        assert!(r.check(&other_number, &l).is_ok());
+        assert!(r.check(&other_account, &l).is_ok());
+        assert!(r.check(&at(101), &l).is_err());
+        assert!(r.check(&at(101), &SendLimits::default()).is_ok());
+        assert!(Recent::wanted(&[&at(101)], &SendLimits::default()).is_empty());
     }
 
     #[test]

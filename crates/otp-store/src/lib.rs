@@ -73,6 +73,15 @@ pub enum AcceptError {
     /// The account does not exist (deleted between authentication and acceptance).
     #[error("account not found")]
     AccountNotFound,
+    /// A per-destination limit ([`SendLimits`]) refused the send; nothing was
+    /// written or charged.
+    #[error("rate limited")]
+    RateLimited {
+        /// Which limit.
+        limit: LimitKind,
+        /// Whole seconds (at least 1) until a send to the number can pass.
+        retry_after_seconds: u64,
+    },
     /// The store failed; nothing was written.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -185,6 +194,8 @@ pub struct StoreOptions {
     pub connections: usize,
     /// Seals codes on the way in and opens them on the way out.
     pub vault: Arc<CodeVault>,
+    /// Per-destination limits checked when sends are accepted.
+    pub limits: SendLimits,
 }
 
 impl Default for StoreOptions {
@@ -195,6 +206,7 @@ impl Default for StoreOptions {
             max_batch: 512,
             connections: 8,
             vault: Arc::new(CodeVault::ephemeral()),
+            limits: SendLimits::default(),
         }
     }
 }

@@ -26,6 +26,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "codes_at_rest",
         sql: include_str!("../migrations/sqlite/0003_codes_at_rest.sql"),
     },
+    Migration {
+        version: 4,
+        name: "send_limits",
+        sql: include_str!("../migrations/sqlite/0004_send_limits.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -43,6 +48,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 3,
         name: "codes_at_rest",
         sql: include_str!("../migrations/postgres/0003_codes_at_rest.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "send_limits",
+        sql: include_str!("../migrations/postgres/0004_send_limits.sql"),
     },
 ];
 

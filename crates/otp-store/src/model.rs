@@ -108,6 +108,56 @@ impl std::fmt::Debug for NewOtp {
     }
 }
 
+/// Limits on sends to one destination, per account, checked in the transaction
+/// that accepts the send. A zero turns a limit off; the default has both off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendLimits {
+    /// Most sends to one number within `per_number_window`.
+    pub per_number_max: u32,
+    /// The sliding window `per_number_max` counts over.
+    pub per_number_window: Micros,
+    /// Least time between two sends to one number.
+    pub per_number_cooldown: Micros,
+}
+
+impl SendLimits {
+    pub(crate) fn window_enabled(&self) -> bool {
+        self.per_number_max > 0 && self.per_number_window > 0
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.window_enabled() || self.per_number_cooldown > 0
+    }
+
+    /// How far back the sends that matter to a check can be.
+    pub(crate) fn lookback(&self) -> Micros {
+        let window = if self.window_enabled() {
+            self.per_number_window
+        } else {
+            0
+        };
+        window.max(self.per_number_cooldown)
+    }
+
+    /// How many of the newest sends to one number a check needs.
+    pub(crate) fn depth(&self) -> i64 {
+        if self.window_enabled() {
+            i64::from(self.per_number_max)
+        } else {
+            1
+        }
+    }
+}
+
+/// Which per-destination limit refused a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// `per_number_max` sends within the window.
+    Window,
+    /// The resend cooldown.
+    Cooldown,
+}
+
 /// What an accepted send got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {

@@ -4,8 +4,10 @@
 //! waiting and commit them in one transaction that locks the touched accounts
 //! (`FOR UPDATE`, in id order, so two batches never deadlock) and writes the rows
 //! with `UNNEST` multi-row statements. The row locks make balances exact however
-//! many nodes send at once. Jobs are claimed with `FOR UPDATE SKIP LOCKED`, so
-//! nodes share the outbox without handing one job to two of them.
+//! many nodes send at once, and they serialize the per-destination limits too:
+//! the recent sends to a number are read after its account is locked. Jobs are
+//! claimed with `FOR UPDATE SKIP LOCKED`, so nodes share the outbox without
+//! handing one job to two of them.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use crate::alloc::Balances;
+use crate::alloc::{Balances, Recent};
 use crate::migrate;
 use crate::model::{
     StoredCode, VerifyRow, VerifyStep, channel_from_str, option_from_str, verify_event,
@@ -77,7 +79,12 @@ impl PgStore {
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..BATCHERS {
-            tokio::spawn(batcher(pool.clone(), rx.clone(), options.max_batch.max(1)));
+            tokio::spawn(batcher(
+                pool.clone(),
+                rx.clone(),
+                options.max_batch.max(1),
+                options.limits,
+            ));
         }
         Ok(PgStore {
             pool,
@@ -126,6 +133,7 @@ async fn batcher(
     pool: Pool,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<(SealedOtp, AcceptReply)>>>,
     max_batch: usize,
+    limits: SendLimits,
 ) {
     loop {
         let mut batch = Vec::new();
@@ -143,7 +151,7 @@ async fn batcher(
             }
         }
         let (otps, replies): (Vec<SealedOtp>, Vec<AcceptReply>) = batch.into_iter().unzip();
-        match accept_batch(&pool, &otps).await {
+        match accept_batch(&pool, &otps, &limits).await {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);
@@ -162,6 +170,7 @@ async fn batcher(
 async fn accept_batch(
     pool: &Pool,
     sealed: &[SealedOtp],
+    limits: &SendLimits,
 ) -> Result<Vec<Result<Accepted, AcceptError>>, StoreError> {
     let mut client = pool.get().await.map_err(pool_err)?;
     let tx = client.transaction().await.map_err(pg_err)?;
@@ -181,12 +190,36 @@ async fn accept_batch(
     for r in rows {
         balances.insert(r.get(0), r.get(1), r.get(2), r.get(3));
     }
+    // The account rows are locked now, so every earlier send to these numbers
+    // (from any node) is committed, and this statement's snapshot sees it.
+    let mut recent = Recent::default();
+    let wanted = Recent::wanted(&otps, limits);
+    if !wanted.is_empty() {
+        let accounts: Vec<i64> = wanted.iter().map(|w| w.0).collect();
+        let numbers: Vec<&str> = wanted.iter().map(|w| w.1.as_str()).collect();
+        let since: Vec<i64> = wanted.iter().map(|w| w.2).collect();
+        let rows = tx
+            .query(
+                "SELECT u.a, u.e, o.created_at \
+                 FROM UNNEST($1::int8[], $2::text[], $3::int8[]) AS u(a, e, since) \
+                 CROSS JOIN LATERAL (SELECT created_at FROM otps \
+                   WHERE account_id = u.a AND e164 = u.e AND created_at > u.since \
+                   ORDER BY created_at DESC LIMIT $4) o",
+                &[&accounts, &numbers, &since, &limits.depth()],
+            )
+            .await
+            .map_err(pg_err)?;
+        for r in rows {
+            recent.insert(r.get(0), r.get(1), r.get(2));
+        }
+    }
 
     let mut results: Vec<Result<Accepted, AcceptError>> = Vec::with_capacity(otps.len());
     let mut taken = Vec::new();
     for (i, otp) in otps.iter().enumerate() {
-        match balances.take(otp) {
+        match recent.check(otp, limits).and_then(|()| balances.take(otp)) {
             Ok(t) => {
+                recent.record(otp);
                 taken.push((i, t));
                 results.push(Ok(Accepted {
                     id: 0,

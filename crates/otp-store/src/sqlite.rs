@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::alloc::Balances;
+use crate::alloc::{Balances, Recent};
 use crate::migrate::{self, Migration};
 use crate::model::{
     StoredCode, VerifyRow, VerifyStep, channel_from_str, option_from_str, verify_event,
@@ -66,6 +66,7 @@ impl SqliteStore {
     pub async fn open(path: &str, options: &StoreOptions) -> Result<Self, StoreError> {
         let path = path.to_owned();
         let max_batch = options.max_batch.max(1);
+        let limits = options.limits;
         let readers = options.connections.max(1);
         let (conn, read_conns) = tokio::task::spawn_blocking(move || {
             let mut conn = open_writer(Path::new(&path))?;
@@ -82,7 +83,7 @@ impl SqliteStore {
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("otpgate-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_batch))
+            .spawn(move || writer_loop(conn, rx, max_batch, limits))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(SqliteStore {
             writer: tx,
@@ -211,7 +212,12 @@ fn apply_migrations_in(conn: &mut Connection, list: &[Migration]) -> Result<(), 
     tx.commit().map_err(map_err)
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>, max_batch: usize) {
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<WriteOp>,
+    max_batch: usize,
+    limits: SendLimits,
+) {
     let mut ops = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
         ops.push(first);
@@ -221,11 +227,11 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>, m
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, &mut ops);
+        run_batch(&mut conn, &mut ops, &limits);
     }
 }
 
-fn run_batch(conn: &mut Connection, ops: &mut Vec<WriteOp>) {
+fn run_batch(conn: &mut Connection, ops: &mut Vec<WriteOp>, limits: &SendLimits) {
     let mut accepts = Vec::new();
     let mut others = Vec::new();
     for op in ops.drain(..) {
@@ -246,7 +252,7 @@ fn run_batch(conn: &mut Connection, ops: &mut Vec<WriteOp>) {
         Ok(tx) => {
             let finishers = others.into_iter().map(|job| job(Some(&tx))).collect();
             let otps: Vec<&SealedOtp> = accepts.iter().map(|(otp, _)| otp.as_ref()).collect();
-            match accept_batch(&tx, &otps) {
+            match accept_batch(&tx, &otps, limits) {
                 Ok(results) => match tx.commit() {
                     Ok(()) => (finishers, Some(results), None),
                     Err(e) => (finishers, None, Some(map_err(e))),
@@ -277,11 +283,12 @@ fn run_batch(conn: &mut Connection, ops: &mut Vec<WriteOp>) {
     }
 }
 
-/// Debits, numbers and writes a batch of sends inside `tx`. The outer error means
-/// the transaction must not commit; inner errors are per send.
+/// Checks the limits of, debits, numbers and writes a batch of sends inside `tx`.
+/// The outer error means the transaction must not commit; inner errors are per send.
 fn accept_batch(
     tx: &Transaction<'_>,
     otps: &[&SealedOtp],
+    limits: &SendLimits,
 ) -> Result<Vec<Result<Accepted, AcceptError>>, StoreError> {
     if otps.is_empty() {
         return Ok(Vec::new());
@@ -306,6 +313,26 @@ fn accept_batch(
                 .map_err(map_err)?;
             if let Some((sms, phone, count)) = found {
                 balances.insert(otp.account_id, sms, phone, count);
+            }
+        }
+    }
+    let mut recent = Recent::default();
+    {
+        let plain: Vec<&NewOtp> = otps.iter().map(|s| &s.otp).collect();
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT created_at FROM otps WHERE account_id = ?1 AND e164 = ?2 \
+                 AND created_at > ?3 ORDER BY created_at DESC LIMIT ?4",
+            )
+            .map_err(map_err)?;
+        for (account, e164, since) in Recent::wanted(&plain, limits) {
+            let times = stmt
+                .query_map(params![account, e164, since, limits.depth()], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map_err(map_err)?;
+            for at in times {
+                recent.insert(account, &e164, at.map_err(map_err)?);
             }
         }
     }
@@ -338,13 +365,14 @@ fn accept_batch(
         masked_message,
     } in otps
     {
-        let taken = match balances.take(otp) {
+        let taken = match recent.check(otp, limits).and_then(|()| balances.take(otp)) {
             Ok(t) => t,
             Err(e) => {
                 results.push(Err(e));
                 continue;
             }
         };
+        recent.record(otp);
         insert_otp
             .execute(params![
                 otp.account_id,

@@ -60,6 +60,8 @@ pub struct Config {
     pub secrets: SecretsConfig,
     /// Checking codes, and how long codes are kept.
     pub verify: VerifyConfig,
+    /// Abuse protection on sends.
+    pub limits: LimitsConfig,
     /// Carrier routes, in order of preference per channel. None configured: the
     /// `log` driver takes both channels.
     pub routes: Vec<RouteConfig>,
@@ -119,6 +121,7 @@ impl Default for Config {
             mode: Mode::default(),
             secrets: SecretsConfig::default(),
             verify: VerifyConfig::default(),
+            limits: LimitsConfig::default(),
             routes: Vec::new(),
         }
     }
@@ -342,6 +345,51 @@ impl Default for VerifyConfig {
             default_expiry_seconds: 600,
             retention_seconds: 86_400,
             purge_interval_seconds: 60,
+        }
+    }
+}
+
+/// `[limits]`: abuse protection on sends. The per-number limits are checked in
+/// the transaction that accepts a send, so they hold across nodes sharing one
+/// PostgreSQL database. A zero turns a limit off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most sends per account to one number within `per_number_window_seconds`.
+    pub per_number_max: u32,
+    /// The sliding window `per_number_max` counts over.
+    pub per_number_window_seconds: u64,
+    /// Least time between two sends of an account to one number.
+    pub per_number_cooldown_seconds: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            per_number_max: 5,
+            per_number_window_seconds: 600,
+            per_number_cooldown_seconds: 30,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The per-number limits, as the store checks them.
+    pub fn send_limits(&self) -> otp_store::SendLimits {
+        let micros = |s: u64| i64::try_from(s.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+        otp_store::SendLimits {
+            per_number_max: self.per_number_max,
+            per_number_window: micros(self.per_number_window_seconds),
+            per_number_cooldown: micros(self.per_number_cooldown_seconds),
+        }
+    }
+
+    /// No limit at all (for tests that send many OTPs to one number).
+    pub fn off() -> Self {
+        LimitsConfig {
+            per_number_max: 0,
+            per_number_window_seconds: 0,
+            per_number_cooldown_seconds: 0,
         }
     }
 }

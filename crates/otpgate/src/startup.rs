@@ -51,6 +51,7 @@ pub async fn open_store_with(
         max_batch: config.store.max_batch,
         connections: config.store.connections,
         vault,
+        limits: config.limits.send_limits(),
     };
     otp_store::open(config.database_url.expose(), &options)
         .await

@@ -132,6 +132,18 @@ impl ApiError {
         })
     }
 
+    /// 429: a limit on sends to the number refused this one; `Retry-After` says
+    /// when one can pass.
+    pub fn rate_limited(code: &str, message: impl Into<String>, retry_after: u64) -> Self {
+        let message = message.into();
+        ApiError::from_inner(Inner {
+            errors: vec![FieldError::new("number", code, message.clone())],
+            data: Some(serde_json::json!({ "retry_after": retry_after })),
+            retry_after: Some(retry_after),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, message).inner()
+        })
+    }
+
     pub fn not_found() -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "Not found.")
     }

@@ -20,7 +20,7 @@ use otp_domain::credits;
 use otp_domain::message::MessageTemplate;
 use otp_domain::phone::PhoneNumber;
 use otp_domain::segments::{self, MAX_SEGMENTS, SmsEncoding};
-use otp_store::{AcceptError, NewOtp, now_micros};
+use otp_store::{AcceptError, LimitKind, NewOtp, now_micros};
 
 use super::error::{ApiError, FieldError};
 use super::extract::Fields;
@@ -140,6 +140,7 @@ struct ValidSend {
         (status = 402, description = "Insufficient credits; nothing written", body = super::error::ErrorEnvelope),
         (status = 413, description = "Body over 64 KiB", body = super::error::ErrorEnvelope),
         (status = 415, description = "Not JSON or form", body = super::error::ErrorEnvelope),
+        (status = 429, description = "Too many sends to this number (`rate_limited`) or within its cooldown (`cooldown`); `Retry-After` says when to try again; nothing written", body = super::error::ErrorEnvelope),
         (status = 503, description = "Store unavailable; nothing written", body = super::error::ErrorEnvelope),
     ),
     security(("bearer" = []))
@@ -241,6 +242,36 @@ pub async fn send_otp(
         }
         Err(AcceptError::AccountNotFound) => {
             return Err(ApiError::unauthenticated("Invalid token."));
+        }
+        Err(AcceptError::RateLimited {
+            limit,
+            retry_after_seconds,
+        }) => {
+            state.metrics.inc(
+                "otpgate_sends_total",
+                &[("channel", channel), ("outcome", "rate_limited")],
+            );
+            let limits = &state.config.limits;
+            return Err(match limit {
+                LimitKind::Window => ApiError::rate_limited(
+                    "rate_limited",
+                    format!(
+                        "At most {} OTPs may be sent to this number in {} seconds; \
+                         try again in {retry_after_seconds} seconds.",
+                        limits.per_number_max, limits.per_number_window_seconds
+                    ),
+                    retry_after_seconds,
+                ),
+                LimitKind::Cooldown => ApiError::rate_limited(
+                    "cooldown",
+                    format!(
+                        "An OTP was sent to this number less than {} seconds ago; \
+                         try again in {retry_after_seconds} seconds.",
+                        limits.per_number_cooldown_seconds
+                    ),
+                    retry_after_seconds,
+                ),
+            });
         }
         Err(AcceptError::Store(e)) => {
             state.metrics.inc(

@@ -69,14 +69,15 @@ async fn accounts_credits_and_keys_from_the_command_line(backend: Backend) {
 
     let (mut server, base) = start_server(&db, dir.path());
     let client = reqwest::Client::new();
-    let send = |k: String| {
+    // Each send goes to its own number: the default per-number cooldown is on.
+    let send = |k: String, number: &'static str| {
         let client = client.clone();
         let url = format!("{base}/api/v1/auths/send/otp/");
         async move {
             client
                 .post(url)
                 .bearer_auth(k)
-                .json(&text_send("9851023212"))
+                .json(&text_send(number))
                 .send()
                 .await
                 .unwrap()
@@ -84,11 +85,11 @@ async fn accounts_credits_and_keys_from_the_command_line(backend: Backend) {
                 .as_u16()
         }
     };
-    assert_eq!(send(key.clone()).await, 200);
-    assert_eq!(send(second_key.clone()).await, 200);
+    assert_eq!(send(key.clone(), "9851023212").await, 200);
+    assert_eq!(send(second_key.clone(), "9851023213").await, 200);
     run(&["keys", "revoke", &second_key], &db);
-    assert_eq!(send(second_key).await, 401);
-    assert_eq!(send(key).await, 200);
+    assert_eq!(send(second_key, "9851023214").await, 401);
+    assert_eq!(send(key, "9851023215").await, 200);
     server.kill().unwrap();
     server.wait().unwrap();
 }

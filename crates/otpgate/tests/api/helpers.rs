@@ -90,6 +90,8 @@ pub fn test_config(database_url: &str, dir: &tempfile::TempDir) -> Config {
     config.delivery.voice_dir = dir.path().join("voice").display().to_string();
     config.delivery.poll_interval_ms = 50;
     config.demo.create_default_account = false;
+    // Most tests send many OTPs to one number; `limits.rs` turns limits back on.
+    config.limits = otpgate::config::LimitsConfig::off();
     config
 }
 

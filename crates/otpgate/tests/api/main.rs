@@ -8,6 +8,7 @@ mod cli;
 mod concurrency;
 mod delivery;
 mod durability;
+mod limits;
 mod list;
 mod ops;
 mod send;
