@@ -361,6 +361,10 @@ pub struct LimitsConfig {
     pub per_number_window_seconds: u64,
     /// Least time between two sends of an account to one number.
     pub per_number_cooldown_seconds: u64,
+    /// ISO 3166 regions sends may go to (`NP`); empty: every region.
+    pub allowed_countries: Vec<String>,
+    /// E.164 prefixes no send may go to (`+97798000`), whatever the region.
+    pub denied_prefixes: Vec<String>,
 }
 
 impl Default for LimitsConfig {
@@ -369,6 +373,8 @@ impl Default for LimitsConfig {
             per_number_max: 5,
             per_number_window_seconds: 600,
             per_number_cooldown_seconds: 30,
+            allowed_countries: vec!["NP".into()],
+            denied_prefixes: Vec::new(),
         }
     }
 }
@@ -384,12 +390,49 @@ impl LimitsConfig {
         }
     }
 
-    /// No limit at all (for tests that send many OTPs to one number).
+    /// No per-number limit (for tests that send many OTPs to one number); the
+    /// destination rules stay the defaults.
     pub fn off() -> Self {
         LimitsConfig {
             per_number_max: 0,
             per_number_window_seconds: 0,
             per_number_cooldown_seconds: 0,
+            ..LimitsConfig::default()
+        }
+    }
+
+    /// Why a destination is refused (`country_not_allowed` or `prefix_denied`,
+    /// with a sentence), if it is.
+    pub fn refuse_destination(
+        &self,
+        number: &otp_domain::phone::PhoneNumber,
+    ) -> Option<(&'static str, String)> {
+        if let Some(prefix) = self
+            .denied_prefixes
+            .iter()
+            .find(|p| !p.is_empty() && number.e164().starts_with(p.as_str()))
+        {
+            return Some((
+                "prefix_denied",
+                format!("Sending to numbers starting with {prefix} is not allowed."),
+            ));
+        }
+        let allowed = self.allowed_countries.is_empty()
+            || number.region().is_some_and(|region| {
+                self.allowed_countries
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(region))
+            });
+        if allowed {
+            None
+        } else {
+            Some((
+                "country_not_allowed",
+                format!(
+                    "Sending to this country is not allowed; allowed: {}.",
+                    self.allowed_countries.join(", ")
+                ),
+            ))
         }
     }
 }

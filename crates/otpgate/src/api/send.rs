@@ -44,7 +44,9 @@ pub fn router() -> Router<AppState> {
 #[allow(dead_code)]
 pub struct SendOtpRequest {
     /// Recipient: 10 Nepali digits (`98XXXXXXXX`), or `+977...`, or another
-    /// country's number in `+` international form.
+    /// country's number in `+` international form, if `limits.allowed_countries`
+    /// lets it through (default: Nepal only) and no `limits.denied_prefixes`
+    /// entry matches.
     #[schema(example = "9851023212")]
     number: String,
     /// The text, with `{otp}` where the code goes (at most 1,000 characters; the
@@ -150,7 +152,7 @@ pub async fn send_otp(
     caller: Caller,
     Fields(fields): Fields,
 ) -> Result<Json<SendResponse>, ApiError> {
-    let valid = match validate(&fields) {
+    let valid = match validate(&fields, &state.config.limits) {
         Ok(v) => v,
         Err(errors) => {
             let channel = field_str(&fields, "sms_send_options").unwrap_or("unknown");
@@ -426,7 +428,10 @@ fn number_field(
     }
 }
 
-fn validate(fields: &Map<String, Value>) -> Result<ValidSend, Vec<FieldError>> {
+fn validate(
+    fields: &Map<String, Value>,
+    limits: &crate::config::LimitsConfig,
+) -> Result<ValidSend, Vec<FieldError>> {
     let mut errors = Vec::new();
 
     let channel = required_text(fields, "sms_send_options", &mut errors).and_then(|s| {
@@ -451,7 +456,13 @@ fn validate(fields: &Map<String, Value>) -> Result<ValidSend, Vec<FieldError>> {
                 ));
                 None
             }
-            Ok(n) => Some(n),
+            Ok(n) => match limits.refuse_destination(&n) {
+                Some((code, message)) => {
+                    errors.push(FieldError::new("number", code, message));
+                    None
+                }
+                None => Some(n),
+            },
             Err(e) => {
                 errors.push(FieldError::new("number", "invalid", e.to_string()));
                 None

@@ -1,5 +1,5 @@
 //! Abuse protection: per-number send limits, on both stores and across two nodes
-//! sharing one PostgreSQL database.
+//! sharing one PostgreSQL database, and the destination rules.
 
 use otpgate::config::{Config, LimitsConfig};
 use otpgate::startup::Application;
@@ -26,6 +26,7 @@ fn window_only(max: u32) -> LimitsConfig {
         per_number_max: max,
         per_number_window_seconds: 600,
         per_number_cooldown_seconds: 0,
+        ..LimitsConfig::default()
     }
 }
 
@@ -95,6 +96,7 @@ async fn a_second_send_within_the_cooldown_is_429_until_it_ends(backend: Backend
         per_number_max: 0,
         per_number_window_seconds: 600,
         per_number_cooldown_seconds: 30,
+        ..LimitsConfig::default()
     };
     let (app, _) = app_with(backend, limits).await;
     app.send_ok(&text_send(NUMBER)).await;
@@ -141,6 +143,38 @@ async fn twenty_simultaneous_sends_to_one_number_with_a_limit_of_five_accept_fiv
     app.stop().await;
 }
 
+async fn numbers_outside_the_allowed_countries_or_under_a_denied_prefix_are_refused(
+    backend: Backend,
+) {
+    let limits = LimitsConfig {
+        denied_prefixes: vec!["+977980".into()],
+        ..LimitsConfig::off()
+    };
+    let (app, _) = app_with(backend, limits).await;
+    let (status, _, body) = send_as(&app, &app.key, "+14155552671").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["field"], "number");
+    assert_eq!(body["errors"][0]["code"], "country_not_allowed", "{body}");
+    let (status, _, body) = send_as(&app, &app.key, "9801234567").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["code"], "prefix_denied", "{body}");
+    assert_eq!(app.otp_count().await, 0, "nothing was written");
+    assert_eq!(app.balance().await, (100, 10));
+    assert_eq!(send_as(&app, &app.key, NUMBER).await.0, 200);
+    app.stop().await;
+}
+
+async fn an_empty_country_list_allows_every_country(backend: Backend) {
+    let limits = LimitsConfig {
+        allowed_countries: Vec::new(),
+        ..LimitsConfig::off()
+    };
+    let (app, _) = app_with(backend, limits).await;
+    let body = app.send_ok(&text_send("+14155552671")).await;
+    assert_eq!(body["data"]["details"]["number"], "+14155552671");
+    app.stop().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         $(
@@ -166,6 +200,8 @@ on_both_backends!(
     a_second_send_within_the_cooldown_is_429_until_it_ends,
     other_numbers_and_other_accounts_are_limited_apart,
     twenty_simultaneous_sends_to_one_number_with_a_limit_of_five_accept_five,
+    numbers_outside_the_allowed_countries_or_under_a_denied_prefix_are_refused,
+    an_empty_country_list_allows_every_country,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
