@@ -14,7 +14,9 @@
 
 use std::collections::HashMap;
 
-use crate::{AcceptError, AccountId, LimitKind, Micros, NewOtp, SendLimits};
+use crate::{
+    AcceptError, Accepted, AccountId, IdempotencyKey, LimitKind, Micros, NewOtp, SendLimits,
+};
 
 /// An account's balance as the batch goes along.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +170,42 @@ impl Recent {
     }
 }
 
+/// An earlier send under an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prior {
+    /// Accepted by an earlier transaction, or earlier in this one with its id known.
+    Stored(Accepted),
+    /// Accepted earlier in this batch, at this index; its id comes later.
+    InBatch(usize),
+}
+
+/// The idempotency keys of the sends a batch carries, and what they got.
+#[derive(Debug, Default)]
+pub struct Keys {
+    map: HashMap<(AccountId, String), (Vec<u8>, Prior)>,
+}
+
+impl Keys {
+    pub fn insert(&mut self, account: AccountId, key: &str, body_hash: Vec<u8>, prior: Prior) {
+        self.map
+            .insert((account, key.to_owned()), (body_hash, prior));
+    }
+
+    /// What an earlier send under the same key means for this one: nothing
+    /// (`Ok(None)`), the answer to replay, or a refusal when the body differs.
+    pub fn check(
+        &self,
+        account: AccountId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<&Prior>, AcceptError> {
+        match self.map.get(&(account, key.key.clone())) {
+            None => Ok(None),
+            Some((hash, prior)) if *hash == key.body_hash => Ok(Some(prior)),
+            Some(_) => Err(AcceptError::IdempotencyKeyReused),
+        }
+    }
+}
+
 /// Whole seconds from `now` to `until`, rounded up, at least 1.
 fn seconds_until(now: Micros, until: Micros) -> u64 {
     let micros = (until - now).max(1) as u64;
@@ -293,6 +331,27 @@ mod tests {
         assert!(r.check(&at(101), &l).is_err());
         assert!(r.check(&at(101), &SendLimits::default()).is_ok());
         assert!(Recent::wanted(&[&at(101)], &SendLimits::default()).is_empty());
+    }
+
+    #[test]
+    fn an_idempotency_key_replays_its_body_and_refuses_another() {
+        let key = |hash: u8| IdempotencyKey {
+            key: "k".into(),
+            body_hash: vec![hash],
+        };
+        let mut keys = Keys::default();
+        assert_eq!(keys.check(1, &key(1)).unwrap(), None);
+        keys.insert(1, "k", vec![1], Prior::InBatch(0));
+        assert_eq!(keys.check(1, &key(1)).unwrap(), Some(&Prior::InBatch(0)));
+        assert!(matches!(
+            keys.check(1, &key(2)),
+            Err(AcceptError::IdempotencyKeyReused)
+        ));
+        assert_eq!(
+            keys.check(2, &key(2)).unwrap(),
+            None,
+            "keys are per account"
+        );
     }
 
     #[test]

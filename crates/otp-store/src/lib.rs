@@ -14,6 +14,10 @@
 //! in arrival order, each is accepted if its account still has the credits, and
 //! each account's new balance is written once. Accepting a send writes the OTP row,
 //! its delivery job and its ledger debit in that same transaction, or nothing.
+//! The same pass first answers a repeated `Idempotency-Key` with what the first
+//! send got ([`Store::accept_once`]) and then checks the per-destination limits
+//! ([`SendLimits`]) against the recent sends to the number, so neither a retry nor
+//! a burst split across nodes gets past them.
 //!
 //! Times are microseconds since the Unix epoch (UTC) in both backends. Migrations
 //! are embedded and applied on open.
@@ -82,6 +86,13 @@ pub enum AcceptError {
         /// Whole seconds (at least 1) until a send to the number can pass.
         retry_after_seconds: u64,
     },
+    /// A send under the same idempotency key and body was accepted before;
+    /// nothing new was written, and this is what that send got.
+    #[error("already accepted under this idempotency key")]
+    Replayed(Accepted),
+    /// The idempotency key was used before with another body; nothing written.
+    #[error("idempotency key reused with another body")]
+    IdempotencyKeyReused,
     /// The store failed; nothing was written.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -130,7 +141,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Debits the account, writes the OTP and its delivery job, atomically and
     /// durably, or writes nothing.
-    async fn accept(&self, otp: NewOtp) -> Result<Accepted, AcceptError>;
+    async fn accept(&self, otp: NewOtp) -> Result<Accepted, AcceptError> {
+        self.accept_once(otp, None).await
+    }
+    /// [`Store::accept`] under an idempotency key: the key is checked and
+    /// recorded in the same transaction, so of concurrent sends under one key at
+    /// most one is accepted; the others get [`AcceptError::Replayed`].
+    async fn accept_once(
+        &self,
+        otp: NewOtp,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Accepted, AcceptError>;
     /// One page of an account's OTPs, newest first.
     async fn list_otps(&self, query: &ListQuery) -> Result<OtpPage, StoreError>;
     /// One OTP of an account.
@@ -220,6 +241,7 @@ pub(crate) struct SealedOtp {
     pub code: otp_domain::vault::SealedCode,
     /// The rendered message with the code masked.
     pub masked_message: String,
+    pub idempotency: Option<IdempotencyKey>,
 }
 
 impl SealedOtp {
@@ -234,6 +256,7 @@ impl SealedOtp {
             otp,
             code,
             masked_message,
+            idempotency: None,
         }
     }
 }

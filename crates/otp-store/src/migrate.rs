@@ -31,6 +31,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "send_limits",
         sql: include_str!("../migrations/sqlite/0004_send_limits.sql"),
     },
+    Migration {
+        version: 5,
+        name: "idempotency",
+        sql: include_str!("../migrations/sqlite/0005_idempotency.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -53,6 +58,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 4,
         name: "send_limits",
         sql: include_str!("../migrations/postgres/0004_send_limits.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "idempotency",
+        sql: include_str!("../migrations/postgres/0005_idempotency.sql"),
     },
 ];
 

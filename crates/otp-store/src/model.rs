@@ -149,6 +149,25 @@ impl SendLimits {
     }
 }
 
+/// How long a send's `Idempotency-Key` answers for it.
+pub const IDEMPOTENCY_TTL: Micros = 24 * 3600 * 1_000_000;
+
+/// A send's `Idempotency-Key`: within [`IDEMPOTENCY_TTL`], a later send of the
+/// account under the same key gets what the first accepted one got, if its body
+/// hashes the same, and is refused otherwise.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// A hash of the request body (and the account).
+    pub body_hash: Vec<u8>,
+}
+
+impl std::fmt::Debug for IdempotencyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdempotencyKey([redacted])")
+    }
+}
+
 /// Which per-destination limit refused a send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKind {

@@ -18,7 +18,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use crate::alloc::{Balances, Recent};
+use crate::alloc::{Balances, Keys, Prior, Recent};
 use crate::migrate;
 use crate::model::{
     StoredCode, VerifyRow, VerifyStep, channel_from_str, option_from_str, verify_event,
@@ -214,12 +214,70 @@ async fn accept_batch(
         }
     }
 
+    let mut keys = Keys::default();
+    let keyed: Vec<(i64, &str)> = sealed
+        .iter()
+        .filter_map(|s| Some((s.otp.account_id, s.idempotency.as_ref()?.key.as_str())))
+        .collect();
+    if !keyed.is_empty() {
+        let accounts: Vec<i64> = keyed.iter().map(|k| k.0).collect();
+        let names: Vec<&str> = keyed.iter().map(|k| k.1).collect();
+        let oldest = otps.iter().map(|o| o.created_at).min().unwrap_or(0);
+        let rows = tx
+            .query(
+                "SELECT i.account_id, i.idem_key, i.body_hash, i.otp_id, i.account_seq, \
+                 i.sms_credits, i.phone_credits FROM idempotency i \
+                 JOIN UNNEST($1::int8[], $2::text[]) AS u(a, k) \
+                 ON i.account_id = u.a AND i.idem_key = u.k WHERE i.created_at > $3",
+                &[&accounts, &names, &(oldest - IDEMPOTENCY_TTL)],
+            )
+            .await
+            .map_err(pg_err)?;
+        for r in rows {
+            let accepted = Accepted {
+                id: r.get(3),
+                account_seq: r.get(4),
+                sms_credits: r.get(5),
+                phone_credits: r.get(6),
+            };
+            keys.insert(r.get(0), r.get(1), r.get(2), Prior::Stored(accepted));
+        }
+    }
+
     let mut results: Vec<Result<Accepted, AcceptError>> = Vec::with_capacity(otps.len());
     let mut taken = Vec::new();
+    // Sends that repeat one accepted earlier in this batch: (this, that).
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
     for (i, otp) in otps.iter().enumerate() {
+        if let Some(k) = &sealed[i].idempotency {
+            match keys.check(otp.account_id, k) {
+                Ok(None) => {}
+                Ok(Some(Prior::Stored(a))) => {
+                    results.push(Err(AcceptError::Replayed(a.clone())));
+                    continue;
+                }
+                Ok(Some(Prior::InBatch(first))) => {
+                    repeats.push((i, *first));
+                    results.push(Err(AcceptError::IdempotencyKeyReused));
+                    continue;
+                }
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            }
+        }
         match recent.check(otp, limits).and_then(|()| balances.take(otp)) {
             Ok(t) => {
                 recent.record(otp);
+                if let Some(k) = &sealed[i].idempotency {
+                    keys.insert(
+                        otp.account_id,
+                        &k.key,
+                        k.body_hash.clone(),
+                        Prior::InBatch(i),
+                    );
+                }
                 taken.push((i, t));
                 results.push(Ok(Accepted {
                     id: 0,
@@ -357,6 +415,44 @@ async fn accept_batch(
     )
     .await
     .map_err(pg_err)?;
+    let (mut ka, mut kn, mut kh, mut ko, mut ks, mut ksms, mut kph, mut kt) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for ((i, t), id) in taken.iter().zip(&otp_ids) {
+        if let Some(k) = &sealed[*i].idempotency {
+            ka.push(otps[*i].account_id);
+            kn.push(k.key.as_str());
+            kh.push(k.body_hash.as_slice());
+            ko.push(*id);
+            ks.push(t.account_seq);
+            ksms.push(t.sms_left);
+            kph.push(t.phone_left);
+            kt.push(otps[*i].created_at);
+        }
+    }
+    if !ka.is_empty() {
+        // A row still there under the key has expired (a live one was replayed).
+        tx.execute(
+            "INSERT INTO idempotency (account_id, idem_key, body_hash, otp_id, account_seq, \
+             sms_credits, phone_credits, created_at) \
+             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::bytea[], $4::int8[], $5::int8[], \
+             $6::int8[], $7::int8[], $8::int8[]) \
+             ON CONFLICT (account_id, idem_key) DO UPDATE SET body_hash = excluded.body_hash, \
+             otp_id = excluded.otp_id, account_seq = excluded.account_seq, \
+             sms_credits = excluded.sms_credits, phone_credits = excluded.phone_credits, \
+             created_at = excluded.created_at",
+            &[&ka, &kn, &kh, &ko, &ks, &ksms, &kph, &kt],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
     let (mut ua, mut us, mut up, mut uc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (id, b) in balances.changed() {
         ua.push(id);
@@ -376,6 +472,11 @@ async fn accept_batch(
     for ((i, _), id) in taken.iter().zip(otp_ids) {
         if let Ok(a) = &mut results[*i] {
             a.id = id;
+        }
+    }
+    for (repeat, first) in repeats {
+        if let Ok(a) = &results[first] {
+            results[repeat] = Err(AcceptError::Replayed(a.clone()));
         }
     }
     Ok(results)
@@ -710,9 +811,14 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn accept(&self, otp: NewOtp) -> Result<Accepted, AcceptError> {
+    async fn accept_once(
+        &self,
+        otp: NewOtp,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Accepted, AcceptError> {
         // Sealed here, on the caller's task, before the send joins a batch.
-        let sealed = SealedOtp::new(otp, &self.vault);
+        let mut sealed = SealedOtp::new(otp, &self.vault);
+        sealed.idempotency = key;
         let (reply, rx) = oneshot::channel();
         self.accepts
             .send((sealed, reply))

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::alloc::{Balances, Recent};
+use crate::alloc::{Balances, Keys, Prior, Recent};
 use crate::migrate::{self, Migration};
 use crate::model::{
     StoredCode, VerifyRow, VerifyStep, channel_from_str, option_from_str, verify_event,
@@ -336,6 +336,46 @@ fn accept_batch(
             }
         }
     }
+    let mut keys = Keys::default();
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT body_hash, otp_id, account_seq, sms_credits, phone_credits \
+                 FROM idempotency WHERE account_id = ?1 AND idem_key = ?2 AND created_at > ?3",
+            )
+            .map_err(map_err)?;
+        for s in otps {
+            let Some(k) = &s.idempotency else { continue };
+            let since = s.otp.created_at - IDEMPOTENCY_TTL;
+            let found = stmt
+                .query_row(params![s.otp.account_id, k.key, since], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        Accepted {
+                            id: r.get(1)?,
+                            account_seq: r.get(2)?,
+                            sms_credits: r.get(3)?,
+                            phone_credits: r.get(4)?,
+                        },
+                    ))
+                })
+                .optional()
+                .map_err(map_err)?;
+            if let Some((hash, accepted)) = found {
+                keys.insert(s.otp.account_id, &k.key, hash, Prior::Stored(accepted));
+            }
+        }
+    }
+    let mut insert_key = tx
+        .prepare_cached(
+            "INSERT INTO idempotency (account_id, idem_key, body_hash, otp_id, account_seq, \
+             sms_credits, phone_credits, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (account_id, idem_key) DO UPDATE SET body_hash = excluded.body_hash, \
+             otp_id = excluded.otp_id, account_seq = excluded.account_seq, \
+             sms_credits = excluded.sms_credits, phone_credits = excluded.phone_credits, \
+             created_at = excluded.created_at",
+        )
+        .map_err(map_err)?;
     let mut insert_otp = tx
         .prepare_cached(
             "INSERT INTO otps (account_id, account_seq, api_key_id, phone_number, e164, template, \
@@ -358,13 +398,35 @@ fn accept_batch(
              VALUES (?1, 'debit', ?2, ?3, ?4, ?5)",
         )
         .map_err(map_err)?;
-    let mut results = Vec::with_capacity(otps.len());
+    let mut results: Vec<Result<Accepted, AcceptError>> = Vec::with_capacity(otps.len());
     for SealedOtp {
         otp,
         code,
         masked_message,
+        idempotency,
     } in otps
     {
+        if let Some(k) = idempotency {
+            // An expired key was not loaded, so it counts as new.
+            let prior = match keys.check(otp.account_id, k) {
+                Ok(None) => None,
+                Ok(Some(Prior::Stored(a))) => Some(Ok(a.clone())),
+                Ok(Some(Prior::InBatch(i))) => Some(match &results[*i] {
+                    Ok(a) => Ok(a.clone()),
+                    Err(_) => Err(StoreError::Internal(
+                        "a replayed send was not accepted".into(),
+                    )),
+                }),
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            if let Some(prior) = prior {
+                results.push(Err(AcceptError::Replayed(prior?)));
+                continue;
+            }
+        }
         let taken = match recent.check(otp, limits).and_then(|()| balances.take(otp)) {
             Ok(t) => t,
             Err(e) => {
@@ -410,12 +472,33 @@ fn accept_batch(
                 otp.created_at
             ])
             .map_err(map_err)?;
-        results.push(Ok(Accepted {
+        let accepted = Accepted {
             id,
             account_seq: taken.account_seq,
             sms_credits: taken.sms_left,
             phone_credits: taken.phone_left,
-        }));
+        };
+        if let Some(k) = idempotency {
+            insert_key
+                .execute(params![
+                    otp.account_id,
+                    k.key,
+                    k.body_hash,
+                    id,
+                    accepted.account_seq,
+                    accepted.sms_credits,
+                    accepted.phone_credits,
+                    otp.created_at
+                ])
+                .map_err(map_err)?;
+            keys.insert(
+                otp.account_id,
+                &k.key,
+                k.body_hash.clone(),
+                Prior::Stored(accepted.clone()),
+            );
+        }
+        results.push(Ok(accepted));
     }
     let mut update = tx
         .prepare_cached(
@@ -762,9 +845,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn accept(&self, otp: NewOtp) -> Result<Accepted, AcceptError> {
+    async fn accept_once(
+        &self,
+        otp: NewOtp,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Accepted, AcceptError> {
         // Sealed here, on the caller's task: the writer thread only copies bytes.
-        let sealed = SealedOtp::new(otp, &self.vault);
+        let mut sealed = SealedOtp::new(otp, &self.vault);
+        sealed.idempotency = key;
         let (reply, rx) = oneshot::channel();
         self.writer
             .send(WriteOp::Accept(Box::new(sealed), reply))

@@ -44,58 +44,80 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-            return Err(ApiError::payload_too_large(MAX_BODY_BYTES));
-        }
-        let mime = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let json = mime == "application/json"
-            || (mime.starts_with("application/") && mime.ends_with("+json"));
-        let form = mime == "application/x-www-form-urlencoded";
-        if !json && !form {
-            let shown = if mime.is_empty() {
-                "none"
-            } else {
-                mime.as_str()
-            };
-            return Err(ApiError::unsupported_media_type(shown));
-        }
-        let bytes = axum::body::to_bytes(Body::new(req.into_body()), MAX_BODY_BYTES)
+        read_fields(req).await.map(|(fields, _)| Fields(fields))
+    }
+}
+
+/// [`Fields`] and the body's bytes as they came (an `Idempotency-Key` is
+/// bound to them).
+pub struct FieldsAndBody {
+    pub fields: Map<String, Value>,
+    pub body: bytes::Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for FieldsAndBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        read_fields(req)
             .await
-            .map_err(|_| ApiError::payload_too_large(MAX_BODY_BYTES))?;
-        if json {
-            let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                ApiError::malformed(format!("JSON parse error: {}.", json_error_summary(&e)))
-            })?;
-            match value {
-                Value::Object(map) => Ok(Fields(map)),
-                _ => Err(ApiError::malformed("The JSON body must be an object.")),
-            }
+            .map(|(fields, body)| FieldsAndBody { fields, body })
+    }
+}
+
+async fn read_fields(req: Request) -> Result<(Map<String, Value>, bytes::Bytes), ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::payload_too_large(MAX_BODY_BYTES));
+    }
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let json =
+        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"));
+    let form = mime == "application/x-www-form-urlencoded";
+    if !json && !form {
+        let shown = if mime.is_empty() {
+            "none"
         } else {
-            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
-                .map_err(|_| ApiError::malformed("The form body could not be decoded."))?;
-            Ok(Fields(
-                pairs
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::String(v)))
-                    .collect(),
-            ))
+            mime.as_str()
+        };
+        return Err(ApiError::unsupported_media_type(shown));
+    }
+    let bytes = axum::body::to_bytes(Body::new(req.into_body()), MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::payload_too_large(MAX_BODY_BYTES))?;
+    if json {
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::malformed(format!("JSON parse error: {}.", json_error_summary(&e)))
+        })?;
+        match value {
+            Value::Object(map) => Ok((map, bytes)),
+            _ => Err(ApiError::malformed("The JSON body must be an object.")),
         }
+    } else {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
+            .map_err(|_| ApiError::malformed("The form body could not be decoded."))?;
+        Ok((
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+            bytes,
+        ))
     }
 }
 

@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -20,10 +21,11 @@ use otp_domain::credits;
 use otp_domain::message::MessageTemplate;
 use otp_domain::phone::PhoneNumber;
 use otp_domain::segments::{self, MAX_SEGMENTS, SmsEncoding};
-use otp_store::{AcceptError, LimitKind, NewOtp, now_micros};
+use otp_store::{AcceptError, Accepted, IdempotencyKey, LimitKind, NewOtp, now_micros};
+use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, FieldError};
-use super::extract::Fields;
+use super::extract::FieldsAndBody;
 use crate::auth::Caller;
 use crate::state::AppState;
 
@@ -31,6 +33,8 @@ use crate::state::AppState;
 pub const MAX_COMPANY_NAME_CHARS: usize = 100;
 /// The range `length_factor` may take on voice sends.
 pub const LENGTH_FACTOR_RANGE: (f64, f64) = (0.5, 2.0);
+/// Longest `Idempotency-Key` header accepted.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -142,6 +146,7 @@ struct ValidSend {
         (status = 402, description = "Insufficient credits; nothing written", body = super::error::ErrorEnvelope),
         (status = 413, description = "Body over 64 KiB", body = super::error::ErrorEnvelope),
         (status = 415, description = "Not JSON or form", body = super::error::ErrorEnvelope),
+        (status = 422, description = "The `Idempotency-Key` was used before with another body; nothing written", body = super::error::ErrorEnvelope),
         (status = 429, description = "Too many sends to this number (`rate_limited`) or within its cooldown (`cooldown`); `Retry-After` says when to try again; nothing written", body = super::error::ErrorEnvelope),
         (status = 503, description = "Store unavailable; nothing written", body = super::error::ErrorEnvelope),
     ),
@@ -150,8 +155,10 @@ struct ValidSend {
 pub async fn send_otp(
     State(state): State<AppState>,
     caller: Caller,
-    Fields(fields): Fields,
+    headers: HeaderMap,
+    FieldsAndBody { fields, body }: FieldsAndBody,
 ) -> Result<Json<SendResponse>, ApiError> {
+    let idempotency = idempotency_key(&headers, caller.account_id, &body)?;
     let valid = match validate(&fields, &state.config.limits) {
         Ok(v) => v,
         Err(errors) => {
@@ -218,7 +225,7 @@ pub async fn send_otp(
         expires_at,
     };
     let started = Instant::now();
-    let accepted = state.store.accept(new).await;
+    let accepted = state.store.accept_once(new, idempotency).await;
     state.metrics.observe(
         "otpgate_accept_duration_seconds",
         &[],
@@ -244,6 +251,28 @@ pub async fn send_otp(
         }
         Err(AcceptError::AccountNotFound) => {
             return Err(ApiError::unauthenticated("Invalid token."));
+        }
+        Err(AcceptError::Replayed(first)) => {
+            state.metrics.inc(
+                "otpgate_sends_total",
+                &[("channel", channel), ("outcome", "replayed")],
+            );
+            return replay(&state, caller.account_id, &first).await;
+        }
+        Err(AcceptError::IdempotencyKeyReused) => {
+            state.metrics.inc(
+                "otpgate_sends_total",
+                &[("channel", channel), ("outcome", "idempotency_conflict")],
+            );
+            return Err(ApiError::refusal(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                FieldError::new(
+                    "idempotency_key",
+                    "idempotency_key_reused",
+                    "This Idempotency-Key was used with another request body.",
+                ),
+                None,
+            ));
         }
         Err(AcceptError::RateLimited {
             limit,
@@ -320,6 +349,93 @@ pub async fn send_otp(
                 encoding: encoding.map(str::to_owned),
                 company_name: valid.company_name,
                 expires_at: super::list::rfc3339(expires_at, &state.tz),
+            },
+        },
+    }))
+}
+
+/// The `Idempotency-Key` header, bound to the account and the exact body bytes.
+fn idempotency_key(
+    headers: &HeaderMap,
+    account: otp_store::AccountId,
+    body: &[u8],
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().ok().filter(|k| {
+        !k.is_empty()
+            && k.len() <= MAX_IDEMPOTENCY_KEY_CHARS
+            && k.bytes().all(|b| b.is_ascii_graphic())
+    });
+    let Some(key) = key else {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "idempotency_key",
+            "invalid",
+            format!(
+                "The Idempotency-Key header must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters."
+            ),
+        )]));
+    };
+    let mut hash = Sha256::new();
+    hash.update(account.to_be_bytes());
+    hash.update(body);
+    Ok(Some(IdempotencyKey {
+        key: key.to_owned(),
+        body_hash: hash.finalize().to_vec(),
+    }))
+}
+
+/// The first reply to a send under an idempotency key, again: rebuilt from the
+/// OTP it wrote (the code is read back from its cipher) and the balances it left.
+async fn replay(
+    state: &AppState,
+    account: otp_store::AccountId,
+    first: &Accepted,
+) -> Result<Json<SendResponse>, ApiError> {
+    let otp = state
+        .store
+        .otp(account, first.id)
+        .await?
+        .ok_or_else(|| ApiError::internal("the OTP of an idempotency key is missing"))?;
+    let (reply_message, voice_input, length_factor) = match otp.channel {
+        Channel::Text => ("OTP Sent Successfully.", None, None),
+        Channel::Voice => (
+            "OTP Call Initiated Successfully.",
+            otp.voice.map(|v| v.as_str().to_owned()),
+            Some(otp.length_factor.unwrap_or(1.0)),
+        ),
+    };
+    let encoding = match otp.channel {
+        Channel::Text => Some(match segments::analyze(&otp.message).encoding {
+            SmsEncoding::Gsm7 => "gsm7",
+            SmsEncoding::Ucs2 => "ucs2",
+        }),
+        Channel::Voice => None,
+    };
+    Ok(Json(SendResponse {
+        status: 200,
+        success: true,
+        message: reply_message.to_owned(),
+        errors: Vec::new(),
+        data: SendData {
+            details: SendDetails {
+                number: otp.phone_number,
+                otp_options: otp.otp_option.as_str().to_owned(),
+                message: otp.message,
+                otp: otp.otp,
+                sms_send_options: otp.channel.as_str().to_owned(),
+                credits_used: otp.credits_used,
+                remaining_sms_credits: first.sms_credits,
+                remaining_phone_credits: first.phone_credits,
+                voice_input,
+                length_factor,
+                id: otp.id,
+                status: "queued".to_owned(),
+                segments: otp.segments,
+                encoding: encoding.map(str::to_owned),
+                company_name: otp.company_name,
+                expires_at: super::list::rfc3339(otp.expires_at, &state.tz),
             },
         },
     }))

@@ -1,5 +1,5 @@
 //! Abuse protection: per-number send limits, on both stores and across two nodes
-//! sharing one PostgreSQL database, and the destination rules.
+//! sharing one PostgreSQL database, the destination rules and `Idempotency-Key`.
 
 use otpgate::config::{Config, LimitsConfig};
 use otpgate::startup::Application;
@@ -175,6 +175,73 @@ async fn an_empty_country_list_allows_every_country(backend: Backend) {
     app.stop().await;
 }
 
+async fn send_with_key(app: &TestApp, key: &str, body: &Value) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url("/api/v1/auths/send/otp/"))
+        .bearer_auth(&app.key)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn a_retry_with_the_same_idempotency_key_gets_the_first_reply_and_sends_nothing(
+    backend: Backend,
+) {
+    // The cooldown is on: a retry is answered before the limits are checked.
+    let (app, _) = app_with(backend, LimitsConfig::default()).await;
+    let (status, first) = send_with_key(&app, "order-17", &text_send(NUMBER)).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = send_with_key(&app, "order-17", &text_send(NUMBER)).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, first, "the same reply, code included");
+    assert_eq!(app.otp_count().await, 1);
+    assert_eq!(app.balance().await, (99, 10));
+
+    let mut other = text_send(NUMBER);
+    other["message"] = "Another {otp}".into();
+    let (status, body) = send_with_key(&app, "order-17", &other).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["errors"][0]["code"], "idempotency_key_reused",
+        "{body}"
+    );
+    assert_eq!(app.otp_count().await, 1, "nothing was written");
+    app.stop().await;
+}
+
+async fn simultaneous_requests_under_one_idempotency_key_send_one_otp(backend: Backend) {
+    let (app, _) = app_with(backend, LimitsConfig::off()).await;
+    let sends: Vec<_> = (0..10)
+        .map(|_| {
+            let request = app
+                .client
+                .post(app.url("/api/v1/auths/send/otp/"))
+                .bearer_auth(&app.key)
+                .header("Idempotency-Key", "one-and-only")
+                .json(&text_send(NUMBER));
+            tokio::spawn(async move {
+                let r = request.send().await.unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for s in sends {
+        let (status, body) = s.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        ids.push(body["data"]["details"]["id"].as_i64().unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every reply names the one OTP");
+    assert_eq!(app.otp_count().await, 1);
+    assert_eq!(app.balance().await, (99, 10));
+    app.stop().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         $(
@@ -202,6 +269,8 @@ on_both_backends!(
     twenty_simultaneous_sends_to_one_number_with_a_limit_of_five_accept_five,
     numbers_outside_the_allowed_countries_or_under_a_denied_prefix_are_refused,
     an_empty_country_list_allows_every_country,
+    a_retry_with_the_same_idempotency_key_gets_the_first_reply_and_sends_nothing,
+    simultaneous_requests_under_one_idempotency_key_send_one_otp,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
