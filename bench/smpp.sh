@@ -66,6 +66,10 @@ listen = "127.0.0.1:18081"
 database_url = "sqlite://$work/otpgate.db"
 [log]
 level = "warn"
+[limits]
+# Every send goes to one number: per-number limits off for the benchmark.
+per_number_max = 0
+per_number_cooldown_seconds = 0
 [demo]
 create_default_account = false
 [[routes]]

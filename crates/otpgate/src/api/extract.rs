@@ -1,9 +1,9 @@
 //! Extractors: who is calling, and the request body as a map of fields.
 
-use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
+use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
@@ -78,6 +78,7 @@ async fn read_fields(req: Request) -> Result<(Map<String, Value>, bytes::Bytes),
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        drain(req.into_body().into_data_stream()).await;
         return Err(ApiError::payload_too_large(MAX_BODY_BYTES));
     }
     let mime = content_type
@@ -97,9 +98,18 @@ async fn read_fields(req: Request) -> Result<(Map<String, Value>, bytes::Bytes),
         };
         return Err(ApiError::unsupported_media_type(shown));
     }
-    let bytes = axum::body::to_bytes(Body::new(req.into_body()), MAX_BODY_BYTES)
-        .await
-        .map_err(|_| ApiError::payload_too_large(MAX_BODY_BYTES))?;
+    let mut body = req.into_body().into_data_stream();
+    let mut bytes = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|_| ApiError::malformed("The request body could not be read."))?;
+        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+            drain(body).await;
+            return Err(ApiError::payload_too_large(MAX_BODY_BYTES));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let bytes = bytes.freeze();
     if json {
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::malformed(format!("JSON parse error: {}.", json_error_summary(&e)))
@@ -119,6 +129,23 @@ async fn read_fields(req: Request) -> Result<(Map<String, Value>, bytes::Bytes),
             bytes,
         ))
     }
+}
+
+/// Reads and drops what is left of a refused body (at most 1 MiB, for at most two
+/// seconds), so a client still sending it gets to read our 413 instead of a reset
+/// connection; a larger or slower body is cut off.
+async fn drain(mut stream: axum::body::BodyDataStream) {
+    const MOST: usize = 1024 * 1024;
+    let mut seen = 0;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > MOST {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// serde_json's message without echoing the input.
