@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 
 export OTPGATE_TEST_PG_URL="${OTPGATE_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-# Databases left by earlier runs (each test makes its own).
+# Databases left by earlier runs (each test makes its own); a failure to drop one
+# (still in use) is no reason to stop.
 psql "$OTPGATE_TEST_PG_URL" -Atqc \
-  "SELECT 'DROP DATABASE IF EXISTS ' || datname || ';' FROM pg_database WHERE datname LIKE 'otpgate_t_%'" \
-  | psql "$OTPGATE_TEST_PG_URL" -q >/dev/null
+  "SELECT 'DROP DATABASE IF EXISTS ' || datname || ' WITH (FORCE);' FROM pg_database WHERE datname LIKE 'otpgate_t_%'" \
+  | psql "$OTPGATE_TEST_PG_URL" -q >/dev/null 2>&1 || true
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

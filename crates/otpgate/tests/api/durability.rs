@@ -15,8 +15,29 @@ pub fn otpgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_otpgate"))
 }
 
+/// A server process that is killed when the test ends, passed or not.
+pub struct Server(Child);
+
+impl Server {
+    /// SIGKILL: no shutdown hook runs.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `otpgate serve` on port 0 and returns it with its base URL.
-pub fn start_server(db: &str, dir: &std::path::Path) -> (Child, String) {
+pub fn start_server(db: &str, dir: &std::path::Path) -> (Server, String) {
     let mut child = otpgate()
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])
         .env("OTPGATE_DEMO__CREATE_DEFAULT_ACCOUNT", "false")
@@ -40,7 +61,7 @@ pub fn start_server(db: &str, dir: &std::path::Path) -> (Child, String) {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    (child, address)
+    (Server(child), address)
 }
 
 pub fn create_account(db: &str, name: &str, sms: i64) -> (i64, String) {
