@@ -39,13 +39,18 @@ bin="${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/otpgate}"
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5; rm -rf "$work"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # SMSC peers are started inside $(...), so their pids are kept in files.
+  for f in "$work"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  sleep 0.5; rm -rf "$work"
+}
 trap cleanup EXIT
 
 start_smsc() { # $1 = name; prints the port
   node peers/smsc/smsc.js --port 0 --quiet --receipts delivered --stats-interval-ms 500 \
     --system-id otpgate --password secret > "$work/$1.out" 2>&1 &
-  pids+=($!)
+  echo $! > "$work/$1.pid"
   for _ in $(seq 1 100); do
     port=$(python3 -c 'import json,sys
 for l in open(sys.argv[1]):
