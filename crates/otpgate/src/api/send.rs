@@ -521,7 +521,7 @@ pub(super) fn integer(
     parsed
 }
 
-fn number_field(
+pub(super) fn number_field(
     fields: &Map<String, Value>,
     name: &str,
     errors: &mut Vec<FieldError>,

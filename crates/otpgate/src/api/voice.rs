@@ -19,6 +19,7 @@ use otp_domain::message::MessageTemplate;
 
 use super::error::{ApiError, ErrorEnvelope, FieldError};
 use super::extract::Fields;
+use super::send::number_field;
 use crate::auth::Caller;
 use crate::delivery::voice::{Prompt, gender};
 use crate::state::AppState;
@@ -203,33 +204,17 @@ fn validate(fields: &Map<String, Value>) -> Result<ValidPreview, Vec<FieldError>
             .map_err(|e| errors.push(FieldError::new("otp", "invalid", e.to_string())))
             .ok(),
     };
-    let length_factor = match fields.get("length_factor").filter(|v| !v.is_null()) {
+    let length_factor = match number_field(fields, "length_factor", &mut errors) {
+        None if errors.iter().any(|e| e.field == "length_factor") => None,
         None => Some(1.0),
-        Some(v) => {
-            let parsed = match v {
-                Value::Number(n) => n.as_f64(),
-                Value::String(s) => s.trim().parse::<f64>().ok(),
-                _ => None,
-            };
-            match parsed {
-                Some(f) if (0.5..=2.0).contains(&f) => Some(f),
-                Some(f) if f.is_finite() => {
-                    errors.push(FieldError::new(
-                        "length_factor",
-                        "out_of_range",
-                        "length_factor must be between 0.5 and 2.0.",
-                    ));
-                    None
-                }
-                _ => {
-                    errors.push(FieldError::new(
-                        "length_factor",
-                        "invalid_type",
-                        "length_factor must be a number.",
-                    ));
-                    None
-                }
-            }
+        Some(f) if (0.5..=2.0).contains(&f) => Some(f),
+        Some(_) => {
+            errors.push(FieldError::new(
+                "length_factor",
+                "out_of_range",
+                "length_factor must be between 0.5 and 2.0.",
+            ));
+            None
         }
     };
     match (template, voice, code, length_factor) {
@@ -245,23 +230,10 @@ fn validate(fields: &Map<String, Value>) -> Result<ValidPreview, Vec<FieldError>
     }
 }
 
-/// A text field; JSON numbers are taken as their decimal text (codes arrive as
-/// numbers too). Absent, `null` or empty counts as not given.
+/// A text field as the send endpoint reads it, where an empty string also counts
+/// as not given.
 fn text(fields: &Map<String, Value>, name: &str, errors: &mut Vec<FieldError>) -> Option<String> {
-    match fields.get(name)? {
-        Value::Null => None,
-        Value::String(s) if s.is_empty() => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) if n.is_u64() => Some(n.to_string()),
-        _ => {
-            errors.push(FieldError::new(
-                name,
-                "invalid_type",
-                format!("{name} must be a string."),
-            ));
-            None
-        }
-    }
+    super::send::text(fields, name, errors).filter(|s| !s.is_empty())
 }
 
 fn required(
