@@ -35,11 +35,15 @@ mod migrate;
 mod model;
 pub mod postgres;
 pub mod sqlite;
+pub mod users;
+pub mod webhooks;
 
 use std::sync::Arc;
 
 pub use model::*;
 use otp_domain::vault::CodeVault;
+pub use users::UserStore;
+pub use webhooks::WebhookStore;
 
 /// What can go wrong in the store, as the service needs to tell it apart.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -101,7 +105,7 @@ pub enum AcceptError {
 /// The persistence the service needs. Implementations must be safe to share across
 /// tasks and, for PostgreSQL, across processes.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: UserStore + WebhookStore + Send + Sync + 'static {
     /// Which backend this is ("sqlite" or "postgres"), for logs and metrics.
     fn backend(&self) -> &'static str;
     /// Checks that the database answers.

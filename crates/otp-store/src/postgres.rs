@@ -9,6 +9,9 @@
 //! claimed with `FOR UPDATE SKIP LOCKED`, so nodes share the outbox without
 //! handing one job to two of them.
 
+mod users;
+mod webhooks;
+
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,6 +8,9 @@
 //! Reads go to a small pool of read-only connections on blocking threads; in WAL
 //! mode they never wait for the writer.
 
+mod users;
+mod webhooks;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
