@@ -30,6 +30,8 @@
 //! - [`vault`]: [`CodeVault`], what is kept of a code at rest: an HMAC-SHA256
 //!   hash to verify it and an AES-256-GCM cipher to show it, both bound to the
 //!   OTP's account, destination and a random per-OTP salt.
+//! - [`webhook`]: the signing secrets of account webhooks and the
+//!   `v1=<HMAC-SHA256 of "timestamp.body">` signature their requests carry.
 
 pub mod channel;
 pub mod code;
@@ -38,6 +40,7 @@ pub mod message;
 pub mod phone;
 pub mod segments;
 pub mod vault;
+pub mod webhook;
 
 pub use channel::{Channel, OtpOption, Voice};
 pub use code::{CodeError, OtpCode, OtpLength};
