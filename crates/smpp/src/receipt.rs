@@ -362,10 +362,15 @@ fn decode_receipt_text(coding: u8, raw: &[u8]) -> String {
     }
 }
 
-/// An id trimmed, lower-cased and stripped of leading zeros.
+/// An id trimmed, lower-cased and stripped of a `0x` prefix (when hex digits
+/// follow it, as [`as_hex`] reads it) and of leading zeros.
 fn normalize(id: &str) -> String {
     let lower = id.trim().to_ascii_lowercase();
-    let stripped = lower.trim_start_matches('0');
+    let unprefixed = match lower.strip_prefix("0x") {
+        Some(rest) if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_hexdigit()) => rest,
+        _ => &lower,
+    };
+    let stripped = unprefixed.trim_start_matches('0');
     if stripped.is_empty() && !lower.is_empty() {
         "0".to_owned()
     } else {
@@ -391,8 +396,8 @@ fn as_hex(id: &str) -> Option<u128> {
         .flatten()
 }
 
-/// True when `a` and `b` name the same message: equal up to case, blanks and
-/// leading zeros, or one read as hexadecimal equals the other read as
+/// True when `a` and `b` name the same message: equal up to case, blanks, a
+/// `0x` prefix and leading zeros, or one read as hexadecimal equals the other read as
 /// decimal (`"1a2b"` and `"6699"`).
 ///
 /// The cross reading is ambiguous for all-digit ids (`"10"` matches `"16"`);

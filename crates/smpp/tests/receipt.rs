@@ -188,6 +188,17 @@ fn hex_and_decimal_spellings_of_one_id_match() {
 }
 
 #[test]
+fn a_0x_prefix_is_one_more_spelling_of_a_hex_id() {
+    assert!(ids_match("0xa", "a"));
+    assert!(ids_match("0X001A2B", "1a2b"));
+    assert!(!ids_match("0xg", "g"));
+    let mut index = MessageIdIndex::new();
+    index.insert("0x1a2b", "prefixed");
+    assert_eq!(index.get("1A2B"), Some(&"prefixed"));
+    assert_eq!(index.get("6699"), Some(&"prefixed"));
+}
+
+#[test]
 fn the_index_finds_a_message_whichever_way_the_receipt_spells_its_id() {
     let mut index = MessageIdIndex::new();
     index.insert("1a2b", "first");
