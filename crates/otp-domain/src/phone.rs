@@ -428,6 +428,40 @@ mod tests {
         );
     }
 
+    /// A Nepali mobile number in one of its ranges, and that number as someone
+    /// might write it: any accepted prefix, separators between the digits,
+    /// blanks around.
+    fn nepali_mobile_input() -> impl Strategy<Value = (String, String)> {
+        let ranges = prop::sample::select(vec![
+            "960", "961", "962", "963", "972", "974", "975", "976", "980", "981", "982", "984",
+            "985", "986", "988",
+        ]);
+        let prefix = prop::sample::select(vec!["", "0", "+977", "977", "00977"]);
+        let separators = prop::collection::vec(
+            prop::sample::select(vec!["", "", "", " ", "-", ".", "(", ")"]),
+            15,
+        );
+        let blank = prop::sample::select(vec!["", " ", "\t"]);
+        (ranges, "[0-9]{7}", prefix, separators, blank.clone(), blank).prop_map(
+            |(range, rest, prefix, separators, before, after)| {
+                let national = format!("{range}{rest}");
+                let (plus, digits) = match prefix.strip_prefix('+') {
+                    Some(code) => ("+", format!("{code}{national}")),
+                    None => ("", format!("{prefix}{national}")),
+                };
+                let mut written = format!("{before}{plus}");
+                for (i, digit) in digits.chars().enumerate() {
+                    if i > 0 {
+                        written.push_str(separators[i]);
+                    }
+                    written.push(digit);
+                }
+                written.push_str(after);
+                (national, written)
+            },
+        )
+    }
+
     proptest! {
         #[test]
         fn parsing_never_panics_on_arbitrary_input(input in any::<String>()) {
@@ -437,6 +471,31 @@ mod tests {
         #[test]
         fn parsing_never_panics_on_number_like_input(input in "[+0-9 ().-]{0,34}") {
             let _ = PhoneNumber::parse(&input);
+        }
+
+        #[test]
+        fn every_written_form_of_a_nepali_mobile_number_is_its_e164(
+            (national, input) in nepali_mobile_input(),
+        ) {
+            let number = PhoneNumber::parse(&input)
+                .map_err(|e| TestCaseError::fail(format!("{input:?}: {e:?}")))?;
+            prop_assert_eq!(number.e164(), format!("+977{national}"));
+            prop_assert_eq!(number.display(), national.as_str());
+            prop_assert_eq!(number.region(), Some("NP"));
+            prop_assert!(number.is_mobile());
+            prop_assert_eq!(PhoneNumber::parse(number.e164()).unwrap(), number.clone());
+            prop_assert_eq!(PhoneNumber::parse(number.display()).unwrap(), number);
+        }
+
+        #[test]
+        fn digits_without_a_country_code_are_nepali_when_valid(input in "0?[1-9][0-9]{5,10}") {
+            if let Ok(number) = PhoneNumber::parse(&input) {
+                let e164 = number.e164().to_owned();
+                prop_assert!(e164.starts_with("+977"), "{input} -> {e164}");
+                prop_assert_eq!(number.country_code(), 977);
+                let again = PhoneNumber::parse(&e164).unwrap();
+                prop_assert_eq!(again.e164(), e164.as_str());
+            }
         }
 
         #[test]

@@ -440,6 +440,28 @@ mod tests {
         }
 
         #[test]
+        fn a_part_is_closed_early_only_to_keep_a_character_whole(text in sms_text()) {
+            let parts = split(&text);
+            for pair in parts.windows(2) {
+                let (part, next) = (&pair[0], &pair[1]);
+                // Units in this part, and the width of the character that opens the next.
+                let (units, next_width, per_part) = match part.encoding {
+                    SmsEncoding::Gsm7 => (
+                        part.bytes.len(),
+                        if next.bytes[0] == GSM7_ESCAPE { 2 } else { 1 },
+                        GSM7_PART,
+                    ),
+                    SmsEncoding::Ucs2 => (
+                        part.bytes.len() / 2,
+                        if (0xD8..0xDC).contains(&next.bytes[0]) { 2 } else { 1 },
+                        UCS2_PART,
+                    ),
+                };
+                prop_assert!(units + next_width > per_part, "{units} + {next_width}");
+            }
+        }
+
+        #[test]
         fn every_part_decodes_on_its_own(text in sms_text()) {
             for part in split(&text) {
                 let decoded = decode(std::slice::from_ref(&part));
