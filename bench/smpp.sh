@@ -47,19 +47,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+. peers/smsc/start.sh
 start_smsc() { # $1 = name; prints the port
-  node peers/smsc/smsc.js --port 0 --quiet --receipts delivered --stats-interval-ms 500 \
-    --system-id otpgate --password secret > "$work/$1.out" 2>&1 &
-  echo $! > "$work/$1.pid"
-  for _ in $(seq 1 100); do
-    port=$(python3 -c 'import json,sys
-for l in open(sys.argv[1]):
-    e = json.loads(l)
-    if e.get("event") == "listening": print(e["port"]); break' "$work/$1.out" 2>/dev/null || true)
-    [ -n "$port" ] && { echo "$port"; return; }
-    sleep 0.1
-  done
-  echo "the SMSC peer did not start" >&2; exit 1
+  smsc_start "$work" "$1" --quiet --receipts delivered --stats-interval-ms 500 \
+    --system-id otpgate --password secret
 }
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(date -u +%FT%TZ)"

@@ -8,6 +8,7 @@
 // event shapes. It listens on 127.0.0.1 only.
 'use strict';
 
+const fs = require('fs');
 const smpp = require('smpp');
 
 // ---------------------------------------------------------------- options --
@@ -28,6 +29,7 @@ const DEFAULTS = {
 	'mo-text': '',
 	quiet: false,
 	'stats-interval-ms': 0,
+	record: '',
 };
 const BOOLEAN = new Set(['no-resp', 'quiet']);
 
@@ -93,6 +95,7 @@ function usage() {
   [--receipt-form text|tlv|both] [--receipt-id-format same|hex|decimal]
   [--throttle-every N] [--resp-delay-ms N] [--no-resp] [--window-check N]
   [--enquire-link-ms N] [--mo-text TEXT] [--quiet] [--stats-interval-ms N]
+  [--record FILE]
 `);
 	process.exit(0);
 }
@@ -103,6 +106,17 @@ function fail(message) {
 }
 
 const options = parseOptions(process.argv.slice(2), process.env);
+
+// --record: one JSON line per accepted submit_sm, written synchronously before
+// the submit_sm_resp can leave, so a message the SMSC acknowledged is on disk
+// even when this process is killed with SIGKILL a moment later.
+const recordFd = options.record ? fs.openSync(options.record, 'a') : null;
+
+function record(entry) {
+	if (recordFd !== null) {
+		fs.writeSync(recordFd, JSON.stringify(entry) + '\n');
+	}
+}
 
 // ----------------------------------------------------------------- output --
 
@@ -467,6 +481,15 @@ function onSubmit(session, pdu) {
 		udh,
 		sar,
 	});
+	record({
+		at: submittedAt.getTime(),
+		session: session.id,
+		message_id: ids.respId,
+		destination: pdu.destination_addr,
+		text,
+		// How this submit_sm is (to be) answered: now, after resp-delay-ms, or never.
+		answer: options['no-resp'] ? 'never' : options['resp-delay-ms'] > 0 ? 'delayed' : 'now',
+	});
 	if (udh && udh.iei !== null) {
 		collectPart(session, pdu, 'udh', udh, text, ids.respId);
 	} else if (sar) {
@@ -585,5 +608,13 @@ function shutdown(signal) {
 	process.stdout.write('', () => process.exit(0));
 }
 
+// SIGUSR1: stop misbehaving (no more throttling, delays or silence) from now on;
+// submit_sm already left unanswered stay unanswered.
+process.on('SIGUSR1', () => {
+	options['throttle-every'] = 0;
+	options['resp-delay-ms'] = 0;
+	options['no-resp'] = false;
+	emit({ event: 'behaving' });
+});
 process.on('SIGTERM', () => shutdown('SIGTERM'));
 process.on('SIGINT', () => shutdown('SIGINT'));
