@@ -36,6 +36,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "idempotency",
         sql: include_str!("../migrations/sqlite/0005_idempotency.sql"),
     },
+    Migration {
+        version: 7,
+        name: "webhooks",
+        sql: include_str!("../migrations/sqlite/0007_webhooks.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -63,6 +68,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 5,
         name: "idempotency",
         sql: include_str!("../migrations/postgres/0005_idempotency.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "webhooks",
+        sql: include_str!("../migrations/postgres/0007_webhooks.sql"),
     },
 ];
 

@@ -26,6 +26,7 @@ use crate::migrate;
 use crate::model::{
     StoredCode, VerifyRow, VerifyStep, channel_from_str, option_from_str, verify_event,
 };
+use crate::webhooks::WebhookEvent;
 use crate::*;
 use otp_domain::vault::CodeVault;
 
@@ -1065,6 +1066,7 @@ impl Store for PgStore {
         )
         .await
         .map_err(pg_err)?;
+        webhooks::enqueue_jobs(&tx, &otp_ids, &kinds, &ats).await?;
         if !pm_ids.is_empty() {
             tx.execute(
                 "INSERT INTO provider_messages (route, message_id, otp_id, part) \
@@ -1234,6 +1236,9 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?;
         }
+        if let Some(hook) = WebhookEvent::for_verify(&outcome) {
+            webhooks::enqueue(&tx, row.id, hook, req.now).await?;
+        }
         tx.commit().await.map_err(pg_err)?;
         Ok(outcome)
     }
@@ -1378,6 +1383,12 @@ async fn apply_receipt_pg(
             &format!("carrier reported {}", st.as_str()),
         )
         .await?;
+    }
+    if let Some(hook) = new_status
+        .filter(|_| moved)
+        .and_then(WebhookEvent::for_receipt)
+    {
+        webhooks::enqueue(tx, otp_id, hook, rc.at).await?;
     }
     Ok(Some(otp_id))
 }

@@ -22,6 +22,7 @@ use crate::migrate::{self, Migration};
 use crate::model::{
     StoredCode, VerifyRow, VerifyStep, channel_from_str, option_from_str, verify_event,
 };
+use crate::webhooks::WebhookEvent;
 use crate::*;
 use otp_domain::vault::CodeVault;
 
@@ -1127,6 +1128,9 @@ fn verify_in(
     if let Some((status, detail)) = verify_event(&outcome, req.max_attempts) {
         event(tx, row.id, status, req.now, None, Some(&detail), None)?;
     }
+    if let Some(hook) = WebhookEvent::for_verify(&outcome) {
+        webhooks::enqueue(tx, row.id, hook, req.now)?;
+    }
     Ok(outcome)
 }
 
@@ -1238,6 +1242,7 @@ fn finish_one(tx: &Transaction<'_>, r: &JobResult) -> Result<(), StoreError> {
                 Some(&detail),
                 None,
             )?;
+            webhooks::enqueue(tx, r.otp_id, WebhookEvent::Sent, r.at)?;
         }
         JobOutcome::Retry {
             next_attempt_at,
@@ -1264,6 +1269,7 @@ fn finish_one(tx: &Transaction<'_>, r: &JobResult) -> Result<(), StoreError> {
                 .and_then(|mut s| s.execute(params![r.otp_id, error]))
                 .map_err(map_err)?;
             event(tx, r.otp_id, "failed", r.at, None, Some(error), None)?;
+            webhooks::enqueue(tx, r.otp_id, WebhookEvent::Failed, r.at)?;
             refund(tx, r.otp_id, r.at, "never handed to a carrier")?;
         }
     }
@@ -1343,6 +1349,12 @@ fn apply_receipt(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i64>, Stor
                 &format!("carrier reported {}", st.as_str()),
             )?;
         }
+    }
+    if let Some(hook) = new_status
+        .filter(|_| moved)
+        .and_then(WebhookEvent::for_receipt)
+    {
+        webhooks::enqueue(tx, otp_id, hook, rc.at)?;
     }
     Ok(Some(otp_id))
 }

@@ -1,8 +1,435 @@
 //! Per-account webhooks: the callback URL, the durable queue of event
 //! deliveries and the attempts made.
 //!
+//! An event is recorded in the `webhook_deliveries` outbox by the same
+//! transaction that makes the change it reports (a `sent` with the carrier's
+//! acceptance, a `verified` with the verification, ...), and only when the
+//! account has a webhook: a crash can lose neither the change nor its event.
+//! A unique index on `(otp_id, event)` makes each event of an OTP happen once,
+//! however many nodes or retries report it. The dispatcher then claims due
+//! deliveries under a lease (PostgreSQL: `FOR UPDATE SKIP LOCKED`), and records
+//! every attempt beside the delivery.
+//!
+//! `expired` has no transaction of its own (time passing changes no row), so
+//! [`WebhookStore::sweep_expired`] looks for codes whose expiry passed
+//! unverified, per account from where its last sweep stopped.
+//!
+//! The signing secret is kept sealed by the store's
+//! [`CodeVault`](otp_domain::vault::CodeVault), like a code.
+//!
 //! Implemented for both backends in `sqlite/webhooks.rs` and `postgres/webhooks.rs`.
 
-/// What the webhook dispatcher and its settings need from the store.
+use otp_domain::vault::{Binding, CodeVault, SealedCode};
+
+use crate::{AccountId, Micros, OtpStatus, StoreError, VerifyOutcome};
+
+/// Something that happened to an OTP that its account's webhook is told of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WebhookEvent {
+    /// A carrier took the message (or the call was placed and played).
+    Sent,
+    /// The carrier's receipt says every part reached the handset.
+    Delivered,
+    /// It will not arrive: never handed over, or the carrier reported it
+    /// undeliverable, rejected or expired.
+    Failed,
+    /// The code was verified.
+    Verified,
+    /// The code's expiry passed without it being verified.
+    Expired,
+    /// The last allowed wrong code was tried: the code is dead.
+    MaxAttempts,
+}
+
+impl WebhookEvent {
+    pub const ALL: [WebhookEvent; 6] = [
+        WebhookEvent::Sent,
+        WebhookEvent::Delivered,
+        WebhookEvent::Failed,
+        WebhookEvent::Verified,
+        WebhookEvent::Expired,
+        WebhookEvent::MaxAttempts,
+    ];
+
+    /// The name in the JSON body and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookEvent::Sent => "sent",
+            WebhookEvent::Delivered => "delivered",
+            WebhookEvent::Failed => "failed",
+            WebhookEvent::Verified => "verified",
+            WebhookEvent::Expired => "expired",
+            WebhookEvent::MaxAttempts => "max_attempts",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        WebhookEvent::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+
+    /// The event of a receipt that moved an OTP to `status`.
+    pub(crate) fn for_receipt(status: OtpStatus) -> Option<Self> {
+        match status {
+            OtpStatus::Delivered => Some(WebhookEvent::Delivered),
+            s if s.is_failure() => Some(WebhookEvent::Failed),
+            _ => None,
+        }
+    }
+
+    /// The event of a delivery job's outcome, as `finish_jobs` labels it.
+    pub(crate) fn for_job(kind: &str) -> Option<Self> {
+        match kind {
+            "sent" => Some(WebhookEvent::Sent),
+            "failed" => Some(WebhookEvent::Failed),
+            _ => None,
+        }
+    }
+
+    /// The event of a verification: a success, or the wrong code that used up
+    /// the last attempt (later refusals are not events: nothing changed).
+    pub(crate) fn for_verify(outcome: &VerifyOutcome) -> Option<Self> {
+        match outcome {
+            VerifyOutcome::Verified { .. } => Some(WebhookEvent::Verified),
+            VerifyOutcome::WrongCode {
+                attempts_remaining: 0,
+                ..
+            } => Some(WebhookEvent::MaxAttempts),
+            _ => None,
+        }
+    }
+}
+
+/// An account's webhook, its secret opened.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub account_id: AccountId,
+    pub url: String,
+    /// The signing secret; `None` when it cannot be opened (the encryption key
+    /// it was sealed under is no longer configured): set a new one.
+    pub secret: Option<String>,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("account_id", &self.account_id)
+            .field("secret", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sets an account's webhook URL. The account's secret is kept, unless it has
+/// none yet or `rotate` asks for a new one: then it becomes `new_secret`.
+#[derive(Clone)]
+pub struct SetWebhook {
+    pub account_id: AccountId,
+    pub url: String,
+    pub new_secret: String,
+    pub rotate: bool,
+    pub now: Micros,
+}
+
+impl std::fmt::Debug for SetWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetWebhook")
+            .field("account_id", &self.account_id)
+            .field("new_secret", &"[redacted]")
+            .field("rotate", &self.rotate)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request to claim due deliveries.
+#[derive(Debug, Clone)]
+pub struct DeliveryClaim {
+    pub node: String,
+    pub limit: usize,
+    pub now: Micros,
+    pub lease_until: Micros,
+}
+
+/// The OTP an event is about, as a webhook body shows it (never its code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventOtp {
+    pub id: i64,
+    pub account_seq: i64,
+    pub phone_number: String,
+    pub channel: String,
+    pub created_at: Micros,
+    pub expires_at: Micros,
+    /// The carrier's error code, when a receipt gave one.
+    pub error_code: Option<String>,
+}
+
+/// A delivery claimed for one attempt, with where and how to send it.
+#[derive(Clone)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub account_id: AccountId,
+    pub event: WebhookEvent,
+    /// The OTP's status as the list showed it right after the event.
+    pub otp_status: String,
+    pub occurred_at: Micros,
+    /// Attempts so far, this one included.
+    pub attempt: i64,
+    /// When the event was recorded; retries stop some time after it.
+    pub created_at: Micros,
+    pub url: String,
+    /// `None`: the secret cannot be opened, so nothing can be signed.
+    pub secret: Option<String>,
+    pub otp: EventOtp,
+}
+
+impl std::fmt::Debug for ClaimedDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimedDelivery")
+            .field("id", &self.id)
+            .field("event", &self.event)
+            .field("attempt", &self.attempt)
+            .field("secret", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to do with a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The receiver answered 2xx: done.
+    Delivered,
+    /// Try again at this time.
+    Retry { next_attempt_at: Micros },
+    /// Stop trying (the delivery is `failed`).
+    GiveUp,
+}
+
+/// One finished attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub delivery_id: i64,
+    /// Which attempt this was (1 for the first).
+    pub attempt: i64,
+    /// When it started.
+    pub at: Micros,
+    pub duration_us: i64,
+    /// The receiver's HTTP status, when it answered.
+    pub status_code: Option<u16>,
+    /// What went wrong, when something did.
+    pub error: Option<String>,
+    pub outcome: AttemptOutcome,
+}
+
+/// Where a delivery is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// A receiver answered 2xx.
+    Delivered,
+    /// Given up on.
+    Failed,
+    /// The webhook was removed before it was delivered.
+    Cancelled,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Cancelled => "cancelled",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> DeliveryState {
+        match s {
+            "delivered" => DeliveryState::Delivered,
+            "failed" => DeliveryState::Failed,
+            "cancelled" => DeliveryState::Cancelled,
+            _ => DeliveryState::Pending,
+        }
+    }
+}
+
+/// One attempt as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookAttempt {
+    pub attempt: i64,
+    pub at: Micros,
+    pub duration_us: i64,
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// One event delivery of an account, with its attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookDelivery {
+    pub id: i64,
+    pub otp_id: i64,
+    pub event: WebhookEvent,
+    pub otp_status: String,
+    pub occurred_at: Micros,
+    pub state: DeliveryState,
+    pub next_attempt_at: Option<Micros>,
+    pub created_at: Micros,
+    pub finished_at: Option<Micros>,
+    /// Oldest first.
+    pub attempts: Vec<WebhookAttempt>,
+}
+
+/// A page of an account's deliveries, newest first.
+#[derive(Debug, Clone)]
+pub struct DeliveryQuery {
+    pub account_id: AccountId,
+    pub limit: u32,
+    /// Only deliveries older than this one (the last id of the previous page).
+    pub before_id: Option<i64>,
+}
+
+/// What [`WebhookStore::sweep_expired`] looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpirySweep {
+    /// Stamped on the `expired` deliveries it records (they are due at once).
+    pub now: Micros,
+    /// Codes that expired up to this time (a little before `now`, so that a
+    /// verification in flight at the moment of expiry is not also reported
+    /// expired).
+    pub expired_until: Micros,
+    /// The longest a code can live: it bounds the search by sending time,
+    /// which is indexed.
+    pub longest_expiry: Micros,
+    /// Codes that expired before this are left alone (after a long outage,
+    /// their events would be too old to deliver anyway).
+    pub not_before: Micros,
+}
+
+/// What the webhook endpoints, the dispatcher and the expiry sweep need.
 #[async_trait::async_trait]
-pub trait WebhookStore: Send + Sync + 'static {}
+pub trait WebhookStore: Send + Sync + 'static {
+    /// The account's webhook, if it has one.
+    async fn webhook(&self, account: AccountId) -> Result<Option<Webhook>, StoreError>;
+    /// Creates or changes the account's webhook (see [`SetWebhook`]);
+    /// `NotFound` when the account does not exist.
+    async fn set_webhook(&self, set: SetWebhook) -> Result<Webhook, StoreError>;
+    /// Removes the account's webhook and cancels its pending deliveries;
+    /// false when it had none.
+    async fn delete_webhook(&self, account: AccountId, now: Micros) -> Result<bool, StoreError>;
+    /// Claims up to `limit` due deliveries for `node` until `lease_until`.
+    async fn claim_webhook_deliveries(
+        &self,
+        claim: DeliveryClaim,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
+    /// Records attempts and what follows from them.
+    async fn finish_webhook_deliveries(
+        &self,
+        results: Vec<AttemptResult>,
+    ) -> Result<(), StoreError>;
+    /// One page of the account's deliveries, newest first, with their attempts.
+    async fn webhook_deliveries(
+        &self,
+        query: DeliveryQuery,
+    ) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// Records `expired` for the codes of accounts with a webhook whose expiry
+    /// passed unverified since the last sweep; returns how many. Safe to run
+    /// on several nodes at once and to repeat.
+    async fn sweep_expired(&self, sweep: ExpirySweep) -> Result<u64, StoreError>;
+}
+
+/// The value that binds a sealed secret to webhooks: never a phone number, so
+/// neither a code nor a secret can be opened as the other.
+const SECRET_BINDING: &str = "webhook-secret";
+
+pub(crate) fn seal_secret(vault: &CodeVault, account: AccountId, secret: &str) -> SealedCode {
+    vault.seal(account, SECRET_BINDING, secret)
+}
+
+pub(crate) fn open_secret(
+    vault: &CodeVault,
+    account: AccountId,
+    salt: &[u8],
+    cipher: &[u8],
+    key_id: &str,
+) -> Option<String> {
+    let binding = Binding {
+        account_id: account,
+        e164: SECRET_BINDING,
+        salt,
+    };
+    vault.open(&binding, cipher, key_id)
+}
+
+/// The OTP status a list showed right after an event, as stored with the
+/// delivery (SQL, shared by both backends): `expired` for a code still in flight
+/// or delivered when its expiry passed.
+pub(crate) const EXPIRED_STATUS_SQL: &str =
+    "CASE WHEN o.status IN ('queued', 'sent', 'delivered') THEN 'expired' ELSE o.status END";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_round_trip() {
+        for e in WebhookEvent::ALL {
+            assert_eq!(WebhookEvent::parse(e.as_str()), Some(e));
+        }
+        assert_eq!(WebhookEvent::parse("retry"), None);
+    }
+
+    #[test]
+    fn only_the_attempt_that_kills_a_code_is_max_attempts() {
+        let last = VerifyOutcome::WrongCode {
+            id: 1,
+            attempts_remaining: 0,
+        };
+        let earlier = VerifyOutcome::WrongCode {
+            id: 1,
+            attempts_remaining: 1,
+        };
+        assert_eq!(
+            WebhookEvent::for_verify(&last),
+            Some(WebhookEvent::MaxAttempts)
+        );
+        assert_eq!(WebhookEvent::for_verify(&earlier), None);
+        assert_eq!(
+            WebhookEvent::for_verify(&VerifyOutcome::TooManyAttempts { id: 1 }),
+            None
+        );
+    }
+
+    #[test]
+    fn failed_receipts_are_failed_events() {
+        for s in [
+            OtpStatus::Undeliverable,
+            OtpStatus::Rejected,
+            OtpStatus::Expired,
+        ] {
+            assert_eq!(WebhookEvent::for_receipt(s), Some(WebhookEvent::Failed));
+        }
+        assert_eq!(
+            WebhookEvent::for_receipt(OtpStatus::Delivered),
+            Some(WebhookEvent::Delivered)
+        );
+        assert_eq!(WebhookEvent::for_receipt(OtpStatus::Sent), None);
+    }
+
+    #[test]
+    fn a_sealed_secret_opens_only_for_its_account() {
+        let vault = CodeVault::ephemeral();
+        let sealed = seal_secret(&vault, 7, "whsec_abc");
+        let open = |account| {
+            open_secret(
+                &vault,
+                account,
+                &sealed.salt,
+                &sealed.cipher,
+                &sealed.key_id,
+            )
+        };
+        assert_eq!(open(7).as_deref(), Some("whsec_abc"));
+        assert_eq!(open(8), None);
+    }
+}

@@ -1,7 +1,401 @@
-//! [`WebhookStore`] for the postgres backend.
+//! [`WebhookStore`] for the postgres backend. Deliveries are claimed with
+//! `FOR UPDATE SKIP LOCKED` and the expiry sweep locks the webhook rows it
+//! advances the same way, so nodes sharing the database split the work and
+//! never send one delivery at the same time. [`enqueue`] and [`enqueue_jobs`]
+//! are what the status changes in `postgres.rs` call, inside their own
+//! transaction.
 
-use super::PgStore;
-use crate::webhooks::WebhookStore;
+use deadpool_postgres::Transaction;
+use tokio_postgres::Row;
+
+use super::{PgStore, pg_err};
+use crate::webhooks::{
+    AttemptOutcome, AttemptResult, ClaimedDelivery, DeliveryClaim, DeliveryQuery, DeliveryState,
+    EXPIRED_STATUS_SQL, EventOtp, ExpirySweep, SetWebhook, Webhook, WebhookAttempt,
+    WebhookDelivery, WebhookEvent, WebhookStore, open_secret, seal_secret,
+};
+use crate::{AccountId, Micros, StoreError};
+
+const ENQUEUE_SQL: &str = "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, \
+     occurred_at, state, next_attempt_at, created_at) \
+     SELECT o.account_id, o.id, u.event, o.status, u.at, 'pending', u.at, u.at \
+     FROM UNNEST($1::int8[], $2::text[], $3::int8[]) AS u(otp_id, event, at) \
+     JOIN otps o ON o.id = u.otp_id JOIN webhooks w ON w.account_id = o.account_id \
+     ON CONFLICT (otp_id, event) DO NOTHING";
+
+/// Records `event` of an OTP for its account's webhook, if the account has
+/// one; an event the OTP already had is not recorded again. Runs in the
+/// transaction of the change it reports.
+pub(super) async fn enqueue(
+    tx: &Transaction<'_>,
+    otp_id: i64,
+    event: WebhookEvent,
+    at: Micros,
+) -> Result<(), StoreError> {
+    tx.execute(
+        ENQUEUE_SQL,
+        &[&vec![otp_id], &vec![event.as_str()], &vec![at]],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(())
+}
+
+/// [`enqueue`] for a batch of delivery job outcomes (`sent`, `retry`,
+/// `failed`), in one statement.
+pub(super) async fn enqueue_jobs(
+    tx: &Transaction<'_>,
+    otp_ids: &[i64],
+    kinds: &[&str],
+    ats: &[i64],
+) -> Result<(), StoreError> {
+    let (mut ids, mut events, mut times) = (Vec::new(), Vec::new(), Vec::new());
+    for ((id, kind), at) in otp_ids.iter().zip(kinds).zip(ats) {
+        if let Some(e) = WebhookEvent::for_job(kind) {
+            ids.push(*id);
+            events.push(e.as_str());
+            times.push(*at);
+        }
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    tx.execute(ENQUEUE_SQL, &[&ids, &events, &times])
+        .await
+        .map_err(pg_err)?;
+    Ok(())
+}
+
+const WEBHOOK_COLUMNS: &str =
+    "account_id, url, secret_salt, secret_cipher, secret_key_id, created_at, updated_at";
+
+impl PgStore {
+    fn opened(&self, r: &Row) -> Webhook {
+        let account_id: i64 = r.get(0);
+        let (salt, cipher, key_id): (Vec<u8>, Vec<u8>, String) = (r.get(2), r.get(3), r.get(4));
+        Webhook {
+            secret: open_secret(&self.vault, account_id, &salt, &cipher, &key_id),
+            account_id,
+            url: r.get(1),
+            created_at: r.get(5),
+            updated_at: r.get(6),
+        }
+    }
+}
+
+fn delivery_from_row(r: &Row) -> WebhookDelivery {
+    let event: String = r.get(2);
+    let state = DeliveryState::parse(r.get(5));
+    let next: Micros = r.get(6);
+    WebhookDelivery {
+        id: r.get(0),
+        otp_id: r.get(1),
+        event: WebhookEvent::parse(&event).unwrap_or(WebhookEvent::Sent),
+        otp_status: r.get(3),
+        occurred_at: r.get(4),
+        state,
+        next_attempt_at: (state == DeliveryState::Pending).then_some(next),
+        created_at: r.get(7),
+        finished_at: r.get(8),
+        attempts: Vec::new(),
+    }
+}
 
 #[async_trait::async_trait]
-impl WebhookStore for PgStore {}
+impl WebhookStore for PgStore {
+    async fn webhook(&self, account: AccountId) -> Result<Option<Webhook>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE account_id = $1"),
+                &[&account],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(row.map(|r| self.opened(&r)))
+    }
+
+    async fn set_webhook(&self, set: SetWebhook) -> Result<Webhook, StoreError> {
+        let sealed = seal_secret(&self.vault, set.account_id, &set.new_secret);
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "INSERT INTO webhooks (account_id, url, secret_salt, secret_cipher, \
+                     secret_key_id, expired_swept_until, created_at, updated_at) \
+                     SELECT id, $2, $3, $4, $5, $6, $6, $6 FROM accounts WHERE id = $1 \
+                     ON CONFLICT (account_id) DO UPDATE SET url = excluded.url, \
+                     updated_at = excluded.updated_at, \
+                     secret_salt = CASE WHEN $7 THEN excluded.secret_salt ELSE webhooks.secret_salt END, \
+                     secret_cipher = CASE WHEN $7 THEN excluded.secret_cipher ELSE webhooks.secret_cipher END, \
+                     secret_key_id = CASE WHEN $7 THEN excluded.secret_key_id ELSE webhooks.secret_key_id END \
+                     RETURNING {WEBHOOK_COLUMNS}"
+                ),
+                &[
+                    &set.account_id,
+                    &set.url,
+                    &&sealed.salt[..],
+                    &sealed.cipher,
+                    &sealed.key_id,
+                    &set.now,
+                    &set.rotate,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        row.map(|r| self.opened(&r))
+            .ok_or_else(|| StoreError::NotFound(format!("account {}", set.account_id)))
+    }
+
+    async fn delete_webhook(&self, account: AccountId, now: Micros) -> Result<bool, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let n = tx
+            .execute("DELETE FROM webhooks WHERE account_id = $1", &[&account])
+            .await
+            .map_err(pg_err)?;
+        tx.execute(
+            "UPDATE webhook_deliveries SET state = 'cancelled', finished_at = $2 \
+             WHERE account_id = $1 AND state = 'pending'",
+            &[&account, &now],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(n > 0)
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        claim: DeliveryClaim,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "WITH c AS (UPDATE webhook_deliveries SET next_attempt_at = $1, lease_owner = $2, \
+                     attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM webhook_deliveries \
+                     WHERE state = 'pending' AND next_attempt_at <= $3 \
+                     ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 RETURNING id, account_id, event, otp_status, occurred_at, attempts, created_at, otp_id) \
+                 SELECT c.id, c.account_id, c.event, c.otp_status, c.occurred_at, c.attempts, \
+                     c.created_at, w.url, w.secret_salt, w.secret_cipher, w.secret_key_id, \
+                     o.id, o.account_seq, o.phone_number, o.channel, o.created_at, o.expires_at, \
+                     o.error_code \
+                 FROM c LEFT JOIN webhooks w ON w.account_id = c.account_id \
+                 LEFT JOIN otps o ON o.id = c.otp_id ORDER BY c.id",
+                &[
+                    &claim.lease_until,
+                    &claim.node,
+                    &claim.now,
+                    &(claim.limit as i64),
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut orphans = Vec::new();
+        for r in &rows {
+            let id: i64 = r.get(0);
+            let (Some(url), Some(otp_id)) =
+                (r.get::<_, Option<String>>(7), r.get::<_, Option<i64>>(11))
+            else {
+                orphans.push(id);
+                continue;
+            };
+            let account_id: i64 = r.get(1);
+            let event: String = r.get(2);
+            let (salt, cipher, key_id): (Vec<u8>, Vec<u8>, String) =
+                (r.get(8), r.get(9), r.get(10));
+            out.push(ClaimedDelivery {
+                id,
+                account_id,
+                event: WebhookEvent::parse(&event).unwrap_or(WebhookEvent::Sent),
+                otp_status: r.get(3),
+                occurred_at: r.get(4),
+                attempt: r.get(5),
+                created_at: r.get(6),
+                url,
+                secret: open_secret(&self.vault, account_id, &salt, &cipher, &key_id),
+                otp: EventOtp {
+                    id: otp_id,
+                    account_seq: r.get(12),
+                    phone_number: r.get(13),
+                    channel: r.get(14),
+                    created_at: r.get(15),
+                    expires_at: r.get(16),
+                    error_code: r.get(17),
+                },
+            });
+        }
+        if !orphans.is_empty() {
+            // Their webhook is gone: nowhere to send them.
+            c.execute(
+                "UPDATE webhook_deliveries SET state = 'cancelled', finished_at = $2 \
+                 WHERE id = ANY($1)",
+                &[&orphans, &claim.now],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        Ok(out)
+    }
+
+    async fn finish_webhook_deliveries(
+        &self,
+        results: Vec<AttemptResult>,
+    ) -> Result<(), StoreError> {
+        let mut ids = Vec::with_capacity(results.len());
+        let mut attempts = Vec::with_capacity(results.len());
+        let mut ats = Vec::with_capacity(results.len());
+        let mut durations = Vec::with_capacity(results.len());
+        let mut codes: Vec<Option<i64>> = Vec::with_capacity(results.len());
+        let mut errors: Vec<Option<&str>> = Vec::with_capacity(results.len());
+        let mut states = Vec::with_capacity(results.len());
+        let mut nexts = Vec::with_capacity(results.len());
+        let mut finished: Vec<Option<i64>> = Vec::with_capacity(results.len());
+        for r in &results {
+            let end = r.at + r.duration_us;
+            let (state, next, fin) = match r.outcome {
+                AttemptOutcome::Delivered => (DeliveryState::Delivered, end, Some(end)),
+                AttemptOutcome::Retry { next_attempt_at } => {
+                    (DeliveryState::Pending, next_attempt_at, None)
+                }
+                AttemptOutcome::GiveUp => (DeliveryState::Failed, end, Some(end)),
+            };
+            ids.push(r.delivery_id);
+            attempts.push(r.attempt);
+            ats.push(r.at);
+            durations.push(r.duration_us);
+            codes.push(r.status_code.map(i64::from));
+            errors.push(r.error.as_deref());
+            states.push(state.as_str());
+            nexts.push(next);
+            finished.push(fin);
+        }
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        tx.execute(
+            "INSERT INTO webhook_attempts (delivery_id, attempt, at, duration_us, status_code, error) \
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::text[])",
+            &[&ids, &attempts, &ats, &durations, &codes, &errors],
+        )
+        .await
+        .map_err(pg_err)?;
+        // Only a pending delivery moves: one cancelled meanwhile stays so.
+        tx.execute(
+            "UPDATE webhook_deliveries d SET state = u.state, next_attempt_at = u.next, \
+                 last_error = u.err, finished_at = u.fin, lease_owner = NULL \
+             FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::text[], $5::int8[]) \
+                 AS u(id, state, next, err, fin) \
+             WHERE d.id = u.id AND d.state = 'pending'",
+            &[&ids, &states, &nexts, &errors, &finished],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        query: DeliveryQuery,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        let mut c = self.client().await?;
+        // One snapshot, so the attempts match the deliveries.
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_err)?;
+        let rows = tx
+            .query(
+                "SELECT id, otp_id, event, otp_status, occurred_at, state, next_attempt_at, \
+                 created_at, finished_at FROM webhook_deliveries \
+                 WHERE account_id = $1 AND ($2::int8 IS NULL OR id < $2) \
+                 ORDER BY id DESC LIMIT $3",
+                &[&query.account_id, &query.before_id, &i64::from(query.limit)],
+            )
+            .await
+            .map_err(pg_err)?;
+        let mut list: Vec<WebhookDelivery> = rows.iter().map(delivery_from_row).collect();
+        let ids: Vec<i64> = list.iter().map(|d| d.id).collect();
+        let attempts = tx
+            .query(
+                "SELECT delivery_id, attempt, at, duration_us, status_code, error \
+                 FROM webhook_attempts WHERE delivery_id = ANY($1) ORDER BY id",
+                &[&ids],
+            )
+            .await
+            .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        for r in &attempts {
+            let id: i64 = r.get(0);
+            if let Some(d) = list.iter_mut().find(|d| d.id == id) {
+                d.attempts.push(WebhookAttempt {
+                    attempt: r.get(1),
+                    at: r.get(2),
+                    duration_us: r.get(3),
+                    status_code: r.get(4),
+                    error: r.get(5),
+                });
+            }
+        }
+        Ok(list)
+    }
+
+    async fn sweep_expired(&self, sweep: ExpirySweep) -> Result<u64, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        // The webhooks this node sweeps now; another node takes the others.
+        let accounts: Vec<i64> = tx
+            .query(
+                "SELECT account_id FROM webhooks WHERE expired_swept_until < $1 \
+                 FOR UPDATE SKIP LOCKED",
+                &[&sweep.expired_until],
+            )
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if accounts.is_empty() {
+            return Ok(0);
+        }
+        // The sending-time bound lets the (account_id, created_at) index find the rows.
+        let n = tx
+            .execute(
+                &format!(
+                    "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, \
+                     occurred_at, state, next_attempt_at, created_at) \
+                     SELECT o.account_id, o.id, 'expired', {EXPIRED_STATUS_SQL}, o.expires_at, \
+                     'pending', $1, $1 \
+                     FROM webhooks w JOIN otps o ON o.account_id = w.account_id \
+                     WHERE w.account_id = ANY($5) \
+                     AND o.created_at > GREATEST(w.expired_swept_until, $4) - $3 \
+                     AND o.created_at <= $2 \
+                     AND o.expires_at > GREATEST(w.expired_swept_until, $4) AND o.expires_at <= $2 \
+                     AND o.verified_at IS NULL \
+                     ON CONFLICT (otp_id, event) DO NOTHING"
+                ),
+                &[
+                    &sweep.now,
+                    &sweep.expired_until,
+                    &sweep.longest_expiry,
+                    &sweep.not_before,
+                    &accounts,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        tx.execute(
+            "UPDATE webhooks SET expired_swept_until = $1 WHERE account_id = ANY($2)",
+            &[&sweep.expired_until, &accounts],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(n)
+    }
+}

@@ -1,7 +1,409 @@
-//! [`WebhookStore`] for the sqlite backend.
+//! [`WebhookStore`] for the sqlite backend: writes run in the writer's next
+//! batch transaction, reads on the read pool, secrets are opened off the writer.
+//! [`enqueue`] is what the status changes in `sqlite.rs` call, inside their
+//! own transaction.
 
-use super::SqliteStore;
-use crate::webhooks::WebhookStore;
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+
+use super::{SqliteStore, account_by_id, collect, map_err};
+use crate::webhooks::{
+    AttemptOutcome, AttemptResult, ClaimedDelivery, DeliveryClaim, DeliveryQuery, DeliveryState,
+    EXPIRED_STATUS_SQL, EventOtp, ExpirySweep, SetWebhook, Webhook, WebhookAttempt,
+    WebhookDelivery, WebhookEvent, WebhookStore, open_secret, seal_secret,
+};
+use crate::{AccountId, Micros, StoreError};
+
+/// Records `event` of an OTP for its account's webhook, if the account has
+/// one; an event the OTP already had is not recorded again. Runs in the
+/// transaction of the change it reports.
+pub(super) fn enqueue(
+    tx: &Transaction<'_>,
+    otp_id: i64,
+    event: WebhookEvent,
+    at: Micros,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, occurred_at, \
+         state, next_attempt_at, created_at) \
+         SELECT o.account_id, o.id, ?2, o.status, ?3, 'pending', ?3, ?3 \
+         FROM otps o JOIN webhooks w ON w.account_id = o.account_id WHERE o.id = ?1 \
+         ON CONFLICT (otp_id, event) DO NOTHING",
+    )
+    .and_then(|mut s| s.execute(params![otp_id, event.as_str(), at]))
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// A webhook row with its secret still sealed.
+struct SealedWebhook {
+    account_id: AccountId,
+    url: String,
+    salt: Vec<u8>,
+    cipher: Vec<u8>,
+    key_id: String,
+    created_at: Micros,
+    updated_at: Micros,
+}
+
+const WEBHOOK_COLUMNS: &str =
+    "account_id, url, secret_salt, secret_cipher, secret_key_id, created_at, updated_at";
+
+fn sealed_from_row(r: &Row<'_>) -> rusqlite::Result<SealedWebhook> {
+    Ok(SealedWebhook {
+        account_id: r.get(0)?,
+        url: r.get(1)?,
+        salt: r.get(2)?,
+        cipher: r.get(3)?,
+        key_id: r.get(4)?,
+        created_at: r.get(5)?,
+        updated_at: r.get(6)?,
+    })
+}
+
+fn webhook_row(c: &Connection, account: AccountId) -> Result<Option<SealedWebhook>, StoreError> {
+    c.prepare_cached(&format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE account_id = ?1"
+    ))
+    .and_then(|mut s| s.query_row([account], sealed_from_row).optional())
+    .map_err(map_err)
+}
+
+impl SqliteStore {
+    fn opened(&self, w: SealedWebhook) -> Webhook {
+        Webhook {
+            secret: open_secret(&self.vault, w.account_id, &w.salt, &w.cipher, &w.key_id),
+            account_id: w.account_id,
+            url: w.url,
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+        }
+    }
+}
+
+/// A claimed row before its secret is opened.
+struct RawClaim {
+    delivery: ClaimedDelivery,
+    salt: Vec<u8>,
+    cipher: Vec<u8>,
+    key_id: String,
+}
+
+const CLAIMED_COLUMNS: &str = "d.id, d.account_id, d.event, d.otp_status, d.occurred_at, \
+     d.attempts, d.created_at, w.url, w.secret_salt, w.secret_cipher, w.secret_key_id, \
+     o.id, o.account_seq, o.phone_number, o.channel, o.created_at, o.expires_at, o.error_code";
+
+fn claimed_from_row(r: &Row<'_>) -> rusqlite::Result<RawClaim> {
+    let event: String = r.get(2)?;
+    Ok(RawClaim {
+        delivery: ClaimedDelivery {
+            id: r.get(0)?,
+            account_id: r.get(1)?,
+            event: WebhookEvent::parse(&event).unwrap_or(WebhookEvent::Sent),
+            otp_status: r.get(3)?,
+            occurred_at: r.get(4)?,
+            attempt: r.get(5)?,
+            created_at: r.get(6)?,
+            url: r.get(7)?,
+            secret: None,
+            otp: EventOtp {
+                id: r.get(11)?,
+                account_seq: r.get(12)?,
+                phone_number: r.get(13)?,
+                channel: r.get(14)?,
+                created_at: r.get(15)?,
+                expires_at: r.get(16)?,
+                error_code: r.get(17)?,
+            },
+        },
+        salt: r.get(8)?,
+        cipher: r.get(9)?,
+        key_id: r.get(10)?,
+    })
+}
+
+fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<WebhookDelivery> {
+    let event: String = r.get(2)?;
+    let state = DeliveryState::parse(&r.get::<_, String>(5)?);
+    let next: Micros = r.get(6)?;
+    Ok(WebhookDelivery {
+        id: r.get(0)?,
+        otp_id: r.get(1)?,
+        event: WebhookEvent::parse(&event).unwrap_or(WebhookEvent::Sent),
+        otp_status: r.get(3)?,
+        occurred_at: r.get(4)?,
+        state,
+        next_attempt_at: (state == DeliveryState::Pending).then_some(next),
+        created_at: r.get(7)?,
+        finished_at: r.get(8)?,
+        attempts: Vec::new(),
+    })
+}
+
+fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<WebhookAttempt> {
+    Ok(WebhookAttempt {
+        attempt: r.get(0)?,
+        at: r.get(1)?,
+        duration_us: r.get(2)?,
+        status_code: r.get(3)?,
+        error: r.get(4)?,
+    })
+}
 
 #[async_trait::async_trait]
-impl WebhookStore for SqliteStore {}
+impl WebhookStore for SqliteStore {
+    async fn webhook(&self, account: AccountId) -> Result<Option<Webhook>, StoreError> {
+        let row = self.read(move |c| webhook_row(c, account)).await?;
+        Ok(row.map(|w| self.opened(w)))
+    }
+
+    async fn set_webhook(&self, set: SetWebhook) -> Result<Webhook, StoreError> {
+        // Sealed here, on the caller's task; used only if the secret changes.
+        let sealed = seal_secret(&self.vault, set.account_id, &set.new_secret);
+        let row = self
+            .write(move |tx| {
+                if account_by_id(tx, set.account_id)?.is_none() {
+                    return Err(StoreError::NotFound(format!("account {}", set.account_id)));
+                }
+                tx.prepare_cached(
+                    "INSERT INTO webhooks (account_id, url, secret_salt, secret_cipher, \
+                     secret_key_id, expired_swept_until, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6) \
+                     ON CONFLICT (account_id) DO UPDATE SET url = excluded.url, \
+                     updated_at = excluded.updated_at, \
+                     secret_salt = CASE WHEN ?7 THEN excluded.secret_salt ELSE secret_salt END, \
+                     secret_cipher = CASE WHEN ?7 THEN excluded.secret_cipher ELSE secret_cipher END, \
+                     secret_key_id = CASE WHEN ?7 THEN excluded.secret_key_id ELSE secret_key_id END",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        set.account_id,
+                        set.url,
+                        &sealed.salt[..],
+                        sealed.cipher,
+                        sealed.key_id,
+                        set.now,
+                        set.rotate
+                    ])
+                })
+                .map_err(map_err)?;
+                webhook_row(tx, set.account_id)?
+                    .ok_or_else(|| StoreError::Internal("a webhook just written is missing".into()))
+            })
+            .await?;
+        Ok(self.opened(row))
+    }
+
+    async fn delete_webhook(&self, account: AccountId, now: Micros) -> Result<bool, StoreError> {
+        self.write(move |tx| {
+            let n = tx
+                .execute("DELETE FROM webhooks WHERE account_id = ?1", [account])
+                .map_err(map_err)?;
+            tx.execute(
+                "UPDATE webhook_deliveries SET state = 'cancelled', finished_at = ?2 \
+                 WHERE account_id = ?1 AND state = 'pending'",
+                params![account, now],
+            )
+            .map_err(map_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        claim: DeliveryClaim,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let raw = self
+            .write(move |tx| {
+                let ids: Vec<i64> = {
+                    let mut s = tx
+                        .prepare_cached(
+                            "UPDATE webhook_deliveries SET next_attempt_at = ?1, lease_owner = ?2, \
+                             attempts = attempts + 1 \
+                             WHERE id IN (SELECT id FROM webhook_deliveries \
+                                 WHERE state = 'pending' AND next_attempt_at <= ?3 \
+                                 ORDER BY next_attempt_at LIMIT ?4) \
+                             RETURNING id",
+                        )
+                        .map_err(map_err)?;
+                    let rows = s
+                        .query_map(
+                            params![claim.lease_until, claim.node, claim.now, claim.limit as i64],
+                            |r| r.get(0),
+                        )
+                        .map_err(map_err)?;
+                    collect(rows)?
+                };
+                let mut s = tx
+                    .prepare_cached(&format!(
+                        "SELECT {CLAIMED_COLUMNS} FROM webhook_deliveries d \
+                         JOIN webhooks w ON w.account_id = d.account_id \
+                         JOIN otps o ON o.id = d.otp_id WHERE d.id = ?1"
+                    ))
+                    .map_err(map_err)?;
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    match s
+                        .query_row([id], claimed_from_row)
+                        .optional()
+                        .map_err(map_err)?
+                    {
+                        Some(c) => out.push(c),
+                        // Its webhook is gone: nowhere to send it.
+                        None => {
+                            tx.prepare_cached(
+                                "UPDATE webhook_deliveries SET state = 'cancelled', \
+                                 finished_at = ?2 WHERE id = ?1",
+                            )
+                            .and_then(|mut u| u.execute(params![id, claim.now]))
+                            .map_err(map_err)?;
+                        }
+                    }
+                }
+                out.sort_by_key(|c| c.delivery.id);
+                Ok(out)
+            })
+            .await?;
+        Ok(raw
+            .into_iter()
+            .map(|mut c| {
+                c.delivery.secret = open_secret(
+                    &self.vault,
+                    c.delivery.account_id,
+                    &c.salt,
+                    &c.cipher,
+                    &c.key_id,
+                );
+                c.delivery
+            })
+            .collect())
+    }
+
+    async fn finish_webhook_deliveries(
+        &self,
+        results: Vec<AttemptResult>,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            let mut attempt = tx
+                .prepare_cached(
+                    "INSERT INTO webhook_attempts (delivery_id, attempt, at, duration_us, \
+                     status_code, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(map_err)?;
+            // Only a pending delivery moves: one cancelled meanwhile stays so.
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE webhook_deliveries SET state = ?2, next_attempt_at = ?3, \
+                     last_error = ?4, finished_at = ?5, lease_owner = NULL \
+                     WHERE id = ?1 AND state = 'pending'",
+                )
+                .map_err(map_err)?;
+            for r in &results {
+                attempt
+                    .execute(params![
+                        r.delivery_id,
+                        r.attempt,
+                        r.at,
+                        r.duration_us,
+                        r.status_code,
+                        r.error
+                    ])
+                    .map_err(map_err)?;
+                let end = r.at + r.duration_us;
+                let (state, next, finished) = match r.outcome {
+                    AttemptOutcome::Delivered => (DeliveryState::Delivered, end, Some(end)),
+                    AttemptOutcome::Retry { next_attempt_at } => {
+                        (DeliveryState::Pending, next_attempt_at, None)
+                    }
+                    AttemptOutcome::GiveUp => (DeliveryState::Failed, end, Some(end)),
+                };
+                update
+                    .execute(params![
+                        r.delivery_id,
+                        state.as_str(),
+                        next,
+                        r.error,
+                        finished
+                    ])
+                    .map_err(map_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        query: DeliveryQuery,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        self.read(move |c| {
+            c.execute_batch("BEGIN DEFERRED").map_err(map_err)?;
+            let result = (|| {
+                let mut s = c
+                    .prepare_cached(
+                        "SELECT id, otp_id, event, otp_status, occurred_at, state, \
+                         next_attempt_at, created_at, finished_at FROM webhook_deliveries \
+                         WHERE account_id = ?1 AND (?2 IS NULL OR id < ?2) \
+                         ORDER BY id DESC LIMIT ?3",
+                    )
+                    .map_err(map_err)?;
+                let mut list = collect(
+                    s.query_map(
+                        params![query.account_id, query.before_id, i64::from(query.limit)],
+                        delivery_from_row,
+                    )
+                    .map_err(map_err)?,
+                )?;
+                let mut s = c
+                    .prepare_cached(
+                        "SELECT attempt, at, duration_us, status_code, error FROM webhook_attempts \
+                         WHERE delivery_id = ?1 ORDER BY id",
+                    )
+                    .map_err(map_err)?;
+                for d in &mut list {
+                    d.attempts = collect(s.query_map([d.id], attempt_from_row).map_err(map_err)?)?;
+                }
+                Ok(list)
+            })();
+            let _ = c.execute_batch("COMMIT");
+            result
+        })
+        .await
+    }
+
+    async fn sweep_expired(&self, sweep: ExpirySweep) -> Result<u64, StoreError> {
+        self.write(move |tx| {
+            // Per account, from where its last sweep stopped; the sending-time
+            // bound lets the (account_id, created_at) index find the rows.
+            let n = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, \
+                     occurred_at, state, next_attempt_at, created_at) \
+                     SELECT o.account_id, o.id, 'expired', {EXPIRED_STATUS_SQL}, o.expires_at, \
+                     'pending', ?1, ?1 \
+                     FROM webhooks w JOIN otps o ON o.account_id = w.account_id \
+                     WHERE w.expired_swept_until < ?2 \
+                     AND o.created_at > MAX(w.expired_swept_until, ?4) - ?3 AND o.created_at <= ?2 \
+                     AND o.expires_at > MAX(w.expired_swept_until, ?4) AND o.expires_at <= ?2 \
+                     AND o.verified_at IS NULL \
+                     ON CONFLICT (otp_id, event) DO NOTHING"
+                ))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        sweep.now,
+                        sweep.expired_until,
+                        sweep.longest_expiry,
+                        sweep.not_before
+                    ])
+                })
+                .map_err(map_err)?;
+            tx.prepare_cached(
+                "UPDATE webhooks SET expired_swept_until = ?1 WHERE expired_swept_until < ?1",
+            )
+            .and_then(|mut s| s.execute([sweep.expired_until]))
+            .map_err(map_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
