@@ -35,8 +35,10 @@ trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 db="sqlite://$work/bench.db"
 key=$("$bin" accounts create bench --sms-credits 100000000 --phone-credits 0 --json --database-url "$db" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
-# Every send goes to one number: per-number limits off for the benchmark.
+# Every send goes to one number from one key: per-number, per-account and
+# per-key limits off for the benchmark.
 OTPGATE_LIMITS__PER_NUMBER_MAX=0 OTPGATE_LIMITS__PER_NUMBER_COOLDOWN_SECONDS=0 \
+OTPGATE_LIMITS__PER_ACCOUNT_RPS=0 OTPGATE_LIMITS__PER_KEY_RPS=0 \
 OTPGATE_DEMO__CREATE_DEFAULT_ACCOUNT=false OTPGATE_LOG__LEVEL=warn \
 OTPGATE_DELIVERY__LOG_PATH="$work/deliveries.jsonl" \
   "$bin" serve --listen 127.0.0.1:18080 --database-url "$db" > "$work/server.out" 2>&1 &

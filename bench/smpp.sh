@@ -63,9 +63,12 @@ database_url = "sqlite://$work/otpgate.db"
 [log]
 level = "warn"
 [limits]
-# Every send goes to one number: per-number limits off for the benchmark.
+# Every send goes to one number from one key: per-number, per-account and
+# per-key limits off for the benchmark.
 per_number_max = 0
 per_number_cooldown_seconds = 0
+per_account_rps = 0
+per_key_rps = 0
 [demo]
 create_default_account = false
 [[routes]]

@@ -90,6 +90,11 @@ database_url = "sqlite://$work/voice.db"
 level = "warn,otpgate::delivery::voice::sip=info"
 [demo]
 create_default_account = false
+[limits]
+# All calls start at once from one key: the send-rate limits must not shape
+# the benchmark.
+per_account_rps = 0
+per_key_rps = 0
 [delivery]
 lease_seconds = 180
 [[routes]]

@@ -17,7 +17,9 @@
 //! The same pass first answers a repeated `Idempotency-Key` with what the first
 //! send got ([`Store::accept_once`]) and then checks the per-destination limits
 //! ([`SendLimits`]) against the recent sends to the number, so neither a retry nor
-//! a burst split across nodes gets past them.
+//! a burst split across nodes gets past them. The per-account and per-key rates
+//! and the daily spend cap are kept on the locked account and key rows and
+//! decided in the same pass.
 //!
 //! Times are microseconds since the Unix epoch (UTC) in both backends. Migrations
 //! are embedded and applied on open.
@@ -81,7 +83,7 @@ pub enum AcceptError {
     /// The account does not exist (deleted between authentication and acceptance).
     #[error("account not found")]
     AccountNotFound,
-    /// A per-destination limit ([`SendLimits`]) refused the send; nothing was
+    /// A limit ([`SendLimits`], [`AccountLimits`]) refused the send; nothing was
     /// written or charged.
     #[error("rate limited")]
     RateLimited {
@@ -129,6 +131,16 @@ pub trait Store: UserStore + WebhookStore + Send + Sync + 'static {
         phone: i64,
         note: &str,
     ) -> Result<Account, StoreError>;
+    /// The account's own rate and spend limits, and what it spent today.
+    async fn account_limits(&self, id: AccountId) -> Result<Option<AccountLimits>, StoreError>;
+    /// Sets the account's own limits (`None`: back to the configured default;
+    /// `Some(0)`: no limit). Negative values are refused with `Conflict`.
+    async fn set_account_limits(
+        &self,
+        id: AccountId,
+        max_rps: Option<i64>,
+        daily_spend_cap: Option<i64>,
+    ) -> Result<AccountLimits, StoreError>;
     /// The account's ledger, oldest first.
     async fn ledger(&self, id: AccountId) -> Result<Vec<LedgerEntry>, StoreError>;
 
@@ -234,6 +246,19 @@ impl Default for StoreOptions {
             limits: SendLimits::default(),
         }
     }
+}
+
+/// Refuses negative account limits (zero means "no limit").
+pub(crate) fn check_limit_values(
+    max_rps: Option<i64>,
+    daily_spend_cap: Option<i64>,
+) -> Result<(), StoreError> {
+    if max_rps.is_some_and(|v| v < 0) || daily_spend_cap.is_some_and(|v| v < 0) {
+        return Err(StoreError::Conflict(
+            "a limit cannot be negative (0 turns it off)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Rows of at most this many codes are purged per statement.

@@ -41,6 +41,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "webhooks",
         sql: include_str!("../migrations/sqlite/0007_webhooks.sql"),
     },
+    Migration {
+        version: 8,
+        name: "account_limits",
+        sql: include_str!("../migrations/sqlite/0008_account_limits.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -73,6 +78,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 7,
         name: "webhooks",
         sql: include_str!("../migrations/postgres/0007_webhooks.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "account_limits",
+        sql: include_str!("../migrations/postgres/0008_account_limits.sql"),
     },
 ];
 

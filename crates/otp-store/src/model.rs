@@ -94,6 +94,10 @@ pub struct NewOtp {
     pub created_at: Micros,
     /// When the code stops verifying.
     pub expires_at: Micros,
+    /// The day the send counts against the daily spend cap (days since the
+    /// epoch in the service's time zone), and when that day ends.
+    pub spend_day: i64,
+    pub spend_day_ends: Micros,
 }
 
 impl std::fmt::Debug for NewOtp {
@@ -108,8 +112,8 @@ impl std::fmt::Debug for NewOtp {
     }
 }
 
-/// Limits on sends to one destination, per account, checked in the transaction
-/// that accepts the send. A zero turns a limit off; the default has both off.
+/// Limits on sends, checked in the transaction that accepts the send. A zero
+/// turns a limit off; the default has all of them off.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SendLimits {
     /// Most sends to one number within `per_number_window`.
@@ -118,6 +122,26 @@ pub struct SendLimits {
     pub per_number_window: Micros,
     /// Least time between two sends to one number.
     pub per_number_cooldown: Micros,
+    /// Most accepted sends per second of one account (an account may have its
+    /// own, [`AccountLimits`]).
+    pub per_account_rps: u32,
+    /// Most accepted sends per second under one API key.
+    pub per_key_rps: u32,
+    /// Most credits (SMS and phone together) one account may spend in a day
+    /// (an account may have its own).
+    pub daily_spend_cap: i64,
+}
+
+/// An account's own limits and what it spent today. `None`: the configured
+/// default applies; `Some(0)`: no limit for this account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccountLimits {
+    pub max_rps: Option<i64>,
+    pub daily_spend_cap: Option<i64>,
+    /// The day (days since the epoch in the service's time zone) of `spent`.
+    pub spend_day: i64,
+    /// Credits accepted sends took on `spend_day` (refunds are not subtracted).
+    pub spent: i64,
 }
 
 impl SendLimits {
@@ -168,13 +192,19 @@ impl std::fmt::Debug for IdempotencyKey {
     }
 }
 
-/// Which per-destination limit refused a send.
+/// Which limit refused a send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKind {
     /// `per_number_max` sends within the window.
     Window,
     /// The resend cooldown.
     Cooldown,
+    /// The account's sends per second.
+    AccountRate,
+    /// The API key's sends per second.
+    KeyRate,
+    /// The account's daily spend cap; retry after the day ends.
+    DailySpend,
 }
 
 /// What an accepted send got.

@@ -21,7 +21,9 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use crate::alloc::{Balances, Keys, Prior, Recent};
+use crate::alloc::{
+    AccountOverrides, Balances, KeyRates, Keys, Prior, RateWindow, Recent, SpendDay,
+};
 use crate::migrate;
 use crate::model::{
     StoredCode, VerifyRow, VerifyStep, channel_from_str, option_from_str, verify_event,
@@ -184,7 +186,8 @@ async fn accept_batch(
     ids.dedup();
     let rows = tx
         .query(
-            "SELECT id, sms_credits, phone_credits, otp_count FROM accounts \
+            "SELECT id, sms_credits, phone_credits, otp_count, rate_second, rate_current, \
+             rate_previous, spend_day, spend_today, max_rps, daily_spend_cap FROM accounts \
              WHERE id = ANY($1) ORDER BY id FOR UPDATE",
             &[&ids],
         )
@@ -192,7 +195,49 @@ async fn accept_batch(
         .map_err(pg_err)?;
     let mut balances = Balances::default();
     for r in rows {
-        balances.insert(r.get(0), r.get(1), r.get(2), r.get(3));
+        balances.insert_with(
+            r.get(0),
+            r.get(1),
+            r.get(2),
+            r.get(3),
+            RateWindow {
+                second: r.get(4),
+                current: r.get(5),
+                previous: r.get(6),
+            },
+            SpendDay {
+                day: r.get(7),
+                spent: r.get(8),
+            },
+            AccountOverrides {
+                max_rps: r.get(9),
+                daily_spend_cap: r.get(10),
+            },
+        );
+    }
+    // A key belongs to one account, and that account's row is locked now, so
+    // no other batch changes the key's window until this one commits.
+    let mut key_rates = KeyRates::default();
+    let wanted_keys = KeyRates::wanted(&otps, limits);
+    if !wanted_keys.is_empty() {
+        let rows = tx
+            .query(
+                "SELECT id, rate_second, rate_current, rate_previous FROM api_keys \
+                 WHERE id = ANY($1)",
+                &[&wanted_keys],
+            )
+            .await
+            .map_err(pg_err)?;
+        for r in rows {
+            key_rates.insert(
+                r.get(0),
+                RateWindow {
+                    second: r.get(1),
+                    current: r.get(2),
+                    previous: r.get(3),
+                },
+            );
+        }
     }
     // The account rows are locked now, so every earlier send to these numbers
     // (from any node) is committed, and this statement's snapshot sees it.
@@ -271,9 +316,14 @@ async fn accept_batch(
                 }
             }
         }
-        match recent.check(otp, limits).and_then(|()| balances.take(otp)) {
+        match recent
+            .check(otp, limits)
+            .and_then(|()| key_rates.check(otp, limits))
+            .and_then(|()| balances.take(otp, limits))
+        {
             Ok(t) => {
                 recent.record(otp);
+                key_rates.record(otp, limits);
                 if let Some(k) = &sealed[i].idempotency {
                     keys.insert(
                         otp.account_id,
@@ -457,20 +507,52 @@ async fn accept_batch(
         .await
         .map_err(pg_err)?;
     }
-    let (mut ua, mut us, mut up, mut uc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut cols: [Vec<i64>; 9] = Default::default();
     for (id, b) in balances.changed() {
-        ua.push(id);
-        us.push(b.sms);
-        up.push(b.phone);
-        uc.push(b.otp_count);
+        let values = [
+            id,
+            b.sms,
+            b.phone,
+            b.otp_count,
+            b.rate.second,
+            b.rate.current,
+            b.rate.previous,
+            b.spend.day,
+            b.spend.spent,
+        ];
+        for (col, v) in cols.iter_mut().zip(values) {
+            col.push(v);
+        }
     }
+    let [ua, us, up, uc, rs, rc, rp, sd, st] = &cols;
     tx.execute(
-        "UPDATE accounts a SET sms_credits = u.s, phone_credits = u.p, otp_count = u.c \
-         FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[]) AS u(id, s, p, c) WHERE a.id = u.id",
-        &[&ua, &us, &up, &uc],
+        "UPDATE accounts a SET sms_credits = u.s, phone_credits = u.p, otp_count = u.c, \
+         rate_second = u.rs, rate_current = u.rc, rate_previous = u.rp, spend_day = u.sd, \
+         spend_today = u.st \
+         FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
+         $7::int8[], $8::int8[], $9::int8[]) AS u(id, s, p, c, rs, rc, rp, sd, st) \
+         WHERE a.id = u.id",
+        &[ua, us, up, uc, rs, rc, rp, sd, st],
     )
     .await
     .map_err(pg_err)?;
+    let mut kcols: [Vec<i64>; 4] = Default::default();
+    for (id, w) in key_rates.changed() {
+        for (col, v) in kcols.iter_mut().zip([id, w.second, w.current, w.previous]) {
+            col.push(v);
+        }
+    }
+    if !kcols[0].is_empty() {
+        let [ki, ks, kc, kp] = &kcols;
+        tx.execute(
+            "UPDATE api_keys k SET rate_second = u.s, rate_current = u.c, rate_previous = u.p \
+             FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[]) AS u(id, s, c, p) \
+             WHERE k.id = u.id",
+            &[ki, ks, kc, kp],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
     tx.commit().await.map_err(pg_err)?;
 
     for ((i, _), id) in taken.iter().zip(otp_ids) {
@@ -484,6 +566,15 @@ async fn accept_batch(
         }
     }
     Ok(results)
+}
+
+fn limits_from_row(r: &Row) -> AccountLimits {
+    AccountLimits {
+        max_rps: r.get(0),
+        daily_spend_cap: r.get(1),
+        spend_day: r.get(2),
+        spent: r.get(3),
+    }
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
@@ -713,6 +804,38 @@ impl Store for PgStore {
         .map_err(pg_err)?;
         tx.commit().await.map_err(pg_err)?;
         Ok(account_from_row(&row))
+    }
+
+    async fn account_limits(&self, id: AccountId) -> Result<Option<AccountLimits>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT max_rps, daily_spend_cap, spend_day, spend_today FROM accounts WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(row.map(|r| limits_from_row(&r)))
+    }
+
+    async fn set_account_limits(
+        &self,
+        id: AccountId,
+        max_rps: Option<i64>,
+        daily_spend_cap: Option<i64>,
+    ) -> Result<AccountLimits, StoreError> {
+        check_limit_values(max_rps, daily_spend_cap)?;
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "UPDATE accounts SET max_rps = $2, daily_spend_cap = $3 WHERE id = $1 \
+                 RETURNING max_rps, daily_spend_cap, spend_day, spend_today",
+                &[&id, &max_rps, &daily_spend_cap],
+            )
+            .await
+            .map_err(pg_err)?
+            .ok_or_else(|| StoreError::NotFound(format!("account {id}")))?;
+        Ok(limits_from_row(&row))
     }
 
     async fn ledger(&self, id: AccountId) -> Result<Vec<LedgerEntry>, StoreError> {

@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::alloc::{Balances, Keys, Prior, Recent};
+use crate::alloc::{
+    AccountOverrides, Balances, KeyRates, Keys, Prior, RateWindow, Recent, SpendDay,
+};
 use crate::migrate::{self, Migration};
 use crate::model::{
     StoredCode, VerifyRow, VerifyStep, channel_from_str, option_from_str, verify_event,
@@ -301,22 +303,66 @@ fn accept_batch(
     {
         let mut stmt = tx
             .prepare_cached(
-                "SELECT sms_credits, phone_credits, otp_count FROM accounts WHERE id = ?1",
+                "SELECT sms_credits, phone_credits, otp_count, rate_second, rate_current, \
+                 rate_previous, spend_day, spend_today, max_rps, daily_spend_cap \
+                 FROM accounts WHERE id = ?1",
             )
             .map_err(map_err)?;
         for SealedOtp { otp, .. } in otps {
+            if balances.contains(otp.account_id) {
+                continue;
+            }
             let found = stmt
                 .query_row([otp.account_id], |r| {
                     Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, i64>(2)?,
+                        (
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ),
+                        RateWindow {
+                            second: r.get(3)?,
+                            current: r.get(4)?,
+                            previous: r.get(5)?,
+                        },
+                        SpendDay {
+                            day: r.get(6)?,
+                            spent: r.get(7)?,
+                        },
+                        AccountOverrides {
+                            max_rps: r.get(8)?,
+                            daily_spend_cap: r.get(9)?,
+                        },
                     ))
                 })
                 .optional()
                 .map_err(map_err)?;
-            if let Some((sms, phone, count)) = found {
-                balances.insert(otp.account_id, sms, phone, count);
+            if let Some(((sms, phone, count), rate, spend, overrides)) = found {
+                balances.insert_with(otp.account_id, sms, phone, count, rate, spend, overrides);
+            }
+        }
+    }
+    let mut key_rates = KeyRates::default();
+    {
+        let plain: Vec<&NewOtp> = otps.iter().map(|s| &s.otp).collect();
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT rate_second, rate_current, rate_previous FROM api_keys WHERE id = ?1",
+            )
+            .map_err(map_err)?;
+        for key in KeyRates::wanted(&plain, limits) {
+            let found = stmt
+                .query_row([key], |r| {
+                    Ok(RateWindow {
+                        second: r.get(0)?,
+                        current: r.get(1)?,
+                        previous: r.get(2)?,
+                    })
+                })
+                .optional()
+                .map_err(map_err)?;
+            if let Some(window) = found {
+                key_rates.insert(key, window);
             }
         }
     }
@@ -431,7 +477,11 @@ fn accept_batch(
                 continue;
             }
         }
-        let taken = match recent.check(otp, limits).and_then(|()| balances.take(otp)) {
+        let taken = match recent
+            .check(otp, limits)
+            .and_then(|()| key_rates.check(otp, limits))
+            .and_then(|()| balances.take(otp, limits))
+        {
             Ok(t) => t,
             Err(e) => {
                 results.push(Err(e));
@@ -439,6 +489,7 @@ fn accept_batch(
             }
         };
         recent.record(otp);
+        key_rates.record(otp, limits);
         insert_otp
             .execute(params![
                 otp.account_id,
@@ -506,12 +557,35 @@ fn accept_batch(
     }
     let mut update = tx
         .prepare_cached(
-            "UPDATE accounts SET sms_credits = ?2, phone_credits = ?3, otp_count = ?4 WHERE id = ?1",
+            "UPDATE accounts SET sms_credits = ?2, phone_credits = ?3, otp_count = ?4, \
+             rate_second = ?5, rate_current = ?6, rate_previous = ?7, spend_day = ?8, \
+             spend_today = ?9 WHERE id = ?1",
         )
         .map_err(map_err)?;
     for (id, b) in balances.changed() {
         update
-            .execute(params![id, b.sms, b.phone, b.otp_count])
+            .execute(params![
+                id,
+                b.sms,
+                b.phone,
+                b.otp_count,
+                b.rate.second,
+                b.rate.current,
+                b.rate.previous,
+                b.spend.day,
+                b.spend.spent
+            ])
+            .map_err(map_err)?;
+    }
+    let mut update_key = tx
+        .prepare_cached(
+            "UPDATE api_keys SET rate_second = ?2, rate_current = ?3, rate_previous = ?4 \
+             WHERE id = ?1",
+        )
+        .map_err(map_err)?;
+    for (id, w) in key_rates.changed() {
+        update_key
+            .execute(params![id, w.second, w.current, w.previous])
             .map_err(map_err)?;
     }
     Ok(results)
@@ -626,6 +700,23 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
         revoked_at: r.get(6)?,
         last_used: r.get(7)?,
     })
+}
+
+fn limits_of(conn: &Connection, id: AccountId) -> Result<Option<AccountLimits>, StoreError> {
+    conn.query_row(
+        "SELECT max_rps, daily_spend_cap, spend_day, spend_today FROM accounts WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(AccountLimits {
+                max_rps: r.get(0)?,
+                daily_spend_cap: r.get(1)?,
+                spend_day: r.get(2)?,
+                spent: r.get(3)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(map_err)
 }
 
 fn account_by_id(conn: &Connection, id: AccountId) -> Result<Option<Account>, StoreError> {
@@ -748,6 +839,32 @@ impl Store for SqliteStore {
             )
             .map_err(map_err)?;
             account_by_id(tx, id)?.ok_or_else(|| StoreError::NotFound(format!("account {id}")))
+        })
+        .await
+    }
+
+    async fn account_limits(&self, id: AccountId) -> Result<Option<AccountLimits>, StoreError> {
+        self.read(move |c| limits_of(c, id)).await
+    }
+
+    async fn set_account_limits(
+        &self,
+        id: AccountId,
+        max_rps: Option<i64>,
+        daily_spend_cap: Option<i64>,
+    ) -> Result<AccountLimits, StoreError> {
+        check_limit_values(max_rps, daily_spend_cap)?;
+        self.write(move |tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE accounts SET max_rps = ?2, daily_spend_cap = ?3 WHERE id = ?1",
+                    params![id, max_rps, daily_spend_cap],
+                )
+                .map_err(map_err)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("account {id}")));
+            }
+            limits_of(tx, id)?.ok_or_else(|| StoreError::NotFound(format!("account {id}")))
         })
         .await
     }

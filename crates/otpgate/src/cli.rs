@@ -78,6 +78,35 @@ enum AccountsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show or set an account's own send rate and daily spend cap. Without a
+    /// flag, shows them; a number sets one (0: no limit for this account),
+    /// `default` goes back to the `[limits]` configuration.
+    Limits {
+        /// Account id or name.
+        account: String,
+        /// Most accepted sends per second.
+        #[arg(long, value_parser = parse_limit, allow_negative_numbers = true)]
+        max_rps: Option<LimitSetting>,
+        /// Most credits (SMS and phone together) per day.
+        #[arg(long, value_parser = parse_limit, allow_negative_numbers = true)]
+        daily_spend_cap: Option<LimitSetting>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A limit as given on the command line: a number, or `default`.
+#[derive(Clone, Copy, Debug)]
+struct LimitSetting(Option<i64>);
+
+fn parse_limit(s: &str) -> Result<LimitSetting, String> {
+    if s == "default" {
+        return Ok(LimitSetting(None));
+    }
+    match s.parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(LimitSetting(Some(n))),
+        _ => Err("expected a whole number of at least 0, or `default`".into()),
+    }
 }
 
 #[derive(Subcommand)]
@@ -242,6 +271,47 @@ async fn accounts(store: &SharedStore, cmd: AccountsCmd) -> anyhow::Result<()> {
                 );
             } else {
                 println!("account_id: {}\napi_key: {}", account.id, key.plaintext);
+            }
+        }
+        AccountsCmd::Limits {
+            account,
+            max_rps,
+            daily_spend_cap,
+            json,
+        } => {
+            let a = find_account(store, &account).await?;
+            let mut limits = store
+                .account_limits(a.id)
+                .await?
+                .with_context(|| format!("no account {account:?}"))?;
+            if max_rps.is_some() || daily_spend_cap.is_some() {
+                limits = store
+                    .set_account_limits(
+                        a.id,
+                        max_rps.map_or(limits.max_rps, |s| s.0),
+                        daily_spend_cap.map_or(limits.daily_spend_cap, |s| s.0),
+                    )
+                    .await?;
+            }
+            if json {
+                println!(
+                    "{}",
+                    json!({ "account_id": a.id, "max_rps": limits.max_rps,
+                            "daily_spend_cap": limits.daily_spend_cap })
+                );
+            } else {
+                let show = |v: Option<i64>| match v {
+                    None => "default".to_owned(),
+                    Some(0) => "0 (no limit)".to_owned(),
+                    Some(n) => n.to_string(),
+                };
+                println!(
+                    "account {} ({}): max_rps {}, daily_spend_cap {}",
+                    a.id,
+                    a.name,
+                    show(limits.max_rps),
+                    show(limits.daily_spend_cap)
+                );
             }
         }
         AccountsCmd::List { json } => {

@@ -349,9 +349,10 @@ impl Default for VerifyConfig {
     }
 }
 
-/// `[limits]`: abuse protection on sends. The per-number limits are checked in
-/// the transaction that accepts a send, so they hold across nodes sharing one
-/// PostgreSQL database. A zero turns a limit off.
+/// `[limits]`: abuse protection on sends. The per-number, per-account, per-key
+/// and daily spend limits are checked in the transaction that accepts a send,
+/// so they hold across nodes sharing one PostgreSQL database. A zero turns a
+/// limit off.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -361,6 +362,14 @@ pub struct LimitsConfig {
     pub per_number_window_seconds: u64,
     /// Least time between two sends of an account to one number.
     pub per_number_cooldown_seconds: u64,
+    /// Most accepted sends per second of one account (an account may have its
+    /// own, set with `otpgate accounts limits`).
+    pub per_account_rps: u32,
+    /// Most accepted sends per second under one API key.
+    pub per_key_rps: u32,
+    /// Most credits (SMS and phone together) one account may spend per day in
+    /// `timezone`; 0: no cap (an account may have its own).
+    pub daily_spend_cap: i64,
     /// ISO 3166 regions sends may go to (`NP`); empty: every region.
     pub allowed_countries: Vec<String>,
     /// E.164 prefixes no send may go to (`+97798000`), whatever the region.
@@ -373,6 +382,9 @@ impl Default for LimitsConfig {
             per_number_max: 5,
             per_number_window_seconds: 600,
             per_number_cooldown_seconds: 30,
+            per_account_rps: 100,
+            per_key_rps: 50,
+            daily_spend_cap: 0,
             allowed_countries: vec!["NP".into()],
             denied_prefixes: Vec::new(),
         }
@@ -387,16 +399,22 @@ impl LimitsConfig {
             per_number_max: self.per_number_max,
             per_number_window: micros(self.per_number_window_seconds),
             per_number_cooldown: micros(self.per_number_cooldown_seconds),
+            per_account_rps: self.per_account_rps,
+            per_key_rps: self.per_key_rps,
+            daily_spend_cap: self.daily_spend_cap.max(0),
         }
     }
 
-    /// No per-number limit (for tests that send many OTPs to one number); the
-    /// destination rules stay the defaults.
+    /// No per-number, rate or spend limit (for tests that send many OTPs to one
+    /// number); the destination rules stay the defaults.
     pub fn off() -> Self {
         LimitsConfig {
             per_number_max: 0,
             per_number_window_seconds: 0,
             per_number_cooldown_seconds: 0,
+            per_account_rps: 0,
+            per_key_rps: 0,
+            daily_spend_cap: 0,
             ..LimitsConfig::default()
         }
     }

@@ -107,6 +107,8 @@ impl Source {
                 cost: credits::cost(channel, &seg),
                 created_at: now_micros(),
                 expires_at: now_micros() + 600_000_000,
+                spend_day: 0,
+                spend_day_ends: i64::MAX,
             })
             .await
             .unwrap();

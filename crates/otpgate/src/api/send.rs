@@ -207,6 +207,7 @@ pub async fn send_otp(
         .expiry_seconds
         .unwrap_or(state.config.verify.default_expiry_seconds);
     let expires_at = created_at + expiry * 1_000_000;
+    let (spend_day, spend_day_ends) = local_day(state.tz, created_at);
     let new = NewOtp {
         account_id: caller.account_id,
         api_key_id: Some(caller.key_row),
@@ -223,6 +224,8 @@ pub async fn send_otp(
         cost,
         created_at,
         expires_at,
+        spend_day,
+        spend_day_ends,
     };
     let started = Instant::now();
     let accepted = state.store.accept_once(new, idempotency).await;
@@ -299,6 +302,30 @@ pub async fn send_otp(
                         "An OTP was sent to this number less than {} seconds ago; \
                          try again in {retry_after_seconds} seconds.",
                         limits.per_number_cooldown_seconds
+                    ),
+                    retry_after_seconds,
+                ),
+                LimitKind::AccountRate => ApiError::rate_limited(
+                    "account_rate_limited",
+                    format!(
+                        "This account is sending faster than it may; \
+                         try again in {retry_after_seconds} seconds."
+                    ),
+                    retry_after_seconds,
+                ),
+                LimitKind::KeyRate => ApiError::rate_limited(
+                    "key_rate_limited",
+                    format!(
+                        "This API key is sending faster than it may; \
+                         try again in {retry_after_seconds} seconds."
+                    ),
+                    retry_after_seconds,
+                ),
+                LimitKind::DailySpend => ApiError::rate_limited(
+                    "daily_spend_cap",
+                    format!(
+                        "This account has reached its daily spend cap; \
+                         try again in {retry_after_seconds} seconds, when the day ends."
                     ),
                     retry_after_seconds,
                 ),
@@ -735,5 +762,47 @@ fn validate(
             })
         }
         _ => Err(errors),
+    }
+}
+
+/// The day `at` falls on in `tz` (days since 1970-01-01) and when it ends, for
+/// the daily spend cap.
+pub(crate) fn local_day(tz: chrono_tz::Tz, at: i64) -> (i64, i64) {
+    use chrono::{NaiveDate, TimeZone};
+    let fallback = (at.div_euclid(86_400_000_000), at + 86_400_000_000);
+    let Some(utc) = chrono::DateTime::from_timestamp_micros(at) else {
+        return fallback;
+    };
+    let date = utc.with_timezone(&tz).date_naive();
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
+    let day = (date - epoch).num_days();
+    let ends = date
+        .succ_opt()
+        .and_then(|next| next.and_hms_opt(0, 0, 0))
+        .and_then(|midnight| tz.from_local_datetime(&midnight).earliest())
+        .map(|t| t.timestamp_micros());
+    match ends {
+        Some(ends) => (day, ends),
+        None => fallback,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_day;
+
+    #[test]
+    fn the_spend_day_turns_at_local_midnight() {
+        let tz: chrono_tz::Tz = "Asia/Kathmandu".parse().unwrap();
+        // 2026-11-26T18:14:59Z is 23:59:59 in Kathmandu (+05:45); a second later
+        // the next local day starts, and it ends 24 hours after that.
+        let before = 1_795_724_099_000_000;
+        let (day, ends) = local_day(tz, before);
+        assert_eq!(ends, before + 1_000_000);
+        let (next, next_ends) = local_day(tz, ends);
+        assert_eq!(next, day + 1);
+        assert_eq!(next_ends, ends + 86_400_000_000);
+        let utc: chrono_tz::Tz = "UTC".parse().unwrap();
+        assert_eq!(local_day(utc, 0), (0, 86_400_000_000));
     }
 }

@@ -76,6 +76,8 @@ fn new_otp(account: i64) -> NewOtp {
         cost: Cost { sms: 1, phone: 0 },
         created_at: now_micros(),
         expires_at: now_micros() + 600_000_000,
+        spend_day: 0,
+        spend_day_ends: i64::MAX,
     }
 }
 

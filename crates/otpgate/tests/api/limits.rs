@@ -242,6 +242,260 @@ async fn simultaneous_requests_under_one_idempotency_key_send_one_otp(backend: B
     app.stop().await;
 }
 
+fn rates(account_rps: u32, key_rps: u32, daily_spend_cap: i64) -> LimitsConfig {
+    LimitsConfig {
+        per_account_rps: account_rps,
+        per_key_rps: key_rps,
+        daily_spend_cap,
+        ..LimitsConfig::off()
+    }
+}
+
+/// A distinct valid Nepal number for each `i`, so per-number limits never play.
+fn number(i: usize) -> String {
+    format!("98{:08}", 10_000_000 + i)
+}
+
+/// `count` sends at once, each to its own number, spread over `urls`; the
+/// replies.
+async fn burst(
+    client: &reqwest::Client,
+    urls: &[String],
+    key: &str,
+    count: usize,
+) -> Vec<(u16, Option<u64>, Value)> {
+    let sends: Vec<_> = (0..count)
+        .map(|i| {
+            let request = client
+                .post(&urls[i % urls.len()])
+                .bearer_auth(key)
+                .json(&text_send(&number(i)));
+            tokio::spawn(async move { reply(request.send().await.unwrap()).await })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for s in sends {
+        replies.push(s.await.unwrap());
+    }
+    replies
+}
+
+/// Checks the sends a rate limit let through against the limit itself: in
+/// every second at most `rps` were accepted, and with the previous second
+/// weighted by how much of it the last second still covers, no accepted send
+/// made the estimate pass `rps`.
+async fn assert_rate_held(app: &TestApp, account: i64, key_row: Option<i64>, rps: i64) {
+    let mut times = created_times(app, account, key_row).await;
+    times.sort_unstable();
+    for (i, t) in times.iter().enumerate() {
+        let second = t.div_euclid(1_000_000);
+        let elapsed = t.rem_euclid(1_000_000);
+        let current = times[..=i]
+            .iter()
+            .filter(|u| u.div_euclid(1_000_000) == second)
+            .count() as i128;
+        let previous = times
+            .iter()
+            .filter(|u| u.div_euclid(1_000_000) == second - 1)
+            .count() as i128;
+        let estimate = previous * i128::from(1_000_000 - elapsed) + current * 1_000_000;
+        assert!(
+            estimate <= i128::from(rps) * 1_000_000,
+            "send {i} at {t} found {current} this second and {previous} the second before"
+        );
+    }
+}
+
+/// The `created_at` of the account's OTPs (those sent with one key, if named),
+/// read from the database itself.
+async fn created_times(app: &TestApp, account: i64, key_row: Option<i64>) -> Vec<i64> {
+    let key = key_row.unwrap_or(-1);
+    let query = format!(
+        "SELECT created_at FROM otps WHERE account_id = {account} \
+         AND ({key} = -1 OR api_key_id = {key})"
+    );
+    match app.backend {
+        Backend::Sqlite => {
+            let path = app.database_url.trim_start_matches("sqlite://").to_owned();
+            tokio::task::spawn_blocking(move || {
+                let c = rusqlite::Connection::open(path).unwrap();
+                let mut stmt = c.prepare(&query).unwrap();
+                stmt.query_map([], |r| r.get::<_, i64>(0))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect()
+            })
+            .await
+            .unwrap()
+        }
+        Backend::Postgres => {
+            let (c, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            c.query(&query, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        }
+    }
+}
+
+fn accepted(replies: &[(u16, Option<u64>, Value)]) -> usize {
+    replies.iter().filter(|r| r.0 == 200).count()
+}
+
+/// Every refusal of a burst is the rate limit named `code`, with Retry-After 1.
+fn assert_refusals(replies: &[(u16, Option<u64>, Value)], code: &str) {
+    let refused: Vec<_> = replies.iter().filter(|r| r.0 != 200).collect();
+    assert!(!refused.is_empty(), "a burst over the rate must meet it");
+    for (status, retry_after, body) in refused {
+        assert_eq!(*status, 429, "{body}");
+        assert_eq!(body["errors"][0]["code"], code, "{body}");
+        assert_eq!(*retry_after, Some(1), "{body}");
+        assert_eq!(body["data"]["retry_after"], 1, "{body}");
+    }
+}
+
+async fn an_account_over_its_sends_per_second_gets_429_and_pays_nothing(backend: Backend) {
+    let (app, _) = app_with(backend, rates(3, 0, 0)).await;
+    let url = app.url("/api/v1/auths/send/otp/");
+    let replies = burst(&app.client, &[url], &app.key, 40).await;
+    assert_refusals(&replies, "account_rate_limited");
+    let n = accepted(&replies);
+    assert!(n >= 3, "{n}");
+    assert_eq!(app.otp_count().await, n as i64);
+    assert_eq!(app.balance().await, (100 - n as i64, 10));
+    assert_rate_held(&app, app.account_id, None, 3).await;
+    // Another account is not slowed by the first.
+    let (_, other_key) = app.new_account("other", 10, 0).await;
+    assert_eq!(send_as(&app, &other_key, &number(99)).await.0, 200);
+    app.stop().await;
+}
+
+async fn each_api_key_has_its_own_sends_per_second(backend: Backend) {
+    let (app, _) = app_with(backend, rates(0, 2, 0)).await;
+    let second = otpgate::auth::issue_key(app.account_id, Some("second".into()));
+    let second_row = app.store.create_key(second.record).await.unwrap();
+    let url = app.url("/api/v1/auths/send/otp/");
+    let replies = burst(&app.client, &[url], &app.key, 30).await;
+    assert_refusals(&replies, "key_rate_limited");
+    // The other key of the same account still sends.
+    assert_eq!(send_as(&app, &second.plaintext, &number(99)).await.0, 200);
+    let first_row = app
+        .store
+        .find_key(otpgate::auth::key_id_of(&app.key).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_rate_held(&app, app.account_id, Some(first_row.id), 2).await;
+    assert_rate_held(&app, app.account_id, Some(second_row.id), 2).await;
+    assert_eq!(app.otp_count().await, accepted(&replies) as i64 + 1);
+    app.stop().await;
+}
+
+async fn the_daily_spend_cap_refuses_sends_until_the_day_ends(backend: Backend) {
+    let (app, _) = app_with(backend, rates(0, 0, 3)).await;
+    for i in 0..3 {
+        assert_eq!(send_as(&app, &app.key, &number(i)).await.0, 200);
+    }
+    let (status, retry_after, body) = send_as(&app, &app.key, &number(3)).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["errors"][0]["code"], "daily_spend_cap", "{body}");
+    let retry_after = retry_after.expect("a Retry-After header");
+    assert!((1..=86_400).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        app.balance().await,
+        (97, 10),
+        "the refused send cost nothing"
+    );
+    assert_eq!(app.otp_count().await, 3);
+    let limits = app
+        .store
+        .account_limits(app.account_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(limits.spent, 3);
+
+    // The account's own cap beats the configured one; 0 lifts it.
+    app.store
+        .set_account_limits(app.account_id, None, Some(5))
+        .await
+        .unwrap();
+    assert_eq!(send_as(&app, &app.key, &number(4)).await.0, 200);
+    assert_eq!(send_as(&app, &app.key, &number(5)).await.0, 200);
+    assert_eq!(send_as(&app, &app.key, &number(6)).await.0, 429);
+    app.store
+        .set_account_limits(app.account_id, None, Some(0))
+        .await
+        .unwrap();
+    assert_eq!(send_as(&app, &app.key, &number(7)).await.0, 200);
+    assert!(
+        app.store
+            .set_account_limits(app.account_id, Some(-1), None)
+            .await
+            .is_err(),
+        "a negative limit is refused"
+    );
+    app.stop().await;
+}
+
+async fn account_limits_are_set_and_shown_from_the_command_line(backend: Backend) {
+    let (app, _) = app_with(backend, rates(0, 0, 0)).await;
+    let run = |args: &[&str]| {
+        let out = crate::durability::otpgate()
+            .args(args)
+            .args(["--database-url", &app.database_url])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&[
+        "accounts",
+        "limits",
+        "acme",
+        "--max-rps",
+        "7",
+        "--daily-spend-cap",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (shown["max_rps"].as_i64(), shown["daily_spend_cap"].as_i64()),
+        (Some(7), Some(1))
+    );
+    assert_eq!(send_as(&app, &app.key, &number(0)).await.0, 200);
+    let (status, _, body) = send_as(&app, &app.key, &number(1)).await;
+    assert_eq!(
+        (status, body["errors"][0]["code"].as_str()),
+        (429, Some("daily_spend_cap"))
+    );
+
+    let (ok, out, _) = run(&["accounts", "limits", "acme", "--daily-spend-cap", "default"]);
+    assert!(ok);
+    assert!(out.contains("max_rps 7, daily_spend_cap default"), "{out}");
+    assert_eq!(send_as(&app, &app.key, &number(1)).await.0, 200);
+    let (ok, _, err) = run(&["accounts", "limits", "acme", "--max-rps", "-3"]);
+    assert!(!ok && err.contains("at least 0"), "{err}");
+    let limits = app
+        .store
+        .account_limits(app.account_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((limits.max_rps, limits.daily_spend_cap), (Some(7), None));
+    app.stop().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         $(
@@ -271,6 +525,10 @@ on_both_backends!(
     an_empty_country_list_allows_every_country,
     a_retry_with_the_same_idempotency_key_gets_the_first_reply_and_sends_nothing,
     simultaneous_requests_under_one_idempotency_key_send_one_otp,
+    an_account_over_its_sends_per_second_gets_429_and_pays_nothing,
+    each_api_key_has_its_own_sends_per_second,
+    the_daily_spend_cap_refuses_sends_until_the_day_ends,
+    account_limits_are_set_and_shown_from_the_command_line,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,6 +571,53 @@ async fn two_nodes_on_one_postgres_database_share_one_limit() {
     }
     assert_eq!(app.otp_count().await, 5);
 
+    let _ = stop_second.send(());
+    running.await.unwrap().unwrap();
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_postgres_database_share_one_account_rate_and_spend_cap() {
+    let (app, config) = app_with(Backend::Postgres, rates(4, 0, 30)).await;
+    let second = Application::build(config)
+        .await
+        .expect("building the second node");
+    let second_url = format!("http://{}/api/v1/auths/send/otp/", second.local_addr());
+    let (stop_second, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(second.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let urls = [app.url("/api/v1/auths/send/otp/"), second_url];
+    let replies = burst(&app.client, &urls, &app.key, 40).await;
+    assert_refusals(&replies, "account_rate_limited");
+    assert_rate_held(&app, app.account_id, None, 4).await;
+    let n = accepted(&replies) as i64;
+    assert_eq!(app.otp_count().await, n);
+    assert_eq!(app.balance().await, (100 - n, 10));
+    // Keep sending one at a time through both nodes until the shared cap of
+    // 30 credits refuses; it must refuse at exactly 30 whichever node serves.
+    let mut i = 100;
+    loop {
+        let r = app
+            .client
+            .post(&urls[i % 2])
+            .bearer_auth(&app.key)
+            .json(&text_send(&number(i)))
+            .send()
+            .await
+            .unwrap();
+        let (status, _, body) = reply(r).await;
+        i += 1;
+        match body["errors"][0]["code"].as_str() {
+            _ if status == 200 => {}
+            Some("account_rate_limited") => tokio::task::yield_now().await,
+            Some("daily_spend_cap") => break,
+            other => panic!("{status} {other:?} {body}"),
+        }
+        assert!(i < 10_000, "the cap never refused");
+    }
+    assert_eq!(app.otp_count().await, 30);
+    assert_eq!(app.balance().await, (70, 10));
     let _ = stop_second.send(());
     running.await.unwrap().unwrap();
     app.stop().await;

@@ -494,6 +494,8 @@ async fn a_code_that_cannot_be_read_back_is_not_delivered(backend: Backend) {
             cost: Cost { sms: 1, phone: 0 },
             created_at: now,
             expires_at: now + 600_000_000,
+            spend_day: 0,
+            spend_day_ends: i64::MAX,
         })
         .await
         .unwrap()
