@@ -58,6 +58,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Manage accounts' webhooks (URL and signing secret).
+    #[command(subcommand)]
+    Webhooks(WebhooksCmd),
 }
 
 #[derive(Subcommand)]
@@ -202,6 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(cmd) => keys(&open_store(&config).await?, cmd).await,
+        Command::Webhooks(cmd) => webhooks(&config, cmd).await,
     }
 }
 
@@ -337,6 +341,90 @@ async fn accounts(store: &SharedStore, cmd: AccountsCmd) -> anyhow::Result<()> {
                     );
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+enum WebhooksCmd {
+    /// Set where an account's events go; prints the URL and the signing secret
+    /// (made on first use, kept afterwards unless --rotate-secret).
+    Set {
+        /// Account id or name.
+        account: String,
+        /// An absolute http or https URL.
+        url: String,
+        /// Make a new signing secret; the old one stops working at once.
+        #[arg(long)]
+        rotate_secret: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an account's webhook URL and signing secret.
+    Show {
+        /// Account id or name.
+        account: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an account's webhook; events not yet delivered are cancelled.
+    Remove {
+        /// Account id or name.
+        account: String,
+    },
+}
+
+async fn webhooks(config: &Config, cmd: WebhooksCmd) -> anyhow::Result<()> {
+    // The secret is sealed under the server's code keys, so these commands
+    // use them too (a throwaway vault would seal what the server cannot open).
+    let vault = crate::codes::load_vault(config).context("loading the code keys")?;
+    let store = crate::startup::open_store_with(config, std::sync::Arc::new(vault)).await?;
+    let print = |w: otp_store::webhooks::Webhook, json: bool| {
+        let secret = w.secret.as_deref().unwrap_or("(unreadable: rotate it)");
+        if json {
+            println!(
+                "{}",
+                json!({ "account_id": w.account_id, "url": w.url, "secret": w.secret })
+            );
+        } else {
+            println!("url: {}\nsecret: {secret}", w.url);
+        }
+    };
+    match cmd {
+        WebhooksCmd::Set {
+            account,
+            url,
+            rotate_secret,
+            json,
+        } => {
+            let a = find_account(&store, &account).await?;
+            let url = url.trim().to_owned();
+            crate::webhooks::check_url(&url).map_err(|why| anyhow::anyhow!(why))?;
+            let w = store
+                .set_webhook(otp_store::webhooks::SetWebhook {
+                    account_id: a.id,
+                    url,
+                    new_secret: otp_domain::webhook::generate_secret(),
+                    rotate: rotate_secret,
+                    now: otp_store::now_micros(),
+                })
+                .await?;
+            print(w, json);
+        }
+        WebhooksCmd::Show { account, json } => {
+            let a = find_account(&store, &account).await?;
+            match store.webhook(a.id).await? {
+                Some(w) => print(w, json),
+                None => anyhow::bail!("account {} has no webhook", a.id),
+            }
+        }
+        WebhooksCmd::Remove { account } => {
+            let a = find_account(&store, &account).await?;
+            if !store.delete_webhook(a.id, otp_store::now_micros()).await? {
+                anyhow::bail!("account {} has no webhook", a.id);
+            }
+            println!("removed the webhook of account {}", a.id);
         }
     }
     Ok(())

@@ -62,6 +62,8 @@ pub struct Config {
     pub verify: VerifyConfig,
     /// Abuse protection on sends.
     pub limits: LimitsConfig,
+    /// Account webhooks: how events reach each account's URL.
+    pub webhooks: WebhooksConfig,
     /// Carrier routes, in order of preference per channel. None configured: the
     /// `log` driver takes both channels.
     pub routes: Vec<RouteConfig>,
@@ -122,6 +124,7 @@ impl Default for Config {
             secrets: SecretsConfig::default(),
             verify: VerifyConfig::default(),
             limits: LimitsConfig::default(),
+            webhooks: WebhooksConfig::default(),
             routes: Vec::new(),
         }
     }
@@ -451,6 +454,49 @@ impl LimitsConfig {
                     self.allowed_countries.join(", ")
                 ),
             ))
+        }
+    }
+}
+
+/// `[webhooks]`: delivery of account webhooks (see `crate::webhooks`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// How long one POST may take, connecting included, before it counts as
+    /// failed. A claimed delivery is leased for this plus 30 s.
+    pub timeout_ms: u64,
+    /// Failed deliveries are retried until this long after the event was
+    /// recorded, then given up.
+    pub max_age_seconds: u64,
+    /// The first retry waits about this long; each later one twice as long as
+    /// the one before, up to `backoff_cap_ms`. Each wait is drawn at random
+    /// from its upper half, so receivers coming back are not hit all at once.
+    pub backoff_base_ms: u64,
+    /// The longest wait between two attempts.
+    pub backoff_cap_ms: u64,
+    /// How often an idle dispatcher looks for due deliveries.
+    pub poll_interval_ms: u64,
+    /// Most deliveries in flight on this node.
+    pub concurrency: usize,
+    /// How often codes that expired unverified are looked for (`expired` events).
+    pub sweep_interval_ms: u64,
+    /// How long after a code's expiry its `expired` event is recorded, so that
+    /// a verification already under way at that moment is not also reported
+    /// expired.
+    pub expired_delay_ms: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            timeout_ms: 10_000,
+            max_age_seconds: 86_400,
+            backoff_base_ms: 5_000,
+            backoff_cap_ms: 3_600_000,
+            poll_interval_ms: 1_000,
+            concurrency: 32,
+            sweep_interval_ms: 5_000,
+            expired_delay_ms: 5_000,
         }
     }
 }

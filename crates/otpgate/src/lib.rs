@@ -9,6 +9,8 @@
 //! - [`codes`]: the keys codes are kept under at rest, and the purge of old codes.
 //! - [`delivery`]: the outbox workers and the channel [`delivery::Driver`] trait.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
+//! - [`webhooks`]: signed event deliveries to each account's URL, with retries,
+//!   and the sweep that reports codes expired unverified.
 //! - [`cli`]: the `otpgate` command line.
 //!
 //! Domain rules (numbers, codes, templates, segments, credits) live in `otp-domain`;
@@ -24,3 +26,4 @@ pub mod metrics;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod webhooks;

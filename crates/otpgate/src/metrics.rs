@@ -85,6 +85,14 @@ fn family(name: &str) -> Family {
             help: "Messages awaiting the carrier's answer (SMPP window in use), by route and connection.",
             kind: "gauge",
         },
+        "otpgate_webhook_attempts_total" => Family {
+            help: "Webhook delivery attempts by outcome (delivered; retry: failed, tried again later; gave_up: failed, the last one).",
+            kind: "counter",
+        },
+        "otpgate_webhook_attempt_duration_seconds" => Family {
+            help: "Time from starting a webhook POST to its answer or failure.",
+            kind: "histogram",
+        },
         "otpgate_queue_depth" => Family {
             help: "Delivery jobs waiting, by channel.",
             kind: "gauge",

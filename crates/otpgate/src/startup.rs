@@ -28,6 +28,7 @@ use crate::delivery::voice::sip::SipDriver;
 use crate::delivery::{Dispatcher, Driver, Policy};
 use crate::metrics::Metrics;
 use crate::state::{AppState, NewJobs};
+use crate::webhooks::{WebhookDispatcher, WebhookPolicy, WebhookSender};
 
 /// A configured, bound, not yet serving application.
 pub struct Application {
@@ -124,6 +125,8 @@ impl Application {
             poll_interval: Duration::from_millis(config.delivery.poll_interval_ms.max(10)),
         };
         let node = config.node_name();
+        let webhook_policy = WebhookPolicy::from_config(&config.webhooks);
+        let webhook_sender = WebhookSender::new(webhook_policy.clone(), state.tz)?;
         let stop = Arc::new(Notify::new());
         let mut workers = Vec::new();
         for (channel, driver) in drivers.iter() {
@@ -143,6 +146,20 @@ impl Application {
         let purger = tokio::spawn(crate::codes::purge_loop(
             state.store.clone(),
             config.clone(),
+            stop.clone(),
+        ));
+        let webhooks = tokio::spawn(
+            WebhookDispatcher {
+                store: state.store.clone(),
+                sender: webhook_sender,
+                node: node.clone(),
+                metrics: state.metrics.clone(),
+            }
+            .run(stop.clone()),
+        );
+        let expiry_sweep = tokio::spawn(crate::webhooks::sweep_loop(
+            state.store.clone(),
+            webhook_policy,
             stop.clone(),
         ));
 
@@ -169,6 +186,8 @@ impl Application {
         }
         let _ = flusher.await;
         let _ = purger.await;
+        let _ = webhooks.await;
+        let _ = expiry_sweep.await;
         if let Err(e) = state.last_used.flush(&state.store).await {
             tracing::warn!(error = %e, "could not record key use at shutdown");
         }

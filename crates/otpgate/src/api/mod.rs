@@ -3,11 +3,12 @@
 
 pub mod error;
 mod extract;
-mod list;
+pub(crate) mod list;
 mod ops;
 mod send;
 mod verify;
 mod voice;
+mod webhooks;
 
 use std::time::Instant;
 
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .merge(list::router())
         .merge(ops::router())
         .merge(voice::router())
+        .merge(webhooks::router())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))

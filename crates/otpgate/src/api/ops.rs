@@ -36,12 +36,17 @@ pub fn router() -> Router<AppState> {
         super::list::get_otp,
         super::verify::verify_otp,
         super::voice::list_voices,
+        super::webhooks::get_webhook,
+        super::webhooks::set_webhook,
+        super::webhooks::delete_webhook,
+        super::webhooks::list_deliveries,
         super::voice::preview
     ),
     components(schemas(super::error::ErrorEnvelope, super::error::FieldError)),
     modifiers(&BearerAuth),
     tags(
         (name = "otp", description = "Send and list one-time passwords"),
+        (name = "webhooks", description = "The account's webhook: its URL, its signing secret and the events sent to it"),
         (name = "voice", description = "Voices of voice OTPs and a preview of their prompts")
     )
 )]

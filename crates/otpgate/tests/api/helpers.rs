@@ -89,6 +89,11 @@ pub fn test_config(database_url: &str, dir: &tempfile::TempDir) -> Config {
     config.secrets.file = dir.path().join("secrets.toml").display().to_string();
     config.delivery.voice_dir = dir.path().join("voice").display().to_string();
     config.delivery.poll_interval_ms = 50;
+    // Webhook attempts and their retries come quickly in tests.
+    config.webhooks.poll_interval_ms = 50;
+    config.webhooks.backoff_base_ms = 100;
+    config.webhooks.backoff_cap_ms = 400;
+    config.webhooks.sweep_interval_ms = 100;
     config.demo.create_default_account = false;
     // Most tests send many OTPs to one number; `limits.rs` turns limits back on.
     config.limits = otpgate::config::LimitsConfig::off();

@@ -15,3 +15,4 @@ mod send;
 mod smsc;
 mod verify;
 mod voice;
+mod webhooks;

@@ -1,0 +1,896 @@
+//! Webhooks against a real receiver on 127.0.0.1: signatures, retries with
+//! backoff, every event type once and without the code, the attempts as the
+//! API shows them, tenant isolation, giving up, two nodes on one PostgreSQL,
+//! and the command line.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use otp_store::webhooks::ExpirySweep;
+use otp_store::{OtpStatus, Receipt, now_micros};
+use otpgate::auth::issue_key;
+use otpgate::config::Config;
+use otpgate::startup::Application;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::both_backends;
+use crate::durability::otpgate;
+use crate::helpers::{Backend, TestApp, database_url, spawn_app_with, test_config, text_send};
+
+const WEBHOOK: &str = "/api/v1/auths/webhook/";
+const DELIVERIES: &str = "/api/v1/auths/webhook/deliveries/";
+const VERIFY: &str = "/api/v1/auths/verify/otp/";
+
+/// One request the receiver got, and what it answered.
+#[derive(Debug, Clone)]
+struct Hit {
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+    answered: u16,
+}
+
+impl Hit {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    fn ok(&self) -> bool {
+        self.answered == 200
+    }
+}
+
+#[derive(Clone, Default)]
+struct Inbox {
+    hits: Arc<Mutex<Vec<Hit>>>,
+    /// Requests still to answer 500 before answering 200.
+    failures_left: Arc<AtomicUsize>,
+    /// Wait this long before answering (to keep requests in flight).
+    delay: Duration,
+}
+
+async fn receive(State(inbox): State<Inbox>, headers: HeaderMap, body: bytes::Bytes) -> StatusCode {
+    tokio::time::sleep(inbox.delay).await;
+    let fail = inbox
+        .failures_left
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    let answered = if fail {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
+    let headers = headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    inbox.hits.lock().unwrap().push(Hit {
+        headers,
+        body: body.to_vec(),
+        answered: answered.as_u16(),
+    });
+    answered
+}
+
+/// A webhook receiver (an axum server) that answers 500 to its first
+/// `failures` requests and 200 afterwards. Stopped when dropped.
+struct Receiver {
+    url: String,
+    inbox: Inbox,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Receiver {
+    async fn start(failures: usize) -> Receiver {
+        Receiver::on(
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            failures,
+            Duration::ZERO,
+        )
+    }
+
+    fn on(listener: TcpListener, failures: usize, delay: Duration) -> Receiver {
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let inbox = Inbox {
+            failures_left: Arc::new(AtomicUsize::new(failures)),
+            delay,
+            ..Inbox::default()
+        };
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(inbox.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Receiver { url, inbox, task }
+    }
+
+    fn hits(&self) -> Vec<Hit> {
+        self.inbox.hits.lock().unwrap().clone()
+    }
+
+    /// Answered 200.
+    fn received(&self) -> Vec<Hit> {
+        self.hits().into_iter().filter(Hit::ok).collect()
+    }
+
+    /// Polls until the successful requests satisfy `done`.
+    async fn wait_for(&self, what: &str, done: impl Fn(&[Hit]) -> bool) -> Vec<Hit> {
+        for _ in 0..800 {
+            let got = self.received();
+            if done(&got) {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the receiver never got {what}: {:?}", self.hits());
+    }
+
+    /// Polls until an event `event` of `otp_id` was taken.
+    async fn wait_event(&self, otp_id: i64, event: &str) -> Hit {
+        let got = self
+            .wait_for(&format!("{event} of OTP {otp_id}"), |hits| {
+                hits.iter()
+                    .any(|h| h.json()["otp_id"] == otp_id && h.json()["event"] == event)
+            })
+            .await;
+        got.into_iter()
+            .find(|h| h.json()["otp_id"] == otp_id && h.json()["event"] == event)
+            .unwrap()
+    }
+}
+
+/// HMAC-SHA256 built from SHA-256 by hand (RFC 2104), so the test checks the
+/// server's signatures with code that is not the server's.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> String {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let inner = Sha256::new()
+        .chain_update(block.map(|b| b ^ 0x36))
+        .chain_update(message)
+        .finalize();
+    let outer = Sha256::new()
+        .chain_update(block.map(|b| b ^ 0x5c))
+        .chain_update(inner)
+        .finalize();
+    outer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a receiver does: recompute `v1=HMAC(secret, timestamp + "." + body)`.
+fn signature_of(secret: &str, timestamp: &str, body: &[u8]) -> String {
+    let mut message = format!("{timestamp}.").into_bytes();
+    message.extend_from_slice(body);
+    format!("v1={}", hmac_sha256(secret.as_bytes(), &message))
+}
+
+fn assert_signed(hit: &Hit, secret: &str) {
+    let timestamp = hit.header("x-otpgate-timestamp");
+    let signature = hit.header("x-otpgate-signature");
+    assert_eq!(
+        signature,
+        signature_of(secret, timestamp, &hit.body),
+        "{hit:?}"
+    );
+    // The replay window a receiver would apply.
+    let age = now_micros() / 1_000_000 - timestamp.parse::<i64>().unwrap();
+    assert!((-300..=300).contains(&age), "{hit:?}");
+    // The check can fail: another body or secret does not match.
+    let mut altered = hit.body.clone();
+    altered.push(b' ');
+    assert_ne!(signature, signature_of(secret, timestamp, &altered));
+    assert_ne!(signature, signature_of("whsec_other", timestamp, &hit.body));
+}
+
+async fn set_webhook_as(app: &TestApp, key: &str, url: &str) -> String {
+    let r = app
+        .client
+        .put(app.url(WEBHOOK))
+        .bearer_auth(key)
+        .json(&json!({ "url": url }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["url"], url);
+    body["data"]["secret"].as_str().unwrap().to_owned()
+}
+
+async fn set_webhook(app: &TestApp, url: &str) -> String {
+    set_webhook_as(app, &app.key, url).await
+}
+
+async fn call(app: &TestApp, method: reqwest::Method, path: &str, key: &str) -> (u16, Value) {
+    let r = app
+        .client
+        .request(method, app.url(path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn deliveries_as(app: &TestApp, key: &str) -> Vec<Value> {
+    let (status, body) = call(
+        app,
+        reqwest::Method::GET,
+        &format!("{DELIVERIES}?limit=100"),
+        key,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["data"].as_array().unwrap().clone()
+}
+
+/// Polls the deliveries endpoint until `done` holds for the list.
+async fn wait_deliveries(app: &TestApp, key: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    for _ in 0..800 {
+        let list = deliveries_as(app, key).await;
+        if done(&list) {
+            return list;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "the deliveries never got there: {:?}",
+        deliveries_as(app, key).await
+    );
+}
+
+fn personnel(number: &str, code: &str) -> Value {
+    json!({
+        "number": number,
+        "message": "Your code is {otp}",
+        "sms_send_options": "text",
+        "otp_options": "personnel",
+        "otp": code,
+    })
+}
+
+async fn send_code(app: &TestApp, number: &str, code: &str) -> i64 {
+    let reply = app.send_ok(&personnel(number, code)).await;
+    reply["data"]["details"]["id"].as_i64().unwrap()
+}
+
+async fn verify(app: &TestApp, number: &str, code: &str) -> u16 {
+    app.client
+        .post(app.url(VERIFY))
+        .bearer_auth(&app.key)
+        .json(&json!({ "number": number, "otp": code }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A receipt for every part of a sent OTP, as a carrier would report it.
+async fn receipt(app: &TestApp, id: i64, status: OtpStatus, state: &str) {
+    let (_, ids) = app.store.otp_history(id).await.unwrap();
+    assert!(!ids.is_empty(), "OTP {id} has no carrier message id yet");
+    let matched = app
+        .store
+        .record_receipts(vec![Receipt {
+            route: String::new(),
+            message_ids: ids,
+            status: Some(status),
+            state: state.into(),
+            error_code: Some("011".into()),
+            at: now_micros(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(matched, vec![Some(id)]);
+}
+
+async fn metrics(app: &TestApp) -> String {
+    app.client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Runs SQL on the test's database.
+async fn sql(app: &TestApp, statement: &str) {
+    match app.backend {
+        Backend::Sqlite => {
+            let path = app.database_url.trim_start_matches("sqlite://").to_owned();
+            let statement = statement.to_owned();
+            tokio::task::spawn_blocking(move || {
+                let c = rusqlite::Connection::open(path).unwrap();
+                c.busy_timeout(Duration::from_secs(5)).unwrap();
+                c.execute_batch(&statement).unwrap();
+            })
+            .await
+            .unwrap();
+        }
+        Backend::Postgres => {
+            let (c, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            c.batch_execute(statement).await.unwrap();
+        }
+    }
+}
+
+/// A port with nothing listening on it (until the test binds it again).
+async fn closed_port() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+both_backends! {
+    async fn an_event_is_signed_and_retried_until_the_receiver_takes_it(app) {
+        let receiver = Receiver::start(2).await;
+        let secret = set_webhook(&app, &receiver.url).await;
+        assert!(secret.starts_with("whsec_"), "{secret}");
+        let id = send_code(&app, "9851023212", "QzXkVw").await;
+
+        let hit = receiver.wait_event(id, "sent").await;
+        assert_signed(&hit, &secret);
+        let all = receiver.hits();
+        assert_eq!(all.iter().map(|h| h.answered).collect::<Vec<_>>(), vec![500, 500, 200]);
+        // Every attempt carries the same event: same id, same bytes; its number counts up.
+        let event_id = hit.header("x-otpgate-event-id").to_owned();
+        assert!(event_id.starts_with("evt_"), "{event_id}");
+        for (i, h) in all.iter().enumerate() {
+            assert_eq!(h.header("x-otpgate-event-id"), event_id);
+            assert_eq!(h.header("x-otpgate-event"), "sent");
+            assert_eq!(h.header("x-otpgate-attempt"), (i + 1).to_string());
+            assert_eq!(h.header("content-type"), "application/json");
+            assert_eq!(h.body, hit.body);
+            assert_signed(h, &secret);
+        }
+        let body = hit.json();
+        assert_eq!(body["event_id"], event_id.as_str());
+        assert_eq!(body["event"], "sent");
+        assert_eq!(body["otp_id"], id);
+        assert_eq!(body["account_seq"], 1);
+        assert_eq!(body["number"], "9851023212");
+        assert_eq!(body["channel"], "text");
+        assert_eq!(body["status"], "sent");
+        assert!(body["occurred_at"].as_str().unwrap().ends_with("+05:45"));
+        assert!(body["expires_at"].as_str().unwrap().ends_with("+05:45"));
+        assert!(!String::from_utf8_lossy(&hit.body).contains("QzXkVw"));
+
+        // The attempts as the account sees them (recorded after the answer).
+        let list = wait_deliveries(&app, &app.key, |l| {
+            l.len() == 1 && l[0]["state"] == "delivered"
+        }).await;
+        let d = &list[0];
+        assert_eq!(d["event_id"], event_id.as_str());
+        assert_eq!((d["event"].as_str(), d["otp_id"].as_i64()), (Some("sent"), Some(id)));
+        assert!(d["next_attempt_at"].is_null() && d["finished_at"].is_string(), "{d}");
+        let attempts = d["attempts"].as_array().unwrap();
+        let codes: Vec<_> = attempts.iter().map(|a| a["status_code"].as_i64()).collect();
+        assert_eq!(codes, vec![Some(500), Some(500), Some(200)], "{d}");
+        assert_eq!(attempts[0]["attempt"], 1);
+        assert_eq!(attempts[0]["error"], "the receiver answered 500");
+        assert!(attempts[2]["error"].is_null());
+        assert!(attempts.iter().all(|a| a["duration_ms"].as_f64().unwrap() >= 0.0
+            && a["at"].as_str().unwrap().ends_with("+05:45")));
+
+        let text = metrics(&app).await;
+        assert!(text.contains("otpgate_webhook_attempts_total{outcome=\"retry\"} 2"), "{text}");
+        assert!(text.contains("otpgate_webhook_attempts_total{outcome=\"delivered\"} 1"), "{text}");
+        assert!(text.contains("otpgate_webhook_attempt_duration_seconds_count 3"), "{text}");
+    }
+
+    async fn every_event_type_arrives_once_and_none_carries_the_code(app) {
+        let receiver = Receiver::start(0).await;
+        let secret = set_webhook(&app, &receiver.url).await;
+        let codes = ["QzXkVw", "PbRtLm", "HnJsWd", "GfKyTe"];
+        // A: sent, delivered, verified.
+        let a = send_code(&app, "9851023212", codes[0]).await;
+        receiver.wait_event(a, "sent").await;
+        receipt(&app, a, OtpStatus::Delivered, "DELIVRD").await;
+        receiver.wait_event(a, "delivered").await;
+        assert_eq!(verify(&app, "9851023212", codes[0]).await, 200);
+        receiver.wait_event(a, "verified").await;
+        // B: sent, then undeliverable: failed.
+        let b = send_code(&app, "9851023213", codes[1]).await;
+        receiver.wait_event(b, "sent").await;
+        receipt(&app, b, OtpStatus::Undeliverable, "UNDELIV").await;
+        let failed = receiver.wait_event(b, "failed").await.json();
+        assert_eq!((failed["status"].as_str(), failed["error_code"].as_str()), (Some("undeliverable"), Some("011")));
+        // C: five wrong codes kill it (one max_attempts); a sixth changes nothing.
+        let c = send_code(&app, "9851023214", codes[2]).await;
+        for _ in 0..6 {
+            assert_eq!(verify(&app, "9851023214", "WRONGX").await, 400);
+        }
+        receiver.wait_event(c, "max_attempts").await;
+        // D: nobody verifies it.
+        let d = send_code(&app, "9851023215", codes[3]).await;
+        receiver.wait_event(d, "sent").await;
+
+        // Expiry, without waiting ten minutes: the sweep step with a clock
+        // moved past every code's expiry. A was verified; the others expired.
+        let now = now_micros();
+        let sweep = ExpirySweep {
+            now,
+            expired_until: now + 700_000_000,
+            longest_expiry: 3_600_000_000,
+            not_before: now - 86_400_000_000,
+        };
+        assert_eq!(app.store.sweep_expired(sweep).await.unwrap(), 3);
+        assert_eq!(app.store.sweep_expired(sweep).await.unwrap(), 0, "a second sweep records nothing new");
+        for otp in [b, c, d] {
+            receiver.wait_event(otp, "expired").await;
+        }
+
+        let expected: HashSet<(i64, &str)> = [
+            (a, "sent"), (a, "delivered"), (a, "verified"),
+            (b, "sent"), (b, "failed"), (b, "expired"),
+            (c, "sent"), (c, "max_attempts"), (c, "expired"),
+            (d, "sent"), (d, "expired"),
+        ].into_iter().collect();
+        // Every delivery is done after exactly one attempt, and the receiver
+        // got exactly one request per delivery.
+        let list = wait_deliveries(&app, &app.key, |l| {
+            l.len() == expected.len() && l.iter().all(|d| d["state"] == "delivered")
+        }).await;
+        assert!(list.iter().all(|d| d["attempts"].as_array().unwrap().len() == 1), "{list:?}");
+        let hits = receiver.hits();
+        assert_eq!(hits.len(), expected.len(), "{hits:?}");
+        let got: HashSet<(i64, String)> = hits.iter()
+            .map(|h| (h.json()["otp_id"].as_i64().unwrap(), h.json()["event"].as_str().unwrap().to_owned()))
+            .collect();
+        let expected: HashSet<(i64, String)> = expected.into_iter().map(|(o, e)| (o, e.to_owned())).collect();
+        assert_eq!(got, expected);
+        for h in &hits {
+            assert_signed(h, &secret);
+            assert_eq!(h.header("x-otpgate-event"), h.json()["event"].as_str().unwrap());
+            let text = String::from_utf8_lossy(&h.body);
+            assert!(codes.iter().all(|code| !text.contains(code)), "{text}");
+        }
+        let status_of = |otp: i64, event: &str| hits.iter().map(Hit::json)
+            .find(|j| j["otp_id"] == otp && j["event"] == event).unwrap()["status"].clone();
+        assert_eq!(status_of(a, "verified"), "verified");
+        assert_eq!(status_of(a, "delivered"), "delivered");
+        assert_eq!(status_of(b, "expired"), "undeliverable");
+        assert_eq!(status_of(c, "expired"), "expired");
+        assert_eq!(status_of(d, "expired"), "expired");
+    }
+
+    async fn deliveries_are_visible_to_their_own_account_only(app) {
+        let mine = Receiver::start(0).await;
+        let theirs = Receiver::start(0).await;
+        set_webhook(&app, &mine.url).await;
+        let (_, other_key) = app.new_account("other", 100, 0).await;
+        set_webhook_as(&app, &other_key, &theirs.url).await;
+        let (_, silent_key) = app.new_account("silent", 100, 0).await;
+
+        let my_otp = send_code(&app, "9851023212", "QzXkVw").await;
+        let their_otp = app.send_as(&other_key, &text_send("9851023213")).await;
+        let their_otp = their_otp.json::<Value>().await.unwrap()["data"]["details"]["id"].as_i64().unwrap();
+        let silent_otp = app.send_as(&silent_key, &text_send("9851023214")).await;
+        assert_eq!(silent_otp.status(), 200);
+        app.wait_for_status(my_otp, "sent").await;
+
+        mine.wait_event(my_otp, "sent").await;
+        theirs.wait_event(their_otp, "sent").await;
+        let my_list = wait_deliveries(&app, &app.key, |l| l.iter().any(|d| d["state"] == "delivered")).await;
+        let their_list = wait_deliveries(&app, &other_key, |l| l.iter().any(|d| d["state"] == "delivered")).await;
+        assert!(my_list.iter().all(|d| d["otp_id"] == my_otp), "{my_list:?}");
+        assert!(their_list.iter().all(|d| d["otp_id"] == their_otp), "{their_list:?}");
+        assert!(mine.hits().iter().all(|h| h.json()["otp_id"] == my_otp));
+        assert!(theirs.hits().iter().all(|h| h.json()["otp_id"] == their_otp));
+        // Neither page reaches into the other account's events.
+        let their_event = their_list[0]["event_id"].as_str().unwrap();
+        let next = their_event.trim_start_matches("evt_").parse::<i64>().unwrap() + 1;
+        let (_, page) = call(&app, reqwest::Method::GET, &format!("{DELIVERIES}?before=evt_{next}"), &app.key).await;
+        assert!(page["data"].as_array().unwrap().iter().all(|d| d["otp_id"] == my_otp), "{page}");
+        // An account without a webhook records nothing and sees nothing.
+        assert!(deliveries_as(&app, &silent_key).await.is_empty());
+        let (status, body) = call(&app, reqwest::Method::GET, WEBHOOK, &silent_key).await;
+        assert_eq!((status, body["errors"][0]["code"].as_str()), (404, Some("not_set")), "{body}");
+        let (_, theirs_seen) = call(&app, reqwest::Method::GET, WEBHOOK, &other_key).await;
+        assert_eq!(theirs_seen["data"]["url"], theirs.url.as_str());
+    }
+
+    async fn a_receiver_that_was_down_gets_the_event_when_it_comes_back(app) {
+        let address = closed_port().await;
+        let secret = set_webhook(&app, &format!("http://{address}/hook")).await;
+        let id = send_code(&app, "9851023212", "QzXkVw").await;
+        // Refused connections, each recorded, each followed by a later attempt.
+        let list = wait_deliveries(&app, &app.key, |l| {
+            l.len() == 1 && l[0]["attempts"].as_array().unwrap().len() >= 2
+        }).await;
+        let d = &list[0];
+        assert_eq!(d["state"], "pending", "{d}");
+        assert!(d["next_attempt_at"].is_string(), "{d}");
+        for a in d["attempts"].as_array().unwrap() {
+            assert!(a["status_code"].is_null(), "{a}");
+            assert!(a["error"].as_str().unwrap().starts_with("could not connect"), "{a}");
+        }
+        let receiver = Receiver::on(TcpListener::bind(address).await.unwrap(), 0, Duration::ZERO);
+        let hit = receiver.wait_event(id, "sent").await;
+        assert_signed(&hit, &secret);
+        let attempt: usize = hit.header("x-otpgate-attempt").parse().unwrap();
+        assert!(attempt >= 3, "{hit:?}");
+        let list = wait_deliveries(&app, &app.key, |l| l[0]["state"] == "delivered").await;
+        let attempts = list[0]["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), attempt);
+        assert_eq!(attempts.last().unwrap()["status_code"], 200);
+        assert_eq!(receiver.hits().len(), 1);
+    }
+
+    async fn a_webhook_is_checked_and_bad_input_changes_nothing(app) {
+        let put = |body: Value| {
+            let app = &app;
+            async move {
+                let r = app.client.put(app.url(WEBHOOK)).bearer_auth(&app.key).json(&body).send().await.unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            }
+        };
+        for (body, field, code) in [
+            (json!({}), "url", "required"),
+            (json!({"url": "  "}), "url", "blank"),
+            (json!({"url": 42.5}), "url", "invalid_type"),
+            (json!({"url": "ftp://example.com/"}), "url", "invalid"),
+            (json!({"url": "example.com/hook"}), "url", "invalid"),
+            (json!({"url": "https://user:pw@example.com/"}), "url", "invalid"),
+            (json!({"url": "https://example.com/#frag"}), "url", "invalid"),
+            (json!({"url": "https://example.com/", "rotate_secret": "yes"}), "rotate_secret", "invalid_type"),
+        ] {
+            let (status, reply) = put(body.clone()).await;
+            assert_eq!(status, 400, "{body} -> {reply}");
+            assert_eq!(reply["success"], false);
+            assert_eq!((reply["errors"][0]["field"].as_str(), reply["errors"][0]["code"].as_str()), (Some(field), Some(code)), "{body} -> {reply}");
+            assert!(!reply.to_string().contains("pw@"), "{reply}");
+        }
+        let (status, reply) = call(&app, reqwest::Method::GET, WEBHOOK, &app.key).await;
+        assert_eq!((status, reply["errors"][0]["code"].as_str()), (404, Some("not_set")), "nothing was written: {reply}");
+        let (status, _) = call(&app, reqwest::Method::GET, WEBHOOK, "otpg_nope").await;
+        assert_eq!(status, 401);
+        let r = app.client.get(app.url(DELIVERIES)).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        for query in ["?limit=0", "?limit=abc", "?before=evt_x"] {
+            let (status, reply) = call(&app, reqwest::Method::GET, &format!("{DELIVERIES}{query}"), &app.key).await;
+            assert_eq!(status, 400, "{query}: {reply}");
+        }
+
+        // A form body works too; the secret stays unless rotated; removal ends it.
+        let r = app.client.put(app.url(WEBHOOK)).bearer_auth(&app.key)
+            .form(&[("url", "https://app.example.com/a")]).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let first: Value = r.json().await.unwrap();
+        let secret = first["data"]["secret"].as_str().unwrap().to_owned();
+        let kept = set_webhook(&app, "https://app.example.com/b").await;
+        assert_eq!(kept, secret);
+        let (_, shown) = call(&app, reqwest::Method::GET, WEBHOOK, &app.key).await;
+        assert_eq!((shown["data"]["url"].as_str(), shown["data"]["secret"].as_str()), (Some("https://app.example.com/b"), Some(secret.as_str())));
+        let (status, rotated) = put(json!({"url": "https://app.example.com/b", "rotate_secret": true})).await;
+        assert_eq!(status, 200);
+        let rotated = rotated["data"]["secret"].as_str().unwrap().to_owned();
+        assert!(rotated != secret && rotated.starts_with("whsec_"));
+        let (status, _) = call(&app, reqwest::Method::DELETE, WEBHOOK, &app.key).await;
+        assert_eq!(status, 200);
+        let (status, _) = call(&app, reqwest::Method::DELETE, WEBHOOK, &app.key).await;
+        assert_eq!(status, 404);
+        // A secret set after removal is a new one.
+        assert_ne!(set_webhook(&app, "https://app.example.com/c").await, rotated);
+    }
+
+    async fn removing_the_webhook_cancels_what_is_pending(app) {
+        let address = closed_port().await;
+        set_webhook(&app, &format!("http://{address}/hook")).await;
+        send_code(&app, "9851023212", "QzXkVw").await;
+        wait_deliveries(&app, &app.key, |l| {
+            l.len() == 1 && !l[0]["attempts"].as_array().unwrap().is_empty()
+        }).await;
+        let (status, _) = call(&app, reqwest::Method::DELETE, WEBHOOK, &app.key).await;
+        assert_eq!(status, 200);
+        let list = deliveries_as(&app, &app.key).await;
+        assert_eq!(list[0]["state"], "cancelled", "{list:?}");
+        assert!(list[0]["next_attempt_at"].is_null());
+        // Without a webhook, a change records no event (it would be written
+        // in the transaction that made the OTP sent).
+        let id = send_code(&app, "9851023213", "PbRtLm").await;
+        app.wait_for_status(id, "sent").await;
+        assert_eq!(deliveries_as(&app, &app.key).await.len(), 1);
+    }
+}
+
+/// Runs `$body(backend, tweak)` on both stores, with a config tweak of its own.
+macro_rules! with_config_on_both {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            use $crate::helpers::Backend;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body(Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body(Backend::Postgres).await
+            }
+        }
+    };
+}
+
+with_config_on_both!(an_event_is_given_up_after_its_max_age, gives_up);
+with_config_on_both!(
+    the_expiry_sweep_reports_a_code_that_expired_unverified,
+    expires
+);
+
+async fn gives_up(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.webhooks.max_age_seconds = 1).await;
+    let receiver = Receiver::start(usize::MAX).await;
+    set_webhook(&app, &receiver.url).await;
+    send_code(&app, "9851023212", "QzXkVw").await;
+    let list = wait_deliveries(&app, &app.key, |l| {
+        l.len() == 1 && l[0]["state"] == "failed"
+    })
+    .await;
+    let attempts = list[0]["attempts"].as_array().unwrap();
+    assert!(!attempts.is_empty());
+    assert!(
+        attempts.iter().all(|a| a["status_code"] == 500),
+        "{attempts:?}"
+    );
+    assert_eq!(receiver.hits().len(), attempts.len());
+    assert!(list[0]["next_attempt_at"].is_null() && list[0]["finished_at"].is_string());
+    let text = metrics(&app).await;
+    assert!(
+        text.contains("otpgate_webhook_attempts_total{outcome=\"gave_up\"} 1"),
+        "{text}"
+    );
+}
+
+async fn expires(backend: Backend) {
+    // No delay after expiry: the test moves an expiry close instead of waiting.
+    let app = spawn_app_with(backend, |c| c.webhooks.expired_delay_ms = 0).await;
+    let receiver = Receiver::start(0).await;
+    set_webhook(&app, &receiver.url).await;
+    let id = send_code(&app, "9851023212", "QzXkVw").await;
+    let verified = send_code(&app, "9851023213", "PbRtLm").await;
+    receiver.wait_event(id, "sent").await;
+    assert_eq!(verify(&app, "9851023213", "PbRtLm").await, 200);
+    let soon = now_micros() + 300_000;
+    sql(
+        &app,
+        &format!("UPDATE otps SET expires_at = {soon} WHERE id IN ({id}, {verified})"),
+    )
+    .await;
+    let hit = receiver.wait_event(id, "expired").await.json();
+    assert_eq!(hit["status"], "expired");
+    let occurred =
+        chrono::DateTime::parse_from_rfc3339(hit["occurred_at"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        occurred.timestamp_micros(),
+        soon,
+        "the event is dated at the expiry"
+    );
+    // One sweep saw both codes: the verified one did not expire.
+    let list = deliveries_as(&app, &app.key).await;
+    assert!(
+        !list
+            .iter()
+            .any(|d| d["otp_id"] == verified && d["event"] == "expired"),
+        "{list:?}"
+    );
+    assert!(
+        list.iter()
+            .any(|d| d["otp_id"] == verified && d["event"] == "verified"),
+        "{list:?}"
+    );
+}
+
+/// Two nodes on one PostgreSQL database, one receiver that answers slowly so
+/// both nodes have requests in flight: every event arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_never_send_one_event_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(Backend::Postgres, &dir).await;
+    let config: Config = test_config(&url, &dir);
+    let receiver = Receiver::on(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        0,
+        Duration::from_millis(30),
+    );
+    let mut nodes = Vec::new();
+    let mut addresses = Vec::new();
+    for _ in 0..2 {
+        let app = Application::build(config.clone()).await.unwrap();
+        addresses.push(format!("http://{}", app.local_addr()));
+        let store = app.state().store.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        nodes.push((store, stop, running));
+    }
+    let store = nodes[0].0.clone();
+    let account = store.create_account("acme", 100, 0).await.unwrap();
+    let key = issue_key(account.id, None);
+    store.create_key(key.record).await.unwrap();
+    let client = reqwest::Client::new();
+    let r = client
+        .put(format!("{}{WEBHOOK}", addresses[0]))
+        .bearer_auth(&key.plaintext)
+        .json(&json!({ "url": receiver.url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sends = (0..20).map(|i| {
+        let client = &client;
+        let url = format!("{}/api/v1/auths/send/otp/", addresses[i % 2]);
+        let key = &key.plaintext;
+        async move {
+            let r = client
+                .post(url)
+                .bearer_auth(key)
+                .json(&text_send(&format!("98510232{i:02}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    });
+    futures_util::future::join_all(sends).await;
+    let hits = receiver.wait_for("20 events", |h| h.len() >= 20).await;
+    let ids: Vec<String> = hits
+        .iter()
+        .map(|h| h.header("x-otpgate-event-id").to_owned())
+        .collect();
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 20, "{ids:?}");
+    for (_, stop, running) in nodes {
+        let _ = stop.send(());
+        running.await.unwrap().unwrap();
+    }
+    // Both nodes stopped, every attempt recorded: one request per event.
+    assert_eq!(receiver.hits().len(), 20, "{:?}", receiver.hits());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_sets_shows_rotates_and_removes_a_webhook() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database_url(backend, &dir).await;
+        let secrets = dir.path().join("secrets.toml");
+        let run = |args: &[&str]| {
+            let out = otpgate()
+                .args(args)
+                .args(["--database-url", &db])
+                .env("OTPGATE_SECRETS__FILE", &secrets)
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8(out.stdout).unwrap(),
+                String::from_utf8(out.stderr).unwrap(),
+            )
+        };
+        let (ok, out, err) = run(&["accounts", "create", "shop", "--json"]);
+        assert!(ok, "{err}");
+        let id = serde_json::from_str::<Value>(&out).unwrap()["account_id"]
+            .as_i64()
+            .unwrap();
+        let (ok, _, err) = run(&["webhooks", "set", "shop", "ftp://example.com/"]);
+        assert!(!ok && err.contains("http or https"), "{err}");
+        let (ok, _, err) = run(&["webhooks", "show", "shop"]);
+        assert!(!ok && err.contains("no webhook"), "{err}");
+
+        let (ok, out, err) = run(&[
+            "webhooks",
+            "set",
+            "shop",
+            "https://app.example.com/hook",
+            "--json",
+        ]);
+        assert!(ok, "{err}");
+        let set: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(set["account_id"], id);
+        let secret = set["secret"].as_str().unwrap().to_owned();
+        assert!(secret.starts_with("whsec_"));
+        let (ok, out, _) = run(&["webhooks", "show", &id.to_string(), "--json"]);
+        assert!(ok);
+        let shown: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            (shown["url"].as_str(), shown["secret"].as_str()),
+            (Some("https://app.example.com/hook"), Some(secret.as_str()))
+        );
+        let (ok, out, _) = run(&["webhooks", "show", "shop"]);
+        assert!(ok && out.contains(&format!("secret: {secret}")), "{out}");
+        let (ok, out, _) = run(&[
+            "webhooks",
+            "set",
+            "shop",
+            "https://app.example.com/v2",
+            "--rotate-secret",
+            "--json",
+        ]);
+        assert!(ok);
+        let rotated: Value = serde_json::from_str(&out).unwrap();
+        assert_ne!(rotated["secret"].as_str(), Some(secret.as_str()));
+        assert_eq!(rotated["url"], "https://app.example.com/v2");
+        assert_secret_not_stored(backend, &db, rotated["secret"].as_str().unwrap()).await;
+        let (ok, out, _) = run(&["webhooks", "remove", "shop"]);
+        assert!(ok && out.contains("removed"), "{out}");
+        let (ok, _, _) = run(&["webhooks", "remove", "shop"]);
+        assert!(!ok);
+    }
+}
+
+/// Searches the whole database for the secret: the SQLite files byte by byte,
+/// or every PostgreSQL table as text.
+async fn assert_secret_not_stored(backend: Backend, db: &str, secret: &str) {
+    let dump = match backend {
+        Backend::Sqlite => {
+            let path = db.trim_start_matches("sqlite://");
+            let mut bytes = std::fs::read(path).unwrap();
+            if let Ok(wal) = std::fs::read(format!("{path}-wal")) {
+                bytes.extend(wal);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        Backend::Postgres => {
+            let (c, conn) = tokio_postgres::connect(db, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let tables: Vec<String> = c
+                .query(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let mut dump = String::new();
+            for t in tables {
+                for row in c
+                    .query(&format!("SELECT t::text FROM {t} t"), &[])
+                    .await
+                    .unwrap()
+                {
+                    dump.push_str(row.get::<_, &str>(0));
+                }
+            }
+            dump
+        }
+    };
+    assert!(
+        dump.contains("app.example.com"),
+        "the search must see the webhook row"
+    );
+    assert!(
+        !dump.contains(secret.trim_start_matches("whsec_")),
+        "the secret is stored in plain"
+    );
+}
