@@ -37,6 +37,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0005_idempotency.sql"),
     },
     Migration {
+        version: 6,
+        name: "users",
+        sql: include_str!("../migrations/sqlite/0006_users.sql"),
+    },
+    Migration {
         version: 7,
         name: "webhooks",
         sql: include_str!("../migrations/sqlite/0007_webhooks.sql"),
@@ -73,6 +78,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 5,
         name: "idempotency",
         sql: include_str!("../migrations/postgres/0005_idempotency.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "users",
+        sql: include_str!("../migrations/postgres/0006_users.sql"),
     },
     Migration {
         version: 7,
