@@ -136,13 +136,14 @@ def main():
         ledger = int(db.value(f"SELECT COALESCE(SUM(sms_delta), 0) FROM ledger WHERE account_id = {acc_id}"))
         used = int(db.value(f"SELECT COALESCE(SUM(credits_used), 0) FROM otps WHERE account_id = {acc_id} AND channel = 'text'"))
         refunded = int(db.value(f"SELECT COALESCE(SUM(credits_used), 0) FROM otps WHERE account_id = {acc_id} AND channel = 'text' AND refunded <> 0"))
-        otps_without_one_debit = int(db.value(
-            f"SELECT COUNT(*) FROM otps o WHERE o.account_id = {acc_id} AND "
-            f"(SELECT COUNT(*) FROM ledger l WHERE l.otp_id = o.id AND l.kind = 'debit') <> 1"))
-        refunds_not_once = int(db.value(
-            f"SELECT COUNT(*) FROM otps o WHERE o.account_id = {acc_id} AND "
-            f"(SELECT COUNT(*) FROM ledger l WHERE l.otp_id = o.id AND l.kind = 'refund') <> "
-            f"(CASE WHEN o.refunded <> 0 THEN 1 ELSE 0 END)"))
+        per_otp = (
+            "SELECT otp_id, SUM(CASE WHEN kind = 'debit' THEN 1 ELSE 0 END) AS debits, "
+            "SUM(CASE WHEN kind = 'refund' THEN 1 ELSE 0 END) AS refunds "
+            f"FROM ledger WHERE account_id = {acc_id} AND otp_id IS NOT NULL GROUP BY otp_id")
+        otps_without_one_debit, refunds_not_once = (int(v or 0) for v in db.rows(
+            "SELECT SUM(CASE WHEN COALESCE(l.debits, 0) <> 1 THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN COALESCE(l.refunds, 0) <> (CASE WHEN o.refunded <> 0 THEN 1 ELSE 0 END) THEN 1 ELSE 0 END) "
+            f"FROM otps o LEFT JOIN ({per_otp}) l ON l.otp_id = o.id WHERE o.account_id = {acc_id}")[0])
         row = {"account": name, "balance": balance, "topups": topups, "credits_of_accepted_sends": used,
                "refunds": refunded, "expected": topups - used + refunded}
         money.append(row)
