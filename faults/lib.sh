@@ -10,6 +10,7 @@
 #                    (default postgres://postgres@127.0.0.1:5432)
 #   FAULT_KEEP=1     keep the work directory (logs, records) even on PASS
 #   FAULT_LOG_LEVEL  otpgate's log level (default warn)
+#   FAULT_CONNECTIONS  concurrent HTTP connections of the load (default 64)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -163,7 +164,7 @@ rss_mib() { awk '/VmRSS/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
 load() {
   local out="$1"
   shift
-  python3 "$ROOT/faults/load.py" --out "$out" "$@"
+  python3 "$ROOT/faults/load.py" --connections "${FAULT_CONNECTIONS:-64}" --out "$out" "$@"
 }
 
 # verdict PASS|FAIL FIGURES: the script's last line, read by faults/run-all.sh.
