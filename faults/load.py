@@ -156,29 +156,33 @@ async def main(args):
         for c in conns:
             await c.close()
 
+    def emit_window():
+        state["n"] = state.get("n", 0) + 1
+        lat, state["window"] = state["window"], []
+        sent, errors = state["wsent"], state["werr"]
+        state["wsent"] = state["werr"] = 0
+        print(json.dumps({
+            "window": state["n"],
+            "elapsed_s": round(time.time() - t0, 1),
+            "sent": sent,
+            "ok": len(lat),
+            "errors": errors,
+            "p50_ms": round(percentile(lat, 0.5) or 0, 2),
+            "p99_ms": round(percentile(lat, 0.99) or 0, 2),
+            "max_ms": round(max(lat) if lat else 0, 2),
+        }), flush=True)
+
     async def windows():
-        n = 0
         while True:
             await asyncio.sleep(args.window)
-            n += 1
-            lat, state["window"] = state["window"], []
-            sent, errors = state["wsent"], state["werr"]
-            state["wsent"] = state["werr"] = 0
-            print(json.dumps({
-                "window": n,
-                "elapsed_s": round(time.time() - t0, 1),
-                "sent": sent,
-                "ok": len(lat),
-                "errors": errors,
-                "p50_ms": round(percentile(lat, 0.5) or 0, 2),
-                "p99_ms": round(percentile(lat, 0.99) or 0, 2),
-                "max_ms": round(max(lat) if lat else 0, 2),
-            }), flush=True)
+            emit_window()
 
     ticker = asyncio.create_task(windows()) if args.window else None
     await asyncio.gather(*(worker(w) for w in range(args.connections)))
     if ticker:
         ticker.cancel()
+        if state["wsent"]:
+            emit_window()
     if out:
         out.close()
     took = time.time() - t0
