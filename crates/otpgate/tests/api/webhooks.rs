@@ -29,11 +29,24 @@ const DELIVERIES: &str = "/api/v1/auths/webhook/deliveries/";
 const VERIFY: &str = "/api/v1/auths/verify/otp/";
 
 /// One request the receiver got, and what it answered.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Hit {
     headers: HashMap<String, String>,
     body: Vec<u8>,
     answered: u16,
+}
+
+impl std::fmt::Debug for Hit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} #{} {}",
+            self.answered,
+            self.header("x-otpgate-event-id"),
+            self.header("x-otpgate-attempt"),
+            String::from_utf8_lossy(&self.body)
+        )
+    }
 }
 
 impl Hit {
