@@ -1,5 +1,5 @@
-//! The `otpgate` command line: `serve`, `migrate`, and the account, credit and key
-//! administration commands. Every command reads the same configuration as
+//! The `otpgate` command line: `serve`, `migrate`, and the account, credit, key
+//! and user administration commands. Every command reads the same configuration as
 //! `serve`, so `--database-url` or `OTPGATE_DATABASE_URL` points them all at one
 //! store.
 
@@ -10,11 +10,13 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use otp_store::{Account, SharedStore};
+use otp_store::{Account, NewUser, SharedStore, StoreError};
 
 use crate::auth::issue_key;
 use crate::config::{Config, Secret};
 use crate::startup::{Application, open_store};
+use crate::users::hashing::Passwords;
+use crate::users::{Email, NewPassword};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +60,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Manage users (they log in to manage their account's API key).
+    #[command(subcommand)]
+    Users(UsersCmd),
     /// Manage accounts' webhooks (URL and signing secret).
     #[command(subcommand)]
     Webhooks(WebhooksCmd),
@@ -205,6 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(cmd) => keys(&open_store(&config).await?, cmd).await,
+        Command::Users(cmd) => users(&open_store(&config).await?, cmd).await,
         Command::Webhooks(cmd) => webhooks(&config, cmd).await,
     }
 }
@@ -490,6 +496,127 @@ async fn keys(store: &SharedStore, cmd: KeysCmd) -> anyhow::Result<()> {
             } else {
                 anyhow::bail!("no active key {key_id:?}");
             }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+enum UsersCmd {
+    /// Create a user of an account. The password is read from standard input
+    /// (its first line), never from the command line.
+    Create {
+        /// Account id or name.
+        account: String,
+        /// Unique whatever its case; kept in lower case.
+        email: String,
+        /// Print one JSON object with user_id, email and account_id.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users.
+    List {
+        /// Only this account (id or name).
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a user's password, read from standard input (its first line). The
+    /// user's tokens stop working and its failed logins are forgotten.
+    SetPassword {
+        /// The user's email, any case.
+        email: String,
+    },
+}
+
+/// The first line of standard input, as a new password. At a terminal a
+/// prompt is shown first (and the input is echoed: pipe it to avoid that).
+fn read_password() -> anyhow::Result<NewPassword> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password: ");
+        std::io::stderr().flush().ok();
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line
+        .strip_suffix('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .unwrap_or(&line)
+        .to_owned();
+    NewPassword::parse(password).map_err(|m| anyhow::anyhow!(m))
+}
+
+async fn users(store: &SharedStore, cmd: UsersCmd) -> anyhow::Result<()> {
+    let hasher = || Passwords::new(1);
+    match cmd {
+        UsersCmd::Create {
+            account,
+            email,
+            json,
+        } => {
+            let a = find_account(store, &account).await?;
+            let email = Email::parse(&email).map_err(|m| anyhow::anyhow!(m))?;
+            let password = read_password()?;
+            let password_hash = hasher().hash(&password).await?;
+            let user = store
+                .create_user(NewUser {
+                    account_id: a.id,
+                    email: email.as_str().to_owned(),
+                    password_hash,
+                })
+                .await
+                .map_err(|e| match e {
+                    StoreError::Conflict(_) => anyhow::anyhow!("a user with this email exists"),
+                    other => other.into(),
+                })?;
+            if json {
+                println!(
+                    "{}",
+                    json!({ "user_id": user.id, "email": user.email, "account_id": user.account_id })
+                );
+            } else {
+                println!("user_id: {}\nemail: {}", user.id, user.email);
+            }
+        }
+        UsersCmd::List { account, json } => {
+            let account_id = match account {
+                Some(a) => Some(find_account(store, &a).await?.id),
+                None => None,
+            };
+            let list = store.list_users(account_id).await?;
+            if json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|u| {
+                        json!({ "user_id": u.id, "email": u.email, "account_id": u.account_id,
+                                "created_at": u.created_at })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("{:>6}  {:>8}  email", "id", "account");
+                for u in list {
+                    println!("{:>6}  {:>8}  {}", u.id, u.account_id, u.email);
+                }
+            }
+        }
+        UsersCmd::SetPassword { email } => {
+            let user = store
+                .user_by_email(Email::normalise(&email).as_str())
+                .await?
+                .with_context(|| format!("no user {email:?}"))?;
+            let password = read_password()?;
+            let hash = hasher().hash(&password).await?;
+            store
+                .set_password(user.id, &hash)
+                .await?
+                .with_context(|| format!("no user {email:?}"))?;
+            println!("password set for {}", user.email);
         }
     }
     Ok(())

@@ -62,6 +62,10 @@ pub struct Config {
     pub verify: VerifyConfig,
     /// Abuse protection on sends.
     pub limits: LimitsConfig,
+    /// Users' logins and the tokens they get.
+    pub auth: AuthConfig,
+    /// The admin API.
+    pub admin: AdminConfig,
     /// Account webhooks: how events reach each account's URL.
     pub webhooks: WebhooksConfig,
     /// Carrier routes, in order of preference per channel. None configured: the
@@ -124,6 +128,8 @@ impl Default for Config {
             secrets: SecretsConfig::default(),
             verify: VerifyConfig::default(),
             limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
+            admin: AdminConfig::default(),
             webhooks: WebhooksConfig::default(),
             routes: Vec::new(),
         }
@@ -499,6 +505,50 @@ impl Default for WebhooksConfig {
             expired_delay_ms: 5_000,
         }
     }
+}
+
+/// `[auth]`: users' logins (see `crate::users`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The HMAC-SHA256 key access and refresh tokens are signed with: at least
+    /// 32 random bytes in standard base64 (`openssl rand -base64 32`). Required
+    /// in production mode; in development mode a missing one is generated at
+    /// each start (tokens then end with the process).
+    pub token_secret: Option<Secret<String>>,
+    /// How long an access token lasts.
+    pub access_token_seconds: u64,
+    /// How long a refresh token lasts.
+    pub refresh_token_seconds: u64,
+    /// Login attempts one email gets per window; more are refused with 429.
+    pub login_max_attempts: u32,
+    /// The window those attempts are counted over.
+    pub login_window_seconds: u64,
+    /// Password hashes computed at once on this node (each takes 19 MiB);
+    /// 0: one per CPU.
+    pub max_concurrent_hashes: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            token_secret: None,
+            access_token_seconds: 86_400,
+            refresh_token_seconds: 7 * 86_400,
+            login_max_attempts: 5,
+            login_window_seconds: 900,
+            max_concurrent_hashes: 0,
+        }
+    }
+}
+
+/// `[admin]`: the admin API (`/admin/v1/...`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The Bearer token the admin API takes, at least 32 characters
+    /// (`openssl rand -base64 32`). Unset: the admin API is off (404).
+    pub token: Option<Secret<String>>,
 }
 
 impl Config {

@@ -6,6 +6,7 @@
 //!   a shutdown future completes; `main` and the tests both use it.
 //! - [`api`]: the HTTP routes, one router per feature, and the one error envelope.
 //! - [`auth`]: API keys (format, hashing, constant-time checks, last-used tracking).
+//! - [`users`]: users' passwords, login tokens and the admin token.
 //! - [`codes`]: the keys codes are kept under at rest, and the purge of old codes.
 //! - [`delivery`]: the outbox workers and the channel [`delivery::Driver`] trait.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
@@ -26,4 +27,5 @@ pub mod metrics;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod users;
 pub mod webhooks;

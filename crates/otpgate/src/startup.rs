@@ -65,6 +65,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let tz = config.timezone()?;
         let vault = crate::codes::load_vault(&config).context("loading the code keys")?;
+        let users = crate::users::UserAuth::load(&config).context("loading the login settings")?;
         let store = open_store_with(&config, Arc::new(vault)).await?;
         let first_key = if config.demo.create_default_account {
             seed_default_account(&store, &config).await?
@@ -86,6 +87,7 @@ impl Application {
             last_used: Arc::new(LastUsed::default()),
             new_jobs: Arc::new(NewJobs::default()),
             voice,
+            users: Arc::new(users),
         };
         Ok(Application {
             listener,

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::delivery::Driver;
 use crate::delivery::voice::Prompter;
 use crate::metrics::Metrics;
+use crate::users::UserAuth;
 use otp_domain::channel::Channel;
 use otp_store::SharedStore;
 
@@ -26,6 +27,8 @@ pub struct AppState {
     pub new_jobs: Arc<NewJobs>,
     /// Renders voice prompts (calls, the `log` driver's WAVs, previews).
     pub voice: Arc<Prompter>,
+    /// Users' passwords and tokens, and the admin token.
+    pub users: Arc<UserAuth>,
 }
 
 /// One wake-up per channel, so a text send never wakes only the voice worker.

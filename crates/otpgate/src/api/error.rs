@@ -195,6 +195,12 @@ impl ApiError {
         })
     }
 
+    /// The same error with a `Retry-After` header, in seconds.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.0.retry_after = Some(seconds);
+        self
+    }
+
     /// 500 whose cause is logged, not told.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");

@@ -1,11 +1,13 @@
 //! The HTTP API: one router per feature, merged here, plus what every route shares
 //! (authentication, body parsing, the error envelope, metrics and request ids).
 
+mod admin;
 pub mod error;
 mod extract;
 pub(crate) mod list;
 mod ops;
 mod send;
+mod users;
 mod verify;
 mod voice;
 mod webhooks;
@@ -37,6 +39,8 @@ pub fn router(state: AppState) -> Router {
         .merge(list::router())
         .merge(ops::router())
         .merge(voice::router())
+        .merge(users::router())
+        .merge(admin::router())
         .merge(webhooks::router())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

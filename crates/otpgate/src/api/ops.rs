@@ -10,6 +10,8 @@ use serde_json::json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::admin::AdminTokenAuth;
+use super::users::AccessTokenAuth;
 use crate::metrics::labels;
 use crate::state::AppState;
 
@@ -40,14 +42,31 @@ pub fn router() -> Router<AppState> {
         super::webhooks::set_webhook,
         super::webhooks::delete_webhook,
         super::webhooks::list_deliveries,
-        super::voice::preview
+        super::voice::preview,
+        super::users::login,
+        super::users::refresh,
+        super::users::user_detail,
+        super::users::generate_api_key,
+        super::users::get_api_key,
+        super::admin::list_accounts,
+        super::admin::create_account,
+        super::admin::get_account,
+        super::admin::add_credits,
+        super::admin::list_keys,
+        super::admin::create_key,
+        super::admin::revoke_key,
+        super::admin::list_users,
+        super::admin::create_user,
+        super::admin::set_password
     ),
     components(schemas(super::error::ErrorEnvelope, super::error::FieldError)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &AccessTokenAuth, &AdminTokenAuth),
     tags(
         (name = "otp", description = "Send and list one-time passwords"),
         (name = "webhooks", description = "The account's webhook: its URL, its signing secret and the events sent to it"),
-        (name = "voice", description = "Voices of voice OTPs and a preview of their prompts")
+        (name = "voice", description = "Voices of voice OTPs and a preview of their prompts"),
+        (name = "users", description = "Log in, and manage the account's API key as a user"),
+        (name = "admin", description = "Accounts, credits, keys and users, with the admin token")
     )
 )]
 pub struct ApiDoc;

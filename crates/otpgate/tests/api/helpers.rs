@@ -250,8 +250,31 @@ pub fn text_send(number: &str) -> Value {
 }
 
 /// One test body, run once against SQLite and once against PostgreSQL.
+/// `both_backends! { config: TWEAK; async fn ... }` starts the apps with
+/// `spawn_app_with(backend, TWEAK)`.
 #[macro_export]
 macro_rules! both_backends {
+    (config: $tweak:expr; $(async fn $name:ident($app:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                use $crate::helpers::{spawn_app_with, Backend};
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let $app = spawn_app_with(Backend::Sqlite, $tweak).await;
+                    $body
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let $app = spawn_app_with(Backend::Postgres, $tweak).await;
+                    $body
+                }
+            }
+        )*
+    };
     ($(async fn $name:ident($app:ident) $body:block)*) => {
         $(
             mod $name {

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod admin;
 mod auth;
 mod cli;
 mod concurrency;
@@ -13,6 +14,7 @@ mod list;
 mod ops;
 mod send;
 mod smsc;
+mod users;
 mod verify;
 mod voice;
 mod webhooks;

@@ -340,13 +340,13 @@ both_backends! {
     }
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Every byte of the database: the SQLite files, or every column of every
 /// PostgreSQL table (text as text, bytea as its bytes).
-async fn dump(app: &TestApp) -> Vec<u8> {
+pub(crate) async fn dump(app: &TestApp) -> Vec<u8> {
     match app.backend {
         Backend::Sqlite => {
             let db = app.database_url.trim_start_matches("sqlite://").to_owned();

@@ -1,0 +1,749 @@
+//! The admin API, `/admin/v1/...`: what the `otpgate accounts`, `credits`,
+//! `keys` and `users` commands do, over HTTP.
+//!
+//! It takes one token, `admin.token` (`Authorization: Bearer <token>`),
+//! compared in constant time (see [`crate::users::UserAuth::is_admin_token`]);
+//! neither an API key nor a user's token opens it. With no `admin.token`
+//! configured, every admin path answers 404, as a path that does not exist.
+//! Bodies are JSON objects (or forms); replies use the envelope of the rest of
+//! the API. Each change is logged with what it changed, never with a key or a
+//! password.
+//!
+//! | method | path | does |
+//! |---|---|---|
+//! | GET | `/admin/v1/accounts/` | list accounts |
+//! | POST | `/admin/v1/accounts/` | create one, with its first API key |
+//! | GET | `/admin/v1/accounts/{id}/` | one account |
+//! | POST | `/admin/v1/accounts/{id}/credits/` | add (or remove) credits |
+//! | GET, POST | `/admin/v1/accounts/{id}/keys/` | list keys; create one |
+//! | POST | `/admin/v1/keys/{key_id}/revoke/` | revoke a key |
+//! | GET, POST | `/admin/v1/accounts/{id}/users/` | list users; create one |
+//! | POST | `/admin/v1/users/{id}/password/` | set a user's password |
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, ToSchema};
+
+use otp_store::{Account, ApiKeyRecord, NewUser, StoreError, User};
+
+use super::error::{ApiError, FieldError};
+use super::extract::Fields;
+use super::list::rfc3339;
+use super::send::{given, integer, required_text, text};
+use super::users::{Envelope, bearer};
+use crate::auth::issue_key;
+use crate::state::AppState;
+use crate::users::{Email, NewPassword};
+
+/// Longest account name or key label accepted.
+pub const MAX_NAME_CHARS: usize = 100;
+
+pub fn router() -> Router<AppState> {
+    let mut router = Router::new();
+    for (path, route) in [
+        (
+            "/admin/v1/accounts/",
+            get(list_accounts).post(create_account),
+        ),
+        ("/admin/v1/accounts/{id}/", get(get_account)),
+        ("/admin/v1/accounts/{id}/credits/", post(add_credits)),
+        (
+            "/admin/v1/accounts/{id}/keys/",
+            get(list_keys).post(create_key),
+        ),
+        ("/admin/v1/keys/{key_id}/revoke/", post(revoke_key)),
+        (
+            "/admin/v1/accounts/{id}/users/",
+            get(list_users).post(create_user),
+        ),
+        ("/admin/v1/users/{id}/password/", post(set_password)),
+    ] {
+        router = router
+            .route(path, route.clone())
+            .route(path.trim_end_matches('/'), route);
+    }
+    router
+}
+
+/// A caller holding the admin token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if !state.users.admin_enabled() {
+            return Err(ApiError::not_found());
+        }
+        let token = bearer(parts, &["bearer"]).ok_or_else(|| {
+            ApiError::unauthenticated("Authentication credentials were not provided.")
+        })?;
+        if state.users.is_admin_token(token) {
+            Ok(Admin)
+        } else {
+            tracing::warn!("admin API: wrong token");
+            Err(ApiError::unauthenticated("Invalid admin token."))
+        }
+    }
+}
+
+/// 201 with the envelope.
+fn created<T: ToSchema + Serialize>(message: &str, data: T) -> Response {
+    let mut envelope = Envelope::ok(message, data);
+    envelope.status = 201;
+    (StatusCode::CREATED, Json(envelope)).into_response()
+}
+
+fn conflict(field: &str, code: &str, message: &str) -> ApiError {
+    ApiError::refusal(
+        StatusCode::CONFLICT,
+        FieldError::new(field, code, message),
+        None,
+    )
+}
+
+/// A path id; anything else is a 404, as a missing record.
+fn path_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found())
+}
+
+async fn find_account(state: &AppState, raw_id: &str) -> Result<Account, ApiError> {
+    let id = path_id(raw_id)?;
+    state
+        .store
+        .account(id)
+        .await?
+        .ok_or_else(ApiError::not_found)
+}
+
+/// An account as the admin API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountView {
+    pub id: i64,
+    pub name: String,
+    pub sms_credits: i64,
+    pub phone_credits: i64,
+    /// OTPs accepted so far.
+    pub otps: i64,
+    /// RFC 3339 in the configured zone.
+    pub created_at: String,
+}
+
+fn account_view(a: Account, state: &AppState) -> AccountView {
+    AccountView {
+        created_at: rfc3339(a.created_at, &state.tz),
+        id: a.id,
+        name: a.name,
+        sms_credits: a.sms_credits,
+        phone_credits: a.phone_credits,
+        otps: a.otp_count,
+    }
+}
+
+/// A key, never its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyView {
+    pub key_id: String,
+    pub account_id: i64,
+    pub label: Option<String>,
+    pub created_at: String,
+    pub last_used: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+fn key_view(k: &ApiKeyRecord, state: &AppState) -> KeyView {
+    let at = |t: i64| rfc3339(t, &state.tz);
+    KeyView {
+        key_id: k.key_id.clone(),
+        account_id: k.account_id,
+        label: k.label.clone(),
+        created_at: at(k.created_at),
+        last_used: k.last_used.map(at),
+        revoked_at: k.revoked_at.map(at),
+    }
+}
+
+/// A new key: the whole key is shown only in this reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewKeyView {
+    pub key_id: String,
+    pub account_id: i64,
+    pub api_key: String,
+}
+
+/// A new account and its first key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewAccountView {
+    pub account: AccountView,
+    pub key: NewKeyView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: i64,
+    pub email: String,
+    pub account_id: i64,
+    pub created_at: String,
+    pub password_changed_at: String,
+}
+
+fn user_view(u: User, state: &AppState) -> UserView {
+    UserView {
+        id: u.id,
+        email: u.email,
+        account_id: u.account_id,
+        created_at: rfc3339(u.created_at, &state.tz),
+        password_changed_at: rfc3339(u.password_changed_at, &state.tz),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevokedView {
+    pub key_id: String,
+    pub revoked: bool,
+}
+
+/// The body of `POST /admin/v1/accounts/`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CreateAccountRequest {
+    /// Unique, 1-100 characters.
+    name: String,
+    /// Opening SMS credits, default 0.
+    sms_credits: Option<i64>,
+    /// Opening phone credits, default 0.
+    phone_credits: Option<i64>,
+}
+
+/// The body of `POST /admin/v1/accounts/{id}/credits/`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AddCreditsRequest {
+    /// SMS credits to add; negative removes. Default 0.
+    sms: Option<i64>,
+    /// Phone credits to add; negative removes. Default 0.
+    phone: Option<i64>,
+    /// Kept in the ledger; at most 100 characters.
+    note: Option<String>,
+}
+
+/// The body of `POST /admin/v1/accounts/{id}/keys/`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CreateKeyRequest {
+    /// At most 100 characters.
+    label: Option<String>,
+}
+
+/// The body of `POST /admin/v1/accounts/{id}/users/`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CreateUserRequest {
+    /// Unique whatever its case.
+    email: String,
+    /// 8 characters or more, at most 1024 bytes.
+    password: String,
+}
+
+/// The body of `POST /admin/v1/users/{id}/password/`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SetPasswordRequest {
+    /// 8 characters or more, at most 1024 bytes.
+    password: String,
+}
+
+/// An optional text field of at most [`MAX_NAME_CHARS`] characters.
+fn short_text(
+    fields: &Map<String, Value>,
+    name: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    let value = text(fields, name, errors)?;
+    if value.chars().count() > MAX_NAME_CHARS {
+        errors.push(FieldError::new(
+            name,
+            "too_long",
+            format!("{name} may have at most {MAX_NAME_CHARS} characters."),
+        ));
+        return None;
+    }
+    Some(value)
+}
+
+/// All accounts, oldest first.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts/",
+    tag = "admin",
+    responses(
+        (status = 200, description = "The accounts", body = Envelope<Vec<AccountView>>),
+        (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
+        (status = 404, description = "The admin API is off (no `admin.token`)", body = super::error::ErrorEnvelope),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn list_accounts(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<Envelope<Vec<AccountView>>>, ApiError> {
+    let list = state.store.list_accounts().await?;
+    Ok(Json(Envelope::ok(
+        "Accounts.",
+        list.into_iter().map(|a| account_view(a, &state)).collect(),
+    )))
+}
+
+/// Create an account with opening credits and its first API key.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/",
+    tag = "admin",
+    request_body(content = CreateAccountRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The account and its key (shown only now)", body = Envelope<NewAccountView>),
+        (status = 400, description = "Invalid fields", body = super::error::ErrorEnvelope),
+        (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
+        (status = 404, description = "The admin API is off", body = super::error::ErrorEnvelope),
+        (status = 409, description = "The name is taken (`name_taken`)", body = super::error::ErrorEnvelope),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn create_account(
+    _: Admin,
+    State(state): State<AppState>,
+    Fields(fields): Fields,
+) -> Result<Response, ApiError> {
+    let mut errors = Vec::new();
+    let name = required_text(&fields, "name", &mut errors).map(|n| n.trim().to_owned());
+    if name
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NAME_CHARS)
+    {
+        errors.push(FieldError::new(
+            "name",
+            "too_long",
+            format!("name may have at most {MAX_NAME_CHARS} characters."),
+        ));
+    }
+    let mut opening = |field: &str| {
+        let value = integer(&fields, field, &mut errors).unwrap_or(0);
+        if value < 0 {
+            errors.push(FieldError::new(
+                field,
+                "out_of_range",
+                format!("{field} cannot be negative."),
+            ));
+        }
+        value
+    };
+    let (sms, phone) = (opening("sms_credits"), opening("phone_credits"));
+    let name = match name {
+        Some(name) if errors.is_empty() => name,
+        _ => return Err(ApiError::validation(errors)),
+    };
+    let account = match state.store.create_account(&name, sms, phone).await {
+        Ok(a) => a,
+        Err(StoreError::Conflict(_)) => {
+            return Err(conflict(
+                "name",
+                "name_taken",
+                "An account with this name exists.",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let issued = issue_key(account.id, Some("created with the account".into()));
+    let key = state.store.create_key(issued.record).await?;
+    tracing::info!(
+        account_id = account.id,
+        sms,
+        phone,
+        "admin API: account created"
+    );
+    Ok(created(
+        "Account created.",
+        NewAccountView {
+            account: account_view(account, &state),
+            key: NewKeyView {
+                key_id: key.key_id,
+                account_id: key.account_id,
+                api_key: issued.plaintext,
+            },
+        },
+    ))
+}
+
+/// One account.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts/{id}/",
+    tag = "admin",
+    params(("id" = i64, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "The account", body = Envelope<AccountView>),
+        (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
+        (status = 404, description = "No such account, or the admin API is off", body = super::error::ErrorEnvelope),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn get_account(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Envelope<AccountView>>, ApiError> {
+    let account = find_account(&state, &id).await?;
+    Ok(Json(Envelope::ok(
+        "Account.",
+        account_view(account, &state),
+    )))
+}
+
+/// Add credits to an account (negative numbers remove them); recorded in its
+/// ledger.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{id}/credits/",
+    tag = "admin",
+    params(("id" = i64, Path, description = "Account id")),
+    request_body(content = AddCreditsRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The account with its new balances", body = Envelope<AccountView>),
+        (status = 400, description = "Invalid fields, or nothing to add", body = super::error::ErrorEnvelope),
+        (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
+        (status = 404, description = "No such account, or the admin API is off", body = super::error::ErrorEnvelope),
+        (status = 409, description = "A balance would go below zero (`negative_balance`); nothing changed", body = super::error::ErrorEnvelope),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn add_credits(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Fields(fields): Fields,
+) -> Result<Json<Envelope<AccountView>>, ApiError> {
+    let account = find_account(&state, &id).await?;
+    let mut errors = Vec::new();
+    let sms = integer(&fields, "sms", &mut errors).unwrap_or(0);
+    let phone = integer(&fields, "phone", &mut errors).unwrap_or(0);
+    let note = short_text(&fields, "note", &mut errors);
+    if errors.is_empty() && sms == 0 && phone == 0 {
+        errors.push(FieldError::new(
+            "non_field_errors",
+            "nothing_to_add",
+            "Give sms or phone, not zero.",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let note = note.unwrap_or_else(|| "added with the admin API".into());
+    let account = match state.store.add_credits(account.id, sms, phone, &note).await {
+        Ok(a) => a,
+        Err(StoreError::Conflict(_)) => {
+            return Err(conflict(
+                "non_field_errors",
+                "negative_balance",
+                "A balance cannot go below zero; nothing was changed.",
+            ));
+        }
+        Err(StoreError::NotFound(_)) => return Err(ApiError::not_found()),
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(
+        account_id = account.id,
+        sms,
+        phone,
+        "admin API: credits added"
+    );
+    Ok(Json(Envelope::ok(
+        "Credits added.",
+        account_view(account, &state),
+    )))
+}
+
+/// An account's keys, without their secrets.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts/{id}/keys/",
+    tag = "admin",
+    params(("id" = i64, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "The keys, revoked ones included", body = Envelope<Vec<KeyView>>),
+        (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
+        (status = 404, description = "No such account, or the admin API is off", body = super::error::ErrorEnvelope),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn list_keys(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Envelope<Vec<KeyView>>>, ApiError> {
+    let account = find_account(&state, &id).await?;
+    let keys = state.store.list_keys(Some(account.id)).await?;
+    Ok(Json(Envelope::ok(
+        "Keys.",
+        keys.iter().map(|k| key_view(k, &state)).collect(),
+    )))
+}
+
+/// Issue a new API key for an account.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{id}/keys/",
+    tag = "admin",
+    params(("id" = i64, Path, description = "Account id")),
+    request_body(content = CreateKeyRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The key, shown only now", body = Envelope<NewKeyView>),
+        (status = 400, description = "Invalid fields", body = super::error::ErrorEnvelope),
+        (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
+        (status = 404, description = "No such account, or the admin API is off", body = super::error::ErrorEnvelope),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn create_key(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Fields(fields): Fields,
+) -> Result<Response, ApiError> {
+    let account = find_account(&state, &id).await?;
+    let mut errors = Vec::new();
+    let label = short_text(&fields, "label", &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let issued = issue_key(account.id, label);
+    let key = state.store.create_key(issued.record).await?;
+    tracing::info!(account_id = account.id, key_id = %key.key_id, "admin API: key created");
+    Ok(created(
+        "Key created.",
+        NewKeyView {
+            key_id: key.key_id,
+            account_id: key.account_id,
+            api_key: issued.plaintext,
+        },
+    ))
+}
+
+/// Revoke a key by its public id (the part after `otpg_`); it stops working on
+/// the next request, on every node.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/keys/{key_id}/revoke/",
+    tag = "admin",
+    params(("key_id" = String, Path, description = "The key's public id (never put a whole key in a URL)")),
+    responses(
+        (status = 200, description = "Revoked", body = Envelope<RevokedView>),
+        (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
+        (status = 404, description = "No active key with this id, or the admin API is off", body = super::error::ErrorEnvelope),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn revoke_key(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(key_id): Path<String>,
+) -> Result<Json<Envelope<RevokedView>>, ApiError> {
+    if !state.store.revoke_key(&key_id).await? {
+        return Err(ApiError::not_found());
+    }
+    tracing::info!(key_id = %key_id, "admin API: key revoked");
+    Ok(Json(Envelope::ok(
+        "Key revoked.",
+        RevokedView {
+            key_id,
+            revoked: true,
+        },
+    )))
+}
+
+/// An account's users.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts/{id}/users/",
+    tag = "admin",
+    params(("id" = i64, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "The users", body = Envelope<Vec<UserView>>),
+        (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
+        (status = 404, description = "No such account, or the admin API is off", body = super::error::ErrorEnvelope),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn list_users(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Envelope<Vec<UserView>>>, ApiError> {
+    let account = find_account(&state, &id).await?;
+    let users = state.store.list_users(Some(account.id)).await?;
+    Ok(Json(Envelope::ok(
+        "Users.",
+        users.into_iter().map(|u| user_view(u, &state)).collect(),
+    )))
+}
+
+/// The new password of a create-user or set-password body.
+fn password_field(
+    fields: &Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) -> Option<NewPassword> {
+    if given(fields, "password").is_none() {
+        errors.push(FieldError::new(
+            "password",
+            "required",
+            "password is required.",
+        ));
+        return None;
+    }
+    let raw = text(fields, "password", errors)?;
+    match NewPassword::parse(raw) {
+        Ok(p) => Some(p),
+        Err(message) => {
+            errors.push(FieldError::new("password", "invalid", message));
+            None
+        }
+    }
+}
+
+/// Create a user of an account.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{id}/users/",
+    tag = "admin",
+    params(("id" = i64, Path, description = "Account id")),
+    request_body(content = CreateUserRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The user", body = Envelope<UserView>),
+        (status = 400, description = "Invalid email or password", body = super::error::ErrorEnvelope),
+        (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
+        (status = 404, description = "No such account, or the admin API is off", body = super::error::ErrorEnvelope),
+        (status = 409, description = "The email is taken, whatever its case (`email_taken`)", body = super::error::ErrorEnvelope),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn create_user(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Fields(fields): Fields,
+) -> Result<Response, ApiError> {
+    let account = find_account(&state, &id).await?;
+    let mut errors = Vec::new();
+    let email = required_text(&fields, "email", &mut errors).and_then(|raw| {
+        Email::parse(&raw)
+            .map_err(|m| errors.push(FieldError::new("email", "invalid", m)))
+            .ok()
+    });
+    let password = password_field(&fields, &mut errors);
+    let (Some(email), Some(password)) = (email, password) else {
+        return Err(ApiError::validation(errors));
+    };
+    let password_hash = state
+        .users
+        .passwords
+        .hash(&password)
+        .await
+        .map_err(ApiError::internal)?;
+    let user = match state
+        .store
+        .create_user(NewUser {
+            account_id: account.id,
+            email: email.as_str().to_owned(),
+            password_hash,
+        })
+        .await
+    {
+        Ok(u) => u,
+        Err(StoreError::Conflict(_)) => {
+            return Err(conflict(
+                "email",
+                "email_taken",
+                "A user with this email exists.",
+            ));
+        }
+        Err(StoreError::NotFound(_)) => return Err(ApiError::not_found()),
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(
+        user_id = user.id,
+        account_id = user.account_id,
+        "admin API: user created"
+    );
+    Ok(created("User created.", user_view(user, &state)))
+}
+
+/// Set a user's password: its tokens stop working and its login attempts are
+/// forgotten.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/users/{id}/password/",
+    tag = "admin",
+    params(("id" = i64, Path, description = "User id")),
+    request_body(content = SetPasswordRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Changed", body = Envelope<UserView>),
+        (status = 400, description = "Invalid password", body = super::error::ErrorEnvelope),
+        (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
+        (status = 404, description = "No such user, or the admin API is off", body = super::error::ErrorEnvelope),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn set_password(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Fields(fields): Fields,
+) -> Result<Json<Envelope<UserView>>, ApiError> {
+    let id = path_id(&id)?;
+    let mut errors = Vec::new();
+    let Some(password) = password_field(&fields, &mut errors) else {
+        return Err(ApiError::validation(errors));
+    };
+    if state.store.user(id).await?.is_none() {
+        return Err(ApiError::not_found());
+    }
+    let hash = state
+        .users
+        .passwords
+        .hash(&password)
+        .await
+        .map_err(ApiError::internal)?;
+    let user = state
+        .store
+        .set_password(id, &hash)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    tracing::info!(user_id = user.id, "admin API: password set");
+    Ok(Json(Envelope::ok("Password set.", user_view(user, &state))))
+}
+
+/// The `admin_token` security scheme of the OpenAPI document.
+pub struct AdminTokenAuth;
+
+impl Modify for AdminTokenAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The configured `admin.token`: `Authorization: Bearer <admin token>`",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! The admin API: off without a token, its token required and matched exactly,
+//! and what its calls change, on both stores.
+
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::{TestApp, text_send};
+use crate::users::{ADMIN_TOKEN, PASSWORD, configure, login, tokens_of};
+
+/// Status and body of an admin call with `token` (GET without a body, POST
+/// with `body`).
+async fn admin(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = match method {
+        "GET" => app.client.get(app.url(path)),
+        _ => app
+            .client
+            .post(app.url(path))
+            .json(&body.unwrap_or(json!({}))),
+    };
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let r = request.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn get(app: &TestApp, path: &str) -> (u16, Value) {
+    admin(app, "GET", path, Some(ADMIN_TOKEN), None).await
+}
+
+async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    admin(app, "POST", path, Some(ADMIN_TOKEN), Some(body)).await
+}
+
+both_backends! {
+    async fn the_admin_api_is_off_without_a_token(app) {
+        for token in [None, Some(ADMIN_TOKEN), Some(app.key.as_str())] {
+            let (status, body) = admin(&app, "GET", "/admin/v1/accounts/", token, None).await;
+            assert_eq!(status, 404, "{body}");
+            assert_eq!(body["success"], false);
+            let (status, _) = admin(&app, "POST", "/admin/v1/accounts/", token, Some(json!({"name": "x"}))).await;
+            assert_eq!(status, 404);
+        }
+        assert_eq!(app.store.list_accounts().await.unwrap().len(), 1);
+    }
+}
+
+both_backends! {
+    config: configure;
+
+    async fn the_admin_api_takes_only_its_own_token(app) {
+        crate::users::add_user(&app, app.account_id, "ana@example.com", PASSWORD).await;
+        let (access, _) = tokens_of(&app, "ana@example.com", PASSWORD).await;
+        let (status, body) = admin(&app, "GET", "/admin/v1/accounts/", None, None).await;
+        assert_eq!(status, 401);
+        assert_eq!(body["detail"], "Authentication credentials were not provided.");
+        let mut last_changed = ADMIN_TOKEN.to_owned();
+        last_changed.pop();
+        last_changed.push('X');
+        let mut first_changed = ADMIN_TOKEN.to_owned();
+        first_changed.replace_range(0..1, "X");
+        let near_misses = [
+            last_changed,
+            first_changed,
+            ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1].to_owned(),
+            format!("{ADMIN_TOKEN}0"),
+            ADMIN_TOKEN.to_uppercase(),
+            app.key.clone(),
+            access.clone(),
+        ];
+        for wrong in &near_misses {
+            let (status, body) = admin(&app, "GET", "/admin/v1/accounts/", Some(wrong), None).await;
+            assert_eq!(status, 401, "{wrong}");
+            assert_eq!(body["detail"], "Invalid admin token.");
+            let (status, _) = admin(&app, "POST", "/admin/v1/accounts/", Some(wrong), Some(json!({"name": "sneaky"}))).await;
+            assert_eq!(status, 401);
+        }
+        assert!(app.store.account_by_name("sneaky").await.unwrap().is_none(), "nothing was written");
+        // Another scheme with the right token is not the admin token either.
+        let r = app.client.get(app.url("/admin/v1/accounts/")).header("authorization", format!("Token {ADMIN_TOKEN}")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        // The admin token opens no OTP or user endpoint.
+        assert_eq!(app.send_as(ADMIN_TOKEN, &text_send("9851023212")).await.status(), 401);
+        let (status, _) = crate::users::call(&app, "GET", "/api/v1/auths/user-detail/", Some(ADMIN_TOKEN)).await;
+        assert_eq!(status, 401);
+        let (status, body) = get(&app, "/admin/v1/accounts").await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    async fn accounts_are_created_listed_and_topped_up(app) {
+        let (status, body) = post(&app, "/admin/v1/accounts/", json!({"name": "globex", "sms_credits": 3, "phone_credits": 1})).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["status"], 201);
+        let id = body["data"]["account"]["id"].as_i64().unwrap();
+        assert_eq!(body["data"]["account"]["sms_credits"], 3);
+        let key = body["data"]["key"]["api_key"].as_str().unwrap().to_owned();
+        let sent = app.send_as(&key, &text_send("9851023212")).await;
+        assert_eq!(sent.status(), 200, "the new account's key works");
+        let sent: Value = sent.json().await.unwrap();
+        assert_eq!(sent["data"]["details"]["remaining_sms_credits"], 2);
+
+        let (status, body) = post(&app, &format!("/admin/v1/accounts/{id}/credits/"), json!({"sms": 10, "note": "invoice 7"})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!((body["data"]["sms_credits"].as_i64(), body["data"]["phone_credits"].as_i64()), (Some(12), Some(1)));
+        let sent: Value = app.send_as(&key, &text_send("9851023213")).await.json().await.unwrap();
+        assert_eq!(sent["data"]["details"]["remaining_sms_credits"], 11, "the top-up is spendable");
+        let ledger = app.store.ledger(id).await.unwrap();
+        assert!(ledger.iter().any(|e| e.kind == "topup" && e.sms_delta == 10 && e.note.as_deref() == Some("invoice 7")));
+
+        // Refused changes write nothing.
+        let (status, body) = post(&app, &format!("/admin/v1/accounts/{id}/credits/"), json!({"sms": -100})).await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["errors"][0]["code"], "negative_balance");
+        for bad in [json!({}), json!({"sms": "many"}), json!({"sms": 0, "phone": 0})] {
+            let (status, _) = post(&app, &format!("/admin/v1/accounts/{id}/credits/"), bad.clone()).await;
+            assert_eq!(status, 400, "{bad}");
+        }
+        assert_eq!(app.store.account(id).await.unwrap().unwrap().sms_credits, 11);
+        for (bad, code) in [(json!({"name": "globex"}), 409), (json!({"name": " "}), 400), (json!({"name": "x", "sms_credits": -1}), 400), (json!({}), 400)] {
+            let (status, _) = post(&app, "/admin/v1/accounts/", bad.clone()).await;
+            assert_eq!(status, code, "{bad}");
+        }
+        for (path, code) in [("/admin/v1/accounts/999999/credits/", 404), ("/admin/v1/accounts/abc/credits/", 404)] {
+            assert_eq!(post(&app, path, json!({"sms": 1})).await.0, code, "{path}");
+        }
+
+        let (status, list) = get(&app, "/admin/v1/accounts/").await;
+        assert_eq!(status, 200);
+        let names: Vec<&str> = list["data"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["acme", "globex"]);
+        let (status, one) = get(&app, &format!("/admin/v1/accounts/{id}/")).await;
+        assert_eq!(status, 200);
+        assert_eq!(one["data"]["otps"], 2);
+        assert_eq!(get(&app, "/admin/v1/accounts/424242/").await.0, 404);
+    }
+
+    async fn keys_are_created_listed_and_revoked(app) {
+        let path = format!("/admin/v1/accounts/{}/keys/", app.account_id);
+        let (status, body) = post(&app, &path, json!({"label": "ci"})).await;
+        assert_eq!(status, 201, "{body}");
+        let key = body["data"]["api_key"].as_str().unwrap().to_owned();
+        let key_id = body["data"]["key_id"].as_str().unwrap().to_owned();
+        assert_eq!(app.send_as(&key, &text_send("9851023212")).await.status(), 200);
+        let (status, list) = get(&app, &path).await;
+        assert_eq!(status, 200);
+        let keys = list["data"].as_array().unwrap();
+        assert_eq!(keys.len(), 2);
+        assert!(keys.iter().any(|k| k["key_id"] == key_id.as_str() && k["label"] == "ci" && k["revoked_at"].is_null()));
+        let secret = crate::users::secret_of(&key);
+        assert!(!list.to_string().contains(&secret), "listings show no secret");
+
+        let (status, body) = post(&app, &format!("/admin/v1/keys/{key_id}/revoke/"), json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(app.send_as(&key, &text_send("9851023212")).await.status(), 401, "revoked at once");
+        assert_eq!(app.send(&text_send("9851023212")).await.status(), 200, "the other key is untouched");
+        assert_eq!(post(&app, &format!("/admin/v1/keys/{key_id}/revoke/"), json!({})).await.0, 404);
+        assert_eq!(post(&app, "/admin/v1/keys/nosuchkey/revoke/", json!({})).await.0, 404);
+        let (_, list) = get(&app, &path).await;
+        assert!(list["data"].as_array().unwrap().iter().any(|k| k["key_id"] == key_id.as_str() && !k["revoked_at"].is_null()));
+    }
+
+    async fn users_are_created_and_their_passwords_set(app) {
+        let path = format!("/admin/v1/accounts/{}/users/", app.account_id);
+        for (bad, field) in [
+            (json!({"email": "not-an-email", "password": PASSWORD}), "email"),
+            (json!({"email": "ana@example.com", "password": "short"}), "password"),
+            (json!({"email": "ana@example.com"}), "password"),
+        ] {
+            let (status, body) = post(&app, &path, bad.clone()).await;
+            assert_eq!(status, 400, "{bad}");
+            assert_eq!(body["errors"][0]["field"], field);
+        }
+        assert!(app.store.list_users(None).await.unwrap().is_empty(), "nothing written");
+        let (status, body) = post(&app, &path, json!({"email": "Ana@Example.com", "password": PASSWORD})).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["data"]["email"], "ana@example.com");
+        let user_id = body["data"]["id"].as_i64().unwrap();
+        assert!(!body.to_string().contains(PASSWORD) && !body.to_string().contains("argon2"));
+        assert_eq!(post(&app, "/admin/v1/accounts/999999/users/", json!({"email": "x@example.com", "password": PASSWORD})).await.0, 404);
+        let (status, list) = get(&app, &path).await;
+        assert_eq!(status, 200);
+        assert_eq!(list["data"][0]["id"], user_id);
+
+        let (access, _) = tokens_of(&app, "ana@example.com", PASSWORD).await;
+        let password_path = format!("/admin/v1/users/{user_id}/password/");
+        assert_eq!(post(&app, &password_path, json!({"password": "tiny"})).await.0, 400);
+        assert_eq!(login(&app, "ana@example.com", PASSWORD).await.0, 200, "a refused change changes nothing");
+        let (status, body) = post(&app, &password_path, json!({"password": "a fresh password"})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(login(&app, "ana@example.com", PASSWORD).await.0, 401);
+        assert_eq!(login(&app, "ana@example.com", "a fresh password").await.0, 200);
+        let (status, _) = crate::users::call(&app, "GET", "/api/v1/auths/user-detail/", Some(&access)).await;
+        assert_eq!(status, 401, "the old token ended with the old password");
+        assert_eq!(post(&app, "/admin/v1/users/999999/password/", json!({"password": "a fresh password"})).await.0, 404);
+    }
+
+    async fn the_admin_api_is_in_the_openapi_document(app) {
+        let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+        for path in [
+            "/admin/v1/accounts/",
+            "/admin/v1/accounts/{id}/",
+            "/admin/v1/accounts/{id}/credits/",
+            "/admin/v1/accounts/{id}/keys/",
+            "/admin/v1/keys/{key_id}/revoke/",
+            "/admin/v1/accounts/{id}/users/",
+            "/admin/v1/users/{id}/password/",
+        ] {
+            assert!(doc["paths"].get(path).is_some(), "{path} missing");
+        }
+        assert!(doc["paths"]["/admin/v1/accounts/"].get("post").is_some());
+        assert!(doc["components"]["securitySchemes"].get("admin_token").is_some());
+    }
+}
