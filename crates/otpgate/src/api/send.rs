@@ -796,7 +796,7 @@ mod tests {
         let tz: chrono_tz::Tz = "Asia/Kathmandu".parse().unwrap();
         // 2026-11-26T18:14:59Z is 23:59:59 in Kathmandu (+05:45); a second later
         // the next local day starts, and it ends 24 hours after that.
-        let before = 1_795_724_099_000_000;
+        let before = 1_795_716_899_000_000;
         let (day, ends) = local_day(tz, before);
         assert_eq!(ends, before + 1_000_000);
         let (next, next_ends) = local_day(tz, ends);
