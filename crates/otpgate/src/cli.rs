@@ -15,7 +15,7 @@ use otp_store::{Account, NewUser, SharedStore, StoreError};
 use crate::auth::issue_key;
 use crate::config::{Config, Secret};
 use crate::startup::{Application, open_store};
-use crate::users::hashing::Passwords;
+use crate::users::hashing::hash_now;
 use crate::users::{Email, NewPassword};
 
 #[derive(Parser)]
@@ -552,7 +552,6 @@ fn read_password() -> anyhow::Result<NewPassword> {
 }
 
 async fn users(store: &SharedStore, cmd: UsersCmd) -> anyhow::Result<()> {
-    let hasher = || Passwords::new(1);
     match cmd {
         UsersCmd::Create {
             account,
@@ -562,7 +561,7 @@ async fn users(store: &SharedStore, cmd: UsersCmd) -> anyhow::Result<()> {
             let a = find_account(store, &account).await?;
             let email = Email::parse(&email).map_err(|m| anyhow::anyhow!(m))?;
             let password = read_password()?;
-            let password_hash = hasher().hash(&password).await?;
+            let password_hash = hash_now(password.expose())?;
             let user = store
                 .create_user(NewUser {
                     account_id: a.id,
@@ -611,7 +610,7 @@ async fn users(store: &SharedStore, cmd: UsersCmd) -> anyhow::Result<()> {
                 .await?
                 .with_context(|| format!("no user {email:?}"))?;
             let password = read_password()?;
-            let hash = hasher().hash(&password).await?;
+            let hash = hash_now(password.expose())?;
             store
                 .set_password(user.id, &hash)
                 .await?

@@ -7,7 +7,8 @@
 //! blocking pool behind a semaphore (`auth.max_concurrent_hashes`): a flood of
 //! logins queues instead of exhausting memory. A login for an unknown email is
 //! checked against a dummy hash with the same parameters, so it takes as long
-//! as a wrong password for a real user.
+//! as a wrong password for a real user; the dummy is made when the hasher is,
+//! so not even the first such login takes longer.
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use argon2::password_hash::SaltString;
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 use rand::TryRngCore;
 use rand::rngs::OsRng;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::NewPassword;
 
@@ -40,7 +41,8 @@ pub enum HashError {
 /// The hasher of one server: parameters, a concurrency limit and the dummy hash.
 pub struct Passwords {
     permits: Arc<Semaphore>,
-    dummy: OnceCell<String>,
+    /// A hash of a random password no one knows.
+    dummy: String,
 }
 
 fn argon2() -> Argon2<'static> {
@@ -74,16 +76,22 @@ fn verify_now(password: &str, hash: &str) -> bool {
 }
 
 impl Passwords {
-    /// `concurrency` hashes at once; 0: one per CPU.
+    /// `concurrency` hashes at once; 0: one per CPU. Computes the dummy hash
+    /// on the calling thread.
     pub fn new(concurrency: usize) -> Passwords {
         let n = if concurrency == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
             concurrency
         };
+        let mut random = [0u8; 32];
+        OsRng
+            .try_fill_bytes(&mut random)
+            .expect("the operating system's random source failed");
+        let unknown: String = random.iter().map(|b| format!("{b:02x}")).collect();
         Passwords {
             permits: Arc::new(Semaphore::new(n)),
-            dummy: OnceCell::new(),
+            dummy: hash_now(&unknown).expect("the fixed Argon2 parameters hash any password"),
         }
     }
 
@@ -99,25 +107,11 @@ impl Passwords {
     pub async fn verify(&self, password: &str, stored: Option<&str>) -> Result<bool, HashError> {
         let (hash, real) = match stored {
             Some(h) => (h.to_owned(), true),
-            None => (self.dummy().await?.clone(), false),
+            None => (self.dummy.clone(), false),
         };
         let password = password.to_owned();
         let matched = self.run(move || verify_now(&password, &hash)).await?;
         Ok(matched && real)
-    }
-
-    /// A hash of a random password no one knows, made once.
-    async fn dummy(&self) -> Result<&String, HashError> {
-        self.dummy
-            .get_or_try_init(|| async {
-                let mut random = [0u8; 32];
-                OsRng
-                    .try_fill_bytes(&mut random)
-                    .expect("the operating system's random source failed");
-                let password: String = random.iter().map(|b| format!("{b:02x}")).collect();
-                self.run(move || hash_now(&password)).await?
-            })
-            .await
     }
 
     async fn run<T: Send + 'static>(
