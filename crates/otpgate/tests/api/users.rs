@@ -645,3 +645,27 @@ mod users_are_created_and_passwords_reset_from_the_command_line {
             .await
     }
 }
+
+#[tokio::test]
+async fn production_mode_without_a_token_secret_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("otpgate.db").display());
+    let mut config = crate::helpers::test_config(&url, &dir);
+    config.mode = otpgate::config::Mode::Production;
+    config.secrets.hmac_key = Some(Secret::new(BASE64.encode([1u8; 32])));
+    config.secrets.encryption_keys =
+        [("k1".to_owned(), Secret::new(BASE64.encode([2u8; 32])))].into();
+    config.secrets.current_key_id = "k1".into();
+    let error = match otpgate::startup::Application::build(config.clone()).await {
+        Ok(_) => panic!("started without a token secret"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("auth.token_secret"), "{error}");
+    assert!(
+        !dir.path().join("otpgate.db").exists(),
+        "refused before the store was opened"
+    );
+    configure(&mut config);
+    let app = otpgate::startup::Application::build(config).await;
+    assert!(app.is_ok(), "with the secret it starts");
+}
