@@ -44,7 +44,7 @@ for f in "${all[@]}"; do
   rows+=("$name|$verdict|${took}s|$figures")
 done
 echo
-echo "commit $(git rev-parse --short HEAD), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ); logs in $logs"
+echo "binary $FAULT_BIN, tree at commit $(git rev-parse --short HEAD), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ); logs in $logs"
 printf '%-20s %-7s %-6s %s\n' fault verdict time figures
 for r in "${rows[@]}"; do
   IFS='|' read -r n v t fig <<< "$r"
