@@ -163,6 +163,11 @@ pub struct ApiConfig {
     pub max_page_size: u32,
     /// Show codes masked (`******`) in list and detail replies, always.
     pub hide_codes: bool,
+    /// Seconds a client has to send a request's line and headers (and the most a
+    /// kept-alive connection may sit idle); then the connection is closed.
+    pub header_read_timeout_seconds: u64,
+    /// Most bytes of request line and headers (at least 8192); more is a 431.
+    pub max_header_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -171,6 +176,8 @@ impl Default for ApiConfig {
             default_page_size: 20,
             max_page_size: 100,
             hide_codes: false,
+            header_read_timeout_seconds: 30,
+            max_header_bytes: 32 * 1024,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`codes`]: the keys codes are kept under at rest, and the purge of old codes.
 //! - [`delivery`]: the outbox workers and the channel [`delivery::Driver`] trait.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
+//! - [`server`]: the HTTP accept loop and its limits on slow or oversized headers.
 //! - [`webhooks`]: signed event deliveries to each account's URL, with retries,
 //!   and the sweep that reports codes expired unverified.
 //! - [`cli`]: the `otpgate` command line.
@@ -24,6 +25,7 @@ pub mod codes;
 pub mod config;
 pub mod delivery;
 pub mod metrics;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

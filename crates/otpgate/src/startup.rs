@@ -173,10 +173,11 @@ impl Application {
             "otpgate is serving"
         );
         let app = crate::api::router(state.clone());
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP")?;
+        let limits = crate::server::ConnectionLimits {
+            header_read_timeout: Duration::from_secs(config.api.header_read_timeout_seconds.max(1)),
+            max_header_bytes: config.api.max_header_bytes,
+        };
+        crate::server::serve(self.listener, app, limits, shutdown).await;
 
         tracing::info!("shutting down: finishing deliveries in flight");
         stop.notify_waiters();
