@@ -16,21 +16,22 @@ use crate::{AccountId, Micros, StoreError};
 /// Records `event` of an OTP for its account's webhook, if the account has
 /// one; an event the OTP already had is not recorded again. Runs in the
 /// transaction of the change it reports.
+/// The outbox insert of [`enqueue`]; a no-op for accounts without a webhook.
+pub(super) const ENQUEUE: &str = "INSERT INTO webhook_deliveries (account_id, otp_id, event, \
+     otp_status, occurred_at, state, next_attempt_at, created_at) \
+     SELECT o.account_id, o.id, ?2, o.status, ?3, 'pending', ?3, ?3 \
+     FROM otps o JOIN webhooks w ON w.account_id = o.account_id WHERE o.id = ?1 \
+     ON CONFLICT (otp_id, event) DO NOTHING";
+
 pub(super) fn enqueue(
     tx: &Transaction<'_>,
     otp_id: i64,
     event: WebhookEvent,
     at: Micros,
 ) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, occurred_at, \
-         state, next_attempt_at, created_at) \
-         SELECT o.account_id, o.id, ?2, o.status, ?3, 'pending', ?3, ?3 \
-         FROM otps o JOIN webhooks w ON w.account_id = o.account_id WHERE o.id = ?1 \
-         ON CONFLICT (otp_id, event) DO NOTHING",
-    )
-    .and_then(|mut s| s.execute(params![otp_id, event.as_str(), at]))
-    .map_err(map_err)?;
+    tx.prepare_cached(ENQUEUE)
+        .and_then(|mut s| s.execute(params![otp_id, event.as_str(), at]))
+        .map_err(map_err)?;
     Ok(())
 }
 
