@@ -11,6 +11,7 @@
 #   succeed again after the filler is gone with the same process, every 200
 #   reached the SMSC, balances are exact, and `PRAGMA integrity_check` says ok
 #   after the server stopped.
+# shellcheck source=faults/lib.sh
 . "$(dirname "$0")/lib.sh"
 fault_init disk-full
 seconds=${FAULT_SECONDS:-15}

@@ -13,6 +13,7 @@
 #   the process) are reported, not failed.
 #
 # Usage: faults/kill9.sh [sqlite|postgres]   (default sqlite; FAULT_STORE too)
+# shellcheck source=faults/lib.sh
 . "$(dirname "$0")/lib.sh"
 store="${1:-${FAULT_STORE:-sqlite}}"
 fault_init "kill9-$store"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by every faults/*.sh script: a work directory, the otpgate binary, the
 # SMSC peer, configurations, accounts and the verdict line.
 #
@@ -14,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
+# shellcheck source=peers/smsc/start.sh
 . "$ROOT/peers/smsc/start.sh"
 
 FAULT_RATE=${FAULT_RATE:-1000}
@@ -45,7 +47,7 @@ fault_init() {
 fault_cleanup() {
   local f
   for f in "$WORK"/*.pid; do
-    [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
+    if [ -f "$f" ]; then kill -9 "$(cat "$f")" 2>/dev/null || true; fi
   done
   for f in "${CLEANUPS[@]}"; do eval "$f" || true; done
   if [ "$FAULT_VERDICT" != FAIL ] && [ -n "$FAULT_VERDICT" ] && [ "${FAULT_KEEP:-0}" != 1 ]; then

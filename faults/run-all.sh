@@ -9,7 +9,7 @@
 # every FAULT_* knob of faults/lib.sh and of the scripts passes through. Each
 # script's output goes to $FAULT_LOGS (default a new /tmp/faults-run.* folder).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 if [ -z "${FAULT_BIN:-}" ]; then
   cargo build --release -p otpgate --locked || exit 2
   export FAULT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/otpgate"

@@ -12,6 +12,7 @@
 #   (default 200), submits timed out and were retried (the metrics say so), and
 #   after the SMSC behaved every send answered 200 reached it, balances exact.
 # Duplicates (a late answer after otpgate gave up and resubmitted) are reported.
+# shellcheck source=faults/lib.sh
 . "$(dirname "$0")/lib.sh"
 fault_init slow-smsc
 seconds=${FAULT_SECONDS:-20}

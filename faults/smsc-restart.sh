@@ -12,6 +12,7 @@
 # Figures: rebind delay after the SMSC came back (reconnect backoff, capped by
 # smpp.reconnect_max_seconds = 30), backlog at the rebind, drain time and the
 # SMSC's receive rate while draining.
+# shellcheck source=faults/lib.sh
 . "$(dirname "$0")/lib.sh"
 fault_init smsc-restart
 seconds=${FAULT_SECONDS:-45}

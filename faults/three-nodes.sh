@@ -10,6 +10,7 @@
 #   outbox; a copy would mean two nodes delivered one job), exactly 5 of the 10
 #   sends to one number were accepted and 5 refused with 429, every send
 #   answered 200 reached the SMSC, and balances are exact.
+# shellcheck source=faults/lib.sh
 . "$(dirname "$0")/lib.sh"
 fault_init three-nodes
 seconds=${FAULT_SECONDS:-30}

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts that run the SMSC peer (bench/smpp.sh, faults/lib.sh).
 #
 # smsc_start DIR NAME [smsc.js flags...]
