@@ -10,6 +10,7 @@
 #                 third (first window left out) or under 20 ms;
 #   no error:     every send answered 200, the rate held (>= 95 % of the target),
 #                 every OTP reached the SMSC, balances exact.
+# shellcheck source=faults/lib.sh
 . "$(dirname "$0")/lib.sh"
 fault_init soak
 seconds=${FAULT_SECONDS:-600}
