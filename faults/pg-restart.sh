@@ -7,7 +7,8 @@
 # FAULT_PG_RESTART=1; without it the verdict is SKIP (exit 77).
 #
 # Load: FAULT_RATE sends/s (default 1000) for FAULT_SECONDS (default 30) to one
-# node on a database of its own; the server is stopped (`-m fast`) 10 s in.
+# node on a database of its own; the server is stopped (a CHECKPOINT, then
+# `-m fast`) about 10 s in and kept down FAULT_PG_DOWN s after it has stopped.
 #   PASS when, while it is down, /readyz answers 503 and sends are refused with
 #   503 in the error envelope (no other 5xx and no dropped connection at any
 #   time), sends are accepted again after it is back without restarting
@@ -28,7 +29,7 @@ credits=10000000
 read -r pg_version pg_cluster <<< "$cluster"
 pgctl() { pg_ctlcluster --skip-systemctl-redirect "$pg_version" "$pg_cluster" "$@"; }
 # Whatever happens to this script, the server is started again.
-CLEANUPS=("pgctl start 2>/dev/null" "${CLEANUPS[@]}")
+CLEANUPS=("pgctl start >/dev/null 2>&1" "${CLEANUPS[@]}")
 
 db=$(pg_database)
 smsc_port=$(smsc smsc)
@@ -41,20 +42,26 @@ log "load: $FAULT_RATE sends/s for $seconds s; PostgreSQL ($cluster) down at 10 
 load "$WORK/sends.jsonl" --target "http://127.0.0.1:$http" --key "$key" \
   --rate "$FAULT_RATE" --duration "$seconds" > "$WORK/load.json" &
 loader=$!
-sleep 10
+sleep 9
+# A checkpoint first, while the server is up: the one at shutdown then has little
+# to write, and the outage (for everyone using this server) stays short.
+psql "$FAULT_PG_URL/postgres" -Xqc CHECKPOINT
 t_stop=$(date +%s.%N)
 pgctl stop -m fast
 t_stopped=$(date +%s.%N)
 log "PostgreSQL stopped at $(date -u +%T) UTC"
+# One send of our own while it is down, its reply kept (in the background, so
+# that the outage is not stretched by a slow answer).
+curl -s --max-time 10 "http://127.0.0.1:$http/api/v1/auths/send/otp/" -H "Authorization: Bearer $key" \
+  -H 'Content-Type: application/json' -d '{"number":"9841999999","message":"Your code is {otp}","sms_send_options":"text"}' \
+  > "$WORK/down-reply.json" &
+probe=$!
 ready_down=""
-deadline=$(python3 -c "print($t_stop + $down)")
+deadline=$(python3 -c "print($t_stopped + $down)")
 while python3 -c "import sys,time; sys.exit(0 if time.time() < $deadline else 1)"; do
-  ready_down+="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$http/readyz") "
+  ready_down+="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$http/readyz") "
   sleep 0.3
 done
-curl -s --max-time 5 "http://127.0.0.1:$http/api/v1/auths/send/otp/" -H "Authorization: Bearer $key" \
-  -H 'Content-Type: application/json' -d '{"number":"9841999999","message":"Your code is {otp}","sms_send_options":"text"}' \
-  > "$WORK/down-reply.json" || true
 pgctl start
 t_start=$(date +%s.%N)
 log "PostgreSQL started at $(date -u +%T) UTC; readyz while down: $ready_down"
@@ -65,6 +72,7 @@ for _ in $(seq 1 300); do
   fi
   sleep 0.1
 done
+wait "$probe" || true
 wait "$loader"
 log "load done: $(tail -1 "$WORK/load.json")"
 
