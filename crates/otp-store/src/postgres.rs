@@ -1295,11 +1295,14 @@ impl Store for PgStore {
                     .map_err(pg_err)?;
                 match live {
                     Some(row) => Some(row),
+                    // Locked too: a code sent since the first statement may be
+                    // the one found here, and two verifications of it must not
+                    // both succeed.
                     None => tx
                         .query_opt(
                             &format!(
                                 "SELECT {VERIFY_COLUMNS} FROM otps WHERE account_id = $1 \
-                                 AND phone_number = $2 ORDER BY account_seq DESC LIMIT 1"
+                                 AND phone_number = $2 ORDER BY account_seq DESC LIMIT 1 FOR UPDATE"
                             ),
                             &[&req.account_id, number],
                         )

@@ -10,7 +10,7 @@ use crate::config::LogConfig;
 /// Installs the global subscriber; `RUST_LOG`, when set, overrides the level.
 pub fn init(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.level))
+        .or_else(|_| EnvFilter::try_new(with_quiet_drivers(&config.level)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -22,4 +22,33 @@ pub fn init(config: &LogConfig) {
     };
     // A subscriber already installed (tests) is fine.
     let _ = result;
+}
+
+/// The database drivers log each statement with its parameters at debug level
+/// (password hashes, webhook URLs, numbers): a configured `debug` or `trace`
+/// stops at `info` for them unless the level names them itself.
+fn with_quiet_drivers(level: &str) -> String {
+    let mut filter = level.to_owned();
+    for driver in ["tokio_postgres", "postgres_protocol", "rusqlite"] {
+        if !level.contains(driver) {
+            filter.push_str(&format!(",{driver}=info"));
+        }
+    }
+    filter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_quiet_drivers;
+
+    #[test]
+    fn database_drivers_stay_at_info_unless_named() {
+        assert_eq!(
+            with_quiet_drivers("debug"),
+            "debug,tokio_postgres=info,postgres_protocol=info,rusqlite=info"
+        );
+        let named = with_quiet_drivers("debug,tokio_postgres=trace");
+        assert!(named.contains("tokio_postgres=trace") && !named.contains("tokio_postgres=info"));
+        assert!(tracing_subscriber::EnvFilter::try_new(with_quiet_drivers("info")).is_ok());
+    }
 }

@@ -118,15 +118,21 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = self
+        let permit = self
             .permits
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| HashError::Unavailable)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|_| HashError::Unavailable)
+        // The permit lives in the blocking task: a client that goes away
+        // drops this future, but the hash runs on, and must keep its slot.
+        tokio::task::spawn_blocking(move || {
+            let result = work();
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|_| HashError::Unavailable)
     }
 }
 
