@@ -51,6 +51,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "account_limits",
         sql: include_str!("../migrations/sqlite/0008_account_limits.sql"),
     },
+    Migration {
+        version: 9,
+        name: "message_parts",
+        sql: include_str!("../migrations/sqlite/0009_message_parts.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -93,6 +98,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 8,
         name: "account_limits",
         sql: include_str!("../migrations/postgres/0008_account_limits.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "message_parts",
+        sql: include_str!("../migrations/postgres/0009_message_parts.sql"),
     },
 ];
 

@@ -1105,8 +1105,8 @@ impl Store for PgStore {
         let mut ats: Vec<i64> = Vec::new();
         let mut details: Vec<Option<String>> = Vec::new();
         // One row per message part.
-        let (mut pm_routes, mut pm_ids, mut pm_otps, mut pm_parts) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut pm_routes, mut pm_ids, mut pm_otps, mut pm_parts, mut pm_totals) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut failed = Vec::new();
         for r in &results {
             jobs.push(r.job_id);
@@ -1129,6 +1129,7 @@ impl Store for PgStore {
                         pm_ids.push(id.clone());
                         pm_otps.push(r.otp_id);
                         pm_parts.push(part as i64 + 1);
+                        pm_totals.push(message_ids.len() as i64);
                     }
                 }
                 JobOutcome::Retry {
@@ -1192,10 +1193,11 @@ impl Store for PgStore {
         webhooks::enqueue_jobs(&tx, &otp_ids, &kinds, &ats).await?;
         if !pm_ids.is_empty() {
             tx.execute(
-                "INSERT INTO provider_messages (route, message_id, otp_id, part) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[]) \
-                 ON CONFLICT (route, message_id) DO UPDATE SET otp_id = excluded.otp_id, part = excluded.part",
-                &[&pm_routes, &pm_ids, &pm_otps, &pm_parts],
+                "INSERT INTO provider_messages (route, message_id, otp_id, part, parts) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[]) \
+                 ON CONFLICT (route, message_id) DO UPDATE SET otp_id = excluded.otp_id, \
+                 part = excluded.part, parts = excluded.parts",
+                &[&pm_routes, &pm_ids, &pm_otps, &pm_parts, &pm_totals],
             )
             .await
             .map_err(pg_err)?;
@@ -1440,7 +1442,7 @@ async fn apply_receipt_pg(
         found = tx
             .query_opt(
                 "UPDATE provider_messages SET state = $3 WHERE route = $1 AND message_id = $2 \
-                 RETURNING otp_id, part",
+                 RETURNING otp_id, part, parts",
                 &[&rc.route, id, &state],
             )
             .await
@@ -1452,9 +1454,11 @@ async fn apply_receipt_pg(
     let Some(found) = found else {
         return Ok(None);
     };
-    let (otp_id, part): (i64, i64) = (found.get(0), found.get(1));
+    let (otp_id, part, parts): (i64, i64, i64) = (found.get(0), found.get(1), found.get(2));
     let new_status = match rc.status {
         Some(st) if st.is_failure() => Some(st),
+        // A one-part message is delivered with its only part.
+        Some(OtpStatus::Delivered) if parts == 1 => Some(OtpStatus::Delivered),
         Some(OtpStatus::Delivered) => {
             let pending: i64 = tx
                 .query_one(

@@ -1357,13 +1357,16 @@ fn finish_one(tx: &Transaction<'_>, r: &JobResult) -> Result<(), StoreError> {
             let route_name = route.as_deref().unwrap_or("");
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO provider_messages (route, message_id, otp_id, part) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT (route, message_id) DO UPDATE SET otp_id = excluded.otp_id, part = excluded.part",
+                    "INSERT INTO provider_messages (route, message_id, otp_id, part, parts) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (route, message_id) DO UPDATE SET otp_id = excluded.otp_id, \
+                     part = excluded.part, parts = excluded.parts",
                 )
                 .map_err(map_err)?;
+            let parts = message_ids.len() as i64;
             for (part, id) in message_ids.iter().enumerate() {
                 insert
-                    .execute(params![route_name, id, r.otp_id, part as i64 + 1])
+                    .execute(params![route_name, id, r.otp_id, part as i64 + 1, parts])
                     .map_err(map_err)?;
             }
             let detail = format!(
@@ -1419,11 +1422,15 @@ fn apply_receipt(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i64>, Stor
         found = tx
             .prepare_cached(
                 "UPDATE provider_messages SET state = ?3 WHERE route = ?1 AND message_id = ?2 \
-                 RETURNING otp_id, part",
+                 RETURNING otp_id, part, parts",
             )
             .and_then(|mut s| {
                 s.query_row(params![rc.route, id, rc.status.map(|s| s.as_str())], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
                 })
                 .optional()
             })
@@ -1432,12 +1439,14 @@ fn apply_receipt(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i64>, Stor
             break;
         }
     }
-    let Some((otp_id, part)) = found else {
+    let Some((otp_id, part, parts)) = found else {
         return Ok(None);
     };
     let detail = format!("part {part}: {}", rc.state);
     let new_status = match rc.status {
         Some(st) if st.is_failure() => Some(st),
+        // A one-part message is delivered with its only part.
+        Some(OtpStatus::Delivered) if parts == 1 => Some(OtpStatus::Delivered),
         Some(OtpStatus::Delivered) => {
             // Delivered once every part is.
             let pending: i64 = tx

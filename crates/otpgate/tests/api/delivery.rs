@@ -280,6 +280,82 @@ async fn concurrent_claimers_never_share_a_job(backend: Backend) {
     assert_eq!(unique.len(), 200);
 }
 
+/// Claims the one due text job and records it as sent in `parts` parts.
+async fn sent_in_parts(store: &SharedStore, account: i64, parts: usize, route: &str) -> i64 {
+    let id = store.accept(new_otp(account)).await.unwrap().id;
+    let now = now_micros();
+    let jobs = store
+        .claim_jobs(otp_store::Claim {
+            node: "t".into(),
+            channel: Channel::Text,
+            limit: 1,
+            now,
+            lease_until: now + 60_000_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    store
+        .finish_jobs(vec![otp_store::JobResult {
+            job_id: jobs[0].job_id,
+            otp_id: id,
+            outcome: otp_store::JobOutcome::Sent {
+                route: Some(route.into()),
+                message_ids: (1..=parts).map(|p| format!("{id}-{p}")).collect(),
+            },
+            at: now_micros(),
+        }])
+        .await
+        .unwrap();
+    id
+}
+
+async fn delivered(store: &SharedStore, route: &str, message_id: String) -> Option<i64> {
+    store
+        .record_receipts(vec![otp_store::Receipt {
+            route: route.into(),
+            message_ids: vec![message_id],
+            status: Some(otp_store::OtpStatus::Delivered),
+            state: "DELIVRD".into(),
+            error_code: None,
+            at: now_micros(),
+        }])
+        .await
+        .unwrap()[0]
+}
+
+async fn a_message_is_delivered_when_its_last_part_is(backend: Backend) {
+    let (store, _dir, account) = bare_store(backend).await;
+    let status = |id: i64| {
+        let store = store.clone();
+        async move { store.otp(account, id).await.unwrap().unwrap().status }
+    };
+    let single = sent_in_parts(&store, account, 1, "r").await;
+    assert_eq!(
+        delivered(&store, "r", format!("{single}-1")).await,
+        Some(single)
+    );
+    assert_eq!(status(single).await, otp_store::OtpStatus::Delivered);
+
+    let long = sent_in_parts(&store, account, 3, "r").await;
+    for part in 1..=2 {
+        assert_eq!(
+            delivered(&store, "r", format!("{long}-{part}")).await,
+            Some(long)
+        );
+        assert_eq!(
+            status(long).await,
+            otp_store::OtpStatus::Sent,
+            "part {part} of 3"
+        );
+    }
+    assert_eq!(
+        delivered(&store, "r", format!("{long}-3")).await,
+        Some(long)
+    );
+    assert_eq!(status(long).await, otp_store::OtpStatus::Delivered);
+}
+
 macro_rules! store_tests {
     ($($name:ident),*) => {
         $(
@@ -297,5 +373,6 @@ store_tests!(
     transient_failures_retry_then_fail,
     permanent_failures_stop_at_once,
     a_dead_nodes_lease_runs_out_and_its_job_is_taken_again,
-    concurrent_claimers_never_share_a_job
+    concurrent_claimers_never_share_a_job,
+    a_message_is_delivered_when_its_last_part_is
 );
