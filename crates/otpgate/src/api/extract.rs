@@ -81,23 +81,7 @@ async fn read_fields(req: Request) -> Result<(Map<String, Value>, bytes::Bytes),
         drain(req.into_body().into_data_stream()).await;
         return Err(ApiError::payload_too_large(MAX_BODY_BYTES));
     }
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let json =
-        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"));
-    let form = mime == "application/x-www-form-urlencoded";
-    if !json && !form {
-        let shown = if mime.is_empty() {
-            "none"
-        } else {
-            mime.as_str()
-        };
-        return Err(ApiError::unsupported_media_type(shown));
-    }
+    let kind = body_kind(&content_type)?;
     let mut body = req.into_body().into_data_stream();
     let mut bytes = bytes::BytesMut::new();
     while let Some(chunk) = body.next().await {
@@ -110,25 +94,72 @@ async fn read_fields(req: Request) -> Result<(Map<String, Value>, bytes::Bytes),
         bytes.extend_from_slice(&chunk);
     }
     let bytes = bytes.freeze();
-    if json {
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::malformed(format!("JSON parse error: {}.", json_error_summary(&e)))
-        })?;
-        match value {
-            Value::Object(map) => Ok((map, bytes)),
-            _ => Err(ApiError::malformed("The JSON body must be an object.")),
-        }
+    Ok((decode_fields(kind, &bytes)?, bytes))
+}
+
+/// The two body types the API reads.
+#[derive(Clone, Copy)]
+enum BodyKind {
+    Json,
+    Form,
+}
+
+/// JSON (`application/json`, `application/*+json`) or a form, from the
+/// `Content-Type` header; 415 for anything else.
+fn body_kind(content_type: &str) -> Result<BodyKind, ApiError> {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        Ok(BodyKind::Json)
+    } else if mime == "application/x-www-form-urlencoded" {
+        Ok(BodyKind::Form)
     } else {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
-            .map_err(|_| ApiError::malformed("The form body could not be decoded."))?;
-        Ok((
-            pairs
+        let shown = if mime.is_empty() {
+            "none"
+        } else {
+            mime.as_str()
+        };
+        Err(ApiError::unsupported_media_type(shown))
+    }
+}
+
+/// A whole body as a map of fields: a JSON object, or form pairs as strings.
+fn decode_fields(kind: BodyKind, bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match kind {
+        BodyKind::Json => {
+            let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+                ApiError::malformed(format!("JSON parse error: {}.", json_error_summary(&e)))
+            })?;
+            match value {
+                Value::Object(map) => Ok(map),
+                _ => Err(ApiError::malformed("The JSON body must be an object.")),
+            }
+        }
+        BodyKind::Form => {
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes)
+                .map_err(|_| ApiError::malformed("The form body could not be decoded."))?;
+            Ok(pairs
                 .into_iter()
                 .map(|(k, v)| (k, Value::String(v)))
-                .collect(),
-            bytes,
-        ))
+                .collect())
+        }
     }
+}
+
+/// What the extractors make of a body already in memory, checks in the same
+/// order (size, then type, then content); for [`super::send::check_send_body`].
+pub(super) fn fields_from_body(
+    content_type: &str,
+    body: &[u8],
+) -> Result<Map<String, Value>, ApiError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::payload_too_large(MAX_BODY_BYTES));
+    }
+    decode_fields(body_kind(content_type)?, body)
 }
 
 /// Reads and drops what is left of a refused body (at most 1 MiB, for at most two

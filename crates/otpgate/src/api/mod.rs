@@ -26,6 +26,7 @@ use tower_http::trace::TraceLayer;
 pub use error::{ApiError, FieldError};
 pub use extract::MAX_BODY_BYTES;
 pub use ops::ApiDoc;
+pub use send::check_send_body;
 
 use crate::state::AppState;
 

@@ -571,6 +571,20 @@ pub(super) fn number_field(
     }
 }
 
+/// What [`send_otp`] makes of a body before it touches the store, without I/O:
+/// the body decoded as `content_type` says (the extractor's size, type and
+/// syntax checks), validated, and the message rendered with its code, which is
+/// returned. Public for the fuzz target in `crates/otpgate/fuzz`.
+pub fn check_send_body(
+    content_type: &str,
+    body: &[u8],
+    limits: &crate::config::LimitsConfig,
+) -> Result<String, ApiError> {
+    let fields = super::extract::fields_from_body(content_type, body)?;
+    let valid = validate(&fields, limits).map_err(ApiError::validation)?;
+    Ok(valid.template.render(&valid.code))
+}
+
 fn validate(
     fields: &Map<String, Value>,
     limits: &crate::config::LimitsConfig,
