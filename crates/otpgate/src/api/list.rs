@@ -170,7 +170,7 @@ pub async fn list_otps(
     let count = page.count;
     let total_pages = count.div_ceil(limit).max(1);
     let base = base_url(&state, &headers);
-    let next_offset = query.offset + limit;
+    let next_offset = query.offset.saturating_add(limit);
     let next = (next_offset < count && page.items.len() as u64 == limit).then(|| {
         let cursor = page.items.last().map(|i| i.account_seq);
         plan.link(&base, next_offset, cursor, count)
@@ -298,7 +298,10 @@ fn parse_query(params: &HashMap<String, String>, state: &AppState) -> Result<Pla
         .unwrap_or(u64::from(state.config.api.default_page_size.clamp(1, max)))
         as u32;
     let offset = match page {
-        Some(p) => (p - 1).saturating_mul(u64::from(limit)),
+        // As far as a raw offset may go: the next link adds a page to it.
+        Some(p) => (p - 1)
+            .saturating_mul(u64::from(limit))
+            .min(i64::MAX as u64),
         None => offset.unwrap_or(0),
     };
 

@@ -60,7 +60,7 @@ pub fn router() -> Router<AppState> {
         super::admin::set_password
     ),
     components(schemas(super::error::ErrorEnvelope, super::error::FieldError)),
-    modifiers(&BearerAuth, &AccessTokenAuth, &AdminTokenAuth),
+    modifiers(&BearerAuth, &AccessTokenAuth, &AdminTokenAuth, &BodyRefusals),
     tags(
         (name = "otp", description = "Send and list one-time passwords"),
         (name = "webhooks", description = "The account's webhook: its URL, its signing secret and the events sent to it"),
@@ -85,6 +85,43 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Every route with a body reads it through the same extractor, which refuses a
+/// body over 64 KiB (413) and one that is neither JSON nor a form (415): both are
+/// documented on every such operation here, once, rather than on each handler.
+struct BodyRefusals;
+
+impl Modify for BodyRefusals {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let refusal = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.post, &mut item.put, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                if operation.request_body.is_none() {
+                    continue;
+                }
+                let responses = &mut operation.responses.responses;
+                responses
+                    .entry("413".to_owned())
+                    .or_insert_with(|| refusal("Body over 64 KiB; nothing written").into());
+                responses.entry("415".to_owned()).or_insert_with(|| {
+                    refusal("Neither JSON nor a form body; nothing written").into()
+                });
+            }
+        }
     }
 }
 

@@ -320,3 +320,79 @@ both_backends! {
         app.stop().await;
     }
 }
+
+both_backends! {
+    async fn every_operation_with_a_body_documents_and_gives_its_413_and_415(app) {
+        let doc: Value = app
+            .client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut checked = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                if operation.get("requestBody").is_none() {
+                    continue;
+                }
+                let documented = operation["responses"].as_object().unwrap();
+                for status in ["413", "415"] {
+                    assert!(documented.contains_key(status), "{method} {path} lacks {status}");
+                }
+                // What a client gets for a body that is not JSON or a form, or too
+                // big, is always one of the statuses the document lists.
+                let url = app.url(&path.replace("{id}", "1").replace("{key_id}", "1"));
+                let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                for (content_type, body) in [
+                    ("text/plain", b"hello".to_vec()),
+                    ("application/json", vec![b' '; 70 * 1024]),
+                ] {
+                    let r = app
+                        .client
+                        .request(method.clone(), &url)
+                        .bearer_auth(&app.key)
+                        .header("content-type", content_type)
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = r.status().as_u16().to_string();
+                    let reply: Value = r.json().await.unwrap();
+                    assert!(documented.contains_key(&status), "{method} {path}: {status} {reply}");
+                    assert_eq!(reply["success"], false, "{method} {path}: {reply}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 3, "only {checked} operations with a body");
+    }
+}
+
+both_backends! {
+    async fn page_numbers_and_offsets_at_the_top_of_their_range_are_empty_pages(app) {
+        app.send_ok(&text_send("9851023212")).await;
+        for query in [
+            // Found by schemathesis: page * page size past u64, then a next link.
+            "?total=1&cursor=1&offset=722&page=1519193414584035072&phone_number=9851023212",
+            "?page=9223372036854775807",
+            "?page=9223372036854775807&page_size=100",
+            "?offset=9223372036854775807",
+        ] {
+            let (status, page) = app.list(query).await;
+            assert_eq!(status, 200, "{query}: {page}");
+            assert_eq!(page["results"]["data"], json!([]), "{query}: {page}");
+        }
+        // A cursor seeks below itself, whatever the offset says.
+        let (status, page) = app
+            .list("?offset=9223372036854775807&limit=100&cursor=9223372036854775807")
+            .await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["results"]["data"][0]["id"], 1, "{page}");
+        let (status, page) = app.list("?offset=9223372036854775808").await;
+        assert_eq!(status, 400, "{page}");
+        assert_eq!(page["errors"][0]["field"], "offset", "{page}");
+    }
+}
