@@ -13,12 +13,15 @@
 #      N / (last DLR callback - first request), callbacks counted at an HTTP sink.
 #
 # Usage: bench/smpp.sh [--count N] [--rate-seconds S]
+# BENCH_WINDOW (default 50): submits in flight per bind, for both gateways.
 # Needs (installed here if missing): a release build, oha, kannel, node + peers/smsc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 count=50000
 rate_seconds=20
+# Submits in flight per bind (otpgate's `window`, Kannel's max-pending-submits).
+window="${BENCH_WINDOW:-50}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --count) count="$2"; shift 2 ;;
@@ -80,7 +83,7 @@ port = $smsc_a
 system_id = "otpgate"
 password = "secret"
 binds = 2
-window = 50
+window = $window
 TOML
 key=$("$bin" accounts create bench --sms-credits 100000000 --json --config "$work/otpgate.toml" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
@@ -172,7 +175,7 @@ transceiver-mode = true
 smsc-username = otpgate
 smsc-password = secret
 system-type = ""
-max-pending-submits = 50
+max-pending-submits = $window
 msg-id-type = 0x00
 enquire-link-interval = 30
 
