@@ -212,16 +212,60 @@ impl ApiError {
     }
 }
 
+/// While the database is down or full every request fails the same way: one
+/// line a second says so instead of one per request, which on a full disk
+/// would only make it fuller.
+static STORE_LOG: LogThrottle = LogThrottle::new();
+
+struct LogThrottle(std::sync::atomic::AtomicU64);
+
+impl LogThrottle {
+    const fn new() -> Self {
+        LogThrottle(std::sync::atomic::AtomicU64::new(0))
+    }
+
+    /// True at most once per wall-clock second.
+    fn allow(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.allow_at(now)
+    }
+
+    fn allow_at(&self, now: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        let last = self.0.load(Ordering::Relaxed);
+        now > last
+            && self
+                .0
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
 impl From<otp_store::StoreError> for ApiError {
     fn from(e: otp_store::StoreError) -> Self {
         match e {
             otp_store::StoreError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "store unavailable");
+                if STORE_LOG.allow() {
+                    tracing::warn!(error = %cause, "store unavailable (logged at most once a second)");
+                }
                 ApiError::unavailable()
             }
             otp_store::StoreError::Full => {
-                tracing::error!("store full: refusing writes");
-                ApiError::unavailable()
+                if STORE_LOG.allow() {
+                    tracing::error!("store full: refusing writes (logged at most once a second)");
+                }
+                ApiError::refusal(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    FieldError::new(
+                        "non_field_errors",
+                        "storage_full",
+                        "The gateway's storage is full; nothing was sent or charged.",
+                    ),
+                    None,
+                )
             }
             other => ApiError::internal(other),
         }
@@ -252,5 +296,33 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod store_error_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_store_is_507_storage_full_and_an_outage_503() {
+        let full = ApiError::from(otp_store::StoreError::Full).into_response();
+        assert_eq!(full.status(), StatusCode::INSUFFICIENT_STORAGE);
+        let body = axum::body::to_bytes(full.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["success"], false);
+        assert_eq!(body["errors"][0]["code"], "storage_full");
+        let down = ApiError::from(otp_store::StoreError::Unavailable("gone".into()));
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn the_store_log_throttle_lets_one_line_a_second_through() {
+        let throttle = LogThrottle::new();
+        assert!(throttle.allow_at(100));
+        assert!(!throttle.allow_at(100), "a second line in the same second");
+        assert!(!throttle.allow_at(99), "a clock that went back");
+        assert!(throttle.allow_at(101));
     }
 }

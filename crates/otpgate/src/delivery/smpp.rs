@@ -86,7 +86,7 @@ impl Default for SmppConfig {
             registered_delivery: true,
             response_timeout_ms: 10_000,
             enquire_link_seconds: 30,
-            reconnect_max_seconds: 30,
+            reconnect_max_seconds: 5,
             throttle_retries: 8,
         }
     }
