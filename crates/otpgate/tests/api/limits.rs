@@ -531,21 +531,42 @@ on_both_backends!(
     account_limits_are_set_and_shown_from_the_command_line,
 );
 
+/// A second node: its own process state and store, the same database, keys
+/// and limits as the test's app.
+struct SecondNode {
+    send_url: String,
+    stop: oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl SecondNode {
+    async fn start(config: Config) -> SecondNode {
+        let node = Application::build(config)
+            .await
+            .expect("building the second node");
+        let send_url = format!("http://{}/api/v1/auths/send/otp/", node.local_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = tokio::spawn(node.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        SecondNode {
+            send_url,
+            stop,
+            running,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.running.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_postgres_database_share_one_limit() {
     let (app, config) = app_with(Backend::Postgres, window_only(5)).await;
-    // A second node: its own process state and store, the same database, keys
-    // and limits.
-    let second = Application::build(config)
-        .await
-        .expect("building the second node");
-    let second_url = format!("http://{}/api/v1/auths/send/otp/", second.local_addr());
-    let (stop_second, stopped) = oneshot::channel::<()>();
-    let running = tokio::spawn(second.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-
-    let urls = [app.url("/api/v1/auths/send/otp/"), second_url];
+    let second = SecondNode::start(config).await;
+    let urls = [app.url("/api/v1/auths/send/otp/"), second.send_url.clone()];
     let statuses = simultaneous(&app.client, &urls, &app.key, 20).await;
     assert_eq!(
         statuses.iter().filter(|s| **s == 200).count(),
@@ -571,23 +592,15 @@ async fn two_nodes_on_one_postgres_database_share_one_limit() {
     }
     assert_eq!(app.otp_count().await, 5);
 
-    let _ = stop_second.send(());
-    running.await.unwrap().unwrap();
+    second.stop().await;
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_postgres_database_share_one_account_rate_and_spend_cap() {
     let (app, config) = app_with(Backend::Postgres, rates(4, 0, 30)).await;
-    let second = Application::build(config)
-        .await
-        .expect("building the second node");
-    let second_url = format!("http://{}/api/v1/auths/send/otp/", second.local_addr());
-    let (stop_second, stopped) = oneshot::channel::<()>();
-    let running = tokio::spawn(second.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    let urls = [app.url("/api/v1/auths/send/otp/"), second_url];
+    let second = SecondNode::start(config).await;
+    let urls = [app.url("/api/v1/auths/send/otp/"), second.send_url.clone()];
     let replies = burst(&app.client, &urls, &app.key, 40).await;
     assert_refusals(&replies, "account_rate_limited");
     assert_rate_held(&app, app.account_id, None, 4).await;
@@ -618,7 +631,6 @@ async fn two_nodes_on_one_postgres_database_share_one_account_rate_and_spend_cap
     }
     assert_eq!(app.otp_count().await, 30);
     assert_eq!(app.balance().await, (70, 10));
-    let _ = stop_second.send(());
-    running.await.unwrap().unwrap();
+    second.stop().await;
     app.stop().await;
 }
