@@ -297,3 +297,62 @@ macro_rules! both_backends {
         )*
     };
 }
+
+/// Runs SQL on the test's database (the SQLite file or the PostgreSQL database).
+pub async fn sql(app: &TestApp, statement: &str) {
+    match app.backend {
+        Backend::Sqlite => {
+            let path = app.database_url.trim_start_matches("sqlite://").to_owned();
+            let statement = statement.to_owned();
+            tokio::task::spawn_blocking(move || {
+                let c = rusqlite::Connection::open(path).unwrap();
+                c.busy_timeout(Duration::from_secs(5)).unwrap();
+                c.execute_batch(&statement).unwrap();
+            })
+            .await
+            .unwrap();
+        }
+        Backend::Postgres => sql_client(app)
+            .await
+            .batch_execute(statement)
+            .await
+            .unwrap(),
+    }
+}
+
+/// The first column of every row `query` returns, read from the test's database.
+pub async fn sql_i64s(app: &TestApp, query: &str) -> Vec<i64> {
+    match app.backend {
+        Backend::Sqlite => {
+            let path = app.database_url.trim_start_matches("sqlite://").to_owned();
+            let query = query.to_owned();
+            tokio::task::spawn_blocking(move || {
+                let c = rusqlite::Connection::open(path).unwrap();
+                c.busy_timeout(Duration::from_secs(5)).unwrap();
+                let mut stmt = c.prepare(&query).unwrap();
+                stmt.query_map([], |r| r.get::<_, i64>(0))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect()
+            })
+            .await
+            .unwrap()
+        }
+        Backend::Postgres => sql_client(app)
+            .await
+            .query(query, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    }
+}
+
+async fn sql_client(app: &TestApp) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c
+}

@@ -314,33 +314,7 @@ async fn created_times(app: &TestApp, account: i64, key_row: Option<i64>) -> Vec
         "SELECT created_at FROM otps WHERE account_id = {account} \
          AND ({key} = -1 OR api_key_id = {key})"
     );
-    match app.backend {
-        Backend::Sqlite => {
-            let path = app.database_url.trim_start_matches("sqlite://").to_owned();
-            tokio::task::spawn_blocking(move || {
-                let c = rusqlite::Connection::open(path).unwrap();
-                let mut stmt = c.prepare(&query).unwrap();
-                stmt.query_map([], |r| r.get::<_, i64>(0))
-                    .unwrap()
-                    .map(Result::unwrap)
-                    .collect()
-            })
-            .await
-            .unwrap()
-        }
-        Backend::Postgres => {
-            let (c, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            c.query(&query, &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect()
-        }
-    }
+    crate::helpers::sql_i64s(app, &query).await
 }
 
 fn accepted(replies: &[(u16, Option<u64>, Value)]) -> usize {

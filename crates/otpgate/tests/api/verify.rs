@@ -5,7 +5,7 @@ use otp_store::{OtpStatus, Receipt, now_micros};
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, spawn_app_with, text_send};
+use crate::helpers::{Backend, TestApp, spawn_app_with, sql, text_send};
 
 const NUMBER: &str = "9851023212";
 const VERIFY: &str = "/api/v1/auths/verify/otp/";
@@ -43,30 +43,6 @@ async fn send_code(app: &TestApp, number: &str, code: &str) -> i64 {
 
 fn reason(body: &Value) -> &str {
     body["errors"][0]["code"].as_str().unwrap_or("")
-}
-
-/// Runs SQL on the test's database (SQLite file or PostgreSQL database).
-async fn sql(app: &TestApp, statement: &str) {
-    match app.backend {
-        Backend::Sqlite => {
-            let path = app.database_url.trim_start_matches("sqlite://").to_owned();
-            let statement = statement.to_owned();
-            tokio::task::spawn_blocking(move || {
-                let c = rusqlite::Connection::open(path).unwrap();
-                c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-                c.execute_batch(&statement).unwrap();
-            })
-            .await
-            .unwrap();
-        }
-        Backend::Postgres => {
-            let (c, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            c.batch_execute(statement).await.unwrap();
-        }
-    }
 }
 
 /// Moves an OTP's expiry into the past, as if its time had run out.

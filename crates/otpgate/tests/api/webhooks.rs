@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::both_backends;
 use crate::durability::otpgate;
-use crate::helpers::{Backend, TestApp, database_url, spawn_app_with, test_config, text_send};
+use crate::helpers::{Backend, TestApp, database_url, spawn_app_with, sql, test_config, text_send};
 
 const WEBHOOK: &str = "/api/v1/auths/webhook/";
 const DELIVERIES: &str = "/api/v1/auths/webhook/deliveries/";
@@ -327,30 +327,6 @@ async fn metrics(app: &TestApp) -> String {
         .text()
         .await
         .unwrap()
-}
-
-/// Runs SQL on the test's database.
-async fn sql(app: &TestApp, statement: &str) {
-    match app.backend {
-        Backend::Sqlite => {
-            let path = app.database_url.trim_start_matches("sqlite://").to_owned();
-            let statement = statement.to_owned();
-            tokio::task::spawn_blocking(move || {
-                let c = rusqlite::Connection::open(path).unwrap();
-                c.busy_timeout(Duration::from_secs(5)).unwrap();
-                c.execute_batch(&statement).unwrap();
-            })
-            .await
-            .unwrap();
-        }
-        Backend::Postgres => {
-            let (c, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            c.batch_execute(statement).await.unwrap();
-        }
-    }
 }
 
 /// A port with nothing listening on it (until the test binds it again).
