@@ -96,6 +96,17 @@ impl Smsc {
             .collect()
     }
 
+    /// Accepted submit_sm events, once at least `n` have been read. The peer's
+    /// output is read on another thread, so its event for a submit_sm can
+    /// trail the receipt that the submit_sm caused.
+    pub async fn accepted_at_least(&self, n: usize) -> Vec<Value> {
+        wait_until(&format!("{n} accepted submit_sm at the SMSC"), || {
+            self.accepted().len() >= n
+        })
+        .await;
+        self.accepted()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -162,7 +173,7 @@ async fn gsm_text_reaches_the_smsc_and_its_receipt_marks_it_delivered(backend: B
     let reply = app.send_ok(&json!({"number": "9851023212", "message": "Code {otp} [ok] €5", "sms_send_options": "text"})).await;
     let id = id_of(&reply);
     let otp = app.wait_for_status(id, "delivered").await;
-    let submits = smsc.accepted();
+    let submits = smsc.accepted_at_least(1).await;
     assert_eq!(submits.len(), 1);
     assert_eq!(submits[0]["text"], reply["data"]["details"]["message"]);
     assert_eq!(submits[0]["data_coding"], 0);
@@ -201,7 +212,7 @@ async fn devanagari_arrives_intact_as_ucs2(backend: Backend) {
     let app = app_with_smsc(backend, smsc.port, "secret").await;
     let reply = app.send_ok(&json!({"number": "9801234567", "message": "हेल्लो नमस्ते {otp}", "sms_send_options": "text"})).await;
     app.wait_for_status(id_of(&reply), "delivered").await;
-    let s = &smsc.accepted()[0];
+    let s = &smsc.accepted_at_least(1).await[0];
     assert_eq!(s["data_coding"], 8);
     assert_eq!(s["text"], reply["data"]["details"]["message"]);
 }
@@ -217,7 +228,7 @@ async fn a_long_message_goes_in_as_many_parts_as_were_charged(backend: Backend) 
     assert!(charged >= 3, "{charged}");
     let id = id_of(&reply);
     app.wait_for_status(id, "delivered").await;
-    let parts = smsc.accepted();
+    let parts = smsc.accepted_at_least(charged as usize).await;
     assert_eq!(parts.len() as i64, charged, "parts sent = segments charged");
     assert!(
         parts.iter().all(|p| p["udh"]["total"] == charged),
@@ -486,8 +497,8 @@ async fn routes_pick_by_prefix_and_fail_over_when_a_route_is_down(backend: Backe
             .as_deref(),
         Some("ncell-backup")
     );
-    assert_eq!(ntc.accepted().len(), 1);
-    assert_eq!(ncell.accepted().len(), 1);
+    assert_eq!(ntc.accepted_at_least(1).await.len(), 1);
+    assert_eq!(ncell.accepted_at_least(1).await.len(), 1);
     assert_eq!(ntc.accepted()[0]["destination"], "9779851023212");
     // No route serves a Smart number (961): it fails at once and is refunded.
     let nowhere = id_of(&app.send_ok(&text_send("9612345678")).await);
