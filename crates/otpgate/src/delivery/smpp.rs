@@ -514,8 +514,17 @@ fn status_of(state: Option<MessageState>) -> Option<OtpStatus> {
 /// written as hex (both cases), without leading zeros.
 pub fn id_spellings(id: &str) -> Vec<String> {
     let mut out = vec![id.to_owned()];
-    let trimmed = id.trim_start_matches('0');
-    if !trimmed.is_empty() && trimmed != id {
+    // `0x1f` is one more way to write the hex id `1f` (as `smpp::receipt::ids_match` reads it).
+    let bare = id
+        .strip_prefix("0x")
+        .or_else(|| id.strip_prefix("0X"))
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if let Some(hex) = bare {
+        out.push(hex.to_owned());
+    }
+    let base = bare.unwrap_or(id);
+    let trimmed = base.trim_start_matches('0');
+    if !trimmed.is_empty() && trimmed != base {
         out.push(trimmed.to_owned());
     }
     if let Ok(n) = u128::from_str_radix(trimmed, 16) {
@@ -641,6 +650,10 @@ mod tests {
         assert_eq!(id_spellings("6699"), ["6699", "26265", "1a2b", "1A2B"]);
         assert_eq!(id_spellings("00ff"), ["00ff", "ff", "255"]);
         assert_eq!(id_spellings("abc-1"), ["abc-1"]);
+        assert_eq!(id_spellings("0x1a2b"), ["0x1a2b", "1a2b", "6699"]);
+        assert_eq!(id_spellings("0X00ff"), ["0X00ff", "00ff", "ff", "255"]);
+        // Not a hex id: only the leading zero goes, as for any id.
+        assert_eq!(id_spellings("0x"), ["0x", "x"]);
     }
 
     #[test]
