@@ -39,6 +39,25 @@ pub struct Balance {
     pub dirty: bool,
 }
 
+impl Balance {
+    /// What the batch writes back to the account row, in the order both stores'
+    /// UPDATE statements name the columns: sms_credits, phone_credits,
+    /// otp_count, rate_second, rate_current, rate_previous, spend_day,
+    /// spend_today.
+    pub fn columns(&self) -> [i64; 8] {
+        [
+            self.sms,
+            self.phone,
+            self.otp_count,
+            self.rate.second,
+            self.rate.current,
+            self.rate.previous,
+            self.spend.day,
+            self.spend.spent,
+        ]
+    }
+}
+
 /// An account's own limits, where they differ from the configured defaults;
 /// zero turns a limit off for that account.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -509,18 +509,7 @@ async fn accept_batch(
     }
     let mut cols: [Vec<i64>; 9] = Default::default();
     for (id, b) in balances.changed() {
-        let values = [
-            id,
-            b.sms,
-            b.phone,
-            b.otp_count,
-            b.rate.second,
-            b.rate.current,
-            b.rate.previous,
-            b.spend.day,
-            b.spend.spent,
-        ];
-        for (col, v) in cols.iter_mut().zip(values) {
+        for (col, v) in cols.iter_mut().zip(std::iter::once(id).chain(b.columns())) {
             col.push(v);
         }
     }

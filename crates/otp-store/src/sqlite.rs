@@ -579,17 +579,9 @@ fn accept_batch(
         .map_err(map_err)?;
     for (id, b) in balances.changed() {
         update
-            .execute(params![
-                id,
-                b.sms,
-                b.phone,
-                b.otp_count,
-                b.rate.second,
-                b.rate.current,
-                b.rate.previous,
-                b.spend.day,
-                b.spend.spent
-            ])
+            .execute(rusqlite::params_from_iter(
+                std::iter::once(id).chain(b.columns()),
+            ))
             .map_err(map_err)?;
     }
     let mut update_key = tx
