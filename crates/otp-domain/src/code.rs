@@ -2,9 +2,8 @@
 
 use std::fmt;
 
-use rand::distr::{Distribution, Uniform};
 use rand::rngs::OsRng;
-use rand::{CryptoRng, Rng, TryRngCore};
+use rand::{CryptoRng, RngCore, TryRngCore};
 use subtle::ConstantTimeEq;
 
 use crate::channel::Channel;
@@ -109,24 +108,36 @@ impl OtpCode {
     /// `OsRng` rather than `rand::rng()`: both are cryptographically secure,
     /// but `OsRng` keeps no generator state in the process, so nothing about
     /// past or future codes sits in memory or survives a fork or a VM
-    /// snapshot. It costs a `getrandom` call per digit, which is nothing at
-    /// the rate OTPs are sent. If the OS cannot supply randomness we panic
-    /// rather than send a guessable code.
+    /// snapshot. The bytes for a code come in one `getrandom` call (a call per
+    /// digit showed up in a profile under load). If the OS cannot supply
+    /// randomness we panic rather than send a guessable code.
     pub fn generate(len: OtpLength) -> OtpCode {
         Self::generate_with(len, &mut OsRng.unwrap_err())
     }
 
     /// Draws a code from the given generator; tests pass a seeded one.
-    pub fn generate_with<R: CryptoRng + Rng>(len: OtpLength, rng: &mut R) -> OtpCode {
-        // `Uniform::sample` is Lemire's widening-multiply method with
-        // rejection: a draw that would over-represent some digits is thrown
-        // away and redrawn, so each digit is exactly 1/10 likely. (`u32 % 10`
-        // would favour 0-5, and rand 0.9's `random_range` uses Canon's method,
-        // which keeps a tiny bias unless the `unbiased` feature is on.)
-        let digit = Uniform::new_inclusive(b'0', b'9').expect("'0'..='9' is not empty");
-        let code = (0..len.get())
-            .map(|_| char::from(digit.sample(rng)))
-            .collect();
+    pub fn generate_with<R: CryptoRng + RngCore>(len: OtpLength, rng: &mut R) -> OtpCode {
+        // Rejection sampling on bytes: 250 is the largest multiple of 10 that
+        // fits in a byte, so a byte below it gives each digit with exactly
+        // 25/250 = 1/10 chance; a byte of 250-255 is thrown away. (`byte % 10`
+        // over all 256 values would favour 0-5.) 32 bytes cover a 10-digit code
+        // unless more than 22 are thrown away (chance below 1e-20); if they
+        // are, more are drawn.
+        let want = len.get() as usize;
+        let mut pool = [0u8; 32];
+        let mut next = pool.len();
+        let mut code = String::with_capacity(want);
+        while code.len() < want {
+            if next == pool.len() {
+                rng.fill_bytes(&mut pool);
+                next = 0;
+            }
+            let b = pool[next];
+            next += 1;
+            if b < 250 {
+                code.push(char::from(b'0' + b % 10));
+            }
+        }
         OtpCode(code)
     }
 
@@ -235,6 +246,39 @@ mod tests {
         let a = OtpCode::generate_with(len, &mut ChaCha20Rng::seed_from_u64(7));
         let b = OtpCode::generate_with(len, &mut ChaCha20Rng::seed_from_u64(7));
         assert_eq!(a, b);
+    }
+
+    /// Hands out a fixed byte stream, to see which bytes become digits.
+    struct Bytes(Vec<u8>, usize);
+
+    impl RngCore for Bytes {
+        fn next_u32(&mut self) -> u32 {
+            unreachable!("codes are drawn with fill_bytes")
+        }
+        fn next_u64(&mut self) -> u64 {
+            unreachable!("codes are drawn with fill_bytes")
+        }
+        fn fill_bytes(&mut self, dst: &mut [u8]) {
+            for d in dst {
+                *d = self.0[self.1 % self.0.len()];
+                self.1 += 1;
+            }
+        }
+    }
+    impl CryptoRng for Bytes {}
+
+    #[test]
+    fn bytes_of_250_and_above_are_thrown_away() {
+        let mut stream = vec![250, 251, 252, 253, 254, 255, 0, 11, 22, 33, 249, 105];
+        stream.resize(32, 255);
+        let code = OtpCode::generate_with(OtpLength::default(), &mut Bytes(stream, 0));
+        assert_eq!(code.as_str(), "012395");
+        // A pool with too few usable bytes is refilled: the second 32 give the rest.
+        let mut stream = vec![255; 32];
+        stream.extend([1, 2, 3, 4, 5, 6]);
+        stream.resize(64, 255);
+        let code = OtpCode::generate_with(OtpLength::default(), &mut Bytes(stream, 0));
+        assert_eq!(code.as_str(), "123456");
     }
 
     #[test]
