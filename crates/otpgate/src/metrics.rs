@@ -106,16 +106,24 @@ fn family(name: &str) -> Family {
 
 /// Renders label pairs as `a="x",b="y"`, escaping values.
 pub fn labels(pairs: &[(&str, &str)]) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(64);
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        let v = v
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n");
-        let _ = write!(out, "{k}=\"{v}\"");
+        out.push_str(k);
+        out.push_str("=\"");
+        // Escaped character by character: most values need none, and this is
+        // on every request's path.
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
     }
     out
 }
@@ -221,5 +229,9 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(labels(&[("a", "x\"y\\")]), "a=\"x\\\"y\\\\\"");
+        assert_eq!(
+            labels(&[("a", "1\n2"), ("b", "plain")]),
+            "a=\"1\\n2\",b=\"plain\""
+        );
     }
 }

@@ -59,7 +59,14 @@ both_backends! {
     async fn a_request_id_comes_back(app) {
         let r = app.client.get(app.url("/healthz")).header("x-request-id", "abc-123").send().await.unwrap();
         assert_eq!(r.headers()["x-request-id"], "abc-123");
-        let r = app.client.get(app.url("/healthz")).send().await.unwrap();
-        assert!(!r.headers()["x-request-id"].is_empty());
+        // Made up when missing: 32 hex digits, a new one for each request.
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+            let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+            assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+            ids.push(id);
+        }
+        assert_ne!(ids[0], ids[1]);
     }
 }
