@@ -9,10 +9,15 @@
 #      (from otpgate_accept_to_submit_seconds in /metrics);
 #   2. otpgate: N sends as fast as the load generator goes; the end-to-end rate is
 #      N / (last receipt recorded - first send accepted), read from the database;
-#   3. Kannel: N sendsms requests with dlr-mask=1; the end-to-end rate is
-#      N / (last DLR callback - first request), callbacks counted at an HTTP sink.
+#   3. otpgate: a steady R sends/s for S seconds (default 5,000/s for 60 s): is
+#      every OTP delivered, how long after the last send, and each OTP's accept
+#      -> receipt lag (from the database);
+#   4. Kannel: N sendsms requests with dlr-mask=1; the end-to-end rate is
+#      N / (last DLR callback - first request), callbacks counted at an HTTP sink;
+#   5. Kannel: the same steady R/s for S seconds, to the last DLR callback.
 #
-# Usage: bench/smpp.sh [--count N] [--rate-seconds S]
+# Usage: bench/smpp.sh [--count N] [--rate-seconds S] [--sustain-rate R]
+#                      [--sustain-seconds S]   (--sustain-seconds 0 skips 3 and 5)
 # BENCH_WINDOW (default 50): submits in flight per bind, for both gateways.
 # Needs (installed here if missing): a release build, oha, kannel, node + peers/smsc.
 set -euo pipefail
@@ -20,12 +25,16 @@ cd "$(dirname "$0")/.."
 
 count=50000
 rate_seconds=20
+sustain_rate=5000
+sustain_seconds=60
 # Submits in flight per bind (otpgate's `window`, Kannel's max-pending-submits).
 window="${BENCH_WINDOW:-50}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --count) count="$2"; shift 2 ;;
     --rate-seconds) rate_seconds="$2"; shift 2 ;;
+    --sustain-rate) sustain_rate="$2"; shift 2 ;;
+    --sustain-seconds) sustain_seconds="$2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -153,6 +162,42 @@ PY
 otpgate_rate=$(cat "$work/otpgate.db.rate")
 echo "   peak resident memory of otpgate: $(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$server/status)"
 
+if [ "$sustain_seconds" -gt 0 ]; then
+  sleep 2
+  before=$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select coalesce(max(id),0) from otps").fetchone()[0])' "$work/otpgate.db")
+  echo "== 3. otpgate: a steady $sustain_rate sends/s for ${sustain_seconds}s, 128 connections, to delivered receipts"
+  oha --no-tui --output-format json -z "${sustain_seconds}s" -c 128 -q "$sustain_rate" -m POST \
+    -H "Authorization: Bearer $key" -T application/json -d "$body" "$url" > "$work/sustain.json"
+  python3 - "$work/sustain.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); p = r["latencyPercentiles"]
+print(f"   HTTP: {r['summary']['requestsPerSec']:.0f} req/s, p50 {p['p50']*1000:.2f} ms, p99 {p['p99']*1000:.2f} ms, statuses {r.get('statusCodeDistribution')}")
+PY
+  python3 - "$work/otpgate.db" "$before" <<'PY'
+import sqlite3, sys, time
+db, before = sys.argv[1], int(sys.argv[2])
+deadline = time.time() + 600
+while True:
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    total = c.execute("select count(*) from otps where id > ?", (before,)).fetchone()[0]
+    n = c.execute("select count(*) from otps where id > ? and status = 'delivered'", (before,)).fetchone()[0]
+    if n >= total or time.time() > deadline:
+        break
+    c.close()
+    time.sleep(0.5)
+first, last_accept, last_receipt = c.execute(
+    "select min(created_at), max(created_at), max(delivered_at) from otps where id > ?", (before,)).fetchone()
+lags = [r[0] for r in c.execute(
+    "select delivered_at - created_at from otps where id > ? and status = 'delivered' order by 1", (before,))]
+q = lambda f: lags[min(len(lags) - 1, int(f * len(lags)))] / 1000
+span = (last_receipt - first) / 1e6
+print(f"   {n}/{total} delivered; sends spanned {(last_accept - first) / 1e6:.1f} s, the last receipt came "
+      f"{(last_receipt - last_accept) / 1e6:.2f} s after the last send; {n / span:.0f} OTPs/s end to end")
+print(f"   accept -> receipt recorded per OTP: p50 {q(0.5):.1f} ms, p99 {q(0.99):.1f} ms, max {lags[-1] / 1000:.1f} ms")
+PY
+  echo "   peak resident memory of otpgate: $(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$server/status)"
+fi
+
 # ----------------------------------------------------------------- Kannel --
 smsc_b=$(start_smsc kannel-smsc)
 mkdir -p "$work/kannel"
@@ -201,7 +246,7 @@ healthz_count() { curl -s http://127.0.0.1:18081/metrics | awk -F' ' '/otpgate_h
 h0=$(healthz_count)
 dlr=$(python3 -c 'import urllib.parse; print(urllib.parse.quote("http://127.0.0.1:18081/healthz", safe=""))')
 kurl="http://127.0.0.1:13013/cgi-bin/sendsms?username=bench&password=bench&from=otpgate&to=9779851023212&text=Your+code+is+123456&dlr-mask=1&dlr-url=$dlr"
-echo "== 3. Kannel: $count sendsms requests, 128 connections, to DLR callbacks"
+echo "== 4. Kannel: $count sendsms requests, 128 connections, to DLR callbacks"
 t0=$(date +%s.%N)
 oha --no-tui --output-format json -n "$count" -c 128 "$kurl" > "$work/kannel.json"
 python3 - "$work/kannel.json" <<'PY'
@@ -219,3 +264,25 @@ kannel_rate=$(python3 -c "print(round($got / ($t1 - $t0)))")
 echo "   end to end: $got/$count DLR callbacks in $(python3 -c "print(round($t1 - $t0, 2))") s = $kannel_rate OTPs/s (first request -> last callback, polled every 0.5 s)"
 
 echo "== ratio: otpgate $otpgate_rate / Kannel $kannel_rate = $(python3 -c "print(round($otpgate_rate / max($kannel_rate, 1), 2))")x end to end with receipts"
+
+if [ "$sustain_seconds" -gt 0 ]; then
+  sleep 2
+  h0=$(healthz_count)
+  echo "== 5. Kannel: a steady $sustain_rate sendsms/s for ${sustain_seconds}s, 128 connections, to DLR callbacks"
+  t0=$(date +%s.%N)
+  oha --no-tui --output-format json -z "${sustain_seconds}s" -c 128 -q "$sustain_rate" "$kurl" > "$work/kannel-sustain.json"
+  t_end=$(date +%s.%N)
+  python3 - "$work/kannel-sustain.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); p = r["latencyPercentiles"]
+print(f"   HTTP: {r['summary']['requestsPerSec']:.0f} req/s, p50 {p['p50']*1000:.2f} ms, p99 {p['p99']*1000:.2f} ms, statuses {r.get('statusCodeDistribution')}")
+PY
+  sent=$(python3 -c 'import json,sys; print(sum(json.load(open(sys.argv[1])).get("statusCodeDistribution", {}).values()))' "$work/kannel-sustain.json")
+  for _ in $(seq 1 1200); do
+    got=$(( $(healthz_count) - h0 ))
+    [ "$got" -ge "$sent" ] && break
+    sleep 0.5
+  done
+  t1=$(date +%s.%N)
+  echo "   $got/$sent DLR callbacks; the last came $(python3 -c "print(round($t1 - $t_end, 2))") s after the last request; $(python3 -c "print(round($got / ($t1 - $t0)))") OTPs/s end to end (polled every 0.5 s)"
+fi
