@@ -59,6 +59,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# oha_summary FILE LABEL: one line from an `oha --output-format json` report.
+oha_summary() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); p = r["latencyPercentiles"]
+print(f"   {sys.argv[2]}: {r['summary']['requestsPerSec']:.0f} req/s, p50 {p['p50']*1000:.2f} ms, p99 {p['p99']*1000:.2f} ms, statuses {r.get('statusCodeDistribution')}")
+PY
+}
+
 . peers/smsc/start.sh
 start_smsc() { # $1 = name; prints the port
   smsc_start "$work" "$1" --quiet --receipts delivered --stats-interval-ms 500 \
@@ -106,11 +115,7 @@ body='{"number":"9851023212","message":"Your code is {otp}","sms_send_options":"
 echo "== 1. otpgate at a steady 500 sends/s for ${rate_seconds}s"
 oha --no-tui --output-format json -z "${rate_seconds}s" -c 16 -q 500 -m POST \
   -H "Authorization: Bearer $key" -T application/json -d "$body" "$url" > "$work/rate.json"
-python3 - "$work/rate.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1])); p = r["latencyPercentiles"]
-print(f"   HTTP: {r['summary']['requestsPerSec']:.0f} req/s, p50 {p['p50']*1000:.2f} ms, p99 {p['p99']*1000:.2f} ms, statuses {r.get('statusCodeDistribution')}")
-PY
+oha_summary "$work/rate.json" "HTTP"
 curl -s http://127.0.0.1:18081/metrics > "$work/metrics.txt"
 python3 - "$work/metrics.txt" <<'PY'
 import sys, re
@@ -136,11 +141,7 @@ before=$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).exec
 echo "== 2. otpgate: $count sends, 128 connections, to delivered receipts"
 oha --no-tui --output-format json -n "$count" -c 128 -m POST \
   -H "Authorization: Bearer $key" -T application/json -d "$body" "$url" > "$work/burst.json"
-python3 - "$work/burst.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1])); p = r["latencyPercentiles"]
-print(f"   HTTP accept: {r['summary']['requestsPerSec']:.0f} req/s, p50 {p['p50']*1000:.2f} ms, p99 {p['p99']*1000:.2f} ms, statuses {r.get('statusCodeDistribution')}")
-PY
+oha_summary "$work/burst.json" "HTTP accept"
 python3 - "$work/otpgate.db" "$before" "$count" <<'PY'
 import sqlite3, sys, time
 db, before, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -168,11 +169,7 @@ if [ "$sustain_seconds" -gt 0 ]; then
   echo "== 3. otpgate: a steady $sustain_rate sends/s for ${sustain_seconds}s, 128 connections, to delivered receipts"
   oha --no-tui --output-format json -z "${sustain_seconds}s" -c 128 -q "$sustain_rate" -m POST \
     -H "Authorization: Bearer $key" -T application/json -d "$body" "$url" > "$work/sustain.json"
-  python3 - "$work/sustain.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1])); p = r["latencyPercentiles"]
-print(f"   HTTP: {r['summary']['requestsPerSec']:.0f} req/s, p50 {p['p50']*1000:.2f} ms, p99 {p['p99']*1000:.2f} ms, statuses {r.get('statusCodeDistribution')}")
-PY
+  oha_summary "$work/sustain.json" "HTTP"
   python3 - "$work/otpgate.db" "$before" <<'PY'
 import sqlite3, sys, time
 db, before = sys.argv[1], int(sys.argv[2])
@@ -243,22 +240,25 @@ for _ in $(seq 1 100); do
 done
 # DLR callbacks go to otpgate's /healthz, counted in its metrics.
 healthz_count() { curl -s http://127.0.0.1:18081/metrics | awk -F' ' '/otpgate_http_requests_total\{route="\/healthz"/{s+=$2} END{print s+0}'; }
+# wait_callbacks START N: polls every 0.5 s (10 minutes at most) until N callbacks
+# arrived since the count START; prints how many did.
+wait_callbacks() {
+  local got=0
+  for _ in $(seq 1 1200); do
+    got=$(( $(healthz_count) - $1 ))
+    [ "$got" -ge "$2" ] && break
+    sleep 0.5
+  done
+  echo "$got"
+}
 h0=$(healthz_count)
 dlr=$(python3 -c 'import urllib.parse; print(urllib.parse.quote("http://127.0.0.1:18081/healthz", safe=""))')
 kurl="http://127.0.0.1:13013/cgi-bin/sendsms?username=bench&password=bench&from=otpgate&to=9779851023212&text=Your+code+is+123456&dlr-mask=1&dlr-url=$dlr"
 echo "== 4. Kannel: $count sendsms requests, 128 connections, to DLR callbacks"
 t0=$(date +%s.%N)
 oha --no-tui --output-format json -n "$count" -c 128 "$kurl" > "$work/kannel.json"
-python3 - "$work/kannel.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1])); p = r["latencyPercentiles"]
-print(f"   HTTP accept: {r['summary']['requestsPerSec']:.0f} req/s, p50 {p['p50']*1000:.2f} ms, p99 {p['p99']*1000:.2f} ms, statuses {r.get('statusCodeDistribution')}")
-PY
-for _ in $(seq 1 1200); do
-  got=$(( $(healthz_count) - h0 ))
-  [ "$got" -ge "$count" ] && break
-  sleep 0.5
-done
+oha_summary "$work/kannel.json" "HTTP accept"
+got=$(wait_callbacks "$h0" "$count")
 t1=$(date +%s.%N)
 kannel_rate=$(python3 -c "print(round($got / ($t1 - $t0)))")
 echo "   end to end: $got/$count DLR callbacks in $(python3 -c "print(round($t1 - $t0, 2))") s = $kannel_rate OTPs/s (first request -> last callback, polled every 0.5 s)"
@@ -272,17 +272,9 @@ if [ "$sustain_seconds" -gt 0 ]; then
   t0=$(date +%s.%N)
   oha --no-tui --output-format json -z "${sustain_seconds}s" -c 128 -q "$sustain_rate" "$kurl" > "$work/kannel-sustain.json"
   t_end=$(date +%s.%N)
-  python3 - "$work/kannel-sustain.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1])); p = r["latencyPercentiles"]
-print(f"   HTTP: {r['summary']['requestsPerSec']:.0f} req/s, p50 {p['p50']*1000:.2f} ms, p99 {p['p99']*1000:.2f} ms, statuses {r.get('statusCodeDistribution')}")
-PY
+  oha_summary "$work/kannel-sustain.json" "HTTP"
   sent=$(python3 -c 'import json,sys; print(sum(json.load(open(sys.argv[1])).get("statusCodeDistribution", {}).values()))' "$work/kannel-sustain.json")
-  for _ in $(seq 1 1200); do
-    got=$(( $(healthz_count) - h0 ))
-    [ "$got" -ge "$sent" ] && break
-    sleep 0.5
-  done
+  got=$(wait_callbacks "$h0" "$sent")
   t1=$(date +%s.%N)
   echo "   $got/$sent DLR callbacks; the last came $(python3 -c "print(round($t1 - $t_end, 2))") s after the last request; $(python3 -c "print(round($got / ($t1 - $t0)))") OTPs/s end to end (polled every 0.5 s)"
 fi
