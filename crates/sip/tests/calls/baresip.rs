@@ -21,12 +21,28 @@ impl Baresip {
     /// Starts baresip listening on 127.0.0.1 only, answering every call at once, with no
     /// sound card: aubridge stands in for the player and the source, and sndfile writes
     /// what it decodes to `dump-*-dec.wav` in `recordings/`.
+    ///
+    /// baresip 1.0 also listens for TLS on the SIP port + 1 and has no setting to turn
+    /// that off, so both ports are checked first; if another process takes one of them
+    /// in the meantime baresip exits at once, and it is started again on new ports.
     async fn start(name: &str) -> Baresip {
         require("baresip", "-h", "baresip-core");
+        for _ in 0..5 {
+            let peer = Self::spawn(name, free_port_pair());
+            if peer.wait_until_listening().await {
+                return peer;
+            }
+            if !peer.log().contains("Address already in use") {
+                panic!("baresip did not answer OPTIONS; log:\n{}", peer.log());
+            }
+        }
+        panic!("baresip found its ports taken five times");
+    }
+
+    fn spawn(name: &str, port: u16) -> Baresip {
         let dir = scratch(&format!("baresip-{name}"));
         let recordings = dir.join("recordings");
         std::fs::create_dir_all(&recordings).unwrap();
-        let port = free_port();
         let config = format!(
             "poll_method epoll\n\
              sip_listen 127.0.0.1:{port}\n\
@@ -62,13 +78,11 @@ impl Baresip {
             .kill_on_drop(true)
             .spawn()
             .expect("spawning baresip");
-        let peer = Baresip { child, dir, port };
-        peer.wait_until_listening().await;
-        peer
+        Baresip { child, dir, port }
     }
 
-    /// Sends OPTIONS until baresip answers anything.
-    async fn wait_until_listening(&self) {
+    /// Sends OPTIONS until baresip answers anything; false if it never does.
+    async fn wait_until_listening(&self) -> bool {
         let socket = tokio::net::UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
         let local = socket.local_addr().unwrap();
         let options = format!(
@@ -87,10 +101,13 @@ impl Baresip {
             if let Ok(Ok(_)) =
                 tokio::time::timeout(Duration::from_millis(200), socket.recv(&mut buf)).await
             {
-                return;
+                return true;
+            }
+            if self.log().contains("Address already in use") {
+                return false;
             }
         }
-        panic!("baresip did not answer OPTIONS; log:\n{}", self.log());
+        false
     }
 
     fn uri(&self) -> SipUri {

@@ -32,6 +32,17 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A port that is free for UDP and TCP, with the next port free for TCP too (baresip
+/// listens for TLS there).
+pub fn free_port_pair() -> u16 {
+    loop {
+        let port = free_port();
+        if port < u16::MAX && std::net::TcpListener::bind((LOCALHOST, port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A fresh, empty folder for one test's files.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("sip-{name}"));
