@@ -112,6 +112,47 @@ for _ in $(seq 1 50); do curl -sf http://127.0.0.1:18081/readyz | grep -q '"read
 url=http://127.0.0.1:18081/api/v1/auths/send/otp/
 body='{"number":"9851023212","message":"Your code is {otp}","sms_send_options":"text"}'
 
+# last_otp_id: the newest OTP's id, so that a stage reads only its own rows.
+last_otp_id() {
+  python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select coalesce(max(id),0) from otps").fetchone()[0])' "$work/otpgate.db"
+}
+# delivered AFTER burst|steady: waits (10 minutes at most) until every OTP with an
+# id above AFTER is delivered, then reports from the database: `burst` the end-to-end
+# rate (also written to otpgate.db.rate), `steady` how far the last receipt trailed
+# the last send and each OTP's accept -> receipt lag.
+delivered() {
+  python3 - "$work/otpgate.db" "$1" "$2" <<'PY'
+import sqlite3, sys, time
+db, before, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+deadline = time.time() + 600
+while True:
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    n, first, last = c.execute(
+        "select count(*), min(created_at), max(delivered_at) from otps where id > ? and status = 'delivered'",
+        (before,)).fetchone()
+    total = c.execute("select count(*) from otps where id > ?", (before,)).fetchone()[0]
+    if n >= total or time.time() > deadline:
+        break
+    c.close()
+    time.sleep(0.5)
+secs = (last - first) / 1e6
+if mode == "burst":
+    print(f"   end to end: {n}/{total} delivered in {secs:.2f} s = {n/secs:.0f} OTPs/s (first accept -> last receipt recorded)")
+    open(db + ".rate", "w").write(f"{n/secs:.0f}")
+else:
+    last_accept = c.execute("select max(created_at) from otps where id > ?", (before,)).fetchone()[0]
+    lags = [r[0] for r in c.execute(
+        "select delivered_at - created_at from otps where id > ? and status = 'delivered' order by 1", (before,))]
+    q = lambda f: lags[min(len(lags) - 1, int(f * len(lags)))] / 1000
+    print(f"   {n}/{total} delivered; sends spanned {(last_accept - first) / 1e6:.1f} s, the last receipt came "
+          f"{(last - last_accept) / 1e6:.2f} s after the last send; {n / secs:.0f} OTPs/s end to end")
+    print(f"   accept -> receipt recorded per OTP: p50 {q(0.5):.1f} ms, p99 {q(0.99):.1f} ms, max {lags[-1] / 1000:.1f} ms")
+PY
+}
+peak_rss() {
+  echo "   peak resident memory of otpgate: $(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$server/status)"
+}
+
 echo "== 1. otpgate at a steady 500 sends/s for ${rate_seconds}s"
 oha --no-tui --output-format json -z "${rate_seconds}s" -c 16 -q 500 -m POST \
   -H "Authorization: Bearer $key" -T application/json -d "$body" "$url" > "$work/rate.json"
@@ -136,63 +177,25 @@ def q(f):
 print(f"   accept -> submit_sm_resp over {total} sends: p50 ~{q(0.5)*1000:.1f} ms, p99 ~{q(0.99)*1000:.1f} ms (interpolated in histogram buckets)")
 PY
 sleep 2
-before=$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select coalesce(max(id),0) from otps").fetchone()[0])' "$work/otpgate.db")
+before=$(last_otp_id)
 
 echo "== 2. otpgate: $count sends, 128 connections, to delivered receipts"
 oha --no-tui --output-format json -n "$count" -c 128 -m POST \
   -H "Authorization: Bearer $key" -T application/json -d "$body" "$url" > "$work/burst.json"
 oha_summary "$work/burst.json" "HTTP accept"
-python3 - "$work/otpgate.db" "$before" "$count" <<'PY'
-import sqlite3, sys, time
-db, before, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-deadline = time.time() + 600
-while True:
-    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    n, first, last = c.execute(
-        "select count(*), min(created_at), max(delivered_at) from otps where id > ? and status = 'delivered'",
-        (before,)).fetchone()
-    total = c.execute("select count(*) from otps where id > ?", (before,)).fetchone()[0]
-    c.close()
-    if n >= total or time.time() > deadline:
-        break
-    time.sleep(0.5)
-secs = (last - first) / 1e6
-print(f"   end to end: {n}/{total} delivered in {secs:.2f} s = {n/secs:.0f} OTPs/s (first accept -> last receipt recorded)")
-open(sys.argv[1] + ".rate", "w").write(f"{n/secs:.0f}")
-PY
+delivered "$before" burst
 otpgate_rate=$(cat "$work/otpgate.db.rate")
-echo "   peak resident memory of otpgate: $(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$server/status)"
+peak_rss
 
 if [ "$sustain_seconds" -gt 0 ]; then
   sleep 2
-  before=$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select coalesce(max(id),0) from otps").fetchone()[0])' "$work/otpgate.db")
+  before=$(last_otp_id)
   echo "== 3. otpgate: a steady $sustain_rate sends/s for ${sustain_seconds}s, 128 connections, to delivered receipts"
   oha --no-tui --output-format json -z "${sustain_seconds}s" -c 128 -q "$sustain_rate" -m POST \
     -H "Authorization: Bearer $key" -T application/json -d "$body" "$url" > "$work/sustain.json"
   oha_summary "$work/sustain.json" "HTTP"
-  python3 - "$work/otpgate.db" "$before" <<'PY'
-import sqlite3, sys, time
-db, before = sys.argv[1], int(sys.argv[2])
-deadline = time.time() + 600
-while True:
-    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    total = c.execute("select count(*) from otps where id > ?", (before,)).fetchone()[0]
-    n = c.execute("select count(*) from otps where id > ? and status = 'delivered'", (before,)).fetchone()[0]
-    if n >= total or time.time() > deadline:
-        break
-    c.close()
-    time.sleep(0.5)
-first, last_accept, last_receipt = c.execute(
-    "select min(created_at), max(created_at), max(delivered_at) from otps where id > ?", (before,)).fetchone()
-lags = [r[0] for r in c.execute(
-    "select delivered_at - created_at from otps where id > ? and status = 'delivered' order by 1", (before,))]
-q = lambda f: lags[min(len(lags) - 1, int(f * len(lags)))] / 1000
-span = (last_receipt - first) / 1e6
-print(f"   {n}/{total} delivered; sends spanned {(last_accept - first) / 1e6:.1f} s, the last receipt came "
-      f"{(last_receipt - last_accept) / 1e6:.2f} s after the last send; {n / span:.0f} OTPs/s end to end")
-print(f"   accept -> receipt recorded per OTP: p50 {q(0.5):.1f} ms, p99 {q(0.99):.1f} ms, max {lags[-1] / 1000:.1f} ms")
-PY
-  echo "   peak resident memory of otpgate: $(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$server/status)"
+  delivered "$before" steady
+  peak_rss
 fi
 
 # ----------------------------------------------------------------- Kannel --
