@@ -10,10 +10,11 @@
 //!   over 100 header fields, is answered with 431 and the connection closed.
 //!
 //! Each request carries the peer's address as axum's `ConnectInfo`, as
-//! `into_make_service_with_connect_info` would give it.
+//! `into_make_service_with_connect_info` would give it, and the client's address
+//! as [`ClientIp`]: what per-address limits and logs use.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::Router;
@@ -30,6 +31,11 @@ use tower::ServiceExt;
 /// The least `max_header_bytes` honoured: room for a request line, a bearer key
 /// and the usual headers.
 pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+/// The address of the client a request came from, as a request extension: what
+/// per-address limits count and failed logins log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientIp(pub IpAddr);
 
 /// Limits on what a client may do before its request reaches the router.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +93,7 @@ pub async fn serve(
 fn with_peer(req: hyper::Request<Incoming>, peer: SocketAddr) -> axum::extract::Request {
     let mut req = req.map(Body::new);
     req.extensions_mut().insert(ConnectInfo(peer));
+    req.extensions_mut().insert(ClientIp(peer.ip()));
     req
 }
 
