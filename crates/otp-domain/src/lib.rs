@@ -46,6 +46,6 @@ pub use channel::{Channel, OtpOption, Voice};
 pub use code::{CodeError, OtpCode, OtpLength};
 pub use credits::Cost;
 pub use message::{MessageTemplate, TemplateError};
-pub use phone::{PhoneError, PhoneNumber};
+pub use phone::{NumberType, PhoneError, PhoneNumber};
 pub use segments::{Part, SegmentCount, SmsEncoding};
 pub use vault::{CodeVault, SealedCode};

@@ -6,6 +6,8 @@ use std::str::FromStr;
 use phonenumber::country::Id;
 use phonenumber::{Mode, Type};
 
+use crate::channel::Channel;
+
 /// The longest input [`PhoneNumber::parse`] looks at, in characters.
 ///
 /// E.164 allows 15 digits; 32 leaves room for `00`, spaces, dashes and
@@ -26,7 +28,110 @@ pub struct PhoneNumber {
     e164: String,
     country_code: u16,
     region: Option<Id>,
-    mobile: bool,
+    number_type: NumberType,
+}
+
+/// What kind of line a number is, from libphonenumber's metadata for its
+/// region; it decides which channels may reach the number
+/// ([`NumberType::allows`]).
+///
+/// Only ordinary subscriber lines get OTPs. The others are how toll fraud
+/// works (a premium-rate, shared-cost or satellite number earns its owner money
+/// for each message or call a gateway is made to send it) or lines no person
+/// reads a code from (pagers, VoIP and personal forwarding ranges, company
+/// numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NumberType {
+    /// A mobile line.
+    Mobile,
+    /// A region (such as the US) whose numbers do not tell mobile from fixed line.
+    FixedLineOrMobile,
+    /// A fixed line: reachable by a call, not by SMS.
+    FixedLine,
+    /// A freephone number (`+1 800`, `+44 800`).
+    TollFree,
+    /// A premium-rate number (`+1 900`, `+44 909`, `+44 871`, `+44 843`).
+    PremiumRate,
+    /// A shared-cost number (`+33 884`).
+    SharedCost,
+    /// A personal number that forwards anywhere (`+44 70`).
+    Personal,
+    /// A voice-over-IP range (`+44 56`).
+    Voip,
+    /// A pager (`+44 76`).
+    Pager,
+    /// A universal access or company number (`+44 55`).
+    Uan,
+    /// A voicemail access number.
+    Voicemail,
+    /// A number of a non-geographic service: satellite phones (`+881`,
+    /// `+870`), international freephone (`+800`), global networks (`+882`,
+    /// `+883`). libphonenumber calls some of these mobile, but none belongs to
+    /// a country, and calls and messages to them are billed at satellite or
+    /// premium rates.
+    NonGeographic,
+    /// A range whose type the metadata does not know.
+    Unknown,
+}
+
+impl NumberType {
+    /// Whether an OTP may go to a number of this type over `channel`: SMS to
+    /// mobiles (and to regions that do not tell mobiles apart), calls to those
+    /// and to fixed lines. Everything else is refused whatever
+    /// `allowed_countries` says.
+    pub fn allows(self, channel: Channel) -> bool {
+        match self {
+            Self::Mobile | Self::FixedLineOrMobile => true,
+            Self::FixedLine => channel == Channel::Voice,
+            _ => false,
+        }
+    }
+
+    /// A short name for messages: `"premium-rate"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mobile => "mobile",
+            Self::FixedLineOrMobile => "fixed-line-or-mobile",
+            Self::FixedLine => "fixed-line",
+            Self::TollFree => "toll-free",
+            Self::PremiumRate => "premium-rate",
+            Self::SharedCost => "shared-cost",
+            Self::Personal => "personal",
+            Self::Voip => "VoIP",
+            Self::Pager => "pager",
+            Self::Uan => "universal access",
+            Self::Voicemail => "voicemail",
+            Self::NonGeographic => "non-geographic (satellite or global service)",
+            Self::Unknown => "unknown-type",
+        }
+    }
+
+    fn of(number: &phonenumber::PhoneNumber, region: Option<Id>) -> Self {
+        if region.is_none() {
+            return Self::NonGeographic;
+        }
+        match number.number_type(&phonenumber::metadata::DATABASE) {
+            Type::Mobile => Self::Mobile,
+            Type::FixedLineOrMobile => Self::FixedLineOrMobile,
+            Type::FixedLine => Self::FixedLine,
+            Type::TollFree => Self::TollFree,
+            Type::PremiumRate => Self::PremiumRate,
+            Type::SharedCost => Self::SharedCost,
+            Type::PersonalNumber => Self::Personal,
+            Type::Voip => Self::Voip,
+            Type::Pager => Self::Pager,
+            Type::Uan => Self::Uan,
+            Type::Voicemail => Self::Voicemail,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for NumberType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Why an input is not a phone number. The messages are shown to API users.
@@ -96,15 +201,12 @@ impl PhoneNumber {
         if parsed.extension().is_some() || !parsed.is_valid() {
             return Err(PhoneError::Invalid);
         }
-        let mobile = matches!(
-            parsed.number_type(&phonenumber::metadata::DATABASE),
-            Type::Mobile | Type::FixedLineOrMobile
-        );
+        let region = parsed.country().id();
         Ok(PhoneNumber {
             e164: parsed.format().mode(Mode::E164).to_string(),
             country_code: parsed.country().code(),
-            region: parsed.country().id(),
-            mobile,
+            number_type: NumberType::of(&parsed, region),
+            region,
         })
     }
 
@@ -132,7 +234,21 @@ impl PhoneNumber {
     /// Whether the number can receive SMS: mobile, or a region (such as the
     /// US) whose numbers do not tell mobile from fixed line.
     pub fn is_mobile(&self) -> bool {
-        self.mobile
+        matches!(
+            self.number_type,
+            NumberType::Mobile | NumberType::FixedLineOrMobile
+        )
+    }
+
+    /// What kind of line this is.
+    pub fn number_type(&self) -> NumberType {
+        self.number_type
+    }
+
+    /// Whether an OTP may go to this number over `channel` (see
+    /// [`NumberType::allows`]).
+    pub fn accepts(&self, channel: Channel) -> bool {
+        self.number_type.allows(channel)
     }
 
     /// The ISO 3166 region the number belongs to (`"NP"`), if it belongs to
@@ -338,6 +454,92 @@ mod tests {
     }
 
     #[test]
+    fn premium_and_other_service_numbers_get_no_otp_on_either_channel() {
+        for (input, kind) in [
+            ("+1 900 234 5678", NumberType::PremiumRate),
+            ("+44 909 876 5432", NumberType::PremiumRate),
+            ("+44 871 234 5678", NumberType::PremiumRate),
+            ("+44 70 1234 5678", NumberType::Personal),
+            ("+44 843 123 4567", NumberType::PremiumRate),
+            ("+33 884 01 23 45", NumberType::SharedCost),
+            ("+44 56 1234 5678", NumberType::Voip),
+            ("+44 55 1234 5678", NumberType::Uan),
+            ("+44 76 4012 3456", NumberType::Pager),
+            ("+1 800 234 5678", NumberType::TollFree),
+            ("+44 800 123 4567", NumberType::TollFree),
+            ("+881 6 1234 5678", NumberType::NonGeographic),
+            ("+870 301 234 567", NumberType::NonGeographic),
+            ("+882 342 1234", NumberType::NonGeographic),
+            ("+883 510 012 345", NumberType::NonGeographic),
+            ("+800 1234 5678", NumberType::NonGeographic),
+            ("+979 123 456 789", NumberType::NonGeographic),
+        ] {
+            let number = PhoneNumber::parse(input).unwrap_or_else(|e| panic!("{input}: {e:?}"));
+            assert_eq!(number.number_type(), kind, "{input}");
+            assert!(!number.is_mobile(), "{input}");
+            assert!(!number.accepts(Channel::Text), "{input} by SMS");
+            assert!(!number.accepts(Channel::Voice), "{input} by call");
+        }
+    }
+
+    #[test]
+    fn satellite_numbers_are_refused_although_the_metadata_calls_them_mobile() {
+        let number = PhoneNumber::parse("+881612345678").unwrap();
+        assert_eq!(
+            number
+                .e164()
+                .parse::<phonenumber::PhoneNumber>()
+                .unwrap()
+                .number_type(&phonenumber::metadata::DATABASE),
+            Type::Mobile
+        );
+        assert_eq!(number.region(), None);
+        assert_eq!(number.number_type(), NumberType::NonGeographic);
+        assert!(!number.accepts(Channel::Text));
+    }
+
+    #[test]
+    fn fixed_lines_take_calls_but_not_sms() {
+        for input in ["01-4123456", "+44 121 234 5678"] {
+            let number = PhoneNumber::parse(input).unwrap();
+            assert_eq!(number.number_type(), NumberType::FixedLine, "{input}");
+            assert!(number.accepts(Channel::Voice), "{input}");
+            assert!(!number.accepts(Channel::Text), "{input}");
+        }
+    }
+
+    #[test]
+    fn mobiles_at_home_and_abroad_take_both_channels() {
+        for (input, kind) in [
+            ("9851023212", NumberType::Mobile),
+            ("9741234567", NumberType::Mobile),
+            ("9612345678", NumberType::Mobile),
+            ("+447400123456", NumberType::Mobile),
+            ("+919812345678", NumberType::Mobile),
+            ("+61412345678", NumberType::Mobile),
+            ("+14155552671", NumberType::FixedLineOrMobile),
+        ] {
+            let number = PhoneNumber::parse(input).unwrap();
+            assert_eq!(number.number_type(), kind, "{input}");
+            assert!(number.accepts(Channel::Text), "{input}");
+            assert!(number.accepts(Channel::Voice), "{input}");
+        }
+        for prefix in [
+            960, 961, 962, 963, 972, 974, 975, 976, 980, 981, 982, 984, 985, 986, 988,
+        ] {
+            let number = PhoneNumber::parse(&format!("{prefix}7654321")).unwrap();
+            assert!(number.accepts(Channel::Text), "{prefix}");
+            assert!(number.accepts(Channel::Voice), "{prefix}");
+        }
+    }
+
+    #[test]
+    fn number_types_read_as_words_in_messages() {
+        assert_eq!(NumberType::PremiumRate.to_string(), "premium-rate");
+        assert_eq!(NumberType::Voip.as_str(), "VoIP");
+    }
+
+    #[test]
     fn empty_and_blank_inputs_are_empty() {
         assert_eq!(PhoneNumber::parse(""), Err(PhoneError::Empty));
         assert_eq!(PhoneNumber::parse(" \t "), Err(PhoneError::Empty));
@@ -483,6 +685,7 @@ mod tests {
             prop_assert_eq!(number.display(), national.as_str());
             prop_assert_eq!(number.region(), Some("NP"));
             prop_assert!(number.is_mobile());
+            prop_assert!(number.accepts(Channel::Text) && number.accepts(Channel::Voice));
             prop_assert_eq!(PhoneNumber::parse(number.e164()).unwrap(), number.clone());
             prop_assert_eq!(PhoneNumber::parse(number.display()).unwrap(), number);
         }

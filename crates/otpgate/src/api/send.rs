@@ -19,7 +19,7 @@ use otp_domain::channel::{Channel, OtpOption, Voice};
 use otp_domain::code::{OtpCode, OtpLength};
 use otp_domain::credits;
 use otp_domain::message::MessageTemplate;
-use otp_domain::phone::PhoneNumber;
+use otp_domain::phone::{NumberType, PhoneNumber};
 use otp_domain::segments::{self, MAX_SEGMENTS, SmsEncoding};
 use otp_store::{AcceptError, Accepted, IdempotencyKey, LimitKind, NewOtp, now_micros};
 use sha2::{Digest, Sha256};
@@ -50,7 +50,9 @@ pub struct SendOtpRequest {
     /// Recipient: 10 Nepali digits (`98XXXXXXXX`), or `+977...`, or another
     /// country's number in `+` international form, if `limits.allowed_countries`
     /// lets it through (default: Nepal only) and no `limits.denied_prefixes`
-    /// entry matches.
+    /// entry matches. Text goes to mobiles only, voice to mobiles and fixed
+    /// lines; premium-rate, shared-cost, satellite and other service numbers
+    /// are refused.
     #[schema(example = "9851023212")]
     number: String,
     /// The text, with `{otp}` where the code goes (at most 1,000 characters; the
@@ -141,7 +143,7 @@ struct ValidSend {
     request_body(content = SendOtpRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Accepted and queued for delivery", body = SendResponse),
-        (status = 400, description = "Invalid request; nothing written", body = super::error::ErrorEnvelope),
+        (status = 400, description = "Invalid request; nothing written. A number no OTP may go to by this channel is `number_type_not_allowed` (premium-rate, shared-cost, satellite and other service numbers) or `not_mobile` (a fixed line asked for SMS)", body = super::error::ErrorEnvelope),
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
         (status = 402, description = "Insufficient credits; nothing written", body = super::error::ErrorEnvelope),
         (status = 413, description = "Body over 64 KiB", body = super::error::ErrorEnvelope),
@@ -571,6 +573,39 @@ pub(super) fn number_field(
     }
 }
 
+/// Why `number` may not get an OTP over `channel`, if it may not: only
+/// mobiles (and numbers of regions that do not tell mobiles apart) get SMS, and
+/// fixed lines calls too, whatever `limits.allowed_countries` says. A fixed line
+/// asked for SMS keeps its older code `not_mobile`; every other type
+/// (premium-rate, shared-cost, satellite, ...) is `number_type_not_allowed`.
+/// With no valid channel the number is held to what a call may reach.
+fn refuse_number_type(
+    number: &PhoneNumber,
+    channel: Option<Channel>,
+) -> Option<(&'static str, String)> {
+    let channel = channel.unwrap_or(Channel::Voice);
+    if number.accepts(channel) {
+        return None;
+    }
+    if number.number_type() == NumberType::FixedLine {
+        return Some((
+            "not_mobile",
+            "This number cannot receive SMS; give a mobile number.".to_owned(),
+        ));
+    }
+    Some((
+        "number_type_not_allowed",
+        format!(
+            "OTPs are not sent to {} numbers; give a mobile number{}.",
+            number.number_type(),
+            match channel {
+                Channel::Text => "",
+                Channel::Voice => " or a fixed line",
+            }
+        ),
+    ))
+}
+
 /// What [`send_otp`] makes of a body before it touches the store, without I/O:
 /// the body decoded as `content_type` says (the extractor's size, type and
 /// syntax checks), validated, and the message rendered with its code, which is
@@ -605,21 +640,15 @@ fn validate(
 
     let number =
         required_text(fields, "number", &mut errors).and_then(|s| match PhoneNumber::parse(&s) {
-            Ok(n) if channel == Some(Channel::Text) && !n.is_mobile() => {
-                errors.push(FieldError::new(
-                    "number",
-                    "not_mobile",
-                    "This number cannot receive SMS; give a mobile number.",
-                ));
-                None
-            }
-            Ok(n) => match limits.refuse_destination(&n) {
-                Some((code, message)) => {
-                    errors.push(FieldError::new("number", code, message));
-                    None
+            Ok(n) => {
+                match refuse_number_type(&n, channel).or_else(|| limits.refuse_destination(&n)) {
+                    Some((code, message)) => {
+                        errors.push(FieldError::new("number", code, message));
+                        None
+                    }
+                    None => Some(n),
                 }
-                None => Some(n),
-            },
+            }
             Err(e) => {
                 errors.push(FieldError::new("number", "invalid", e.to_string()));
                 None

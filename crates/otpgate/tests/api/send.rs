@@ -234,3 +234,104 @@ both_backends! {
         assert_eq!(app.balance().await.0, 100 - spent);
     }
 }
+
+/// Sends `number` by `channel` and asserts a 400 on `number` with `code`,
+/// nothing written and nothing charged.
+async fn assert_number_refused(app: &TestApp, number: &str, channel: &str, code: &str) {
+    let body = match channel {
+        "text" => text_send(number),
+        _ => {
+            json!({"number": number, "message": "Code {otp}", "sms_send_options": "voice", "voice_input": "np_rija"})
+        }
+    };
+    let before = app.balance().await;
+    let r = app.send(&body).await;
+    let status = r.status();
+    let reply: Value = r.json().await.unwrap();
+    assert_eq!(status, 400, "{number} by {channel} -> {reply}");
+    assert_eq!(reply["errors"].as_array().unwrap().len(), 1, "{reply}");
+    assert_eq!(reply["errors"][0]["field"], "number", "{reply}");
+    assert_eq!(
+        reply["errors"][0]["code"], code,
+        "{number} by {channel} -> {reply}"
+    );
+    assert!(reply["data"].is_null());
+    assert_eq!(
+        app.balance().await,
+        before,
+        "{number} by {channel} spent credits"
+    );
+    assert_eq!(
+        app.otp_count().await,
+        0,
+        "{number} by {channel} wrote a record"
+    );
+}
+
+/// Premium-rate, shared-cost, personal, VoIP, UAN, pager, toll-free and
+/// satellite numbers, each valid in libphonenumber's metadata.
+const TOLL_FRAUD_NUMBERS: [&str; 12] = [
+    "+19002345678",  // US premium rate
+    "+449098765432", // UK premium rate
+    "+448712345678", // UK 0871, premium rate
+    "+447012345678", // UK personal number
+    "+33884012345",  // France shared cost
+    "+445612345678", // UK VoIP
+    "+445512345678", // UK UAN
+    "+447640123456", // UK pager
+    "+18002345678",  // US toll free
+    "+881612345678", // Iridium satellite
+    "+870301234567", // Inmarsat
+    "+80012345678",  // international freephone
+];
+
+both_backends! {
+    config: |c| c.limits.allowed_countries = Vec::new();
+
+    async fn premium_satellite_and_other_service_numbers_are_refused_on_both_channels_even_with_every_country_allowed(app) {
+        for number in TOLL_FRAUD_NUMBERS {
+            for channel in ["text", "voice"] {
+                assert_number_refused(&app, number, channel, "number_type_not_allowed").await;
+            }
+        }
+        let r = app.send(&text_send("+19002345678")).await;
+        let reply: Value = r.json().await.unwrap();
+        assert_eq!(
+            reply["errors"][0]["message"],
+            "OTPs are not sent to premium-rate numbers; give a mobile number."
+        );
+    }
+
+    async fn mobiles_at_home_and_abroad_still_get_otps_by_text_and_voice(app) {
+        for number in [
+            "9851023212", "9801234567", "9741234567", "9721234567", "9612345678",
+            "+447400123456", "+14155552671", "+919812345678", "+61412345678",
+        ] {
+            let reply = app.send_ok(&text_send(number)).await;
+            assert_eq!(reply["data"]["details"]["sms_send_options"], "text", "{number}");
+            let reply = app.send_ok(&json!({"number": number, "message": "Code {otp}", "sms_send_options": "voice", "voice_input": "np_rija"})).await;
+            assert_eq!(reply["data"]["details"]["sms_send_options"], "voice", "{number}");
+        }
+        assert_eq!(app.balance().await, (91, 1));
+    }
+
+    async fn a_fixed_line_gets_a_call_but_no_sms(app) {
+        for number in ["014123456", "+441212345678"] {
+            assert_number_refused(&app, number, "text", "not_mobile").await;
+        }
+        for number in ["014123456", "+441212345678"] {
+            let reply = app.send_ok(&json!({"number": number, "message": "Code {otp}", "sms_send_options": "voice", "voice_input": "np_rija"})).await;
+            assert_eq!(reply["data"]["details"]["credits_used"], 1, "{number}");
+        }
+    }
+}
+
+both_backends! {
+    async fn a_satellite_number_is_refused_for_its_type_before_its_country(app) {
+        for channel in ["text", "voice"] {
+            assert_number_refused(&app, "+881612345678", channel, "number_type_not_allowed").await;
+        }
+        // A number of a country outside the list is still refused for that.
+        assert_number_refused(&app, "+447400123456", "text", "country_not_allowed").await;
+    }
+}
