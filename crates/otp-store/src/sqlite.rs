@@ -156,6 +156,7 @@ impl SqliteStore {
 }
 
 fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    create_private(path)?;
     let conn = Connection::open(path).map_err(map_err)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
@@ -168,6 +169,53 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     conn.set_prepared_statement_cache_capacity(64);
     stable_plans(&conn)?;
     Ok(conn)
+}
+
+/// Creates the database file, empty, readable and writable by its owner only
+/// (0600), before SQLite opens it: SQLite would create it 0644 (less the
+/// umask), readable by every user of the machine. SQLite gives the `-wal` and
+/// `-shm` files it creates the database file's mode, so they are 0600 too. The
+/// mode is set after creation, so the process umask does not matter.
+///
+/// An existing file keeps its mode, which an operator may have chosen (a backup
+/// group); a warning says when group or others can read it.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        match created {
+            Ok(file) => file
+                .set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("setting the mode of {}: {e}", path.display()))
+                })?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if let Ok(meta) = std::fs::metadata(path) {
+                    let mode = meta.permissions().mode() & 0o777;
+                    if mode & 0o077 != 0 {
+                        tracing::warn!(
+                            path = %path.display(),
+                            mode = format_args!("{mode:o}"),
+                            "the SQLite database can be read by other users; \
+                             `chmod 600` it and its -wal and -shm files"
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                return Err(StoreError::Unavailable(format!(
+                    "creating the database file {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Turns on the query planner stability guarantee. Without it SQLite may look
@@ -1584,5 +1632,39 @@ mod tests {
                 "the outbox insert was compiled again for otp {otp}"
             );
         }
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_new_database_and_its_wal_and_shm_files_are_private_to_their_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut conn = open_writer(&path).unwrap();
+        apply_migrations(&mut conn, migrate::SQLITE).unwrap();
+        let reader = open_reader(&path).unwrap();
+        let tables: i64 = reader
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert!(tables > 0, "the reader sees the migrated schema");
+        for name in ["t.db", "t.db-wal", "t.db-shm"] {
+            assert_eq!(mode_of(&dir.path().join(name)), 0o600, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_existing_database_keeps_the_mode_its_operator_gave_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(open_writer(&path).unwrap());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let mut conn = open_writer(&path).unwrap();
+        apply_migrations(&mut conn, migrate::SQLITE).unwrap();
+        assert_eq!(mode_of(&path), 0o640);
+        assert_eq!(mode_of(&dir.path().join("t.db-wal")), 0o640);
     }
 }

@@ -44,13 +44,7 @@ impl LogDriver {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 tokio::fs::create_dir_all(dir).await?;
             }
-            Box::new(
-                tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .await?,
-            )
+            Box::new(open_private(&path).await?)
         };
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(write_lines(out, rx));
@@ -65,6 +59,53 @@ impl LogDriver {
         self.voice = Some((prompter, dir.into()));
         self
     }
+}
+
+/// Opens `path` for appending. A new file is made readable and writable by its
+/// owner only (0600, whatever the umask): every line holds a code. An existing
+/// file keeps its mode, which its operator chose; a warning says when group or
+/// others can read it.
+#[cfg(unix)]
+async fn open_private(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
+    use std::os::unix::fs::PermissionsExt;
+    let created = tokio::fs::OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .await;
+    match created {
+        Ok(file) => {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .await?;
+            Ok(file)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let file = tokio::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .await?;
+            let mode = file.metadata().await?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format_args!("{mode:o}"),
+                    "the delivery log holds codes and can be read by other users; `chmod 600` it"
+                );
+            }
+            Ok(file)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(unix))]
+async fn open_private(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
 }
 
 /// Writes whatever lines are waiting, flushes once, then acknowledges them all.
@@ -145,5 +186,38 @@ impl Driver for LogDriver {
                 error: "the delivery log writer has stopped".into(),
             },
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::open_private;
+
+    fn mode_of(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn a_new_delivery_log_is_private_to_its_owner_and_an_old_one_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("new.jsonl");
+        drop(open_private(&new).await.unwrap());
+        assert_eq!(mode_of(&new), 0o600);
+
+        let old = dir.path().join("old.jsonl");
+        std::fs::write(&old, "{}\n").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o640)).unwrap();
+        use tokio::io::AsyncWriteExt;
+        let mut file = open_private(&old).await.unwrap();
+        file.write_all(b"{}\n").await.unwrap();
+        file.flush().await.unwrap();
+        assert_eq!(mode_of(&old), 0o640);
+        assert_eq!(
+            std::fs::read_to_string(&old).unwrap(),
+            "{}\n{}\n",
+            "appended"
+        );
     }
 }
