@@ -9,9 +9,8 @@ use crate::config::LogConfig;
 
 /// Installs the global subscriber; `RUST_LOG`, when set, overrides the level.
 pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(with_quiet_drivers(&config.level)))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = env_filter(rust_log.as_deref(), &config.level);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -22,6 +21,19 @@ pub fn init(config: &LogConfig) {
     };
     // A subscriber already installed (tests) is fine.
     let _ = result;
+}
+
+/// The filter of [`init`]: `rust_log` (the `RUST_LOG` variable) when it is set
+/// and valid, else `level` (`log.level`), else `info`; whichever it is, the
+/// database drivers are held at `info` ([`with_quiet_drivers`]). Before, a
+/// `RUST_LOG=debug` skipped that and logged every PostgreSQL statement's
+/// parameters.
+pub fn env_filter(rust_log: Option<&str>, level: &str) -> EnvFilter {
+    rust_log
+        .filter(|l| !l.trim().is_empty())
+        .and_then(|l| EnvFilter::try_new(with_quiet_drivers(l)).ok())
+        .or_else(|| EnvFilter::try_new(with_quiet_drivers(level)).ok())
+        .unwrap_or_else(|| EnvFilter::new(with_quiet_drivers("info")))
 }
 
 /// The database drivers log each statement with its parameters at debug level
@@ -50,5 +62,23 @@ mod tests {
         let named = with_quiet_drivers("debug,tokio_postgres=trace");
         assert!(named.contains("tokio_postgres=trace") && !named.contains("tokio_postgres=info"));
         assert!(tracing_subscriber::EnvFilter::try_new(with_quiet_drivers("info")).is_ok());
+    }
+
+    #[test]
+    fn rust_log_is_quieted_like_the_configured_level() {
+        use super::env_filter;
+        for (rust_log, level) in [
+            (Some("debug"), "info"),
+            (Some("trace"), "info"),
+            (None, "debug"),
+            (Some(""), "debug"),
+            (Some("not a [filter"), "debug"),
+        ] {
+            let shown = env_filter(rust_log, level).to_string();
+            assert!(
+                shown.contains("tokio_postgres=info") && shown.contains("postgres_protocol=info"),
+                "{rust_log:?} / {level}: {shown}"
+            );
+        }
     }
 }
