@@ -238,8 +238,10 @@ impl Default for DeliveryConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DemoConfig {
-    /// Create a `default` account (and print its key once) when the store is empty.
-    pub create_default_account: bool,
+    /// Create a `default` account (and print its key once) when the store is
+    /// empty. Unset: only in development mode ([`Config::creates_demo_account`]);
+    /// a production server starts with no account and no key on its console.
+    pub create_default_account: Option<bool>,
     pub sms_credits: i64,
     pub phone_credits: i64,
 }
@@ -247,7 +249,7 @@ pub struct DemoConfig {
 impl Default for DemoConfig {
     fn default() -> Self {
         DemoConfig {
-            create_default_account: true,
+            create_default_account: None,
             sms_credits: 100,
             phone_credits: 10,
         }
@@ -384,8 +386,10 @@ pub struct LimitsConfig {
     /// Most accepted sends per second under one API key.
     pub per_key_rps: u32,
     /// Most credits (SMS and phone together) one account may spend per day in
-    /// `timezone`; 0: no cap (an account may have its own).
-    pub daily_spend_cap: i64,
+    /// `timezone`; 0: no cap (an account may have its own). Unset: no cap in
+    /// development mode, [`PRODUCTION_DAILY_SPEND_CAP`] in production
+    /// ([`LimitsConfig::daily_spend_cap`]).
+    pub daily_spend_cap: Option<i64>,
     /// ISO 3166 regions sends may go to (`NP`); empty: every region.
     pub allowed_countries: Vec<String>,
     /// E.164 prefixes no send may go to (`+97798000`), whatever the region.
@@ -400,16 +404,34 @@ impl Default for LimitsConfig {
             per_number_cooldown_seconds: 30,
             per_account_rps: 100,
             per_key_rps: 50,
-            daily_spend_cap: 0,
+            daily_spend_cap: None,
             allowed_countries: vec!["NP".into()],
             denied_prefixes: Vec::new(),
         }
     }
 }
 
+/// The daily spend cap of every account in production mode when
+/// `limits.daily_spend_cap` is not set: a leaked key or a bug in a client can
+/// burn at most this many credits a day (10,000 SMS are about a day's logins of
+/// a large app); an account that needs more gets its own cap with
+/// `otpgate accounts limits ACCOUNT --daily-spend-cap N`.
+pub const PRODUCTION_DAILY_SPEND_CAP: i64 = 10_000;
+
 impl LimitsConfig {
+    /// The daily spend cap accounts without their own get: the configured one,
+    /// else none in development mode and [`PRODUCTION_DAILY_SPEND_CAP`] in
+    /// production. 0 is no cap.
+    pub fn daily_spend_cap(&self, mode: Mode) -> i64 {
+        match (self.daily_spend_cap, mode) {
+            (Some(cap), _) => cap.max(0),
+            (None, Mode::Development) => 0,
+            (None, Mode::Production) => PRODUCTION_DAILY_SPEND_CAP,
+        }
+    }
+
     /// The per-number limits, as the store checks them.
-    pub fn send_limits(&self) -> otp_store::SendLimits {
+    pub fn send_limits(&self, mode: Mode) -> otp_store::SendLimits {
         let micros = |s: u64| i64::try_from(s.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
         otp_store::SendLimits {
             per_number_max: self.per_number_max,
@@ -417,7 +439,7 @@ impl LimitsConfig {
             per_number_cooldown: micros(self.per_number_cooldown_seconds),
             per_account_rps: self.per_account_rps,
             per_key_rps: self.per_key_rps,
-            daily_spend_cap: self.daily_spend_cap.max(0),
+            daily_spend_cap: self.daily_spend_cap(mode),
         }
     }
 
@@ -430,7 +452,7 @@ impl LimitsConfig {
             per_number_cooldown_seconds: 0,
             per_account_rps: 0,
             per_key_rps: 0,
-            daily_spend_cap: 0,
+            daily_spend_cap: Some(0),
             ..LimitsConfig::default()
         }
     }
@@ -589,6 +611,14 @@ impl Config {
             .map_err(|_| anyhow::anyhow!("unknown timezone {:?}", self.timezone))
     }
 
+    /// Whether an empty store gets the demo account and its key printed:
+    /// `demo.create_default_account` when set, else in development mode only.
+    pub fn creates_demo_account(&self) -> bool {
+        self.demo
+            .create_default_account
+            .unwrap_or(self.mode == Mode::Development)
+    }
+
     /// The database URL with any password replaced, safe to log.
     pub fn database_for_logs(&self) -> String {
         redact_url(self.database_url.expose())
@@ -675,6 +705,53 @@ mod tests {
             .merge(Toml::string("lisen = \"x\""))
             .extract::<Config>();
         assert!(bad.is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn production_mode_makes_no_demo_account_and_caps_daily_spend_unless_configured() {
+        let load =
+            |toml: &str| -> Config { Figment::new().merge(Toml::string(toml)).extract().unwrap() };
+        let development = load("");
+        assert!(development.creates_demo_account());
+        assert_eq!(development.limits.daily_spend_cap(development.mode), 0);
+        assert_eq!(
+            development
+                .limits
+                .send_limits(development.mode)
+                .daily_spend_cap,
+            0
+        );
+
+        let production = load(r#"mode = "production""#);
+        assert!(!production.creates_demo_account());
+        assert_eq!(
+            production
+                .limits
+                .send_limits(production.mode)
+                .daily_spend_cap,
+            PRODUCTION_DAILY_SPEND_CAP
+        );
+
+        let chosen = load(
+            r#"
+            mode = "production"
+            [demo]
+            create_default_account = true
+            [limits]
+            daily_spend_cap = 0
+            "#,
+        );
+        assert!(chosen.creates_demo_account());
+        assert_eq!(
+            chosen.limits.daily_spend_cap(chosen.mode),
+            0,
+            "0 turns the cap off"
+        );
+        let chosen =
+            load("[demo]\ncreate_default_account = false\n[limits]\ndaily_spend_cap = 500");
+        assert!(!chosen.creates_demo_account());
+        assert_eq!(chosen.limits.daily_spend_cap(Mode::Development), 500);
+        assert_eq!(chosen.limits.daily_spend_cap(Mode::Production), 500);
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub async fn open_store_with(
         max_batch: config.store.max_batch,
         connections: config.store.connections,
         vault,
-        limits: config.limits.send_limits(),
+        limits: config.limits.send_limits(config.mode),
     };
     otp_store::open(config.database_url.expose(), &options)
         .await
@@ -67,7 +67,7 @@ impl Application {
         let vault = crate::codes::load_vault(&config).context("loading the code keys")?;
         let users = crate::users::UserAuth::load(&config).context("loading the login settings")?;
         let store = open_store_with(&config, Arc::new(vault)).await?;
-        let first_key = if config.demo.create_default_account {
+        let first_key = if config.creates_demo_account() {
             seed_default_account(&store, &config).await?
         } else {
             None

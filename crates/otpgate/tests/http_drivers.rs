@@ -1113,7 +1113,7 @@ mod tingting_relay {
             };
             config.delivery.log_path = dir.path().join("deliveries.jsonl").display().to_string();
             config.delivery.voice_dir = dir.path().join("voice").display().to_string();
-            config.demo.create_default_account = false;
+            config.demo.create_default_account = Some(false);
             let app = Application::build(config).await.unwrap();
             let address = format!("http://{}", app.local_addr());
             let store = app.state().store.clone();

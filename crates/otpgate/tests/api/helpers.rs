@@ -94,7 +94,7 @@ pub fn test_config(database_url: &str, dir: &tempfile::TempDir) -> Config {
     config.webhooks.backoff_base_ms = 100;
     config.webhooks.backoff_cap_ms = 400;
     config.webhooks.sweep_interval_ms = 100;
-    config.demo.create_default_account = false;
+    config.demo.create_default_account = Some(false);
     // Most tests send many OTPs to one number; `limits.rs` turns limits back on.
     config.limits = otpgate::config::LimitsConfig::off();
     config

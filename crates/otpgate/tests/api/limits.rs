@@ -246,7 +246,7 @@ fn rates(account_rps: u32, key_rps: u32, daily_spend_cap: i64) -> LimitsConfig {
     LimitsConfig {
         per_account_rps: account_rps,
         per_key_rps: key_rps,
-        daily_spend_cap,
+        daily_spend_cap: Some(daily_spend_cap),
         ..LimitsConfig::off()
     }
 }
