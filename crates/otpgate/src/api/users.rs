@@ -50,7 +50,7 @@ use utoipa::{Modify, ToSchema};
 
 use otp_store::{ApiKeyRecord, LoginGate, LoginScope, Session, User, now_micros};
 
-use super::error::{ApiError, FieldError};
+use super::error::{ApiError, FieldError, LogThrottle};
 use super::extract::Fields;
 use super::list::rfc3339;
 use super::send::{given, required_text};
@@ -205,6 +205,13 @@ fn client_for_log(client: Option<IpAddr>) -> String {
     client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
 }
 
+/// Refusals that cost a client nothing (a shed login, a login over a limit)
+/// come in floods: they are logged at most once a second each, so a flood
+/// cannot fill the disk with log lines. Failed password checks are bounded by
+/// the limits and are all logged.
+static SHED_LOG: LogThrottle = LogThrottle::new();
+static LIMITED_LOG: LogThrottle = LogThrottle::new();
+
 /// 429 for a login shed because the password checks are full.
 fn login_busy() -> ApiError {
     ApiError::refusal(
@@ -307,10 +314,12 @@ pub async fn login(
     // Shed before counting: a shed attempt checks nothing, so it costs the
     // email and the address no attempt.
     let Some(admission) = users.passwords.admit() else {
-        tracing::warn!(
-            client = %client_for_log(client),
-            "login shed: too many password checks running or waiting"
-        );
+        if SHED_LOG.allow() {
+            tracing::warn!(
+                client = %client_for_log(client),
+                "login shed: too many password checks running or waiting (logged at most once a second)"
+            );
+        }
         return Err(login_busy());
     };
     let address = client.map(address_key);
@@ -322,12 +331,14 @@ pub async fn login(
         .count_login_attempt(email.as_str(), address.as_deref(), users.login_policy())
         .await?
     {
-        tracing::warn!(
-            client = %client_for_log(client),
-            email_id = %users.email_log_id(&email),
-            limit = scope_name(scope),
-            "login refused: too many attempts"
-        );
+        if LIMITED_LOG.allow() {
+            tracing::warn!(
+                client = %client_for_log(client),
+                email_id = %users.email_log_id(&email),
+                limit = scope_name(scope),
+                "login refused: too many attempts (logged at most once a second)"
+            );
+        }
         return Err(too_many_attempts(scope, retry_after_seconds));
     }
     let user = state.store.user_by_email(email.as_str()).await?;
