@@ -174,6 +174,13 @@ pub struct Session {
     pub client: Option<String>,
 }
 
+/// Revokes a user's active sessions but the newest `$3`; both backends bind
+/// `user_id`, `now`, `max_active`.
+pub(crate) const REVOKE_OLDEST_SQL: &str = "UPDATE refresh_tokens SET revoked_at = $2 \
+     WHERE user_id = $1 AND revoked_at IS NULL AND id NOT IN (\
+     SELECT id FROM refresh_tokens WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+     ORDER BY id DESC LIMIT $3)";
+
 /// The columns of a [`Session`], in the order the row readers expect.
 pub(crate) const SESSION_COLUMNS: &str =
     "id, user_id, created_at, expires_at, last_used_at, client";
@@ -216,12 +223,14 @@ pub trait UserStore: Send + Sync + 'static {
     async fn clear_login_attempts(&self, email: &str) -> Result<(), StoreError>;
 
     /// Records a login of a user from `client`, its refresh token valid
-    /// until `expires_at`.
+    /// until `expires_at`, and revokes the user's oldest active sessions
+    /// beyond the newest `max_active` (this one included; 0: no limit).
     async fn create_session(
         &self,
         user_id: i64,
         client: Option<String>,
         expires_at: Micros,
+        max_active: u32,
     ) -> Result<Session, StoreError>;
     /// A session that is neither revoked nor expired at `now`, with its user.
     async fn active_session(

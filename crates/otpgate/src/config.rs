@@ -545,6 +545,9 @@ pub struct AuthConfig {
     /// once; more are shed with 429 `login_busy` and `Retry-After`. 0: eight
     /// per hash that may run at once (`max_concurrent_hashes`).
     pub max_pending_hashes: usize,
+    /// Sessions (logins with a valid refresh token) one user may have; a new
+    /// login beyond that revokes the user's oldest. 0: no limit.
+    pub max_sessions_per_user: u32,
 }
 
 impl Default for AuthConfig {
@@ -559,6 +562,7 @@ impl Default for AuthConfig {
             login_max_attempts_per_address: 100,
             login_max_attempts_global: 2_000,
             max_pending_hashes: 0,
+            max_sessions_per_user: 20,
         }
     }
 }

@@ -235,6 +235,8 @@ pub struct UserAuth {
     /// Login attempts of the whole gateway per window; 0: no limit.
     pub login_max_attempts_global: u32,
     pub login_window_seconds: u64,
+    /// Active sessions per user; a login beyond revokes the oldest. 0: no limit.
+    pub max_sessions_per_user: u32,
     /// The key emails are hashed with for logs (the token secret).
     log_key: Vec<u8>,
     /// SHA-256 of the admin token; `None`: the admin API is off.
@@ -302,6 +304,7 @@ impl UserAuth {
             login_max_attempts_per_address: auth.login_max_attempts_per_address,
             login_max_attempts_global: auth.login_max_attempts_global,
             login_window_seconds: auth.login_window_seconds,
+            max_sessions_per_user: auth.max_sessions_per_user,
             admin_token,
         })
     }

@@ -6,8 +6,8 @@ use tokio_postgres::Row;
 
 use super::{KEY_COLUMNS, PgStore, key_from_row, pg_err};
 use crate::users::{
-    COUNT_ATTEMPT_SQL, COUNT_THROTTLE_SQL, GLOBAL_THROTTLE_KEY, LoginCount, SESSION_COLUMNS,
-    USER_COLUMNS, UserStore, address_throttle_key,
+    COUNT_ATTEMPT_SQL, COUNT_THROTTLE_SQL, GLOBAL_THROTTLE_KEY, LoginCount, REVOKE_OLDEST_SQL,
+    SESSION_COLUMNS, USER_COLUMNS, UserStore, address_throttle_key,
 };
 use crate::{
     AccountId, ApiKeyRecord, LoginGate, LoginPolicy, LoginScope, Micros, NewApiKey, NewUser,
@@ -209,6 +209,7 @@ impl UserStore for PgStore {
         user_id: i64,
         client: Option<String>,
         expires_at: Micros,
+        max_active: u32,
     ) -> Result<Session, StoreError> {
         let c = self.client().await?;
         let now = now_micros();
@@ -230,6 +231,11 @@ impl UserStore for PgStore {
             )
             .await
             .map_err(pg_err)?;
+        if max_active > 0 {
+            c.execute(REVOKE_OLDEST_SQL, &[&user_id, &now, &i64::from(max_active)])
+                .await
+                .map_err(pg_err)?;
+        }
         Ok(session_from_row(&row))
     }
 

@@ -5,8 +5,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{KEY_COLUMNS, SqliteStore, account_by_id, collect, key_from_row, map_err};
 use crate::users::{
-    COUNT_ATTEMPT_SQL, COUNT_THROTTLE_SQL, GLOBAL_THROTTLE_KEY, LoginCount, SESSION_COLUMNS,
-    USER_COLUMNS, UserStore, address_throttle_key,
+    COUNT_ATTEMPT_SQL, COUNT_THROTTLE_SQL, GLOBAL_THROTTLE_KEY, LoginCount, REVOKE_OLDEST_SQL,
+    SESSION_COLUMNS, USER_COLUMNS, UserStore, address_throttle_key,
 };
 use crate::{
     AccountId, ApiKeyRecord, LoginGate, LoginPolicy, LoginScope, Micros, NewApiKey, NewUser,
@@ -227,6 +227,7 @@ impl UserStore for SqliteStore {
         user_id: i64,
         client: Option<String>,
         expires_at: Micros,
+        max_active: u32,
     ) -> Result<Session, StoreError> {
         self.write(move |tx| {
             let now = now_micros();
@@ -243,7 +244,13 @@ impl UserStore for SqliteStore {
                 params![user_id, now, expires_at, client],
             )
             .map_err(map_err)?;
-            session_by_id(tx, tx.last_insert_rowid())?
+            let id = tx.last_insert_rowid();
+            if max_active > 0 {
+                tx.prepare_cached(&REVOKE_OLDEST_SQL.replace('$', "?"))
+                    .and_then(|mut s| s.execute(params![user_id, now, max_active]))
+                    .map_err(map_err)?;
+            }
+            session_by_id(tx, id)?
                 .ok_or_else(|| StoreError::Internal("a session just written is missing".into()))
         })
         .await

@@ -371,6 +371,7 @@ pub async fn login(
             client.map(|ip| ip.to_string()),
             now.saturating_add(users.tokens.lifetime(TokenKind::Refresh))
                 .saturating_mul(1_000_000),
+            users.max_sessions_per_user,
         )
         .await?;
     let access = users

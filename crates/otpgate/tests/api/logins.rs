@@ -116,6 +116,11 @@ fn production(c: &mut Config) {
     c.secrets.current_key_id = "k1".into();
 }
 
+fn two_sessions_per_user(c: &mut Config) {
+    configure(c);
+    c.auth.max_sessions_per_user = 2;
+}
+
 fn small_address_limit(c: &mut Config) {
     configure(c);
     c.auth.login_max_attempts = 100;
@@ -206,13 +211,39 @@ both_backends! {
 }
 
 both_backends! {
+    config: two_sessions_per_user;
+
+    async fn a_login_beyond_the_users_session_limit_revokes_its_oldest_session(app) {
+        let ana = add_user(&app, app.account_id, EMAIL, PASSWORD).await;
+        let bo = add_user(&app, app.account_id, BO, PASSWORD).await;
+        let (b1, rb1) = tokens_of(&app, BO, PASSWORD).await;
+        let (a1, r1) = tokens_of(&app, EMAIL, PASSWORD).await;
+        let (_, r2) = tokens_of(&app, EMAIL, PASSWORD).await;
+        assert_eq!(refresh_status(&app, &r1).await, 200);
+        let (a3, r3) = tokens_of(&app, EMAIL, PASSWORD).await;
+        assert_eq!(refresh_status(&app, &r1).await, 401, "the oldest went");
+        assert_eq!(detail_status(&app, &a1).await, 401);
+        assert_eq!(refresh_status(&app, &r2).await, 200);
+        assert_eq!(refresh_status(&app, &r3).await, 200);
+        assert_eq!(sessions(&app, &a3).await.len(), 2);
+        assert_eq!(active_rows(&app, ana).await, 2);
+        // Another user's sessions are not counted or touched.
+        assert_eq!(active_rows(&app, bo).await, 1);
+        assert_eq!(refresh_status(&app, &rb1).await, 200);
+        assert_eq!(detail_status(&app, &b1).await, 200);
+    }
+}
+
+both_backends! {
     config: small_address_limit;
 
     async fn the_attempt_after_the_limit_from_one_address_is_a_429_while_another_address_is_served(app) {
         let ana = add_user(&app, app.account_id, EMAIL, PASSWORD).await;
         add_user(&app, app.account_id, BO, PASSWORD).await;
-        // Three guesses from 127.0.0.1, each at another email.
-        for i in 0..3 {
+        // From 127.0.0.1: a successful login (it counts too, and resets nothing),
+        // then two guesses at other emails.
+        assert_eq!(login_via(&app, &app.client, BO, PASSWORD).await.0, 200);
+        for i in 0..2 {
             let (status, _, body) = login_via(&app, &app.client, &format!("ghost{i}@example.com"), "wrong password").await;
             assert_eq!(status, 401, "{body}");
         }
