@@ -1,5 +1,7 @@
-//! Users of an account (email and password), the API key each may hold, and the
-//! count of login attempts per email.
+//! Users of an account (email and password), the API key each may hold, their
+//! sessions (one per login, which its refresh and access tokens name), and the
+//! counts of login attempts per email, per client address and over the whole
+//! gateway.
 //!
 //! Implemented for both backends in `sqlite/users.rs` and `postgres/users.rs`.
 //! The store never sees a password: it keeps the hash the service computed
