@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 pub use model::*;
 use otp_domain::vault::CodeVault;
-pub use users::{LoginGate, LoginPolicy, NewUser, User, UserStore};
+pub use users::{LoginGate, LoginPolicy, LoginScope, NewUser, Session, User, UserStore};
 pub use webhooks::WebhookStore;
 
 /// What can go wrong in the store, as the service needs to tell it apart.

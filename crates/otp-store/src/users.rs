@@ -1,5 +1,7 @@
-//! Users of an account (email and password), the API key each may hold, and the
-//! count of login attempts per email.
+//! Users of an account (email and password), the API key each may hold, their
+//! sessions (one per login, which its refresh and access tokens name), and the
+//! counts of login attempts per email, per client address and over the whole
+//! gateway.
 //!
 //! Implemented for both backends in `sqlite/users.rs` and `postgres/users.rs`.
 //! The store never sees a password: it keeps the hash the service computed
@@ -52,15 +54,29 @@ impl std::fmt::Debug for User {
     }
 }
 
-/// How many login attempts an email gets, and over what window.
+/// How many login attempts an email, a client address and the whole gateway
+/// get, and over what window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginPolicy {
-    /// Attempts allowed in one window; the next ones are refused until it ends.
+    /// Attempts one email gets in one window; the next ones are refused until
+    /// it ends.
     pub max_attempts: u32,
+    /// Attempts one client address gets in one window; 0: no limit.
+    pub max_per_address: u32,
+    /// Attempts the whole gateway takes in one window; 0: no limit.
+    pub max_global: u32,
     /// The window, counted from the first attempt after the previous window.
     pub window: Micros,
     /// The time of this attempt.
     pub now: Micros,
+}
+
+/// Which limit refused a login attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginScope {
+    Email,
+    Address,
+    Global,
 }
 
 /// Whether a login attempt may go on to check the password.
@@ -70,22 +86,54 @@ pub enum LoginGate {
     Open,
     /// Too many attempts in this window; do not check anything.
     Locked {
-        /// Whole seconds (at least 1) until the window ends.
+        /// The limit that refused (the one that ends last, when several did).
+        scope: LoginScope,
+        /// Whole seconds (at least 1) until that limit's window ends.
         retry_after_seconds: u64,
     },
 }
 
+/// One counter after an attempt was counted: attempts in the window (this one
+/// included) and when the window began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginCount {
+    pub scope: LoginScope,
+    pub attempts: i64,
+    pub window_start: Micros,
+}
+
 impl LoginGate {
-    /// The gate after `attempts` attempts (this one included) in the window
-    /// that began at `window_start`.
-    pub(crate) fn after(attempts: i64, window_start: Micros, policy: &LoginPolicy) -> LoginGate {
-        if attempts <= i64::from(policy.max_attempts) {
-            return LoginGate::Open;
+    /// The one decision both backends make once the counters are written: open
+    /// unless a counter is over its limit; locked until the last such window
+    /// ends otherwise.
+    pub(crate) fn decide(counts: &[LoginCount], policy: &LoginPolicy) -> LoginGate {
+        let mut gate = LoginGate::Open;
+        for count in counts {
+            let limit = match count.scope {
+                LoginScope::Email => policy.max_attempts,
+                LoginScope::Address => policy.max_per_address,
+                LoginScope::Global => policy.max_global,
+            };
+            if limit == 0 || count.attempts <= i64::from(limit) {
+                continue;
+            }
+            let left = (count.window_start + policy.window - policy.now).max(1);
+            let retry_after_seconds = (left as u64).div_ceil(1_000_000);
+            let longer = match gate {
+                LoginGate::Open => true,
+                LoginGate::Locked {
+                    retry_after_seconds: so_far,
+                    ..
+                } => retry_after_seconds > so_far,
+            };
+            if longer {
+                gate = LoginGate::Locked {
+                    scope: count.scope,
+                    retry_after_seconds,
+                };
+            }
         }
-        let left = (window_start + policy.window - policy.now).max(1);
-        LoginGate::Locked {
-            retry_after_seconds: (left as u64).div_ceil(1_000_000),
-        }
+        gate
     }
 }
 
@@ -97,6 +145,47 @@ pub(crate) const COUNT_ATTEMPT_SQL: &str = "INSERT INTO login_attempts (email, a
      attempts = CASE WHEN login_attempts.window_start <= $3 THEN 1 ELSE login_attempts.attempts + 1 END, \
      window_start = CASE WHEN login_attempts.window_start <= $3 THEN $2 ELSE login_attempts.window_start END \
      RETURNING attempts, window_start";
+
+/// The same for a key of `login_throttle` (`a:<address>` or `g`).
+pub(crate) const COUNT_THROTTLE_SQL: &str = "INSERT INTO login_throttle (key, attempts, window_start) VALUES ($1, 1, $2) \
+     ON CONFLICT (key) DO UPDATE SET \
+     attempts = CASE WHEN login_throttle.window_start <= $3 THEN 1 ELSE login_throttle.attempts + 1 END, \
+     window_start = CASE WHEN login_throttle.window_start <= $3 THEN $2 ELSE login_throttle.window_start END \
+     RETURNING attempts, window_start";
+
+/// The `login_throttle` key of the whole gateway.
+pub(crate) const GLOBAL_THROTTLE_KEY: &str = "g";
+
+/// The `login_throttle` key of a client address (as the service wrote it).
+pub(crate) fn address_throttle_key(address: &str) -> String {
+    format!("a:{address}")
+}
+
+/// One login of a user: the refresh token it issued, and the access tokens
+/// refreshed from it, carry its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: i64,
+    pub user_id: i64,
+    pub created_at: Micros,
+    /// When its refresh token expires.
+    pub expires_at: Micros,
+    /// The last refresh, if any.
+    pub last_used_at: Option<Micros>,
+    /// The client address the login came from, as the service wrote it.
+    pub client: Option<String>,
+}
+
+/// Revokes a user's active sessions but the newest `$3`; both backends bind
+/// `user_id`, `now`, `max_active`.
+pub(crate) const REVOKE_OLDEST_SQL: &str = "UPDATE refresh_tokens SET revoked_at = $2 \
+     WHERE user_id = $1 AND revoked_at IS NULL AND id NOT IN (\
+     SELECT id FROM refresh_tokens WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+     ORDER BY id DESC LIMIT $3)";
+
+/// The columns of a [`Session`], in the order the row readers expect.
+pub(crate) const SESSION_COLUMNS: &str =
+    "id, user_id, created_at, expires_at, last_used_at, client";
 
 /// The columns of a [`User`], in the order the row readers expect.
 pub(crate) const USER_COLUMNS: &str =
@@ -115,21 +204,55 @@ pub trait UserStore: Send + Sync + 'static {
     /// Users, of one account or of all, oldest first.
     async fn list_users(&self, account: Option<AccountId>) -> Result<Vec<User>, StoreError>;
     /// Replaces a user's password hash, bumps its session version (ending its
-    /// tokens) and forgets the login attempts of its email, in one
-    /// transaction. `None`: no such user.
+    /// tokens), revokes its sessions (refresh tokens) and forgets the login
+    /// attempts of its email, in one transaction. `None`: no such user.
     async fn set_password(&self, id: i64, password_hash: &str) -> Result<Option<User>, StoreError>;
 
-    /// Counts a login attempt for a normalised email, known or not, and says
-    /// whether it may go on. Counting before the password is checked makes
-    /// concurrent attempts count exactly: at most `max_attempts` get through
-    /// per window, however many arrive at once, on however many nodes.
+    /// Counts a login attempt for a normalised email (known or not), for the
+    /// client address it came from (when known, and when the policy limits
+    /// addresses) and for the whole gateway (when the policy limits it), and
+    /// says whether it may go on. Counting before the password is checked
+    /// makes concurrent attempts count exactly: at most the limit of each
+    /// counter gets through per window, however many arrive at once, on
+    /// however many nodes.
     async fn count_login_attempt(
         &self,
         email: &str,
+        address: Option<&str>,
         policy: LoginPolicy,
     ) -> Result<LoginGate, StoreError>;
     /// Forgets the attempts of an email (after a successful login).
     async fn clear_login_attempts(&self, email: &str) -> Result<(), StoreError>;
+
+    /// Records a login of a user from `client`, its refresh token valid
+    /// until `expires_at`, and revokes the user's oldest active sessions
+    /// beyond the newest `max_active` (this one included; 0: no limit).
+    async fn create_session(
+        &self,
+        user_id: i64,
+        client: Option<String>,
+        expires_at: Micros,
+        max_active: u32,
+    ) -> Result<Session, StoreError>;
+    /// A session that is neither revoked nor expired at `now`, with its user.
+    async fn active_session(
+        &self,
+        session_id: i64,
+        now: Micros,
+    ) -> Result<Option<(Session, User)>, StoreError>;
+    /// Notes that the session's refresh token was used at `now`.
+    async fn touch_session(&self, session_id: i64, now: Micros) -> Result<(), StoreError>;
+    /// The user's sessions that are neither revoked nor expired at `now`,
+    /// newest first.
+    async fn list_sessions(&self, user_id: i64, now: Micros) -> Result<Vec<Session>, StoreError>;
+    /// Revokes the user's active sessions (only `only`, when given) and
+    /// forgets its sessions that ended; returns how many were revoked.
+    async fn revoke_sessions(
+        &self,
+        user_id: i64,
+        only: Option<i64>,
+        now: Micros,
+    ) -> Result<u64, StoreError>;
 
     /// Revokes the user's key, if it has one, and stores `key` as its key for
     /// the user's account, in one transaction. `NotFound` when the user does not
@@ -147,31 +270,81 @@ pub trait UserStore: Send + Sync + 'static {
 mod tests {
     use super::*;
 
-    #[test]
-    fn attempts_beyond_the_limit_lock_until_the_window_ends() {
-        let policy = LoginPolicy {
+    fn policy() -> LoginPolicy {
+        LoginPolicy {
             max_attempts: 3,
+            max_per_address: 10,
+            max_global: 0,
             window: 60_000_000,
             now: 10_000_000,
-        };
-        assert_eq!(LoginGate::after(3, 0, &policy), LoginGate::Open);
+        }
+    }
+
+    fn count(scope: LoginScope, attempts: i64, window_start: Micros) -> LoginCount {
+        LoginCount {
+            scope,
+            attempts,
+            window_start,
+        }
+    }
+
+    #[test]
+    fn attempts_beyond_the_limit_lock_until_the_window_ends() {
+        let policy = policy();
+        let email = |n| [count(LoginScope::Email, n, 0)];
+        assert_eq!(LoginGate::decide(&email(3), &policy), LoginGate::Open);
         assert_eq!(
-            LoginGate::after(4, 0, &policy),
+            LoginGate::decide(&email(4), &policy),
             LoginGate::Locked {
+                scope: LoginScope::Email,
                 retry_after_seconds: 50
             }
         );
         assert_eq!(
-            LoginGate::after(
-                4,
-                0,
+            LoginGate::decide(
+                &email(4),
                 &LoginPolicy {
                     now: 59_999_999,
                     ..policy
                 }
             ),
             LoginGate::Locked {
+                scope: LoginScope::Email,
                 retry_after_seconds: 1
+            }
+        );
+    }
+
+    #[test]
+    fn the_limit_whose_window_ends_last_is_the_one_reported_and_zero_is_no_limit() {
+        let policy = policy();
+        let counts = [
+            count(LoginScope::Email, 4, 0),
+            count(LoginScope::Address, 11, 5_000_000),
+            count(LoginScope::Global, 1_000_000, 0),
+        ];
+        assert_eq!(
+            LoginGate::decide(&counts, &policy),
+            LoginGate::Locked {
+                scope: LoginScope::Address,
+                retry_after_seconds: 55
+            }
+        );
+        let under = [
+            count(LoginScope::Email, 3, 0),
+            count(LoginScope::Address, 10, 0),
+            count(LoginScope::Global, 1_000_000, 0),
+        ];
+        assert_eq!(LoginGate::decide(&under, &policy), LoginGate::Open);
+        let global = LoginPolicy {
+            max_global: 100,
+            ..policy
+        };
+        assert_eq!(
+            LoginGate::decide(&under, &global),
+            LoginGate::Locked {
+                scope: LoginScope::Global,
+                retry_after_seconds: 50
             }
         );
     }

@@ -16,7 +16,7 @@ use crate::auth::issue_key;
 use crate::config::{Config, Secret};
 use crate::startup::{Application, open_store};
 use crate::users::hashing::hash_now;
-use crate::users::{Email, NewPassword};
+use crate::users::{Email, NewPassword, PasswordRules};
 
 #[derive(Parser)]
 #[command(
@@ -210,7 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(cmd) => keys(&open_store(&config).await?, cmd).await,
-        Command::Users(cmd) => users(&open_store(&config).await?, cmd).await,
+        Command::Users(cmd) => users(&config, cmd).await,
         Command::Webhooks(cmd) => webhooks(&config, cmd).await,
     }
 }
@@ -522,16 +522,25 @@ enum UsersCmd {
         json: bool,
     },
     /// Set a user's password, read from standard input (its first line). The
-    /// user's tokens stop working and its failed logins are forgotten.
+    /// user's tokens stop working, its sessions (refresh tokens) are revoked
+    /// and its failed logins are forgotten.
     SetPassword {
         /// The user's email, any case.
         email: String,
     },
+    /// Print the id that the server's log gives an email (failed and refused
+    /// logins name the email by it, never in plain). Needs the servers'
+    /// `auth.token_secret`.
+    LogId {
+        /// The email, any case.
+        email: String,
+    },
 }
 
-/// The first line of standard input, as a new password. At a terminal a
-/// prompt is shown first (and the input is echoed: pipe it to avoid that).
-fn read_password() -> anyhow::Result<NewPassword> {
+/// The first line of standard input, as a new password under `rules`. At a
+/// terminal a prompt is shown first (and the input is echoed: pipe it to avoid
+/// that).
+fn read_password(rules: PasswordRules) -> anyhow::Result<NewPassword> {
     use std::io::{BufRead, IsTerminal, Write};
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
@@ -548,19 +557,31 @@ fn read_password() -> anyhow::Result<NewPassword> {
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
         .unwrap_or(&line)
         .to_owned();
-    NewPassword::parse(password).map_err(|m| anyhow::anyhow!(m))
+    NewPassword::parse(password, rules)
+        .map_err(|refused| anyhow::anyhow!("{refused} ({})", refused.code()))
 }
 
-async fn users(store: &SharedStore, cmd: UsersCmd) -> anyhow::Result<()> {
+async fn users(config: &Config, cmd: UsersCmd) -> anyhow::Result<()> {
+    let rules = PasswordRules::for_mode(config.mode);
     match cmd {
+        UsersCmd::LogId { email } => {
+            if config.auth.token_secret.is_none() {
+                anyhow::bail!(
+                    "auth.token_secret is not set: log ids are keyed with the servers' token secret"
+                );
+            }
+            let auth = crate::users::UserAuth::load(config)?;
+            println!("{}", auth.email_log_id(&Email::normalise(&email)));
+        }
         UsersCmd::Create {
             account,
             email,
             json,
         } => {
+            let store = &open_store(config).await?;
             let a = find_account(store, &account).await?;
             let email = Email::parse(&email).map_err(|m| anyhow::anyhow!(m))?;
-            let password = read_password()?;
+            let password = read_password(rules)?;
             let password_hash = hash_now(password.expose())?;
             let user = store
                 .create_user(NewUser {
@@ -583,6 +604,7 @@ async fn users(store: &SharedStore, cmd: UsersCmd) -> anyhow::Result<()> {
             }
         }
         UsersCmd::List { account, json } => {
+            let store = &open_store(config).await?;
             let account_id = match account {
                 Some(a) => Some(find_account(store, &a).await?.id),
                 None => None,
@@ -605,11 +627,12 @@ async fn users(store: &SharedStore, cmd: UsersCmd) -> anyhow::Result<()> {
             }
         }
         UsersCmd::SetPassword { email } => {
+            let store = open_store(config).await?;
             let user = store
                 .user_by_email(Email::normalise(&email).as_str())
                 .await?
                 .with_context(|| format!("no user {email:?}"))?;
-            let password = read_password()?;
+            let password = read_password(rules)?;
             let hash = hash_now(password.expose())?;
             store
                 .set_password(user.id, &hash)

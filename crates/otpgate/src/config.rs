@@ -556,6 +556,20 @@ pub struct AuthConfig {
     /// Password hashes computed at once on this node (each takes 19 MiB);
     /// 0: one per CPU.
     pub max_concurrent_hashes: usize,
+    /// Login attempts one client address gets per `login_window_seconds`
+    /// (every attempt counts, successful or not; IPv6 addresses are counted
+    /// per /64); more are refused with 429. 0: no per-address limit.
+    pub login_max_attempts_per_address: u32,
+    /// Login attempts the whole gateway (all nodes together) takes per
+    /// `login_window_seconds`; more are refused with 429. 0: no global limit.
+    pub login_max_attempts_global: u32,
+    /// Logins whose password check is running or waiting on this node at
+    /// once; more are shed with 429 `login_busy` and `Retry-After`. 0: eight
+    /// per hash that may run at once (`max_concurrent_hashes`).
+    pub max_pending_hashes: usize,
+    /// Sessions (logins with a valid refresh token) one user may have; a new
+    /// login beyond that revokes the user's oldest. 0: no limit.
+    pub max_sessions_per_user: u32,
 }
 
 impl Default for AuthConfig {
@@ -567,6 +581,10 @@ impl Default for AuthConfig {
             login_max_attempts: 5,
             login_window_seconds: 900,
             max_concurrent_hashes: 0,
+            login_max_attempts_per_address: 100,
+            login_max_attempts_global: 2_000,
+            max_pending_hashes: 0,
+            max_sessions_per_user: 20,
         }
     }
 }

@@ -3,9 +3,16 @@
 //!
 //! - A user belongs to one account and logs in with email and password
 //!   ([`Email`], [`NewPassword`]); passwords are kept as Argon2id hashes
-//!   ([`hashing`]).
+//!   ([`hashing`]). A new password must pass [`PasswordRules`]: 10 characters
+//!   in production mode (8 in development), and not one of the common
+//!   passwords of `data/common-passwords.txt` (NIST SP 800-63B). Passwords set
+//!   before keep working: the rules apply when a password is set.
+//! - Logins are limited per email, per client address and over the whole
+//!   gateway (counted in the store), and the password checks waiting on a
+//!   node are bounded ([`hashing::Passwords::admit`]).
 //! - A login returns an access token (1 day) and a refresh token (7 days):
-//!   HS256 JWTs signed with `auth.token_secret` ([`tokens`]). Access tokens open
+//!   HS256 JWTs signed with `auth.token_secret` ([`tokens`]), both bound to a
+//!   session row that logout and password resets revoke. Access tokens open
 //!   the user endpoints (`user-detail`, `generate-api-keys`, `get-api-keys`);
 //!   the OTP endpoints take API keys only, and neither kind opens the other.
 //! - The admin API takes one configured token (`admin.token`), compared in
@@ -19,9 +26,14 @@
 pub mod hashing;
 pub mod tokens;
 
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::LazyLock;
+
 use anyhow::bail;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, Mac};
 use rand::TryRngCore;
 use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
@@ -35,8 +47,10 @@ use tokens::Tokens;
 
 /// The longest email accepted (RFC 5321's path limit).
 pub const MAX_EMAIL_LEN: usize = 254;
-/// The shortest password a user may set.
+/// The shortest password a user may set in development mode.
 pub const MIN_PASSWORD_CHARS: usize = 8;
+/// The shortest password a user may set in production mode.
+pub const MIN_PRODUCTION_PASSWORD_CHARS: usize = 10;
 /// The longest password accepted, in bytes; longer input is refused before
 /// it reaches the hasher.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
@@ -84,21 +98,97 @@ impl Email {
     }
 }
 
-/// A password a user is setting: 8 characters or more, at most 1024 bytes. It
-/// is taken as typed (no trimming); its `Debug` prints `[redacted]`.
+/// What a new password must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordRules {
+    /// The fewest characters (Unicode scalar values).
+    pub min_chars: usize,
+}
+
+impl PasswordRules {
+    pub const PRODUCTION: PasswordRules = PasswordRules {
+        min_chars: MIN_PRODUCTION_PASSWORD_CHARS,
+    };
+    pub const DEVELOPMENT: PasswordRules = PasswordRules {
+        min_chars: MIN_PASSWORD_CHARS,
+    };
+
+    /// 10 characters in production mode, 8 in development mode.
+    pub fn for_mode(mode: Mode) -> PasswordRules {
+        match mode {
+            Mode::Production => PasswordRules::PRODUCTION,
+            Mode::Development => PasswordRules::DEVELOPMENT,
+        }
+    }
+}
+
+/// Why a new password was refused; [`PasswordRefused::code`] is the API's
+/// error code on the `password` field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordRefused {
+    #[error("The password must have at least {min} characters.")]
+    TooShort { min: usize },
+    #[error("The password may have at most {MAX_PASSWORD_BYTES} bytes.")]
+    TooLong,
+    #[error(
+        "This password is too common: it is on the list of the most used passwords, or one \
+         character repeated, or a run of consecutive letters or digits. Choose another."
+    )]
+    TooCommon,
+}
+
+impl PasswordRefused {
+    pub fn code(&self) -> &'static str {
+        match self {
+            PasswordRefused::TooShort { .. } => "password_too_short",
+            PasswordRefused::TooLong => "password_too_long",
+            PasswordRefused::TooCommon => "password_too_common",
+        }
+    }
+}
+
+/// The common passwords (lower case, 8 characters or more), one a line.
+static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("../data/common-passwords.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect()
+});
+
+/// Whether a password is too common to allow: on the list (in any case), one
+/// character repeated, or a run of consecutive characters up or down
+/// (`abcdefghij`, `9876543210`).
+pub fn is_common_password(password: &str) -> bool {
+    let lower = password.to_lowercase();
+    if COMMON_PASSWORDS.contains(lower.as_str()) {
+        return true;
+    }
+    let chars: Vec<u32> = lower.chars().map(u32::from).collect();
+    let steps: HashSet<i64> = chars
+        .windows(2)
+        .map(|w| i64::from(w[1]) - i64::from(w[0]))
+        .collect();
+    steps.len() == 1 && steps.iter().all(|d| d.abs() <= 1)
+}
+
+/// A password a user is setting: at least [`PasswordRules::min_chars`]
+/// characters, at most 1024 bytes, and not a common one. It is taken as typed
+/// (no trimming); its `Debug` prints `[redacted]`.
 pub struct NewPassword(String);
 
 impl NewPassword {
-    pub fn parse(raw: String) -> Result<NewPassword, String> {
-        if raw.chars().count() < MIN_PASSWORD_CHARS {
-            return Err(format!(
-                "The password must have at least {MIN_PASSWORD_CHARS} characters."
-            ));
+    pub fn parse(raw: String, rules: PasswordRules) -> Result<NewPassword, PasswordRefused> {
+        if raw.chars().count() < rules.min_chars {
+            return Err(PasswordRefused::TooShort {
+                min: rules.min_chars,
+            });
         }
         if raw.len() > MAX_PASSWORD_BYTES {
-            return Err(format!(
-                "The password may have at most {MAX_PASSWORD_BYTES} bytes."
-            ));
+            return Err(PasswordRefused::TooLong);
+        }
+        if is_common_password(&raw) {
+            return Err(PasswordRefused::TooCommon);
         }
         Ok(NewPassword(raw))
     }
@@ -114,13 +204,41 @@ impl std::fmt::Debug for NewPassword {
     }
 }
 
-/// Passwords, tokens, the login limit and the admin token of one server.
+/// What per-address login limits count a client address as: an IPv4 address
+/// as it is (an IPv4-mapped IPv6 address as its IPv4 one), an IPv6 address
+/// by its /64 prefix (one subscriber's network: each of its 2^64 addresses is
+/// no new client).
+pub fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("{prefix}/64")
+            }
+        },
+    }
+}
+
+/// Passwords, tokens, the login limits and the admin token of one server.
 pub struct UserAuth {
     pub passwords: Passwords,
     pub tokens: Tokens,
+    /// What new passwords must be (by `mode`).
+    pub password_rules: PasswordRules,
     /// Login attempts per email per window.
     pub login_max_attempts: u32,
+    /// Login attempts per client address per window; 0: no limit.
+    pub login_max_attempts_per_address: u32,
+    /// Login attempts of the whole gateway per window; 0: no limit.
+    pub login_max_attempts_global: u32,
     pub login_window_seconds: u64,
+    /// Active sessions per user; a login beyond revokes the oldest. 0: no limit.
+    pub max_sessions_per_user: u32,
+    /// The key emails are hashed with for logs (the token secret).
+    log_key: Vec<u8>,
     /// SHA-256 of the admin token; `None`: the admin API is off.
     admin_token: Option<[u8; 32]>,
 }
@@ -174,14 +292,19 @@ impl UserAuth {
             Some(t) => Some(Sha256::digest(t.expose().trim().as_bytes()).into()),
         };
         Ok(UserAuth {
-            passwords: Passwords::new(auth.max_concurrent_hashes),
+            passwords: Passwords::new(auth.max_concurrent_hashes, auth.max_pending_hashes),
+            log_key: secret.clone(),
             tokens: Tokens::new(
                 secret,
                 auth.access_token_seconds,
                 auth.refresh_token_seconds,
             ),
+            password_rules: PasswordRules::for_mode(config.mode),
             login_max_attempts: auth.login_max_attempts,
+            login_max_attempts_per_address: auth.login_max_attempts_per_address,
+            login_max_attempts_global: auth.login_max_attempts_global,
             login_window_seconds: auth.login_window_seconds,
+            max_sessions_per_user: auth.max_sessions_per_user,
             admin_token,
         })
     }
@@ -190,10 +313,27 @@ impl UserAuth {
     pub fn login_policy(&self) -> LoginPolicy {
         LoginPolicy {
             max_attempts: self.login_max_attempts,
+            max_per_address: self.login_max_attempts_per_address,
+            max_global: self.login_max_attempts_global,
             window: i64::try_from(self.login_window_seconds.saturating_mul(1_000_000))
                 .unwrap_or(i64::MAX),
             now: now_micros(),
         }
+    }
+
+    /// How logs name the email of a login: 16 hex digits of an HMAC-SHA256
+    /// of the normalised email under the token secret. The same email gets
+    /// the same id (so failed logins can be followed), but the log does not
+    /// show it, nor a password mistakenly typed into the email field;
+    /// `otpgate users log-id EMAIL` computes the id of an email.
+    pub fn email_log_id(&self, email: &Email) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.log_key).expect("HMAC takes any key");
+        mac.update(b"otpgate login log id\0");
+        mac.update(email.as_str().as_bytes());
+        mac.finalize().into_bytes()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Whether the admin API is on.
@@ -239,10 +379,99 @@ mod tests {
 
     #[test]
     fn new_passwords_have_bounds_and_hide_in_debug() {
-        assert!(NewPassword::parse("short".into()).is_err());
-        assert!(NewPassword::parse("x".repeat(MAX_PASSWORD_BYTES + 1)).is_err());
-        let p = NewPassword::parse("correct horse".into()).unwrap();
+        let dev = PasswordRules::DEVELOPMENT;
+        assert_eq!(
+            NewPassword::parse("short".into(), dev).err(),
+            Some(PasswordRefused::TooShort { min: 8 })
+        );
+        assert_eq!(
+            NewPassword::parse("x".repeat(MAX_PASSWORD_BYTES + 1), dev).err(),
+            Some(PasswordRefused::TooLong)
+        );
+        let p = NewPassword::parse("correct horse".into(), dev).unwrap();
         assert_eq!(format!("{p:?}"), "[redacted]");
+    }
+
+    #[test]
+    fn production_wants_ten_characters_and_development_eight() {
+        assert_eq!(
+            PasswordRules::for_mode(Mode::Production),
+            PasswordRules::PRODUCTION
+        );
+        let nine = "tulip-owl";
+        assert!(NewPassword::parse(nine.into(), PasswordRules::DEVELOPMENT).is_ok());
+        let refused = NewPassword::parse(nine.into(), PasswordRules::PRODUCTION)
+            .err()
+            .unwrap();
+        assert_eq!(refused, PasswordRefused::TooShort { min: 10 });
+        assert_eq!(refused.code(), "password_too_short");
+        // Characters, not bytes: 11 Devanagari characters (33 bytes) pass, 9 do not.
+        let ten = "नमस्ते साथी";
+        assert_eq!(ten.chars().count(), 11);
+        assert!(NewPassword::parse(ten.into(), PasswordRules::PRODUCTION).is_ok());
+        let nine: String = ten.chars().take(9).collect();
+        assert!(NewPassword::parse(nine, PasswordRules::PRODUCTION).is_err());
+    }
+
+    #[test]
+    fn common_passwords_are_refused_in_any_case() {
+        assert!(
+            COMMON_PASSWORDS.len() >= 9_000,
+            "{}",
+            COMMON_PASSWORDS.len()
+        );
+        for common in [
+            "12345678",
+            "password",
+            "Password1",
+            "PASSWORD123",
+            "iloveyou",
+            "qwertyuiop",
+            "1q2w3e4r5t",
+            "kathmandu123",
+            "Sunshine2024",
+            "aaaaaaaaaa",
+            "ZZZZZZZZZZZZ",
+            "abcdefghijk",
+            "9876543210",
+            "rstuvwxyz",
+        ] {
+            let refused = NewPassword::parse(common.into(), PasswordRules::DEVELOPMENT)
+                .err()
+                .unwrap_or_else(|| panic!("{common} was accepted"));
+            assert_eq!(refused.code(), "password_too_common", "{common}");
+        }
+        for fine in [
+            "correct horse battery",
+            "abcdefghik",
+            "1234567809",
+            "aaaaaaaaab",
+        ] {
+            assert!(!is_common_password(fine), "{fine}");
+        }
+    }
+
+    #[test]
+    fn addresses_are_counted_as_ipv4_or_ipv6_slash_64() {
+        let key = |s: &str| address_key(s.parse().unwrap());
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff::1"), key("2001:db8:1:2::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
+
+    #[test]
+    fn an_emails_log_id_is_stable_and_reveals_nothing() {
+        let auth = UserAuth::load(&Config::default()).unwrap();
+        let ana = Email::normalise("Ana@Example.com");
+        let id = auth.email_log_id(&ana);
+        assert_eq!(id.len(), 16);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(id, auth.email_log_id(&Email::normalise("ana@example.com ")));
+        assert_ne!(id, auth.email_log_id(&Email::normalise("bo@example.com")));
+        let other = UserAuth::load(&Config::default()).unwrap();
+        assert_ne!(id, other.email_log_id(&ana), "keyed by the token secret");
     }
 
     #[test]

@@ -5,22 +5,50 @@
 use tokio_postgres::Row;
 
 use super::{KEY_COLUMNS, PgStore, key_from_row, pg_err};
-use crate::users::{COUNT_ATTEMPT_SQL, USER_COLUMNS, UserStore};
+use crate::users::{
+    COUNT_ATTEMPT_SQL, COUNT_THROTTLE_SQL, GLOBAL_THROTTLE_KEY, LoginCount, REVOKE_OLDEST_SQL,
+    SESSION_COLUMNS, USER_COLUMNS, UserStore, address_throttle_key,
+};
 use crate::{
-    AccountId, ApiKeyRecord, LoginGate, LoginPolicy, NewApiKey, NewUser, StoreError, User,
-    now_micros,
+    AccountId, ApiKeyRecord, LoginGate, LoginPolicy, LoginScope, Micros, NewApiKey, NewUser,
+    Session, StoreError, User, now_micros,
 };
 
 fn user_from_row(r: &Row) -> User {
+    user_at(r, 0)
+}
+
+/// A user whose columns start at `base`.
+fn user_at(r: &Row, base: usize) -> User {
     User {
-        id: r.get(0),
-        account_id: r.get(1),
-        email: r.get(2),
-        password_hash: r.get(3),
-        session_version: r.get(4),
-        created_at: r.get(5),
-        password_changed_at: r.get(6),
+        id: r.get(base),
+        account_id: r.get(base + 1),
+        email: r.get(base + 2),
+        password_hash: r.get(base + 3),
+        session_version: r.get(base + 4),
+        created_at: r.get(base + 5),
+        password_changed_at: r.get(base + 6),
     }
+}
+
+fn session_from_row(r: &Row) -> Session {
+    Session {
+        id: r.get(0),
+        user_id: r.get(1),
+        created_at: r.get(2),
+        expires_at: r.get(3),
+        last_used_at: r.get(4),
+        client: r.get(5),
+    }
+}
+
+/// `columns` (a `*_COLUMNS` list) with each name qualified by `alias`.
+fn qualified(columns: &str, alias: &str) -> String {
+    columns
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[async_trait::async_trait]
@@ -102,6 +130,12 @@ impl UserStore for PgStore {
             .await
             .map_err(pg_err)?;
         let user = row.as_ref().map(user_from_row);
+        tx.execute(
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+            &[&id, &now_micros()],
+        )
+        .await
+        .map_err(pg_err)?;
         if let Some(u) = &user {
             tx.execute("DELETE FROM login_attempts WHERE email = $1", &[&u.email])
                 .await
@@ -114,24 +148,52 @@ impl UserStore for PgStore {
     async fn count_login_attempt(
         &self,
         email: &str,
+        address: Option<&str>,
         policy: LoginPolicy,
     ) -> Result<LoginGate, StoreError> {
         let c = self.client().await?;
         let window_ended = policy.now - policy.window;
-        // Windows that ended are forgotten, so the table holds only emails tried
-        // recently.
-        c.execute(
-            "DELETE FROM login_attempts WHERE window_start <= $1",
-            &[&window_ended],
-        )
-        .await
-        .map_err(pg_err)?;
-        // One statement: concurrent attempts on any node are counted exactly.
-        let row = c
-            .query_one(COUNT_ATTEMPT_SQL, &[&email, &policy.now, &window_ended])
+        // Windows that ended are forgotten, so the tables hold only emails and
+        // addresses tried recently.
+        for table in ["login_attempts", "login_throttle"] {
+            c.execute(
+                &format!("DELETE FROM {table} WHERE window_start <= $1"),
+                &[&window_ended],
+            )
             .await
             .map_err(pg_err)?;
-        Ok(LoginGate::after(row.get(0), row.get(1), &policy))
+        }
+        let mut keys = vec![(COUNT_ATTEMPT_SQL, email.to_owned(), LoginScope::Email)];
+        if let Some(address) = address.filter(|_| policy.max_per_address > 0) {
+            keys.push((
+                COUNT_THROTTLE_SQL,
+                address_throttle_key(address),
+                LoginScope::Address,
+            ));
+        }
+        if policy.max_global > 0 {
+            keys.push((
+                COUNT_THROTTLE_SQL,
+                GLOBAL_THROTTLE_KEY.to_owned(),
+                LoginScope::Global,
+            ));
+        }
+        // One statement per counter, each on its own: concurrent attempts on
+        // any node are counted exactly, and the gateway's row is locked only
+        // for its own statement.
+        let mut counts = Vec::with_capacity(keys.len());
+        for (sql, key, scope) in keys {
+            let row = c
+                .query_one(sql, &[&key, &policy.now, &window_ended])
+                .await
+                .map_err(pg_err)?;
+            counts.push(LoginCount {
+                scope,
+                attempts: row.get(0),
+                window_start: row.get(1),
+            });
+        }
+        Ok(LoginGate::decide(&counts, &policy))
     }
 
     async fn clear_login_attempts(&self, email: &str) -> Result<(), StoreError> {
@@ -140,6 +202,112 @@ impl UserStore for PgStore {
             .await
             .map_err(pg_err)?;
         Ok(())
+    }
+
+    async fn create_session(
+        &self,
+        user_id: i64,
+        client: Option<String>,
+        expires_at: Micros,
+        max_active: u32,
+    ) -> Result<Session, StoreError> {
+        let c = self.client().await?;
+        let now = now_micros();
+        // The user's sessions that ended are forgotten, so its rows are bounded
+        // by its logins within one refresh lifetime.
+        c.execute(
+            "DELETE FROM refresh_tokens WHERE user_id = $1 AND expires_at <= $2",
+            &[&user_id, &now],
+        )
+        .await
+        .map_err(pg_err)?;
+        let row = c
+            .query_one(
+                &format!(
+                    "INSERT INTO refresh_tokens (user_id, created_at, expires_at, client) \
+                     VALUES ($1, $2, $3, $4) RETURNING {SESSION_COLUMNS}"
+                ),
+                &[&user_id, &now, &expires_at, &client],
+            )
+            .await
+            .map_err(pg_err)?;
+        if max_active > 0 {
+            c.execute(REVOKE_OLDEST_SQL, &[&user_id, &now, &i64::from(max_active)])
+                .await
+                .map_err(pg_err)?;
+        }
+        Ok(session_from_row(&row))
+    }
+
+    async fn active_session(
+        &self,
+        session_id: i64,
+        now: Micros,
+    ) -> Result<Option<(Session, User)>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "SELECT {}, {} FROM refresh_tokens s JOIN users u ON u.id = s.user_id \
+                     WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2",
+                    qualified(SESSION_COLUMNS, "s"),
+                    qualified(USER_COLUMNS, "u"),
+                ),
+                &[&session_id, &now],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(row.map(|r| (session_from_row(&r), user_at(&r, 6))))
+    }
+
+    async fn touch_session(&self, session_id: i64, now: Micros) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE refresh_tokens SET last_used_at = $2 WHERE id = $1",
+            &[&session_id, &now],
+        )
+        .await
+        .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn list_sessions(&self, user_id: i64, now: Micros) -> Result<Vec<Session>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {SESSION_COLUMNS} FROM refresh_tokens \
+                     WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY id DESC"
+                ),
+                &[&user_id, &now],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(session_from_row).collect())
+    }
+
+    async fn revoke_sessions(
+        &self,
+        user_id: i64,
+        only: Option<i64>,
+        now: Micros,
+    ) -> Result<u64, StoreError> {
+        let c = self.client().await?;
+        let revoked = c
+            .execute(
+                "UPDATE refresh_tokens SET revoked_at = $3 WHERE user_id = $1 \
+                 AND ($2::int8 IS NULL OR id = $2) AND revoked_at IS NULL AND expires_at > $3",
+                &[&user_id, &only, &now],
+            )
+            .await
+            .map_err(pg_err)?;
+        c.execute(
+            "DELETE FROM refresh_tokens WHERE user_id = $1 AND expires_at <= $2",
+            &[&user_id, &now],
+        )
+        .await
+        .map_err(pg_err)?;
+        Ok(revoked)
     }
 
     async fn replace_user_key(

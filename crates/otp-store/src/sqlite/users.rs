@@ -4,10 +4,13 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{KEY_COLUMNS, SqliteStore, account_by_id, collect, key_from_row, map_err};
-use crate::users::{COUNT_ATTEMPT_SQL, USER_COLUMNS, UserStore};
+use crate::users::{
+    COUNT_ATTEMPT_SQL, COUNT_THROTTLE_SQL, GLOBAL_THROTTLE_KEY, LoginCount, REVOKE_OLDEST_SQL,
+    SESSION_COLUMNS, USER_COLUMNS, UserStore, address_throttle_key,
+};
 use crate::{
-    AccountId, ApiKeyRecord, LoginGate, LoginPolicy, NewApiKey, NewUser, StoreError, User,
-    now_micros,
+    AccountId, ApiKeyRecord, LoginGate, LoginPolicy, LoginScope, Micros, NewApiKey, NewUser,
+    Session, StoreError, User, now_micros,
 };
 
 fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
@@ -19,6 +22,49 @@ fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
         session_version: r.get(4)?,
         created_at: r.get(5)?,
         password_changed_at: r.get(6)?,
+    })
+}
+
+fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        created_at: r.get(2)?,
+        expires_at: r.get(3)?,
+        last_used_at: r.get(4)?,
+        client: r.get(5)?,
+    })
+}
+
+fn session_by_id(c: &Connection, id: i64) -> Result<Option<Session>, StoreError> {
+    c.prepare_cached(&format!(
+        "SELECT {SESSION_COLUMNS} FROM refresh_tokens WHERE id = ?1"
+    ))
+    .and_then(|mut s| s.query_row([id], session_from_row).optional())
+    .map_err(map_err)
+}
+
+/// Counts one attempt of `scope` under `key` with one of the two counting
+/// statements.
+fn count(
+    tx: &Connection,
+    sql: &str,
+    key: &str,
+    scope: LoginScope,
+    policy: &LoginPolicy,
+) -> Result<LoginCount, StoreError> {
+    let (attempts, window_start) = tx
+        .prepare_cached(&sql.replace('$', "?"))
+        .and_then(|mut s| {
+            s.query_row(params![key, policy.now, policy.now - policy.window], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
+        .map_err(map_err)?;
+    Ok(LoginCount {
+        scope,
+        attempts,
+        window_start,
     })
 }
 
@@ -100,6 +146,11 @@ impl UserStore for SqliteStore {
             if changed == 0 {
                 return Ok(None);
             }
+            tx.execute(
+                "UPDATE refresh_tokens SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
+                params![id, now_micros()],
+            )
+            .map_err(map_err)?;
             let user = user_by_id(tx, id)?;
             if let Some(u) = &user {
                 tx.execute("DELETE FROM login_attempts WHERE email = ?1", [&u.email])
@@ -113,27 +164,50 @@ impl UserStore for SqliteStore {
     async fn count_login_attempt(
         &self,
         email: &str,
+        address: Option<&str>,
         policy: LoginPolicy,
     ) -> Result<LoginGate, StoreError> {
         let email = email.to_owned();
+        let address = address
+            .filter(|_| policy.max_per_address > 0)
+            .map(address_throttle_key);
         self.write(move |tx| {
             let window_ended = policy.now - policy.window;
-            // Windows that ended are forgotten, so the table holds only emails
-            // tried recently.
-            tx.execute(
-                "DELETE FROM login_attempts WHERE window_start <= ?1",
-                [window_ended],
-            )
-            .map_err(map_err)?;
-            let (attempts, window_start): (i64, i64) = tx
-                .prepare_cached(&COUNT_ATTEMPT_SQL.replace('$', "?"))
-                .and_then(|mut s| {
-                    s.query_row(params![email, policy.now, window_ended], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
-                })
+            // Windows that ended are forgotten, so the tables hold only emails
+            // and addresses tried recently.
+            for table in ["login_attempts", "login_throttle"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE window_start <= ?1"),
+                    [window_ended],
+                )
                 .map_err(map_err)?;
-            Ok(LoginGate::after(attempts, window_start, &policy))
+            }
+            let mut counts = vec![count(
+                tx,
+                COUNT_ATTEMPT_SQL,
+                &email,
+                LoginScope::Email,
+                &policy,
+            )?];
+            if let Some(key) = &address {
+                counts.push(count(
+                    tx,
+                    COUNT_THROTTLE_SQL,
+                    key,
+                    LoginScope::Address,
+                    &policy,
+                )?);
+            }
+            if policy.max_global > 0 {
+                counts.push(count(
+                    tx,
+                    COUNT_THROTTLE_SQL,
+                    GLOBAL_THROTTLE_KEY,
+                    LoginScope::Global,
+                    &policy,
+                )?);
+            }
+            Ok(LoginGate::decide(&counts, &policy))
         })
         .await
     }
@@ -144,6 +218,116 @@ impl UserStore for SqliteStore {
             tx.execute("DELETE FROM login_attempts WHERE email = ?1", [email])
                 .map_err(map_err)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn create_session(
+        &self,
+        user_id: i64,
+        client: Option<String>,
+        expires_at: Micros,
+        max_active: u32,
+    ) -> Result<Session, StoreError> {
+        self.write(move |tx| {
+            let now = now_micros();
+            // The user's sessions that ended are forgotten, so its rows are
+            // bounded by its logins within one refresh lifetime.
+            tx.execute(
+                "DELETE FROM refresh_tokens WHERE user_id = ?1 AND expires_at <= ?2",
+                params![user_id, now],
+            )
+            .map_err(map_err)?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (user_id, created_at, expires_at, client) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![user_id, now, expires_at, client],
+            )
+            .map_err(map_err)?;
+            let id = tx.last_insert_rowid();
+            if max_active > 0 {
+                tx.prepare_cached(&REVOKE_OLDEST_SQL.replace('$', "?"))
+                    .and_then(|mut s| s.execute(params![user_id, now, max_active]))
+                    .map_err(map_err)?;
+            }
+            session_by_id(tx, id)?
+                .ok_or_else(|| StoreError::Internal("a session just written is missing".into()))
+        })
+        .await
+    }
+
+    async fn active_session(
+        &self,
+        session_id: i64,
+        now: Micros,
+    ) -> Result<Option<(Session, User)>, StoreError> {
+        self.read(move |c| {
+            let session = c
+                .prepare_cached(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM refresh_tokens \
+                     WHERE id = ?1 AND revoked_at IS NULL AND expires_at > ?2"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(params![session_id, now], session_from_row)
+                        .optional()
+                })
+                .map_err(map_err)?;
+            let Some(session) = session else {
+                return Ok(None);
+            };
+            Ok(user_by_id(c, session.user_id)?.map(|user| (session, user)))
+        })
+        .await
+    }
+
+    async fn touch_session(&self, session_id: i64, now: Micros) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE refresh_tokens SET last_used_at = ?2 WHERE id = ?1",
+                params![session_id, now],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_sessions(&self, user_id: i64, now: Micros) -> Result<Vec<Session>, StoreError> {
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM refresh_tokens \
+                     WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 ORDER BY id DESC"
+                ))
+                .map_err(map_err)?;
+            collect(
+                s.query_map(params![user_id, now], session_from_row)
+                    .map_err(map_err)?,
+            )
+        })
+        .await
+    }
+
+    async fn revoke_sessions(
+        &self,
+        user_id: i64,
+        only: Option<i64>,
+        now: Micros,
+    ) -> Result<u64, StoreError> {
+        self.write(move |tx| {
+            let revoked = tx
+                .execute(
+                    "UPDATE refresh_tokens SET revoked_at = ?3 WHERE user_id = ?1 \
+                     AND (?2 IS NULL OR id = ?2) AND revoked_at IS NULL AND expires_at > ?3",
+                    params![user_id, only, now],
+                )
+                .map_err(map_err)?;
+            tx.execute(
+                "DELETE FROM refresh_tokens WHERE user_id = ?1 AND expires_at <= ?2",
+                params![user_id, now],
+            )
+            .map_err(map_err)?;
+            Ok(revoked as u64)
         })
         .await
     }

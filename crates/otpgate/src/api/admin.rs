@@ -40,7 +40,7 @@ use super::send::{given, integer, required_text, text};
 use super::users::{Envelope, bearer};
 use crate::auth::issue_key;
 use crate::state::AppState;
-use crate::users::{Email, NewPassword};
+use crate::users::{Email, NewPassword, PasswordRules};
 
 /// Longest account name or key label accepted.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -596,6 +596,7 @@ pub async fn list_users(
 /// The new password of a create-user or set-password body.
 fn password_field(
     fields: &Map<String, Value>,
+    rules: PasswordRules,
     errors: &mut Vec<FieldError>,
 ) -> Option<NewPassword> {
     if given(fields, "password").is_none() {
@@ -607,10 +608,14 @@ fn password_field(
         return None;
     }
     let raw = text(fields, "password", errors)?;
-    match NewPassword::parse(raw) {
+    match NewPassword::parse(raw, rules) {
         Ok(p) => Some(p),
-        Err(message) => {
-            errors.push(FieldError::new("password", "invalid", message));
+        Err(refused) => {
+            errors.push(FieldError::new(
+                "password",
+                refused.code(),
+                refused.to_string(),
+            ));
             None
         }
     }
@@ -625,7 +630,7 @@ fn password_field(
     request_body(content = CreateUserRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "The user", body = Envelope<UserView>),
-        (status = 400, description = "Invalid email or password", body = super::error::ErrorEnvelope),
+        (status = 400, description = "Invalid email or password (`password_too_short`: under 10 characters in production mode, 8 in development; `password_too_common`; `password_too_long`: over 1024 bytes)", body = super::error::ErrorEnvelope),
         (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
         (status = 404, description = "No such account, or the admin API is off", body = super::error::ErrorEnvelope),
         (status = 409, description = "The email is taken, whatever its case (`email_taken`)", body = super::error::ErrorEnvelope),
@@ -645,7 +650,7 @@ pub async fn create_user(
             .map_err(|m| errors.push(FieldError::new("email", "invalid", m)))
             .ok()
     });
-    let password = password_field(&fields, &mut errors);
+    let password = password_field(&fields, state.users.password_rules, &mut errors);
     let (Some(email), Some(password)) = (email, password) else {
         return Err(ApiError::validation(errors));
     };
@@ -683,8 +688,8 @@ pub async fn create_user(
     Ok(created("User created.", user_view(user, &state)))
 }
 
-/// Set a user's password: its tokens stop working and its login attempts are
-/// forgotten.
+/// Set a user's password: its tokens stop working, its sessions (refresh
+/// tokens) are revoked and its login attempts are forgotten.
 #[utoipa::path(
     post,
     path = "/admin/v1/users/{id}/password/",
@@ -693,7 +698,7 @@ pub async fn create_user(
     request_body(content = SetPasswordRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Changed", body = Envelope<UserView>),
-        (status = 400, description = "Invalid password", body = super::error::ErrorEnvelope),
+        (status = 400, description = "Invalid password (`password_too_short`, `password_too_common`, `password_too_long`)", body = super::error::ErrorEnvelope),
         (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
         (status = 404, description = "No such user, or the admin API is off", body = super::error::ErrorEnvelope),
     ),
@@ -707,7 +712,7 @@ pub async fn set_password(
 ) -> Result<Json<Envelope<UserView>>, ApiError> {
     let id = path_id(&id)?;
     let mut errors = Vec::new();
-    let Some(password) = password_field(&fields, &mut errors) else {
+    let Some(password) = password_field(&fields, state.users.password_rules, &mut errors) else {
         return Err(ApiError::validation(errors));
     };
     if state.store.user(id).await?.is_none() {

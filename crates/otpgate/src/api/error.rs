@@ -217,15 +217,16 @@ impl ApiError {
 /// would only make it fuller.
 static STORE_LOG: LogThrottle = LogThrottle::new();
 
-struct LogThrottle(std::sync::atomic::AtomicU64);
+/// Lets one log line a second through (also for floods of refusals elsewhere).
+pub(crate) struct LogThrottle(std::sync::atomic::AtomicU64);
 
 impl LogThrottle {
-    const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         LogThrottle(std::sync::atomic::AtomicU64::new(0))
     }
 
     /// True at most once per wall-clock second.
-    fn allow(&self) -> bool {
+    pub(crate) fn allow(&self) -> bool {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

@@ -48,6 +48,8 @@ pub fn router() -> Router<AppState> {
         super::users::user_detail,
         super::users::generate_api_key,
         super::users::get_api_key,
+        super::users::list_sessions,
+        super::users::logout,
         super::admin::list_accounts,
         super::admin::create_account,
         super::admin::get_account,

@@ -10,38 +10,56 @@
 //! - `GET /api/v1/auths/get-api-keys/`: the user's current key, masked, with
 //!   `created_at` and `last_used`.
 //!
-//! The last three take `Authorization: Bearer <access token>` (`JWT <token>`
-//! too); an API key or a refresh token there is a 401, as an access token is
-//! on the OTP endpoints.
+//! - `GET /api/v1/auths/sessions/`: the user's logins whose refresh token is
+//!   still valid.
+//! - `POST /api/v1/auths/logout/`: revokes a refresh token (`{refresh}`), the
+//!   caller's session, one of its sessions (`{session_id}`) or all of them
+//!   (`{all: true}`).
+//!
+//! The user endpoints take `Authorization: Bearer <access token>` (`JWT
+//! <token>` too); an API key or a refresh token there is a 401, as an access
+//! token is on the OTP endpoints. Every token carries its login's session id:
+//! once the session is revoked (logout, password reset) or expired, its
+//! refresh token and its access tokens are refused.
 //!
 //! A wrong password and an unknown email get the same 401 after the same work:
-//! an unknown email is checked against a dummy hash. Each email (known or not)
-//! gets `auth.login_max_attempts` attempts per `auth.login_window_seconds`,
-//! counted in the store before the password is checked; more are refused with
-//! 429 and `Retry-After` without checking anything. A successful login clears
-//! the count.
+//! an unknown email is checked against a dummy hash. Logins are limited per
+//! email (`auth.login_max_attempts`), per client address
+//! (`auth.login_max_attempts_per_address`) and over the whole gateway
+//! (`auth.login_max_attempts_global`) per `auth.login_window_seconds`, counted
+//! in the store before the password is checked; more are refused with 429 and
+//! `Retry-After` without checking anything. A successful login clears the
+//! email's count (not the address's or the gateway's). Before any of that a
+//! login takes a place among the password checks running or waiting on this
+//! node (`auth.max_pending_hashes`); with none free it is shed at once with 429
+//! `login_busy`, counted nowhere. Refused logins are logged with the client's
+//! address and the email's log id ([`crate::users::UserAuth::email_log_id`]),
+//! never the email or the password.
 
-use axum::extract::{FromRequestParts, State};
+use std::net::IpAddr;
+
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, ToSchema};
 
-use otp_store::{ApiKeyRecord, LoginGate, User, now_micros};
+use otp_store::{ApiKeyRecord, LoginGate, LoginScope, Session, User, now_micros};
 
-use super::error::{ApiError, FieldError};
+use super::error::{ApiError, FieldError, LogThrottle};
 use super::extract::Fields;
 use super::list::rfc3339;
-use super::send::required_text;
+use super::send::{given, required_text};
 use crate::auth::{KEY_PREFIX, issue_key};
+use crate::server::ClientIp;
 use crate::state::AppState;
 use crate::users::hashing::HashError;
-use crate::users::tokens::TokenKind;
-use crate::users::{Email, MAX_EMAIL_LEN, MAX_PASSWORD_BYTES};
+use crate::users::tokens::{Claims, TokenKind};
+use crate::users::{Email, MAX_EMAIL_LEN, MAX_PASSWORD_BYTES, address_key};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -55,6 +73,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/auths/generate-api-keys", post(generate_api_key))
         .route("/api/v1/auths/get-api-keys/", get(get_api_key))
         .route("/api/v1/auths/get-api-keys", get(get_api_key))
+        .route("/api/v1/auths/sessions/", get(list_sessions))
+        .route("/api/v1/auths/sessions", get(list_sessions))
+        .route("/api/v1/auths/logout/", post(logout))
+        .route("/api/v1/auths/logout", post(logout))
 }
 
 /// The one reply to a wrong email or password (djangorestframework-simplejwt's words).
@@ -108,10 +130,30 @@ fn hash_failed(e: HashError) -> ApiError {
     }
 }
 
-/// A caller holding a valid access token, and its user.
-pub struct UserCaller(pub User);
+/// The session and user of a token whose signature, kind and expiry checked:
+/// the session must be active and the token's user and session version must
+/// still be its.
+async fn token_session(state: &AppState, claims: &Claims) -> Result<(Session, User), ApiError> {
+    state
+        .store
+        .active_session(claims.sid, now_micros())
+        .await?
+        .filter(|(session, user)| {
+            session.user_id == claims.user_id
+                && user.id == claims.user_id
+                && user.session_version == claims.ver
+        })
+        .ok_or_else(|| ApiError::unauthenticated(BAD_TOKEN))
+}
 
-impl FromRequestParts<AppState> for UserCaller {
+/// A caller holding a valid access token: its user and the session (login)
+/// the token belongs to.
+pub struct SessionCaller {
+    pub user: User,
+    pub session: Session,
+}
+
+impl FromRequestParts<AppState> for SessionCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
@@ -122,13 +164,93 @@ impl FromRequestParts<AppState> for UserCaller {
             .tokens
             .check(token, TokenKind::Access, now_secs())
             .ok_or_else(|| ApiError::unauthenticated(BAD_TOKEN))?;
-        let user = state
-            .store
-            .user(claims.user_id)
-            .await?
-            .filter(|u| u.session_version == claims.ver)
-            .ok_or_else(|| ApiError::unauthenticated(BAD_TOKEN))?;
-        Ok(UserCaller(user))
+        let (session, user) = token_session(state, &claims).await?;
+        Ok(SessionCaller { user, session })
+    }
+}
+
+/// No `Authorization` header: `None`; one that does not hold a valid access
+/// token: the same 401 as without the `Option`.
+impl OptionalFromRequestParts<AppState> for SessionCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, ApiError> {
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Ok(None);
+        }
+        <SessionCaller as FromRequestParts<AppState>>::from_request_parts(parts, state)
+            .await
+            .map(Some)
+    }
+}
+
+/// A caller holding a valid access token, and its user.
+pub struct UserCaller(pub User);
+
+impl FromRequestParts<AppState> for UserCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        <SessionCaller as FromRequestParts<AppState>>::from_request_parts(parts, state)
+            .await
+            .map(|caller| UserCaller(caller.user))
+    }
+}
+
+/// The client's address, as logs show it.
+fn client_for_log(client: Option<IpAddr>) -> String {
+    client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+}
+
+/// Refusals that cost a client nothing (a shed login, a login over a limit)
+/// come in floods: they are logged at most once a second each, so a flood
+/// cannot fill the disk with log lines. Failed password checks are bounded by
+/// the limits and are all logged.
+static SHED_LOG: LogThrottle = LogThrottle::new();
+static LIMITED_LOG: LogThrottle = LogThrottle::new();
+
+/// 429 for a login shed because the password checks are full.
+fn login_busy() -> ApiError {
+    ApiError::refusal(
+        StatusCode::TOO_MANY_REQUESTS,
+        FieldError::new(
+            "non_field_errors",
+            "login_busy",
+            "Too many logins are being checked right now; try again in a second.",
+        ),
+        Some(json!({ "retry_after": 1 })),
+    )
+    .with_retry_after(1)
+}
+
+/// 429 for a login refused by one of the attempt limits.
+fn too_many_attempts(scope: LoginScope, retry_after_seconds: u64) -> ApiError {
+    let (code, what) = match scope {
+        LoginScope::Email => ("too_many_attempts", "Too many login attempts"),
+        LoginScope::Address => (
+            "too_many_attempts_from_address",
+            "Too many login attempts from your address",
+        ),
+        LoginScope::Global => ("too_many_logins", "Too many login attempts on this gateway"),
+    };
+    let message = format!("{what}; try again in {retry_after_seconds} seconds.");
+    ApiError::refusal(
+        StatusCode::TOO_MANY_REQUESTS,
+        FieldError::new("non_field_errors", code, message),
+        Some(json!({ "retry_after": retry_after_seconds })),
+    )
+    .with_retry_after(retry_after_seconds)
+}
+
+/// A scope as logs name it.
+fn scope_name(scope: LoginScope) -> &'static str {
+    match scope {
+        LoginScope::Email => "email",
+        LoginScope::Address => "address",
+        LoginScope::Global => "global",
     }
 }
 
@@ -178,52 +300,91 @@ pub struct LoginResponse {
         (status = 200, description = "Logged in", body = LoginResponse),
         (status = 400, description = "A field is missing or too long", body = super::error::ErrorEnvelope),
         (status = 401, description = "Wrong email or password (one reply for both)", body = super::error::ErrorEnvelope),
-        (status = 429, description = "Too many attempts for this email in the window; `Retry-After` says when to try again", body = super::error::ErrorEnvelope),
+        (status = 429, description = "Refused without checking the password: too many attempts in the window for this email (`too_many_attempts`), from this client address (`too_many_attempts_from_address`) or on the whole gateway (`too_many_logins`), or too many password checks running on this node (`login_busy`); `Retry-After` says when to try again", body = super::error::ErrorEnvelope),
     )
 )]
 pub async fn login(
     State(state): State<AppState>,
+    client: Option<Extension<ClientIp>>,
     Fields(fields): Fields,
 ) -> Result<Json<LoginResponse>, ApiError> {
     let (email, password) = login_fields(&fields).map_err(ApiError::validation)?;
     let users = &state.users;
+    let client = client.map(|Extension(ClientIp(ip))| ip);
+    // Shed before counting: a shed attempt checks nothing, so it costs the
+    // email and the address no attempt.
+    let Some(admission) = users.passwords.admit() else {
+        if SHED_LOG.allow() {
+            tracing::warn!(
+                client = %client_for_log(client),
+                "login shed: too many password checks running or waiting (logged at most once a second)"
+            );
+        }
+        return Err(login_busy());
+    };
+    let address = client.map(address_key);
     if let LoginGate::Locked {
+        scope,
         retry_after_seconds,
     } = state
         .store
-        .count_login_attempt(email.as_str(), users.login_policy())
+        .count_login_attempt(email.as_str(), address.as_deref(), users.login_policy())
         .await?
     {
-        tracing::warn!("login refused: too many attempts for one email");
-        let message =
-            format!("Too many login attempts; try again in {retry_after_seconds} seconds.");
-        return Err(ApiError::refusal(
-            StatusCode::TOO_MANY_REQUESTS,
-            FieldError::new("non_field_errors", "too_many_attempts", message),
-            Some(json!({ "retry_after": retry_after_seconds })),
-        )
-        .with_retry_after(retry_after_seconds));
+        if LIMITED_LOG.allow() {
+            tracing::warn!(
+                client = %client_for_log(client),
+                email_id = %users.email_log_id(&email),
+                limit = scope_name(scope),
+                "login refused: too many attempts (logged at most once a second)"
+            );
+        }
+        return Err(too_many_attempts(scope, retry_after_seconds));
     }
     let user = state.store.user_by_email(email.as_str()).await?;
     let matched = users
         .passwords
-        .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .verify(
+            admission,
+            &password,
+            user.as_ref().map(|u| u.password_hash.as_str()),
+        )
         .await
         .map_err(hash_failed)?;
     let user = match user {
         Some(user) if matched => user,
         _ => {
-            tracing::info!("login refused: wrong email or password");
+            tracing::warn!(
+                client = %client_for_log(client),
+                email_id = %users.email_log_id(&email),
+                "login refused: wrong email or password"
+            );
             return Err(ApiError::unauthenticated(WRONG_CREDENTIALS));
         }
     };
     state.store.clear_login_attempts(email.as_str()).await?;
     let now = now_secs();
-    let access = users.tokens.issue(TokenKind::Access, &user, now);
-    let refresh = users.tokens.issue(TokenKind::Refresh, &user, now);
+    let session = state
+        .store
+        .create_session(
+            user.id,
+            client.map(|ip| ip.to_string()),
+            now.saturating_add(users.tokens.lifetime(TokenKind::Refresh))
+                .saturating_mul(1_000_000),
+            users.max_sessions_per_user,
+        )
+        .await?;
+    let access = users
+        .tokens
+        .issue(TokenKind::Access, &user, session.id, now);
+    let refresh = users
+        .tokens
+        .issue(TokenKind::Refresh, &user, session.id, now);
     tracing::info!(
         user_id = user.id,
         account_id = user.account_id,
+        session_id = session.id,
+        client = %client_for_log(client),
         "user logged in"
     );
     let at = |secs: i64| rfc3339(secs.saturating_mul(1_000_000), &state.tz);
@@ -309,7 +470,7 @@ pub struct RefreshResponse {
     responses(
         (status = 200, description = "A new access token; the refresh token stays as it is", body = RefreshResponse),
         (status = 400, description = "`refresh` is missing", body = super::error::ErrorEnvelope),
-        (status = 401, description = "Not a valid, unexpired refresh token (an access token is not one), or issued before the password changed", body = super::error::ErrorEnvelope),
+        (status = 401, description = "Not a valid, unexpired refresh token (an access token is not one), revoked (logout), or issued before the password changed", body = super::error::ErrorEnvelope),
     )
 )]
 pub async fn refresh(
@@ -327,13 +488,12 @@ pub async fn refresh(
         .tokens
         .check(token.trim(), TokenKind::Refresh, now)
         .ok_or_else(|| ApiError::unauthenticated(BAD_TOKEN))?;
-    let user = state
-        .store
-        .user(claims.user_id)
-        .await?
-        .filter(|u| u.session_version == claims.ver)
-        .ok_or_else(|| ApiError::unauthenticated(BAD_TOKEN))?;
-    let access = state.users.tokens.issue(TokenKind::Access, &user, now);
+    let (session, user) = token_session(&state, &claims).await?;
+    state.store.touch_session(session.id, now_micros()).await?;
+    let access = state
+        .users
+        .tokens
+        .issue(TokenKind::Access, &user, session.id, now);
     Ok(Json(RefreshResponse {
         access: access.token.clone(),
         envelope: Envelope::ok(
@@ -492,6 +652,205 @@ pub async fn get_api_key(
         "API key.",
         key_view(&key, token, &state),
     )))
+}
+
+/// One login of the user whose refresh token is still valid.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    /// For `logout/` `{"session_id": ...}`.
+    pub id: i64,
+    /// When the user logged in (RFC 3339 in the configured zone).
+    pub created_at: String,
+    /// When its refresh token expires.
+    pub expires_at: String,
+    /// Its refresh token's last use; null if never.
+    pub last_used_at: Option<String>,
+    /// The client address the login came from, if known.
+    pub client: Option<String>,
+    /// Whether the access token of this request belongs to it.
+    pub current: bool,
+}
+
+/// The user's logins whose refresh token is still valid (neither revoked nor
+/// expired), newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auths/sessions/",
+    tag = "users",
+    responses(
+        (status = 200, description = "The active sessions", body = Envelope<Vec<SessionView>>),
+        (status = 401, description = "No valid access token", body = super::error::ErrorEnvelope),
+    ),
+    security(("access_token" = []))
+)]
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    caller: SessionCaller,
+) -> Result<Json<Envelope<Vec<SessionView>>>, ApiError> {
+    let sessions = state
+        .store
+        .list_sessions(caller.user.id, now_micros())
+        .await?;
+    let views = sessions
+        .into_iter()
+        .map(|s| SessionView {
+            id: s.id,
+            created_at: rfc3339(s.created_at, &state.tz),
+            expires_at: rfc3339(s.expires_at, &state.tz),
+            last_used_at: s.last_used_at.map(|at| rfc3339(at, &state.tz)),
+            client: s.client,
+            current: s.id == caller.session.id,
+        })
+        .collect();
+    Ok(Json(Envelope::ok("Sessions.", views)))
+}
+
+/// The logout body: all fields optional.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct LogoutRequest {
+    /// A refresh token: its session is revoked (no `Authorization` needed).
+    refresh: Option<String>,
+    /// With an access token: revoke this session of the user's (from
+    /// `sessions/`).
+    session_id: Option<i64>,
+    /// `true`: revoke every session of the user (of the access token, or of
+    /// `refresh`).
+    all: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogoutResult {
+    /// Sessions revoked by this call (0 when the refresh token's session was
+    /// already revoked).
+    pub revoked: u64,
+}
+
+/// Revoke refresh tokens: the one in `refresh`; or, with an access token and
+/// no `refresh`, the token's own session, the session `session_id`, or with
+/// `all: true` every session of the user. A revoked session's refresh token is
+/// refused at `login/refresh/` and its access tokens everywhere.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auths/logout/",
+    tag = "users",
+    request_body(content = LogoutRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Revoked", body = Envelope<LogoutResult>),
+        (status = 400, description = "A field has the wrong type, or neither `refresh` nor an access token was given (`required` on `refresh`)", body = super::error::ErrorEnvelope),
+        (status = 401, description = "`refresh` is not a valid refresh token, or the `Authorization` header holds no valid access token", body = super::error::ErrorEnvelope),
+        (status = 404, description = "`session_id` is not an active session of the user (`session_not_found`)", body = super::error::ErrorEnvelope),
+    ),
+    security((), ("access_token" = []))
+)]
+pub async fn logout(
+    State(state): State<AppState>,
+    caller: Option<SessionCaller>,
+    Fields(fields): Fields,
+) -> Result<Json<Envelope<LogoutResult>>, ApiError> {
+    let mut errors = Vec::new();
+    let refresh = match given(&fields, "refresh") {
+        None => None,
+        Some(Value::String(token)) => Some(token.trim().to_owned()),
+        Some(_) => {
+            errors.push(FieldError::new(
+                "refresh",
+                "invalid_type",
+                "refresh must be a string.",
+            ));
+            None
+        }
+    };
+    let all = match given(&fields, "all") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
+        Some(_) => {
+            errors.push(FieldError::new(
+                "all",
+                "invalid_type",
+                "all must be true or false.",
+            ));
+            false
+        }
+    };
+    let session_id = match given(&fields, "session_id") {
+        None => None,
+        Some(v) => match v
+            .as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        {
+            Some(id) if id > 0 => Some(id),
+            _ => {
+                errors.push(FieldError::new(
+                    "session_id",
+                    "invalid",
+                    "session_id must be a positive integer.",
+                ));
+                None
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let now = now_micros();
+    let revoked = if let Some(token) = refresh {
+        let claims = state
+            .users
+            .tokens
+            .check(&token, TokenKind::Refresh, now_secs())
+            .ok_or_else(|| ApiError::unauthenticated(BAD_TOKEN))?;
+        let only = (!all).then_some(claims.sid);
+        let revoked = state
+            .store
+            .revoke_sessions(claims.user_id, only, now)
+            .await?;
+        tracing::info!(
+            user_id = claims.user_id,
+            session_id = claims.sid,
+            all,
+            revoked,
+            "user logged out with a refresh token"
+        );
+        revoked
+    } else if let Some(caller) = caller {
+        let only = match (all, session_id) {
+            (true, _) => None,
+            (false, Some(id)) => Some(id),
+            (false, None) => Some(caller.session.id),
+        };
+        let revoked = state
+            .store
+            .revoke_sessions(caller.user.id, only, now)
+            .await?;
+        if revoked == 0 && session_id.is_some() && !all {
+            return Err(ApiError::refusal(
+                StatusCode::NOT_FOUND,
+                FieldError::new(
+                    "session_id",
+                    "session_not_found",
+                    "No active session of yours has this id.",
+                ),
+                None,
+            ));
+        }
+        tracing::info!(
+            user_id = caller.user.id,
+            session_id = caller.session.id,
+            all,
+            revoked,
+            "user logged out"
+        );
+        revoked
+    } else {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "refresh",
+            "required",
+            "refresh is required (or log out with an access token in Authorization).",
+        )]));
+    };
+    Ok(Json(Envelope::ok("Logged out.", LogoutResult { revoked })))
 }
 
 /// The `access_token` security scheme of the OpenAPI document.

@@ -3,13 +3,18 @@
 //! The claims follow djangorestframework-simplejwt, which TingTing clients
 //! know: `token_type` (`access` or `refresh`), `user_id`, `iat`, `exp` (Unix
 //! seconds) and `jti` (16 random bytes, hex); `ver` is the user's session
-//! version, so changing the password ends every token issued before. A token is
+//! version, so changing the password ends every token issued before; `sid` is
+//! the login (session) the token belongs to: the refresh token a login issues
+//! and every access token refreshed from it carry the same `sid`, and a token
+//! is accepted only while that session is neither revoked (logout, password
+//! reset) nor expired (checked by the caller, in the store). A token is
 //! accepted only with our exact header (`{"alg":"HS256","typ":"JWT"}`), a
 //! signature that checks (compared in constant time), the expected
 //! `token_type` and an `exp` in the future: a refresh token is not an access
 //! token, and nothing of another kind (an API key, a token of another
-//! issuer) parses as one. Tokens are not stored; a refresh does not rotate the
-//! refresh token.
+//! issuer) parses as one. Tokens themselves are not stored (only their
+//! session); a refresh does not rotate the refresh token. Tokens from before
+//! sessions existed have no `sid` and are refused: users log in again once.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -41,6 +46,7 @@ pub struct Claims {
     pub token_type: TokenKind,
     pub user_id: i64,
     pub ver: i64,
+    pub sid: i64,
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
@@ -86,8 +92,9 @@ impl Tokens {
         }
     }
 
-    /// A new token of `kind` for `user`, issued at `now` (Unix seconds).
-    pub fn issue(&self, kind: TokenKind, user: &User, now: i64) -> Issued {
+    /// A new token of `kind` for `user` in session `sid`, issued at `now`
+    /// (Unix seconds).
+    pub fn issue(&self, kind: TokenKind, user: &User, sid: i64, now: i64) -> Issued {
         let mut jti = [0u8; 16];
         OsRng
             .try_fill_bytes(&mut jti)
@@ -96,6 +103,7 @@ impl Tokens {
             token_type: kind,
             user_id: user.id,
             ver: user.session_version,
+            sid,
             iat: now,
             exp: now.saturating_add(self.lifetime(kind)),
             jti: jti.iter().map(|b| format!("{b:02x}")).collect(),
@@ -157,12 +165,12 @@ mod tests {
     #[test]
     fn an_issued_token_checks_as_its_own_kind_only() {
         let t = tokens();
-        let access = t.issue(TokenKind::Access, &user(), 1_000);
+        let access = t.issue(TokenKind::Access, &user(), 5, 1_000);
         assert_eq!(access.expires_at, 1_000 + 86_400);
         let claims = t.check(&access.token, TokenKind::Access, 1_001).unwrap();
-        assert_eq!((claims.user_id, claims.ver), (7, 2));
+        assert_eq!((claims.user_id, claims.ver, claims.sid), (7, 2, 5));
         assert!(t.check(&access.token, TokenKind::Refresh, 1_001).is_none());
-        let refresh = t.issue(TokenKind::Refresh, &user(), 1_000);
+        let refresh = t.issue(TokenKind::Refresh, &user(), 5, 1_000);
         assert_eq!(refresh.expires_at, 1_000 + 604_800);
         assert!(t.check(&refresh.token, TokenKind::Access, 1_001).is_none());
         assert!(t.check(&refresh.token, TokenKind::Refresh, 1_001).is_some());
@@ -171,7 +179,7 @@ mod tests {
     #[test]
     fn expired_forged_or_foreign_tokens_do_not_check() {
         let t = tokens();
-        let access = t.issue(TokenKind::Access, &user(), 1_000).token;
+        let access = t.issue(TokenKind::Access, &user(), 5, 1_000).token;
         assert!(
             t.check(&access, TokenKind::Access, 1_000 + 86_400)
                 .is_none()
@@ -184,7 +192,7 @@ mod tests {
         let forged = format!(
             "{head}.{}.{sig}",
             B64URL.encode(
-                r#"{"token_type":"access","user_id":1,"ver":2,"iat":1000,"exp":99999999999,"jti":"x"}"#
+                r#"{"token_type":"access","user_id":1,"ver":2,"sid":5,"iat":1000,"exp":99999999999,"jti":"x"}"#
             )
         );
         assert!(t.check(&forged, TokenKind::Access, 1_001).is_none());
@@ -195,6 +203,16 @@ mod tests {
             rest.split_once('.').unwrap().0
         );
         assert!(t.check(&none, TokenKind::Access, 1_001).is_none());
+        // A token signed with our key but from before sessions (no `sid`).
+        let payload = B64URL.encode(
+            r#"{"token_type":"access","user_id":7,"ver":2,"iat":1000,"exp":99999999999,"jti":"x"}"#,
+        );
+        let input = format!("{}.{payload}", B64URL.encode(HEADER));
+        let old = format!(
+            "{input}.{}",
+            B64URL.encode(t.mac(&input).finalize().into_bytes())
+        );
+        assert!(t.check(&old, TokenKind::Access, 1_001).is_none());
         for garbage in ["", "a.b", "a.b.c", "otpg_abcdefghijkm_x", &"x".repeat(5000)] {
             assert!(t.check(garbage, TokenKind::Access, 1_001).is_none());
         }

@@ -12,6 +12,7 @@ mod delivery;
 mod durability;
 mod limits;
 mod list;
+mod logins;
 mod ops;
 mod production;
 mod send;

@@ -26,6 +26,9 @@ const EMAIL: &str = "ana@example.com";
 pub fn configure(c: &mut Config) {
     c.auth.token_secret = Some(Secret::new(BASE64.encode(TOKEN_KEY)));
     c.admin.token = Some(Secret::new(ADMIN_TOKEN.into()));
+    // Room for the simultaneous logins of these tests whatever the machine's
+    // CPU count (the default is eight per CPU); `logins.rs` tests the bound.
+    c.auth.max_pending_hashes = 64;
 }
 
 /// A user of `account_id`, straight into the store.
@@ -232,19 +235,22 @@ both_backends! {
         let id = add_user(&app, app.account_id, EMAIL, PASSWORD).await;
         let (access, refresh_token) = tokens_of(&app, EMAIL, PASSWORD).await;
         let user = app.store.user(id).await.unwrap().unwrap();
+        let sid = claims(&access)["sid"].as_i64().unwrap();
         let now = otp_store::now_micros() / 1_000_000;
         let ours = Tokens::new(TOKEN_KEY.to_vec(), 86_400, 604_800);
-        let expired = ours.issue(TokenKind::Access, &user, now - 2 * 86_400).token;
-        let expired_refresh = ours.issue(TokenKind::Refresh, &user, now - 8 * 86_400).token;
-        let forged = Tokens::new(vec![7; 32], 86_400, 604_800).issue(TokenKind::Access, &user, now).token;
+        let expired = ours.issue(TokenKind::Access, &user, sid, now - 2 * 86_400).token;
+        let expired_refresh = ours.issue(TokenKind::Refresh, &user, sid, now - 8 * 86_400).token;
+        let forged = Tokens::new(vec![7; 32], 86_400, 604_800).issue(TokenKind::Access, &user, sid, now).token;
         // A token our key made for a user that does not exist.
         let mut ghost = user.clone();
         ghost.id += 1000;
-        let ghost = ours.issue(TokenKind::Access, &ghost, now).token;
+        let ghost = ours.issue(TokenKind::Access, &ghost, sid, now).token;
+        // A token our key made for the user in a session that does not exist.
+        let no_session = ours.issue(TokenKind::Access, &user, sid + 1000, now).token;
         let (status, body) = call(&app, "GET", "/api/v1/auths/user-detail/", None).await;
         assert_eq!(status, 401);
         assert_eq!(body["detail"], "Authentication credentials were not provided.");
-        for bad in [&expired, &forged, &ghost, &refresh_token, &app.key, &"garbage".to_owned(), &format!("{access}x")] {
+        for bad in [&expired, &forged, &ghost, &no_session, &refresh_token, &app.key, &"garbage".to_owned(), &format!("{access}x")] {
             for (method, path) in [("GET", "/api/v1/auths/user-detail/"), ("GET", "/api/v1/auths/get-api-keys/"), ("POST", "/api/v1/auths/generate-api-keys/")] {
                 let (status, body) = call(&app, method, path, Some(bad)).await;
                 assert_eq!(status, 401, "{path} with {bad}");
@@ -422,6 +428,8 @@ both_backends! {
             "/api/v1/auths/user-detail/",
             "/api/v1/auths/generate-api-keys/",
             "/api/v1/auths/get-api-keys/",
+            "/api/v1/auths/sessions/",
+            "/api/v1/auths/logout/",
         ] {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }
@@ -477,6 +485,7 @@ fn start_logging_server(
         .env("OTPGATE_SECRETS__FILE", dir.join("secrets.toml"))
         .env("OTPGATE_LOG__LEVEL", "debug")
         .env("OTPGATE_ADMIN__TOKEN", ADMIN_TOKEN)
+        .env("OTPGATE_AUTH__TOKEN_SECRET", BASE64.encode(TOKEN_KEY))
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -498,9 +507,14 @@ async fn users_are_created_and_passwords_reset_from_the_command_line(backend: Ba
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(backend, &dir).await;
     let (id, key) = crate::durability::create_account(&db, "shop", 5);
-    // Too short: refused, nothing written.
-    let (ok, _) = run_with_stdin(&["users", "create", "shop", EMAIL], &db, "short\n");
-    assert!(!ok);
+    // Too short, or too common: refused, nothing written.
+    for refused in ["short\n", "password123\n", "Qwertyuiop\n", "aaaaaaaaaaaa\n"] {
+        let (ok, _) = run_with_stdin(&["users", "create", "shop", EMAIL], &db, refused);
+        assert!(!ok, "{refused}");
+    }
+    let (ok, out) = run_with_stdin(&["users", "list", "shop", "--json"], &db, "");
+    assert!(ok);
+    assert_eq!(out.trim(), "[]");
     let (ok, out) = run_with_stdin(
         &["users", "create", "shop", "Ana@Example.com", "--json"],
         &db,
@@ -576,7 +590,12 @@ async fn users_are_created_and_passwords_reset_from_the_command_line(backend: Ba
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    // Reset: the old password and the old token stop working.
+    // A common password is refused at a reset too, and changes nothing.
+    let (ok, _) = run_with_stdin(&["users", "set-password", EMAIL], &db, "iloveyou123\n");
+    assert!(!ok);
+    assert_eq!(login(PASSWORD).await.0, 200);
+
+    // Reset: the old password and the old tokens stop working.
     let (ok, out) = run_with_stdin(
         &["users", "set-password", "ANA@example.com"],
         &db,
@@ -591,6 +610,13 @@ async fn users_are_created_and_passwords_reset_from_the_command_line(backend: Ba
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    let r = client
+        .post(format!("{base}/api/v1/auths/login/refresh/"))
+        .json(&json!({ "refresh": refresh }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the reset revoked the refresh token");
     assert_eq!(login("the new password 2").await.0, 200);
 
     // SIGTERM: a clean stop, so the log is complete.
@@ -600,6 +626,32 @@ async fn users_are_created_and_passwords_reset_from_the_command_line(backend: Ba
     assert!(
         logs.contains("user logged in") && logs.contains("login refused"),
         "the capture holds the server's log: {logs}"
+    );
+    // A failed login names the client's address and the email's log id, which
+    // `users log-id` computes with the same token secret; never the email.
+    let out = otpgate()
+        .args(["users", "log-id", "Ana@Example.com"])
+        .env("OTPGATE_AUTH__TOKEN_SECRET", BASE64.encode(TOKEN_KEY))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let log_id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(log_id.len(), 16, "{log_id}");
+    let refused = logs
+        .lines()
+        .find(|l| l.contains("login refused: wrong email or password"))
+        .expect("a refused login is logged");
+    assert!(refused.contains("127.0.0.1"), "{refused}");
+    assert!(refused.contains(&log_id), "{refused}");
+    assert!(!logs.contains(EMAIL), "the email is in the log");
+    let no_secret = otpgate()
+        .args(["users", "log-id", EMAIL])
+        .env_remove("OTPGATE_AUTH__TOKEN_SECRET")
+        .output()
+        .unwrap();
+    assert!(
+        !no_secret.status.success(),
+        "no log id without the token secret"
     );
     let hash = {
         let store = otp_store::open(&db, &Default::default()).await.unwrap();
