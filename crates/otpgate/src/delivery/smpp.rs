@@ -767,6 +767,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn receipt_ids_takes_the_four_words_and_refuses_others() {
+        for (word, format) in [
+            ("auto", IdFormat::Auto),
+            ("text", IdFormat::Fixed(smpp::receipt::ids::Habit::Text)),
+            ("hex", IdFormat::Fixed(smpp::receipt::ids::Habit::Hex)),
+            (
+                "decimal",
+                IdFormat::Fixed(smpp::receipt::ids::Habit::Decimal),
+            ),
+        ] {
+            let config = SmppConfig {
+                receipt_ids: word.into(),
+                ..SmppConfig::default()
+            };
+            assert_eq!(config.receipt_ids().unwrap(), format);
+        }
+        let bad = SmppConfig {
+            receipt_ids: "same".into(),
+            ..SmppConfig::default()
+        };
+        let error = bad.receipt_ids().unwrap_err().to_string();
+        assert!(error.contains("auto, text, hex, decimal"), "{error}");
+        assert_eq!(SmppConfig::default().receipt_ids().unwrap(), IdFormat::Auto);
+    }
+
+    #[test]
     fn receipt_states_map_to_final_statuses() {
         assert_eq!(
             status_of(Some(MessageState::Delivered)),

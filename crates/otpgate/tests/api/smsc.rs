@@ -696,6 +696,20 @@ async fn receipts_in_a_spelling_the_route_excludes_are_listed_as_unmatched(backe
     assert_eq!(status, 401);
     let (status, _) = unmatched(&app, "", Some(&app.key)).await;
     assert_eq!(status, 401, "an API key does not open the admin API");
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let op = &doc["paths"]["/admin/v1/receipts/unmatched"]["get"];
+    assert_eq!(op["tags"], json!(["admin"]), "{op}");
+    for status in ["200", "400", "401", "404"] {
+        assert!(op["responses"][status].is_object(), "{status}: {op}");
+    }
 }
 
 async fn unmatched_receipts_are_kept_for_a_day_and_a_few_hundred_per_route(backend: Backend) {
