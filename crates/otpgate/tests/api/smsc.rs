@@ -819,3 +819,82 @@ smsc_tests!(
     unmatched_receipts_are_kept_for_a_day_and_a_few_hundred_per_route,
     a_receipt_finds_its_part_through_the_stored_id_forms
 );
+
+/// The store's lookup and the one rule together, on each backend: ids of
+/// many sizes (past 128 bits too), every habit, spellings varied on both
+/// sides (padding, case, `0x`); each receipt finds its own part and no other.
+async fn every_spelling_finds_its_own_part_in_the_store_under_the_routes_habit(backend: Backend) {
+    use smpp::receipt::ids::{Decision, Habit, IdForms, IdLookup, decide};
+    let app = spawn_app(backend).await;
+    // Hex digits of the numbers: small ones, where spellings collide most,
+    // and long ones.
+    let mut numbers: Vec<String> = (0u32..90).map(|n| format!("{n:x}")).collect();
+    numbers.push("1".repeat(34));
+    numbers.push("fedcba9876543210fedcba9876543210ab".into());
+    let mut seed = 0x2545_f491_u64;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize
+    };
+    let mut spell_hex = |hex: &str| {
+        let mut s = format!("{}{hex}", "0".repeat(next() % 4));
+        if next() % 2 == 0 {
+            s = s.to_uppercase();
+        }
+        if next() % 3 == 0 {
+            s = format!("0x{s}");
+        }
+        s
+    };
+    let decimal_of = |hex: &str| IdForms::of(hex).hex_as_decimal.unwrap();
+    let mut otp = 1_000_000i64;
+    for habit in [Habit::Text, Habit::Hex, Habit::Decimal] {
+        let route = format!("route-{habit}");
+        let mut pairs = Vec::new();
+        for hex in &numbers {
+            let pad = "0".repeat(hex.len() % 3);
+            let decimal = format!("{pad}{}", decimal_of(hex));
+            let (resp, receipt) = match habit {
+                Habit::Text => (spell_hex(hex), spell_hex(hex)),
+                Habit::Hex => (decimal.clone(), spell_hex(hex)),
+                Habit::Decimal => (spell_hex(hex), decimal.clone()),
+            };
+            otp += 1;
+            pairs.push((otp, resp, receipt));
+        }
+        let results = pairs
+            .iter()
+            .map(|(otp, resp, _)| otp_store::JobResult {
+                job_id: *otp,
+                otp_id: *otp,
+                outcome: otp_store::JobOutcome::Sent {
+                    route: Some(route.clone()),
+                    message_ids: vec![resp.clone()],
+                },
+                at: otp_store::now_micros(),
+            })
+            .collect();
+        app.store.finish_jobs(results).await.unwrap();
+        let lookups = pairs
+            .iter()
+            .map(|(_, _, receipt)| IdLookup::of(receipt).unwrap())
+            .collect();
+        let found = app.store.receipt_candidates(&route, lookups).await.unwrap();
+        for ((_, resp, receipt), candidates) in pairs.iter().zip(&found) {
+            match decide(receipt, candidates, Some(habit)) {
+                Decision::Matched { index, .. } => assert_eq!(
+                    &candidates[index], resp,
+                    "{habit}: receipt {receipt} matched {} instead of {resp}",
+                    candidates[index]
+                ),
+                other => {
+                    panic!("{habit}: receipt {receipt} ({resp}): {other:?} among {candidates:?}")
+                }
+            }
+        }
+    }
+}
+
+smsc_tests!(every_spelling_finds_its_own_part_in_the_store_under_the_routes_habit);
