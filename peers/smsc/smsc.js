@@ -21,6 +21,9 @@ const DEFAULTS = {
 	'receipt-delay-ms': 0,
 	'receipt-form': 'both', // text | tlv | both
 	'receipt-id-format': 'same', // same | hex | decimal: how the receipt spells the id
+	'first-id': 0, // 0: a high id that differs per run; else the first message id
+	'resp-id-pad': 0, // zero-pad submit_sm_resp ids to this many digits
+	'receipt-id-pad': 0, // zero-pad receipt ids to this many digits
 	'throttle-every': 0,
 	'resp-delay-ms': 0,
 	'no-resp': false,
@@ -93,6 +96,7 @@ function usage() {
 	process.stderr.write(`usage: node smsc.js [--port N] [--system-id ID] [--password PW]
   [--receipts none|delivered|undeliverable|mixed] [--receipt-delay-ms N]
   [--receipt-form text|tlv|both] [--receipt-id-format same|hex|decimal]
+  [--first-id N] [--resp-id-pad N] [--receipt-id-pad N]
   [--throttle-every N] [--resp-delay-ms N] [--no-resp] [--window-check N]
   [--enquire-link-ms N] [--mo-text TEXT] [--quiet] [--stats-interval-ms N]
   [--record FILE]
@@ -167,20 +171,29 @@ const stats = {
 
 // Start ids high enough that hex and decimal spellings differ in length, and
 // differently per run so a restarted SMSC does not reuse ids.
-let nextId = 0x10000000 + (Date.now() % 0x0fffffff);
+// --first-id starts elsewhere (say 42, to meet hex ids without letters).
+let nextId = options['first-id'] || 0x10000000 + (Date.now() % 0x0fffffff);
 
 function assignIds() {
 	const n = nextId++;
 	const decimal = String(n);
 	const hex = n.toString(16);
+	const pad = (id, width) => id.padStart(width, '0');
+	let ids;
 	switch (options['receipt-id-format']) {
 		case 'hex':
-			return { respId: decimal, receiptId: hex };
+			ids = { respId: decimal, receiptId: hex };
+			break;
 		case 'decimal':
-			return { respId: hex, receiptId: decimal };
+			ids = { respId: hex, receiptId: decimal };
+			break;
 		default:
-			return { respId: decimal, receiptId: decimal };
+			ids = { respId: decimal, receiptId: decimal };
 	}
+	return {
+		respId: pad(ids.respId, options['resp-id-pad']),
+		receiptId: pad(ids.receiptId, options['receipt-id-pad']),
+	};
 }
 
 // -------------------------------------------------------------- decoding --

@@ -36,6 +36,7 @@ pub mod alloc;
 mod migrate;
 mod model;
 pub mod postgres;
+pub mod receipts;
 pub mod sqlite;
 pub mod users;
 pub mod webhooks;
@@ -44,6 +45,7 @@ use std::sync::Arc;
 
 pub use model::*;
 use otp_domain::vault::CodeVault;
+pub use receipts::{ReceiptStore, UnmatchedReceipt};
 pub use users::{LoginGate, LoginPolicy, LoginScope, NewUser, Session, User, UserStore};
 pub use webhooks::WebhookStore;
 
@@ -107,7 +109,7 @@ pub enum AcceptError {
 /// The persistence the service needs. Implementations must be safe to share across
 /// tasks and, for PostgreSQL, across processes.
 #[async_trait::async_trait]
-pub trait Store: UserStore + WebhookStore + Send + Sync + 'static {
+pub trait Store: UserStore + WebhookStore + ReceiptStore + Send + Sync + 'static {
     /// Which backend this is ("sqlite" or "postgres"), for logs and metrics.
     fn backend(&self) -> &'static str;
     /// Checks that the database answers.

@@ -61,6 +61,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "login_limits_and_sessions",
         sql: include_str!("../migrations/sqlite/0011_login_limits_and_sessions.sql"),
     },
+    Migration {
+        version: 14,
+        name: "receipt_id_forms",
+        sql: include_str!("../migrations/sqlite/0014_receipt_id_forms.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -113,6 +118,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 11,
         name: "login_limits_and_sessions",
         sql: include_str!("../migrations/postgres/0011_login_limits_and_sessions.sql"),
+    },
+    Migration {
+        version: 14,
+        name: "receipt_id_forms",
+        sql: include_str!("../migrations/postgres/0014_receipt_id_forms.sql"),
     },
 ];
 

@@ -9,6 +9,7 @@
 //! claimed with `FOR UPDATE SKIP LOCKED`, so nodes share the outbox without
 //! handing one job to two of them.
 
+mod receipts;
 mod users;
 mod webhooks;
 
@@ -1096,6 +1097,7 @@ impl Store for PgStore {
         // One row per message part.
         let (mut pm_routes, mut pm_ids, mut pm_otps, mut pm_parts, mut pm_totals) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut pm_texts, mut pm_hexes, mut pm_decimals) = (Vec::new(), Vec::new(), Vec::new());
         let mut failed = Vec::new();
         for r in &results {
             jobs.push(r.job_id);
@@ -1119,6 +1121,10 @@ impl Store for PgStore {
                         pm_otps.push(r.otp_id);
                         pm_parts.push(part as i64 + 1);
                         pm_totals.push(message_ids.len() as i64);
+                        let (text, hex, decimal) = crate::receipts::id_columns(id);
+                        pm_texts.push(text);
+                        pm_hexes.push(hex);
+                        pm_decimals.push(decimal);
                     }
                 }
                 JobOutcome::Retry {
@@ -1182,11 +1188,23 @@ impl Store for PgStore {
         webhooks::enqueue_jobs(&tx, &otp_ids, &kinds, &ats).await?;
         if !pm_ids.is_empty() {
             tx.execute(
-                "INSERT INTO provider_messages (route, message_id, otp_id, part, parts) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[]) \
+                "INSERT INTO provider_messages (route, message_id, otp_id, part, parts, \
+                     id_text, id_hex_decimal, id_decimal_hex) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], \
+                     $6::text[], $7::text[], $8::text[]) \
                  ON CONFLICT (route, message_id) DO UPDATE SET otp_id = excluded.otp_id, \
-                 part = excluded.part, parts = excluded.parts",
-                &[&pm_routes, &pm_ids, &pm_otps, &pm_parts, &pm_totals],
+                 part = excluded.part, parts = excluded.parts, id_text = excluded.id_text, \
+                 id_hex_decimal = excluded.id_hex_decimal, id_decimal_hex = excluded.id_decimal_hex",
+                &[
+                    &pm_routes,
+                    &pm_ids,
+                    &pm_otps,
+                    &pm_parts,
+                    &pm_totals,
+                    &pm_texts,
+                    &pm_hexes,
+                    &pm_decimals,
+                ],
             )
             .await
             .map_err(pg_err)?;

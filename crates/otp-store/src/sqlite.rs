@@ -8,6 +8,7 @@
 //! Reads go to a small pool of read-only connections on blocking threads; in WAL
 //! mode they never wait for the writer.
 
+mod receipts;
 mod users;
 mod webhooks;
 
@@ -1397,16 +1398,28 @@ fn finish_one(tx: &Transaction<'_>, r: &JobResult) -> Result<(), StoreError> {
             let route_name = route.as_deref().unwrap_or("");
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO provider_messages (route, message_id, otp_id, part, parts) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) \
+                    "INSERT INTO provider_messages (route, message_id, otp_id, part, parts, \
+                     id_text, id_hex_decimal, id_decimal_hex) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
                      ON CONFLICT (route, message_id) DO UPDATE SET otp_id = excluded.otp_id, \
-                     part = excluded.part, parts = excluded.parts",
+                     part = excluded.part, parts = excluded.parts, id_text = excluded.id_text, \
+                     id_hex_decimal = excluded.id_hex_decimal, id_decimal_hex = excluded.id_decimal_hex",
                 )
                 .map_err(map_err)?;
             let parts = message_ids.len() as i64;
             for (part, id) in message_ids.iter().enumerate() {
+                let (text, hex, decimal) = crate::receipts::id_columns(id);
                 insert
-                    .execute(params![route_name, id, r.otp_id, part as i64 + 1, parts])
+                    .execute(params![
+                        route_name,
+                        id,
+                        r.otp_id,
+                        part as i64 + 1,
+                        parts,
+                        text,
+                        hex,
+                        decimal
+                    ])
                     .map_err(map_err)?;
             }
             let detail = format!(

@@ -686,6 +686,36 @@ mod tests {
     }
 
     #[test]
+    fn receipt_ids_is_set_per_smpp_route_and_defaults_to_auto() {
+        let toml = r#"
+            [[routes]]
+            name = "ntc"
+            channel = "text"
+            driver = "smpp"
+            [routes.smpp]
+            system_id = "acme"
+            receipt_ids = "decimal"
+            receipt_hold_seconds = 30
+            [[routes]]
+            name = "ncell"
+            channel = "text"
+            driver = "smpp"
+            [routes.smpp]
+            system_id = "acme"
+        "#;
+        let config: Config = Figment::new().merge(Toml::string(toml)).extract().unwrap();
+        let smpp = |i: usize| config.routes[i].smpp.clone().unwrap();
+        assert_eq!(
+            (smpp(0).receipt_ids.as_str(), smpp(0).receipt_hold_seconds),
+            ("decimal", 30)
+        );
+        assert_eq!(
+            (smpp(1).receipt_ids.as_str(), smpp(1).receipt_hold_seconds),
+            ("auto", 120)
+        );
+    }
+
+    #[test]
     fn routes_come_from_the_toml_file() {
         let toml = r#"
             listen = "0.0.0.0:9000"

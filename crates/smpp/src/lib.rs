@@ -11,9 +11,10 @@
 //!   command_length under 16 or over [`pdu::MAX_PDU_LEN`] with a named
 //!   [`ProtocolError`].
 //! - [`receipt`]: delivery receipts in the text form and the TLV form, the
-//!   [`receipt::MessageState`] they report, and id matching that tolerates an
-//!   SMSC spelling one id in hex and in decimal ([`receipt::ids_match`],
-//!   [`receipt::MessageIdIndex`]).
+//!   [`receipt::MessageState`] they report, and [`receipt::ids`]: the one rule
+//!   that ties a receipt's id to a submission whichever way the SMSC spells it
+//!   (padded hex in submit_sm_resp, padded decimal in the receipt, ...), with
+//!   a route's habit configured or learned.
 //! - [`concat`]: already-split, already-encoded parts of a long message into
 //!   submit_sm PDUs (UDH, SAR TLVs, or one message_payload).
 //! - [`client`]: [`Client`], a cheap `Clone` handle over the tasks that own

@@ -13,12 +13,14 @@
 //! combines the text and the TLVs, TLVs winning where both are present.
 //!
 //! SMSCs do not agree on how to spell an id: one may answer submit_sm with
-//! `1a2b` (hex) and report `6699` (the same number in decimal) in the
-//! receipt. [`ids_match`] and [`MessageIdIndex`] treat those as the same
-//! message.
+//! `0000002a` (hex) and report `0000000042` (the same number in decimal) in
+//! the receipt. [`ids`] holds the one rule that ties the two.
 
-use std::collections::HashMap;
+pub mod ids;
+
 use std::fmt;
+
+pub use ids::{IdFormat, MessageIdIndex, ids_match};
 
 use crate::pdu::tlv::{self, NetworkErrorCode};
 use crate::pdu::{DeliverSm, data_coding};
@@ -289,7 +291,8 @@ pub fn parse_text(body: &str) -> Receipt {
     for (n, &(key, _, value_start)) in found.iter().enumerate() {
         let value_end = found.get(n + 1).map_or(bytes.len(), |next| next.1);
         let raw = &body[value_start..value_end];
-        let value = raw.trim();
+        // Some SMSCs leave the C-string terminator in the text.
+        let value = raw.trim_matches(|c: char| c.is_whitespace() || c == '\0');
         let nonempty = (!value.is_empty()).then(|| value.to_owned());
         match key {
             Key::Id => receipt.message_id = nonempty,
@@ -313,15 +316,7 @@ pub fn parse_text(body: &str) -> Receipt {
 /// text (short_message, or `message_payload` when short_message is empty).
 /// TLV values win over the text's where both are present.
 pub fn from_deliver_sm(pdu: &DeliverSm) -> Result<Receipt, ReceiptError> {
-    let raw = if pdu.short_message.is_empty() {
-        pdu.tlv(tlv::tag::MESSAGE_PAYLOAD)
-            .map(|t| t.value.clone())
-            .unwrap_or_default()
-    } else {
-        pdu.short_message.clone()
-    };
-    let text = decode_receipt_text(pdu.data_coding, &raw);
-    let mut receipt = parse_text(&text);
+    let mut receipt = parse_text(&receipt_text(pdu));
 
     if let Some(id) = pdu.tlv(tlv::tag::RECEIPTED_MESSAGE_ID) {
         let id = id.as_cstring();
@@ -349,6 +344,20 @@ pub fn from_deliver_sm(pdu: &DeliverSm) -> Result<Receipt, ReceiptError> {
     Ok(receipt)
 }
 
+/// The text of a deliver_sm as a receipt reads it: short_message, or
+/// `message_payload` when short_message is empty; Latin-1, or UCS-2 when
+/// data_coding says so.
+pub fn receipt_text(pdu: &DeliverSm) -> String {
+    let raw = if pdu.short_message.is_empty() {
+        pdu.tlv(tlv::tag::MESSAGE_PAYLOAD)
+            .map(|t| t.value.clone())
+            .unwrap_or_default()
+    } else {
+        pdu.short_message.clone()
+    };
+    decode_receipt_text(pdu.data_coding, &raw)
+}
+
 /// Receipt text is ASCII in practice; UCS-2 receipts exist, so honour it.
 fn decode_receipt_text(coding: u8, raw: &[u8]) -> String {
     if coding == data_coding::UCS2 && raw.len() % 2 == 0 {
@@ -359,151 +368,5 @@ fn decode_receipt_text(coding: u8, raw: &[u8]) -> String {
         String::from_utf16_lossy(&units)
     } else {
         raw.iter().map(|&b| char::from(b)).collect()
-    }
-}
-
-/// An id trimmed, lower-cased and stripped of a `0x` prefix (when hex digits
-/// follow it, as [`as_hex`] reads it) and of leading zeros.
-fn normalize(id: &str) -> String {
-    let lower = id.trim().to_ascii_lowercase();
-    let unprefixed = match lower.strip_prefix("0x") {
-        Some(rest) if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_hexdigit()) => rest,
-        _ => &lower,
-    };
-    let stripped = unprefixed.trim_start_matches('0');
-    if stripped.is_empty() && !lower.is_empty() {
-        "0".to_owned()
-    } else {
-        stripped.to_owned()
-    }
-}
-
-fn as_decimal(id: &str) -> Option<u128> {
-    let id = id.trim();
-    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| id.parse().ok())
-        .flatten()
-}
-
-fn as_hex(id: &str) -> Option<u128> {
-    let id = id.trim();
-    let id = id
-        .strip_prefix("0x")
-        .or_else(|| id.strip_prefix("0X"))
-        .unwrap_or(id);
-    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| u128::from_str_radix(id, 16).ok())
-        .flatten()
-}
-
-/// True when `a` and `b` name the same message: equal up to case, blanks, a
-/// `0x` prefix and leading zeros, or one read as hexadecimal equals the other read as
-/// decimal (`"1a2b"` and `"6699"`).
-///
-/// The cross reading is ambiguous for all-digit ids (`"10"` matches `"16"`);
-/// [`MessageIdIndex`] therefore prefers an exact match and only falls back
-/// to the cross reading.
-pub fn ids_match(a: &str, b: &str) -> bool {
-    if normalize(a) == normalize(b) {
-        return true;
-    }
-    let cross =
-        |x: &str, y: &str| matches!((as_hex(x), as_decimal(y)), (Some(h), Some(d)) if h == d);
-    cross(a, b) || cross(b, a)
-}
-
-/// A map from SMSC message ids to values (say, the caller's message keys)
-/// whose lookups tolerate the hex/decimal mismatch of [`ids_match`].
-///
-/// Lookup order: the id as written (normalised), then the id read as
-/// decimal against stored ids read as hex, then the id read as hex against
-/// stored ids read as decimal.
-#[derive(Debug, Clone)]
-pub struct MessageIdIndex<V> {
-    /// Normalised id -> (value, id read as hex, id read as decimal).
-    exact: HashMap<String, (V, Option<u128>, Option<u128>)>,
-    by_hex_value: HashMap<u128, String>,
-    by_decimal_value: HashMap<u128, String>,
-}
-
-impl<V> Default for MessageIdIndex<V> {
-    fn default() -> Self {
-        MessageIdIndex {
-            exact: HashMap::new(),
-            by_hex_value: HashMap::new(),
-            by_decimal_value: HashMap::new(),
-        }
-    }
-}
-
-impl<V> MessageIdIndex<V> {
-    /// An empty index.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Stores `value` under the id the SMSC gave in submit_sm_resp; returns
-    /// the value previously stored under the same id.
-    pub fn insert(&mut self, id: &str, value: V) -> Option<V> {
-        let key = normalize(id);
-        let previous = self.remove_key(&key);
-        let (hex, decimal) = (as_hex(id), as_decimal(id));
-        if let Some(h) = hex {
-            self.by_hex_value.insert(h, key.clone());
-        }
-        if let Some(d) = decimal {
-            self.by_decimal_value.insert(d, key.clone());
-        }
-        self.exact.insert(key, (value, hex, decimal));
-        previous
-    }
-
-    fn resolve(&self, id: &str) -> Option<String> {
-        let key = normalize(id);
-        if self.exact.contains_key(&key) {
-            return Some(key);
-        }
-        let via = |value: Option<u128>, map: &HashMap<u128, String>| {
-            value.and_then(|v| map.get(&v)).cloned()
-        };
-        via(as_decimal(id), &self.by_hex_value).or_else(|| via(as_hex(id), &self.by_decimal_value))
-    }
-
-    fn remove_key(&mut self, key: &str) -> Option<V> {
-        let (value, hex, decimal) = self.exact.remove(key)?;
-        if let Some(h) = hex
-            && self.by_hex_value.get(&h).is_some_and(|k| k == key)
-        {
-            self.by_hex_value.remove(&h);
-        }
-        if let Some(d) = decimal
-            && self.by_decimal_value.get(&d).is_some_and(|k| k == key)
-        {
-            self.by_decimal_value.remove(&d);
-        }
-        Some(value)
-    }
-
-    /// The value stored under an id matching `id` (as a receipt spells it).
-    pub fn get(&self, id: &str) -> Option<&V> {
-        self.resolve(id)
-            .and_then(|k| self.exact.get(&k))
-            .map(|(v, _, _)| v)
-    }
-
-    /// Removes and returns the value stored under an id matching `id`.
-    pub fn remove(&mut self, id: &str) -> Option<V> {
-        let key = self.resolve(id)?;
-        self.remove_key(&key)
-    }
-
-    /// Number of ids stored.
-    pub fn len(&self) -> usize {
-        self.exact.len()
-    }
-
-    /// True when nothing is stored.
-    pub fn is_empty(&self) -> bool {
-        self.exact.is_empty()
     }
 }

@@ -2,8 +2,10 @@
 
 use bytes::Bytes;
 use smpp::pdu::{DeliverSm, NetworkErrorCode, Tlv, esm_class};
+use smpp::receipt::ids::Habit;
 use smpp::receipt::{
-    MessageIdIndex, MessageState, ReceiptError, ReceiptTime, from_deliver_sm, ids_match, parse_text,
+    IdFormat, MessageIdIndex, MessageState, ReceiptError, ReceiptTime, from_deliver_sm, ids_match,
+    parse_text,
 };
 
 #[test]
@@ -215,13 +217,17 @@ fn the_index_finds_a_message_whichever_way_the_receipt_spells_its_id() {
 }
 
 #[test]
-fn the_index_prefers_an_exact_match_over_a_cross_reading() {
-    let mut index = MessageIdIndex::new();
+fn the_index_prefers_an_exact_match_only_once_the_habit_is_text() {
+    let mut index = MessageIdIndex::with_format(IdFormat::Fixed(Habit::Text));
     index.insert("16", "decimal sixteen");
     index.insert("10", "decimal ten");
-    // "10" read as hex is 16, but "10" itself is stored: exact wins.
     assert_eq!(index.get("10"), Some(&"decimal ten"));
-    assert_eq!(index.remove("16"), Some("decimal sixteen"));
-    assert_eq!(index.remove("10"), Some("decimal ten"));
-    assert!(index.is_empty());
+    // Under `auto`, before a habit is learned, "10" fits "10" as text and
+    // "16" as hex read in decimal: ambiguous, so neither is matched.
+    let mut auto = MessageIdIndex::new();
+    auto.insert("16", "decimal sixteen");
+    auto.insert("10", "decimal ten");
+    assert_eq!(auto.get("10"), None);
+    assert_eq!(auto.remove("16"), None);
+    assert_eq!(auto.len(), 2);
 }

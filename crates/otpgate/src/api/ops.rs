@@ -59,7 +59,8 @@ pub fn router() -> Router<AppState> {
         super::admin::revoke_key,
         super::admin::list_users,
         super::admin::create_user,
-        super::admin::set_password
+        super::admin::set_password,
+        super::receipts::list_unmatched
     ),
     components(schemas(super::error::ErrorEnvelope, super::error::FieldError)),
     modifiers(&BearerAuth, &AccessTokenAuth, &AdminTokenAuth, &BodyRefusals),

@@ -16,10 +16,14 @@
 //! ESME_RMSGQFUL slow down and resubmit; an invalid destination or message is a
 //! permanent failure (refunded); anything else is retried later.
 //!
-//! Receipts from every bind go to one task that applies them in batches. Ids are
-//! matched as given, and also read across hex and decimal (some SMSCs spell one id
-//! both ways). A receipt that overtakes the record of its own submission is held
-//! and tried again for up to two minutes.
+//! Receipts from every bind go to one task that applies them in batches. Each
+//! receipt's id is looked up through the id forms the store keeps per part, and
+//! `smpp::receipt::ids::decide` picks its part under the route's `receipt_ids`
+//! habit (`auto` learns it from the first unambiguous matches). A receipt that
+//! matches nothing yet (it may have overtaken the record of its own submission)
+//! or more than one part is held and tried again for `receipt_hold_seconds`
+//! (two minutes); then it is counted as `unmatched` and kept, with its raw id and
+//! text, in the store's bounded table of unmatched receipts.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
@@ -31,10 +35,13 @@ use serde::Deserialize;
 use tokio::sync::{Notify, mpsc};
 
 use otp_domain::segments::{self, SmsEncoding};
-use otp_store::{ClaimedJob, OtpStatus, Receipt, SharedStore, now_micros};
+use otp_store::{
+    ClaimedJob, OtpStatus, Receipt, SharedStore, StoreError, UnmatchedReceipt, now_micros,
+};
 use smpp::concat::{Concatenation, build_submits};
 use smpp::pdu::{CommandStatus, SubmitSm, data_coding, registered_delivery};
 use smpp::receipt::MessageState;
+use smpp::receipt::ids::{Decision, HabitLearner, IdFormat, IdLookup, decide};
 use smpp::{Backoff, BindConfig, Client, Inbound};
 
 use super::{DeliveryOutcome, Driver, RouteHealth};
@@ -68,6 +75,15 @@ pub struct SmppConfig {
     pub reconnect_max_seconds: u64,
     /// Resubmissions of one part after throttling answers before giving up for now.
     pub throttle_retries: u32,
+    /// How the SMSC's receipts spell the id its submit_sm_resp gave: `auto`
+    /// (learn it from the first unambiguous matches), `text` (the same text up
+    /// to case, zero padding and `0x`), `decimal` (submit_sm_resp in hex, the
+    /// receipt in decimal) or `hex` (submit_sm_resp in decimal, the receipt in
+    /// hex). Default `auto`.
+    pub receipt_ids: String,
+    /// How long a receipt that matches no message (or several) is held and
+    /// retried before it counts as unmatched. Default 120.
+    pub receipt_hold_seconds: u64,
 }
 
 impl Default for SmppConfig {
@@ -88,11 +104,22 @@ impl Default for SmppConfig {
             enquire_link_seconds: 30,
             reconnect_max_seconds: 5,
             throttle_retries: 8,
+            receipt_ids: "auto".into(),
+            receipt_hold_seconds: 120,
         }
     }
 }
 
 impl SmppConfig {
+    fn receipt_ids(&self) -> anyhow::Result<IdFormat> {
+        IdFormat::parse(&self.receipt_ids).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown receipt_ids {:?} (auto, text, hex, decimal)",
+                self.receipt_ids
+            )
+        })
+    }
+
     fn concatenation(&self, reference: u16) -> anyhow::Result<Concatenation> {
         Ok(match self.concatenation.as_str() {
             "udh" => Concatenation::Udh8 {
@@ -183,6 +210,9 @@ impl SmppDriver {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<SmppDriver>> {
         config.concatenation(0)?;
+        let receipt_ids = config
+            .receipt_ids()
+            .map_err(|e| anyhow::anyhow!("route {route}: {e}"))?;
         // SMPP 3.4 5.2.1-5.2.3: C-octet strings of at most 16, 9 and 13 octets.
         anyhow::ensure!(
             !config.system_id.is_empty() && config.system_id.len() <= 15,
@@ -224,10 +254,14 @@ impl SmppDriver {
             ));
         }
         tokio::spawn(apply_receipts(
-            driver.route.clone(),
-            store,
-            driver.metrics.clone(),
-            driver.submitted.clone(),
+            ReceiptTask {
+                route: driver.route.clone(),
+                store,
+                metrics: driver.metrics.clone(),
+                submitted: driver.submitted.clone(),
+                learner: HabitLearner::new(receipt_ids),
+                hold: Duration::from_secs(driver.config.receipt_hold_seconds),
+            },
             receipts_rx,
         ));
         Ok(driver)
@@ -421,7 +455,7 @@ async fn supervise(
     driver: Arc<SmppDriver>,
     slot: Arc<BindSlot>,
     index: usize,
-    receipts: mpsc::Sender<smpp::receipt::Receipt>,
+    receipts: mpsc::Sender<Incoming>,
 ) {
     let cfg = &driver.config;
     let mut backoff = Backoff::new(
@@ -455,8 +489,9 @@ async fn supervise(
                     async move {
                         while let Some(msg) = inbound.recv().await {
                             match msg {
-                                Inbound::Receipt { receipt, .. } => {
-                                    let _ = receipts.send(receipt).await;
+                                Inbound::Receipt { receipt, pdu } => {
+                                    let text = smpp::receipt::receipt_text(&pdu);
+                                    let _ = receipts.send(Incoming { receipt, text }).await;
                                 }
                                 _ => driver.count("mo_message"),
                             }
@@ -510,49 +545,115 @@ fn status_of(state: Option<MessageState>) -> Option<OtpStatus> {
     }
 }
 
-/// The id as given, then its other readings: hex read as decimal, decimal
-/// written as hex (both cases), without leading zeros.
-pub fn id_spellings(id: &str) -> Vec<String> {
-    let mut out = vec![id.to_owned()];
-    // `0x1f` is one more way to write the hex id `1f` (as `smpp::receipt::ids_match` reads it).
-    let bare = id
-        .strip_prefix("0x")
-        .or_else(|| id.strip_prefix("0X"))
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()));
-    if let Some(hex) = bare {
-        out.push(hex.to_owned());
-    }
-    let base = bare.unwrap_or(id);
-    let trimmed = base.trim_start_matches('0');
-    if !trimmed.is_empty() && trimmed != base {
-        out.push(trimmed.to_owned());
-    }
-    if let Ok(n) = u128::from_str_radix(trimmed, 16) {
-        out.push(n.to_string());
-    }
-    if let Ok(n) = trimmed.parse::<u128>() {
-        out.push(format!("{n:x}"));
-        out.push(format!("{n:X}"));
-    }
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|s| seen.insert(s.clone()));
-    out
+/// A receipt as a bind received it, with its text for the unmatched table.
+struct Incoming {
+    receipt: smpp::receipt::Receipt,
+    text: String,
 }
 
 struct Pending {
     receipt: Receipt,
+    /// The id as the receipt wrote it.
+    raw_id: String,
+    text: String,
     first_seen: Instant,
+    /// Why the last try matched nothing.
+    miss: &'static str,
 }
 
-/// Applies receipts in batches; holds unmatched ones and retries them.
-async fn apply_receipts(
+/// What the receipt task of one route owns.
+struct ReceiptTask {
     route: String,
     store: SharedStore,
     metrics: Arc<Metrics>,
     submitted: Arc<Mutex<Submitted>>,
-    mut rx: mpsc::Receiver<smpp::receipt::Receipt>,
-) {
-    const HOLD: Duration = Duration::from_secs(120);
+    learner: HabitLearner,
+    hold: Duration,
+}
+
+impl ReceiptTask {
+    /// Finds each receipt's part: looks its id up, then lets the one rule
+    /// decide. Returns the receipts that matched (with the id of their part)
+    /// and those that did not (with why).
+    async fn resolve(
+        &mut self,
+        batch: Vec<Pending>,
+    ) -> Result<(Vec<Pending>, Vec<Pending>), (StoreError, Vec<Pending>)> {
+        let (mut lookups, mut looked_up, mut unmatched) = (Vec::new(), Vec::new(), Vec::new());
+        for mut p in batch {
+            match IdLookup::of(&p.raw_id) {
+                Some(l) => {
+                    lookups.push(l);
+                    looked_up.push(p);
+                }
+                None => {
+                    p.miss = "too_long";
+                    unmatched.push(p);
+                }
+            }
+        }
+        let candidates = match self.store.receipt_candidates(&self.route, lookups).await {
+            Ok(c) => c,
+            Err(e) => {
+                looked_up.extend(unmatched);
+                return Err((e, looked_up));
+            }
+        };
+        let mut matched = Vec::new();
+        for (mut p, found) in looked_up.into_iter().zip(candidates) {
+            match decide(&p.raw_id, &found, self.learner.habit()) {
+                Decision::Matched { index, evidence } => {
+                    if let Some(habit) = evidence.and_then(|e| self.learner.observe(e)) {
+                        tracing::info!(route = %self.route, habit = %habit, "learned how this SMSC spells receipt ids");
+                    }
+                    p.receipt.message_ids = vec![found[index].clone()];
+                    matched.push(p);
+                }
+                Decision::Ambiguous => {
+                    p.miss = "ambiguous";
+                    unmatched.push(p);
+                }
+                Decision::NoMatch => {
+                    p.miss = "no_match";
+                    unmatched.push(p);
+                }
+            }
+        }
+        Ok((matched, unmatched))
+    }
+
+    /// Counts and keeps receipts that will not match.
+    async fn give_up(&self, lost: Vec<Pending>) {
+        if lost.is_empty() {
+            return;
+        }
+        for _ in &lost {
+            self.metrics.inc(
+                "otpgate_smpp_receipts_total",
+                &[("route", &self.route), ("state", "unmatched")],
+            );
+        }
+        tracing::warn!(route = %self.route, receipts = lost.len(), "delivery receipts matched no message; see GET /admin/v1/receipts/unmatched");
+        let now = now_micros();
+        let rows = lost
+            .into_iter()
+            .map(|p| UnmatchedReceipt {
+                route: self.route.clone(),
+                message_id: p.raw_id,
+                state: p.receipt.state,
+                reason: p.miss.to_owned(),
+                text: p.text,
+                received_at: p.receipt.at,
+            })
+            .collect();
+        if let Err(e) = self.store.record_unmatched_receipts(rows, now).await {
+            tracing::warn!(route = %self.route, error = %e, "keeping unmatched receipts failed");
+        }
+    }
+}
+
+/// Applies receipts in batches; holds unmatched ones and retries them.
+async fn apply_receipts(mut task: ReceiptTask, mut rx: mpsc::Receiver<Incoming>) {
     let mut waiting: VecDeque<Pending> = VecDeque::new();
     let mut open = true;
     while open || !waiting.is_empty() {
@@ -562,7 +663,7 @@ async fn apply_receipts(
             _ = tokio::time::sleep(Duration::from_millis(500)), if !waiting.is_empty() => None,
         };
         match first {
-            Some(r) => batch.push(convert(&route, r)),
+            Some(r) => batch.push(convert(&task.route, r)),
             None if open && waiting.is_empty() => {
                 open = false;
                 continue;
@@ -571,72 +672,93 @@ async fn apply_receipts(
         }
         while batch.len() < 1024 {
             match rx.try_recv() {
-                Ok(r) => batch.push(convert(&route, r)),
+                Ok(r) => batch.push(convert(&task.route, r)),
                 Err(_) => break,
             }
         }
         // Held receipts get another try on every pass.
         batch.extend(waiting.drain(..));
-        let receipts: Vec<Receipt> = batch.iter().map(|p| p.receipt.clone()).collect();
-        match store.record_receipts(receipts).await {
-            Ok(matched) => {
+        let (matched, unmatched) = match task.resolve(batch).await {
+            Ok(split) => split,
+            Err((e, batch)) => {
+                tracing::warn!(error = %e, "looking up delivery receipts failed; will retry");
+                waiting.extend(batch);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut lost = Vec::new();
+        let mut hold = |p: Pending, lost: &mut Vec<Pending>| {
+            if p.miss == "too_long" || p.first_seen.elapsed() >= task.hold {
+                lost.push(p);
+            } else {
+                waiting.push_back(p);
+            }
+        };
+        for p in unmatched {
+            hold(p, &mut lost);
+        }
+        let receipts: Vec<Receipt> = matched.iter().map(|p| p.receipt.clone()).collect();
+        match task.store.record_receipts(receipts).await {
+            Ok(applied) => {
                 let now = now_micros();
-                for (p, m) in batch.into_iter().zip(matched) {
-                    match m {
-                        Some(_) => {
-                            metrics.inc(
-                                "otpgate_smpp_receipts_total",
-                                &[("route", &route), ("state", &p.receipt.state)],
-                            );
-                            let accepted = submitted
-                                .lock()
-                                .expect("submitted index poisoned")
-                                .take(&p.receipt.message_ids);
-                            if let Some(at) = accepted {
-                                metrics.observe(
-                                    "otpgate_accept_to_receipt_seconds",
-                                    &[("route", &route)],
-                                    (now - at).max(0) as f64 / 1e6,
-                                );
-                            }
-                        }
-                        None if p.first_seen.elapsed() < HOLD => waiting.push_back(p),
-                        None => {
-                            metrics.inc(
-                                "otpgate_smpp_receipts_total",
-                                &[("route", &route), ("state", "unmatched")],
-                            );
-                            tracing::warn!(route = %route, "a delivery receipt matched no message");
-                        }
+                for (mut p, m) in matched.into_iter().zip(applied) {
+                    if m.is_none() {
+                        // The part's row went between lookup and update.
+                        p.miss = "no_match";
+                        hold(p, &mut lost);
+                        continue;
+                    }
+                    task.metrics.inc(
+                        "otpgate_smpp_receipts_total",
+                        &[("route", &task.route), ("state", &p.receipt.state)],
+                    );
+                    let accepted = task
+                        .submitted
+                        .lock()
+                        .expect("submitted index poisoned")
+                        .take(&p.receipt.message_ids);
+                    if let Some(at) = accepted {
+                        task.metrics.observe(
+                            "otpgate_accept_to_receipt_seconds",
+                            &[("route", &task.route)],
+                            (now - at).max(0) as f64 / 1e6,
+                        );
                     }
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "recording delivery receipts failed; will retry");
-                waiting.extend(batch);
+                waiting.extend(matched);
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
+        task.give_up(lost).await;
     }
 }
 
-fn convert(route: &str, r: smpp::receipt::Receipt) -> Pending {
+fn convert(route: &str, incoming: Incoming) -> Pending {
+    let r = incoming.receipt;
     let id = r.message_id.clone().unwrap_or_default();
     let state = r
         .state
         .map(|s| s.as_stat().to_owned())
-        .or_else(|| r.stat.clone())
+        // A state word this crate does not know comes from the SMSC: keep it
+        // out of metric labels, as a bounded word.
         .unwrap_or_else(|| "UNKNOWN".into());
     Pending {
         receipt: Receipt {
             route: route.to_owned(),
-            message_ids: id_spellings(&id),
+            message_ids: Vec::new(),
             status: status_of(r.state),
             state,
             error_code: r.error_code().map(|c| c.to_string()),
             at: now_micros(),
         },
+        raw_id: id.trim().to_owned(),
+        text: incoming.text,
         first_seen: Instant::now(),
+        miss: "no_match",
     }
 }
 
@@ -645,15 +767,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_tried_in_their_hex_and_decimal_spellings() {
-        assert_eq!(id_spellings("1a2b"), ["1a2b", "6699"]);
-        assert_eq!(id_spellings("6699"), ["6699", "26265", "1a2b", "1A2B"]);
-        assert_eq!(id_spellings("00ff"), ["00ff", "ff", "255"]);
-        assert_eq!(id_spellings("abc-1"), ["abc-1"]);
-        assert_eq!(id_spellings("0x1a2b"), ["0x1a2b", "1a2b", "6699"]);
-        assert_eq!(id_spellings("0X00ff"), ["0X00ff", "00ff", "ff", "255"]);
-        // Not a hex id: only the leading zero goes, as for any id.
-        assert_eq!(id_spellings("0x"), ["0x", "x"]);
+    fn receipt_ids_takes_the_four_words_and_refuses_others() {
+        for (word, format) in [
+            ("auto", IdFormat::Auto),
+            ("text", IdFormat::Fixed(smpp::receipt::ids::Habit::Text)),
+            ("hex", IdFormat::Fixed(smpp::receipt::ids::Habit::Hex)),
+            (
+                "decimal",
+                IdFormat::Fixed(smpp::receipt::ids::Habit::Decimal),
+            ),
+        ] {
+            let config = SmppConfig {
+                receipt_ids: word.into(),
+                ..SmppConfig::default()
+            };
+            assert_eq!(config.receipt_ids().unwrap(), format);
+        }
+        let bad = SmppConfig {
+            receipt_ids: "same".into(),
+            ..SmppConfig::default()
+        };
+        let error = bad.receipt_ids().unwrap_err().to_string();
+        assert!(error.contains("auto, text, hex, decimal"), "{error}");
+        assert_eq!(SmppConfig::default().receipt_ids().unwrap(), IdFormat::Auto);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use otpgate::config::{RouteConfig, Secret};
 use otpgate::delivery::smpp::SmppConfig;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, spawn_app_with, text_send};
+use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with, text_send};
 
 /// A running SMSC peer and the JSON events it printed.
 pub struct Smsc {
@@ -511,3 +511,390 @@ async fn routes_pick_by_prefix_and_fail_over_when_a_route_is_down(backend: Backe
 }
 
 smsc_tests!(routes_pick_by_prefix_and_fail_over_when_a_route_is_down);
+
+/// A route to `smsc` whose receipts are matched under `receipt_ids`, held
+/// `hold` seconds when unmatched, with the admin API on.
+async fn app_with_receipt_ids(
+    backend: Backend,
+    smsc: &Smsc,
+    receipt_ids: &str,
+    hold: u64,
+) -> TestApp {
+    let mut route = smpp_route(smsc.port, "secret");
+    if let Some(s) = route.smpp.as_mut() {
+        s.receipt_ids = receipt_ids.into();
+        s.receipt_hold_seconds = hold;
+    }
+    spawn_app_with(backend, move |c| {
+        crate::users::configure(c);
+        c.routes = vec![route];
+    })
+    .await
+}
+
+async fn unmatched(app: &TestApp, query: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = app
+        .client
+        .get(app.url(&format!("/admin/v1/receipts/unmatched{query}")));
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let r = request.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// The issue's SMSC: submit_sm_resp `0000002a`, receipt `id:0000000042`;
+/// ids from 42 on, so hex ids without letters (`00000042` is 66) come too.
+const PADDED_HEX_THEN_DECIMAL: [&str; 8] = [
+    "--receipt-id-format",
+    "decimal",
+    "--first-id",
+    "42",
+    "--resp-id-pad",
+    "8",
+    "--receipt-id-pad",
+    "10",
+];
+
+/// Sends `n` OTPs one after the other, to numbers alternating even (DELIVRD
+/// under `--receipts mixed`) and odd (UNDELIV); their ids, even first.
+async fn send_alternating(app: &TestApp, n: usize) -> (Vec<i64>, Vec<i64>) {
+    let (mut even, mut odd) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let id = id_of(&app.send_ok(&text_send(&format!("98510300{i:02}"))).await);
+        if i % 2 == 0 {
+            even.push(id)
+        } else {
+            odd.push(id)
+        }
+    }
+    (even, odd)
+}
+
+async fn an_undeliverable_receipt_in_the_other_spelling_is_applied_and_refunded(backend: Backend) {
+    // As text and as TLVs (receipted_message_id, message_state), under the
+    // default `auto` (which learns the habit) and under `decimal`.
+    for (form, receipt_ids) in [("text", "auto"), ("tlv", "auto"), ("both", "decimal")] {
+        let mut args = vec!["--receipts", "mixed", "--receipt-form", form];
+        args.extend(PADDED_HEX_THEN_DECIMAL);
+        let smsc = Smsc::start(&args);
+        let app = app_with_receipt_ids(backend, &smsc, receipt_ids, 120).await;
+        let (delivered, undeliverable) = send_alternating(&app, 30).await;
+        for id in &undeliverable {
+            let otp = app.wait_for_status(*id, "undeliverable").await;
+            assert!(otp.refunded, "{form}/{receipt_ids}: OTP {id} not refunded");
+            if form != "tlv" {
+                // `err:001` of the text; a TLV-only receipt has no `err:`.
+                assert_eq!(otp.error_code.as_deref(), Some("1"), "{form}");
+            }
+        }
+        for id in &delivered {
+            app.wait_for_status(*id, "delivered").await;
+        }
+        assert_eq!(app.balance().await, (100 - 15, 10), "{form}/{receipt_ids}");
+        let ledger = app.store.ledger(app.account_id).await.unwrap();
+        let mut refunded: Vec<i64> = ledger
+            .iter()
+            .filter(|e| e.kind == "refund")
+            .map(|e| e.otp_id.unwrap())
+            .collect();
+        refunded.sort();
+        assert_eq!(refunded, undeliverable, "one refund per undeliverable OTP");
+        // The SMSC really spelled the ids both ways, letters or not.
+        let sent = smsc.events("receipt_sent");
+        assert!(
+            sent.iter()
+                .any(|e| e["submit_message_id"] == "0000002a" && e["message_id"] == "0000000042")
+        );
+        assert!(
+            sent.iter()
+                .any(|e| e["submit_message_id"] == "00000042" && e["message_id"] == "0000000066")
+        );
+        let (status, body) = unmatched(&app, "", Some(crate::users::ADMIN_TOKEN)).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["data"], json!([]), "{form}/{receipt_ids}: {body}");
+        app.stop().await;
+    }
+}
+
+async fn receipts_in_a_spelling_the_route_excludes_are_listed_as_unmatched(backend: Backend) {
+    let mut args = vec!["--receipts", "mixed", "--receipt-form", "text"];
+    args.extend(PADDED_HEX_THEN_DECIMAL);
+    let smsc = Smsc::start(&args);
+    // `text`: the receipt must repeat the id, so `0000000042` never matches
+    // `0000002a`; held 1 s, then kept as unmatched.
+    let app = app_with_receipt_ids(backend, &smsc, "text", 1).await;
+    let (delivered, undeliverable) = send_alternating(&app, 2).await;
+    let token = Some(crate::users::ADMIN_TOKEN);
+    let mut body = Value::Null;
+    for _ in 0..400 {
+        let (status, b) = unmatched(&app, "", token).await;
+        assert_eq!(status, 200, "{b}");
+        body = b;
+        if body["data"].as_array().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let rows = body["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{body}");
+    // Newest first; the SMSC's ids and text exactly as it sent them.
+    let mut ids: Vec<&str> = rows
+        .iter()
+        .map(|r| r["message_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["0000000042", "0000000043"]);
+    for r in rows {
+        assert_eq!(r["route"], "smsc");
+        assert_eq!(r["reason"], "no_match");
+        let text = r["text"].as_str().unwrap();
+        assert!(
+            text.starts_with(&format!("id:{} sub:001", r["message_id"].as_str().unwrap())),
+            "{text}"
+        );
+        assert!(["DELIVRD", "UNDELIV"].contains(&r["state"].as_str().unwrap()));
+        assert!(r["received_at"].as_str().unwrap().contains('T'));
+    }
+    // Nothing was applied: both stay `sent`, nothing refunded.
+    for id in delivered.iter().chain(&undeliverable) {
+        let otp = app.store.otp(app.account_id, *id).await.unwrap().unwrap();
+        assert_eq!(otp.status.as_str(), "sent");
+        assert!(!otp.refunded);
+    }
+    assert_eq!(app.balance().await, (98, 10));
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("otpgate_smpp_receipts_total{route=\"smsc\",state=\"unmatched\"} 2"),
+        "{metrics}"
+    );
+    // Filters and refusals.
+    let (status, b) = unmatched(&app, "?route=smsc&limit=1", token).await;
+    assert_eq!((status, b["data"].as_array().unwrap().len()), (200, 1));
+    let (status, b) = unmatched(&app, "?route=elsewhere", token).await;
+    assert_eq!((status, &b["data"]), (200, &json!([])));
+    for bad in ["?limit=0", "?limit=501", "?limit=ten"] {
+        let (status, b) = unmatched(&app, bad, token).await;
+        assert_eq!(status, 400, "{bad}");
+        assert_eq!(b["errors"][0]["field"], "limit", "{bad}: {b}");
+        assert_eq!(b["errors"][0]["code"], "invalid", "{bad}");
+    }
+    let long_route = format!("?route={}", "r".repeat(101));
+    let (status, b) = unmatched(&app, &long_route, token).await;
+    assert_eq!((status, &b["errors"][0]["code"]), (400, &json!("too_long")));
+    let (status, b) = unmatched(&app, "", None).await;
+    assert_eq!(status, 401, "{b}");
+    let (status, _) = unmatched(&app, "", Some("not-the-admin-token")).await;
+    assert_eq!(status, 401);
+    let (status, _) = unmatched(&app, "", Some(&app.key)).await;
+    assert_eq!(status, 401, "an API key does not open the admin API");
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let op = &doc["paths"]["/admin/v1/receipts/unmatched"]["get"];
+    assert_eq!(op["tags"], json!(["admin"]), "{op}");
+    for status in ["200", "400", "401", "404"] {
+        assert!(op["responses"][status].is_object(), "{status}: {op}");
+    }
+}
+
+async fn unmatched_receipts_are_kept_for_a_day_and_a_few_hundred_per_route(backend: Backend) {
+    use otp_store::receipts::{UNMATCHED_KEEP_MICROS, UNMATCHED_KEEP_PER_ROUTE};
+    let app = spawn_app(backend).await;
+    let now = otp_store::now_micros();
+    let row = |route: &str, n: i64, at: i64| otp_store::UnmatchedReceipt {
+        route: route.into(),
+        message_id: format!("{n:010}"),
+        state: "DELIVRD".into(),
+        reason: "no_match".into(),
+        text: format!("id:{n:010} stat:DELIVRD {}", "x".repeat(400)),
+        received_at: at,
+    };
+    // A day and a second old: listed no more, and pruned with the next write.
+    app.store
+        .record_unmatched_receipts(
+            vec![row("a", 0, now - UNMATCHED_KEEP_MICROS - 1_000_000)],
+            now - UNMATCHED_KEEP_MICROS,
+        )
+        .await
+        .unwrap();
+    let total = UNMATCHED_KEEP_PER_ROUTE + 10;
+    for chunk in (1..=total).collect::<Vec<_>>().chunks(50) {
+        let rows = chunk.iter().map(|&n| row("a", n, now)).collect();
+        app.store
+            .record_unmatched_receipts(rows, now)
+            .await
+            .unwrap();
+    }
+    app.store
+        .record_unmatched_receipts(vec![row("b", 1, now)], now)
+        .await
+        .unwrap();
+    let a = app
+        .store
+        .unmatched_receipts(Some("a".into()), 1000, now)
+        .await
+        .unwrap();
+    assert_eq!(a.len() as i64, UNMATCHED_KEEP_PER_ROUTE);
+    assert_eq!(a[0].message_id, format!("{total:010}"), "newest first");
+    assert_eq!(
+        a.last().unwrap().message_id,
+        format!("{:010}", total - UNMATCHED_KEEP_PER_ROUTE + 1)
+    );
+    assert_eq!(a[0].text.chars().count(), 300, "text is cut");
+    let b = app
+        .store
+        .unmatched_receipts(Some("b".into()), 1000, now)
+        .await
+        .unwrap();
+    assert_eq!(b.len(), 1, "another route keeps its own");
+    assert_eq!(
+        app.store
+            .unmatched_receipts(None, 1000, now)
+            .await
+            .unwrap()
+            .len() as i64,
+        UNMATCHED_KEEP_PER_ROUTE + 1
+    );
+    // Seen from a day later, nothing is listed.
+    let later = now + UNMATCHED_KEEP_MICROS + 1;
+    assert!(
+        app.store
+            .unmatched_receipts(None, 1000, later)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let rows = crate::helpers::sql_i64s(&app, "SELECT COUNT(*) FROM unmatched_receipts").await;
+    assert_eq!(
+        rows,
+        [UNMATCHED_KEEP_PER_ROUTE + 1],
+        "the old row was pruned"
+    );
+}
+
+async fn a_receipt_finds_its_part_through_the_stored_id_forms(backend: Backend) {
+    use smpp::receipt::ids::IdLookup;
+    let smsc = Smsc::start(&PADDED_HEX_THEN_DECIMAL);
+    let app = app_with_receipt_ids(backend, &smsc, "auto", 120).await;
+    let id = id_of(&app.send_ok(&text_send("9851023212")).await);
+    let otp = app.wait_for_status(id, "sent").await;
+    assert_eq!(otp.provider_message_id.as_deref(), Some("0000002a"));
+    let lookups = ["0000000042", "42", "0x2A", "2a", "0000000043", "0000000066"]
+        .iter()
+        .map(|r| IdLookup::of(r).unwrap())
+        .collect();
+    let found = app.store.receipt_candidates("smsc", lookups).await.unwrap();
+    let one = vec!["0000002a".to_owned()];
+    assert_eq!(
+        found,
+        [one.clone(), one.clone(), one.clone(), one, vec![], vec![]]
+    );
+    assert!(
+        app.store
+            .receipt_candidates("other", vec![IdLookup::of("42").unwrap()])
+            .await
+            .unwrap()[0]
+            .is_empty()
+    );
+}
+
+smsc_tests!(
+    an_undeliverable_receipt_in_the_other_spelling_is_applied_and_refunded,
+    receipts_in_a_spelling_the_route_excludes_are_listed_as_unmatched,
+    unmatched_receipts_are_kept_for_a_day_and_a_few_hundred_per_route,
+    a_receipt_finds_its_part_through_the_stored_id_forms
+);
+
+/// The store's lookup and the one rule together, on each backend: ids of
+/// many sizes (past 128 bits too), every habit, spellings varied on both
+/// sides (padding, case, `0x`); each receipt finds its own part and no other.
+async fn every_spelling_finds_its_own_part_in_the_store_under_the_routes_habit(backend: Backend) {
+    use smpp::receipt::ids::{Decision, Habit, IdForms, IdLookup, decide};
+    let app = spawn_app(backend).await;
+    // Hex digits of the numbers: small ones, where spellings collide most,
+    // and long ones.
+    let mut numbers: Vec<String> = (0u32..90).map(|n| format!("{n:x}")).collect();
+    numbers.push("1".repeat(34));
+    numbers.push("fedcba9876543210fedcba9876543210ab".into());
+    let mut seed = 0x2545_f491_u64;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize
+    };
+    let mut spell_hex = |hex: &str| {
+        let mut s = format!("{}{hex}", "0".repeat(next() % 4));
+        if next() % 2 == 0 {
+            s = s.to_uppercase();
+        }
+        if next() % 3 == 0 {
+            s = format!("0x{s}");
+        }
+        s
+    };
+    let decimal_of = |hex: &str| IdForms::of(hex).hex_as_decimal.unwrap();
+    let mut otp = 1_000_000i64;
+    for habit in [Habit::Text, Habit::Hex, Habit::Decimal] {
+        let route = format!("route-{habit}");
+        let mut pairs = Vec::new();
+        for hex in &numbers {
+            let pad = "0".repeat(hex.len() % 3);
+            let decimal = format!("{pad}{}", decimal_of(hex));
+            let (resp, receipt) = match habit {
+                Habit::Text => (spell_hex(hex), spell_hex(hex)),
+                Habit::Hex => (decimal.clone(), spell_hex(hex)),
+                Habit::Decimal => (spell_hex(hex), decimal.clone()),
+            };
+            otp += 1;
+            pairs.push((otp, resp, receipt));
+        }
+        let results = pairs
+            .iter()
+            .map(|(otp, resp, _)| otp_store::JobResult {
+                job_id: *otp,
+                otp_id: *otp,
+                outcome: otp_store::JobOutcome::Sent {
+                    route: Some(route.clone()),
+                    message_ids: vec![resp.clone()],
+                },
+                at: otp_store::now_micros(),
+            })
+            .collect();
+        app.store.finish_jobs(results).await.unwrap();
+        let lookups = pairs
+            .iter()
+            .map(|(_, _, receipt)| IdLookup::of(receipt).unwrap())
+            .collect();
+        let found = app.store.receipt_candidates(&route, lookups).await.unwrap();
+        for ((_, resp, receipt), candidates) in pairs.iter().zip(&found) {
+            match decide(receipt, candidates, Some(habit)) {
+                Decision::Matched { index, .. } => assert_eq!(
+                    &candidates[index], resp,
+                    "{habit}: receipt {receipt} matched {} instead of {resp}",
+                    candidates[index]
+                ),
+                other => {
+                    panic!("{habit}: receipt {receipt} ({resp}): {other:?} among {candidates:?}")
+                }
+            }
+        }
+    }
+}
+
+smsc_tests!(every_spelling_finds_its_own_part_in_the_store_under_the_routes_habit);

@@ -1,0 +1,166 @@
+//! [`ReceiptStore`] for the postgres backend: one statement looks up a whole
+//! batch of receipts.
+
+use smpp::receipt::ids::IdLookup;
+
+use super::{PgStore, pg_err};
+use crate::receipts::{
+    MAX_CANDIDATES, ReceiptStore, UNMATCHED_KEEP_MICROS, UNMATCHED_KEEP_PER_ROUTE,
+    UnmatchedReceipt, legacy_spellings,
+};
+use crate::{Micros, StoreError};
+
+const CANDIDATES: &str = "SELECT k.i, pm.message_id \
+     FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::bool[]) \
+         WITH ORDINALITY AS k(a, b, h, d, t, by_hex, by_dec, i) \
+     CROSS JOIN LATERAL ( \
+         SELECT message_id FROM provider_messages \
+             WHERE route = $1 AND message_id IN (k.a, k.b, k.h, k.d) \
+         UNION SELECT message_id FROM provider_messages WHERE route = $1 AND id_text = k.t \
+         UNION SELECT message_id FROM provider_messages \
+             WHERE k.by_hex AND route = $1 AND id_hex_decimal = k.t \
+         UNION SELECT message_id FROM provider_messages \
+             WHERE k.by_dec AND route = $1 AND id_decimal_hex = k.t \
+         LIMIT $9) pm";
+
+#[async_trait::async_trait]
+impl ReceiptStore for PgStore {
+    async fn receipt_candidates(
+        &self,
+        route: &str,
+        lookups: Vec<IdLookup>,
+    ) -> Result<Vec<Vec<String>>, StoreError> {
+        if lookups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut a, mut b, mut h, mut d, mut t, mut by_hex, mut by_dec) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for l in &lookups {
+            let [sa, sb, sh, sd] = legacy_spellings(l);
+            a.push(sa);
+            b.push(sb);
+            h.push(sh);
+            d.push(sd);
+            t.push(l.text.clone());
+            by_hex.push(l.by_hex_reading);
+            by_dec.push(l.by_decimal_reading);
+        }
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                CANDIDATES,
+                &[
+                    &route,
+                    &a,
+                    &b,
+                    &h,
+                    &d,
+                    &t,
+                    &by_hex,
+                    &by_dec,
+                    &MAX_CANDIDATES,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        let mut out = vec![Vec::new(); lookups.len()];
+        for r in rows {
+            let i: i64 = r.get(0);
+            if let Some(list) = usize::try_from(i - 1).ok().and_then(|i| out.get_mut(i)) {
+                list.push(r.get(1));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn record_unmatched_receipts(
+        &self,
+        receipts: Vec<UnmatchedReceipt>,
+        now: Micros,
+    ) -> Result<(), StoreError> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        let (mut routes, mut ids, mut states, mut reasons, mut texts, mut ats) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for r in &receipts {
+            let (id, text) = r.bounded();
+            routes.push(r.route.clone());
+            ids.push(id);
+            states.push(r.state.clone());
+            reasons.push(r.reason.clone());
+            texts.push(text);
+            ats.push(r.received_at);
+        }
+        let mut distinct = routes.clone();
+        distinct.sort();
+        distinct.dedup();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        tx.execute(
+            "INSERT INTO unmatched_receipts (route, message_id, state, reason, body, received_at) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])",
+            &[&routes, &ids, &states, &reasons, &texts, &ats],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.execute(
+            "DELETE FROM unmatched_receipts u USING UNNEST($1::text[]) AS r(route) \
+             WHERE u.route = r.route AND u.id <= (SELECT id FROM unmatched_receipts \
+                 WHERE route = r.route ORDER BY id DESC LIMIT 1 OFFSET $2)",
+            &[&distinct, &UNMATCHED_KEEP_PER_ROUTE],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.execute(
+            "DELETE FROM unmatched_receipts WHERE received_at < $1",
+            &[&(now - UNMATCHED_KEEP_MICROS)],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn unmatched_receipts(
+        &self,
+        route: Option<String>,
+        limit: u32,
+        now: Micros,
+    ) -> Result<Vec<UnmatchedReceipt>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT route, message_id, state, reason, body, received_at \
+                 FROM unmatched_receipts \
+                 WHERE ($1::text IS NULL OR route = $1) AND received_at >= $2 \
+                 ORDER BY id DESC LIMIT $3",
+                &[&route, &(now - UNMATCHED_KEEP_MICROS), &i64::from(limit)],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| UnmatchedReceipt {
+                route: r.get(0),
+                message_id: r.get(1),
+                state: r.get(2),
+                reason: r.get(3),
+                text: r.get(4),
+                received_at: r.get(5),
+            })
+            .collect())
+    }
+}

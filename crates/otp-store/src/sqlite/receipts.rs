@@ -1,0 +1,135 @@
+//! [`ReceiptStore`] for the sqlite backend: candidate lookups on the read
+//! pool, unmatched receipts written (and pruned) in the writer's next batch.
+
+use rusqlite::{params, params_from_iter};
+use smpp::receipt::ids::IdLookup;
+
+use super::{SqliteStore, collect, map_err};
+use crate::receipts::{
+    MAX_CANDIDATES, ReceiptStore, UNMATCHED_KEEP_MICROS, UNMATCHED_KEEP_PER_ROUTE,
+    UnmatchedReceipt, legacy_spellings,
+};
+use crate::{Micros, StoreError};
+
+/// ?1 route, ?2-?5 spellings as written, ?6 the text form, ?7 / ?8 whether
+/// to search the hex and the decimal readings, ?9 the limit.
+const CANDIDATES: &str = "SELECT message_id FROM provider_messages \
+         WHERE route = ?1 AND message_id IN (?2, ?3, ?4, ?5) \
+     UNION SELECT message_id FROM provider_messages WHERE route = ?1 AND id_text = ?6 \
+     UNION SELECT message_id FROM provider_messages \
+         WHERE ?7 AND route = ?1 AND id_hex_decimal = ?6 \
+     UNION SELECT message_id FROM provider_messages \
+         WHERE ?8 AND route = ?1 AND id_decimal_hex = ?6 \
+     LIMIT ?9";
+
+#[async_trait::async_trait]
+impl ReceiptStore for SqliteStore {
+    async fn receipt_candidates(
+        &self,
+        route: &str,
+        lookups: Vec<IdLookup>,
+    ) -> Result<Vec<Vec<String>>, StoreError> {
+        let route = route.to_owned();
+        self.read(move |c| {
+            let mut s = c.prepare_cached(CANDIDATES).map_err(map_err)?;
+            let mut out = Vec::with_capacity(lookups.len());
+            for l in &lookups {
+                let [a, b, h, d] = legacy_spellings(l);
+                let args: Vec<rusqlite::types::Value> = vec![
+                    route.clone().into(),
+                    a.into(),
+                    b.into(),
+                    h.into(),
+                    d.into(),
+                    l.text.clone().into(),
+                    l.by_hex_reading.into(),
+                    l.by_decimal_reading.into(),
+                    MAX_CANDIDATES.into(),
+                ];
+                out.push(collect(
+                    s.query_map(params_from_iter(args), |r| r.get(0))
+                        .map_err(map_err)?,
+                )?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn record_unmatched_receipts(
+        &self,
+        receipts: Vec<UnmatchedReceipt>,
+        now: Micros,
+    ) -> Result<(), StoreError> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        self.write(move |tx| {
+            let mut routes: Vec<&str> = Vec::new();
+            for r in &receipts {
+                let (id, text) = r.bounded();
+                tx.prepare_cached(
+                    "INSERT INTO unmatched_receipts \
+                     (route, message_id, state, reason, body, received_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![r.route, id, r.state, r.reason, text, r.received_at])
+                })
+                .map_err(map_err)?;
+                if !routes.contains(&r.route.as_str()) {
+                    routes.push(&r.route);
+                }
+            }
+            for route in routes {
+                tx.prepare_cached(
+                    "DELETE FROM unmatched_receipts WHERE route = ?1 AND id <= \
+                     (SELECT id FROM unmatched_receipts WHERE route = ?1 \
+                      ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                )
+                .and_then(|mut s| s.execute(params![route, UNMATCHED_KEEP_PER_ROUTE]))
+                .map_err(map_err)?;
+            }
+            tx.prepare_cached("DELETE FROM unmatched_receipts WHERE received_at < ?1")
+                .and_then(|mut s| s.execute([now - UNMATCHED_KEEP_MICROS]))
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unmatched_receipts(
+        &self,
+        route: Option<String>,
+        limit: u32,
+        now: Micros,
+    ) -> Result<Vec<UnmatchedReceipt>, StoreError> {
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT route, message_id, state, reason, body, received_at \
+                     FROM unmatched_receipts \
+                     WHERE (?1 IS NULL OR route = ?1) AND received_at >= ?2 \
+                     ORDER BY id DESC LIMIT ?3",
+                )
+                .map_err(map_err)?;
+            collect(
+                s.query_map(
+                    params![route, now - UNMATCHED_KEEP_MICROS, i64::from(limit)],
+                    |r| {
+                        Ok(UnmatchedReceipt {
+                            route: r.get(0)?,
+                            message_id: r.get(1)?,
+                            state: r.get(2)?,
+                            reason: r.get(3)?,
+                            text: r.get(4)?,
+                            received_at: r.get(5)?,
+                        })
+                    },
+                )
+                .map_err(map_err)?,
+            )
+        })
+        .await
+    }
+}
