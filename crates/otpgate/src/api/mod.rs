@@ -4,6 +4,7 @@
 mod admin;
 pub mod error;
 mod extract;
+mod keys;
 pub(crate) mod list;
 mod ops;
 mod send;
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .merge(users::router())
         .merge(admin::router())
         .merge(webhooks::router())
+        .merge(keys::router())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))

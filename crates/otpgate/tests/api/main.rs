@@ -13,6 +13,7 @@ mod durability;
 mod limits;
 mod list;
 mod ops;
+mod scopes;
 mod send;
 mod smsc;
 mod users;
