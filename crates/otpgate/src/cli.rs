@@ -12,7 +12,7 @@ use serde_json::json;
 
 use otp_store::{Account, NewUser, Scopes, SharedStore, StoreError};
 
-use crate::auth::{issue_key, issue_key_with_scopes};
+use crate::auth::issue_key_with_scopes;
 use crate::config::{Config, Secret};
 use crate::startup::{Application, open_store};
 use crate::users::hashing::hash_now;
@@ -77,6 +77,10 @@ enum AccountsCmd {
         sms_credits: i64,
         #[arg(long, default_value_t = 0)]
         phone_credits: i64,
+        /// What the first key may do: some of send, verify, read, account,
+        /// separated by commas.
+        #[arg(long, default_value = "send,verify,read", value_parser = parse_scopes)]
+        scopes: Scopes,
         /// Print one JSON object with account_id and api_key.
         #[arg(long)]
         json: bool,
@@ -266,6 +270,7 @@ async fn accounts(store: &SharedStore, cmd: AccountsCmd) -> anyhow::Result<()> {
             name,
             sms_credits,
             phone_credits,
+            scopes,
             json,
         } => {
             anyhow::ensure!(
@@ -276,7 +281,8 @@ async fn accounts(store: &SharedStore, cmd: AccountsCmd) -> anyhow::Result<()> {
             let account = store
                 .create_account(&name, sms_credits, phone_credits)
                 .await?;
-            let key = issue_key(account.id, Some("created with the account".into()));
+            let key =
+                issue_key_with_scopes(account.id, Some("created with the account".into()), scopes);
             store.create_key(key.record).await?;
             if json {
                 println!(

@@ -39,7 +39,7 @@ use super::keys::scopes_field;
 use super::list::rfc3339;
 use super::send::{given, integer, required_text, text};
 use super::users::{Envelope, bearer};
-use crate::auth::{issue_key, issue_key_with_scopes};
+use crate::auth::issue_key_with_scopes;
 use crate::state::AppState;
 use crate::users::{Email, NewPassword};
 
@@ -228,6 +228,10 @@ pub struct CreateAccountRequest {
     sms_credits: Option<i64>,
     /// Opening phone credits, default 0.
     phone_credits: Option<i64>,
+    /// What the first key may do (as in `POST /admin/v1/accounts/{id}/keys/`);
+    /// default `send, verify, read`.
+    #[schema(value_type = Option<Vec<String>>, example = json!(["send", "verify", "read"]))]
+    scopes: Option<Vec<String>>,
 }
 
 /// The body of `POST /admin/v1/accounts/{id}/credits/`.
@@ -357,6 +361,7 @@ pub async fn create_account(
         value
     };
     let (sms, phone) = (opening("sms_credits"), opening("phone_credits"));
+    let scopes = scopes_field(&fields, &mut errors).unwrap_or(Scopes::DEFAULT);
     let name = match name {
         Some(name) if errors.is_empty() => name,
         _ => return Err(ApiError::validation(errors)),
@@ -372,7 +377,7 @@ pub async fn create_account(
         }
         Err(e) => return Err(e.into()),
     };
-    let issued = issue_key(account.id, Some("created with the account".into()));
+    let issued = issue_key_with_scopes(account.id, Some("created with the account".into()), scopes);
     let key = state.store.create_key(issued.record).await?;
     tracing::info!(
         account_id = account.id,

@@ -300,6 +300,13 @@ both_backends! {
         let (_, listed) = call(&app, ADMIN_TOKEN, "GET", &path, None).await;
         assert_eq!(listed["data"][0]["scopes"], json!(["send", "verify", "read", "account"]));
         assert_eq!(listed["data"][2]["scopes"], json!(["verify"]));
+        // An account's first key too.
+        let (status, body) = call(&app, ADMIN_TOKEN, "POST", "/admin/v1/accounts/", Some(&json!({"name": "globex", "scopes": "send"}))).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["data"]["key"]["scopes"], json!(["send"]));
+        let (status, body) = call(&app, ADMIN_TOKEN, "POST", "/admin/v1/accounts/", Some(&json!({"name": "initech", "scopes": "all"}))).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(app.store.account_by_name("initech").await.unwrap().is_none(), "nothing was written");
     }
 
     async fn generate_api_keys_mints_send_verify_read_unless_asked_otherwise(app) {
@@ -521,6 +528,29 @@ async fn the_cli_sets_the_scopes_of_the_keys_it_makes(backend: Backend) {
     let out = run(&["keys", "list", "acme", "--json"]);
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed[1]["scopes"], json!(["verify", "read"]));
+
+    let out = run(&[
+        "accounts",
+        "create",
+        "globex",
+        "--scopes",
+        "send,account",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = made["api_key"].as_str().unwrap();
+    let stored = app
+        .store
+        .find_key(key_id_of(key).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.scopes, Scopes::of(&[Scope::Send, Scope::Account]));
     app.stop().await;
 }
 
