@@ -385,6 +385,43 @@ both_backends! {
     }
 }
 
+both_backends! {
+    async fn two_keys_racing_on_one_idempotency_key_send_once_and_never_share_a_reply(app) {
+        let other = key_with(&app, &[Scope::Send]).await;
+        let sends: Vec<_> = (0..10)
+            .map(|i| {
+                let key = if i % 2 == 0 { app.key.clone() } else { other.clone() };
+                let request = app
+                    .client
+                    .post(app.url("/api/v1/auths/send/otp/"))
+                    .bearer_auth(key)
+                    .header("Idempotency-Key", "shared")
+                    .json(&text_send(NUMBER));
+                tokio::spawn(async move {
+                    let r = request.send().await.unwrap();
+                    (i % 2, r.status().as_u16(), r.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        let mut winners = std::collections::HashSet::new();
+        let mut ids = std::collections::HashSet::new();
+        for s in sends {
+            let (side, status, body) = s.await.unwrap();
+            match status {
+                200 => {
+                    winners.insert(side);
+                    ids.insert(body["data"]["details"]["id"].as_i64().unwrap());
+                }
+                422 => assert_eq!(body["errors"][0]["code"], "idempotency_key_reused", "{body}"),
+                other => panic!("{other}: {body}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "only one key's requests got replies");
+        assert_eq!(ids.len(), 1, "every reply names the one OTP");
+        assert_eq!(app.otp_count().await, 1);
+    }
+}
+
 fn code_hidden_in_send_reply(c: &mut Config) {
     c.api.code_in_send_reply = false;
 }
