@@ -57,6 +57,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0009_message_parts.sql"),
     },
     Migration {
+        version: 10,
+        name: "key_scopes",
+        sql: include_str!("../migrations/sqlite/0010_key_scopes.sql"),
+    },
+    Migration {
         version: 11,
         name: "login_limits_and_sessions",
         sql: include_str!("../migrations/sqlite/0011_login_limits_and_sessions.sql"),
@@ -113,6 +118,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 9,
         name: "message_parts",
         sql: include_str!("../migrations/postgres/0009_message_parts.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "key_scopes",
+        sql: include_str!("../migrations/postgres/0010_key_scopes.sql"),
     },
     Migration {
         version: 11,

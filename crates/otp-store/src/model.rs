@@ -36,6 +36,124 @@ pub struct LedgerEntry {
     pub created_at: Micros,
 }
 
+/// One thing an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Send OTPs.
+    Send,
+    /// Verify codes.
+    Verify,
+    /// List and read OTPs, voices and voice previews, webhook deliveries.
+    Read,
+    /// Manage the account: its API keys and its webhook.
+    Account,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 4] = [Scope::Send, Scope::Verify, Scope::Read, Scope::Account];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Send => "send",
+            Scope::Verify => "verify",
+            Scope::Read => "read",
+            Scope::Account => "account",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == s)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of [`Scope`]s, kept in the store as their names joined by commas
+/// (`send,verify,read`).
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    /// What a key gets unless asked otherwise: everything but `account`.
+    pub const DEFAULT: Scopes = Scopes(0b0111);
+    /// Every scope.
+    pub const ALL: Scopes = Scopes(0b1111);
+
+    pub fn of(scopes: &[Scope]) -> Scopes {
+        Scopes(scopes.iter().fold(0, |bits, s| bits | s.bit()))
+    }
+
+    pub fn contains(self, scope: Scope) -> bool {
+        self.0 & scope.bit() != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The scopes of the set, in [`Scope::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Scope> {
+        Scope::ALL.into_iter().filter(move |s| self.contains(*s))
+    }
+
+    /// The first scope of `self` that `holder` lacks, if any.
+    pub fn first_missing_from(self, holder: Scopes) -> Option<Scope> {
+        self.iter().find(|s| !holder.contains(*s))
+    }
+
+    /// A list a person wrote: names separated by commas and/or spaces, at least
+    /// one; the error names the first word that is not a scope.
+    pub fn parse_list(text: &str) -> Result<Scopes, String> {
+        let mut scopes = Scopes(0);
+        for word in text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|w| !w.is_empty())
+        {
+            let scope = Scope::parse(word).ok_or_else(|| {
+                format!(
+                    "unknown scope {:?}; the scopes are send, verify, read and account",
+                    word.chars().take(32).collect::<String>()
+                )
+            })?;
+            scopes.0 |= scope.bit();
+        }
+        if scopes.is_empty() {
+            return Err("give at least one scope (send, verify, read, account)".into());
+        }
+        Ok(scopes)
+    }
+
+    /// What the store kept; a name this version does not know (written by a
+    /// newer one) grants nothing.
+    pub fn from_stored(text: &str) -> Scopes {
+        Scopes::of(
+            &text
+                .split(',')
+                .filter_map(|w| Scope::parse(w.trim()))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// The names, in [`Scope::ALL`] order.
+    pub fn names(self) -> Vec<&'static str> {
+        self.iter().map(Scope::as_str).collect()
+    }
+}
+
+impl std::fmt::Display for Scopes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.names().join(","))
+    }
+}
+
+impl std::fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scopes({self})")
+    }
+}
+
 /// A key to store: only the hash of its secret is kept.
 #[derive(Debug, Clone)]
 pub struct NewApiKey {
@@ -43,6 +161,8 @@ pub struct NewApiKey {
     pub account_id: AccountId,
     pub secret_hash: [u8; 32],
     pub label: Option<String>,
+    /// What the key may do.
+    pub scopes: Scopes,
 }
 
 /// A stored API key.
@@ -57,6 +177,8 @@ pub struct ApiKeyRecord {
     pub created_at: Micros,
     pub revoked_at: Option<Micros>,
     pub last_used: Option<Micros>,
+    /// What the key may do.
+    pub scopes: Scopes,
 }
 
 impl std::fmt::Debug for ApiKeyRecord {
@@ -67,6 +189,7 @@ impl std::fmt::Debug for ApiKeyRecord {
             .field("account_id", &self.account_id)
             .field("secret_hash", &"[redacted]")
             .field("revoked_at", &self.revoked_at)
+            .field("scopes", &self.scopes)
             .finish()
     }
 }
@@ -618,4 +741,44 @@ pub(crate) fn channel_from_str(s: &str) -> Channel {
 
 pub(crate) fn option_from_str(s: &str) -> OtpOption {
     OtpOption::parse(s).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+
+    #[test]
+    fn scope_lists_parse_with_commas_or_spaces_and_print_in_a_fixed_order() {
+        let s = Scopes::parse_list("read, send verify").unwrap();
+        assert_eq!(s, Scopes::DEFAULT);
+        assert_eq!(s.to_string(), "send,verify,read");
+        assert_eq!(Scopes::parse_list("account").unwrap().names(), ["account"]);
+        assert_eq!(Scopes::from_stored(&Scopes::ALL.to_string()), Scopes::ALL);
+    }
+
+    #[test]
+    fn unknown_or_empty_scope_lists_are_refused_when_written_and_grant_nothing_when_stored() {
+        assert!(
+            Scopes::parse_list("send,admin")
+                .unwrap_err()
+                .contains("admin")
+        );
+        assert!(Scopes::parse_list(" , ").is_err());
+        assert_eq!(
+            Scopes::from_stored("send,admin"),
+            Scopes::of(&[Scope::Send])
+        );
+        assert!(Scopes::from_stored("").is_empty());
+    }
+
+    #[test]
+    fn the_first_missing_scope_is_named() {
+        let wanted = Scopes::of(&[Scope::Send, Scope::Account]);
+        assert_eq!(
+            wanted.first_missing_from(Scopes::DEFAULT),
+            Some(Scope::Account)
+        );
+        assert_eq!(wanted.first_missing_from(Scopes::ALL), None);
+        assert!(!Scopes::DEFAULT.contains(Scope::Account));
+    }
 }

@@ -54,7 +54,7 @@ const VERIFY_COLUMNS: &str =
 const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, phone_credits, otp_count, created_at";
 
 const KEY_COLUMNS: &str =
-    "id, key_id, account_id, secret_hash, label, created_at, revoked_at, last_used";
+    "id, key_id, account_id, secret_hash, label, created_at, revoked_at, last_used, scopes";
 
 /// Batcher tasks per node: enough to keep a commit in flight while the next batch
 /// gathers, few enough not to fight over the same account rows.
@@ -660,6 +660,7 @@ fn key_from_row(r: &Row) -> ApiKeyRecord {
         created_at: r.get(5),
         revoked_at: r.get(6),
         last_used: r.get(7),
+        scopes: Scopes::from_stored(r.get(8)),
     }
 }
 
@@ -859,8 +860,8 @@ impl Store for PgStore {
         let row = c
             .query_opt(
                 &format!(
-                    "INSERT INTO api_keys (key_id, account_id, secret_hash, label, created_at) \
-                     SELECT $1, id, $3, $4, $5 FROM accounts WHERE id = $2 RETURNING {KEY_COLUMNS}"
+                    "INSERT INTO api_keys (key_id, account_id, secret_hash, label, created_at, scopes) \
+                     SELECT $1, id, $3, $4, $5, $6 FROM accounts WHERE id = $2 RETURNING {KEY_COLUMNS}"
                 ),
                 &[
                     &key.key_id,
@@ -868,6 +869,7 @@ impl Store for PgStore {
                     &hash,
                     &key.label,
                     &now_micros(),
+                    &key.scopes.to_string(),
                 ],
             )
             .await

@@ -65,7 +65,7 @@ const VERIFY_COLUMNS: &str =
 const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, phone_credits, otp_count, created_at";
 
 const KEY_COLUMNS: &str =
-    "id, key_id, account_id, secret_hash, label, created_at, revoked_at, last_used";
+    "id, key_id, account_id, secret_hash, label, created_at, revoked_at, last_used, scopes";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file, applies migrations and starts
@@ -760,6 +760,7 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
         created_at: r.get(5)?,
         revoked_at: r.get(6)?,
         last_used: r.get(7)?,
+        scopes: Scopes::from_stored(&r.get::<_, String>(8)?),
     })
 }
 
@@ -963,13 +964,25 @@ impl Store for SqliteStore {
                 return Err(StoreError::NotFound(format!("account {}", key.account_id)));
             }
             tx.execute(
-                "INSERT INTO api_keys (key_id, account_id, secret_hash, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![key.key_id, key.account_id, &key.secret_hash[..], key.label, now_micros()],
+                "INSERT INTO api_keys (key_id, account_id, secret_hash, label, created_at, scopes) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    key.key_id,
+                    key.account_id,
+                    &key.secret_hash[..],
+                    key.label,
+                    now_micros(),
+                    key.scopes.to_string()
+                ],
             )
             .map_err(map_err)?;
             let id = tx.last_insert_rowid();
-            tx.query_row(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"), [id], key_from_row)
-                .map_err(map_err)
+            tx.query_row(
+                &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"),
+                [id],
+                key_from_row,
+            )
+            .map_err(map_err)
         })
         .await
     }

@@ -8,6 +8,11 @@
 //! `subtle`'s constant-time equality. Revocation is a column read on every request,
 //! so it takes effect at once, on every node. `last_used` is gathered in memory and
 //! written in bulk every few seconds instead of once per request.
+//!
+//! Each key has [`Scopes`]: what it may do. A key gets `send`, `verify` and
+//! `read` unless asked otherwise; `account` (managing keys and the webhook) is
+//! only given on request. Which scope each route needs is decided in one table,
+//! `api::extract::required_scope`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,7 +23,9 @@ use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use otp_store::{AccountId, ApiKeyRecord, Micros, NewApiKey, SharedStore, StoreError};
+use otp_store::{
+    AccountId, ApiKeyRecord, Micros, NewApiKey, Scope, Scopes, SharedStore, StoreError,
+};
 
 /// The fixed start of every key.
 pub const KEY_PREFIX: &str = "otpg_";
@@ -31,8 +38,18 @@ pub struct IssuedKey {
     pub record: NewApiKey,
 }
 
-/// Makes a new key for an account.
+/// Makes a new key for an account with the default scopes (`send`, `verify`,
+/// `read`).
 pub fn issue_key(account_id: AccountId, label: Option<String>) -> IssuedKey {
+    issue_key_with_scopes(account_id, label, Scopes::DEFAULT)
+}
+
+/// Makes a new key for an account that may do what `scopes` allow.
+pub fn issue_key_with_scopes(
+    account_id: AccountId,
+    label: Option<String>,
+    scopes: Scopes,
+) -> IssuedKey {
     let mut random = [0u8; 32 + ID_LEN];
     OsRng
         .try_fill_bytes(&mut random)
@@ -50,6 +67,7 @@ pub fn issue_key(account_id: AccountId, label: Option<String>) -> IssuedKey {
             account_id,
             secret_hash: hash_key(&plaintext),
             label,
+            scopes,
         },
         plaintext,
     }
@@ -89,6 +107,15 @@ pub enum AuthFailure {
 pub struct Caller {
     pub account_id: AccountId,
     pub key_row: i64,
+    /// What the caller's key may do.
+    pub scopes: Scopes,
+}
+
+impl Caller {
+    /// Whether the caller's key has `scope`.
+    pub fn may(&self, scope: Scope) -> bool {
+        self.scopes.contains(scope)
+    }
 }
 
 /// Checks the `Authorization` header value against the store.
@@ -117,6 +144,7 @@ fn verify(record: &ApiKeyRecord, token: &str) -> Option<Caller> {
     (matches && record.revoked_at.is_none()).then_some(Caller {
         account_id: record.account_id,
         key_row: record.id,
+        scopes: record.scopes,
     })
 }
 
@@ -194,8 +222,12 @@ mod tests {
             created_at: 0,
             revoked_at: None,
             last_used: None,
+            scopes: k.record.scopes,
         };
-        assert!(verify(&rec, &k.plaintext).is_some());
+        assert_eq!(
+            verify(&rec, &k.plaintext).map(|c| c.scopes),
+            Some(Scopes::DEFAULT)
+        );
         let mut wrong = k.plaintext.clone();
         wrong.pop();
         wrong.push(if k.plaintext.ends_with('A') { 'B' } else { 'A' });

@@ -10,9 +10,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use otp_store::{Account, NewUser, SharedStore, StoreError};
+use otp_store::{Account, NewUser, Scopes, SharedStore, StoreError};
 
-use crate::auth::issue_key;
+use crate::auth::issue_key_with_scopes;
 use crate::config::{Config, Secret};
 use crate::startup::{Application, open_store};
 use crate::users::hashing::hash_now;
@@ -77,6 +77,10 @@ enum AccountsCmd {
         sms_credits: i64,
         #[arg(long, default_value_t = 0)]
         phone_credits: i64,
+        /// What the first key may do: some of send, verify, read, account,
+        /// separated by commas.
+        #[arg(long, default_value = "send,verify,read", value_parser = parse_scopes)]
+        scopes: Scopes,
         /// Print one JSON object with account_id and api_key.
         #[arg(long)]
         json: bool,
@@ -138,6 +142,10 @@ enum KeysCmd {
         account: String,
         #[arg(long)]
         label: Option<String>,
+        /// What the key may do: some of send, verify, read, account, separated
+        /// by commas.
+        #[arg(long, default_value = "send,verify,read", value_parser = parse_scopes)]
+        scopes: Scopes,
         #[arg(long)]
         json: bool,
     },
@@ -262,6 +270,7 @@ async fn accounts(store: &SharedStore, cmd: AccountsCmd) -> anyhow::Result<()> {
             name,
             sms_credits,
             phone_credits,
+            scopes,
             json,
         } => {
             anyhow::ensure!(
@@ -272,7 +281,8 @@ async fn accounts(store: &SharedStore, cmd: AccountsCmd) -> anyhow::Result<()> {
             let account = store
                 .create_account(&name, sms_credits, phone_credits)
                 .await?;
-            let key = issue_key(account.id, Some("created with the account".into()));
+            let key =
+                issue_key_with_scopes(account.id, Some("created with the account".into()), scopes);
             store.create_key(key.record).await?;
             if json {
                 println!(
@@ -441,18 +451,23 @@ async fn keys(store: &SharedStore, cmd: KeysCmd) -> anyhow::Result<()> {
         KeysCmd::Create {
             account,
             label,
+            scopes,
             json,
         } => {
             let a = find_account(store, &account).await?;
-            let key = issue_key(a.id, label);
+            let key = issue_key_with_scopes(a.id, label, scopes);
             let rec = store.create_key(key.record).await?;
             if json {
                 println!(
                     "{}",
-                    json!({ "account_id": a.id, "key_id": rec.key_id, "api_key": key.plaintext })
+                    json!({ "account_id": a.id, "key_id": rec.key_id, "api_key": key.plaintext,
+                            "scopes": rec.scopes.names() })
                 );
             } else {
-                println!("key_id: {}\napi_key: {}", rec.key_id, key.plaintext);
+                println!(
+                    "key_id: {}\napi_key: {}\nscopes: {}",
+                    rec.key_id, key.plaintext, rec.scopes
+                );
             }
         }
         KeysCmd::List { account, json } => {
@@ -467,12 +482,15 @@ async fn keys(store: &SharedStore, cmd: KeysCmd) -> anyhow::Result<()> {
                     .map(|k| {
                         json!({ "key_id": k.key_id, "account_id": k.account_id, "label": k.label,
                                 "created_at": k.created_at, "last_used": k.last_used,
-                                "revoked": k.revoked_at.is_some() })
+                                "revoked": k.revoked_at.is_some(), "scopes": k.scopes.names() })
                     })
                     .collect();
                 println!("{}", serde_json::Value::Array(rows));
             } else {
-                println!("{:<14} {:>8}  {:<8} label", "key_id", "account", "state");
+                println!(
+                    "{:<14} {:>8}  {:<8} {:<24} label",
+                    "key_id", "account", "state", "scopes"
+                );
                 for k in list {
                     let state = if k.revoked_at.is_some() {
                         "revoked"
@@ -480,10 +498,11 @@ async fn keys(store: &SharedStore, cmd: KeysCmd) -> anyhow::Result<()> {
                         "active"
                     };
                     println!(
-                        "{:<14} {:>8}  {:<8} {}",
+                        "{:<14} {:>8}  {:<8} {:<24} {}",
                         k.key_id,
                         k.account_id,
                         state,
+                        k.scopes.to_string(),
                         k.label.unwrap_or_default()
                     );
                 }
@@ -499,6 +518,11 @@ async fn keys(store: &SharedStore, cmd: KeysCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--scopes`: names separated by commas or spaces.
+fn parse_scopes(text: &str) -> Result<Scopes, String> {
+    Scopes::parse_list(text)
 }
 
 #[derive(Subcommand)]

@@ -162,7 +162,14 @@ pub struct ApiConfig {
     /// The largest `limit` a client may ask for.
     pub max_page_size: u32,
     /// Show codes masked (`******`) in list and detail replies, always.
-    pub hide_codes: bool,
+    /// Unset: masked in `production` mode, shown in `development` (see
+    /// [`Config::hide_codes`]).
+    pub hide_codes: Option<bool>,
+    /// Whether a send's reply (and its `Idempotency-Key` replay) carries the
+    /// code in `otp` and `message`. TingTing-style apps compare the code
+    /// themselves and need it; apps that use the verify endpoint should turn it
+    /// off, so a leaked reply or key reveals no code.
+    pub code_in_send_reply: bool,
     /// Seconds a client has to send a request's line and headers (and the most a
     /// kept-alive connection may sit idle); then the connection is closed.
     pub header_read_timeout_seconds: u64,
@@ -175,7 +182,8 @@ impl Default for ApiConfig {
         ApiConfig {
             default_page_size: 20,
             max_page_size: 100,
-            hide_codes: false,
+            hide_codes: None,
+            code_in_send_reply: true,
             header_read_timeout_seconds: 30,
             max_header_bytes: 32 * 1024,
         }
@@ -622,6 +630,12 @@ impl Config {
         Ok(config)
     }
 
+    /// Whether list and detail replies mask codes: `api.hide_codes` if set,
+    /// else in production mode only.
+    pub fn hide_codes(&self) -> bool {
+        self.api.hide_codes.unwrap_or(self.mode == Mode::Production)
+    }
+
     /// The configured zone, parsed.
     pub fn timezone(&self) -> anyhow::Result<chrono_tz::Tz> {
         self.timezone
@@ -800,6 +814,17 @@ mod tests {
         assert!(!chosen.creates_demo_account());
         assert_eq!(chosen.limits.daily_spend_cap(Mode::Development), 500);
         assert_eq!(chosen.limits.daily_spend_cap(Mode::Production), 500);
+    }
+
+    #[test]
+    fn codes_are_hidden_in_lists_by_default_only_in_production() {
+        let mut c = Config::default();
+        assert!(!c.hide_codes());
+        c.mode = Mode::Production;
+        assert!(c.hide_codes());
+        c.api.hide_codes = Some(false);
+        assert!(!c.hide_codes(), "an explicit setting wins");
+        assert!(c.api.code_in_send_reply);
     }
 
     #[test]

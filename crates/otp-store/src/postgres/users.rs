@@ -340,10 +340,18 @@ impl UserStore for PgStore {
         let row = tx
             .query_one(
                 &format!(
-                    "INSERT INTO api_keys (key_id, account_id, secret_hash, label, created_at, user_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING {KEY_COLUMNS}"
+                    "INSERT INTO api_keys (key_id, account_id, secret_hash, label, created_at, user_id, scopes) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {KEY_COLUMNS}"
                 ),
-                &[&key.key_id, &key.account_id, &hash, &key.label, &now, &user_id],
+                &[
+                    &key.key_id,
+                    &key.account_id,
+                    &hash,
+                    &key.label,
+                    &now,
+                    &user_id,
+                    &key.scopes.to_string(),
+                ],
             )
             .await
             .map_err(pg_err)?;

@@ -348,15 +348,16 @@ impl UserStore for SqliteStore {
             )
             .map_err(map_err)?;
             tx.execute(
-                "INSERT INTO api_keys (key_id, account_id, secret_hash, label, created_at, user_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO api_keys (key_id, account_id, secret_hash, label, created_at, user_id, scopes) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     key.key_id,
                     key.account_id,
                     &key.secret_hash[..],
                     key.label,
                     now,
-                    user.id
+                    user.id,
+                    key.scopes.to_string()
                 ],
             )
             .map_err(map_err)?;

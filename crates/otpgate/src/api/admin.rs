@@ -31,14 +31,15 @@ use serde_json::{Map, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, ToSchema};
 
-use otp_store::{Account, ApiKeyRecord, NewUser, StoreError, User};
+use otp_store::{Account, ApiKeyRecord, NewUser, Scopes, StoreError, User};
 
 use super::error::{ApiError, FieldError};
 use super::extract::Fields;
+use super::keys::scopes_field;
 use super::list::rfc3339;
 use super::send::{given, integer, required_text, text};
 use super::users::{Envelope, bearer};
-use crate::auth::issue_key;
+use crate::auth::issue_key_with_scopes;
 use crate::state::AppState;
 use crate::users::{Email, NewPassword, PasswordRules};
 
@@ -156,9 +157,12 @@ pub struct KeyView {
     pub created_at: String,
     pub last_used: Option<String>,
     pub revoked_at: Option<String>,
+    /// What the key may do: some of `send`, `verify`, `read`, `account`.
+    #[schema(example = json!(["send", "verify", "read"]))]
+    pub scopes: Vec<&'static str>,
 }
 
-fn key_view(k: &ApiKeyRecord, state: &AppState) -> KeyView {
+pub(super) fn key_view(k: &ApiKeyRecord, state: &AppState) -> KeyView {
     let at = |t: i64| rfc3339(t, &state.tz);
     KeyView {
         key_id: k.key_id.clone(),
@@ -167,6 +171,7 @@ fn key_view(k: &ApiKeyRecord, state: &AppState) -> KeyView {
         created_at: at(k.created_at),
         last_used: k.last_used.map(at),
         revoked_at: k.revoked_at.map(at),
+        scopes: k.scopes.names(),
     }
 }
 
@@ -176,6 +181,9 @@ pub struct NewKeyView {
     pub key_id: String,
     pub account_id: i64,
     pub api_key: String,
+    /// What the key may do.
+    #[schema(example = json!(["send", "verify", "read"]))]
+    pub scopes: Vec<&'static str>,
 }
 
 /// A new account and its first key.
@@ -220,6 +228,10 @@ pub struct CreateAccountRequest {
     sms_credits: Option<i64>,
     /// Opening phone credits, default 0.
     phone_credits: Option<i64>,
+    /// What the first key may do (as in `POST /admin/v1/accounts/{id}/keys/`);
+    /// default `send, verify, read`.
+    #[schema(value_type = Option<Vec<String>>, example = json!(["send", "verify", "read"]))]
+    scopes: Option<Vec<String>>,
 }
 
 /// The body of `POST /admin/v1/accounts/{id}/credits/`.
@@ -240,6 +252,10 @@ pub struct AddCreditsRequest {
 pub struct CreateKeyRequest {
     /// At most 100 characters.
     label: Option<String>,
+    /// What the key may do: some of `send`, `verify`, `read`, `account` (a
+    /// list, or one string separated by commas). Default `send, verify, read`.
+    #[schema(value_type = Option<Vec<String>>, example = json!(["send", "verify", "read", "account"]))]
+    scopes: Option<Vec<String>>,
 }
 
 /// The body of `POST /admin/v1/accounts/{id}/users/`.
@@ -345,6 +361,7 @@ pub async fn create_account(
         value
     };
     let (sms, phone) = (opening("sms_credits"), opening("phone_credits"));
+    let scopes = scopes_field(&fields, &mut errors).unwrap_or(Scopes::DEFAULT);
     let name = match name {
         Some(name) if errors.is_empty() => name,
         _ => return Err(ApiError::validation(errors)),
@@ -360,7 +377,7 @@ pub async fn create_account(
         }
         Err(e) => return Err(e.into()),
     };
-    let issued = issue_key(account.id, Some("created with the account".into()));
+    let issued = issue_key_with_scopes(account.id, Some("created with the account".into()), scopes);
     let key = state.store.create_key(issued.record).await?;
     tracing::info!(
         account_id = account.id,
@@ -376,6 +393,7 @@ pub async fn create_account(
                 key_id: key.key_id,
                 account_id: key.account_id,
                 api_key: issued.plaintext,
+                scopes: key.scopes.names(),
             },
         },
     ))
@@ -519,18 +537,25 @@ pub async fn create_key(
     let account = find_account(&state, &id).await?;
     let mut errors = Vec::new();
     let label = short_text(&fields, "label", &mut errors);
+    let scopes = scopes_field(&fields, &mut errors).unwrap_or(Scopes::DEFAULT);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let issued = issue_key(account.id, label);
+    let issued = issue_key_with_scopes(account.id, label, scopes);
     let key = state.store.create_key(issued.record).await?;
-    tracing::info!(account_id = account.id, key_id = %key.key_id, "admin API: key created");
+    tracing::info!(
+        account_id = account.id,
+        key_id = %key.key_id,
+        scopes = %key.scopes,
+        "admin API: key created"
+    );
     Ok(created(
         "Key created.",
         NewKeyView {
             key_id: key.key_id,
             account_id: key.account_id,
             api_key: issued.plaintext,
+            scopes: key.scopes.names(),
         },
     ))
 }

@@ -1,12 +1,17 @@
 //! Extractors: who is calling, and the request body as a map of fields.
+//!
+//! [`Caller`] also checks the key's scope against the one the matched route
+//! needs ([`required_scope`]), so every route that takes an API key is checked
+//! in one place, before its body is read.
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use futures_util::StreamExt;
+use otp_store::Scope;
 use serde_json::{Map, Value};
 
-use super::error::ApiError;
+use super::error::{ApiError, FieldError};
 use crate::auth::{self, AuthFailure, Caller};
 use crate::state::AppState;
 
@@ -26,7 +31,16 @@ impl FromRequestParts<AppState> for Caller {
                 state
                     .last_used
                     .record(caller.key_row, otp_store::now_micros());
-                Ok(caller)
+                let route = parts
+                    .extensions
+                    .get::<MatchedPath>()
+                    .map(MatchedPath::as_str);
+                let needed = required_scope(route.unwrap_or(""));
+                if caller.may(needed) {
+                    Ok(caller)
+                } else {
+                    Err(insufficient_scope(needed))
+                }
             }
             Err(AuthFailure::Missing) => Err(ApiError::unauthenticated(
                 "Authentication credentials were not provided.",
@@ -35,6 +49,41 @@ impl FromRequestParts<AppState> for Caller {
             Err(AuthFailure::Store(e)) => Err(e.into()),
         }
     }
+}
+
+/// The scope an API key needs for a route, by the route's template (a trailing
+/// `/` ignored). A route that takes an API key and is not listed needs
+/// `account`, the strongest scope: a forgotten entry refuses too much, never
+/// too little.
+pub(crate) fn required_scope(route: &str) -> Scope {
+    match route.trim_end_matches('/') {
+        "/api/v1/auths/send/otp" => Scope::Send,
+        "/api/v1/auths/verify/otp" => Scope::Verify,
+        "/api/v1/auths/list/send-otps"
+        | "/api/v1/auths/otps/{id}"
+        | "/api/v1/auths/voices"
+        | "/api/v1/auths/voice/preview"
+        | "/api/v1/auths/webhook/deliveries" => Scope::Read,
+        // Named for the reader; the default would say the same.
+        "/api/v1/auths/webhook"
+        | "/api/v1/auths/api-keys"
+        | "/api/v1/auths/api-keys/{key_id}/revoke" => Scope::Account,
+        _ => Scope::Account,
+    }
+}
+
+/// 403: the key is valid but may not do this.
+pub(crate) fn insufficient_scope(needed: Scope) -> ApiError {
+    let name = needed.as_str();
+    ApiError::refusal(
+        StatusCode::FORBIDDEN,
+        FieldError::new(
+            "authorization",
+            "insufficient_scope",
+            format!("This API key does not have the \"{name}\" scope this request needs."),
+        ),
+        Some(serde_json::json!({ "required_scope": name })),
+    )
 }
 
 /// A JSON object or a form body, as a map of fields.
@@ -65,13 +114,34 @@ impl<S: Send + Sync> FromRequest<S> for FieldsAndBody {
     }
 }
 
-async fn read_fields(req: Request) -> Result<(Map<String, Value>, bytes::Bytes), ApiError> {
-    let content_type = req
-        .headers()
+/// [`Fields`] for a body that may be left out: no body at all (whatever the
+/// `Content-Type`) is no fields; a body is read as [`Fields`] reads it. For
+/// POSTs whose every field is optional, which clients send without a body.
+pub struct OptionalFields(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for OptionalFields {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let content_type = content_type(&req);
+        let bytes = read_body(req).await?;
+        if bytes.is_empty() {
+            return Ok(OptionalFields(Map::new()));
+        }
+        decode_fields(body_kind(&content_type)?, &bytes).map(OptionalFields)
+    }
+}
+
+fn content_type(req: &Request) -> String {
+    req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_owned();
+        .to_owned()
+}
+
+/// Refuses a body declared larger than [`MAX_BODY_BYTES`] (after draining it).
+async fn refuse_declared_oversize(req: Request) -> Result<Request, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -81,8 +151,24 @@ async fn read_fields(req: Request) -> Result<(Map<String, Value>, bytes::Bytes),
         drain(req.into_body().into_data_stream()).await;
         return Err(ApiError::payload_too_large(MAX_BODY_BYTES));
     }
+    Ok(req)
+}
+
+/// The whole body, at most [`MAX_BODY_BYTES`].
+async fn read_body(req: Request) -> Result<bytes::Bytes, ApiError> {
+    let req = refuse_declared_oversize(req).await?;
+    collect_body(req.into_body().into_data_stream()).await
+}
+
+async fn read_fields(req: Request) -> Result<(Map<String, Value>, bytes::Bytes), ApiError> {
+    let content_type = content_type(&req);
+    let req = refuse_declared_oversize(req).await?;
     let kind = body_kind(&content_type)?;
-    let mut body = req.into_body().into_data_stream();
+    let bytes = collect_body(req.into_body().into_data_stream()).await?;
+    Ok((decode_fields(kind, &bytes)?, bytes))
+}
+
+async fn collect_body(mut body: axum::body::BodyDataStream) -> Result<bytes::Bytes, ApiError> {
     let mut bytes = bytes::BytesMut::new();
     while let Some(chunk) = body.next().await {
         let chunk =
@@ -93,8 +179,7 @@ async fn read_fields(req: Request) -> Result<(Map<String, Value>, bytes::Bytes),
         }
         bytes.extend_from_slice(&chunk);
     }
-    let bytes = bytes.freeze();
-    Ok((decode_fields(kind, &bytes)?, bytes))
+    Ok(bytes.freeze())
 }
 
 /// The two body types the API reads.
@@ -189,4 +274,29 @@ fn json_error_summary(e: &serde_json::Error) -> String {
         Category::Eof => "the body ended too early",
     };
     format!("{what} at line {} column {}", e.line(), e.column())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_api_key_route_needs_its_scope_and_unknown_routes_need_account() {
+        for (route, scope) in [
+            ("/api/v1/auths/send/otp/", Scope::Send),
+            ("/api/v1/auths/send/otp", Scope::Send),
+            ("/api/v1/auths/verify/otp/", Scope::Verify),
+            ("/api/v1/auths/list/send-otps/", Scope::Read),
+            ("/api/v1/auths/otps/{id}", Scope::Read),
+            ("/api/v1/auths/voices/", Scope::Read),
+            ("/api/v1/auths/voice/preview/", Scope::Read),
+            ("/api/v1/auths/webhook/deliveries/", Scope::Read),
+            ("/api/v1/auths/webhook/", Scope::Account),
+            ("/api/v1/auths/api-keys/", Scope::Account),
+            ("/api/v1/auths/some-new-route/", Scope::Account),
+            ("", Scope::Account),
+        ] {
+            assert_eq!(required_scope(route), scope, "{route}");
+        }
+    }
 }

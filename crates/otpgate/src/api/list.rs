@@ -12,8 +12,8 @@
 //! A caller only ever sees its own account's records.
 //!
 //! `otp` is the code, decrypted, until its cipher is purged (`verify.retention_seconds`
-//! after it expires); then, or always with `api.hide_codes`, it is `******` and
-//! the message shows `******` in its place.
+//! after it expires); then, or always with `api.hide_codes` (by default in
+//! production mode), it is `******` and the message shows `******` in its place.
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -52,7 +52,8 @@ pub struct OtpItem {
     pub phone_number: String,
     /// The rendered text (the code masked when `otp` is).
     pub message: String,
-    /// The code; `******` once purged or with `api.hide_codes`.
+    /// The code; `******` once purged or with `api.hide_codes` (by default in
+    /// production mode).
     pub otp: String,
     pub otp_options: String,
     pub sms_send_options: String,
@@ -406,7 +407,7 @@ pub fn rfc3339(micros: Micros, tz: &chrono_tz::Tz) -> String {
 
 fn item(o: &OtpRecord, state: &AppState) -> OtpItem {
     let tz = &state.tz;
-    let (message, otp) = if state.config.api.hide_codes {
+    let (message, otp) = if state.config.hide_codes() {
         (o.template.replace(PLACEHOLDER, MASK), MASK.to_owned())
     } else {
         (o.message.clone(), o.otp.clone())

@@ -4,6 +4,7 @@
 mod admin;
 pub mod error;
 mod extract;
+mod keys;
 pub(crate) mod list;
 mod ops;
 mod receipts;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(webhooks::router())
         .merge(receipts::router())
+        .merge(keys::router())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))

@@ -11,6 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::admin::AdminTokenAuth;
+use super::keys::ScopesDoc;
 use super::users::AccessTokenAuth;
 use crate::metrics::labels;
 use crate::state::AppState;
@@ -60,15 +61,19 @@ pub fn router() -> Router<AppState> {
         super::admin::list_users,
         super::admin::create_user,
         super::admin::set_password,
-        super::receipts::list_unmatched
+        super::receipts::list_unmatched,
+        super::keys::list_keys,
+        super::keys::create_key,
+        super::keys::revoke_key
     ),
     components(schemas(super::error::ErrorEnvelope, super::error::FieldError)),
-    modifiers(&BearerAuth, &AccessTokenAuth, &AdminTokenAuth, &BodyRefusals),
+    modifiers(&BearerAuth, &AccessTokenAuth, &AdminTokenAuth, &BodyRefusals, &ScopesDoc),
     tags(
         (name = "otp", description = "Send and list one-time passwords"),
         (name = "webhooks", description = "The account's webhook: its URL, its signing secret and the events sent to it"),
         (name = "voice", description = "Voices of voice OTPs and a preview of their prompts"),
         (name = "users", description = "Log in, and manage the account's API key as a user"),
+        (name = "keys", description = "The account's API keys, with a key that has the `account` scope"),
         (name = "admin", description = "Accounts, credits, keys and users, with the admin token")
     )
 )]

@@ -4,6 +4,13 @@
 //! until the request is fully valid. The store then debits the account, writes the
 //! OTP and its delivery job in one transaction; the reply is sent only after that
 //! transaction is durable.
+//!
+//! The reply carries the code (`otp`, and inside `message`) unless
+//! `api.code_in_send_reply` is off; then both show `******`. An
+//! `Idempotency-Key` belongs to the API key that used it: its hash binds the
+//! account, the key, whether the reply shows the code and the body's bytes, so
+//! a replay carries exactly what the first reply did, and another key of the
+//! account (or the same key after the setting changed) reusing it gets 422.
 
 use std::time::Instant;
 
@@ -18,9 +25,10 @@ use utoipa::ToSchema;
 use otp_domain::channel::{Channel, OtpOption, Voice};
 use otp_domain::code::{OtpCode, OtpLength};
 use otp_domain::credits;
-use otp_domain::message::MessageTemplate;
+use otp_domain::message::{MessageTemplate, PLACEHOLDER};
 use otp_domain::phone::{NumberType, PhoneNumber};
 use otp_domain::segments::{self, MAX_SEGMENTS, SmsEncoding};
+use otp_domain::vault::MASK;
 use otp_store::{AcceptError, Accepted, IdempotencyKey, LimitKind, NewOtp, now_micros};
 use sha2::{Digest, Sha256};
 
@@ -84,7 +92,10 @@ pub struct SendOtpRequest {
 pub struct SendDetails {
     pub number: String,
     pub otp_options: String,
+    /// The rendered text; the code shows as `******` with
+    /// `api.code_in_send_reply = false`.
     pub message: String,
+    /// The code; `******` with `api.code_in_send_reply = false`.
     pub otp: String,
     pub sms_send_options: String,
     pub credits_used: i64,
@@ -160,7 +171,8 @@ pub async fn send_otp(
     headers: HeaderMap,
     FieldsAndBody { fields, body }: FieldsAndBody,
 ) -> Result<Json<SendResponse>, ApiError> {
-    let idempotency = idempotency_key(&headers, caller.account_id, &body)?;
+    let shows_code = state.config.api.code_in_send_reply;
+    let idempotency = idempotency_key(&headers, &caller, shows_code, &body)?;
     let valid = match validate(&fields, &state.config.limits) {
         Ok(v) => v,
         Err(errors) => {
@@ -262,7 +274,7 @@ pub async fn send_otp(
                 "otpgate_sends_total",
                 &[("channel", channel), ("outcome", "replayed")],
             );
-            return replay(&state, caller.account_id, &first).await;
+            return replay(&state, caller.account_id, &first, shows_code).await;
         }
         Err(AcceptError::IdempotencyKeyReused) => {
             state.metrics.inc(
@@ -274,7 +286,7 @@ pub async fn send_otp(
                 FieldError::new(
                     "idempotency_key",
                     "idempotency_key_reused",
-                    "This Idempotency-Key was used with another request body.",
+                    "This Idempotency-Key was used with another request body or by another API key.",
                 ),
                 None,
             ));
@@ -355,6 +367,11 @@ pub async fn send_otp(
             Some(valid.length_factor.unwrap_or(1.0)),
         ),
     };
+    let (message, otp) = if shows_code {
+        (message, valid.code.as_str().to_owned())
+    } else {
+        (masked(valid.template.as_str()), MASK.to_owned())
+    };
     Ok(Json(SendResponse {
         status: 200,
         success: true,
@@ -365,7 +382,7 @@ pub async fn send_otp(
                 number: valid.number.display().to_owned(),
                 otp_options: valid.option.as_str().to_owned(),
                 message,
-                otp: valid.code.as_str().to_owned(),
+                otp,
                 sms_send_options: channel.to_owned(),
                 credits_used: cost.sms + cost.phone,
                 remaining_sms_credits: accepted.sms_credits,
@@ -383,10 +400,17 @@ pub async fn send_otp(
     }))
 }
 
-/// The `Idempotency-Key` header, bound to the account and the exact body bytes.
+/// The template with the code masked, as a reply that hides the code shows it.
+fn masked(template: &str) -> String {
+    template.replace(PLACEHOLDER, MASK)
+}
+
+/// The `Idempotency-Key` header, bound to the account, the API key, whether
+/// the reply shows the code, and the exact body bytes.
 fn idempotency_key(
     headers: &HeaderMap,
-    account: otp_store::AccountId,
+    caller: &Caller,
+    shows_code: bool,
     body: &[u8],
 ) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
@@ -407,7 +431,9 @@ fn idempotency_key(
         )]));
     };
     let mut hash = Sha256::new();
-    hash.update(account.to_be_bytes());
+    hash.update(caller.account_id.to_be_bytes());
+    hash.update(caller.key_row.to_be_bytes());
+    hash.update([u8::from(shows_code)]);
     hash.update(body);
     Ok(Some(IdempotencyKey {
         key: key.to_owned(),
@@ -417,10 +443,12 @@ fn idempotency_key(
 
 /// The first reply to a send under an idempotency key, again: rebuilt from the
 /// OTP it wrote (the code is read back from its cipher) and the balances it left.
+/// `shows_code` is what the first reply did (the key's hash binds it).
 async fn replay(
     state: &AppState,
     account: otp_store::AccountId,
     first: &Accepted,
+    shows_code: bool,
 ) -> Result<Json<SendResponse>, ApiError> {
     let otp = state
         .store
@@ -442,6 +470,11 @@ async fn replay(
         }),
         Channel::Voice => None,
     };
+    let (message, otp_code) = if shows_code {
+        (otp.message, otp.otp)
+    } else {
+        (masked(&otp.template), MASK.to_owned())
+    };
     Ok(Json(SendResponse {
         status: 200,
         success: true,
@@ -451,8 +484,8 @@ async fn replay(
             details: SendDetails {
                 number: otp.phone_number,
                 otp_options: otp.otp_option.as_str().to_owned(),
-                message: otp.message,
-                otp: otp.otp,
+                message,
+                otp: otp_code,
                 sms_send_options: otp.channel.as_str().to_owned(),
                 credits_used: otp.credits_used,
                 remaining_sms_credits: first.sms_credits,

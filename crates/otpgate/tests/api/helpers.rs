@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use otp_store::Scopes;
 use otp_store::SharedStore;
-use otpgate::auth::issue_key;
+use otpgate::auth::issue_key_with_scopes;
 use otpgate::config::{Config, Secret};
 use otpgate::startup::Application;
 use serde_json::Value;
@@ -123,7 +124,9 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
         .create_account("acme", 100, 10)
         .await
         .expect("creating the test account");
-    let key = issue_key(account.id, None);
+    // Every scope, so that each test reaches what it tests; `scopes.rs` tests
+    // keys with fewer.
+    let key = issue_key_with_scopes(account.id, None, Scopes::ALL);
     store.create_key(key.record).await.expect("storing the key");
     TestApp {
         backend,
@@ -145,10 +148,10 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
-    /// Another account with its own key.
+    /// Another account with its own key (every scope).
     pub async fn new_account(&self, name: &str, sms: i64, phone: i64) -> (i64, String) {
         let a = self.store.create_account(name, sms, phone).await.unwrap();
-        let key = issue_key(a.id, None);
+        let key = issue_key_with_scopes(a.id, None, Scopes::ALL);
         self.store.create_key(key.record).await.unwrap();
         (a.id, key.plaintext)
     }

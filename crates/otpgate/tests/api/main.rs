@@ -15,6 +15,7 @@ mod list;
 mod logins;
 mod ops;
 mod production;
+mod scopes;
 mod send;
 mod smsc;
 mod users;

@@ -380,7 +380,7 @@ pub(crate) async fn dump(app: &TestApp) -> Vec<u8> {
 }
 
 async fn hidden_codes_are_masked_in_the_list(backend: Backend) {
-    let app = spawn_app_with(backend, |c| c.api.hide_codes = true).await;
+    let app = spawn_app_with(backend, |c| c.api.hide_codes = Some(true)).await;
     let id = send_code(&app, NUMBER, "482193").await;
     let (_, list) = app.list("").await;
     let item = &list["results"]["data"][0];

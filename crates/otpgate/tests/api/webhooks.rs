@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use otp_store::webhooks::ExpirySweep;
 use otp_store::{OtpStatus, Receipt, now_micros};
-use otpgate::auth::issue_key;
+use otpgate::auth::issue_key_with_scopes;
 use otpgate::config::Config;
 use otpgate::startup::Application;
 use serde_json::{Value, json};
@@ -722,7 +722,7 @@ async fn two_nodes_never_send_one_event_twice() {
     }
     let store = nodes[0].0.clone();
     let account = store.create_account("acme", 100, 0).await.unwrap();
-    let key = issue_key(account.id, None);
+    let key = issue_key_with_scopes(account.id, None, otp_store::Scopes::ALL);
     store.create_key(key.record).await.unwrap();
     let client = reqwest::Client::new();
     let r = client
