@@ -14,6 +14,7 @@ mod limits;
 mod list;
 mod ops;
 mod send;
+mod smpp_settings;
 mod smsc;
 mod users;
 mod verify;
