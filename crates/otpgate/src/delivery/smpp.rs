@@ -201,6 +201,54 @@ struct SubmitSettings {
     registered_delivery: u8,
 }
 
+impl SubmitSettings {
+    /// The submit_sm fields of a message to `e164` whose code expires at
+    /// `expires_at`, built at `now` (both in microseconds); fails when the code
+    /// has (all but) expired and the validity follows it.
+    fn template(
+        &self,
+        e164: &str,
+        ucs2: bool,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<SubmitSm, String> {
+        let validity_period = match self.validity {
+            Validity::Remaining => {
+                let left = expires_at - now;
+                if left < 1_000_000 {
+                    return Err("the code expired before it reached the SMSC".into());
+                }
+                // Whole seconds, rounded down: the SMSC never outlives the code.
+                relative_time(Duration::from_secs(left as u64 / 1_000_000))
+            }
+            Validity::SmscDefault => String::new(),
+            Validity::Fixed(d) => relative_time(d),
+        };
+        let destination_addr = match self.destination {
+            DestinationForm::International => e164.trim_start_matches('+').to_owned(),
+            DestinationForm::National => national_number(e164)?,
+        };
+        Ok(SubmitSm {
+            service_type: self.service_type.clone(),
+            source_addr_ton: self.source_ton,
+            source_addr_npi: self.source_npi,
+            source_addr: self.source_addr.clone(),
+            dest_addr_ton: self.destination_ton,
+            dest_addr_npi: self.destination_npi,
+            destination_addr,
+            priority_flag: self.priority_flag,
+            validity_period,
+            registered_delivery: self.registered_delivery,
+            data_coding: if ucs2 {
+                data_coding::UCS2
+            } else {
+                self.gsm_data_coding
+            },
+            ..SubmitSm::default()
+        })
+    }
+}
+
 /// TON values of SMPP 3.4 section 5.2.5.
 fn valid_ton(ton: u8) -> bool {
     ton <= 6
@@ -534,42 +582,11 @@ impl SmppDriver {
 
     /// The submit_sm PDUs for one message.
     fn submits(&self, job: &ClaimedJob) -> Result<Vec<SubmitSm>, String> {
-        let s = &self.settings;
-        let validity_period = match s.validity {
-            Validity::Remaining => {
-                let left = job.otp.expires_at - now_micros();
-                if left < 1_000_000 {
-                    return Err("the code expired before it reached the SMSC".into());
-                }
-                // Whole seconds, rounded down: the SMSC never outlives the code.
-                relative_time(Duration::from_secs(left as u64 / 1_000_000))
-            }
-            Validity::SmscDefault => String::new(),
-            Validity::Fixed(d) => relative_time(d),
-        };
-        let destination_addr = match s.destination {
-            DestinationForm::International => job.otp.e164.trim_start_matches('+').to_owned(),
-            DestinationForm::National => national_number(&job.otp.e164)?,
-        };
         let parts = segments::split(&job.otp.message);
-        let data_coding = match parts.first().map(|p| p.encoding) {
-            Some(SmsEncoding::Ucs2) => data_coding::UCS2,
-            _ => s.gsm_data_coding,
-        };
-        let template = SubmitSm {
-            service_type: s.service_type.clone(),
-            source_addr_ton: s.source_ton,
-            source_addr_npi: s.source_npi,
-            source_addr: s.source_addr.clone(),
-            dest_addr_ton: s.destination_ton,
-            dest_addr_npi: s.destination_npi,
-            destination_addr,
-            priority_flag: s.priority_flag,
-            validity_period,
-            registered_delivery: s.registered_delivery,
-            data_coding,
-            ..SubmitSm::default()
-        };
+        let ucs2 = parts.first().map(|p| p.encoding) == Some(SmsEncoding::Ucs2);
+        let template =
+            self.settings
+                .template(&job.otp.e164, ucs2, job.otp.expires_at, now_micros())?;
         let bytes: Vec<Bytes> = parts.into_iter().map(|p| Bytes::from(p.bytes)).collect();
         let reference = self.reference.fetch_add(1, Ordering::Relaxed);
         let method = self
@@ -975,6 +992,133 @@ fn convert(route: &str, r: smpp::receipt::Receipt) -> Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(tweak: impl FnOnce(&mut SmppConfig)) -> SubmitSettings {
+        let mut config = SmppConfig {
+            source_addr: "ACME".into(),
+            ..SmppConfig::default()
+        };
+        tweak(&mut config);
+        config.submit_settings().unwrap()
+    }
+
+    const SECOND: i64 = 1_000_000;
+
+    #[test]
+    fn the_default_validity_is_the_codes_remaining_life_in_whole_seconds() {
+        let s = settings(|_| {});
+        let now = 1_700_000_000 * SECOND;
+        let sm = s
+            .template("+9779851023212", false, now + 600 * SECOND - 1, now)
+            .unwrap();
+        assert_eq!(sm.validity_period, "000000000959000R");
+        let sm = s
+            .template("+9779851023212", false, now + SECOND, now)
+            .unwrap();
+        assert_eq!(sm.validity_period, "000000000001000R");
+        assert_eq!(
+            (
+                sm.source_addr_ton,
+                sm.source_addr_npi,
+                sm.dest_addr_ton,
+                sm.dest_addr_npi
+            ),
+            (5, 0, 1, 1)
+        );
+        assert_eq!(sm.destination_addr, "9779851023212");
+        assert_eq!(sm.data_coding, 0);
+    }
+
+    #[test]
+    fn a_code_with_less_than_a_second_left_is_not_submitted() {
+        let s = settings(|_| {});
+        let now = 1_700_000_000 * SECOND;
+        for expires_at in [now + SECOND - 1, now, now - 60 * SECOND] {
+            let err = s
+                .template("+9779851023212", false, expires_at, now)
+                .unwrap_err();
+            assert_eq!(err, "the code expired before it reached the SMSC");
+        }
+        // A validity that does not follow the code sends it anyway.
+        let fixed = settings(|c| c.validity_period = ValidityPeriod::Seconds(120));
+        let sm = fixed
+            .template("+9779851023212", false, now - SECOND, now)
+            .unwrap();
+        assert_eq!(sm.validity_period, "000000000200000R");
+        let smsc = settings(|c| c.validity_period = ValidityPeriod::Named("smsc_default".into()));
+        assert_eq!(
+            smsc.template("+9779851023212", false, now, now)
+                .unwrap()
+                .validity_period,
+            ""
+        );
+    }
+
+    #[test]
+    fn national_form_drops_the_country_code_of_any_country() {
+        assert_eq!(national_number("+9779851023212").unwrap(), "9851023212");
+        assert_eq!(national_number("+14155552671").unwrap(), "4155552671");
+        assert_eq!(national_number("+447911123456").unwrap(), "7911123456");
+        let s = settings(|c| c.destination_format = "national".into());
+        let sm = s.template("+9779851023212", true, i64::MAX, 0).unwrap();
+        assert_eq!(
+            (
+                sm.destination_addr.as_str(),
+                sm.dest_addr_ton,
+                sm.dest_addr_npi
+            ),
+            ("9851023212", 2, 1)
+        );
+        assert_eq!(sm.data_coding, 8, "UCS-2 whatever gsm_data_coding says");
+    }
+
+    #[test]
+    fn the_settings_come_from_the_route_table_with_validity_as_a_name_or_seconds() {
+        use figment::Figment;
+        use figment::providers::{Format, Toml};
+        let route = |extra: &str| {
+            let toml = format!(
+                "[[routes]]\nname = \"ntc\"\nchannel = \"text\"\ndriver = \"smpp\"\n\
+                 [routes.smpp]\nsystem_id = \"acme\"\n{extra}"
+            );
+            Figment::new()
+                .merge(Toml::string(&toml))
+                .extract::<crate::config::Config>()
+                .map(|c| c.routes[0].smpp.clone().unwrap())
+        };
+        let defaults = route("").unwrap();
+        assert_eq!(
+            defaults.validity_period,
+            ValidityPeriod::Named("remaining".into())
+        );
+        assert_eq!(
+            (defaults.bind_mode.as_str(), defaults.tls),
+            ("transceiver", false)
+        );
+        let tuned = route(
+            "validity_period = 300\nsource_ton = 1\nsource_npi = 1\n\
+             destination_format = \"national\"\ndestination_ton = 2\ndestination_npi = 1\n\
+             service_type = \"OTP\"\npriority_flag = 2\ngsm_data_coding = 1\n\
+             bind_mode = \"transmitter_receiver\"\npdu_trace = true\ntls = true\n\
+             tls_cert_sha256 = \"AB:CD\"\ntls_server_name = \"smsc\"\n",
+        )
+        .unwrap();
+        assert_eq!(tuned.validity_period, ValidityPeriod::Seconds(300));
+        assert_eq!(
+            (tuned.source_ton, tuned.destination_npi),
+            (Some(1), Some(1))
+        );
+        assert_eq!((tuned.priority_flag, tuned.gsm_data_coding), (2, 1));
+        assert!(tuned.pdu_trace && tuned.tls);
+        let named = route("validity_period = \"smsc_default\"").unwrap();
+        assert_eq!(
+            named.validity_period,
+            ValidityPeriod::Named("smsc_default".into())
+        );
+        assert!(route("validity_period = true").is_err());
+        assert!(route("priority_flag = 256").is_err());
+        assert!(route("tls_ca = \"x\"").is_err(), "unknown keys are refused");
+    }
 
     #[test]
     fn ids_are_tried_in_their_hex_and_decimal_spellings() {
