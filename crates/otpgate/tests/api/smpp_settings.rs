@@ -338,8 +338,11 @@ async fn separate_transmitter_and_receiver_binds_submit_on_one_and_take_receipts
     app.stop().await;
 }
 
+/// A change that spoils a route's settings.
+type Spoil = Box<dyn Fn(&mut SmppConfig)>;
+
 /// Settings that must stop the start, and words the error must contain.
-fn bad_settings() -> Vec<(&'static str, Box<dyn Fn(&mut SmppConfig)>)> {
+fn bad_settings() -> Vec<(&'static str, Spoil)> {
     vec![
         ("priority_flag", Box::new(|c| c.priority_flag = 4)),
         ("gsm_data_coding", Box::new(|c| c.gsm_data_coding = 8)),
