@@ -1118,7 +1118,10 @@ mod tests {
         );
         assert!(route("validity_period = true").is_none());
         assert!(route("priority_flag = 256").is_none());
-        assert!(route("tls_ca = \"x\"").is_none(), "unknown keys are refused");
+        assert!(
+            route("tls_ca = \"x\"").is_none(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]
