@@ -396,6 +396,13 @@ fn bad_settings() -> Vec<(&'static str, Spoil)> {
             }),
         ),
         (
+            "is not a DNS name or an IP address",
+            Box::new(|c| {
+                c.tls = true;
+                c.tls_server_name = "smsc example".into();
+            }),
+        ),
+        (
             "no-such-ca.pem",
             Box::new(|c| {
                 c.tls = true;
