@@ -111,6 +111,10 @@ function fail(message) {
 
 const options = parseOptions(process.argv.slice(2), process.env);
 
+// node-smpp turns schedule_delivery_time and validity_period into Dates;
+// report them as the ESME wrote them (`000000001000000R`) instead.
+smpp.filters.time.decode = (value) => value;
+
 // --record: one JSON line per accepted submit_sm, written synchronously before
 // the submit_sm_resp can leave, so a message the SMSC acknowledged is on disk
 // even when this process is killed with SIGKILL a moment later.
@@ -393,7 +397,11 @@ function onBind(session, pdu, mode) {
 		session: session.id,
 		mode,
 		system_id: pdu.system_id,
+		system_type: pdu.system_type,
 		interface_version: pdu.interface_version,
+		addr_ton: pdu.addr_ton,
+		addr_npi: pdu.addr_npi,
+		address_range: pdu.address_range,
 		ok: status === 0,
 		status,
 	});
@@ -482,13 +490,22 @@ function onSubmit(session, pdu) {
 		sequence_number: pdu.sequence_number,
 		status: 0,
 		message_id: ids.respId,
+		service_type: pdu.service_type,
 		source: pdu.source_addr,
 		source_ton: pdu.source_addr_ton,
 		source_npi: pdu.source_addr_npi,
 		destination: pdu.destination_addr,
+		dest_ton: pdu.dest_addr_ton,
+		dest_npi: pdu.dest_addr_npi,
 		esm_class: pdu.esm_class,
-		data_coding: pdu.data_coding,
+		protocol_id: pdu.protocol_id,
+		priority_flag: pdu.priority_flag,
+		schedule_delivery_time: pdu.schedule_delivery_time,
+		validity_period: pdu.validity_period,
 		registered_delivery: pdu.registered_delivery,
+		replace_if_present_flag: pdu.replace_if_present_flag,
+		data_coding: pdu.data_coding,
+		sm_default_msg_id: pdu.sm_default_msg_id,
 		text,
 		message_payload: fromPayload,
 		udh,

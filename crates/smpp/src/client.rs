@@ -36,8 +36,8 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::error::Error;
 use crate::pdu::{
-    Bind, Body, CommandId, CommandStatus, DeliverSm, DeliverSmResp, Pdu, SubmitSm, decode_frame,
-    encode_submit_sm, npi, ton,
+    Bind, Body, CommandId, CommandStatus, DeliverSm, DeliverSmResp, Pdu, Redacted, SubmitSm,
+    decode_frame, encode_submit_sm, npi, ton,
 };
 use crate::receipt::{self, Receipt};
 
@@ -117,6 +117,11 @@ pub struct BindConfig {
     /// Capacity of the [`Inbound`] channel; when full, the session stops
     /// reading from the SMSC until the caller catches up (default 1024).
     pub inbound_capacity: usize,
+    /// `Some(label)`: log every PDU sent and received at debug level under
+    /// the target `smpp::pdu`, with `bind = label`. The lines come from
+    /// [`Redacted`]: no password, no message octets. `None` (the default):
+    /// no trace.
+    pub pdu_trace: Option<String>,
 }
 
 impl BindConfig {
@@ -136,6 +141,7 @@ impl BindConfig {
             response_timeout: Duration::from_secs(10),
             enquire_link_interval: Duration::from_secs(30),
             inbound_capacity: 1024,
+            pdu_trace: None,
         }
     }
 
@@ -223,6 +229,31 @@ struct Shared {
     closed: watch::Sender<bool>,
     writer: Mutex<Option<JoinHandle<()>>>,
     smsc_system_id: String,
+    /// The PDU trace's label, when the trace is on.
+    trace: Option<String>,
+}
+
+/// One line of the PDU trace (see [`BindConfig::pdu_trace`]).
+fn trace(label: Option<&str>, dir: &'static str, pdu: &Pdu) {
+    trace_fields(
+        label,
+        dir,
+        pdu.sequence_number,
+        pdu.command_status,
+        Redacted::body(&pdu.body),
+    );
+}
+
+fn trace_fields(
+    label: Option<&str>,
+    dir: &'static str,
+    sequence: u32,
+    status: CommandStatus,
+    pdu: Redacted<'_>,
+) {
+    if let Some(bind) = label {
+        tracing::debug!(target: "smpp::pdu", bind, dir, sequence, status = %status, "{pdu}");
+    }
 }
 
 impl Shared {
@@ -283,7 +314,9 @@ impl Shared {
     }
 
     fn respond(&self, sequence: u32, status: CommandStatus, body: Body) {
-        match Pdu::response(sequence, status, body).to_bytes() {
+        let pdu = Pdu::response(sequence, status, body);
+        trace(self.trace.as_deref(), "out", &pdu);
+        match pdu.to_bytes() {
             Ok(frame) => {
                 let _ = self.send_frame(frame);
             }
@@ -332,7 +365,9 @@ impl Shared {
     /// Sends a request that does not take a window slot and awaits its response.
     async fn request(&self, body: Body) -> Result<Pdu, Error> {
         let sequence = self.next_sequence();
-        let frame = Pdu::request(sequence, body).to_bytes()?;
+        let pdu = Pdu::request(sequence, body);
+        trace(self.trace.as_deref(), "out", &pdu);
+        let frame = pdu.to_bytes()?;
         self.exchange(sequence, frame).await
     }
 
@@ -421,7 +456,9 @@ impl Client {
         let (mut reader, mut writer) = tokio::io::split(stream);
         let mut buf = BytesMut::with_capacity(8 * 1024);
         let bind_sequence = 1;
-        let frame = Pdu::request(bind_sequence, config.bind_body()).to_bytes()?;
+        let bind = Pdu::request(bind_sequence, config.bind_body());
+        trace(config.pdu_trace.as_deref(), "out", &bind);
+        let frame = bind.to_bytes()?;
         writer.write_all(&frame).await?;
         writer.flush().await?;
 
@@ -434,6 +471,7 @@ impl Client {
             sequence: bind_sequence,
             after: config.response_timeout,
         })??;
+        trace(config.pdu_trace.as_deref(), "in", &resp);
         if !resp.command_status.is_ok() {
             return Err(Error::BindFailed {
                 status: resp.command_status,
@@ -469,6 +507,7 @@ impl Client {
             closed: watch::Sender::new(false),
             writer: Mutex::new(None),
             smsc_system_id,
+            trace: config.pdu_trace,
         });
         let writer_task = tokio::spawn(write_loop(writer, out_rx, shared.clone()));
         *shared.writer.lock().expect("writer lock poisoned") = Some(writer_task);
@@ -519,6 +558,13 @@ impl Client {
         shared.pace().await;
         let sequence = shared.next_sequence();
         frame[12..16].copy_from_slice(&sequence.to_be_bytes());
+        trace_fields(
+            shared.trace.as_deref(),
+            "out",
+            sequence,
+            CommandStatus::EsmeRok,
+            Redacted::submit_sm(sm),
+        );
 
         let pdu = shared.exchange(sequence, frame.freeze()).await?;
         match pdu.body {
@@ -771,7 +817,9 @@ async fn read_loop<R>(
                     return;
                 }
                 let sequence = shared.next_sequence();
-                match Pdu::request(sequence, Body::EnquireLink).to_bytes() {
+                let probe = Pdu::request(sequence, Body::EnquireLink);
+                trace(shared.trace.as_deref(), "out", &probe);
+                match probe.to_bytes() {
                     Ok(frame) => { let _ = shared.send_frame(frame); }
                     Err(e) => tracing::error!(error = %e, "cannot encode enquire_link"),
                 }
@@ -784,6 +832,7 @@ async fn read_loop<R>(
 
 /// Handles one PDU from the SMSC; false when the session is over.
 async fn dispatch(pdu: Pdu, shared: &Shared, inbound: &mpsc::Sender<Inbound>) -> bool {
+    trace(shared.trace.as_deref(), "in", &pdu);
     let sequence = pdu.sequence_number;
     match pdu.body {
         Body::DeliverSm(deliver) => {

@@ -43,6 +43,12 @@ pub enum Error {
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 
+    /// The TLS handshake failed or timed out (feature `tls`): the SMSC's
+    /// certificate was refused (no trusted CA, wrong name, not the pinned
+    /// one) or the peer does not speak TLS. The text says which.
+    #[error("TLS handshake with the SMSC failed: {0}")]
+    Tls(std::io::Error),
+
     /// The byte stream cannot be framed (bad command_length), or a value given
     /// to an encoder breaks the specification. On a live connection this is
     /// fatal: the stream cannot be resynchronised.

@@ -20,6 +20,17 @@
 //! - [`client`]: [`Client`], a cheap `Clone` handle over the tasks that own
 //!   one bound connection; [`Inbound`] is what the SMSC sends us.
 //! - [`Backoff`]: exponential delays for a caller that reconnects.
+//! - [`tls`] (feature `tls`, on by default): SMPP over TLS with rustls,
+//!   trusting public roots, a CA file or one pinned certificate;
+//!   [`Client::connect_tls`].
+//!
+//! # Tracing
+//!
+//! With [`BindConfig::pdu_trace`] set, the session logs every PDU it sends
+//! and receives at debug level under the target `smpp::pdu`, written by
+//! [`pdu::Redacted`]: every field but the bind password and the message
+//! octets (short_message and message_payload show as lengths). Validity
+//! periods are written by [`pdu::relative_time`].
 //!
 //! # Window and TPS
 //!
@@ -78,6 +89,8 @@ pub mod concat;
 mod error;
 pub mod pdu;
 pub mod receipt;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use backoff::Backoff;
 pub use client::{BindConfig, BindMode, Client, Inbound, Password, SubmitResponse};

@@ -1,12 +1,21 @@
 //! The SMPP driver: text OTPs to an operator's SMSC over SMPP 3.4.
 //!
-//! A route holds `binds` connections (transceivers). Each has a supervisor task
+//! A route holds `binds` transceiver connections, or with `bind_mode =
+//! "transmitter_receiver"` `binds` transmitters (which submit) and as many
+//! receivers (which take the receipts), plain or over TLS (`smpp::tls`: a CA
+//! file, the public roots or a pinned certificate). Each has a supervisor task
 //! that connects and binds, reconnects with exponential backoff when the
 //! connection drops, and keeps the bind's state for `/readyz` and `/metrics`; a
 //! refused bind (wrong password) is logged once per state change with the SMSC's
 //! status, never with the password, and retried slowly instead of crash-looping.
 //! While no bind is up, deliveries answer `Retry` and the messages wait in the
 //! durable outbox.
+//!
+//! The submit_sm fields an operator tunes (validity_period, source and
+//! destination TON/NPI and form, service_type, priority_flag, the data_coding of
+//! GSM text) are checked once at start-up into `SubmitSettings`; by default the
+//! validity is the code's remaining life, and a code that expired before it
+//! could be submitted fails (refunded) instead of going out stale.
 //!
 //! A delivery splits the rendered text with `otp_domain::segments::split` (the same
 //! code that counted the segments charged, so parts sent = segments charged),
@@ -34,15 +43,17 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::{Notify, mpsc};
 
+use otp_domain::PhoneNumber;
 use otp_domain::segments::{self, SmsEncoding};
 use otp_store::{
     ClaimedJob, OtpStatus, Receipt, SharedStore, StoreError, UnmatchedReceipt, now_micros,
 };
 use smpp::concat::{Concatenation, build_submits};
-use smpp::pdu::{CommandStatus, SubmitSm, data_coding, registered_delivery};
+use smpp::pdu::{self, CommandStatus, SubmitSm, data_coding, registered_delivery, relative_time};
 use smpp::receipt::MessageState;
 use smpp::receipt::ids::{Decision, HabitLearner, IdFormat, IdLookup, decide};
-use smpp::{Backoff, BindConfig, Client, Inbound};
+use smpp::tls::{TlsConfig, parse_sha256_pin};
+use smpp::{Backoff, BindConfig, BindMode, Client, Inbound};
 
 use super::{DeliveryOutcome, Driver, RouteHealth};
 use crate::config::Secret;
@@ -84,6 +95,54 @@ pub struct SmppConfig {
     /// How long a receipt that matches no message (or several) is held and
     /// retried before it counts as unmatched. Default 120.
     pub receipt_hold_seconds: u64,
+    /// `transceiver`: each bind is one connection both ways. `transmitter_receiver`:
+    /// each bind is a transmitter for submits plus a receiver for receipts.
+    pub bind_mode: String,
+    /// How long the SMSC may keep trying: `"remaining"` (the code's remaining
+    /// life, so an SMS that cannot arrive in time is dropped rather than
+    /// arriving stale), `"smsc_default"` (no validity_period sent) or seconds.
+    pub validity_period: ValidityPeriod,
+    /// source_addr_ton; unset: 5 for an alphanumeric sender, 3 for a short
+    /// code (up to 8 digits), 1 for a longer number.
+    pub source_ton: Option<u8>,
+    /// source_addr_npi; unset: 0 for alphanumeric senders and short codes, 1 for numbers.
+    pub source_npi: Option<u8>,
+    /// `international` (`9779851023212`, the default) or `national` (`9851023212`).
+    pub destination_format: String,
+    /// dest_addr_ton; unset: 1 for international form, 2 for national.
+    pub destination_ton: Option<u8>,
+    /// dest_addr_npi; unset: 1 (ISDN).
+    pub destination_npi: Option<u8>,
+    /// service_type, at most 5 characters; empty: the SMSC's default.
+    pub service_type: String,
+    /// priority_flag, 0 (lowest, the default) to 3.
+    pub priority_flag: u8,
+    /// data_coding for GSM 03.38 text: 0 (SMSC default alphabet) or 1, as some
+    /// SMSCs want. UCS-2 text is always 8.
+    pub gsm_data_coding: u8,
+    /// Log every PDU of this route at debug level (target `smpp::pdu`), without
+    /// the password or the message text.
+    pub pdu_trace: bool,
+    /// Connect over TLS.
+    pub tls: bool,
+    /// PEM file of the CA(s) that signed the SMSC's certificate; empty: the
+    /// Mozilla root CAs.
+    pub tls_ca_file: String,
+    /// SHA-256 of the SMSC's certificate (DER), hex with or without `:`; when
+    /// set, exactly that certificate is trusted, whoever signed it.
+    pub tls_cert_sha256: String,
+    /// The name the SMSC's certificate must carry; empty: `host`.
+    pub tls_server_name: String,
+}
+
+/// `validity_period` as written in the file: a name or a number of seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ValidityPeriod {
+    /// `"remaining"` or `"smsc_default"`.
+    Named(String),
+    /// A fixed validity in seconds.
+    Seconds(u64),
 }
 
 impl Default for SmppConfig {
@@ -106,8 +165,127 @@ impl Default for SmppConfig {
             throttle_retries: 8,
             receipt_ids: "auto".into(),
             receipt_hold_seconds: 120,
+            bind_mode: "transceiver".into(),
+            validity_period: ValidityPeriod::Named("remaining".into()),
+            source_ton: None,
+            source_npi: None,
+            destination_format: "international".into(),
+            destination_ton: None,
+            destination_npi: None,
+            service_type: String::new(),
+            priority_flag: 0,
+            gsm_data_coding: 0,
+            pdu_trace: false,
+            tls: false,
+            tls_ca_file: String::new(),
+            tls_cert_sha256: String::new(),
+            tls_server_name: String::new(),
         }
     }
+}
+
+/// The longest fixed `validity_period`: 30 days.
+const MAX_VALIDITY_SECONDS: u64 = 30 * 86_400;
+
+/// How long the SMSC may keep a message, decided per route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Validity {
+    /// Until the code expires.
+    Remaining,
+    /// Whatever the SMSC does by default (no validity_period sent).
+    SmscDefault,
+    Fixed(Duration),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DestinationForm {
+    International,
+    National,
+}
+
+/// The route's submit_sm settings, checked once at start-up.
+#[derive(Debug, Clone)]
+struct SubmitSettings {
+    source_ton: u8,
+    source_npi: u8,
+    source_addr: String,
+    destination: DestinationForm,
+    destination_ton: u8,
+    destination_npi: u8,
+    service_type: String,
+    priority_flag: u8,
+    gsm_data_coding: u8,
+    validity: Validity,
+    registered_delivery: u8,
+}
+
+impl SubmitSettings {
+    /// The submit_sm fields of a message to `e164` whose code expires at
+    /// `expires_at`, built at `now` (both in microseconds); fails when the code
+    /// has (all but) expired and the validity follows it.
+    fn template(
+        &self,
+        e164: &str,
+        ucs2: bool,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<SubmitSm, String> {
+        let validity_period = match self.validity {
+            Validity::Remaining => {
+                let left = expires_at - now;
+                if left < 1_000_000 {
+                    return Err("the code expired before it reached the SMSC".into());
+                }
+                // Whole seconds, rounded down: the SMSC never outlives the code.
+                relative_time(Duration::from_secs(left as u64 / 1_000_000))
+            }
+            Validity::SmscDefault => String::new(),
+            Validity::Fixed(d) => relative_time(d),
+        };
+        let destination_addr = match self.destination {
+            DestinationForm::International => e164.trim_start_matches('+').to_owned(),
+            DestinationForm::National => national_number(e164)?,
+        };
+        Ok(SubmitSm {
+            service_type: self.service_type.clone(),
+            source_addr_ton: self.source_ton,
+            source_addr_npi: self.source_npi,
+            source_addr: self.source_addr.clone(),
+            dest_addr_ton: self.destination_ton,
+            dest_addr_npi: self.destination_npi,
+            destination_addr,
+            priority_flag: self.priority_flag,
+            validity_period,
+            registered_delivery: self.registered_delivery,
+            data_coding: if ucs2 {
+                data_coding::UCS2
+            } else {
+                self.gsm_data_coding
+            },
+            ..SubmitSm::default()
+        })
+    }
+}
+
+/// TON values of SMPP 3.4 section 5.2.5.
+fn valid_ton(ton: u8) -> bool {
+    ton <= 6
+}
+
+/// NPI values of SMPP 3.4 section 5.2.6.
+fn valid_npi(npi: u8) -> bool {
+    matches!(npi, 0 | 1 | 3 | 4 | 6 | 8 | 9 | 10 | 14 | 18)
+}
+
+/// The bind modes a route opens, per bind.
+fn bind_modes(bind_mode: &str) -> anyhow::Result<&'static [BindMode]> {
+    Ok(match bind_mode {
+        "transceiver" => &[BindMode::Transceiver],
+        "transmitter_receiver" => &[BindMode::Transmitter, BindMode::Receiver],
+        other => anyhow::bail!(
+            "smpp.bind_mode must be \"transceiver\" or \"transmitter_receiver\", not {other:?}"
+        ),
+    })
 }
 
 impl SmppConfig {
@@ -132,14 +310,143 @@ impl SmppConfig {
         })
     }
 
-    fn bind_config(&self) -> BindConfig {
+    fn bind_config(&self, mode: BindMode, trace_label: String) -> BindConfig {
         let mut b = BindConfig::new(self.system_id.clone(), self.password.expose().clone());
         b.system_type = self.system_type.clone();
+        b.mode = mode;
+        b.pdu_trace = self.pdu_trace.then_some(trace_label);
         b.window = self.window.max(1);
         b.tps = (self.tps > 0).then_some(self.tps);
         b.response_timeout = Duration::from_millis(self.response_timeout_ms.max(1));
         b.enquire_link_interval = Duration::from_secs(self.enquire_link_seconds.max(1));
         b
+    }
+
+    fn validity(&self) -> anyhow::Result<Validity> {
+        Ok(match &self.validity_period {
+            ValidityPeriod::Named(name) if name == "remaining" => Validity::Remaining,
+            ValidityPeriod::Named(name) if name == "smsc_default" => Validity::SmscDefault,
+            ValidityPeriod::Seconds(s) if (1..=MAX_VALIDITY_SECONDS).contains(s) => {
+                Validity::Fixed(Duration::from_secs(*s))
+            }
+            other => anyhow::bail!(
+                "smpp.validity_period must be \"remaining\", \"smsc_default\" or a number of \
+                 seconds from 1 to {MAX_VALIDITY_SECONDS}, not {other:?}"
+            ),
+        })
+    }
+
+    /// Checks every submit_sm setting and decides the automatic ones.
+    fn submit_settings(&self) -> anyhow::Result<SubmitSettings> {
+        // SubmitSm::new decides the automatic source TON/NPI (and strips a `+`).
+        let auto = SubmitSm::new(&self.source_addr, "", 0, Bytes::new());
+        let source_ton = self.source_ton.unwrap_or(auto.source_addr_ton);
+        let source_npi = self.source_npi.unwrap_or(auto.source_addr_npi);
+        anyhow::ensure!(
+            valid_ton(source_ton),
+            "smpp.source_ton must be a TON of SMPP 3.4 (0 to 6), not {source_ton}"
+        );
+        anyhow::ensure!(
+            valid_npi(source_npi),
+            "smpp.source_npi must be an NPI of SMPP 3.4 (0, 1, 3, 4, 6, 8, 9, 10, 14 or 18), not {source_npi}"
+        );
+        let sender = auto.source_addr;
+        anyhow::ensure!(
+            !sender.is_empty()
+                && sender.len() <= 20
+                && sender.bytes().all(|b| b.is_ascii_graphic() || b == b' '),
+            "smpp.source_addr must have 1 to 20 printable ASCII characters"
+        );
+        anyhow::ensure!(
+            source_ton != pdu::ton::ALPHANUMERIC || sender.chars().count() <= 11,
+            "smpp.source_addr: an alphanumeric sender may have at most 11 characters (GSM 03.40), {sender:?} has {}",
+            sender.chars().count()
+        );
+        let destination = match self.destination_format.as_str() {
+            "international" => DestinationForm::International,
+            "national" => DestinationForm::National,
+            other => anyhow::bail!(
+                "smpp.destination_format must be \"international\" or \"national\", not {other:?}"
+            ),
+        };
+        let destination_ton = self.destination_ton.unwrap_or(match destination {
+            DestinationForm::International => pdu::ton::INTERNATIONAL,
+            DestinationForm::National => pdu::ton::NATIONAL,
+        });
+        let destination_npi = self.destination_npi.unwrap_or(pdu::npi::ISDN);
+        anyhow::ensure!(
+            valid_ton(destination_ton),
+            "smpp.destination_ton must be a TON of SMPP 3.4 (0 to 6), not {destination_ton}"
+        );
+        anyhow::ensure!(
+            valid_npi(destination_npi),
+            "smpp.destination_npi must be an NPI of SMPP 3.4 (0, 1, 3, 4, 6, 8, 9, 10, 14 or 18), not {destination_npi}"
+        );
+        anyhow::ensure!(
+            self.service_type.len() <= 5
+                && self.service_type.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "smpp.service_type may have at most 5 ASCII letters or digits (SMPP 3.4), not {:?}",
+            self.service_type
+        );
+        anyhow::ensure!(
+            self.priority_flag <= 3,
+            "smpp.priority_flag must be 0 to 3, not {}",
+            self.priority_flag
+        );
+        anyhow::ensure!(
+            matches!(self.gsm_data_coding, 0 | 1),
+            "smpp.gsm_data_coding must be 0 or 1, not {}",
+            self.gsm_data_coding
+        );
+        Ok(SubmitSettings {
+            source_ton,
+            source_npi,
+            source_addr: sender,
+            destination,
+            destination_ton,
+            destination_npi,
+            service_type: self.service_type.clone(),
+            priority_flag: self.priority_flag,
+            gsm_data_coding: self.gsm_data_coding,
+            validity: self.validity()?,
+            registered_delivery: if self.registered_delivery {
+                registered_delivery::ALWAYS
+            } else {
+                registered_delivery::NONE
+            },
+        })
+    }
+
+    /// The TLS settings, when `tls` is on.
+    fn tls_config(&self) -> anyhow::Result<Option<TlsConfig>> {
+        if !self.tls {
+            anyhow::ensure!(
+                self.tls_ca_file.is_empty()
+                    && self.tls_cert_sha256.is_empty()
+                    && self.tls_server_name.is_empty(),
+                "smpp.tls_ca_file, tls_cert_sha256 and tls_server_name need smpp.tls = true"
+            );
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            self.tls_ca_file.is_empty() || self.tls_cert_sha256.is_empty(),
+            "set smpp.tls_ca_file or smpp.tls_cert_sha256, not both: a pinned certificate is trusted whoever signed it"
+        );
+        let name = if self.tls_server_name.is_empty() {
+            self.host.as_str()
+        } else {
+            self.tls_server_name.as_str()
+        };
+        let tls = if !self.tls_cert_sha256.is_empty() {
+            let pin = parse_sha256_pin(&self.tls_cert_sha256)
+                .map_err(|e| anyhow::anyhow!("smpp.tls_cert_sha256: {e}"))?;
+            TlsConfig::pinned(name, pin)
+        } else if !self.tls_ca_file.is_empty() {
+            TlsConfig::ca_file(name, std::path::Path::new(&self.tls_ca_file))
+        } else {
+            TlsConfig::public_roots(name)
+        };
+        Ok(Some(tls.map_err(|e| anyhow::anyhow!("smpp TLS: {e}"))?))
     }
 }
 
@@ -183,6 +490,9 @@ impl Submitted {
 }
 
 struct BindSlot {
+    mode: BindMode,
+    /// `system_id#i`, or `system_id#rxi` for a receiver: in `/readyz`, metrics and the trace.
+    label: String,
     // std Mutex: read or swapped, never held across an await.
     client: Mutex<Option<Client>>,
     state: Mutex<BindState>,
@@ -192,7 +502,11 @@ struct BindSlot {
 pub struct SmppDriver {
     route: String,
     config: SmppConfig,
+    settings: SubmitSettings,
+    tls: Option<TlsConfig>,
     binds: Vec<Arc<BindSlot>>,
+    /// Binds that submit (not receivers).
+    submitters: usize,
     next_bind: AtomicUsize,
     reference: AtomicU16,
     metrics: Arc<Metrics>,
@@ -226,18 +540,36 @@ impl SmppDriver {
             config.system_type.len() <= 12,
             "route {route}: smpp.system_type may have at most 12 characters"
         );
-        let binds: Vec<Arc<BindSlot>> = (0..config.binds.max(1))
-            .map(|_| {
-                Arc::new(BindSlot {
+        let in_route = |e: anyhow::Error| anyhow::anyhow!("route {route}: {e}");
+        let modes = bind_modes(&config.bind_mode).map_err(in_route)?;
+        let settings = config.submit_settings().map_err(in_route)?;
+        let tls = config.tls_config().map_err(in_route)?;
+        let mut binds = Vec::new();
+        for i in 0..config.binds.max(1) {
+            for &mode in modes {
+                let label = match mode {
+                    BindMode::Receiver => format!("{}#rx{i}", config.system_id),
+                    _ => format!("{}#{i}", config.system_id),
+                };
+                binds.push(Arc::new(BindSlot {
+                    mode,
+                    label,
                     client: Mutex::new(None),
                     state: Mutex::new(BindState::Connecting),
-                })
-            })
-            .collect();
+                }));
+            }
+        }
+        let submitters = binds
+            .iter()
+            .filter(|b| b.mode != BindMode::Receiver)
+            .count();
         let driver = Arc::new(SmppDriver {
             route: route.to_owned(),
             config,
+            settings,
+            tls,
             binds,
+            submitters,
             next_bind: AtomicUsize::new(0),
             reference: AtomicU16::new(rand::random()),
             metrics,
@@ -245,13 +577,8 @@ impl SmppDriver {
             submitted: Arc::new(Mutex::new(Submitted::default())),
         });
         let (receipts_tx, receipts_rx) = mpsc::channel(8192);
-        for (i, slot) in driver.binds.iter().enumerate() {
-            tokio::spawn(supervise(
-                driver.clone(),
-                slot.clone(),
-                i,
-                receipts_tx.clone(),
-            ));
+        for slot in &driver.binds {
+            tokio::spawn(supervise(driver.clone(), slot.clone(), receipts_tx.clone()));
         }
         tokio::spawn(apply_receipts(
             ReceiptTask {
@@ -272,6 +599,9 @@ impl SmppDriver {
         let start = self.next_bind.fetch_add(1, Ordering::Relaxed);
         (0..n).find_map(|i| {
             let slot = &self.binds[(start + i) % n];
+            if slot.mode == BindMode::Receiver {
+                return None;
+            }
             let guard = slot.client.lock().expect("bind slot poisoned");
             guard.as_ref().filter(|c| !c.is_closed()).cloned()
         })
@@ -287,21 +617,10 @@ impl SmppDriver {
     /// The submit_sm PDUs for one message.
     fn submits(&self, job: &ClaimedJob) -> Result<Vec<SubmitSm>, String> {
         let parts = segments::split(&job.otp.message);
-        let coding = match parts.first().map(|p| p.encoding) {
-            Some(SmsEncoding::Ucs2) => data_coding::UCS2,
-            _ => data_coding::SMSC_DEFAULT,
-        };
-        let mut template = SubmitSm::new(
-            &self.config.source_addr,
-            &job.otp.e164,
-            coding,
-            Bytes::new(),
-        );
-        template.registered_delivery = if self.config.registered_delivery {
-            registered_delivery::ALWAYS
-        } else {
-            registered_delivery::NONE
-        };
+        let ucs2 = parts.first().map(|p| p.encoding) == Some(SmsEncoding::Ucs2);
+        let template =
+            self.settings
+                .template(&job.otp.e164, ucs2, job.otp.expires_at, now_micros())?;
         let bytes: Vec<Bytes> = parts.into_iter().map(|p| Bytes::from(p.bytes)).collect();
         let reference = self.reference.fetch_add(1, Ordering::Relaxed);
         let method = self
@@ -310,6 +629,18 @@ impl SmppDriver {
             .map_err(|e| e.to_string())?;
         build_submits(&template, &bytes, method).map_err(|e| e.to_string())
     }
+}
+
+/// The national significant number of an E.164 number: `+9779851023212` ->
+/// `9851023212` (no trunk prefix).
+fn national_number(e164: &str) -> Result<String, String> {
+    let number = PhoneNumber::parse(e164).map_err(|e| format!("cannot read the number: {e}"))?;
+    let country_code = number.country_code().to_string();
+    let digits = e164.trim_start_matches('+');
+    digits
+        .strip_prefix(country_code.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| "cannot read the number's country code".into())
 }
 
 /// Statuses after which resubmitting the same message cannot succeed.
@@ -332,7 +663,7 @@ impl Driver for SmppDriver {
     }
 
     fn capacity(&self) -> usize {
-        self.binds.len() * self.config.window.max(1)
+        self.submitters * self.config.window.max(1)
     }
 
     fn is_ready(&self) -> bool {
@@ -342,8 +673,7 @@ impl Driver for SmppDriver {
     fn health(&self) -> Vec<RouteHealth> {
         self.binds
             .iter()
-            .enumerate()
-            .map(|(i, slot)| {
+            .map(|slot| {
                 let state = slot.state.lock().expect("bind slot poisoned").clone();
                 let (status, detail) = match state {
                     BindState::Connecting => ("connecting", None),
@@ -360,7 +690,7 @@ impl Driver for SmppDriver {
                     .unwrap_or(0);
                 RouteHealth {
                     route: self.route.clone(),
-                    connection: format!("{}#{i}", self.config.system_id),
+                    connection: slot.label.clone(),
                     status: status.to_owned(),
                     detail,
                     in_flight: window,
@@ -454,7 +784,6 @@ impl Driver for SmppDriver {
 async fn supervise(
     driver: Arc<SmppDriver>,
     slot: Arc<BindSlot>,
-    index: usize,
     receipts: mpsc::Sender<Incoming>,
 ) {
     let cfg = &driver.config;
@@ -471,7 +800,14 @@ async fn supervise(
             *guard = s;
             changed
         };
-        let connect = Client::connect((cfg.host.as_str(), cfg.port), cfg.bind_config());
+        let bind_config = cfg.bind_config(slot.mode, format!("{}/{}", driver.route, slot.label));
+        let address = (cfg.host.as_str(), cfg.port);
+        let connect = async {
+            match &driver.tls {
+                Some(tls) => Client::connect_tls(address, tls, bind_config).await,
+                None => Client::connect(address, bind_config).await,
+            }
+        };
         let result = tokio::select! {
             r = connect => r,
             _ = &mut stopping => return,
@@ -481,7 +817,7 @@ async fn supervise(
                 backoff.reset();
                 set_state(BindState::Bound);
                 driver.count("bound");
-                tracing::info!(route = %driver.route, bind = index, "SMPP bind is up");
+                tracing::info!(route = %driver.route, bind = %slot.label, "SMPP bind is up");
                 *slot.client.lock().expect("bind slot poisoned") = Some(client.clone());
                 let forward = {
                     let receipts = receipts.clone();
@@ -506,14 +842,14 @@ async fn supervise(
                 *slot.client.lock().expect("bind slot poisoned") = None;
                 set_state(BindState::Down("connection lost".into()));
                 driver.count("disconnected");
-                tracing::warn!(route = %driver.route, bind = index, "SMPP connection lost; reconnecting");
+                tracing::warn!(route = %driver.route, bind = %slot.label, "SMPP connection lost; reconnecting");
             }
             Err(smpp::Error::BindFailed { status }) => {
                 let why = format!("the SMSC refused the bind: {status:?}");
                 if set_state(BindState::BindRefused(why)) {
                     tracing::error!(
                         route = %driver.route,
-                        bind = index,
+                        bind = %slot.label,
                         system_id = %cfg.system_id,
                         status = ?status,
                         "SMPP bind refused: check system_id and password"
@@ -521,9 +857,22 @@ async fn supervise(
                 }
                 driver.count("bind_refused");
             }
+            Err(e @ smpp::Error::Tls(_)) => {
+                let why = e.to_string();
+                if set_state(BindState::Down(why.clone())) {
+                    // Escaped: the reason may quote names from the SMSC's certificate.
+                    tracing::error!(
+                        route = %driver.route,
+                        bind = %slot.label,
+                        error = ?why,
+                        "SMPP over TLS: the SMSC's certificate or handshake was refused; check smpp.tls_ca_file, tls_cert_sha256 and tls_server_name"
+                    );
+                }
+                driver.count("tls_refused");
+            }
             Err(e) => {
                 if set_state(BindState::Down(e.to_string())) {
-                    tracing::warn!(route = %driver.route, bind = index, error = %e, "SMPP connection failed");
+                    tracing::warn!(route = %driver.route, bind = %slot.label, error = %e, "SMPP connection failed");
                 }
                 driver.count("connect_failed");
             }
@@ -765,6 +1114,137 @@ fn convert(route: &str, incoming: Incoming) -> Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(tweak: impl FnOnce(&mut SmppConfig)) -> SubmitSettings {
+        let mut config = SmppConfig {
+            source_addr: "ACME".into(),
+            ..SmppConfig::default()
+        };
+        tweak(&mut config);
+        config.submit_settings().unwrap()
+    }
+
+    const SECOND: i64 = 1_000_000;
+
+    #[test]
+    fn the_default_validity_is_the_codes_remaining_life_in_whole_seconds() {
+        let s = settings(|_| {});
+        let now = 1_700_000_000 * SECOND;
+        let sm = s
+            .template("+9779851023212", false, now + 600 * SECOND - 1, now)
+            .unwrap();
+        assert_eq!(sm.validity_period, "000000000959000R");
+        let sm = s
+            .template("+9779851023212", false, now + SECOND, now)
+            .unwrap();
+        assert_eq!(sm.validity_period, "000000000001000R");
+        assert_eq!(
+            (
+                sm.source_addr_ton,
+                sm.source_addr_npi,
+                sm.dest_addr_ton,
+                sm.dest_addr_npi
+            ),
+            (5, 0, 1, 1)
+        );
+        assert_eq!(sm.destination_addr, "9779851023212");
+        assert_eq!(sm.data_coding, 0);
+    }
+
+    #[test]
+    fn a_code_with_less_than_a_second_left_is_not_submitted() {
+        let s = settings(|_| {});
+        let now = 1_700_000_000 * SECOND;
+        for expires_at in [now + SECOND - 1, now, now - 60 * SECOND] {
+            let err = s
+                .template("+9779851023212", false, expires_at, now)
+                .unwrap_err();
+            assert_eq!(err, "the code expired before it reached the SMSC");
+        }
+        // A validity that does not follow the code sends it anyway.
+        let fixed = settings(|c| c.validity_period = ValidityPeriod::Seconds(120));
+        let sm = fixed
+            .template("+9779851023212", false, now - SECOND, now)
+            .unwrap();
+        assert_eq!(sm.validity_period, "000000000200000R");
+        let smsc = settings(|c| c.validity_period = ValidityPeriod::Named("smsc_default".into()));
+        assert_eq!(
+            smsc.template("+9779851023212", false, now, now)
+                .unwrap()
+                .validity_period,
+            ""
+        );
+    }
+
+    #[test]
+    fn national_form_drops_the_country_code_of_any_country() {
+        assert_eq!(national_number("+9779851023212").unwrap(), "9851023212");
+        assert_eq!(national_number("+14155552671").unwrap(), "4155552671");
+        assert_eq!(national_number("+447911123456").unwrap(), "7911123456");
+        let s = settings(|c| c.destination_format = "national".into());
+        let sm = s.template("+9779851023212", true, i64::MAX, 0).unwrap();
+        assert_eq!(
+            (
+                sm.destination_addr.as_str(),
+                sm.dest_addr_ton,
+                sm.dest_addr_npi
+            ),
+            ("9851023212", 2, 1)
+        );
+        assert_eq!(sm.data_coding, 8, "UCS-2 whatever gsm_data_coding says");
+    }
+
+    #[test]
+    fn the_settings_come_from_the_route_table_with_validity_as_a_name_or_seconds() {
+        use figment::Figment;
+        use figment::providers::{Format, Toml};
+        let route = |extra: &str| {
+            let toml = format!(
+                "[[routes]]\nname = \"ntc\"\nchannel = \"text\"\ndriver = \"smpp\"\n\
+                 [routes.smpp]\nsystem_id = \"acme\"\n{extra}"
+            );
+            Figment::new()
+                .merge(Toml::string(&toml))
+                .extract::<crate::config::Config>()
+                .ok()
+                .map(|c| c.routes[0].smpp.clone().unwrap())
+        };
+        let defaults = route("").unwrap();
+        assert_eq!(
+            defaults.validity_period,
+            ValidityPeriod::Named("remaining".into())
+        );
+        assert_eq!(
+            (defaults.bind_mode.as_str(), defaults.tls),
+            ("transceiver", false)
+        );
+        let tuned = route(
+            "validity_period = 300\nsource_ton = 1\nsource_npi = 1\n\
+             destination_format = \"national\"\ndestination_ton = 2\ndestination_npi = 1\n\
+             service_type = \"OTP\"\npriority_flag = 2\ngsm_data_coding = 1\n\
+             bind_mode = \"transmitter_receiver\"\npdu_trace = true\ntls = true\n\
+             tls_cert_sha256 = \"AB:CD\"\ntls_server_name = \"smsc\"\n",
+        )
+        .unwrap();
+        assert_eq!(tuned.validity_period, ValidityPeriod::Seconds(300));
+        assert_eq!(
+            (tuned.source_ton, tuned.destination_npi),
+            (Some(1), Some(1))
+        );
+        assert_eq!((tuned.priority_flag, tuned.gsm_data_coding), (2, 1));
+        assert!(tuned.pdu_trace && tuned.tls);
+        let named = route("validity_period = \"smsc_default\"").unwrap();
+        assert_eq!(
+            named.validity_period,
+            ValidityPeriod::Named("smsc_default".into())
+        );
+        assert!(route("validity_period = true").is_none());
+        assert!(route("priority_flag = 256").is_none());
+        assert!(
+            route("tls_ca = \"x\"").is_none(),
+            "unknown keys are refused"
+        );
+    }
 
     #[test]
     fn receipt_ids_takes_the_four_words_and_refuses_others() {

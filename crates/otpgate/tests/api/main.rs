@@ -17,6 +17,7 @@ mod ops;
 mod production;
 mod scopes;
 mod send;
+mod smpp_settings;
 mod smsc;
 mod users;
 mod verify;

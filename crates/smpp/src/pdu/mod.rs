@@ -19,7 +19,9 @@
 
 mod body;
 mod command;
+mod time;
 pub mod tlv;
+mod trace;
 mod wire;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -29,7 +31,9 @@ pub use body::{
     esm_class, npi, registered_delivery, ton,
 };
 pub use command::{CommandId, CommandStatus};
+pub use time::{MAX_RELATIVE, relative_time};
 pub use tlv::{NetworkErrorCode, Tlv};
+pub use trace::Redacted;
 
 use crate::error::{Error, ProtocolError};
 use wire::Reader;
