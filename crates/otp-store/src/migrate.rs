@@ -56,6 +56,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "message_parts",
         sql: include_str!("../migrations/sqlite/0009_message_parts.sql"),
     },
+    Migration {
+        version: 12,
+        name: "verify_refusals",
+        sql: include_str!("../migrations/sqlite/0012_verify_refusals.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -103,6 +108,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 9,
         name: "message_parts",
         sql: include_str!("../migrations/postgres/0009_message_parts.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "verify_refusals",
+        sql: include_str!("../migrations/postgres/0012_verify_refusals.sql"),
     },
 ];
 

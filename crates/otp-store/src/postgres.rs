@@ -8,6 +8,11 @@
 //! the recent sends to a number are read after its account is locked. Jobs are
 //! claimed with `FOR UPDATE SKIP LOCKED`, so nodes share the outbox without
 //! handing one job to two of them.
+//!
+//! Lists run on a pool of their own (`application_name` `otpgate-lists`) whose
+//! sessions have a `statement_timeout`, so heavy lists of one account can
+//! neither take the connections key checks and sends need nor run on without
+//! end.
 
 mod users;
 mod webhooks;
@@ -26,7 +31,8 @@ use crate::alloc::{
 };
 use crate::migrate;
 use crate::model::{
-    StoredCode, VerifyRow, VerifyStep, channel_from_str, option_from_str, verify_event,
+    StoredCode, VerifyRow, VerifyStep, channel_from_str, first_refusal, option_from_str,
+    verify_event,
 };
 use crate::webhooks::WebhookEvent;
 use crate::*;
@@ -37,6 +43,8 @@ type AcceptReply = oneshot::Sender<Result<Accepted, AcceptError>>;
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
+    /// Only lists use these ([`StoreOptions::list_connections`]).
+    lists: Pool,
     accepts: mpsc::UnboundedSender<(SealedOtp, AcceptReply)>,
     vault: Arc<CodeVault>,
 }
@@ -63,23 +71,27 @@ impl PgStore {
     /// Connects, applies migrations (under an advisory lock, so nodes starting
     /// together do not race) and starts the batchers.
     pub async fn open(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
-        let config = tokio_postgres::Config::from_str(url)
+        let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.connections.max(BATCHERS + 2))
-            .wait_timeout(Some(Duration::from_secs(5)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let name = config
+            .get_application_name()
+            .unwrap_or("otpgate")
+            .to_owned();
+        config.application_name(&name);
+        let mut list_config = config.clone();
+        list_config.application_name(&format!("{name}-lists"));
+        if let Some(budget) = options.list_timeout.filter(|t| !t.is_zero()) {
+            // Per session, so it covers every statement of the list pool and
+            // nothing else; waiting for a lock counts too.
+            let timeout = format!("-c statement_timeout={}", budget.as_millis().max(1));
+            let options = match list_config.get_options() {
+                Some(given) => format!("{given} {timeout}"),
+                None => timeout,
+            };
+            list_config.options(&options);
+        }
+        let pool = build_pool(config, options.connections.max(BATCHERS + 2))?;
+        let lists = build_pool(list_config, options.list_connections.max(1))?;
         migrate_pg(&pool).await?;
 
         let (tx, rx) = mpsc::unbounded_channel();
@@ -94,6 +106,7 @@ impl PgStore {
         }
         Ok(PgStore {
             pool,
+            lists,
             accepts: tx,
             vault: options.vault.clone(),
         })
@@ -102,6 +115,24 @@ impl PgStore {
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(pool_err)
     }
+}
+
+fn build_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Internal(e.to_string()))
 }
 
 async fn migrate_pg(pool: &Pool) -> Result<(), StoreError> {
@@ -579,6 +610,8 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
         None => StoreError::Unavailable(e.to_string()),
         Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(e.to_string()),
         Some(c) if *c == SqlState::DISK_FULL => StoreError::Full,
+        // `statement_timeout`, set only on the list pool.
+        Some(c) if *c == SqlState::QUERY_CANCELED => StoreError::TimedOut,
         Some(c)
             if c.code().starts_with("08")
                 || c.code().starts_with("57P")
@@ -944,7 +977,7 @@ impl Store for PgStore {
     }
 
     async fn list_otps(&self, q: &ListQuery) -> Result<OtpPage, StoreError> {
-        let mut c = self.client().await?;
+        let mut c = self.lists.get().await.map_err(pool_err)?;
         // One snapshot, so the count and the page agree.
         let tx = c
             .build_transaction()
@@ -1277,10 +1310,11 @@ impl Store for PgStore {
                     .query_opt(
                         &format!(
                             "SELECT {VERIFY_COLUMNS} FROM otps WHERE account_id = $1 AND phone_number = $2 \
+                             AND ($5::int8 IS NULL OR api_key_id = $5) \
                              AND verified_at IS NULL AND otp_hash IS NOT NULL AND expires_at > $3 \
                              AND verify_attempts < $4 ORDER BY account_seq DESC LIMIT 1 FOR UPDATE"
                         ),
-                        &[&req.account_id, number, &req.now, &req.max_attempts],
+                        &[&req.account_id, number, &req.now, &req.max_attempts, &req.api_key_id],
                     )
                     .await
                     .map_err(pg_err)?;
@@ -1293,9 +1327,10 @@ impl Store for PgStore {
                         .query_opt(
                             &format!(
                                 "SELECT {VERIFY_COLUMNS} FROM otps WHERE account_id = $1 \
-                                 AND phone_number = $2 ORDER BY account_seq DESC LIMIT 1 FOR UPDATE"
+                                 AND phone_number = $2 AND ($3::int8 IS NULL OR api_key_id = $3) \
+                                 ORDER BY account_seq DESC LIMIT 1 FOR UPDATE"
                             ),
-                            &[&req.account_id, number],
+                            &[&req.account_id, number, &req.api_key_id],
                         )
                         .await
                         .map_err(pg_err)?,
@@ -1315,7 +1350,7 @@ impl Store for PgStore {
             attempts: row.get(5),
             verified_at: row.get(6),
         };
-        let outcome = match row.step(&req, &self.vault) {
+        let (outcome, recorded) = match row.step(&req, &self.vault) {
             VerifyStep::Verify => {
                 tx.execute(
                     "UPDATE otps SET verified_at = $2, status = 'verified', status_at = $2 WHERE id = $1",
@@ -1323,10 +1358,13 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(pg_err)?;
-                VerifyOutcome::Verified {
-                    id: row.id,
-                    verified_at: req.now,
-                }
+                (
+                    VerifyOutcome::Verified {
+                        id: row.id,
+                        verified_at: req.now,
+                    },
+                    true,
+                )
             }
             VerifyStep::Fail => {
                 let attempts: i64 = tx
@@ -1338,14 +1376,31 @@ impl Store for PgStore {
                     .await
                     .map_err(pg_err)?
                     .get(0);
-                VerifyOutcome::WrongCode {
-                    id: row.id,
-                    attempts_remaining: (req.max_attempts - attempts).max(0),
-                }
+                (
+                    VerifyOutcome::WrongCode {
+                        id: row.id,
+                        attempts_remaining: (req.max_attempts - attempts).max(0),
+                    },
+                    true,
+                )
             }
-            VerifyStep::Refuse(outcome) => outcome,
+            VerifyStep::Refuse(outcome) => {
+                let refusals: i64 = tx
+                    .query_one(
+                        "UPDATE otps SET verify_refusals = verify_refusals + 1 WHERE id = $1 \
+                         RETURNING verify_refusals",
+                        &[&row.id],
+                    )
+                    .await
+                    .map_err(pg_err)?
+                    .get(0);
+                (outcome, first_refusal(refusals))
+            }
+            VerifyStep::Done(outcome) => return Ok(outcome),
         };
-        if let Some((status, detail)) = verify_event(&outcome, req.max_attempts) {
+        if let Some((status, detail)) =
+            verify_event(&outcome, req.max_attempts).filter(|_| recorded)
+        {
             tx.execute(
                 "INSERT INTO otp_events (otp_id, status, at, detail) VALUES ($1, $2, $3, $4)",
                 &[&row.id, &status, &req.now, &detail],

@@ -12,6 +12,7 @@ mod delivery;
 mod durability;
 mod limits;
 mod list;
+mod neighbours;
 mod ops;
 mod send;
 mod smsc;
