@@ -341,3 +341,28 @@ pub fn now_micros() -> Micros {
         .unwrap_or_default();
     d.as_micros() as Micros
 }
+
+/// A personnel code "482193" by SMS to 9851023212, for the stores' own tests.
+#[cfg(test)]
+pub(crate) fn sample_otp(account_id: AccountId) -> NewOtp {
+    let now = now_micros();
+    NewOtp {
+        account_id,
+        api_key_id: None,
+        phone_number: "9851023212".into(),
+        e164: "+9779851023212".into(),
+        template: "Code {otp}".into(),
+        otp: "482193".into(),
+        otp_option: otp_domain::channel::OtpOption::Personnel,
+        channel: otp_domain::channel::Channel::Text,
+        voice: None,
+        length_factor: None,
+        company_name: None,
+        segments: 1,
+        cost: otp_domain::credits::Cost { sms: 1, phone: 0 },
+        created_at: now,
+        expires_at: now + 600_000_000,
+        spend_day: 0,
+        spend_day_ends: i64::MAX,
+    }
+}

@@ -1566,3 +1566,91 @@ async fn apply_receipt_pg(
     }
     Ok(Some(otp_id))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh database on the tests' PostgreSQL server (`OTPGATE_TEST_PG_URL`,
+    /// as for the API tests).
+    async fn fresh_database() -> String {
+        let admin = std::env::var("OTPGATE_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let (client, conn) = tokio_postgres::connect(&admin, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL for the tests at {admin}: {e}"));
+        tokio::spawn(conn);
+        let name = format!("otpgate_s_{}_{}", std::process::id(), now_micros());
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let (server, _) = admin.rsplit_once('/').expect("the URL ends with /DATABASE");
+        format!("{server}/{name}")
+    }
+
+    async fn store(options: StoreOptions) -> PgStore {
+        PgStore::open(&fresh_database().await, &options)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn key_checks_and_sends_do_not_need_a_list_connection() {
+        let store = store(StoreOptions {
+            list_connections: 2,
+            ..StoreOptions::default()
+        })
+        .await;
+        let account = store.create_account("acme", 10, 0).await.unwrap();
+        // Every list connection taken, as by lists that run long.
+        let taken = (
+            store.lists.get().await.unwrap(),
+            store.lists.get().await.unwrap(),
+        );
+        assert_eq!(store.lists.status().available, 0);
+        assert_eq!(store.find_key("abcdefghijkm").await.unwrap(), None);
+        let accepted = store.accept(sample_otp(account.id)).await.unwrap();
+        let otp = store.otp(account.id, accepted.id).await.unwrap().unwrap();
+        assert_eq!(otp.otp, "482193");
+        drop(taken);
+        let page = store
+            .list_otps(&ListQuery {
+                account_id: account.id,
+                limit: 10,
+                ..ListQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.count, 1);
+    }
+
+    #[tokio::test]
+    async fn only_list_statements_are_stopped_at_the_budget() {
+        let store = store(StoreOptions {
+            list_timeout: Some(Duration::from_millis(100)),
+            ..StoreOptions::default()
+        })
+        .await;
+        let list = store.lists.get().await.unwrap();
+        let stopped = list.query("SELECT pg_sleep(30)", &[]).await.map_err(pg_err);
+        assert!(matches!(stopped, Err(StoreError::TimedOut)), "{stopped:?}");
+        // The other pool has no budget: three times the list budget is fine.
+        let main = store.client().await.unwrap();
+        main.query("SELECT pg_sleep(0.3)", &[]).await.unwrap();
+        let names: Vec<String> = main
+            .query(
+                "SELECT application_name FROM pg_stat_activity \
+                 WHERE datname = current_database() AND application_name LIKE 'otpgate%' \
+                 ORDER BY application_name",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(names.contains(&"otpgate-lists".to_owned()), "{names:?}");
+        assert!(names.contains(&"otpgate".to_owned()), "{names:?}");
+    }
+}

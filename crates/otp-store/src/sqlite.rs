@@ -1763,29 +1763,7 @@ mod tests {
         let taken = store.lists.permits.acquire_many(2).await.unwrap();
         assert_eq!(store.lists.permits.available_permits(), 0);
         assert_eq!(store.find_key("abcdefghijkm").await.unwrap(), None);
-        let now = now_micros();
-        let accepted = store
-            .accept(NewOtp {
-                account_id: account.id,
-                api_key_id: None,
-                phone_number: "9851023212".into(),
-                e164: "+9779851023212".into(),
-                template: "Code {otp}".into(),
-                otp: "482193".into(),
-                otp_option: otp_domain::channel::OtpOption::Personnel,
-                channel: otp_domain::channel::Channel::Text,
-                voice: None,
-                length_factor: None,
-                company_name: None,
-                segments: 1,
-                cost: otp_domain::credits::Cost { sms: 1, phone: 0 },
-                created_at: now,
-                expires_at: now + 600_000_000,
-                spend_day: 0,
-                spend_day_ends: i64::MAX,
-            })
-            .await
-            .unwrap();
+        let accepted = store.accept(sample_otp(account.id)).await.unwrap();
         let otp = store.otp(account.id, accepted.id).await.unwrap().unwrap();
         assert_eq!(otp.otp, "482193");
         drop(taken);
