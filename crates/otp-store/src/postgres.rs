@@ -79,7 +79,7 @@ impl PgStore {
             .to_owned();
         config.application_name(&name);
         let mut list_config = config.clone();
-        list_config.application_name(&format!("{name}-lists"));
+        list_config.application_name(format!("{name}-lists"));
         if let Some(budget) = options.list_timeout.filter(|t| !t.is_zero()) {
             // Per session, so it covers every statement of the list pool and
             // nothing else; waiting for a lock counts too.
