@@ -737,6 +737,20 @@ mod tests {
     }
 
     #[test]
+    fn the_verify_number_scope_is_key_unless_set_to_account() {
+        assert_eq!(Config::default().verify.number_scope, NumberScope::Key);
+        let config: Config = Figment::new()
+            .merge(Toml::string("[verify]\nnumber_scope = \"account\""))
+            .extract()
+            .unwrap();
+        assert_eq!(config.verify.number_scope, NumberScope::Account);
+        let bad = Figment::new()
+            .merge(Toml::string("[verify]\nnumber_scope = \"everyone\""))
+            .extract::<Config>();
+        assert!(bad.is_err(), "an unknown scope is refused");
+    }
+
+    #[test]
     fn urls_without_passwords_are_left_alone() {
         assert_eq!(redact_url("sqlite://otpgate.db"), "sqlite://otpgate.db");
     }
