@@ -4,11 +4,13 @@
 //!   writer thread that drains whatever is queued and commits it as one transaction
 //!   (group commit): a send's reply waits for the commit of its batch, so a 200 means
 //!   the record is on disk (WAL, `synchronous = FULL`), while many sends share one
-//!   fsync. Reads use a small pool of read-only connections.
+//!   fsync. Reads use a small pool of read-only connections, and lists a pool
+//!   of their own whose queries stop at a time budget.
 //! - [`postgres::PgStore`] lets several nodes share one database. Sends are batched
 //!   per node the same way; each batch locks the accounts it touches
 //!   (`SELECT ... FOR UPDATE`, in id order), so balances are exact across nodes, and
-//!   delivery jobs are claimed with `FOR UPDATE SKIP LOCKED`.
+//!   delivery jobs are claimed with `FOR UPDATE SKIP LOCKED`. Lists run on a
+//!   pool of their own with a `statement_timeout`.
 //!
 //! Both run the same decision for a batch of sends ([`alloc`]): requests are taken
 //! in arrival order, each is accepted if its account still has the credits, and
@@ -60,6 +62,11 @@ pub enum StoreError {
     /// The disk or database is full; nothing was written.
     #[error("the database is full")]
     Full,
+    /// A list query ran past its time budget ([`StoreOptions::list_timeout`])
+    /// and was stopped; nothing was written. The service answers 503 and
+    /// callers may retry later, or narrow the query.
+    #[error("the query ran past its time budget")]
+    TimedOut,
     /// A uniqueness rule was broken (for example an account name already taken).
     #[error("conflict: {0}")]
     Conflict(String),
@@ -229,8 +236,16 @@ pub async fn open(url: &str, options: &StoreOptions) -> Result<SharedStore, Stor
 pub struct StoreOptions {
     /// Most sends committed in one transaction.
     pub max_batch: usize,
-    /// Read connections (SQLite) or pool size (PostgreSQL).
+    /// Read connections (SQLite) or pool size (PostgreSQL) for everything but
+    /// lists: key checks, accepting sends (PostgreSQL), verifications, details.
     pub connections: usize,
+    /// Connections that serve only [`Store::list_otps`], a pool of their own so
+    /// that heavy lists cannot take the connections key checks and sends need.
+    pub list_connections: usize,
+    /// The longest one list query may run before it is stopped with
+    /// [`StoreError::TimedOut`] (PostgreSQL: `statement_timeout` on the list
+    /// pool; SQLite: a progress handler). `None`: no limit.
+    pub list_timeout: Option<std::time::Duration>,
     /// Seals codes on the way in and opens them on the way out.
     pub vault: Arc<CodeVault>,
     /// Per-destination limits checked when sends are accepted.
@@ -244,6 +259,8 @@ impl Default for StoreOptions {
         StoreOptions {
             max_batch: 512,
             connections: 8,
+            list_connections: 4,
+            list_timeout: Some(std::time::Duration::from_secs(5)),
             vault: Arc::new(CodeVault::ephemeral()),
             limits: SendLimits::default(),
         }
@@ -325,4 +342,29 @@ pub fn now_micros() -> Micros {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     d.as_micros() as Micros
+}
+
+/// A personnel code "482193" by SMS to 9851023212, for the stores' own tests.
+#[cfg(test)]
+pub(crate) fn sample_otp(account_id: AccountId) -> NewOtp {
+    let now = now_micros();
+    NewOtp {
+        account_id,
+        api_key_id: None,
+        phone_number: "9851023212".into(),
+        e164: "+9779851023212".into(),
+        template: "Code {otp}".into(),
+        otp: "482193".into(),
+        otp_option: otp_domain::channel::OtpOption::Personnel,
+        channel: otp_domain::channel::Channel::Text,
+        voice: None,
+        length_factor: None,
+        company_name: None,
+        segments: 1,
+        cost: otp_domain::credits::Cost { sms: 1, phone: 0 },
+        created_at: now,
+        expires_at: now + 600_000_000,
+        spend_day: 0,
+        spend_day_ends: i64::MAX,
+    }
 }

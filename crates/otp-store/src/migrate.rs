@@ -67,6 +67,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0011_login_limits_and_sessions.sql"),
     },
     Migration {
+        version: 12,
+        name: "verify_refusals",
+        sql: include_str!("../migrations/sqlite/0012_verify_refusals.sql"),
+    },
+    Migration {
         version: 14,
         name: "receipt_id_forms",
         sql: include_str!("../migrations/sqlite/0014_receipt_id_forms.sql"),
@@ -128,6 +133,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 11,
         name: "login_limits_and_sessions",
         sql: include_str!("../migrations/postgres/0011_login_limits_and_sessions.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "verify_refusals",
+        sql: include_str!("../migrations/postgres/0012_verify_refusals.sql"),
     },
     Migration {
         version: 14,

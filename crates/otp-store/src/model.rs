@@ -511,6 +511,10 @@ pub struct VerifyRequest {
     pub phone_number: Option<String>,
     /// One OTP of the account; with `phone_number`, it must also be to that number.
     pub otp_id: Option<i64>,
+    /// When verifying by number (no `otp_id`): only OTPs sent under this API key
+    /// are considered, so another key of the account (a leaked send-only key)
+    /// cannot plant the code a login checks. `None`: any OTP of the account.
+    pub api_key_id: Option<i64>,
     /// What the user typed.
     pub code: String,
     /// Wrong codes after which a code is dead.
@@ -528,8 +532,11 @@ impl std::fmt::Debug for VerifyRequest {
     }
 }
 
-/// What a verification found. Each outcome but `NotFound` and
-/// `AlreadyVerified` adds an `otp_events` row.
+/// What a verification found. `Verified` and `WrongCode` add an `otp_events`
+/// row each (at most `max_attempts` wrong ones per code). `TooManyAttempts` and
+/// `Expired` add one the first time a code is refused that way; later refusals
+/// only count up `otps.verify_refusals`, so a flood of guesses at a dead code
+/// cannot grow its history. `NotFound` and `AlreadyVerified` write nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum VerifyOutcome {
@@ -565,15 +572,25 @@ pub(crate) enum VerifyStep {
     Verify,
     /// The code did not match: count an attempt.
     Fail,
-    /// Refused without a change to the row.
+    /// The code can no longer verify (dead or expired): count the refusal in
+    /// `verify_refusals`; only the first one goes into the history
+    /// ([`first_refusal`]).
     Refuse(VerifyOutcome),
+    /// The code was verified before: answered without a write.
+    Done(VerifyOutcome),
+}
+
+/// Whether a refusal, counted to `refusals` in all, is the one the history
+/// records; the others are only counted.
+pub(crate) fn first_refusal(refusals: i64) -> bool {
+    refusals == 1
 }
 
 impl VerifyRow {
     /// Decides, comparing the code in constant time when the row can still verify.
     pub fn step(&self, req: &VerifyRequest, vault: &CodeVault) -> VerifyStep {
         if self.verified_at.is_some() {
-            return VerifyStep::Refuse(VerifyOutcome::AlreadyVerified { id: self.id });
+            return VerifyStep::Done(VerifyOutcome::AlreadyVerified { id: self.id });
         }
         if self.attempts >= req.max_attempts {
             return VerifyStep::Refuse(VerifyOutcome::TooManyAttempts { id: self.id });

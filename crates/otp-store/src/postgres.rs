@@ -8,6 +8,11 @@
 //! the recent sends to a number are read after its account is locked. Jobs are
 //! claimed with `FOR UPDATE SKIP LOCKED`, so nodes share the outbox without
 //! handing one job to two of them.
+//!
+//! Lists run on a pool of their own (`application_name` `otpgate-lists`) whose
+//! sessions have a `statement_timeout`, so heavy lists of one account can
+//! neither take the connections key checks and sends need nor run on without
+//! end.
 
 mod receipts;
 mod users;
@@ -27,7 +32,8 @@ use crate::alloc::{
 };
 use crate::migrate;
 use crate::model::{
-    StoredCode, VerifyRow, VerifyStep, channel_from_str, option_from_str, verify_event,
+    StoredCode, VerifyRow, VerifyStep, channel_from_str, first_refusal, option_from_str,
+    verify_event,
 };
 use crate::webhooks::WebhookEvent;
 use crate::*;
@@ -38,6 +44,8 @@ type AcceptReply = oneshot::Sender<Result<Accepted, AcceptError>>;
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
+    /// Only lists use these ([`StoreOptions::list_connections`]).
+    lists: Pool,
     accepts: mpsc::UnboundedSender<(SealedOtp, AcceptReply)>,
     vault: Arc<CodeVault>,
 }
@@ -64,23 +72,27 @@ impl PgStore {
     /// Connects, applies migrations (under an advisory lock, so nodes starting
     /// together do not race) and starts the batchers.
     pub async fn open(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
-        let config = tokio_postgres::Config::from_str(url)
+        let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.connections.max(BATCHERS + 2))
-            .wait_timeout(Some(Duration::from_secs(5)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let name = config
+            .get_application_name()
+            .unwrap_or("otpgate")
+            .to_owned();
+        config.application_name(&name);
+        let mut list_config = config.clone();
+        list_config.application_name(format!("{name}-lists"));
+        if let Some(budget) = options.list_timeout.filter(|t| !t.is_zero()) {
+            // Per session, so it covers every statement of the list pool and
+            // nothing else; waiting for a lock counts too.
+            let timeout = format!("-c statement_timeout={}", budget.as_millis().max(1));
+            let options = match list_config.get_options() {
+                Some(given) => format!("{given} {timeout}"),
+                None => timeout,
+            };
+            list_config.options(&options);
+        }
+        let pool = build_pool(config, options.connections.max(BATCHERS + 2))?;
+        let lists = build_pool(list_config, options.list_connections.max(1))?;
         migrate_pg(&pool).await?;
 
         let (tx, rx) = mpsc::unbounded_channel();
@@ -95,6 +107,7 @@ impl PgStore {
         }
         Ok(PgStore {
             pool,
+            lists,
             accepts: tx,
             vault: options.vault.clone(),
         })
@@ -103,6 +116,24 @@ impl PgStore {
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(pool_err)
     }
+}
+
+fn build_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Internal(e.to_string()))
 }
 
 async fn migrate_pg(pool: &Pool) -> Result<(), StoreError> {
@@ -580,6 +611,8 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
         None => StoreError::Unavailable(e.to_string()),
         Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(e.to_string()),
         Some(c) if *c == SqlState::DISK_FULL => StoreError::Full,
+        // `statement_timeout`, set only on the list pool.
+        Some(c) if *c == SqlState::QUERY_CANCELED => StoreError::TimedOut,
         Some(c)
             if c.code().starts_with("08")
                 || c.code().starts_with("57P")
@@ -947,7 +980,7 @@ impl Store for PgStore {
     }
 
     async fn list_otps(&self, q: &ListQuery) -> Result<OtpPage, StoreError> {
-        let mut c = self.client().await?;
+        let mut c = self.lists.get().await.map_err(pool_err)?;
         // One snapshot, so the count and the page agree.
         let tx = c
             .build_transaction()
@@ -1297,10 +1330,11 @@ impl Store for PgStore {
                     .query_opt(
                         &format!(
                             "SELECT {VERIFY_COLUMNS} FROM otps WHERE account_id = $1 AND phone_number = $2 \
+                             AND ($5::int8 IS NULL OR api_key_id = $5) \
                              AND verified_at IS NULL AND otp_hash IS NOT NULL AND expires_at > $3 \
                              AND verify_attempts < $4 ORDER BY account_seq DESC LIMIT 1 FOR UPDATE"
                         ),
-                        &[&req.account_id, number, &req.now, &req.max_attempts],
+                        &[&req.account_id, number, &req.now, &req.max_attempts, &req.api_key_id],
                     )
                     .await
                     .map_err(pg_err)?;
@@ -1313,9 +1347,10 @@ impl Store for PgStore {
                         .query_opt(
                             &format!(
                                 "SELECT {VERIFY_COLUMNS} FROM otps WHERE account_id = $1 \
-                                 AND phone_number = $2 ORDER BY account_seq DESC LIMIT 1 FOR UPDATE"
+                                 AND phone_number = $2 AND ($3::int8 IS NULL OR api_key_id = $3) \
+                                 ORDER BY account_seq DESC LIMIT 1 FOR UPDATE"
                             ),
-                            &[&req.account_id, number],
+                            &[&req.account_id, number, &req.api_key_id],
                         )
                         .await
                         .map_err(pg_err)?,
@@ -1335,7 +1370,7 @@ impl Store for PgStore {
             attempts: row.get(5),
             verified_at: row.get(6),
         };
-        let outcome = match row.step(&req, &self.vault) {
+        let (outcome, recorded) = match row.step(&req, &self.vault) {
             VerifyStep::Verify => {
                 tx.execute(
                     "UPDATE otps SET verified_at = $2, status = 'verified', status_at = $2 WHERE id = $1",
@@ -1343,10 +1378,13 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(pg_err)?;
-                VerifyOutcome::Verified {
-                    id: row.id,
-                    verified_at: req.now,
-                }
+                (
+                    VerifyOutcome::Verified {
+                        id: row.id,
+                        verified_at: req.now,
+                    },
+                    true,
+                )
             }
             VerifyStep::Fail => {
                 let attempts: i64 = tx
@@ -1358,14 +1396,31 @@ impl Store for PgStore {
                     .await
                     .map_err(pg_err)?
                     .get(0);
-                VerifyOutcome::WrongCode {
-                    id: row.id,
-                    attempts_remaining: (req.max_attempts - attempts).max(0),
-                }
+                (
+                    VerifyOutcome::WrongCode {
+                        id: row.id,
+                        attempts_remaining: (req.max_attempts - attempts).max(0),
+                    },
+                    true,
+                )
             }
-            VerifyStep::Refuse(outcome) => outcome,
+            VerifyStep::Refuse(outcome) => {
+                let refusals: i64 = tx
+                    .query_one(
+                        "UPDATE otps SET verify_refusals = verify_refusals + 1 WHERE id = $1 \
+                         RETURNING verify_refusals",
+                        &[&row.id],
+                    )
+                    .await
+                    .map_err(pg_err)?
+                    .get(0);
+                (outcome, first_refusal(refusals))
+            }
+            VerifyStep::Done(outcome) => return Ok(outcome),
         };
-        if let Some((status, detail)) = verify_event(&outcome, req.max_attempts) {
+        if let Some((status, detail)) =
+            verify_event(&outcome, req.max_attempts).filter(|_| recorded)
+        {
             tx.execute(
                 "INSERT INTO otp_events (otp_id, status, at, detail) VALUES ($1, $2, $3, $4)",
                 &[&row.id, &status, &req.now, &detail],
@@ -1530,4 +1585,92 @@ async fn apply_receipt_pg(
         webhooks::enqueue(tx, otp_id, hook, rc.at).await?;
     }
     Ok(Some(otp_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh database on the tests' PostgreSQL server (`OTPGATE_TEST_PG_URL`,
+    /// as for the API tests).
+    async fn fresh_database() -> String {
+        let admin = std::env::var("OTPGATE_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let (client, conn) = tokio_postgres::connect(&admin, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL for the tests at {admin}: {e}"));
+        tokio::spawn(conn);
+        let name = format!("otpgate_s_{}_{}", std::process::id(), now_micros());
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let (server, _) = admin.rsplit_once('/').expect("the URL ends with /DATABASE");
+        format!("{server}/{name}")
+    }
+
+    async fn store(options: StoreOptions) -> PgStore {
+        PgStore::open(&fresh_database().await, &options)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn key_checks_and_sends_do_not_need_a_list_connection() {
+        let store = store(StoreOptions {
+            list_connections: 2,
+            ..StoreOptions::default()
+        })
+        .await;
+        let account = store.create_account("acme", 10, 0).await.unwrap();
+        // Every list connection taken, as by lists that run long.
+        let taken = (
+            store.lists.get().await.unwrap(),
+            store.lists.get().await.unwrap(),
+        );
+        assert_eq!(store.lists.status().available, 0);
+        assert_eq!(store.find_key("abcdefghijkm").await.unwrap(), None);
+        let accepted = store.accept(sample_otp(account.id)).await.unwrap();
+        let otp = store.otp(account.id, accepted.id).await.unwrap().unwrap();
+        assert_eq!(otp.otp, "482193");
+        drop(taken);
+        let page = store
+            .list_otps(&ListQuery {
+                account_id: account.id,
+                limit: 10,
+                ..ListQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.count, 1);
+    }
+
+    #[tokio::test]
+    async fn only_list_statements_are_stopped_at_the_budget() {
+        let store = store(StoreOptions {
+            list_timeout: Some(Duration::from_millis(100)),
+            ..StoreOptions::default()
+        })
+        .await;
+        let list = store.lists.get().await.unwrap();
+        let stopped = list.query("SELECT pg_sleep(30)", &[]).await.map_err(pg_err);
+        assert!(matches!(stopped, Err(StoreError::TimedOut)), "{stopped:?}");
+        // The other pool has no budget: three times the list budget is fine.
+        let main = store.client().await.unwrap();
+        main.query("SELECT pg_sleep(0.3)", &[]).await.unwrap();
+        let names: Vec<String> = main
+            .query(
+                "SELECT application_name FROM pg_stat_activity \
+                 WHERE datname = current_database() AND application_name LIKE 'otpgate%' \
+                 ORDER BY application_name",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(names.contains(&"otpgate-lists".to_owned()), "{names:?}");
+        assert!(names.contains(&"otpgate".to_owned()), "{names:?}");
+    }
 }

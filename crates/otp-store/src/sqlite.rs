@@ -6,14 +6,19 @@
 //! returned. With `synchronous = FULL` that commit is the fsync, so a reply means
 //! the write is on disk, and a burst of sends shares one fsync (group commit).
 //! Reads go to a small pool of read-only connections on blocking threads; in WAL
-//! mode they never wait for the writer.
+//! mode they never wait for the writer. Lists have read connections of their
+//! own, each with a progress handler that stops a query past its time budget,
+//! so heavy lists can neither take the connections key checks need nor run on
+//! without end.
 
 mod receipts;
 mod users;
 mod webhooks;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -23,7 +28,8 @@ use crate::alloc::{
 };
 use crate::migrate::{self, Migration};
 use crate::model::{
-    StoredCode, VerifyRow, VerifyStep, channel_from_str, option_from_str, verify_event,
+    StoredCode, VerifyRow, VerifyStep, channel_from_str, first_refusal, option_from_str,
+    verify_event,
 };
 use crate::webhooks::WebhookEvent;
 use crate::*;
@@ -46,12 +52,72 @@ enum WriteOp {
 pub struct SqliteStore {
     writer: mpsc::UnboundedSender<WriteOp>,
     readers: Arc<ReadPool>,
+    /// Only lists read here ([`StoreOptions::list_connections`]).
+    lists: Arc<ReadPool>,
     vault: Arc<CodeVault>,
 }
 
 struct ReadPool {
-    conns: Mutex<Vec<Connection>>,
+    conns: Mutex<Vec<Reader>>,
     permits: Semaphore,
+    /// How long one read may run before it is interrupted (`None`: no limit).
+    budget: Option<Duration>,
+    /// How long a read waits for a free connection (`None`: until one is free).
+    wait: Option<Duration>,
+}
+
+impl ReadPool {
+    fn new(readers: Vec<Reader>, budget: Option<Duration>, wait: Option<Duration>) -> Self {
+        ReadPool {
+            permits: Semaphore::new(readers.len()),
+            conns: Mutex::new(readers),
+            budget,
+            wait,
+        }
+    }
+}
+
+/// A read-only connection and when the read running on it must stop.
+struct Reader {
+    conn: Connection,
+    /// On [`monotonic_nanos`]'s clock; 0: no deadline.
+    deadline: Arc<AtomicU64>,
+}
+
+/// SQLite calls the progress handler after this many virtual machine
+/// instructions: often enough to stop within a millisecond or so of the
+/// deadline, rarely enough to cost nothing measurable.
+const PROGRESS_OPS: i32 = 1000;
+
+/// How long a list waits for a list connection before it is refused as
+/// unavailable (503), like PostgreSQL's pool wait.
+const LIST_POOL_WAIT: Duration = Duration::from_secs(5);
+
+impl Reader {
+    /// A reader; `interruptible` ones stop a statement past their deadline.
+    fn open(path: &Path, interruptible: bool) -> Result<Reader, StoreError> {
+        let mut conn = open_reader(path)?;
+        let deadline = Arc::new(AtomicU64::new(0));
+        if interruptible {
+            let at = deadline.clone();
+            conn.progress_handler(
+                PROGRESS_OPS,
+                Some(move || {
+                    let at = at.load(Ordering::Relaxed);
+                    at != 0 && monotonic_nanos() >= at
+                }),
+            )
+            .map_err(map_err)?;
+        }
+        Ok(Reader { conn, deadline })
+    }
+}
+
+/// Nanoseconds since the first call, on a clock that never goes back.
+fn monotonic_nanos() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let nanos = START.get_or_init(Instant::now).elapsed().as_nanos();
+    u64::try_from(nanos).unwrap_or(u64::MAX)
 }
 
 const OTP_COLUMNS: &str = "id, account_id, account_seq, phone_number, e164, template, message, \
@@ -75,14 +141,19 @@ impl SqliteStore {
         let max_batch = options.max_batch.max(1);
         let limits = options.limits;
         let readers = options.connections.max(1);
-        let (conn, read_conns) = tokio::task::spawn_blocking(move || {
-            let mut conn = open_writer(Path::new(&path))?;
+        let listers = options.list_connections.max(1);
+        let budget = options.list_timeout.filter(|t| !t.is_zero());
+        let (conn, read_conns, list_conns) = tokio::task::spawn_blocking(move || {
+            let path = Path::new(&path);
+            let mut conn = open_writer(path)?;
             apply_migrations(&mut conn, migrate::SQLITE)?;
-            let mut read_conns = Vec::with_capacity(readers);
-            for _ in 0..readers {
-                read_conns.push(open_reader(Path::new(&path))?);
-            }
-            Ok::<_, StoreError>((conn, read_conns))
+            let read_conns = (0..readers)
+                .map(|_| Reader::open(path, false))
+                .collect::<Result<Vec<_>, _>>()?;
+            let list_conns = (0..listers)
+                .map(|_| Reader::open(path, budget.is_some()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, StoreError>((conn, read_conns, list_conns))
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))??;
@@ -94,10 +165,8 @@ impl SqliteStore {
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(SqliteStore {
             writer: tx,
-            readers: Arc::new(ReadPool {
-                permits: Semaphore::new(read_conns.len()),
-                conns: Mutex::new(read_conns),
-            }),
+            readers: Arc::new(ReadPool::new(read_conns, None, None)),
+            lists: Arc::new(ReadPool::new(list_conns, budget, Some(LIST_POOL_WAIT))),
             vault: options.vault.clone(),
         })
     }
@@ -136,24 +205,47 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let pool = self.readers.clone();
-        let _permit = pool
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Unavailable("the read pool is closed".into()))?;
-        let pool2 = pool.clone();
-        tokio::task::spawn_blocking(move || {
-            // std Mutex: held only to pop or push a connection, never across I/O.
-            let conn = pool2.conns.lock().expect("read pool poisoned").pop();
-            let conn = conn.ok_or_else(|| StoreError::Internal("read pool empty".into()))?;
-            let result = f(&conn);
-            pool2.conns.lock().expect("read pool poisoned").push(conn);
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
+        read_on(&self.readers, f).await
     }
+}
+
+/// Runs `f` on a connection of `pool` on a blocking thread, within the pool's
+/// time budget.
+async fn read_on<T, F>(pool: &Arc<ReadPool>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    let acquire = pool.permits.acquire();
+    let permit = match pool.wait {
+        Some(wait) => tokio::time::timeout(wait, acquire)
+            .await
+            .map_err(|_| StoreError::Unavailable("no read connection came free".into()))?,
+        None => acquire.await,
+    };
+    let _permit = permit.map_err(|_| StoreError::Unavailable("the read pool is closed".into()))?;
+    let pool = pool.clone();
+    tokio::task::spawn_blocking(move || {
+        // std Mutex: held only to pop or push a connection, never across I/O.
+        let reader = pool.conns.lock().expect("read pool poisoned").pop();
+        let reader = reader.ok_or_else(|| StoreError::Internal("read pool empty".into()))?;
+        if let Some(budget) = pool.budget {
+            let nanos = u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX);
+            let at = monotonic_nanos().saturating_add(nanos).max(1);
+            reader.deadline.store(at, Ordering::Relaxed);
+        }
+        let result = f(&reader.conn);
+        reader.deadline.store(0, Ordering::Relaxed);
+        // A read stopped inside its transaction (even at its COMMIT) must not
+        // leave the connection on an old snapshot for the next one.
+        if !reader.conn.is_autocommit() {
+            let _ = reader.conn.execute_batch("ROLLBACK");
+        }
+        pool.conns.lock().expect("read pool poisoned").push(reader);
+        result
+    })
+    .await
+    .map_err(|e| StoreError::Internal(e.to_string()))?
 }
 
 fn open_writer(path: &Path) -> Result<Connection, StoreError> {
@@ -679,6 +771,8 @@ pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
             }
             ErrorCode::ConstraintViolation => StoreError::Conflict(e.to_string()),
             ErrorCode::CannotOpen => StoreError::Unavailable(e.to_string()),
+            // Only the list readers' progress handler interrupts.
+            ErrorCode::OperationInterrupted => StoreError::TimedOut,
             _ => StoreError::Internal(e.to_string()),
         },
         _ => StoreError::Internal(e.to_string()),
@@ -1059,7 +1153,7 @@ impl Store for SqliteStore {
     async fn list_otps(&self, query: &ListQuery) -> Result<OtpPage, StoreError> {
         let q = query.clone();
         let vault = self.vault.clone();
-        self.read(move |c| {
+        read_on(&self.lists, move |c| {
             // One read transaction, so the count and the page agree.
             c.execute_batch("BEGIN DEFERRED").map_err(map_err)?;
             let result = list_otps_in(c, &q);
@@ -1262,12 +1356,19 @@ fn verify_in(
             let live = tx
                 .prepare_cached(&format!(
                     "SELECT {VERIFY_COLUMNS} FROM otps WHERE account_id = ?1 AND phone_number = ?2 \
+                     AND (?5 IS NULL OR api_key_id = ?5) \
                      AND verified_at IS NULL AND otp_hash IS NOT NULL AND expires_at > ?3 \
                      AND verify_attempts < ?4 ORDER BY account_seq DESC LIMIT 1"
                 ))
                 .and_then(|mut s| {
                     s.query_row(
-                        params![req.account_id, number, req.now, req.max_attempts],
+                        params![
+                            req.account_id,
+                            number,
+                            req.now,
+                            req.max_attempts,
+                            req.api_key_id
+                        ],
                         verify_row,
                     )
                     .optional()
@@ -1278,9 +1379,12 @@ fn verify_in(
                 None => tx
                     .prepare_cached(&format!(
                         "SELECT {VERIFY_COLUMNS} FROM otps WHERE account_id = ?1 AND phone_number = ?2 \
-                         ORDER BY account_seq DESC LIMIT 1"
+                         AND (?3 IS NULL OR api_key_id = ?3) ORDER BY account_seq DESC LIMIT 1"
                     ))
-                    .and_then(|mut s| s.query_row(params![req.account_id, number], verify_row).optional())
+                    .and_then(|mut s| {
+                        s.query_row(params![req.account_id, number, req.api_key_id], verify_row)
+                            .optional()
+                    })
                     .map_err(map_err)?,
             }
         }
@@ -1289,17 +1393,20 @@ fn verify_in(
     let Some(row) = row else {
         return Ok(VerifyOutcome::NotFound);
     };
-    let outcome = match row.step(req, vault) {
+    let (outcome, recorded) = match row.step(req, vault) {
         VerifyStep::Verify => {
             tx.prepare_cached(
                 "UPDATE otps SET verified_at = ?2, status = 'verified', status_at = ?2 WHERE id = ?1",
             )
             .and_then(|mut s| s.execute(params![row.id, req.now]))
             .map_err(map_err)?;
-            VerifyOutcome::Verified {
-                id: row.id,
-                verified_at: req.now,
-            }
+            (
+                VerifyOutcome::Verified {
+                    id: row.id,
+                    verified_at: req.now,
+                },
+                true,
+            )
         }
         VerifyStep::Fail => {
             let attempts: i64 = tx
@@ -1309,14 +1416,27 @@ fn verify_in(
                 )
                 .and_then(|mut s| s.query_row([row.id], |r| r.get(0)))
                 .map_err(map_err)?;
-            VerifyOutcome::WrongCode {
-                id: row.id,
-                attempts_remaining: (req.max_attempts - attempts).max(0),
-            }
+            (
+                VerifyOutcome::WrongCode {
+                    id: row.id,
+                    attempts_remaining: (req.max_attempts - attempts).max(0),
+                },
+                true,
+            )
         }
-        VerifyStep::Refuse(outcome) => outcome,
+        VerifyStep::Refuse(outcome) => {
+            let refusals: i64 = tx
+                .prepare_cached(
+                    "UPDATE otps SET verify_refusals = verify_refusals + 1 WHERE id = ?1 \
+                     RETURNING verify_refusals",
+                )
+                .and_then(|mut s| s.query_row([row.id], |r| r.get(0)))
+                .map_err(map_err)?;
+            (outcome, first_refusal(refusals))
+        }
+        VerifyStep::Done(outcome) => return Ok(outcome),
     };
-    if let Some((status, detail)) = verify_event(&outcome, req.max_attempts) {
+    if let Some((status, detail)) = verify_event(&outcome, req.max_attempts).filter(|_| recorded) {
         event(tx, row.id, status, req.now, None, Some(&detail), None)?;
     }
     if let Some(hook) = WebhookEvent::for_verify(&outcome) {
@@ -1639,6 +1759,98 @@ fn list_otps_in(c: &Connection, q: &ListQuery) -> Result<(u64, Vec<OtpRow>), Sto
 mod tests {
     use super::*;
     use rusqlite::StatementStatus;
+
+    async fn store_with(dir: &tempfile::TempDir, options: StoreOptions) -> SqliteStore {
+        let path = dir.path().join("t.db");
+        SqliteStore::open(path.to_str().unwrap(), &options)
+            .await
+            .unwrap()
+    }
+
+    /// Counts for ever: only the time budget can end it.
+    const ENDLESS: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
+                           SELECT COUNT(*) FROM n";
+
+    #[tokio::test]
+    async fn a_list_read_past_its_budget_is_stopped_and_leaves_a_clean_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(
+            &dir,
+            StoreOptions {
+                list_connections: 1,
+                list_timeout: Some(Duration::from_millis(50)),
+                ..StoreOptions::default()
+            },
+        )
+        .await;
+        let stopped = read_on(&store.lists, |c| {
+            c.execute_batch("BEGIN DEFERRED").map_err(map_err)?;
+            c.query_row(ENDLESS, [], |r| r.get::<_, i64>(0))
+                .map_err(map_err)
+        })
+        .await;
+        assert!(matches!(stopped, Err(StoreError::TimedOut)), "{stopped:?}");
+        // The one list connection is back, out of the stopped read's
+        // transaction: it sees an account created since.
+        let account = store.create_account("acme", 1, 0).await.unwrap();
+        let page = store
+            .list_otps(&ListQuery {
+                account_id: account.id,
+                limit: 10,
+                ..ListQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.count, 0);
+        let seen = read_on(&store.lists, move |c| account_by_id(c, account.id))
+            .await
+            .unwrap();
+        assert_eq!(seen.map(|a| a.name), Some("acme".to_owned()));
+        // Other reads have no budget.
+        let long = store
+            .read(|c| {
+                c.query_row(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000) \
+                     SELECT COUNT(*) FROM n",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(map_err)
+            })
+            .await;
+        assert_eq!(long.unwrap(), 300_000);
+    }
+
+    #[tokio::test]
+    async fn key_checks_and_sends_do_not_need_a_list_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(
+            &dir,
+            StoreOptions {
+                list_connections: 2,
+                ..StoreOptions::default()
+            },
+        )
+        .await;
+        let account = store.create_account("acme", 10, 0).await.unwrap();
+        // Every list connection taken, as by lists that run long.
+        let taken = store.lists.permits.acquire_many(2).await.unwrap();
+        assert_eq!(store.lists.permits.available_permits(), 0);
+        assert_eq!(store.find_key("abcdefghijkm").await.unwrap(), None);
+        let accepted = store.accept(sample_otp(account.id)).await.unwrap();
+        let otp = store.otp(account.id, accepted.id).await.unwrap().unwrap();
+        assert_eq!(otp.otp, "482193");
+        drop(taken);
+        let page = store
+            .list_otps(&ListQuery {
+                account_id: account.id,
+                limit: 10,
+                ..ListQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.count, 1);
+    }
 
     /// The writer runs its statements from the cache with new values each
     /// time; none of them may be compiled again for it (that cost a sixth of

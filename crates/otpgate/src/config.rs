@@ -175,6 +175,12 @@ pub struct ApiConfig {
     pub header_read_timeout_seconds: u64,
     /// Most bytes of request line and headers (at least 8192); more is a 431.
     pub max_header_bytes: usize,
+    /// Most list queries one account may have running at once on this node
+    /// (0: no bound), so one account's lists cannot take every list connection.
+    pub max_concurrent_lists: usize,
+    /// How long a list beyond `max_concurrent_lists` waits for one of them to
+    /// finish before it is refused with 429 `too_many_concurrent_lists`.
+    pub list_wait_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -186,6 +192,8 @@ impl Default for ApiConfig {
             code_in_send_reply: true,
             header_read_timeout_seconds: 30,
             max_header_bytes: 32 * 1024,
+            max_concurrent_lists: 2,
+            list_wait_ms: 1_000,
         }
     }
 }
@@ -195,8 +203,14 @@ impl Default for ApiConfig {
 pub struct StoreConfig {
     /// Most sends committed in one transaction.
     pub max_batch: usize,
-    /// Read connections (SQLite) or pool size (PostgreSQL).
+    /// Read connections (SQLite) or pool size (PostgreSQL) for everything but
+    /// lists: key checks, sends, verifications, details.
     pub connections: usize,
+    /// Connections only list queries use (a pool of their own on both stores).
+    pub list_connections: usize,
+    /// The longest one list query may run; then it is stopped and the list
+    /// answers 503 `query_timeout`. 0: no limit.
+    pub list_timeout_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -204,6 +218,8 @@ impl Default for StoreConfig {
         StoreConfig {
             max_batch: 512,
             connections: 8,
+            list_connections: 4,
+            list_timeout_ms: 5_000,
         }
     }
 }
@@ -362,6 +378,31 @@ pub struct VerifyConfig {
     pub retention_seconds: i64,
     /// How often the purge runs.
     pub purge_interval_seconds: u64,
+    /// Most verifications of one number (or one OTP `id`) per account within
+    /// `per_number_window_seconds`, on this node; 0 turns it off. Over it: 429
+    /// `verify_rate_limited`, nothing counted against the code.
+    pub per_number_max: u32,
+    /// The sliding window `per_number_max` counts over.
+    pub per_number_window_seconds: u64,
+    /// Most verifications per second of one account, on this node; 0 turns it
+    /// off. Over it: 429 `verify_account_rate_limited`.
+    pub per_account_rps: u32,
+    /// Which OTPs a verification by number looks at: `key` (only those sent
+    /// under the calling API key, so another key of the account cannot plant
+    /// the code a login checks) or `account` (any of the account's). A
+    /// verification by `id` may name any OTP of the account either way.
+    pub number_scope: NumberScope,
+}
+
+/// Which OTPs a verification by number considers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NumberScope {
+    /// Only OTPs sent under the API key that verifies.
+    #[default]
+    Key,
+    /// Any OTP of the account.
+    Account,
 }
 
 impl Default for VerifyConfig {
@@ -371,6 +412,24 @@ impl Default for VerifyConfig {
             default_expiry_seconds: 600,
             retention_seconds: 86_400,
             purge_interval_seconds: 60,
+            per_number_max: 10,
+            per_number_window_seconds: 60,
+            per_account_rps: 100,
+            number_scope: NumberScope::Key,
+        }
+    }
+}
+
+impl VerifyConfig {
+    /// The verify rate limits, as the limiter counts them.
+    pub fn limits(&self) -> crate::throttle::VerifyLimits {
+        crate::throttle::VerifyLimits {
+            per_number_max: self.per_number_max,
+            per_number_window: i64::try_from(
+                self.per_number_window_seconds.saturating_mul(1_000_000),
+            )
+            .unwrap_or(i64::MAX),
+            per_account_rps: self.per_account_rps,
         }
     }
 }
@@ -825,6 +884,20 @@ mod tests {
         c.api.hide_codes = Some(false);
         assert!(!c.hide_codes(), "an explicit setting wins");
         assert!(c.api.code_in_send_reply);
+    }
+
+    #[test]
+    fn the_verify_number_scope_is_key_unless_set_to_account() {
+        assert_eq!(Config::default().verify.number_scope, NumberScope::Key);
+        let config: Config = Figment::new()
+            .merge(Toml::string("[verify]\nnumber_scope = \"account\""))
+            .extract()
+            .unwrap();
+        assert_eq!(config.verify.number_scope, NumberScope::Account);
+        let bad = Figment::new()
+            .merge(Toml::string("[verify]\nnumber_scope = \"everyone\""))
+            .extract::<Config>();
+        assert!(bad.is_err(), "an unknown scope is refused");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`delivery`]: the outbox workers and the channel [`delivery::Driver`] trait.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`server`]: the HTTP accept loop and its limits on slow or oversized headers.
+//! - [`throttle`]: per-node limits on verifications and on concurrent lists.
 //! - [`webhooks`]: signed event deliveries to each account's URL, with retries,
 //!   and the sweep that reports codes expired unverified.
 //! - [`cli`]: the `otpgate` command line.
@@ -29,5 +30,6 @@ pub mod server;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod throttle;
 pub mod users;
 pub mod webhooks;

@@ -28,6 +28,7 @@ use crate::delivery::voice::sip::SipDriver;
 use crate::delivery::{Dispatcher, Driver, Policy};
 use crate::metrics::Metrics;
 use crate::state::{AppState, NewJobs};
+use crate::throttle::{ListSlots, VerifyLimiter};
 use crate::webhooks::{WebhookDispatcher, WebhookPolicy, WebhookSender};
 
 /// A configured, bound, not yet serving application.
@@ -51,6 +52,8 @@ pub async fn open_store_with(
     let options = StoreOptions {
         max_batch: config.store.max_batch,
         connections: config.store.connections,
+        list_connections: config.store.list_connections,
+        list_timeout: Some(Duration::from_millis(config.store.list_timeout_ms)),
         vault,
         limits: config.limits.send_limits(config.mode),
     };
@@ -78,6 +81,11 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         let voice = Arc::new(Prompter::new(&config.voice).context("invalid [voice] settings")?);
         let drivers = Arc::new(build_drivers(&config, &store, &metrics, &voice).await?);
+        let verify_limits = Arc::new(VerifyLimiter::new(config.verify.limits()));
+        let list_slots = Arc::new(ListSlots::new(
+            config.api.max_concurrent_lists,
+            Duration::from_millis(config.api.list_wait_ms),
+        ));
         let state = AppState {
             store,
             config: Arc::new(config),
@@ -88,6 +96,8 @@ impl Application {
             new_jobs: Arc::new(NewJobs::default()),
             voice,
             users: Arc::new(users),
+            verify_limits,
+            list_slots,
         };
         Ok(Application {
             listener,

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::delivery::Driver;
 use crate::delivery::voice::Prompter;
 use crate::metrics::Metrics;
+use crate::throttle::{ListSlots, VerifyLimiter};
 use crate::users::UserAuth;
 use otp_domain::channel::Channel;
 use otp_store::SharedStore;
@@ -29,6 +30,10 @@ pub struct AppState {
     pub voice: Arc<Prompter>,
     /// Users' passwords and tokens, and the admin token.
     pub users: Arc<UserAuth>,
+    /// Verifications per account and per number (`[verify]` limits).
+    pub verify_limits: Arc<VerifyLimiter>,
+    /// List queries running at once per account (`api.max_concurrent_lists`).
+    pub list_slots: Arc<ListSlots>,
 }
 
 /// One wake-up per channel, so a text send never wakes only the voice worker.

@@ -268,10 +268,32 @@ impl From<otp_store::StoreError> for ApiError {
                     None,
                 )
             }
+            otp_store::StoreError::TimedOut => {
+                if STORE_LOG.allow() {
+                    tracing::warn!(
+                        "a list query ran past store.list_timeout_ms and was stopped (logged at most once a second)"
+                    );
+                }
+                ApiError::refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    FieldError::new(
+                        "non_field_errors",
+                        "query_timeout",
+                        "The query took too long and was stopped; nothing changed. \
+                         Try again later, or narrow the filters.",
+                    ),
+                    None,
+                )
+                .with_retry_after(QUERY_TIMEOUT_RETRY_SECONDS)
+            }
             other => ApiError::internal(other),
         }
     }
 }
+
+/// `Retry-After` of a query stopped at its time budget: a query that heavy
+/// is likely to be stopped again if tried at once.
+pub const QUERY_TIMEOUT_RETRY_SECONDS: u64 = 5;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -316,6 +338,17 @@ mod store_error_tests {
         assert_eq!(body["errors"][0]["code"], "storage_full");
         let down = ApiError::from(otp_store::StoreError::Unavailable("gone".into()));
         assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_query_is_503_query_timeout_with_retry_after() {
+        let r = ApiError::from(otp_store::StoreError::TimedOut).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["errors"][0]["code"], "query_timeout");
+        assert_eq!(body["status"], 503);
     }
 
     #[test]

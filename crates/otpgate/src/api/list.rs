@@ -153,6 +153,8 @@ pub struct OtpResponse {
         (status = 200, description = "A page", body = ListResponse),
         (status = 400, description = "Invalid query", body = super::error::ErrorEnvelope),
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
+        (status = 429, description = "The account already has `api.max_concurrent_lists` lists running and none finished within `api.list_wait_ms` (`too_many_concurrent_lists`); `Retry-After: 1`", body = super::error::ErrorEnvelope),
+        (status = 503, description = "The query ran past `store.list_timeout_ms` and was stopped (`query_timeout`, `Retry-After: 5`), or the store is unavailable", body = super::error::ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -165,7 +167,16 @@ pub async fn list_otps(
     let plan = parse_query(&params, &state)?;
     let mut query = plan.query.clone();
     query.account_id = caller.account_id;
-    let page = state.store.list_otps(&query).await?;
+    let page = {
+        // Held while the query runs: one account's lists cannot fill the
+        // store's list connections.
+        let _slot = state
+            .list_slots
+            .acquire(caller.account_id)
+            .await
+            .ok_or_else(too_many_lists)?;
+        state.store.list_otps(&query).await?
+    };
 
     let limit = u64::from(query.limit);
     let count = page.count;
@@ -237,6 +248,20 @@ pub async fn get_otp(
             provider_message_ids,
         },
     }))
+}
+
+/// 429: the account's concurrent lists are at `api.max_concurrent_lists`.
+fn too_many_lists() -> ApiError {
+    ApiError::refusal(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        FieldError::new(
+            "non_field_errors",
+            "too_many_concurrent_lists",
+            "This account has too many lists running at once; try again in 1 second.",
+        ),
+        Some(serde_json::json!({ "retry_after": 1 })),
+    )
+    .with_retry_after(1)
 }
 
 /// A parsed list request and how to write links back in the client's style.

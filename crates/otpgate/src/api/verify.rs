@@ -1,8 +1,11 @@
 //! `POST /api/v1/auths/verify/otp/`: checks a code a user typed.
 //!
-//! The code is checked against the newest unexpired, unverified OTP the caller's
-//! account sent to `number` (or against the OTP `id`, which must be the
-//! account's). The store recomputes the code's HMAC and compares it in constant
+//! The code is checked against the newest unexpired, unverified OTP sent to
+//! `number` under the calling API key (`verify.number_scope = "account"`: under
+//! any key of the account), or against the OTP `id`, which must be the
+//! account's. Scoping to the key means a leaked key of the account cannot send
+//! a code of its choosing (`otp_options: personnel`) to a victim's number and
+//! have the victim's login verify it. The store recomputes the code's HMAC and compares it in constant
 //! time, and counts a wrong code, in one transaction, so concurrent checks of one
 //! code are counted exactly and at most one succeeds. Outcomes:
 //!
@@ -13,6 +16,13 @@
 //! | too many attempts | 400 | `max_attempts` | `attempts_remaining: 0` |
 //! | expired | 410 | `expired` | - |
 //! | nothing to verify | 404 | `not_found`, or `already_verified` | - |
+//! | too many verifications of the number (or id) | 429 | `verify_rate_limited` | `retry_after` |
+//! | the account verifies too fast | 429 | `verify_account_rate_limited` | `retry_after` |
+//!
+//! The rate limits ([`crate::throttle::VerifyLimiter`]) are checked before the
+//! store is asked, so a refused request counts nothing against the code. Guesses
+//! at a dead or expired code are recorded in its history once and then only
+//! counted, so a flood cannot grow the store.
 //!
 //! Too many attempts is a 400, not a 429: waiting does not help (the code is dead
 //! for good), and 429 with `Retry-After` is kept for rate limits. Another
@@ -34,7 +44,9 @@ use super::error::{ApiError, FieldError};
 use super::extract::Fields;
 use super::send::{given, integer, text};
 use crate::auth::Caller;
+use crate::config::NumberScope;
 use crate::state::AppState;
+use crate::throttle::{VerifyRefusal, VerifyTarget};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -89,6 +101,8 @@ pub struct VerifyResponse {
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
         (status = 404, description = "Nothing to verify for this number or id in this account (`not_found`, `already_verified`)", body = super::error::ErrorEnvelope),
         (status = 410, description = "The code has expired (`expired`)", body = super::error::ErrorEnvelope),
+        (status = 429, description = "Too many verifications of this number or id (`verify_rate_limited`, `verify.per_number_max`) or of this account (`verify_account_rate_limited`, `verify.per_account_rps`); nothing counted against the code. `Retry-After` and `data.retry_after` give the seconds to wait", body = super::error::ErrorEnvelope,
+            headers(("Retry-After" = u64, description = "Seconds until a verification can pass"))),
         (status = 503, description = "Store unavailable; nothing counted", body = super::error::ErrorEnvelope),
     ),
     security(("bearer" = []))
@@ -99,15 +113,30 @@ pub async fn verify_otp(
     Fields(fields): Fields,
 ) -> Result<Json<VerifyResponse>, ApiError> {
     let (phone_number, otp_id, code) = validate(&fields).map_err(ApiError::validation)?;
+    let now = now_micros();
+    let target = match (otp_id, &phone_number) {
+        (Some(id), _) => VerifyTarget::Id(id),
+        (None, Some(number)) => VerifyTarget::Number(number.clone()),
+        (None, None) => return Err(ApiError::internal("a verification without a target")),
+    };
+    state
+        .verify_limits
+        .admit(caller.account_id, target, now)
+        .map_err(refused)?;
+    let api_key_id = match state.config.verify.number_scope {
+        NumberScope::Key => Some(caller.key_row),
+        NumberScope::Account => None,
+    };
     let outcome = state
         .store
         .verify(VerifyRequest {
             account_id: caller.account_id,
             phone_number,
             otp_id,
+            api_key_id,
             code,
             max_attempts: state.config.verify.max_attempts,
-            now: now_micros(),
+            now,
         })
         .await?;
     let refuse = |status, code: &str, message: String, data| {
@@ -164,6 +193,26 @@ pub async fn verify_otp(
             "not_found",
             "No OTP is waiting to be verified for this number.".to_owned(),
             None,
+        ),
+    }
+}
+
+/// A verification a limit refused, as a 429 with `Retry-After`.
+fn refused(refusal: VerifyRefusal) -> ApiError {
+    match refusal {
+        VerifyRefusal::Number {
+            retry_after_seconds,
+        } => ApiError::rate_limited(
+            "verify_rate_limited",
+            format!(
+                "Too many verifications of this number; try again in {retry_after_seconds} seconds."
+            ),
+            retry_after_seconds,
+        ),
+        VerifyRefusal::Account => ApiError::rate_limited(
+            "verify_account_rate_limited",
+            "This account is verifying faster than it may; try again in 1 second.",
+            1,
         ),
     }
 }

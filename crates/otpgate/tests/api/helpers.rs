@@ -61,6 +61,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub store: SharedStore,
+    /// The running app's shared state (its throttles, for tests that hold them).
+    pub state: otpgate::state::AppState,
     pub account_id: i64,
     pub key: String,
     pub deliveries: PathBuf,
@@ -98,6 +100,9 @@ pub fn test_config(database_url: &str, dir: &tempfile::TempDir) -> Config {
     config.demo.create_default_account = Some(false);
     // Most tests send many OTPs to one number; `limits.rs` turns limits back on.
     config.limits = otpgate::config::LimitsConfig::off();
+    // Verify tests guess many times; `verify.rs` turns the verify limits on.
+    config.verify.per_number_max = 0;
+    config.verify.per_account_rps = 0;
     config
 }
 
@@ -116,6 +121,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
     let app = Application::build(config).await.expect("building the app");
     let address = format!("http://{}", app.local_addr());
     let store = app.state().store.clone();
+    let state = app.state().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let running = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
@@ -133,6 +139,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
         address,
         client: reqwest::Client::new(),
         store,
+        state,
         account_id: account.id,
         key: key.plaintext,
         deliveries,

@@ -13,6 +13,7 @@ mod durability;
 mod limits;
 mod list;
 mod logins;
+mod neighbours;
 mod ops;
 mod production;
 mod scopes;

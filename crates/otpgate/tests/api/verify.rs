@@ -5,7 +5,8 @@ use otp_store::{OtpStatus, Receipt, now_micros};
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, spawn_app_with, sql, text_send};
+use crate::helpers::{Backend, TestApp, spawn_app_with, sql, sql_i64s, text_send};
+use otpgate::auth::issue_key;
 
 const NUMBER: &str = "9851023212";
 const VERIFY: &str = "/api/v1/auths/verify/otp/";
@@ -313,6 +314,172 @@ both_backends! {
         }
         // The dump is of the database that holds the OTPs (the search can find things).
         assert!(contains(&dump, b"Your code is ******"));
+    }
+}
+
+/// The OTP's detail reply (`GET /otps/{id}/`) as the API sends it.
+async fn detail(app: &TestApp, id: i64) -> String {
+    let r = app
+        .client
+        .get(app.url(&format!("/api/v1/auths/otps/{id}/")))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+async fn events_of(app: &TestApp, id: i64) -> i64 {
+    sql_i64s(
+        app,
+        &format!("SELECT COUNT(*) FROM otp_events WHERE otp_id = {id}"),
+    )
+    .await[0]
+}
+
+async fn refusals_of(app: &TestApp, id: i64) -> i64 {
+    sql_i64s(
+        app,
+        &format!("SELECT verify_refusals FROM otps WHERE id = {id}"),
+    )
+    .await[0]
+}
+
+/// A second API key of the app's account.
+async fn second_key(app: &TestApp) -> String {
+    let key = issue_key(app.account_id, Some("send-only".into()));
+    app.store.create_key(key.record).await.unwrap();
+    key.plaintext
+}
+
+both_backends! {
+    async fn three_hundred_guesses_at_a_dead_code_leave_its_history_bounded(app) {
+        let id = send_code(&app, NUMBER, "482193").await;
+        app.wait_for_status(id, "sent").await;
+        for _ in 0..6 {
+            verify(&app, &json!({"number": NUMBER, "otp": "000000"})).await;
+        }
+        let (events, size) = (events_of(&app, id).await, detail(&app, id).await.len());
+        let guess = json!({"number": NUMBER, "otp": "000000"});
+        for round in 0..15 {
+            let replies = futures_util::future::join_all((0..20).map(|_| verify(&app, &guess))).await;
+            for (status, body) in replies {
+                assert_eq!((status, reason(&body)), (400, "max_attempts"), "round {round}: {body}");
+            }
+        }
+        // The death is in the history once; the 301 refusals are one row and a count.
+        assert_eq!(events_of(&app, id).await, events, "no row per refused guess");
+        assert_eq!(detail(&app, id).await.len(), size, "the detail did not grow");
+        let kinds = history(&app, id).await;
+        assert_eq!(kinds.iter().filter(|e| *e == "verify_failed").count(), 5);
+        assert_eq!(kinds.iter().filter(|e| *e == "max_attempts").count(), 1);
+        assert_eq!(refusals_of(&app, id).await, 301);
+        let otp = app.store.otp(app.account_id, id).await.unwrap().unwrap();
+        assert_eq!(otp.verify_attempts, 5);
+    }
+
+    async fn guesses_at_an_expired_code_are_recorded_once_and_counted(app) {
+        let id = send_code(&app, NUMBER, "482193").await;
+        app.wait_for_status(id, "sent").await;
+        expire(&app, id).await;
+        for _ in 0..50 {
+            let (status, body) = verify(&app, &json!({"number": NUMBER, "otp": "482193"})).await;
+            assert_eq!((status, reason(&body)), (410, "expired"), "{body}");
+        }
+        let kinds = history(&app, id).await;
+        assert_eq!(kinds.iter().filter(|e| *e == "expired").count(), 1, "{kinds:?}");
+        assert_eq!(refusals_of(&app, id).await, 50);
+    }
+
+    async fn a_verification_by_number_sees_only_codes_sent_under_the_calling_key(app) {
+        // The app's key sends the real code; a leaked key of the same account
+        // then plants one of its choosing, newer, to the same number.
+        let leaked = second_key(&app).await;
+        let real = send_code(&app, NUMBER, "222222").await;
+        let planted = app.send_as(&leaked, &personnel(NUMBER, "111111")).await;
+        assert_eq!(planted.status(), 200);
+        let planted: Value = planted.json().await.unwrap();
+        let planted = planted["data"]["details"]["id"].as_i64().unwrap();
+
+        // The victim's login types the planted code: it is checked against the
+        // login's own code, and fails.
+        let (status, body) = verify(&app, &json!({"number": NUMBER, "otp": "111111"})).await;
+        assert_eq!((status, reason(&body)), (400, "invalid_otp"), "{body}");
+        let planted_row = app.store.otp(app.account_id, planted).await.unwrap().unwrap();
+        assert_eq!((planted_row.verify_attempts, planted_row.verified_at), (0, None));
+        assert_eq!(refusals_of(&app, planted).await, 0);
+        let (status, body) = verify(&app, &json!({"number": NUMBER, "otp": "222222"})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["id"], real);
+
+        // A key that sent nothing to the number finds nothing by number; by id
+        // it may check any OTP of its account.
+        let (status, body) = verify_as(&app, &leaked, &json!({"number": NUMBER, "otp": "222222"})).await;
+        assert_eq!(status, 400, "the leaked key sees only its own code: {body}");
+        let third = second_key(&app).await;
+        let (status, body) = verify_as(&app, &third, &json!({"number": NUMBER, "otp": "111111"})).await;
+        assert_eq!((status, reason(&body)), (404, "not_found"), "{body}");
+        let (status, body) = verify_as(&app, &third, &json!({"id": planted, "otp": "111111"})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+both_backends! {
+    config: |c| c.verify.number_scope = otpgate::config::NumberScope::Account;
+    async fn number_scope_account_lets_any_key_of_the_account_verify_by_number(app) {
+        let other = second_key(&app).await;
+        let id = send_code(&app, NUMBER, "482193").await;
+        let (status, body) = verify_as(&app, &other, &json!({"number": NUMBER, "otp": "482193"})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["id"], id);
+    }
+}
+
+both_backends! {
+    config: |c| {
+        c.verify.per_number_max = 3;
+        c.verify.per_number_window_seconds = 60;
+    };
+    async fn the_verify_limit_refuses_the_fourth_verification_of_a_number_and_counts_nothing(app) {
+        let id = send_code(&app, NUMBER, "482193").await;
+        for _ in 0..3 {
+            let (status, _) = verify(&app, &json!({"number": NUMBER, "otp": "000000"})).await;
+            assert_eq!(status, 400);
+        }
+        for code in ["000000", "482193"] {
+            let r = app.client.post(app.url(VERIFY)).bearer_auth(&app.key)
+                .json(&json!({"number": NUMBER, "otp": code})).send().await.unwrap();
+            assert_eq!(r.status(), 429);
+            let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=60).contains(&retry), "{retry}");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(reason(&body), "verify_rate_limited", "{body}");
+            assert_eq!(body["data"]["retry_after"], retry);
+            assert_eq!(body["success"], false);
+        }
+        let otp = app.store.otp(app.account_id, id).await.unwrap().unwrap();
+        assert_eq!((otp.verify_attempts, otp.verified_at), (3, None), "nothing counted");
+        // Another number of the account is not held back.
+        let (status, body) = verify(&app, &json!({"number": "9841000000", "otp": "482193"})).await;
+        assert_eq!((status, reason(&body)), (404, "not_found"));
+    }
+}
+
+both_backends! {
+    config: |c| c.verify.per_account_rps = 1;
+    async fn the_verify_limit_holds_an_account_to_its_rate(app) {
+        let bodies: Vec<Value> = (0..10)
+            .map(|i| json!({"number": format!("98410000{i:02}"), "otp": "482193"}))
+            .collect();
+        let replies = futures_util::future::join_all(bodies.iter().map(|b| verify(&app, b))).await;
+        let limited: Vec<_> = replies.iter().filter(|(s, _)| *s == 429).collect();
+        assert!(!limited.is_empty(), "{replies:?}");
+        for (_, body) in limited {
+            assert_eq!(reason(body), "verify_account_rate_limited");
+            assert_eq!(body["data"]["retry_after"], 1);
+        }
+        assert!(replies.iter().all(|(s, _)| *s == 429 || *s == 404), "{replies:?}");
     }
 }
 
