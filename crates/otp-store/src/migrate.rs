@@ -56,6 +56,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "message_parts",
         sql: include_str!("../migrations/sqlite/0009_message_parts.sql"),
     },
+    Migration {
+        version: 13,
+        name: "webhook_limits",
+        sql: include_str!("../migrations/sqlite/0013_webhook_limits.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -103,6 +108,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 9,
         name: "message_parts",
         sql: include_str!("../migrations/postgres/0009_message_parts.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "webhook_limits",
+        sql: include_str!("../migrations/postgres/0013_webhook_limits.sql"),
     },
 ];
 

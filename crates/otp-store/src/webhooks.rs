@@ -8,7 +8,10 @@
 //! A unique index on `(otp_id, event)` makes each event of an OTP happen once,
 //! however many nodes or retries report it. The dispatcher then claims due
 //! deliveries under a lease (PostgreSQL: `FOR UPDATE SKIP LOCKED`), and records
-//! every attempt beside the delivery.
+//! every attempt beside the delivery. A claim hands out no more than
+//! [`DeliveryClaim::per_account`] deliveries of one account at a time, counting
+//! those leased to any node (`CLAIM_SQL`), so one account whose receiver
+//! hangs cannot take every slot.
 //!
 //! `expired` has no transaction of its own (time passing changes no row), so
 //! [`WebhookStore::sweep_expired`] looks for codes whose expiry passed
@@ -149,7 +152,34 @@ pub struct DeliveryClaim {
     pub limit: usize,
     pub now: Micros,
     pub lease_until: Micros,
+    /// Most deliveries of one account leased at once (to any node), the
+    /// ones this claim hands out included.
+    pub per_account: usize,
 }
+
+/// The ids a claim takes, oldest due first (SQL shared by both backends; `$1`
+/// now, `$2` the claim's limit, `$3` the per-account bound; SQLite reads them as
+/// `?1`..`?3`; PostgreSQL adds
+/// `FOR UPDATE SKIP LOCKED` where `{lock}` stands). An account is skipped
+/// while its leased deliveries (attempts in flight, on any node) fill its
+/// bound; of the others, the oldest due deliveries are ranked per account so
+/// that this claim does not overfill one either. The candidates are capped
+/// (`$2 * $3`) to keep the ranking small: an account that fills its bound
+/// within them is skipped outright by the next claim.
+pub(crate) const CLAIM_SQL: &str = "WITH busy AS (\
+         SELECT account_id, COUNT(*) AS n FROM webhook_deliveries \
+         WHERE state = 'pending' AND lease_owner IS NOT NULL AND next_attempt_at > $1 \
+         GROUP BY account_id), \
+     cand AS (\
+         SELECT d.id, d.account_id, d.next_attempt_at FROM webhook_deliveries d \
+         WHERE d.state = 'pending' AND d.next_attempt_at <= $1 \
+         AND d.account_id NOT IN (SELECT account_id FROM busy WHERE n >= $3) \
+         ORDER BY d.next_attempt_at LIMIT $2 * $3 {lock}), \
+     ranked AS (\
+         SELECT c.id, c.next_attempt_at, COALESCE(b.n, 0) + ROW_NUMBER() OVER \
+             (PARTITION BY c.account_id ORDER BY c.next_attempt_at, c.id) AS slot \
+         FROM cand c LEFT JOIN busy b ON b.account_id = c.account_id) \
+     SELECT id FROM ranked WHERE slot <= $3 ORDER BY next_attempt_at, id LIMIT $2";
 
 /// The OTP an event is about, as a webhook body shows it (never its code).
 #[derive(Debug, Clone, PartialEq, Eq)]

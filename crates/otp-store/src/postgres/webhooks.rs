@@ -10,8 +10,8 @@ use tokio_postgres::Row;
 
 use super::{PgStore, pg_err};
 use crate::webhooks::{
-    AttemptOutcome, AttemptResult, ClaimedDelivery, DeliveryClaim, DeliveryQuery, DeliveryState,
-    EXPIRED_STATUS_SQL, EventOtp, ExpirySweep, SetWebhook, Webhook, WebhookAttempt,
+    AttemptOutcome, AttemptResult, CLAIM_SQL, ClaimedDelivery, DeliveryClaim, DeliveryQuery,
+    DeliveryState, EXPIRED_STATUS_SQL, EventOtp, ExpirySweep, SetWebhook, Webhook, WebhookAttempt,
     WebhookDelivery, WebhookEvent, WebhookStore, open_secret, seal_secret,
 };
 use crate::{AccountId, Micros, StoreError};
@@ -65,6 +65,9 @@ pub(super) async fn enqueue_jobs(
         .map_err(pg_err)?;
     Ok(())
 }
+
+/// The advisory lock webhook claims take turns under ("otpgate-wh" in ASCII).
+const CLAIM_LOCK: i64 = 0x6f74_7067_6174_6577;
 
 const WEBHOOK_COLUMNS: &str =
     "account_id, url, secret_salt, secret_cipher, secret_key_id, created_at, updated_at";
@@ -169,14 +172,31 @@ impl WebhookStore for PgStore {
         &self,
         claim: DeliveryClaim,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        let c = self.client().await?;
-        let rows = c
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        // Claims take turns, so that two nodes counting an account's leased
+        // deliveries at once cannot both fill its last slot.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CLAIM_LOCK])
+            .await
+            .map_err(pg_err)?;
+        let ids: Vec<i64> = tx
+            .query(
+                &CLAIM_SQL.replace("{lock}", "FOR UPDATE SKIP LOCKED"),
+                &[
+                    &claim.now,
+                    &(claim.limit as i64),
+                    &(claim.per_account.max(1) as i64),
+                ],
+            )
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let rows = tx
             .query(
                 "WITH c AS (UPDATE webhook_deliveries SET next_attempt_at = $1, lease_owner = $2, \
-                     attempts = attempts + 1 \
-                 WHERE id IN (SELECT id FROM webhook_deliveries \
-                     WHERE state = 'pending' AND next_attempt_at <= $3 \
-                     ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                     attempts = attempts + 1 WHERE id = ANY($3) \
                  RETURNING id, account_id, event, otp_status, occurred_at, attempts, created_at, otp_id) \
                  SELECT c.id, c.account_id, c.event, c.otp_status, c.occurred_at, c.attempts, \
                      c.created_at, w.url, w.secret_salt, w.secret_cipher, w.secret_key_id, \
@@ -184,12 +204,7 @@ impl WebhookStore for PgStore {
                      o.error_code \
                  FROM c LEFT JOIN webhooks w ON w.account_id = c.account_id \
                  LEFT JOIN otps o ON o.id = c.otp_id ORDER BY c.id",
-                &[
-                    &claim.lease_until,
-                    &claim.node,
-                    &claim.now,
-                    &(claim.limit as i64),
-                ],
+                &[&claim.lease_until, &claim.node, &ids],
             )
             .await
             .map_err(pg_err)?;
@@ -230,7 +245,7 @@ impl WebhookStore for PgStore {
         }
         if !orphans.is_empty() {
             // Their webhook is gone: nowhere to send them.
-            c.execute(
+            tx.execute(
                 "UPDATE webhook_deliveries SET state = 'cancelled', finished_at = $2 \
                  WHERE id = ANY($1)",
                 &[&orphans, &claim.now],
@@ -238,6 +253,7 @@ impl WebhookStore for PgStore {
             .await
             .map_err(pg_err)?;
         }
+        tx.commit().await.map_err(pg_err)?;
         Ok(out)
     }
 

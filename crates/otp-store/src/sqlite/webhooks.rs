@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::{SqliteStore, account_by_id, collect, map_err};
 use crate::webhooks::{
-    AttemptOutcome, AttemptResult, ClaimedDelivery, DeliveryClaim, DeliveryQuery, DeliveryState,
-    EXPIRED_STATUS_SQL, EventOtp, ExpirySweep, SetWebhook, Webhook, WebhookAttempt,
+    AttemptOutcome, AttemptResult, CLAIM_SQL, ClaimedDelivery, DeliveryClaim, DeliveryQuery,
+    DeliveryState, EXPIRED_STATUS_SQL, EventOtp, ExpirySweep, SetWebhook, Webhook, WebhookAttempt,
     WebhookDelivery, WebhookEvent, WebhookStore, open_secret, seal_secret,
 };
 use crate::{AccountId, Micros, StoreError};
@@ -216,25 +216,35 @@ impl WebhookStore for SqliteStore {
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let raw = self
             .write(move |tx| {
+                // The writer runs one transaction at a time: the count of
+                // leased deliveries cannot change between the pick and the lease.
                 let ids: Vec<i64> = {
                     let mut s = tx
-                        .prepare_cached(
-                            "UPDATE webhook_deliveries SET next_attempt_at = ?1, lease_owner = ?2, \
-                             attempts = attempts + 1 \
-                             WHERE id IN (SELECT id FROM webhook_deliveries \
-                                 WHERE state = 'pending' AND next_attempt_at <= ?3 \
-                                 ORDER BY next_attempt_at LIMIT ?4) \
-                             RETURNING id",
-                        )
+                        .prepare_cached(&CLAIM_SQL.replace("{lock}", "").replace('$', "?"))
                         .map_err(map_err)?;
                     let rows = s
                         .query_map(
-                            params![claim.lease_until, claim.node, claim.now, claim.limit as i64],
+                            params![
+                                claim.now,
+                                claim.limit as i64,
+                                claim.per_account.max(1) as i64
+                            ],
                             |r| r.get(0),
                         )
                         .map_err(map_err)?;
                     collect(rows)?
                 };
+                let mut lease = tx
+                    .prepare_cached(
+                        "UPDATE webhook_deliveries SET next_attempt_at = ?2, lease_owner = ?3, \
+                         attempts = attempts + 1 WHERE id = ?1",
+                    )
+                    .map_err(map_err)?;
+                for id in &ids {
+                    lease
+                        .execute(params![id, claim.lease_until, claim.node])
+                        .map_err(map_err)?;
+                }
                 let mut s = tx
                     .prepare_cached(&format!(
                         "SELECT {CLAIMED_COLUMNS} FROM webhook_deliveries d \

@@ -191,7 +191,8 @@ pub async fn set_webhook(
     caller: Caller,
     Fields(fields): Fields,
 ) -> Result<Json<WebhookResponse>, ApiError> {
-    let (url, rotate) = validate(&fields).map_err(ApiError::validation)?;
+    let (url, rotate) = validate(&fields, state.config.webhooks.allow_private_addresses)
+        .map_err(ApiError::validation)?;
     let w = state
         .store
         .set_webhook(SetWebhook {
@@ -354,14 +355,17 @@ fn item(d: WebhookDelivery, state: &AppState) -> DeliveryItem {
     }
 }
 
-fn validate(fields: &Map<String, Value>) -> Result<(String, bool), Vec<FieldError>> {
+fn validate(
+    fields: &Map<String, Value>,
+    allow_private_addresses: bool,
+) -> Result<(String, bool), Vec<FieldError>> {
     let mut errors = Vec::new();
     let url = required_text(fields, "url", &mut errors).and_then(|raw| {
         let raw = raw.trim();
-        match check_url(raw) {
+        match check_url(raw, allow_private_addresses) {
             Ok(()) => Some(raw.to_owned()),
-            Err(why) => {
-                errors.push(FieldError::new("url", "invalid", why));
+            Err((code, why)) => {
+                errors.push(FieldError::new("url", code, why));
                 None
             }
         }

@@ -1,7 +1,9 @@
 //! Webhooks against a real receiver on 127.0.0.1: signatures, retries with
 //! backoff, every event type once and without the code, the attempts as the
 //! API shows them, tenant isolation, giving up, two nodes on one PostgreSQL,
-//! and the command line.
+//! and the command line; special-purpose addresses refused (tested with
+//! loopback receivers only: no test ever aims a webhook elsewhere), one
+//! account's hanging receiver holding only its own slots.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use otp_store::webhooks::ExpirySweep;
+use otp_store::webhooks::{ExpirySweep, SetWebhook};
 use otp_store::{OtpStatus, Receipt, now_micros};
 use otpgate::auth::issue_key;
 use otpgate::config::Config;
@@ -335,7 +337,16 @@ async fn closed_port() -> std::net::SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// The receivers of these tests listen on 127.0.0.1, which webhooks may reach
+/// only when the deployment allows it; and no `low_balance` event mixes in.
+fn local(c: &mut Config) {
+    c.webhooks.allow_private_addresses = true;
+    c.webhooks.low_balance_sms_credits = 0;
+    c.webhooks.low_balance_phone_credits = 0;
+}
+
 both_backends! {
+    config: local;
     async fn an_event_is_signed_and_retried_until_the_receiver_takes_it(app) {
         let receiver = Receiver::start(2).await;
         let secret = set_webhook(&app, &receiver.url).await;
@@ -634,7 +645,11 @@ with_config_on_both!(
 );
 
 async fn gives_up(backend: Backend) {
-    let app = spawn_app_with(backend, |c| c.webhooks.max_age_seconds = 1).await;
+    let app = spawn_app_with(backend, |c| {
+        local(c);
+        c.webhooks.max_age_seconds = 1;
+    })
+    .await;
     let receiver = Receiver::start(usize::MAX).await;
     set_webhook(&app, &receiver.url).await;
     send_code(&app, "9851023212", "QzXkVw").await;
@@ -659,7 +674,11 @@ async fn gives_up(backend: Backend) {
 
 async fn expires(backend: Backend) {
     // No delay after expiry: the test moves an expiry close instead of waiting.
-    let app = spawn_app_with(backend, |c| c.webhooks.expired_delay_ms = 0).await;
+    let app = spawn_app_with(backend, |c| {
+        local(c);
+        c.webhooks.expired_delay_ms = 0;
+    })
+    .await;
     let receiver = Receiver::start(0).await;
     set_webhook(&app, &receiver.url).await;
     let id = send_code(&app, "9851023212", "QzXkVw").await;
@@ -702,7 +721,8 @@ async fn expires(backend: Backend) {
 async fn two_nodes_never_send_one_event_twice() {
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(Backend::Postgres, &dir).await;
-    let config: Config = test_config(&url, &dir);
+    let mut config: Config = test_config(&url, &dir);
+    local(&mut config);
     let receiver = Receiver::on(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
         0,
@@ -881,5 +901,199 @@ async fn assert_secret_not_stored(backend: Backend, db: &str, secret: &str) {
     assert!(
         !dump.contains(secret.trim_start_matches("whsec_")),
         "the secret is stored in plain"
+    );
+}
+
+/// A listener that accepts connections, counts them and never answers: a
+/// receiver that hangs. Stopped (its connections closed) when dropped.
+struct Tarpit {
+    url: String,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Tarpit {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Tarpit {
+    async fn start(address: &str) -> Tarpit {
+        let listener = TcpListener::bind(address).await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        Tarpit {
+            url,
+            accepted,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    async fn wait_accepted(&self, n: usize) {
+        for _ in 0..800 {
+            if self.accepted() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the tarpit got {} connections, not {n}", self.accepted());
+    }
+}
+
+/// The gateway's defaults: webhooks reach public addresses only (and no
+/// `low_balance` event mixes in).
+fn public_only(c: &mut Config) {
+    c.webhooks.low_balance_sms_credits = 0;
+    c.webhooks.low_balance_phone_credits = 0;
+}
+
+/// The deliveries of `event` for OTP `otp_id` once one has `attempts` attempts.
+async fn attempted(app: &TestApp, otp_id: i64, event: &str, attempts: usize) -> Value {
+    let list = wait_deliveries(app, &app.key, |l| {
+        l.iter().any(|d| {
+            d["otp_id"] == otp_id
+                && d["event"] == event
+                && d["attempts"].as_array().unwrap().len() >= attempts
+        })
+    })
+    .await;
+    list.into_iter()
+        .find(|d| d["otp_id"] == otp_id && d["event"] == event)
+        .unwrap()
+}
+
+both_backends! {
+    config: public_only;
+    async fn a_url_naming_a_special_purpose_address_is_refused_when_set_and_nothing_is_written(app) {
+        // Never connected to: each is refused before anything is stored.
+        for url in [
+            "http://10.0.0.1/hook",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[fe80::1]/hook",
+            "http://100.64.0.1/hook",
+            "http://127.0.0.1:5432/",
+            "http://127.0.0.2/hook",
+            "http://[::1]:8080/hook",
+            "http://[::ffff:10.0.0.1]/hook",
+            "http://[64:ff9b::a9fe:a9fe]/hook",
+            "https://[fd00::1]/hook",
+            "http://198.18.0.1/hook",
+            "http://192.168.1.1/hook",
+            "http://172.16.0.1/hook",
+            "http://0.0.0.0/",
+            "http://224.0.0.1/",
+            "http://2130706433/hook",
+            "http://0x7f.1/hook",
+        ] {
+            let r = app.client.put(app.url(WEBHOOK)).bearer_auth(&app.key)
+                .json(&json!({ "url": url })).send().await.unwrap();
+            let status = r.status().as_u16();
+            let reply: Value = r.json().await.unwrap();
+            assert_eq!(status, 400, "{url}: {reply}");
+            assert_eq!(reply["success"], false);
+            let error = &reply["errors"][0];
+            assert_eq!((error["field"].as_str(), error["code"].as_str()), (Some("url"), Some("address_not_allowed")), "{url}: {reply}");
+            assert!(error["message"].as_str().unwrap().contains("special-purpose address"), "{reply}");
+        }
+        let (status, reply) = call(&app, reqwest::Method::GET, WEBHOOK, &app.key).await;
+        assert_eq!((status, reply["errors"][0]["code"].as_str()), (404, Some("not_set")), "nothing was written: {reply}");
+        // A public address and a host name are taken (never sent to here: no OTP follows).
+        set_webhook(&app, "https://8.8.8.8/hook").await;
+        set_webhook(&app, "https://app.example.com/hook").await;
+        assert!(deliveries_as(&app, &app.key).await.is_empty());
+    }
+
+    async fn a_name_or_stored_address_that_is_loopback_is_refused_at_connection_and_no_request_arrives(app) {
+        // A name that resolves to loopback passes when set, and is refused
+        // after resolution, at the attempt.
+        let local = Tarpit::start("127.0.0.1:0").await;
+        let port = local.url.rsplit_once(':').unwrap().1.trim_end_matches("/hook").to_owned();
+        set_webhook(&app, &format!("http://localhost:{port}/hook")).await;
+        let first = send_code(&app, "9851023212", "QzXkVw").await;
+        let d = attempted(&app, first, "sent", 2).await;
+        for a in d["attempts"].as_array().unwrap() {
+            assert_eq!(a["error"], "not sent: localhost resolves to a special-purpose address, which webhooks may not reach", "{d}");
+            assert!(a["status_code"].is_null(), "{d}");
+        }
+        assert_eq!(d["state"], "pending", "a refusal is retried like any failed attempt: {d}");
+
+        // Addresses stored before the check existed (the API refuses them
+        // now): checked before every attempt.
+        for (bind, ip, number) in [("127.0.0.2:0", "127.0.0.2", "9851023213"), ("[::1]:0", "::1", "9851023214")] {
+            let tarpit = Tarpit::start(bind).await;
+            app.store.set_webhook(SetWebhook {
+                account_id: app.account_id,
+                url: tarpit.url.clone(),
+                new_secret: "whsec_unused".into(),
+                rotate: false,
+                now: now_micros(),
+            }).await.unwrap();
+            let id = send_code(&app, number, "PbRtLm").await;
+            let d = attempted(&app, id, "sent", 1).await;
+            let attempt = &d["attempts"][0];
+            assert_eq!(attempt["error"].as_str(), Some(format!("not sent: {ip} is a special-purpose address (loopback), which webhooks may not reach").as_str()), "{d}");
+            assert_eq!(tarpit.accepted(), 0, "{ip} got a connection");
+        }
+        assert_eq!(local.accepted(), 0, "localhost got a connection");
+    }
+}
+
+with_config_on_both!(
+    one_account_whose_receiver_hangs_holds_only_its_own_slots,
+    noisy_neighbour
+);
+
+async fn noisy_neighbour(backend: Backend) {
+    let app = spawn_app_with(backend, |c| {
+        local(c);
+        c.webhooks.concurrency = 3;
+        c.webhooks.per_account_concurrency = 2;
+        // Longer than the test: A's attempts hang until it ends.
+        c.webhooks.timeout_ms = 600_000;
+    })
+    .await;
+    let hanging = Tarpit::start("127.0.0.1:0").await;
+    set_webhook(&app, &hanging.url).await;
+    let codes = ["QzXkVw", "PbRtLm", "HnJsWd", "GfKyTe", "WxCvBn"];
+    for (i, code) in codes.iter().enumerate() {
+        send_code(&app, &format!("98510232{i:02}"), code).await;
+    }
+    wait_deliveries(&app, &app.key, |l| l.len() == codes.len()).await;
+    hanging.wait_accepted(2).await;
+
+    // Account B's event goes out through the slot A may not take.
+    let receiver = Receiver::start(0).await;
+    let (_, b_key) = app.new_account("b", 100, 0).await;
+    set_webhook_as(&app, &b_key, &receiver.url).await;
+    let r = app.send_as(&b_key, &text_send("9851023299")).await;
+    assert_eq!(r.status(), 200);
+    let b = wait_deliveries(&app, &b_key, |l| {
+        l.len() == 1 && l[0]["state"] == "delivered"
+    })
+    .await;
+    assert_eq!(b[0]["attempts"].as_array().unwrap().len(), 1, "{b:?}");
+    assert_eq!(receiver.received().len(), 1);
+
+    // A held its two slots all along, and none of its other events was tried.
+    assert_eq!(hanging.accepted(), 2);
+    let a = deliveries_as(&app, &app.key).await;
+    assert_eq!(a.len(), codes.len());
+    assert!(
+        a.iter()
+            .all(|d| d["state"] == "pending" && d["attempts"].as_array().unwrap().is_empty()),
+        "{a:?}"
     );
 }
