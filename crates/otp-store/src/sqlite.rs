@@ -354,6 +354,14 @@ fn accept_batch(
                 .map_err(map_err)?;
             if let Some(((sms, phone, count), rate, spend, overrides)) = found {
                 balances.insert_with(otp.account_id, sms, phone, count, rate, spend, overrides);
+                if let Some((own_sms, own_phone)) =
+                    webhooks::low_balance_overrides(tx, otp.account_id)?
+                {
+                    balances.watch_low_balance(
+                        otp.account_id,
+                        limits.low_balance.with_overrides(own_sms, own_phone),
+                    );
+                }
             }
         }
     }
@@ -542,6 +550,15 @@ fn accept_batch(
                 otp.created_at
             ])
             .map_err(map_err)?;
+        if let Some(low) = taken.low_balance {
+            webhooks::enqueue_low_balance(
+                tx,
+                id,
+                low,
+                (taken.sms_left, taken.phone_left),
+                otp.created_at,
+            )?;
+        }
         let accepted = Accepted {
             id,
             account_seq: taken.account_seq,

@@ -43,16 +43,20 @@ pub enum WebhookEvent {
     Expired,
     /// The last allowed wrong code was tried: the code is dead.
     MaxAttempts,
+    /// A send took the account's SMS or phone credits below its threshold
+    /// (the event's OTP is that send).
+    LowBalance,
 }
 
 impl WebhookEvent {
-    pub const ALL: [WebhookEvent; 6] = [
+    pub const ALL: [WebhookEvent; 7] = [
         WebhookEvent::Sent,
         WebhookEvent::Delivered,
         WebhookEvent::Failed,
         WebhookEvent::Verified,
         WebhookEvent::Expired,
         WebhookEvent::MaxAttempts,
+        WebhookEvent::LowBalance,
     ];
 
     /// The name in the JSON body and in the store.
@@ -64,6 +68,7 @@ impl WebhookEvent {
             WebhookEvent::Verified => "verified",
             WebhookEvent::Expired => "expired",
             WebhookEvent::MaxAttempts => "max_attempts",
+            WebhookEvent::LowBalance => "low_balance",
         }
     }
 
@@ -103,6 +108,87 @@ impl WebhookEvent {
     }
 }
 
+/// Which credits a `low_balance` event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Credits {
+    Sms,
+    Phone,
+}
+
+impl Credits {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Credits::Sms => "sms",
+            Credits::Phone => "phone",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Credits {
+        if s == "phone" {
+            Credits::Phone
+        } else {
+            Credits::Sms
+        }
+    }
+}
+
+/// The balances below which a send records a `low_balance` event; 0: never.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LowBalanceThresholds {
+    pub sms: i64,
+    pub phone: i64,
+}
+
+impl LowBalanceThresholds {
+    /// The configured defaults under an account's own values, where it has any.
+    pub fn with_overrides(self, sms: Option<i64>, phone: Option<i64>) -> Self {
+        LowBalanceThresholds {
+            sms: sms.unwrap_or(self.sms),
+            phone: phone.unwrap_or(self.phone),
+        }
+    }
+
+    /// Whether a send that moved the balances from `before` to `after`
+    /// (sms, phone) took one of them from at least its threshold to below it
+    /// (SMS first: one send spends one kind of credit).
+    pub(crate) fn crossed(self, before: (i64, i64), after: (i64, i64)) -> Option<LowBalance> {
+        let fell = |threshold: i64, before: i64, after: i64| {
+            threshold > 0 && before >= threshold && after < threshold
+        };
+        if fell(self.sms, before.0, after.0) {
+            Some(LowBalance {
+                credits: Credits::Sms,
+                threshold: self.sms,
+            })
+        } else if fell(self.phone, before.1, after.1) {
+            Some(LowBalance {
+                credits: Credits::Phone,
+                threshold: self.phone,
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// A balance that fell below its threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LowBalance {
+    pub credits: Credits,
+    pub threshold: i64,
+}
+
+/// What a `low_balance` event reports besides its OTP (the send that took
+/// the balance below the threshold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BalanceEvent {
+    pub credits: Credits,
+    pub threshold: i64,
+    /// The balances right after that send.
+    pub sms_credits: i64,
+    pub phone_credits: i64,
+}
+
 /// An account's webhook, its secret opened.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Webhook {
@@ -111,6 +197,9 @@ pub struct Webhook {
     /// The signing secret; `None` when it cannot be opened (the encryption key
     /// it was sealed under is no longer configured): set a new one.
     pub secret: Option<String>,
+    /// The account's own `low_balance` thresholds (`None`: the configured one).
+    pub low_balance_sms_credits: Option<i64>,
+    pub low_balance_phone_credits: Option<i64>,
     pub created_at: Micros,
     pub updated_at: Micros,
 }
@@ -132,6 +221,10 @@ pub struct SetWebhook {
     pub url: String,
     pub new_secret: String,
     pub rotate: bool,
+    /// The account's own `low_balance` thresholds: `None` keeps what it has,
+    /// `Some(None)` goes back to the configured one, `Some(Some(n))` sets `n`.
+    pub low_balance_sms_credits: Option<Option<i64>>,
+    pub low_balance_phone_credits: Option<Option<i64>>,
     pub now: Micros,
 }
 
@@ -211,6 +304,8 @@ pub struct ClaimedDelivery {
     /// `None`: the secret cannot be opened, so nothing can be signed.
     pub secret: Option<String>,
     pub otp: EventOtp,
+    /// What a `low_balance` event reports; `None` for the other events.
+    pub balance: Option<BalanceEvent>,
 }
 
 impl std::fmt::Debug for ClaimedDelivery {
@@ -444,6 +539,26 @@ mod tests {
             Some(WebhookEvent::Delivered)
         );
         assert_eq!(WebhookEvent::for_receipt(OtpStatus::Sent), None);
+    }
+
+    #[test]
+    fn credit_kinds_round_trip() {
+        for c in [Credits::Sms, Credits::Phone] {
+            assert_eq!(Credits::parse(c.as_str()), c);
+        }
+    }
+
+    #[test]
+    fn account_thresholds_override_the_configured_ones_one_by_one() {
+        let configured = LowBalanceThresholds {
+            sms: 100,
+            phone: 20,
+        };
+        assert_eq!(
+            configured.with_overrides(Some(0), None),
+            LowBalanceThresholds { sms: 0, phone: 20 }
+        );
+        assert_eq!(configured.with_overrides(None, None), configured);
     }
 
     #[test]

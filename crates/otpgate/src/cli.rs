@@ -413,6 +413,8 @@ async fn webhooks(config: &Config, cmd: WebhooksCmd) -> anyhow::Result<()> {
                     account_id: a.id,
                     url,
                     new_secret: otp_domain::webhook::generate_secret(),
+                    low_balance_sms_credits: None,
+                    low_balance_phone_credits: None,
                     rotate: rotate_secret,
                     now: otp_store::now_micros(),
                 })

@@ -418,6 +418,8 @@ impl LimitsConfig {
             per_account_rps: self.per_account_rps,
             per_key_rps: self.per_key_rps,
             daily_spend_cap: self.daily_spend_cap.max(0),
+            // From `[webhooks]`: `startup::open_store_with` sets them.
+            low_balance: Default::default(),
         }
     }
 
@@ -528,6 +530,16 @@ impl Default for WebhooksConfig {
             per_account_concurrency: 4,
             low_balance_sms_credits: 100,
             low_balance_phone_credits: 20,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// Where `low_balance` events fire unless an account sets its own.
+    pub fn low_balance_thresholds(&self) -> otp_store::webhooks::LowBalanceThresholds {
+        otp_store::webhooks::LowBalanceThresholds {
+            sms: self.low_balance_sms_credits.max(0),
+            phone: self.low_balance_phone_credits.max(0),
         }
     }
 }

@@ -52,7 +52,10 @@ pub async fn open_store_with(
         max_batch: config.store.max_batch,
         connections: config.store.connections,
         vault,
-        limits: config.limits.send_limits(),
+        limits: otp_store::SendLimits {
+            low_balance: config.webhooks.low_balance_thresholds(),
+            ..config.limits.send_limits()
+        },
     };
     otp_store::open(config.database_url.expose(), &options)
         .await

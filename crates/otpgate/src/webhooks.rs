@@ -154,6 +154,16 @@ struct Body<'a> {
     expires_at: String,
     /// The carrier's error code, when a receipt gave one.
     error_code: Option<&'a str>,
+    /// `low_balance` only: `sms` or `phone`, the credits that fell below
+    /// `threshold`, and both balances right after the send.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credits: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threshold: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sms_credits: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone_credits: Option<i64>,
 }
 
 /// The JSON body of a delivery, times in `tz` as in API replies. It holds no
@@ -171,6 +181,10 @@ pub fn event_body(d: &ClaimedDelivery, tz: &chrono_tz::Tz) -> Vec<u8> {
         created_at: rfc3339(d.otp.created_at, tz),
         expires_at: rfc3339(d.otp.expires_at, tz),
         error_code: d.otp.error_code.as_deref(),
+        credits: d.balance.map(|b| b.credits.as_str()),
+        threshold: d.balance.map(|b| b.threshold),
+        sms_credits: d.balance.map(|b| b.sms_credits),
+        phone_credits: d.balance.map(|b| b.phone_credits),
     };
     serde_json::to_vec(&body).expect("a struct of strings and numbers serializes")
 }
@@ -563,6 +577,7 @@ mod tests {
                 expires_at: 1_761_724_735_000_000,
                 error_code: None,
             },
+            balance: None,
         }
     }
 
@@ -628,5 +643,38 @@ mod tests {
         assert_eq!(body["number"], "9851023212");
         assert_eq!(body["occurred_at"], "2025-10-29T13:33:55.512191+05:45");
         assert!(body["error_code"].is_null());
+        assert!(
+            body.get("threshold").is_none(),
+            "only low_balance has balances"
+        );
+    }
+
+    #[test]
+    fn a_low_balance_body_names_the_credits_the_threshold_and_the_balances() {
+        let tz: chrono_tz::Tz = "Asia/Kathmandu".parse().unwrap();
+        let mut d = delivery(1, 0);
+        d.event = otp_store::webhooks::WebhookEvent::LowBalance;
+        d.balance = Some(otp_store::webhooks::BalanceEvent {
+            credits: otp_store::webhooks::Credits::Sms,
+            threshold: 100,
+            sms_credits: 99,
+            phone_credits: 10,
+        });
+        let body: serde_json::Value = serde_json::from_slice(&event_body(&d, &tz)).unwrap();
+        assert_eq!(body["event"], "low_balance");
+        assert_eq!(body["credits"], "sms");
+        assert_eq!(
+            (
+                &body["threshold"],
+                &body["sms_credits"],
+                &body["phone_credits"]
+            ),
+            (
+                &serde_json::json!(100),
+                &serde_json::json!(99),
+                &serde_json::json!(10)
+            )
+        );
+        assert_eq!(body["otp_id"], 42);
     }
 }

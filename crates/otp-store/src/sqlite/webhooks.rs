@@ -11,6 +11,7 @@ use crate::webhooks::{
     DeliveryState, EXPIRED_STATUS_SQL, EventOtp, ExpirySweep, SetWebhook, Webhook, WebhookAttempt,
     WebhookDelivery, WebhookEvent, WebhookStore, open_secret, seal_secret,
 };
+use crate::webhooks::{BalanceEvent, Credits, LowBalance};
 use crate::{AccountId, Micros, StoreError};
 
 /// Records `event` of an OTP for its account's webhook, if the account has
@@ -35,6 +36,53 @@ pub(super) fn enqueue(
     Ok(())
 }
 
+/// The account's own `low_balance` thresholds, if it has a webhook (only
+/// then is an event recorded). Runs in the accept batch's transaction.
+pub(super) fn low_balance_overrides(
+    tx: &Transaction<'_>,
+    account: AccountId,
+) -> Result<Option<(Option<i64>, Option<i64>)>, StoreError> {
+    tx.prepare_cached(
+        "SELECT low_balance_sms_credits, low_balance_phone_credits FROM webhooks \
+         WHERE account_id = ?1",
+    )
+    .and_then(|mut s| {
+        s.query_row([account], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+    })
+    .map_err(map_err)
+}
+
+/// Records the `low_balance` event of the send `otp_id`, which left the
+/// account with `sms`/`phone` credits. Runs in the accept batch's transaction.
+pub(super) fn enqueue_low_balance(
+    tx: &Transaction<'_>,
+    otp_id: i64,
+    low: LowBalance,
+    (sms, phone): (i64, i64),
+    at: Micros,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, occurred_at, \
+         state, next_attempt_at, created_at, credits, threshold, sms_credits, phone_credits) \
+         SELECT o.account_id, o.id, 'low_balance', o.status, ?2, 'pending', ?2, ?2, ?3, ?4, ?5, ?6 \
+         FROM otps o JOIN webhooks w ON w.account_id = o.account_id WHERE o.id = ?1 \
+         ON CONFLICT (otp_id, event) DO NOTHING",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            otp_id,
+            at,
+            low.credits.as_str(),
+            low.threshold,
+            sms,
+            phone
+        ])
+    })
+    .map_err(map_err)?;
+    Ok(())
+}
+
 /// A webhook row with its secret still sealed.
 struct SealedWebhook {
     account_id: AccountId,
@@ -44,10 +92,11 @@ struct SealedWebhook {
     key_id: String,
     created_at: Micros,
     updated_at: Micros,
+    low_balance: (Option<i64>, Option<i64>),
 }
 
-const WEBHOOK_COLUMNS: &str =
-    "account_id, url, secret_salt, secret_cipher, secret_key_id, created_at, updated_at";
+const WEBHOOK_COLUMNS: &str = "account_id, url, secret_salt, secret_cipher, secret_key_id, \
+     created_at, updated_at, low_balance_sms_credits, low_balance_phone_credits";
 
 fn sealed_from_row(r: &Row<'_>) -> rusqlite::Result<SealedWebhook> {
     Ok(SealedWebhook {
@@ -58,6 +107,7 @@ fn sealed_from_row(r: &Row<'_>) -> rusqlite::Result<SealedWebhook> {
         key_id: r.get(4)?,
         created_at: r.get(5)?,
         updated_at: r.get(6)?,
+        low_balance: (r.get(7)?, r.get(8)?),
     })
 }
 
@@ -75,6 +125,8 @@ impl SqliteStore {
             secret: open_secret(&self.vault, w.account_id, &w.salt, &w.cipher, &w.key_id),
             account_id: w.account_id,
             url: w.url,
+            low_balance_sms_credits: w.low_balance.0,
+            low_balance_phone_credits: w.low_balance.1,
             created_at: w.created_at,
             updated_at: w.updated_at,
         }
@@ -91,10 +143,21 @@ struct RawClaim {
 
 const CLAIMED_COLUMNS: &str = "d.id, d.account_id, d.event, d.otp_status, d.occurred_at, \
      d.attempts, d.created_at, w.url, w.secret_salt, w.secret_cipher, w.secret_key_id, \
-     o.id, o.account_seq, o.phone_number, o.channel, o.created_at, o.expires_at, o.error_code";
+     o.id, o.account_seq, o.phone_number, o.channel, o.created_at, o.expires_at, o.error_code, \
+     d.credits, d.threshold, d.sms_credits, d.phone_credits";
 
 fn claimed_from_row(r: &Row<'_>) -> rusqlite::Result<RawClaim> {
     let event: String = r.get(2)?;
+    let credits: Option<String> = r.get(18)?;
+    let balance = match credits {
+        Some(c) => Some(BalanceEvent {
+            credits: Credits::parse(&c),
+            threshold: r.get(19)?,
+            sms_credits: r.get(20)?,
+            phone_credits: r.get(21)?,
+        }),
+        None => None,
+    };
     Ok(RawClaim {
         delivery: ClaimedDelivery {
             id: r.get(0)?,
@@ -115,6 +178,7 @@ fn claimed_from_row(r: &Row<'_>) -> rusqlite::Result<RawClaim> {
                 expires_at: r.get(16)?,
                 error_code: r.get(17)?,
             },
+            balance,
         },
         salt: r.get(8)?,
         cipher: r.get(9)?,
@@ -167,10 +231,13 @@ impl WebhookStore for SqliteStore {
                 }
                 tx.prepare_cached(
                     "INSERT INTO webhooks (account_id, url, secret_salt, secret_cipher, \
-                     secret_key_id, expired_swept_until, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6) \
+                     secret_key_id, expired_swept_until, created_at, updated_at, \
+                     low_balance_sms_credits, low_balance_phone_credits) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?9, ?11) \
                      ON CONFLICT (account_id) DO UPDATE SET url = excluded.url, \
                      updated_at = excluded.updated_at, \
+                     low_balance_sms_credits = CASE WHEN ?8 THEN ?9 ELSE low_balance_sms_credits END, \
+                     low_balance_phone_credits = CASE WHEN ?10 THEN ?11 ELSE low_balance_phone_credits END, \
                      secret_salt = CASE WHEN ?7 THEN excluded.secret_salt ELSE secret_salt END, \
                      secret_cipher = CASE WHEN ?7 THEN excluded.secret_cipher ELSE secret_cipher END, \
                      secret_key_id = CASE WHEN ?7 THEN excluded.secret_key_id ELSE secret_key_id END",
@@ -183,7 +250,11 @@ impl WebhookStore for SqliteStore {
                         sealed.cipher,
                         sealed.key_id,
                         set.now,
-                        set.rotate
+                        set.rotate,
+                        set.low_balance_sms_credits.is_some(),
+                        set.low_balance_sms_credits.flatten(),
+                        set.low_balance_phone_credits.is_some(),
+                        set.low_balance_phone_credits.flatten()
                     ])
                 })
                 .map_err(map_err)?;

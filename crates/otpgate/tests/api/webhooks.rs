@@ -1039,6 +1039,8 @@ both_backends! {
                 url: tarpit.url.clone(),
                 new_secret: "whsec_unused".into(),
                 rotate: false,
+                low_balance_sms_credits: None,
+                low_balance_phone_credits: None,
                 now: now_micros(),
             }).await.unwrap();
             let id = send_code(&app, number, "PbRtLm").await;
@@ -1096,4 +1098,109 @@ async fn noisy_neighbour(backend: Backend) {
             .all(|d| d["state"] == "pending" && d["attempts"].as_array().unwrap().is_empty()),
         "{a:?}"
     );
+}
+
+/// Local receivers, and `low_balance` when a send takes the SMS credits (100
+/// at the start) below 98.
+fn low_at_98(c: &mut Config) {
+    local(c);
+    c.webhooks.low_balance_sms_credits = 98;
+}
+
+async fn put_webhook(app: &TestApp, body: Value) -> (u16, Value) {
+    let r = app
+        .client
+        .put(app.url(WEBHOOK))
+        .bearer_auth(&app.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+both_backends! {
+    config: low_at_98;
+    async fn low_balance_is_sent_once_per_fall_below_the_threshold_and_again_after_a_top_up(app) {
+        let receiver = Receiver::start(0).await;
+        let secret = set_webhook(&app, &receiver.url).await;
+        let mut ids = Vec::new();
+        // 100 -> 99 -> 98 stay at or above 98; 98 -> 97 falls below; 97 -> 96 is still below.
+        for (i, code) in ["QzXkVw", "PbRtLm", "HnJsWd", "GfKyTe"].iter().enumerate() {
+            ids.push(send_code(&app, &format!("98510232{i:02}"), code).await);
+        }
+        let hit = receiver.wait_event(ids[2], "low_balance").await;
+        assert_signed(&hit, &secret);
+        assert_eq!(hit.header("x-otpgate-event"), "low_balance");
+        let body = hit.json();
+        assert_eq!((body["credits"].as_str(), body["threshold"].as_i64()), (Some("sms"), Some(98)), "{body}");
+        assert_eq!((body["sms_credits"].as_i64(), body["phone_credits"].as_i64()), (Some(97), Some(10)), "{body}");
+        assert_eq!(body["number"], "9851023202");
+        assert!(!String::from_utf8_lossy(&hit.body).contains("HnJsWd"));
+
+        // A top-up back to the threshold, then a send below it: once more.
+        app.store.add_credits(app.account_id, 2, 0, "top-up").await.unwrap();
+        assert_eq!(app.balance().await, (98, 10));
+        ids.push(send_code(&app, "9851023204", "WxCvBn").await);
+        let again = receiver.wait_event(ids[4], "low_balance").await.json();
+        assert_eq!(again["sms_credits"], 97);
+
+        // Every event delivered: exactly two low_balance among them, each once.
+        let list = wait_deliveries(&app, &app.key, |l| {
+            l.len() == ids.len() + 2 && l.iter().all(|d| d["state"] == "delivered")
+        }).await;
+        let low: Vec<i64> = list.iter().filter(|d| d["event"] == "low_balance")
+            .map(|d| d["otp_id"].as_i64().unwrap()).collect();
+        assert_eq!(low, vec![ids[4], ids[2]], "{list:?}");
+        let hits: Vec<i64> = receiver.hits().iter().filter(|h| h.json()["event"] == "low_balance")
+            .map(|h| h.json()["otp_id"].as_i64().unwrap()).collect();
+        assert_eq!(hits.len(), 2, "{hits:?}");
+    }
+
+    async fn an_account_sets_its_own_low_balance_threshold_and_bad_ones_change_nothing(app) {
+        let receiver = Receiver::start(0).await;
+        set_webhook(&app, &receiver.url).await;
+        let (_, shown) = call(&app, reqwest::Method::GET, WEBHOOK, &app.key).await;
+        assert_eq!((shown["data"]["low_balance_sms_credits"].as_i64(), shown["data"]["low_balance_phone_credits"].as_i64()), (Some(98), Some(0)), "{shown}");
+        for (field, bad) in [
+            ("low_balance_sms_credits", json!(-1)),
+            ("low_balance_sms_credits", json!(1.5)),
+            ("low_balance_sms_credits", json!("many")),
+            ("low_balance_phone_credits", json!(2_000_000_000)),
+            ("low_balance_phone_credits", json!([5])),
+        ] {
+            let (status, reply) = put_webhook(&app, json!({ "url": receiver.url, field: bad })).await;
+            assert_eq!(status, 400, "{bad} -> {reply}");
+            assert_eq!((reply["errors"][0]["field"].as_str(), reply["errors"][0]["code"].as_str()), (Some(field), Some("invalid")), "{reply}");
+        }
+        let (_, unchanged) = call(&app, reqwest::Method::GET, WEBHOOK, &app.key).await;
+        assert_eq!(unchanged["data"]["low_balance_sms_credits"], 98, "{unchanged}");
+
+        // Its own threshold: 100 -> 99 crosses 100, not 98.
+        let (status, reply) = put_webhook(&app, json!({ "url": receiver.url, "low_balance_sms_credits": 100, "low_balance_phone_credits": "10" })).await;
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!((reply["data"]["low_balance_sms_credits"].as_i64(), reply["data"]["low_balance_phone_credits"].as_i64()), (Some(100), Some(10)));
+        // A later PUT without the fields keeps them.
+        let (_, kept) = put_webhook(&app, json!({ "url": receiver.url })).await;
+        assert_eq!(kept["data"]["low_balance_sms_credits"], 100, "{kept}");
+        let first = send_code(&app, "9851023212", "QzXkVw").await;
+        let hit = receiver.wait_event(first, "low_balance").await.json();
+        assert_eq!((hit["threshold"].as_i64(), hit["sms_credits"].as_i64()), (Some(100), Some(99)), "{hit}");
+
+        // 0: never; null: back to the configured 98.
+        let (_, off) = put_webhook(&app, json!({ "url": receiver.url, "low_balance_sms_credits": 0 })).await;
+        assert_eq!(off["data"]["low_balance_sms_credits"], 0, "{off}");
+        let second = send_code(&app, "9851023213", "PbRtLm").await; // 99 -> 98
+        let (_, back) = put_webhook(&app, json!({ "url": receiver.url, "low_balance_sms_credits": null })).await;
+        assert_eq!(back["data"]["low_balance_sms_credits"], 98, "{back}");
+        let third = send_code(&app, "9851023214", "HnJsWd").await; // 98 -> 97
+        receiver.wait_event(third, "low_balance").await;
+        let list = wait_deliveries(&app, &app.key, |l| {
+            l.iter().filter(|d| d["event"] == "sent").count() == 3 && l.iter().all(|d| d["state"] == "delivered")
+        }).await;
+        let low: Vec<i64> = list.iter().filter(|d| d["event"] == "low_balance")
+            .map(|d| d["otp_id"].as_i64().unwrap()).collect();
+        assert_eq!(low, vec![third, first], "{list:?}");
+        assert!(!low.contains(&second), "threshold 0 sent nothing");
+    }
 }
