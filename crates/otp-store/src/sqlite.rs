@@ -354,13 +354,10 @@ fn accept_batch(
                 .map_err(map_err)?;
             if let Some(((sms, phone, count), rate, spend, overrides)) = found {
                 balances.insert_with(otp.account_id, sms, phone, count, rate, spend, overrides);
-                if let Some((own_sms, own_phone)) =
-                    webhooks::low_balance_overrides(tx, otp.account_id)?
+                if let Some(thresholds) =
+                    webhooks::low_balance_thresholds(tx, otp.account_id, limits.low_balance)?
                 {
-                    balances.watch_low_balance(
-                        otp.account_id,
-                        limits.low_balance.with_overrides(own_sms, own_phone),
-                    );
+                    balances.watch_low_balance(otp.account_id, thresholds);
                 }
             }
         }

@@ -11,7 +11,7 @@ use crate::webhooks::{
     DeliveryState, EXPIRED_STATUS_SQL, EventOtp, ExpirySweep, SetWebhook, Webhook, WebhookAttempt,
     WebhookDelivery, WebhookEvent, WebhookStore, open_secret, seal_secret,
 };
-use crate::webhooks::{BalanceEvent, Credits, LowBalance};
+use crate::webhooks::{BalanceEvent, Credits, LowBalance, LowBalanceThresholds};
 use crate::{AccountId, Micros, StoreError};
 
 /// Records `event` of an OTP for its account's webhook, if the account has
@@ -36,19 +36,23 @@ pub(super) fn enqueue(
     Ok(())
 }
 
-/// The account's own `low_balance` thresholds, if it has a webhook (only
-/// then is an event recorded). Runs in the accept batch's transaction.
-pub(super) fn low_balance_overrides(
+/// The account's `low_balance` thresholds (its own over `configured`), if it
+/// has a webhook (only then is an event recorded). Runs in the accept batch's
+/// transaction.
+pub(super) fn low_balance_thresholds(
     tx: &Transaction<'_>,
     account: AccountId,
-) -> Result<Option<(Option<i64>, Option<i64>)>, StoreError> {
+    configured: LowBalanceThresholds,
+) -> Result<Option<LowBalanceThresholds>, StoreError> {
     tx.prepare_cached(
         "SELECT low_balance_sms_credits, low_balance_phone_credits FROM webhooks \
          WHERE account_id = ?1",
     )
     .and_then(|mut s| {
-        s.query_row([account], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
+        s.query_row([account], |r| {
+            Ok(configured.with_overrides(r.get(0)?, r.get(1)?))
+        })
+        .optional()
     })
     .map_err(map_err)
 }
