@@ -302,20 +302,16 @@ pub const MAX_URL_CHARS: usize = 2048;
 /// `allow_private_addresses`) a literal special-purpose address, which is
 /// `Err` with the code `address_not_allowed` rather than `invalid`.
 pub fn check_url(raw: &str, allow_private_addresses: bool) -> Result<(), (&'static str, String)> {
-    check_shape(raw).map_err(|why| ("invalid", why))?;
+    let url = check_shape(raw).map_err(|why| ("invalid", why))?;
     if !allow_private_addresses {
-        let url = reqwest::Url::parse(raw).map_err(|_| ("invalid", String::new()))?;
-        address::refuse_literal(&url).map_err(|refused| {
-            (
-                "address_not_allowed",
-                format!("url must not name a special-purpose address: {refused}."),
-            )
-        })?;
+        address::refuse_literal(&url)
+            .map_err(|refused| ("address_not_allowed", format!("url: {refused}.")))?;
     }
     Ok(())
 }
 
-fn check_shape(raw: &str) -> Result<(), String> {
+/// The URL, if it has the shape of a webhook URL.
+fn check_shape(raw: &str) -> Result<reqwest::Url, String> {
     if raw.chars().count() > MAX_URL_CHARS {
         return Err(format!("url must be at most {MAX_URL_CHARS} characters."));
     }
@@ -333,7 +329,7 @@ fn check_shape(raw: &str) -> Result<(), String> {
     if url.fragment().is_some() {
         return Err("url must not have a #fragment (it is never sent).".to_owned());
     }
-    Ok(())
+    Ok(url)
 }
 
 /// Why a request failed, without its URL (which may carry a token of the
