@@ -13,6 +13,11 @@
 //! those leased to any node (`CLAIM_SQL`), so one account whose receiver
 //! hangs cannot take every slot.
 //!
+//! `low_balance` is recorded by the accept batch, for the send that takes an
+//! account's SMS or phone credits from at least its threshold to below it
+//! ([`LowBalanceThresholds`]: the configured ones in [`crate::SendLimits`],
+//! the account's own on its webhook row), with the balances that send left.
+//!
 //! `expired` has no transaction of its own (time passing changes no row), so
 //! [`WebhookStore::sweep_expired`] looks for codes whose expiry passed
 //! unverified, per account from where its last sweep stopped.
