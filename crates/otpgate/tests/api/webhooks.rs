@@ -1026,6 +1026,20 @@ both_backends! {
         assert!(deliveries_as(&app, &app.key).await.is_empty());
     }
 
+    async fn the_openapi_document_names_the_address_refusal_and_the_low_balance_settings(app) {
+        let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+        let put = &doc["paths"][WEBHOOK]["put"];
+        let refusal = put["responses"]["400"]["description"].as_str().unwrap();
+        assert!(refusal.contains("address_not_allowed"), "{refusal}");
+        let request = &doc["components"]["schemas"]["SetWebhookRequest"]["properties"];
+        let data = &doc["components"]["schemas"]["WebhookData"]["properties"];
+        for field in ["low_balance_sms_credits", "low_balance_phone_credits"] {
+            assert!(request.get(field).is_some() && data.get(field).is_some(), "{field}: {request} {data}");
+        }
+        let event = doc["components"]["schemas"]["DeliveryItem"]["properties"]["event"]["description"].as_str().unwrap();
+        assert!(event.contains("low_balance"), "{event}");
+    }
+
     async fn a_name_or_stored_address_that_is_loopback_is_refused_at_connection_and_no_request_arrives(app) {
         // A name that resolves to loopback passes when set, and is refused
         // after resolution, at the attempt.
