@@ -16,9 +16,15 @@
 //! and key rows themselves ([`RateWindow`], [`SpendDay`]): they are read with the
 //! locked account row and written back with its new balance, so a batch costs
 //! no extra statement per send and nodes sharing a database share the counts.
+//!
+//! A send that takes a balance from at least its low-balance threshold to
+//! below it is marked ([`Taken::low_balance`]) for a `low_balance` webhook
+//! event, recorded in the same transaction: once per fall, again only after a
+//! top-up lifts the balance to the threshold and a send takes it below again.
 
 use std::collections::HashMap;
 
+use crate::webhooks::{LowBalance, LowBalanceThresholds};
 use crate::{
     AcceptError, Accepted, AccountId, IdempotencyKey, LimitKind, Micros, NewOtp, SendLimits,
 };
@@ -35,6 +41,8 @@ pub struct Balance {
     pub spend: SpendDay,
     /// The account's own limits (`None`: the configured default).
     pub overrides: AccountOverrides,
+    /// Where a `low_balance` event fires; zero (no webhook) never does.
+    pub low_balance: LowBalanceThresholds,
     /// Whether any send of this batch changed it (so it must be written back).
     pub dirty: bool,
 }
@@ -156,6 +164,8 @@ pub struct Taken {
     pub account_seq: i64,
     pub sms_left: i64,
     pub phone_left: i64,
+    /// This send took a balance below its threshold.
+    pub low_balance: Option<LowBalance>,
 }
 
 impl Balances {
@@ -197,9 +207,18 @@ impl Balances {
                 rate,
                 spend,
                 overrides,
+                low_balance: LowBalanceThresholds::default(),
                 dirty: false,
             },
         );
+    }
+
+    /// Sets where the account's `low_balance` events fire (only accounts
+    /// with a webhook have any).
+    pub fn watch_low_balance(&mut self, account: AccountId, thresholds: LowBalanceThresholds) {
+        if let Some(b) = self.map.get_mut(&account) {
+            b.low_balance = thresholds;
+        }
     }
 
     /// Debits the send's cost if the account's rate, daily cap and credits allow
@@ -250,6 +269,10 @@ impl Balances {
             account_seq: balance.otp_count,
             sms_left: balance.sms,
             phone_left: balance.phone,
+            low_balance: balance.low_balance.crossed(
+                (balance.sms + otp.cost.sms, balance.phone + otp.cost.phone),
+                (balance.sms, balance.phone),
+            ),
         })
     }
 
@@ -737,6 +760,42 @@ mod tests {
         ));
         assert!(keys.check(&other_key, &l).is_ok());
         assert_eq!(keys.changed().count(), 1);
+    }
+
+    #[test]
+    fn a_low_balance_is_marked_once_per_fall_below_the_threshold() {
+        let mut b = Balances::default();
+        b.insert(1, 12, 4, 0);
+        b.watch_low_balance(1, LowBalanceThresholds { sms: 10, phone: 4 });
+        let l = SendLimits::default();
+        let marks: Vec<_> = (0..5)
+            .map(|_| b.take(&send(1, 1, 0), &l).unwrap().low_balance)
+            .collect();
+        // 12 -> 11, 11 -> 10 stay at or above 10; 10 -> 9 falls below; then no more.
+        let sms = Some(LowBalance {
+            credits: crate::webhooks::Credits::Sms,
+            threshold: 10,
+        });
+        assert_eq!(marks, [None, None, sms, None, None]);
+        // A top-up above the threshold, then a fall: marked again.
+        b.map.get_mut(&1).unwrap().sms = 10;
+        assert_eq!(b.take(&send(1, 2, 0), &l).unwrap().low_balance, sms);
+        // A refused send marks nothing; phone credits have their own threshold.
+        assert!(b.take(&send(1, 100, 0), &l).is_err());
+        let phone = b.take(&send(1, 0, 1), &l).unwrap().low_balance;
+        assert_eq!(
+            phone.map(|m| (m.credits, m.threshold)),
+            Some((crate::webhooks::Credits::Phone, 4))
+        );
+        // Zero never fires, even at the last credit; an unwatched account neither.
+        b.watch_low_balance(1, LowBalanceThresholds { sms: 0, phone: 0 });
+        assert_eq!(b.take(&send(1, 6, 0), &l).unwrap().low_balance, None);
+        let mut unwatched = Balances::default();
+        unwatched.insert(2, 1, 0, 0);
+        assert_eq!(
+            unwatched.take(&send(2, 1, 0), &l).unwrap().low_balance,
+            None
+        );
     }
 
     #[test]

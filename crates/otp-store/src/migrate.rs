@@ -72,6 +72,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0012_verify_refusals.sql"),
     },
     Migration {
+        version: 13,
+        name: "webhook_limits",
+        sql: include_str!("../migrations/sqlite/0013_webhook_limits.sql"),
+    },
+    Migration {
         version: 14,
         name: "receipt_id_forms",
         sql: include_str!("../migrations/sqlite/0014_receipt_id_forms.sql"),
@@ -138,6 +143,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 12,
         name: "verify_refusals",
         sql: include_str!("../migrations/postgres/0012_verify_refusals.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "webhook_limits",
+        sql: include_str!("../migrations/postgres/0013_webhook_limits.sql"),
     },
     Migration {
         version: 14,

@@ -253,6 +253,10 @@ pub struct SendLimits {
     /// Most credits (SMS and phone together) one account may spend in a day
     /// (an account may have its own).
     pub daily_spend_cap: i64,
+    /// Not a limit: the SMS and phone balances below which a send records a
+    /// `low_balance` webhook event (an account's webhook may set its own; see
+    /// `crate::webhooks`).
+    pub low_balance: crate::webhooks::LowBalanceThresholds,
 }
 
 /// An account's own limits and what it spent today. `None`: the configured

@@ -247,6 +247,21 @@ async fn accept_batch(
             },
         );
     }
+    // Where accounts with a webhook get a `low_balance` event.
+    let rows = tx
+        .query(
+            "SELECT account_id, low_balance_sms_credits, low_balance_phone_credits \
+             FROM webhooks WHERE account_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(pg_err)?;
+    for r in rows {
+        balances.watch_low_balance(
+            r.get(0),
+            limits.low_balance.with_overrides(r.get(1), r.get(2)),
+        );
+    }
     // A key belongs to one account, and that account's row is locked now, so
     // no other batch changes the key's window until this one commits.
     let mut key_rates = KeyRates::default();
@@ -501,6 +516,27 @@ async fn accept_batch(
     )
     .await
     .map_err(pg_err)?;
+    let (mut low_ids, mut low_credits, mut low_thresholds) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut low_sms, mut low_phone, mut low_at) = (Vec::new(), Vec::new(), Vec::new());
+    for ((i, t), id) in taken.iter().zip(&otp_ids) {
+        if let Some(low) = t.low_balance {
+            low_ids.push(*id);
+            low_credits.push(low.credits.as_str());
+            low_thresholds.push(low.threshold);
+            low_sms.push(t.sms_left);
+            low_phone.push(t.phone_left);
+            low_at.push(otps[*i].created_at);
+        }
+    }
+    webhooks::enqueue_low_balance(
+        &tx,
+        &low_ids,
+        &low_credits,
+        &low_thresholds,
+        (&low_sms, &low_phone),
+        &low_at,
+    )
+    .await?;
     let (mut ka, mut kn, mut kh, mut ko, mut ks, mut ksms, mut kph, mut kt) = (
         Vec::new(),
         Vec::new(),

@@ -495,6 +495,11 @@ fn accept_batch(
                 .map_err(map_err)?;
             if let Some(((sms, phone, count), rate, spend, overrides)) = found {
                 balances.insert_with(otp.account_id, sms, phone, count, rate, spend, overrides);
+                if let Some(thresholds) =
+                    webhooks::low_balance_thresholds(tx, otp.account_id, limits.low_balance)?
+                {
+                    balances.watch_low_balance(otp.account_id, thresholds);
+                }
             }
         }
     }
@@ -683,6 +688,15 @@ fn accept_batch(
                 otp.created_at
             ])
             .map_err(map_err)?;
+        if let Some(low) = taken.low_balance {
+            webhooks::enqueue_low_balance(
+                tx,
+                id,
+                low,
+                (taken.sms_left, taken.phone_left),
+                otp.created_at,
+            )?;
+        }
         let accepted = Accepted {
             id,
             account_seq: taken.account_seq,

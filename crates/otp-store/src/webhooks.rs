@@ -8,7 +8,15 @@
 //! A unique index on `(otp_id, event)` makes each event of an OTP happen once,
 //! however many nodes or retries report it. The dispatcher then claims due
 //! deliveries under a lease (PostgreSQL: `FOR UPDATE SKIP LOCKED`), and records
-//! every attempt beside the delivery.
+//! every attempt beside the delivery. A claim hands out no more than
+//! [`DeliveryClaim::per_account`] deliveries of one account at a time, counting
+//! those leased to any node (`CLAIM_SQL`), so one account whose receiver
+//! hangs cannot take every slot.
+//!
+//! `low_balance` is recorded by the accept batch, for the send that takes an
+//! account's SMS or phone credits from at least its threshold to below it
+//! ([`LowBalanceThresholds`]: the configured ones in [`crate::SendLimits`],
+//! the account's own on its webhook row), with the balances that send left.
 //!
 //! `expired` has no transaction of its own (time passing changes no row), so
 //! [`WebhookStore::sweep_expired`] looks for codes whose expiry passed
@@ -40,16 +48,20 @@ pub enum WebhookEvent {
     Expired,
     /// The last allowed wrong code was tried: the code is dead.
     MaxAttempts,
+    /// A send took the account's SMS or phone credits below its threshold
+    /// (the event's OTP is that send).
+    LowBalance,
 }
 
 impl WebhookEvent {
-    pub const ALL: [WebhookEvent; 6] = [
+    pub const ALL: [WebhookEvent; 7] = [
         WebhookEvent::Sent,
         WebhookEvent::Delivered,
         WebhookEvent::Failed,
         WebhookEvent::Verified,
         WebhookEvent::Expired,
         WebhookEvent::MaxAttempts,
+        WebhookEvent::LowBalance,
     ];
 
     /// The name in the JSON body and in the store.
@@ -61,6 +73,7 @@ impl WebhookEvent {
             WebhookEvent::Verified => "verified",
             WebhookEvent::Expired => "expired",
             WebhookEvent::MaxAttempts => "max_attempts",
+            WebhookEvent::LowBalance => "low_balance",
         }
     }
 
@@ -100,6 +113,87 @@ impl WebhookEvent {
     }
 }
 
+/// Which credits a `low_balance` event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Credits {
+    Sms,
+    Phone,
+}
+
+impl Credits {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Credits::Sms => "sms",
+            Credits::Phone => "phone",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Credits {
+        if s == "phone" {
+            Credits::Phone
+        } else {
+            Credits::Sms
+        }
+    }
+}
+
+/// The balances below which a send records a `low_balance` event; 0: never.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LowBalanceThresholds {
+    pub sms: i64,
+    pub phone: i64,
+}
+
+impl LowBalanceThresholds {
+    /// The configured defaults under an account's own values, where it has any.
+    pub fn with_overrides(self, sms: Option<i64>, phone: Option<i64>) -> Self {
+        LowBalanceThresholds {
+            sms: sms.unwrap_or(self.sms),
+            phone: phone.unwrap_or(self.phone),
+        }
+    }
+
+    /// Whether a send that moved the balances from `before` to `after`
+    /// (sms, phone) took one of them from at least its threshold to below it
+    /// (SMS first: one send spends one kind of credit).
+    pub(crate) fn crossed(self, before: (i64, i64), after: (i64, i64)) -> Option<LowBalance> {
+        let fell = |threshold: i64, before: i64, after: i64| {
+            threshold > 0 && before >= threshold && after < threshold
+        };
+        if fell(self.sms, before.0, after.0) {
+            Some(LowBalance {
+                credits: Credits::Sms,
+                threshold: self.sms,
+            })
+        } else if fell(self.phone, before.1, after.1) {
+            Some(LowBalance {
+                credits: Credits::Phone,
+                threshold: self.phone,
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// A balance that fell below its threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LowBalance {
+    pub credits: Credits,
+    pub threshold: i64,
+}
+
+/// What a `low_balance` event reports besides its OTP (the send that took
+/// the balance below the threshold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BalanceEvent {
+    pub credits: Credits,
+    pub threshold: i64,
+    /// The balances right after that send.
+    pub sms_credits: i64,
+    pub phone_credits: i64,
+}
+
 /// An account's webhook, its secret opened.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Webhook {
@@ -108,6 +202,9 @@ pub struct Webhook {
     /// The signing secret; `None` when it cannot be opened (the encryption key
     /// it was sealed under is no longer configured): set a new one.
     pub secret: Option<String>,
+    /// The account's own `low_balance` thresholds (`None`: the configured one).
+    pub low_balance_sms_credits: Option<i64>,
+    pub low_balance_phone_credits: Option<i64>,
     pub created_at: Micros,
     pub updated_at: Micros,
 }
@@ -129,6 +226,10 @@ pub struct SetWebhook {
     pub url: String,
     pub new_secret: String,
     pub rotate: bool,
+    /// The account's own `low_balance` thresholds: `None` keeps what it has,
+    /// `Some(None)` goes back to the configured one, `Some(Some(n))` sets `n`.
+    pub low_balance_sms_credits: Option<Option<i64>>,
+    pub low_balance_phone_credits: Option<Option<i64>>,
     pub now: Micros,
 }
 
@@ -149,7 +250,34 @@ pub struct DeliveryClaim {
     pub limit: usize,
     pub now: Micros,
     pub lease_until: Micros,
+    /// Most deliveries of one account leased at once (to any node), the
+    /// ones this claim hands out included.
+    pub per_account: usize,
 }
+
+/// The ids a claim takes, oldest due first (SQL shared by both backends; `$1`
+/// now, `$2` the claim's limit, `$3` the per-account bound; SQLite reads them as
+/// `?1`..`?3`; PostgreSQL adds
+/// `FOR UPDATE SKIP LOCKED` where `{lock}` stands). An account is skipped
+/// while its leased deliveries (attempts in flight, on any node) fill its
+/// bound; of the others, the oldest due deliveries are ranked per account so
+/// that this claim does not overfill one either. The candidates are capped
+/// (`$2 * $3`) to keep the ranking small: an account that fills its bound
+/// within them is skipped outright by the next claim.
+pub(crate) const CLAIM_SQL: &str = "WITH busy AS (\
+         SELECT account_id, COUNT(*) AS n FROM webhook_deliveries \
+         WHERE state = 'pending' AND lease_owner IS NOT NULL AND next_attempt_at > $1 \
+         GROUP BY account_id), \
+     cand AS (\
+         SELECT d.id, d.account_id, d.next_attempt_at FROM webhook_deliveries d \
+         WHERE d.state = 'pending' AND d.next_attempt_at <= $1 \
+         AND d.account_id NOT IN (SELECT account_id FROM busy WHERE n >= $3) \
+         ORDER BY d.next_attempt_at LIMIT $2 * $3 {lock}), \
+     ranked AS (\
+         SELECT c.id, c.next_attempt_at, COALESCE(b.n, 0) + ROW_NUMBER() OVER \
+             (PARTITION BY c.account_id ORDER BY c.next_attempt_at, c.id) AS slot \
+         FROM cand c LEFT JOIN busy b ON b.account_id = c.account_id) \
+     SELECT id FROM ranked WHERE slot <= $3 ORDER BY next_attempt_at, id LIMIT $2";
 
 /// The OTP an event is about, as a webhook body shows it (never its code).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +309,8 @@ pub struct ClaimedDelivery {
     /// `None`: the secret cannot be opened, so nothing can be signed.
     pub secret: Option<String>,
     pub otp: EventOtp,
+    /// What a `low_balance` event reports; `None` for the other events.
+    pub balance: Option<BalanceEvent>,
 }
 
 impl std::fmt::Debug for ClaimedDelivery {
@@ -414,6 +544,26 @@ mod tests {
             Some(WebhookEvent::Delivered)
         );
         assert_eq!(WebhookEvent::for_receipt(OtpStatus::Sent), None);
+    }
+
+    #[test]
+    fn credit_kinds_round_trip() {
+        for c in [Credits::Sms, Credits::Phone] {
+            assert_eq!(Credits::parse(c.as_str()), c);
+        }
+    }
+
+    #[test]
+    fn account_thresholds_override_the_configured_ones_one_by_one() {
+        let configured = LowBalanceThresholds {
+            sms: 100,
+            phone: 20,
+        };
+        assert_eq!(
+            configured.with_overrides(Some(0), None),
+            LowBalanceThresholds { sms: 0, phone: 20 }
+        );
+        assert_eq!(configured.with_overrides(None, None), configured);
     }
 
     #[test]

@@ -416,12 +416,15 @@ async fn webhooks(config: &Config, cmd: WebhooksCmd) -> anyhow::Result<()> {
         } => {
             let a = find_account(&store, &account).await?;
             let url = url.trim().to_owned();
-            crate::webhooks::check_url(&url).map_err(|why| anyhow::anyhow!(why))?;
+            crate::webhooks::check_url(&url, config.webhooks.allow_private_addresses)
+                .map_err(|(_, why)| anyhow::anyhow!(why))?;
             let w = store
                 .set_webhook(otp_store::webhooks::SetWebhook {
                     account_id: a.id,
                     url,
                     new_secret: otp_domain::webhook::generate_secret(),
+                    low_balance_sms_credits: None,
+                    low_balance_phone_credits: None,
                     rotate: rotate_secret,
                     now: otp_store::now_micros(),
                 })

@@ -507,6 +507,8 @@ impl LimitsConfig {
             per_account_rps: self.per_account_rps,
             per_key_rps: self.per_key_rps,
             daily_spend_cap: self.daily_spend_cap(mode),
+            // From `[webhooks]`: `startup::open_store_with` sets them.
+            low_balance: Default::default(),
         }
     }
 
@@ -586,6 +588,20 @@ pub struct WebhooksConfig {
     /// a verification already under way at that moment is not also reported
     /// expired.
     pub expired_delay_ms: u64,
+    /// Let webhooks reach special-purpose addresses (loopback, private,
+    /// link-local, ...; see `crate::webhooks::address`). Off: such an address is
+    /// refused when a URL is set, and at every connection after resolving the
+    /// host name, so accounts cannot probe the network the gateway runs in.
+    pub allow_private_addresses: bool,
+    /// Most deliveries of one account in flight at once, across all nodes, so
+    /// that one account whose receiver hangs cannot hold every slot.
+    pub per_account_concurrency: usize,
+    /// A `low_balance` event is recorded when a send takes an account's SMS
+    /// credits from at least this many to fewer (0: never). An account may set
+    /// its own with its webhook.
+    pub low_balance_sms_credits: i64,
+    /// The same for phone (voice) credits.
+    pub low_balance_phone_credits: i64,
 }
 
 impl Default for WebhooksConfig {
@@ -599,6 +615,20 @@ impl Default for WebhooksConfig {
             concurrency: 32,
             sweep_interval_ms: 5_000,
             expired_delay_ms: 5_000,
+            allow_private_addresses: false,
+            per_account_concurrency: 4,
+            low_balance_sms_credits: 100,
+            low_balance_phone_credits: 20,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// Where `low_balance` events fire unless an account sets its own.
+    pub fn low_balance_thresholds(&self) -> otp_store::webhooks::LowBalanceThresholds {
+        otp_store::webhooks::LowBalanceThresholds {
+            sms: self.low_balance_sms_credits.max(0),
+            phone: self.low_balance_phone_credits.max(0),
         }
     }
 }

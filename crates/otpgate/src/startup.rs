@@ -55,7 +55,10 @@ pub async fn open_store_with(
         list_connections: config.store.list_connections,
         list_timeout: Some(Duration::from_millis(config.store.list_timeout_ms)),
         vault,
-        limits: config.limits.send_limits(config.mode),
+        limits: otp_store::SendLimits {
+            low_balance: config.webhooks.low_balance_thresholds(),
+            ..config.limits.send_limits(config.mode)
+        },
     };
     otp_store::open(config.database_url.expose(), &options)
         .await

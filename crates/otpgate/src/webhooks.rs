@@ -20,7 +20,18 @@
 //!   ([`otp_domain::webhook::sign`]).
 //!
 //! [`try_send_due`] is one claim-send-record step without the waiting; the
-//! loop in [`WebhookDispatcher::run`] adds concurrency and polling.
+//! loop in [`WebhookDispatcher::run`] adds concurrency and polling. The store
+//! hands out at most [`WebhookPolicy::per_account`] deliveries of one account
+//! at a time, so an account whose receiver hangs holds that many slots, not all.
+//!
+//! Unless `webhooks.allow_private_addresses` is set, a webhook reaches public
+//! addresses only ([`address`]): a literal special-purpose address is refused
+//! when the URL is set and before any attempt, and host names are resolved by
+//! [`address::PublicResolver`], which refuses a name that resolves inward. No
+//! proxy is used (the check must see the receiver's address, not a proxy's) and
+//! no redirect is followed.
+
+pub mod address;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,6 +74,10 @@ pub struct WebhookPolicy {
     pub concurrency: usize,
     pub sweep_interval: Duration,
     pub expired_delay: Duration,
+    /// Most deliveries of one account in flight at once (all nodes together).
+    pub per_account: usize,
+    /// Whether special-purpose addresses may be reached (see [`address`]).
+    pub allow_private_addresses: bool,
 }
 
 fn micros(d: Duration) -> Micros {
@@ -80,6 +95,8 @@ impl WebhookPolicy {
             concurrency: c.concurrency.max(1),
             sweep_interval: Duration::from_millis(c.sweep_interval_ms.max(10)),
             expired_delay: Duration::from_millis(c.expired_delay_ms),
+            per_account: c.per_account_concurrency.max(1),
+            allow_private_addresses: c.allow_private_addresses,
         }
     }
 
@@ -137,6 +154,16 @@ struct Body<'a> {
     expires_at: String,
     /// The carrier's error code, when a receipt gave one.
     error_code: Option<&'a str>,
+    /// `low_balance` only: `sms` or `phone`, the credits that fell below
+    /// `threshold`, and both balances right after the send.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credits: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threshold: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sms_credits: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone_credits: Option<i64>,
 }
 
 /// The JSON body of a delivery, times in `tz` as in API replies. It holds no
@@ -154,12 +181,17 @@ pub fn event_body(d: &ClaimedDelivery, tz: &chrono_tz::Tz) -> Vec<u8> {
         created_at: rfc3339(d.otp.created_at, tz),
         expires_at: rfc3339(d.otp.expires_at, tz),
         error_code: d.otp.error_code.as_deref(),
+        credits: d.balance.map(|b| b.credits.as_str()),
+        threshold: d.balance.map(|b| b.threshold),
+        sms_credits: d.balance.map(|b| b.sms_credits),
+        phone_credits: d.balance.map(|b| b.phone_credits),
     };
     serde_json::to_vec(&body).expect("a struct of strings and numbers serializes")
 }
 
 /// Makes one attempt at a delivery: an HTTP client that follows no redirects
-/// (a receiver must answer 2xx itself) and gives up after the timeout.
+/// (a receiver must answer 2xx itself), uses no proxy, reaches only public
+/// addresses unless the policy allows more, and gives up after the timeout.
 #[derive(Clone)]
 pub struct WebhookSender {
     client: reqwest::Client,
@@ -169,10 +201,15 @@ pub struct WebhookSender {
 
 impl WebhookSender {
     pub fn new(policy: WebhookPolicy, tz: chrono_tz::Tz) -> anyhow::Result<WebhookSender> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(policy.timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("otpgate-webhooks/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .user_agent(concat!("otpgate-webhooks/", env!("CARGO_PKG_VERSION")));
+        if !policy.allow_private_addresses {
+            builder = builder.dns_resolver(Arc::new(address::PublicResolver));
+        }
+        let client = builder
             .build()
             .context("building the webhook HTTP client")?;
         Ok(WebhookSender { client, policy, tz })
@@ -222,6 +259,16 @@ impl WebhookSender {
         secret: &str,
         at: Micros,
     ) -> (Option<u16>, Option<String>) {
+        if !self.policy.allow_private_addresses {
+            // A literal address never reaches the resolver: check it here (a
+            // URL set before this check existed may still hold one).
+            if let Some(refused) = reqwest::Url::parse(&d.url)
+                .ok()
+                .and_then(|u| address::refuse_literal(&u).err())
+            {
+                return (None, Some(format!("not sent: {refused}")));
+            }
+        }
         let body = event_body(d, &self.tz);
         let timestamp = at.div_euclid(1_000_000);
         let signature = sign(secret, timestamp, &body);
@@ -251,8 +298,20 @@ impl WebhookSender {
 /// The longest webhook URL accepted.
 pub const MAX_URL_CHARS: usize = 2048;
 
-/// Why a URL cannot take events, if it cannot.
-pub fn check_url(raw: &str) -> Result<(), String> {
+/// Why a URL cannot take events, if it cannot: its shape, or (unless
+/// `allow_private_addresses`) a literal special-purpose address, which is
+/// `Err` with the code `address_not_allowed` rather than `invalid`.
+pub fn check_url(raw: &str, allow_private_addresses: bool) -> Result<(), (&'static str, String)> {
+    let url = check_shape(raw).map_err(|why| ("invalid", why))?;
+    if !allow_private_addresses {
+        address::refuse_literal(&url)
+            .map_err(|refused| ("address_not_allowed", format!("url: {refused}.")))?;
+    }
+    Ok(())
+}
+
+/// The URL, if it has the shape of a webhook URL.
+fn check_shape(raw: &str) -> Result<reqwest::Url, String> {
     if raw.chars().count() > MAX_URL_CHARS {
         return Err(format!("url must be at most {MAX_URL_CHARS} characters."));
     }
@@ -270,7 +329,7 @@ pub fn check_url(raw: &str) -> Result<(), String> {
     if url.fragment().is_some() {
         return Err("url must not have a #fragment (it is never sent).".to_owned());
     }
-    Ok(())
+    Ok(url)
 }
 
 /// Why a request failed, without its URL (which may carry a token of the
@@ -278,6 +337,13 @@ pub fn check_url(raw: &str) -> Result<(), String> {
 fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         return format!("no answer within {} ms", timeout.as_millis());
+    }
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        if let Some(refused) = s.downcast_ref::<address::AddressRefused>() {
+            return format!("not sent: {refused}");
+        }
+        source = s.source();
     }
     let what = if e.is_connect() {
         "could not connect"
@@ -331,6 +397,7 @@ pub async fn try_send_due(
             limit,
             now,
             lease_until: now.saturating_add(micros(sender.policy.lease())),
+            per_account: sender.policy.per_account,
         })
         .await?;
     let results = futures_util::future::join_all(claimed.iter().map(|d| sender.attempt(d))).await;
@@ -374,6 +441,7 @@ impl WebhookDispatcher {
                     limit,
                     now,
                     lease_until: now.saturating_add(micros(policy.lease())),
+                    per_account: policy.per_account,
                 })
                 .await
                 .unwrap_or_else(|e| {
@@ -505,13 +573,21 @@ mod tests {
                 expires_at: 1_761_724_735_000_000,
                 error_code: None,
             },
+            balance: None,
         }
     }
 
     #[test]
     fn only_plain_absolute_http_urls_take_events() {
-        assert!(check_url("https://app.example.com/hooks?token=abc").is_ok());
-        assert!(check_url("http://127.0.0.1:8080/").is_ok());
+        assert!(check_url("https://app.example.com/hooks?token=abc", false).is_ok());
+        assert!(check_url("http://127.0.0.1:8080/", true).is_ok());
+        let refused = check_url("http://127.0.0.1:8080/", false).unwrap_err();
+        assert_eq!(refused.0, "address_not_allowed");
+        assert!(
+            refused
+                .1
+                .contains("127.0.0.1 is a special-purpose address (loopback)")
+        );
         for bad in [
             "",
             "app.example.com/hooks",
@@ -520,10 +596,10 @@ mod tests {
             "https://example.com/#x",
             "javascript:alert(1)",
         ] {
-            assert!(check_url(bad).is_err(), "{bad}");
+            assert_eq!(check_url(bad, true).unwrap_err().0, "invalid", "{bad}");
         }
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_CHARS));
-        assert!(check_url(&long).is_err());
+        assert!(check_url(&long, false).is_err());
     }
 
     #[test]
@@ -563,5 +639,38 @@ mod tests {
         assert_eq!(body["number"], "9851023212");
         assert_eq!(body["occurred_at"], "2025-10-29T13:33:55.512191+05:45");
         assert!(body["error_code"].is_null());
+        assert!(
+            body.get("threshold").is_none(),
+            "only low_balance has balances"
+        );
+    }
+
+    #[test]
+    fn a_low_balance_body_names_the_credits_the_threshold_and_the_balances() {
+        let tz: chrono_tz::Tz = "Asia/Kathmandu".parse().unwrap();
+        let mut d = delivery(1, 0);
+        d.event = otp_store::webhooks::WebhookEvent::LowBalance;
+        d.balance = Some(otp_store::webhooks::BalanceEvent {
+            credits: otp_store::webhooks::Credits::Sms,
+            threshold: 100,
+            sms_credits: 99,
+            phone_credits: 10,
+        });
+        let body: serde_json::Value = serde_json::from_slice(&event_body(&d, &tz)).unwrap();
+        assert_eq!(body["event"], "low_balance");
+        assert_eq!(body["credits"], "sms");
+        assert_eq!(
+            (
+                &body["threshold"],
+                &body["sms_credits"],
+                &body["phone_credits"]
+            ),
+            (
+                &serde_json::json!(100),
+                &serde_json::json!(99),
+                &serde_json::json!(10)
+            )
+        );
+        assert_eq!(body["otp_id"], 42);
     }
 }

@@ -10,10 +10,11 @@ use tokio_postgres::Row;
 
 use super::{PgStore, pg_err};
 use crate::webhooks::{
-    AttemptOutcome, AttemptResult, ClaimedDelivery, DeliveryClaim, DeliveryQuery, DeliveryState,
-    EXPIRED_STATUS_SQL, EventOtp, ExpirySweep, SetWebhook, Webhook, WebhookAttempt,
+    AttemptOutcome, AttemptResult, CLAIM_SQL, ClaimedDelivery, DeliveryClaim, DeliveryQuery,
+    DeliveryState, EXPIRED_STATUS_SQL, EventOtp, ExpirySweep, SetWebhook, Webhook, WebhookAttempt,
     WebhookDelivery, WebhookEvent, WebhookStore, open_secret, seal_secret,
 };
+use crate::webhooks::{BalanceEvent, Credits};
 use crate::{AccountId, Micros, StoreError};
 
 const ENQUEUE_SQL: &str = "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, \
@@ -35,6 +36,43 @@ pub(super) async fn enqueue(
     tx.execute(
         ENQUEUE_SQL,
         &[&vec![otp_id], &vec![event.as_str()], &vec![at]],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(())
+}
+
+/// Records the `low_balance` events of an accept batch: the sends `otp_ids`,
+/// which credits fell below which threshold, and the balances each left.
+/// Accounts without a webhook record nothing. Runs in the batch's transaction.
+pub(super) async fn enqueue_low_balance(
+    tx: &Transaction<'_>,
+    otp_ids: &[i64],
+    credits: &[&str],
+    thresholds: &[i64],
+    balances: (&[i64], &[i64]),
+    at: &[i64],
+) -> Result<(), StoreError> {
+    if otp_ids.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, occurred_at, \
+         state, next_attempt_at, created_at, credits, threshold, sms_credits, phone_credits) \
+         SELECT o.account_id, o.id, 'low_balance', o.status, u.at, 'pending', u.at, u.at, \
+         u.credits, u.threshold, u.sms, u.phone \
+         FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[]) \
+         AS u(otp_id, credits, threshold, sms, phone, at) \
+         JOIN otps o ON o.id = u.otp_id JOIN webhooks w ON w.account_id = o.account_id \
+         ON CONFLICT (otp_id, event) DO NOTHING",
+        &[
+            &otp_ids,
+            &credits,
+            &thresholds,
+            &balances.0,
+            &balances.1,
+            &at,
+        ],
     )
     .await
     .map_err(pg_err)?;
@@ -66,8 +104,11 @@ pub(super) async fn enqueue_jobs(
     Ok(())
 }
 
-const WEBHOOK_COLUMNS: &str =
-    "account_id, url, secret_salt, secret_cipher, secret_key_id, created_at, updated_at";
+/// The advisory lock webhook claims take turns under ("otpgate-wh" in ASCII).
+const CLAIM_LOCK: i64 = 0x6f74_7067_6174_6577;
+
+const WEBHOOK_COLUMNS: &str = "account_id, url, secret_salt, secret_cipher, secret_key_id, \
+     created_at, updated_at, low_balance_sms_credits, low_balance_phone_credits";
 
 impl PgStore {
     fn opened(&self, r: &Row) -> Webhook {
@@ -77,6 +118,8 @@ impl PgStore {
             secret: open_secret(&self.vault, account_id, &salt, &cipher, &key_id),
             account_id,
             url: r.get(1),
+            low_balance_sms_credits: r.get(7),
+            low_balance_phone_credits: r.get(8),
             created_at: r.get(5),
             updated_at: r.get(6),
         }
@@ -122,10 +165,15 @@ impl WebhookStore for PgStore {
             .query_opt(
                 &format!(
                     "INSERT INTO webhooks (account_id, url, secret_salt, secret_cipher, \
-                     secret_key_id, expired_swept_until, created_at, updated_at) \
-                     SELECT id, $2, $3, $4, $5, $6, $6, $6 FROM accounts WHERE id = $1 \
+                     secret_key_id, expired_swept_until, created_at, updated_at, \
+                     low_balance_sms_credits, low_balance_phone_credits) \
+                     SELECT id, $2, $3, $4, $5, $6, $6, $6, $9, $11 FROM accounts WHERE id = $1 \
                      ON CONFLICT (account_id) DO UPDATE SET url = excluded.url, \
                      updated_at = excluded.updated_at, \
+                     low_balance_sms_credits = CASE WHEN $8 THEN excluded.low_balance_sms_credits \
+                         ELSE webhooks.low_balance_sms_credits END, \
+                     low_balance_phone_credits = CASE WHEN $10 THEN excluded.low_balance_phone_credits \
+                         ELSE webhooks.low_balance_phone_credits END, \
                      secret_salt = CASE WHEN $7 THEN excluded.secret_salt ELSE webhooks.secret_salt END, \
                      secret_cipher = CASE WHEN $7 THEN excluded.secret_cipher ELSE webhooks.secret_cipher END, \
                      secret_key_id = CASE WHEN $7 THEN excluded.secret_key_id ELSE webhooks.secret_key_id END \
@@ -139,6 +187,10 @@ impl WebhookStore for PgStore {
                     &sealed.key_id,
                     &set.now,
                     &set.rotate,
+                    &set.low_balance_sms_credits.is_some(),
+                    &set.low_balance_sms_credits.flatten(),
+                    &set.low_balance_phone_credits.is_some(),
+                    &set.low_balance_phone_credits.flatten(),
                 ],
             )
             .await
@@ -169,27 +221,40 @@ impl WebhookStore for PgStore {
         &self,
         claim: DeliveryClaim,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        let c = self.client().await?;
-        let rows = c
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        // Claims take turns, so that two nodes counting an account's leased
+        // deliveries at once cannot both fill its last slot.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CLAIM_LOCK])
+            .await
+            .map_err(pg_err)?;
+        let ids: Vec<i64> = tx
+            .query(
+                &CLAIM_SQL.replace("{lock}", "FOR UPDATE SKIP LOCKED"),
+                &[
+                    &claim.now,
+                    &(claim.limit as i64),
+                    &(claim.per_account.max(1) as i64),
+                ],
+            )
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let rows = tx
             .query(
                 "WITH c AS (UPDATE webhook_deliveries SET next_attempt_at = $1, lease_owner = $2, \
-                     attempts = attempts + 1 \
-                 WHERE id IN (SELECT id FROM webhook_deliveries \
-                     WHERE state = 'pending' AND next_attempt_at <= $3 \
-                     ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                 RETURNING id, account_id, event, otp_status, occurred_at, attempts, created_at, otp_id) \
+                     attempts = attempts + 1 WHERE id = ANY($3) \
+                 RETURNING id, account_id, event, otp_status, occurred_at, attempts, created_at, otp_id, \
+                     credits, threshold, sms_credits, phone_credits) \
                  SELECT c.id, c.account_id, c.event, c.otp_status, c.occurred_at, c.attempts, \
                      c.created_at, w.url, w.secret_salt, w.secret_cipher, w.secret_key_id, \
                      o.id, o.account_seq, o.phone_number, o.channel, o.created_at, o.expires_at, \
-                     o.error_code \
+                     o.error_code, c.credits, c.threshold, c.sms_credits, c.phone_credits \
                  FROM c LEFT JOIN webhooks w ON w.account_id = c.account_id \
                  LEFT JOIN otps o ON o.id = c.otp_id ORDER BY c.id",
-                &[
-                    &claim.lease_until,
-                    &claim.node,
-                    &claim.now,
-                    &(claim.limit as i64),
-                ],
+                &[&claim.lease_until, &claim.node, &ids],
             )
             .await
             .map_err(pg_err)?;
@@ -226,11 +291,17 @@ impl WebhookStore for PgStore {
                     expires_at: r.get(16),
                     error_code: r.get(17),
                 },
+                balance: r.get::<_, Option<String>>(18).map(|c| BalanceEvent {
+                    credits: Credits::parse(&c),
+                    threshold: r.get(19),
+                    sms_credits: r.get(20),
+                    phone_credits: r.get(21),
+                }),
             });
         }
         if !orphans.is_empty() {
             // Their webhook is gone: nowhere to send them.
-            c.execute(
+            tx.execute(
                 "UPDATE webhook_deliveries SET state = 'cancelled', finished_at = $2 \
                  WHERE id = ANY($1)",
                 &[&orphans, &claim.now],
@@ -238,6 +309,7 @@ impl WebhookStore for PgStore {
             .await
             .map_err(pg_err)?;
         }
+        tx.commit().await.map_err(pg_err)?;
         Ok(out)
     }
 

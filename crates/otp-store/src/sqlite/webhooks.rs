@@ -7,10 +7,11 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::{SqliteStore, account_by_id, collect, map_err};
 use crate::webhooks::{
-    AttemptOutcome, AttemptResult, ClaimedDelivery, DeliveryClaim, DeliveryQuery, DeliveryState,
-    EXPIRED_STATUS_SQL, EventOtp, ExpirySweep, SetWebhook, Webhook, WebhookAttempt,
+    AttemptOutcome, AttemptResult, CLAIM_SQL, ClaimedDelivery, DeliveryClaim, DeliveryQuery,
+    DeliveryState, EXPIRED_STATUS_SQL, EventOtp, ExpirySweep, SetWebhook, Webhook, WebhookAttempt,
     WebhookDelivery, WebhookEvent, WebhookStore, open_secret, seal_secret,
 };
+use crate::webhooks::{BalanceEvent, Credits, LowBalance, LowBalanceThresholds};
 use crate::{AccountId, Micros, StoreError};
 
 /// Records `event` of an OTP for its account's webhook, if the account has
@@ -35,6 +36,57 @@ pub(super) fn enqueue(
     Ok(())
 }
 
+/// The account's `low_balance` thresholds (its own over `configured`), if it
+/// has a webhook (only then is an event recorded). Runs in the accept batch's
+/// transaction.
+pub(super) fn low_balance_thresholds(
+    tx: &Transaction<'_>,
+    account: AccountId,
+    configured: LowBalanceThresholds,
+) -> Result<Option<LowBalanceThresholds>, StoreError> {
+    tx.prepare_cached(
+        "SELECT low_balance_sms_credits, low_balance_phone_credits FROM webhooks \
+         WHERE account_id = ?1",
+    )
+    .and_then(|mut s| {
+        s.query_row([account], |r| {
+            Ok(configured.with_overrides(r.get(0)?, r.get(1)?))
+        })
+        .optional()
+    })
+    .map_err(map_err)
+}
+
+/// Records the `low_balance` event of the send `otp_id`, which left the
+/// account with `sms`/`phone` credits. Runs in the accept batch's transaction.
+pub(super) fn enqueue_low_balance(
+    tx: &Transaction<'_>,
+    otp_id: i64,
+    low: LowBalance,
+    (sms, phone): (i64, i64),
+    at: Micros,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, occurred_at, \
+         state, next_attempt_at, created_at, credits, threshold, sms_credits, phone_credits) \
+         SELECT o.account_id, o.id, 'low_balance', o.status, ?2, 'pending', ?2, ?2, ?3, ?4, ?5, ?6 \
+         FROM otps o JOIN webhooks w ON w.account_id = o.account_id WHERE o.id = ?1 \
+         ON CONFLICT (otp_id, event) DO NOTHING",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            otp_id,
+            at,
+            low.credits.as_str(),
+            low.threshold,
+            sms,
+            phone
+        ])
+    })
+    .map_err(map_err)?;
+    Ok(())
+}
+
 /// A webhook row with its secret still sealed.
 struct SealedWebhook {
     account_id: AccountId,
@@ -44,10 +96,11 @@ struct SealedWebhook {
     key_id: String,
     created_at: Micros,
     updated_at: Micros,
+    low_balance: (Option<i64>, Option<i64>),
 }
 
-const WEBHOOK_COLUMNS: &str =
-    "account_id, url, secret_salt, secret_cipher, secret_key_id, created_at, updated_at";
+const WEBHOOK_COLUMNS: &str = "account_id, url, secret_salt, secret_cipher, secret_key_id, \
+     created_at, updated_at, low_balance_sms_credits, low_balance_phone_credits";
 
 fn sealed_from_row(r: &Row<'_>) -> rusqlite::Result<SealedWebhook> {
     Ok(SealedWebhook {
@@ -58,6 +111,7 @@ fn sealed_from_row(r: &Row<'_>) -> rusqlite::Result<SealedWebhook> {
         key_id: r.get(4)?,
         created_at: r.get(5)?,
         updated_at: r.get(6)?,
+        low_balance: (r.get(7)?, r.get(8)?),
     })
 }
 
@@ -75,6 +129,8 @@ impl SqliteStore {
             secret: open_secret(&self.vault, w.account_id, &w.salt, &w.cipher, &w.key_id),
             account_id: w.account_id,
             url: w.url,
+            low_balance_sms_credits: w.low_balance.0,
+            low_balance_phone_credits: w.low_balance.1,
             created_at: w.created_at,
             updated_at: w.updated_at,
         }
@@ -91,10 +147,21 @@ struct RawClaim {
 
 const CLAIMED_COLUMNS: &str = "d.id, d.account_id, d.event, d.otp_status, d.occurred_at, \
      d.attempts, d.created_at, w.url, w.secret_salt, w.secret_cipher, w.secret_key_id, \
-     o.id, o.account_seq, o.phone_number, o.channel, o.created_at, o.expires_at, o.error_code";
+     o.id, o.account_seq, o.phone_number, o.channel, o.created_at, o.expires_at, o.error_code, \
+     d.credits, d.threshold, d.sms_credits, d.phone_credits";
 
 fn claimed_from_row(r: &Row<'_>) -> rusqlite::Result<RawClaim> {
     let event: String = r.get(2)?;
+    let credits: Option<String> = r.get(18)?;
+    let balance = match credits {
+        Some(c) => Some(BalanceEvent {
+            credits: Credits::parse(&c),
+            threshold: r.get(19)?,
+            sms_credits: r.get(20)?,
+            phone_credits: r.get(21)?,
+        }),
+        None => None,
+    };
     Ok(RawClaim {
         delivery: ClaimedDelivery {
             id: r.get(0)?,
@@ -115,6 +182,7 @@ fn claimed_from_row(r: &Row<'_>) -> rusqlite::Result<RawClaim> {
                 expires_at: r.get(16)?,
                 error_code: r.get(17)?,
             },
+            balance,
         },
         salt: r.get(8)?,
         cipher: r.get(9)?,
@@ -167,10 +235,13 @@ impl WebhookStore for SqliteStore {
                 }
                 tx.prepare_cached(
                     "INSERT INTO webhooks (account_id, url, secret_salt, secret_cipher, \
-                     secret_key_id, expired_swept_until, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6) \
+                     secret_key_id, expired_swept_until, created_at, updated_at, \
+                     low_balance_sms_credits, low_balance_phone_credits) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?9, ?11) \
                      ON CONFLICT (account_id) DO UPDATE SET url = excluded.url, \
                      updated_at = excluded.updated_at, \
+                     low_balance_sms_credits = CASE WHEN ?8 THEN ?9 ELSE low_balance_sms_credits END, \
+                     low_balance_phone_credits = CASE WHEN ?10 THEN ?11 ELSE low_balance_phone_credits END, \
                      secret_salt = CASE WHEN ?7 THEN excluded.secret_salt ELSE secret_salt END, \
                      secret_cipher = CASE WHEN ?7 THEN excluded.secret_cipher ELSE secret_cipher END, \
                      secret_key_id = CASE WHEN ?7 THEN excluded.secret_key_id ELSE secret_key_id END",
@@ -183,7 +254,11 @@ impl WebhookStore for SqliteStore {
                         sealed.cipher,
                         sealed.key_id,
                         set.now,
-                        set.rotate
+                        set.rotate,
+                        set.low_balance_sms_credits.is_some(),
+                        set.low_balance_sms_credits.flatten(),
+                        set.low_balance_phone_credits.is_some(),
+                        set.low_balance_phone_credits.flatten()
                     ])
                 })
                 .map_err(map_err)?;
@@ -216,25 +291,35 @@ impl WebhookStore for SqliteStore {
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let raw = self
             .write(move |tx| {
+                // The writer runs one transaction at a time: the count of
+                // leased deliveries cannot change between the pick and the lease.
                 let ids: Vec<i64> = {
                     let mut s = tx
-                        .prepare_cached(
-                            "UPDATE webhook_deliveries SET next_attempt_at = ?1, lease_owner = ?2, \
-                             attempts = attempts + 1 \
-                             WHERE id IN (SELECT id FROM webhook_deliveries \
-                                 WHERE state = 'pending' AND next_attempt_at <= ?3 \
-                                 ORDER BY next_attempt_at LIMIT ?4) \
-                             RETURNING id",
-                        )
+                        .prepare_cached(&CLAIM_SQL.replace("{lock}", "").replace('$', "?"))
                         .map_err(map_err)?;
                     let rows = s
                         .query_map(
-                            params![claim.lease_until, claim.node, claim.now, claim.limit as i64],
+                            params![
+                                claim.now,
+                                claim.limit as i64,
+                                claim.per_account.max(1) as i64
+                            ],
                             |r| r.get(0),
                         )
                         .map_err(map_err)?;
                     collect(rows)?
                 };
+                let mut lease = tx
+                    .prepare_cached(
+                        "UPDATE webhook_deliveries SET next_attempt_at = ?2, lease_owner = ?3, \
+                         attempts = attempts + 1 WHERE id = ?1",
+                    )
+                    .map_err(map_err)?;
+                for id in &ids {
+                    lease
+                        .execute(params![id, claim.lease_until, claim.node])
+                        .map_err(map_err)?;
+                }
                 let mut s = tx
                     .prepare_cached(&format!(
                         "SELECT {CLAIMED_COLUMNS} FROM webhook_deliveries d \

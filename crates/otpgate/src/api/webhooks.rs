@@ -1,9 +1,11 @@
 //! The account's webhook, with its API key:
 //!
 //! - `GET /api/v1/auths/webhook/`: the URL and the signing secret;
-//! - `PUT /api/v1/auths/webhook/` with `{url, rotate_secret}`: sets the URL. The
+//! - `PUT /api/v1/auths/webhook/` with `{url, rotate_secret,
+//!   low_balance_sms_credits, low_balance_phone_credits}`: sets the URL. The
 //!   first time, the server makes the account's secret; later it is kept
-//!   unless `rotate_secret` is true;
+//!   unless `rotate_secret` is true. The thresholds of `low_balance` events
+//!   are kept when not given, back to the configured ones when null;
 //! - `DELETE /api/v1/auths/webhook/`: no more events; pending ones are cancelled;
 //! - `GET /api/v1/auths/webhook/deliveries/`: the account's events, newest
 //!   first, with every attempt (time, status code or error, duration).
@@ -58,7 +60,17 @@ pub struct SetWebhookRequest {
     url: String,
     /// Make a new signing secret (the old one stops working at once).
     rotate_secret: Option<bool>,
+    /// A `low_balance` event is sent when a send takes the SMS credits below
+    /// this (0: never; null: the configured `webhooks.low_balance_sms_credits`;
+    /// not given: unchanged). 0 to 1000000000.
+    #[schema(example = 500)]
+    low_balance_sms_credits: Option<i64>,
+    /// The same for phone credits (`webhooks.low_balance_phone_credits`).
+    low_balance_phone_credits: Option<i64>,
 }
+
+/// The largest `low_balance` threshold accepted.
+const MAX_THRESHOLD: i64 = 1_000_000_000;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookData {
@@ -66,6 +78,11 @@ pub struct WebhookData {
     /// The signing secret (`whsec_...`); null when it cannot be read because
     /// the encryption key it was kept under is no longer configured: rotate it.
     pub secret: Option<String>,
+    /// The SMS balance below which a send causes a `low_balance` event: the
+    /// account's own or the configured one (0: never).
+    pub low_balance_sms_credits: i64,
+    /// The same for phone credits.
+    pub low_balance_phone_credits: i64,
     /// RFC 3339 in the configured zone.
     pub created_at: String,
     pub updated_at: String,
@@ -100,7 +117,8 @@ pub struct AttemptItem {
 pub struct DeliveryItem {
     /// `evt_<n>`, as in the `X-Otpgate-Event-Id` header and the body.
     pub event_id: String,
-    /// `sent`, `delivered`, `failed`, `verified`, `expired` or `max_attempts`.
+    /// `sent`, `delivered`, `failed`, `verified`, `expired`, `max_attempts` or
+    /// `low_balance`.
     pub event: String,
     pub otp_id: i64,
     /// The OTP's status right after the event.
@@ -135,6 +153,11 @@ fn no_webhook() -> ApiError {
 }
 
 fn reply(w: Webhook, message: &str, state: &AppState) -> Json<WebhookResponse> {
+    let thresholds = state
+        .config
+        .webhooks
+        .low_balance_thresholds()
+        .with_overrides(w.low_balance_sms_credits, w.low_balance_phone_credits);
     Json(WebhookResponse {
         status: 200,
         success: true,
@@ -143,6 +166,8 @@ fn reply(w: Webhook, message: &str, state: &AppState) -> Json<WebhookResponse> {
         data: WebhookData {
             url: w.url,
             secret: w.secret,
+            low_balance_sms_credits: thresholds.sms,
+            low_balance_phone_credits: thresholds.phone,
             created_at: rfc3339(w.created_at, &state.tz),
             updated_at: rfc3339(w.updated_at, &state.tz),
         },
@@ -181,7 +206,7 @@ pub async fn get_webhook(
     request_body(content = SetWebhookRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Set; `data.secret` signs every event", body = WebhookResponse),
-        (status = 400, description = "Invalid request; nothing changed", body = super::error::ErrorEnvelope),
+        (status = 400, description = "Invalid request; nothing changed (`url`: `required`, `blank`, `invalid_type`, `invalid`, or `address_not_allowed` for a special-purpose address such as 10.0.0.1 or [::1] unless `webhooks.allow_private_addresses`; `low_balance_*_credits`: `invalid`)", body = super::error::ErrorEnvelope),
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
     ),
     security(("bearer" = []))
@@ -191,14 +216,17 @@ pub async fn set_webhook(
     caller: Caller,
     Fields(fields): Fields,
 ) -> Result<Json<WebhookResponse>, ApiError> {
-    let (url, rotate) = validate(&fields).map_err(ApiError::validation)?;
+    let set = validate(&fields, state.config.webhooks.allow_private_addresses)
+        .map_err(ApiError::validation)?;
     let w = state
         .store
         .set_webhook(SetWebhook {
             account_id: caller.account_id,
-            url,
+            url: set.url,
             new_secret: otp_domain::webhook::generate_secret(),
-            rotate,
+            rotate: set.rotate,
+            low_balance_sms_credits: set.low_balance_sms,
+            low_balance_phone_credits: set.low_balance_phone,
             now: now_micros(),
         })
         .await?;
@@ -354,14 +382,55 @@ fn item(d: WebhookDelivery, state: &AppState) -> DeliveryItem {
     }
 }
 
-fn validate(fields: &Map<String, Value>) -> Result<(String, bool), Vec<FieldError>> {
+/// A valid `PUT` body.
+struct Valid {
+    url: String,
+    rotate: bool,
+    low_balance_sms: Option<Option<i64>>,
+    low_balance_phone: Option<Option<i64>>,
+}
+
+/// A `low_balance` threshold: `None` when not given (kept), `Some(None)` when
+/// null (the configured one), else the number.
+fn threshold(
+    fields: &Map<String, Value>,
+    name: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<Option<i64>> {
+    let value = fields.get(name)?;
+    let n = match value {
+        Value::Null => return Some(None),
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    match n.filter(|n| (0..=MAX_THRESHOLD).contains(n)) {
+        Some(n) => Some(Some(n)),
+        None => {
+            errors.push(FieldError::new(
+                name,
+                "invalid",
+                format!(
+                    "{name} must be a whole number from 0 to {MAX_THRESHOLD} (0: never), \
+                     or null for the configured default."
+                ),
+            ));
+            None
+        }
+    }
+}
+
+fn validate(
+    fields: &Map<String, Value>,
+    allow_private_addresses: bool,
+) -> Result<Valid, Vec<FieldError>> {
     let mut errors = Vec::new();
     let url = required_text(fields, "url", &mut errors).and_then(|raw| {
         let raw = raw.trim();
-        match check_url(raw) {
+        match check_url(raw, allow_private_addresses) {
             Ok(()) => Some(raw.to_owned()),
-            Err(why) => {
-                errors.push(FieldError::new("url", "invalid", why));
+            Err((code, why)) => {
+                errors.push(FieldError::new("url", code, why));
                 None
             }
         }
@@ -379,8 +448,15 @@ fn validate(fields: &Map<String, Value>) -> Result<(String, bool), Vec<FieldErro
             false
         }
     };
+    let low_balance_sms = threshold(fields, "low_balance_sms_credits", &mut errors);
+    let low_balance_phone = threshold(fields, "low_balance_phone_credits", &mut errors);
     match url {
-        Some(url) if errors.is_empty() => Ok((url, rotate)),
+        Some(url) if errors.is_empty() => Ok(Valid {
+            url,
+            rotate,
+            low_balance_sms,
+            low_balance_phone,
+        }),
         _ => Err(errors),
     }
 }

@@ -1,7 +1,9 @@
 //! Webhooks against a real receiver on 127.0.0.1: signatures, retries with
 //! backoff, every event type once and without the code, the attempts as the
 //! API shows them, tenant isolation, giving up, two nodes on one PostgreSQL,
-//! and the command line.
+//! and the command line; special-purpose addresses refused (tested with
+//! loopback receivers only: no test ever aims a webhook elsewhere), one
+//! account's hanging receiver holding only its own slots.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use otp_store::webhooks::ExpirySweep;
+use otp_store::webhooks::{ExpirySweep, SetWebhook};
 use otp_store::{OtpStatus, Receipt, now_micros};
 use otpgate::auth::issue_key_with_scopes;
 use otpgate::config::Config;
@@ -335,7 +337,16 @@ async fn closed_port() -> std::net::SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// The receivers of these tests listen on 127.0.0.1, which webhooks may reach
+/// only when the deployment allows it; and no `low_balance` event mixes in.
+fn local(c: &mut Config) {
+    c.webhooks.allow_private_addresses = true;
+    c.webhooks.low_balance_sms_credits = 0;
+    c.webhooks.low_balance_phone_credits = 0;
+}
+
 both_backends! {
+    config: local;
     async fn an_event_is_signed_and_retried_until_the_receiver_takes_it(app) {
         let receiver = Receiver::start(2).await;
         let secret = set_webhook(&app, &receiver.url).await;
@@ -428,7 +439,17 @@ both_backends! {
             longest_expiry: 3_600_000_000,
             not_before: now - 86_400_000_000,
         };
-        assert_eq!(app.store.sweep_expired(sweep).await.unwrap(), 3);
+        // The background sweep may hold the webhook's row at this instant
+        // (PostgreSQL then skips it): sweep until the three are recorded.
+        let mut recorded = 0;
+        for _ in 0..200 {
+            recorded += app.store.sweep_expired(sweep).await.unwrap();
+            if recorded >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(recorded, 3);
         assert_eq!(app.store.sweep_expired(sweep).await.unwrap(), 0, "a second sweep records nothing new");
         for otp in [b, c, d] {
             receiver.wait_event(otp, "expired").await;
@@ -634,7 +655,11 @@ with_config_on_both!(
 );
 
 async fn gives_up(backend: Backend) {
-    let app = spawn_app_with(backend, |c| c.webhooks.max_age_seconds = 1).await;
+    let app = spawn_app_with(backend, |c| {
+        local(c);
+        c.webhooks.max_age_seconds = 1;
+    })
+    .await;
     let receiver = Receiver::start(usize::MAX).await;
     set_webhook(&app, &receiver.url).await;
     send_code(&app, "9851023212", "QzXkVw").await;
@@ -659,7 +684,11 @@ async fn gives_up(backend: Backend) {
 
 async fn expires(backend: Backend) {
     // No delay after expiry: the test moves an expiry close instead of waiting.
-    let app = spawn_app_with(backend, |c| c.webhooks.expired_delay_ms = 0).await;
+    let app = spawn_app_with(backend, |c| {
+        local(c);
+        c.webhooks.expired_delay_ms = 0;
+    })
+    .await;
     let receiver = Receiver::start(0).await;
     set_webhook(&app, &receiver.url).await;
     let id = send_code(&app, "9851023212", "QzXkVw").await;
@@ -702,7 +731,8 @@ async fn expires(backend: Backend) {
 async fn two_nodes_never_send_one_event_twice() {
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(Backend::Postgres, &dir).await;
-    let config: Config = test_config(&url, &dir);
+    let mut config: Config = test_config(&url, &dir);
+    local(&mut config);
     let receiver = Receiver::on(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
         0,
@@ -881,5 +911,387 @@ async fn assert_secret_not_stored(backend: Backend, db: &str, secret: &str) {
     assert!(
         !dump.contains(secret.trim_start_matches("whsec_")),
         "the secret is stored in plain"
+    );
+}
+
+/// A listener that accepts connections, counts them and never answers: a
+/// receiver that hangs. Stopped (its connections closed) when dropped.
+struct Tarpit {
+    url: String,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Tarpit {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Tarpit {
+    async fn start(address: &str) -> Tarpit {
+        let listener = TcpListener::bind(address).await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        Tarpit {
+            url,
+            accepted,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    async fn wait_accepted(&self, n: usize) {
+        for _ in 0..800 {
+            if self.accepted() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the tarpit got {} connections, not {n}", self.accepted());
+    }
+}
+
+/// The gateway's defaults: webhooks reach public addresses only (and no
+/// `low_balance` event mixes in).
+fn public_only(c: &mut Config) {
+    c.webhooks.low_balance_sms_credits = 0;
+    c.webhooks.low_balance_phone_credits = 0;
+}
+
+/// The deliveries of `event` for OTP `otp_id` once one has `attempts` attempts.
+async fn attempted(app: &TestApp, otp_id: i64, event: &str, attempts: usize) -> Value {
+    let list = wait_deliveries(app, &app.key, |l| {
+        l.iter().any(|d| {
+            d["otp_id"] == otp_id
+                && d["event"] == event
+                && d["attempts"].as_array().unwrap().len() >= attempts
+        })
+    })
+    .await;
+    list.into_iter()
+        .find(|d| d["otp_id"] == otp_id && d["event"] == event)
+        .unwrap()
+}
+
+both_backends! {
+    config: public_only;
+    async fn a_url_naming_a_special_purpose_address_is_refused_when_set_and_nothing_is_written(app) {
+        // Never connected to: each is refused before anything is stored.
+        for url in [
+            "http://10.0.0.1/hook",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[fe80::1]/hook",
+            "http://100.64.0.1/hook",
+            "http://127.0.0.1:5432/",
+            "http://127.0.0.2/hook",
+            "http://[::1]:8080/hook",
+            "http://[::ffff:10.0.0.1]/hook",
+            "http://[64:ff9b::a9fe:a9fe]/hook",
+            "https://[fd00::1]/hook",
+            "http://198.18.0.1/hook",
+            "http://192.168.1.1/hook",
+            "http://172.16.0.1/hook",
+            "http://0.0.0.0/",
+            "http://224.0.0.1/",
+            "http://2130706433/hook",
+            "http://0x7f.1/hook",
+        ] {
+            let r = app.client.put(app.url(WEBHOOK)).bearer_auth(&app.key)
+                .json(&json!({ "url": url })).send().await.unwrap();
+            let status = r.status().as_u16();
+            let reply: Value = r.json().await.unwrap();
+            assert_eq!(status, 400, "{url}: {reply}");
+            assert_eq!(reply["success"], false);
+            let error = &reply["errors"][0];
+            assert_eq!((error["field"].as_str(), error["code"].as_str()), (Some("url"), Some("address_not_allowed")), "{url}: {reply}");
+            assert!(error["message"].as_str().unwrap().contains("special-purpose address"), "{reply}");
+        }
+        let (status, reply) = call(&app, reqwest::Method::GET, WEBHOOK, &app.key).await;
+        assert_eq!((status, reply["errors"][0]["code"].as_str()), (404, Some("not_set")), "nothing was written: {reply}");
+        // A host name is taken (never sent to here: no OTP follows); whether
+        // it resolves inward is checked at each attempt.
+        set_webhook(&app, "https://app.example.com/hook").await;
+        assert!(deliveries_as(&app, &app.key).await.is_empty());
+    }
+
+    async fn the_openapi_document_names_the_address_refusal_and_the_low_balance_settings(app) {
+        let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+        let put = &doc["paths"][WEBHOOK]["put"];
+        let refusal = put["responses"]["400"]["description"].as_str().unwrap();
+        assert!(refusal.contains("address_not_allowed"), "{refusal}");
+        let request = &doc["components"]["schemas"]["SetWebhookRequest"]["properties"];
+        let data = &doc["components"]["schemas"]["WebhookData"]["properties"];
+        for field in ["low_balance_sms_credits", "low_balance_phone_credits"] {
+            assert!(request.get(field).is_some() && data.get(field).is_some(), "{field}: {request} {data}");
+        }
+        let event = doc["components"]["schemas"]["DeliveryItem"]["properties"]["event"]["description"].as_str().unwrap();
+        assert!(event.contains("low_balance"), "{event}");
+    }
+
+    async fn a_name_or_stored_address_that_is_loopback_is_refused_at_connection_and_no_request_arrives(app) {
+        // A name that resolves to loopback passes when set, and is refused
+        // after resolution, at the attempt.
+        let local = Tarpit::start("127.0.0.1:0").await;
+        let port = local.url.rsplit_once(':').unwrap().1.trim_end_matches("/hook").to_owned();
+        set_webhook(&app, &format!("http://localhost:{port}/hook")).await;
+        let first = send_code(&app, "9851023212", "QzXkVw").await;
+        let d = attempted(&app, first, "sent", 2).await;
+        for a in d["attempts"].as_array().unwrap() {
+            assert_eq!(a["error"], "not sent: localhost resolves to a special-purpose address, which webhooks may not reach", "{d}");
+            assert!(a["status_code"].is_null(), "{d}");
+        }
+        assert_eq!(d["state"], "pending", "a refusal is retried like any failed attempt: {d}");
+
+        // Addresses stored before the check existed (the API refuses them
+        // now): checked before every attempt.
+        for (bind, ip, number) in [("127.0.0.2:0", "127.0.0.2", "9851023213"), ("[::1]:0", "::1", "9851023214")] {
+            let tarpit = Tarpit::start(bind).await;
+            app.store.set_webhook(SetWebhook {
+                account_id: app.account_id,
+                url: tarpit.url.clone(),
+                new_secret: "whsec_unused".into(),
+                rotate: false,
+                low_balance_sms_credits: None,
+                low_balance_phone_credits: None,
+                now: now_micros(),
+            }).await.unwrap();
+            let id = send_code(&app, number, "PbRtLm").await;
+            let d = attempted(&app, id, "sent", 1).await;
+            let attempt = &d["attempts"][0];
+            assert_eq!(attempt["error"].as_str(), Some(format!("not sent: {ip} is a special-purpose address (loopback), which webhooks may not reach").as_str()), "{d}");
+            assert_eq!(tarpit.accepted(), 0, "{ip} got a connection");
+        }
+        assert_eq!(local.accepted(), 0, "localhost got a connection");
+    }
+}
+
+with_config_on_both!(
+    one_account_whose_receiver_hangs_holds_only_its_own_slots,
+    noisy_neighbour
+);
+
+async fn noisy_neighbour(backend: Backend) {
+    let app = spawn_app_with(backend, |c| {
+        local(c);
+        c.webhooks.concurrency = 3;
+        c.webhooks.per_account_concurrency = 2;
+        // Longer than the test: A's attempts hang until it ends.
+        c.webhooks.timeout_ms = 600_000;
+    })
+    .await;
+    let hanging = Tarpit::start("127.0.0.1:0").await;
+    set_webhook(&app, &hanging.url).await;
+    let codes = ["QzXkVw", "PbRtLm", "HnJsWd", "GfKyTe", "WxCvBn"];
+    for (i, code) in codes.iter().enumerate() {
+        send_code(&app, &format!("98510232{i:02}"), code).await;
+    }
+    wait_deliveries(&app, &app.key, |l| l.len() == codes.len()).await;
+    hanging.wait_accepted(2).await;
+
+    // Account B's event goes out through the slot A may not take.
+    let receiver = Receiver::start(0).await;
+    let (_, b_key) = app.new_account("b", 100, 0).await;
+    set_webhook_as(&app, &b_key, &receiver.url).await;
+    let r = app.send_as(&b_key, &text_send("9851023299")).await;
+    assert_eq!(r.status(), 200);
+    let b = wait_deliveries(&app, &b_key, |l| {
+        l.len() == 1 && l[0]["state"] == "delivered"
+    })
+    .await;
+    assert_eq!(b[0]["attempts"].as_array().unwrap().len(), 1, "{b:?}");
+    assert_eq!(receiver.received().len(), 1);
+
+    // A held its two slots all along, and none of its other events was tried.
+    assert_eq!(hanging.accepted(), 2);
+    let a = deliveries_as(&app, &app.key).await;
+    assert_eq!(a.len(), codes.len());
+    assert!(
+        a.iter()
+            .all(|d| d["state"] == "pending" && d["attempts"].as_array().unwrap().is_empty()),
+        "{a:?}"
+    );
+}
+
+/// Local receivers, and `low_balance` when a send takes the SMS credits (100
+/// at the start) below 98.
+fn low_at_98(c: &mut Config) {
+    local(c);
+    c.webhooks.low_balance_sms_credits = 98;
+}
+
+async fn put_webhook(app: &TestApp, body: Value) -> (u16, Value) {
+    let r = app
+        .client
+        .put(app.url(WEBHOOK))
+        .bearer_auth(&app.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+both_backends! {
+    config: low_at_98;
+    async fn low_balance_is_sent_once_per_fall_below_the_threshold_and_again_after_a_top_up(app) {
+        let receiver = Receiver::start(0).await;
+        let secret = set_webhook(&app, &receiver.url).await;
+        let mut ids = Vec::new();
+        // 100 -> 99 -> 98 stay at or above 98; 98 -> 97 falls below; 97 -> 96 is still below.
+        for (i, code) in ["QzXkVw", "PbRtLm", "HnJsWd", "GfKyTe"].iter().enumerate() {
+            ids.push(send_code(&app, &format!("98510232{i:02}"), code).await);
+        }
+        let hit = receiver.wait_event(ids[2], "low_balance").await;
+        assert_signed(&hit, &secret);
+        assert_eq!(hit.header("x-otpgate-event"), "low_balance");
+        let body = hit.json();
+        assert_eq!((body["credits"].as_str(), body["threshold"].as_i64()), (Some("sms"), Some(98)), "{body}");
+        assert_eq!((body["sms_credits"].as_i64(), body["phone_credits"].as_i64()), (Some(97), Some(10)), "{body}");
+        assert_eq!(body["number"], "9851023202");
+        assert!(!String::from_utf8_lossy(&hit.body).contains("HnJsWd"));
+
+        // A top-up back to the threshold, then a send below it: once more.
+        app.store.add_credits(app.account_id, 2, 0, "top-up").await.unwrap();
+        assert_eq!(app.balance().await, (98, 10));
+        ids.push(send_code(&app, "9851023204", "WxCvBn").await);
+        let again = receiver.wait_event(ids[4], "low_balance").await.json();
+        assert_eq!(again["sms_credits"], 97);
+
+        // Every event delivered: exactly two low_balance among them, each once.
+        let list = wait_deliveries(&app, &app.key, |l| {
+            l.len() == ids.len() + 2 && l.iter().all(|d| d["state"] == "delivered")
+        }).await;
+        let low: Vec<i64> = list.iter().filter(|d| d["event"] == "low_balance")
+            .map(|d| d["otp_id"].as_i64().unwrap()).collect();
+        assert_eq!(low, vec![ids[4], ids[2]], "{list:?}");
+        let hits: Vec<i64> = receiver.hits().iter().filter(|h| h.json()["event"] == "low_balance")
+            .map(|h| h.json()["otp_id"].as_i64().unwrap()).collect();
+        assert_eq!(hits.len(), 2, "{hits:?}");
+    }
+
+    async fn an_account_sets_its_own_low_balance_threshold_and_bad_ones_change_nothing(app) {
+        let receiver = Receiver::start(0).await;
+        set_webhook(&app, &receiver.url).await;
+        let (_, shown) = call(&app, reqwest::Method::GET, WEBHOOK, &app.key).await;
+        assert_eq!((shown["data"]["low_balance_sms_credits"].as_i64(), shown["data"]["low_balance_phone_credits"].as_i64()), (Some(98), Some(0)), "{shown}");
+        for (field, bad) in [
+            ("low_balance_sms_credits", json!(-1)),
+            ("low_balance_sms_credits", json!(1.5)),
+            ("low_balance_sms_credits", json!("many")),
+            ("low_balance_phone_credits", json!(2_000_000_000)),
+            ("low_balance_phone_credits", json!([5])),
+        ] {
+            let (status, reply) = put_webhook(&app, json!({ "url": receiver.url, field: bad })).await;
+            assert_eq!(status, 400, "{bad} -> {reply}");
+            assert_eq!((reply["errors"][0]["field"].as_str(), reply["errors"][0]["code"].as_str()), (Some(field), Some("invalid")), "{reply}");
+        }
+        let (_, unchanged) = call(&app, reqwest::Method::GET, WEBHOOK, &app.key).await;
+        assert_eq!(unchanged["data"]["low_balance_sms_credits"], 98, "{unchanged}");
+
+        // Its own threshold: 100 -> 99 crosses 100, not 98.
+        let (status, reply) = put_webhook(&app, json!({ "url": receiver.url, "low_balance_sms_credits": 100, "low_balance_phone_credits": "10" })).await;
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!((reply["data"]["low_balance_sms_credits"].as_i64(), reply["data"]["low_balance_phone_credits"].as_i64()), (Some(100), Some(10)));
+        // A later PUT without the fields keeps them.
+        let (_, kept) = put_webhook(&app, json!({ "url": receiver.url })).await;
+        assert_eq!(kept["data"]["low_balance_sms_credits"], 100, "{kept}");
+        let first = send_code(&app, "9851023212", "QzXkVw").await;
+        let hit = receiver.wait_event(first, "low_balance").await.json();
+        assert_eq!((hit["threshold"].as_i64(), hit["sms_credits"].as_i64()), (Some(100), Some(99)), "{hit}");
+
+        // 0: never; null: back to the configured 98.
+        let (_, off) = put_webhook(&app, json!({ "url": receiver.url, "low_balance_sms_credits": 0 })).await;
+        assert_eq!(off["data"]["low_balance_sms_credits"], 0, "{off}");
+        let second = send_code(&app, "9851023213", "PbRtLm").await; // 99 -> 98
+        let (_, back) = put_webhook(&app, json!({ "url": receiver.url, "low_balance_sms_credits": null })).await;
+        assert_eq!(back["data"]["low_balance_sms_credits"], 98, "{back}");
+        let third = send_code(&app, "9851023214", "HnJsWd").await; // 98 -> 97
+        receiver.wait_event(third, "low_balance").await;
+        let list = wait_deliveries(&app, &app.key, |l| {
+            l.iter().filter(|d| d["event"] == "sent").count() == 3 && l.iter().all(|d| d["state"] == "delivered")
+        }).await;
+        let low: Vec<i64> = list.iter().filter(|d| d["event"] == "low_balance")
+            .map(|d| d["otp_id"].as_i64().unwrap()).collect();
+        assert_eq!(low, vec![third, first], "{list:?}");
+        assert!(!low.contains(&second), "threshold 0 sent nothing");
+    }
+}
+
+/// Two nodes on one PostgreSQL database: an account's bound on deliveries in
+/// flight holds for both together, while another account's events go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_account_bound_holds_across_two_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(Backend::Postgres, &dir).await;
+    let mut config: Config = test_config(&url, &dir);
+    local(&mut config);
+    config.webhooks.per_account_concurrency = 2;
+    config.webhooks.timeout_ms = 600_000;
+    let hanging = Tarpit::start("127.0.0.1:0").await;
+    let receiver = Receiver::start(0).await;
+    let mut addresses = Vec::new();
+    let mut store = None;
+    // Not stopped at the end: their attempts to the tarpit hang until then.
+    let mut _nodes = Vec::new();
+    for _ in 0..2 {
+        let app = Application::build(config.clone()).await.unwrap();
+        addresses.push(format!("http://{}", app.local_addr()));
+        store.get_or_insert_with(|| app.state().store.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        _nodes.push((
+            stop,
+            tokio::spawn(app.run_until_stopped(async move {
+                let _ = stopped.await;
+            })),
+        ));
+    }
+    let store = store.unwrap();
+    let client = reqwest::Client::new();
+    let mut keys = Vec::new();
+    for (name, hook) in [("a", &hanging.url), ("b", &receiver.url)] {
+        let account = store.create_account(name, 100, 0).await.unwrap();
+        let key = issue_key(account.id, None);
+        store.create_key(key.record).await.unwrap();
+        let r = client
+            .put(format!("{}{WEBHOOK}", addresses[0]))
+            .bearer_auth(&key.plaintext)
+            .json(&json!({ "url": hook }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        keys.push(key.plaintext);
+    }
+    let send = |i: usize, key: &str| {
+        let request = client
+            .post(format!("{}/api/v1/auths/send/otp/", addresses[i % 2]))
+            .bearer_auth(key)
+            .json(&text_send(&format!("98510232{i:02}")));
+        async move { assert_eq!(request.send().await.unwrap().status(), 200) }
+    };
+    for i in 0..6 {
+        send(i, &keys[0]).await;
+    }
+    hanging.wait_accepted(2).await;
+    for i in 10..16 {
+        send(i, &keys[1]).await;
+    }
+    receiver.wait_for("6 events of B", |h| h.len() >= 6).await;
+    assert_eq!(
+        hanging.accepted(),
+        2,
+        "A holds two slots on both nodes together"
     );
 }
