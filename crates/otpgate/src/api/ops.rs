@@ -15,9 +15,14 @@ use super::users::AccessTokenAuth;
 use crate::metrics::labels;
 use crate::state::AppState;
 
+/// `/healthz` alone: served on every listener.
+pub fn health_router() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz))
+}
+
+/// Every operational endpoint, `/healthz` included.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
+    health_router()
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
