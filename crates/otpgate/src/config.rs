@@ -37,6 +37,11 @@ impl<T> std::fmt::Debug for Secret<T> {
 pub struct Config {
     /// Address the HTTP API listens on.
     pub listen: String,
+    /// Address of the operator's listener: `/metrics`, `/readyz`, `/docs`,
+    /// `/openapi.json` and the admin API move there (`/healthz` is on both).
+    /// Unset: `127.0.0.1:9091` in production mode, the public listener in
+    /// development mode; empty (`""`): the public listener in either mode.
+    pub admin_listen: Option<String>,
     /// `sqlite://PATH` (default `sqlite://otpgate.db`) or `postgres://...`.
     pub database_url: Secret<String>,
     /// Base of the absolute `next`/`previous` links, e.g. `https://otp.example.com`.
@@ -114,6 +119,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".into(),
+            admin_listen: None,
             database_url: Secret::new("sqlite://otpgate.db".into()),
             public_url: String::new(),
             timezone: "Asia/Kathmandu".into(),
@@ -168,6 +174,21 @@ pub struct ApiConfig {
     pub header_read_timeout_seconds: u64,
     /// Most bytes of request line and headers (at least 8192); more is a 431.
     pub max_header_bytes: usize,
+    /// Seconds a client has to send a whole request, headers and body, from its
+    /// first byte; a body still incomplete then is a 408 and the connection is
+    /// closed. A handler working after the body arrived is not cut.
+    pub request_timeout_seconds: u64,
+    /// Most connections open at once on the public listener; the server takes
+    /// less when its open-file limit leaves less room (logged at start).
+    pub max_connections: usize,
+    /// Most connections open at once from one client address (an IPv6 client
+    /// counts by its /64); more are a 429. Behind a trusted proxy, the forwarded
+    /// client's requests in flight. 0: no cap.
+    pub max_connections_per_client: usize,
+    /// Reverse proxies (CIDR blocks or addresses) whose `X-Forwarded-For`,
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` are believed, and whose own
+    /// connections are not capped per address. Empty: no proxy is trusted.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -178,6 +199,10 @@ impl Default for ApiConfig {
             hide_codes: false,
             header_read_timeout_seconds: 30,
             max_header_bytes: 32 * 1024,
+            request_timeout_seconds: 30,
+            max_connections: 10_000,
+            max_connections_per_client: 256,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -51,6 +51,10 @@ fn family(name: &str) -> Family {
             help: "Time to answer an HTTP request, by route.",
             kind: "histogram",
         },
+        "otpgate_http_refused_total" => Family {
+            help: "Connections and requests the HTTP edge answered itself, by reason (connection_limit, client_connection_limit, request_timeout).",
+            kind: "counter",
+        },
         "otpgate_sends_total" => Family {
             help: "Send requests by channel and outcome (accepted, invalid, insufficient_credits, error).",
             kind: "counter",

@@ -6,12 +6,103 @@
 //! (127.0.0.2, ...) to act as other clients.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use rand::Rng;
 use reqwest::Method;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::both_backends;
-use crate::helpers::TestApp;
+use crate::helpers::{Backend, TestApp, text_send};
+
+/// How long a test waits for an answer the server should give: generous, a
+/// loaded 2-core machine runs other builds; the timeouts under test are 1-2 s.
+const ANSWER_WITHIN: Duration = Duration::from_secs(60);
+
+fn server_addr(app: &TestApp) -> SocketAddr {
+    app.address.trim_start_matches("http://").parse().unwrap()
+}
+
+/// A connection to `to` from the loopback address `from` (all of 127.0.0.0/8
+/// is loopback on Linux): another client, as far as the server can tell.
+async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Reads until the server closes the connection (a reset counts as a close).
+async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(ANSWER_WITHIN, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => reply.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server neither answered nor closed");
+    reply
+}
+
+/// A raw reply: its status code, its head (lowercased) and its body as JSON.
+fn parse_reply(reply: &[u8]) -> (u16, String, Value) {
+    let text = String::from_utf8_lossy(reply);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = serde_json::from_str(body).unwrap_or(Value::Null);
+    (status, head.to_ascii_lowercase(), body)
+}
+
+/// `GET path` with `headers` on a fresh connection from `from`; the reply.
+async fn get_from(from: &str, to: SocketAddr, path: &str, headers: &str) -> (u16, String, Value) {
+    let mut stream = connect_from(from, to).await;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n{headers}\r\n");
+    let _ = stream.write_all(request.as_bytes()).await;
+    parse_reply(&read_to_close(&mut stream).await)
+}
+
+/// The error envelope with this status and code.
+fn assert_refusal(reply: &(u16, String, Value), status: u16, code: &str) {
+    let (got, head, body) = reply;
+    assert_eq!(*got, status, "{head}{body}");
+    assert_eq!(body["status"], status, "{body}");
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["errors"][0]["code"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+/// Asks for `/healthz` from `from` until it answers 200 (a closed connection
+/// is noticed by the server a moment after the client closes it).
+async fn healthz_passes_again(from: &str, to: SocketAddr) {
+    for _ in 0..200 {
+        if get_from(from, to, "/healthz", "").await.0 == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{from} never got /healthz again");
+}
+
+/// Nothing was written or charged.
+async fn nothing_written(app: &TestApp) {
+    assert_eq!(app.otp_count().await, 0);
+    assert_eq!(app.balance().await, (100, 10));
+}
 
 /// The series in a `/metrics` scrape: every line but comments, by name and labels.
 async fn metric_series(app: &TestApp) -> BTreeMap<String, f64> {
@@ -103,5 +194,217 @@ both_backends! {
         let got: Vec<_> = two.headers().get_all("x-request-id").iter().collect();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].len(), 32, "{got:?}");
+    }
+}
+
+fn small_per_client_cap(config: &mut otpgate::config::Config) {
+    config.api.max_connections_per_client = 4;
+}
+
+fn small_global_cap(config: &mut otpgate::config::Config) {
+    config.api.max_connections = 3;
+}
+
+fn short_request_timeout(config: &mut otpgate::config::Config) {
+    config.api.request_timeout_seconds = 2;
+}
+
+fn behind_a_proxy(config: &mut otpgate::config::Config) {
+    config.api.trusted_proxies = vec!["127.0.0.1/32".into()];
+    config.api.max_connections_per_client = 1;
+}
+
+/// Headers and the start of a send body that promises far more than is sent.
+fn unfinished_send(app: &TestApp, extra_headers: &str) -> String {
+    format!(
+        "POST /api/v1/auths/send/otp/ HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 10000\r\n{extra_headers}\r\n{{\"number\": ",
+        server_addr(app),
+        app.key
+    )
+}
+
+both_backends! {
+    config: small_per_client_cap;
+    async fn one_address_at_its_cap_does_not_lock_out_another(app) {
+        let server = server_addr(&app);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(connect_from("127.0.0.1", server).await);
+        }
+        let refused = get_from("127.0.0.1", server, "/healthz", "").await;
+        assert_refusal(&refused, 429, "client_connection_limit");
+        assert!(refused.1.contains("retry-after: 1"), "{}", refused.1);
+        // Another address is served, and so is a spoofed X-Forwarded-For from
+        // the capped one: no proxy is trusted.
+        assert_eq!(get_from("127.0.0.2", server, "/healthz", "").await.0, 200);
+        let spoofed = get_from("127.0.0.1", server, "/healthz", "X-Forwarded-For: 198.51.100.9\r\n").await;
+        assert_refusal(&spoofed, 429, "client_connection_limit");
+        // A connection closed frees its place.
+        drop(held.pop());
+        healthz_passes_again("127.0.0.1", server).await;
+        let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(text.contains("otpgate_http_refused_total{reason=\"client_connection_limit\"}"), "{text}");
+    }
+}
+
+both_backends! {
+    config: small_global_cap;
+    async fn the_connection_cap_holds_for_every_address(app) {
+        let server = server_addr(&app);
+        let mut held = Vec::new();
+        for from in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
+            held.push(connect_from(from, server).await);
+        }
+        for from in ["127.0.0.4", "127.0.0.5"] {
+            let refused = get_from(from, server, "/healthz", "").await;
+            assert_refusal(&refused, 503, "connection_limit");
+            assert!(refused.1.contains("retry-after: 1"), "{}", refused.1);
+        }
+        drop(held.pop());
+        healthz_passes_again("127.0.0.4", server).await;
+    }
+}
+
+both_backends! {
+    config: short_request_timeout;
+    async fn a_body_trickled_slower_than_the_request_timeout_is_cut_with_a_408(app) {
+        let mut stream = connect_from("127.0.0.1", server_addr(&app)).await;
+        stream.write_all(unfinished_send(&app, "").as_bytes()).await.unwrap();
+        let (mut reader, mut writer) = stream.into_split();
+        // One byte every 200 ms: the promised 10,000 would take half an hour.
+        let trickle = tokio::spawn(async move {
+            for _ in 0..10_000 {
+                if writer.write_all(b" ").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        let mut reply = Vec::new();
+        let read = tokio::time::timeout(ANSWER_WITHIN, reader.read_to_end(&mut reply)).await;
+        assert!(read.is_ok(), "the server neither answered nor closed");
+        trickle.abort();
+        let reply = parse_reply(&reply);
+        assert_refusal(&reply, 408, "request_timeout");
+        assert!(reply.1.contains("connection: close"), "{}", reply.1);
+        nothing_written(&app).await;
+        // A request that arrives in time is served as before.
+        app.send_ok(&text_send("9851023212")).await;
+    }
+}
+
+both_backends! {
+    config: |c: &mut otpgate::config::Config| c.api.request_timeout_seconds = 1;
+    async fn a_send_whose_body_arrived_is_not_cut_while_the_store_holds_it(app) {
+        let lock = StoreLock::take(&app).await;
+        let sending = {
+            let client = app.client.clone();
+            let url = app.url("/api/v1/auths/send/otp/");
+            let key = app.key.clone();
+            tokio::spawn(async move {
+                client.post(url).bearer_auth(key).json(&text_send("9851023212")).send().await.unwrap()
+            })
+        };
+        // Well past the request timeout, the send is still waiting for the store.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(!sending.is_finished(), "the send did not wait for the store lock");
+        lock.release().await;
+        let r = sending.await.unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    }
+}
+
+/// A write lock on the test's store, held by another connection.
+enum StoreLock {
+    Sqlite(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>),
+    Postgres(tokio_postgres::Client),
+}
+
+impl StoreLock {
+    async fn take(app: &TestApp) -> StoreLock {
+        match app.backend {
+            Backend::Sqlite => {
+                let path = app.database_url.trim_start_matches("sqlite://").to_owned();
+                let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+                let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+                let holder = std::thread::spawn(move || {
+                    let c = rusqlite::Connection::open(path).unwrap();
+                    c.execute_batch("BEGIN IMMEDIATE").unwrap();
+                    locked_tx.send(()).unwrap();
+                    let _ = release_rx.recv();
+                    c.execute_batch("COMMIT").unwrap();
+                });
+                locked_rx.recv().unwrap();
+                StoreLock::Sqlite(release_tx, holder)
+            }
+            Backend::Postgres => {
+                let (client, conn) =
+                    tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls)
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                // Reads go on; every write to accounts waits.
+                client
+                    .batch_execute("BEGIN; LOCK TABLE accounts IN EXCLUSIVE MODE")
+                    .await
+                    .unwrap();
+                StoreLock::Postgres(client)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            StoreLock::Sqlite(release, holder) => {
+                release.send(()).unwrap();
+                tokio::task::spawn_blocking(move || holder.join().unwrap())
+                    .await
+                    .unwrap();
+            }
+            StoreLock::Postgres(client) => client.batch_execute("COMMIT").await.unwrap(),
+        }
+    }
+}
+
+both_backends! {
+    config: behind_a_proxy;
+    async fn a_trusted_proxys_forwarded_address_is_what_is_counted(app) {
+        let server = server_addr(&app);
+        // Through the proxy, 203.0.113.7 has a send in flight (its body is
+        // still coming): its one place is taken.
+        let mut in_flight = connect_from("127.0.0.1", server).await;
+        in_flight
+            .write_all(unfinished_send(&app, "X-Forwarded-For: 203.0.113.7\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut refused = None;
+        for _ in 0..200 {
+            let reply = get_from("127.0.0.1", server, "/healthz", "X-Forwarded-For: 203.0.113.7\r\n").await;
+            if reply.0 != 200 {
+                refused = Some(reply);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let refused = refused.expect("the forwarded address was never counted");
+        assert_refusal(&refused, 429, "client_connection_limit");
+        // The proxy itself holds three connections with a cap of one, and its
+        // other clients are served; the rightmost untrusted address counts.
+        let _idle = connect_from("127.0.0.1", server).await;
+        assert_eq!(get_from("127.0.0.1", server, "/healthz", "X-Forwarded-For: 203.0.113.8\r\n").await.0, 200);
+        assert_eq!(get_from("127.0.0.1", server, "/healthz", "X-Forwarded-For: 203.0.113.7, 203.0.113.8\r\n").await.0, 200);
+        // Once its request is over, the address has its place back.
+        drop(in_flight);
+        let mut served = false;
+        for _ in 0..200 {
+            if get_from("127.0.0.1", server, "/healthz", "X-Forwarded-For: 203.0.113.7\r\n").await.0 == 200 {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(served, "203.0.113.7 never got its place back");
+        nothing_written(&app).await;
     }
 }
