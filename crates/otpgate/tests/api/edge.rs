@@ -408,3 +408,191 @@ both_backends! {
         nothing_written(&app).await;
     }
 }
+
+/// The `next` link of a one-item page, asked for with this `Host` and other
+/// headers on a raw connection.
+async fn next_link(app: &TestApp, host: &str, headers: &str) -> String {
+    let server = server_addr(app);
+    let mut stream = connect_from("127.0.0.1", server).await;
+    let request = format!(
+        "GET /api/v1/auths/list/send-otps/?limit=1 HTTP/1.1\r\nHost: {host}\r\n\
+         Authorization: Bearer {}\r\nConnection: close\r\n{headers}\r\n",
+        app.key
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let (status, head, body) = parse_reply(&read_to_close(&mut stream).await);
+    assert_eq!(status, 200, "{head}{body}");
+    body["next"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no next link in {body}"))
+        .to_owned()
+}
+
+fn trusting_this_host(config: &mut otpgate::config::Config) {
+    config.api.trusted_proxies = vec!["127.0.0.0/8".into()];
+}
+
+both_backends! {
+    async fn next_links_take_a_host_header_only_when_it_is_a_host_and_port(app) {
+        app.send_ok(&text_send("9851023212")).await;
+        app.send_ok(&text_send("9851023213")).await;
+        let listener = format!("http://{}/api/v1/auths/list/send-otps/?", server_addr(&app));
+        let next = next_link(&app, "otp.example.com:8443", "").await;
+        assert!(next.starts_with("http://otp.example.com:8443/api/v1/auths/list/send-otps/?"), "{next}");
+        for forged in ["evil.com/phish?x=", "evil.com\"><script>", "a b", "x@evil.com", "host:99999"] {
+            let next = next_link(&app, forged, "").await;
+            assert!(next.starts_with(&listener), "{forged:?} -> {next}");
+        }
+        // No proxy is trusted: what a client says it forwarded is ignored.
+        let next = next_link(&app, "otp.example.com", "X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.com\r\n").await;
+        assert!(next.starts_with("http://otp.example.com/"), "{next}");
+    }
+}
+
+both_backends! {
+    config: trusting_this_host;
+    async fn next_links_follow_the_scheme_and_host_a_trusted_proxy_forwards(app) {
+        app.send_ok(&text_send("9851023212")).await;
+        app.send_ok(&text_send("9851023213")).await;
+        let forwarded = "X-Forwarded-Proto: https\r\nX-Forwarded-Host: otp.example.com\r\nX-Forwarded-For: 198.51.100.4\r\n";
+        let next = next_link(&app, "10.0.0.5:8080", forwarded).await;
+        assert!(next.starts_with("https://otp.example.com/api/v1/auths/list/send-otps/?"), "{next}");
+        // A forwarded host that is not a host[:port], or a scheme that is not
+        // http(s), is ignored.
+        let odd = "X-Forwarded-Proto: javascript\r\nX-Forwarded-Host: evil.com/phish?\r\n";
+        let next = next_link(&app, "10.0.0.5:8080", odd).await;
+        assert!(next.starts_with("http://10.0.0.5:8080/"), "{next}");
+    }
+}
+
+const ADMIN_TOKEN: &str = "an-admin-token-of-at-least-32-characters";
+
+/// The real application with `admin_listen` set: its public and admin
+/// addresses, and how to stop it.
+async fn spawn_with_admin_listener(
+    backend: Backend,
+) -> (
+    String,
+    String,
+    impl std::future::Future<Output = ()>,
+    tempfile::TempDir,
+) {
+    use otpgate::config::Secret;
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::helpers::database_url(backend, &dir).await;
+    let mut config = crate::helpers::test_config(&url, &dir);
+    config.admin_listen = Some("127.0.0.1:0".into());
+    config.admin.token = Some(Secret::new(ADMIN_TOKEN.into()));
+    let app = otpgate::startup::Application::build(config).await.unwrap();
+    let public = format!("http://{}", app.local_addr());
+    let admin = format!("http://{}", app.admin_addr().expect("an admin listener"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let stop = async move {
+        let _ = tx.send(());
+        running.await.unwrap().unwrap();
+    };
+    (public, admin, stop, dir)
+}
+
+async fn operator_endpoints_are_served_on_the_admin_listener_only(backend: Backend) {
+    let (public, admin, stop, _dir) = spawn_with_admin_listener(backend).await;
+    assert_ne!(public, admin);
+    let client = reqwest::Client::new();
+    let get = |base: &str, path: &str| {
+        client
+            .get(format!("{base}{path}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+    };
+    for path in [
+        "/metrics",
+        "/readyz",
+        "/docs",
+        "/openapi.json",
+        "/admin/v1/accounts/",
+    ] {
+        let r = get(&public, path).await.unwrap();
+        assert_eq!(r.status(), 404, "{path} on the public listener");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["success"], false, "{body}");
+        assert_eq!(
+            get(&admin, path).await.unwrap().status(),
+            200,
+            "{path} on the admin listener"
+        );
+    }
+    for base in [&public, &admin] {
+        assert_eq!(
+            get(base, "/healthz").await.unwrap().status(),
+            200,
+            "/healthz on {base}"
+        );
+    }
+    // The API itself is not on the admin listener.
+    assert_eq!(
+        get(&admin, "/api/v1/auths/list/send-otps/")
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        get(&public, "/api/v1/auths/list/send-otps/")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // Requests on both listeners are counted in the one registry.
+    let text = get(&admin, "/metrics").await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains("route=\"unmatched\",method=\"GET\",status=\"404\""),
+        "{text}"
+    );
+    stop.await;
+}
+
+mod operator_endpoints_are_served_on_the_admin_listener_only {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        operator_endpoints_are_served_on_the_admin_listener_only(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        operator_endpoints_are_served_on_the_admin_listener_only(Backend::Postgres).await;
+    }
+}
+
+#[test]
+fn production_serves_the_operator_endpoints_on_loopback_unless_told_otherwise() {
+    use otpgate::config::{Config, Mode};
+    use otpgate::startup::admin_address;
+    let development = Config::default();
+    assert_eq!(
+        admin_address(&development),
+        None,
+        "development: one listener"
+    );
+    let mut production = Config {
+        mode: Mode::Production,
+        ..Config::default()
+    };
+    assert_eq!(
+        admin_address(&production).as_deref(),
+        Some("127.0.0.1:9091")
+    );
+    production.admin_listen = Some("10.0.0.2:9100".into());
+    assert_eq!(admin_address(&production).as_deref(), Some("10.0.0.2:9100"));
+    production.admin_listen = Some(String::new());
+    assert_eq!(
+        admin_address(&production),
+        None,
+        "empty: the public listener, on purpose"
+    );
+}
