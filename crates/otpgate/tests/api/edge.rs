@@ -596,3 +596,92 @@ fn production_serves_the_operator_endpoints_on_loopback_unless_told_otherwise() 
         "empty: the public listener, on purpose"
     );
 }
+
+/// `otpgate serve` under `prlimit --nofile=116`: with the default settings it
+/// keeps 106 descriptors for the rest of the server (8 store connections and
+/// 2, 32 webhook deliveries, 64 spare), so it may hold 10 connections. It says
+/// so at start, and the eleventh connection is refused.
+async fn the_connection_cap_follows_the_open_file_limit(backend: Backend) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::helpers::database_url(backend, &dir).await;
+    let mut child = Command::new("prlimit")
+        .arg("--nofile=116:116")
+        .arg(env!("CARGO_BIN_EXE_otpgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
+        .env("OTPGATE_DEMO__CREATE_DEFAULT_ACCOUNT", "false")
+        .env(
+            "OTPGATE_DELIVERY__LOG_PATH",
+            dir.path().join("deliveries.jsonl"),
+        )
+        .env("OTPGATE_SECRETS__FILE", dir.path().join("secrets.toml"))
+        .env("OTPGATE_LOG__FORMAT", "json")
+        .env("OTPGATE_LOG__LEVEL", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting otpgate serve under prlimit");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let _server = KilledOnDrop(child);
+    let (serving_tx, serving_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                if event["message"] == "otpgate is serving" {
+                    let _ = serving_tx.send(event);
+                }
+            }
+        }
+    });
+    let mut lines = stdout.lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("otpgate exited before listening")
+            .unwrap();
+        if let Some(a) = line.strip_prefix("otpgate listening on http://") {
+            break a.trim().parse::<SocketAddr>().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let serving = serving_rx
+        .recv_timeout(ANSWER_WITHIN)
+        .expect("no 'otpgate is serving' line");
+    assert_eq!(serving["max_connections"], 10, "{serving}");
+
+    let mut held = Vec::new();
+    for i in 1..=10 {
+        held.push(connect_from(&format!("127.0.0.{i}"), address).await);
+    }
+    let refused = get_from("127.0.0.11", address, "/healthz", "").await;
+    assert_refusal(&refused, 503, "connection_limit");
+    drop(held.pop());
+    healthz_passes_again("127.0.0.11", address).await;
+}
+
+/// A server process that ends with the test, passed or not.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+mod the_connection_cap_follows_the_open_file_limit {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        the_connection_cap_follows_the_open_file_limit(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        the_connection_cap_follows_the_open_file_limit(Backend::Postgres).await;
+    }
+}
