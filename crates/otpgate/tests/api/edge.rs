@@ -685,3 +685,23 @@ mod the_connection_cap_follows_the_open_file_limit {
         the_connection_cap_follows_the_open_file_limit(Backend::Postgres).await;
     }
 }
+
+both_backends! {
+    async fn every_operation_documents_the_edges_refusals(app) {
+        let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+        let mut checked = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let documented = operation["responses"].as_object().unwrap();
+                for status in ["429", "503"] {
+                    assert!(documented.contains_key(status), "{method} {path} lacks {status}");
+                }
+                if operation.get("requestBody").is_some() {
+                    assert!(documented.contains_key("408"), "{method} {path} lacks 408");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 10, "only {checked} operations");
+    }
+}
