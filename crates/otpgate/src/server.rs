@@ -360,6 +360,13 @@ impl Conn {
         }
 
         let answer = self.app.clone().oneshot(req);
+        if body_done.load(Ordering::Acquire) {
+            // No body to wait for (most GETs): no timer either.
+            return match answer.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+        }
         tokio::select! {
             biased;
             answer = answer => match answer {
