@@ -705,3 +705,53 @@ both_backends! {
         assert!(checked >= 10, "only {checked} operations");
     }
 }
+
+fn three_second_request_timeout(config: &mut otpgate::config::Config) {
+    config.api.request_timeout_seconds = 3;
+}
+
+/// Reads from `stream` until what was read contains `needle`.
+async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(ANSWER_WITHIN, async {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&reply).contains(needle) {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => reply.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no {needle:?} from the server");
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+both_backends! {
+    config: three_second_request_timeout;
+    async fn the_request_timeout_counts_from_each_requests_first_byte_on_a_kept_alive_connection(app) {
+        let server = server_addr(&app);
+        let mut stream = connect_from("127.0.0.1", server).await;
+        let health = format!("GET /healthz HTTP/1.1\r\nHost: {server}\r\n\r\n");
+        stream.write_all(health.as_bytes()).await.unwrap();
+        let first = read_until(&mut stream, "\"ok\"").await;
+        assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+        // Idle for 2 s, then a send whose body takes 1.2 s: 3.2 s after the
+        // connection's first request, 1.2 s after this one's first byte.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let body = serde_json::to_string(&text_send("9851023212")).unwrap();
+        let (head, rest) = body.split_at(10);
+        let request = format!(
+            "POST /api/v1/auths/send/otp/ HTTP/1.1\r\nHost: {server}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+            app.key,
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        stream.write_all(rest.as_bytes()).await.unwrap();
+        let (status, head, reply) = parse_reply(&read_to_close(&mut stream).await);
+        assert_eq!(status, 200, "{head}{reply}");
+        assert_eq!(app.otp_count().await, 1);
+    }
+}
