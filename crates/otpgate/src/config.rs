@@ -37,6 +37,11 @@ impl<T> std::fmt::Debug for Secret<T> {
 pub struct Config {
     /// Address the HTTP API listens on.
     pub listen: String,
+    /// Address of the operator's listener: `/metrics`, `/readyz`, `/docs`,
+    /// `/openapi.json` and the admin API move there (`/healthz` is on both).
+    /// Unset: `127.0.0.1:9091` in production mode, the public listener in
+    /// development mode; empty (`""`): the public listener in either mode.
+    pub admin_listen: Option<String>,
     /// `sqlite://PATH` (default `sqlite://otpgate.db`) or `postgres://...`.
     pub database_url: Secret<String>,
     /// Base of the absolute `next`/`previous` links, e.g. `https://otp.example.com`.
@@ -114,6 +119,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".into(),
+            admin_listen: None,
             database_url: Secret::new("sqlite://otpgate.db".into()),
             public_url: String::new(),
             timezone: "Asia/Kathmandu".into(),
@@ -181,6 +187,21 @@ pub struct ApiConfig {
     /// How long a list beyond `max_concurrent_lists` waits for one of them to
     /// finish before it is refused with 429 `too_many_concurrent_lists`.
     pub list_wait_ms: u64,
+    /// Seconds a client has to send a whole request, headers and body, from its
+    /// first byte; a body still incomplete then is a 408 and the connection is
+    /// closed. A handler working after the body arrived is not cut.
+    pub request_timeout_seconds: u64,
+    /// Most connections open at once on the public listener; the server takes
+    /// less when its open-file limit leaves less room (logged at start).
+    pub max_connections: usize,
+    /// Most connections open at once from one client address (an IPv6 client
+    /// counts by its /64); more are a 429. Behind a trusted proxy, the forwarded
+    /// client's requests in flight. 0: no cap.
+    pub max_connections_per_client: usize,
+    /// Reverse proxies (CIDR blocks or addresses) whose `X-Forwarded-For`,
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` are believed, and whose own
+    /// connections are not capped per address. Empty: no proxy is trusted.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -194,6 +215,10 @@ impl Default for ApiConfig {
             max_header_bytes: 32 * 1024,
             max_concurrent_lists: 2,
             list_wait_ms: 1_000,
+            request_timeout_seconds: 30,
+            max_connections: 10_000,
+            max_connections_per_client: 256,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -10,7 +10,8 @@
 //! - [`codes`]: the keys codes are kept under at rest, and the purge of old codes.
 //! - [`delivery`]: the outbox workers and the channel [`delivery::Driver`] trait.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
-//! - [`server`]: the HTTP accept loop and its limits on slow or oversized headers.
+//! - [`server`]: the HTTP accept loop and its limits: slow or oversized requests,
+//!   connections per server and per client address, trusted proxies.
 //! - [`throttle`]: per-node limits on verifications and on concurrent lists.
 //! - [`webhooks`]: signed event deliveries to each account's URL, with retries,
 //!   and the sweep that reports codes expired unverified.

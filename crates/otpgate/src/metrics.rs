@@ -2,9 +2,15 @@
 //! at `/metrics`.
 //!
 //! A small registry of our own rather than a metrics crate: the set of series is
-//! small and fixed (label values come from our own enums and route templates, never
-//! from client input), and one uncontended mutex per update costs far less than a
+//! small and fixed, and one uncontended mutex per update costs far less than a
 //! request does.
+//!
+//! Every label value comes from a set the server chooses: our own enums, route
+//! names from the configuration, and for HTTP requests the route template (one
+//! `unmatched` for every path no route knows), the method as one of the nine
+//! standard ones or `other` ([`method_label`]) and the status code. Nothing a
+//! client sends becomes a label as it is, so no number of odd requests grows
+//! the registry (`tests/api/edge.rs` checks it with junk methods and paths).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -44,6 +50,10 @@ fn family(name: &str) -> Family {
         "otpgate_http_request_duration_seconds" => Family {
             help: "Time to answer an HTTP request, by route.",
             kind: "histogram",
+        },
+        "otpgate_http_refused_total" => Family {
+            help: "Connections and requests the HTTP edge answered itself, by reason (connection_limit, client_connection_limit, request_timeout).",
+            kind: "counter",
         },
         "otpgate_sends_total" => Family {
             help: "Send requests by channel and outcome (accepted, invalid, insufficient_credits, error).",
@@ -101,6 +111,24 @@ fn family(name: &str) -> Family {
             help: "",
             kind: "untyped",
         },
+    }
+}
+
+/// The `method` label of an HTTP request: one of the nine methods of RFC 9110
+/// and RFC 5789, or `other` for any other token a client makes up.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "other",
     }
 }
 
@@ -224,6 +252,16 @@ mod tests {
         assert!(text.contains("otpgate_accept_duration_seconds_bucket{le=\"0.005\"} 1"));
         assert!(text.contains("otpgate_accept_duration_seconds_count 1"));
         assert!(text.contains("otpgate_queue_depth{channel=\"voice\"} 4"));
+    }
+
+    #[test]
+    fn methods_outside_the_standard_nine_are_one_label() {
+        use axum::http::Method;
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for made_up in ["FOO", "get", "X".repeat(15_000).as_str()] {
+            let m = Method::from_bytes(made_up.as_bytes()).unwrap();
+            assert_eq!(method_label(&m), "other", "{made_up:.20}");
+        }
     }
 
     #[test]

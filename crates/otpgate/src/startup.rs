@@ -34,6 +34,9 @@ use crate::webhooks::{WebhookDispatcher, WebhookPolicy, WebhookSender};
 /// A configured, bound, not yet serving application.
 pub struct Application {
     listener: TcpListener,
+    /// The operator's listener, when `/metrics`, `/readyz`, the documents and
+    /// the admin API are served apart from the public API.
+    admin_listener: Option<TcpListener>,
     state: AppState,
     first_key: Option<String>,
 }
@@ -81,6 +84,16 @@ impl Application {
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let admin_listener = match admin_address(&config) {
+            Some(address) => Some(
+                TcpListener::bind(&address)
+                    .await
+                    .with_context(|| format!("binding the admin listener {address}"))?,
+            ),
+            None => None,
+        };
+        // Refused now rather than at the first request.
+        trusted_proxies(&config)?;
         let metrics = Arc::new(Metrics::default());
         let voice = Arc::new(Prompter::new(&config.voice).context("invalid [voice] settings")?);
         let drivers = Arc::new(build_drivers(&config, &store, &metrics, &voice).await?);
@@ -104,6 +117,7 @@ impl Application {
         };
         Ok(Application {
             listener,
+            admin_listener,
             state,
             first_key,
         })
@@ -113,6 +127,13 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The admin listener's address, when there is one (see `admin_listen`).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("a bound listener has an address"))
     }
 
     /// The key of the demo account, when this start created it; shown once.
@@ -178,19 +199,52 @@ impl Application {
             stop.clone(),
         ));
 
+        let limits = connection_limits(&config, self.admin_listener.is_some())?;
         tracing::info!(
             address = %self.listener.local_addr()?,
+            admin_address = %self
+                .admin_listener
+                .as_ref()
+                .map(|l| l.local_addr().map(|a| a.to_string()).unwrap_or_default())
+                .unwrap_or_else(|| "(the public listener)".to_owned()),
+            max_connections = limits.max_connections,
+            max_connections_per_client = limits.max_connections_per_client,
             store = state.store.backend(),
             database = %config.database_for_logs(),
             node = %node,
             "otpgate is serving"
         );
-        let app = crate::api::router(state.clone());
-        let limits = crate::server::ConnectionLimits {
-            header_read_timeout: Duration::from_secs(config.api.header_read_timeout_seconds.max(1)),
-            max_header_bytes: config.api.max_header_bytes,
-        };
-        crate::server::serve(self.listener, app, limits, shutdown).await;
+        // One shutdown for both listeners.
+        let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
+        match self.admin_listener {
+            None => {
+                let app = crate::api::router(state.clone());
+                crate::server::serve(self.listener, app, limits, state.metrics.clone(), shutdown)
+                    .await;
+            }
+            Some(admin_listener) => {
+                let admin_limits = crate::server::ConnectionLimits {
+                    max_connections: ADMIN_MAX_CONNECTIONS,
+                    ..limits.clone()
+                };
+                tokio::join!(
+                    crate::server::serve(
+                        self.listener,
+                        crate::api::public_router(state.clone()),
+                        limits,
+                        state.metrics.clone(),
+                        shutdown.clone(),
+                    ),
+                    crate::server::serve(
+                        admin_listener,
+                        crate::api::admin_router(state.clone()),
+                        admin_limits,
+                        state.metrics.clone(),
+                        shutdown,
+                    ),
+                );
+            }
+        }
 
         tracing::info!("shutting down: finishing deliveries in flight");
         stop.notify_waiters();
@@ -210,6 +264,99 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Connections the admin listener holds at once: scrapes, probes and an
+/// operator's tools, kept apart from the public listener's cap so a flood there
+/// does not blind monitoring.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Descriptors kept free besides those counted from the configuration: the
+/// listeners, log files, the SQLite files, DNS, refusals being answered.
+const SPARE_DESCRIPTORS: u64 = 64;
+
+/// Where the admin listener binds: `admin_listen` when set (empty: no admin
+/// listener), else `127.0.0.1:9091` in production and none in development.
+pub fn admin_address(config: &Config) -> Option<String> {
+    match (&config.admin_listen, config.mode) {
+        (Some(address), _) if address.trim().is_empty() => None,
+        (Some(address), _) => Some(address.clone()),
+        (None, crate::config::Mode::Production) => Some("127.0.0.1:9091".to_owned()),
+        (None, crate::config::Mode::Development) => None,
+    }
+}
+
+/// `api.trusted_proxies`, parsed.
+fn trusted_proxies(config: &Config) -> anyhow::Result<Arc<[crate::server::Cidr]>> {
+    config
+        .api
+        .trusted_proxies
+        .iter()
+        .map(|c| {
+            c.parse()
+                .map_err(|e| anyhow::anyhow!("api.trusted_proxies: {e}"))
+        })
+        .collect()
+}
+
+/// File descriptors the rest of the server may need at once: the store's
+/// connections (the list pool's too), carrier binds (two sockets each when
+/// transmitter and receiver are separate), outgoing HTTP (webhooks, HTTP carriers), the
+/// admin listener's connections and some spare.
+fn reserved_descriptors(config: &Config, admin_listener: bool) -> u64 {
+    let mut reserved =
+        (config.store.connections + config.store.list_connections) as u64 + 2 + SPARE_DESCRIPTORS;
+    reserved += config.webhooks.concurrency as u64;
+    for route in &config.routes {
+        match route.driver.as_str() {
+            "smpp" => {
+                reserved += route.smpp.as_ref().map_or(1, |s| {
+                    let sockets = if s.bind_mode == "transmitter_receiver" {
+                        2
+                    } else {
+                        1
+                    };
+                    s.binds.max(1) * sockets
+                }) as u64
+            }
+            "sparrow" | "aakash" | "http" | "tingting" => {
+                reserved += config.delivery.concurrency as u64
+            }
+            _ => {}
+        }
+    }
+    if admin_listener {
+        reserved += ADMIN_MAX_CONNECTIONS as u64;
+    }
+    reserved
+}
+
+/// The edge's limits from `[api]`, the connection cap lowered to what the
+/// open-file limit leaves room for.
+fn connection_limits(
+    config: &Config,
+    admin_listener: bool,
+) -> anyhow::Result<crate::server::ConnectionLimits> {
+    let nofile = crate::server::open_file_limit();
+    let reserved = reserved_descriptors(config, admin_listener);
+    let max_connections =
+        crate::server::effective_max_connections(config.api.max_connections, nofile, reserved);
+    if max_connections < config.api.max_connections {
+        tracing::warn!(
+            open_file_limit = nofile.unwrap_or_default(),
+            reserved,
+            max_connections,
+            "the open-file limit lowers api.max_connections; raise it (ulimit -n, LimitNOFILE) for more"
+        );
+    }
+    Ok(crate::server::ConnectionLimits {
+        header_read_timeout: Duration::from_secs(config.api.header_read_timeout_seconds.max(1)),
+        max_header_bytes: config.api.max_header_bytes,
+        request_timeout: Duration::from_secs(config.api.request_timeout_seconds.max(1)),
+        max_connections,
+        max_connections_per_client: config.api.max_connections_per_client,
+        trusted_proxies: trusted_proxies(config)?,
+    })
 }
 
 /// The driver of each channel, from the configured routes.

@@ -1,7 +1,10 @@
 //! Structured logs through `tracing`, as text or JSON lines on stderr.
 //!
 //! Nothing secret is ever put in a field: handlers log ids, routes and outcomes,
-//! never OTP values, keys, message text or full query strings.
+//! never OTP values, keys, message text or full query strings. Nothing a client
+//! sends is a field as it is either: the request span carries the method as its
+//! bounded metric label, the path escaped (`?`), and a request id that passed
+//! the safe-charset check in `api::drop_unsafe_request_id` or was generated.
 
 use tracing_subscriber::EnvFilter;
 

@@ -16,8 +16,6 @@
 //! production mode), it is `******` and the message shows `******` in its place.
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use axum::http::header;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{NaiveDate, TimeZone};
@@ -33,6 +31,7 @@ use otp_store::{ListQuery, Micros, OtpRecord};
 
 use super::error::{ApiError, FieldError};
 use crate::auth::Caller;
+use crate::server::Origin;
 use crate::state::AppState;
 
 const LIST_PATH: &str = "/api/v1/auths/list/send-otps/";
@@ -161,7 +160,7 @@ pub struct OtpResponse {
 pub async fn list_otps(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    origin: Origin,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<ListResponse>, ApiError> {
     let plan = parse_query(&params, &state)?;
@@ -181,7 +180,7 @@ pub async fn list_otps(
     let limit = u64::from(query.limit);
     let count = page.count;
     let total_pages = count.div_ceil(limit).max(1);
-    let base = base_url(&state, &headers);
+    let base = base_url(&state, &origin);
     let next_offset = query.offset.saturating_add(limit);
     let next = (next_offset < count && page.items.len() as u64 == limit).then(|| {
         let cursor = page.items.last().map(|i| i.account_seq);
@@ -408,19 +407,14 @@ fn parse_bound(raw: &str, is_end: bool, tz: &chrono_tz::Tz) -> Option<Micros> {
     Some(start.timestamp_micros())
 }
 
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+/// `public_url`, or else how the client reached us (see [`Origin`]: forwarded
+/// scheme and host only from trusted proxies, a `Host` header only when it is a
+/// valid `host[:port]`, else the listener's address).
+fn base_url(state: &AppState, origin: &Origin) -> String {
     if !state.config.public_url.is_empty() {
         return state.config.public_url.trim_end_matches('/').to_owned();
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
-        })
-        .unwrap_or("localhost");
-    format!("http://{host}")
+    origin.to_string()
 }
 
 /// Formats a stored time in the configured zone.

@@ -23,6 +23,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use tower::util::MapRequestLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -38,39 +39,102 @@ use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole API with its middleware.
+/// The whole API on one listener, with its middleware: development's default,
+/// when no `admin_listen` is set.
 pub fn router(state: AppState) -> Router {
+    with_middleware(public_routes().merge(operator_routes()), state)
+}
+
+/// The public listener's routes when the operator's have a listener of their
+/// own ([`admin_router`]): the API and `/healthz`.
+pub fn public_router(state: AppState) -> Router {
+    with_middleware(public_routes().merge(ops::health_router()), state)
+}
+
+/// The admin listener's routes: `/healthz`, `/readyz`, `/metrics`, `/docs`,
+/// `/openapi.json` and the admin API.
+pub fn admin_router(state: AppState) -> Router {
+    with_middleware(operator_routes(), state)
+}
+
+/// What clients with an API key or a login use.
+fn public_routes() -> Router<AppState> {
     Router::new()
         .merge(send::router())
         .merge(verify::router())
         .merge(list::router())
-        .merge(ops::router())
         .merge(voice::router())
         .merge(users::router())
-        .merge(admin::router())
         .merge(webhooks::router())
-        .merge(receipts::router())
         .merge(keys::router())
+}
+
+/// What the operator uses: health, readiness, metrics, the API's documents and
+/// the admin API.
+fn operator_routes() -> Router<AppState> {
+    Router::new()
+        .merge(ops::router())
+        .merge(admin::router())
+        .merge(receipts::router())
+}
+
+fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("a handler panicked").into_response()
         }))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                let id = req
-                    .headers()
-                    .get(&REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                // The path only: query strings may carry phone numbers.
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            // Checked by `drop_unsafe_request_id`: a safe charset, 64 bytes at most.
+            let id = req
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            // The method as its metric label (a client may send any token),
+            // the path escaped, and never the query: it may carry phone numbers.
+            tracing::info_span!(
+                "request",
+                method = crate::metrics::method_label(req.method()),
+                path = ?req.uri().path(),
+                request_id = %id
+            )
+        }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
+        .layer(MapRequestLayer::new(drop_unsafe_request_id))
         .with_state(state)
+}
+
+/// The longest client-sent request id kept.
+const MAX_REQUEST_ID: usize = 64;
+
+/// A client's `X-Request-Id` is kept (logged and echoed) only when it is one
+/// header of 1 to 64 bytes of `[A-Za-z0-9._:-]`; anything else, which could
+/// forge or garble a log line, is dropped and a generated id takes its place.
+fn drop_unsafe_request_id(mut req: Request) -> Request {
+    let mut ids = req.headers().get_all(&REQUEST_ID).iter();
+    let safe = match (ids.next(), ids.next()) {
+        (Some(id), None) => is_safe_request_id(id.as_bytes()),
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+    };
+    if !safe {
+        req.headers_mut().remove(&REQUEST_ID);
+    }
+    req
+}
+
+fn is_safe_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 /// Request ids for requests that come without one: 32 hex digits, a random
@@ -104,19 +168,20 @@ impl MakeRequestId for RequestIds {
 
 async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
+    // The route's template, or one value for every path no route knows.
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().clone();
+    let method = crate::metrics::method_label(req.method());
     let response = next.run(req).await;
     let status: StatusCode = response.status();
     state.metrics.inc(
         "otpgate_http_requests_total",
         &[
             ("route", &route),
-            ("method", method.as_str()),
+            ("method", method),
             ("status", status.as_str()),
         ],
     );
@@ -126,4 +191,27 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_safe_request_id;
+
+    #[test]
+    fn request_ids_are_kept_only_in_a_safe_charset_and_length() {
+        assert!(is_safe_request_id(b"abc-123"));
+        assert!(is_safe_request_id(b"2f1c.node-a:7_x"));
+        assert!(is_safe_request_id("a".repeat(64).as_bytes()));
+        assert!(!is_safe_request_id("a".repeat(65).as_bytes()));
+        assert!(!is_safe_request_id(b""));
+        for bad in [
+            &b"a b"[..],
+            b"x\n",
+            b"a\"b",
+            b"id=1 level=error",
+            "\u{e9}t\u{e9}".as_bytes(),
+        ] {
+            assert!(!is_safe_request_id(bad), "{bad:?}");
+        }
+    }
 }

@@ -16,9 +16,14 @@ use super::users::AccessTokenAuth;
 use crate::metrics::labels;
 use crate::state::AppState;
 
+/// `/healthz` alone: served on every listener.
+pub fn health_router() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz))
+}
+
+/// Every operational endpoint, `/healthz` included.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
+    health_router()
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -67,7 +72,14 @@ pub fn router() -> Router<AppState> {
         super::keys::revoke_key
     ),
     components(schemas(super::error::ErrorEnvelope, super::error::FieldError)),
-    modifiers(&BearerAuth, &AccessTokenAuth, &AdminTokenAuth, &BodyRefusals, &ScopesDoc),
+    modifiers(
+        &BearerAuth,
+        &AccessTokenAuth,
+        &AdminTokenAuth,
+        &BodyRefusals,
+        &ScopesDoc,
+        &EdgeRefusals
+    ),
     tags(
         (name = "otp", description = "Send and list one-time passwords"),
         (name = "webhooks", description = "The account's webhook: its URL, its signing secret and the events sent to it"),
@@ -128,6 +140,54 @@ impl Modify for BodyRefusals {
                 responses.entry("415".to_owned()).or_insert_with(|| {
                     refusal("Neither JSON nor a form body; nothing written").into()
                 });
+            }
+        }
+    }
+}
+
+/// The HTTP edge (`crate::server`) may answer any request itself: 429 when the
+/// client's address holds all the connections it may, 503 when the server
+/// does, and 408 when a body does not arrive in time. Documented on every
+/// operation (408 on those with a body), without replacing a handler's own
+/// description of the same status.
+struct EdgeRefusals;
+
+impl Modify for EdgeRefusals {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let refusal = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let has_body = operation.request_body.is_some();
+                let responses = &mut operation.responses.responses;
+                responses.entry("429".to_owned()).or_insert_with(|| {
+                    refusal("Too many connections from the client's address (client_connection_limit); nothing written").into()
+                });
+                responses.entry("503".to_owned()).or_insert_with(|| {
+                    refusal("The server holds all the connections it may (connection_limit), or the store is unreachable; nothing written").into()
+                });
+                if has_body {
+                    responses.entry("408".to_owned()).or_insert_with(|| {
+                        refusal("The request did not all arrive within api.request_timeout_seconds (request_timeout); nothing written").into()
+                    });
+                }
             }
         }
     }

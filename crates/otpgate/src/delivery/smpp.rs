@@ -781,11 +781,7 @@ impl Driver for SmppDriver {
 }
 
 /// Keeps one bind up: connect, bind, forward what the SMSC sends, reconnect.
-async fn supervise(
-    driver: Arc<SmppDriver>,
-    slot: Arc<BindSlot>,
-    receipts: mpsc::Sender<Incoming>,
-) {
+async fn supervise(driver: Arc<SmppDriver>, slot: Arc<BindSlot>, receipts: mpsc::Sender<Incoming>) {
     let cfg = &driver.config;
     let mut backoff = Backoff::new(
         Duration::from_millis(250),

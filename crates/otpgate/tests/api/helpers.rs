@@ -98,6 +98,9 @@ pub fn test_config(database_url: &str, dir: &tempfile::TempDir) -> Config {
     config.webhooks.backoff_cap_ms = 400;
     config.webhooks.sweep_interval_ms = 100;
     config.demo.create_default_account = Some(false);
+    // One listener whatever the mode: a production-mode test must not bind the
+    // production default 127.0.0.1:9091 (edge.rs sets `admin_listen` itself).
+    config.admin_listen = Some(String::new());
     // Most tests send many OTPs to one number; `limits.rs` turns limits back on.
     config.limits = otpgate::config::LimitsConfig::off();
     // Verify tests guess many times; `verify.rs` turns the verify limits on.

@@ -10,6 +10,7 @@ mod cli;
 mod concurrency;
 mod delivery;
 mod durability;
+mod edge;
 mod limits;
 mod list;
 mod logins;

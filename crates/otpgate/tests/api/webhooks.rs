@@ -1262,7 +1262,7 @@ async fn the_per_account_bound_holds_across_two_nodes() {
     let mut keys = Vec::new();
     for (name, hook) in [("a", &hanging.url), ("b", &receiver.url)] {
         let account = store.create_account(name, 100, 0).await.unwrap();
-        let key = issue_key(account.id, None);
+        let key = issue_key_with_scopes(account.id, None, otp_store::Scopes::ALL);
         store.create_key(key.record).await.unwrap();
         let r = client
             .put(format!("{}{WEBHOOK}", addresses[0]))
