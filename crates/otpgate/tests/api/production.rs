@@ -20,9 +20,12 @@ use crate::helpers::{
 };
 
 /// The keys production mode refuses to start without, as environment variables.
-fn production_env() -> [(&'static str, String); 5] {
+fn production_env() -> [(&'static str, String); 6] {
     [
         ("OTPGATE_MODE", "production".to_owned()),
+        // Production's own default, 127.0.0.1:9091, would be shared by the
+        // tests running at once: a free port instead.
+        ("OTPGATE_ADMIN_LISTEN", "127.0.0.1:0".to_owned()),
         ("OTPGATE_SECRETS__HMAC_KEY", BASE64.encode([1u8; 32])),
         (
             "OTPGATE_SECRETS__ENCRYPTION_KEYS__K1",

@@ -362,7 +362,6 @@ async fn an_smsc_restart_mid_stream_loses_nothing(backend: Backend) {
             &app.send_ok(&text_send(&format!("98010000{i:02}"))).await,
         ));
     }
-    let before = smsc.accepted();
     let smsc2 = Smsc::start_on(port, &["--receipts", "delivered"]);
     for id in &ids {
         // An SMSC killed between its submit_sm_resp and its receipt never sends
@@ -370,14 +369,22 @@ async fn an_smsc_restart_mid_stream_loses_nothing(backend: Backend) {
         let otp = app.wait_for_any_status(*id, &["sent", "delivered"]).await;
         assert!(otp.provider_message_id.is_some());
     }
-    let mut arrived: Vec<String> = before
-        .iter()
-        .chain(smsc2.accepted().iter())
-        .map(|s| s["destination"].as_str().unwrap().to_owned())
-        .collect();
-    arrived.sort();
-    arrived.dedup();
-    assert_eq!(arrived.len(), 60, "every accepted OTP reached the SMSC");
+    // Every OTP now has the carrier's id, so an SMSC answered its submit_sm;
+    // the peers' event lines for the last of them may still be on their way
+    // to the test (the killed one's pipe is read to its end).
+    let arrived = || {
+        let mut arrived: Vec<String> = smsc
+            .accepted()
+            .iter()
+            .chain(smsc2.accepted().iter())
+            .map(|s| s["destination"].as_str().unwrap().to_owned())
+            .collect();
+        arrived.sort();
+        arrived.dedup();
+        arrived.len()
+    };
+    wait_until("every accepted OTP to have reached an SMSC", || arrived() == 60).await;
+    assert_eq!(arrived(), 60, "every accepted OTP reached the SMSC");
 }
 
 async fn throttling_slows_down_and_still_delivers_everything_within_the_window(backend: Backend) {

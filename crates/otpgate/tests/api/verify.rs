@@ -472,7 +472,15 @@ both_backends! {
         let bodies: Vec<Value> = (0..10)
             .map(|i| json!({"number": format!("98410000{i:02}"), "otp": "482193"}))
             .collect();
-        let replies = futures_util::future::join_all(bodies.iter().map(|b| verify(&app, b))).await;
+        // Ten at once, again (up to three rounds) if a loaded machine spread
+        // them so thin that none met the rate.
+        let mut replies = Vec::new();
+        for _ in 0..3 {
+            replies.extend(futures_util::future::join_all(bodies.iter().map(|b| verify(&app, b))).await);
+            if replies.iter().any(|(s, _)| *s == 429) {
+                break;
+            }
+        }
         let limited: Vec<_> = replies.iter().filter(|(s, _)| *s == 429).collect();
         assert!(!limited.is_empty(), "{replies:?}");
         for (_, body) in limited {

@@ -250,6 +250,11 @@ async fn the_log_driver_writes_the_prompt_a_call_would_play() {
     assert_eq!(line["otp_id"], id);
     let path = PathBuf::from(line["audio"].as_str().expect("an audio path"));
     assert_eq!(path.file_name().unwrap(), format!("{id}.wav").as_str());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the prompt speaks the code: its owner's only");
+    }
     let logged = Audio::from_wav_bytes(&std::fs::read(&path).unwrap()).unwrap();
     assert!(!logged.is_empty());
     let header = std::fs::read(&path).unwrap();

@@ -186,6 +186,8 @@ pub fn gender(voice: Voice) -> &'static str {
 
 /// Renders a voice OTP's prompt into `dir/<otp id>.wav` (written whole, then
 /// renamed into place, so a reader never sees half a file) and returns the path.
+/// The file speaks the code, so it is readable by its owner only (0600, whatever
+/// the umask), as the delivery log is.
 pub async fn write_prompt_wav(
     prompter: &Prompter,
     dir: &Path,
@@ -197,11 +199,30 @@ pub async fn write_prompt_wav(
     let partial = dir.join(format!(".{}.wav.partial", otp.id));
     let io = |e: std::io::Error| format!("writing {}: {e}", path.display());
     tokio::fs::create_dir_all(dir).await.map_err(io)?;
-    tokio::fs::write(&partial, audio.to_wav_bytes())
+    write_private(&partial, &audio.to_wav_bytes())
         .await
         .map_err(io)?;
     tokio::fs::rename(&partial, &path).await.map_err(io)?;
     Ok(path)
+}
+
+/// Writes `bytes` to a new or truncated file that only its owner may read.
+async fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).await?;
+    // A leftover partial file from an earlier crash keeps its old mode otherwise.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .await?;
+    }
+    file.write_all(bytes).await?;
+    file.sync_all().await
 }
 
 #[cfg(test)]
