@@ -383,7 +383,10 @@ async fn an_smsc_restart_mid_stream_loses_nothing(backend: Backend) {
         arrived.dedup();
         arrived.len()
     };
-    wait_until("every accepted OTP to have reached an SMSC", || arrived() == 60).await;
+    wait_until("every accepted OTP to have reached an SMSC", || {
+        arrived() == 60
+    })
+    .await;
     assert_eq!(arrived(), 60, "every accepted OTP reached the SMSC");
 }
 
