@@ -10,6 +10,7 @@ use otpgate::delivery::{DeliveryOutcome, Driver, Policy, try_deliver_next};
 use serde_json::Value;
 
 use crate::both_backends;
+use crate::for_each_backend;
 use crate::helpers::{Backend, database_url, text_send};
 
 both_backends! {
@@ -356,20 +357,7 @@ async fn a_message_is_delivered_when_its_last_part_is(backend: Backend) {
     assert_eq!(status(long).await, otp_store::OtpStatus::Delivered);
 }
 
-macro_rules! store_tests {
-    ($($name:ident),*) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() { super::$name(super::Backend::Sqlite).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() { super::$name(super::Backend::Postgres).await }
-            }
-        )*
-    };
-}
-
-store_tests!(
+for_each_backend!(
     transient_failures_retry_then_fail,
     permanent_failures_stop_at_once,
     a_dead_nodes_lease_runs_out_and_its_job_is_taken_again,

@@ -262,6 +262,32 @@ pub fn text_send(number: &str) -> Value {
     })
 }
 
+/// Runs each named `async fn NAME(backend: Backend)` of the calling module
+/// once against SQLite and once against PostgreSQL, as `NAME::sqlite` and
+/// `NAME::postgres`. `NAME => BODY` runs the function `BODY` under the name
+/// `NAME` (one body, several configurations).
+#[macro_export]
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        $crate::for_each_backend!($($name => $name),*);
+    };
+    ($($name:ident => $body:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$body($crate::helpers::Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$body($crate::helpers::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
 /// One test body, run once against SQLite and once against PostgreSQL.
 /// `both_backends! { config: TWEAK; async fn ... }` starts the apps with
 /// `spawn_app_with(backend, TWEAK)`.

@@ -6,6 +6,7 @@ use otpgate::startup::Application;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use crate::for_each_backend;
 use crate::helpers::{Backend, TestApp, spawn_app_with, text_send};
 
 const NUMBER: &str = "9851023212";
@@ -480,27 +481,7 @@ async fn account_limits_are_set_and_shown_from_the_command_line(backend: Backend
     app.stop().await;
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                use crate::helpers::Backend;
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(Backend::Sqlite).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(Backend::Postgres).await;
-                }
-            }
-        )*
-    };
-}
-
-on_both_backends!(
+for_each_backend!(
     the_sixth_send_within_the_window_is_429_with_retry_after_and_nothing_charged,
     a_second_send_within_the_cooldown_is_429_until_it_ends,
     other_numbers_and_other_accounts_are_limited_apart,

@@ -17,8 +17,9 @@ use otpgate::startup::Application;
 use serde_json::{Value, json};
 
 use crate::durability::{create_account, otpgate};
+use crate::for_each_backend;
 use crate::helpers::{Backend, TestApp, database_url, spawn_app_with, test_config, text_send};
-use crate::smsc::{Smsc, smpp_route};
+use crate::smsc::{Smsc, id_of, smpp_route, wait_until};
 
 /// A route to the peer on `port` serving `prefix`, with `tweak` applied to its `[routes.smpp]`.
 fn route(name: &str, port: u16, prefix: &str, tweak: impl FnOnce(&mut SmppConfig)) -> RouteConfig {
@@ -31,20 +32,6 @@ fn route(name: &str, port: u16, prefix: &str, tweak: impl FnOnce(&mut SmppConfig
 
 async fn app_with_routes(backend: Backend, routes: Vec<RouteConfig>) -> TestApp {
     spawn_app_with(backend, move |c| c.routes = routes).await
-}
-
-async fn wait_until<F: FnMut() -> bool>(what: &str, mut f: F) {
-    for _ in 0..600 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn id_of(reply: &Value) -> i64 {
-    reply["data"]["details"]["id"].as_i64().unwrap()
 }
 
 /// The accepted submit_sm the peer saw for `destination`, once it has.
@@ -847,20 +834,7 @@ async fn the_pdu_trace_logs_each_pdu_at_debug_level_without_the_code_or_the_pass
     }
 }
 
-macro_rules! smpp_settings_tests {
-    ($($name:ident),*) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() { super::$name(super::Backend::Sqlite).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() { super::$name(super::Backend::Postgres).await }
-            }
-        )*
-    };
-}
-
-smpp_settings_tests!(
+for_each_backend!(
     by_default_the_validity_is_the_codes_remaining_life_and_addresses_are_international,
     the_source_ton_and_npi_follow_the_sender_unless_overridden,
     national_destinations_drop_the_country_code_and_their_ton_npi_can_be_set,

@@ -12,6 +12,7 @@ use otpgate::config::{RouteConfig, Secret};
 use otpgate::delivery::smpp::SmppConfig;
 use serde_json::{Value, json};
 
+use crate::for_each_backend;
 use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with, text_send};
 
 /// A running SMSC peer and the JSON events it printed.
@@ -141,7 +142,7 @@ pub async fn app_with_smsc(backend: Backend, port: u16, password: &str) -> TestA
     spawn_app_with(backend, move |c| c.routes = vec![route]).await
 }
 
-async fn wait_until<F: FnMut() -> bool>(what: &str, mut f: F) {
+pub(crate) async fn wait_until<F: FnMut() -> bool>(what: &str, mut f: F) {
     for _ in 0..600 {
         if f() {
             return;
@@ -163,7 +164,7 @@ async fn detail(app: &TestApp, id: i64) -> Value {
         .unwrap()
 }
 
-fn id_of(reply: &Value) -> i64 {
+pub(crate) fn id_of(reply: &Value) -> i64 {
     reply["data"]["details"]["id"].as_i64().unwrap()
 }
 
@@ -440,20 +441,7 @@ async fn throttling_slows_down_and_still_delivers_everything_within_the_window(b
     }
 }
 
-macro_rules! smsc_tests {
-    ($($name:ident),*) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() { super::$name(super::Backend::Sqlite).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() { super::$name(super::Backend::Postgres).await }
-            }
-        )*
-    };
-}
-
-smsc_tests!(
+for_each_backend!(
     gsm_text_reaches_the_smsc_and_its_receipt_marks_it_delivered,
     devanagari_arrives_intact_as_ucs2,
     a_long_message_goes_in_as_many_parts_as_were_charged,
@@ -520,7 +508,7 @@ async fn routes_pick_by_prefix_and_fail_over_when_a_route_is_down(backend: Backe
     );
 }
 
-smsc_tests!(routes_pick_by_prefix_and_fail_over_when_a_route_is_down);
+for_each_backend!(routes_pick_by_prefix_and_fail_over_when_a_route_is_down);
 
 /// A route to `smsc` whose receipts are matched under `receipt_ids`, held
 /// `hold` seconds when unmatched, with the admin API on.
@@ -823,7 +811,7 @@ async fn a_receipt_finds_its_part_through_the_stored_id_forms(backend: Backend) 
     );
 }
 
-smsc_tests!(
+for_each_backend!(
     an_undeliverable_receipt_in_the_other_spelling_is_applied_and_refunded,
     receipts_in_a_spelling_the_route_excludes_are_listed_as_unmatched,
     unmatched_receipts_are_kept_for_a_day_and_a_few_hundred_per_route,
@@ -907,4 +895,4 @@ async fn every_spelling_finds_its_own_part_in_the_store_under_the_routes_habit(b
     }
 }
 
-smsc_tests!(every_spelling_finds_its_own_part_in_the_store_under_the_routes_habit);
+for_each_backend!(every_spelling_finds_its_own_part_in_the_store_under_the_routes_habit);

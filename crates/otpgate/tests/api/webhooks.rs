@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 
 use crate::both_backends;
 use crate::durability::otpgate;
+use crate::for_each_backend;
 use crate::helpers::{Backend, TestApp, database_url, spawn_app_with, sql, test_config, text_send};
 
 const WEBHOOK: &str = "/api/v1/auths/webhook/";
@@ -629,30 +630,8 @@ both_backends! {
     }
 }
 
-/// Runs `$body(backend, tweak)` on both stores, with a config tweak of its own.
-macro_rules! with_config_on_both {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            use $crate::helpers::Backend;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(Backend::Sqlite).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(Backend::Postgres).await
-            }
-        }
-    };
-}
-
-with_config_on_both!(an_event_is_given_up_after_its_max_age, gives_up);
-with_config_on_both!(
-    the_expiry_sweep_reports_a_code_that_expired_unverified,
-    expires
-);
+for_each_backend!(an_event_is_given_up_after_its_max_age => gives_up);
+for_each_backend!(the_expiry_sweep_reports_a_code_that_expired_unverified => expires);
 
 async fn gives_up(backend: Backend) {
     let app = spawn_app_with(backend, |c| {
@@ -1077,10 +1056,7 @@ both_backends! {
     }
 }
 
-with_config_on_both!(
-    one_account_whose_receiver_hangs_holds_only_its_own_slots,
-    noisy_neighbour
-);
+for_each_backend!(one_account_whose_receiver_hangs_holds_only_its_own_slots => noisy_neighbour);
 
 async fn noisy_neighbour(backend: Backend) {
     let app = spawn_app_with(backend, |c| {
