@@ -223,9 +223,14 @@ where
             .map_err(|_| StoreError::Unavailable("no read connection came free".into()))?,
         None => acquire.await,
     };
-    let _permit = permit.map_err(|_| StoreError::Unavailable("the read pool is closed".into()))?;
+    let permit = permit.map_err(|_| StoreError::Unavailable("the read pool is closed".into()))?;
+    // The permit goes back when the blocking read is done with its connection,
+    // not when this future is: a caller that gives up (a client hanging up)
+    // must not let another read in while the connection is still taken.
+    permit.forget();
     let pool = pool.clone();
     tokio::task::spawn_blocking(move || {
+        let _give_back = PermitBack(&pool);
         // std Mutex: held only to pop or push a connection, never across I/O.
         let reader = pool.conns.lock().expect("read pool poisoned").pop();
         let reader = reader.ok_or_else(|| StoreError::Internal("read pool empty".into()))?;
@@ -246,6 +251,15 @@ where
     })
     .await
     .map_err(|e| StoreError::Internal(e.to_string()))?
+}
+
+/// Gives a read pool's permit back when dropped (after the connection is).
+struct PermitBack<'a>(&'a ReadPool);
+
+impl Drop for PermitBack<'_> {
+    fn drop(&mut self) {
+        self.0.permits.add_permits(1);
+    }
 }
 
 fn open_writer(path: &Path) -> Result<Connection, StoreError> {

@@ -358,6 +358,21 @@ pub fn receipt_text(pdu: &DeliverSm) -> String {
     decode_receipt_text(pdu.data_coding, &raw)
 }
 
+/// A receipt's text without its `text:` field, the first characters of the
+/// message it reports on (which may hold a one-time code): what may be kept
+/// or shown to an operator. Everything before the field is kept as it came.
+pub fn without_message_excerpt(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let start = lower
+        .match_indices("text:")
+        .map(|(i, _)| i)
+        .find(|&i| i == 0 || !lower.as_bytes()[i - 1].is_ascii_alphanumeric());
+    match start {
+        Some(i) => format!("{}text:[removed]", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
 /// Receipt text is ASCII in practice; UCS-2 receipts exist, so honour it.
 fn decode_receipt_text(coding: u8, raw: &[u8]) -> String {
     if coding == data_coding::UCS2 && raw.len() % 2 == 0 {

@@ -166,16 +166,23 @@ pub async fn list_otps(
     let plan = parse_query(&params, &state)?;
     let mut query = plan.query.clone();
     query.account_id = caller.account_id;
-    let page = {
-        // Held while the query runs: one account's lists cannot fill the
-        // store's list connections.
-        let _slot = state
-            .list_slots
-            .acquire(caller.account_id)
-            .await
-            .ok_or_else(too_many_lists)?;
-        state.store.list_otps(&query).await?
-    };
+    // Held while the query runs: one account's lists cannot fill the store's
+    // list connections. The query runs on a task of its own that holds the
+    // slot, so a client that hangs up (or a request timeout) does not give the
+    // slot back while the database is still working on its query.
+    let slot = state
+        .list_slots
+        .acquire(caller.account_id)
+        .await
+        .ok_or_else(too_many_lists)?;
+    let store = state.store.clone();
+    let running = query.clone();
+    let page = tokio::spawn(async move {
+        let _slot = slot;
+        store.list_otps(&running).await
+    })
+    .await
+    .map_err(ApiError::internal)??;
 
     let limit = u64::from(query.limit);
     let count = page.count;

@@ -827,6 +827,10 @@ pub async fn logout(
             .tokens
             .check(&token, TokenKind::Refresh, now_secs())
             .ok_or_else(|| ApiError::unauthenticated(BAD_TOKEN))?;
+        // Only a live session's token may log out, `all` included: a token a
+        // logout or password reset already ended must not end the sessions
+        // made after it.
+        token_session(&state, &claims).await?;
         let only = (!all).then_some(claims.sid);
         let revoked = state
             .store

@@ -822,7 +822,11 @@ async fn supervise(driver: Arc<SmppDriver>, slot: Arc<BindSlot>, receipts: mpsc:
                         while let Some(msg) = inbound.recv().await {
                             match msg {
                                 Inbound::Receipt { receipt, pdu } => {
-                                    let text = smpp::receipt::receipt_text(&pdu);
+                                    // Kept for the unmatched-receipts list: never
+                                    // the message excerpt, which may hold the code.
+                                    let text = smpp::receipt::without_message_excerpt(
+                                        &smpp::receipt::receipt_text(&pdu),
+                                    );
                                     let _ = receipts.send(Incoming { receipt, text }).await;
                                 }
                                 _ => driver.count("mo_message"),

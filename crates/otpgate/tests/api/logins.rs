@@ -451,5 +451,10 @@ both_backends! {
         assert_eq!(detail_status(&app, &b1).await, 200);
         let (access, _) = tokens_of(&app, EMAIL, "a fresh passphrase").await;
         assert_eq!(sessions(&app, &access).await.len(), 1);
+        // A token the reset ended cannot log out the sessions made after it.
+        let (status, _) = logout(&app, None, json!({ "refresh": r1, "all": true })).await;
+        assert_eq!(status, 401);
+        assert_eq!(active_rows(&app, ana).await, 1);
+        assert_eq!(sessions(&app, &access).await.len(), 1);
     }
 }
