@@ -28,6 +28,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The Net::SMPP SMSC peer (peers/netsmpp/smsc.pl, crates/otpgate/tests/api/smsc_peers.rs).
+if ! perl -MNet::SMPP -e 1 >/dev/null 2>&1; then
+  echo "installing: libnet-smpp-perl"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq libnet-smpp-perl >/dev/null
+fi
+
 # PostgreSQL on 127.0.0.1:5432: start the local cluster if it is not answering.
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   echo "starting PostgreSQL"

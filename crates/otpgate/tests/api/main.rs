@@ -16,6 +16,7 @@ mod ops;
 mod production;
 mod send;
 mod smsc;
+mod smsc_peers;
 mod users;
 mod verify;
 mod voice;
