@@ -12,6 +12,8 @@
 //! (Jasmin passes ~40 messages/s end to end).
 
 use std::io::{BufRead, BufReader};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -150,7 +152,7 @@ pub struct Smsc {
     /// Jasmin's connector: the SMSC messages end at.
     far_end: Option<NodeSmsc>,
     /// Held while a Jasmin runs: one jasmind per machine.
-    _lock: Option<std::fs::File>,
+    _lock: Option<UnixListener>,
 }
 
 impl Smsc {
@@ -163,8 +165,7 @@ impl Smsc {
             Kind::Jasmin => {
                 // jasmind refuses to run twice on a machine, and all share its
                 // RabbitMQ virtual host: Jasmin tests take turns.
-                let lock = std::fs::File::create("/tmp/otpgate-jasmin-tests.lock").unwrap();
-                lock.lock().unwrap();
+                let lock = jasmin_turn();
                 // Receipts a moment after the submit_sm_resp, as from a
                 // handset: Jasmin maps ids once it relayed the response, and
                 // retries an earlier receipt only 10 s later.
@@ -254,6 +255,23 @@ impl Smsc {
             .extend(self.peer.events.lock().unwrap().drain(..));
         self.peer = Self::run(self.kind, port, &self.args);
     }
+}
+
+/// Waits for this process's turn to run a Jasmin: a listening socket in the
+/// abstract namespace, which the kernel frees when its process dies however.
+fn jasmin_turn() -> UnixListener {
+    let name = SocketAddr::from_abstract_name(b"otpgate-jasmin-tests").unwrap();
+    // Each Jasmin test takes well under a minute; ten can be ahead of us.
+    for _ in 0..6000 {
+        match UnixListener::bind_addr(&name) {
+            Ok(turn) => return turn,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            Err(e) => panic!("taking the Jasmin lock: {e}"),
+        }
+    }
+    panic!("no turn to run Jasmin within 20 minutes")
 }
 
 async fn wait_until<F: FnMut() -> bool>(what: &str, mut f: F) {
