@@ -30,6 +30,50 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The Net::SMPP SMSC peer (peers/netsmpp/smsc.pl, crates/otpgate/tests/api/smsc_peers.rs).
+if ! perl -MNet::SMPP -e 1 >/dev/null 2>&1; then
+  echo "installing: libnet-smpp-perl"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq libnet-smpp-perl >/dev/null
+fi
+
+# Jasmin's SMPP server, an SMSC peer (peers/jasmin/start.py): PyPI jasmin 0.11.1 in a
+# virtualenv of its own, the AMQP spec it loads from the sdist's misc/config/resource,
+# and upstream bug #1236 fixed (on current Twisted a submit_sm_resp crashes its
+# listener: `_pdu.response` must read `r.response` in jasmin/managers/listeners.py).
+# It uses the machine's RabbitMQ (5672) and Redis (6379).
+JASMIN=/opt/otpgate-jasmin-0.11.1
+if [ ! -f "$JASMIN/.installed" ]; then
+  echo "installing: jasmin 0.11.1 into $JASMIN"
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! command -v rabbitmqctl >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv rabbitmq-server redis-server >/dev/null
+  fi
+  as_root rm -rf "$JASMIN"
+  as_root python3 -m venv "$JASMIN"
+  as_root "$JASMIN/bin/pip" install -q jasmin==0.11.1
+  sdist=$(mktemp -d)
+  as_root "$JASMIN/bin/pip" download -q --no-deps --no-binary :all: -d "$sdist" jasmin==0.11.1
+  tar xzf "$sdist/jasmin-0.11.1.tar.gz" -C "$sdist"
+  as_root mkdir -p "$JASMIN/etc"
+  as_root cp -r "$sdist/jasmin-0.11.1/misc/config/resource" "$JASMIN/etc/"
+  rm -rf "$sdist"
+  listeners=$(echo "$JASMIN"/lib/python3*/site-packages/jasmin/managers/listeners.py)
+  as_root sed -i 's/_pdu\.response/r.response/g' "$listeners"
+  if grep -q '_pdu\.response' "$listeners"; then echo "patching $listeners failed" >&2; exit 1; fi
+  as_root touch "$JASMIN/.installed"
+fi
+# RabbitMQ and Redis, for Jasmin: started as on the CI machine if they are not answering.
+if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+  echo "starting RabbitMQ"
+  as_root rabbitmq-server -detached
+  for _ in $(seq 1 60); do (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && break; sleep 1; done
+fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  echo "starting Redis"
+  as_root redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+fi
+
 # PostgreSQL on 127.0.0.1:5432: start the local cluster if it is not answering.
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   echo "starting PostgreSQL"

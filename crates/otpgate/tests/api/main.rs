@@ -21,6 +21,7 @@ mod scopes;
 mod send;
 mod smpp_settings;
 mod smsc;
+mod smsc_peers;
 mod users;
 mod verify;
 mod voice;
