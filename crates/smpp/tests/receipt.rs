@@ -236,7 +236,9 @@ fn the_index_prefers_an_exact_match_only_once_the_habit_is_text() {
 fn the_message_excerpt_is_cut_from_a_receipt_kept_for_operators() {
     use smpp::receipt::without_message_excerpt;
     assert_eq!(
-        without_message_excerpt("id:42 sub:001 dlvrd:001 stat:DELIVRD err:000 text:4821 is your code"),
+        without_message_excerpt(
+            "id:42 sub:001 dlvrd:001 stat:DELIVRD err:000 text:4821 is your code"
+        ),
         "id:42 sub:001 dlvrd:001 stat:DELIVRD err:000 text:[removed]"
     );
     assert_eq!(
@@ -248,5 +250,8 @@ fn the_message_excerpt_is_cut_from_a_receipt_kept_for_operators() {
         without_message_excerpt("id:9 subtext:x stat:DELIVRD"),
         "id:9 subtext:x stat:DELIVRD"
     );
-    assert_eq!(without_message_excerpt("id:9 stat:DELIVRD"), "id:9 stat:DELIVRD");
+    assert_eq!(
+        without_message_excerpt("id:9 stat:DELIVRD"),
+        "id:9 stat:DELIVRD"
+    );
 }
