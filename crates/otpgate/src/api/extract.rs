@@ -63,11 +63,15 @@ pub(crate) fn required_scope(route: &str) -> Scope {
         | "/api/v1/auths/otps/{id}"
         | "/api/v1/auths/voices"
         | "/api/v1/auths/voice/preview"
-        | "/api/v1/auths/webhook/deliveries" => Scope::Read,
+        | "/api/v1/auths/webhook/deliveries"
+        | "/api/v1/auths/user-profile"
+        | "/api/v1/auths/user-detail"
+        | "/api/v1/auths/get-api-keys" => Scope::Read,
         // Named for the reader; the default would say the same.
         "/api/v1/auths/webhook"
         | "/api/v1/auths/api-keys"
-        | "/api/v1/auths/api-keys/{key_id}/revoke" => Scope::Account,
+        | "/api/v1/auths/api-keys/{key_id}/revoke"
+        | "/api/v1/auths/generate-api-keys" => Scope::Account,
         _ => Scope::Account,
     }
 }

@@ -21,6 +21,7 @@ mod scopes;
 mod send;
 mod smpp_settings;
 mod smsc;
+mod tingting_compat;
 mod users;
 mod verify;
 mod voice;
