@@ -269,3 +269,89 @@ both_backends! {
         assert_eq!(app.balance().await, (95, 10));
     }
 }
+
+// The real PyPI client, `tingting` 1.0.1, against a live otpgate. It is
+// installed into a venv under target/ the first time (that needs PyPI), so
+// these are run on demand: `cargo nextest run -p otpgate --test api
+// --run-ignored only -E 'test(/pypi/)'`.
+
+/// The venv's python, with `tingting==1.0.1` installed.
+fn pypi_client_python() -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tingting-venv");
+    let python = venv.join("bin/python");
+    let installed = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; assert m.version('tingting') == '1.0.1'",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        let made = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 runs");
+        assert!(made.success(), "making the venv");
+        let pip = std::process::Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "tingting==1.0.1"])
+            .status()
+            .expect("pip runs");
+        assert!(pip.success(), "installing tingting 1.0.1 from PyPI");
+    }
+    python
+}
+
+async fn the_pypi_client_reads_the_profile_with_a_host_only_base_url(
+    backend: crate::helpers::Backend,
+) {
+    let app = crate::helpers::spawn_app_with(backend, configure).await;
+    let id = add_user(&app, app.account_id, EMAIL, PASSWORD).await;
+    let (access, _) = tokens_of(&app, EMAIL, PASSWORD).await;
+    let (_, made) = generate(&app, &access).await;
+    let key = made["token"].as_str().unwrap().to_owned();
+    let python = pypi_client_python();
+    let script = "import json, sys\n\
+        from tingting.client import TingTingClient\n\
+        u = TingTingClient(sys.argv[1], sys.argv[2]).get_user()\n\
+        print(json.dumps({'id': u.id, 'email': u.email, 'username': u.username, 'first_name': u.firstName}))\n";
+    // The client writes `{base}/api/v1/...`: the base is the host alone, no `/`.
+    let out = tokio::process::Command::new(python)
+        .args(["-c", script, &app.address, &key])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let user: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        user,
+        json!({"id": id, "email": EMAIL, "username": EMAIL, "first_name": null})
+    );
+    app.stop().await;
+}
+
+mod the_pypi_client_reads_the_profile {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "installs the PyPI tingting client into target/ on first run"]
+    async fn sqlite() {
+        the_pypi_client_reads_the_profile_with_a_host_only_base_url(
+            crate::helpers::Backend::Sqlite,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "installs the PyPI tingting client into target/ on first run"]
+    async fn postgres() {
+        the_pypi_client_reads_the_profile_with_a_host_only_base_url(
+            crate::helpers::Backend::Postgres,
+        )
+        .await;
+    }
+}
