@@ -63,6 +63,15 @@ if [ ! -f "$JASMIN/.installed" ]; then
   if grep -q '_pdu\.response' "$listeners"; then echo "patching $listeners failed" >&2; exit 1; fi
   as_root touch "$JASMIN/.installed"
 fi
+# The PyPI tingting client (1.0.1, by TingTing's maker), driven by the
+# compatibility tests (crates/otpgate/tests/api/tingting_compat.rs).
+TINGTING=/opt/otpgate-tingting-1.0.1
+if ! "$TINGTING/bin/python" -c "import importlib.metadata as m; assert m.version('tingting') == '1.0.1'" 2>/dev/null; then
+  echo "installing: the tingting 1.0.1 client into $TINGTING"
+  as_root python3 -m venv "$TINGTING"
+  as_root "$TINGTING/bin/pip" install -q tingting==1.0.1
+fi
+
 # RabbitMQ and Redis, for Jasmin: started as on the CI machine if they are not answering.
 if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
   echo "starting RabbitMQ"

@@ -48,7 +48,9 @@ use std::sync::Arc;
 pub use model::*;
 use otp_domain::vault::CodeVault;
 pub use receipts::{ReceiptStore, UnmatchedReceipt};
-pub use users::{LoginGate, LoginPolicy, LoginScope, NewUser, Session, User, UserStore};
+pub use users::{
+    KeyCopy, LoginGate, LoginPolicy, LoginScope, NewUser, Session, User, UserKey, UserStore,
+};
 pub use webhooks::WebhookStore;
 
 /// What can go wrong in the store, as the service needs to tell it apart.

@@ -81,6 +81,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "receipt_id_forms",
         sql: include_str!("../migrations/sqlite/0014_receipt_id_forms.sql"),
     },
+    Migration {
+        version: 15,
+        name: "api_key_copies",
+        sql: include_str!("../migrations/sqlite/0015_api_key_copies.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -153,6 +158,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 14,
         name: "receipt_id_forms",
         sql: include_str!("../migrations/postgres/0014_receipt_id_forms.sql"),
+    },
+    Migration {
+        version: 15,
+        name: "api_key_copies",
+        sql: include_str!("../migrations/postgres/0015_api_key_copies.sql"),
     },
 ];
 

@@ -8,6 +8,8 @@
 //! (an Argon2id PHC string) and the email as the service normalised it (trimmed,
 //! lower case), so a unique column makes emails unique case-insensitively.
 
+use otp_domain::vault::{Binding, CodeVault, SealedCode};
+
 use crate::{AccountId, ApiKeyRecord, Micros, NewApiKey, StoreError};
 
 /// A user to create.
@@ -255,15 +257,74 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> Result<u64, StoreError>;
 
     /// Revokes the user's key, if it has one, and stores `key` as its key for
-    /// the user's account, in one transaction. `NotFound` when the user does not
-    /// exist or `key` is for another account.
+    /// the user's account, in one transaction, with a sealed copy of
+    /// `plaintext` (the whole key) that [`UserStore::user_key`] opens.
+    /// `NotFound` when the user does not exist or `key` is for another account.
     async fn replace_user_key(
         &self,
         user_id: i64,
         key: NewApiKey,
+        plaintext: String,
     ) -> Result<ApiKeyRecord, StoreError>;
-    /// The user's key that is not revoked, if any.
-    async fn user_key(&self, user_id: i64) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// The user's key that is not revoked, if any, with its copy opened.
+    async fn user_key(&self, user_id: i64) -> Result<Option<UserKey>, StoreError>;
+}
+
+/// A user's key and what its stored copy gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserKey {
+    pub record: ApiKeyRecord,
+    pub copy: KeyCopy,
+}
+
+/// The sealed copy of a user's key, opened.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeyCopy {
+    /// The whole key.
+    Plain(String),
+    /// No copy: the key was made before copies were kept.
+    Missing,
+    /// A copy sealed under an encryption key that is no longer configured.
+    Unreadable,
+}
+
+impl std::fmt::Debug for KeyCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyCopy::Plain(_) => "Plain([redacted])",
+            KeyCopy::Missing => "Missing",
+            KeyCopy::Unreadable => "Unreadable",
+        })
+    }
+}
+
+/// The value that binds a sealed key copy: never a phone number or the
+/// webhook secret's binding, so no sealed value opens as another kind.
+const KEY_COPY_BINDING: &str = "api-key-copy";
+
+pub(crate) fn seal_key(vault: &CodeVault, account: AccountId, plaintext: &str) -> SealedCode {
+    vault.seal(account, KEY_COPY_BINDING, plaintext)
+}
+
+/// Opens the copy columns of a key row (`NULL`s: no copy).
+pub(crate) fn open_key(
+    vault: &CodeVault,
+    account: AccountId,
+    salt: Option<&[u8]>,
+    cipher: Option<&[u8]>,
+    key_id: Option<&str>,
+) -> KeyCopy {
+    let (Some(salt), Some(cipher), Some(key_id)) = (salt, cipher, key_id) else {
+        return KeyCopy::Missing;
+    };
+    let binding = Binding {
+        account_id: account,
+        e164: KEY_COPY_BINDING,
+        salt,
+    };
+    vault
+        .open(&binding, cipher, key_id)
+        .map_or(KeyCopy::Unreadable, KeyCopy::Plain)
 }
 
 #[cfg(test)]
@@ -286,6 +347,25 @@ mod tests {
             attempts,
             window_start,
         }
+    }
+
+    #[test]
+    fn a_key_copy_opens_only_for_its_account_and_a_missing_one_says_so() {
+        let vault = CodeVault::ephemeral();
+        let sealed = seal_key(&vault, 7, "otpg_abc_def");
+        let open = |account| {
+            open_key(
+                &vault,
+                account,
+                Some(&sealed.salt[..]),
+                Some(&sealed.cipher[..]),
+                Some(sealed.key_id.as_str()),
+            )
+        };
+        assert_eq!(open(7), KeyCopy::Plain("otpg_abc_def".into()));
+        assert_eq!(open(8), KeyCopy::Unreadable);
+        assert_eq!(open_key(&vault, 7, None, None, None), KeyCopy::Missing);
+        assert!(!format!("{:?}", open(7)).contains("otpg_abc"));
     }
 
     #[test]

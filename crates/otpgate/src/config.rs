@@ -171,6 +171,10 @@ pub struct ApiConfig {
     /// Unset: masked in `production` mode, shown in `development` (see
     /// [`Config::hide_codes`]).
     pub hide_codes: Option<bool>,
+    /// Whether `get-api-keys` shows a user's whole key (from its encrypted
+    /// copy), as TingTing's does. Unset: shown in `development`, masked
+    /// (`otpg_<id>_********`) in `production` (see [`Config::reveal_keys`]).
+    pub reveal_keys: Option<bool>,
     /// Whether a send's reply (and its `Idempotency-Key` replay) carries the
     /// code in `otp` and `message`. TingTing-style apps compare the code
     /// themselves and need it; apps that use the verify endpoint should turn it
@@ -210,6 +214,7 @@ impl Default for ApiConfig {
             default_page_size: 20,
             max_page_size: 100,
             hide_codes: None,
+            reveal_keys: None,
             code_in_send_reply: true,
             header_read_timeout_seconds: 30,
             max_header_bytes: 32 * 1024,
@@ -470,7 +475,10 @@ pub struct LimitsConfig {
     pub per_number_max: u32,
     /// The sliding window `per_number_max` counts over.
     pub per_number_window_seconds: u64,
-    /// Least time between two sends of an account to one number.
+    /// Least time between two sends of an account to one number; 0 (the
+    /// default): none, so a user who asks for a second code at once gets it
+    /// (TingTing clients offer "resend" at once). `per_number_max` still bounds
+    /// the sends to one number (5 per 10 minutes).
     pub per_number_cooldown_seconds: u64,
     /// Most accepted sends per second of one account (an account may have its
     /// own, set with `otpgate accounts limits`).
@@ -493,7 +501,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             per_number_max: 5,
             per_number_window_seconds: 600,
-            per_number_cooldown_seconds: 30,
+            per_number_cooldown_seconds: 0,
             per_account_rps: 100,
             per_key_rps: 50,
             daily_spend_cap: None,
@@ -748,6 +756,14 @@ impl Config {
     /// else in production mode only.
     pub fn hide_codes(&self) -> bool {
         self.api.hide_codes.unwrap_or(self.mode == Mode::Production)
+    }
+
+    /// Whether `get-api-keys` shows the whole key: `api.reveal_keys` if set,
+    /// else in development mode only.
+    pub fn reveal_keys(&self) -> bool {
+        self.api
+            .reveal_keys
+            .unwrap_or(self.mode == Mode::Development)
     }
 
     /// The configured zone, parsed.

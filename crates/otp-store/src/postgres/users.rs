@@ -7,11 +7,11 @@ use tokio_postgres::Row;
 use super::{KEY_COLUMNS, PgStore, key_from_row, pg_err};
 use crate::users::{
     COUNT_ATTEMPT_SQL, COUNT_THROTTLE_SQL, GLOBAL_THROTTLE_KEY, LoginCount, REVOKE_OLDEST_SQL,
-    SESSION_COLUMNS, USER_COLUMNS, UserStore, address_throttle_key,
+    SESSION_COLUMNS, USER_COLUMNS, UserStore, address_throttle_key, open_key, seal_key,
 };
 use crate::{
     AccountId, ApiKeyRecord, LoginGate, LoginPolicy, LoginScope, Micros, NewApiKey, NewUser,
-    Session, StoreError, User, now_micros,
+    Session, StoreError, User, UserKey, now_micros,
 };
 
 fn user_from_row(r: &Row) -> User {
@@ -314,7 +314,9 @@ impl UserStore for PgStore {
         &self,
         user_id: i64,
         key: NewApiKey,
+        plaintext: String,
     ) -> Result<ApiKeyRecord, StoreError> {
+        let copy = seal_key(&self.vault, key.account_id, &plaintext);
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         let found = tx
@@ -340,8 +342,9 @@ impl UserStore for PgStore {
         let row = tx
             .query_one(
                 &format!(
-                    "INSERT INTO api_keys (key_id, account_id, secret_hash, label, created_at, user_id, scopes) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {KEY_COLUMNS}"
+                    "INSERT INTO api_keys (key_id, account_id, secret_hash, label, created_at, user_id, scopes, \
+                     copy_salt, copy_cipher, copy_key_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {KEY_COLUMNS}"
                 ),
                 &[
                     &key.key_id,
@@ -351,6 +354,9 @@ impl UserStore for PgStore {
                     &now,
                     &user_id,
                     &key.scopes.to_string(),
+                    &&copy.salt[..],
+                    &copy.cipher,
+                    &copy.key_id,
                 ],
             )
             .await
@@ -359,17 +365,32 @@ impl UserStore for PgStore {
         Ok(key_from_row(&row))
     }
 
-    async fn user_key(&self, user_id: i64) -> Result<Option<ApiKeyRecord>, StoreError> {
+    async fn user_key(&self, user_id: i64) -> Result<Option<UserKey>, StoreError> {
         let c = self.client().await?;
         let row = c
             .query_opt(
                 &format!(
-                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL"
+                    "SELECT {KEY_COLUMNS}, copy_salt, copy_cipher, copy_key_id \
+                     FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL"
                 ),
                 &[&user_id],
             )
             .await
             .map_err(pg_err)?;
-        Ok(row.as_ref().map(key_from_row))
+        Ok(row.map(|row| {
+            // The copy's columns follow KEY_COLUMNS' nine.
+            let record = key_from_row(&row);
+            let salt: Option<Vec<u8>> = row.get(9);
+            let cipher: Option<Vec<u8>> = row.get(10);
+            let key_id: Option<String> = row.get(11);
+            let copy = open_key(
+                &self.vault,
+                record.account_id,
+                salt.as_deref(),
+                cipher.as_deref(),
+                key_id.as_deref(),
+            );
+            UserKey { record, copy }
+        }))
     }
 }

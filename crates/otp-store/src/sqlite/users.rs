@@ -6,11 +6,11 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::{KEY_COLUMNS, SqliteStore, account_by_id, collect, key_from_row, map_err};
 use crate::users::{
     COUNT_ATTEMPT_SQL, COUNT_THROTTLE_SQL, GLOBAL_THROTTLE_KEY, LoginCount, REVOKE_OLDEST_SQL,
-    SESSION_COLUMNS, USER_COLUMNS, UserStore, address_throttle_key,
+    SESSION_COLUMNS, USER_COLUMNS, UserStore, address_throttle_key, open_key, seal_key,
 };
 use crate::{
     AccountId, ApiKeyRecord, LoginGate, LoginPolicy, LoginScope, Micros, NewApiKey, NewUser,
-    Session, StoreError, User, now_micros,
+    Session, StoreError, User, UserKey, now_micros,
 };
 
 fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
@@ -336,7 +336,9 @@ impl UserStore for SqliteStore {
         &self,
         user_id: i64,
         key: NewApiKey,
+        plaintext: String,
     ) -> Result<ApiKeyRecord, StoreError> {
+        let copy = seal_key(&self.vault, key.account_id, &plaintext);
         self.write(move |tx| {
             let user = user_by_id(tx, user_id)?
                 .filter(|u| u.account_id == key.account_id)
@@ -348,8 +350,9 @@ impl UserStore for SqliteStore {
             )
             .map_err(map_err)?;
             tx.execute(
-                "INSERT INTO api_keys (key_id, account_id, secret_hash, label, created_at, user_id, scopes) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO api_keys (key_id, account_id, secret_hash, label, created_at, user_id, scopes, \
+                 copy_salt, copy_cipher, copy_key_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     key.key_id,
                     key.account_id,
@@ -357,7 +360,10 @@ impl UserStore for SqliteStore {
                     key.label,
                     now,
                     user.id,
-                    key.scopes.to_string()
+                    key.scopes.to_string(),
+                    &copy.salt[..],
+                    copy.cipher,
+                    copy.key_id
                 ],
             )
             .map_err(map_err)?;
@@ -367,7 +373,30 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn user_key(&self, user_id: i64) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.read(move |c| active_key(c, user_id)).await
+    async fn user_key(&self, user_id: i64) -> Result<Option<UserKey>, StoreError> {
+        let vault = self.vault.clone();
+        self.read(move |c| {
+            let Some(record) = active_key(c, user_id)? else {
+                return Ok(None);
+            };
+            type Copy = (Option<Vec<u8>>, Option<Vec<u8>>, Option<String>);
+            let (salt, cipher, key_id): Copy = c
+                .prepare_cached(
+                    "SELECT copy_salt, copy_cipher, copy_key_id FROM api_keys WHERE id = ?1",
+                )
+                .and_then(|mut s| {
+                    s.query_row([record.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                })
+                .map_err(map_err)?;
+            let copy = open_key(
+                &vault,
+                record.account_id,
+                salt.as_deref(),
+                cipher.as_deref(),
+                key_id.as_deref(),
+            );
+            Ok(Some(UserKey { record, copy }))
+        })
+        .await
     }
 }

@@ -63,11 +63,15 @@ pub(crate) fn required_scope(route: &str) -> Scope {
         | "/api/v1/auths/otps/{id}"
         | "/api/v1/auths/voices"
         | "/api/v1/auths/voice/preview"
-        | "/api/v1/auths/webhook/deliveries" => Scope::Read,
+        | "/api/v1/auths/webhook/deliveries"
+        | "/api/v1/auths/user-profile"
+        | "/api/v1/auths/user-detail"
+        | "/api/v1/auths/get-api-keys" => Scope::Read,
         // Named for the reader; the default would say the same.
         "/api/v1/auths/webhook"
         | "/api/v1/auths/api-keys"
-        | "/api/v1/auths/api-keys/{key_id}/revoke" => Scope::Account,
+        | "/api/v1/auths/api-keys/{key_id}/revoke"
+        | "/api/v1/auths/generate-api-keys" => Scope::Account,
         _ => Scope::Account,
     }
 }
@@ -291,6 +295,10 @@ mod tests {
             ("/api/v1/auths/voices/", Scope::Read),
             ("/api/v1/auths/voice/preview/", Scope::Read),
             ("/api/v1/auths/webhook/deliveries/", Scope::Read),
+            ("/api/v1/auths/user-profile/", Scope::Read),
+            ("/api/v1/auths/user-detail/", Scope::Read),
+            ("/api/v1/auths/get-api-keys/", Scope::Read),
+            ("/api/v1/auths/generate-api-keys/", Scope::Account),
             ("/api/v1/auths/webhook/", Scope::Account),
             ("/api/v1/auths/api-keys/", Scope::Account),
             ("/api/v1/auths/some-new-route/", Scope::Account),

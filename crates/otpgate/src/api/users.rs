@@ -3,12 +3,22 @@
 //! - `POST /api/v1/auths/login/` `{email, password}`: an access token (1 day)
 //!   and a refresh token (7 days); see [`crate::users::tokens`].
 //! - `POST /api/v1/auths/login/refresh/` `{refresh}`: a new access token.
-//! - `GET /api/v1/auths/user-detail/`: the user and its account.
+//! - `GET /api/v1/auths/user-profile/` (and its older name `user-detail/`):
+//!   the user and its account, in TingTing's profile shape at the top level
+//!   and in our envelope.
 //! - `POST /api/v1/auths/generate-api-keys/`: a new API key for the user's
-//!   account, shown once; the user's previous key is revoked in the same
-//!   transaction.
-//! - `GET /api/v1/auths/get-api-keys/`: the user's current key, masked, with
-//!   `created_at` and `last_used`.
+//!   account; the user's previous key is revoked in the same transaction, and
+//!   a sealed copy of the new one is kept (bound to the account, like a
+//!   webhook secret).
+//! - `GET /api/v1/auths/get-api-keys/`: the user's current key with
+//!   `created_at` and `last_used`: whole (opened from its copy) with
+//!   `api.reveal_keys`, else masked.
+//!
+//! Those three also take an API key of the account, as TingTing's clients
+//! call them with one ([`DashboardCaller`]): with the `read` scope
+//! `user-profile` and `get-api-keys` (which then describes the calling key),
+//! with `account` `generate-api-keys`. The user is then the key's user (the
+//! one that generated it), else the account's oldest user.
 //!
 //! - `GET /api/v1/auths/sessions/`: the user's logins whose refresh token is
 //!   still valid.
@@ -17,8 +27,11 @@
 //!   (`{all: true}`).
 //!
 //! The user endpoints take `Authorization: Bearer <access token>` (`JWT
-//! <token>` too); an API key or a refresh token there is a 401, as an access
-//! token is on the OTP endpoints. Every token carries its login's session id:
+//! <token>` too); a refresh token there is a 401, as an access token is on the
+//! OTP endpoints. A login also sets the tokens as `HttpOnly` cookies (for
+//! clients written to TingTing's cookie-based docs), but no endpoint reads a
+//! cookie: authentication is the `Authorization` header only, so a browser
+//! cannot be made to send an authenticated request by another site. Every token carries its login's session id:
 //! once the session is revoked (logout, password reset) or expired, its
 //! refresh token and its access tokens are refused.
 //!
@@ -41,6 +54,7 @@ use std::net::IpAddr;
 use axum::extract::{FromRequestParts, OptionalFromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use axum::response::AppendHeaders;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Serialize;
@@ -48,7 +62,7 @@ use serde_json::{Map, Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, ToSchema};
 
-use otp_store::{ApiKeyRecord, LoginGate, LoginScope, Scopes, Session, User, now_micros};
+use otp_store::{ApiKeyRecord, KeyCopy, LoginGate, LoginScope, Scopes, Session, User, now_micros};
 
 use super::error::{ApiError, FieldError, LogThrottle};
 use super::extract::Fields;
@@ -56,7 +70,7 @@ use super::extract::OptionalFields;
 use super::keys::scopes_field;
 use super::list::rfc3339;
 use super::send::{given, required_text};
-use crate::auth::{KEY_PREFIX, issue_key_with_scopes};
+use crate::auth::{Caller, KEY_PREFIX, issue_key_with_scopes, key_id_of};
 use crate::server::ClientIp;
 use crate::state::AppState;
 use crate::users::hashing::HashError;
@@ -69,6 +83,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/auths/login", post(login))
         .route("/api/v1/auths/login/refresh/", post(refresh))
         .route("/api/v1/auths/login/refresh", post(refresh))
+        .route("/api/v1/auths/user-profile/", get(user_detail))
+        .route("/api/v1/auths/user-profile", get(user_detail))
         .route("/api/v1/auths/user-detail/", get(user_detail))
         .route("/api/v1/auths/user-detail", get(user_detail))
         .route("/api/v1/auths/generate-api-keys/", post(generate_api_key))
@@ -202,6 +218,77 @@ impl FromRequestParts<AppState> for UserCaller {
     }
 }
 
+/// A caller of `user-profile`, `get-api-keys` and `generate-api-keys`: a
+/// login's access token, or an API key of the account (whose scope is checked
+/// by [`Caller`] against `required_scope`).
+pub enum DashboardCaller {
+    Session(User),
+    Key {
+        /// The key's user, else the account's oldest.
+        user: User,
+        caller: Caller,
+        /// The key as presented.
+        token: String,
+    },
+}
+
+impl DashboardCaller {
+    fn user(&self) -> &User {
+        match self {
+            DashboardCaller::Session(user) | DashboardCaller::Key { user, .. } => user,
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for DashboardCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let key = bearer(parts, &["bearer", "token"])
+            .filter(|t| key_id_of(t).is_some())
+            .map(str::to_owned);
+        let Some(token) = key else {
+            return <UserCaller as FromRequestParts<AppState>>::from_request_parts(parts, state)
+                .await
+                .map(|UserCaller(user)| DashboardCaller::Session(user));
+        };
+        let caller =
+            <Caller as FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
+        let user = key_user(state, &caller).await?;
+        Ok(DashboardCaller::Key {
+            user,
+            caller,
+            token,
+        })
+    }
+}
+
+/// The user an API key acts for: the user whose generated key it is, else the
+/// account's oldest user (keys made by the command line or the key API belong
+/// to no user). An account has few users, so looking at each one's key is cheap.
+async fn key_user(state: &AppState, caller: &Caller) -> Result<User, ApiError> {
+    let mut users = state.store.list_users(Some(caller.account_id)).await?;
+    users.sort_by_key(|u| (u.created_at, u.id));
+    for user in &users {
+        if let Some(key) = state.store.user_key(user.id).await? {
+            if key.record.id == caller.key_row {
+                return Ok(user.clone());
+            }
+        }
+    }
+    users.into_iter().next().ok_or_else(|| {
+        ApiError::refusal(
+            StatusCode::NOT_FOUND,
+            FieldError::new(
+                "non_field_errors",
+                "no_user",
+                "This account has no user; create one with `otpgate users create`.",
+            ),
+            None,
+        )
+    })
+}
+
 /// The client's address, as logs show it.
 fn client_for_log(client: Option<IpAddr>) -> String {
     client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
@@ -280,16 +367,35 @@ pub struct LoginTokens {
     pub refresh_expires_at: String,
     #[schema(example = "Bearer")]
     pub token_type: String,
+    /// The two tokens again, where TingTing's older docs put them
+    /// (`data.token.access`, `data.token.refresh`).
+    pub token: TokenPair,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenPair {
+    pub access: String,
+    pub refresh: String,
 }
 
 /// The login reply: the envelope, with the two tokens also at the top level
-/// (where djangorestframework-simplejwt clients look for them).
+/// (where djangorestframework-simplejwt clients look for them) and
+/// `has_logged_in` (TingTing's current docs). The tokens also come as
+/// `HttpOnly` cookies `access` and `refresh`, never read back.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LoginResponse {
     #[serde(flatten)]
     pub envelope: Envelope<LoginTokens>,
     pub access: String,
     pub refresh: String,
+    pub has_logged_in: bool,
+}
+
+/// A `Set-Cookie` value for a token: `HttpOnly` (no script reads it),
+/// `SameSite=Strict`, `Secure` in production mode, for as long as the token lasts.
+fn token_cookie(name: &str, token: &str, lifetime_seconds: i64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{name}={token}; Path=/; Max-Age={lifetime_seconds}; HttpOnly; SameSite=Strict{secure}")
 }
 
 /// Log in with email and password.
@@ -299,7 +405,7 @@ pub struct LoginResponse {
     tag = "users",
     request_body(content = LoginRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Logged in", body = LoginResponse),
+        (status = 200, description = "Logged in; the tokens are also set as `HttpOnly` cookies `access` and `refresh` (never accepted as authentication)", body = LoginResponse),
         (status = 400, description = "A field is missing or too long", body = super::error::ErrorEnvelope),
         (status = 401, description = "Wrong email or password (one reply for both)", body = super::error::ErrorEnvelope),
         (status = 429, description = "Refused without checking the password: too many attempts in the window for this email (`too_many_attempts`), from this client address (`too_many_attempts_from_address`) or on the whole gateway (`too_many_logins`), or too many password checks running on this node (`login_busy`); `Retry-After` says when to try again", body = super::error::ErrorEnvelope),
@@ -309,7 +415,13 @@ pub async fn login(
     State(state): State<AppState>,
     client: Option<Extension<ClientIp>>,
     Fields(fields): Fields,
-) -> Result<Json<LoginResponse>, ApiError> {
+) -> Result<
+    (
+        AppendHeaders<[(header::HeaderName, String); 2]>,
+        Json<LoginResponse>,
+    ),
+    ApiError,
+> {
     let (email, password) = login_fields(&fields).map_err(ApiError::validation)?;
     let users = &state.users;
     let client = client.map(|Extension(ClientIp(ip))| ip);
@@ -390,20 +502,39 @@ pub async fn login(
         "user logged in"
     );
     let at = |secs: i64| rfc3339(secs.saturating_mul(1_000_000), &state.tz);
-    Ok(Json(LoginResponse {
-        access: access.token.clone(),
-        refresh: refresh.token.clone(),
-        envelope: Envelope::ok(
-            "Login successful.",
-            LoginTokens {
-                access_expires_at: at(access.expires_at),
-                refresh_expires_at: at(refresh.expires_at),
-                access: access.token,
-                refresh: refresh.token,
-                token_type: "Bearer".into(),
-            },
+    let secure = state.config.mode == crate::config::Mode::Production;
+    let cookies = AppendHeaders([
+        (
+            header::SET_COOKIE,
+            token_cookie("access", &access.token, access.expires_at - now, secure),
         ),
-    }))
+        (
+            header::SET_COOKIE,
+            token_cookie("refresh", &refresh.token, refresh.expires_at - now, secure),
+        ),
+    ]);
+    Ok((
+        cookies,
+        Json(LoginResponse {
+            access: access.token.clone(),
+            refresh: refresh.token.clone(),
+            has_logged_in: true,
+            envelope: Envelope::ok(
+                "Login successful.",
+                LoginTokens {
+                    access_expires_at: at(access.expires_at),
+                    refresh_expires_at: at(refresh.expires_at),
+                    token: TokenPair {
+                        access: access.token.clone(),
+                        refresh: refresh.token.clone(),
+                    },
+                    access: access.token,
+                    refresh: refresh.token,
+                    token_type: "Bearer".into(),
+                },
+            ),
+        }),
+    ))
 }
 
 fn login_fields(fields: &Map<String, Value>) -> Result<(Email, String), Vec<FieldError>> {
@@ -527,48 +658,92 @@ pub struct UserProfile {
     pub password_changed_at: String,
 }
 
-/// The logged-in user and its account.
+/// TingTing's `user` object. otpgate keeps no names: they are null, and
+/// `username` is the email.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TingTingUser {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub username: String,
+    pub email: String,
+}
+
+/// The profile reply: TingTing's fields at the top level (those otpgate does
+/// not keep are null) beside our envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProfileResponse {
+    #[serde(flatten)]
+    pub envelope: Envelope<UserProfile>,
+    /// The user's id.
+    pub id: i64,
+    pub user: TingTingUser,
+    pub profile_picture: Option<String>,
+    pub contact_no: Option<String>,
+    pub address: Option<String>,
+    pub is_verified_contact: Option<bool>,
+}
+
+/// The user and its account (`user-detail/` is the same endpoint under its
+/// older name). With an API key (scope `read`): the key's user, else the
+/// account's oldest user.
 #[utoipa::path(
     get,
-    path = "/api/v1/auths/user-detail/",
+    path = "/api/v1/auths/user-profile/",
     tag = "users",
     responses(
-        (status = 200, description = "The user", body = Envelope<UserProfile>),
-        (status = 401, description = "No valid access token", body = super::error::ErrorEnvelope),
+        (status = 200, description = "The user", body = ProfileResponse),
+        (status = 401, description = "No valid access token or API key", body = super::error::ErrorEnvelope),
+        (status = 403, description = "The API key lacks the `read` scope (`insufficient_scope`)", body = super::error::ErrorEnvelope),
+        (status = 404, description = "Called with an API key of an account that has no user (`no_user`)", body = super::error::ErrorEnvelope),
     ),
-    security(("access_token" = []))
+    security(("access_token" = []), ("bearer" = []))
 )]
 pub async fn user_detail(
     State(state): State<AppState>,
-    UserCaller(user): UserCaller,
-) -> Result<Json<Envelope<UserProfile>>, ApiError> {
+    caller: DashboardCaller,
+) -> Result<Json<ProfileResponse>, ApiError> {
+    let user = caller.user().clone();
     let account = state
         .store
         .account(user.account_id)
         .await?
         .ok_or_else(|| ApiError::internal("a user's account is missing"))?;
-    Ok(Json(Envelope::ok(
-        "User details.",
-        UserProfile {
-            id: user.id,
-            email: user.email,
-            account: AccountSummary {
-                id: account.id,
-                name: account.name,
-                sms_credits: account.sms_credits,
-                phone_credits: account.phone_credits,
-            },
-            created_at: rfc3339(user.created_at, &state.tz),
-            password_changed_at: rfc3339(user.password_changed_at, &state.tz),
+    Ok(Json(ProfileResponse {
+        id: user.id,
+        user: TingTingUser {
+            first_name: None,
+            last_name: None,
+            username: user.email.clone(),
+            email: user.email.clone(),
         },
-    )))
+        profile_picture: None,
+        contact_no: None,
+        address: None,
+        is_verified_contact: None,
+        envelope: Envelope::ok(
+            "User details.",
+            UserProfile {
+                id: user.id,
+                email: user.email,
+                account: AccountSummary {
+                    id: account.id,
+                    name: account.name,
+                    sms_credits: account.sms_credits,
+                    phone_credits: account.phone_credits,
+                },
+                created_at: rfc3339(user.created_at, &state.tz),
+                password_changed_at: rfc3339(user.password_changed_at, &state.tz),
+            },
+        ),
+    }))
 }
 
 /// A user's API key.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiKeyView {
-    /// The whole key when it is generated (shown only then); masked
-    /// (`otpg_<key_id>_********`) when read back.
+    /// The whole key when it is generated; when read back, the whole key
+    /// with `api.reveal_keys` (if a copy of it is kept), else masked
+    /// (`otpg_<key_id>_********`).
     pub token: String,
     /// The key's public id.
     pub key_id: String,
@@ -584,12 +759,30 @@ pub fn masked(key_id: &str) -> String {
     format!("{KEY_PREFIX}{key_id}_********")
 }
 
-fn key_view(key: &ApiKeyRecord, token: String, state: &AppState) -> ApiKeyView {
-    ApiKeyView {
+/// A key reply: the envelope, with `token`, `last_used` and `created_at` also
+/// at the top level, as TingTing's clients read them (`message` is the
+/// envelope's).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyResponse {
+    #[serde(flatten)]
+    pub envelope: Envelope<ApiKeyView>,
+    pub token: String,
+    pub last_used: Option<String>,
+    pub created_at: String,
+}
+
+fn key_reply(message: &str, key: &ApiKeyRecord, token: String, state: &AppState) -> KeyResponse {
+    let view = ApiKeyView {
         token,
         key_id: key.key_id.clone(),
         created_at: rfc3339(key.created_at, &state.tz),
         last_used: key.last_used.map(|at| rfc3339(at, &state.tz)),
+    };
+    KeyResponse {
+        token: view.token.clone(),
+        last_used: view.last_used.clone(),
+        created_at: view.created_at.clone(),
+        envelope: Envelope::ok(message, view),
     }
 }
 
@@ -602,83 +795,133 @@ pub struct GenerateApiKeyRequest {
     scopes: Option<Vec<String>>,
 }
 
-/// Issue a new API key for the user's account; the user's previous key stops
-/// working at once. The body may be left out; its optional `scopes` (a list,
+/// Issue a new API key for the user's account; the user's previous key (the
+/// one this endpoint issued it before) stops working at once, other keys of
+/// the account go on. The body may be left out; its optional `scopes` (a list,
 /// or one string separated by commas) says what the key may do, by default
-/// `send, verify, read` (`account` only when asked for).
+/// `send, verify, read` (`account` only when asked for). With an API key
+/// (scope `account`): for the key's user, else the account's oldest user; a
+/// key never gives a scope it lacks itself.
 #[utoipa::path(
     post,
     path = "/api/v1/auths/generate-api-keys/",
     tag = "users",
     request_body(content = GenerateApiKeyRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "The new key, shown only now", body = Envelope<ApiKeyView>),
+        (status = 200, description = "The new key", body = KeyResponse),
         (status = 400, description = "Invalid scopes; nothing changed", body = super::error::ErrorEnvelope),
-        (status = 401, description = "No valid access token", body = super::error::ErrorEnvelope),
+        (status = 401, description = "No valid access token or API key", body = super::error::ErrorEnvelope),
+        (status = 403, description = "The API key lacks the `account` scope, or a scope it asks to give (`insufficient_scope`)", body = super::error::ErrorEnvelope),
+        (status = 404, description = "Called with an API key of an account that has no user (`no_user`)", body = super::error::ErrorEnvelope),
     ),
-    security(("access_token" = []))
+    security(("access_token" = []), ("bearer" = []))
 )]
 pub async fn generate_api_key(
     State(state): State<AppState>,
-    UserCaller(user): UserCaller,
+    caller: DashboardCaller,
     OptionalFields(fields): OptionalFields,
-) -> Result<Json<Envelope<ApiKeyView>>, ApiError> {
+) -> Result<Json<KeyResponse>, ApiError> {
     let mut errors = Vec::new();
     let scopes = scopes_field(&fields, &mut errors).unwrap_or(Scopes::DEFAULT);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
+    if let DashboardCaller::Key { caller, .. } = &caller {
+        if let Some(missing) = scopes.first_missing_from(caller.scopes) {
+            return Err(super::extract::insufficient_scope(missing));
+        }
+    }
+    let user = caller.user();
     let issued = issue_key_with_scopes(
         user.account_id,
         Some("generated by its user".into()),
         scopes,
     );
-    let key = state.store.replace_user_key(user.id, issued.record).await?;
+    let key = state
+        .store
+        .replace_user_key(user.id, issued.record, issued.plaintext.clone())
+        .await?;
     tracing::info!(
         user_id = user.id,
         key_id = %key.key_id,
         scopes = %key.scopes,
         "user generated an API key"
     );
-    Ok(Json(Envelope::ok(
+    Ok(Json(key_reply(
         "API key generated; the previous one is revoked.",
-        key_view(&key, issued.plaintext, &state),
+        &key,
+        issued.plaintext,
+        &state,
     )))
 }
 
-/// The user's current API key, masked.
+/// The user's current API key: whole with `api.reveal_keys` (from its sealed
+/// copy), else masked. With an API key (scope `read`): that key itself.
 #[utoipa::path(
     get,
     path = "/api/v1/auths/get-api-keys/",
     tag = "users",
     responses(
-        (status = 200, description = "The key, masked", body = Envelope<ApiKeyView>),
-        (status = 401, description = "No valid access token", body = super::error::ErrorEnvelope),
-        (status = 404, description = "The user has no active key (`no_api_key`)", body = super::error::ErrorEnvelope),
+        (status = 200, description = "The key; `message` says why it is masked when it is", body = KeyResponse),
+        (status = 401, description = "No valid access token or API key", body = super::error::ErrorEnvelope),
+        (status = 403, description = "The API key lacks the `read` scope (`insufficient_scope`)", body = super::error::ErrorEnvelope),
+        (status = 404, description = "The user has no active key (`no_api_key`), or the API key's account has no user (`no_user`)", body = super::error::ErrorEnvelope),
     ),
-    security(("access_token" = []))
+    security(("access_token" = []), ("bearer" = []))
 )]
 pub async fn get_api_key(
     State(state): State<AppState>,
-    UserCaller(user): UserCaller,
-) -> Result<Json<Envelope<ApiKeyView>>, ApiError> {
-    let key = state.store.user_key(user.id).await?.ok_or_else(|| {
-        ApiError::refusal(
-            StatusCode::NOT_FOUND,
-            FieldError::new(
-                "non_field_errors",
-                "no_api_key",
-                "No active API key; generate one.",
-            ),
-            None,
-        )
-    })?;
-    let token = masked(&key.key_id);
-    Ok(Json(Envelope::ok(
-        "API key.",
-        key_view(&key, token, &state),
-    )))
+    caller: DashboardCaller,
+) -> Result<Json<KeyResponse>, ApiError> {
+    let reveal = state.config.reveal_keys();
+    if let DashboardCaller::Key { caller, token, .. } = &caller {
+        let key_id = key_id_of(token).unwrap_or_default();
+        let key = state
+            .store
+            .find_key(key_id)
+            .await?
+            .filter(|k| k.id == caller.key_row)
+            .ok_or_else(|| ApiError::unauthenticated("Invalid token."))?;
+        let (token, message) = if reveal {
+            (token.clone(), "API key.")
+        } else {
+            (masked(&key.key_id), MASKED_BY_SETTING)
+        };
+        return Ok(Json(key_reply(message, &key, token, &state)));
+    }
+    let key = state
+        .store
+        .user_key(caller.user().id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::refusal(
+                StatusCode::NOT_FOUND,
+                FieldError::new(
+                    "non_field_errors",
+                    "no_api_key",
+                    "No active API key; generate one.",
+                ),
+                None,
+            )
+        })?;
+    let shown = masked(&key.record.key_id);
+    let (token, message) = match key.copy {
+        KeyCopy::Plain(whole) if reveal => (whole, "API key."),
+        KeyCopy::Plain(_) => (shown, MASKED_BY_SETTING),
+        KeyCopy::Missing => (
+            shown,
+            "API key, masked: it was generated before otpgate kept a copy of keys, so it cannot be shown again; generate a new one to read it here.",
+        ),
+        KeyCopy::Unreadable => (
+            shown,
+            "API key, masked: its copy was sealed under an encryption key that is no longer configured; generate a new one to read it here.",
+        ),
+    };
+    Ok(Json(key_reply(message, &key.record, token, &state)))
 }
+
+const MASKED_BY_SETTING: &str =
+    "API key, masked: this server does not show keys (api.reveal_keys).";
 
 /// One login of the user whose refresh token is still valid.
 #[derive(Debug, Serialize, ToSchema)]

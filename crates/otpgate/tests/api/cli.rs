@@ -69,7 +69,7 @@ async fn accounts_credits_and_keys_from_the_command_line(backend: Backend) {
 
     let (mut server, base) = start_server(&db, dir.path());
     let client = reqwest::Client::new();
-    // Each send goes to its own number: the default per-number cooldown is on.
+    // Each send goes to its own number, clear of the per-number limits.
     let send = |k: String, number: &'static str| {
         let client = client.clone();
         let url = format!("{base}/api/v1/auths/send/otp/");

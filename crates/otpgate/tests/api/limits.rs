@@ -192,8 +192,12 @@ async fn send_with_key(app: &TestApp, key: &str, body: &Value) -> (u16, Value) {
 async fn a_retry_with_the_same_idempotency_key_gets_the_first_reply_and_sends_nothing(
     backend: Backend,
 ) {
-    // The cooldown is on: a retry is answered before the limits are checked.
-    let (app, _) = app_with(backend, LimitsConfig::default()).await;
+    // With a cooldown on, a retry is answered before the limits are checked.
+    let limits = LimitsConfig {
+        per_number_cooldown_seconds: 30,
+        ..LimitsConfig::default()
+    };
+    let (app, _) = app_with(backend, limits).await;
     let (status, first) = send_with_key(&app, "order-17", &text_send(NUMBER)).await;
     assert_eq!(status, 200, "{first}");
     let (status, again) = send_with_key(&app, "order-17", &text_send(NUMBER)).await;

@@ -22,6 +22,7 @@ mod send;
 mod smpp_settings;
 mod smsc;
 mod smsc_peers;
+mod tingting_compat;
 mod users;
 mod verify;
 mod voice;

@@ -250,7 +250,8 @@ both_backends! {
         let (status, body) = call(&app, "GET", "/api/v1/auths/user-detail/", None).await;
         assert_eq!(status, 401);
         assert_eq!(body["detail"], "Authentication credentials were not provided.");
-        for bad in [&expired, &forged, &ghost, &no_session, &refresh_token, &app.key, &"garbage".to_owned(), &format!("{access}x")] {
+        // (An API key opens these endpoints: see tingting_compat.rs.)
+        for bad in [&expired, &forged, &ghost, &no_session, &refresh_token, &"garbage".to_owned(), &format!("{access}x")] {
             for (method, path) in [("GET", "/api/v1/auths/user-detail/"), ("GET", "/api/v1/auths/get-api-keys/"), ("POST", "/api/v1/auths/generate-api-keys/")] {
                 let (status, body) = call(&app, method, path, Some(bad)).await;
                 assert_eq!(status, 401, "{path} with {bad}");
@@ -310,7 +311,7 @@ both_backends! {
         assert_eq!(app.otp_count().await, 3);
     }
 
-    async fn the_current_key_is_shown_masked_with_when_it_was_last_used(app) {
+    async fn the_current_key_is_shown_with_when_it_was_last_used(app) {
         add_user(&app, app.account_id, EMAIL, PASSWORD).await;
         let (access, _) = tokens_of(&app, EMAIL, PASSWORD).await;
         let (status, body) = call(&app, "GET", "/api/v1/auths/get-api-keys/", Some(&access)).await;
@@ -321,9 +322,12 @@ both_backends! {
         let secret = secret_of(&key);
         let (status, body) = call(&app, "GET", "/api/v1/auths/get-api-keys/", Some(&access)).await;
         assert_eq!(status, 200, "{body}");
-        assert_eq!(body["data"]["token"], format!("otpg_{key_id}_********"));
+        // A development server shows the whole key (`api.reveal_keys`);
+        // tingting_compat.rs tests the masked forms.
+        assert_eq!(body["data"]["token"], key.as_str());
+        assert_eq!(body["token"], key.as_str());
         assert_eq!(body["data"]["key_id"], key_id.as_str());
-        assert!(!body.to_string().contains(&secret), "the secret is never shown again");
+        assert!(body.to_string().contains(&secret));
         assert!(body["data"]["created_at"].as_str().unwrap().ends_with("+05:45"));
         assert_eq!(body["data"]["last_used"], Value::Null);
         assert_eq!(app.send_as(&key, &text_send("9851023212")).await.status(), 200);
@@ -425,7 +429,7 @@ both_backends! {
         for path in [
             "/api/v1/auths/login/",
             "/api/v1/auths/login/refresh/",
-            "/api/v1/auths/user-detail/",
+            "/api/v1/auths/user-profile/",
             "/api/v1/auths/generate-api-keys/",
             "/api/v1/auths/get-api-keys/",
             "/api/v1/auths/sessions/",
