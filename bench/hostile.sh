@@ -148,7 +148,7 @@ def stage_a():
     st, secs, n = request("GET", "/metrics", timeout=300)
     print(f"a. {sum(statuses.values())} junk-method requests of {size} bytes in {took:.0f} s "
           f"(statuses {statuses}): RSS {before:.1f} -> {after:.1f} MiB; "
-          f"/metrics {st}, {n / 1e6:.2f} MB in {secs:.2f} s; RSS after /metrics {rss_mib():.1f} MiB")
+          f"/metrics {st}, {n / 1e6:.2f} MB ({n} bytes) in {secs:.2f} s; RSS after /metrics {rss_mib():.1f} MiB")
 
 
 def stage_b():
