@@ -1070,10 +1070,13 @@ pub async fn logout(
             .tokens
             .check(&token, TokenKind::Refresh, now_secs())
             .ok_or_else(|| ApiError::unauthenticated(BAD_TOKEN))?;
-        // Only a live session's token may log out, `all` included: a token a
-        // logout or password reset already ended must not end the sessions
-        // made after it.
-        token_session(&state, &claims).await?;
+        // Logging a session out again changes nothing and says so (revoked
+        // 0); but only a live session's token may end *all* of its user's
+        // sessions: one that a logout or a password reset already ended must
+        // not end the sessions made after it.
+        if all {
+            token_session(&state, &claims).await?;
+        }
         let only = (!all).then_some(claims.sid);
         let revoked = state
             .store

@@ -1001,6 +1001,13 @@ impl ReceiptTask {
     }
 }
 
+/// Held receipts tried again in one pass, at most.
+const HELD_RETRIES_PER_PASS: usize = 1024;
+
+/// Receipts held at most; past it the oldest are given up as unmatched (a
+/// database outage must not grow the held list without bound).
+const HELD_MAX: usize = 100_000;
+
 /// Applies receipts in batches; holds unmatched ones and retries them.
 async fn apply_receipts(mut task: ReceiptTask, mut rx: mpsc::Receiver<Incoming>) {
     let mut waiting: VecDeque<Pending> = VecDeque::new();
@@ -1025,8 +1032,12 @@ async fn apply_receipts(mut task: ReceiptTask, mut rx: mpsc::Receiver<Incoming>)
                 Err(_) => break,
             }
         }
-        // Held receipts get another try on every pass.
-        batch.extend(waiting.drain(..));
+        // Held receipts get another try, the oldest first, a bounded number a
+        // pass: however many are held, a pass stays short, so the SMPP session
+        // keeps reading (a full receipt channel stops it reading submit_sm
+        // responses too).
+        let retry = waiting.len().min(HELD_RETRIES_PER_PASS);
+        batch.extend(waiting.drain(..retry));
         let (matched, unmatched) = match task.resolve(batch).await {
             Ok(split) => split,
             Err((e, batch)) => {
@@ -1081,6 +1092,11 @@ async fn apply_receipts(mut task: ReceiptTask, mut rx: mpsc::Receiver<Incoming>)
                 waiting.extend(matched);
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
+        }
+        while waiting.len() > HELD_MAX {
+            let mut oldest = waiting.pop_front().expect("longer than HELD_MAX");
+            oldest.miss = "no_match";
+            lost.push(oldest);
         }
         task.give_up(lost).await;
     }
