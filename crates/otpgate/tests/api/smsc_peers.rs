@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, TestApp, text_send};
-use crate::smsc::{Smsc as NodeSmsc, app_with_smsc};
+use crate::smsc::{Smsc as NodeSmsc, app_with_smsc, id_of};
 
 /// Where `scripts/install-test-deps.sh` puts Jasmin's virtualenv.
 const JASMIN_VENV: &str = "/opt/otpgate-jasmin-0.11.1";
@@ -282,10 +282,6 @@ async fn wait_until<F: FnMut() -> bool>(what: &str, mut f: F) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("timed out waiting for {what}");
-}
-
-fn id_of(reply: &Value) -> i64 {
-    reply["data"]["details"]["id"].as_i64().unwrap()
 }
 
 async fn provider_ids(app: &TestApp, id: i64) -> Vec<String> {
