@@ -38,6 +38,15 @@ pub const UNMATCHED_MAX_ID_CHARS: usize = 80;
 /// so this only bounds a pathological id shared by many parts.
 pub(crate) const MAX_CANDIDATES: i64 = 64;
 
+/// A lookup's rows without repeats (one part can match several branches),
+/// at most [`MAX_CANDIDATES`].
+pub(crate) fn distinct(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort_unstable();
+    ids.dedup();
+    ids.truncate(MAX_CANDIDATES as usize);
+    ids
+}
+
 /// A receipt that matched no message part, as the SMSC sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnmatchedReceipt {

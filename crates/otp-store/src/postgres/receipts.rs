@@ -6,20 +6,22 @@ use smpp::receipt::ids::IdLookup;
 use super::{PgStore, pg_err};
 use crate::receipts::{
     MAX_CANDIDATES, ReceiptStore, UNMATCHED_KEEP_MICROS, UNMATCHED_KEEP_PER_ROUTE,
-    UnmatchedReceipt, legacy_spellings,
+    UnmatchedReceipt, distinct, legacy_spellings,
 };
 use crate::{Micros, StoreError};
 
+/// `UNION ALL`, deduplicated here, as in the sqlite backend: each branch
+/// stays one index search whatever the planner thinks of sorting.
 const CANDIDATES: &str = "SELECT k.i, pm.message_id \
      FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::bool[]) \
          WITH ORDINALITY AS k(a, b, h, d, t, by_hex, by_dec, i) \
      CROSS JOIN LATERAL ( \
          SELECT message_id FROM provider_messages \
              WHERE route = $1 AND message_id IN (k.a, k.b, k.h, k.d) \
-         UNION SELECT message_id FROM provider_messages WHERE route = $1 AND id_text = k.t \
-         UNION SELECT message_id FROM provider_messages \
+         UNION ALL SELECT message_id FROM provider_messages WHERE route = $1 AND id_text = k.t \
+         UNION ALL SELECT message_id FROM provider_messages \
              WHERE k.by_hex AND route = $1 AND id_hex_decimal = k.t \
-         UNION SELECT message_id FROM provider_messages \
+         UNION ALL SELECT message_id FROM provider_messages \
              WHERE k.by_dec AND route = $1 AND id_decimal_hex = k.t \
          LIMIT $9) pm";
 
@@ -65,7 +67,7 @@ impl ReceiptStore for PgStore {
                     &t,
                     &by_hex,
                     &by_dec,
-                    &MAX_CANDIDATES,
+                    &(MAX_CANDIDATES * 4),
                 ],
             )
             .await
@@ -77,7 +79,7 @@ impl ReceiptStore for PgStore {
                 list.push(r.get(1));
             }
         }
-        Ok(out)
+        Ok(out.into_iter().map(distinct).collect())
     }
 
     async fn record_unmatched_receipts(
