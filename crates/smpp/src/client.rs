@@ -35,9 +35,10 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::error::Error;
+pub use crate::pdu::BindMode;
 use crate::pdu::{
-    Bind, Body, CommandId, CommandStatus, DeliverSm, DeliverSmResp, Pdu, Redacted, SubmitSm,
-    decode_frame, encode_submit_sm, npi, ton,
+    Bind, Body, CommandId, CommandStatus, DeliverSm, DeliverSmResp, FrameError, Pdu, Redacted,
+    SubmitSm, decode_frame, encode_submit_sm, npi, ton,
 };
 use crate::receipt::{self, Receipt};
 
@@ -73,18 +74,6 @@ impl From<String> for Password {
     fn from(value: String) -> Self {
         Password(value)
     }
-}
-
-/// Which way messages flow on a bind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BindMode {
-    /// Submit and receive on one connection (bind_transceiver).
-    #[default]
-    Transceiver,
-    /// Submit only (bind_transmitter).
-    Transmitter,
-    /// Receive only (bind_receiver).
-    Receiver,
 }
 
 /// How to bind and how to behave once bound.
@@ -771,7 +760,7 @@ async fn read_loop<R>(
                     }
                 }
                 Ok(None) => break,
-                Err(Error::InvalidPdu { header, source }) => {
+                Err(FrameError::InvalidPdu { header, source }) => {
                     last_heard = Instant::now();
                     tracing::warn!(command = %header.command_id, sequence = header.sequence_number, error = %source, "undecodable PDU");
                     let failed = Error::InvalidPdu { header, source };

@@ -1,12 +1,15 @@
 //! The crate's error types.
 //!
-//! [`Error`] is what every fallible public function returns. [`ProtocolError`]
-//! names exactly which rule of the wire format a byte sequence (or a value
-//! handed to an encoder) breaks, so tests and logs can tell them apart.
+//! [`Error`] is what every fallible public function of the session returns.
+//! The wire format has its own errors in [`crate::pdu`] ([`ProtocolError`],
+//! re-exported here, names exactly which rule a byte sequence or a value
+//! handed to an encoder breaks; [`FrameError`] is what framing reports), so
+//! the codec depends on nothing of the session; they convert into [`Error`].
 
 use std::time::Duration;
 
-use crate::pdu::{CommandStatus, Header};
+pub use crate::pdu::ProtocolError;
+use crate::pdu::{BindMode, CommandStatus, FrameError, Header};
 
 /// Everything that can go wrong in this crate.
 #[non_exhaustive]
@@ -92,7 +95,7 @@ pub enum Error {
         /// What was attempted.
         operation: &'static str,
         /// The session's bind mode.
-        mode: crate::client::BindMode,
+        mode: BindMode,
     },
 
     /// A long-message helper was given parts it cannot send (none, more than
@@ -109,76 +112,11 @@ impl Error {
     }
 }
 
-/// A precise violation of the SMPP 3.4 wire format.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProtocolError {
-    /// command_length is smaller than the 16-octet header.
-    #[error("command_length {length} is smaller than the 16-octet header")]
-    CommandLengthTooSmall {
-        /// The announced length.
-        length: u32,
-    },
-
-    /// command_length exceeds the largest PDU this crate accepts.
-    #[error("command_length {length} exceeds the maximum of {max}")]
-    CommandLengthTooLarge {
-        /// The announced (or encoded) length.
-        length: u32,
-        /// The limit, [`crate::pdu::MAX_PDU_LEN`].
-        max: u32,
-    },
-
-    /// The body ended before a fixed-size field could be read.
-    #[error("body ends before field {field}")]
-    UnexpectedEnd {
-        /// The spec name of the field.
-        field: &'static str,
-    },
-
-    /// A C-octet string runs to the end of the body without its NUL.
-    #[error("C-octet string {field} is not NUL-terminated")]
-    CStringUnterminated {
-        /// The spec name of the field.
-        field: &'static str,
-    },
-
-    /// A C-octet string is longer than the spec allows (`max` counts the NUL).
-    #[error("C-octet string {field} is longer than {max} octets (NUL included)")]
-    CStringTooLong {
-        /// The spec name of the field.
-        field: &'static str,
-        /// The spec maximum, NUL included.
-        max: usize,
-    },
-
-    /// A C-octet string to encode contains NUL or a character outside Latin-1.
-    #[error("C-octet string {field} contains a NUL or a non-Latin-1 character")]
-    CStringInvalidChar {
-        /// The spec name of the field.
-        field: &'static str,
-    },
-
-    /// short_message is longer than the 254 octets sm_length allows.
-    #[error("short_message of {len} octets exceeds 254")]
-    ShortMessageTooLong {
-        /// The length given.
-        len: usize,
-    },
-
-    /// A TLV header or value runs past the end of the body.
-    #[error("TLV 0x{tag:04x} is truncated")]
-    TlvTruncated {
-        /// The tag, or 0 when even the tag was cut.
-        tag: u16,
-    },
-
-    /// A TLV value is longer than its 16-bit length field allows.
-    #[error("TLV 0x{tag:04x} value of {len} octets does not fit a 16-bit length")]
-    TlvTooLong {
-        /// The tag.
-        tag: u16,
-        /// The value's length.
-        len: usize,
-    },
+impl From<FrameError> for Error {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Protocol(p) => Error::Protocol(p),
+            FrameError::InvalidPdu { header, source } => Error::InvalidPdu { header, source },
+        }
+    }
 }

@@ -2,11 +2,12 @@
 //! and malformed input mapped to named errors.
 
 use bytes::{Bytes, BytesMut};
+use smpp::ProtocolError;
+use smpp::pdu::FrameError;
 use smpp::pdu::{
     Bind, BindResp, Body, CommandId, CommandStatus, DeliverSm, DeliverSmResp, Header, Outbind, Pdu,
     SubmitSm, SubmitSmResp, Tlv, decode_frame, tlv,
 };
-use smpp::{Error, ProtocolError};
 
 fn header(length: u32, command_id: u32, status: u32, sequence: u32) -> Vec<u8> {
     [length, command_id, status, sequence]
@@ -19,7 +20,7 @@ fn encode(pdu: &Pdu) -> Vec<u8> {
     pdu.to_bytes().expect("encodes").to_vec()
 }
 
-fn decode_one(bytes: &[u8]) -> Result<Option<Pdu>, Error> {
+fn decode_one(bytes: &[u8]) -> Result<Option<Pdu>, FrameError> {
     let mut buf = BytesMut::from(bytes);
     let result = decode_frame(&mut buf);
     if let Ok(Some(_)) = result {
@@ -348,7 +349,7 @@ fn command_length_below_the_header_is_rejected() {
     for length in [0, 1, 15] {
         let err = decode_one(&header(length, 0x15, 0, 1)).unwrap_err();
         assert!(
-            matches!(err, Error::Protocol(ProtocolError::CommandLengthTooSmall { length: l }) if l == length),
+            matches!(err, FrameError::Protocol(ProtocolError::CommandLengthTooSmall { length: l }) if l == length),
             "{err:?}"
         );
     }
@@ -362,7 +363,7 @@ fn command_length_above_the_maximum_is_rejected_before_buffering_it() {
     assert!(
         matches!(
             err,
-            Error::Protocol(ProtocolError::CommandLengthTooLarge {
+            FrameError::Protocol(ProtocolError::CommandLengthTooLarge {
                 length: 0x0001_0001,
                 max: 65536
             })
@@ -377,7 +378,7 @@ fn a_c_string_cut_by_the_end_of_the_body_is_a_named_error() {
     v.extend_from_slice(b"esm");
     let err = decode_one(&v).unwrap_err();
     match err {
-        Error::InvalidPdu { header, source } => {
+        FrameError::InvalidPdu { header, source } => {
             assert_eq!(header.sequence_number, 4);
             assert_eq!(header.command_id, CommandId::BindTransceiver);
             assert_eq!(
@@ -397,7 +398,7 @@ fn a_c_string_longer_than_the_spec_allows_is_a_named_error() {
     assert!(
         matches!(
             err,
-            Error::InvalidPdu {
+            FrameError::InvalidPdu {
                 source: ProtocolError::CStringTooLong {
                     field: "system_id",
                     max: 16
@@ -417,7 +418,7 @@ fn a_body_ending_before_a_fixed_field_is_a_named_error() {
     assert!(
         matches!(
             err,
-            Error::InvalidPdu {
+            FrameError::InvalidPdu {
                 source: ProtocolError::UnexpectedEnd {
                     field: "interface_version"
                 },
@@ -437,7 +438,7 @@ fn a_truncated_tlv_is_a_named_error() {
     assert!(
         matches!(
             err,
-            Error::InvalidPdu {
+            FrameError::InvalidPdu {
                 source: ProtocolError::TlvTruncated { tag: 0x020C },
                 ..
             }
@@ -467,10 +468,10 @@ fn encoding_refuses_values_the_spec_forbids() {
     assert!(
         matches!(
             err,
-            Error::Protocol(ProtocolError::CStringTooLong {
+            ProtocolError::CStringTooLong {
                 field: "system_id",
                 max: 16
-            })
+            }
         ),
         "{err:?}"
     );
@@ -479,28 +480,23 @@ fn encoding_refuses_values_the_spec_forbids() {
     nul.source_addr = "a\0b".into();
     assert!(matches!(
         Pdu::request(1, Body::SubmitSm(Box::new(nul))).to_bytes(),
-        Err(Error::Protocol(ProtocolError::CStringInvalidChar {
+        Err(ProtocolError::CStringInvalidChar {
             field: "source_addr"
-        }))
+        })
     ));
 
     let mut long_sm = hello_submit();
     long_sm.short_message = Bytes::from(vec![0u8; 255]);
     assert!(matches!(
         Pdu::request(1, Body::SubmitSm(Box::new(long_sm))).to_bytes(),
-        Err(Error::Protocol(ProtocolError::ShortMessageTooLong {
-            len: 255
-        }))
+        Err(ProtocolError::ShortMessageTooLong { len: 255 })
     ));
 
     let mut huge = hello_submit();
     huge.tlvs.push(Tlv::message_payload(vec![0u8; 65_536]));
     assert!(matches!(
         Pdu::request(1, Body::SubmitSm(Box::new(huge))).to_bytes(),
-        Err(Error::Protocol(ProtocolError::TlvTooLong {
-            tag: 0x0424,
-            ..
-        }))
+        Err(ProtocolError::TlvTooLong { tag: 0x0424, .. })
     ));
 }
 

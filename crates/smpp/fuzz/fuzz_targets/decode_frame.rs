@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(buf.len(), before);
                 break;
             }
-            Err(smpp::Error::InvalidPdu { .. }) => assert!(buf.len() < before),
+            Err(smpp::pdu::FrameError::InvalidPdu { .. }) => assert!(buf.len() < before),
             Err(_) => break,
         }
     }

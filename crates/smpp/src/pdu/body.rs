@@ -8,9 +8,9 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::ProtocolError;
 use super::tlv::{self, Tlv, put_tlvs, read_tlvs};
 use super::wire::{Reader, put_cstring, put_short_message};
-use crate::error::ProtocolError;
 
 /// Type of Number values (SMPP 3.4 section 5.2.5).
 pub mod ton {
@@ -82,6 +82,18 @@ const SERVICE_TYPE_MAX: usize = 6;
 const ADDR_MAX: usize = 21;
 const TIME_MAX: usize = 17;
 const MESSAGE_ID_MAX: usize = 65;
+
+/// Which way messages flow on a bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BindMode {
+    /// Submit and receive on one connection (bind_transceiver).
+    #[default]
+    Transceiver,
+    /// Submit only (bind_transmitter).
+    Transmitter,
+    /// Receive only (bind_receiver).
+    Receiver,
+}
 
 /// bind_transmitter, bind_receiver and bind_transceiver share this body.
 #[derive(Clone, PartialEq, Eq, Default)]

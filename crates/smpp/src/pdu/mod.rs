@@ -19,6 +19,7 @@
 
 mod body;
 mod command;
+mod error;
 mod time;
 pub mod tlv;
 mod trace;
@@ -27,15 +28,15 @@ mod wire;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 pub use body::{
-    Bind, BindResp, DeliverSm, DeliverSmResp, Outbind, SubmitSm, SubmitSmResp, data_coding,
-    esm_class, npi, registered_delivery, ton,
+    Bind, BindMode, BindResp, DeliverSm, DeliverSmResp, Outbind, SubmitSm, SubmitSmResp,
+    data_coding, esm_class, npi, registered_delivery, ton,
 };
 pub use command::{CommandId, CommandStatus};
+pub use error::{FrameError, ProtocolError};
 pub use time::{MAX_RELATIVE, relative_time};
 pub use tlv::{NetworkErrorCode, Tlv};
 pub use trace::Redacted;
 
-use crate::error::{Error, ProtocolError};
 use wire::Reader;
 
 /// Length of the PDU header.
@@ -235,7 +236,7 @@ impl Pdu {
     }
 
     /// Appends the encoded PDU to `buf`. On error `buf` is left as it was.
-    pub fn encode(&self, buf: &mut BytesMut) -> Result<(), Error> {
+    pub fn encode(&self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
         encode_with(
             buf,
             self.command_id(),
@@ -246,7 +247,7 @@ impl Pdu {
     }
 
     /// The encoded PDU as one buffer.
-    pub fn to_bytes(&self) -> Result<Bytes, Error> {
+    pub fn to_bytes(&self) -> Result<Bytes, ProtocolError> {
         let mut buf = BytesMut::new();
         self.encode(&mut buf)?;
         Ok(buf.freeze())
@@ -258,7 +259,7 @@ pub(crate) fn encode_submit_sm(
     sequence_number: u32,
     sm: &SubmitSm,
     buf: &mut BytesMut,
-) -> Result<(), Error> {
+) -> Result<(), ProtocolError> {
     encode_with(
         buf,
         CommandId::SubmitSm,
@@ -275,7 +276,7 @@ fn encode_with(
     command_status: CommandStatus,
     sequence_number: u32,
     encode_body: impl FnOnce(&mut BytesMut) -> Result<(), ProtocolError>,
-) -> Result<(), Error> {
+) -> Result<(), ProtocolError> {
     let start = buf.len();
     buf.put_u32(0); // command_length, patched below
     buf.put_u32(u32::from(command_id));
@@ -283,7 +284,7 @@ fn encode_with(
     buf.put_u32(sequence_number);
     if let Err(e) = encode_body(buf) {
         buf.truncate(start);
-        return Err(e.into());
+        return Err(e);
     }
     let length = buf.len() - start;
     match u32::try_from(length) {
@@ -296,8 +297,7 @@ fn encode_with(
             Err(ProtocolError::CommandLengthTooLarge {
                 length: u32::try_from(length).unwrap_or(u32::MAX),
                 max: MAX_PDU_LEN,
-            }
-            .into())
+            })
         }
     }
 }
@@ -305,13 +305,13 @@ fn encode_with(
 /// Takes one PDU off the front of `buf`.
 ///
 /// - `Ok(None)`: `buf` holds less than one whole PDU; nothing was consumed.
-/// - `Err(Error::Protocol(..))`: command_length is below 16 or above
+/// - `Err(FrameError::Protocol(..))`: command_length is below 16 or above
 ///   [`MAX_PDU_LEN`]; nothing was consumed and the stream cannot be trusted
 ///   any more.
-/// - `Err(Error::InvalidPdu { header, .. })`: the frame was well delimited
+/// - `Err(FrameError::InvalidPdu { header, .. })`: the frame was well delimited
 ///   but its body does not decode; the frame was consumed, so the caller can
 ///   answer `header.sequence_number` with generic_nack and carry on.
-pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Pdu>, Error> {
+pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Pdu>, FrameError> {
     if buf.len() < 4 {
         return Ok(None);
     }
@@ -341,6 +341,6 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Pdu>, Error> {
             sequence_number: header.sequence_number,
             body,
         })),
-        Err(source) => Err(Error::InvalidPdu { header, source }),
+        Err(source) => Err(FrameError::InvalidPdu { header, source }),
     }
 }

@@ -6,8 +6,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::ProtocolError;
 use super::wire::{Reader, latin1};
-use crate::error::ProtocolError;
 
 /// Tags of the optional parameters this crate gives helpers for.
 pub mod tag {

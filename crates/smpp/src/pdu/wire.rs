@@ -5,7 +5,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::error::ProtocolError;
+use super::ProtocolError;
 
 /// A cursor over one PDU body.
 pub(crate) struct Reader<'a> {
