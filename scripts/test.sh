@@ -15,5 +15,8 @@ psql "$OTPGATE_TEST_PG_URL" -Atqc \
   | psql "$OTPGATE_TEST_PG_URL" -q >/dev/null 2>&1 || true
 
 cargo fmt --all -- --check
+# No circles between modules, no worker depending on the API (issue 14).
+python3 scripts/check-import-cycles.py --self-test
+python3 scripts/check-import-cycles.py
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --no-fail-fast

@@ -38,6 +38,7 @@ pub mod code;
 pub mod credits;
 pub mod message;
 pub mod phone;
+pub mod secret;
 pub mod segments;
 pub mod vault;
 pub mod webhook;

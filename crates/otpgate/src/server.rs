@@ -42,8 +42,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -58,6 +57,7 @@ use tower::ServiceExt;
 
 use crate::api::error::{ApiError, ErrorEnvelope, FieldError};
 use crate::metrics::Metrics;
+pub use crate::peer::{ClientIp, Forwarded, LocalAddr, Origin, is_valid_host};
 
 /// The least `max_header_bytes` honoured: room for a request line, a bearer key
 /// and the usual headers.
@@ -71,25 +71,6 @@ const MAX_ANSWERED_REFUSALS: usize = 32;
 /// the client sent (closing on unread input would be a reset, which can destroy
 /// the answer before the client reads it).
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
-
-/// The address of the client a request came from, as a request extension: what
-/// per-address limits count and failed logins log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientIp(pub IpAddr);
-
-/// The address a request's connection was accepted on, as a request extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LocalAddr(pub SocketAddr);
-
-/// What a trusted proxy said about how the client reached it, as a request
-/// extension; each part only when present and well-formed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Forwarded {
-    /// `X-Forwarded-Proto`: `http` or `https`.
-    pub proto: Option<&'static str>,
-    /// `X-Forwarded-Host`, a valid `host[:port]`.
-    pub host: Option<String>,
-}
 
 /// An address block of trusted proxies: `10.0.0.0/8`, `2001:db8::/32`, or one
 /// address (`192.0.2.7`, a /32 or /128).
@@ -563,85 +544,6 @@ fn forwarded_origin(headers: &HeaderMap) -> Forwarded {
         .filter(|h| is_valid_host(h))
         .map(str::to_owned);
     Forwarded { proto, host }
-}
-
-/// A `Host` value fit to be written into a link: a name of letters, digits,
-/// `.`, `-` and `_`, or an IPv4 address, or an IPv6 address in brackets,
-/// optionally followed by `:` and a port; 255 bytes at most.
-pub fn is_valid_host(host: &str) -> bool {
-    if host.is_empty() || host.len() > 255 {
-        return false;
-    }
-    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
-        let Some((inside, after)) = rest.split_once(']') else {
-            return false;
-        };
-        if inside.parse::<Ipv6Addr>().is_err() {
-            return false;
-        }
-        match after {
-            "" => return true,
-            _ => match after.strip_prefix(':') {
-                Some(port) => ("", port),
-                None => return false,
-            },
-        }
-    } else {
-        match host.split_once(':') {
-            Some((name, port)) => (name, port),
-            None => (host, ""),
-        }
-    };
-    let name_ok = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
-    let port_ok = (port.is_empty() && !host.ends_with(':'))
-        || ((1..=5).contains(&port.len()) && port.parse::<u16>().is_ok());
-    (host.starts_with('[') || !name.is_empty()) && name_ok && port_ok
-}
-
-/// How a client reached this server, for absolute links: the scheme and
-/// `host[:port]`. Believes `X-Forwarded-Proto`/`X-Forwarded-Host` only from a
-/// trusted proxy; takes a `Host` header only when [`is_valid_host`], else the
-/// address the connection was accepted on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    pub scheme: &'static str,
-    pub host: String,
-}
-
-impl Origin {
-    pub fn from_parts(parts: &Parts) -> Origin {
-        let forwarded = parts.extensions.get::<Forwarded>();
-        let scheme = forwarded.and_then(|f| f.proto).unwrap_or("http");
-        let host = forwarded
-            .and_then(|f| f.host.clone())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .filter(|h| is_valid_host(h))
-                    .map(str::to_owned)
-            })
-            .or_else(|| parts.extensions.get::<LocalAddr>().map(|a| a.0.to_string()))
-            .unwrap_or_else(|| "localhost".to_owned());
-        Origin { scheme, host }
-    }
-}
-
-impl std::fmt::Display for Origin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}://{}", self.scheme, self.host)
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Origin {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Origin::from_parts(parts))
-    }
 }
 
 /// The cap on connections is full.

@@ -47,9 +47,9 @@ use otp_store::webhooks::{
 };
 use otp_store::{Micros, SharedStore, StoreError, now_micros};
 
-use crate::api::list::rfc3339;
 use crate::config::WebhooksConfig;
 use crate::metrics::Metrics;
+use crate::times::rfc3339;
 
 /// What an event id starts with (the delivery's number follows).
 pub const EVENT_ID_PREFIX: &str = "evt_";

@@ -31,8 +31,9 @@ use otp_store::{ListQuery, Micros, OtpRecord};
 
 use super::error::{ApiError, FieldError};
 use crate::auth::Caller;
-use crate::server::Origin;
+use crate::peer::Origin;
 use crate::state::AppState;
+pub use crate::times::rfc3339;
 
 const LIST_PATH: &str = "/api/v1/auths/list/send-otps/";
 
@@ -422,13 +423,6 @@ fn base_url(state: &AppState, origin: &Origin) -> String {
         return state.config.public_url.trim_end_matches('/').to_owned();
     }
     origin.to_string()
-}
-
-/// Formats a stored time in the configured zone.
-pub fn rfc3339(micros: Micros, tz: &chrono_tz::Tz) -> String {
-    let utc = chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
-    utc.with_timezone(tz)
-        .to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
 }
 
 fn item(o: &OtpRecord, state: &AppState) -> OtpItem {

@@ -71,7 +71,7 @@ use super::keys::scopes_field;
 use super::list::rfc3339;
 use super::send::{given, required_text};
 use crate::auth::{Caller, KEY_PREFIX, issue_key_with_scopes, key_id_of};
-use crate::server::ClientIp;
+use crate::peer::ClientIp;
 use crate::state::AppState;
 use crate::users::hashing::HashError;
 use crate::users::tokens::{Claims, TokenKind};

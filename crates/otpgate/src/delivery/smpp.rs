@@ -56,8 +56,8 @@ use smpp::tls::{TlsConfig, parse_sha256_pin};
 use smpp::{Backoff, BindConfig, BindMode, Client, Inbound};
 
 use super::{DeliveryOutcome, Driver, RouteHealth};
-use crate::config::Secret;
 use crate::metrics::Metrics;
+use otp_domain::secret::Secret;
 
 /// One SMPP route's settings (`[routes.smpp]`).
 #[derive(Debug, Clone, Deserialize)]

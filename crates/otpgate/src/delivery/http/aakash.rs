@@ -29,8 +29,8 @@ use serde_json::Value;
 use otp_store::ClaimedJob;
 
 use super::{BuildError, Upstream, default_capacity, default_timeout_ms};
-use crate::config::Secret;
 use crate::delivery::{DeliveryOutcome, Driver};
+use otp_domain::secret::Secret;
 
 /// How to reach Aakash SMS.
 #[derive(Debug, Clone, Deserialize)]

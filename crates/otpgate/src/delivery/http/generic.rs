@@ -41,8 +41,8 @@ use otp_domain::phone::PhoneNumber;
 use otp_store::ClaimedJob;
 
 use super::{BuildError, Upstream, default_capacity, default_timeout_ms};
-use crate::config::Secret;
 use crate::delivery::{DeliveryOutcome, Driver};
+use otp_domain::secret::Secret;
 
 /// The HTTP method of the request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -27,8 +27,8 @@ use otp_domain::channel::Channel;
 use otp_store::ClaimedJob;
 
 use super::{BuildError, Upstream, default_capacity, default_timeout_ms};
-use crate::config::Secret;
 use crate::delivery::{DeliveryOutcome, Driver};
+use otp_domain::secret::Secret;
 
 /// How to reach the upstream TingTing-compatible API.
 #[derive(Debug, Clone, Deserialize)]

@@ -11,6 +11,7 @@
 //! driver) starts on a machine without it, and logs voice OTPs without audio.
 //! Startup checks for the program only when a `sip` route needs it.
 
+pub mod settings;
 pub mod sip;
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use tts::{
     SpeechText, TtsEngine, TtsError, VoiceProfile,
 };
 
-use crate::config::VoiceConfig;
+use settings::VoiceConfig;
 
 /// What a voice OTP says, taken from its record or from a preview request.
 #[derive(Debug, Clone, Copy)]
@@ -227,8 +228,8 @@ async fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::settings::VoiceOverride;
     use super::*;
-    use crate::config::VoiceOverride;
 
     #[test]
     fn overrides_change_only_the_fields_they_name() {

@@ -43,7 +43,9 @@ use tokio::sync::Semaphore;
 use otp_store::ClaimedJob;
 
 use super::{Prompt, Prompter};
-use crate::config::{Secret, VoiceConfig};
+use otp_domain::secret::Secret;
+
+use super::settings::VoiceConfig;
 use crate::delivery::{DeliveryOutcome, Driver, RouteHealth};
 
 /// RFC 3261 T1 as the client uses it; Timer B and Timer F are 64 times this.
