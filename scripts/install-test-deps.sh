@@ -64,7 +64,8 @@ if [ ! -f "$JASMIN/.installed" ]; then
   as_root touch "$JASMIN/.installed"
 fi
 # The PyPI tingting client (1.0.1, by TingTing's maker), driven by the
-# compatibility tests (crates/otpgate/tests/api/tingting_compat.rs).
+# compatibility tests (crates/otpgate/tests/api/tingting_compat.rs, and
+# pypi_client.rs through peers/clients/pypi/driver.py).
 TINGTING=/opt/otpgate-tingting-1.0.1
 if ! "$TINGTING/bin/python" -c "import importlib.metadata as m; assert m.version('tingting') == '1.0.1'" 2>/dev/null; then
   echo "installing: the tingting 1.0.1 client into $TINGTING"
