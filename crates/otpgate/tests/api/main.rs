@@ -17,6 +17,7 @@ mod list;
 mod logins;
 mod neighbours;
 mod ops;
+mod php_client;
 mod production;
 mod pypi_client;
 mod scopes;
