@@ -10,6 +10,7 @@ mod cli;
 mod concurrency;
 mod conformance;
 mod delivery;
+mod dotnet_client;
 mod durability;
 mod edge;
 mod limits;
