@@ -37,6 +37,14 @@ if ! perl -MNet::SMPP -e 1 >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq libnet-smpp-perl >/dev/null
 fi
 
+# PHP and Guzzle, for the requests of the Laravel package tingting/laravel
+# (peers/clients/php/driver.php, crates/otpgate/tests/api/php_client.rs).
+if ! command -v php >/dev/null 2>&1 || [ ! -f /usr/share/php/GuzzleHttp/autoload.php ]; then
+  echo "installing: php-cli php-guzzlehttp-guzzle"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends php-cli php-guzzlehttp-guzzle >/dev/null
+fi
+
 # Jasmin's SMPP server, an SMSC peer (peers/jasmin/start.py): PyPI jasmin 0.11.1 in a
 # virtualenv of its own, the AMQP spec it loads from the sdist's misc/config/resource,
 # and upstream bug #1236 fixed (on current Twisted a submit_sm_resp crashes its
@@ -64,7 +72,8 @@ if [ ! -f "$JASMIN/.installed" ]; then
   as_root touch "$JASMIN/.installed"
 fi
 # The PyPI tingting client (1.0.1, by TingTing's maker), driven by the
-# compatibility tests (crates/otpgate/tests/api/tingting_compat.rs).
+# compatibility tests (crates/otpgate/tests/api/tingting_compat.rs, and
+# pypi_client.rs through peers/clients/pypi/driver.py).
 TINGTING=/opt/otpgate-tingting-1.0.1
 if ! "$TINGTING/bin/python" -c "import importlib.metadata as m; assert m.version('tingting') == '1.0.1'" 2>/dev/null; then
   echo "installing: the tingting 1.0.1 client into $TINGTING"
