@@ -15,6 +15,7 @@ mod limits;
 mod list;
 mod logins;
 mod neighbours;
+mod observability;
 mod ops;
 mod production;
 mod scopes;
