@@ -11,6 +11,12 @@
 //! standard ones or `other` ([`method_label`]) and the status code. Nothing a
 //! client sends becomes a label as it is, so no number of odd requests grows
 //! the registry (`tests/api/edge.rs` checks it with junk methods and paths).
+//!
+//! Besides the series the server counts, each scrape adds `otpgate_build_info`
+//! and the `process_*` series Prometheus's client libraries export (CPU,
+//! memory, descriptors, threads, start time), read from `/proc/self` then
+//! ([`process_gauges`]). Every family is listed in [`FAMILIES`] and documented
+//! in the README's "Metrics, logs and alerts".
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

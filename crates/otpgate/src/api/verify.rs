@@ -24,6 +24,10 @@
 //! at a dead or expired code are recorded in its history once and then only
 //! counted, so a flood cannot grow the store.
 //!
+//! Each verification is counted in `otpgate_verify_total` by its outcome (see
+//! `check`); over accepted sends, the verified ones are the conversion rate,
+//! whose fall is the first sign of SMS pumping.
+//!
 //! Too many attempts is a 400, not a 429: waiting does not help (the code is dead
 //! for good), and 429 with `Retry-After` is kept for rate limits. Another
 //! account's OTPs are invisible: they answer exactly as a number never sent to.
