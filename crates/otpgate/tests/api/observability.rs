@@ -114,49 +114,70 @@ both_backends! {
     }
 }
 
-both_backends! {
-    config: |c| { c.verify.per_number_max = 3; };
-
-    async fn each_verification_outcome_is_counted(app) {
-        app.send_ok(&json!({
-            "number": NUMBER,
+/// A code chosen by the test (`otp_options: personnel`) sent to `number`; its id.
+async fn send_code(app: &TestApp, number: &str) -> i64 {
+    let reply = app
+        .send_ok(&json!({
+            "number": number,
             "message": "Your code is {otp}",
             "sms_send_options": "text",
             "otp_options": "personnel",
             "otp": CODE,
         }))
         .await;
-        let verify = |body: Value| {
-            let r = app.client.post(app.url(VERIFY)).bearer_auth(&app.key).json(&body).send();
+    reply["data"]["details"]["id"].as_i64().unwrap()
+}
+
+both_backends! {
+    config: |c| { c.verify.per_number_max = 3; c.verify.max_attempts = 1; };
+
+    async fn each_verification_outcome_is_counted(app) {
+        let verify = |number: &'static str, otp: &'static str| {
+            let r = app.client.post(app.url(VERIFY)).bearer_auth(&app.key).json(&json!({ "number": number, "otp": otp })).send();
             async move { r.await.unwrap().status().as_u16() }
         };
-        assert_eq!(verify(json!({ "number": NUMBER, "otp": "000000" })).await, 400);
-        assert_eq!(verify(json!({ "number": NUMBER, "otp": CODE })).await, 200);
-        assert_eq!(verify(json!({ "number": NUMBER, "otp": CODE })).await, 404);
+        send_code(&app, NUMBER).await;
+        assert_eq!(verify(NUMBER, CODE).await, 200);
+        assert_eq!(verify(NUMBER, CODE).await, 404, "already verified");
+        assert_eq!(verify(NUMBER, CODE).await, 404, "already verified");
         // The fourth of the number within the window (verify.per_number_max = 3).
-        assert_eq!(verify(json!({ "number": NUMBER, "otp": CODE })).await, 429);
-        assert_eq!(verify(json!({ "number": "9851000000", "otp": CODE })).await, 404);
-        assert_eq!(verify(json!({ "number": NUMBER, "otp": "no!" })).await, 400);
+        assert_eq!(verify(NUMBER, CODE).await, 429);
+
+        // One wrong guess kills a code (verify.max_attempts = 1).
+        send_code(&app, "9851023213").await;
+        assert_eq!(verify("9851023213", "000000").await, 400);
+        assert_eq!(verify("9851023213", CODE).await, 400, "too many attempts");
+
+        let expired = send_code(&app, "9851023214").await;
+        let past = otp_store::now_micros() - 1_000_000;
+        crate::helpers::sql(&app, &format!("UPDATE otps SET expires_at = {past} WHERE id = {expired}")).await;
+        assert_eq!(verify("9851023214", CODE).await, 410);
+
+        assert_eq!(verify("9851000000", CODE).await, 404, "never sent to");
+        assert_eq!(verify(NUMBER, "no!").await, 400, "not a code");
         // Without a valid key the request never reaches the check: not counted.
         let r = app.client.post(app.url(VERIFY)).bearer_auth("otpg_nope").json(&json!({ "number": NUMBER, "otp": CODE })).send().await.unwrap();
         assert_eq!(r.status(), 401);
 
         let text = scrape(&app).await;
         assert!(text.contains("# TYPE otpgate_verify_total counter"), "{text}");
-        for (outcome, n) in [
-            ("wrong_code", 1.0),
+        let expected = [
             ("verified", 1.0),
-            ("already_verified", 1.0),
+            ("already_verified", 2.0),
             ("rate_limited", 1.0),
+            ("wrong_code", 1.0),
+            ("max_attempts", 1.0),
+            ("expired", 1.0),
             ("not_found", 1.0),
             ("invalid", 1.0),
-        ] {
+        ];
+        for (outcome, n) in expected {
             assert_eq!(metric(&text, &format!("otpgate_verify_total{{outcome=\"{outcome}\"}}")), n, "{outcome}");
         }
         let counted: f64 = text.lines().filter(|l| l.starts_with("otpgate_verify_total{")).filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok()).sum();
-        assert_eq!(counted, 6.0, "the 401 is not a verification:\n{text}");
+        assert_eq!(counted, 9.0, "the 401 is not a verification:\n{text}");
         // What the conversion alert divides by is there too.
-        assert_eq!(metric(&text, "otpgate_sends_total{channel=\"text\",outcome=\"accepted\"}"), 1.0);
+        assert_eq!(metric(&text, "otpgate_sends_total{channel=\"text\",outcome=\"accepted\"}"), 3.0);
     }
 }
 
