@@ -30,6 +30,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# promtool checks and unit-tests deploy/prometheus/otpgate-alerts.yml
+# (crates/otpgate/tests/api/observability.rs). The Prometheus server the package
+# brings is not needed: under systemd, the service it enables is stopped again.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing: prometheus (for promtool)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if [ -d /run/systemd/system ]; then as_root systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+fi
+
 # The Net::SMPP SMSC peer (peers/netsmpp/smsc.pl, crates/otpgate/tests/api/smsc_peers.rs).
 if ! perl -MNet::SMPP -e 1 >/dev/null 2>&1; then
   echo "installing: libnet-smpp-perl"

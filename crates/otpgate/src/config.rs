@@ -130,6 +130,9 @@ pub struct LogConfig {
     pub level: String,
     /// `text` or `json`.
     pub format: String,
+    /// One line per HTTP request (target `otpgate::access`, level `info`):
+    /// method, route template, status, duration, account id, request id.
+    pub access: bool,
 }
 
 impl Default for LogConfig {
@@ -137,6 +140,7 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: "text".into(),
+            access: true,
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod config;
 pub mod delivery;
 pub mod metrics;
 pub mod peer;
+pub mod process;
 pub mod server;
 pub mod startup;
 pub mod state;

@@ -58,6 +58,7 @@ use tower::ServiceExt;
 use crate::api::error::{ApiError, ErrorEnvelope, FieldError};
 use crate::metrics::Metrics;
 pub use crate::peer::{ClientIp, Forwarded, LocalAddr, Origin, is_valid_host};
+pub use crate::process::open_file_limit;
 
 /// The least `max_header_bytes` honoured: room for a request line, a bearer key
 /// and the usual headers.
@@ -165,17 +166,6 @@ pub fn effective_max_connections(setting: usize, nofile: Option<u64>, reserved: 
         }
         None => setting,
     }
-}
-
-/// This process's soft limit on open files (`RLIMIT_NOFILE`), from
-/// `/proc/self/limits`; `None` where that cannot be read or says `unlimited`.
-pub fn open_file_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    limits
-        .lines()
-        .find_map(|l| l.strip_prefix("Max open files"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|soft| soft.parse().ok())
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting

@@ -5,6 +5,12 @@
 //! sends is a field as it is either: the request span carries the method as its
 //! bounded metric label, the path escaped (`?`), and a request id that passed
 //! the safe-charset check in `api::drop_unsafe_request_id` or was generated.
+//! Each request's access line (`api::observe`, target `otpgate::access`) is
+//! logged outside that span, with the route template in place of the path.
+//! Colours only on a terminal (see [`init`]), so piped and collected logs carry
+//! no escape codes.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -14,8 +20,13 @@ use crate::config::LogConfig;
 pub fn init(config: &LogConfig) {
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = env_filter(rust_log.as_deref(), &config.level);
+    let no_color = std::env::var_os("NO_COLOR");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours(
+            std::io::stderr().is_terminal(),
+            no_color.as_deref(),
+        ))
         .with_writer(std::io::stderr);
     let result = if config.format == "json" {
         builder.json().flatten_event(true).try_init()
@@ -24,6 +35,13 @@ pub fn init(config: &LogConfig) {
     };
     // A subscriber already installed (tests) is fine.
     let _ = result;
+}
+
+/// Whether text lines get ANSI colours: only on a terminal, and not when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org). A pipe, a
+/// file or journald gets plain text, whatever `TERM` says.
+fn colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// The filter of [`init`]: `rust_log` (the `RUST_LOG` variable) when it is set
@@ -65,6 +83,16 @@ mod tests {
         let named = with_quiet_drivers("debug,tokio_postgres=trace");
         assert!(named.contains("tokio_postgres=trace") && !named.contains("tokio_postgres=info"));
         assert!(tracing_subscriber::EnvFilter::try_new(with_quiet_drivers("info")).is_ok());
+    }
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        use super::colours;
+        use std::ffi::OsStr;
+        assert!(colours(true, None));
+        assert!(colours(true, Some(OsStr::new(""))));
+        assert!(!colours(true, Some(OsStr::new("1"))));
+        assert!(!colours(false, None));
     }
 
     #[test]

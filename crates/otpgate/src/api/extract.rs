@@ -28,6 +28,7 @@ impl FromRequestParts<AppState> for Caller {
             .map(|v| v.to_str().unwrap_or(""));
         match auth::authenticate(&state.store, header).await {
             Ok(caller) => {
+                super::RequestAccount::record(&parts.extensions, caller.account_id);
                 state
                     .last_used
                     .record(caller.key_row, otp_store::now_micros());

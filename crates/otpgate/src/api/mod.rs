@@ -15,7 +15,7 @@ mod voice;
 mod webhooks;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::Router;
@@ -82,10 +82,6 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     routes
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            record_metrics,
-        ))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("a handler panicked").into_response()
         }))
@@ -108,6 +104,10 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
         .layer(MapRequestLayer::new(drop_unsafe_request_id))
+        // Outermost: it sees the status a panic became and the request id
+        // that was kept or made, and its log line is in no request span
+        // (whose path it must not carry).
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
@@ -166,7 +166,33 @@ impl MakeRequestId for RequestIds {
     }
 }
 
-async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The account a request acted for, once its API key or access token was
+/// checked: the extractors that check them fill it in, the access log reads it.
+#[derive(Clone, Default)]
+pub(crate) struct RequestAccount(Arc<AtomicI64>);
+
+impl RequestAccount {
+    /// Records `account_id` on the request in `extensions`, if it is observed.
+    pub(crate) fn record(extensions: &axum::http::Extensions, account_id: i64) {
+        if let Some(slot) = extensions.get::<RequestAccount>() {
+            slot.0.store(account_id, Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self) -> Option<i64> {
+        // Account ids start at 1: 0 is "none recorded".
+        Some(self.0.load(Ordering::Relaxed)).filter(|id| *id > 0)
+    }
+}
+
+/// Counts and times every request in the metrics and, with `log.access`, logs
+/// one line for it (target `otpgate::access`, level `info`). The line holds
+/// only what the server chose or checked: the method as its metric label, the
+/// route template (`unmatched` for any other path), the status, the time taken,
+/// the account the key or token belongs to, and the request id. Never the path
+/// as sent, the query string, a header or the body, so no key, code or number
+/// reaches it.
+async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     // The route's template, or one value for every path no route knows.
     let route = req
@@ -175,7 +201,10 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = crate::metrics::method_label(req.method());
+    let account = RequestAccount::default();
+    req.extensions_mut().insert(account.clone());
     let response = next.run(req).await;
+    let elapsed = started.elapsed();
     let status: StatusCode = response.status();
     state.metrics.inc(
         "otpgate_http_requests_total",
@@ -188,8 +217,28 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
     state.metrics.observe(
         "otpgate_http_request_duration_seconds",
         &[("route", &route)],
-        started.elapsed().as_secs_f64(),
+        elapsed.as_secs_f64(),
     );
+    if state.config.log.access {
+        // Set by `SetRequestIdLayer` after `drop_unsafe_request_id`: a safe
+        // client id or a generated one.
+        let request_id = response
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        let duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
+        tracing::info!(
+            target: "otpgate::access",
+            method = %method,
+            route = %route,
+            status = status.as_u16(),
+            duration_ms,
+            account_id = account.get(),
+            request_id = %request_id,
+            "request"
+        );
+    }
     response
 }
 

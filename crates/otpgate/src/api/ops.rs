@@ -253,6 +253,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
         gauges.push(("otpgate_route_up", l.clone(), up));
         gauges.push(("otpgate_route_in_flight", l, h.in_flight as f64));
     }
+    gauges.push(crate::metrics::build_info());
+    gauges.extend(crate::metrics::process_gauges());
     (
         [(
             header::CONTENT_TYPE,

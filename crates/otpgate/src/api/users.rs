@@ -183,6 +183,7 @@ impl FromRequestParts<AppState> for SessionCaller {
             .check(token, TokenKind::Access, now_secs())
             .ok_or_else(|| ApiError::unauthenticated(BAD_TOKEN))?;
         let (session, user) = token_session(state, &claims).await?;
+        super::RequestAccount::record(&parts.extensions, user.account_id);
         Ok(SessionCaller { user, session })
     }
 }

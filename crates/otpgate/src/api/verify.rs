@@ -24,6 +24,10 @@
 //! at a dead or expired code are recorded in its history once and then only
 //! counted, so a flood cannot grow the store.
 //!
+//! Each verification is counted in `otpgate_verify_total` by its outcome (see
+//! `check`); over accepted sends, the verified ones are the conversion rate,
+//! whose fall is the first sign of SMS pumping.
+//!
 //! Too many attempts is a 400, not a 429: waiting does not help (the code is dead
 //! for good), and 429 with `Retry-After` is kept for rate limits. Another
 //! account's OTPs are invisible: they answer exactly as a number never sent to.
@@ -112,17 +116,41 @@ pub async fn verify_otp(
     caller: Caller,
     Fields(fields): Fields,
 ) -> Result<Json<VerifyResponse>, ApiError> {
-    let (phone_number, otp_id, code) = validate(&fields).map_err(ApiError::validation)?;
+    let (outcome, reply) = check(&state, caller, &fields).await;
+    state
+        .metrics
+        .inc("otpgate_verify_total", &[("outcome", outcome)]);
+    reply
+}
+
+/// The verification and the `outcome` label it is counted under in
+/// `otpgate_verify_total`: `verified`, `wrong_code`, `max_attempts`, `expired`,
+/// `already_verified`, `not_found`, `rate_limited`, `invalid` (the request
+/// itself) or `error` (the store failed). A request without a valid key never
+/// gets here and is not counted.
+async fn check(
+    state: &AppState,
+    caller: Caller,
+    fields: &Map<String, Value>,
+) -> (&'static str, Result<Json<VerifyResponse>, ApiError>) {
+    let (phone_number, otp_id, code) = match validate(fields) {
+        Ok(valid) => valid,
+        Err(errors) => return ("invalid", Err(ApiError::validation(errors))),
+    };
     let now = now_micros();
     let target = match (otp_id, &phone_number) {
         (Some(id), _) => VerifyTarget::Id(id),
         (None, Some(number)) => VerifyTarget::Number(number.clone()),
-        (None, None) => return Err(ApiError::internal("a verification without a target")),
+        (None, None) => {
+            return (
+                "error",
+                Err(ApiError::internal("a verification without a target")),
+            );
+        }
     };
-    state
-        .verify_limits
-        .admit(caller.account_id, target, now)
-        .map_err(refused)?;
+    if let Err(refusal) = state.verify_limits.admit(caller.account_id, target, now) {
+        return ("rate_limited", Err(refused(refusal)));
+    }
     let api_key_id = match state.config.verify.number_scope {
         NumberScope::Key => Some(caller.key_row),
         NumberScope::Account => None,
@@ -138,28 +166,39 @@ pub async fn verify_otp(
             max_attempts: state.config.verify.max_attempts,
             now,
         })
-        .await?;
-    let refuse = |status, code: &str, message: String, data| {
-        Err(ApiError::refusal(
-            status,
-            FieldError::new("otp", code, message),
-            data,
-        ))
+        .await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => return ("error", Err(e.into())),
+    };
+    let refuse = |label, status, code: &str, message: String, data| {
+        (
+            label,
+            Err(ApiError::refusal(
+                status,
+                FieldError::new("otp", code, message),
+                data,
+            )),
+        )
     };
     match outcome {
-        VerifyOutcome::Verified { id, verified_at } => Ok(Json(VerifyResponse {
-            status: 200,
-            success: true,
-            message: "OTP Verified Successfully.".to_owned(),
-            errors: Vec::new(),
-            data: VerifyData {
-                id,
-                verified_at: super::list::rfc3339(verified_at, &state.tz),
-            },
-        })),
+        VerifyOutcome::Verified { id, verified_at } => (
+            "verified",
+            Ok(Json(VerifyResponse {
+                status: 200,
+                success: true,
+                message: "OTP Verified Successfully.".to_owned(),
+                errors: Vec::new(),
+                data: VerifyData {
+                    id,
+                    verified_at: super::list::rfc3339(verified_at, &state.tz),
+                },
+            })),
+        ),
         VerifyOutcome::WrongCode {
             attempts_remaining, ..
         } => refuse(
+            "wrong_code",
             StatusCode::BAD_REQUEST,
             "invalid_otp",
             match attempts_remaining {
@@ -170,6 +209,7 @@ pub async fn verify_otp(
             Some(json!({ "attempts_remaining": attempts_remaining })),
         ),
         VerifyOutcome::TooManyAttempts { .. } => refuse(
+            "max_attempts",
             StatusCode::BAD_REQUEST,
             "max_attempts",
             "Too many wrong attempts: this OTP can no longer be verified. Send a new OTP."
@@ -177,18 +217,21 @@ pub async fn verify_otp(
             Some(json!({ "attempts_remaining": 0 })),
         ),
         VerifyOutcome::Expired { .. } => refuse(
+            "expired",
             StatusCode::GONE,
             "expired",
             "The OTP has expired. Send a new OTP.".to_owned(),
             None,
         ),
         VerifyOutcome::AlreadyVerified { .. } => refuse(
+            "already_verified",
             StatusCode::NOT_FOUND,
             "already_verified",
             "No OTP is waiting to be verified: it was verified already.".to_owned(),
             None,
         ),
         _ => refuse(
+            "not_found",
             StatusCode::NOT_FOUND,
             "not_found",
             "No OTP is waiting to be verified for this number.".to_owned(),

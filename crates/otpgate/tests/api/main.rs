@@ -17,6 +17,7 @@ mod limits;
 mod list;
 mod logins;
 mod neighbours;
+mod observability;
 mod ops;
 mod php_client;
 mod production;
