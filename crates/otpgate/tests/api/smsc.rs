@@ -57,10 +57,10 @@ impl Smsc {
                 .next()
                 .expect("the SMSC exited before listening")
                 .unwrap();
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["event"] == "listening" {
-                    break v["port"].as_u64().unwrap() as u16;
-                }
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["event"] == "listening"
+            {
+                break v["port"].as_u64().unwrap() as u16;
             }
         };
         let events = Arc::new(Mutex::new(Vec::new()));
@@ -352,7 +352,12 @@ async fn an_smsc_restart_mid_stream_loses_nothing(backend: Backend) {
     // `--record` file is written before each answer leaves.
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("first.rec");
-    let mut smsc = Smsc::start(&["--receipts", "delivered", "--record", record.to_str().unwrap()]);
+    let mut smsc = Smsc::start(&[
+        "--receipts",
+        "delivered",
+        "--record",
+        record.to_str().unwrap(),
+    ]);
     let port = smsc.port;
     let app = app_with_smsc(backend, port, "secret").await;
     let mut ids = Vec::new();
