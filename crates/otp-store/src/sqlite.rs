@@ -1691,24 +1691,22 @@ fn apply_receipt(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i64>, Stor
         Some(&detail),
         rc.error_code.as_deref(),
     )?;
-    if moved {
-        if let Some(st) = new_status.filter(|s| s.is_failure()) {
-            tx.prepare_cached("UPDATE otps SET error_code = ?2, error = ?3 WHERE id = ?1")
-                .and_then(|mut s| {
-                    s.execute(params![
-                        otp_id,
-                        rc.error_code,
-                        format!("carrier reported {}", rc.state)
-                    ])
-                })
-                .map_err(map_err)?;
-            refund(
-                tx,
-                otp_id,
-                rc.at,
-                &format!("carrier reported {}", st.as_str()),
-            )?;
-        }
+    if moved && let Some(st) = new_status.filter(|s| s.is_failure()) {
+        tx.prepare_cached("UPDATE otps SET error_code = ?2, error = ?3 WHERE id = ?1")
+            .and_then(|mut s| {
+                s.execute(params![
+                    otp_id,
+                    rc.error_code,
+                    format!("carrier reported {}", rc.state)
+                ])
+            })
+            .map_err(map_err)?;
+        refund(
+            tx,
+            otp_id,
+            rc.at,
+            &format!("carrier reported {}", st.as_str()),
+        )?;
     }
     if let Some(hook) = new_status
         .filter(|_| moved)
