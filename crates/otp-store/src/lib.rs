@@ -110,6 +110,11 @@ pub enum AcceptError {
     /// The idempotency key was used before with another body; nothing written.
     #[error("idempotency key reused with another body")]
     IdempotencyKeyReused,
+    /// A resend's code ([`NewOtp::resend_of`]) was verified, used up its
+    /// attempts or expired since the caller found it; nothing written. The
+    /// caller sends again with a new code.
+    #[error("the code a resend repeats can no longer verify")]
+    ResendStale,
     /// The store failed; nothing was written.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -183,6 +188,10 @@ pub trait Store: UserStore + WebhookStore + ReceiptStore + Send + Sync + 'static
     async fn list_otps(&self, query: &ListQuery) -> Result<OtpPage, StoreError>;
     /// One OTP of an account.
     async fn otp(&self, account: AccountId, id: i64) -> Result<Option<OtpRecord>, StoreError>;
+    /// The first record of the live generated code a send to the number
+    /// would repeat ([`ResendQuery`]), with its code read back; `None` when no
+    /// code can be repeated (none live, or its code cannot be read back).
+    async fn resend_head(&self, query: ResendQuery) -> Result<Option<OtpRecord>, StoreError>;
 
     /// Claims up to `limit` due jobs of a channel for `node` until `lease_until`.
     async fn claim_jobs(&self, claim: Claim) -> Result<Vec<ClaimedJob>, StoreError>;
@@ -368,5 +377,6 @@ pub(crate) fn sample_otp(account_id: AccountId) -> NewOtp {
         expires_at: now + 600_000_000,
         spend_day: 0,
         spend_day_ends: i64::MAX,
+        resend_of: None,
     }
 }

@@ -221,6 +221,67 @@ pub struct NewOtp {
     /// epoch in the service's time zone), and when that day ends.
     pub spend_day: i64,
     pub spend_day_ends: Micros,
+    /// A resend: the first record of the live code this send repeats (the
+    /// caller found it with [`crate::Store::resend_head`] and put its code in
+    /// `otp` and its expiry in `expires_at`). The store checks in the accepting
+    /// transaction that it can still verify, and refuses the send with
+    /// [`crate::AcceptError::ResendStale`] if not.
+    pub resend_of: Option<ResendOf>,
+}
+
+/// The live code a resend repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResendOf {
+    /// The chain's first record.
+    pub id: i64,
+    /// Wrong codes after which the code is dead (`verify.max_attempts`).
+    pub max_attempts: i64,
+}
+
+/// Which live code a generated-code send to a number would repeat: the newest
+/// one of the account, sent under the same API key, that can still verify.
+#[derive(Debug, Clone)]
+pub struct ResendQuery {
+    pub account_id: AccountId,
+    pub api_key_id: i64,
+    pub e164: String,
+    pub max_attempts: i64,
+    pub now: Micros,
+}
+
+/// A chain's first record as the accepting transaction reads it (locked in
+/// PostgreSQL), to decide whether a resend may still repeat its code.
+pub(crate) struct ChainHead {
+    pub id: i64,
+    pub account_id: AccountId,
+    pub api_key_id: Option<i64>,
+    pub e164: String,
+    pub generated: bool,
+    pub resend_of: Option<i64>,
+    pub has_code: bool,
+    pub expires_at: Micros,
+    pub attempts: i64,
+    pub verified_at: Option<Micros>,
+}
+
+impl ChainHead {
+    /// Whether `otp` may join this chain: same account, key and number, a
+    /// first record of a generated code that is neither verified, dead nor
+    /// expired at the send's time.
+    pub fn admits(&self, otp: &NewOtp, resend: &ResendOf) -> bool {
+        self.id == resend.id
+            && self.resend_of.is_none()
+            && self.generated
+            && otp.otp_option == OtpOption::Generated
+            && self.account_id == otp.account_id
+            && self.api_key_id.is_some()
+            && self.api_key_id == otp.api_key_id
+            && self.e164 == otp.e164
+            && self.has_code
+            && self.verified_at.is_none()
+            && self.attempts < resend.max_attempts
+            && otp.created_at < self.expires_at
+    }
 }
 
 impl std::fmt::Debug for NewOtp {
@@ -444,8 +505,10 @@ pub struct OtpRecord {
     /// When the code stops verifying.
     pub expires_at: Micros,
     pub verified_at: Option<Micros>,
-    /// Wrong codes tried so far.
+    /// Wrong codes tried so far (for a resend, the chain's shared count).
     pub verify_attempts: i64,
+    /// A resend: the first record of the code it repeats.
+    pub resend_of: Option<i64>,
 }
 
 impl std::fmt::Debug for OtpRecord {
@@ -568,6 +631,8 @@ pub(crate) struct VerifyRow {
     pub expires_at: Micros,
     pub attempts: i64,
     pub verified_at: Option<Micros>,
+    /// A resend: the first record, whose state the check uses.
+    pub resend_of: Option<i64>,
 }
 
 /// What to do with a row that verification found.
@@ -591,6 +656,23 @@ pub(crate) fn first_refusal(refusals: i64) -> bool {
 }
 
 impl VerifyRow {
+    /// The chain's first record (this row's own id when it is one).
+    pub fn head(&self) -> i64 {
+        self.resend_of.unwrap_or(self.id)
+    }
+
+    /// This row checked against the state its chain shares: the first
+    /// record's attempts, expiry and verification (read, in PostgreSQL,
+    /// under the first record's lock), with this row's id and code.
+    pub fn sharing(self, head: &VerifyRow) -> VerifyRow {
+        VerifyRow {
+            expires_at: head.expires_at,
+            attempts: head.attempts,
+            verified_at: head.verified_at,
+            ..self
+        }
+    }
+
     /// Decides, comparing the code in constant time when the row can still verify.
     pub fn step(&self, req: &VerifyRequest, vault: &CodeVault) -> VerifyStep {
         if self.verified_at.is_some() {

@@ -422,6 +422,13 @@ pub struct VerifyConfig {
     /// the code a login checks) or `account` (any of the account's). A
     /// verification by `id` may name any OTP of the account either way.
     pub number_scope: NumberScope,
+    /// A generated-code send to a number that has a live (unexpired,
+    /// unverified, not dead) generated code sent under the same API key is a
+    /// resend: it sends that code again, with its expiry, and the two share one
+    /// attempt counter, so whichever message arrives first verifies. False:
+    /// every send gets a new code and verification by number checks the
+    /// newest.
+    pub resend_same_code: bool,
 }
 
 /// Which OTPs a verification by number considers.
@@ -446,6 +453,7 @@ impl Default for VerifyConfig {
             per_number_window_seconds: 60,
             per_account_rps: 100,
             number_scope: NumberScope::Key,
+            resend_same_code: true,
         }
     }
 }

@@ -647,6 +647,7 @@ async fn a_code_that_cannot_be_read_back_is_not_delivered(backend: Backend) {
             expires_at: now + 600_000_000,
             spend_day: 0,
             spend_day_ends: i64::MAX,
+            resend_of: None,
         })
         .await
         .unwrap()
