@@ -33,6 +33,17 @@
 //! (SQLite: in the writer; PostgreSQL: under a row lock), so concurrent
 //! verifications of one code are counted exactly and at most one succeeds.
 //! [`Store::purge_codes`] drops the ciphers of long-expired codes.
+//!
+//! A resend repeats a live generated code: the caller finds the chain's first
+//! record ([`Store::resend_head`]) and sends its code with
+//! [`NewOtp::resend_of`]; the accepting transaction checks that the first
+//! record can still verify (PostgreSQL: under its row lock, taken before the
+//! account rows) and writes the new record with the first's expiry and
+//! attempt count and `resend_of` pointing to it. The first record holds the
+//! state the chain shares: [`Store::verify`] of any record of the chain decides
+//! on the first's attempts, expiry and verification (PostgreSQL: under the
+//! first's lock), and writes the outcome to every record of the chain, so
+//! each one shows it and the lookups by number need no join.
 
 pub mod alloc;
 mod migrate;

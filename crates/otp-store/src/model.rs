@@ -885,3 +885,175 @@ mod scope_tests {
         assert!(!Scopes::DEFAULT.contains(Scope::Account));
     }
 }
+
+#[cfg(test)]
+mod resend_tests {
+    use super::*;
+
+    fn head() -> ChainHead {
+        ChainHead {
+            id: 7,
+            account_id: 1,
+            api_key_id: Some(3),
+            e164: "+9779851023212".into(),
+            generated: true,
+            resend_of: None,
+            has_code: true,
+            expires_at: 1_000,
+            attempts: 4,
+            verified_at: None,
+        }
+    }
+
+    fn resend() -> NewOtp {
+        NewOtp {
+            api_key_id: Some(3),
+            otp_option: OtpOption::Generated,
+            created_at: 999,
+            ..crate::sample_otp(1)
+        }
+    }
+
+    const OF: ResendOf = ResendOf {
+        id: 7,
+        max_attempts: 5,
+    };
+
+    #[test]
+    fn a_live_first_generated_code_of_the_same_account_key_and_number_takes_a_resend() {
+        assert!(head().admits(&resend(), &OF));
+    }
+
+    #[test]
+    fn anything_else_refuses_the_resend() {
+        let refused: Vec<(&str, ChainHead, NewOtp)> = vec![
+            (
+                "verified",
+                ChainHead {
+                    verified_at: Some(5),
+                    ..head()
+                },
+                resend(),
+            ),
+            (
+                "dead",
+                ChainHead {
+                    attempts: 5,
+                    ..head()
+                },
+                resend(),
+            ),
+            (
+                "expired",
+                head(),
+                NewOtp {
+                    created_at: 1_000,
+                    ..resend()
+                },
+            ),
+            (
+                "purged",
+                ChainHead {
+                    has_code: false,
+                    ..head()
+                },
+                resend(),
+            ),
+            (
+                "personnel first",
+                ChainHead {
+                    generated: false,
+                    ..head()
+                },
+                resend(),
+            ),
+            (
+                "personnel resend",
+                head(),
+                NewOtp {
+                    otp_option: OtpOption::Personnel,
+                    ..resend()
+                },
+            ),
+            (
+                "a resend itself",
+                ChainHead {
+                    resend_of: Some(2),
+                    ..head()
+                },
+                resend(),
+            ),
+            (
+                "another key",
+                head(),
+                NewOtp {
+                    api_key_id: Some(4),
+                    ..resend()
+                },
+            ),
+            (
+                "no key",
+                ChainHead {
+                    api_key_id: None,
+                    ..head()
+                },
+                NewOtp {
+                    api_key_id: None,
+                    ..resend()
+                },
+            ),
+            (
+                "another account",
+                head(),
+                NewOtp {
+                    account_id: 2,
+                    ..resend()
+                },
+            ),
+            (
+                "another number",
+                head(),
+                NewOtp {
+                    e164: "+9779800000000".into(),
+                    ..resend()
+                },
+            ),
+            ("another record", ChainHead { id: 8, ..head() }, resend()),
+        ];
+        for (why, h, otp) in refused {
+            assert!(!h.admits(&otp, &OF), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_resend_is_checked_against_the_state_of_its_first_record() {
+        let row = VerifyRow {
+            id: 9,
+            e164: "+9779851023212".into(),
+            salt: Some(vec![1]),
+            hash: Some(vec![2]),
+            expires_at: 5_000,
+            attempts: 0,
+            verified_at: None,
+            resend_of: Some(7),
+        };
+        assert_eq!(row.head(), 7);
+        let first = VerifyRow {
+            id: 7,
+            salt: Some(vec![3]),
+            hash: Some(vec![4]),
+            expires_at: 1_000,
+            attempts: 3,
+            verified_at: Some(900),
+            resend_of: None,
+            e164: "+9779851023212".into(),
+        };
+        assert_eq!(first.head(), 7);
+        let shared = row.sharing(&first);
+        assert_eq!((shared.id, shared.hash.as_deref()), (9, Some(&[2u8][..])));
+        assert_eq!(
+            (shared.expires_at, shared.attempts, shared.verified_at),
+            (1_000, 3, Some(900))
+        );
+    }
+}

@@ -1203,7 +1203,13 @@ impl Store for PgStore {
                      ORDER BY n.created_at DESC, n.account_seq DESC LIMIT 1) \
                      AND o.account_id = $1"
                 ),
-                &[&q.account_id, &q.e164, &q.api_key_id, &q.now, &q.max_attempts],
+                &[
+                    &q.account_id,
+                    &q.e164,
+                    &q.api_key_id,
+                    &q.now,
+                    &q.max_attempts,
+                ],
             )
             .await
             .map_err(pg_err)?;

@@ -980,6 +980,16 @@ mod tests {
     }
 
     #[test]
+    fn resends_repeat_the_live_code_unless_turned_off() {
+        assert!(Config::default().verify.resend_same_code);
+        let config: Config = Figment::new()
+            .merge(Toml::string("[verify]\nresend_same_code = false"))
+            .extract()
+            .unwrap();
+        assert!(!config.verify.resend_same_code);
+    }
+
+    #[test]
     fn urls_without_passwords_are_left_alone() {
         assert_eq!(redact_url("sqlite://otpgate.db"), "sqlite://otpgate.db");
     }

@@ -11,6 +11,13 @@
 //! account, the key, whether the reply shows the code and the body's bytes, so
 //! a replay carries exactly what the first reply did, and another key of the
 //! account (or the same key after the setting changed) reusing it gets 422.
+//!
+//! With `verify.resend_same_code` (the default), a generated-code send to a
+//! number that has a live generated code sent under the same API key is a
+//! resend ([`resend_plan`]): it carries that code and its expiry, `resend_of`
+//! names the first send, and the store counts the attempts of the chain as
+//! one. If the code stops verifying between the lookup and the accepting
+//! transaction, the send goes out once more as a first send with a new code.
 
 use std::time::Instant;
 
@@ -203,7 +210,7 @@ async fn resend_plan(
     tag = "otp",
     request_body(content = SendOtpRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Accepted and queued for delivery", body = SendResponse),
+        (status = 200, description = "Accepted and queued for delivery. A generated-code send to a number with a live generated code of the same API key is a resend (`verify.resend_same_code`): it carries that code and expiry, and `resend_of` names the first send", body = SendResponse),
         (status = 400, description = "Invalid request; nothing written. A number no OTP may go to by this channel is `number_type_not_allowed` (premium-rate, shared-cost, satellite and other service numbers) or `not_mobile` (a fixed line asked for SMS)", body = super::error::ErrorEnvelope),
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
         (status = 402, description = "Insufficient credits; nothing written", body = super::error::ErrorEnvelope),

@@ -3,7 +3,9 @@
 //! key sends that code again, and the first message to arrive verifies, by
 //! the number or by either `id`, once; the attempts are counted across them.
 
-use otp_store::now_micros;
+use otp_domain::channel::{Channel, OtpOption};
+use otp_domain::credits::Cost;
+use otp_store::{AcceptError, NewOtp, ResendOf, ResendQuery, now_micros};
 use serde_json::{Value, json};
 
 use crate::both_backends;
@@ -59,8 +61,15 @@ async fn send_and_resend(app: &TestApp) -> (Value, Value) {
     assert_ne!(id_of(&first), id_of(&second), "a resend is a new record");
     assert_eq!(details(&first)["resend_of"], Value::Null);
     assert_eq!(details(&second)["resend_of"], id_of(&first));
-    assert_eq!(code_of(&second), code_of(&first), "the same code, sent again");
-    assert_eq!(details(&second)["expires_at"], details(&first)["expires_at"]);
+    assert_eq!(
+        code_of(&second),
+        code_of(&first),
+        "the same code, sent again"
+    );
+    assert_eq!(
+        details(&second)["expires_at"],
+        details(&first)["expires_at"]
+    );
     (first, second)
 }
 
@@ -294,6 +303,52 @@ both_backends! {
         assert_eq!(app.otp_count().await, 2, "the replay wrote nothing");
     }
 
+    async fn the_store_refuses_a_resend_of_a_code_verified_since_it_was_found(app) {
+        let first = app.send_ok(&text_send(NUMBER)).await;
+        let first_id = id_of(&first);
+        let record = app.store.otp(app.account_id, first_id).await.unwrap().unwrap();
+        let key_row = sql_i64s(&app, &format!("SELECT api_key_id FROM otps WHERE id = {first_id}")).await[0];
+        let head = app.store.resend_head(ResendQuery {
+            account_id: app.account_id,
+            api_key_id: key_row,
+            e164: record.e164.clone(),
+            max_attempts: 5,
+            now: now_micros(),
+        }).await.unwrap().expect("the live first send");
+        assert_eq!((head.id, head.otp.as_str()), (first_id, code_of(&first).as_str()));
+        // Verified between the lookup and the accepting transaction.
+        let (status, _) = verify(&app, &json!({"id": first_id, "otp": code_of(&first)})).await;
+        assert_eq!(status, 200);
+        let before = app.balance().await;
+        let now = now_micros();
+        let resend = NewOtp {
+            account_id: app.account_id,
+            api_key_id: Some(key_row),
+            phone_number: record.phone_number.clone(),
+            e164: record.e164.clone(),
+            template: record.template.clone(),
+            otp: head.otp.clone(),
+            otp_option: OtpOption::Generated,
+            channel: Channel::Text,
+            voice: None,
+            length_factor: None,
+            company_name: None,
+            segments: 1,
+            cost: Cost { sms: 1, phone: 0 },
+            created_at: now,
+            expires_at: head.expires_at,
+            spend_day: 0,
+            spend_day_ends: i64::MAX,
+            resend_of: Some(ResendOf { id: first_id, max_attempts: 5 }),
+        };
+        assert!(matches!(app.store.accept(resend).await, Err(AcceptError::ResendStale)));
+        assert_eq!(app.otp_count().await, 1, "nothing written");
+        assert_eq!(app.balance().await, before, "nothing charged");
+        // And the API, asked now, sends a new code.
+        let next = app.send_ok(&long_code(NUMBER)).await;
+        assert_eq!(details(&next)["resend_of"], Value::Null);
+    }
+
     async fn bad_input_while_a_code_is_live_changes_nothing(app) {
         let first = app.send_ok(&text_send(NUMBER)).await;
         let before = app.balance().await;
@@ -348,5 +403,18 @@ both_backends! {
         let body: Value = r.json().await.unwrap();
         assert_eq!(reason(&body), "rate_limited", "{body}");
         assert_eq!(app.otp_count().await, 5);
+    }
+}
+
+both_backends! {
+    async fn the_openapi_document_shows_the_resend_link(app) {
+        let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+        let schemas = &doc["components"]["schemas"];
+        for schema in ["SendDetails", "OtpItem"] {
+            assert!(schemas[schema]["properties"]["resend_of"].is_object(), "{schema}: {}", schemas[schema]);
+        }
+        let send = doc["paths"]["/api/v1/auths/send/otp/"]["post"]["responses"]["200"]["description"]
+            .as_str().unwrap();
+        assert!(send.contains("resend_of"), "{send}");
     }
 }
