@@ -349,6 +349,68 @@ both_backends! {
         assert_eq!(details(&next)["resend_of"], Value::Null);
     }
 
+    async fn concurrent_guesses_and_resends_count_every_wrong_guess_once_and_one_right_code_wins(app) {
+        let first = app.send_ok(&text_send(NUMBER)).await;
+        let code = code_of(&first);
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        let second = app.send_ok(&text_send(NUMBER)).await;
+        let ids = [id_of(&first), id_of(&second)];
+        // Wrong and right codes by every id and by number, with resends
+        // accepted at the same time.
+        let mut bodies = Vec::new();
+        for n in 0..12 {
+            let otp = if n % 3 == 0 { code.as_str() } else { wrong };
+            bodies.push(match n % 3 {
+                0 | 1 => json!({"id": ids[n % 2], "otp": otp}),
+                _ => json!({"number": NUMBER, "otp": otp}),
+            });
+        }
+        let guesses = futures_util::future::join_all(bodies.iter().map(|b| verify(&app, b)));
+        let resend = text_send(NUMBER);
+        let resends = futures_util::future::join_all((0..3).map(|_| app.send(&resend)));
+        let (replies, sent) = tokio::join!(guesses, resends);
+        let verified = replies.iter().filter(|(s, _)| *s == 200).count();
+        let wrong_counted = replies.iter().filter(|(_, b)| reason(b) == "invalid_otp").count() as i64;
+        for (status, body) in &replies {
+            assert!(
+                matches!((*status, reason(body)), (200, _) | (400, "invalid_otp") | (400, "max_attempts") | (404, "already_verified")),
+                "{status} {body}"
+            );
+        }
+        // A resend accepted after the code was verified starts a new chain,
+        // which the guesses by number then reach: count per chain.
+        let per_chain = sql_i64s(&app, "SELECT verify_attempts FROM otps WHERE resend_of IS NULL").await;
+        assert_eq!(per_chain.iter().sum::<i64>(), wrong_counted, "every wrong guess counted once, on a first record");
+        let unlike = sql_i64s(&app, "SELECT COUNT(*) FROM otps r JOIN otps h ON h.id = r.resend_of \
+            WHERE r.verify_attempts <> h.verify_attempts OR (r.verified_at IS NULL) <> (h.verified_at IS NULL)").await;
+        assert_eq!(unlike, [0], "every record of a chain shows its state");
+        assert!(verified <= 1, "at most one right code wins: {replies:?}");
+        let first_state = sql_i64s(&app, &format!(
+            "SELECT CAST(CASE WHEN verified_at IS NOT NULL THEN 1 WHEN verify_attempts >= 5 THEN 2 \
+             ELSE 0 END AS BIGINT) FROM otps WHERE id = {}", ids[0]
+        )).await;
+        assert_ne!(first_state, [0], "the right codes by id verified the chain unless it died first");
+        assert_eq!(verified == 1, first_state == [1], "{replies:?}");
+        // The resends either joined a chain and carry its code or, once the
+        // chain was verified or dead, started a new one.
+        let mut codes = std::collections::HashMap::from([(ids[0], code.clone())]);
+        let mut replies_sent = Vec::new();
+        for r in sent {
+            assert_eq!(r.status(), 200);
+            let reply: Value = r.json().await.unwrap();
+            codes.entry(id_of(&reply)).or_insert_with(|| code_of(&reply));
+            replies_sent.push(reply);
+        }
+        for reply in &replies_sent {
+            if let Some(of) = details(reply)["resend_of"].as_i64() {
+                assert_eq!(Some(&code_of(reply)), codes.get(&of), "{reply}");
+            }
+        }
+        assert_eq!(app.otp_count().await, 5);
+        let (sms, _) = app.balance().await;
+        assert_eq!(sms, 100 - 5);
+    }
+
     async fn bad_input_while_a_code_is_live_changes_nothing(app) {
         let first = app.send_ok(&text_send(NUMBER)).await;
         let before = app.balance().await;
