@@ -247,6 +247,10 @@ pub struct ResendQuery {
     pub e164: String,
     pub max_attempts: i64,
     pub now: Micros,
+    /// No record created at or before this can still be live (`now` less the
+    /// longest expiry a send may have), so the lookup reads only that window
+    /// of the number's history, however long it is.
+    pub created_after: Micros,
 }
 
 /// A chain's first record as the accepting transaction reads it (locked in

@@ -1199,7 +1199,7 @@ impl Store for PgStore {
                      SELECT COALESCE(n.resend_of, n.id) FROM otps n WHERE n.account_id = $1 \
                      AND n.e164 = $2 AND n.api_key_id = $3 AND n.otp_options = 'generated' \
                      AND n.verified_at IS NULL AND n.otp_hash IS NOT NULL AND n.expires_at > $4 \
-                     AND n.verify_attempts < $5 \
+                     AND n.verify_attempts < $5 AND n.created_at > $6 \
                      ORDER BY n.created_at DESC, n.account_seq DESC LIMIT 1) \
                      AND o.account_id = $1"
                 ),
@@ -1209,6 +1209,7 @@ impl Store for PgStore {
                     &q.api_key_id,
                     &q.now,
                     &q.max_attempts,
+                    &q.created_after,
                 ],
             )
             .await

@@ -1263,11 +1263,18 @@ impl Store for SqliteStore {
                     "SELECT {OTP_COLUMNS} FROM otps WHERE account_id = ?1 AND e164 = ?2 \
                      AND api_key_id = ?3 AND otp_options = 'generated' AND verified_at IS NULL \
                      AND otp_hash IS NOT NULL AND expires_at > ?4 AND verify_attempts < ?5 \
-                     ORDER BY created_at DESC, account_seq DESC LIMIT 1"
+                     AND created_at > ?6 ORDER BY created_at DESC, account_seq DESC LIMIT 1"
                 ))
                 .and_then(|mut s| {
                     s.query_row(
-                        params![q.account_id, q.e164, q.api_key_id, q.now, q.max_attempts],
+                        params![
+                            q.account_id,
+                            q.e164,
+                            q.api_key_id,
+                            q.now,
+                            q.max_attempts,
+                            q.created_after
+                        ],
                         otp_from_row,
                     )
                     .optional()

@@ -191,6 +191,7 @@ async fn resend_plan(
             e164: valid.number.e164().to_owned(),
             max_attempts: verify.max_attempts,
             now,
+            created_after: now - crate::codes::EXPIRY_RANGE.1 * 1_000_000,
         })
         .await?;
     Ok(head.map(|head| Plan {

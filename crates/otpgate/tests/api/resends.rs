@@ -314,6 +314,7 @@ both_backends! {
             e164: record.e164.clone(),
             max_attempts: 5,
             now: now_micros(),
+            created_after: 0,
         }).await.unwrap().expect("the live first send");
         assert_eq!((head.id, head.otp.as_str()), (first_id, code_of(&first).as_str()));
         // Verified between the lookup and the accepting transaction.
