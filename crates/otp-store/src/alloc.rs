@@ -491,6 +491,7 @@ mod tests {
             expires_at: 600_000_000,
             spend_day: 0,
             spend_day_ends: 86_400_000_000,
+            resend_of: None,
         }
     }
 

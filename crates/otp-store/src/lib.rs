@@ -33,6 +33,17 @@
 //! (SQLite: in the writer; PostgreSQL: under a row lock), so concurrent
 //! verifications of one code are counted exactly and at most one succeeds.
 //! [`Store::purge_codes`] drops the ciphers of long-expired codes.
+//!
+//! A resend repeats a live generated code: the caller finds the chain's first
+//! record ([`Store::resend_head`]) and sends its code with
+//! [`NewOtp::resend_of`]; the accepting transaction checks that the first
+//! record can still verify (PostgreSQL: under its row lock, taken before the
+//! account rows) and writes the new record with the first's expiry and
+//! attempt count and `resend_of` pointing to it. The first record holds the
+//! state the chain shares: [`Store::verify`] of any record of the chain decides
+//! on the first's attempts, expiry and verification (PostgreSQL: under the
+//! first's lock), and writes the outcome to every record of the chain, so
+//! each one shows it and the lookups by number need no join.
 
 pub mod alloc;
 mod migrate;
@@ -110,6 +121,11 @@ pub enum AcceptError {
     /// The idempotency key was used before with another body; nothing written.
     #[error("idempotency key reused with another body")]
     IdempotencyKeyReused,
+    /// A resend's code ([`NewOtp::resend_of`]) was verified, used up its
+    /// attempts or expired since the caller found it; nothing written. The
+    /// caller sends again with a new code.
+    #[error("the code a resend repeats can no longer verify")]
+    ResendStale,
     /// The store failed; nothing was written.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -183,6 +199,10 @@ pub trait Store: UserStore + WebhookStore + ReceiptStore + Send + Sync + 'static
     async fn list_otps(&self, query: &ListQuery) -> Result<OtpPage, StoreError>;
     /// One OTP of an account.
     async fn otp(&self, account: AccountId, id: i64) -> Result<Option<OtpRecord>, StoreError>;
+    /// The first record of the live generated code a send to the number
+    /// would repeat ([`ResendQuery`]), with its code read back; `None` when no
+    /// code can be repeated (none live, or its code cannot be read back).
+    async fn resend_head(&self, query: ResendQuery) -> Result<Option<OtpRecord>, StoreError>;
 
     /// Claims up to `limit` due jobs of a channel for `node` until `lease_until`.
     async fn claim_jobs(&self, claim: Claim) -> Result<Vec<ClaimedJob>, StoreError>;
@@ -368,5 +388,6 @@ pub(crate) fn sample_otp(account_id: AccountId) -> NewOtp {
         expires_at: now + 600_000_000,
         spend_day: 0,
         spend_day_ends: i64::MAX,
+        resend_of: None,
     }
 }

@@ -15,6 +15,7 @@ mod receipts;
 mod users;
 mod webhooks;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -28,7 +29,7 @@ use crate::alloc::{
 };
 use crate::migrate::{self, Migration};
 use crate::model::{
-    StoredCode, VerifyRow, VerifyStep, channel_from_str, first_refusal, option_from_str,
+    ChainHead, StoredCode, VerifyRow, VerifyStep, channel_from_str, first_refusal, option_from_str,
     verify_event,
 };
 use crate::webhooks::WebhookEvent;
@@ -123,10 +124,11 @@ fn monotonic_nanos() -> u64 {
 const OTP_COLUMNS: &str = "id, account_id, account_seq, phone_number, e164, template, message, \
      code_salt, otp_options, channel, voice_input, length_factor, company_name, segments, \
      credits_used, status, status_at, error, provider_message_id, created_at, route, error_code, \
-     delivered_at, refunded, otp_cipher, key_id, expires_at, verified_at, verify_attempts";
+     delivered_at, refunded, otp_cipher, key_id, expires_at, verified_at, verify_attempts, \
+     resend_of";
 
 const VERIFY_COLUMNS: &str =
-    "id, e164, code_salt, otp_hash, expires_at, verify_attempts, verified_at";
+    "id, e164, code_salt, otp_hash, expires_at, verify_attempts, verified_at, resend_of";
 
 const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, phone_credits, otp_count, created_at";
 
@@ -561,6 +563,41 @@ fn accept_batch(
             }
         }
     }
+    let mut heads: HashMap<i64, ChainHead> = HashMap::new();
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT id, account_id, api_key_id, e164, otp_options, resend_of, \
+                 otp_hash IS NOT NULL, expires_at, verify_attempts, verified_at \
+                 FROM otps WHERE id = ?1",
+            )
+            .map_err(map_err)?;
+        for resend in otps.iter().filter_map(|s| s.otp.resend_of) {
+            if heads.contains_key(&resend.id) {
+                continue;
+            }
+            let found = stmt
+                .query_row([resend.id], |r| {
+                    Ok(ChainHead {
+                        id: r.get(0)?,
+                        account_id: r.get(1)?,
+                        api_key_id: r.get(2)?,
+                        e164: r.get(3)?,
+                        generated: r.get::<_, String>(4)? == "generated",
+                        resend_of: r.get(5)?,
+                        has_code: r.get(6)?,
+                        expires_at: r.get(7)?,
+                        attempts: r.get(8)?,
+                        verified_at: r.get(9)?,
+                    })
+                })
+                .optional()
+                .map_err(map_err)?;
+            if let Some(head) = found {
+                heads.insert(head.id, head);
+            }
+        }
+    }
     let mut keys = Keys::default();
     {
         let mut stmt = tx
@@ -606,9 +643,9 @@ fn accept_batch(
             "INSERT INTO otps (account_id, account_seq, api_key_id, phone_number, e164, template, \
              message, otp_options, channel, voice_input, length_factor, company_name, \
              segments, credits_used, status, status_at, created_at, code_salt, otp_hash, otp_cipher, \
-             key_id, expires_at) \
+             key_id, expires_at, resend_of, verify_attempts) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'queued', ?15, ?15, \
-             ?16, ?17, ?18, ?19, ?20)",
+             ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
         )
         .map_err(map_err)?;
     let mut insert_job = tx
@@ -652,6 +689,17 @@ fn accept_batch(
                 continue;
             }
         }
+        // A resend takes the expiry and the attempts its chain shares.
+        let chain = match &otp.resend_of {
+            None => None,
+            Some(resend) => match heads.get(&resend.id).filter(|h| h.admits(otp, resend)) {
+                Some(head) => Some((head.id, head.expires_at, head.attempts)),
+                None => {
+                    results.push(Err(AcceptError::ResendStale));
+                    continue;
+                }
+            },
+        };
         let taken = match recent
             .check(otp, limits)
             .and_then(|()| key_rates.check(otp, limits))
@@ -686,7 +734,9 @@ fn accept_batch(
                 &code.hash[..],
                 code.cipher,
                 code.key_id,
-                otp.expires_at,
+                chain.map_or(otp.expires_at, |c| c.1),
+                chain.map(|c| c.0),
+                chain.map_or(0, |c| c.2),
             ])
             .map_err(map_err)?;
         let id = tx.last_insert_rowid();
@@ -846,6 +896,7 @@ fn otp_from_row(r: &Row<'_>) -> rusqlite::Result<OtpRow> {
         expires_at: r.get(26)?,
         verified_at: r.get(27)?,
         verify_attempts: r.get(28)?,
+        resend_of: r.get(29)?,
     };
     Ok((record, code))
 }
@@ -1204,6 +1255,42 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn resend_head(&self, q: ResendQuery) -> Result<Option<OtpRecord>, StoreError> {
+        let vault = self.vault.clone();
+        self.read(move |c| {
+            let newest = c
+                .prepare_cached(&format!(
+                    "SELECT {OTP_COLUMNS} FROM otps WHERE account_id = ?1 AND e164 = ?2 \
+                     AND api_key_id = ?3 AND otp_options = 'generated' AND verified_at IS NULL \
+                     AND otp_hash IS NOT NULL AND expires_at > ?4 AND verify_attempts < ?5 \
+                     AND created_at > ?6 ORDER BY created_at DESC, account_seq DESC LIMIT 1"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![
+                            q.account_id,
+                            q.e164,
+                            q.api_key_id,
+                            q.now,
+                            q.max_attempts,
+                            q.created_after
+                        ],
+                        otp_from_row,
+                    )
+                    .optional()
+                })
+                .map_err(map_err)?;
+            let head = match newest.as_ref().and_then(|(record, _)| record.resend_of) {
+                Some(first) => otp_by_id(c, first)?.filter(|(h, _)| h.account_id == q.account_id),
+                None => newest,
+            };
+            Ok(reveal(&vault, head.into_iter().collect())
+                .pop()
+                .filter(OtpRecord::code_is_known))
+        })
+        .await
+    }
+
     async fn claim_jobs(&self, claim: Claim) -> Result<Vec<ClaimedJob>, StoreError> {
         let claimed = self
             .write(move |tx| {
@@ -1359,6 +1446,7 @@ fn verify_row(r: &Row<'_>) -> rusqlite::Result<VerifyRow> {
         expires_at: r.get(4)?,
         attempts: r.get(5)?,
         verified_at: r.get(6)?,
+        resend_of: r.get(7)?,
     })
 }
 
@@ -1421,12 +1509,33 @@ fn verify_in(
     let Some(row) = row else {
         return Ok(VerifyOutcome::NotFound);
     };
+    // A resend is checked against the state its chain shares, kept on the
+    // first record; every write below goes to the whole chain.
+    let head = row.head();
+    let row = match row.resend_of {
+        None => row,
+        Some(first) => {
+            let shared = tx
+                .prepare_cached(&format!("SELECT {VERIFY_COLUMNS} FROM otps WHERE id = ?1"))
+                .and_then(|mut s| s.query_row([first], verify_row).optional())
+                .map_err(map_err)?
+                .ok_or_else(|| StoreError::Internal("a resend's first record is missing".into()))?;
+            row.sharing(&shared)
+        }
+    };
     let (outcome, recorded) = match row.step(req, vault) {
         VerifyStep::Verify => {
+            // The records whose message failed keep that status (and their
+            // refund); all stop verifying.
             tx.prepare_cached(
-                "UPDATE otps SET verified_at = ?2, status = 'verified', status_at = ?2 WHERE id = ?1",
+                "UPDATE otps SET verified_at = ?2, \
+                 status = CASE WHEN id = ?3 OR status IN ('queued', 'sent', 'delivered') \
+                 THEN 'verified' ELSE status END, \
+                 status_at = CASE WHEN id = ?3 OR status IN ('queued', 'sent', 'delivered') \
+                 THEN ?2 ELSE status_at END \
+                 WHERE id = ?1 OR resend_of = ?1",
             )
-            .and_then(|mut s| s.execute(params![row.id, req.now]))
+            .and_then(|mut s| s.execute(params![head, req.now, row.id]))
             .map_err(map_err)?;
             (
                 VerifyOutcome::Verified {
@@ -1442,8 +1551,13 @@ fn verify_in(
                     "UPDATE otps SET verify_attempts = verify_attempts + 1 WHERE id = ?1 \
                      RETURNING verify_attempts",
                 )
-                .and_then(|mut s| s.query_row([row.id], |r| r.get(0)))
+                .and_then(|mut s| s.query_row([head], |r| r.get(0)))
                 .map_err(map_err)?;
+            tx.prepare_cached(
+                "UPDATE otps SET verify_attempts = ?2 WHERE resend_of = ?1 AND verify_attempts <> ?2",
+            )
+            .and_then(|mut s| s.execute(params![head, attempts]))
+            .map_err(map_err)?;
             (
                 VerifyOutcome::WrongCode {
                     id: row.id,
@@ -1458,7 +1572,7 @@ fn verify_in(
                     "UPDATE otps SET verify_refusals = verify_refusals + 1 WHERE id = ?1 \
                      RETURNING verify_refusals",
                 )
-                .and_then(|mut s| s.query_row([row.id], |r| r.get(0)))
+                .and_then(|mut s| s.query_row([head], |r| r.get(0)))
                 .map_err(map_err)?;
             (outcome, first_refusal(refusals))
         }

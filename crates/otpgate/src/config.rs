@@ -350,6 +350,13 @@ pub struct VerifyConfig {
     /// the code a login checks) or `account` (any of the account's). A
     /// verification by `id` may name any OTP of the account either way.
     pub number_scope: NumberScope,
+    /// A generated-code send to a number that has a live (unexpired,
+    /// unverified, not dead) generated code sent under the same API key is a
+    /// resend: it sends that code again, with its expiry, and the two share one
+    /// attempt counter, so whichever message arrives first verifies. False:
+    /// every send gets a new code and verification by number checks the
+    /// newest.
+    pub resend_same_code: bool,
 }
 
 /// Which OTPs a verification by number considers.
@@ -374,6 +381,7 @@ impl Default for VerifyConfig {
             per_number_window_seconds: 60,
             per_account_rps: 100,
             number_scope: NumberScope::Key,
+            resend_same_code: true,
         }
     }
 }
@@ -897,6 +905,16 @@ mod tests {
             .merge(Toml::string("[verify]\nnumber_scope = \"everyone\""))
             .extract::<Config>();
         assert!(bad.is_err(), "an unknown scope is refused");
+    }
+
+    #[test]
+    fn resends_repeat_the_live_code_unless_turned_off() {
+        assert!(Config::default().verify.resend_same_code);
+        let config: Config = Figment::new()
+            .merge(Toml::string("[verify]\nresend_same_code = false"))
+            .extract()
+            .unwrap();
+        assert!(!config.verify.resend_same_code);
     }
 
     #[test]

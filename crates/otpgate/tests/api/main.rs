@@ -22,6 +22,7 @@ mod ops;
 mod php_client;
 mod production;
 mod pypi_client;
+mod resends;
 mod scopes;
 mod send;
 mod smpp_settings;
