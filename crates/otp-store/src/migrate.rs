@@ -86,6 +86,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "api_key_copies",
         sql: include_str!("../migrations/sqlite/0015_api_key_copies.sql"),
     },
+    Migration {
+        version: 16,
+        name: "retention",
+        sql: include_str!("../migrations/sqlite/0016_retention.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -163,6 +168,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 15,
         name: "api_key_copies",
         sql: include_str!("../migrations/postgres/0015_api_key_copies.sql"),
+    },
+    Migration {
+        version: 16,
+        name: "retention",
+        sql: include_str!("../migrations/postgres/0016_retention.sql"),
     },
 ];
 

@@ -17,6 +17,7 @@ mod logins;
 mod neighbours;
 mod ops;
 mod production;
+mod retention;
 mod scopes;
 mod send;
 mod smpp_settings;
