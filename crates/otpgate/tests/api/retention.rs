@@ -460,6 +460,27 @@ async fn a_backup_taken_under_load_restores_to_a_working_service() {
     assert!(!over.status.success());
     assert!(String::from_utf8_lossy(&over.stderr).contains("--replace"));
 
+    // --replace writes over a database (the original here, its server
+    // stopped), through SQLite, whatever WAL lies beside it.
+    let replaced = otpgate()
+        .args([
+            "restore",
+            copy.to_str().unwrap(),
+            "--replace",
+            "--database-url",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        replaced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replaced.stderr)
+    );
+    let back: i64 = sqlite_at(&db)
+        .query_row("SELECT COUNT(*) FROM otps", [], |r| r.get(0))
+        .unwrap();
+
     let c = sqlite_at(&restored);
     let check: String = c
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -479,6 +500,7 @@ async fn a_backup_taken_under_load_restores_to_a_working_service() {
     );
     // Consistent: the counter, the OTPs, the balance and the ledger agree.
     assert_eq!(newest, in_copy);
+    assert_eq!(back, in_copy);
     for (id, balance, ledger) in balances(&c) {
         assert_eq!(balance, ledger, "account {id}");
         if id == account {
