@@ -330,9 +330,36 @@ async fn old_codes_and_login_counters_go_on_their_own_clocks(backend: Backend) {
     app.stop().await;
 }
 
+async fn the_server_purges_on_its_own_every_interval(backend: Backend) {
+    let app = spawn_app_with(backend, |c| {
+        c.retention.interval_seconds = Some(1);
+        c.auth.login_window_seconds = 1;
+    })
+    .await;
+    let r = app
+        .client
+        .post(app.url("/api/v1/auths/login/"))
+        .json(&json!({ "email": "nobody@example.com", "password": "wrong password here" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let mut polls = 0;
+    while sql_i64s(&app, "SELECT COUNT(*) FROM login_attempts").await != [0] {
+        polls += 1;
+        assert!(
+            polls < 400,
+            "the purge loop never removed the ended login window"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
+
 for_each_backend!(
     a_purge_under_load_loses_nothing_live_and_keeps_balances_exact,
     old_codes_and_login_counters_go_on_their_own_clocks,
+    the_server_purges_on_its_own_every_interval,
 );
 
 fn sqlite_at(db: &str) -> rusqlite::Connection {
