@@ -32,7 +32,9 @@
 //! [`Store::verify`] checks a code and counts the attempt in one transaction
 //! (SQLite: in the writer; PostgreSQL: under a row lock), so concurrent
 //! verifications of one code are counted exactly and at most one succeeds.
-//! [`Store::purge_codes`] drops the ciphers of long-expired codes.
+//! [`Store::purge_codes`] drops the ciphers of long-expired codes, and
+//! [`RetentionStore::purge_expired_rows`] whole OTPs and other rows past their
+//! retention ([`retention`]).
 //!
 //! A resend repeats a live generated code: the caller finds the chain's first
 //! record ([`Store::resend_head`]) and sends its code with
@@ -50,6 +52,7 @@ mod migrate;
 mod model;
 pub mod postgres;
 pub mod receipts;
+pub mod retention;
 pub mod sqlite;
 pub mod users;
 pub mod webhooks;
@@ -59,6 +62,7 @@ use std::sync::Arc;
 pub use model::*;
 use otp_domain::vault::CodeVault;
 pub use receipts::{ReceiptStore, UnmatchedReceipt};
+pub use retention::{PurgeReport, RetentionRules, RetentionStore};
 pub use users::{
     KeyCopy, LoginGate, LoginPolicy, LoginScope, NewUser, Session, User, UserKey, UserStore,
 };
@@ -134,7 +138,9 @@ pub enum AcceptError {
 /// The persistence the service needs. Implementations must be safe to share across
 /// tasks and, for PostgreSQL, across processes.
 #[async_trait::async_trait]
-pub trait Store: UserStore + WebhookStore + ReceiptStore + Send + Sync + 'static {
+pub trait Store:
+    UserStore + WebhookStore + ReceiptStore + RetentionStore + Send + Sync + 'static
+{
     /// Which backend this is ("sqlite" or "postgres"), for logs and metrics.
     fn backend(&self) -> &'static str;
     /// Checks that the database answers.

@@ -91,6 +91,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "resends",
         sql: include_str!("../migrations/sqlite/0016_resends.sql"),
     },
+    Migration {
+        version: 17,
+        name: "retention",
+        sql: include_str!("../migrations/sqlite/0017_retention.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -173,6 +178,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 16,
         name: "resends",
         sql: include_str!("../migrations/postgres/0016_resends.sql"),
+    },
+    Migration {
+        version: 17,
+        name: "retention",
+        sql: include_str!("../migrations/postgres/0017_retention.sql"),
     },
 ];
 

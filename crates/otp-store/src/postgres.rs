@@ -15,6 +15,7 @@
 //! end.
 
 mod receipts;
+mod retention;
 mod users;
 mod webhooks;
 
@@ -1124,18 +1125,19 @@ impl Store for PgStore {
         }
         let offset = q.offset.min(i64::MAX as u64) as i64;
         let (count, bound, skip) = if q.is_unfiltered() {
-            // Gapless per-account numbers turn any offset into an index bound.
-            let count: i64 = tx
+            // Gapless per-account numbers (past the retention purge's mark)
+            // turn any offset into an index bound.
+            let (newest, purged): (i64, i64) = tx
                 .query_opt(
-                    "SELECT otp_count FROM accounts WHERE id = $1",
+                    "SELECT otp_count, otp_purged_through FROM accounts WHERE id = $1",
                     &[&q.account_id],
                 )
                 .await
                 .map_err(pg_err)?
-                .map(|r| r.get(0))
-                .unwrap_or(0);
-            let bound = q.before_seq.unwrap_or(count.saturating_sub(offset) + 1);
-            (count, Some(bound), 0)
+                .map(|r| (r.get(0), r.get(1)))
+                .unwrap_or((0, 0));
+            let bound = q.before_seq.unwrap_or(newest.saturating_sub(offset) + 1);
+            (newest - purged, Some(bound), 0)
         } else {
             let count: i64 = match q.known_count {
                 Some(n) => n.min(i64::MAX as u64) as i64,

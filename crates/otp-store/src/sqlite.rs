@@ -12,8 +12,11 @@
 //! without end.
 
 mod receipts;
+mod retention;
 mod users;
 mod webhooks;
+
+pub use retention::{CopyReport, backup, restore};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -1852,15 +1855,19 @@ fn list_otps_in(c: &Connection, q: &ListQuery) -> Result<(u64, Vec<OtpRow>), Sto
     }
     let offset = q.offset.min(i64::MAX as u64) as i64;
     let (count, bound, skip) = if q.is_unfiltered() {
-        // Every OTP of an account has a gapless number 1..=otp_count, so an offset
-        // maps straight to a bound on that number: O(log n) however deep the page.
-        let count: i64 = c
-            .prepare_cached("SELECT otp_count FROM accounts WHERE id = ?1")
-            .and_then(|mut s| s.query_row([q.account_id], |r| r.get(0)).optional())
+        // The OTPs left of an account have gapless numbers from past the
+        // retention purge's mark to otp_count, so an offset maps straight to a
+        // bound on that number: O(log n) however deep the page.
+        let (newest, purged): (i64, i64) = c
+            .prepare_cached("SELECT otp_count, otp_purged_through FROM accounts WHERE id = ?1")
+            .and_then(|mut s| {
+                s.query_row([q.account_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
             .map_err(map_err)?
-            .unwrap_or(0);
-        let bound = q.before_seq.unwrap_or(count.saturating_sub(offset) + 1);
-        (count, Some(bound), 0)
+            .unwrap_or((0, 0));
+        let bound = q.before_seq.unwrap_or(newest.saturating_sub(offset) + 1);
+        (newest - purged, Some(bound), 0)
     } else {
         let count: i64 = match q.known_count {
             Some(n) => n.min(i64::MAX as u64) as i64,

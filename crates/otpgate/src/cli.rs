@@ -1,5 +1,5 @@
-//! The `otpgate` command line: `serve`, `migrate`, and the account, credit, key
-//! and user administration commands. Every command reads the same configuration as
+//! The `otpgate` command line: `serve`, `migrate`, `backup`, `restore`, and the
+//! account, credit, key and user administration commands. Every command reads the same configuration as
 //! `serve`, so `--database-url` or `OTPGATE_DATABASE_URL` points them all at one
 //! store.
 
@@ -66,6 +66,20 @@ enum Command {
     /// Manage accounts' webhooks (URL and signing secret).
     #[command(subcommand)]
     Webhooks(WebhooksCmd),
+    /// Copy the SQLite database to FILE while the service runs (consistent,
+    /// checked); for PostgreSQL use pg_dump.
+    Backup {
+        /// A new file.
+        file: PathBuf,
+    },
+    /// Put a backup made by `otpgate backup` in place of the SQLite database.
+    /// Stop every otpgate using it first.
+    Restore {
+        file: PathBuf,
+        /// Overwrite an existing database.
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -220,6 +234,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys(&open_store(&config).await?, cmd).await,
         Command::Users(cmd) => users(&config, cmd).await,
         Command::Webhooks(cmd) => webhooks(&config, cmd).await,
+        Command::Backup { file } => {
+            tokio::task::spawn_blocking(move || crate::backup::backup(&config, &file)).await?
+        }
+        Command::Restore { file, replace } => {
+            tokio::task::spawn_blocking(move || crate::backup::restore(&config, &file, replace))
+                .await?
+        }
     }
 }
 

@@ -44,8 +44,10 @@ pub struct Config {
     pub mode: Mode,
     /// Keys for codes at rest.
     pub secrets: SecretsConfig,
-    /// Checking codes, and how long codes are kept.
+    /// Checking codes.
     pub verify: VerifyConfig,
+    /// How long OTPs and other rows are kept before the purge removes them.
+    pub retention: RetentionConfig,
     /// Abuse protection on sends.
     pub limits: LimitsConfig,
     /// Users' logins and the tokens they get.
@@ -114,6 +116,7 @@ impl Default for Config {
             mode: Mode::default(),
             secrets: SecretsConfig::default(),
             verify: VerifyConfig::default(),
+            retention: RetentionConfig::default(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             admin: AdminConfig::default(),
@@ -331,11 +334,10 @@ pub struct VerifyConfig {
     pub max_attempts: i64,
     /// How long codes stay verifiable when a send names no `expiry_seconds`.
     pub default_expiry_seconds: i64,
-    /// How long after expiry the encrypted code is kept (the list shows it)
-    /// before it is purged (the list shows it masked).
-    pub retention_seconds: i64,
-    /// How often the purge runs.
-    pub purge_interval_seconds: u64,
+    /// The old name of `retention.code_seconds`, still read.
+    pub retention_seconds: Option<i64>,
+    /// The old name of `retention.interval_seconds`, still read.
+    pub purge_interval_seconds: Option<u64>,
     /// Most verifications of one number (or one OTP `id`) per account within
     /// `per_number_window_seconds`, on this node; 0 turns it off. Over it: 429
     /// `verify_rate_limited`, nothing counted against the code.
@@ -375,8 +377,8 @@ impl Default for VerifyConfig {
         VerifyConfig {
             max_attempts: 5,
             default_expiry_seconds: 600,
-            retention_seconds: 86_400,
-            purge_interval_seconds: 60,
+            retention_seconds: None,
+            purge_interval_seconds: None,
             per_number_max: 10,
             per_number_window_seconds: 60,
             per_account_rps: 100,
@@ -396,6 +398,43 @@ impl VerifyConfig {
             )
             .unwrap_or(i64::MAX),
             per_account_rps: self.per_account_rps,
+        }
+    }
+}
+
+/// `[retention]`: how long rows are kept (see `crate::retention`). Every node
+/// runs the purge; on PostgreSQL they share the work without repeating it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// How long an OTP is kept after its last status change, with its delivery
+    /// job, status history, carrier message ids, webhook deliveries and
+    /// idempotency record; 0 keeps OTPs for ever. Live OTPs stay whatever
+    /// their age. The ledger is never purged.
+    pub otp_seconds: u64,
+    /// How long after expiry the encrypted code is kept (the list shows it)
+    /// before it is purged (the list shows it masked). Unset:
+    /// `verify.retention_seconds`, else 86,400.
+    pub code_seconds: Option<i64>,
+    /// How long an `Idempotency-Key` record is kept: at least the 24 hours a
+    /// key answers for, at most `otp_seconds` (a replay needs its OTP).
+    pub idempotency_seconds: u64,
+    /// How often each node runs the purge. Unset:
+    /// `verify.purge_interval_seconds`, else 60.
+    pub interval_seconds: Option<u64>,
+    /// Most rows removed per transaction, so that a large purge never holds
+    /// sends up for long.
+    pub chunk: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            otp_seconds: 90 * 86_400,
+            code_seconds: None,
+            idempotency_seconds: 86_400,
+            interval_seconds: None,
+            chunk: 500,
         }
     }
 }

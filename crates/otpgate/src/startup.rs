@@ -39,6 +39,7 @@ pub struct Application {
     admin_listener: Option<TcpListener>,
     state: AppState,
     first_key: Option<String>,
+    retention: crate::retention::Retention,
 }
 
 /// Opens the store the configuration names, for commands that never read or
@@ -74,6 +75,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let tz = config.timezone()?;
         let vault = crate::codes::load_vault(&config).context("loading the code keys")?;
+        let retention = crate::retention::Retention::from_config(&config)?;
         let users = crate::users::UserAuth::load(&config).context("loading the login settings")?;
         let store = open_store_with(&config, Arc::new(vault)).await?;
         let first_key = if config.creates_demo_account() {
@@ -120,6 +122,7 @@ impl Application {
             admin_listener,
             state,
             first_key,
+            retention,
         })
     }
 
@@ -151,6 +154,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let retention = self.retention;
         let state = self.state;
         let config = state.config.clone();
         let drivers = state.drivers.clone();
@@ -179,9 +183,9 @@ impl Application {
             workers.push(tokio::spawn(dispatcher.run(stop)));
         }
         let flusher = tokio::spawn(flush_last_used(state.clone(), stop.clone()));
-        let purger = tokio::spawn(crate::codes::purge_loop(
+        let purger = tokio::spawn(crate::retention::purge_loop(
             state.store.clone(),
-            config.clone(),
+            retention,
             stop.clone(),
         ));
         let webhooks = tokio::spawn(

@@ -11,7 +11,7 @@
 //! offset (not a link) costs a scan of the matching rows.
 //! A caller only ever sees its own account's records.
 //!
-//! `otp` is the code, decrypted, until its cipher is purged (`verify.retention_seconds`
+//! `otp` is the code, decrypted, until its cipher is purged (`retention.code_seconds`
 //! after it expires); then, or always with `api.hide_codes` (by default in
 //! production mode), it is `******` and the message shows `******` in its place.
 

@@ -23,6 +23,7 @@ mod php_client;
 mod production;
 mod pypi_client;
 mod resends;
+mod retention;
 mod scopes;
 mod send;
 mod smpp_settings;
