@@ -79,7 +79,7 @@ pub struct Config {
 }
 
 /// One carrier route (`[[routes]]`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Unique name, used in metrics, `/readyz` and receipts matching.

@@ -15,6 +15,10 @@
 //! - [`throttle`]: per-node limits on verifications and on concurrent lists.
 //! - [`webhooks`]: signed event deliveries to each account's URL, with retries,
 //!   and the sweep that reports codes expired unverified.
+//! - [`control`]: run-time control: routes and limits replaced on `SIGHUP`,
+//!   routes paused, resumed and drained.
+//! - [`check`]: `otpgate check-config` (every problem of a file at once) and
+//!   `otpgate doctor` (what a node needs, one line per check).
 //! - [`cli`]: the `otpgate` command line.
 //!
 //! Domain rules (numbers, codes, templates, segments, credits) live in `otp-domain`;
@@ -22,9 +26,11 @@
 
 pub mod api;
 pub mod auth;
+pub mod check;
 pub mod cli;
 pub mod codes;
 pub mod config;
+pub mod control;
 pub mod delivery;
 pub mod metrics;
 pub mod server;

@@ -34,6 +34,15 @@ pub struct AppState {
     pub verify_limits: Arc<VerifyLimiter>,
     /// List queries running at once per account (`api.max_concurrent_lists`).
     pub list_slots: Arc<ListSlots>,
+    /// Routes and limits that change without a restart (see `crate::control`).
+    pub runtime: Arc<crate::control::Runtime>,
+}
+
+impl AppState {
+    /// `[limits]` now in force: a reload replaces what `config` started with.
+    pub fn limits(&self) -> Arc<crate::config::LimitsConfig> {
+        self.runtime.limits()
+    }
 }
 
 /// One wake-up per channel, so a text send never wakes only the voice worker.

@@ -8,6 +8,7 @@ mod admin;
 mod auth;
 mod cli;
 mod concurrency;
+mod control;
 mod delivery;
 mod durability;
 mod edge;
