@@ -182,6 +182,15 @@ fn problems_of(config: &Config) -> Vec<String> {
         }
     };
     note(config.timezone().map(|_| ()));
+    let url = config.database_url.expose();
+    if !["sqlite://", "sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+    {
+        note(Err(anyhow::anyhow!(
+            "database_url must start with sqlite:// or postgres://"
+        )));
+    }
     note(
         tracing_subscriber::EnvFilter::try_new(&config.log.level)
             .map(|_| ())

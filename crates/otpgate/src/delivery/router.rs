@@ -241,7 +241,20 @@ impl Driver for Router {
             .iter()
             .flat_map(|r| {
                 let state = r.control.state();
-                r.driver.health().into_iter().map(move |mut h| {
+                let mut health = r.driver.health();
+                if health.is_empty() && state != RouteState::Active {
+                    // An HTTP route keeps no connection to show, but its pause
+                    // must show.
+                    health.push(RouteHealth {
+                        route: r.name.clone(),
+                        connection: String::new(),
+                        status: "ready".into(),
+                        detail: None,
+                        in_flight: r.control.in_flight(),
+                        state: "active",
+                    });
+                }
+                health.into_iter().map(move |mut h| {
                     h.state = state.as_str();
                     h
                 })

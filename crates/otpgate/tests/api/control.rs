@@ -466,3 +466,62 @@ async fn doctor_checks_the_store_each_smsc_and_the_clock_one_line_each(backend: 
 }
 
 for_each_backend!(doctor_checks_the_store_each_smsc_and_the_clock_one_line_each);
+
+async fn routes_view(app: &TestApp) -> Value {
+    admin(app, "GET", "/admin/v1/routes/").await.1["data"].clone()
+}
+
+async fn a_drain_finishes_in_flight_then_pauses_and_another_route_takes_over(backend: Backend) {
+    // The first SMSC answers each submit_sm 1.5 s late: a delivery stays in flight.
+    let slow = Smsc::start(&["--resp-delay-ms", "1500"]);
+    let other = Smsc::start(&[]);
+    let mut first = smpp_route(slow.port, "secret");
+    first.name = "slow".into();
+    first.prefixes = vec!["+977985".into()];
+    let mut second = smpp_route(other.port, "secret");
+    second.name = "other".into();
+    let app = spawn_app_with(backend, move |c| {
+        configure(c);
+        c.routes = vec![first, second];
+    })
+    .await;
+    wait_until("both binds", || {
+        slow.events("bind").len() == 1 && other.events("bind").len() == 1
+    })
+    .await;
+
+    let in_flight = id_of(&app.send_ok(&text_send("9851023201")).await);
+    wait_until("the submit_sm at the slow SMSC", || {
+        !slow.events("submit_sm").is_empty()
+    })
+    .await;
+    let (_, drained) = admin(&app, "POST", "/admin/v1/routes/slow/drain/").await;
+    assert_eq!(drained["data"]["state"], "draining", "{drained}");
+    assert_eq!(drained["data"]["in_flight"], 1);
+    assert_eq!(readyz_state(&app).await, "draining");
+
+    // Meanwhile a number both routes serve goes through the other one.
+    let rerouted = id_of(&app.send_ok(&text_send("9851023202")).await);
+    let record = app.wait_for_status(rerouted, "sent").await;
+    assert_eq!(record.route.as_deref(), Some("other"));
+
+    // The delivery in flight finishes on the slow route, which is then paused.
+    let record = app.wait_for_status(in_flight, "sent").await;
+    assert_eq!(record.route.as_deref(), Some("slow"));
+    let mut state = String::new();
+    for _ in 0..200 {
+        state = routes_view(&app).await[0]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if state == "paused" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(state, "paused", "a drained route ends paused");
+    assert_eq!(slow.events("submit_sm").len(), 1);
+    app.stop().await;
+}
+
+for_each_backend!(a_drain_finishes_in_flight_then_pauses_and_another_route_takes_over);
