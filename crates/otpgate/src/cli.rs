@@ -436,15 +436,11 @@ impl ReloadSource {
 
 /// Reloads the configuration at each `SIGHUP` (see `crate::control`).
 #[cfg(unix)]
-async fn reload_on_hangup(state: crate::state::AppState, source: ReloadSource) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP: reloads are off");
-            return;
-        }
-    };
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    state: crate::state::AppState,
+    source: ReloadSource,
+) {
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the configuration");
         let result = match source.load() {
@@ -462,6 +458,10 @@ async fn reload_on_hangup(state: crate::state::AppState, source: ReloadSource) {
 }
 
 async fn serve(config: Config, reload: ReloadSource) -> anyhow::Result<()> {
+    // Taken before anything else: a SIGHUP's default action ends the process.
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP (configuration reloads)")?;
     let app = Application::build(config).await?;
     if let Some(key) = app.first_key() {
         // Printed once, on the console only; it is never logged.
@@ -471,7 +471,7 @@ async fn serve(config: Config, reload: ReloadSource) -> anyhow::Result<()> {
     }
     println!("otpgate listening on http://{}", app.local_addr());
     #[cfg(unix)]
-    tokio::spawn(reload_on_hangup(app.state().clone(), reload));
+    tokio::spawn(reload_on_hangup(hangups, app.state().clone(), reload));
     #[cfg(not(unix))]
     drop(reload);
     app.run_until_stopped(shutdown_signal()).await
