@@ -118,6 +118,14 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A failed test leaves no server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One `[[routes]]` table to an SMSC peer (system id `otpgate`, password
 /// `secret`), PDU tracing on so that a `debug` level shows the PDUs.
 fn smpp_table(name: &str, port: u16, prefix: Option<&str>) -> String {
