@@ -533,3 +533,54 @@ async fn a_drain_finishes_in_flight_then_pauses_and_another_route_takes_over(bac
 }
 
 for_each_backend!(a_drain_finishes_in_flight_then_pauses_and_another_route_takes_over);
+
+#[test]
+fn doctor_fails_on_missing_production_secrets_and_a_missing_espeak_ng_for_a_voice_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("otpgate.toml");
+    let write = |espeak: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "mode = \"production\"\nadmin_listen = \"\"\n\
+                 database_url = \"sqlite://{db}\"\n\
+                 [delivery]\nlease_seconds = 600\n\
+                 [voice]\nespeak_program = \"{espeak}\"\n\
+                 [[routes]]\nname = \"trunk\"\nchannel = \"voice\"\ndriver = \"sip\"\n\
+                 [routes.sip]\nproxy = \"127.0.0.1:5060\"\nlocal_ip = \"127.0.0.1\"\n\
+                 domain = \"example.com\"\n",
+                db = dir.path().join("otpgate.db").display(),
+            ),
+        )
+        .unwrap();
+    };
+    write("/nonexistent/espeak-ng");
+    let (code, out) = run_with_status(&["doctor"], Some(&file));
+    assert_eq!(code, 1, "{out}");
+    for line in [
+        "ok   config:",
+        "FAIL store:",
+        "FAIL secrets:",
+        "FAIL espeak-ng:",
+        "ok   clock:",
+    ] {
+        assert_eq!(out.matches(line).count(), 1, "one {line:?} line in:\n{out}");
+    }
+    let secrets = out
+        .lines()
+        .find(|l| l.starts_with("FAIL secrets:"))
+        .unwrap();
+    assert!(
+        secrets.contains("secrets.hmac_key") && secrets.contains("auth.token_secret"),
+        "{secrets}"
+    );
+
+    write("espeak-ng");
+    let (code, out) = run_with_status(&["doctor"], Some(&file));
+    assert_eq!(code, 1, "the secrets are still missing: {out}");
+    assert_eq!(
+        out.matches("ok   espeak-ng:").count(),
+        1,
+        "espeak-ng is installed (scripts/install-test-deps.sh): {out}"
+    );
+}
