@@ -162,11 +162,12 @@ fn view(channel: Channel, route: &Route) -> RouteView {
 }
 
 /// Shuts a route that left the configuration down once its deliveries in
-/// flight are done (at most a job lease later: the jobs are another node's
-/// or another attempt's by then).
-async fn retire(route: Arc<Route>) {
+/// flight are done, or a job lease later (their jobs may be claimed again by
+/// then). The one shared `log` driver has nothing to shut down, so a route
+/// that used it leaves it working for the others.
+async fn retire(route: Arc<Route>, lease: Duration) {
     let started = std::time::Instant::now();
-    while route.control.in_flight() > 0 && started.elapsed() < Duration::from_secs(600) {
+    while route.control.in_flight() > 0 && started.elapsed() < lease {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     route.driver.shutdown().await;
@@ -216,11 +217,10 @@ pub async fn reload(state: &AppState, new: Config) -> anyhow::Result<String> {
         .filter(|p| !in_use.iter().any(|r| Arc::ptr_eq(p, r)))
         .collect();
     let stopped = unused.len();
-    tokio::spawn(async move {
-        for route in unused {
-            retire(route).await;
-        }
-    });
+    let lease = Duration::from_secs(state.config.delivery.lease_seconds.max(1));
+    for route in unused {
+        tokio::spawn(retire(route, lease));
+    }
 
     let running = &state.config;
     state.store.set_send_limits(otp_store::SendLimits {

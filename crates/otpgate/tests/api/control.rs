@@ -242,6 +242,24 @@ async fn a_sighup_applies_limits_log_level_and_routes_and_refuses_a_bad_file(bac
     second.accepted_at_least(2).await;
     assert_eq!(first.events("bind").len(), 1);
     assert_eq!(second.events("bind").len(), 1);
+
+    // A route removed: unbound once idle; its numbers go to the route left.
+    std::fs::write(&file, config_file(&db, dir.path(), 1, "info", &one_route)).unwrap();
+    let done = server.reload("configuration reloaded").await;
+    assert!(done.contains("1 kept, 0 started, 1 stopping"), "{done}");
+    wait_until("the removed route's unbind", || {
+        !second.events("unbind").is_empty()
+    })
+    .await;
+    assert_eq!(server.send("9841023006").await, 200);
+    let at_first = first.accepted_at_least(5).await;
+    assert!(
+        at_first
+            .iter()
+            .any(|e| e["destination"].as_str().unwrap().ends_with("9841023006")),
+        "{at_first:?}"
+    );
+    assert_eq!(first.events("bind").len(), 1);
     server.stop();
 }
 
