@@ -145,6 +145,9 @@ pub trait Store:
     fn backend(&self) -> &'static str;
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Replaces the per-destination limits sends are accepted under (a
+    /// configuration reload); batches already being committed keep theirs.
+    fn set_send_limits(&self, limits: SendLimits);
 
     /// Creates an account with opening balances (recorded as a ledger top-up).
     async fn create_account(&self, name: &str, sms: i64, phone: i64)
@@ -234,6 +237,61 @@ pub trait Store:
 
 /// A store shared by the service's tasks.
 pub type SharedStore = Arc<dyn Store>;
+
+/// The send limits a store checks now, shared with the tasks that commit
+/// sends; [`Store::set_send_limits`] replaces them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LiveLimits(Arc<std::sync::RwLock<SendLimits>>);
+
+impl LiveLimits {
+    pub(crate) fn new(limits: SendLimits) -> Self {
+        LiveLimits(Arc::new(std::sync::RwLock::new(limits)))
+    }
+
+    /// A copy of the limits now in force (std lock: held for a copy only).
+    pub(crate) fn get(&self) -> SendLimits {
+        *self.0.read().expect("send limits poisoned")
+    }
+
+    pub(crate) fn set(&self, limits: SendLimits) {
+        *self.0.write().expect("send limits poisoned") = limits;
+    }
+}
+
+/// The migrations this build has that the database at `url` has not applied
+/// (their `version_name`), read without changing anything: a SQLite file
+/// that does not exist is an error, not a new database.
+pub async fn missing_migrations(url: &str) -> Result<Vec<String>, StoreError> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || sqlite::missing_migrations(std::path::Path::new(&path)))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        postgres::missing_migrations(url).await
+    } else {
+        Err(StoreError::Internal(
+            "the database URL must start with sqlite:// or postgres://".into(),
+        ))
+    }
+}
+
+/// The PostgreSQL server's clock at `url`, in microseconds since the epoch
+/// (`otpgate doctor` compares it with this node's).
+pub async fn database_now_micros(url: &str) -> Result<Micros, StoreError> {
+    postgres::now_micros_at(url).await
+}
+
+/// The names of the migrations of `list` whose version is not in `applied`.
+fn not_applied(list: &[migrate::Migration], applied: &[i64]) -> Vec<String> {
+    list.iter()
+        .filter(|m| !applied.contains(&m.version))
+        .map(|m| format!("{:04}_{}", m.version, m.name))
+        .collect()
+}
 
 /// Opens the store a URL names: `sqlite://PATH` (`sqlite::memory:` is refused: a
 /// gateway must not lose what it accepted) or `postgres://...`.

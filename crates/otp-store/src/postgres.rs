@@ -50,6 +50,7 @@ pub struct PgStore {
     lists: Pool,
     accepts: mpsc::UnboundedSender<(SealedOtp, AcceptReply)>,
     vault: Arc<CodeVault>,
+    limits: LiveLimits,
 }
 
 const OTP_COLUMNS: &str = "o.id, o.account_id, o.account_seq, o.phone_number, o.e164, o.template, \
@@ -99,12 +100,13 @@ impl PgStore {
 
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
+        let limits = LiveLimits::new(options.limits);
         for _ in 0..BATCHERS {
             tokio::spawn(batcher(
                 pool.clone(),
                 rx.clone(),
                 options.max_batch.max(1),
-                options.limits,
+                limits.clone(),
             ));
         }
         Ok(PgStore {
@@ -112,6 +114,7 @@ impl PgStore {
             lists,
             accepts: tx,
             vault: options.vault.clone(),
+            limits,
         })
     }
 
@@ -136,6 +139,47 @@ fn build_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, Store
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// See [`crate::database_now_micros`].
+pub(crate) async fn now_micros_at(url: &str) -> Result<Micros, StoreError> {
+    let config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
+    let pool = build_pool(config, 1)?;
+    let client = pool.get().await.map_err(pool_err)?;
+    let row = client
+        .query_one(
+            "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?;
+    Ok(row.get(0))
+}
+
+/// See [`crate::missing_migrations`].
+pub(crate) async fn missing_migrations(url: &str) -> Result<Vec<String>, StoreError> {
+    let config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
+    let pool = build_pool(config, 1)?;
+    let client = pool.get().await.map_err(pool_err)?;
+    let exists = client
+        .query_one("SELECT to_regclass('otpgate_migrations') IS NOT NULL", &[])
+        .await
+        .map_err(pg_err)?
+        .get::<_, bool>(0);
+    let applied: Vec<i64> = if exists {
+        client
+            .query("SELECT version FROM otpgate_migrations", &[])
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(crate::not_applied(migrate::POSTGRES, &applied))
 }
 
 async fn migrate_pg(pool: &Pool) -> Result<(), StoreError> {
@@ -173,7 +217,7 @@ async fn batcher(
     pool: Pool,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<(SealedOtp, AcceptReply)>>>,
     max_batch: usize,
-    limits: SendLimits,
+    limits: LiveLimits,
 ) {
     loop {
         let mut batch = Vec::new();
@@ -191,7 +235,7 @@ async fn batcher(
             }
         }
         let (otps, replies): (Vec<SealedOtp>, Vec<AcceptReply>) = batch.into_iter().unzip();
-        match accept_batch(&pool, &otps, &limits).await {
+        match accept_batch(&pool, &otps, &limits.get()).await {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);
@@ -825,6 +869,10 @@ fn refs(p: &Params) -> Vec<&(dyn ToSql + Sync)> {
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn set_send_limits(&self, limits: SendLimits) {
+        self.limits.set(limits);
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

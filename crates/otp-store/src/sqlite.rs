@@ -59,6 +59,7 @@ pub struct SqliteStore {
     /// Only lists read here ([`StoreOptions::list_connections`]).
     lists: Arc<ReadPool>,
     vault: Arc<CodeVault>,
+    limits: LiveLimits,
 }
 
 struct ReadPool {
@@ -144,7 +145,8 @@ impl SqliteStore {
     pub async fn open(path: &str, options: &StoreOptions) -> Result<Self, StoreError> {
         let path = path.to_owned();
         let max_batch = options.max_batch.max(1);
-        let limits = options.limits;
+        let limits = LiveLimits::new(options.limits);
+        let writer_limits = limits.clone();
         let readers = options.connections.max(1);
         let listers = options.list_connections.max(1);
         let budget = options.list_timeout.filter(|t| !t.is_zero());
@@ -166,13 +168,14 @@ impl SqliteStore {
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("otpgate-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_batch, limits))
+            .spawn(move || writer_loop(conn, rx, max_batch, writer_limits))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(SqliteStore {
             writer: tx,
             readers: Arc::new(ReadPool::new(read_conns, None, None)),
             lists: Arc::new(ReadPool::new(list_conns, budget, Some(LIST_POOL_WAIT))),
             vault: options.vault.clone(),
+            limits,
         })
     }
 
@@ -397,7 +400,7 @@ fn writer_loop(
     mut conn: Connection,
     mut rx: mpsc::UnboundedReceiver<WriteOp>,
     max_batch: usize,
-    limits: SendLimits,
+    limits: LiveLimits,
 ) {
     let mut ops = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
@@ -408,8 +411,42 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, &mut ops, &limits);
+        run_batch(&mut conn, &mut ops, &limits.get());
     }
+}
+
+/// See [`crate::missing_migrations`].
+pub(crate) fn missing_migrations(path: &Path) -> Result<Vec<String>, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Internal(format!(
+            "no database file at {}",
+            path.display()
+        )));
+    }
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(map_err)?;
+    let has_table: Option<String> = conn
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'otpgate_migrations'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(map_err)?;
+    let applied = match has_table {
+        None => Vec::new(),
+        Some(_) => {
+            let mut statement = conn
+                .prepare("SELECT version FROM otpgate_migrations")
+                .map_err(map_err)?;
+            statement
+                .query_map([], |r| r.get::<_, i64>(0))
+                .map_err(map_err)?
+                .collect::<Result<Vec<i64>, _>>()
+                .map_err(map_err)?
+        }
+    };
+    Ok(crate::not_applied(migrate::SQLITE, &applied))
 }
 
 fn run_batch(conn: &mut Connection, ops: &mut Vec<WriteOp>, limits: &SendLimits) {
@@ -981,6 +1018,10 @@ fn collect<T>(
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn set_send_limits(&self, limits: SendLimits) {
+        self.limits.set(limits);
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

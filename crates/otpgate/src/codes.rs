@@ -90,7 +90,7 @@ pub fn load_vault(config: &Config) -> anyhow::Result<CodeVault> {
     build(hmac, current, &keys)
 }
 
-fn check_verify_settings(config: &Config) -> anyhow::Result<()> {
+pub(crate) fn check_verify_settings(config: &Config) -> anyhow::Result<()> {
     let v = &config.verify;
     if v.max_attempts < 1 {
         bail!("verify.max_attempts must be at least 1");

@@ -9,6 +9,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+pub use crate::delivery::settings::RouteConfig;
 pub use crate::delivery::voice::settings::{VoiceConfig, VoiceOverride};
 pub use otp_domain::secret::Secret;
 
@@ -59,43 +60,6 @@ pub struct Config {
     /// Carrier routes, in order of preference per channel. None configured: the
     /// `log` driver takes both channels.
     pub routes: Vec<RouteConfig>,
-}
-
-/// One carrier route (`[[routes]]`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Unique name, used in metrics, `/readyz` and receipts matching.
-    pub name: String,
-    /// `text` or `voice`.
-    pub channel: String,
-    /// Destination prefixes in E.164 (`+977984`); empty: every destination.
-    #[serde(default)]
-    pub prefixes: Vec<String>,
-    /// `log`, `smpp`, `sparrow`, `aakash`, `http` or `tingting`; each but `log`
-    /// takes its settings from the table of the same name.
-    pub driver: String,
-    /// For `log`: where to write (default: `delivery.log_path`).
-    #[serde(default)]
-    pub log_path: Option<String>,
-    /// For `smpp`.
-    #[serde(default)]
-    pub smpp: Option<crate::delivery::smpp::SmppConfig>,
-    /// For `sparrow` (Sparrow SMS).
-    #[serde(default)]
-    pub sparrow: Option<crate::delivery::http::sparrow::SparrowConfig>,
-    /// For `aakash` (Aakash SMS).
-    #[serde(default)]
-    pub aakash: Option<crate::delivery::http::aakash::AakashConfig>,
-    /// For `http` (any HTTP API, templated).
-    #[serde(default)]
-    pub http: Option<crate::delivery::http::generic::GenericHttpConfig>,
-    /// For `tingting` (relay to a TingTing-compatible API; text and voice).
-    #[serde(default)]
-    pub tingting: Option<crate::delivery::http::tingting::TingTingConfig>,
-    /// For `sip` (voice calls through a SIP trunk).
-    #[serde(default)]
-    pub sip: Option<crate::delivery::voice::sip::SipConfig>,
 }
 
 impl Default for Config {

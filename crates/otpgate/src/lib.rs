@@ -17,6 +17,10 @@
 //! - [`webhooks`]: signed event deliveries to each account's URL, with retries,
 //!   and the sweep that reports codes expired unverified.
 //! - [`backup`]: `otpgate backup` and `restore` of a SQLite store.
+//! - [`control`]: run-time control: routes and limits replaced on `SIGHUP`,
+//!   routes paused, resumed and drained.
+//! - [`check`]: `otpgate check-config` (every problem of a file at once) and
+//!   `otpgate doctor` (what a node needs, one line per check).
 //! - [`cli`]: the `otpgate` command line.
 //!
 //! Domain rules (numbers, codes, templates, segments, credits) live in `otp-domain`;
@@ -25,9 +29,11 @@
 pub mod api;
 pub mod auth;
 pub mod backup;
+pub mod check;
 pub mod cli;
 pub mod codes;
 pub mod config;
+pub mod control;
 pub mod delivery;
 pub mod metrics;
 pub mod peer;

@@ -231,7 +231,7 @@ pub async fn send_otp(
 ) -> Result<Json<SendResponse>, ApiError> {
     let shows_code = state.config.api.code_in_send_reply;
     let idempotency = idempotency_key(&headers, &caller, shows_code, &body)?;
-    let valid = match validate(&fields, &state.config.limits) {
+    let valid = match validate(&fields, &state.limits()) {
         Ok(v) => v,
         Err(errors) => {
             let channel = field_str(&fields, "sms_send_options").unwrap_or("unknown");
@@ -374,7 +374,7 @@ pub async fn send_otp(
                 "otpgate_sends_total",
                 &[("channel", channel), ("outcome", "rate_limited")],
             );
-            let limits = &state.config.limits;
+            let limits = state.limits();
             return Err(match limit {
                 LimitKind::Window => ApiError::rate_limited(
                     "rate_limited",

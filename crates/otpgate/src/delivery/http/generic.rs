@@ -83,7 +83,7 @@ impl BodyType {
 
 /// How to reach an HTTP SMS API. `Debug` shows neither header values, nor the
 /// URL's query, nor the body template: any of them may hold a key.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenericHttpConfig {
     /// `GET` or `POST` (default).
