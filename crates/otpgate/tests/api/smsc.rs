@@ -352,7 +352,12 @@ async fn an_smsc_restart_mid_stream_loses_nothing(backend: Backend) {
     // `--record` file is written before each answer leaves.
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("first.rec");
-    let mut smsc = Smsc::start(&["--receipts", "delivered", "--record", record.to_str().unwrap()]);
+    let mut smsc = Smsc::start(&[
+        "--receipts",
+        "delivered",
+        "--record",
+        record.to_str().unwrap(),
+    ]);
     let port = smsc.port;
     let app = app_with_smsc(backend, port, "secret").await;
     let mut ids = Vec::new();
