@@ -69,6 +69,10 @@ billing_feature = False
 {log('service-smppclients')}
 [sm-listener]
 {log('messages')}
+# A started connector takes its first queued message before its bind is done
+# and holds it (prefetch 1: the whole queue waits) this long before retrying;
+# the default, 30 s, stalls a restart with messages queued for that long.
+submit_retrial_delay_smppc_not_ready = 1
 [dlr]
 {log('dlr')}
 [amqp-broker]
@@ -112,7 +116,10 @@ class Jcli:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        self.telnet.read_until(b"jcli : ", timeout=30)
+        # jCli greets with its banner and "Session ref: N" but draws no prompt
+        # until it reads a line: waiting for "jcli : " here cost 30 s a start.
+        if self.telnet.expect([rb"Session ref: \d+\r*\n"], timeout=30)[0] < 0:
+            raise RuntimeError("jCli did not greet")
 
     def run(self, *lines):
         for line in lines:
@@ -177,14 +184,17 @@ def main():
     signal.signal(signal.SIGINT, stop)
 
     jcli = Jcli(ports["jcli"])
-    user = ["user -a", "username otpgate", "password secret", "gid otp", "uid otp"]
-    if args.smpps_throughput:
-        user.append(f"mt_messaging_cred quota smpps_throughput {args.smpps_throughput}")
-    jcli.run("group -a", "gid otp", "ok", *user, "ok")
+    # The SMPP server listens before this runs, and a restarted Jasmin's clients
+    # bind again as soon as their user exists: the connector and the route come
+    # first, so nothing they submit finds Jasmin without a way out.
     jcli.run("smppccm -a", "cid smsc", "host 127.0.0.1", f"port {args.connector_port}",
              "username otpgate", "password secret", "submit_throughput 1000",
              "requeue_delay 1", "ok", "smppccm -1 smsc")
     jcli.run("mtrouter -a", "type defaultroute", "connector smppc(smsc)", "rate 0.00", "ok")
+    user = ["user -a", "username otpgate", "password secret", "gid otp", "uid otp"]
+    if args.smpps_throughput:
+        user.append(f"mt_messaging_cred quota smpps_throughput {args.smpps_throughput}")
+    jcli.run("group -a", "gid otp", "ok", *user, "ok")
 
     deadline = time.monotonic() + 60
     while True:
