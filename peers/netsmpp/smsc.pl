@@ -15,8 +15,8 @@
 #                            (mixed: destinations ending in an odd digit UNDELIV)
 #   --throttle-every N       answer every Nth submit_sm with ESME_RTHROTTLED (0: off)
 #
-# Message ids are 10 upper-case hex digits; a receipt spells its id the same
-# way in its text and in receipted_message_id. One JSON event per stdout line:
+# Message ids are 10 upper-case hex digits, new across restarts; a receipt
+# spells its id the same way in its text and in receipted_message_id. One JSON event per stdout line:
 # listening, connect, bind, submit_sm, concatenated, receipt_sent,
 # deliver_sm_resp, enquire_link, unbind, disconnect, generic_nack.
 use strict;
@@ -63,7 +63,9 @@ event('listening', port => $listener->sockport);
 
 my $select = IO::Select->new($listener);
 my (%session_of, %bound);    # by socket: session number, bind mode
-my ($sessions, $submits, $next_id) = (0, 0, 0x1A2B3C00);
+# Ids start from the clock (65,536 a second, 10 hex digits): a restarted SMSC
+# must not hand out again the ids whose receipts its clients may still match.
+my ($sessions, $submits, $next_id) = (0, 0, (time() % (1 << 24)) << 16);
 my %parts;                   # concatenation key -> { total, parts => {seq => [text, id]} }
 
 my %bind_resp = (

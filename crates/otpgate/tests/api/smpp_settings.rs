@@ -740,37 +740,50 @@ async fn a_refused_certificate_is_one_clear_error_line_in_the_log(backend: Backe
     let certs = Certs::make();
     let smsc = Smsc::start(&[]);
     let stunnel = Stunnel::start(&certs, smsc.port).await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(backend, &dir).await;
-    let extra = format!(
-        "tls = true\ntls_ca_file = \"{}\"\n",
-        certs.path("other-ca.pem")
-    );
-    let (_server, _base, log) =
-        serve_with(&db, dir.path(), &route_toml(stunnel.port, &extra), "info");
-    let (entry, _) = entry_where(&log, |e| message_of(e).starts_with("SMPP over TLS"));
-    assert_eq!(entry["level"], "ERROR", "{entry}");
-    assert_eq!(entry["route"], "ntc", "{entry}");
-    assert_eq!(entry["bind"], "otpgate#0", "{entry}");
-    assert!(
-        message_of(&entry).contains("tls_ca_file"),
-        "it says what to check: {entry}"
-    );
-    let error = entry["error"].as_str().unwrap();
-    assert!(
-        error.contains(
-            "TLS handshake with the SMSC failed: invalid peer certificate: UnknownIssuer"
+    let wrong_pin = certs.fingerprint("ca.pem");
+    let cases = [
+        (
+            format!("tls_ca_file = \"{}\"\n", certs.path("other-ca.pem")),
+            "tls_ca_file",
+            "invalid peer certificate: UnknownIssuer".to_owned(),
         ),
-        "{entry}"
-    );
-    assert!(!entry.to_string().contains("secret"), "{entry}");
-    // Logged once per change of state, not once per retry.
-    std::thread::sleep(Duration::from_millis(2_500));
-    let again: Vec<Value> = log
-        .try_iter()
-        .filter(|e| message_of(e).starts_with("SMPP over TLS"))
-        .collect();
-    assert!(again.is_empty(), "{again:#?}");
+        (
+            format!("tls_cert_sha256 = \"{wrong_pin}\"\n"),
+            "tls_cert_sha256",
+            format!(
+                "invalid peer certificate: the SMSC's certificate has SHA-256 {}, not the pinned {wrong_pin}",
+                certs.fingerprint("smsc.pem")
+            ),
+        ),
+    ];
+    for (trust, setting, why) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database_url(backend, &dir).await;
+        let extra = format!("tls = true\n{trust}");
+        let (_server, _base, log) =
+            serve_with(&db, dir.path(), &route_toml(stunnel.port, &extra), "info");
+        let (entry, _) = entry_where(&log, |e| message_of(e).starts_with("SMPP over TLS"));
+        assert_eq!(entry["level"], "ERROR", "{entry}");
+        assert_eq!(entry["route"], "ntc", "{entry}");
+        assert_eq!(entry["bind"], "otpgate#0", "{entry}");
+        assert!(
+            message_of(&entry).contains(setting),
+            "it says what to check: {entry}"
+        );
+        let error = entry["error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!("TLS handshake with the SMSC failed: {why}")),
+            "{entry}"
+        );
+        assert!(!entry.to_string().contains("secret"), "{entry}");
+        // Logged once per change of state, not once per retry.
+        std::thread::sleep(Duration::from_millis(2_500));
+        let again: Vec<Value> = log
+            .try_iter()
+            .filter(|e| message_of(e).starts_with("SMPP over TLS"))
+            .collect();
+        assert!(again.is_empty(), "{again:#?}");
+    }
     assert!(smsc.events("bind").is_empty());
 }
 
@@ -827,6 +840,10 @@ async fn the_pdu_trace_logs_each_pdu_at_debug_level_without_the_code_or_the_pass
     for entry in &trace {
         let text = entry.to_string();
         assert!(!text.contains(&code), "the code is in the trace: {text}");
+        assert!(
+            !text.contains("Your code is"),
+            "the message text is in the trace: {text}"
+        );
         assert!(
             !text.contains("secret"),
             "the password is in the trace: {text}"

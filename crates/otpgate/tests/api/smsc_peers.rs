@@ -463,26 +463,57 @@ async fn an_smsc_restart_mid_stream_loses_nothing(kind: Kind, backend: Backend) 
         ));
     }
     smsc.restart();
-    for id in &ids {
+    for id in &ids[..15] {
         // An SMSC killed between its submit_sm_resp and its receipt never sends
         // that receipt: such an OTP stays `sent`, which is what the gateway knows.
         let otp = app.wait_for_any_status(*id, &["sent", "delivered"]).await;
         assert!(otp.provider_message_id.is_some());
         assert!(!otp.refunded);
     }
+    for id in &ids[15..] {
+        // Sent while the SMSC was down: submitted to the restarted one, whose
+        // receipts (Jasmin: relayed from the far end) reach the gateway.
+        let otp = app.wait_for_status(*id, "delivered").await;
+        assert!(otp.provider_message_id.is_some());
+        assert!(otp.delivered_at.is_some());
+        assert!(!otp.refunded);
+    }
     // Jasmin queues what it accepted: wait for the far end to have it all.
-    let arrived = || {
-        let mut to: Vec<String> = smsc
-            .accepted()
+    let arrived = || -> std::collections::BTreeSet<String> {
+        smsc.accepted()
             .iter()
             .map(|s| s["destination"].as_str().unwrap().to_owned())
-            .collect();
-        to.sort();
-        to.dedup();
-        to.len()
+            .collect()
     };
-    wait_until("every OTP to reach the SMSC", || arrived() >= 30).await;
-    assert_eq!(arrived(), 30, "every accepted OTP reached the SMSC");
+    for _ in 0..800 {
+        if arrived().len() >= 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let arrived = arrived();
+    let mut missing = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        if !arrived.contains(&format!("97798010000{i:02}")) {
+            missing.push((i, *id));
+        }
+    }
+    if kind == Kind::Jasmin {
+        // Jasmin answers submit_sm once its publish to RabbitMQ is handed to
+        // Twisted, unconfirmed: killed in that instant, it loses a message it
+        // answered (README, "Jasmin's SMPP server"). Only a message of the
+        // killed run may be missing, and the gateway still has it as `sent`.
+        if !missing.is_empty() {
+            eprintln!("Jasmin lost what it answered as it was killed: {missing:?}");
+        }
+        for (i, id) in &missing {
+            assert!(*i < 15, "OTP {id}, sent after the restart, is lost");
+            let otp = app.store.otp(app.account_id, *id).await.unwrap().unwrap();
+            assert_eq!(otp.status.as_str(), "sent", "{otp:?}");
+        }
+    } else {
+        assert_eq!(missing, [], "every accepted OTP reached the SMSC");
+    }
     assert_eq!(app.balance().await, (70, 10), "nothing refunded");
 }
 
@@ -509,30 +540,6 @@ peer_tests!(
     gsm_and_ucs2_texts_arrive_intact_and_are_delivered,
     a_long_message_goes_in_as_many_parts_as_were_charged,
     undeliverable_receipts_fail_and_refund_while_delivered_ones_are_paid,
-    throttling_slows_the_gateway_down_and_everything_is_still_delivered
+    throttling_slows_the_gateway_down_and_everything_is_still_delivered,
+    an_smsc_restart_mid_stream_loses_nothing
 );
-
-mod an_smsc_restart_mid_stream_loses_nothing {
-    use super::{Backend, Kind};
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn netsmpp_sqlite() {
-        super::an_smsc_restart_mid_stream_loses_nothing(Kind::NetSmpp, Backend::Sqlite).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn netsmpp_postgres() {
-        super::an_smsc_restart_mid_stream_loses_nothing(Kind::NetSmpp, Backend::Postgres).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "Jasmin 0.11.1 restarted on its RabbitMQ queues answers every submit_sm (the \
-                gateway has all 30 provider ids) but its connector forwards none of them to \
-                node-smpp: a peer set-up problem under study, not a gateway bug"]
-    async fn jasmin_sqlite() {
-        super::an_smsc_restart_mid_stream_loses_nothing(Kind::Jasmin, Backend::Sqlite).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "as jasmin_sqlite"]
-    async fn jasmin_postgres() {
-        super::an_smsc_restart_mid_stream_loses_nothing(Kind::Jasmin, Backend::Postgres).await
-    }
-}
