@@ -25,6 +25,7 @@ pub mod auth;
 pub mod cli;
 pub mod codes;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod metrics;
 pub mod peer;
