@@ -29,9 +29,10 @@
 //! The user endpoints take `Authorization: Bearer <access token>` (`JWT
 //! <token>` too); a refresh token there is a 401, as an access token is on the
 //! OTP endpoints. A login also sets the tokens as `HttpOnly` cookies (for
-//! clients written to TingTing's cookie-based docs), but no endpoint reads a
+//! clients written to TingTing's cookie-based docs), but no API endpoint reads a
 //! cookie: authentication is the `Authorization` header only, so a browser
-//! cannot be made to send an authenticated request by another site. Every token carries its login's session id:
+//! cannot be made to send an authenticated request by another site. (The
+//! console, [`crate::console`], has a cookie of its own, with CSRF tokens.) Every token carries its login's session id:
 //! once the session is revoked (logout, password reset) or expired, its
 //! refresh token and its access tokens are refused.
 //!

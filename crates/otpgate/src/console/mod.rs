@@ -413,6 +413,10 @@ pub(crate) struct Search {
     channel: Option<Channel>,
     before: Option<i64>,
     number_error: Option<String>,
+    status_error: Option<String>,
+    channel_error: Option<String>,
+    /// A `before` that is not a positive whole number (only a hand-typed URL has one).
+    before_error: Option<String>,
 }
 
 async fn otp_log(
@@ -429,14 +433,24 @@ async fn otp_log(
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
+    let status = get("status").map(|v| OtpStatus::parse(v).ok_or(v));
+    let channel = get("channel").map(|v| Channel::parse(v).ok_or(v));
+    let before = get("before").map(|v| v.parse::<i64>().ok().filter(|b| *b > 0).ok_or(v));
     let mut search = Search {
         number: get("number").unwrap_or("").to_owned(),
-        status: get("status").and_then(OtpStatus::parse),
-        channel: get("channel").and_then(Channel::parse),
-        before: get("before")
-            .and_then(|b| b.parse().ok())
-            .filter(|b| *b > 0),
+        status: status.and_then(Result::ok),
+        channel: channel.and_then(Result::ok),
+        before: before.and_then(Result::ok),
         number_error: None,
+        status_error: status
+            .and_then(Result::err)
+            .map(|_| "Choose one of the listed statuses.".to_owned()),
+        channel_error: channel
+            .and_then(Result::err)
+            .map(|_| "Choose text or voice.".to_owned()),
+        before_error: before
+            .and_then(Result::err)
+            .map(|_| "This page link is broken: start again from the newest OTPs.".to_owned()),
     };
     let mut query = ListQuery {
         account_id: console.user.account_id,
@@ -454,7 +468,11 @@ async fn otp_log(
             Err(e) => search.number_error = Some(e.to_string()),
         }
     }
-    if search.number_error.is_some() {
+    if search.number_error.is_some()
+        || search.status_error.is_some()
+        || search.channel_error.is_some()
+        || search.before_error.is_some()
+    {
         return (
             StatusCode::BAD_REQUEST,
             pages::otp_log(&console.shell(), &search, &[], &state.tz),

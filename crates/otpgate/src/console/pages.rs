@@ -244,6 +244,8 @@ pub(super) fn otp_log(
     tz: &chrono_tz::Tz,
 ) -> Html<String> {
     let (number_attr, number_error) = field_error("number", &search.number_error);
+    let (status_attr, status_error) = field_error("status", &search.status_error);
+    let (channel_attr, channel_error) = field_error("channel", &search.channel_error);
     let mut statuses = String::from("<option value=\"\">any</option>");
     for s in OtpStatus::ALL {
         statuses.push_str(&option(s.as_str(), search.status == Some(s)));
@@ -259,11 +261,14 @@ pub(super) fn otp_log(
         "<form method=\"get\" action=\"/console/otps\" class=\"card search\" role=\"search\">\
          <div><label for=\"number\">Number</label>\
          <input id=\"number\" name=\"number\" type=\"tel\" value=\"{number}\"{number_attr}>{number_error}</div>\
-         <div><label for=\"status\">Status</label><select id=\"status\" name=\"status\">{statuses}</select></div>\
-         <div><label for=\"channel\">Channel</label><select id=\"channel\" name=\"channel\">{channels}</select></div>\
+         <div><label for=\"status\">Status</label><select id=\"status\" name=\"status\"{status_attr}>{statuses}</select>{status_error}</div>\
+         <div><label for=\"channel\">Channel</label><select id=\"channel\" name=\"channel\"{channel_attr}>{channels}</select>{channel_error}</div>\
          <div><button type=\"submit\">Search</button></div></form>",
         number = esc(&search.number),
     );
+    if let Some(e) = &search.before_error {
+        let _ = write!(main, "<p class=\"alert\" role=\"alert\">{}</p>", esc(e));
+    }
     if items.is_empty() {
         main.push_str("<p>No OTPs match.</p>");
     } else {

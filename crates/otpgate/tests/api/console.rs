@@ -215,9 +215,19 @@ both_backends! {
             assert_eq!(r.status(), 200, "{query}");
             assert_eq!(links(&r.text().await.unwrap()), expected, "{query}");
         }
-        let r = c.get(app.url("/console/otps?number=abc")).header(COOKIE, &session).send().await.unwrap();
-        assert_eq!(r.status(), 400);
-        assert!(r.text().await.unwrap().contains("id=\"number-error\""));
+        // A bad search shows the field's error next to it and lists nothing.
+        for (query, error) in [
+            ("number=abc", "id=\"number-error\""),
+            ("status=lost", "id=\"status-error\""),
+            ("channel=fax", "id=\"channel-error\""),
+            ("before=-3", "role=\"alert\""),
+        ] {
+            let r = c.get(app.url(&format!("/console/otps?{query}"))).header(COOKIE, &session).send().await.unwrap();
+            assert_eq!(r.status(), 400, "{query}");
+            let html = r.text().await.unwrap();
+            assert!(html.contains(error), "{query}: {html}");
+            assert!(links(&html).is_empty(), "{query}");
+        }
     }
 
     async fn the_log_pages_by_the_last_otp_seen_newest_first(app) {
