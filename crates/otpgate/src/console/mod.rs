@@ -479,11 +479,27 @@ async fn otp_log(
         )
             .into_response();
     }
-    match state.store.list_otps(&query).await {
-        Ok(page) => {
+    // The API's list slots: the console's searches share the account's bound
+    // (`api.max_concurrent_lists`), and the query keeps its slot while it runs
+    // even if the browser goes away.
+    let Some(slot) = state.list_slots.acquire(console.user.account_id).await else {
+        return Page::failure(StatusCode::TOO_MANY_REQUESTS).into_response();
+    };
+    let store = state.store.clone();
+    let listed = tokio::spawn(async move {
+        let _slot = slot;
+        store.list_otps(&query).await
+    })
+    .await;
+    match listed {
+        Ok(Ok(page)) => {
             pages::otp_log(&console.shell(), &search, &page.items, &state.tz).into_response()
         }
-        Err(e) => store_failed(e),
+        Ok(Err(e)) => store_failed(e),
+        Err(e) => {
+            tracing::error!(error = %e, "console: the list task failed");
+            Page::failure(StatusCode::INTERNAL_SERVER_ERROR).into_response()
+        }
     }
 }
 

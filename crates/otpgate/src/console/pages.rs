@@ -91,6 +91,10 @@ impl IntoResponse for Page {
                 "Not found",
                 "There is nothing here for your account. Check the address, or go back to the OTP log.",
             ),
+            StatusCode::TOO_MANY_REQUESTS => (
+                "Busy",
+                "Too many searches of this account are running at once; try again in a second.",
+            ),
             StatusCode::FORBIDDEN => (
                 "Form expired",
                 "This form was not sent from this session's page, so nothing was changed. Reload the page and try again.",

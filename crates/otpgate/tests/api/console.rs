@@ -288,7 +288,54 @@ both_backends! {
 for_each_backend!(
     a_user_walks_the_console_in_a_real_browser,
     in_production_mode_the_console_cookies_are_secure,
+    console_logins_count_against_the_apis_login_limits,
 );
+
+/// The console's login is the API's: wrong passwords in either count against
+/// the same per-email limit, and once it is reached the right password is
+/// refused too, with the wait shown in the form.
+async fn console_logins_count_against_the_apis_login_limits(backend: crate::helpers::Backend) {
+    let app = spawn_app_with(backend, |c| {
+        configure(c);
+        c.auth.login_max_attempts = 3;
+    })
+    .await;
+    add_user(&app, app.account_id, EMAIL, PASSWORD).await;
+    let (status, _, _) = crate::users::login(&app, EMAIL, "wrong password 1").await;
+    assert_eq!(status, 401);
+    let c = client();
+    let form = c.get(app.url("/console/login")).send().await.unwrap();
+    let (login_cookie, _) = set_cookie(&form, "otpgate_console_login").unwrap();
+    let csrf = csrf_in(&form.text().await.unwrap());
+    let post = |password: &'static str| {
+        c.post(app.url("/console/login"))
+            .header(COOKIE, &login_cookie)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("email", EMAIL),
+                ("password", password),
+            ])
+            .send()
+    };
+    let r = post("wrong password 2").await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("Wrong email or password."));
+    let r = post("wrong password 3").await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = post(PASSWORD).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(set_cookie(&r, "otpgate_console").is_none());
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("Too many login attempts; try again in"),
+        "{html}"
+    );
+    assert!(!html.contains(PASSWORD), "the password is never echoed");
+    // And the API sees the same count.
+    let (status, _, _) = crate::users::login(&app, EMAIL, PASSWORD).await;
+    assert_eq!(status, 429);
+    app.stop().await;
+}
 
 /// Production mode is served over https (behind TLS): its cookies say `Secure`.
 async fn in_production_mode_the_console_cookies_are_secure(backend: crate::helpers::Backend) {
