@@ -168,7 +168,7 @@ fn bar_chart(title: &str, rows: &[(&str, i64)], max: i64) -> String {
     );
     for (i, (label, value)) in rows.iter().enumerate() {
         let y = 8 + 28 * i as i64;
-        let width = (200 * (*value).clamp(0, max) / max).max(1);
+        let width = (150 * (*value).clamp(0, max) / max).max(1);
         let _ = write!(
             svg,
             "<text x=\"0\" y=\"{ty}\" class=\"chart-label\">{label}</text>\

@@ -263,6 +263,26 @@ both_backends! {
         assert!(!second.contains("class=\"next\""));
     }
 
+    async fn the_overview_shows_credits_and_todays_spend_against_the_cap(app) {
+        add_user(&app, app.account_id, EMAIL, PASSWORD).await;
+        app.store.set_account_limits(app.account_id, None, Some(5)).await.unwrap();
+        app.send_ok(&text_send("9851023212")).await;
+        app.send_ok(&text_send("9851023212")).await;
+        let session = console_login(&app).await;
+        let r = client().get(app.url("/console/")).header(COOKIE, &session).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let html = r.text().await.unwrap();
+        assert!(html.contains("<dt>SMS credits</dt><dd>98</dd>"), "{html}");
+        assert!(html.contains("<dt>OTPs accepted, all time</dt><dd>2</dd>"), "{html}");
+        assert!(html.contains("2 of 5 credits spent today."), "{html}");
+        assert!(html.contains("<svg class=\"chart\""), "{html}");
+        // The other account's spend is not this one's.
+        let (_, other_key) = app.new_account("other", 10, 0).await;
+        app.send_as(&other_key, &text_send("9851023212")).await;
+        let html = client().get(app.url("/console/")).header(COOKIE, &session).send().await.unwrap().text().await.unwrap();
+        assert!(html.contains("2 of 5 credits spent today."), "{html}");
+    }
+
     async fn a_bad_key_label_is_shown_next_to_the_field_and_creates_nothing(app) {
         add_user(&app, app.account_id, EMAIL, PASSWORD).await;
         let session = console_login(&app).await;
