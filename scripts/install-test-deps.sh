@@ -117,6 +117,18 @@ if [ ! -d peers/smsc/node_modules/smpp ]; then
   (cd peers/smsc && npm ci --no-audit --no-fund --silent)
 fi
 
+# The console's browser test (crates/otpgate/tests/api/console.rs): Debian's
+# Chromium, driven by playwright-core with axe-core (peers/browser, pinned by
+# package-lock.json); Playwright's own browser download is never used.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing: chromium"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+if [ ! -d peers/browser/node_modules/playwright-core ] || [ ! -d peers/browser/node_modules/axe-core ]; then
+  (cd peers/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
+fi
+
 # cargo-nextest runs the suite; fall back to installing it from crates.io.
 command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
 

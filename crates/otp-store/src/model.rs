@@ -764,6 +764,8 @@ pub struct ListQuery {
     pub account_id: AccountId,
     pub phone_number: Option<String>,
     pub channel: Option<Channel>,
+    /// Only OTPs whose current status is this one.
+    pub status: Option<OtpStatus>,
     /// Inclusive lower bound on `created_at`.
     pub created_from: Option<Micros>,
     /// Exclusive upper bound on `created_at`.
@@ -785,6 +787,7 @@ impl ListQuery {
     pub fn is_unfiltered(&self) -> bool {
         self.phone_number.is_none()
             && self.channel.is_none()
+            && self.status.is_none()
             && self.created_from.is_none()
             && self.created_before.is_none()
     }

@@ -1163,6 +1163,10 @@ impl Store for PgStore {
             args.push(Box::new(ch.as_str().to_owned()));
             filter.push_str(&format!(" AND o.channel = ${}", args.len()));
         }
+        if let Some(status) = q.status {
+            args.push(Box::new(status.as_str().to_owned()));
+            filter.push_str(&format!(" AND o.status = ${}", args.len()));
+        }
         if let Some(from) = q.created_from {
             args.push(Box::new(from));
             filter.push_str(&format!(" AND o.created_at >= ${}", args.len()));

@@ -1886,6 +1886,10 @@ fn list_otps_in(c: &Connection, q: &ListQuery) -> Result<(u64, Vec<OtpRow>), Sto
         args.push(ch.as_str().to_owned().into());
         filter.push_str(&format!(" AND channel = ?{}", args.len()));
     }
+    if let Some(status) = q.status {
+        args.push(status.as_str().to_owned().into());
+        filter.push_str(&format!(" AND status = ?{}", args.len()));
+    }
     if let Some(from) = q.created_from {
         args.push(from.into());
         filter.push_str(&format!(" AND created_at >= ?{}", args.len()));

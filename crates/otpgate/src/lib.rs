@@ -33,6 +33,7 @@ pub mod check;
 pub mod cli;
 pub mod codes;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod delivery;
 pub mod metrics;

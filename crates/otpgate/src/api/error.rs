@@ -207,6 +207,11 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error.")
     }
 
+    /// The message the envelope carries (never an internal cause).
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+
     pub fn status(&self) -> StatusCode {
         self.0.status
     }

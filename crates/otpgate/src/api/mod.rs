@@ -9,7 +9,7 @@ pub(crate) mod list;
 mod ops;
 mod receipts;
 mod send;
-mod users;
+pub(crate) mod users;
 mod verify;
 mod voice;
 mod webhooks;
@@ -30,10 +30,12 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 
+pub(crate) use admin::MAX_NAME_CHARS;
 pub use error::{ApiError, FieldError};
 pub use extract::MAX_BODY_BYTES;
 pub use ops::ApiDoc;
 pub use send::check_send_body;
+pub(crate) use send::local_day;
 
 use crate::state::AppState;
 
@@ -65,6 +67,7 @@ fn public_routes() -> Router<AppState> {
         .merge(list::router())
         .merge(voice::router())
         .merge(users::router())
+        .merge(crate::console::router())
         .merge(webhooks::router())
         .merge(keys::router())
 }

@@ -29,9 +29,10 @@
 //! The user endpoints take `Authorization: Bearer <access token>` (`JWT
 //! <token>` too); a refresh token there is a 401, as an access token is on the
 //! OTP endpoints. A login also sets the tokens as `HttpOnly` cookies (for
-//! clients written to TingTing's cookie-based docs), but no endpoint reads a
+//! clients written to TingTing's cookie-based docs), but no API endpoint reads a
 //! cookie: authentication is the `Authorization` header only, so a browser
-//! cannot be made to send an authenticated request by another site. Every token carries its login's session id:
+//! cannot be made to send an authenticated request by another site. (The
+//! console, [`crate::console`], has a cookie of its own, with CSRF tokens.) Every token carries its login's session id:
 //! once the session is revoked (logout, password reset) or expired, its
 //! refresh token and its access tokens are refused.
 //!
@@ -151,7 +152,10 @@ fn hash_failed(e: HashError) -> ApiError {
 /// The session and user of a token whose signature, kind and expiry checked:
 /// the session must be active and the token's user and session version must
 /// still be its.
-async fn token_session(state: &AppState, claims: &Claims) -> Result<(Session, User), ApiError> {
+pub(crate) async fn token_session(
+    state: &AppState,
+    claims: &Claims,
+) -> Result<(Session, User), ApiError> {
     state
         .store
         .active_session(claims.sid, now_micros())
@@ -399,6 +403,82 @@ fn token_cookie(name: &str, token: &str, lifetime_seconds: i64, secure: bool) ->
     format!("{name}={token}; Path=/; Max-Age={lifetime_seconds}; HttpOnly; SameSite=Strict{secure}")
 }
 
+/// The login check every login goes through (the API's and the console's):
+/// the node's password-check places, the attempt limits, the password, then a
+/// new session. Refusals are the API's errors (429 with `Retry-After`, 401).
+pub(crate) async fn authenticate(
+    state: &AppState,
+    client: Option<IpAddr>,
+    email: &Email,
+    password: &str,
+) -> Result<(User, Session), ApiError> {
+    let users = &state.users;
+    // Shed before counting: a shed attempt checks nothing, so it costs the
+    // email and the address no attempt.
+    let Some(admission) = users.passwords.admit() else {
+        if SHED_LOG.allow() {
+            tracing::warn!(
+                client = %client_for_log(client),
+                "login shed: too many password checks running or waiting (logged at most once a second)"
+            );
+        }
+        return Err(login_busy());
+    };
+    let address = client.map(address_key);
+    if let LoginGate::Locked {
+        scope,
+        retry_after_seconds,
+    } = state
+        .store
+        .count_login_attempt(email.as_str(), address.as_deref(), users.login_policy())
+        .await?
+    {
+        if LIMITED_LOG.allow() {
+            tracing::warn!(
+                client = %client_for_log(client),
+                email_id = %users.email_log_id(email),
+                limit = scope_name(scope),
+                "login refused: too many attempts (logged at most once a second)"
+            );
+        }
+        return Err(too_many_attempts(scope, retry_after_seconds));
+    }
+    let user = state.store.user_by_email(email.as_str()).await?;
+    let matched = users
+        .passwords
+        .verify(
+            admission,
+            password,
+            user.as_ref().map(|u| u.password_hash.as_str()),
+        )
+        .await
+        .map_err(hash_failed)?;
+    let user = match user {
+        Some(user) if matched => user,
+        _ => {
+            tracing::warn!(
+                client = %client_for_log(client),
+                email_id = %users.email_log_id(email),
+                "login refused: wrong email or password"
+            );
+            return Err(ApiError::unauthenticated(WRONG_CREDENTIALS));
+        }
+    };
+    state.store.clear_login_attempts(email.as_str()).await?;
+    let now = now_secs();
+    let session = state
+        .store
+        .create_session(
+            user.id,
+            client.map(|ip| ip.to_string()),
+            now.saturating_add(users.tokens.lifetime(TokenKind::Refresh))
+                .saturating_mul(1_000_000),
+            users.max_sessions_per_user,
+        )
+        .await?;
+    Ok((user, session))
+}
+
 /// Log in with email and password.
 #[utoipa::path(
     post,
@@ -426,69 +506,8 @@ pub async fn login(
     let (email, password) = login_fields(&fields).map_err(ApiError::validation)?;
     let users = &state.users;
     let client = client.map(|Extension(ClientIp(ip))| ip);
-    // Shed before counting: a shed attempt checks nothing, so it costs the
-    // email and the address no attempt.
-    let Some(admission) = users.passwords.admit() else {
-        if SHED_LOG.allow() {
-            tracing::warn!(
-                client = %client_for_log(client),
-                "login shed: too many password checks running or waiting (logged at most once a second)"
-            );
-        }
-        return Err(login_busy());
-    };
-    let address = client.map(address_key);
-    if let LoginGate::Locked {
-        scope,
-        retry_after_seconds,
-    } = state
-        .store
-        .count_login_attempt(email.as_str(), address.as_deref(), users.login_policy())
-        .await?
-    {
-        if LIMITED_LOG.allow() {
-            tracing::warn!(
-                client = %client_for_log(client),
-                email_id = %users.email_log_id(&email),
-                limit = scope_name(scope),
-                "login refused: too many attempts (logged at most once a second)"
-            );
-        }
-        return Err(too_many_attempts(scope, retry_after_seconds));
-    }
-    let user = state.store.user_by_email(email.as_str()).await?;
-    let matched = users
-        .passwords
-        .verify(
-            admission,
-            &password,
-            user.as_ref().map(|u| u.password_hash.as_str()),
-        )
-        .await
-        .map_err(hash_failed)?;
-    let user = match user {
-        Some(user) if matched => user,
-        _ => {
-            tracing::warn!(
-                client = %client_for_log(client),
-                email_id = %users.email_log_id(&email),
-                "login refused: wrong email or password"
-            );
-            return Err(ApiError::unauthenticated(WRONG_CREDENTIALS));
-        }
-    };
-    state.store.clear_login_attempts(email.as_str()).await?;
+    let (user, session) = authenticate(&state, client, &email, &password).await?;
     let now = now_secs();
-    let session = state
-        .store
-        .create_session(
-            user.id,
-            client.map(|ip| ip.to_string()),
-            now.saturating_add(users.tokens.lifetime(TokenKind::Refresh))
-                .saturating_mul(1_000_000),
-            users.max_sessions_per_user,
-        )
-        .await?;
     let access = users
         .tokens
         .issue(TokenKind::Access, &user, session.id, now);

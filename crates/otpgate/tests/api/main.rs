@@ -9,6 +9,7 @@ mod auth;
 mod cli;
 mod concurrency;
 mod conformance;
+mod console;
 mod control;
 mod delivery;
 mod dotnet_client;

@@ -1,0 +1,168 @@
+// Walks the otpgate console in the system Chromium (playwright-core, no bundled
+// browser) and prints one JSON object of what it saw; the Rust test
+// crates/otpgate/tests/api/console.rs asserts on it. Only talks to 127.0.0.1.
+//
+// Environment: BASE (http://127.0.0.1:PORT), EMAIL, PASSWORD, API_KEY (a key of
+// the user's account, to send an OTP through the API), NUMBER, OTHER_OTP_ID (an
+// OTP of another account), SHOTS (a directory for screenshots),
+// CHROMIUM (default /usr/bin/chromium).
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const { chromium } = require('playwright-core');
+const axeSource = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set`);
+  return v;
+};
+const BASE = env('BASE');
+if (!/^http:\/\/127\.0\.0\.1:\d+$/.test(BASE)) throw new Error('BASE must be http://127.0.0.1:PORT');
+const SHOTS = env('SHOTS');
+fs.mkdirSync(SHOTS, { recursive: true });
+
+const out = { pages: {}, csp_violations: [], page_errors: [] };
+
+// axe-core on the current page: the ids of serious and critical violations.
+async function audit(page, name) {
+  // Evaluated through the DevTools protocol: the page's CSP refuses an
+  // injected <script>, as it should.
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(async () => {
+    // eslint-disable-next-line no-undef
+    const r = await axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length }));
+  });
+  const serious = result.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+  out.pages[name] = { serious, overflow, title: await page.title() };
+}
+
+// Presses Tab `count` times and names what has the focus after each press.
+async function tabOrder(page, count) {
+  const seen = [];
+  for (let i = 0; i < count; i++) {
+    await page.keyboard.press('Tab');
+    seen.push(await page.evaluate(() => {
+      const e = document.activeElement;
+      if (!e) return '';
+      return e.id || e.getAttribute('name') || e.getAttribute('aria-label') || e.textContent.trim();
+    }));
+  }
+  return seen;
+}
+
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox'],
+  });
+  try {
+    // A phone's width: every page must fit it.
+    const context = await browser.newContext({ viewport: { width: 360, height: 800 } });
+    const page = await context.newPage();
+    page.on('pageerror', (e) => out.page_errors.push(String(e)));
+    page.on('console', (m) => {
+      if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) out.csp_violations.push(m.text());
+    });
+
+    // Not logged in: the overview sends the browser to the login page.
+    await page.goto(`${BASE}/console/`);
+    out.redirected_to_login = page.url() === `${BASE}/console/login`;
+    await audit(page, 'login');
+
+    // The login page with the keyboard only: tab to each field, type, Enter.
+    out.tab_login = await tabOrder(page, 4);
+    await page.reload();
+    await page.keyboard.press('Tab'); // skip link
+    await page.keyboard.press('Tab'); // email
+    await page.keyboard.type(env('EMAIL'));
+    await page.keyboard.press('Tab');
+    await page.keyboard.type('not the password');
+    await page.keyboard.press('Enter');
+    await page.waitForLoadState();
+    out.wrong_password_alert = await page.locator('[role=alert]').textContent().catch(() => null);
+    await audit(page, 'login-refused');
+    await page.fill('#password', env('PASSWORD'));
+    await page.keyboard.press('Enter');
+    await page.waitForURL(`${BASE}/console/`);
+    out.logged_in = true;
+    const cookies = await context.cookies();
+    const session = cookies.find((c) => c.name === 'otpgate_console');
+    out.session_cookie = session && { httpOnly: session.httpOnly, sameSite: session.sameSite, path: session.path };
+    await audit(page, 'overview');
+    out.overview_text = await page.locator('main').innerText();
+
+    // An OTP sent through the API appears in the log.
+    const sent = await fetch(`${BASE}/api/v1/auths/send/otp/`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${env('API_KEY')}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ number: env('NUMBER'), message: 'Your code is {otp}', sms_send_options: 'text' }),
+    }).then((r) => r.json());
+    out.sent_id = sent.data.details.id;
+    await page.click('nav >> text=OTP log');
+    await page.waitForURL(`${BASE}/console/otps`);
+    out.log_links = await page.locator('table a').evaluateAll((as) => as.map((a) => a.getAttribute('href')));
+    await audit(page, 'otp-log');
+    out.tab_log = await tabOrder(page, 10);
+
+    // Search by status and channel, and a bad number.
+    await page.goto(`${BASE}/console/otps?status=failed&channel=text`);
+    out.search_failed_rows = await page.locator('tbody tr').count();
+    await page.goto(`${BASE}/console/otps?number=${encodeURIComponent('not a number')}`);
+    out.bad_number_error = await page.locator('#number-error').textContent().catch(() => null);
+    await audit(page, 'otp-log-bad-number');
+
+    // Its page and timeline.
+    await page.goto(`${BASE}/console/otps`);
+    await page.click(`a[href="/console/otps/${out.sent_id}"]`);
+    await page.waitForURL(`${BASE}/console/otps/${out.sent_id}`);
+    // The log driver hands it over within a poll: reload until the timeline says so.
+    for (let i = 0; i < 40; i++) {
+      out.timeline = await page.locator('.timeline .chip').allTextContents();
+      if (out.timeline.includes('sent')) break;
+      await page.waitForTimeout(250);
+      await page.reload();
+    }
+    out.otp_page_text = await page.locator('main').innerText();
+    await audit(page, 'otp');
+
+    // Another account's OTP: not found, whatever id is typed.
+    const other = await page.goto(`${BASE}/console/otps/${env('OTHER_OTP_ID')}`);
+    out.other_otp_status = other.status();
+    await audit(page, 'not-found');
+
+    // A key: create it, it works, revoke it, it gets 401.
+    await page.goto(`${BASE}/console/keys`);
+    await audit(page, 'keys');
+    await page.fill('#label', 'browser test');
+    await page.click('text=Create key');
+    await page.waitForLoadState();
+    const key = await page.inputValue('#new-key');
+    await audit(page, 'key-created');
+    const listWith = (k) =>
+      fetch(`${BASE}/api/v1/auths/list/send-otps/`, { headers: { Authorization: `Bearer ${k}` } }).then((r) => r.status);
+    out.new_key_status = await listWith(key);
+    const keyId = key.split('_')[1];
+    await page.click(`button[aria-label="Revoke key ${keyId}"]`);
+    await page.waitForURL(`${BASE}/console/keys`);
+    out.revoked_key_status = await listWith(key);
+    out.key_row_after_revoke = await page.locator('tr', { hasText: keyId }).innerText();
+
+    // Log out: the session ends on the server, the old cookie opens nothing.
+    await page.click('text=Log out');
+    await page.waitForURL(`${BASE}/console/login`);
+    const cookie = `otpgate_console=${session.value}`;
+    const after = await fetch(`${BASE}/console/`, { headers: { Cookie: cookie }, redirect: 'manual' });
+    out.after_logout_status = after.status;
+    out.after_logout_location = after.headers.get('location');
+  } finally {
+    await browser.close();
+  }
+  process.stdout.write(JSON.stringify(out) + '\n');
+})().catch((e) => {
+  process.stderr.write(String(e && e.stack ? e.stack : e) + '\n');
+  process.exit(1);
+});
