@@ -78,6 +78,11 @@ pub enum StoreError {
     /// Anything else the database reported.
     #[error("database error: {0}")]
     Internal(String),
+    /// The database does not fit this binary: an applied migration was changed,
+    /// or a newer release migrated it past what this binary supports. Raised on
+    /// open, before anything is written; the message says which and what to run.
+    #[error("{0}")]
+    Incompatible(String),
 }
 
 /// Why a send was not accepted.

@@ -365,25 +365,69 @@ fn apply_migrations_in(conn: &mut Connection, list: &[Migration]) -> Result<(), 
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(map_err)?;
-    tx.execute_batch(migrate::CREATE_TABLE).map_err(map_err)?;
-    for m in list {
-        let done: Option<i64> = tx
-            .query_row(
-                "SELECT version FROM otpgate_migrations WHERE version = ?1",
-                [m.version],
-                |r| r.get(0),
-            )
-            .optional()
+    tx.execute_batch(migrate::CREATE_TABLES).map_err(map_err)?;
+    let columns: Vec<String> = tx
+        .prepare("SELECT name FROM pragma_table_info('otpgate_migrations')")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(map_err)?;
+    for (column, kind) in migrate::ADD_COLUMNS {
+        if !columns.iter().any(|c| c == column) {
+            tx.execute_batch(&format!(
+                "ALTER TABLE otpgate_migrations ADD COLUMN {column} {kind}"
+            ))
             .map_err(map_err)?;
-        if done.is_none() {
-            tx.execute_batch(m.sql).map_err(map_err)?;
-            tx.execute(
-                "INSERT INTO otpgate_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-                params![m.version, m.name, now_micros()],
-            )
-            .map_err(map_err)?;
-            tracing::info!(version = m.version, name = m.name, "applied migration");
         }
+    }
+    let recorded = tx
+        .prepare(migrate::SELECT_RECORDED)
+        .and_then(|mut s| {
+            s.query_map([], |r| {
+                Ok(migrate::Recorded {
+                    version: r.get(0)?,
+                    name: r.get(1)?,
+                    checksum: r.get(2)?,
+                    min_binary: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(map_err)?;
+    let floor: Option<String> = tx
+        .query_row(
+            "SELECT min_binary FROM otpgate_schema WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(map_err)?;
+    let plan = migrate::plan(list, &recorded, floor.as_deref(), migrate::BINARY_VERSION)?;
+    for m in &plan.stamp {
+        tx.execute(
+            "UPDATE otpgate_migrations SET checksum = ?2, min_binary = ?3 WHERE version = ?1",
+            params![m.version, m.checksum(), m.min_binary],
+        )
+        .map_err(map_err)?;
+    }
+    for m in &plan.apply {
+        tx.execute_batch(m.sql).map_err(map_err)?;
+        tx.execute(
+            "INSERT INTO otpgate_migrations (version, name, applied_at, checksum, min_binary) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![m.version, m.name, now_micros(), m.checksum(), m.min_binary],
+        )
+        .map_err(map_err)?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+    }
+    let floor_now = plan.floor.to_string();
+    if plan.changes_records() || floor.as_deref() != Some(floor_now.as_str()) {
+        tx.execute(
+            "INSERT INTO otpgate_schema (id, min_binary, written_by, updated_at) \
+             VALUES (1, ?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET \
+             min_binary = excluded.min_binary, written_by = excluded.written_by, \
+             updated_at = excluded.updated_at",
+            params![floor_now, migrate::BINARY_VERSION, now_micros()],
+        )
+        .map_err(map_err)?;
     }
     tx.commit().map_err(map_err)
 }
