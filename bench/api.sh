@@ -38,6 +38,7 @@ key=$("$bin" accounts create bench --sms-credits 100000000 --phone-credits 0 --j
 # Every send goes to one number from one key: per-number, per-account and
 # per-key limits off for the benchmark.
 OTPGATE_LIMITS__PER_NUMBER_MAX=0 OTPGATE_LIMITS__PER_NUMBER_COOLDOWN_SECONDS=0 \
+OTPGATE_VERIFY__RESEND_SAME_CODE=false \
 OTPGATE_LIMITS__PER_ACCOUNT_RPS=0 OTPGATE_LIMITS__PER_KEY_RPS=0 \
 OTPGATE_DEMO__CREATE_DEFAULT_ACCOUNT=false OTPGATE_LOG__LEVEL=warn \
 OTPGATE_DELIVERY__LOG_PATH="$work/deliveries.jsonl" \

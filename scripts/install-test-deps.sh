@@ -19,6 +19,7 @@ declare -A needed=(
   [npm]=npm
   [psql]=postgresql-client
   [pg_ctlcluster]=postgresql
+  [adduser]=adduser          # a Depends of the .deb the package test installs
 )
 missing=()
 for cmd in "${!needed[@]}"; do
@@ -118,3 +119,10 @@ fi
 
 # cargo-nextest runs the suite; fall back to installing it from crates.io.
 command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
+
+# cargo-deb builds the Debian package in the package test
+# (crates/otpgate/tests/package.rs) and in scripts/release.sh. Pinned: the test
+# packages the dev build, which 3.8.0 accepts with a warning.
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb 3.8.0" ]; then
+  cargo install cargo-deb --locked --version 3.8.0
+fi

@@ -385,12 +385,12 @@ impl Recent {
         };
         let now = otp.created_at;
         let mut refusal: Option<(LimitKind, Micros)> = None;
-        if limits.per_number_cooldown > 0 {
-            if let Some(newest) = times.iter().max() {
-                let until = newest + limits.per_number_cooldown;
-                if until > now {
-                    refusal = Some((LimitKind::Cooldown, until));
-                }
+        if limits.per_number_cooldown > 0
+            && let Some(newest) = times.iter().max()
+        {
+            let until = newest + limits.per_number_cooldown;
+            if until > now {
+                refusal = Some((LimitKind::Cooldown, until));
             }
         }
         if limits.window_enabled() {
@@ -491,6 +491,7 @@ mod tests {
             expires_at: 600_000_000,
             spend_day: 0,
             spend_day_ends: 86_400_000_000,
+            resend_of: None,
         }
     }
 

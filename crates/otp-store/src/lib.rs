@@ -32,22 +32,38 @@
 //! [`Store::verify`] checks a code and counts the attempt in one transaction
 //! (SQLite: in the writer; PostgreSQL: under a row lock), so concurrent
 //! verifications of one code are counted exactly and at most one succeeds.
-//! [`Store::purge_codes`] drops the ciphers of long-expired codes.
+//! [`Store::purge_codes`] drops the ciphers of long-expired codes, and
+//! [`RetentionStore::purge_expired_rows`] whole OTPs and other rows past their
+//! retention ([`retention`]).
+//!
+//! A resend repeats a live generated code: the caller finds the chain's first
+//! record ([`Store::resend_head`]) and sends its code with
+//! [`NewOtp::resend_of`]; the accepting transaction checks that the first
+//! record can still verify (PostgreSQL: under its row lock, taken before the
+//! account rows) and writes the new record with the first's expiry and
+//! attempt count and `resend_of` pointing to it. The first record holds the
+//! state the chain shares: [`Store::verify`] of any record of the chain decides
+//! on the first's attempts, expiry and verification (PostgreSQL: under the
+//! first's lock), and writes the outcome to every record of the chain, so
+//! each one shows it and the lookups by number need no join.
 
 pub mod alloc;
 mod migrate;
 mod model;
 pub mod postgres;
 pub mod receipts;
+pub mod retention;
 pub mod sqlite;
 pub mod users;
 pub mod webhooks;
 
 use std::sync::Arc;
 
+pub use migrate::BINARY_VERSION;
 pub use model::*;
 use otp_domain::vault::CodeVault;
 pub use receipts::{ReceiptStore, UnmatchedReceipt};
+pub use retention::{PurgeReport, RetentionRules, RetentionStore};
 pub use users::{
     KeyCopy, LoginGate, LoginPolicy, LoginScope, NewUser, Session, User, UserKey, UserStore,
 };
@@ -115,6 +131,11 @@ pub enum AcceptError {
     /// The idempotency key was used before with another body; nothing written.
     #[error("idempotency key reused with another body")]
     IdempotencyKeyReused,
+    /// A resend's code ([`NewOtp::resend_of`]) was verified, used up its
+    /// attempts or expired since the caller found it; nothing written. The
+    /// caller sends again with a new code.
+    #[error("the code a resend repeats can no longer verify")]
+    ResendStale,
     /// The store failed; nothing was written.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -123,11 +144,16 @@ pub enum AcceptError {
 /// The persistence the service needs. Implementations must be safe to share across
 /// tasks and, for PostgreSQL, across processes.
 #[async_trait::async_trait]
-pub trait Store: UserStore + WebhookStore + ReceiptStore + Send + Sync + 'static {
+pub trait Store:
+    UserStore + WebhookStore + ReceiptStore + RetentionStore + Send + Sync + 'static
+{
     /// Which backend this is ("sqlite" or "postgres"), for logs and metrics.
     fn backend(&self) -> &'static str;
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Replaces the per-destination limits sends are accepted under (a
+    /// configuration reload); batches already being committed keep theirs.
+    fn set_send_limits(&self, limits: SendLimits);
 
     /// Creates an account with opening balances (recorded as a ledger top-up).
     async fn create_account(&self, name: &str, sms: i64, phone: i64)
@@ -188,6 +214,10 @@ pub trait Store: UserStore + WebhookStore + ReceiptStore + Send + Sync + 'static
     async fn list_otps(&self, query: &ListQuery) -> Result<OtpPage, StoreError>;
     /// One OTP of an account.
     async fn otp(&self, account: AccountId, id: i64) -> Result<Option<OtpRecord>, StoreError>;
+    /// The first record of the live generated code a send to the number
+    /// would repeat ([`ResendQuery`]), with its code read back; `None` when no
+    /// code can be repeated (none live, or its code cannot be read back).
+    async fn resend_head(&self, query: ResendQuery) -> Result<Option<OtpRecord>, StoreError>;
 
     /// Claims up to `limit` due jobs of a channel for `node` until `lease_until`.
     async fn claim_jobs(&self, claim: Claim) -> Result<Vec<ClaimedJob>, StoreError>;
@@ -213,6 +243,61 @@ pub trait Store: UserStore + WebhookStore + ReceiptStore + Send + Sync + 'static
 
 /// A store shared by the service's tasks.
 pub type SharedStore = Arc<dyn Store>;
+
+/// The send limits a store checks now, shared with the tasks that commit
+/// sends; [`Store::set_send_limits`] replaces them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LiveLimits(Arc<std::sync::RwLock<SendLimits>>);
+
+impl LiveLimits {
+    pub(crate) fn new(limits: SendLimits) -> Self {
+        LiveLimits(Arc::new(std::sync::RwLock::new(limits)))
+    }
+
+    /// A copy of the limits now in force (std lock: held for a copy only).
+    pub(crate) fn get(&self) -> SendLimits {
+        *self.0.read().expect("send limits poisoned")
+    }
+
+    pub(crate) fn set(&self, limits: SendLimits) {
+        *self.0.write().expect("send limits poisoned") = limits;
+    }
+}
+
+/// The migrations this build has that the database at `url` has not applied
+/// (their `version_name`), read without changing anything: a SQLite file
+/// that does not exist is an error, not a new database.
+pub async fn missing_migrations(url: &str) -> Result<Vec<String>, StoreError> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || sqlite::missing_migrations(std::path::Path::new(&path)))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        postgres::missing_migrations(url).await
+    } else {
+        Err(StoreError::Internal(
+            "the database URL must start with sqlite:// or postgres://".into(),
+        ))
+    }
+}
+
+/// The PostgreSQL server's clock at `url`, in microseconds since the epoch
+/// (`otpgate doctor` compares it with this node's).
+pub async fn database_now_micros(url: &str) -> Result<Micros, StoreError> {
+    postgres::now_micros_at(url).await
+}
+
+/// The names of the migrations of `list` whose version is not in `applied`.
+fn not_applied(list: &[migrate::Migration], applied: &[i64]) -> Vec<String> {
+    list.iter()
+        .filter(|m| !applied.contains(&m.version))
+        .map(|m| format!("{:04}_{}", m.version, m.name))
+        .collect()
+}
 
 /// Opens the store a URL names: `sqlite://PATH` (`sqlite::memory:` is refused: a
 /// gateway must not lose what it accepted) or `postgres://...`.
@@ -373,5 +458,6 @@ pub(crate) fn sample_otp(account_id: AccountId) -> NewOtp {
         expires_at: now + 600_000_000,
         spend_day: 0,
         spend_day_ends: i64::MAX,
+        resend_of: None,
     }
 }

@@ -29,9 +29,9 @@ use std::fmt;
 
 use crate::StoreError;
 
-/// The version of this binary, as migrations' `min_binary` is compared with it.
-/// The `otpgate` and `otp-store` crates share the workspace version.
-pub(crate) const BINARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version of this binary, as migrations' `min_binary` is compared with it:
+/// this crate's, which is kept equal to the `otpgate` crate's (tested there).
+pub const BINARY_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The first release; every migration it shipped declares it.
 const FIRST_RELEASE: &str = "0.1.0";
@@ -294,6 +294,18 @@ pub(crate) const SQLITE: &[Migration] = &[
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/sqlite/0015_api_key_copies.sql"),
     },
+    Migration {
+        version: 16,
+        name: "resends",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/sqlite/0016_resends.sql"),
+    },
+    Migration {
+        version: 17,
+        name: "retention",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/sqlite/0017_retention.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -386,6 +398,18 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "api_key_copies",
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/postgres/0015_api_key_copies.sql"),
+    },
+    Migration {
+        version: 16,
+        name: "resends",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/postgres/0016_resends.sql"),
+    },
+    Migration {
+        version: 17,
+        name: "retention",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/postgres/0017_retention.sql"),
     },
 ];
 

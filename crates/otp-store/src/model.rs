@@ -221,6 +221,71 @@ pub struct NewOtp {
     /// epoch in the service's time zone), and when that day ends.
     pub spend_day: i64,
     pub spend_day_ends: Micros,
+    /// A resend: the first record of the live code this send repeats (the
+    /// caller found it with [`crate::Store::resend_head`] and put its code in
+    /// `otp` and its expiry in `expires_at`). The store checks in the accepting
+    /// transaction that it can still verify, and refuses the send with
+    /// [`crate::AcceptError::ResendStale`] if not.
+    pub resend_of: Option<ResendOf>,
+}
+
+/// The live code a resend repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResendOf {
+    /// The chain's first record.
+    pub id: i64,
+    /// Wrong codes after which the code is dead (`verify.max_attempts`).
+    pub max_attempts: i64,
+}
+
+/// Which live code a generated-code send to a number would repeat: the newest
+/// one of the account, sent under the same API key, that can still verify.
+#[derive(Debug, Clone)]
+pub struct ResendQuery {
+    pub account_id: AccountId,
+    pub api_key_id: i64,
+    pub e164: String,
+    pub max_attempts: i64,
+    pub now: Micros,
+    /// No record created at or before this can still be live (`now` less the
+    /// longest expiry a send may have), so the lookup reads only that window
+    /// of the number's history, however long it is.
+    pub created_after: Micros,
+}
+
+/// A chain's first record as the accepting transaction reads it (locked in
+/// PostgreSQL), to decide whether a resend may still repeat its code.
+pub(crate) struct ChainHead {
+    pub id: i64,
+    pub account_id: AccountId,
+    pub api_key_id: Option<i64>,
+    pub e164: String,
+    pub generated: bool,
+    pub resend_of: Option<i64>,
+    pub has_code: bool,
+    pub expires_at: Micros,
+    pub attempts: i64,
+    pub verified_at: Option<Micros>,
+}
+
+impl ChainHead {
+    /// Whether `otp` may join this chain: same account, key and number, a
+    /// first record of a generated code that is neither verified, dead nor
+    /// expired at the send's time.
+    pub fn admits(&self, otp: &NewOtp, resend: &ResendOf) -> bool {
+        self.id == resend.id
+            && self.resend_of.is_none()
+            && self.generated
+            && otp.otp_option == OtpOption::Generated
+            && self.account_id == otp.account_id
+            && self.api_key_id.is_some()
+            && self.api_key_id == otp.api_key_id
+            && self.e164 == otp.e164
+            && self.has_code
+            && self.verified_at.is_none()
+            && self.attempts < resend.max_attempts
+            && otp.created_at < self.expires_at
+    }
 }
 
 impl std::fmt::Debug for NewOtp {
@@ -444,8 +509,10 @@ pub struct OtpRecord {
     /// When the code stops verifying.
     pub expires_at: Micros,
     pub verified_at: Option<Micros>,
-    /// Wrong codes tried so far.
+    /// Wrong codes tried so far (for a resend, the chain's shared count).
     pub verify_attempts: i64,
+    /// A resend: the first record of the code it repeats.
+    pub resend_of: Option<i64>,
 }
 
 impl std::fmt::Debug for OtpRecord {
@@ -568,6 +635,8 @@ pub(crate) struct VerifyRow {
     pub expires_at: Micros,
     pub attempts: i64,
     pub verified_at: Option<Micros>,
+    /// A resend: the first record, whose state the check uses.
+    pub resend_of: Option<i64>,
 }
 
 /// What to do with a row that verification found.
@@ -591,6 +660,23 @@ pub(crate) fn first_refusal(refusals: i64) -> bool {
 }
 
 impl VerifyRow {
+    /// The chain's first record (this row's own id when it is one).
+    pub fn head(&self) -> i64 {
+        self.resend_of.unwrap_or(self.id)
+    }
+
+    /// This row checked against the state its chain shares: the first
+    /// record's attempts, expiry and verification (read, in PostgreSQL,
+    /// under the first record's lock), with this row's id and code.
+    pub fn sharing(self, head: &VerifyRow) -> VerifyRow {
+        VerifyRow {
+            expires_at: head.expires_at,
+            attempts: head.attempts,
+            verified_at: head.verified_at,
+            ..self
+        }
+    }
+
     /// Decides, comparing the code in constant time when the row can still verify.
     pub fn step(&self, req: &VerifyRequest, vault: &CodeVault) -> VerifyStep {
         if self.verified_at.is_some() {
@@ -801,5 +887,177 @@ mod scope_tests {
         );
         assert_eq!(wanted.first_missing_from(Scopes::ALL), None);
         assert!(!Scopes::DEFAULT.contains(Scope::Account));
+    }
+}
+
+#[cfg(test)]
+mod resend_tests {
+    use super::*;
+
+    fn head() -> ChainHead {
+        ChainHead {
+            id: 7,
+            account_id: 1,
+            api_key_id: Some(3),
+            e164: "+9779851023212".into(),
+            generated: true,
+            resend_of: None,
+            has_code: true,
+            expires_at: 1_000,
+            attempts: 4,
+            verified_at: None,
+        }
+    }
+
+    fn resend() -> NewOtp {
+        NewOtp {
+            api_key_id: Some(3),
+            otp_option: OtpOption::Generated,
+            created_at: 999,
+            ..crate::sample_otp(1)
+        }
+    }
+
+    const OF: ResendOf = ResendOf {
+        id: 7,
+        max_attempts: 5,
+    };
+
+    #[test]
+    fn a_live_first_generated_code_of_the_same_account_key_and_number_takes_a_resend() {
+        assert!(head().admits(&resend(), &OF));
+    }
+
+    #[test]
+    fn anything_else_refuses_the_resend() {
+        let refused: Vec<(&str, ChainHead, NewOtp)> = vec![
+            (
+                "verified",
+                ChainHead {
+                    verified_at: Some(5),
+                    ..head()
+                },
+                resend(),
+            ),
+            (
+                "dead",
+                ChainHead {
+                    attempts: 5,
+                    ..head()
+                },
+                resend(),
+            ),
+            (
+                "expired",
+                head(),
+                NewOtp {
+                    created_at: 1_000,
+                    ..resend()
+                },
+            ),
+            (
+                "purged",
+                ChainHead {
+                    has_code: false,
+                    ..head()
+                },
+                resend(),
+            ),
+            (
+                "personnel first",
+                ChainHead {
+                    generated: false,
+                    ..head()
+                },
+                resend(),
+            ),
+            (
+                "personnel resend",
+                head(),
+                NewOtp {
+                    otp_option: OtpOption::Personnel,
+                    ..resend()
+                },
+            ),
+            (
+                "a resend itself",
+                ChainHead {
+                    resend_of: Some(2),
+                    ..head()
+                },
+                resend(),
+            ),
+            (
+                "another key",
+                head(),
+                NewOtp {
+                    api_key_id: Some(4),
+                    ..resend()
+                },
+            ),
+            (
+                "no key",
+                ChainHead {
+                    api_key_id: None,
+                    ..head()
+                },
+                NewOtp {
+                    api_key_id: None,
+                    ..resend()
+                },
+            ),
+            (
+                "another account",
+                head(),
+                NewOtp {
+                    account_id: 2,
+                    ..resend()
+                },
+            ),
+            (
+                "another number",
+                head(),
+                NewOtp {
+                    e164: "+9779800000000".into(),
+                    ..resend()
+                },
+            ),
+            ("another record", ChainHead { id: 8, ..head() }, resend()),
+        ];
+        for (why, h, otp) in refused {
+            assert!(!h.admits(&otp, &OF), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_resend_is_checked_against_the_state_of_its_first_record() {
+        let row = VerifyRow {
+            id: 9,
+            e164: "+9779851023212".into(),
+            salt: Some(vec![1]),
+            hash: Some(vec![2]),
+            expires_at: 5_000,
+            attempts: 0,
+            verified_at: None,
+            resend_of: Some(7),
+        };
+        assert_eq!(row.head(), 7);
+        let first = VerifyRow {
+            id: 7,
+            salt: Some(vec![3]),
+            hash: Some(vec![4]),
+            expires_at: 1_000,
+            attempts: 3,
+            verified_at: Some(900),
+            resend_of: None,
+            e164: "+9779851023212".into(),
+        };
+        assert_eq!(first.head(), 7);
+        let shared = row.sharing(&first);
+        assert_eq!((shared.id, shared.hash.as_deref()), (9, Some(&[2u8][..])));
+        assert_eq!(
+            (shared.expires_at, shared.attempts, shared.verified_at),
+            (1_000, 3, Some(900))
+        );
     }
 }

@@ -15,9 +15,11 @@
 //! end.
 
 mod receipts;
+mod retention;
 mod users;
 mod webhooks;
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +34,7 @@ use crate::alloc::{
 };
 use crate::migrate;
 use crate::model::{
-    StoredCode, VerifyRow, VerifyStep, channel_from_str, first_refusal, option_from_str,
+    ChainHead, StoredCode, VerifyRow, VerifyStep, channel_from_str, first_refusal, option_from_str,
     verify_event,
 };
 use crate::webhooks::WebhookEvent;
@@ -48,16 +50,17 @@ pub struct PgStore {
     lists: Pool,
     accepts: mpsc::UnboundedSender<(SealedOtp, AcceptReply)>,
     vault: Arc<CodeVault>,
+    limits: LiveLimits,
 }
 
 const OTP_COLUMNS: &str = "o.id, o.account_id, o.account_seq, o.phone_number, o.e164, o.template, \
      o.message, o.code_salt, o.otp_options, o.channel, o.voice_input, o.length_factor, o.company_name, \
      o.segments, o.credits_used, o.status, o.status_at, o.error, o.provider_message_id, o.created_at, \
      o.route, o.error_code, o.delivered_at, o.refunded, o.otp_cipher, o.key_id, o.expires_at, \
-     o.verified_at, o.verify_attempts";
+     o.verified_at, o.verify_attempts, o.resend_of";
 
 const VERIFY_COLUMNS: &str =
-    "id, e164, code_salt, otp_hash, expires_at, verify_attempts, verified_at";
+    "id, e164, code_salt, otp_hash, expires_at, verify_attempts, verified_at, resend_of";
 
 const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, phone_credits, otp_count, created_at";
 
@@ -97,12 +100,13 @@ impl PgStore {
 
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
+        let limits = LiveLimits::new(options.limits);
         for _ in 0..BATCHERS {
             tokio::spawn(batcher(
                 pool.clone(),
                 rx.clone(),
                 options.max_batch.max(1),
-                options.limits,
+                limits.clone(),
             ));
         }
         Ok(PgStore {
@@ -110,6 +114,7 @@ impl PgStore {
             lists,
             accepts: tx,
             vault: options.vault.clone(),
+            limits,
         })
     }
 
@@ -134,6 +139,47 @@ fn build_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, Store
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// See [`crate::database_now_micros`].
+pub(crate) async fn now_micros_at(url: &str) -> Result<Micros, StoreError> {
+    let config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
+    let pool = build_pool(config, 1)?;
+    let client = pool.get().await.map_err(pool_err)?;
+    let row = client
+        .query_one(
+            "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?;
+    Ok(row.get(0))
+}
+
+/// See [`crate::missing_migrations`].
+pub(crate) async fn missing_migrations(url: &str) -> Result<Vec<String>, StoreError> {
+    let config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
+    let pool = build_pool(config, 1)?;
+    let client = pool.get().await.map_err(pool_err)?;
+    let exists = client
+        .query_one("SELECT to_regclass('otpgate_migrations') IS NOT NULL", &[])
+        .await
+        .map_err(pg_err)?
+        .get::<_, bool>(0);
+    let applied: Vec<i64> = if exists {
+        client
+            .query("SELECT version FROM otpgate_migrations", &[])
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(crate::not_applied(migrate::POSTGRES, &applied))
 }
 
 async fn migrate_pg(pool: &Pool) -> Result<(), StoreError> {
@@ -221,7 +267,7 @@ async fn batcher(
     pool: Pool,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<(SealedOtp, AcceptReply)>>>,
     max_batch: usize,
-    limits: SendLimits,
+    limits: LiveLimits,
 ) {
     loop {
         let mut batch = Vec::new();
@@ -239,7 +285,7 @@ async fn batcher(
             }
         }
         let (otps, replies): (Vec<SealedOtp>, Vec<AcceptReply>) = batch.into_iter().unzip();
-        match accept_batch(&pool, &otps, &limits).await {
+        match accept_batch(&pool, &otps, &limits.get()).await {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);
@@ -263,6 +309,48 @@ async fn accept_batch(
     let mut client = pool.get().await.map_err(pool_err)?;
     let tx = client.transaction().await.map_err(pg_err)?;
     let otps: Vec<&NewOtp> = sealed.iter().map(|s| &s.otp).collect();
+    // The first records resends repeat, locked in id order, before the
+    // accounts (a verification holds a first record's lock while it writes
+    // the chain's other records, and a refund holds such a record while it
+    // waits for its account, so locking them after the accounts could close
+    // a cycle). A resend so copies the attempts and expiry as they stand.
+    let mut heads: HashMap<i64, ChainHead> = HashMap::new();
+    let mut head_ids: Vec<i64> = otps
+        .iter()
+        .filter_map(|o| o.resend_of.map(|r| r.id))
+        .collect();
+    if !head_ids.is_empty() {
+        head_ids.sort_unstable();
+        head_ids.dedup();
+        let rows = tx
+            .query(
+                "SELECT id, account_id, api_key_id, e164, otp_options, resend_of, \
+                 otp_hash IS NOT NULL, expires_at, verify_attempts, verified_at \
+                 FROM otps WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &[&head_ids],
+            )
+            .await
+            .map_err(pg_err)?;
+        for r in rows {
+            let option: String = r.get(4);
+            heads.insert(
+                r.get(0),
+                ChainHead {
+                    id: r.get(0),
+                    account_id: r.get(1),
+                    api_key_id: r.get(2),
+                    e164: r.get(3),
+                    generated: option == "generated",
+                    resend_of: r.get(5),
+                    has_code: r.get(6),
+                    expires_at: r.get(7),
+                    attempts: r.get(8),
+                    verified_at: r.get(9),
+                },
+            );
+        }
+    }
+
     let mut ids: Vec<i64> = otps.iter().map(|o| o.account_id).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -392,6 +480,8 @@ async fn accept_batch(
 
     let mut results: Vec<Result<Accepted, AcceptError>> = Vec::with_capacity(otps.len());
     let mut taken = Vec::new();
+    // Per taken send: the chain's first record, expiry and attempts (resends).
+    let mut chains: Vec<Option<(i64, Micros, i64)>> = Vec::new();
     // Sends that repeat one accepted earlier in this batch: (this, that).
     let mut repeats: Vec<(usize, usize)> = Vec::new();
     for (i, otp) in otps.iter().enumerate() {
@@ -413,12 +503,23 @@ async fn accept_batch(
                 }
             }
         }
+        let chain = match &otp.resend_of {
+            None => None,
+            Some(resend) => match heads.get(&resend.id).filter(|h| h.admits(otp, resend)) {
+                Some(head) => Some((head.id, head.expires_at, head.attempts)),
+                None => {
+                    results.push(Err(AcceptError::ResendStale));
+                    continue;
+                }
+            },
+        };
         match recent
             .check(otp, limits)
             .and_then(|()| key_rates.check(otp, limits))
             .and_then(|()| balances.take(otp, limits))
         {
             Ok(t) => {
+                chains.push(chain);
                 recent.record(otp);
                 key_rates.record(otp, limits);
                 if let Some(k) = &sealed[i].idempotency {
@@ -474,7 +575,13 @@ async fn accept_batch(
         .iter()
         .map(|(i, _)| sealed[*i].code.key_id.as_str())
         .collect();
-    let expires: Vec<i64> = taken.iter().map(|(i, _)| otps[*i].expires_at).collect();
+    let expires: Vec<i64> = taken
+        .iter()
+        .zip(&chains)
+        .map(|((i, _), chain)| chain.map_or(otps[*i].expires_at, |c| c.1))
+        .collect();
+    let resend_ofs: Vec<Option<i64>> = chains.iter().map(|c| c.map(|c| c.0)).collect();
+    let attempts: Vec<i64> = chains.iter().map(|c| c.map_or(0, |c| c.2)).collect();
     let options = pick(&|o| o.otp_option.as_str().to_owned());
     let channels = pick(&|o| o.channel.as_str().to_owned());
     let voices: Vec<Option<&str>> = taken
@@ -503,14 +610,15 @@ async fn accept_batch(
             "INSERT INTO otps (account_id, account_seq, api_key_id, phone_number, e164, template, \
              message, otp_options, channel, voice_input, length_factor, company_name, segments, \
              credits_used, status, status_at, created_at, code_salt, otp_hash, otp_cipher, key_id, \
-             expires_at) \
-             SELECT a, s, k, p, e, t, m, op, ch, v, lf, co, sg, cr, 'queued', ts, ts, sa, h, ci, ki, ex \
+             expires_at, resend_of, verify_attempts) \
+             SELECT a, s, k, p, e, t, m, op, ch, v, lf, co, sg, cr, 'queued', ts, ts, sa, h, ci, ki, ex, \
+             rs, va \
              FROM UNNEST(\
              $1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], \
              $8::text[], $9::text[], $10::text[], $11::float8[], $12::text[], \
              $13::int8[], $14::int8[], $15::int8[], $16::bytea[], $17::bytea[], $18::bytea[], \
-             $19::text[], $20::int8[]) \
-             AS u(a, s, k, p, e, t, m, op, ch, v, lf, co, sg, cr, ts, sa, h, ci, ki, ex) \
+             $19::text[], $20::int8[], $21::int8[], $22::int8[]) \
+             AS u(a, s, k, p, e, t, m, op, ch, v, lf, co, sg, cr, ts, sa, h, ci, ki, ex, rs, va) \
              RETURNING id, account_id, account_seq",
             &[
                 &account_ids,
@@ -533,6 +641,8 @@ async fn accept_batch(
                 &ciphers,
                 &key_ids,
                 &expires,
+                &resend_ofs,
+                &attempts,
             ],
         )
         .await
@@ -747,8 +857,22 @@ fn otp_from_row(r: &Row, at: usize) -> (OtpRecord, StoredCode) {
         expires_at: r.get(at + 26),
         verified_at: r.get(at + 27),
         verify_attempts: r.get(at + 28),
+        resend_of: r.get(at + 29),
     };
     (record, code)
+}
+
+fn verify_row(r: &Row) -> VerifyRow {
+    VerifyRow {
+        id: r.get(0),
+        e164: r.get(1),
+        salt: r.get(2),
+        hash: r.get(3),
+        expires_at: r.get(4),
+        attempts: r.get(5),
+        verified_at: r.get(6),
+        resend_of: r.get(7),
+    }
 }
 
 /// A row with its code decrypted and its status as shown at `now`.
@@ -795,6 +919,10 @@ fn refs(p: &Params) -> Vec<&(dyn ToSql + Sync)> {
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn set_send_limits(&self, limits: SendLimits) {
+        self.limits.set(limits);
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -1095,18 +1223,19 @@ impl Store for PgStore {
         }
         let offset = q.offset.min(i64::MAX as u64) as i64;
         let (count, bound, skip) = if q.is_unfiltered() {
-            // Gapless per-account numbers turn any offset into an index bound.
-            let count: i64 = tx
+            // Gapless per-account numbers (past the retention purge's mark)
+            // turn any offset into an index bound.
+            let (newest, purged): (i64, i64) = tx
                 .query_opt(
-                    "SELECT otp_count FROM accounts WHERE id = $1",
+                    "SELECT otp_count, otp_purged_through FROM accounts WHERE id = $1",
                     &[&q.account_id],
                 )
                 .await
                 .map_err(pg_err)?
-                .map(|r| r.get(0))
-                .unwrap_or(0);
-            let bound = q.before_seq.unwrap_or(count.saturating_sub(offset) + 1);
-            (count, Some(bound), 0)
+                .map(|r| (r.get(0), r.get(1)))
+                .unwrap_or((0, 0));
+            let bound = q.before_seq.unwrap_or(newest.saturating_sub(offset) + 1);
+            (newest - purged, Some(bound), 0)
         } else {
             let count: i64 = match q.known_count {
                 Some(n) => n.min(i64::MAX as u64) as i64,
@@ -1158,6 +1287,36 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?;
         Ok(row.map(|r| revealed(&self.vault, &r, 0, now_micros())))
+    }
+
+    async fn resend_head(&self, q: ResendQuery) -> Result<Option<OtpRecord>, StoreError> {
+        let c = self.client().await?;
+        // The newest live record, then its chain's first record.
+        let row = c
+            .query_opt(
+                &format!(
+                    "SELECT {OTP_COLUMNS} FROM otps o WHERE o.id = (\
+                     SELECT COALESCE(n.resend_of, n.id) FROM otps n WHERE n.account_id = $1 \
+                     AND n.e164 = $2 AND n.api_key_id = $3 AND n.otp_options = 'generated' \
+                     AND n.verified_at IS NULL AND n.otp_hash IS NOT NULL AND n.expires_at > $4 \
+                     AND n.verify_attempts < $5 AND n.created_at > $6 \
+                     ORDER BY n.created_at DESC, n.account_seq DESC LIMIT 1) \
+                     AND o.account_id = $1"
+                ),
+                &[
+                    &q.account_id,
+                    &q.e164,
+                    &q.api_key_id,
+                    &q.now,
+                    &q.max_attempts,
+                    &q.created_after,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(row
+            .map(|r| revealed(&self.vault, &r, 0, now_micros()))
+            .filter(OtpRecord::code_is_known))
     }
 
     async fn claim_jobs(&self, claim: Claim) -> Result<Vec<ClaimedJob>, StoreError> {
@@ -1397,15 +1556,18 @@ impl Store for PgStore {
     async fn verify(&self, req: VerifyRequest) -> Result<VerifyOutcome, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
-        // The row is locked (FOR UPDATE) from the check to the commit, so two
-        // verifications of one code take turns; the second sees the first's
-        // result (a verified or dead code no longer matches the live query).
+        // The row is found first, then its chain's first record (the row
+        // itself unless it is a resend) is locked (FOR UPDATE) and read again
+        // from the check to the commit: two verifications of one code, by
+        // any of its records, take turns, and the second sees the first's
+        // result. Only first records are locked before the chain is written,
+        // in the order the accepting batches take them.
         let row = match (req.otp_id, &req.phone_number) {
             (Some(id), number) => tx
                 .query_opt(
                     &format!(
                         "SELECT {VERIFY_COLUMNS} FROM otps WHERE id = $1 AND account_id = $2 \
-                         AND ($3::text IS NULL OR phone_number = $3) FOR UPDATE"
+                         AND ($3::text IS NULL OR phone_number = $3)"
                     ),
                     &[&id, &req.account_id, number],
                 )
@@ -1418,7 +1580,7 @@ impl Store for PgStore {
                             "SELECT {VERIFY_COLUMNS} FROM otps WHERE account_id = $1 AND phone_number = $2 \
                              AND ($5::int8 IS NULL OR api_key_id = $5) \
                              AND verified_at IS NULL AND otp_hash IS NOT NULL AND expires_at > $3 \
-                             AND verify_attempts < $4 ORDER BY account_seq DESC LIMIT 1 FOR UPDATE"
+                             AND verify_attempts < $4 ORDER BY account_seq DESC LIMIT 1"
                         ),
                         &[&req.account_id, number, &req.now, &req.max_attempts, &req.api_key_id],
                     )
@@ -1426,15 +1588,12 @@ impl Store for PgStore {
                     .map_err(pg_err)?;
                 match live {
                     Some(row) => Some(row),
-                    // Locked too: a code sent since the first statement may be
-                    // the one found here, and two verifications of it must not
-                    // both succeed.
                     None => tx
                         .query_opt(
                             &format!(
                                 "SELECT {VERIFY_COLUMNS} FROM otps WHERE account_id = $1 \
                                  AND phone_number = $2 AND ($3::int8 IS NULL OR api_key_id = $3) \
-                                 ORDER BY account_seq DESC LIMIT 1 FOR UPDATE"
+                                 ORDER BY account_seq DESC LIMIT 1"
                             ),
                             &[&req.account_id, number, &req.api_key_id],
                         )
@@ -1447,20 +1606,34 @@ impl Store for PgStore {
         let Some(row) = row else {
             return Ok(VerifyOutcome::NotFound);
         };
-        let row = VerifyRow {
-            id: row.get(0),
-            e164: row.get(1),
-            salt: row.get(2),
-            hash: row.get(3),
-            expires_at: row.get(4),
-            attempts: row.get(5),
-            verified_at: row.get(6),
+        let row = verify_row(&row);
+        let head = row.head();
+        let shared = tx
+            .query_opt(
+                &format!("SELECT {VERIFY_COLUMNS} FROM otps WHERE id = $1 FOR UPDATE"),
+                &[&head],
+            )
+            .await
+            .map_err(pg_err)?
+            .ok_or_else(|| StoreError::Internal("a resend's first record is missing".into()))?;
+        let shared = verify_row(&shared);
+        let row = if row.id == head {
+            shared
+        } else {
+            row.sharing(&shared)
         };
         let (outcome, recorded) = match row.step(&req, &self.vault) {
             VerifyStep::Verify => {
+                // The records whose message failed keep that status (and
+                // their refund); all stop verifying.
                 tx.execute(
-                    "UPDATE otps SET verified_at = $2, status = 'verified', status_at = $2 WHERE id = $1",
-                    &[&row.id, &req.now],
+                    "UPDATE otps SET verified_at = $2, \
+                     status = CASE WHEN id = $3 OR status IN ('queued', 'sent', 'delivered') \
+                     THEN 'verified' ELSE status END, \
+                     status_at = CASE WHEN id = $3 OR status IN ('queued', 'sent', 'delivered') \
+                     THEN $2 ELSE status_at END \
+                     WHERE id = $1 OR resend_of = $1",
+                    &[&head, &req.now, &row.id],
                 )
                 .await
                 .map_err(pg_err)?;
@@ -1477,11 +1650,18 @@ impl Store for PgStore {
                     .query_one(
                         "UPDATE otps SET verify_attempts = verify_attempts + 1 WHERE id = $1 \
                          RETURNING verify_attempts",
-                        &[&row.id],
+                        &[&head],
                     )
                     .await
                     .map_err(pg_err)?
                     .get(0);
+                tx.execute(
+                    "UPDATE otps SET verify_attempts = $2 WHERE resend_of = $1 \
+                     AND verify_attempts <> $2",
+                    &[&head, &attempts],
+                )
+                .await
+                .map_err(pg_err)?;
                 (
                     VerifyOutcome::WrongCode {
                         id: row.id,
@@ -1495,7 +1675,7 @@ impl Store for PgStore {
                     .query_one(
                         "UPDATE otps SET verify_refusals = verify_refusals + 1 WHERE id = $1 \
                          RETURNING verify_refusals",
-                        &[&row.id],
+                        &[&head],
                     )
                     .await
                     .map_err(pg_err)?

@@ -12,9 +12,13 @@
 //! without end.
 
 mod receipts;
+mod retention;
 mod users;
 mod webhooks;
 
+pub use retention::{CopyReport, backup, restore};
+
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -28,7 +32,7 @@ use crate::alloc::{
 };
 use crate::migrate::{self, Migration};
 use crate::model::{
-    StoredCode, VerifyRow, VerifyStep, channel_from_str, first_refusal, option_from_str,
+    ChainHead, StoredCode, VerifyRow, VerifyStep, channel_from_str, first_refusal, option_from_str,
     verify_event,
 };
 use crate::webhooks::WebhookEvent;
@@ -55,6 +59,7 @@ pub struct SqliteStore {
     /// Only lists read here ([`StoreOptions::list_connections`]).
     lists: Arc<ReadPool>,
     vault: Arc<CodeVault>,
+    limits: LiveLimits,
 }
 
 struct ReadPool {
@@ -123,10 +128,11 @@ fn monotonic_nanos() -> u64 {
 const OTP_COLUMNS: &str = "id, account_id, account_seq, phone_number, e164, template, message, \
      code_salt, otp_options, channel, voice_input, length_factor, company_name, segments, \
      credits_used, status, status_at, error, provider_message_id, created_at, route, error_code, \
-     delivered_at, refunded, otp_cipher, key_id, expires_at, verified_at, verify_attempts";
+     delivered_at, refunded, otp_cipher, key_id, expires_at, verified_at, verify_attempts, \
+     resend_of";
 
 const VERIFY_COLUMNS: &str =
-    "id, e164, code_salt, otp_hash, expires_at, verify_attempts, verified_at";
+    "id, e164, code_salt, otp_hash, expires_at, verify_attempts, verified_at, resend_of";
 
 const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, phone_credits, otp_count, created_at";
 
@@ -139,7 +145,8 @@ impl SqliteStore {
     pub async fn open(path: &str, options: &StoreOptions) -> Result<Self, StoreError> {
         let path = path.to_owned();
         let max_batch = options.max_batch.max(1);
-        let limits = options.limits;
+        let limits = LiveLimits::new(options.limits);
+        let writer_limits = limits.clone();
         let readers = options.connections.max(1);
         let listers = options.list_connections.max(1);
         let budget = options.list_timeout.filter(|t| !t.is_zero());
@@ -161,13 +168,14 @@ impl SqliteStore {
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("otpgate-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_batch, limits))
+            .spawn(move || writer_loop(conn, rx, max_batch, writer_limits))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(SqliteStore {
             writer: tx,
             readers: Arc::new(ReadPool::new(read_conns, None, None)),
             lists: Arc::new(ReadPool::new(list_conns, budget, Some(LIST_POOL_WAIT))),
             vault: options.vault.clone(),
+            limits,
         })
     }
 
@@ -436,7 +444,7 @@ fn writer_loop(
     mut conn: Connection,
     mut rx: mpsc::UnboundedReceiver<WriteOp>,
     max_batch: usize,
-    limits: SendLimits,
+    limits: LiveLimits,
 ) {
     let mut ops = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
@@ -447,8 +455,42 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, &mut ops, &limits);
+        run_batch(&mut conn, &mut ops, &limits.get());
     }
+}
+
+/// See [`crate::missing_migrations`].
+pub(crate) fn missing_migrations(path: &Path) -> Result<Vec<String>, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Internal(format!(
+            "no database file at {}",
+            path.display()
+        )));
+    }
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(map_err)?;
+    let has_table: Option<String> = conn
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'otpgate_migrations'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(map_err)?;
+    let applied = match has_table {
+        None => Vec::new(),
+        Some(_) => {
+            let mut statement = conn
+                .prepare("SELECT version FROM otpgate_migrations")
+                .map_err(map_err)?;
+            statement
+                .query_map([], |r| r.get::<_, i64>(0))
+                .map_err(map_err)?
+                .collect::<Result<Vec<i64>, _>>()
+                .map_err(map_err)?
+        }
+    };
+    Ok(crate::not_applied(migrate::SQLITE, &applied))
 }
 
 fn run_batch(conn: &mut Connection, ops: &mut Vec<WriteOp>, limits: &SendLimits) {
@@ -605,6 +647,41 @@ fn accept_batch(
             }
         }
     }
+    let mut heads: HashMap<i64, ChainHead> = HashMap::new();
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT id, account_id, api_key_id, e164, otp_options, resend_of, \
+                 otp_hash IS NOT NULL, expires_at, verify_attempts, verified_at \
+                 FROM otps WHERE id = ?1",
+            )
+            .map_err(map_err)?;
+        for resend in otps.iter().filter_map(|s| s.otp.resend_of) {
+            if heads.contains_key(&resend.id) {
+                continue;
+            }
+            let found = stmt
+                .query_row([resend.id], |r| {
+                    Ok(ChainHead {
+                        id: r.get(0)?,
+                        account_id: r.get(1)?,
+                        api_key_id: r.get(2)?,
+                        e164: r.get(3)?,
+                        generated: r.get::<_, String>(4)? == "generated",
+                        resend_of: r.get(5)?,
+                        has_code: r.get(6)?,
+                        expires_at: r.get(7)?,
+                        attempts: r.get(8)?,
+                        verified_at: r.get(9)?,
+                    })
+                })
+                .optional()
+                .map_err(map_err)?;
+            if let Some(head) = found {
+                heads.insert(head.id, head);
+            }
+        }
+    }
     let mut keys = Keys::default();
     {
         let mut stmt = tx
@@ -650,9 +727,9 @@ fn accept_batch(
             "INSERT INTO otps (account_id, account_seq, api_key_id, phone_number, e164, template, \
              message, otp_options, channel, voice_input, length_factor, company_name, \
              segments, credits_used, status, status_at, created_at, code_salt, otp_hash, otp_cipher, \
-             key_id, expires_at) \
+             key_id, expires_at, resend_of, verify_attempts) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'queued', ?15, ?15, \
-             ?16, ?17, ?18, ?19, ?20)",
+             ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
         )
         .map_err(map_err)?;
     let mut insert_job = tx
@@ -696,6 +773,17 @@ fn accept_batch(
                 continue;
             }
         }
+        // A resend takes the expiry and the attempts its chain shares.
+        let chain = match &otp.resend_of {
+            None => None,
+            Some(resend) => match heads.get(&resend.id).filter(|h| h.admits(otp, resend)) {
+                Some(head) => Some((head.id, head.expires_at, head.attempts)),
+                None => {
+                    results.push(Err(AcceptError::ResendStale));
+                    continue;
+                }
+            },
+        };
         let taken = match recent
             .check(otp, limits)
             .and_then(|()| key_rates.check(otp, limits))
@@ -730,7 +818,9 @@ fn accept_batch(
                 &code.hash[..],
                 code.cipher,
                 code.key_id,
-                otp.expires_at,
+                chain.map_or(otp.expires_at, |c| c.1),
+                chain.map(|c| c.0),
+                chain.map_or(0, |c| c.2),
             ])
             .map_err(map_err)?;
         let id = tx.last_insert_rowid();
@@ -890,6 +980,7 @@ fn otp_from_row(r: &Row<'_>) -> rusqlite::Result<OtpRow> {
         expires_at: r.get(26)?,
         verified_at: r.get(27)?,
         verify_attempts: r.get(28)?,
+        resend_of: r.get(29)?,
     };
     Ok((record, code))
 }
@@ -971,6 +1062,10 @@ fn collect<T>(
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn set_send_limits(&self, limits: SendLimits) {
+        self.limits.set(limits);
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -1248,6 +1343,42 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn resend_head(&self, q: ResendQuery) -> Result<Option<OtpRecord>, StoreError> {
+        let vault = self.vault.clone();
+        self.read(move |c| {
+            let newest = c
+                .prepare_cached(&format!(
+                    "SELECT {OTP_COLUMNS} FROM otps WHERE account_id = ?1 AND e164 = ?2 \
+                     AND api_key_id = ?3 AND otp_options = 'generated' AND verified_at IS NULL \
+                     AND otp_hash IS NOT NULL AND expires_at > ?4 AND verify_attempts < ?5 \
+                     AND created_at > ?6 ORDER BY created_at DESC, account_seq DESC LIMIT 1"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![
+                            q.account_id,
+                            q.e164,
+                            q.api_key_id,
+                            q.now,
+                            q.max_attempts,
+                            q.created_after
+                        ],
+                        otp_from_row,
+                    )
+                    .optional()
+                })
+                .map_err(map_err)?;
+            let head = match newest.as_ref().and_then(|(record, _)| record.resend_of) {
+                Some(first) => otp_by_id(c, first)?.filter(|(h, _)| h.account_id == q.account_id),
+                None => newest,
+            };
+            Ok(reveal(&vault, head.into_iter().collect())
+                .pop()
+                .filter(OtpRecord::code_is_known))
+        })
+        .await
+    }
+
     async fn claim_jobs(&self, claim: Claim) -> Result<Vec<ClaimedJob>, StoreError> {
         let claimed = self
             .write(move |tx| {
@@ -1403,6 +1534,7 @@ fn verify_row(r: &Row<'_>) -> rusqlite::Result<VerifyRow> {
         expires_at: r.get(4)?,
         attempts: r.get(5)?,
         verified_at: r.get(6)?,
+        resend_of: r.get(7)?,
     })
 }
 
@@ -1465,12 +1597,33 @@ fn verify_in(
     let Some(row) = row else {
         return Ok(VerifyOutcome::NotFound);
     };
+    // A resend is checked against the state its chain shares, kept on the
+    // first record; every write below goes to the whole chain.
+    let head = row.head();
+    let row = match row.resend_of {
+        None => row,
+        Some(first) => {
+            let shared = tx
+                .prepare_cached(&format!("SELECT {VERIFY_COLUMNS} FROM otps WHERE id = ?1"))
+                .and_then(|mut s| s.query_row([first], verify_row).optional())
+                .map_err(map_err)?
+                .ok_or_else(|| StoreError::Internal("a resend's first record is missing".into()))?;
+            row.sharing(&shared)
+        }
+    };
     let (outcome, recorded) = match row.step(req, vault) {
         VerifyStep::Verify => {
+            // The records whose message failed keep that status (and their
+            // refund); all stop verifying.
             tx.prepare_cached(
-                "UPDATE otps SET verified_at = ?2, status = 'verified', status_at = ?2 WHERE id = ?1",
+                "UPDATE otps SET verified_at = ?2, \
+                 status = CASE WHEN id = ?3 OR status IN ('queued', 'sent', 'delivered') \
+                 THEN 'verified' ELSE status END, \
+                 status_at = CASE WHEN id = ?3 OR status IN ('queued', 'sent', 'delivered') \
+                 THEN ?2 ELSE status_at END \
+                 WHERE id = ?1 OR resend_of = ?1",
             )
-            .and_then(|mut s| s.execute(params![row.id, req.now]))
+            .and_then(|mut s| s.execute(params![head, req.now, row.id]))
             .map_err(map_err)?;
             (
                 VerifyOutcome::Verified {
@@ -1486,8 +1639,13 @@ fn verify_in(
                     "UPDATE otps SET verify_attempts = verify_attempts + 1 WHERE id = ?1 \
                      RETURNING verify_attempts",
                 )
-                .and_then(|mut s| s.query_row([row.id], |r| r.get(0)))
+                .and_then(|mut s| s.query_row([head], |r| r.get(0)))
                 .map_err(map_err)?;
+            tx.prepare_cached(
+                "UPDATE otps SET verify_attempts = ?2 WHERE resend_of = ?1 AND verify_attempts <> ?2",
+            )
+            .and_then(|mut s| s.execute(params![head, attempts]))
+            .map_err(map_err)?;
             (
                 VerifyOutcome::WrongCode {
                     id: row.id,
@@ -1502,7 +1660,7 @@ fn verify_in(
                     "UPDATE otps SET verify_refusals = verify_refusals + 1 WHERE id = ?1 \
                      RETURNING verify_refusals",
                 )
-                .and_then(|mut s| s.query_row([row.id], |r| r.get(0)))
+                .and_then(|mut s| s.query_row([head], |r| r.get(0)))
                 .map_err(map_err)?;
             (outcome, first_refusal(refusals))
         }
@@ -1735,24 +1893,22 @@ fn apply_receipt(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i64>, Stor
         Some(&detail),
         rc.error_code.as_deref(),
     )?;
-    if moved {
-        if let Some(st) = new_status.filter(|s| s.is_failure()) {
-            tx.prepare_cached("UPDATE otps SET error_code = ?2, error = ?3 WHERE id = ?1")
-                .and_then(|mut s| {
-                    s.execute(params![
-                        otp_id,
-                        rc.error_code,
-                        format!("carrier reported {}", rc.state)
-                    ])
-                })
-                .map_err(map_err)?;
-            refund(
-                tx,
-                otp_id,
-                rc.at,
-                &format!("carrier reported {}", st.as_str()),
-            )?;
-        }
+    if moved && let Some(st) = new_status.filter(|s| s.is_failure()) {
+        tx.prepare_cached("UPDATE otps SET error_code = ?2, error = ?3 WHERE id = ?1")
+            .and_then(|mut s| {
+                s.execute(params![
+                    otp_id,
+                    rc.error_code,
+                    format!("carrier reported {}", rc.state)
+                ])
+            })
+            .map_err(map_err)?;
+        refund(
+            tx,
+            otp_id,
+            rc.at,
+            &format!("carrier reported {}", st.as_str()),
+        )?;
     }
     if let Some(hook) = new_status
         .filter(|_| moved)
@@ -1784,15 +1940,19 @@ fn list_otps_in(c: &Connection, q: &ListQuery) -> Result<(u64, Vec<OtpRow>), Sto
     }
     let offset = q.offset.min(i64::MAX as u64) as i64;
     let (count, bound, skip) = if q.is_unfiltered() {
-        // Every OTP of an account has a gapless number 1..=otp_count, so an offset
-        // maps straight to a bound on that number: O(log n) however deep the page.
-        let count: i64 = c
-            .prepare_cached("SELECT otp_count FROM accounts WHERE id = ?1")
-            .and_then(|mut s| s.query_row([q.account_id], |r| r.get(0)).optional())
+        // The OTPs left of an account have gapless numbers from past the
+        // retention purge's mark to otp_count, so an offset maps straight to a
+        // bound on that number: O(log n) however deep the page.
+        let (newest, purged): (i64, i64) = c
+            .prepare_cached("SELECT otp_count, otp_purged_through FROM accounts WHERE id = ?1")
+            .and_then(|mut s| {
+                s.query_row([q.account_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
             .map_err(map_err)?
-            .unwrap_or(0);
-        let bound = q.before_seq.unwrap_or(count.saturating_sub(offset) + 1);
-        (count, Some(bound), 0)
+            .unwrap_or((0, 0));
+        let bound = q.before_seq.unwrap_or(newest.saturating_sub(offset) + 1);
+        (newest - purged, Some(bound), 0)
     } else {
         let count: i64 = match q.known_count {
             Some(n) => n.min(i64::MAX as u64) as i64,

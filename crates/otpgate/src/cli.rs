@@ -1,5 +1,7 @@
-//! The `otpgate` command line: `serve`, `migrate`, and the account, credit, key
-//! and user administration commands. Every command reads the same configuration as
+//! The `otpgate` command line: `serve` (which reloads its configuration on
+//! `SIGHUP`), `migrate`, `backup`, `restore`, `check-config`, `doctor`,
+//! `routes` (pause, drain, resume through the admin API), and the account,
+//! credit, key and user administration commands. Every command reads the same configuration as
 //! `serve`, so `--database-url` or `OTPGATE_DATABASE_URL` points them all at one
 //! store.
 
@@ -66,6 +68,70 @@ enum Command {
     /// Manage accounts' webhooks (URL and signing secret).
     #[command(subcommand)]
     Webhooks(WebhooksCmd),
+    /// Copy the SQLite database to FILE while the service runs (consistent,
+    /// checked); for PostgreSQL use pg_dump.
+    Backup {
+        /// A new file.
+        file: PathBuf,
+    },
+    /// Put a backup made by `otpgate backup` in place of the SQLite database.
+    /// Stop every otpgate using it first.
+    Restore {
+        file: PathBuf,
+        /// Overwrite an existing database.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Check a configuration file and report every problem in it at once
+    /// (exit 1 when there is one); connects to nothing.
+    CheckConfig {
+        /// The TOML file (the OTPGATE_* variables of the environment apply on top).
+        file: PathBuf,
+    },
+    /// Check what this node needs to serve, one line per check (exit 1 when
+    /// one fails): configuration, store, secrets, espeak-ng, each SMSC, clock.
+    Doctor,
+    /// List, pause, drain or resume the carrier routes of a running server,
+    /// through its admin API (admin.token and the admin listener of the
+    /// configuration).
+    #[command(subcommand)]
+    Routes(RoutesCmd),
+}
+
+#[derive(Subcommand)]
+enum RoutesCmd {
+    /// Show each route, its state and deliveries in flight.
+    List(AdminTarget),
+    /// Stop a route taking messages; other routes of its numbers take over.
+    Pause {
+        name: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Let a route finish what it has in flight, then pause it.
+    Drain {
+        name: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Let a paused or draining route take messages again.
+    Resume {
+        name: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+/// Where the running server's admin API is.
+#[derive(Args)]
+struct AdminTarget {
+    /// Base URL of the admin API, e.g. http://127.0.0.1:9091. Default: the
+    /// configured admin listener (or the public one when there is none).
+    #[arg(long)]
+    admin_url: Option<String>,
+    /// Print the reply as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -183,17 +249,29 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut config = Config::load(cli.global.config.as_deref())?;
-    if let Some(url) = cli.global.database_url {
+    if let Command::CheckConfig { file } = &cli.command {
+        return check_config(file);
+    }
+    let loaded = Config::load(cli.global.config.as_deref());
+    if let Command::Doctor = &cli.command {
+        return doctor(loaded, &cli.global).await;
+    }
+    let mut config = loaded?;
+    if let Some(url) = cli.global.database_url.clone() {
         config.database_url = Secret::new(url);
     }
     crate::telemetry::init(&config.log);
     match cli.command {
         Command::Serve { listen } => {
-            if let Some(l) = listen {
+            if let Some(l) = listen.clone() {
                 config.listen = l;
             }
-            serve(config).await
+            let reload = ReloadSource {
+                file: cli.global.config.clone(),
+                database_url: cli.global.database_url.clone(),
+                listen,
+            };
+            serve(config, reload).await
         }
         Command::Migrate => {
             open_store(&config).await?;
@@ -220,10 +298,191 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys(&open_store(&config).await?, cmd).await,
         Command::Users(cmd) => users(&config, cmd).await,
         Command::Webhooks(cmd) => webhooks(&config, cmd).await,
+        Command::Backup { file } => {
+            tokio::task::spawn_blocking(move || crate::backup::backup(&config, &file)).await?
+        }
+        Command::Restore { file, replace } => {
+            tokio::task::spawn_blocking(move || crate::backup::restore(&config, &file, replace))
+                .await?
+        }
+        Command::Routes(cmd) => routes(&config, cmd).await,
+        Command::CheckConfig { .. } | Command::Doctor => unreachable!("handled above"),
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// `otpgate check-config FILE`: every problem, one a line, then how many.
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let problems = crate::check::check_file(file);
+    for p in &problems {
+        println!("problem: {p}");
+    }
+    match problems.len() {
+        0 => {
+            println!("{}: no problems", file.display());
+            Ok(())
+        }
+        n => anyhow::bail!(
+            "{}: {n} problem{}",
+            file.display(),
+            if n == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+/// `otpgate doctor`: one line per check, exit 1 when one fails.
+async fn doctor(loaded: anyhow::Result<Config>, global: &Global) -> anyhow::Result<()> {
+    let source = global
+        .config
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the defaults and OTPGATE_* variables".into());
+    let mut config = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            println!("FAIL config: {}", format!("{e:#}").replace('\n', " "));
+            anyhow::bail!("the configuration does not read; fix it first (otpgate check-config)");
+        }
+    };
+    if let Some(url) = global.database_url.clone() {
+        config.database_url = Secret::new(url);
+    }
+    let findings = crate::check::doctor(&config, &source).await;
+    for f in &findings {
+        println!("{f}");
+    }
+    let failed = findings.iter().filter(|f| !f.ok).count();
+    anyhow::ensure!(failed == 0, "{failed} of {} checks failed", findings.len());
+    Ok(())
+}
+
+/// `otpgate routes ...`: the admin API of the running server.
+async fn routes(config: &Config, cmd: RoutesCmd) -> anyhow::Result<()> {
+    let (target, path) = match &cmd {
+        RoutesCmd::List(t) => (t, "/admin/v1/routes/".to_owned()),
+        RoutesCmd::Pause { name, target } => (target, route_path(name, "pause")),
+        RoutesCmd::Drain { name, target } => (target, route_path(name, "drain")),
+        RoutesCmd::Resume { name, target } => (target, route_path(name, "resume")),
+    };
+    let token = config
+        .admin
+        .token
+        .as_ref()
+        .context("admin.token is not set: the admin API is off")?;
+    let base = match &target.admin_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let address = crate::startup::admin_address(config).unwrap_or(config.listen.clone());
+            format!("http://{address}")
+        }
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    let request = match cmd {
+        RoutesCmd::List(_) => client.get(format!("{base}{path}")),
+        _ => client.post(format!("{base}{path}")),
+    };
+    let reply = request
+        .bearer_auth(token.expose().trim())
+        .send()
+        .await
+        .with_context(|| format!("reaching the admin API at {base}"))?;
+    let status = reply.status();
+    let body: serde_json::Value = reply
+        .json()
+        .await
+        .with_context(|| format!("reading the admin API's reply ({status})"))?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "the admin API answered {status}: {}",
+            body["message"].as_str().unwrap_or("(no message)")
+        );
+    }
+    if target.json {
+        println!("{}", body["data"]);
+        return Ok(());
+    }
+    let rows = match &body["data"] {
+        serde_json::Value::Array(rows) => rows.clone(),
+        one => vec![one.clone()],
+    };
+    for r in rows {
+        println!(
+            "{} ({}, {}): {}, {} in flight",
+            r["name"].as_str().unwrap_or(""),
+            r["channel"].as_str().unwrap_or(""),
+            r["driver"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["in_flight"]
+        );
+    }
+    Ok(())
+}
+
+/// The admin path of one route, its name escaped.
+fn route_path(name: &str, action: &str) -> String {
+    let escaped: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("/admin/v1/routes/{escaped}/{action}/")
+}
+
+/// Where a reload reads the configuration from: the same file, with the same
+/// command-line overrides as at start.
+struct ReloadSource {
+    file: Option<PathBuf>,
+    database_url: Option<String>,
+    listen: Option<String>,
+}
+
+impl ReloadSource {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.file.as_deref())?;
+        if let Some(url) = &self.database_url {
+            config.database_url = Secret::new(url.clone());
+        }
+        if let Some(l) = &self.listen {
+            config.listen = l.clone();
+        }
+        Ok(config)
+    }
+}
+
+/// Reloads the configuration at each `SIGHUP` (see `crate::control`).
+#[cfg(unix)]
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    state: crate::state::AppState,
+    source: ReloadSource,
+) {
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        let result = match source.load() {
+            Ok(config) => crate::startup::reload(&state, config).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(done) => tracing::info!(applied = %done, "configuration reloaded"),
+            Err(e) => tracing::error!(
+                error = %format!("{e:#}"),
+                "configuration reload refused; the running configuration is kept"
+            ),
+        }
+    }
+}
+
+async fn serve(config: Config, reload: ReloadSource) -> anyhow::Result<()> {
+    // Taken before anything else: a SIGHUP's default action ends the process.
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP (configuration reloads)")?;
     let app = Application::build(config).await?;
     if let Some(key) = app.first_key() {
         // Printed once, on the console only; it is never logged.
@@ -232,6 +491,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     println!("otpgate listening on http://{}", app.local_addr());
+    #[cfg(unix)]
+    tokio::spawn(reload_on_hangup(hangups, app.state().clone(), reload));
+    #[cfg(not(unix))]
+    drop(reload);
     app.run_until_stopped(shutdown_signal()).await
 }
 

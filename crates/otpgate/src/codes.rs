@@ -12,23 +12,19 @@
 //!   can read that file can read the codes in the database, which is fine for a
 //!   laptop and wrong for anything else.
 //!
-//! [`purge_loop`] drops the ciphers of codes that expired more than
-//! `verify.retention_seconds` ago; the list then shows them masked.
+//! `crate::retention` drops the ciphers of codes that expired more than
+//! `retention.code_seconds` ago; the list then shows them masked.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use figment::providers::{Format, Toml};
 use serde::Deserialize;
-use tokio::sync::Notify;
 
 use otp_domain::vault::{CodeVault, random_key};
-use otp_store::{SharedStore, now_micros};
 
 use crate::config::{Config, Mode, Secret};
 
@@ -94,7 +90,7 @@ pub fn load_vault(config: &Config) -> anyhow::Result<CodeVault> {
     build(hmac, current, &keys)
 }
 
-fn check_verify_settings(config: &Config) -> anyhow::Result<()> {
+pub(crate) fn check_verify_settings(config: &Config) -> anyhow::Result<()> {
     let v = &config.verify;
     if v.max_attempts < 1 {
         bail!("verify.max_attempts must be at least 1");
@@ -105,9 +101,6 @@ fn check_verify_settings(config: &Config) -> anyhow::Result<()> {
             EXPIRY_RANGE.0,
             EXPIRY_RANGE.1
         );
-    }
-    if v.retention_seconds < 0 {
-        bail!("verify.retention_seconds cannot be negative");
     }
     Ok(())
 }
@@ -198,25 +191,6 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut file = options.open(path)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()
-}
-
-/// Purges old ciphers every `verify.purge_interval_seconds` until `stop`.
-pub async fn purge_loop(store: SharedStore, config: Arc<Config>, stop: Arc<Notify>) {
-    let stopping = stop.notified();
-    tokio::pin!(stopping);
-    let every = Duration::from_secs(config.verify.purge_interval_seconds.max(1));
-    loop {
-        let before = now_micros() - config.verify.retention_seconds * 1_000_000;
-        match store.purge_codes(before).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(codes = n, "purged the ciphers of expired codes"),
-            Err(e) => tracing::warn!(error = %e, "could not purge expired codes; will retry"),
-        }
-        tokio::select! {
-            _ = &mut stopping => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-    }
 }
 
 #[cfg(test)]

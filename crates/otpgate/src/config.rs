@@ -9,6 +9,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+pub use crate::delivery::settings::RouteConfig;
 pub use crate::delivery::voice::settings::{VoiceConfig, VoiceOverride};
 pub use otp_domain::secret::Secret;
 
@@ -44,8 +45,10 @@ pub struct Config {
     pub mode: Mode,
     /// Keys for codes at rest.
     pub secrets: SecretsConfig,
-    /// Checking codes, and how long codes are kept.
+    /// Checking codes.
     pub verify: VerifyConfig,
+    /// How long OTPs and other rows are kept before the purge removes them.
+    pub retention: RetentionConfig,
     /// Abuse protection on sends.
     pub limits: LimitsConfig,
     /// Users' logins and the tokens they get.
@@ -57,43 +60,6 @@ pub struct Config {
     /// Carrier routes, in order of preference per channel. None configured: the
     /// `log` driver takes both channels.
     pub routes: Vec<RouteConfig>,
-}
-
-/// One carrier route (`[[routes]]`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Unique name, used in metrics, `/readyz` and receipts matching.
-    pub name: String,
-    /// `text` or `voice`.
-    pub channel: String,
-    /// Destination prefixes in E.164 (`+977984`); empty: every destination.
-    #[serde(default)]
-    pub prefixes: Vec<String>,
-    /// `log`, `smpp`, `sparrow`, `aakash`, `http` or `tingting`; each but `log`
-    /// takes its settings from the table of the same name.
-    pub driver: String,
-    /// For `log`: where to write (default: `delivery.log_path`).
-    #[serde(default)]
-    pub log_path: Option<String>,
-    /// For `smpp`.
-    #[serde(default)]
-    pub smpp: Option<crate::delivery::smpp::SmppConfig>,
-    /// For `sparrow` (Sparrow SMS).
-    #[serde(default)]
-    pub sparrow: Option<crate::delivery::http::sparrow::SparrowConfig>,
-    /// For `aakash` (Aakash SMS).
-    #[serde(default)]
-    pub aakash: Option<crate::delivery::http::aakash::AakashConfig>,
-    /// For `http` (any HTTP API, templated).
-    #[serde(default)]
-    pub http: Option<crate::delivery::http::generic::GenericHttpConfig>,
-    /// For `tingting` (relay to a TingTing-compatible API; text and voice).
-    #[serde(default)]
-    pub tingting: Option<crate::delivery::http::tingting::TingTingConfig>,
-    /// For `sip` (voice calls through a SIP trunk).
-    #[serde(default)]
-    pub sip: Option<crate::delivery::voice::sip::SipConfig>,
 }
 
 impl Default for Config {
@@ -114,6 +80,7 @@ impl Default for Config {
             mode: Mode::default(),
             secrets: SecretsConfig::default(),
             verify: VerifyConfig::default(),
+            retention: RetentionConfig::default(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             admin: AdminConfig::default(),
@@ -331,11 +298,10 @@ pub struct VerifyConfig {
     pub max_attempts: i64,
     /// How long codes stay verifiable when a send names no `expiry_seconds`.
     pub default_expiry_seconds: i64,
-    /// How long after expiry the encrypted code is kept (the list shows it)
-    /// before it is purged (the list shows it masked).
-    pub retention_seconds: i64,
-    /// How often the purge runs.
-    pub purge_interval_seconds: u64,
+    /// The old name of `retention.code_seconds`, still read.
+    pub retention_seconds: Option<i64>,
+    /// The old name of `retention.interval_seconds`, still read.
+    pub purge_interval_seconds: Option<u64>,
     /// Most verifications of one number (or one OTP `id`) per account within
     /// `per_number_window_seconds`, on this node; 0 turns it off. Over it: 429
     /// `verify_rate_limited`, nothing counted against the code.
@@ -350,6 +316,13 @@ pub struct VerifyConfig {
     /// the code a login checks) or `account` (any of the account's). A
     /// verification by `id` may name any OTP of the account either way.
     pub number_scope: NumberScope,
+    /// A generated-code send to a number that has a live (unexpired,
+    /// unverified, not dead) generated code sent under the same API key is a
+    /// resend: it sends that code again, with its expiry, and the two share one
+    /// attempt counter, so whichever message arrives first verifies. False:
+    /// every send gets a new code and verification by number checks the
+    /// newest.
+    pub resend_same_code: bool,
 }
 
 /// Which OTPs a verification by number considers.
@@ -368,12 +341,13 @@ impl Default for VerifyConfig {
         VerifyConfig {
             max_attempts: 5,
             default_expiry_seconds: 600,
-            retention_seconds: 86_400,
-            purge_interval_seconds: 60,
+            retention_seconds: None,
+            purge_interval_seconds: None,
             per_number_max: 10,
             per_number_window_seconds: 60,
             per_account_rps: 100,
             number_scope: NumberScope::Key,
+            resend_same_code: true,
         }
     }
 }
@@ -388,6 +362,43 @@ impl VerifyConfig {
             )
             .unwrap_or(i64::MAX),
             per_account_rps: self.per_account_rps,
+        }
+    }
+}
+
+/// `[retention]`: how long rows are kept (see `crate::retention`). Every node
+/// runs the purge; on PostgreSQL they share the work without repeating it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// How long an OTP is kept after its last status change, with its delivery
+    /// job, status history, carrier message ids, webhook deliveries and
+    /// idempotency record; 0 keeps OTPs for ever. Live OTPs stay whatever
+    /// their age. The ledger is never purged.
+    pub otp_seconds: u64,
+    /// How long after expiry the encrypted code is kept (the list shows it)
+    /// before it is purged (the list shows it masked). Unset:
+    /// `verify.retention_seconds`, else 86,400.
+    pub code_seconds: Option<i64>,
+    /// How long an `Idempotency-Key` record is kept: at least the 24 hours a
+    /// key answers for, at most `otp_seconds` (a replay needs its OTP).
+    pub idempotency_seconds: u64,
+    /// How often each node runs the purge. Unset:
+    /// `verify.purge_interval_seconds`, else 60.
+    pub interval_seconds: Option<u64>,
+    /// Most rows removed per transaction, so that a large purge never holds
+    /// sends up for long.
+    pub chunk: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            otp_seconds: 90 * 86_400,
+            code_seconds: None,
+            idempotency_seconds: 86_400,
+            interval_seconds: None,
+            chunk: 500,
         }
     }
 }
@@ -897,6 +908,16 @@ mod tests {
             .merge(Toml::string("[verify]\nnumber_scope = \"everyone\""))
             .extract::<Config>();
         assert!(bad.is_err(), "an unknown scope is refused");
+    }
+
+    #[test]
+    fn resends_repeat_the_live_code_unless_turned_off() {
+        assert!(Config::default().verify.resend_same_code);
+        let config: Config = Figment::new()
+            .merge(Toml::string("[verify]\nresend_same_code = false"))
+            .extract()
+            .unwrap();
+        assert!(!config.verify.resend_same_code);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! - [`api`]: the HTTP routes, one router per feature, and the one error envelope.
 //! - [`auth`]: API keys (format, hashing, constant-time checks, last-used tracking).
 //! - [`users`]: users' passwords, login tokens and the admin token.
-//! - [`codes`]: the keys codes are kept under at rest, and the purge of old codes.
+//! - [`codes`]: the keys codes are kept under at rest.
+//! - [`retention`]: the `[retention]` settings and the purge of what is past them.
 //! - [`delivery`]: the outbox workers and the channel [`delivery::Driver`] trait.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`server`]: the HTTP accept loop and its limits: slow or oversized requests,
@@ -15,6 +16,11 @@
 //! - [`throttle`]: per-node limits on verifications and on concurrent lists.
 //! - [`webhooks`]: signed event deliveries to each account's URL, with retries,
 //!   and the sweep that reports codes expired unverified.
+//! - [`backup`]: `otpgate backup` and `restore` of a SQLite store.
+//! - [`control`]: run-time control: routes and limits replaced on `SIGHUP`,
+//!   routes paused, resumed and drained.
+//! - [`check`]: `otpgate check-config` (every problem of a file at once) and
+//!   `otpgate doctor` (what a node needs, one line per check).
 //! - [`cli`]: the `otpgate` command line.
 //!
 //! Domain rules (numbers, codes, templates, segments, credits) live in `otp-domain`;
@@ -22,13 +28,17 @@
 
 pub mod api;
 pub mod auth;
+pub mod backup;
+pub mod check;
 pub mod cli;
 pub mod codes;
 pub mod config;
+pub mod control;
 pub mod delivery;
 pub mod metrics;
 pub mod peer;
 pub mod process;
+pub mod retention;
 pub mod server;
 pub mod startup;
 pub mod state;

@@ -34,7 +34,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -57,7 +56,7 @@ use tower::ServiceExt;
 
 use crate::api::error::{ApiError, ErrorEnvelope, FieldError};
 use crate::metrics::Metrics;
-pub use crate::peer::{ClientIp, Forwarded, LocalAddr, Origin, is_valid_host};
+pub use crate::peer::{Cidr, ClientIp, Forwarded, LocalAddr, Origin, is_valid_host};
 pub use crate::process::open_file_limit;
 
 /// The least `max_header_bytes` honoured: room for a request line, a bearer key
@@ -72,61 +71,6 @@ const MAX_ANSWERED_REFUSALS: usize = 32;
 /// the client sent (closing on unread input would be a reset, which can destroy
 /// the answer before the client reads it).
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
-
-/// An address block of trusted proxies: `10.0.0.0/8`, `2001:db8::/32`, or one
-/// address (`192.0.2.7`, a /32 or /128).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let network = addr
-            .trim()
-            .parse::<IpAddr>()
-            .map_err(|_| format!("{s:?} is not an address or a CIDR block"))?
-            .to_canonical();
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{s:?}: the prefix length must be 0-{max}"))?,
-        };
-        Ok(Cidr { network, prefix })
-    }
-}
-
-impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
 
 /// Limits on what a client may do before its request reaches the router.
 #[derive(Debug, Clone)]

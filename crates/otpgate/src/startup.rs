@@ -10,22 +10,13 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use otp_domain::channel::Channel;
 use otp_domain::vault::CodeVault;
 use otp_store::{SharedStore, StoreError, StoreOptions};
 
 use crate::auth::{LastUsed, issue_key};
-use crate::config::{Config, RouteConfig};
-use crate::delivery::http::aakash::AakashDriver;
-use crate::delivery::http::generic::GenericHttpDriver;
-use crate::delivery::http::sparrow::SparrowDriver;
-use crate::delivery::http::tingting::TingTingDriver;
-use crate::delivery::log::LogDriver;
-use crate::delivery::router::{Route, Router};
-use crate::delivery::smpp::SmppDriver;
+use crate::config::Config;
 use crate::delivery::voice::Prompter;
-use crate::delivery::voice::sip::SipDriver;
-use crate::delivery::{Dispatcher, Driver, Policy};
+use crate::delivery::{Dispatcher, Policy};
 use crate::metrics::Metrics;
 use crate::state::{AppState, NewJobs};
 use crate::throttle::{ListSlots, VerifyLimiter};
@@ -39,6 +30,7 @@ pub struct Application {
     admin_listener: Option<TcpListener>,
     state: AppState,
     first_key: Option<String>,
+    retention: crate::retention::Retention,
 }
 
 /// Opens the store the configuration names, for commands that never read or
@@ -74,6 +66,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let tz = config.timezone()?;
         let vault = crate::codes::load_vault(&config).context("loading the code keys")?;
+        let retention = crate::retention::Retention::from_config(&config)?;
         let users = crate::users::UserAuth::load(&config).context("loading the login settings")?;
         let store = open_store_with(&config, Arc::new(vault)).await?;
         let first_key = if config.creates_demo_account() {
@@ -96,7 +89,11 @@ impl Application {
         trusted_proxies(&config)?;
         let metrics = Arc::new(Metrics::default());
         let voice = Arc::new(Prompter::new(&config.voice).context("invalid [voice] settings")?);
-        let drivers = Arc::new(build_drivers(&config, &store, &metrics, &voice).await?);
+        let runtime = Arc::new(
+            crate::control::Runtime::start(&config, store.clone(), metrics.clone(), voice.clone())
+                .await?,
+        );
+        let drivers = Arc::new(runtime.drivers());
         let verify_limits = Arc::new(VerifyLimiter::new(config.verify.limits()));
         let list_slots = Arc::new(ListSlots::new(
             config.api.max_concurrent_lists,
@@ -114,12 +111,14 @@ impl Application {
             users: Arc::new(users),
             verify_limits,
             list_slots,
+            runtime,
         };
         Ok(Application {
             listener,
             admin_listener,
             state,
             first_key,
+            retention,
         })
     }
 
@@ -151,6 +150,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let retention = self.retention;
         let state = self.state;
         let config = state.config.clone();
         let drivers = state.drivers.clone();
@@ -179,9 +179,9 @@ impl Application {
             workers.push(tokio::spawn(dispatcher.run(stop)));
         }
         let flusher = tokio::spawn(flush_last_used(state.clone(), stop.clone()));
-        let purger = tokio::spawn(crate::codes::purge_loop(
+        let purger = tokio::spawn(crate::retention::purge_loop(
             state.store.clone(),
-            config.clone(),
+            retention,
             stop.clone(),
         ));
         let webhooks = tokio::spawn(
@@ -359,140 +359,6 @@ fn connection_limits(
     })
 }
 
-/// The driver of each channel, from the configured routes.
-async fn build_drivers(
-    config: &Config,
-    store: &SharedStore,
-    metrics: &Arc<Metrics>,
-    voice: &Arc<Prompter>,
-) -> anyhow::Result<Vec<(Channel, Arc<dyn Driver>)>> {
-    let mut by_channel: Vec<(Channel, Vec<Route>)> =
-        vec![(Channel::Text, Vec::new()), (Channel::Voice, Vec::new())];
-    let mut shared_log: Option<Arc<dyn Driver>> = None;
-    let mut names = std::collections::HashSet::new();
-    for r in &config.routes {
-        anyhow::ensure!(
-            names.insert(r.name.clone()),
-            "route {:?} is defined twice",
-            r.name
-        );
-        let channel = Channel::parse(&r.channel)
-            .with_context(|| format!("route {}: channel must be text or voice", r.name))?;
-        let driver: Arc<dyn Driver> = match (r.driver.as_str(), channel) {
-            ("log", _) => match &r.log_path {
-                Some(path) => Arc::new(open_log(path, config, voice).await?),
-                None => log_driver(&mut shared_log, config, voice).await?,
-            },
-            ("smpp", Channel::Text) => SmppDriver::start(
-                &r.name,
-                table(&r.smpp, r, "smpp")?,
-                store.clone(),
-                metrics.clone(),
-            )?,
-            ("sparrow", Channel::Text) => {
-                Arc::new(SparrowDriver::new(table(&r.sparrow, r, "sparrow")?)?)
-            }
-            ("aakash", Channel::Text) => {
-                Arc::new(AakashDriver::new(table(&r.aakash, r, "aakash")?)?)
-            }
-            ("http", Channel::Text) => {
-                Arc::new(GenericHttpDriver::new(table(&r.http, r, "http")?)?)
-            }
-            ("tingting", _) => Arc::new(TingTingDriver::new(table(&r.tingting, r, "tingting")?)?),
-            ("sip", Channel::Voice) => {
-                sip_driver(&r.name, &table(&r.sip, r, "sip")?, config, voice).await?
-            }
-            (other, ch) => anyhow::bail!(
-                "route {}: driver {other:?} does not carry {} OTPs",
-                r.name,
-                ch.as_str()
-            ),
-        };
-        let slot = by_channel
-            .iter_mut()
-            .find(|(c, _)| *c == channel)
-            .expect("both channels are listed");
-        slot.1.push(Route {
-            name: r.name.clone(),
-            prefixes: r.prefixes.clone(),
-            driver,
-        });
-    }
-    let mut drivers = Vec::new();
-    for (channel, routes) in by_channel {
-        let driver: Arc<dyn Driver> = if routes.is_empty() {
-            log_driver(&mut shared_log, config, voice).await?
-        } else {
-            Arc::new(Router::new(routes))
-        };
-        drivers.push((channel, driver));
-    }
-    Ok(drivers)
-}
-
-/// The driver's own table of a route, which must be there.
-fn table<T: Clone>(value: &Option<T>, route: &RouteConfig, driver: &str) -> anyhow::Result<T> {
-    value.clone().with_context(|| {
-        format!(
-            "route {}: driver {driver} needs a [routes.{driver}] table",
-            route.name
-        )
-    })
-}
-
-/// A `log` driver that also writes voice prompts into `delivery.voice_dir`.
-async fn open_log(path: &str, config: &Config, voice: &Arc<Prompter>) -> anyhow::Result<LogDriver> {
-    let driver = LogDriver::open(path)
-        .await
-        .with_context(|| format!("opening the delivery log {path}"))?;
-    // Not fatal: the embedded default runs without espeak-ng and logs voice OTPs
-    // without audio, saying why in each line.
-    if let Err(e) = voice.check().await {
-        tracing::warn!(error = %e, "voice OTPs will be logged without audio");
-    }
-    Ok(driver.with_voice_audio(voice.clone(), &config.delivery.voice_dir))
-}
-
-/// The one `log` driver writing to `delivery.log_path`, shared by its users.
-async fn log_driver(
-    shared: &mut Option<Arc<dyn Driver>>,
-    config: &Config,
-    voice: &Arc<Prompter>,
-) -> anyhow::Result<Arc<dyn Driver>> {
-    if shared.is_none() {
-        *shared = Some(Arc::new(
-            open_log(&config.delivery.log_path, config, voice).await?,
-        ));
-    }
-    Ok(shared.clone().expect("just set"))
-}
-
-/// A `sip` route: its calls need espeak-ng, and its longest attempt must fit in a
-/// job's lease (or another worker would claim the job mid-call and ring twice).
-async fn sip_driver(
-    name: &str,
-    table: &crate::delivery::voice::sip::SipConfig,
-    config: &Config,
-    voice: &Arc<Prompter>,
-) -> anyhow::Result<Arc<dyn Driver>> {
-    let driver = SipDriver::new(name, table, &config.voice, voice.clone())
-        .with_context(|| format!("route {name}: invalid [routes.sip]"))?;
-    voice
-        .check()
-        .await
-        .with_context(|| format!("route {name}: voice calls need espeak-ng"))?;
-    let longest = driver.longest_attempt();
-    anyhow::ensure!(
-        Duration::from_secs(config.delivery.lease_seconds) > longest,
-        "route {name}: a call attempt can take up to {} s (2 x voice.render_timeout_ms + \
-         ring_timeout_seconds + max_call_seconds + 64 s of SIP timers), longer than \
-         delivery.lease_seconds ({}); raise lease_seconds above it or shorten the call settings",
-        longest.as_secs(),
-        config.delivery.lease_seconds
-    );
-    Ok(Arc::new(driver))
-}
-
 /// Creates the `default` account and its key when the store has no account.
 async fn seed_default_account(
     store: &SharedStore,
@@ -531,4 +397,29 @@ async fn flush_last_used(state: AppState, stop: Arc<Notify>) {
             tracing::warn!(error = %e, "could not record key use; will retry");
         }
     }
+}
+
+/// Applies `new` (a reloaded configuration file) to the running server:
+/// routes, limits and the log level. Refused as a whole, changing nothing,
+/// when the file has a problem or a new route cannot be started. Returns
+/// what was done, for the log.
+pub async fn reload(state: &AppState, new: Config) -> anyhow::Result<String> {
+    let problems = crate::check::problems(&new);
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.join("; "));
+    }
+    let lease = std::time::Duration::from_secs(state.config.delivery.lease_seconds.max(1));
+    let (kept, started, stopped) = state.runtime.apply(&new, &state.new_jobs, lease).await?;
+    let running = &state.config;
+    state.store.set_send_limits(otp_store::SendLimits {
+        low_balance: running.webhooks.low_balance_thresholds(),
+        ..new.limits.send_limits(running.mode)
+    });
+    let log = match crate::telemetry::reload_level(&new.log.level) {
+        Ok(filter) => format!("log filter {filter}"),
+        Err(e) => format!("log level unchanged ({e})"),
+    };
+    Ok(format!(
+        "routes: {kept} kept, {started} started, {stopped} stopping; limits applied; {log}"
+    ))
 }

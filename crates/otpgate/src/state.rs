@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Notify;
-
 use crate::auth::LastUsed;
 use crate::config::Config;
 use crate::delivery::Driver;
@@ -34,20 +32,15 @@ pub struct AppState {
     pub verify_limits: Arc<VerifyLimiter>,
     /// List queries running at once per account (`api.max_concurrent_lists`).
     pub list_slots: Arc<ListSlots>,
+    /// Routes and limits that change without a restart (see `crate::control`).
+    pub runtime: Arc<crate::control::Runtime>,
 }
 
-/// One wake-up per channel, so a text send never wakes only the voice worker.
-#[derive(Default)]
-pub struct NewJobs {
-    pub text: Arc<Notify>,
-    pub voice: Arc<Notify>,
-}
-
-impl NewJobs {
-    pub fn for_channel(&self, channel: Channel) -> &Arc<Notify> {
-        match channel {
-            Channel::Text => &self.text,
-            Channel::Voice => &self.voice,
-        }
+impl AppState {
+    /// `[limits]` now in force: a reload replaces what `config` started with.
+    pub fn limits(&self) -> Arc<crate::config::LimitsConfig> {
+        self.runtime.limits()
     }
 }
+
+pub use crate::delivery::NewJobs;

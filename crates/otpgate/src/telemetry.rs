@@ -12,29 +12,68 @@
 
 use std::io::IsTerminal;
 
+use std::sync::OnceLock;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogConfig;
+
+/// Swaps the filter of the installed subscriber (its type differs between
+/// the text and JSON formats, hence a closure).
+type SwapFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// Set by [`init`] when it installed the subscriber.
+static SWAP_FILTER: OnceLock<SwapFilter> = OnceLock::new();
 
 /// Installs the global subscriber; `RUST_LOG`, when set, overrides the level.
 pub fn init(config: &LogConfig) {
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = env_filter(rust_log.as_deref(), &config.level);
     let no_color = std::env::var_os("NO_COLOR");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colours(
-            std::io::stderr().is_terminal(),
-            no_color.as_deref(),
-        ))
-        .with_writer(std::io::stderr);
-    let result = if config.format == "json" {
-        builder.json().flatten_event(true).try_init()
+    let ansi = colours(std::io::stderr().is_terminal(), no_color.as_deref());
+    // A subscriber already installed (tests) is fine: errors are ignored.
+    if config.format == "json" {
+        let builder = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter(filter)
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_filter_reloading();
+        let handle = builder.reload_handle();
+        if builder.try_init().is_ok() {
+            let _ = SWAP_FILTER.set(Box::new(move |f| {
+                handle.reload(f).map_err(|e| e.to_string())
+            }));
+        }
     } else {
-        builder.try_init()
-    };
-    // A subscriber already installed (tests) is fine.
-    let _ = result;
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_filter_reloading();
+        let handle = builder.reload_handle();
+        if builder.try_init().is_ok() {
+            let _ = SWAP_FILTER.set(Box::new(move |f| {
+                handle.reload(f).map_err(|e| e.to_string())
+            }));
+        }
+    }
+}
+
+/// Puts `level` (a new `log.level`) in force without a restart, quieted like
+/// at start; `RUST_LOG`, when set, still wins. Returns the filter now in force.
+/// An invalid level is an error and changes nothing.
+pub fn reload_level(level: &str) -> Result<String, String> {
+    EnvFilter::try_new(with_quiet_drivers(level))
+        .map_err(|e| format!("log.level {level:?} is not a valid filter: {e}"))?;
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = env_filter(rust_log.as_deref(), level);
+    let shown = filter.to_string();
+    match SWAP_FILTER.get() {
+        Some(swap) => swap(filter).map(|()| shown),
+        None => Err("this process installed no reloadable log subscriber".into()),
+    }
 }
 
 /// Whether text lines get ANSI colours: only on a terminal, and not when

@@ -91,17 +91,15 @@ impl VerifyLimiter {
         let per_target = max > 0 && window > 0;
         let mut counts = self.counts.lock().expect("verify limiter poisoned");
         let key = (account, target);
-        if per_target {
-            if let Some(times) = counts.targets.get_mut(&key) {
-                while times.front().is_some_and(|t| *t <= now - window) {
-                    times.pop_front();
-                }
-                if let (true, Some(oldest)) = (times.len() >= max, times.front()) {
-                    let wait = (oldest + window - now).max(1) as u64;
-                    return Err(VerifyRefusal::Number {
-                        retry_after_seconds: wait.div_ceil(1_000_000),
-                    });
-                }
+        if per_target && let Some(times) = counts.targets.get_mut(&key) {
+            while times.front().is_some_and(|t| *t <= now - window) {
+                times.pop_front();
+            }
+            if let (true, Some(oldest)) = (times.len() >= max, times.front()) {
+                let wait = (oldest + window - now).max(1) as u64;
+                return Err(VerifyRefusal::Number {
+                    retry_after_seconds: wait.div_ceil(1_000_000),
+                });
             }
         }
         let rate = counts.accounts.entry(account).or_default();

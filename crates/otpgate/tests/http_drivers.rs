@@ -109,6 +109,7 @@ impl Source {
                 expires_at: now_micros() + 600_000_000,
                 spend_day: 0,
                 spend_day_ends: i64::MAX,
+                resend_of: None,
             })
             .await
             .unwrap();

@@ -375,7 +375,7 @@ pub fn without_message_excerpt(text: &str) -> String {
 
 /// Receipt text is ASCII in practice; UCS-2 receipts exist, so honour it.
 fn decode_receipt_text(coding: u8, raw: &[u8]) -> String {
-    if coding == data_coding::UCS2 && raw.len() % 2 == 0 {
+    if coding == data_coding::UCS2 && raw.len().is_multiple_of(2) {
         let units: Vec<u16> = raw
             .chunks_exact(2)
             .map(|c| u16::from_be_bytes([c[0], c[1]]))

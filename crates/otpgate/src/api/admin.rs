@@ -19,6 +19,10 @@
 //! | POST | `/admin/v1/keys/{key_id}/revoke/` | revoke a key |
 //! | GET, POST | `/admin/v1/accounts/{id}/users/` | list users; create one |
 //! | POST | `/admin/v1/users/{id}/password/` | set a user's password |
+//! | GET | `/admin/v1/routes/` | list carrier routes and their state |
+//! | POST | `/admin/v1/routes/{name}/pause/` | stop a route taking messages |
+//! | POST | `/admin/v1/routes/{name}/drain/` | finish what is in flight, then pause |
+//! | POST | `/admin/v1/routes/{name}/resume/` | let a route take messages again |
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
@@ -40,6 +44,8 @@ use super::list::rfc3339;
 use super::send::{given, integer, required_text, text};
 use super::users::{Envelope, bearer};
 use crate::auth::issue_key_with_scopes;
+use crate::control::RouteView;
+use crate::delivery::router::RouteState;
 use crate::state::AppState;
 use crate::users::{Email, NewPassword, PasswordRules};
 
@@ -65,6 +71,10 @@ pub fn router() -> Router<AppState> {
             get(list_users).post(create_user),
         ),
         ("/admin/v1/users/{id}/password/", post(set_password)),
+        ("/admin/v1/routes/", get(list_routes)),
+        ("/admin/v1/routes/{name}/pause/", post(pause_route)),
+        ("/admin/v1/routes/{name}/drain/", post(drain_route)),
+        ("/admin/v1/routes/{name}/resume/", post(resume_route)),
     ] {
         router = router
             .route(path, route.clone())
@@ -756,6 +766,105 @@ pub async fn set_password(
         .ok_or_else(ApiError::not_found)?;
     tracing::info!(user_id = user.id, "admin API: password set");
     Ok(Json(Envelope::ok("Password set.", user_view(user, &state))))
+}
+
+/// The carrier routes of both channels, in configured order, with what an
+/// operator set them to and their deliveries in flight.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/routes/",
+    tag = "admin",
+    responses(
+        (status = 200, description = "The routes", body = Envelope<Vec<RouteView>>),
+        (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
+        (status = 404, description = "The admin API is off", body = super::error::ErrorEnvelope),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn list_routes(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Json<Envelope<Vec<RouteView>>> {
+    Json(Envelope::ok("Routes.", state.runtime.routes()))
+}
+
+async fn set_route(
+    state: &AppState,
+    name: &str,
+    to: RouteState,
+    message: &str,
+) -> Result<Json<Envelope<RouteView>>, ApiError> {
+    let view = state
+        .runtime
+        .set_route_state(name, to, &state.new_jobs)
+        .ok_or_else(ApiError::not_found)?;
+    tracing::info!(route = %view.name, state = view.state, "admin API: route state set");
+    Ok(Json(Envelope::ok(message, view)))
+}
+
+/// Pauses a route: it takes no new message; other routes serving the same
+/// numbers take over, and messages only it serves wait (see the README).
+#[utoipa::path(
+    post,
+    path = "/admin/v1/routes/{name}/pause/",
+    tag = "admin",
+    params(("name" = String, Path, description = "Route name")),
+    responses(
+        (status = 200, description = "Paused", body = Envelope<RouteView>),
+        (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
+        (status = 404, description = "No such route, or the admin API is off", body = super::error::ErrorEnvelope),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn pause_route(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Envelope<RouteView>>, ApiError> {
+    set_route(&state, &name, RouteState::Paused, "Route paused.").await
+}
+
+/// Drains a route: it takes no new message, and becomes `paused` once the
+/// deliveries it has in flight are done (`state` says which it is now).
+#[utoipa::path(
+    post,
+    path = "/admin/v1/routes/{name}/drain/",
+    tag = "admin",
+    params(("name" = String, Path, description = "Route name")),
+    responses(
+        (status = 200, description = "Draining, or paused already", body = Envelope<RouteView>),
+        (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
+        (status = 404, description = "No such route, or the admin API is off", body = super::error::ErrorEnvelope),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn drain_route(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Envelope<RouteView>>, ApiError> {
+    set_route(&state, &name, RouteState::Draining, "Route draining.").await
+}
+
+/// Resumes a paused or draining route; the messages that waited go out.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/routes/{name}/resume/",
+    tag = "admin",
+    params(("name" = String, Path, description = "Route name")),
+    responses(
+        (status = 200, description = "Active", body = Envelope<RouteView>),
+        (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
+        (status = 404, description = "No such route, or the admin API is off", body = super::error::ErrorEnvelope),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn resume_route(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Envelope<RouteView>>, ApiError> {
+    set_route(&state, &name, RouteState::Active, "Route resumed.").await
 }
 
 /// The `admin_token` security scheme of the OpenAPI document.

@@ -11,7 +11,7 @@
 //! offset (not a link) costs a scan of the matching rows.
 //! A caller only ever sees its own account's records.
 //!
-//! `otp` is the code, decrypted, until its cipher is purged (`verify.retention_seconds`
+//! `otp` is the code, decrypted, until its cipher is purged (`retention.code_seconds`
 //! after it expires); then, or always with `api.hide_codes` (by default in
 //! production mode), it is `******` and the message shows `******` in its place.
 
@@ -81,8 +81,11 @@ pub struct OtpItem {
     /// When the code stops verifying.
     pub expires_at: String,
     pub verified_at: Option<String>,
-    /// Wrong codes tried so far.
+    /// Wrong codes tried so far (a resend and its first send share one count).
     pub verify_attempts: i64,
+    /// A resend (`verify.resend_same_code`): the `id` of the first send of the
+    /// same code; `null` for a first send.
+    pub resend_of: Option<i64>,
 }
 
 /// One change of status.
@@ -455,6 +458,7 @@ fn item(o: &OtpRecord, state: &AppState) -> OtpItem {
         expires_at: rfc3339(o.expires_at, tz),
         verified_at: o.verified_at.map(|t| rfc3339(t, tz)),
         verify_attempts: o.verify_attempts,
+        resend_of: o.resend_of,
     }
 }
 

@@ -11,6 +11,13 @@
 //! account, the key, whether the reply shows the code and the body's bytes, so
 //! a replay carries exactly what the first reply did, and another key of the
 //! account (or the same key after the setting changed) reusing it gets 422.
+//!
+//! With `verify.resend_same_code` (the default), a generated-code send to a
+//! number that has a live generated code sent under the same API key is a
+//! resend ([`resend_plan`]): it carries that code and its expiry, `resend_of`
+//! names the first send, and the store counts the attempts of the chain as
+//! one. If the code stops verifying between the lookup and the accepting
+//! transaction, the send goes out once more as a first send with a new code.
 
 use std::time::Instant;
 
@@ -29,7 +36,9 @@ use otp_domain::message::{MessageTemplate, PLACEHOLDER};
 use otp_domain::phone::{NumberType, PhoneNumber};
 use otp_domain::segments::{self, MAX_SEGMENTS, SmsEncoding};
 use otp_domain::vault::MASK;
-use otp_store::{AcceptError, Accepted, IdempotencyKey, LimitKind, NewOtp, now_micros};
+use otp_store::{
+    AcceptError, Accepted, IdempotencyKey, LimitKind, NewOtp, ResendOf, ResendQuery, now_micros,
+};
 use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, FieldError};
@@ -113,8 +122,13 @@ pub struct SendDetails {
     pub encoding: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub company_name: Option<String>,
-    /// When the code stops verifying (RFC 3339 in the configured zone).
+    /// When the code stops verifying (RFC 3339 in the configured zone); a
+    /// resend's is its first send's.
     pub expires_at: String,
+    /// A resend (the number had a live generated code of this API key, sent
+    /// again here, `verify.resend_same_code`): the `id` of the first send of
+    /// that code; `null` for a first send.
+    pub resend_of: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -146,6 +160,50 @@ struct ValidSend {
     expiry_seconds: Option<i64>,
 }
 
+/// What a send carries: its code, when that code stops verifying, and the
+/// chain it joins when it is a resend.
+#[derive(Clone)]
+struct Plan {
+    code: OtpCode,
+    expires_at: otp_store::Micros,
+    resend_of: Option<ResendOf>,
+}
+
+/// A resend: with `verify.resend_same_code`, a generated-code send to a number
+/// that has a live generated code sent under the same API key repeats that
+/// code, on any channel (a call after an SMS is the usual "call me instead"),
+/// with its expiry; the store counts the attempts of both as one.
+async fn resend_plan(
+    state: &AppState,
+    caller: &Caller,
+    valid: &ValidSend,
+    now: otp_store::Micros,
+) -> Result<Option<Plan>, ApiError> {
+    let verify = &state.config.verify;
+    if !verify.resend_same_code || valid.option != OtpOption::Generated {
+        return Ok(None);
+    }
+    let head = state
+        .store
+        .resend_head(ResendQuery {
+            account_id: caller.account_id,
+            api_key_id: caller.key_row,
+            e164: valid.number.e164().to_owned(),
+            max_attempts: verify.max_attempts,
+            now,
+            created_after: now - crate::codes::EXPIRY_RANGE.1 * 1_000_000,
+        })
+        .await?;
+    Ok(head.map(|head| Plan {
+        resend_of: Some(ResendOf {
+            id: head.id,
+            max_attempts: verify.max_attempts,
+        }),
+        expires_at: head.expires_at,
+        code: OtpCode::from_stored(head.otp),
+    }))
+}
+
 /// Send an OTP by SMS or voice call.
 #[utoipa::path(
     post,
@@ -153,7 +211,7 @@ struct ValidSend {
     tag = "otp",
     request_body(content = SendOtpRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Accepted and queued for delivery", body = SendResponse),
+        (status = 200, description = "Accepted and queued for delivery. A generated-code send to a number with a live generated code of the same API key is a resend (`verify.resend_same_code`): it carries that code and expiry, and `resend_of` names the first send", body = SendResponse),
         (status = 400, description = "Invalid request; nothing written. A number no OTP may go to by this channel is `number_type_not_allowed` (premium-rate, shared-cost, satellite and other service numbers) or `not_mobile` (a fixed line asked for SMS)", body = super::error::ErrorEnvelope),
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
         (status = 402, description = "Insufficient credits; nothing written", body = super::error::ErrorEnvelope),
@@ -173,7 +231,7 @@ pub async fn send_otp(
 ) -> Result<Json<SendResponse>, ApiError> {
     let shows_code = state.config.api.code_in_send_reply;
     let idempotency = idempotency_key(&headers, &caller, shows_code, &body)?;
-    let valid = match validate(&fields, &state.config.limits) {
+    let valid = match validate(&fields, &state.limits()) {
         Ok(v) => v,
         Err(errors) => {
             let channel = field_str(&fields, "sms_send_options").unwrap_or("unknown");
@@ -189,65 +247,82 @@ pub async fn send_otp(
             return Err(ApiError::validation(errors));
         }
     };
-    let message = valid.template.render(&valid.code);
-    let seg = segments::analyze(&message);
-    if valid.channel == Channel::Text && seg.segments > MAX_SEGMENTS {
-        state.metrics.inc(
-            "otpgate_sends_total",
-            &[("channel", valid.channel.as_str()), ("outcome", "invalid")],
-        );
-        return Err(ApiError::validation(vec![FieldError::new(
-            "message",
-            "too_long",
-            format!(
-                "The rendered message needs {} SMS segments; at most {MAX_SEGMENTS} are allowed.",
-                seg.segments
-            ),
-        )]));
-    }
-    let cost = credits::cost(valid.channel, &seg);
-    let (segments_sent, encoding) = match valid.channel {
-        Channel::Text => (
-            seg.segments,
-            Some(match seg.encoding {
-                SmsEncoding::Gsm7 => "gsm7",
-                SmsEncoding::Ucs2 => "ucs2",
-            }),
-        ),
-        Channel::Voice => (0, None),
-    };
     let created_at = now_micros();
     let expiry = valid
         .expiry_seconds
         .unwrap_or(state.config.verify.default_expiry_seconds);
-    let expires_at = created_at + expiry * 1_000_000;
-    let (spend_day, spend_day_ends) = local_day(state.tz, created_at);
-    let new = NewOtp {
-        account_id: caller.account_id,
-        api_key_id: Some(caller.key_row),
-        phone_number: valid.number.display().to_owned(),
-        e164: valid.number.e164().to_owned(),
-        template: valid.template.as_str().to_owned(),
-        otp: valid.code.as_str().to_owned(),
-        otp_option: valid.option,
-        channel: valid.channel,
-        voice: valid.voice,
-        length_factor: valid.length_factor,
-        company_name: valid.company_name.clone(),
-        segments: segments_sent,
-        cost,
-        created_at,
-        expires_at,
-        spend_day,
-        spend_day_ends,
+    let fresh = Plan {
+        code: valid.code.clone(),
+        expires_at: created_at + expiry * 1_000_000,
+        resend_of: None,
     };
-    let started = Instant::now();
-    let accepted = state.store.accept_once(new, idempotency).await;
-    state.metrics.observe(
-        "otpgate_accept_duration_seconds",
-        &[],
-        started.elapsed().as_secs_f64(),
-    );
+    let mut plan = match resend_plan(&state, &caller, &valid, created_at).await? {
+        Some(resend) => resend,
+        None => fresh.clone(),
+    };
+    let (spend_day, spend_day_ends) = local_day(state.tz, created_at);
+    // At most twice: a resend whose code stopped verifying since it was found
+    // is sent once more as a first send, with a new code.
+    let (accepted, message, cost, segments_sent, encoding) = loop {
+        let message = valid.template.render(&plan.code);
+        let seg = segments::analyze(&message);
+        if valid.channel == Channel::Text && seg.segments > MAX_SEGMENTS {
+            state.metrics.inc(
+                "otpgate_sends_total",
+                &[("channel", valid.channel.as_str()), ("outcome", "invalid")],
+            );
+            return Err(ApiError::validation(vec![FieldError::new(
+                "message",
+                "too_long",
+                format!(
+                    "The rendered message needs {} SMS segments; at most {MAX_SEGMENTS} are allowed.",
+                    seg.segments
+                ),
+            )]));
+        }
+        let cost = credits::cost(valid.channel, &seg);
+        let (segments_sent, encoding) = match valid.channel {
+            Channel::Text => (
+                seg.segments,
+                Some(match seg.encoding {
+                    SmsEncoding::Gsm7 => "gsm7",
+                    SmsEncoding::Ucs2 => "ucs2",
+                }),
+            ),
+            Channel::Voice => (0, None),
+        };
+        let new = NewOtp {
+            account_id: caller.account_id,
+            api_key_id: Some(caller.key_row),
+            phone_number: valid.number.display().to_owned(),
+            e164: valid.number.e164().to_owned(),
+            template: valid.template.as_str().to_owned(),
+            otp: plan.code.as_str().to_owned(),
+            otp_option: valid.option,
+            channel: valid.channel,
+            voice: valid.voice,
+            length_factor: valid.length_factor,
+            company_name: valid.company_name.clone(),
+            segments: segments_sent,
+            cost,
+            created_at,
+            expires_at: plan.expires_at,
+            spend_day,
+            spend_day_ends,
+            resend_of: plan.resend_of,
+        };
+        let started = Instant::now();
+        let accepted = state.store.accept_once(new, idempotency.clone()).await;
+        state.metrics.observe(
+            "otpgate_accept_duration_seconds",
+            &[],
+            started.elapsed().as_secs_f64(),
+        );
+        match accepted {
+            Err(AcceptError::ResendStale) if plan.resend_of.is_some() => plan = fresh.clone(),
+            accepted => break (accepted, message, cost, segments_sent, encoding),
+        }
+    };
     let channel = valid.channel.as_str();
     let accepted = match accepted {
         Ok(a) => a,
@@ -299,7 +374,7 @@ pub async fn send_otp(
                 "otpgate_sends_total",
                 &[("channel", channel), ("outcome", "rate_limited")],
             );
-            let limits = &state.config.limits;
+            let limits = state.limits();
             return Err(match limit {
                 LimitKind::Window => ApiError::rate_limited(
                     "rate_limited",
@@ -352,6 +427,9 @@ pub async fn send_otp(
             );
             return Err(e.into());
         }
+        Err(AcceptError::ResendStale) => {
+            return Err(ApiError::internal("a first send was refused as a resend"));
+        }
     };
     state.metrics.inc(
         "otpgate_sends_total",
@@ -368,7 +446,7 @@ pub async fn send_otp(
         ),
     };
     let (message, otp) = if shows_code {
-        (message, valid.code.as_str().to_owned())
+        (message, plan.code.as_str().to_owned())
     } else {
         (masked(valid.template.as_str()), MASK.to_owned())
     };
@@ -394,7 +472,8 @@ pub async fn send_otp(
                 segments: segments_sent,
                 encoding: encoding.map(str::to_owned),
                 company_name: valid.company_name,
-                expires_at: super::list::rfc3339(expires_at, &state.tz),
+                expires_at: super::list::rfc3339(plan.expires_at, &state.tz),
+                resend_of: plan.resend_of.map(|r| r.id),
             },
         },
     }))
@@ -498,6 +577,7 @@ async fn replay(
                 encoding: encoding.map(str::to_owned),
                 company_name: otp.company_name,
                 expires_at: super::list::rfc3339(otp.expires_at, &state.tz),
+                resend_of: otp.resend_of,
             },
         },
     }))

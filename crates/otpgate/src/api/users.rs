@@ -271,10 +271,10 @@ async fn key_user(state: &AppState, caller: &Caller) -> Result<User, ApiError> {
     let mut users = state.store.list_users(Some(caller.account_id)).await?;
     users.sort_by_key(|u| (u.created_at, u.id));
     for user in &users {
-        if let Some(key) = state.store.user_key(user.id).await? {
-            if key.record.id == caller.key_row {
-                return Ok(user.clone());
-            }
+        if let Some(key) = state.store.user_key(user.id).await?
+            && key.record.id == caller.key_row
+        {
+            return Ok(user.clone());
         }
     }
     users.into_iter().next().ok_or_else(|| {
@@ -827,10 +827,10 @@ pub async fn generate_api_key(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    if let DashboardCaller::Key { caller, .. } = &caller {
-        if let Some(missing) = scopes.first_missing_from(caller.scopes) {
-            return Err(super::extract::insufficient_scope(missing));
-        }
+    if let DashboardCaller::Key { caller, .. } = &caller
+        && let Some(missing) = scopes.first_missing_from(caller.scopes)
+    {
+        return Err(super::extract::insufficient_scope(missing));
     }
     let user = caller.user();
     let issued = issue_key_with_scopes(

@@ -28,6 +28,11 @@
 //! `check`); over accepted sends, the verified ones are the conversion rate,
 //! whose fall is the first sign of SMS pumping.
 //!
+//! A resend (`verify.resend_same_code`, see [`super::send`]) repeats its
+//! chain's first code: any record of the chain, by number or by `id`, checks
+//! that code against the attempts, expiry and verification the chain shares,
+//! and a success verifies them all.
+//!
 //! Too many attempts is a 400, not a 429: waiting does not help (the code is dead
 //! for good), and 429 with `Retry-After` is kept for rate limits. Another
 //! account's OTPs are invisible: they answer exactly as a number never sent to.
@@ -71,6 +76,7 @@ pub struct VerifyOtpRequest {
     #[schema(example = "482193")]
     otp: String,
     /// The id a send returned: check this OTP rather than the number's newest.
+    /// For a resend, any id of its chain checks the same code and attempts.
     id: Option<i64>,
 }
 

@@ -15,6 +15,7 @@
 pub mod http;
 pub mod log;
 pub mod router;
+pub mod settings;
 pub mod smpp;
 pub mod voice;
 
@@ -80,6 +81,9 @@ pub struct RouteHealth {
     pub detail: Option<String>,
     /// Messages sent and not yet answered (the SMPP window in use).
     pub in_flight: usize,
+    /// What an operator set the route to: `active`, `draining` or `paused`
+    /// (see [`router::RouteState`]).
+    pub state: &'static str,
 }
 
 /// Retry timing and limits.
@@ -206,7 +210,10 @@ impl Dispatcher {
     /// Runs until `stop` is notified, then lets deliveries in flight finish and
     /// records their outcomes before returning.
     pub async fn run(self, stop: Arc<Notify>) {
-        let permits = Arc::new(Semaphore::new(self.driver.capacity().max(1)));
+        // The route list may grow on a reload: the window grows with it (it
+        // never shrinks; a smaller one only means more waiting in the drivers).
+        let mut capacity = self.driver.capacity().max(1);
+        let permits = Arc::new(Semaphore::new(capacity));
         let (done_tx, done_rx) = mpsc::unbounded_channel::<JobResult>();
         let recorder = tokio::spawn(record_results(self.store.clone(), done_rx));
         let stopping = stop.notified();
@@ -218,6 +225,11 @@ impl Dispatcher {
                 _ = &mut stopping => break,
             };
             drop(room);
+            let now_capacity = self.driver.capacity().max(1);
+            if now_capacity > capacity {
+                permits.add_permits(now_capacity - capacity);
+                capacity = now_capacity;
+            }
             if permits.available_permits() < self.policy.claim_batch.min(self.driver.capacity()) / 4
             {
                 // Let a few more deliveries finish so one claim serves many.
@@ -292,7 +304,7 @@ impl Dispatcher {
             }
         }
         // Graceful stop: wait for every delivery in flight, then flush outcomes.
-        let all = self.driver.capacity().max(1) as u32;
+        let all = capacity as u32;
         let _ = permits.acquire_many(all).await;
         drop(done_tx);
         let _ = recorder.await;
@@ -324,5 +336,21 @@ async fn record_results(store: SharedStore, mut rx: mpsc::UnboundedReceiver<JobR
             }
         }
         batch.clear();
+    }
+}
+
+/// One wake-up per channel, so a text send never wakes only the voice worker.
+#[derive(Default)]
+pub struct NewJobs {
+    pub text: Arc<Notify>,
+    pub voice: Arc<Notify>,
+}
+
+impl NewJobs {
+    pub fn for_channel(&self, channel: Channel) -> &Arc<Notify> {
+        match channel {
+            Channel::Text => &self.text,
+            Channel::Voice => &self.voice,
+        }
     }
 }

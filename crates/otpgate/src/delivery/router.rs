@@ -3,16 +3,132 @@
 //!
 //! For each message the router takes the routes whose prefixes match the
 //! destination (a route without prefixes matches every number), in configured
-//! order, skips those that are not ready (no bind up), and hands the message to
-//! the first; when that one answers `Retry`, the next matching route gets it in the
-//! same attempt (failover). No matching route is a permanent failure (refunded):
+//! order, leaves out those an operator paused or is draining, puts those that
+//! are not ready (no bind up) last, and hands the message to the first; when
+//! that one answers `Retry`, the next matching route gets it in the same
+//! attempt (failover). No matching route is a permanent failure (refunded):
 //! the configuration has no way to reach that number.
+//!
+//! The route list can be replaced while the server runs ([`Router::replace`],
+//! on `SIGHUP`): deliveries already started finish on the routes they began
+//! on. A channel with no route configured delivers through its fallback
+//! driver (the `log` driver) under that driver's name.
+//!
+//! ## Pause, resume, drain
+//! Each route has a [`RouteControl`]. A paused route takes no new message; the
+//! other routes serving the destination take over, and when none is left for
+//! a destination its messages wait: when every route of the channel is paused
+//! (or down) the router is not ready and the dispatcher claims nothing, so no
+//! attempt is spent; when other routes of the channel still run, a message
+//! only a paused route serves is put back as a transient failure and retried
+//! with the usual backoff (each such try counts as an attempt, and the OTP
+//! fails when `delivery.give_up_after_seconds` runs out, as for a carrier
+//! that is down). A draining route takes no new message either and becomes
+//! paused once its deliveries in flight are done.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 use otp_store::ClaimedJob;
 
 use super::{DeliveryOutcome, Driver, RouteHealth};
+
+/// What an operator set a route to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteState {
+    /// Takes messages.
+    Active,
+    /// Takes no new message; becomes `Paused` when none is in flight.
+    Draining,
+    /// Takes no message.
+    Paused,
+}
+
+impl RouteState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteState::Active => "active",
+            RouteState::Draining => "draining",
+            RouteState::Paused => "paused",
+        }
+    }
+
+    fn from_u8(v: u8) -> RouteState {
+        match v {
+            1 => RouteState::Draining,
+            2 => RouteState::Paused,
+            _ => RouteState::Active,
+        }
+    }
+}
+
+/// A route's operator state and its deliveries in flight.
+#[derive(Debug, Default)]
+pub struct RouteControl {
+    state: AtomicU8,
+    in_flight: AtomicUsize,
+}
+
+impl RouteControl {
+    /// The route's state; a draining route with nothing in flight is paused.
+    pub fn state(&self) -> RouteState {
+        let state = RouteState::from_u8(self.state.load(Ordering::Acquire));
+        if state == RouteState::Draining && self.in_flight() == 0 {
+            // Only a drain still in place becomes a pause, not a resume
+            // that came in between.
+            let _ = self.state.compare_exchange(
+                RouteState::Draining as u8,
+                RouteState::Paused as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            return RouteState::from_u8(self.state.load(Ordering::Acquire));
+        }
+        state
+    }
+
+    /// Pauses (`Paused`), drains (`Draining`) or resumes (`Active`) the route.
+    /// Draining a paused route leaves it paused.
+    pub fn set(&self, state: RouteState) -> RouteState {
+        if state == RouteState::Draining {
+            let _ = self.state.compare_exchange(
+                RouteState::Active as u8,
+                RouteState::Draining as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        } else {
+            self.state.store(state as u8, Ordering::Release);
+        }
+        self.state()
+    }
+
+    /// Deliveries started on the route and not finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    fn takes_new(&self) -> bool {
+        self.state() == RouteState::Active
+    }
+}
+
+/// Counts one delivery in flight for as long as it lives.
+struct InFlight<'a>(&'a RouteControl);
+
+impl<'a> InFlight<'a> {
+    fn start(control: &'a RouteControl) -> Self {
+        control.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(control)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// One route of a channel.
 pub struct Route {
@@ -20,6 +136,11 @@ pub struct Route {
     /// E.164 prefixes such as `+977984`; empty means every destination.
     pub prefixes: Vec<String>,
     pub driver: Arc<dyn Driver>,
+    /// Pause, drain, and the deliveries in flight.
+    pub control: Arc<RouteControl>,
+    /// The `[[routes]]` table it was built from; a reload keeps the route
+    /// (and its binds) when the new table is the same.
+    pub settings: super::settings::RouteConfig,
 }
 
 impl Route {
@@ -28,14 +149,43 @@ impl Route {
     }
 }
 
-/// The driver of a channel with several routes.
+/// The routes of a channel at one moment.
+#[derive(Clone)]
+pub struct Table {
+    pub routes: Vec<Arc<Route>>,
+    /// What delivers when no route is configured.
+    pub fallback: Option<Arc<dyn Driver>>,
+}
+
+/// The driver of a channel: its routes, replaceable while running.
 pub struct Router {
-    routes: Vec<Route>,
+    // std RwLock: held only to clone the Arc, never across an await.
+    table: RwLock<Arc<Table>>,
 }
 
 impl Router {
-    pub fn new(routes: Vec<Route>) -> Router {
-        Router { routes }
+    pub fn new(table: Table) -> Router {
+        Router {
+            table: RwLock::new(Arc::new(table)),
+        }
+    }
+
+    /// The routes now in use.
+    pub fn table(&self) -> Arc<Table> {
+        self.table.read().expect("router table poisoned").clone()
+    }
+
+    /// Puts `table` in use and returns the one it replaces.
+    pub fn replace(&self, table: Table) -> Arc<Table> {
+        std::mem::replace(
+            &mut *self.table.write().expect("router table poisoned"),
+            Arc::new(table),
+        )
+    }
+
+    /// The route named `name`, if this channel has it.
+    pub fn route(&self, name: &str) -> Option<Arc<Route>> {
+        self.table().routes.iter().find(|r| r.name == name).cloned()
     }
 }
 
@@ -60,27 +210,75 @@ fn is_retry(outcome: &DeliveryOutcome) -> bool {
 #[async_trait::async_trait]
 impl Driver for Router {
     fn name(&self) -> &'static str {
-        "router"
+        match &self.table().fallback {
+            Some(driver) if self.table().routes.is_empty() => driver.name(),
+            _ => "router",
+        }
     }
 
     fn capacity(&self) -> usize {
-        self.routes
-            .iter()
-            .map(|r| r.driver.capacity())
-            .sum::<usize>()
-            .max(1)
+        let table = self.table();
+        let routes: usize = table.routes.iter().map(|r| r.driver.capacity()).sum();
+        let fallback = table.fallback.as_ref().map_or(0, |d| d.capacity());
+        (routes + fallback).max(1)
     }
 
     fn is_ready(&self) -> bool {
-        self.routes.iter().any(|r| r.driver.is_ready())
+        let table = self.table();
+        if table.routes.is_empty() {
+            return table.fallback.as_ref().is_some_and(|d| d.is_ready());
+        }
+        table
+            .routes
+            .iter()
+            .any(|r| r.control.takes_new() && r.driver.is_ready())
     }
 
     fn health(&self) -> Vec<RouteHealth> {
-        self.routes.iter().flat_map(|r| r.driver.health()).collect()
+        let table = self.table();
+        let mut health: Vec<RouteHealth> = table
+            .routes
+            .iter()
+            .flat_map(|r| {
+                let state = r.control.state();
+                let mut health = r.driver.health();
+                if health.is_empty() && state != RouteState::Active {
+                    // An HTTP route keeps no connection to show, but its pause
+                    // must show.
+                    health.push(RouteHealth {
+                        route: r.name.clone(),
+                        connection: String::new(),
+                        status: "ready".into(),
+                        detail: None,
+                        in_flight: r.control.in_flight(),
+                        state: "active",
+                    });
+                }
+                health.into_iter().map(move |mut h| {
+                    h.state = state.as_str();
+                    h
+                })
+            })
+            .collect();
+        if table.routes.is_empty()
+            && let Some(d) = &table.fallback
+        {
+            health.extend(d.health());
+        }
+        health
     }
 
     async fn deliver(&self, job: &ClaimedJob) -> DeliveryOutcome {
-        let candidates: Vec<&Route> = self
+        let table = self.table();
+        if table.routes.is_empty() {
+            return match &table.fallback {
+                Some(driver) => driver.deliver(job).await,
+                None => DeliveryOutcome::Failed {
+                    error: "no route serves this destination".into(),
+                },
+            };
+        }
+        let candidates: Vec<&Arc<Route>> = table
             .routes
             .iter()
             .filter(|r| r.serves(&job.otp.e164))
@@ -90,12 +288,26 @@ impl Driver for Router {
                 error: "no route serves this destination".into(),
             };
         }
+        let (open, held): (Vec<&Arc<Route>>, Vec<&Arc<Route>>) =
+            candidates.into_iter().partition(|r| r.control.takes_new());
+        if open.is_empty() {
+            let names: Vec<&str> = held.iter().map(|r| r.name.as_str()).collect();
+            return DeliveryOutcome::Retry {
+                error: format!(
+                    "every route serving this number is paused: {}",
+                    names.join(", ")
+                ),
+            };
+        }
         // Ready routes first, in order; routes that are down still get a try last.
-        let (ready, down): (Vec<&Route>, Vec<&Route>) =
-            candidates.into_iter().partition(|r| r.driver.is_ready());
+        let (ready, down): (Vec<&Arc<Route>>, Vec<&Arc<Route>>) =
+            open.into_iter().partition(|r| r.driver.is_ready());
         let mut errors = Vec::new();
         for route in ready.into_iter().chain(down) {
-            let outcome = route.driver.deliver(job).await;
+            let outcome = {
+                let _counted = InFlight::start(&route.control);
+                route.driver.deliver(job).await
+            };
             if !is_retry(&outcome) {
                 return named(route, outcome);
             }
@@ -107,8 +319,12 @@ impl Driver for Router {
     }
 
     async fn shutdown(&self) {
-        for r in &self.routes {
+        let table = self.table();
+        for r in &table.routes {
             r.driver.shutdown().await;
+        }
+        if let Some(d) = &table.fallback {
+            d.shutdown().await;
         }
     }
 }
@@ -118,5 +334,33 @@ fn retry_error(outcome: &DeliveryOutcome) -> &str {
         DeliveryOutcome::Retry { error } => error,
         DeliveryOutcome::Routed { outcome, .. } => retry_error(outcome),
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RouteControl, RouteState};
+
+    #[test]
+    fn a_drain_with_nothing_in_flight_is_a_pause_and_a_resume_undoes_it() {
+        let control = RouteControl::default();
+        assert_eq!(control.state(), RouteState::Active);
+        assert_eq!(control.set(RouteState::Draining), RouteState::Paused);
+        assert_eq!(control.set(RouteState::Active), RouteState::Active);
+        assert_eq!(control.set(RouteState::Paused), RouteState::Paused);
+        assert_eq!(
+            control.set(RouteState::Draining),
+            RouteState::Paused,
+            "draining a paused route leaves it paused"
+        );
+    }
+
+    #[test]
+    fn a_draining_route_stays_draining_while_a_delivery_is_in_flight() {
+        let control = RouteControl::default();
+        let counted = super::InFlight::start(&control);
+        assert_eq!(control.set(RouteState::Draining), RouteState::Draining);
+        drop(counted);
+        assert_eq!(control.state(), RouteState::Paused);
     }
 }

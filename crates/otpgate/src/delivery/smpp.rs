@@ -60,7 +60,7 @@ use crate::metrics::Metrics;
 use otp_domain::secret::Secret;
 
 /// One SMPP route's settings (`[routes.smpp]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SmppConfig {
     pub host: String,
@@ -515,6 +515,51 @@ pub struct SmppDriver {
     submitted: Arc<Mutex<Submitted>>,
 }
 
+impl SmppConfig {
+    /// Checks every setting of route `route` without connecting: what
+    /// [`SmppDriver::start`] refuses, `otpgate check-config` reports.
+    pub fn check(&self, route: &str) -> anyhow::Result<()> {
+        let in_route = |e: anyhow::Error| anyhow::anyhow!("route {route}: {e}");
+        self.concatenation(0).map_err(in_route)?;
+        self.receipt_ids()
+            .map_err(|e| anyhow::anyhow!("route {route}: {e}"))?;
+        // SMPP 3.4 5.2.1-5.2.3: C-octet strings of at most 16, 9 and 13 octets.
+        anyhow::ensure!(
+            !self.system_id.is_empty() && self.system_id.len() <= 15,
+            "route {route}: smpp.system_id must have 1 to 15 characters"
+        );
+        anyhow::ensure!(
+            self.password.expose().len() <= 8,
+            "route {route}: smpp.password may have at most 8 characters (SMPP 3.4)"
+        );
+        anyhow::ensure!(
+            self.system_type.len() <= 12,
+            "route {route}: smpp.system_type may have at most 12 characters"
+        );
+        bind_modes(&self.bind_mode).map_err(in_route)?;
+        self.submit_settings().map_err(in_route)?;
+        self.tls_config().map_err(in_route)?;
+        Ok(())
+    }
+
+    /// Connects to the SMSC, binds once as the route's first bind would and
+    /// unbinds (`otpgate doctor`). Returns the SMSC's system id.
+    pub async fn probe(&self, route: &str) -> anyhow::Result<String> {
+        self.check(route)?;
+        let mode = bind_modes(&self.bind_mode)?[0];
+        let bind_config = self.bind_config(mode, format!("{route}/doctor"));
+        let address = (self.host.as_str(), self.port);
+        let (client, _inbound) = match self.tls_config()? {
+            Some(tls) => Client::connect_tls(address, &tls, bind_config).await,
+            None => Client::connect(address, bind_config).await,
+        }
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let smsc = client.smsc_system_id().to_owned();
+        let _ = client.unbind().await;
+        Ok(smsc)
+    }
+}
+
 impl SmppDriver {
     /// Starts the route's binds and its receipt task.
     pub fn start(
@@ -523,23 +568,10 @@ impl SmppDriver {
         store: SharedStore,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<SmppDriver>> {
-        config.concatenation(0)?;
+        config.check(route)?;
         let receipt_ids = config
             .receipt_ids()
             .map_err(|e| anyhow::anyhow!("route {route}: {e}"))?;
-        // SMPP 3.4 5.2.1-5.2.3: C-octet strings of at most 16, 9 and 13 octets.
-        anyhow::ensure!(
-            !config.system_id.is_empty() && config.system_id.len() <= 15,
-            "route {route}: smpp.system_id must have 1 to 15 characters"
-        );
-        anyhow::ensure!(
-            config.password.expose().len() <= 8,
-            "route {route}: smpp.password may have at most 8 characters (SMPP 3.4)"
-        );
-        anyhow::ensure!(
-            config.system_type.len() <= 12,
-            "route {route}: smpp.system_type may have at most 12 characters"
-        );
         let in_route = |e: anyhow::Error| anyhow::anyhow!("route {route}: {e}");
         let modes = bind_modes(&config.bind_mode).map_err(in_route)?;
         let settings = config.submit_settings().map_err(in_route)?;
@@ -694,6 +726,7 @@ impl Driver for SmppDriver {
                     status: status.to_owned(),
                     detail,
                     in_flight: window,
+                    state: "active",
                 }
             })
             .collect()

@@ -79,6 +79,7 @@ fn new_otp(account: i64) -> NewOtp {
         expires_at: now_micros() + 600_000_000,
         spend_day: 0,
         spend_day_ends: i64::MAX,
+        resend_of: None,
     }
 }
 

@@ -634,10 +634,10 @@ async fn the_connection_cap_follows_the_open_file_limit(backend: Backend) {
     let (serving_tx, serving_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
-            if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                if event["message"] == "otpgate is serving" {
-                    let _ = serving_tx.send(event);
-                }
+            if let Ok(event) = serde_json::from_str::<Value>(&line)
+                && event["message"] == "otpgate is serving"
+            {
+                let _ = serving_tx.send(event);
             }
         }
     });

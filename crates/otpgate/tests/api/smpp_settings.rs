@@ -268,10 +268,10 @@ async fn routes_when(app: &TestApp, done: impl Fn(&[Value]) -> bool) -> Vec<Valu
     let mut last = Value::Null;
     for _ in 0..400 {
         last = ready(app).await;
-        if let Some(routes) = last["routes"].as_array() {
-            if done(routes) {
-                return routes.clone();
-            }
+        if let Some(routes) = last["routes"].as_array()
+            && done(routes)
+        {
+            return routes.clone();
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

@@ -57,10 +57,10 @@ impl Smsc {
                 .next()
                 .expect("the SMSC exited before listening")
                 .unwrap();
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["event"] == "listening" {
-                    break v["port"].as_u64().unwrap() as u16;
-                }
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["event"] == "listening"
+            {
+                break v["port"].as_u64().unwrap() as u16;
             }
         };
         let events = Arc::new(Mutex::new(Vec::new()));

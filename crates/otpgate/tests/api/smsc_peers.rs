@@ -59,10 +59,10 @@ impl Peer {
                     "{what} exited before listening: is it installed? (scripts/install-test-deps.sh)"
                 ),
             };
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["event"] == "listening" {
-                    break v["port"].as_u64().unwrap() as u16;
-                }
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["event"] == "listening"
+            {
+                break v["port"].as_u64().unwrap() as u16;
             }
         };
         let events = Arc::new(Mutex::new(Vec::new()));

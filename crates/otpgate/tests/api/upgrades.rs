@@ -231,6 +231,13 @@ crate::for_each_backend!(
     a_first_release_database_gets_its_checksums_recorded_and_stays_usable_by_that_release,
 );
 
+/// Migrations compare their `min_binary` with the store's version: it must be
+/// the binary's.
+#[test]
+fn the_binary_and_its_store_carry_one_version() {
+    assert_eq!(otp_store::BINARY_VERSION, env!("CARGO_PKG_VERSION"));
+}
+
 fn create_account(binary: &Path, db: &str) -> String {
     let out = must_succeed(
         Command::new(binary)

@@ -33,7 +33,7 @@ use crate::delivery::{DeliveryOutcome, Driver};
 use otp_domain::secret::Secret;
 
 /// How to reach Aakash SMS.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AakashConfig {
     /// Where the API lives; the driver appends `/sms/v3/send`.

@@ -83,7 +83,7 @@ impl BodyType {
 
 /// How to reach an HTTP SMS API. `Debug` shows neither header values, nor the
 /// URL's query, nor the body template: any of them may hold a key.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenericHttpConfig {
     /// `GET` or `POST` (default).
@@ -402,10 +402,10 @@ impl GenericHttpDriver {
             headers.insert(header, v);
             header_secrets.push(value.expose().clone());
         }
-        if let Some((_, kind)) = &body {
-            if !headers.contains_key(CONTENT_TYPE) {
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static(kind.mime()));
-            }
+        if let Some((_, kind)) = &body
+            && !headers.contains_key(CONTENT_TYPE)
+        {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(kind.mime()));
         }
 
         for (field, list) in [
@@ -431,13 +431,13 @@ impl GenericHttpDriver {
                 format!("{both} also means success"),
             ));
         }
-        if let Some(pointer) = &config.id_pointer {
-            if !pointer.starts_with('/') {
-                return Err(BuildError::invalid(
-                    "id_pointer",
-                    "a JSON Pointer starts with /",
-                ));
-            }
+        if let Some(pointer) = &config.id_pointer
+            && !pointer.starts_with('/')
+        {
+            return Err(BuildError::invalid(
+                "id_pointer",
+                "a JSON Pointer starts with /",
+            ));
         }
 
         Ok(GenericHttpDriver {

@@ -31,7 +31,7 @@ use crate::delivery::{DeliveryOutcome, Driver};
 use otp_domain::secret::Secret;
 
 /// How to reach Sparrow SMS.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SparrowConfig {
     /// Where the API lives; the driver appends `/v2/sms/`.

@@ -31,7 +31,7 @@ use crate::delivery::{DeliveryOutcome, Driver};
 use otp_domain::secret::Secret;
 
 /// How to reach the upstream TingTing-compatible API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TingTingConfig {
     /// The API root, up to and including `/api/v1` (default

@@ -52,7 +52,7 @@ use crate::delivery::{DeliveryOutcome, Driver, RouteHealth};
 const T1: Duration = Duration::from_millis(500);
 
 /// `[routes.sip]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SipConfig {
     /// The trunk or outbound proxy every request goes to, `IP:PORT` (required).
@@ -406,6 +406,7 @@ impl Driver for SipDriver {
             status: "ready".into(),
             detail: None,
             in_flight: self.max_calls - self.calls.available_permits(),
+            state: "active",
         }]
     }
 

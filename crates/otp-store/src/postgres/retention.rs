@@ -1,0 +1,202 @@
+//! [`RetentionStore`] for the postgres backend: every node runs the purge, and
+//! no two do the same chunk (an advisory lock per account, `SKIP LOCKED` for
+//! the other rows).
+
+use super::{PgStore, pg_err};
+use crate::retention::{
+    Candidate, PurgeReport, RetentionRules, RetentionStore, due_accounts_sql, live_sql,
+    purgeable_run,
+};
+use crate::{AccountId, Micros, StoreError};
+
+/// The class of the advisory locks an account's purge chunk is taken under
+/// ("otpr" in ASCII); the account id is the second key.
+const PURGE_LOCK_CLASS: i32 = 0x6f74_7072;
+
+#[async_trait::async_trait]
+impl RetentionStore for PgStore {
+    async fn purge_expired_rows(&self, rules: RetentionRules) -> Result<PurgeReport, StoreError> {
+        let chunk = rules.chunk.max(1) as i64;
+        let mut report = PurgeReport {
+            idempotency: self
+                .delete_in_chunks(
+                    "idempotency",
+                    "created_at < $1",
+                    rules.idempotency_before,
+                    chunk,
+                )
+                .await?,
+            login_counters: self
+                .delete_in_chunks(
+                    "login_attempts",
+                    "window_start <= $1",
+                    rules.login_windows_ended,
+                    chunk,
+                )
+                .await?
+                + self
+                    .delete_in_chunks(
+                        "login_throttle",
+                        "window_start <= $1",
+                        rules.login_windows_ended,
+                        chunk,
+                    )
+                    .await?,
+            otps: 0,
+        };
+        let Some(cutoff) = rules.otps_before else {
+            return Ok(report);
+        };
+        let due: Vec<AccountId> = self
+            .client()
+            .await?
+            .query(&due_accounts_sql("$1"), &[&cutoff])
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for account in due {
+            loop {
+                match self.purge_chunk(account, cutoff, rules.now, chunk).await? {
+                    // Another node holds this account's chunk: it goes on with it.
+                    None => break,
+                    Some(n) => {
+                        report.otps += n;
+                        if (n as i64) < chunk {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+impl PgStore {
+    /// Deletes the rows of `table` matching `filter` (on $1 = `bound`), a chunk
+    /// per transaction, skipping rows another node is deleting.
+    async fn delete_in_chunks(
+        &self,
+        table: &'static str,
+        filter: &'static str,
+        bound: Micros,
+        chunk: i64,
+    ) -> Result<u64, StoreError> {
+        let c = self.client().await?;
+        let sql = format!(
+            "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} \
+             WHERE {filter} LIMIT $2 FOR UPDATE SKIP LOCKED))"
+        );
+        let mut total = 0;
+        loop {
+            let n = c.execute(&sql, &[&bound, &chunk]).await.map_err(pg_err)?;
+            total += n;
+            if (n as i64) < chunk {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// One chunk of one account (see `sqlite/retention.rs` for the same steps):
+    /// `None` when another node holds the account's lock.
+    async fn purge_chunk(
+        &self,
+        account: AccountId,
+        cutoff: Micros,
+        now: Micros,
+        chunk: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let mine: bool = tx
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock($1, ($2::int8 & 2147483647)::int4)",
+                &[&PURGE_LOCK_CLASS, &account],
+            )
+            .await
+            .map_err(pg_err)?
+            .get(0);
+        if !mine {
+            return Ok(None);
+        }
+        let Some(through): Option<i64> = tx
+            .query_opt(
+                "SELECT otp_purged_through FROM accounts WHERE id = $1",
+                &[&account],
+            )
+            .await
+            .map_err(pg_err)?
+            .map(|r| r.get(0))
+        else {
+            return Ok(Some(0));
+        };
+        // Lock first, judge after: a change that committed while we waited for
+        // a row is seen by the judging statement (a new snapshot).
+        let locked: Vec<i64> = tx
+            .query(
+                "SELECT id FROM otps WHERE account_id = $1 AND account_seq > $2 \
+                 ORDER BY account_seq LIMIT $3 FOR UPDATE",
+                &[&account, &through, &chunk],
+            )
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let candidates: Vec<Candidate> = tx
+            .query(
+                &format!(
+                    "SELECT o.id, o.account_seq, o.created_at, NOT {} FROM otps o \
+                     WHERE o.id = ANY($1) ORDER BY o.account_seq",
+                    live_sql("$2", "$3")
+                ),
+                &[&locked, &cutoff, &now],
+            )
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| Candidate {
+                id: r.get(0),
+                account_seq: r.get(1),
+                created_at: r.get(2),
+                purgeable: r.get(3),
+            })
+            .collect();
+        let run = purgeable_run(&candidates);
+        if run.ids.is_empty() {
+            return Ok(Some(0));
+        }
+        for statement in [
+            "DELETE FROM webhook_attempts WHERE delivery_id IN \
+             (SELECT id FROM webhook_deliveries WHERE otp_id = ANY($1))",
+            "DELETE FROM webhook_deliveries WHERE otp_id = ANY($1)",
+            "DELETE FROM otp_events WHERE otp_id = ANY($1)",
+            "DELETE FROM provider_messages WHERE otp_id = ANY($1)",
+            "DELETE FROM delivery_jobs WHERE otp_id = ANY($1)",
+        ] {
+            tx.execute(statement, &[&run.ids]).await.map_err(pg_err)?;
+        }
+        tx.execute(
+            "DELETE FROM idempotency WHERE created_at <= $2 AND otp_id = ANY($1)",
+            &[&run.ids, &run.newest_created_at],
+        )
+        .await
+        .map_err(pg_err)?;
+        let removed = tx
+            .execute("DELETE FROM otps WHERE id = ANY($1)", &[&run.ids])
+            .await
+            .map_err(pg_err)?;
+        // Last, so the account row (which sends lock) is held only to commit.
+        tx.execute(
+            "UPDATE accounts SET otp_purged_through = GREATEST(otp_purged_through, $2) \
+             WHERE id = $1",
+            &[&account, &run.through],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(Some(removed))
+    }
+}
