@@ -437,6 +437,11 @@ pub(crate) const ADD_COLUMNS: &[(&str, &str)] = &[("checksum", "TEXT"), ("min_bi
 pub(crate) const SELECT_RECORDED: &str =
     "SELECT version, name, checksum, min_binary FROM otpgate_migrations ORDER BY version";
 
+/// Reads the records of a table the first release made (no checksum, no
+/// min_binary), without changing it.
+pub(crate) const SELECT_FIRST_RELEASE: &str = "SELECT version, name, CAST(NULL AS TEXT), \
+     CAST(NULL AS TEXT) FROM otpgate_migrations ORDER BY version";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -163,23 +163,57 @@ pub(crate) async fn missing_migrations(url: &str) -> Result<Vec<String>, StoreEr
         .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
     let pool = build_pool(config, 1)?;
     let client = pool.get().await.map_err(pool_err)?;
-    let exists = client
-        .query_one("SELECT to_regclass('otpgate_migrations') IS NOT NULL", &[])
+    // The first release's table has neither column, and no otpgate_schema.
+    let shape = client
+        .query_one(
+            "SELECT to_regclass('otpgate_migrations') IS NOT NULL, \
+             to_regclass('otpgate_schema') IS NOT NULL, \
+             EXISTS (SELECT 1 FROM information_schema.columns \
+                     WHERE table_schema = current_schema() \
+                     AND table_name = 'otpgate_migrations' AND column_name = 'checksum')",
+            &[],
+        )
         .await
-        .map_err(pg_err)?
-        .get::<_, bool>(0);
-    let applied: Vec<i64> = if exists {
+        .map_err(pg_err)?;
+    let (exists, has_schema, has_checksums): (bool, bool, bool) =
+        (shape.get(0), shape.get(1), shape.get(2));
+    let recorded: Vec<migrate::Recorded> = if exists {
+        let select = if has_checksums {
+            migrate::SELECT_RECORDED
+        } else {
+            migrate::SELECT_FIRST_RELEASE
+        };
         client
-            .query("SELECT version FROM otpgate_migrations", &[])
+            .query(select, &[])
             .await
             .map_err(pg_err)?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| migrate::Recorded {
+                version: r.get(0),
+                name: r.get(1),
+                checksum: r.get(2),
+                min_binary: r.get(3),
+            })
             .collect()
     } else {
         Vec::new()
     };
-    Ok(crate::not_applied(migrate::POSTGRES, &applied))
+    let floor: Option<String> = if has_schema {
+        client
+            .query_opt("SELECT min_binary FROM otpgate_schema WHERE id = 1", &[])
+            .await
+            .map_err(pg_err)?
+            .map(|r| r.get(0))
+    } else {
+        None
+    };
+    let plan = migrate::plan(
+        migrate::POSTGRES,
+        &recorded,
+        floor.as_deref(),
+        migrate::BINARY_VERSION,
+    )?;
+    Ok(crate::not_applied(&plan))
 }
 
 async fn migrate_pg(pool: &Pool) -> Result<(), StoreError> {

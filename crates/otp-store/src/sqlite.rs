@@ -477,20 +477,59 @@ pub(crate) fn missing_migrations(path: &Path) -> Result<Vec<String>, StoreError>
         )
         .optional()
         .map_err(map_err)?;
-    let applied = match has_table {
-        None => Vec::new(),
-        Some(_) => {
-            let mut statement = conn
-                .prepare("SELECT version FROM otpgate_migrations")
-                .map_err(map_err)?;
-            statement
-                .query_map([], |r| r.get::<_, i64>(0))
-                .map_err(map_err)?
-                .collect::<Result<Vec<i64>, _>>()
-                .map_err(map_err)?
-        }
+    if has_table.is_none() {
+        return Ok(crate::not_applied(&migrate::plan(
+            migrate::SQLITE,
+            &[],
+            None,
+            migrate::BINARY_VERSION,
+        )?));
+    }
+    // The first release's table has neither column, and no otpgate_schema.
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM pragma_table_info('otpgate_migrations') \
+             UNION ALL SELECT name FROM sqlite_master WHERE name = 'otpgate_schema'",
+        )
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(map_err)?;
+    let select = if tables.iter().any(|c| c == "checksum") {
+        migrate::SELECT_RECORDED
+    } else {
+        migrate::SELECT_FIRST_RELEASE
     };
-    Ok(crate::not_applied(migrate::SQLITE, &applied))
+    let recorded = conn
+        .prepare(select)
+        .and_then(|mut s| {
+            s.query_map([], |r| {
+                Ok(migrate::Recorded {
+                    version: r.get(0)?,
+                    name: r.get(1)?,
+                    checksum: r.get(2)?,
+                    min_binary: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(map_err)?;
+    let floor: Option<String> = if tables.iter().any(|t| t == "otpgate_schema") {
+        conn.query_row(
+            "SELECT min_binary FROM otpgate_schema WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(map_err)?
+    } else {
+        None
+    };
+    let plan = migrate::plan(
+        migrate::SQLITE,
+        &recorded,
+        floor.as_deref(),
+        migrate::BINARY_VERSION,
+    )?;
+    Ok(crate::not_applied(&plan))
 }
 
 fn run_batch(conn: &mut Connection, ops: &mut Vec<WriteOp>, limits: &SendLimits) {

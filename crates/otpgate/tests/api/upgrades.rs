@@ -115,6 +115,18 @@ async fn a_changed_migration_stops_the_binary_with_a_message_naming_it(backend: 
             "{args:?}: {err}"
         );
     }
+    // The doctor says the same before anyone tries to start.
+    let out = otpgate()
+        .args(["doctor", "--database-url", &db])
+        .output()
+        .unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains("FAIL store:")
+            && report.contains("migration 3 (codes_at_rest) was changed after it was applied"),
+        "{report}"
+    );
     assert_eq!(
         texts(
             &db,
@@ -206,6 +218,16 @@ async fn a_first_release_database_gets_its_checksums_recorded_and_stays_usable_b
     // The first release's table has neither checksums nor min_binary.
     let first = texts(&db, "SELECT name FROM otpgate_migrations").await;
     assert!(first.contains(&"init".to_owned()), "{first:?}");
+    // The doctor reads that table as it is and names what this release adds.
+    let out = otpgate()
+        .args(["doctor", "--database-url", &db])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("lacks migrations 0016_resends, 0017_retention"),
+        "{report}"
+    );
     must_succeed(migrate(otpgate(), &db));
     let stamped = texts(
         &db,
