@@ -59,6 +59,7 @@ pub mod webhooks;
 
 use std::sync::Arc;
 
+pub use migrate::BINARY_VERSION;
 pub use model::*;
 use otp_domain::vault::CodeVault;
 pub use receipts::{ReceiptStore, UnmatchedReceipt};
@@ -93,6 +94,11 @@ pub enum StoreError {
     /// Anything else the database reported.
     #[error("database error: {0}")]
     Internal(String),
+    /// The database does not fit this binary: an applied migration was changed,
+    /// or a newer release migrated it past what this binary supports. Raised on
+    /// open, before anything is written; the message says which and what to run.
+    #[error("{0}")]
+    Incompatible(String),
 }
 
 /// Why a send was not accepted.
@@ -260,7 +266,9 @@ impl LiveLimits {
 
 /// The migrations this build has that the database at `url` has not applied
 /// (their `version_name`), read without changing anything: a SQLite file
-/// that does not exist is an error, not a new database.
+/// that does not exist is an error, not a new database. A database this build
+/// would refuse to open (a changed migration, one past what it supports) is
+/// [`StoreError::Incompatible`], with the message a start would give.
 pub async fn missing_migrations(url: &str) -> Result<Vec<String>, StoreError> {
     if let Some(path) = url
         .strip_prefix("sqlite://")
@@ -285,10 +293,10 @@ pub async fn database_now_micros(url: &str) -> Result<Micros, StoreError> {
     postgres::now_micros_at(url).await
 }
 
-/// The names of the migrations of `list` whose version is not in `applied`.
-fn not_applied(list: &[migrate::Migration], applied: &[i64]) -> Vec<String> {
-    list.iter()
-        .filter(|m| !applied.contains(&m.version))
+/// The names of the migrations a plan would apply.
+fn not_applied(plan: &migrate::Plan<'_>) -> Vec<String> {
+    plan.apply
+        .iter()
         .map(|m| format!("{:04}_{}", m.version, m.name))
         .collect()
 }

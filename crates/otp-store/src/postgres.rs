@@ -163,52 +163,136 @@ pub(crate) async fn missing_migrations(url: &str) -> Result<Vec<String>, StoreEr
         .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
     let pool = build_pool(config, 1)?;
     let client = pool.get().await.map_err(pool_err)?;
-    let exists = client
-        .query_one("SELECT to_regclass('otpgate_migrations') IS NOT NULL", &[])
+    // The first release's table has neither column, and no otpgate_schema.
+    let shape = client
+        .query_one(
+            "SELECT to_regclass('otpgate_migrations') IS NOT NULL, \
+             to_regclass('otpgate_schema') IS NOT NULL, \
+             EXISTS (SELECT 1 FROM information_schema.columns \
+                     WHERE table_schema = current_schema() \
+                     AND table_name = 'otpgate_migrations' AND column_name = 'checksum')",
+            &[],
+        )
         .await
-        .map_err(pg_err)?
-        .get::<_, bool>(0);
-    let applied: Vec<i64> = if exists {
+        .map_err(pg_err)?;
+    let (exists, has_schema, has_checksums): (bool, bool, bool) =
+        (shape.get(0), shape.get(1), shape.get(2));
+    let recorded: Vec<migrate::Recorded> = if exists {
+        let select = if has_checksums {
+            migrate::SELECT_RECORDED
+        } else {
+            migrate::SELECT_FIRST_RELEASE
+        };
         client
-            .query("SELECT version FROM otpgate_migrations", &[])
+            .query(select, &[])
             .await
             .map_err(pg_err)?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| migrate::Recorded {
+                version: r.get(0),
+                name: r.get(1),
+                checksum: r.get(2),
+                min_binary: r.get(3),
+            })
             .collect()
     } else {
         Vec::new()
     };
-    Ok(crate::not_applied(migrate::POSTGRES, &applied))
+    let floor: Option<String> = if has_schema {
+        client
+            .query_opt("SELECT min_binary FROM otpgate_schema WHERE id = 1", &[])
+            .await
+            .map_err(pg_err)?
+            .map(|r| r.get(0))
+    } else {
+        None
+    };
+    let plan = migrate::plan(
+        migrate::POSTGRES,
+        &recorded,
+        floor.as_deref(),
+        migrate::BINARY_VERSION,
+    )?;
+    Ok(crate::not_applied(&plan))
 }
 
 async fn migrate_pg(pool: &Pool) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(pool_err)?;
     let tx = client.transaction().await.map_err(pg_err)?;
+    // The first release takes the same lock, so old and new nodes starting
+    // together migrate one at a time.
     tx.execute("SELECT pg_advisory_xact_lock(727100)", &[])
         .await
         .map_err(pg_err)?;
-    tx.batch_execute(migrate::CREATE_TABLE)
+    tx.batch_execute(migrate::CREATE_TABLES)
         .await
         .map_err(pg_err)?;
-    for m in migrate::POSTGRES {
-        let done = tx
-            .query_opt(
-                "SELECT version FROM otpgate_migrations WHERE version = $1",
-                &[&m.version],
-            )
-            .await
-            .map_err(pg_err)?;
-        if done.is_none() {
-            tx.batch_execute(m.sql).await.map_err(pg_err)?;
-            tx.execute(
-                "INSERT INTO otpgate_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-                &[&m.version, &m.name, &now_micros()],
-            )
-            .await
-            .map_err(pg_err)?;
-            tracing::info!(version = m.version, name = m.name, "applied migration");
-        }
+    for (column, kind) in migrate::ADD_COLUMNS {
+        tx.batch_execute(&format!(
+            "ALTER TABLE otpgate_migrations ADD COLUMN IF NOT EXISTS {column} {kind}"
+        ))
+        .await
+        .map_err(pg_err)?;
+    }
+    let recorded: Vec<migrate::Recorded> = tx
+        .query(migrate::SELECT_RECORDED, &[])
+        .await
+        .map_err(pg_err)?
+        .iter()
+        .map(|r| migrate::Recorded {
+            version: r.get(0),
+            name: r.get(1),
+            checksum: r.get(2),
+            min_binary: r.get(3),
+        })
+        .collect();
+    let floor: Option<String> = tx
+        .query_opt("SELECT min_binary FROM otpgate_schema WHERE id = 1", &[])
+        .await
+        .map_err(pg_err)?
+        .map(|r| r.get(0));
+    let plan = migrate::plan(
+        migrate::POSTGRES,
+        &recorded,
+        floor.as_deref(),
+        migrate::BINARY_VERSION,
+    )?;
+    for m in &plan.stamp {
+        tx.execute(
+            "UPDATE otpgate_migrations SET checksum = $2, min_binary = $3 WHERE version = $1",
+            &[&m.version, &m.checksum(), &m.min_binary],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
+    for m in &plan.apply {
+        tx.batch_execute(m.sql).await.map_err(pg_err)?;
+        tx.execute(
+            "INSERT INTO otpgate_migrations (version, name, applied_at, checksum, min_binary) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &m.version,
+                &m.name,
+                &now_micros(),
+                &m.checksum(),
+                &m.min_binary,
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+    }
+    let floor_now = plan.floor.to_string();
+    if plan.changes_records() || floor.as_deref() != Some(floor_now.as_str()) {
+        tx.execute(
+            "INSERT INTO otpgate_schema (id, min_binary, written_by, updated_at) \
+             VALUES (1, $1, $2, $3) ON CONFLICT (id) DO UPDATE SET \
+             min_binary = excluded.min_binary, written_by = excluded.written_by, \
+             updated_at = excluded.updated_at",
+            &[&floor_now, &migrate::BINARY_VERSION, &now_micros()],
+        )
+        .await
+        .map_err(pg_err)?;
     }
     tx.commit().await.map_err(pg_err)
 }

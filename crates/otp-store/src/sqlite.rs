@@ -373,25 +373,69 @@ fn apply_migrations_in(conn: &mut Connection, list: &[Migration]) -> Result<(), 
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(map_err)?;
-    tx.execute_batch(migrate::CREATE_TABLE).map_err(map_err)?;
-    for m in list {
-        let done: Option<i64> = tx
-            .query_row(
-                "SELECT version FROM otpgate_migrations WHERE version = ?1",
-                [m.version],
-                |r| r.get(0),
-            )
-            .optional()
+    tx.execute_batch(migrate::CREATE_TABLES).map_err(map_err)?;
+    let columns: Vec<String> = tx
+        .prepare("SELECT name FROM pragma_table_info('otpgate_migrations')")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(map_err)?;
+    for (column, kind) in migrate::ADD_COLUMNS {
+        if !columns.iter().any(|c| c == column) {
+            tx.execute_batch(&format!(
+                "ALTER TABLE otpgate_migrations ADD COLUMN {column} {kind}"
+            ))
             .map_err(map_err)?;
-        if done.is_none() {
-            tx.execute_batch(m.sql).map_err(map_err)?;
-            tx.execute(
-                "INSERT INTO otpgate_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-                params![m.version, m.name, now_micros()],
-            )
-            .map_err(map_err)?;
-            tracing::info!(version = m.version, name = m.name, "applied migration");
         }
+    }
+    let recorded = tx
+        .prepare(migrate::SELECT_RECORDED)
+        .and_then(|mut s| {
+            s.query_map([], |r| {
+                Ok(migrate::Recorded {
+                    version: r.get(0)?,
+                    name: r.get(1)?,
+                    checksum: r.get(2)?,
+                    min_binary: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(map_err)?;
+    let floor: Option<String> = tx
+        .query_row(
+            "SELECT min_binary FROM otpgate_schema WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(map_err)?;
+    let plan = migrate::plan(list, &recorded, floor.as_deref(), migrate::BINARY_VERSION)?;
+    for m in &plan.stamp {
+        tx.execute(
+            "UPDATE otpgate_migrations SET checksum = ?2, min_binary = ?3 WHERE version = ?1",
+            params![m.version, m.checksum(), m.min_binary],
+        )
+        .map_err(map_err)?;
+    }
+    for m in &plan.apply {
+        tx.execute_batch(m.sql).map_err(map_err)?;
+        tx.execute(
+            "INSERT INTO otpgate_migrations (version, name, applied_at, checksum, min_binary) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![m.version, m.name, now_micros(), m.checksum(), m.min_binary],
+        )
+        .map_err(map_err)?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+    }
+    let floor_now = plan.floor.to_string();
+    if plan.changes_records() || floor.as_deref() != Some(floor_now.as_str()) {
+        tx.execute(
+            "INSERT INTO otpgate_schema (id, min_binary, written_by, updated_at) \
+             VALUES (1, ?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET \
+             min_binary = excluded.min_binary, written_by = excluded.written_by, \
+             updated_at = excluded.updated_at",
+            params![floor_now, migrate::BINARY_VERSION, now_micros()],
+        )
+        .map_err(map_err)?;
     }
     tx.commit().map_err(map_err)
 }
@@ -433,20 +477,59 @@ pub(crate) fn missing_migrations(path: &Path) -> Result<Vec<String>, StoreError>
         )
         .optional()
         .map_err(map_err)?;
-    let applied = match has_table {
-        None => Vec::new(),
-        Some(_) => {
-            let mut statement = conn
-                .prepare("SELECT version FROM otpgate_migrations")
-                .map_err(map_err)?;
-            statement
-                .query_map([], |r| r.get::<_, i64>(0))
-                .map_err(map_err)?
-                .collect::<Result<Vec<i64>, _>>()
-                .map_err(map_err)?
-        }
+    if has_table.is_none() {
+        return Ok(crate::not_applied(&migrate::plan(
+            migrate::SQLITE,
+            &[],
+            None,
+            migrate::BINARY_VERSION,
+        )?));
+    }
+    // The first release's table has neither column, and no otpgate_schema.
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM pragma_table_info('otpgate_migrations') \
+             UNION ALL SELECT name FROM sqlite_master WHERE name = 'otpgate_schema'",
+        )
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(map_err)?;
+    let select = if tables.iter().any(|c| c == "checksum") {
+        migrate::SELECT_RECORDED
+    } else {
+        migrate::SELECT_FIRST_RELEASE
     };
-    Ok(crate::not_applied(migrate::SQLITE, &applied))
+    let recorded = conn
+        .prepare(select)
+        .and_then(|mut s| {
+            s.query_map([], |r| {
+                Ok(migrate::Recorded {
+                    version: r.get(0)?,
+                    name: r.get(1)?,
+                    checksum: r.get(2)?,
+                    min_binary: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(map_err)?;
+    let floor: Option<String> = if tables.iter().any(|t| t == "otpgate_schema") {
+        conn.query_row(
+            "SELECT min_binary FROM otpgate_schema WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(map_err)?
+    } else {
+        None
+    };
+    let plan = migrate::plan(
+        migrate::SQLITE,
+        &recorded,
+        floor.as_deref(),
+        migrate::BINARY_VERSION,
+    )?;
+    Ok(crate::not_applied(&plan))
 }
 
 fn run_batch(conn: &mut Connection, ops: &mut Vec<WriteOp>, limits: &SendLimits) {

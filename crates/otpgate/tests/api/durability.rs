@@ -38,10 +38,16 @@ impl Drop for Server {
 
 /// Starts `otpgate serve` on port 0 and returns it with its base URL.
 pub fn start_server(db: &str, dir: &std::path::Path) -> (Server, String) {
-    let mut child = otpgate()
+    start_binary(otpgate(), db, &dir.join("deliveries.jsonl"))
+}
+
+/// Starts `serve` of the given binary (this one or an older release) on port 0,
+/// delivering into the `log` file.
+pub fn start_binary(mut binary: Command, db: &str, log: &std::path::Path) -> (Server, String) {
+    let mut child = binary
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])
         .env("OTPGATE_DEMO__CREATE_DEFAULT_ACCOUNT", "false")
-        .env("OTPGATE_DELIVERY__LOG_PATH", dir.join("deliveries.jsonl"))
+        .env("OTPGATE_DELIVERY__LOG_PATH", log)
         .env("OTPGATE_LOG__LEVEL", "warn")
         // Jobs leased by a killed node come back after this long.
         .env("OTPGATE_DELIVERY__LEASE_SECONDS", "2")

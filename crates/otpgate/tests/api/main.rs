@@ -32,6 +32,7 @@ mod smpp_settings;
 mod smsc;
 mod smsc_peers;
 mod tingting_compat;
+mod upgrades;
 mod users;
 mod verify;
 mod voice;
