@@ -22,7 +22,16 @@ if [[ -z "$rev" ]]; then
         rev=02b404e
     fi
 fi
-commit="$(git rev-parse --verify "${rev}^{commit}")"
+if ! git rev-parse -q --verify "${rev}^{commit}" >/dev/null \
+    && [[ "$(git rev-parse --is-shallow-repository)" == true ]]; then
+    # A shallow CI clone: the first release is older than its depth.
+    echo "build-old-release: $rev is not in this shallow clone; fetching the history" >&2
+    git fetch --quiet --unshallow --tags >&2 || git fetch --quiet --tags origin "$rev" >&2 || true
+fi
+commit="$(git rev-parse --verify "${rev}^{commit}")" || {
+    echo "build-old-release: $rev is not in this repository (the rolling-upgrade test needs the first release's commit)" >&2
+    exit 1
+}
 out="$root/target/old-release"
 bin="$out/otpgate-$commit"
 mkdir -p "$out"

@@ -19,4 +19,7 @@ cargo fmt --all -- --check
 python3 scripts/check-import-cycles.py --self-test
 python3 scripts/check-import-cycles.py
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The previous release's binary for the rolling-upgrade test (cached in
+# target/old-release/), built before the tests so no test waits minutes for it.
+scripts/build-old-release.sh >/dev/null
 cargo nextest run --workspace --locked --no-fail-fast

@@ -218,7 +218,7 @@ impl Application {
         let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
         match self.admin_listener {
             None => {
-                let app = crate::api::router(state.clone());
+                let app = crate::api::router(crate::console::router(), state.clone());
                 crate::server::serve(self.listener, app, limits, state.metrics.clone(), shutdown)
                     .await;
             }
@@ -230,7 +230,7 @@ impl Application {
                 tokio::join!(
                     crate::server::serve(
                         self.listener,
-                        crate::api::public_router(state.clone()),
+                        crate::api::public_router(crate::console::router(), state.clone()),
                         limits,
                         state.metrics.clone(),
                         shutdown.clone(),

@@ -42,15 +42,19 @@ use crate::state::AppState;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole API on one listener, with its middleware: development's default,
-/// when no `admin_listen` is set.
-pub fn router(state: AppState) -> Router {
-    with_middleware(public_routes().merge(operator_routes()), state)
+/// when no `admin_listen` is set. `pages` (the console) is served beside the
+/// API behind the same middleware; the API itself knows nothing of it.
+pub fn router(pages: Router<AppState>, state: AppState) -> Router {
+    with_middleware(public_routes().merge(pages).merge(operator_routes()), state)
 }
 
 /// The public listener's routes when the operator's have a listener of their
 /// own ([`admin_router`]): the API and `/healthz`.
-pub fn public_router(state: AppState) -> Router {
-    with_middleware(public_routes().merge(ops::health_router()), state)
+pub fn public_router(pages: Router<AppState>, state: AppState) -> Router {
+    with_middleware(
+        public_routes().merge(pages).merge(ops::health_router()),
+        state,
+    )
 }
 
 /// The admin listener's routes: `/healthz`, `/readyz`, `/metrics`, `/docs`,
@@ -67,7 +71,6 @@ fn public_routes() -> Router<AppState> {
         .merge(list::router())
         .merge(voice::router())
         .merge(users::router())
-        .merge(crate::console::router())
         .merge(webhooks::router())
         .merge(keys::router())
 }
