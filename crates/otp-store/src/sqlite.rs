@@ -270,6 +270,27 @@ impl Drop for PermitBack<'_> {
     }
 }
 
+/// The migrations a database recorded, read with `select` (the columns of
+/// [`migrate::Recorded`] in order).
+fn recorded_migrations(
+    conn: &Connection,
+    select: &str,
+) -> Result<Vec<migrate::Recorded>, StoreError> {
+    conn.prepare(select)
+        .and_then(|mut s| {
+            s.query_map([], |r| {
+                Ok(migrate::Recorded {
+                    version: r.get(0)?,
+                    name: r.get(1)?,
+                    checksum: r.get(2)?,
+                    min_binary: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(map_err)
+}
+
 fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     create_private(path)?;
     let conn = Connection::open(path).map_err(map_err)?;
@@ -386,20 +407,7 @@ fn apply_migrations_in(conn: &mut Connection, list: &[Migration]) -> Result<(), 
             .map_err(map_err)?;
         }
     }
-    let recorded = tx
-        .prepare(migrate::SELECT_RECORDED)
-        .and_then(|mut s| {
-            s.query_map([], |r| {
-                Ok(migrate::Recorded {
-                    version: r.get(0)?,
-                    name: r.get(1)?,
-                    checksum: r.get(2)?,
-                    min_binary: r.get(3)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(map_err)?;
+    let recorded = recorded_migrations(&tx, migrate::SELECT_RECORDED)?;
     let floor: Option<String> = tx
         .query_row(
             "SELECT min_binary FROM otpgate_schema WHERE id = 1",
@@ -498,20 +506,7 @@ pub(crate) fn missing_migrations(path: &Path) -> Result<Vec<String>, StoreError>
     } else {
         migrate::SELECT_FIRST_RELEASE
     };
-    let recorded = conn
-        .prepare(select)
-        .and_then(|mut s| {
-            s.query_map([], |r| {
-                Ok(migrate::Recorded {
-                    version: r.get(0)?,
-                    name: r.get(1)?,
-                    checksum: r.get(2)?,
-                    min_binary: r.get(3)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(map_err)?;
+    let recorded = recorded_migrations(&conn, select)?;
     let floor: Option<String> = if tables.iter().any(|t| t == "otpgate_schema") {
         conn.query_row(
             "SELECT min_binary FROM otpgate_schema WHERE id = 1",

@@ -31,33 +31,28 @@ pub fn init(config: &LogConfig) {
     let filter = env_filter(rust_log.as_deref(), &config.level);
     let no_color = std::env::var_os("NO_COLOR");
     let ansi = colours(std::io::stderr().is_terminal(), no_color.as_deref());
-    // A subscriber already installed (tests) is fine: errors are ignored.
+    // Installs `$builder` with a reloadable filter and keeps the way to swap
+    // it; the text and JSON builders are different types, hence a macro.
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder
+                .with_env_filter(filter)
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            // A subscriber already installed (tests) is fine: errors are ignored.
+            if builder.try_init().is_ok() {
+                let _ = SWAP_FILTER.set(Box::new(move |f| {
+                    handle.reload(f).map_err(|e| e.to_string())
+                }));
+            }
+        }};
+    }
     if config.format == "json" {
-        let builder = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_env_filter(filter)
-            .with_ansi(ansi)
-            .with_writer(std::io::stderr)
-            .with_filter_reloading();
-        let handle = builder.reload_handle();
-        if builder.try_init().is_ok() {
-            let _ = SWAP_FILTER.set(Box::new(move |f| {
-                handle.reload(f).map_err(|e| e.to_string())
-            }));
-        }
+        install!(tracing_subscriber::fmt().json().flatten_event(true));
     } else {
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(ansi)
-            .with_writer(std::io::stderr)
-            .with_filter_reloading();
-        let handle = builder.reload_handle();
-        if builder.try_init().is_ok() {
-            let _ = SWAP_FILTER.set(Box::new(move |f| {
-                handle.reload(f).map_err(|e| e.to_string())
-            }));
-        }
+        install!(tracing_subscriber::fmt());
     }
 }
 
