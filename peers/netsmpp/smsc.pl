@@ -63,9 +63,11 @@ event('listening', port => $listener->sockport);
 
 my $select = IO::Select->new($listener);
 my (%session_of, %bound);    # by socket: session number, bind mode
-# Ids start from the clock (65,536 a second, 10 hex digits): a restarted SMSC
-# must not hand out again the ids whose receipts its clients may still match.
-my ($sessions, $submits, $next_id) = (0, 0, (time() % (1 << 24)) << 16);
+# Ids start at a random block of 65,536 (10 hex digits): a restarted SMSC must
+# not hand out again the ids whose receipts its clients may still match, even
+# when it restarts within the second (a clock-based start did, and a test saw a
+# receipt go to the older part).
+my ($sessions, $submits, $next_id) = (0, 0, int(rand(1 << 24)) << 16);
 my %parts;                   # concatenation key -> { total, parts => {seq => [text, id]} }
 
 my %bind_resp = (
