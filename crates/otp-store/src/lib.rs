@@ -224,7 +224,12 @@ pub trait Store:
     /// Records what happened to claimed jobs.
     async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError>;
     /// Applies delivery receipts; for each, the OTP it matched (None: no such
-    /// message id yet — the caller may retry, the submission may not be recorded).
+    /// message id yet — the caller may retry, the submission may not be
+    /// recorded — or its part already has a final state). A part takes one
+    /// final receipt: a second one is a repeat, or the receipt of a newer
+    /// submission to which an SMSC gave the same id again and which is not
+    /// recorded yet (recording it takes the id over and clears the state), so
+    /// it never lands on the older message.
     async fn record_receipts(&self, receipts: Vec<Receipt>)
     -> Result<Vec<Option<i64>>, StoreError>;
     /// An OTP's status changes after it was queued, oldest first, and the message

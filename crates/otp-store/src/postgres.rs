@@ -1510,7 +1510,7 @@ impl Store for PgStore {
                      id_text, id_hex_decimal, id_decimal_hex) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], \
                      $6::text[], $7::text[], $8::text[]) \
-                 ON CONFLICT (route, message_id) DO UPDATE SET otp_id = excluded.otp_id, \
+                 ON CONFLICT (route, message_id) DO UPDATE SET otp_id = excluded.otp_id, state = NULL, \
                  part = excluded.part, parts = excluded.parts, id_text = excluded.id_text, \
                  id_hex_decimal = excluded.id_hex_decimal, id_decimal_hex = excluded.id_decimal_hex",
                 &[
@@ -1810,7 +1810,7 @@ async fn apply_receipt_pg(
         found = tx
             .query_opt(
                 "UPDATE provider_messages SET state = $3 WHERE route = $1 AND message_id = $2 \
-                 RETURNING otp_id, part, parts",
+                 AND state IS NULL RETURNING otp_id, part, parts",
                 &[&rc.route, id, &state],
             )
             .await

@@ -1798,7 +1798,7 @@ fn finish_one(tx: &Transaction<'_>, r: &JobResult) -> Result<(), StoreError> {
                     "INSERT INTO provider_messages (route, message_id, otp_id, part, parts, \
                      id_text, id_hex_decimal, id_decimal_hex) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                     ON CONFLICT (route, message_id) DO UPDATE SET otp_id = excluded.otp_id, \
+                     ON CONFLICT (route, message_id) DO UPDATE SET otp_id = excluded.otp_id, state = NULL, \
                      part = excluded.part, parts = excluded.parts, id_text = excluded.id_text, \
                      id_hex_decimal = excluded.id_hex_decimal, id_decimal_hex = excluded.id_decimal_hex",
                 )
@@ -1872,7 +1872,7 @@ fn apply_receipt(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i64>, Stor
         found = tx
             .prepare_cached(
                 "UPDATE provider_messages SET state = ?3 WHERE route = ?1 AND message_id = ?2 \
-                 RETURNING otp_id, part, parts",
+                 AND state IS NULL RETURNING otp_id, part, parts",
             )
             .and_then(|mut s| {
                 s.query_row(params![rc.route, id, rc.status.map(|s| s.as_str())], |r| {

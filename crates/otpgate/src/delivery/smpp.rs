@@ -1004,8 +1004,18 @@ impl ReceiptTask {
         Ok((matched, unmatched))
     }
 
-    /// Counts and keeps receipts that will not match.
+    /// Counts and keeps receipts that will not match. Repeats of a final
+    /// receipt are only counted (`state="repeated"`): SMSCs send them again
+    /// when an acknowledgement is late, and they are no spelling problem.
     async fn give_up(&self, lost: Vec<Pending>) {
+        let (repeated, lost): (Vec<Pending>, Vec<Pending>) =
+            lost.into_iter().partition(|p| p.miss == "already_final");
+        for _ in &repeated {
+            self.metrics.inc(
+                "otpgate_smpp_receipts_total",
+                &[("route", &self.route), ("state", "repeated")],
+            );
+        }
         if lost.is_empty() {
             return;
         }
@@ -1097,8 +1107,11 @@ async fn apply_receipts(mut task: ReceiptTask, mut rx: mpsc::Receiver<Incoming>)
                 let now = now_micros();
                 for (mut p, m) in matched.into_iter().zip(applied) {
                     if m.is_none() {
-                        // The part's row went between lookup and update.
-                        p.miss = "no_match";
+                        // The part already had its final receipt (a repeat,
+                        // or an id the SMSC gave again to a submission not
+                        // recorded yet), or its row went between lookup and
+                        // update: held, so a newer part can still take it.
+                        p.miss = "already_final";
                         hold(p, &mut lost);
                         continue;
                     }

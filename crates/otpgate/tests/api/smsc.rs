@@ -916,3 +916,46 @@ async fn every_spelling_finds_its_own_part_in_the_store_under_the_routes_habit(b
 }
 
 for_each_backend!(every_spelling_finds_its_own_part_in_the_store_under_the_routes_habit);
+
+/// A part takes one final receipt. A second one (a repeat, or the receipt of a
+/// newer submission the SMSC gave the same id before that submission is
+/// recorded) is not applied to the older message; once the newer submission is
+/// recorded, it takes the id over and its receipt lands on it.
+async fn a_receipt_for_a_reused_id_never_lands_on_the_older_message(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let route = "reuse";
+    let sent = |otp: i64| otp_store::JobResult {
+        job_id: otp,
+        otp_id: otp,
+        outcome: otp_store::JobOutcome::Sent {
+            route: Some(route.to_owned()),
+            message_ids: vec!["1a2b3c00".to_owned()],
+        },
+        at: otp_store::now_micros(),
+    };
+    let delivered = || otp_store::Receipt {
+        route: route.to_owned(),
+        message_ids: vec!["1a2b3c00".to_owned()],
+        status: Some(otp_store::OtpStatus::Delivered),
+        state: "DELIVRD".into(),
+        error_code: None,
+        at: otp_store::now_micros(),
+    };
+    app.store.finish_jobs(vec![sent(7_000_001)]).await.unwrap();
+    let first = app.store.record_receipts(vec![delivered()]).await.unwrap();
+    assert_eq!(first, [Some(7_000_001)]);
+    // The SMSC restarted and gave the id again; its receipt beats the record.
+    let early = app.store.record_receipts(vec![delivered()]).await.unwrap();
+    assert_eq!(early, [None], "not applied to the older message again");
+    app.store.finish_jobs(vec![sent(7_000_002)]).await.unwrap();
+    let retried = app.store.record_receipts(vec![delivered()]).await.unwrap();
+    assert_eq!(
+        retried,
+        [Some(7_000_002)],
+        "the newer part took the id over"
+    );
+    let repeat = app.store.record_receipts(vec![delivered()]).await.unwrap();
+    assert_eq!(repeat, [None], "a repeated final receipt changes nothing");
+}
+
+for_each_backend!(a_receipt_for_a_reused_id_never_lands_on_the_older_message);
