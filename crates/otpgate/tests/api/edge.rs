@@ -106,15 +106,7 @@ async fn nothing_written(app: &TestApp) {
 
 /// The series in a `/metrics` scrape: every line but comments, by name and labels.
 async fn metric_series(app: &TestApp) -> BTreeMap<String, f64> {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {
@@ -247,7 +239,7 @@ both_backends! {
         // (the server notices a close a moment after it happens).
         drop(held);
         healthz_passes_again("127.0.0.1", server).await;
-        let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let text = app.metrics_text().await;
         assert!(text.contains("otpgate_http_refused_total{reason=\"client_connection_limit\"}"), "{text}");
     }
 }

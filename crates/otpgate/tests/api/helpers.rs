@@ -158,6 +158,18 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// The text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Another account with its own key (every scope).
     pub async fn new_account(&self, name: &str, sms: i64, phone: i64) -> (i64, String) {
         let a = self.store.create_account(name, sms, phone).await.unwrap();

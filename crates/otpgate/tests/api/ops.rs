@@ -18,7 +18,7 @@ both_backends! {
     async fn metrics_count_requests_sends_and_queue_depth(app) {
         app.send_ok(&text_send("9851023212")).await;
         assert_eq!(app.send(&serde_json::json!({})).await.status(), 400);
-        let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let text = app.metrics_text().await;
         assert!(text.contains("otpgate_sends_total{channel=\"text\",outcome=\"accepted\"} 1"), "{text}");
         assert!(text.contains("otpgate_sends_total{channel=\"unknown\",outcome=\"invalid\"} 1"), "{text}");
         assert!(text.contains("otpgate_http_requests_total{route=\"/api/v1/auths/send/otp/\",method=\"POST\",status=\"200\"} 1"), "{text}");

@@ -624,15 +624,7 @@ async fn a_wrong_ca_or_a_pin_mismatch_is_refused_shows_in_readyz_and_nothing_is_
         let routes = routes_when(&app, |r| r[0]["status"] == "down").await;
         let detail = routes[0]["detail"].as_str().unwrap();
         assert_eq!(detail, format!("TLS handshake with the SMSC failed: {why}"));
-        let metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics_text().await;
         assert!(
             metrics.contains("otpgate_smpp_total{route=\"smsc\",event=\"tls_refused\"}"),
             "{metrics}"

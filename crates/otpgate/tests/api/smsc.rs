@@ -323,15 +323,7 @@ async fn a_wrong_password_shows_in_readyz_and_metrics_and_nothing_is_lost(backen
         "{ready}"
     );
     assert!(!ready.to_string().contains("wrongpw"));
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("otpgate_route_up{route=\"smsc\",connection=\"otpgate#0\"} 0"),
         "{metrics}"
@@ -437,15 +429,7 @@ async fn throttling_slows_down_and_still_delivers_everything_within_the_window(b
         smsc.events("window_exceeded").is_empty(),
         "the window of 10 was exceeded"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("otpgate_smpp_total{route=\"smsc\",event=\"throttled\"}"),
         "{metrics}"
@@ -681,15 +665,7 @@ async fn receipts_in_a_spelling_the_route_excludes_are_listed_as_unmatched(backe
         assert!(!otp.refunded);
     }
     assert_eq!(app.balance().await, (98, 10));
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("otpgate_smpp_receipts_total{route=\"smsc\",state=\"unmatched\"} 2"),
         "{metrics}"

@@ -431,15 +431,7 @@ async fn throttling_slows_the_gateway_down_and_everything_is_still_delivered(
     arrived.dedup();
     assert_eq!(arrived.len(), 24, "every OTP reached the SMSC");
     assert_eq!(app.balance().await, (76, 10));
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("otpgate_smpp_total{route=\"smsc\",event=\"throttled\"}"),
         "{metrics}"

@@ -321,17 +321,6 @@ async fn receipt(app: &TestApp, id: i64, status: OtpStatus, state: &str) {
     assert_eq!(matched, vec![Some(id)]);
 }
 
-async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// A port with nothing listening on it (until the test binds it again).
 async fn closed_port() -> std::net::SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -398,7 +387,7 @@ both_backends! {
         assert!(attempts.iter().all(|a| a["duration_ms"].as_f64().unwrap() >= 0.0
             && a["at"].as_str().unwrap().ends_with("+05:45")));
 
-        let text = metrics(&app).await;
+        let text = app.metrics_text().await;
         assert!(text.contains("otpgate_webhook_attempts_total{outcome=\"retry\"} 2"), "{text}");
         assert!(text.contains("otpgate_webhook_attempts_total{outcome=\"delivered\"} 1"), "{text}");
         assert!(text.contains("otpgate_webhook_attempt_duration_seconds_count 3"), "{text}");
@@ -654,7 +643,7 @@ async fn gives_up(backend: Backend) {
     );
     assert_eq!(receiver.hits().len(), attempts.len());
     assert!(list[0]["next_attempt_at"].is_null() && list[0]["finished_at"].is_string());
-    let text = metrics(&app).await;
+    let text = app.metrics_text().await;
     assert!(
         text.contains("otpgate_webhook_attempts_total{outcome=\"gave_up\"} 1"),
         "{text}"
