@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::both_backends;
+use crate::for_each_backend;
 use crate::helpers::{Backend, TestApp, spawn_app_with, text_send};
 
 /// How long a test waits for the server to close a connection it should close:
@@ -92,7 +92,7 @@ fn short_header_timeout(config: &mut otpgate::config::Config) {
     config.api.header_read_timeout_seconds = 2;
 }
 
-both_backends! {
+for_each_backend! {
     async fn a_100_kb_header_is_refused_and_the_server_keeps_serving(app) {
         let request = format!(
             "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: {}\r\n\r\n",
@@ -208,7 +208,7 @@ mod slowloris_connections_are_closed_and_others_are_served_meanwhile {
     }
 }
 
-both_backends! {
+for_each_backend! {
     async fn invalid_utf8_in_a_json_body_is_a_400_and_nothing_is_written(app) {
         let mut body = br#"{"number":"98"#.to_vec();
         body.extend_from_slice(&[0xff, 0xfe, 0xc3]);
@@ -321,7 +321,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     async fn every_operation_with_a_body_documents_and_gives_its_413_and_415(app) {
         let doc: Value = app
             .client
@@ -384,7 +384,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     async fn page_numbers_and_offsets_at_the_top_of_their_range_are_empty_pages(app) {
         app.send_ok(&text_send("9851023212")).await;
         for query in [

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::both_backends;
+use crate::for_each_backend;
 use crate::helpers::{TestApp, text_send};
 use crate::users::{ADMIN_TOKEN, PASSWORD, configure, login, tokens_of};
 
@@ -38,7 +38,7 @@ async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
     admin(app, "POST", path, Some(ADMIN_TOKEN), Some(body)).await
 }
 
-both_backends! {
+for_each_backend! {
     async fn the_admin_api_is_off_without_a_token(app) {
         for token in [None, Some(ADMIN_TOKEN), Some(app.key.as_str())] {
             let (status, body) = admin(&app, "GET", "/admin/v1/accounts/", token, None).await;
@@ -51,7 +51,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: configure;
 
     async fn the_admin_api_takes_only_its_own_token(app) {

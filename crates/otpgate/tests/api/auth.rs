@@ -1,9 +1,9 @@
 use serde_json::Value;
 
-use crate::both_backends;
+use crate::for_each_backend;
 use crate::helpers::text_send;
 
-both_backends! {
+for_each_backend! {
     async fn a_request_without_a_key_is_401_with_drf_detail(app) {
         let r = app.client.post(app.url("/api/v1/auths/send/otp/")).json(&text_send("9851023212")).send().await.unwrap();
         assert_eq!(r.status(), 401);

@@ -1,9 +1,9 @@
 use serde_json::Value;
 
-use crate::both_backends;
+use crate::for_each_backend;
 use crate::helpers::text_send;
 
-both_backends! {
+for_each_backend! {
     async fn two_hundred_simultaneous_sends_against_a_hundred_credits_accept_exactly_a_hundred(app) {
         let (account, key) = app.new_account("contended", 100, 0).await;
         let sends: Vec<_> = (0..200).map(|i| {

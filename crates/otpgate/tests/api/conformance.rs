@@ -1,6 +1,8 @@
 //! What the client conformance tests share (`pypi_client.rs`, `php_client.rs`,
 //! `dotnet_client.rs`): the two modes a client is run against, each on both
-//! stores, and the account's user with the API key a client is configured with.
+//! stores (the `modes:` form of `for_each_backend!`, with [`development`] and
+//! [`production`] as the tweaks), and the account's user with the API key a
+//! client is configured with.
 //!
 //! Development mode is full compatibility. Production mode differs from it only
 //! where docs/compatibility.md says so (list codes masked, `get-api-keys` masked,
@@ -79,56 +81,4 @@ pub fn assert_kathmandu_time(value: &Value) {
         chrono::DateTime::parse_from_rfc3339(text).is_ok() && text.ends_with("+05:45"),
         "{text}"
     );
-}
-
-/// Runs each `async fn NAME(app, mode) { ... }` in development and production
-/// mode, each on both stores: `NAME::development::sqlite`, ...`::postgres`,
-/// `NAME::production::sqlite`, ...`::postgres`. `app` is the started
-/// [`TestApp`]; `mode` the [`Mode`] it runs in.
-#[macro_export]
-macro_rules! in_both_modes {
-    ($(async fn $name:ident($app:ident, $mode:ident) $body:block)*) => {
-        $(
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-
-                async fn run($app: $crate::helpers::TestApp, $mode: otpgate::config::Mode) $body
-
-                mod development {
-                    use $crate::helpers::{spawn_app_with, Backend};
-                    use otpgate::config::Mode;
-
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn sqlite() {
-                        let app = spawn_app_with(Backend::Sqlite, $crate::conformance::development).await;
-                        super::run(app, Mode::Development).await;
-                    }
-
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn postgres() {
-                        let app = spawn_app_with(Backend::Postgres, $crate::conformance::development).await;
-                        super::run(app, Mode::Development).await;
-                    }
-                }
-
-                mod production {
-                    use $crate::helpers::{spawn_app_with, Backend};
-                    use otpgate::config::Mode;
-
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn sqlite() {
-                        let app = spawn_app_with(Backend::Sqlite, $crate::conformance::production).await;
-                        super::run(app, Mode::Production).await;
-                    }
-
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn postgres() {
-                        let app = spawn_app_with(Backend::Postgres, $crate::conformance::production).await;
-                        super::run(app, Mode::Production).await;
-                    }
-                }
-            }
-        )*
-    };
 }

@@ -14,9 +14,9 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 use serde_json::Value;
 
+use crate::for_each_backend;
 use crate::helpers::{TestApp, spawn_app_with, text_send};
 use crate::users::{add_user, configure};
-use crate::{both_backends, for_each_backend};
 
 const EMAIL: &str = "ana@example.com";
 const PASSWORD: &str = "a long console password";
@@ -68,7 +68,7 @@ async fn console_login(app: &TestApp) -> String {
         .0
 }
 
-both_backends! {
+for_each_backend! {
     config: configure;
 
     async fn the_session_cookie_is_http_only_strict_and_scoped_to_the_console(app) {

@@ -9,11 +9,10 @@ use otp_store::{Claim, ClaimedJob, NewOtp, SharedStore, StoreOptions, now_micros
 use otpgate::delivery::{DeliveryOutcome, Driver, Policy, try_deliver_next};
 use serde_json::Value;
 
-use crate::both_backends;
 use crate::for_each_backend;
 use crate::helpers::{Backend, database_url, text_send};
 
-both_backends! {
+for_each_backend! {
     async fn accepted_sends_are_delivered_by_the_log_driver(app) {
         let reply = app.send_ok(&text_send("9851023212")).await;
         let id = reply["data"]["details"]["id"].as_i64().unwrap();

@@ -10,13 +10,14 @@
 
 use std::time::Duration;
 
+use otpgate::config::Mode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::conformance::{codes_shown, user_with_key};
+use crate::conformance::{self, codes_shown, user_with_key};
+use crate::for_each_backend;
 use crate::helpers::TestApp;
-use crate::in_both_modes;
 
 /// How long a reply may take on a loaded 2-core machine before the test fails.
 const ANSWER_WITHIN: Duration = Duration::from_secs(60);
@@ -183,7 +184,12 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 const SEND: &str = "/api/v1/auths/send/otp/";
 
-in_both_modes! {
+for_each_backend! {
+    modes: [
+        development => (Mode::Development, conformance::development),
+        production => (Mode::Production, conformance::production),
+    ];
+
     async fn dotnet_post_as_json_sends_a_chunked_escaped_body_with_a_977_string_number(app, _mode) {
         let user = user_with_key(&app).await;
         let mut dotnet = Connection::open(&app).await;

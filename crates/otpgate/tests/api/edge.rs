@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::both_backends;
+use crate::for_each_backend;
 use crate::helpers::{Backend, TestApp, text_send};
 
 /// How long a test waits for an answer the server should give: generous, a
@@ -123,7 +123,7 @@ fn random_token(len: usize) -> String {
         .collect()
 }
 
-both_backends! {
+for_each_backend! {
     async fn junk_methods_and_random_paths_add_no_metric_series(app) {
         let request = |method: &str, path: &str| {
             app.client
@@ -216,7 +216,7 @@ fn unfinished_send(app: &TestApp, extra_headers: &str) -> String {
     )
 }
 
-both_backends! {
+for_each_backend! {
     config: small_per_client_cap;
     async fn one_address_at_its_cap_does_not_lock_out_another(app) {
         let server = server_addr(&app);
@@ -244,7 +244,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: small_global_cap;
     async fn the_connection_cap_holds_for_every_address(app) {
         let server = server_addr(&app);
@@ -262,7 +262,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: short_request_timeout;
     async fn a_body_trickled_slower_than_the_request_timeout_is_cut_with_a_408(app) {
         let mut stream = connect_from("127.0.0.1", server_addr(&app)).await;
@@ -290,7 +290,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: |c: &mut otpgate::config::Config| c.api.request_timeout_seconds = 1;
     async fn a_send_whose_body_arrived_is_not_cut_while_the_store_holds_it(app) {
         let lock = StoreLock::take(&app).await;
@@ -363,7 +363,7 @@ impl StoreLock {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: behind_a_proxy;
     async fn a_trusted_proxys_forwarded_address_is_what_is_counted(app) {
         let server = server_addr(&app);
@@ -442,7 +442,7 @@ fn trusting_this_host(config: &mut otpgate::config::Config) {
     config.api.trusted_proxies = vec!["127.0.0.0/8".into()];
 }
 
-both_backends! {
+for_each_backend! {
     async fn next_links_take_a_host_header_only_when_it_is_a_host_and_port(app) {
         app.send_ok(&text_send("9851023212")).await;
         app.send_ok(&text_send("9851023213")).await;
@@ -459,7 +459,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: trusting_this_host;
     async fn next_links_follow_the_scheme_and_host_a_trusted_proxy_forwards(app) {
         app.send_ok(&text_send("9851023212")).await;
@@ -697,7 +697,7 @@ mod the_connection_cap_follows_the_open_file_limit {
     }
 }
 
-both_backends! {
+for_each_backend! {
     async fn every_operation_documents_the_edges_refusals(app) {
         let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
         let mut checked = 0;
@@ -738,7 +738,7 @@ async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
     String::from_utf8_lossy(&reply).into_owned()
 }
 
-both_backends! {
+for_each_backend! {
     config: three_second_request_timeout;
     async fn the_request_timeout_counts_from_each_requests_first_byte_on_a_kept_alive_connection(app) {
         let server = server_addr(&app);

@@ -274,55 +274,93 @@ pub fn text_send(number: &str) -> Value {
     })
 }
 
-/// Runs each named `async fn NAME(backend: Backend)` of the calling module
-/// once against SQLite and once against PostgreSQL, as `NAME::sqlite` and
-/// `NAME::postgres`. `NAME => BODY` runs the function `BODY` under the name
-/// `NAME` (one body, several configurations).
+/// Generates the tests of the calling module, each once against SQLite and
+/// once against PostgreSQL, in one of these forms:
+///
+/// - `for_each_backend!(NAME, ...)` runs each `async fn NAME(backend: Backend)`
+///   as `NAME::sqlite` and `NAME::postgres`; `NAME => BODY` runs the function
+///   `BODY` under the name `NAME` (one body, several configurations).
+/// - `for_each_backend! { async fn NAME(app) { ... } ... }` gives each body the
+///   started [`TestApp`] of `spawn_app(backend)`; with `config: TWEAK;` first,
+///   of `spawn_app_with(backend, TWEAK)`. Same names.
+/// - `for_each_backend! { modes: [VARIANT => (MODE, TWEAK), ...]; async fn
+///   NAME(app, mode) { ... } ... }` runs each body once per server [`Mode`]
+///   (`mode`), its app started with that mode's `TWEAK`: `NAME::VARIANT::sqlite`
+///   and `NAME::VARIANT::postgres`.
+/// - `for_each_backend! { peers: [PEER => (SQLITE, POSTGRES), ...]; NAME, ... }`
+///   runs each `async fn NAME(peer, backend: Backend)` once per `PEER`, as
+///   `NAME::SQLITE` and `NAME::POSTGRES`.
+///
+/// [`Mode`]: otpgate::config::Mode
 #[macro_export]
 macro_rules! for_each_backend {
-    ($($name:ident),* $(,)?) => {
-        $crate::for_each_backend!($($name => $name),*);
-    };
-    ($($name:ident => $body:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$body($crate::helpers::Backend::Sqlite).await
-                }
+    (@pair $sqlite:ident, $postgres:ident, |$backend:ident| $run:block) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            let $backend = $crate::helpers::Backend::Sqlite;
+            $run
+        }
 
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$body($crate::helpers::Backend::Postgres).await
-                }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            let $backend = $crate::helpers::Backend::Postgres;
+            $run
+        }
+    };
+    (@modes [$($variant:ident => ($mode:expr, $tweak:expr)),* $(,)?]) => {
+        $(
+            mod $variant {
+                #[allow(unused_imports)]
+                use super::*;
+
+                $crate::for_each_backend!(@pair sqlite, postgres, |backend| {
+                    let app = $crate::helpers::spawn_app_with(backend, $tweak).await;
+                    super::run(app, $mode).await
+                });
             }
         )*
     };
-}
-
-/// One test body, run once against SQLite and once against PostgreSQL.
-/// `both_backends! { config: TWEAK; async fn ... }` starts the apps with
-/// `spawn_app_with(backend, TWEAK)`.
-#[macro_export]
-macro_rules! both_backends {
+    (@peers $name:ident [$($peer:expr => ($sqlite:ident, $postgres:ident)),* $(,)?]) => {
+        $(
+            $crate::for_each_backend!(@pair $sqlite, $postgres, |backend| {
+                super::$name($peer, backend).await
+            });
+        )*
+    };
     (config: $tweak:expr; $(async fn $name:ident($app:ident) $body:block)*) => {
         $(
             mod $name {
                 #[allow(unused_imports)]
                 use super::*;
+                #[allow(unused_imports)]
                 use $crate::helpers::{spawn_app_with, Backend};
 
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    let $app = spawn_app_with(Backend::Sqlite, $tweak).await;
+                $crate::for_each_backend!(@pair sqlite, postgres, |backend| {
+                    let $app = spawn_app_with(backend, $tweak).await;
                     $body
-                }
+                });
+            }
+        )*
+    };
+    (modes: $modes:tt; $(async fn $name:ident($app:ident, $mode:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
 
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    let $app = spawn_app_with(Backend::Postgres, $tweak).await;
-                    $body
-                }
+                async fn run($app: $crate::helpers::TestApp, $mode: ::otpgate::config::Mode) $body
+
+                $crate::for_each_backend!(@modes $modes);
+            }
+        )*
+    };
+    (peers: $peers:tt; $($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                $crate::for_each_backend!(@peers $name $peers);
             }
         )*
     };
@@ -331,22 +369,35 @@ macro_rules! both_backends {
             mod $name {
                 #[allow(unused_imports)]
                 use super::*;
+                #[allow(unused_imports)]
                 use $crate::helpers::{spawn_app, Backend};
 
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    let $app = spawn_app(Backend::Sqlite).await;
+                $crate::for_each_backend!(@pair sqlite, postgres, |backend| {
+                    let $app = spawn_app(backend).await;
                     $body
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    let $app = spawn_app(Backend::Postgres).await;
-                    $body
-                }
+                });
             }
         )*
     };
+    ($($name:ident),* $(,)?) => {
+        $crate::for_each_backend!($($name => $name),*);
+    };
+    ($($name:ident => $body:ident),* $(,)?) => {
+        $(
+            mod $name {
+                $crate::for_each_backend!(@pair sqlite, postgres, |backend| {
+                    super::$body(backend).await
+                });
+            }
+        )*
+    };
+}
+
+/// The app form of [`for_each_backend!`] under its former name, kept so that
+/// tests written against it still compile.
+#[macro_export]
+macro_rules! both_backends {
+    ($($tests:tt)*) => { $crate::for_each_backend! { $($tests)* } };
 }
 
 /// Runs SQL on the test's database (the SQLite file or the PostgreSQL database).

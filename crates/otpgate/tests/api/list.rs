@@ -2,7 +2,7 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use crate::both_backends;
+use crate::for_each_backend;
 use crate::helpers::{TestApp, text_send};
 
 async fn send_many(app: &TestApp, n: usize, number: &str) -> Vec<i64> {
@@ -35,7 +35,7 @@ fn ids_of(page: &Value) -> Vec<i64> {
         .collect()
 }
 
-both_backends! {
+for_each_backend! {
     async fn the_list_has_the_seed_shape_newest_first(app) {
         let ids = send_many(&app, 3, "9851023212").await;
         let (status, page) = app.list("").await;

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use otpgate::config::{Config, Mode, Secret};
 use serde_json::{Value, json};
 
-use crate::both_backends;
+use crate::for_each_backend;
 use crate::helpers::{TestApp, sql_i64s};
 use crate::users::{ADMIN_TOKEN, PASSWORD, add_user, call, configure, login, tokens_of};
 
@@ -144,7 +144,7 @@ fn one_password_check_at_a_time(c: &mut Config) {
     c.auth.max_pending_hashes = 1;
 }
 
-both_backends! {
+for_each_backend! {
     config: configure;
 
     async fn a_common_short_or_long_new_password_is_a_400_with_its_own_code_and_changes_nothing(app) {
@@ -188,7 +188,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: production;
 
     async fn production_wants_ten_characters_but_passwords_set_before_keep_working(app) {
@@ -210,7 +210,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: two_sessions_per_user;
 
     async fn a_login_beyond_the_users_session_limit_revokes_its_oldest_session(app) {
@@ -234,7 +234,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: small_address_limit;
 
     async fn the_attempt_after_the_limit_from_one_address_is_a_429_while_another_address_is_served(app) {
@@ -265,7 +265,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: small_global_limit;
 
     async fn the_gateway_wide_limit_counts_attempts_from_every_address(app) {
@@ -285,7 +285,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: one_password_check_at_a_time;
 
     async fn with_one_place_for_password_checks_simultaneous_logins_are_shed_with_429_and_none_hang(app) {
@@ -328,7 +328,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: configure;
 
     async fn a_user_sees_its_sessions_and_logging_one_out_ends_its_tokens_only(app) {

@@ -1,5 +1,7 @@
 //! The integration suite: the real server on a real port, real SQLite files and
-//! a real PostgreSQL server. Each test runs against both stores.
+//! a real PostgreSQL server. Each test runs against both stores (through
+//! `for_each_backend!`, in `helpers`), except the HTTP driver suite
+//! (`http_drivers`), whose store only hands each driver its job.
 
 mod helpers;
 
@@ -15,6 +17,7 @@ mod delivery;
 mod dotnet_client;
 mod durability;
 mod edge;
+mod http_drivers;
 mod limits;
 mod list;
 mod logins;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::both_backends;
+use crate::for_each_backend;
 use crate::helpers::{Backend, TestApp, spawn_app_with, text_send};
 
 const NUMBER: &str = "9851023212";
@@ -39,7 +39,7 @@ async fn key_check(app: &TestApp, key: &str) -> u16 {
         .as_u16()
 }
 
-both_backends! {
+for_each_backend! {
     config: |c| {
         c.api.max_concurrent_lists = 2;
         c.api.list_wait_ms = 0;

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::both_backends;
+use crate::for_each_backend;
 use crate::helpers::{Backend, TestApp, database_url};
 
 const NUMBER: &str = "9851023212";
@@ -60,7 +60,7 @@ fn own_rss() -> f64 {
     kb * 1024.0
 }
 
-both_backends! {
+for_each_backend! {
     async fn process_metrics_are_plausible_and_open_fds_follow_held_connections(app) {
         let text = scrape(&app).await;
         for family in [
@@ -128,7 +128,7 @@ async fn send_code(app: &TestApp, number: &str) -> i64 {
     reply["data"]["details"]["id"].as_i64().unwrap()
 }
 
-both_backends! {
+for_each_backend! {
     config: |c| { c.verify.per_number_max = 3; c.verify.max_attempts = 1; };
 
     async fn each_verification_outcome_is_counted(app) {

@@ -1,9 +1,9 @@
 use serde_json::Value;
 
-use crate::both_backends;
+use crate::for_each_backend;
 use crate::helpers::text_send;
 
-both_backends! {
+for_each_backend! {
     async fn health_and_readiness_answer(app) {
         let r = app.client.get(app.url("/healthz")).send().await.unwrap();
         assert_eq!(r.status(), 200);

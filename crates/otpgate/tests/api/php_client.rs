@@ -9,9 +9,9 @@ use otpgate::auth::key_id_of;
 use otpgate::config::Mode;
 use serde_json::{Value, json};
 
-use crate::conformance::{EMAIL, assert_kathmandu_time, codes_shown, user_with_key};
+use crate::conformance::{self, EMAIL, assert_kathmandu_time, codes_shown, user_with_key};
+use crate::for_each_backend;
 use crate::helpers::{TestApp, text_send};
-use crate::in_both_modes;
 use crate::users::PASSWORD;
 
 /// `php driver.php BASE TOKEN METHOD ARGS...`; what it printed:
@@ -52,7 +52,12 @@ async fn profile_id_with(app: &TestApp, token: &str) -> Value {
     php_ok(app, token, "userDetail", &[]).await["id"].clone()
 }
 
-in_both_modes! {
+for_each_backend! {
+    modes: [
+        development => (Mode::Development, conformance::development),
+        production => (Mode::Production, conformance::production),
+    ];
+
     async fn php_login_reads_the_tokens_where_either_doc_version_puts_them(app, _mode) {
         let user = user_with_key(&app).await;
         // Login sends no Authorization header (the package has no token yet).

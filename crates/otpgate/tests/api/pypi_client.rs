@@ -4,11 +4,12 @@
 //! both stores. The client takes the host alone as its base URL and writes
 //! `api/v1/...` into every path.
 
+use otpgate::config::Mode;
 use serde_json::{Value, json};
 
-use crate::conformance::{EMAIL, assert_kathmandu_time, codes_shown, user_with_key};
+use crate::conformance::{self, EMAIL, assert_kathmandu_time, codes_shown, user_with_key};
+use crate::for_each_backend;
 use crate::helpers::{TestApp, text_send};
-use crate::in_both_modes;
 
 const SEND: &str = "api/v1/auths/send/otp/";
 const LIST: &str = "api/v1/auths/list/send-otps/";
@@ -63,7 +64,12 @@ async fn pypi_ok(app: &TestApp, token: &str, args: &[&str]) -> Value {
     out["reply"].clone()
 }
 
-in_both_modes! {
+for_each_backend! {
+    modes: [
+        development => (Mode::Development, conformance::development),
+        production => (Mode::Production, conformance::production),
+    ];
+
     async fn pypi_get_user_reads_the_profile(app, _mode) {
         let user = user_with_key(&app).await;
         // The profile is the same in both modes.

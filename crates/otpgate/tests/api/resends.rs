@@ -8,7 +8,7 @@ use otp_domain::credits::Cost;
 use otp_store::{AcceptError, NewOtp, ResendOf, ResendQuery, now_micros};
 use serde_json::{Value, json};
 
-use crate::both_backends;
+use crate::for_each_backend;
 use crate::helpers::{TestApp, sql, sql_i64s, text_send};
 use otp_store::Scopes;
 use otpgate::auth::issue_key_with_scopes;
@@ -85,7 +85,7 @@ async fn item(app: &TestApp, id: i64) -> Value {
     r.json().await.unwrap()
 }
 
-both_backends! {
+for_each_backend! {
     async fn the_first_code_verifies_by_number_after_a_resend_and_only_once(app) {
         let (first, second) = send_and_resend(&app).await;
         let code = code_of(&first);
@@ -433,7 +433,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: |c| c.verify.resend_same_code = false;
 
     async fn with_resends_off_every_send_gets_a_new_code_and_the_newest_verifies(app) {
@@ -449,7 +449,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: |c| {
         c.limits.per_number_max = 5;
         c.limits.per_number_window_seconds = 600;
@@ -469,7 +469,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     async fn the_openapi_document_shows_the_resend_link(app) {
         let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
         let schemas = &doc["components"]["schemas"];

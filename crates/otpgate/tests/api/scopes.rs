@@ -10,8 +10,8 @@ use otpgate::auth::{issue_key, issue_key_with_scopes, key_id_of};
 use otpgate::config::{Config, Mode, Secret};
 use serde_json::{Value, json};
 
-use crate::both_backends;
 use crate::durability::otpgate;
+use crate::for_each_backend;
 use crate::helpers::{Backend, TestApp, sql, sql_i64s, text_send};
 use crate::users::{ADMIN_TOKEN, PASSWORD, add_user, configure, tokens_of};
 
@@ -168,7 +168,7 @@ async fn key_count(app: &TestApp) -> usize {
         .len()
 }
 
-both_backends! {
+for_each_backend! {
     async fn each_scope_allows_its_endpoints_and_nothing_else(app) {
         let id = seed(&app, "482193").await;
         let mut keys = Vec::new();
@@ -276,7 +276,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: configure;
 
     async fn the_admin_api_gives_keys_the_scopes_it_is_asked_for(app) {
@@ -368,7 +368,7 @@ async fn send_once(app: &TestApp, key: &str, idempotency: &str, body: &Value) ->
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-both_backends! {
+for_each_backend! {
     async fn an_idempotency_key_replays_only_to_the_api_key_that_used_it(app) {
         let other = key_with(&app, &[Scope::Send]).await;
         let (status, first) = send_once(&app, &app.key, "order-17", &text_send(NUMBER)).await;
@@ -385,7 +385,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     async fn two_keys_racing_on_one_idempotency_key_send_once_and_never_share_a_reply(app) {
         let other = key_with(&app, &[Scope::Send]).await;
         let sends: Vec<_> = (0..10)
@@ -426,7 +426,7 @@ fn code_hidden_in_send_reply(c: &mut Config) {
     c.api.code_in_send_reply = false;
 }
 
-both_backends! {
+for_each_backend! {
     config: code_hidden_in_send_reply;
 
     async fn with_code_in_send_reply_off_the_reply_and_its_replay_hide_the_code(app) {
@@ -466,7 +466,7 @@ fn production(c: &mut Config) {
     c.secrets.current_key_id = "k1".into();
 }
 
-both_backends! {
+for_each_backend! {
     config: production;
 
     async fn production_mode_hides_codes_in_list_and_detail_but_not_in_the_send_reply(app) {
@@ -602,7 +602,7 @@ mod the_cli_sets_the_scopes_of_the_keys_it_makes {
     }
 }
 
-both_backends! {
+for_each_backend! {
     async fn the_openapi_document_names_the_scope_of_each_operation(app) {
         let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
         for (path, method, scope) in [

@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use crate::both_backends;
+use crate::for_each_backend;
 use crate::helpers::{TestApp, text_send};
 
 /// Asserts a 400 naming `field`, and that nothing was written or charged.
@@ -28,7 +28,7 @@ async fn assert_rejected(app: &TestApp, body: Value, field: &str) {
     assert_eq!(app.otp_count().await, 0, "{body} wrote a record");
 }
 
-both_backends! {
+for_each_backend! {
     async fn a_text_send_replies_in_the_tingting_envelope_and_debits_one_credit(app) {
         let reply = app.send_ok(&json!({
             "number": "9851023212",
@@ -287,7 +287,7 @@ const TOLL_FRAUD_NUMBERS: [&str; 12] = [
     "+80012345678",  // international freephone
 ];
 
-both_backends! {
+for_each_backend! {
     config: |c| c.limits.allowed_countries = Vec::new();
 
     async fn premium_satellite_and_other_service_numbers_are_refused_on_both_channels_even_with_every_country_allowed(app) {
@@ -328,7 +328,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     async fn a_satellite_number_is_refused_for_its_type_before_its_country(app) {
         for channel in ["text", "voice"] {
             assert_number_refused(&app, "+881612345678", channel, "number_type_not_allowed").await;

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::for_each_backend;
 use crate::helpers::{Backend, TestApp, text_send};
 use crate::smsc::{Smsc as NodeSmsc, app_with_smsc, id_of};
 
@@ -509,29 +510,14 @@ async fn an_smsc_restart_mid_stream_loses_nothing(kind: Kind, backend: Backend) 
     assert_eq!(app.balance().await, (70, 10), "nothing refunded");
 }
 
-macro_rules! peer_tests {
-    ($($name:ident),*) => {
-        $(
-            mod $name {
-                use super::{Backend, Kind};
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn netsmpp_sqlite() { super::$name(Kind::NetSmpp, Backend::Sqlite).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn netsmpp_postgres() { super::$name(Kind::NetSmpp, Backend::Postgres).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn jasmin_sqlite() { super::$name(Kind::Jasmin, Backend::Sqlite).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn jasmin_postgres() { super::$name(Kind::Jasmin, Backend::Postgres).await }
-            }
-        )*
-    };
-}
-
-peer_tests!(
+for_each_backend! {
+    peers: [
+        Kind::NetSmpp => (netsmpp_sqlite, netsmpp_postgres),
+        Kind::Jasmin => (jasmin_sqlite, jasmin_postgres),
+    ];
     gsm_and_ucs2_texts_arrive_intact_and_are_delivered,
     a_long_message_goes_in_as_many_parts_as_were_charged,
     undeliverable_receipts_fail_and_refund_while_delivered_ones_are_paid,
     throttling_slows_the_gateway_down_and_everything_is_still_delivered,
     an_smsc_restart_mid_stream_loses_nothing
-);
+}

@@ -8,7 +8,7 @@ use otpgate::auth::{issue_key_with_scopes, key_id_of};
 use otpgate::config::{Config, LimitsConfig};
 use serde_json::{Value, json};
 
-use crate::both_backends;
+use crate::for_each_backend;
 use crate::helpers::{TestApp, sql, text_send};
 use crate::users::{PASSWORD, add_user, call, configure, secret_of, tokens_of};
 use crate::verify::{contains, dump};
@@ -44,7 +44,7 @@ fn default_limits(c: &mut Config) {
     c.limits = LimitsConfig::default();
 }
 
-both_backends! {
+for_each_backend! {
     config: configure;
 
     async fn the_profile_has_tingtings_shape_at_the_top_level_under_both_paths(app) {
@@ -234,7 +234,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: production_keys;
 
     async fn with_reveal_keys_off_get_api_keys_masks_the_key_and_says_why(app) {
@@ -252,7 +252,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: default_limits;
 
     async fn by_default_a_resend_at_once_passes_and_the_sixth_send_in_ten_minutes_is_429(app) {

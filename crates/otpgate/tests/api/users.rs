@@ -10,8 +10,8 @@ use otpgate::config::{Config, Secret};
 use otpgate::users::tokens::{TokenKind, Tokens};
 use serde_json::{Value, json};
 
-use crate::both_backends;
 use crate::durability::otpgate;
+use crate::for_each_backend;
 use crate::helpers::{Backend, TestApp, database_url, text_send};
 use crate::verify::{contains, dump};
 
@@ -120,7 +120,7 @@ async fn generate(app: &TestApp, access: &str) -> String {
     body["data"]["token"].as_str().unwrap().to_owned()
 }
 
-both_backends! {
+for_each_backend! {
     config: configure;
 
     async fn a_user_logs_in_with_email_and_password_and_gets_two_tokens(app) {

@@ -4,7 +4,7 @@
 use otp_store::{OtpStatus, Receipt, now_micros};
 use serde_json::{Value, json};
 
-use crate::both_backends;
+use crate::for_each_backend;
 use crate::helpers::{Backend, TestApp, spawn_app_with, sql, sql_i64s, text_send};
 use otpgate::auth::issue_key;
 
@@ -61,7 +61,7 @@ async fn history(app: &TestApp, id: i64) -> Vec<String> {
     events.into_iter().map(|e| e.status).collect()
 }
 
-both_backends! {
+for_each_backend! {
     async fn a_right_code_verifies_once(app) {
         let id = send_code(&app, NUMBER, "482193").await;
         let (status, body) = verify(&app, &json!({"number": NUMBER, "otp": "482193"})).await;
@@ -355,7 +355,7 @@ async fn second_key(app: &TestApp) -> String {
     key.plaintext
 }
 
-both_backends! {
+for_each_backend! {
     async fn three_hundred_guesses_at_a_dead_code_leave_its_history_bounded(app) {
         let id = send_code(&app, NUMBER, "482193").await;
         app.wait_for_status(id, "sent").await;
@@ -427,7 +427,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: |c| c.verify.number_scope = otpgate::config::NumberScope::Account;
     async fn number_scope_account_lets_any_key_of_the_account_verify_by_number(app) {
         let other = second_key(&app).await;
@@ -438,7 +438,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: |c| {
         c.verify.per_number_max = 3;
         c.verify.per_number_window_seconds = 60;
@@ -468,7 +468,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+for_each_backend! {
     config: |c| c.verify.per_account_rps = 1;
     async fn the_verify_limit_holds_an_account_to_its_rate(app) {
         let bodies: Vec<Value> = (0..10)

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use tts::{Audio, EspeakConfig, EspeakEngine, LengthFactor, RenderRequest, SpeechText, TtsEngine};
 
-use crate::both_backends;
+use crate::for_each_backend;
 use crate::helpers::{Backend, TestApp, spawn_app_with};
 
 const LOCALHOST: &str = "127.0.0.1";
@@ -95,7 +95,7 @@ async fn wait_for_error(app: &TestApp, id: i64, what: &str) -> otp_store::OtpRec
     panic!("OTP {id} never had an error with {what:?}: {otp:?}");
 }
 
-both_backends! {
+for_each_backend! {
     async fn the_four_voices_are_listed_with_their_genders(app) {
         let r = app
             .client

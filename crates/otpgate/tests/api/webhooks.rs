@@ -22,7 +22,6 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::both_backends;
 use crate::durability::otpgate;
 use crate::for_each_backend;
 use crate::helpers::{Backend, TestApp, database_url, spawn_app_with, sql, test_config, text_send};
@@ -335,7 +334,7 @@ fn local(c: &mut Config) {
     c.webhooks.low_balance_phone_credits = 0;
 }
 
-both_backends! {
+for_each_backend! {
     config: local;
     async fn an_event_is_signed_and_retried_until_the_receiver_takes_it(app) {
         let receiver = Receiver::start(2).await;
@@ -953,7 +952,7 @@ async fn attempted(app: &TestApp, otp_id: i64, event: &str, attempts: usize) -> 
         .unwrap()
 }
 
-both_backends! {
+for_each_backend! {
     config: public_only;
     async fn a_url_naming_a_special_purpose_address_is_refused_when_set_and_nothing_is_written(app) {
         // Never connected to: each is refused before anything is stored.
@@ -1108,7 +1107,7 @@ async fn put_webhook(app: &TestApp, body: Value) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-both_backends! {
+for_each_backend! {
     config: low_at_98;
     async fn low_balance_is_sent_once_per_fall_below_the_threshold_and_again_after_a_top_up(app) {
         let receiver = Receiver::start(0).await;
