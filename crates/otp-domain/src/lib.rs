@@ -21,7 +21,9 @@
 //! - [`message`]: [`MessageTemplate`], client text of at most
 //!   [`message::MAX_TEMPLATE_CHARS`] (1,000) characters holding
 //!   [`message::PLACEHOLDER`] (`{otp}`), without control characters other
-//!   than line breaks and tabs.
+//!   than line breaks and tabs, and the one renderer of a template:
+//!   [`message::render`] (the message sent and stored) and
+//!   [`message::render_masked`] (the message shown with the code hidden).
 //! - [`segments`]: GSM 03.38 / UCS-2 encoding and concatenation.
 //!   [`segments::analyze`] counts the parts and [`segments::split`] makes
 //!   them with the same packing, so the parts sent are the parts charged.

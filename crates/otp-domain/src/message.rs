@@ -1,6 +1,15 @@
-//! Message templates: the client's text with `{otp}` where the code goes.
+//! Message templates: the client's text with `{otp}` where the code goes, and
+//! the one renderer that puts a code (or its mask) in its place.
+//!
+//! Every text built from a template goes through [`render`]: the message a send
+//! stores and the SMS drivers deliver ([`MessageTemplate::render`]), and the
+//! masked form a reply or a list shows when the code is hidden
+//! ([`render_masked`]). A spoken prompt keeps the template and the code apart
+//! (the code is read digit by digit), so the voice path splits at the same
+//! [`PLACEHOLDER`] and cuts its first reading with [`through_first_code`].
 
 use crate::code::OtpCode;
+use crate::vault::MASK;
 
 /// Where the code goes in a template. Every occurrence is replaced.
 pub const PLACEHOLDER: &str = "{otp}";
@@ -65,13 +74,35 @@ impl MessageTemplate {
 
     /// The message to send: the template with every placeholder replaced by the code.
     pub fn render(&self, code: &OtpCode) -> String {
-        self.0.replace(PLACEHOLDER, code.as_str())
+        render(&self.0, code.as_str())
     }
 
     /// The template as given.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// `template` with every [`PLACEHOLDER`] replaced by `code`. Templates read
+/// back from the store are plain strings, so this takes one; a template
+/// without the placeholder comes back as it is.
+pub fn render(template: &str, code: &str) -> String {
+    template.replace(PLACEHOLDER, code)
+}
+
+/// The message as it is shown when the code is hidden: every placeholder
+/// replaced by [`MASK`].
+pub fn render_masked(template: &str) -> String {
+    render(template, MASK)
+}
+
+/// The template up to and including its first placeholder (all of it when it
+/// has none): what has been said once the code was read out in full.
+pub fn through_first_code(template: &str) -> &str {
+    let end = template
+        .find(PLACEHOLDER)
+        .map_or(template.len(), |at| at + PLACEHOLDER.len());
+    &template[..end]
 }
 
 #[cfg(test)]
@@ -95,6 +126,44 @@ mod tests {
     fn devanagari_templates_render() {
         let template = MessageTemplate::parse("तपाईंको कोड {otp} हो।").unwrap();
         assert_eq!(template.render(&code("1234")), "तपाईंको कोड 1234 हो।");
+    }
+
+    #[test]
+    fn the_masked_form_hides_every_placeholder() {
+        assert_eq!(
+            render_masked("Code {otp}, again {otp}."),
+            format!("Code {MASK}, again {MASK}.")
+        );
+        assert_eq!(render_masked("Code {otp}."), "Code ******.");
+        assert!(!render_masked("{otp}").contains(PLACEHOLDER));
+    }
+
+    #[test]
+    fn devanagari_digits_in_the_template_are_kept_and_the_code_stays_ascii() {
+        assert_eq!(
+            render("कोड {otp} हो, १० मिनेट", "4821"),
+            "कोड 4821 हो, १० मिनेट"
+        );
+        assert_eq!(render_masked("कोड {otp} हो"), "कोड ****** हो");
+    }
+
+    #[test]
+    fn a_stored_template_renders_as_a_parsed_one_does() {
+        let text = "Your code is {otp}.\nValid 10 minutes: {otp}";
+        assert_eq!(
+            render(text, "907311"),
+            MessageTemplate::parse(text)
+                .unwrap()
+                .render(&code("907311"))
+        );
+        assert_eq!(render("no placeholder", "1"), "no placeholder");
+    }
+
+    #[test]
+    fn the_first_reading_ends_after_the_first_placeholder() {
+        assert_eq!(through_first_code("कोड {otp} हो {otp}"), "कोड {otp}");
+        assert_eq!(through_first_code("{otp}"), "{otp}");
+        assert_eq!(through_first_code("no code"), "no code");
     }
 
     #[test]

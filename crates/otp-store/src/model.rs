@@ -2,7 +2,7 @@
 
 use otp_domain::channel::{Channel, OtpOption, Voice};
 use otp_domain::credits::Cost;
-use otp_domain::message::PLACEHOLDER;
+use otp_domain::message::render;
 use otp_domain::vault::{Binding, CodeVault, MASK};
 
 /// Microseconds since the Unix epoch, UTC.
@@ -552,7 +552,7 @@ impl OtpRecord {
             _ => None,
         };
         let shown = plain.as_deref().unwrap_or(MASK);
-        self.message = self.template.replace(PLACEHOLDER, shown);
+        self.message = render(&self.template, shown);
         self.otp = plain.unwrap_or_else(|| MASK.to_owned());
         self.status = shown_status(self.status, self.expires_at, now);
     }

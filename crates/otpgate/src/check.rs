@@ -18,10 +18,8 @@ use figment::providers::{Env, Format, Toml};
 use figment::value::{Dict, Value};
 use figment::{Figment, Provider};
 
-use otp_domain::channel::Channel;
-
 use crate::config::{Config, Mode};
-use crate::delivery::settings::table;
+use crate::delivery::settings::DriverConfig;
 
 /// The top-level keys of a configuration file.
 const TOP_LEVEL: &[&str] = &[
@@ -86,6 +84,8 @@ pub fn check_file(path: &Path) -> Vec<String> {
             for (i, route) in list.iter().enumerate() {
                 match alone("routes", Value::from(vec![route.clone()]), &["routes", "0"]) {
                     None => routes.push(route.clone()),
+                    // A route refused as a whole names itself already.
+                    Some(e) if e.starts_with("route ") => problems.push(e),
                     Some(e) => problems.push(format!("routes[{i}]{}: {e}", route_name(route))),
                 }
             }
@@ -266,43 +266,34 @@ fn e164_prefix(setting: &str, prefix: &str) -> anyhow::Result<()> {
 }
 
 /// What building route `r` would refuse, without connecting or starting it.
+/// Its driver and channel were checked as the file was read.
 fn route_problem(r: &crate::config::RouteConfig, config: &Config) -> anyhow::Result<()> {
-    let Some(channel) = Channel::parse(&r.channel) else {
-        anyhow::bail!(
-            "route {}: channel must be text or voice, not {:?}",
-            r.name,
-            r.channel
-        );
-    };
     use crate::delivery::http::{
         aakash::AakashDriver, generic::GenericHttpDriver, sparrow::SparrowDriver,
         tingting::TingTingDriver,
     };
-    match (r.driver.as_str(), channel) {
-        ("log", _) => {}
-        ("smpp", Channel::Text) => table(&r.smpp, r, "smpp")?.check(&r.name)?,
-        ("sparrow", Channel::Text) => {
-            SparrowDriver::new(table(&r.sparrow, r, "sparrow")?)
-                .map_err(|e| anyhow::anyhow!("route {}: {e}", r.name))?;
+    let in_route = |e: crate::delivery::http::BuildError| anyhow::anyhow!("route {}: {e}", r.name);
+    match &r.driver {
+        DriverConfig::Log { .. } => {}
+        DriverConfig::Smpp(smpp) => smpp.check(&r.name)?,
+        DriverConfig::Sparrow(c) => {
+            SparrowDriver::new(c.clone()).map_err(in_route)?;
         }
-        ("aakash", Channel::Text) => {
-            AakashDriver::new(table(&r.aakash, r, "aakash")?)
-                .map_err(|e| anyhow::anyhow!("route {}: {e}", r.name))?;
+        DriverConfig::Aakash(c) => {
+            AakashDriver::new(c.clone()).map_err(in_route)?;
         }
-        ("http", Channel::Text) => {
-            GenericHttpDriver::new(table(&r.http, r, "http")?)
-                .map_err(|e| anyhow::anyhow!("route {}: {e}", r.name))?;
+        DriverConfig::Http(c) => {
+            GenericHttpDriver::new(c.clone()).map_err(in_route)?;
         }
-        ("tingting", _) => {
-            TingTingDriver::new(table(&r.tingting, r, "tingting")?)
-                .map_err(|e| anyhow::anyhow!("route {}: {e}", r.name))?;
+        DriverConfig::TingTing(c) => {
+            TingTingDriver::new(c.clone()).map_err(in_route)?;
         }
-        ("sip", Channel::Voice) => {
+        DriverConfig::Sip(sip) => {
             let prompter = crate::delivery::voice::Prompter::new(&config.voice)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let driver = crate::delivery::voice::sip::SipDriver::new(
                 &r.name,
-                &table(&r.sip, r, "sip")?,
+                sip,
                 &config.voice,
                 std::sync::Arc::new(prompter),
             )
@@ -316,11 +307,6 @@ fn route_problem(r: &crate::config::RouteConfig, config: &Config) -> anyhow::Res
                 config.delivery.lease_seconds
             );
         }
-        (other, ch) => anyhow::bail!(
-            "route {}: driver {other:?} does not carry {} OTPs",
-            r.name,
-            ch.as_str()
-        ),
     }
     Ok(())
 }
@@ -420,7 +406,7 @@ pub async fn doctor(config: &Config, source: &str) -> Vec<Finding> {
     let voice_routes: Vec<&str> = config
         .routes
         .iter()
-        .filter(|r| r.channel == "voice" && r.driver == "sip")
+        .filter(|r| matches!(r.driver, DriverConfig::Sip(_)))
         .map(|r| r.name.as_str())
         .collect();
     if !voice_routes.is_empty() {
@@ -436,7 +422,7 @@ pub async fn doctor(config: &Config, source: &str) -> Vec<Finding> {
     }
 
     for r in &config.routes {
-        let Some(smpp) = r.smpp.as_ref().filter(|_| r.driver == "smpp") else {
+        let DriverConfig::Smpp(smpp) = &r.driver else {
             continue;
         };
         let target = format!("{}:{}", smpp.host, smpp.port);
@@ -508,5 +494,59 @@ mod tests {
         for bad in ["977984", "+", "+97a", "+1234567890123456"] {
             assert!(e164_prefix("x", bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::check_file;
+
+    #[test]
+    fn check_config_names_each_bad_route_once_with_its_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("otpgate.toml");
+        std::fs::write(
+            &path,
+            r#"
+[[routes]]
+name = "file"
+channel = "text"
+driver = "log"
+[routes.smpp]
+system_id = "a"
+[[routes]]
+name = "web"
+channel = "text"
+driver = "http"
+[[routes]]
+name = "ntc"
+channel = "voice"
+driver = "smpp"
+[routes.smpp]
+system_id = "a"
+[[routes]]
+name = "wide"
+channel = "text"
+driver = "smpp"
+[routes.smpp]
+system_id = "a"
+window = "ten"
+[[routes]]
+name = "mail"
+channel = "text"
+driver = "smtp"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            check_file(&path),
+            [
+                "route file: [routes.smpp] is a setting of driver smpp, not of driver log",
+                "route web: driver http needs a [routes.http] table",
+                "route ntc: driver \"smpp\" does not carry voice OTPs",
+                "routes[3] (\"wide\"): smpp.window: invalid type: found string \"ten\", expected usize",
+                "route mail: driver must be one of log, smpp, sparrow, aakash, http, tingting, sip, not \"smtp\"",
+            ]
+        );
     }
 }

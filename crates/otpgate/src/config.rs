@@ -9,7 +9,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
-pub use crate::delivery::settings::RouteConfig;
+pub use crate::delivery::settings::{DriverConfig, RouteConfig, RouteError};
 pub use crate::delivery::voice::settings::{VoiceConfig, VoiceOverride};
 pub use otp_domain::secret::Secret;
 
@@ -686,7 +686,12 @@ impl Config {
         );
         let config: Config = figment
             .extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            .map_err(|e| match route_of(&figment, &e) {
+                Some(name) if !e.to_string().starts_with(&format!("route {name}: ")) => {
+                    anyhow::anyhow!("invalid configuration: route {name}: {e}")
+                }
+                _ => anyhow::anyhow!("invalid configuration: {e}"),
+            })?;
         config.timezone()?;
         Ok(config)
     }
@@ -739,6 +744,19 @@ impl Config {
     }
 }
 
+/// The name of the `[[routes]]` entry a reading error is in, if it is in one.
+fn route_of(figment: &Figment, e: &figment::Error) -> Option<String> {
+    let [routes, index, ..] = e.path.as_slice() else {
+        return None;
+    };
+    if routes != "routes" {
+        return None;
+    }
+    let list = figment.find_value("routes").ok()?;
+    let route = list.as_array()?.get(index.parse::<usize>().ok()?)?;
+    Some(route.find_ref("name")?.as_str()?.to_owned())
+}
+
 /// Replaces the password part of `scheme://user:password@host/...`.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -787,7 +805,10 @@ mod tests {
             system_id = "acme"
         "#;
         let config: Config = Figment::new().merge(Toml::string(toml)).extract().unwrap();
-        let smpp = |i: usize| config.routes[i].smpp.clone().unwrap();
+        let smpp = |i: usize| match &config.routes[i].driver {
+            DriverConfig::Smpp(smpp) => smpp.clone(),
+            other => panic!("an smpp route read as {other:?}"),
+        };
         assert_eq!(
             (smpp(0).receipt_ids.as_str(), smpp(0).receipt_hold_seconds),
             ("decimal", 30)
@@ -825,7 +846,9 @@ mod tests {
         assert_eq!(config.listen, "0.0.0.0:9000");
         assert_eq!(config.delivery.give_up_after_seconds, 300);
         assert_eq!(config.routes.len(), 2);
-        let smpp = config.routes[0].smpp.as_ref().unwrap();
+        let DriverConfig::Smpp(smpp) = &config.routes[0].driver else {
+            panic!("the first route is an smpp route");
+        };
         assert_eq!(
             (smpp.window, smpp.port, smpp.password.expose().as_str()),
             (20, 2775, "s3cret")

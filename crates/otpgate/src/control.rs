@@ -31,7 +31,7 @@ use crate::delivery::http::sparrow::SparrowDriver;
 use crate::delivery::http::tingting::TingTingDriver;
 use crate::delivery::log::LogDriver;
 use crate::delivery::router::{Route, RouteControl, RouteState, Router, Table};
-use crate::delivery::settings::table;
+use crate::delivery::settings::DriverConfig;
 use crate::delivery::smpp::SmppDriver;
 use crate::delivery::voice::Prompter;
 use crate::delivery::voice::sip::SipDriver;
@@ -206,7 +206,7 @@ fn view(channel: Channel, route: &Route) -> RouteView {
     RouteView {
         name: route.name.clone(),
         channel: channel.as_str(),
-        driver: route.settings.driver.clone(),
+        driver: route.settings.driver.kind().to_owned(),
         state: route.control.state().as_str(),
         in_flight: route.control.in_flight(),
     }
@@ -262,13 +262,12 @@ impl RouteBuilder {
                 "route {:?} is defined twice",
                 r.name
             );
-            let channel = Channel::parse(&r.channel)
-                .with_context(|| format!("route {}: channel must be text or voice", r.name))?;
+            let channel = r.channel;
             let same_name = previous.iter().find(|p| p.name == r.name);
             let route = match same_name {
                 Some(p) if p.settings == *r => p.clone(),
                 _ => {
-                    let driver = self.driver(r, channel).await?;
+                    let driver = self.driver(r).await?;
                     built.push(driver.clone());
                     Arc::new(Route {
                         name: r.name.clone(),
@@ -301,37 +300,22 @@ impl RouteBuilder {
     }
 
     /// The driver of one route.
-    async fn driver(&self, r: &RouteConfig, channel: Channel) -> anyhow::Result<Arc<dyn Driver>> {
+    async fn driver(&self, r: &RouteConfig) -> anyhow::Result<Arc<dyn Driver>> {
         let config = &self.config;
-        Ok(match (r.driver.as_str(), channel) {
-            ("log", _) => match &r.log_path {
+        let name = &r.name;
+        Ok(match &r.driver {
+            DriverConfig::Log { log_path } => match log_path {
                 Some(path) => Arc::new(open_log(path, config, &self.voice).await?),
                 None => self.shared_log().await?,
             },
-            ("smpp", Channel::Text) => SmppDriver::start(
-                &r.name,
-                table(&r.smpp, r, "smpp")?,
-                self.store.clone(),
-                self.metrics.clone(),
-            )?,
-            ("sparrow", Channel::Text) => {
-                Arc::new(SparrowDriver::new(table(&r.sparrow, r, "sparrow")?)?)
+            DriverConfig::Smpp(smpp) => {
+                SmppDriver::start(name, smpp.clone(), self.store.clone(), self.metrics.clone())?
             }
-            ("aakash", Channel::Text) => {
-                Arc::new(AakashDriver::new(table(&r.aakash, r, "aakash")?)?)
-            }
-            ("http", Channel::Text) => {
-                Arc::new(GenericHttpDriver::new(table(&r.http, r, "http")?)?)
-            }
-            ("tingting", _) => Arc::new(TingTingDriver::new(table(&r.tingting, r, "tingting")?)?),
-            ("sip", Channel::Voice) => {
-                sip_driver(&r.name, &table(&r.sip, r, "sip")?, config, &self.voice).await?
-            }
-            (other, ch) => anyhow::bail!(
-                "route {}: driver {other:?} does not carry {} OTPs",
-                r.name,
-                ch.as_str()
-            ),
+            DriverConfig::Sparrow(c) => Arc::new(SparrowDriver::new(c.clone())?),
+            DriverConfig::Aakash(c) => Arc::new(AakashDriver::new(c.clone())?),
+            DriverConfig::Http(c) => Arc::new(GenericHttpDriver::new(c.clone())?),
+            DriverConfig::TingTing(c) => Arc::new(TingTingDriver::new(c.clone())?),
+            DriverConfig::Sip(sip) => sip_driver(name, sip, config, &self.voice).await?,
         })
     }
 

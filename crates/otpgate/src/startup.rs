@@ -304,25 +304,25 @@ fn trusted_proxies(config: &Config) -> anyhow::Result<Arc<[crate::server::Cidr]>
 /// transmitter and receiver are separate), outgoing HTTP (webhooks, HTTP carriers), the
 /// admin listener's connections and some spare.
 fn reserved_descriptors(config: &Config, admin_listener: bool) -> u64 {
+    use crate::delivery::settings::DriverConfig;
     let mut reserved =
         (config.store.connections + config.store.list_connections) as u64 + 2 + SPARE_DESCRIPTORS;
     reserved += config.webhooks.concurrency as u64;
     for route in &config.routes {
-        match route.driver.as_str() {
-            "smpp" => {
-                reserved += route.smpp.as_ref().map_or(1, |s| {
-                    let sockets = if s.bind_mode == "transmitter_receiver" {
-                        2
-                    } else {
-                        1
-                    };
-                    s.binds.max(1) * sockets
-                }) as u64
+        match &route.driver {
+            DriverConfig::Smpp(s) => {
+                let sockets = if s.bind_mode == "transmitter_receiver" {
+                    2
+                } else {
+                    1
+                };
+                reserved += (s.binds.max(1) * sockets) as u64
             }
-            "sparrow" | "aakash" | "http" | "tingting" => {
-                reserved += config.delivery.concurrency as u64
-            }
-            _ => {}
+            DriverConfig::Sparrow(_)
+            | DriverConfig::Aakash(_)
+            | DriverConfig::Http(_)
+            | DriverConfig::TingTing(_) => reserved += config.delivery.concurrency as u64,
+            DriverConfig::Log { .. } | DriverConfig::Sip(_) => {}
         }
     }
     if admin_listener {

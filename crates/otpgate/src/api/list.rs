@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use utoipa::ToSchema;
 
 use otp_domain::channel::Channel;
-use otp_domain::message::PLACEHOLDER;
+use otp_domain::message::render_masked;
 use otp_domain::phone::PhoneNumber;
 use otp_domain::vault::MASK;
 use otp_store::{ListQuery, Micros, OtpRecord};
@@ -431,7 +431,7 @@ fn base_url(state: &AppState, origin: &Origin) -> String {
 fn item(o: &OtpRecord, state: &AppState) -> OtpItem {
     let tz = &state.tz;
     let (message, otp) = if state.config.hide_codes() {
-        (o.template.replace(PLACEHOLDER, MASK), MASK.to_owned())
+        (render_masked(&o.template), MASK.to_owned())
     } else {
         (o.message.clone(), o.otp.clone())
     };

@@ -32,7 +32,7 @@ use utoipa::ToSchema;
 use otp_domain::channel::{Channel, OtpOption, Voice};
 use otp_domain::code::{OtpCode, OtpLength};
 use otp_domain::credits;
-use otp_domain::message::{MessageTemplate, PLACEHOLDER};
+use otp_domain::message::{MessageTemplate, render_masked};
 use otp_domain::phone::{NumberType, PhoneNumber};
 use otp_domain::segments::{self, MAX_SEGMENTS, SmsEncoding};
 use otp_domain::vault::MASK;
@@ -448,7 +448,7 @@ pub async fn send_otp(
     let (message, otp) = if shows_code {
         (message, plan.code.as_str().to_owned())
     } else {
-        (masked(valid.template.as_str()), MASK.to_owned())
+        (render_masked(valid.template.as_str()), MASK.to_owned())
     };
     Ok(Json(SendResponse {
         status: 200,
@@ -477,11 +477,6 @@ pub async fn send_otp(
             },
         },
     }))
-}
-
-/// The template with the code masked, as a reply that hides the code shows it.
-fn masked(template: &str) -> String {
-    template.replace(PLACEHOLDER, MASK)
 }
 
 /// The `Idempotency-Key` header, bound to the account, the API key, whether
@@ -552,7 +547,7 @@ async fn replay(
     let (message, otp_code) = if shows_code {
         (otp.message, otp.otp)
     } else {
-        (masked(&otp.template), MASK.to_owned())
+        (render_masked(&otp.template), MASK.to_owned())
     };
     Ok(Json(SendResponse {
         status: 200,

@@ -1269,7 +1269,10 @@ mod tests {
                 .merge(Toml::string(&toml))
                 .extract::<crate::config::Config>()
                 .ok()
-                .map(|c| c.routes[0].smpp.clone().unwrap())
+                .map(|c| match &c.routes[0].driver {
+                    crate::config::DriverConfig::Smpp(smpp) => smpp.clone(),
+                    other => panic!("an smpp route read as {other:?}"),
+                })
         };
         let defaults = route("").unwrap();
         assert_eq!(

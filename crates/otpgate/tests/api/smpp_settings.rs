@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use otpgate::config::{Config, RouteConfig};
+use otpgate::config::{Config, DriverConfig, RouteConfig};
 use otpgate::delivery::smpp::{SmppConfig, ValidityPeriod};
 use otpgate::startup::Application;
 use serde_json::{Value, json};
@@ -26,7 +26,10 @@ fn route(name: &str, port: u16, prefix: &str, tweak: impl FnOnce(&mut SmppConfig
     let mut route = smpp_route(port, "secret");
     route.name = name.into();
     route.prefixes = vec![prefix.into()];
-    tweak(route.smpp.as_mut().unwrap());
+    let DriverConfig::Smpp(smpp) = &mut route.driver else {
+        panic!("smpp_route is an smpp route");
+    };
+    tweak(smpp);
     route
 }
 

@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use otpgate::config::{RouteConfig, Secret};
+use otp_domain::channel::Channel;
+use otpgate::config::{DriverConfig, RouteConfig, Secret};
 use otpgate::delivery::smpp::SmppConfig;
 use serde_json::{Value, json};
 
@@ -123,17 +124,15 @@ impl Drop for Smsc {
 pub fn smpp_route(port: u16, password: &str) -> RouteConfig {
     RouteConfig {
         name: "smsc".into(),
-        channel: "text".into(),
+        channel: Channel::Text,
         prefixes: Vec::new(),
-        driver: "smpp".into(),
-        smpp: Some(SmppConfig {
+        driver: DriverConfig::Smpp(SmppConfig {
             port,
             system_id: "otpgate".into(),
             password: Secret::new(password.into()),
             reconnect_max_seconds: 1,
             ..SmppConfig::default()
         }),
-        ..RouteConfig::default()
     }
 }
 
@@ -521,7 +520,7 @@ async fn app_with_receipt_ids(
     hold: u64,
 ) -> TestApp {
     let mut route = smpp_route(smsc.port, "secret");
-    if let Some(s) = route.smpp.as_mut() {
+    if let DriverConfig::Smpp(s) = &mut route.driver {
         s.receipt_ids = receipt_ids.into();
         s.receipt_hold_seconds = hold;
     }

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use otpgate::config::{Config, RouteConfig, Secret};
+use otp_domain::channel::Channel;
+use otpgate::config::{Config, DriverConfig, RouteConfig, Secret};
 use otpgate::delivery::voice::sip::SipConfig;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -327,10 +328,9 @@ fn sip_route(port: u16, tweak: impl FnOnce(&mut SipConfig)) -> RouteConfig {
     tweak(&mut sip);
     RouteConfig {
         name: "trunk".into(),
-        channel: "voice".into(),
-        driver: "sip".into(),
-        sip: Some(sip),
-        ..RouteConfig::default()
+        channel: Channel::Voice,
+        prefixes: Vec::new(),
+        driver: DriverConfig::Sip(sip),
     }
 }
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use otp_domain::channel::Voice;
-use otp_domain::message::PLACEHOLDER;
+use otp_domain::message::{PLACEHOLDER, through_first_code};
 use otp_store::OtpRecord;
 use tts::{
     Audio, CachedEngine, EspeakConfig, EspeakEngine, LengthFactor, PromptError, RenderRequest,
@@ -152,11 +152,9 @@ impl Prompter {
     /// full: the length of the same prompt cut after its first code, said once.
     /// A callee who hangs up after this point has heard the code.
     pub async fn first_reading_ends(&self, prompt: &Prompt<'_>) -> Result<Duration, RenderError> {
-        let cut = prompt
-            .template
-            .find(PLACEHOLDER)
-            .map_or(prompt.template.len(), |at| at + PLACEHOLDER.len());
-        let head = self.render_text(prompt, &prompt.template[..cut], 1).await?;
+        let head = self
+            .render_text(prompt, through_first_code(prompt.template), 1)
+            .await?;
         Ok(head.duration())
     }
 
