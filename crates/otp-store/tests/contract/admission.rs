@@ -5,8 +5,8 @@ use otp_domain::channel::{Channel, OtpOption};
 use otp_domain::credits::Cost;
 use otp_store::webhooks::{DeliveryQuery, SetWebhook, WebhookEvent};
 use otp_store::{
-    AcceptError, AccountId, IdempotencyKey, LimitKind, Micros, NewApiKey, NewOtp, ResendOf, Scopes,
-    SendLimits, Store,
+    AcceptError, AccountId, IDEMPOTENCY_TTL, IdempotencyKey, LimitKind, Micros, NewApiKey, NewOtp,
+    ResendOf, Scopes, SendLimits, Store,
 };
 
 const SECOND: Micros = 1_000_000;
@@ -103,6 +103,26 @@ crate::contract! {
             other => panic!("{other:?}"),
         }
         assert_eq!(balance(store.as_ref(), account).await, (9, 1), "charged once");
+    }
+
+    async fn a_key_older_than_its_ttl_is_new_again_even_beside_an_older_send(store) {
+        // Fired together, the two later sends most often share a batch: the
+        // key's age is judged for its own send, not for the batch's oldest.
+        let account = store.create_account("acme", 10, 0).await.unwrap().id;
+        let first = sms(account, 1);
+        let at = first.created_at;
+        store.accept_once(first, key("k", 1)).await.unwrap();
+        let (before, after) = tokio::join!(
+            store.accept(NewOtp { created_at: at + IDEMPOTENCY_TTL - SECOND, ..sms(account, 2) }),
+            store.accept_once(NewOtp { created_at: at + IDEMPOTENCY_TTL + SECOND, ..sms(account, 1) }, key("k", 1)),
+        );
+        before.unwrap();
+        let again = after.expect("a day later the key counts as new");
+        assert_eq!(again.account_seq, 3);
+        match store.accept_once(NewOtp { created_at: at + IDEMPOTENCY_TTL + 2 * SECOND, ..sms(account, 1) }, key("k", 1)).await {
+            Err(AcceptError::Replayed(a)) => assert_eq!(a, again, "the key now answers with its new send"),
+            other => panic!("{other:?}"),
+        }
     }
 
     async fn concurrent_sends_under_one_key_are_accepted_once_and_all_get_its_answer(store) {
