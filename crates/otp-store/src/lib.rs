@@ -12,7 +12,7 @@
 //!   delivery jobs are claimed with `FOR UPDATE SKIP LOCKED`. Lists run on a
 //!   pool of their own with a `statement_timeout`.
 //!
-//! Both run the same decision for a batch of sends ([`alloc`]): requests are taken
+//! Both run the same decision for a batch of sends ([`admission`]): requests are taken
 //! in arrival order, each is accepted if its account still has the credits, and
 //! each account's new balance is written once. Accepting a send writes the OTP row,
 //! its delivery job and its ledger debit in that same transaction, or nothing.
@@ -47,7 +47,7 @@
 //! first's lock), and writes the outcome to every record of the chain, so
 //! each one shows it and the lookups by number need no join.
 
-pub mod alloc;
+pub mod admission;
 mod migrate;
 mod model;
 pub mod postgres;

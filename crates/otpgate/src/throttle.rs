@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use otp_store::alloc::RateWindow;
+use otp_store::admission::RateWindow;
 use otp_store::{AccountId, Micros};
 
 /// What a verification checks a code against.

@@ -9,8 +9,14 @@
 //!
 //! - `accounts`: an account starts with the credits it was given; top-ups
 //!   add to the balance and to the ledger.
+//! - `admission`: which sends are accepted: credits never go below zero
+//!   under concurrent sends, an idempotency key replays its first send
+//!   across and within batches and refuses another body, the per-number,
+//!   per-key and per-account limits and the daily spend cap, a stale resend
+//!   refused, a `low_balance` event once per fall.
 
 mod accounts;
+mod admission;
 
 use otp_store::{SharedStore, StoreOptions};
 

@@ -1,16 +1,37 @@
-//! The credit decision for a batch of sends, shared by both backends.
+//! Which sends of a batch are accepted: one pure decision, run by both backends.
 //!
-//! The writer loads the balances of the accounts a batch touches (inside the
-//! batch's transaction, locked where the backend needs it), then asks
-//! [`Balances::take`] for each send in arrival order. A send is accepted only if
-//! its account can pay for it at that point, so 200 concurrent sends against 100
-//! credits accept exactly 100 whichever batches they land in.
-
+//! A backend takes a batch of sends in arrival order, opens its transaction,
+//! loads what the rules read into a [`Loaded`] (plain data: the balances and
+//! limits of the accounts the batch touches, the rate windows of its API keys,
+//! the recent sends to its numbers, the first records of the chains its
+//! resends repeat and the stored results of its idempotency keys), then calls
+//! [`decide`]. The [`Plan`] it gets back says, per send, whether it is
+//! refused, replays an earlier result or is inserted (with its number in the
+//! account, its chain, the balances it leaves and whether it takes a balance
+//! below its low-balance threshold), and which account and key rows to write
+//! back. The backend only runs the SQL the plan names, in the plan's order,
+//! and turns the plan and the new row ids into the callers' answers with
+//! [`Plan::results`]. This is the shape of `VerifyRow::step`: load, one pure
+//! decision, write.
 //!
-//! Per-destination limits are decided the same way: [`Recent`] holds the newest
-//! sends to each (account, number) the batch touches, loaded in the same
-//! transaction after the account rows are locked, and each accepted send of the
-//! batch is added to it, so later sends of the batch count it too.
+//! Each send meets the rules in this order, and the first that refuses it
+//! answers it:
+//! 1. its idempotency key ([`IdempotencyRecords`]): a key the account used
+//!    within [`IDEMPOTENCY_TTL`], stored or earlier in the same batch, replays
+//!    what that send got if the body is the same and is refused
+//!    ([`AcceptError::IdempotencyKeyReused`]) if not;
+//! 2. a resend whose chain's first record can no longer verify is refused
+//!    ([`AcceptError::ResendStale`]);
+//! 3. the per-destination limits ([`Recent`]);
+//! 4. the API key's rate ([`KeyRates`]);
+//! 5. the account ([`Balances::take`]): it must exist, then its rate, its
+//!    daily spend cap and its credits must allow the send.
+//!
+//! A send is accepted only if its account can pay for it at that point, so 200
+//! concurrent sends against 100 credits accept exactly 100 whichever batches
+//! they land in. Each accepted send counts in what the later sends of the
+//! batch are decided on: its balance, its rate windows, its number's recent
+//! sends and its idempotency key.
 //!
 //! The per-account and per-key rates and the daily spend cap live on the account
 //! and key rows themselves ([`RateWindow`], [`SpendDay`]): they are read with the
@@ -24,9 +45,11 @@
 
 use std::collections::HashMap;
 
+use crate::model::ChainHead;
 use crate::webhooks::{LowBalance, LowBalanceThresholds};
 use crate::{
-    AcceptError, Accepted, AccountId, IdempotencyKey, LimitKind, Micros, NewOtp, SendLimits,
+    AcceptError, Accepted, AccountId, IDEMPOTENCY_TTL, IdempotencyKey, LimitKind, Micros, NewOtp,
+    SendLimits, StoreError,
 };
 
 /// An account's balance as the batch goes along.
@@ -424,39 +447,270 @@ impl Recent {
     }
 }
 
-/// An earlier send under an idempotency key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Prior {
-    /// Accepted by an earlier transaction, or earlier in this one with its id known.
-    Stored(Accepted),
-    /// Accepted earlier in this batch, at this index; its id comes later.
-    InBatch(usize),
+/// What a backend loads for one batch, inside the batch's transaction, before
+/// [`decide`] runs.
+#[derive(Default)]
+pub(crate) struct Loaded {
+    pub balances: Balances,
+    pub key_rates: KeyRates,
+    pub recent: Recent,
+    /// The first records of the chains the batch's resends repeat, by id.
+    pub heads: HashMap<i64, ChainHead>,
+    pub idempotency: IdempotencyRecords,
 }
 
-/// The idempotency keys of the sends a batch carries, and what they got.
+/// What [`decide`] says of one send.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// Nothing is written for it; it gets this error.
+    Refuse(AcceptError),
+    /// Nothing is written for it; it gets what an earlier send under its key got.
+    Replay(Replay),
+    /// It is written.
+    Insert(Insert),
+}
+
+/// The earlier send a replay answers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Replay {
+    /// Accepted by an earlier transaction.
+    Stored(Accepted),
+    /// The plan's insert with this number (counting inserts only, from 0),
+    /// earlier in the same batch; its id is known once it is written.
+    Earlier(usize),
+}
+
+/// An accepted send, as it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Insert {
+    pub taken: Taken,
+    /// The chain a resend joins (`None`: a send of its own).
+    pub chain: Option<Chain>,
+}
+
+/// What a resend takes from its chain's first record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Chain {
+    pub head: i64,
+    pub expires_at: Micros,
+    pub attempts: i64,
+}
+
+impl Insert {
+    /// The record's `expires_at`: a resend's is its chain's.
+    pub fn expires_at(&self, otp: &NewOtp) -> Micros {
+        self.chain.map_or(otp.expires_at, |c| c.expires_at)
+    }
+
+    /// The record's `resend_of`.
+    pub fn resend_of(&self) -> Option<i64> {
+        self.chain.map(|c| c.head)
+    }
+
+    /// The record's `verify_attempts`: a resend shares its chain's.
+    pub fn attempts(&self) -> i64 {
+        self.chain.map_or(0, |c| c.attempts)
+    }
+}
+
+/// What a batch writes: a decision per send, in arrival order, and the rows
+/// whose counters changed.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub decisions: Vec<Decision>,
+    /// The accounts to write back, in id order.
+    pub accounts: Vec<(AccountId, Balance)>,
+    /// The API keys' rate windows to write back, in id order.
+    pub key_rates: Vec<(i64, RateWindow)>,
+}
+
+impl Plan {
+    /// The sends to insert, in the order they must be written: (index of the
+    /// send in the batch, what to write).
+    pub fn inserts(&self) -> impl Iterator<Item = (usize, &Insert)> {
+        self.decisions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| match d {
+                Decision::Insert(insert) => Some((i, insert)),
+                _ => None,
+            })
+    }
+
+    /// The answer to each send of the batch, given the ids the inserts got
+    /// (one per insert, in [`Plan::inserts`] order).
+    pub fn results(self, ids: &[i64]) -> Result<Vec<Result<Accepted, AcceptError>>, StoreError> {
+        if ids.len() != self.inserts().count() {
+            return Err(StoreError::Internal(
+                "the inserted sends do not match the plan".into(),
+            ));
+        }
+        let accepted: Vec<Accepted> = self
+            .inserts()
+            .zip(ids)
+            .map(|((_, insert), id)| Accepted {
+                id: *id,
+                account_seq: insert.taken.account_seq,
+                sms_credits: insert.taken.sms_left,
+                phone_credits: insert.taken.phone_left,
+            })
+            .collect();
+        let mut inserted = accepted.iter().cloned();
+        Ok(self
+            .decisions
+            .into_iter()
+            .filter_map(|d| match d {
+                Decision::Refuse(e) => Some(Err(e)),
+                Decision::Replay(Replay::Stored(a)) => Some(Err(AcceptError::Replayed(a))),
+                Decision::Replay(Replay::Earlier(n)) => {
+                    Some(Err(AcceptError::Replayed(accepted[n].clone())))
+                }
+                Decision::Insert(_) => inserted.next().map(Ok),
+            })
+            .collect())
+    }
+}
+
+/// Decides every send of a batch, in arrival order, against what was loaded.
+pub(crate) fn decide<'a>(
+    mut loaded: Loaded,
+    sends: impl IntoIterator<Item = (&'a NewOtp, Option<&'a IdempotencyKey>)>,
+    limits: &SendLimits,
+) -> Plan {
+    let mut decisions = Vec::new();
+    let mut inserts = 0;
+    for (otp, key) in sends {
+        let decision = loaded.decide_one(otp, key, limits);
+        if let Decision::Insert(_) = decision {
+            if let Some(key) = key {
+                loaded.idempotency.record(otp.account_id, key, inserts);
+            }
+            inserts += 1;
+        }
+        decisions.push(decision);
+    }
+    let mut accounts: Vec<(AccountId, Balance)> =
+        loaded.balances.changed().map(|(id, b)| (id, *b)).collect();
+    accounts.sort_unstable_by_key(|(id, _)| *id);
+    let mut key_rates: Vec<(i64, RateWindow)> =
+        loaded.key_rates.changed().map(|(id, w)| (id, *w)).collect();
+    key_rates.sort_unstable_by_key(|(id, _)| *id);
+    Plan {
+        decisions,
+        accounts,
+        key_rates,
+    }
+}
+
+impl Loaded {
+    /// One send, in the order of the module doc; an accepted one is counted
+    /// in the balances, windows and recent sends the next sends meet.
+    fn decide_one(
+        &mut self,
+        otp: &NewOtp,
+        key: Option<&IdempotencyKey>,
+        limits: &SendLimits,
+    ) -> Decision {
+        if let Some(key) = key {
+            match self.idempotency.check(otp, key) {
+                Ok(None) => {}
+                Ok(Some(replay)) => return Decision::Replay(replay),
+                Err(e) => return Decision::Refuse(e),
+            }
+        }
+        let chain = match &otp.resend_of {
+            None => None,
+            Some(resend) => match self.heads.get(&resend.id).filter(|h| h.admits(otp, resend)) {
+                Some(head) => Some(Chain {
+                    head: head.id,
+                    expires_at: head.expires_at,
+                    attempts: head.attempts,
+                }),
+                None => return Decision::Refuse(AcceptError::ResendStale),
+            },
+        };
+        let taken = match self
+            .recent
+            .check(otp, limits)
+            .and_then(|()| self.key_rates.check(otp, limits))
+            .and_then(|()| self.balances.take(otp, limits))
+        {
+            Ok(taken) => taken,
+            Err(e) => return Decision::Refuse(e),
+        };
+        self.recent.record(otp);
+        self.key_rates.record(otp, limits);
+        Decision::Insert(Insert { taken, chain })
+    }
+}
+
+/// What an idempotency key was used for before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Prior {
+    /// Stored by an earlier transaction at `at`; it counts until
+    /// [`IDEMPOTENCY_TTL`] after that.
+    Stored { accepted: Accepted, at: Micros },
+    /// The plan's insert with this number, earlier in the batch.
+    Earlier(usize),
+}
+
+/// The idempotency keys of the sends a batch carries, and what each was used
+/// for: loaded from the store, then added to as the batch's sends are accepted.
 #[derive(Debug, Default)]
-pub struct Keys {
+pub(crate) struct IdempotencyRecords {
     map: HashMap<(AccountId, String), (Vec<u8>, Prior)>,
 }
 
-impl Keys {
-    pub fn insert(&mut self, account: AccountId, key: &str, body_hash: Vec<u8>, prior: Prior) {
-        self.map
-            .insert((account, key.to_owned()), (body_hash, prior));
+impl IdempotencyRecords {
+    /// The oldest a stored key can be and still matter to one of `otps` (a
+    /// backend may load from here; the decision drops what is too old for
+    /// each send).
+    pub fn since(otps: &[&NewOtp]) -> Micros {
+        otps.iter().map(|o| o.created_at).min().unwrap_or(0) - IDEMPOTENCY_TTL
     }
 
-    /// What an earlier send under the same key means for this one: nothing
-    /// (`Ok(None)`), the answer to replay, or a refusal when the body differs.
-    pub fn check(
-        &self,
+    /// A key stored by an earlier transaction at `at`, and what its send got.
+    pub fn insert_stored(
+        &mut self,
         account: AccountId,
-        key: &IdempotencyKey,
-    ) -> Result<Option<&Prior>, AcceptError> {
-        match self.map.get(&(account, key.key.clone())) {
-            None => Ok(None),
-            Some((hash, prior)) if *hash == key.body_hash => Ok(Some(prior)),
-            Some(_) => Err(AcceptError::IdempotencyKeyReused),
+        key: &str,
+        body_hash: Vec<u8>,
+        accepted: Accepted,
+        at: Micros,
+    ) {
+        self.map.insert(
+            (account, key.to_owned()),
+            (body_hash, Prior::Stored { accepted, at }),
+        );
+    }
+
+    /// A key the batch's insert number `insert` took.
+    fn record(&mut self, account: AccountId, key: &IdempotencyKey, insert: usize) {
+        self.map.insert(
+            (account, key.key.clone()),
+            (key.body_hash.clone(), Prior::Earlier(insert)),
+        );
+    }
+
+    /// What an earlier use of the key means for this send: nothing
+    /// (`Ok(None)`: never used, or stored longer ago than [`IDEMPOTENCY_TTL`]),
+    /// the answer to replay, or a refusal when the body differs.
+    fn check(&self, otp: &NewOtp, key: &IdempotencyKey) -> Result<Option<Replay>, AcceptError> {
+        let Some((hash, prior)) = self.map.get(&(otp.account_id, key.key.clone())) else {
+            return Ok(None);
+        };
+        if let Prior::Stored { at, .. } = prior
+            && *at <= otp.created_at - IDEMPOTENCY_TTL
+        {
+            return Ok(None);
         }
+        if *hash != key.body_hash {
+            return Err(AcceptError::IdempotencyKeyReused);
+        }
+        Ok(Some(match prior {
+            Prior::Stored { accepted, .. } => Replay::Stored(accepted.clone()),
+            Prior::Earlier(n) => Replay::Earlier(*n),
+        }))
     }
 }
 
@@ -596,27 +850,6 @@ mod tests {
         assert!(r.check(&at(101), &l).is_err());
         assert!(r.check(&at(101), &SendLimits::default()).is_ok());
         assert!(Recent::wanted(&[&at(101)], &SendLimits::default()).is_empty());
-    }
-
-    #[test]
-    fn an_idempotency_key_replays_its_body_and_refuses_another() {
-        let key = |hash: u8| IdempotencyKey {
-            key: "k".into(),
-            body_hash: vec![hash],
-        };
-        let mut keys = Keys::default();
-        assert_eq!(keys.check(1, &key(1)).unwrap(), None);
-        keys.insert(1, "k", vec![1], Prior::InBatch(0));
-        assert_eq!(keys.check(1, &key(1)).unwrap(), Some(&Prior::InBatch(0)));
-        assert!(matches!(
-            keys.check(1, &key(2)),
-            Err(AcceptError::IdempotencyKeyReused)
-        ));
-        assert_eq!(
-            keys.check(2, &key(2)).unwrap(),
-            None,
-            "keys are per account"
-        );
     }
 
     fn at_micros(micros: i64) -> NewOtp {
@@ -806,5 +1039,354 @@ mod tests {
         let t = b.take(&send(1, 0, 1), &SendLimits::default()).unwrap();
         assert_eq!((t.sms_left, t.phone_left), (0, 0));
         assert!(b.take(&send(1, 0, 1), &SendLimits::default()).is_err());
+    }
+
+    fn key(hash: u8) -> IdempotencyKey {
+        IdempotencyKey {
+            key: "k".into(),
+            body_hash: vec![hash],
+        }
+    }
+
+    fn account(sms: i64) -> Loaded {
+        let mut loaded = Loaded::default();
+        loaded.balances.insert(1, sms, 0, 0);
+        loaded
+    }
+
+    fn stored() -> Accepted {
+        Accepted {
+            id: 77,
+            account_seq: 3,
+            sms_credits: 9,
+            phone_credits: 0,
+        }
+    }
+
+    /// What each send got, as a short word (refusals by their limit).
+    fn outcome(d: &Decision) -> String {
+        match d {
+            Decision::Insert(i) => format!("insert {}", i.taken.account_seq),
+            Decision::Replay(Replay::Stored(a)) => format!("replay stored {}", a.id),
+            Decision::Replay(Replay::Earlier(n)) => format!("replay insert {n}"),
+            Decision::Refuse(AcceptError::RateLimited { limit, .. }) => format!("{limit:?}"),
+            Decision::Refuse(e) => format!("{e}"),
+        }
+    }
+
+    fn outcomes(plan: &Plan) -> Vec<String> {
+        plan.decisions.iter().map(outcome).collect()
+    }
+
+    #[test]
+    fn a_key_repeated_in_one_batch_replays_the_first_and_another_body_is_refused() {
+        let sends = [send(1, 1, 0), send(1, 1, 0), send(1, 1, 0)];
+        let (same, other) = (key(1), key(2));
+        let plan = decide(
+            account(10),
+            [
+                (&sends[0], Some(&same)),
+                (&sends[1], Some(&same)),
+                (&sends[2], Some(&other)),
+            ],
+            &SendLimits::default(),
+        );
+        assert_eq!(
+            outcomes(&plan),
+            [
+                "insert 1",
+                "replay insert 0",
+                "idempotency key reused with another body"
+            ]
+        );
+        assert_eq!(plan.accounts[0].1.sms, 9, "one debit");
+        let results = plan.results(&[42]).unwrap();
+        assert_eq!(results[0].as_ref().unwrap().id, 42);
+        match &results[1] {
+            Err(AcceptError::Replayed(a)) => assert_eq!((a.id, a.sms_credits), (42, 9)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(results[2], Err(AcceptError::IdempotencyKeyReused)));
+    }
+
+    #[test]
+    fn a_stored_key_replays_within_its_ttl_and_counts_as_new_after_it() {
+        let mut loaded = account(10);
+        loaded
+            .idempotency
+            .insert_stored(1, "k", vec![1], stored(), 1_000);
+        let within = NewOtp {
+            created_at: 1_000 + IDEMPOTENCY_TTL - 1,
+            ..send(1, 1, 0)
+        };
+        let after = NewOtp {
+            created_at: 1_000 + IDEMPOTENCY_TTL,
+            ..send(1, 1, 0)
+        };
+        let (same, other) = (key(1), key(2));
+        let plan = decide(
+            loaded,
+            [
+                (&within, Some(&other)),
+                (&within, Some(&same)),
+                (&after, Some(&other)),
+            ],
+            &SendLimits::default(),
+        );
+        assert_eq!(
+            outcomes(&plan),
+            [
+                "idempotency key reused with another body",
+                "replay stored 77",
+                "insert 1"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_key_whose_send_was_refused_stays_free_for_the_next_one() {
+        let (dear, cheap) = (send(1, 5, 0), send(1, 1, 0));
+        let plan = decide(
+            account(2),
+            [(&dear, Some(&key(1))), (&cheap, Some(&key(1)))],
+            &SendLimits::default(),
+        );
+        assert_eq!(outcomes(&plan), ["insufficient credits", "insert 1"]);
+    }
+
+    #[test]
+    fn keys_are_per_account() {
+        let mut loaded = account(10);
+        loaded.balances.insert(2, 10, 0, 0);
+        loaded
+            .idempotency
+            .insert_stored(1, "k", vec![1], stored(), 0);
+        let plan = decide(
+            loaded,
+            [(&send(2, 1, 0), Some(&key(2)))],
+            &SendLimits::default(),
+        );
+        assert_eq!(outcomes(&plan), ["insert 1"]);
+    }
+
+    fn head(id: i64) -> ChainHead {
+        ChainHead {
+            id,
+            account_id: 1,
+            api_key_id: Some(7),
+            e164: "+9779851023212".into(),
+            generated: true,
+            resend_of: None,
+            has_code: true,
+            expires_at: 900_000_000,
+            attempts: 2,
+            verified_at: None,
+        }
+    }
+
+    fn resend(of: i64) -> NewOtp {
+        NewOtp {
+            api_key_id: Some(7),
+            otp_option: otp_domain::channel::OtpOption::Generated,
+            resend_of: Some(crate::ResendOf {
+                id: of,
+                max_attempts: 5,
+            }),
+            ..send(1, 1, 0)
+        }
+    }
+
+    #[test]
+    fn a_resend_joins_its_chain_and_a_dead_chain_refuses_it() {
+        let mut loaded = account(10);
+        loaded.heads.insert(5, head(5));
+        loaded.heads.insert(
+            6,
+            ChainHead {
+                verified_at: Some(1),
+                ..head(6)
+            },
+        );
+        let (live, verified, missing) = (resend(5), resend(6), resend(8));
+        let plan = decide(
+            loaded,
+            [(&live, None), (&verified, None), (&missing, None)],
+            &SendLimits::default(),
+        );
+        let stale = "the code a resend repeats can no longer verify";
+        assert_eq!(outcomes(&plan), ["insert 1", stale, stale]);
+        let (_, insert) = plan.inserts().next().unwrap();
+        assert_eq!(insert.resend_of(), Some(5));
+        assert_eq!(insert.expires_at(&live), 900_000_000, "the chain's expiry");
+        assert_eq!(insert.attempts(), 2, "the chain's attempts");
+        let own = send(1, 1, 0);
+        let plain = decide(account(1), [(&own, None)], &SendLimits::default());
+        let (_, insert) = plain.inserts().next().unwrap();
+        assert_eq!(
+            (
+                insert.resend_of(),
+                insert.expires_at(&own),
+                insert.attempts()
+            ),
+            (None, own.expires_at, 0)
+        );
+    }
+
+    /// One send that every rule would refuse, and the limits that make them.
+    fn refused_by_everything() -> (Loaded, NewOtp, SendLimits) {
+        let mut loaded = Loaded::default();
+        loaded.balances.insert_with(
+            1,
+            0,
+            0,
+            0,
+            RateWindow {
+                second: 0,
+                current: 1,
+                previous: 0,
+            },
+            SpendDay { day: 0, spent: 5 },
+            AccountOverrides::default(),
+        );
+        loaded.key_rates.insert(
+            7,
+            RateWindow {
+                second: 0,
+                current: 1,
+                previous: 0,
+            },
+        );
+        loaded.recent.insert(1, "+9779851023212", 0);
+        loaded
+            .idempotency
+            .insert_stored(1, "k", vec![1], stored(), 0);
+        let otp = NewOtp {
+            created_at: 1,
+            ..resend(9)
+        };
+        let limits = SendLimits {
+            per_number_cooldown: 60_000_000,
+            per_key_rps: 1,
+            per_account_rps: 1,
+            daily_spend_cap: 5,
+            ..SendLimits::default()
+        };
+        (loaded, otp, limits)
+    }
+
+    #[test]
+    fn the_rules_apply_in_order_and_the_first_that_refuses_answers() {
+        let run = |key: Option<IdempotencyKey>, edit: &dyn Fn(&mut NewOtp, &mut SendLimits)| {
+            let (loaded, mut otp, mut limits) = refused_by_everything();
+            edit(&mut otp, &mut limits);
+            outcomes(&decide(loaded, [(&otp, key.as_ref())], &limits)).remove(0)
+        };
+        let none = |_: &mut NewOtp, _: &mut SendLimits| {};
+        let no_resend = |o: &mut NewOtp, _: &mut SendLimits| o.resend_of = None;
+        let no_cooldown = |o: &mut NewOtp, l: &mut SendLimits| {
+            no_resend(o, l);
+            l.per_number_cooldown = 0;
+        };
+        let no_key_rate = |o: &mut NewOtp, l: &mut SendLimits| {
+            no_cooldown(o, l);
+            l.per_key_rps = 0;
+        };
+        let no_account_rate = |o: &mut NewOtp, l: &mut SendLimits| {
+            no_key_rate(o, l);
+            l.per_account_rps = 0;
+        };
+        let no_cap = |o: &mut NewOtp, l: &mut SendLimits| {
+            no_account_rate(o, l);
+            l.daily_spend_cap = 0;
+        };
+        let other_account = |o: &mut NewOtp, l: &mut SendLimits| {
+            no_key_rate(o, l);
+            o.account_id = 2;
+        };
+        assert_eq!(
+            run(Some(key(2)), &none),
+            "idempotency key reused with another body"
+        );
+        assert_eq!(run(Some(key(1)), &none), "replay stored 77");
+        assert_eq!(
+            run(None, &none),
+            "the code a resend repeats can no longer verify"
+        );
+        assert_eq!(run(None, &no_resend), "Cooldown");
+        assert_eq!(run(None, &no_cooldown), "KeyRate");
+        assert_eq!(run(None, &no_key_rate), "AccountRate");
+        assert_eq!(run(None, &no_account_rate), "DailySpend");
+        assert_eq!(run(None, &no_cap), "insufficient credits");
+        assert_eq!(run(None, &other_account), "account not found");
+    }
+
+    #[test]
+    fn each_accepted_send_counts_for_the_later_sends_of_the_batch() {
+        let limits = SendLimits {
+            per_number_cooldown: 60_000_000,
+            per_key_rps: 2,
+            ..SendLimits::default()
+        };
+        let mut loaded = account(12);
+        loaded
+            .balances
+            .watch_low_balance(1, LowBalanceThresholds { sms: 10, phone: 0 });
+        let to = |n: char, created_at: Micros| NewOtp {
+            e164: format!("+977985102321{n}"),
+            api_key_id: Some(7),
+            created_at,
+            ..send(1, 1, 0)
+        };
+        let sends = [
+            to('1', 10),
+            to('1', 11),
+            to('2', 12),
+            to('3', 13),
+            to('4', 2_000_000),
+        ];
+        let plan = decide(loaded, sends.iter().map(|s| (s, None)), &limits);
+        assert_eq!(
+            outcomes(&plan),
+            ["insert 1", "Cooldown", "insert 2", "KeyRate", "insert 3"]
+        );
+        let marks: Vec<_> = plan.inserts().map(|(_, i)| i.taken.low_balance).collect();
+        assert_eq!(marks[..2], [None, None]);
+        assert!(
+            marks[2].is_some(),
+            "11 -> 10 -> 9: the third falls below 10"
+        );
+        assert_eq!(plan.accounts.len(), 1);
+        assert_eq!(
+            (plan.accounts[0].1.sms, plan.accounts[0].1.otp_count),
+            (9, 3)
+        );
+        assert_eq!(
+            plan.key_rates,
+            [(
+                7,
+                RateWindow {
+                    second: 2,
+                    current: 1,
+                    previous: 0
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn a_batch_with_nothing_accepted_writes_no_row() {
+        let plan = decide(account(0), [(&send(1, 1, 0), None)], &SendLimits::default());
+        assert_eq!(plan.inserts().count(), 0);
+        assert!(plan.accounts.is_empty() && plan.key_rates.is_empty());
+        assert!(matches!(
+            plan.results(&[]).unwrap()[..],
+            [Err(AcceptError::InsufficientCredits { .. })]
+        ));
+    }
+
+    #[test]
+    fn results_refuse_ids_that_do_not_match_the_inserts() {
+        let plan = decide(account(5), [(&send(1, 1, 0), None)], &SendLimits::default());
+        assert!(matches!(plan.results(&[]), Err(StoreError::Internal(_))));
     }
 }

@@ -1,0 +1,481 @@
+//! Accepting a batch of sends: a few batcher tasks each take whatever sends
+//! are waiting and commit them in one transaction that loads what the
+//! admission rules read (locking the resends' first records, then the
+//! accounts, each in id order), runs [`admission::decide`] and writes what its
+//! plan says with `UNNEST` multi-row statements.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deadpool_postgres::{Pool, Transaction};
+use tokio::sync::{Mutex, mpsc};
+
+use super::{AcceptReply, pg_err, pool_err, webhooks};
+use crate::admission::{
+    self, AccountOverrides, IdempotencyRecords, KeyRates, Loaded, Plan, RateWindow, Recent,
+    SpendDay,
+};
+use crate::model::ChainHead;
+use crate::*;
+
+/// Takes batches of waiting sends off the queue and answers each send.
+pub(super) async fn batcher(
+    pool: Pool,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<(SealedOtp, AcceptReply)>>>,
+    max_batch: usize,
+    limits: LiveLimits,
+) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(first) => batch.push(first),
+                None => return,
+            }
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+        }
+        let (otps, replies): (Vec<SealedOtp>, Vec<AcceptReply>) = batch.into_iter().unzip();
+        match accept_batch(&pool, &otps, &limits.get()).await {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "PostgreSQL batch was not committed");
+                for reply in replies {
+                    let _ = reply.send(Err(AcceptError::Store(e.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Loads, decides, writes and commits a batch of sends. The outer error means
+/// nothing was committed; inner errors are per send.
+async fn accept_batch(
+    pool: &Pool,
+    sealed: &[SealedOtp],
+    limits: &SendLimits,
+) -> Result<Vec<Result<Accepted, AcceptError>>, StoreError> {
+    let mut client = pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(pg_err)?;
+    let loaded = load(&tx, sealed, limits).await?;
+    let plan = admission::decide(
+        loaded,
+        sealed.iter().map(|s| (&s.otp, s.idempotency.as_ref())),
+        limits,
+    );
+    let ids = write(&tx, sealed, &plan).await?;
+    tx.commit().await.map_err(pg_err)?;
+    plan.results(&ids)
+}
+
+async fn load(
+    tx: &Transaction<'_>,
+    sealed: &[SealedOtp],
+    limits: &SendLimits,
+) -> Result<Loaded, StoreError> {
+    let otps: Vec<&NewOtp> = sealed.iter().map(|s| &s.otp).collect();
+    let mut loaded = Loaded::default();
+    // The first records resends repeat, locked in id order, before the
+    // accounts (a verification holds a first record's lock while it writes
+    // the chain's other records, and a refund holds such a record while it
+    // waits for its account, so locking them after the accounts could close
+    // a cycle). A resend so copies the attempts and expiry as they stand.
+    let mut head_ids: Vec<i64> = otps
+        .iter()
+        .filter_map(|o| o.resend_of.map(|r| r.id))
+        .collect();
+    if !head_ids.is_empty() {
+        head_ids.sort_unstable();
+        head_ids.dedup();
+        let rows = tx
+            .query(
+                "SELECT id, account_id, api_key_id, e164, otp_options, resend_of, \
+                 otp_hash IS NOT NULL, expires_at, verify_attempts, verified_at \
+                 FROM otps WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &[&head_ids],
+            )
+            .await
+            .map_err(pg_err)?;
+        for r in rows {
+            let option: String = r.get(4);
+            loaded.heads.insert(
+                r.get(0),
+                ChainHead {
+                    id: r.get(0),
+                    account_id: r.get(1),
+                    api_key_id: r.get(2),
+                    e164: r.get(3),
+                    generated: option == "generated",
+                    resend_of: r.get(5),
+                    has_code: r.get(6),
+                    expires_at: r.get(7),
+                    attempts: r.get(8),
+                    verified_at: r.get(9),
+                },
+            );
+        }
+    }
+
+    let mut ids: Vec<i64> = otps.iter().map(|o| o.account_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows = tx
+        .query(
+            "SELECT id, sms_credits, phone_credits, otp_count, rate_second, rate_current, \
+             rate_previous, spend_day, spend_today, max_rps, daily_spend_cap FROM accounts \
+             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&ids],
+        )
+        .await
+        .map_err(pg_err)?;
+    for r in rows {
+        loaded.balances.insert_with(
+            r.get(0),
+            r.get(1),
+            r.get(2),
+            r.get(3),
+            RateWindow {
+                second: r.get(4),
+                current: r.get(5),
+                previous: r.get(6),
+            },
+            SpendDay {
+                day: r.get(7),
+                spent: r.get(8),
+            },
+            AccountOverrides {
+                max_rps: r.get(9),
+                daily_spend_cap: r.get(10),
+            },
+        );
+    }
+    // Where accounts with a webhook get a `low_balance` event.
+    let rows = tx
+        .query(
+            "SELECT account_id, low_balance_sms_credits, low_balance_phone_credits \
+             FROM webhooks WHERE account_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(pg_err)?;
+    for r in rows {
+        loaded.balances.watch_low_balance(
+            r.get(0),
+            limits.low_balance.with_overrides(r.get(1), r.get(2)),
+        );
+    }
+    // A key belongs to one account, and that account's row is locked now, so
+    // no other batch changes the key's window until this one commits.
+    let wanted_keys = KeyRates::wanted(&otps, limits);
+    if !wanted_keys.is_empty() {
+        let rows = tx
+            .query(
+                "SELECT id, rate_second, rate_current, rate_previous FROM api_keys \
+                 WHERE id = ANY($1)",
+                &[&wanted_keys],
+            )
+            .await
+            .map_err(pg_err)?;
+        for r in rows {
+            loaded.key_rates.insert(
+                r.get(0),
+                RateWindow {
+                    second: r.get(1),
+                    current: r.get(2),
+                    previous: r.get(3),
+                },
+            );
+        }
+    }
+    // The account rows are locked now, so every earlier send to these numbers
+    // (from any node) is committed, and this statement's snapshot sees it.
+    let wanted = Recent::wanted(&otps, limits);
+    if !wanted.is_empty() {
+        let accounts: Vec<i64> = wanted.iter().map(|w| w.0).collect();
+        let numbers: Vec<&str> = wanted.iter().map(|w| w.1.as_str()).collect();
+        let since: Vec<i64> = wanted.iter().map(|w| w.2).collect();
+        let rows = tx
+            .query(
+                "SELECT u.a, u.e, o.created_at \
+                 FROM UNNEST($1::int8[], $2::text[], $3::int8[]) AS u(a, e, since) \
+                 CROSS JOIN LATERAL (SELECT created_at FROM otps \
+                   WHERE account_id = u.a AND e164 = u.e AND created_at > u.since \
+                   ORDER BY created_at DESC LIMIT $4) o",
+                &[&accounts, &numbers, &since, &limits.depth()],
+            )
+            .await
+            .map_err(pg_err)?;
+        for r in rows {
+            loaded.recent.insert(r.get(0), r.get(1), r.get(2));
+        }
+    }
+
+    let keyed: Vec<(i64, &str)> = sealed
+        .iter()
+        .filter_map(|s| Some((s.otp.account_id, s.idempotency.as_ref()?.key.as_str())))
+        .collect();
+    if !keyed.is_empty() {
+        let accounts: Vec<i64> = keyed.iter().map(|k| k.0).collect();
+        let names: Vec<&str> = keyed.iter().map(|k| k.1).collect();
+        let rows = tx
+            .query(
+                "SELECT i.account_id, i.idem_key, i.body_hash, i.otp_id, i.account_seq, \
+                 i.sms_credits, i.phone_credits, i.created_at FROM idempotency i \
+                 JOIN UNNEST($1::int8[], $2::text[]) AS u(a, k) \
+                 ON i.account_id = u.a AND i.idem_key = u.k WHERE i.created_at > $3",
+                &[&accounts, &names, &IdempotencyRecords::since(&otps)],
+            )
+            .await
+            .map_err(pg_err)?;
+        for r in rows {
+            let accepted = Accepted {
+                id: r.get(3),
+                account_seq: r.get(4),
+                sms_credits: r.get(5),
+                phone_credits: r.get(6),
+            };
+            loaded
+                .idempotency
+                .insert_stored(r.get(0), r.get(1), r.get(2), accepted, r.get(7));
+        }
+    }
+    Ok(loaded)
+}
+
+/// Writes the plan's inserts and the rows it changed; returns the ids of the
+/// new OTP rows, one per insert, in the plan's order.
+async fn write(
+    tx: &Transaction<'_>,
+    sealed: &[SealedOtp],
+    plan: &Plan,
+) -> Result<Vec<i64>, StoreError> {
+    let inserts: Vec<(&SealedOtp, &admission::Insert)> = plan
+        .inserts()
+        .map(|(i, insert)| (&sealed[i], insert))
+        .collect();
+    if inserts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let column = |f: &dyn Fn(&NewOtp) -> i64| -> Vec<i64> {
+        inserts.iter().map(|(s, _)| f(&s.otp)).collect()
+    };
+    let text = |f: &dyn Fn(&NewOtp) -> String| -> Vec<String> {
+        inserts.iter().map(|(s, _)| f(&s.otp)).collect()
+    };
+    let account_ids = column(&|o| o.account_id);
+    let seqs: Vec<i64> = inserts.iter().map(|(_, t)| t.taken.account_seq).collect();
+    let api_key_ids: Vec<Option<i64>> = inserts.iter().map(|(s, _)| s.otp.api_key_id).collect();
+    let phones = text(&|o| o.phone_number.clone());
+    let e164s = text(&|o| o.e164.clone());
+    let templates = text(&|o| o.template.clone());
+    let messages: Vec<&str> = inserts
+        .iter()
+        .map(|(s, _)| s.masked_message.as_str())
+        .collect();
+    let salts: Vec<&[u8]> = inserts.iter().map(|(s, _)| &s.code.salt[..]).collect();
+    let hashes: Vec<&[u8]> = inserts.iter().map(|(s, _)| &s.code.hash[..]).collect();
+    let ciphers: Vec<&[u8]> = inserts
+        .iter()
+        .map(|(s, _)| s.code.cipher.as_slice())
+        .collect();
+    let key_ids: Vec<&str> = inserts
+        .iter()
+        .map(|(s, _)| s.code.key_id.as_str())
+        .collect();
+    let expires: Vec<i64> = inserts.iter().map(|(s, t)| t.expires_at(&s.otp)).collect();
+    let resend_ofs: Vec<Option<i64>> = inserts.iter().map(|(_, t)| t.resend_of()).collect();
+    let attempts: Vec<i64> = inserts.iter().map(|(_, t)| t.attempts()).collect();
+    let options = text(&|o| o.otp_option.as_str().to_owned());
+    let channels = text(&|o| o.channel.as_str().to_owned());
+    let voices: Vec<Option<&str>> = inserts
+        .iter()
+        .map(|(s, _)| s.otp.voice.map(|v| v.as_str()))
+        .collect();
+    let factors: Vec<Option<f64>> = inserts.iter().map(|(s, _)| s.otp.length_factor).collect();
+    let companies: Vec<Option<String>> = inserts
+        .iter()
+        .map(|(s, _)| s.otp.company_name.clone())
+        .collect();
+    let segments = column(&|o| i64::from(o.segments));
+    let credits = column(&|o| o.cost.sms + o.cost.phone);
+    let created = column(&|o| o.created_at);
+
+    let inserted = tx
+        .query(
+            "INSERT INTO otps (account_id, account_seq, api_key_id, phone_number, e164, template, \
+             message, otp_options, channel, voice_input, length_factor, company_name, segments, \
+             credits_used, status, status_at, created_at, code_salt, otp_hash, otp_cipher, key_id, \
+             expires_at, resend_of, verify_attempts) \
+             SELECT a, s, k, p, e, t, m, op, ch, v, lf, co, sg, cr, 'queued', ts, ts, sa, h, ci, ki, ex, \
+             rs, va \
+             FROM UNNEST(\
+             $1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], \
+             $8::text[], $9::text[], $10::text[], $11::float8[], $12::text[], \
+             $13::int8[], $14::int8[], $15::int8[], $16::bytea[], $17::bytea[], $18::bytea[], \
+             $19::text[], $20::int8[], $21::int8[], $22::int8[]) \
+             AS u(a, s, k, p, e, t, m, op, ch, v, lf, co, sg, cr, ts, sa, h, ci, ki, ex, rs, va) \
+             RETURNING id, account_id, account_seq",
+            &[
+                &account_ids,
+                &seqs,
+                &api_key_ids,
+                &phones,
+                &e164s,
+                &templates,
+                &messages,
+                &options,
+                &channels,
+                &voices,
+                &factors,
+                &companies,
+                &segments,
+                &credits,
+                &created,
+                &salts,
+                &hashes,
+                &ciphers,
+                &key_ids,
+                &expires,
+                &resend_ofs,
+                &attempts,
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+    // RETURNING does not promise the input's order: (account, seq) is unique.
+    let mut by_seq = HashMap::with_capacity(inserted.len());
+    for r in &inserted {
+        by_seq.insert((r.get::<_, i64>(1), r.get::<_, i64>(2)), r.get::<_, i64>(0));
+    }
+    let otp_ids: Vec<i64> = account_ids
+        .iter()
+        .zip(&seqs)
+        .map(|(a, s)| by_seq.get(&(*a, *s)).copied().unwrap_or(0))
+        .collect();
+    if otp_ids.contains(&0) {
+        return Err(StoreError::Internal("an inserted OTP went missing".into()));
+    }
+    tx.execute(
+        "INSERT INTO delivery_jobs (otp_id, channel, state, next_attempt_at, updated_at) \
+         SELECT i, ch, 'queued', ts, ts FROM UNNEST($1::int8[], $2::text[], $3::int8[]) AS u(i, ch, ts)",
+        &[&otp_ids, &channels, &created],
+    )
+    .await
+    .map_err(pg_err)?;
+    let neg_sms = column(&|o| -o.cost.sms);
+    let neg_phone = column(&|o| -o.cost.phone);
+    tx.execute(
+        "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, otp_id, created_at) \
+         SELECT a, 'debit', s, p, i, ts FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) \
+         AS u(a, s, p, i, ts)",
+        &[&account_ids, &neg_sms, &neg_phone, &otp_ids, &created],
+    )
+    .await
+    .map_err(pg_err)?;
+    let (mut low_ids, mut low_credits, mut low_thresholds) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut low_sms, mut low_phone, mut low_at) = (Vec::new(), Vec::new(), Vec::new());
+    for ((s, insert), id) in inserts.iter().zip(&otp_ids) {
+        let t = &insert.taken;
+        if let Some(low) = t.low_balance {
+            low_ids.push(*id);
+            low_credits.push(low.credits.as_str());
+            low_thresholds.push(low.threshold);
+            low_sms.push(t.sms_left);
+            low_phone.push(t.phone_left);
+            low_at.push(s.otp.created_at);
+        }
+    }
+    webhooks::enqueue_low_balance(
+        tx,
+        &low_ids,
+        &low_credits,
+        &low_thresholds,
+        (&low_sms, &low_phone),
+        &low_at,
+    )
+    .await?;
+    let (mut ka, mut kn, mut kh, mut ko, mut ks, mut ksms, mut kph, mut kt) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for ((s, insert), id) in inserts.iter().zip(&otp_ids) {
+        if let Some(k) = &s.idempotency {
+            let t = &insert.taken;
+            ka.push(s.otp.account_id);
+            kn.push(k.key.as_str());
+            kh.push(k.body_hash.as_slice());
+            ko.push(*id);
+            ks.push(t.account_seq);
+            ksms.push(t.sms_left);
+            kph.push(t.phone_left);
+            kt.push(s.otp.created_at);
+        }
+    }
+    if !ka.is_empty() {
+        // A row still there under the key has expired (a live one was replayed).
+        tx.execute(
+            "INSERT INTO idempotency (account_id, idem_key, body_hash, otp_id, account_seq, \
+             sms_credits, phone_credits, created_at) \
+             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::bytea[], $4::int8[], $5::int8[], \
+             $6::int8[], $7::int8[], $8::int8[]) \
+             ON CONFLICT (account_id, idem_key) DO UPDATE SET body_hash = excluded.body_hash, \
+             otp_id = excluded.otp_id, account_seq = excluded.account_seq, \
+             sms_credits = excluded.sms_credits, phone_credits = excluded.phone_credits, \
+             created_at = excluded.created_at",
+            &[&ka, &kn, &kh, &ko, &ks, &ksms, &kph, &kt],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
+    let mut cols: [Vec<i64>; 9] = Default::default();
+    for (id, b) in &plan.accounts {
+        for (col, v) in cols.iter_mut().zip(std::iter::once(*id).chain(b.columns())) {
+            col.push(v);
+        }
+    }
+    let [ua, us, up, uc, rs, rc, rp, sd, st] = &cols;
+    tx.execute(
+        "UPDATE accounts a SET sms_credits = u.s, phone_credits = u.p, otp_count = u.c, \
+         rate_second = u.rs, rate_current = u.rc, rate_previous = u.rp, spend_day = u.sd, \
+         spend_today = u.st \
+         FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
+         $7::int8[], $8::int8[], $9::int8[]) AS u(id, s, p, c, rs, rc, rp, sd, st) \
+         WHERE a.id = u.id",
+        &[ua, us, up, uc, rs, rc, rp, sd, st],
+    )
+    .await
+    .map_err(pg_err)?;
+    let mut kcols: [Vec<i64>; 4] = Default::default();
+    for (id, w) in &plan.key_rates {
+        for (col, v) in kcols.iter_mut().zip([*id, w.second, w.current, w.previous]) {
+            col.push(v);
+        }
+    }
+    if !kcols[0].is_empty() {
+        let [ki, ks, kc, kp] = &kcols;
+        tx.execute(
+            "UPDATE api_keys k SET rate_second = u.s, rate_current = u.c, rate_previous = u.p \
+             FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[]) AS u(id, s, c, p) \
+             WHERE k.id = u.id",
+            &[ki, ks, kc, kp],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
+    Ok(otp_ids)
+}
