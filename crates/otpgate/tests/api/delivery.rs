@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use otp_domain::channel::{Channel, OtpOption};
 use otp_domain::credits::Cost;
-use otp_store::{Claim, ClaimedJob, NewOtp, SharedStore, StoreOptions, now_micros};
+use otp_store::{Claim, ClaimedJob, NewOtp, OtpStatus, SharedStore, StoreOptions, now_micros};
 use otpgate::delivery::{DeliveryOutcome, Driver, Policy, try_deliver_next};
 use serde_json::Value;
 
@@ -358,7 +358,58 @@ async fn a_message_is_delivered_when_its_last_part_is(backend: Backend) {
     assert_eq!(status(long).await, otp_store::OtpStatus::Delivered);
 }
 
+/// A carrier that gives one id twice (an SMSC that restarted its counter):
+/// both sends are recorded in one batch, and the later one takes the id, so
+/// its receipt lands there. PostgreSQL refused the whole batch (one statement
+/// may not update a row twice), and its recorder retried it forever.
+async fn a_batch_where_the_carrier_gave_one_id_twice_is_recorded_and_the_later_send_takes_it(
+    backend: Backend,
+) {
+    let (store, _dir, account) = bare_store(backend).await;
+    let first = store.accept(new_otp(account)).await.unwrap().id;
+    let second = store.accept(new_otp(account)).await.unwrap().id;
+    let now = now_micros();
+    let jobs = store
+        .claim_jobs(Claim {
+            node: "t".into(),
+            channel: Channel::Text,
+            limit: 10,
+            now,
+            lease_until: now + 60_000_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+    let sent = |job: &ClaimedJob| otp_store::JobResult {
+        job_id: job.job_id,
+        otp_id: job.otp.id,
+        outcome: otp_store::JobOutcome::Sent {
+            route: Some("r".into()),
+            message_ids: vec!["reused".into()],
+        },
+        at: now_micros(),
+    };
+    let in_order: Vec<_> = [first, second]
+        .iter()
+        .map(|id| sent(jobs.iter().find(|j| j.otp.id == *id).unwrap()))
+        .collect();
+    store.finish_jobs(in_order).await.unwrap();
+    for id in [first, second] {
+        let otp = store.otp(account, id).await.unwrap().unwrap();
+        assert_eq!(otp.status, OtpStatus::Sent, "OTP {id}");
+        assert_eq!(otp.provider_message_id.as_deref(), Some("reused"));
+    }
+    assert_eq!(delivered(&store, "r", "reused".into()).await, Some(second));
+    let status = |id| {
+        let store = store.clone();
+        async move { store.otp(account, id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status(second).await, OtpStatus::Delivered);
+    assert_eq!(status(first).await, OtpStatus::Sent);
+}
+
 for_each_backend!(
+    a_batch_where_the_carrier_gave_one_id_twice_is_recorded_and_the_later_send_takes_it,
     transient_failures_retry_then_fail,
     permanent_failures_stop_at_once,
     a_dead_nodes_lease_runs_out_and_its_job_is_taken_again,
