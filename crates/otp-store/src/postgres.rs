@@ -303,6 +303,12 @@ fn limits_from_row(r: &Row) -> AccountLimits {
     }
 }
 
+/// Keeps the elements of `v` whose mark in `keep` is true.
+fn keep_marked<T>(v: &mut Vec<T>, keep: &[bool]) {
+    let mut marks = keep.iter();
+    v.retain(|_| *marks.next().expect("one mark per element"));
+}
+
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => pg_err(e),
@@ -979,6 +985,26 @@ impl Store for PgStore {
         .await
         .map_err(pg_err)?;
         webhooks::enqueue_jobs(&tx, &otp_ids, &kinds, &ats).await?;
+        // One statement may not update a row twice: of an id given twice in
+        // the batch, only the later part is written, which takes the id over
+        // as the later insert does on SQLite.
+        let mut last = HashMap::new();
+        for (i, key) in pm_routes.iter().zip(&pm_ids).enumerate() {
+            last.insert(key, i);
+        }
+        if last.len() < pm_ids.len() {
+            let keep: Vec<bool> = (0..pm_ids.len())
+                .map(|i| last[&(&pm_routes[i], &pm_ids[i])] == i)
+                .collect();
+            keep_marked(&mut pm_routes, &keep);
+            keep_marked(&mut pm_ids, &keep);
+            keep_marked(&mut pm_otps, &keep);
+            keep_marked(&mut pm_parts, &keep);
+            keep_marked(&mut pm_totals, &keep);
+            keep_marked(&mut pm_texts, &keep);
+            keep_marked(&mut pm_hexes, &keep);
+            keep_marked(&mut pm_decimals, &keep);
+        }
         if !pm_ids.is_empty() {
             tx.execute(
                 "INSERT INTO provider_messages (route, message_id, otp_id, part, parts, \

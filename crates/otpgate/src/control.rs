@@ -106,7 +106,7 @@ impl Runtime {
             if let Some((_, router)) = self.routers.iter().find(|(c, _)| *c == channel) {
                 router.replace(table);
             }
-            new_jobs.for_channel(channel).notify_waiters();
+            new_jobs.for_channel(channel).notify_one();
         }
         let in_use: Vec<Arc<Route>> = self
             .routers
@@ -196,7 +196,7 @@ impl Runtime {
         let now = route.control.set(state);
         tracing::info!(route = %route.name, state = now.as_str(), "route state set");
         if now == RouteState::Active {
-            wake.for_channel(channel).notify_waiters();
+            wake.for_channel(channel).notify_one();
         }
         Some(view(channel, &route))
     }

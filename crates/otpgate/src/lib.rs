@@ -9,7 +9,9 @@
 //! - [`users`]: users' passwords, login tokens and the admin token.
 //! - [`codes`]: the keys codes are kept under at rest.
 //! - [`retention`]: the `[retention]` settings and the purge of what is past them.
-//! - [`delivery`]: the outbox workers and the channel [`delivery::Driver`] trait.
+//! - [`outbox`]: the leased-outbox worker that deliveries and webhooks share.
+//! - [`delivery`]: the delivery outbox of each channel and the channel
+//!   [`delivery::Driver`] trait.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`server`]: the HTTP accept loop and its limits: slow or oversized requests,
 //!   connections per server and per client address, trusted proxies.
@@ -37,6 +39,7 @@ pub mod console;
 pub mod control;
 pub mod delivery;
 pub mod metrics;
+pub mod outbox;
 pub mod peer;
 pub mod process;
 pub mod retention;

@@ -10,11 +10,10 @@
 //! live and never touches the ledger). [`purge_loop`] runs a pass every
 //! `interval_seconds` until the server stops.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
-use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use otp_store::{IDEMPOTENCY_TTL, PurgeReport, RetentionRules, SharedStore, StoreError};
 
@@ -126,10 +125,9 @@ pub async fn purge_once(
     Ok(Purged { codes, rows })
 }
 
-/// Runs [`purge_once`] every `retention.interval_seconds` until `stop`.
-pub async fn purge_loop(store: SharedStore, retention: Retention, stop: Arc<Notify>) {
-    let stopping = stop.notified();
-    tokio::pin!(stopping);
+/// Runs [`purge_once`] every `retention.interval_seconds` until `stop` is
+/// cancelled.
+pub async fn purge_loop(store: SharedStore, retention: Retention, stop: CancellationToken) {
     loop {
         match purge_once(&store, &retention, otp_store::now_micros()).await {
             Ok(p) if p == Purged::default() => {}
@@ -143,7 +141,8 @@ pub async fn purge_loop(store: SharedStore, retention: Retention, stop: Arc<Noti
             Err(e) => tracing::warn!(error = %e, "the retention purge failed; will retry"),
         }
         tokio::select! {
-            _ = &mut stopping => return,
+            biased;
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(retention.interval) => {}
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use otp_domain::vault::CodeVault;
 use otp_store::{SharedStore, StoreError, StoreOptions};
@@ -16,11 +16,12 @@ use otp_store::{SharedStore, StoreError, StoreOptions};
 use crate::auth::{LastUsed, issue_key};
 use crate::config::Config;
 use crate::delivery::voice::Prompter;
-use crate::delivery::{Dispatcher, Policy};
+use crate::delivery::{Deliveries, Policy};
 use crate::metrics::Metrics;
+use crate::outbox::Worker;
 use crate::state::{AppState, NewJobs};
 use crate::throttle::{ListSlots, VerifyLimiter};
-use crate::webhooks::{WebhookDispatcher, WebhookPolicy, WebhookSender};
+use crate::webhooks::{WebhookDeliveries, WebhookPolicy, WebhookSender};
 
 /// A configured, bound, not yet serving application.
 pub struct Application {
@@ -163,20 +164,24 @@ impl Application {
         let node = config.node_name();
         let webhook_policy = WebhookPolicy::from_config(&config.webhooks);
         let webhook_sender = WebhookSender::new(webhook_policy.clone(), state.tz)?;
-        let stop = Arc::new(Notify::new());
+        // Every task holds a clone of the token before it is spawned, so a stop
+        // is seen however late a task starts.
+        let stop = CancellationToken::new();
         let mut workers = Vec::new();
         for (channel, driver) in drivers.iter() {
-            let dispatcher = Dispatcher {
+            let deliveries = Worker::new(Deliveries {
                 store: state.store.clone(),
                 channel: *channel,
                 driver: driver.clone(),
                 policy: policy.clone(),
                 node: node.clone(),
                 metrics: state.metrics.clone(),
-                wake: state.new_jobs.for_channel(*channel).clone(),
-            };
-            let stop = stop.clone();
-            workers.push(tokio::spawn(dispatcher.run(stop)));
+            });
+            workers.push(tokio::spawn(deliveries.run(
+                stop.clone(),
+                policy.poll_interval,
+                Some(state.new_jobs.for_channel(*channel).clone()),
+            )));
         }
         let flusher = tokio::spawn(flush_last_used(state.clone(), stop.clone()));
         let purger = tokio::spawn(crate::retention::purge_loop(
@@ -185,13 +190,13 @@ impl Application {
             stop.clone(),
         ));
         let webhooks = tokio::spawn(
-            WebhookDispatcher {
+            Worker::new(WebhookDeliveries {
                 store: state.store.clone(),
                 sender: webhook_sender,
                 node: node.clone(),
                 metrics: state.metrics.clone(),
-            }
-            .run(stop.clone()),
+            })
+            .run(stop.clone(), webhook_policy.poll_interval, None),
         );
         let expiry_sweep = tokio::spawn(crate::webhooks::sweep_loop(
             state.store.clone(),
@@ -247,7 +252,7 @@ impl Application {
         }
 
         tracing::info!("shutting down: finishing deliveries in flight");
-        stop.notify_waiters();
+        stop.cancel();
         for w in workers {
             let _ = w.await;
         }
@@ -385,12 +390,11 @@ async fn seed_default_account(
     Ok(Some(key.plaintext))
 }
 
-async fn flush_last_used(state: AppState, stop: Arc<Notify>) {
-    let stopping = stop.notified();
-    tokio::pin!(stopping);
+async fn flush_last_used(state: AppState, stop: CancellationToken) {
     loop {
         tokio::select! {
-            _ = &mut stopping => return,
+            biased;
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
         if let Err(e) = state.last_used.flush(&state.store).await {

@@ -2,8 +2,8 @@
 //!
 //! The store records an event in its outbox in the same transaction as the
 //! change it reports (see `otp_store::webhooks`), so nothing is lost when the
-//! process dies. Here, a [`WebhookDispatcher`] per node claims due deliveries
-//! under a lease, POSTs each one signed (see [`WebhookSender::attempt`]), and
+//! process dies. Here, a worker per node claims due deliveries
+//! ([`WebhookDeliveries`]) under a lease, POSTs each one signed (see [`WebhookSender::attempt`]), and
 //! records every attempt; a failed one is tried again after an exponential,
 //! jittered wait until [`WebhookPolicy::max_age`] after the event, then given
 //! up. [`sweep_loop`] records `expired` for codes whose expiry passed unverified.
@@ -19,8 +19,8 @@
 //!   `"<timestamp>.<body>"` under the account's secret
 //!   ([`otp_domain::webhook::sign`]).
 //!
-//! [`try_send_due`] is one claim-send-record step without the waiting; the
-//! loop in [`WebhookDispatcher::run`] adds concurrency and polling. The store
+//! The shared [`Worker`](crate::outbox::Worker) runs them: its step is one
+//! claim that starts attempts, its loop adds the waiting. The store
 //! hands out at most [`WebhookPolicy::per_account`] deliveries of one account
 //! at a time, so an account whose receiver hangs holds that many slots, not all.
 //!
@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rand::Rng;
 use serde::Serialize;
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use otp_domain::webhook::sign;
 use otp_store::webhooks::{
@@ -49,6 +49,7 @@ use otp_store::{Micros, SharedStore, StoreError, now_micros};
 
 use crate::config::WebhooksConfig;
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 use crate::times::rfc3339;
 
 /// What an event id starts with (the delivery's number follows).
@@ -382,129 +383,57 @@ fn observe(metrics: &Metrics, r: &AttemptResult) {
     );
 }
 
-/// One step: claim up to `limit` due deliveries, attempt them all at once,
-/// record the attempts. Returns how many were attempted.
-pub async fn try_send_due(
-    store: &SharedStore,
-    sender: &WebhookSender,
-    node: &str,
-    limit: usize,
-) -> Result<usize, StoreError> {
-    let now = now_micros();
-    let claimed = store
-        .claim_webhook_deliveries(DeliveryClaim {
-            node: node.to_owned(),
-            limit,
-            now,
-            lease_until: now.saturating_add(micros(sender.policy.lease())),
-            per_account: sender.policy.per_account,
-        })
-        .await?;
-    let results = futures_util::future::join_all(claimed.iter().map(|d| sender.attempt(d))).await;
-    let n = results.len();
-    if n > 0 {
-        store.finish_webhook_deliveries(results).await?;
-    }
-    Ok(n)
-}
-
-/// The webhook delivery loop of this node.
-pub struct WebhookDispatcher {
+/// The due webhook deliveries of every account, worked through by a
+/// [`Worker`](crate::outbox::Worker): at most [`WebhookPolicy::concurrency`]
+/// attempts in flight on this node, at most [`WebhookPolicy::per_account`] of
+/// one account.
+pub struct WebhookDeliveries {
     pub store: SharedStore,
     pub sender: WebhookSender,
     pub node: String,
     pub metrics: Arc<Metrics>,
 }
 
-impl WebhookDispatcher {
-    /// Runs until `stop` is notified, then lets attempts in flight finish and
-    /// records them before returning.
-    pub async fn run(self, stop: Arc<Notify>) {
-        let policy = self.sender.policy.clone();
-        let permits = Arc::new(Semaphore::new(policy.concurrency));
-        let (done_tx, done_rx) = mpsc::unbounded_channel::<AttemptResult>();
-        let recorder = tokio::spawn(record(self.store.clone(), done_rx));
-        let stopping = stop.notified();
-        tokio::pin!(stopping);
-        loop {
-            // Claim only once a slot is free, and no more than the free slots.
-            let first = tokio::select! {
-                p = permits.clone().acquire_owned() => p.expect("webhook semaphore closed"),
-                _ = &mut stopping => break,
-            };
-            let limit = permits.available_permits() + 1;
-            let now = now_micros();
-            let claimed = self
-                .store
-                .claim_webhook_deliveries(DeliveryClaim {
-                    node: self.node.clone(),
-                    limit,
-                    now,
-                    lease_until: now.saturating_add(micros(policy.lease())),
-                    per_account: policy.per_account,
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "claiming webhook deliveries failed");
-                    Vec::new()
-                });
-            let got = claimed.len();
-            let mut first = Some(first);
-            for d in claimed {
-                let permit = match first.take() {
-                    Some(p) => p,
-                    None => permits
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .expect("webhook semaphore closed"),
-                };
-                let sender = self.sender.clone();
-                let metrics = self.metrics.clone();
-                let done = done_tx.clone();
-                tokio::spawn(async move {
-                    let result = sender.attempt(&d).await;
-                    observe(&metrics, &result);
-                    let _ = done.send(result);
-                    drop(permit);
-                });
-            }
-            drop(first);
-            if got > 0 && got == limit {
-                // A full claim: more may be due right away.
-                continue;
-            }
-            tokio::select! {
-                _ = &mut stopping => break,
-                _ = tokio::time::sleep(policy.poll_interval) => {}
-            }
-        }
-        let _ = permits.acquire_many(policy.concurrency as u32).await;
-        drop(done_tx);
-        let _ = recorder.await;
-    }
-}
+#[async_trait::async_trait]
+impl Outbox for WebhookDeliveries {
+    type Job = ClaimedDelivery;
+    type Done = AttemptResult;
+    const RECORD_BATCH: usize = 512;
 
-/// Writes attempts in batches. A batch that cannot be written is retried; if
-/// the process dies first, the leases run out and the events are sent again
-/// (at least once, never lost: receivers dedup by event id).
-async fn record(store: SharedStore, mut rx: mpsc::UnboundedReceiver<AttemptResult>) {
-    let mut batch = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < 512 {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let mut delay = Duration::from_millis(100);
-        while let Err(e) = store.finish_webhook_deliveries(batch.clone()).await {
-            tracing::warn!(error = %e, attempts = batch.len(), "recording webhook attempts failed; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-        batch.clear();
+    fn name(&self) -> &'static str {
+        "webhooks"
+    }
+
+    fn capacity(&self) -> usize {
+        self.sender.policy.concurrency
+    }
+
+    fn claim_batch(&self) -> usize {
+        self.sender.policy.concurrency
+    }
+
+    async fn claim(&self, limit: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let now = now_micros();
+        let policy = &self.sender.policy;
+        self.store
+            .claim_webhook_deliveries(DeliveryClaim {
+                node: self.node.clone(),
+                limit,
+                now,
+                lease_until: now.saturating_add(micros(policy.lease())),
+                per_account: policy.per_account,
+            })
+            .await
+    }
+
+    async fn run(&self, d: ClaimedDelivery) -> AttemptResult {
+        let result = self.sender.attempt(&d).await;
+        observe(&self.metrics, &result);
+        result
+    }
+
+    async fn record(&self, done: &[AttemptResult]) -> Result<(), StoreError> {
+        self.store.finish_webhook_deliveries(done.to_vec()).await
     }
 }
 
@@ -527,13 +456,12 @@ pub async fn sweep_expired(
         .await
 }
 
-/// Sweeps every `sweep_interval` until `stop` is notified.
-pub async fn sweep_loop(store: SharedStore, policy: WebhookPolicy, stop: Arc<Notify>) {
-    let stopping = stop.notified();
-    tokio::pin!(stopping);
+/// Sweeps every `sweep_interval` until `stop` is cancelled.
+pub async fn sweep_loop(store: SharedStore, policy: WebhookPolicy, stop: CancellationToken) {
     loop {
         tokio::select! {
-            _ = &mut stopping => return,
+            biased;
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(policy.sweep_interval) => {}
         }
         match sweep_expired(&store, &policy, now_micros()).await {

@@ -1,6 +1,6 @@
 //! Delivery: from the durable outbox to a channel driver and back.
 //!
-//! A [`Dispatcher`] per channel claims due jobs from the store (a lease, so a node
+//! A worker per channel claims due jobs from the store (a lease, so a node
 //! that dies gives them back), runs up to `capacity` deliveries at once, and
 //! records each outcome in bulk. The [`Driver`] trait is the carrier boundary:
 //! `deliver` returns once the carrier has taken the message (an SMSC's
@@ -9,8 +9,9 @@
 //! and a slower `deliver`; asynchronous receipts are the driver's own business,
 //! reported to the store when they arrive.
 //!
-//! [`try_deliver_next`] is one claim-deliver-record step without the waiting; the
-//! loop in [`Dispatcher::run`] adds concurrency, polling and wake-ups.
+//! [`Deliveries`] is a channel's outbox, run by the shared
+//! [`Worker`](crate::outbox::Worker): its step is one claim that starts
+//! deliveries, its loop adds the waiting.
 
 pub mod http;
 pub mod log;
@@ -22,12 +23,13 @@ pub mod voice;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::Notify;
 
 use otp_domain::channel::Channel;
 use otp_store::{Claim, ClaimedJob, JobOutcome, JobResult, SharedStore, StoreError, now_micros};
 
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 
 /// What a driver reports for one attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,179 +165,86 @@ fn outcome_label(o: &JobOutcome) -> &'static str {
     }
 }
 
-/// One step: claim up to `limit` due jobs of the driver's channel, deliver them one
-/// after another, record the outcomes. Returns how many jobs were handled.
-pub async fn try_deliver_next(
-    store: &SharedStore,
-    channel: Channel,
-    driver: &dyn Driver,
-    policy: &Policy,
-    node: &str,
-    limit: usize,
-) -> Result<usize, StoreError> {
-    let now = now_micros();
-    let jobs = store
-        .claim_jobs(Claim {
-            node: node.to_owned(),
-            channel,
-            limit,
-            now,
-            lease_until: now + policy.lease.as_micros() as i64,
-        })
-        .await?;
-    let mut results = Vec::with_capacity(jobs.len());
-    for job in &jobs {
-        let outcome = driver.deliver(job).await;
-        results.push(policy.finish(job, outcome));
-    }
-    let n = results.len();
-    if n > 0 {
-        store.finish_jobs(results).await?;
-    }
-    Ok(n)
-}
-
-/// The delivery loop of one channel on this node.
-pub struct Dispatcher {
+/// The due deliveries of one channel, worked through by a
+/// [`Worker`](crate::outbox::Worker): claimed under a lease, handed to the
+/// channel's driver, their outcomes recorded in bulk.
+pub struct Deliveries {
     pub store: SharedStore,
     pub channel: Channel,
     pub driver: Arc<dyn Driver>,
     pub policy: Policy,
     pub node: String,
     pub metrics: Arc<Metrics>,
-    pub wake: Arc<Notify>,
 }
 
-impl Dispatcher {
-    /// Runs until `stop` is notified, then lets deliveries in flight finish and
-    /// records their outcomes before returning.
-    pub async fn run(self, stop: Arc<Notify>) {
-        // The route list may grow on a reload: the window grows with it (it
-        // never shrinks; a smaller one only means more waiting in the drivers).
-        let mut capacity = self.driver.capacity().max(1);
-        let permits = Arc::new(Semaphore::new(capacity));
-        let (done_tx, done_rx) = mpsc::unbounded_channel::<JobResult>();
-        let recorder = tokio::spawn(record_results(self.store.clone(), done_rx));
-        let stopping = stop.notified();
-        tokio::pin!(stopping);
-        loop {
-            // Wait for room in the carrier's window before claiming anything.
-            let room = tokio::select! {
-                p = permits.clone().acquire_owned() => p.expect("dispatcher semaphore closed"),
-                _ = &mut stopping => break,
-            };
-            drop(room);
-            let now_capacity = self.driver.capacity().max(1);
-            if now_capacity > capacity {
-                permits.add_permits(now_capacity - capacity);
-                capacity = now_capacity;
-            }
-            if permits.available_permits() < self.policy.claim_batch.min(self.driver.capacity()) / 4
-            {
-                // Let a few more deliveries finish so one claim serves many.
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            let free = permits.available_permits();
-            // With no carrier connection up, jobs stay in the outbox untouched
-            // (no attempt spent) until one comes back.
-            let limit = free.min(self.policy.claim_batch);
-            let claimed = if free == 0 || !self.driver.is_ready() {
-                Ok(Vec::new())
-            } else {
-                let now = now_micros();
-                self.store
-                    .claim_jobs(Claim {
-                        node: self.node.clone(),
-                        channel: self.channel,
-                        limit,
-                        now,
-                        lease_until: now + self.policy.lease.as_micros() as i64,
-                    })
-                    .await
-            };
-            let jobs = match claimed {
-                Ok(jobs) => jobs,
-                Err(e) => {
-                    tracing::warn!(error = %e, channel = self.channel.as_str(), "claiming jobs failed");
-                    Vec::new()
-                }
-            };
-            let got = jobs.len();
-            for job in jobs {
-                let permit = permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("dispatcher semaphore closed");
-                let driver = self.driver.clone();
-                let policy = self.policy.clone();
-                let done = done_tx.clone();
-                let metrics = self.metrics.clone();
-                let channel = self.channel;
-                tokio::spawn(async move {
-                    let started = Instant::now();
-                    let outcome = driver.deliver(&job).await;
-                    let result = policy.finish(&job, outcome);
-                    metrics.observe(
-                        "otpgate_delivery_duration_seconds",
-                        &[("channel", channel.as_str()), ("driver", driver.name())],
-                        started.elapsed().as_secs_f64(),
-                    );
-                    metrics.inc(
-                        "otpgate_deliveries_total",
-                        &[
-                            ("channel", channel.as_str()),
-                            ("driver", driver.name()),
-                            ("outcome", outcome_label(&result.outcome)),
-                        ],
-                    );
-                    let _ = done.send(result);
-                    drop(permit);
-                });
-            }
-            if got > 0 && got == limit {
-                // A full claim: more may be due right away.
-                continue;
-            }
-            tokio::select! {
-                _ = &mut stopping => break,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.policy.poll_interval) => {}
-            }
+#[async_trait::async_trait]
+impl Outbox for Deliveries {
+    type Job = ClaimedJob;
+    type Done = JobResult;
+    const RECORD_BATCH: usize = 1024;
+
+    fn name(&self) -> &'static str {
+        match self.channel {
+            Channel::Text => "text deliveries",
+            Channel::Voice => "voice deliveries",
         }
-        // Graceful stop: wait for every delivery in flight, then flush outcomes.
-        let all = capacity as u32;
-        let _ = permits.acquire_many(all).await;
-        drop(done_tx);
-        let _ = recorder.await;
     }
-}
 
-/// Writes outcomes in batches. A batch that cannot be written is retried; if the
-/// process dies first, the jobs' leases run out and they are delivered again
-/// (at least once, never lost).
-async fn record_results(store: SharedStore, mut rx: mpsc::UnboundedReceiver<JobResult>) {
-    let mut batch = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < 1024 {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match store.finish_jobs(batch.clone()).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, jobs = batch.len(), "recording delivery outcomes failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        batch.clear();
+    /// The carrier's window: the route list may grow on a reload, and the
+    /// window with it.
+    fn capacity(&self) -> usize {
+        self.driver.capacity()
+    }
+
+    fn claim_batch(&self) -> usize {
+        self.policy.claim_batch
+    }
+
+    /// With no carrier connection up, jobs stay in the outbox untouched (no
+    /// attempt spent) until one comes back.
+    fn is_ready(&self) -> bool {
+        self.driver.is_ready()
+    }
+
+    async fn claim(&self, limit: usize) -> Result<Vec<ClaimedJob>, StoreError> {
+        let now = now_micros();
+        self.store
+            .claim_jobs(Claim {
+                node: self.node.clone(),
+                channel: self.channel,
+                limit,
+                now,
+                lease_until: now + self.policy.lease.as_micros() as i64,
+            })
+            .await
+    }
+
+    async fn run(&self, job: ClaimedJob) -> JobResult {
+        let started = Instant::now();
+        let outcome = self.driver.deliver(&job).await;
+        let result = self.policy.finish(&job, outcome);
+        let labels = [
+            ("channel", self.channel.as_str()),
+            ("driver", self.driver.name()),
+        ];
+        self.metrics.observe(
+            "otpgate_delivery_duration_seconds",
+            &labels,
+            started.elapsed().as_secs_f64(),
+        );
+        self.metrics.inc(
+            "otpgate_deliveries_total",
+            &[
+                labels[0],
+                labels[1],
+                ("outcome", outcome_label(&result.outcome)),
+            ],
+        );
+        result
+    }
+
+    async fn record(&self, done: &[JobResult]) -> Result<(), StoreError> {
+        self.store.finish_jobs(done.to_vec()).await
     }
 }
 

@@ -41,7 +41,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Deserialize;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use otp_domain::PhoneNumber;
 use otp_domain::segments::{self, SmsEncoding};
@@ -510,7 +511,8 @@ pub struct SmppDriver {
     next_bind: AtomicUsize,
     reference: AtomicU16,
     metrics: Arc<Metrics>,
-    stop: Arc<Notify>,
+    /// Cancelled by `shutdown`; each bind task holds it from its start.
+    stop: CancellationToken,
     // std Mutex: a map insert or removal, never held across an await.
     submitted: Arc<Mutex<Submitted>>,
 }
@@ -605,7 +607,7 @@ impl SmppDriver {
             next_bind: AtomicUsize::new(0),
             reference: AtomicU16::new(rand::random()),
             metrics,
-            stop: Arc::new(Notify::new()),
+            stop: CancellationToken::new(),
             submitted: Arc::new(Mutex::new(Submitted::default())),
         });
         let (receipts_tx, receipts_rx) = mpsc::channel(8192);
@@ -801,7 +803,7 @@ impl Driver for SmppDriver {
     }
 
     async fn shutdown(&self) {
-        self.stop.notify_waiters();
+        self.stop.cancel();
         let clients: Vec<Client> = self
             .binds
             .iter()
@@ -820,7 +822,7 @@ async fn supervise(driver: Arc<SmppDriver>, slot: Arc<BindSlot>, receipts: mpsc:
         Duration::from_millis(250),
         Duration::from_secs(cfg.reconnect_max_seconds.max(1)),
     );
-    let stopping = driver.stop.notified();
+    let stopping = driver.stop.cancelled();
     tokio::pin!(stopping);
     loop {
         let set_state = |s: BindState| {
@@ -837,9 +839,11 @@ async fn supervise(driver: Arc<SmppDriver>, slot: Arc<BindSlot>, receipts: mpsc:
                 None => Client::connect(address, bind_config).await,
             }
         };
+        // A stopped route must not even open a connection.
         let result = tokio::select! {
-            r = connect => r,
+            biased;
             _ = &mut stopping => return,
+            r = connect => r,
         };
         match result {
             Ok((client, mut inbound)) => {

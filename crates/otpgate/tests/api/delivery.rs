@@ -5,9 +5,12 @@ use std::time::Duration;
 
 use otp_domain::channel::{Channel, OtpOption};
 use otp_domain::credits::Cost;
-use otp_store::{Claim, ClaimedJob, NewOtp, SharedStore, StoreOptions, now_micros};
-use otpgate::delivery::{DeliveryOutcome, Driver, Policy, try_deliver_next};
+use otp_store::{Claim, ClaimedJob, NewOtp, OtpStatus, SharedStore, StoreOptions, now_micros};
+use otpgate::delivery::{Deliveries, DeliveryOutcome, Driver, Policy};
+use otpgate::metrics::Metrics;
+use otpgate::outbox::{Step, Worker};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use crate::for_each_backend;
 use crate::helpers::{Backend, database_url, text_send};
@@ -29,10 +32,27 @@ for_each_backend! {
     }
 }
 
-/// A driver that answers with a fixed outcome and counts calls.
+/// A driver that answers with a fixed outcome, after `delay`, and counts calls.
 struct Scripted {
     outcome: DeliveryOutcome,
+    delay: Duration,
     calls: AtomicUsize,
+}
+
+impl Scripted {
+    fn new(outcome: DeliveryOutcome) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            outcome,
+            delay: Duration::ZERO,
+            calls: AtomicUsize::new(0),
+        })
+    }
+
+    fn sent() -> DeliveryOutcome {
+        DeliveryOutcome::Sent {
+            provider_message_id: None,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -45,11 +65,12 @@ impl Driver for Scripted {
     }
     async fn deliver(&self, _job: &ClaimedJob) -> DeliveryOutcome {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
         self.outcome.clone()
     }
 }
 
-async fn bare_store(backend: Backend) -> (SharedStore, tempfile::TempDir, i64) {
+pub(crate) async fn bare_store(backend: Backend) -> (SharedStore, tempfile::TempDir, i64) {
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(backend, &dir).await;
     let store = otp_store::open(&url, &StoreOptions::default())
@@ -59,7 +80,7 @@ async fn bare_store(backend: Backend) -> (SharedStore, tempfile::TempDir, i64) {
     (store, dir, account.id)
 }
 
-fn new_otp(account: i64) -> NewOtp {
+pub(crate) fn new_otp(account: i64) -> NewOtp {
     NewOtp {
         account_id: account,
         api_key_id: None,
@@ -91,29 +112,39 @@ fn policy(give_up_after_seconds: u64) -> Policy {
     }
 }
 
+/// The text outbox of `store`, delivered by `driver` as node `node-a`.
+fn worker(store: &SharedStore, driver: Arc<Scripted>, policy: Policy) -> Worker<Deliveries> {
+    Worker::new(Deliveries {
+        store: store.clone(),
+        channel: Channel::Text,
+        driver,
+        policy,
+        node: "node-a".into(),
+        metrics: Arc::new(Metrics::default()),
+    })
+}
+
+/// One worker step, then a drain so its outcomes are recorded: the jobs it
+/// started.
+async fn deliver_due(store: &SharedStore, driver: &Arc<Scripted>, policy: Policy) -> usize {
+    let mut worker = worker(store, driver.clone(), policy);
+    let step = worker.step().await.unwrap();
+    worker.drain().await;
+    step.started
+}
+
 async fn transient_failures_retry_then_fail(backend: Backend) {
     let (store, _dir, account) = bare_store(backend).await;
     let id = store.accept(new_otp(account)).await.unwrap().id;
-    let driver = Scripted {
-        outcome: DeliveryOutcome::Retry {
-            error: "smsc busy".into(),
-        },
-        calls: AtomicUsize::new(0),
-    };
-    let n = try_deliver_next(&store, Channel::Text, &driver, &policy(2), "node-a", 10)
-        .await
-        .unwrap();
-    assert_eq!(n, 1);
+    let driver = Scripted::new(DeliveryOutcome::Retry {
+        error: "smsc busy".into(),
+    });
+    assert_eq!(deliver_due(&store, &driver, policy(2)).await, 1);
     let otp = store.otp(account, id).await.unwrap().unwrap();
     assert_eq!(otp.status.as_str(), "queued");
     assert_eq!(otp.error.as_deref(), Some("smsc busy"));
     // Not due again until its backoff passes.
-    assert_eq!(
-        try_deliver_next(&store, Channel::Text, &driver, &policy(2), "node-a", 10)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(deliver_due(&store, &driver, policy(2)).await, 0);
     assert_eq!(driver.calls.load(Ordering::SeqCst), 1);
 
     // A code accepted longer ago than the give-up horizon is not retried: it
@@ -153,15 +184,10 @@ async fn transient_failures_retry_then_fail(backend: Backend) {
 async fn permanent_failures_stop_at_once(backend: Backend) {
     let (store, _dir, account) = bare_store(backend).await;
     let id = store.accept(new_otp(account)).await.unwrap().id;
-    let driver = Scripted {
-        outcome: DeliveryOutcome::Failed {
-            error: "invalid destination".into(),
-        },
-        calls: AtomicUsize::new(0),
-    };
-    try_deliver_next(&store, Channel::Text, &driver, &policy(5), "node-a", 10)
-        .await
-        .unwrap();
+    let driver = Scripted::new(DeliveryOutcome::Failed {
+        error: "invalid destination".into(),
+    });
+    assert_eq!(deliver_due(&store, &driver, policy(5)).await, 1);
     let otp = store.otp(account, id).await.unwrap().unwrap();
     assert_eq!(otp.status.as_str(), "failed");
     assert_eq!(otp.error.as_deref(), Some("invalid destination"));
@@ -177,6 +203,107 @@ async fn permanent_failures_stop_at_once(backend: Backend) {
         .await
         .unwrap();
     assert!(again.is_empty());
+}
+
+async fn a_worker_step_claims_no_more_jobs_than_free_slots_and_records_each_outcome(
+    backend: Backend,
+) {
+    let (store, _dir, account) = bare_store(backend).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(store.accept(new_otp(account)).await.unwrap().id);
+    }
+    let driver = Scripted::new(Scripted::sent());
+    let mut worker = worker(&store, driver.clone(), policy(60));
+    // The driver takes 4 at once: a full claim, more may be due.
+    let first = worker.step().await.unwrap();
+    assert_eq!(
+        first,
+        Step {
+            started: 4,
+            more_due: true
+        }
+    );
+    worker.drain().await;
+    let mut worker = self::worker(&store, driver.clone(), policy(60));
+    let second = worker.step().await.unwrap();
+    assert_eq!(
+        second,
+        Step {
+            started: 2,
+            more_due: false
+        }
+    );
+    worker.drain().await;
+    assert_eq!(driver.calls.load(Ordering::SeqCst), 6);
+    for id in ids {
+        let otp = store.otp(account, id).await.unwrap().unwrap();
+        assert_eq!(otp.status, OtpStatus::Sent, "OTP {id}");
+    }
+    let mut worker = self::worker(&store, driver.clone(), policy(60));
+    assert_eq!(worker.step().await.unwrap().started, 0);
+    worker.drain().await;
+}
+
+/// Nothing else holds the text outbox of `store` now: the due job is claimed
+/// by another node at once.
+async fn unclaimed(store: &SharedStore) -> usize {
+    let now = now_micros();
+    store
+        .claim_jobs(Claim {
+            node: "other".into(),
+            channel: Channel::Text,
+            limit: 10,
+            now,
+            lease_until: now + 60_000_000,
+        })
+        .await
+        .unwrap()
+        .len()
+}
+
+async fn a_worker_started_after_the_stop_claims_nothing_and_returns(backend: Backend) {
+    let (store, _dir, account) = bare_store(backend).await;
+    let id = store.accept(new_otp(account)).await.unwrap().id;
+    let driver = Scripted::new(Scripted::sent());
+    let stop = CancellationToken::new();
+    stop.cancel();
+    let running =
+        worker(&store, driver.clone(), policy(60)).run(stop, Duration::from_millis(10), None);
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the worker saw the stop given before it started");
+    assert_eq!(driver.calls.load(Ordering::SeqCst), 0);
+    let otp = store.otp(account, id).await.unwrap().unwrap();
+    assert_eq!(otp.status, OtpStatus::Queued);
+    assert_eq!(unclaimed(&store).await, 1, "the job was not leased");
+}
+
+async fn a_stopped_worker_finishes_and_records_the_deliveries_in_flight(backend: Backend) {
+    let (store, _dir, account) = bare_store(backend).await;
+    let id = store.accept(new_otp(account)).await.unwrap().id;
+    let driver = Arc::new(Scripted {
+        outcome: Scripted::sent(),
+        delay: Duration::from_millis(300),
+        calls: AtomicUsize::new(0),
+    });
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(worker(&store, driver.clone(), policy(60)).run(
+        stop.clone(),
+        Duration::from_millis(10),
+        None,
+    ));
+    while driver.calls.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the worker stopped")
+        .unwrap();
+    let otp = store.otp(account, id).await.unwrap().unwrap();
+    assert_eq!(otp.status, OtpStatus::Sent);
+    assert_eq!(driver.calls.load(Ordering::SeqCst), 1);
 }
 
 async fn a_dead_nodes_lease_runs_out_and_its_job_is_taken_again(backend: Backend) {
@@ -282,7 +409,12 @@ async fn concurrent_claimers_never_share_a_job(backend: Backend) {
 }
 
 /// Claims the one due text job and records it as sent in `parts` parts.
-async fn sent_in_parts(store: &SharedStore, account: i64, parts: usize, route: &str) -> i64 {
+pub(crate) async fn sent_in_parts(
+    store: &SharedStore,
+    account: i64,
+    parts: usize,
+    route: &str,
+) -> i64 {
     let id = store.accept(new_otp(account)).await.unwrap().id;
     let now = now_micros();
     let jobs = store
@@ -357,9 +489,63 @@ async fn a_message_is_delivered_when_its_last_part_is(backend: Backend) {
     assert_eq!(status(long).await, otp_store::OtpStatus::Delivered);
 }
 
+/// A carrier that gives one id twice (an SMSC that restarted its counter):
+/// both sends are recorded in one batch, and the later one takes the id, so
+/// its receipt lands there. PostgreSQL refused the whole batch (one statement
+/// may not update a row twice), and its recorder retried it forever.
+async fn a_batch_where_the_carrier_gave_one_id_twice_is_recorded_and_the_later_send_takes_it(
+    backend: Backend,
+) {
+    let (store, _dir, account) = bare_store(backend).await;
+    let first = store.accept(new_otp(account)).await.unwrap().id;
+    let second = store.accept(new_otp(account)).await.unwrap().id;
+    let now = now_micros();
+    let jobs = store
+        .claim_jobs(Claim {
+            node: "t".into(),
+            channel: Channel::Text,
+            limit: 10,
+            now,
+            lease_until: now + 60_000_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+    let sent = |job: &ClaimedJob| otp_store::JobResult {
+        job_id: job.job_id,
+        otp_id: job.otp.id,
+        outcome: otp_store::JobOutcome::Sent {
+            route: Some("r".into()),
+            message_ids: vec!["reused".into()],
+        },
+        at: now_micros(),
+    };
+    let in_order: Vec<_> = [first, second]
+        .iter()
+        .map(|id| sent(jobs.iter().find(|j| j.otp.id == *id).unwrap()))
+        .collect();
+    store.finish_jobs(in_order).await.unwrap();
+    for id in [first, second] {
+        let otp = store.otp(account, id).await.unwrap().unwrap();
+        assert_eq!(otp.status, OtpStatus::Sent, "OTP {id}");
+        assert_eq!(otp.provider_message_id.as_deref(), Some("reused"));
+    }
+    assert_eq!(delivered(&store, "r", "reused".into()).await, Some(second));
+    let status = |id| {
+        let store = store.clone();
+        async move { store.otp(account, id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status(second).await, OtpStatus::Delivered);
+    assert_eq!(status(first).await, OtpStatus::Sent);
+}
+
 for_each_backend!(
+    a_batch_where_the_carrier_gave_one_id_twice_is_recorded_and_the_later_send_takes_it,
     transient_failures_retry_then_fail,
     permanent_failures_stop_at_once,
+    a_worker_step_claims_no_more_jobs_than_free_slots_and_records_each_outcome,
+    a_worker_started_after_the_stop_claims_nothing_and_returns,
+    a_stopped_worker_finishes_and_records_the_deliveries_in_flight,
     a_dead_nodes_lease_runs_out_and_its_job_is_taken_again,
     concurrent_claimers_never_share_a_job,
     a_message_is_delivered_when_its_last_part_is

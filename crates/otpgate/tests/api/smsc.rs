@@ -934,3 +934,61 @@ async fn a_receipt_for_a_reused_id_never_lands_on_the_older_message(backend: Bac
 }
 
 for_each_backend!(a_receipt_for_a_reused_id_never_lands_on_the_older_message);
+
+/// Counts the connections made to a listener that never answers.
+async fn silent_listener() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (port, accepted)
+}
+
+/// One thread: the bind tasks `start` spawns run only once the test yields,
+/// so the shutdown below always comes before they start (as when a reload is
+/// refused right after building a route). A stop sent before a task waits for
+/// it must still stop it.
+#[tokio::test]
+async fn a_route_shut_down_before_its_binds_start_never_connects() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let (store, _dir, _) = crate::delivery::bare_store(backend).await;
+        let config = |port| smpp_route(port, "secret").smpp.unwrap();
+        let metrics = Arc::new(otpgate::metrics::Metrics::default());
+        let start = |port| {
+            otpgate::delivery::smpp::SmppDriver::start(
+                "smsc",
+                config(port),
+                store.clone(),
+                metrics.clone(),
+            )
+            .unwrap()
+        };
+        let (stopped_port, stopped_accepted) = silent_listener().await;
+        let stopped = start(stopped_port);
+        otpgate::delivery::Driver::shutdown(stopped.as_ref()).await;
+        // The same route left running connects: the listener would see it.
+        let (running_port, running_accepted) = silent_listener().await;
+        let running = start(running_port);
+        for _ in 0..200 {
+            if running_accepted.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(running_accepted.load(std::sync::atomic::Ordering::SeqCst) > 0);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            stopped_accepted.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "{backend:?}: the stopped route connected"
+        );
+        otpgate::delivery::Driver::shutdown(running.as_ref()).await;
+    }
+}

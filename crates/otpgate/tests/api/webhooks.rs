@@ -12,11 +12,14 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use otp_store::webhooks::{ExpirySweep, SetWebhook};
-use otp_store::{OtpStatus, Receipt, now_micros};
+use otp_store::webhooks::{DeliveryQuery, DeliveryState, ExpirySweep, SetWebhook};
+use otp_store::{OtpStatus, Receipt, SharedStore, now_micros};
 use otpgate::auth::issue_key_with_scopes;
-use otpgate::config::Config;
+use otpgate::config::{Config, WebhooksConfig};
+use otpgate::metrics::Metrics;
+use otpgate::outbox::{Step, Worker};
 use otpgate::startup::Application;
+use otpgate::webhooks::{WebhookDeliveries, WebhookPolicy, WebhookSender};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -616,6 +619,87 @@ for_each_backend! {
         app.wait_for_status(id, "sent").await;
         assert_eq!(deliveries_as(&app, &app.key).await.len(), 1);
     }
+}
+
+for_each_backend!(a_worker_step_sends_a_due_event_signed_and_records_each_attempt => one_step);
+
+/// One worker step on the webhook outbox of `store`, then a drain so its
+/// attempts are recorded.
+async fn send_due(store: &SharedStore, policy: &WebhookPolicy) -> Step {
+    let mut worker = Worker::new(WebhookDeliveries {
+        store: store.clone(),
+        sender: WebhookSender::new(policy.clone(), chrono_tz::UTC).unwrap(),
+        node: "node-a".into(),
+        metrics: Arc::new(Metrics::default()),
+    });
+    let step = worker.step().await.unwrap();
+    worker.drain().await;
+    step
+}
+
+async fn one_step(backend: Backend) {
+    let (store, _dir, account) = crate::delivery::bare_store(backend).await;
+    let receiver = Receiver::start(1).await;
+    let secret = "whsec_one_step";
+    store
+        .set_webhook(SetWebhook {
+            account_id: account,
+            url: receiver.url.clone(),
+            new_secret: secret.into(),
+            rotate: false,
+            low_balance_sms_credits: None,
+            low_balance_phone_credits: None,
+            now: now_micros(),
+        })
+        .await
+        .unwrap();
+    let mut policy = WebhookPolicy::from_config(&WebhooksConfig::default());
+    policy.allow_private_addresses = true;
+    policy.backoff_base = Duration::from_millis(20);
+    policy.backoff_cap = Duration::from_millis(20);
+    let id = crate::delivery::sent_in_parts(&store, account, 1, "r").await;
+    let deliveries = || async {
+        store
+            .webhook_deliveries(DeliveryQuery {
+                account_id: account,
+                limit: 10,
+                before_id: None,
+            })
+            .await
+            .unwrap()
+    };
+
+    // The receiver answers 500 first: the attempt is recorded, a retry set.
+    let once = Step {
+        started: 1,
+        more_due: false,
+    };
+    assert_eq!(send_due(&store, &policy).await, once);
+    let list = deliveries().await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        (list[0].otp_id, list[0].state),
+        (id, DeliveryState::Pending)
+    );
+    assert_eq!(list[0].attempts.len(), 1);
+    assert_eq!(list[0].attempts[0].status_code, Some(500));
+    assert!(list[0].next_attempt_at.is_some());
+
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(send_due(&store, &policy).await, once);
+    let list = deliveries().await;
+    assert_eq!(list[0].state, DeliveryState::Delivered, "{list:?}");
+    assert_eq!(list[0].attempts.len(), 2);
+    assert_eq!(list[0].attempts[1].status_code, Some(200));
+    let received = receiver.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0].header("x-otpgate-event"), "sent");
+    assert_eq!(received[0].header("x-otpgate-attempt"), "2");
+    assert_eq!(received[0].json()["otp_id"], id);
+    assert_signed(&received[0], secret);
+
+    assert_eq!(send_due(&store, &policy).await.started, 0);
+    assert_eq!(receiver.hits().len(), 2);
 }
 
 for_each_backend!(an_event_is_given_up_after_its_max_age => gives_up);
