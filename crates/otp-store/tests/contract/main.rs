@@ -9,8 +9,13 @@
 //!
 //! - `accounts`: an account starts with the credits it was given; top-ups
 //!   add to the balance and to the ledger.
+//! - `users`: login attempts are counted per email, per client address and
+//!   over the gateway, each locked until its window ends; a new password ends
+//!   sessions and forgets attempts; a login past the session limit revokes
+//!   the oldest; a user has one key, its copy sealed.
 
 mod accounts;
+mod users;
 
 use otp_store::{SharedStore, StoreOptions};
 
