@@ -13,9 +13,14 @@
 //!   over the gateway, each locked until its window ends; a new password ends
 //!   sessions and forgets attempts; a login past the session limit revokes
 //!   the oldest; a user has one key, its copy sealed.
+//! - `webhooks`: a webhook's secret and thresholds as set; removing it
+//!   cancels what is pending; an attempt retries, delivers or gives up a
+//!   delivery; claims keep to the per-account bound; the expiry sweep and a
+//!   balance falling below its threshold each record their event once.
 
 mod accounts;
 mod users;
+mod webhooks;
 
 use otp_store::{SharedStore, StoreOptions};
 
