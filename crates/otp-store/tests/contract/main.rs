@@ -17,8 +17,12 @@
 //!   cancels what is pending; an attempt retries, delivers or gives up a
 //!   delivery; claims keep to the per-account bound; the expiry sweep and a
 //!   balance falling below its threshold each record their event once.
+//! - `retention`: idempotency records and ended login windows go chunk by
+//!   chunk; OTPs past retention go oldest first up to the first that must
+//!   stay, leaving balances and the ledger alone.
 
 mod accounts;
+mod retention;
 mod users;
 mod webhooks;
 
