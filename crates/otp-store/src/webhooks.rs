@@ -27,9 +27,9 @@
 //!
 //! Implemented for both backends in `sqlite/webhooks.rs` and `postgres/webhooks.rs`,
 //! which only run SQL: where an attempt leaves its delivery
-//! (`AttemptResult::settlement`), when a delivery is next tried and how a
-//! webhook's settings change (`set_webhook_sql`, one statement for both) are
-//! written here once.
+//! (`AttemptResult::settlement`), when a delivery is next tried, how a
+//! webhook's settings change (`set_webhook_sql`) and which codes a sweep
+//! reports expired (`sweep_expired_sql`) are written here once.
 
 use otp_domain::vault::{Binding, CodeVault, SealedCode};
 
@@ -565,10 +565,33 @@ pub(crate) fn open_secret(
 }
 
 /// The OTP status a list showed right after an event, as stored with the
-/// delivery (SQL, shared by both backends): `expired` for a code still in flight
-/// or delivered when its expiry passed.
-pub(crate) const EXPIRED_STATUS_SQL: &str =
+/// delivery: `expired` for a code still in flight or delivered when its
+/// expiry passed.
+const EXPIRED_STATUS_SQL: &str =
     "CASE WHEN o.status IN ('queued', 'sent', 'delivered') THEN 'expired' ELSE o.status END";
+
+/// Records the `expired` events of a sweep (SQL, both backends): for each
+/// webhook `webhooks` selects (a condition on `w`), the codes of its account
+/// that expired unverified after where its last sweep stopped (or after
+/// `$4`, [`ExpirySweep::not_before`], when later) and up to `$2`
+/// ([`ExpirySweep::expired_until`]), due at `$1` ([`ExpirySweep::now`]).
+/// The sending-time bound (`$3`, [`ExpirySweep::longest_expiry`]) lets the
+/// `(account_id, created_at)` index find the rows. `greatest` is the
+/// backend's two-argument maximum; SQLite reads `$n` as `?n`.
+pub(crate) fn sweep_expired_sql(greatest: &str, webhooks: &str) -> String {
+    format!(
+        "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, \
+         occurred_at, state, next_attempt_at, created_at) \
+         SELECT o.account_id, o.id, 'expired', {EXPIRED_STATUS_SQL}, o.expires_at, \
+         'pending', $1, $1 \
+         FROM webhooks w JOIN otps o ON o.account_id = w.account_id \
+         WHERE {webhooks} \
+         AND o.created_at > {greatest}(w.expired_swept_until, $4) - $3 AND o.created_at <= $2 \
+         AND o.expires_at > {greatest}(w.expired_swept_until, $4) AND o.expires_at <= $2 \
+         AND o.verified_at IS NULL \
+         ON CONFLICT (otp_id, event) DO NOTHING"
+    )
+}
 
 #[cfg(test)]
 mod tests {

@@ -11,9 +11,8 @@ use tokio_postgres::Row;
 use super::{PgStore, pg_err};
 use crate::webhooks::{
     AttemptResult, CLAIM_SQL, ClaimedDelivery, DeliveryClaim, DeliveryQuery, DeliveryState,
-    EXPIRED_STATUS_SQL, EventOtp, ExpirySweep, SetWebhook, WEBHOOK_COLUMNS, Webhook,
-    WebhookAttempt, WebhookDelivery, WebhookEvent, WebhookStore, open_secret, seal_secret,
-    set_webhook_sql,
+    EventOtp, ExpirySweep, SetWebhook, WEBHOOK_COLUMNS, Webhook, WebhookAttempt, WebhookDelivery,
+    WebhookEvent, WebhookStore, open_secret, seal_secret, set_webhook_sql, sweep_expired_sql,
 };
 use crate::webhooks::{BalanceEvent, Credits};
 use crate::{AccountId, Micros, StoreError};
@@ -411,22 +410,9 @@ impl WebhookStore for PgStore {
         if accounts.is_empty() {
             return Ok(0);
         }
-        // The sending-time bound lets the (account_id, created_at) index find the rows.
         let n = tx
             .execute(
-                &format!(
-                    "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, \
-                     occurred_at, state, next_attempt_at, created_at) \
-                     SELECT o.account_id, o.id, 'expired', {EXPIRED_STATUS_SQL}, o.expires_at, \
-                     'pending', $1, $1 \
-                     FROM webhooks w JOIN otps o ON o.account_id = w.account_id \
-                     WHERE w.account_id = ANY($5) \
-                     AND o.created_at > GREATEST(w.expired_swept_until, $4) - $3 \
-                     AND o.created_at <= $2 \
-                     AND o.expires_at > GREATEST(w.expired_swept_until, $4) AND o.expires_at <= $2 \
-                     AND o.verified_at IS NULL \
-                     ON CONFLICT (otp_id, event) DO NOTHING"
-                ),
+                &sweep_expired_sql("GREATEST", "w.account_id = ANY($5)"),
                 &[
                     &sweep.now,
                     &sweep.expired_until,

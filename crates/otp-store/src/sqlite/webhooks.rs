@@ -8,9 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use super::{SqliteStore, collect, map_err};
 use crate::webhooks::{
     AttemptResult, CLAIM_SQL, ClaimedDelivery, DeliveryClaim, DeliveryQuery, DeliveryState,
-    EXPIRED_STATUS_SQL, EventOtp, ExpirySweep, SetWebhook, WEBHOOK_COLUMNS, Webhook,
-    WebhookAttempt, WebhookDelivery, WebhookEvent, WebhookStore, open_secret, seal_secret,
-    set_webhook_sql,
+    EventOtp, ExpirySweep, SetWebhook, WEBHOOK_COLUMNS, Webhook, WebhookAttempt, WebhookDelivery,
+    WebhookEvent, WebhookStore, open_secret, seal_secret, set_webhook_sql, sweep_expired_sql,
 };
 use crate::webhooks::{BalanceEvent, Credits, LowBalance, LowBalanceThresholds};
 use crate::{AccountId, Micros, StoreError};
@@ -438,21 +437,10 @@ impl WebhookStore for SqliteStore {
 
     async fn sweep_expired(&self, sweep: ExpirySweep) -> Result<u64, StoreError> {
         self.write(move |tx| {
-            // Per account, from where its last sweep stopped; the sending-time
-            // bound lets the (account_id, created_at) index find the rows.
             let n = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, \
-                     occurred_at, state, next_attempt_at, created_at) \
-                     SELECT o.account_id, o.id, 'expired', {EXPIRED_STATUS_SQL}, o.expires_at, \
-                     'pending', ?1, ?1 \
-                     FROM webhooks w JOIN otps o ON o.account_id = w.account_id \
-                     WHERE w.expired_swept_until < ?2 \
-                     AND o.created_at > MAX(w.expired_swept_until, ?4) - ?3 AND o.created_at <= ?2 \
-                     AND o.expires_at > MAX(w.expired_swept_until, ?4) AND o.expires_at <= ?2 \
-                     AND o.verified_at IS NULL \
-                     ON CONFLICT (otp_id, event) DO NOTHING"
-                ))
+                .prepare_cached(
+                    &sweep_expired_sql("MAX", "w.expired_swept_until < $2").replace('$', "?"),
+                )
                 .and_then(|mut s| {
                     s.execute(params![
                         sweep.now,

@@ -230,22 +230,39 @@ crate::contract! {
         let now = otp_store::now_micros();
         let account = store.create_account("acme", 10, 0).await.unwrap();
         store.set_webhook(hook(account.id, "whsec_1", false, now - 120 * SECOND)).await.unwrap();
-        let gone = store.accept(send(account.id, 1, now - 100 * SECOND, 30 * SECOND)).await.unwrap();
-        store.accept(send(account.id, 2, now - 100 * SECOND, 600 * SECOND)).await.unwrap();
+        let sent_at = now - 100 * SECOND;
+        let gone = store.accept(send(account.id, 1, sent_at, 30 * SECOND)).await.unwrap();
+        store.accept(send(account.id, 2, sent_at, 600 * SECOND)).await.unwrap();
+        let used = store.accept(send(account.id, 3, sent_at, 30 * SECOND)).await.unwrap();
+        store.accept(send(account.id, 4, sent_at, 15 * SECOND)).await.unwrap();
+        let outcome = store
+            .verify(VerifyRequest {
+                account_id: account.id,
+                phone_number: None,
+                otp_id: Some(used.id),
+                api_key_id: None,
+                code: "482193".into(),
+                max_attempts: 3,
+                now: now - 90 * SECOND,
+            })
+            .await
+            .unwrap();
+        assert!(matches!(outcome, VerifyOutcome::Verified { .. }), "{outcome:?}");
         let sweep = ExpirySweep {
             now,
             expired_until: now - SECOND,
             longest_expiry: 600 * SECOND,
-            not_before: now - 3600 * SECOND,
+            not_before: now - 80 * SECOND,
         };
         assert_eq!(store.sweep_expired(sweep).await.unwrap(), 1);
         assert_eq!(store.sweep_expired(sweep).await.unwrap(), 0);
         let list = deliveries(&store, account.id).await;
-        let events: Vec<(i64, WebhookEvent, &str, i64)> = list
+        let expired: Vec<(i64, &str, i64, Option<i64>)> = list
             .iter()
-            .map(|d| (d.otp_id, d.event, d.otp_status.as_str(), d.occurred_at))
+            .filter(|d| d.event == WebhookEvent::Expired)
+            .map(|d| (d.otp_id, d.otp_status.as_str(), d.occurred_at, d.next_attempt_at))
             .collect();
-        assert_eq!(events, [(gone.id, WebhookEvent::Expired, "expired", now - 70 * SECOND)]);
+        assert_eq!(expired, [(gone.id, "expired", now - 70 * SECOND, Some(now))]);
     }
 
     async fn a_send_that_takes_the_balance_below_the_accounts_threshold_is_reported_once(store) {
