@@ -20,6 +20,7 @@ mod retention;
 mod users;
 mod webhooks;
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;

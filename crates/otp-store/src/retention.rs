@@ -32,10 +32,13 @@
 //! changes one either lands before (and the OTP is judged on it) or after the
 //! delete (and finds nothing). On SQLite each chunk is one write of the writer.
 //!
-//! Implemented for both backends in `sqlite/retention.rs` and
-//! `postgres/retention.rs`.
+//! The purge's order and when it stops (`purge`, over the steps of
+//! `PurgeSteps`), what else goes and when (`RetentionRules::sweeps`) and
+//! which OTPs of a chunk go (`purgeable_run`) are decided here; each backend,
+//! in `sqlite/retention.rs` and `postgres/retention.rs`, only runs the SQL of
+//! the steps.
 
-use crate::{Micros, StoreError};
+use crate::{AccountId, Micros, StoreError};
 
 /// What to purge, decided by the caller from its settings and the clock.
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +80,126 @@ pub trait RetentionStore {
     /// says how much went. An error stops the purge; the chunks committed
     /// before it stay purged.
     async fn purge_expired_rows(&self, rules: RetentionRules) -> Result<PurgeReport, StoreError>;
+}
+
+impl RetentionRules {
+    /// Rows per transaction: at least one, so a purge always moves.
+    pub(crate) fn chunk_rows(&self) -> i64 {
+        self.chunk.max(1) as i64
+    }
+
+    /// The rows other than OTPs that go, in the order they are removed.
+    pub(crate) fn sweeps(&self) -> [Sweep; 3] {
+        let [attempts, throttle] = crate::users::LOGIN_COUNTER_TABLES;
+        let login = |table| Sweep {
+            table,
+            column: "window_start",
+            comparison: "<=",
+            bound: self.login_windows_ended,
+            counted_as: Swept::LoginCounter,
+        };
+        [
+            Sweep {
+                table: "idempotency",
+                column: "created_at",
+                comparison: "<",
+                bound: self.idempotency_before,
+                counted_as: Swept::Idempotency,
+            },
+            login(attempts),
+            login(throttle),
+        ]
+    }
+}
+
+/// Which count of the [`PurgeReport`] a swept row adds to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Swept {
+    Idempotency,
+    LoginCounter,
+}
+
+/// Rows of one table that go when a column is before a bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sweep {
+    pub table: &'static str,
+    pub column: &'static str,
+    /// `<` or `<=`: whether a row right at the bound goes too.
+    pub comparison: &'static str,
+    pub bound: Micros,
+    pub counted_as: Swept,
+}
+
+impl Sweep {
+    /// The filter (SQL) of the rows that go, `param` standing for the bound.
+    pub(crate) fn filter(&self, param: &str) -> String {
+        format!("{} {} {param}", self.column, self.comparison)
+    }
+}
+
+impl PurgeReport {
+    fn add(&mut self, swept: Swept, rows: u64) {
+        match swept {
+            Swept::Idempotency => self.idempotency += rows,
+            Swept::LoginCounter => self.login_counters += rows,
+        }
+    }
+}
+
+/// What a backend runs for a purge; [`purge`] decides the order and when
+/// to stop.
+#[async_trait::async_trait]
+pub(crate) trait PurgeSteps: Sync {
+    /// Removes up to `chunk` rows of `sweep` in one transaction, skipping
+    /// rows another node is removing; how many went.
+    async fn sweep_chunk(&self, sweep: &Sweep, chunk: i64) -> Result<u64, StoreError>;
+    /// The accounts whose oldest OTP left changed status before `cutoff`
+    /// ([`due_accounts_sql`]).
+    async fn due_accounts(&self, cutoff: Micros) -> Result<Vec<AccountId>, StoreError>;
+    /// One chunk of one account, in one transaction: its oldest OTPs (at
+    /// most `chunk`) judged with [`live_sql`], the [`purgeable_run`] removed
+    /// with everything hanging off it and the account's mark moved. How
+    /// many OTPs went; `None` when another node holds the account's chunk.
+    async fn purge_chunk(
+        &self,
+        account: AccountId,
+        cutoff: Micros,
+        now: Micros,
+        chunk: i64,
+    ) -> Result<Option<u64>, StoreError>;
+}
+
+/// The purge both backends run: each sweep chunk by chunk, then each due
+/// account's OTPs chunk by chunk. A chunk that comes back short is the last
+/// of its table or account; an account another node holds is left to it.
+pub(crate) async fn purge<S: PurgeSteps + ?Sized>(
+    steps: &S,
+    rules: RetentionRules,
+) -> Result<PurgeReport, StoreError> {
+    let chunk = rules.chunk_rows();
+    let full = |n: u64| n >= chunk as u64;
+    let mut report = PurgeReport::default();
+    for sweep in rules.sweeps() {
+        loop {
+            let n = steps.sweep_chunk(&sweep, chunk).await?;
+            report.add(sweep.counted_as, n);
+            if !full(n) {
+                break;
+            }
+        }
+    }
+    let Some(cutoff) = rules.otps_before else {
+        return Ok(report);
+    };
+    for account in steps.due_accounts(cutoff).await? {
+        while let Some(n) = steps.purge_chunk(account, cutoff, rules.now, chunk).await? {
+            report.otps += n;
+            if !full(n) {
+                break;
+            }
+        }
+    }
+    Ok(report)
 }
 
 /// One of an account's oldest OTPs, as the purge judges it.
@@ -141,6 +264,9 @@ pub(crate) fn live_sql(cutoff: &str, now: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
     use super::*;
 
     fn c(seq: i64, purgeable: bool) -> Candidate {
@@ -172,6 +298,175 @@ mod tests {
             PurgeRun::default()
         );
         assert_eq!(purgeable_run(&[]), PurgeRun::default());
+    }
+
+    /// A store of row counts: each sweep has rows left per table, and each
+    /// account scripted answers to its chunks.
+    struct Fake {
+        rows: Mutex<HashMap<&'static str, u64>>,
+        due: Vec<AccountId>,
+        chunks: Mutex<HashMap<AccountId, Vec<Option<u64>>>>,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Fake {
+        fn new(rows: &[(&'static str, u64)], chunks: &[(AccountId, &[Option<u64>])]) -> Fake {
+            Fake {
+                rows: Mutex::new(rows.iter().copied().collect()),
+                due: chunks.iter().map(|(a, _)| *a).collect(),
+                chunks: Mutex::new(chunks.iter().map(|(a, c)| (*a, c.to_vec())).collect()),
+                calls: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl PurgeSteps for Fake {
+        async fn sweep_chunk(&self, sweep: &Sweep, chunk: i64) -> Result<u64, StoreError> {
+            let mut rows = self.rows.lock().unwrap();
+            let left = rows.entry(sweep.table).or_default();
+            let n = (*left).min(chunk as u64);
+            *left -= n;
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("{} {n}", sweep.table));
+            Ok(n)
+        }
+
+        async fn due_accounts(&self, _cutoff: Micros) -> Result<Vec<AccountId>, StoreError> {
+            Ok(self.due.clone())
+        }
+
+        async fn purge_chunk(
+            &self,
+            account: AccountId,
+            _cutoff: Micros,
+            _now: Micros,
+            _chunk: i64,
+        ) -> Result<Option<u64>, StoreError> {
+            let mut chunks = self.chunks.lock().unwrap();
+            let script = chunks.get_mut(&account).unwrap();
+            let answer = if script.is_empty() {
+                Some(0)
+            } else {
+                script.remove(0)
+            };
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("account {account} {answer:?}"));
+            Ok(answer)
+        }
+    }
+
+    fn rules(chunk: usize, otps_before: Option<Micros>) -> RetentionRules {
+        RetentionRules {
+            now: 1_000,
+            otps_before,
+            idempotency_before: 500,
+            login_windows_ended: 400,
+            chunk,
+        }
+    }
+
+    #[tokio::test]
+    async fn each_table_goes_chunk_by_chunk_until_a_chunk_comes_back_short() {
+        let fake = Fake::new(
+            &[
+                ("idempotency", 5),
+                ("login_attempts", 4),
+                ("login_throttle", 1),
+            ],
+            &[],
+        );
+        let report = purge(&fake, rules(2, None)).await.unwrap();
+        assert_eq!(
+            report,
+            PurgeReport {
+                otps: 0,
+                idempotency: 5,
+                login_counters: 5
+            }
+        );
+        assert_eq!(
+            fake.calls(),
+            [
+                "idempotency 2",
+                "idempotency 2",
+                "idempotency 1",
+                "login_attempts 2",
+                "login_attempts 2",
+                "login_attempts 0",
+                "login_throttle 1"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chunk_of_zero_rows_is_taken_as_one() {
+        let fake = Fake::new(&[("idempotency", 2)], &[]);
+        purge(&fake, rules(0, None)).await.unwrap();
+        assert_eq!(
+            fake.calls()[..3],
+            ["idempotency 1", "idempotency 1", "idempotency 0"]
+        );
+    }
+
+    #[tokio::test]
+    async fn without_an_otp_cutoff_no_account_is_looked_at() {
+        let fake = Fake::new(&[], &[(7, &[Some(2)])]);
+        let report = purge(&fake, rules(2, None)).await.unwrap();
+        assert!(report.is_empty());
+        assert!(!fake.calls().iter().any(|c| c.starts_with("account")));
+    }
+
+    #[tokio::test]
+    async fn an_account_goes_on_while_its_chunks_are_full_and_one_held_elsewhere_is_left() {
+        let fake = Fake::new(
+            &[],
+            &[
+                (7, &[Some(2), Some(2), Some(1), Some(2)]),
+                (8, &[None, Some(2)]),
+            ],
+        );
+        let report = purge(&fake, rules(2, Some(900))).await.unwrap();
+        assert_eq!(report.otps, 5);
+        let accounts: Vec<String> = fake
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("account"))
+            .collect();
+        assert_eq!(
+            accounts,
+            [
+                "account 7 Some(2)",
+                "account 7 Some(2)",
+                "account 7 Some(1)",
+                "account 8 None"
+            ]
+        );
+    }
+
+    #[test]
+    fn idempotency_records_go_strictly_before_their_bound_and_login_windows_at_it() {
+        let filters: Vec<(&str, String, Micros)> = rules(10, None)
+            .sweeps()
+            .iter()
+            .map(|s| (s.table, s.filter("?1"), s.bound))
+            .collect();
+        assert_eq!(
+            filters,
+            [
+                ("idempotency", "created_at < ?1".to_owned(), 500),
+                ("login_attempts", "window_start <= ?1".to_owned(), 400),
+                ("login_throttle", "window_start <= ?1".to_owned(), 400),
+            ]
+        );
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! counts of login attempts per email, per client address and over the whole
 //! gateway.
 //!
-//! Implemented for both backends in `sqlite/users.rs` and `postgres/users.rs`.
+//! Implemented for both backends in `sqlite/users.rs` and `postgres/users.rs`,
+//! which only run SQL: which counters an attempt bumps
+//! (`LoginPolicy::counters`), whether it may go on (`LoginGate::decide`)
+//! and how many sessions a login keeps (`sessions_kept`) are decided here.
 //! The store never sees a password: it keeps the hash the service computed
 //! (an Argon2id PHC string) and the email as the service normalised it (trimmed,
 //! lower case), so a unique column makes emails unique case-insensitively.
@@ -139,6 +142,51 @@ impl LoginGate {
     }
 }
 
+/// One counter a login attempt bumps: the statement that counts it
+/// ([`COUNT_ATTEMPT_SQL`] or [`COUNT_THROTTLE_SQL`]) and its key there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Counter {
+    pub sql: &'static str,
+    pub key: String,
+    pub scope: LoginScope,
+}
+
+impl LoginPolicy {
+    /// Counter windows that started at or before this have ended.
+    pub(crate) fn window_ended(&self) -> Micros {
+        self.now - self.window
+    }
+
+    /// The counters an attempt for `email` from `address` bumps, in the order
+    /// they are counted: the email's always, the address's when it is known
+    /// and limited, the gateway's when it is limited.
+    pub(crate) fn counters(&self, email: &str, address: Option<&str>) -> Vec<Counter> {
+        let mut counters = vec![Counter {
+            sql: COUNT_ATTEMPT_SQL,
+            key: email.to_owned(),
+            scope: LoginScope::Email,
+        }];
+        if let Some(address) = address.filter(|_| self.max_per_address > 0) {
+            counters.push(Counter {
+                sql: COUNT_THROTTLE_SQL,
+                key: format!("a:{address}"),
+                scope: LoginScope::Address,
+            });
+        }
+        if self.max_global > 0 {
+            counters.push(Counter {
+                sql: COUNT_THROTTLE_SQL,
+                key: GLOBAL_THROTTLE_KEY.to_owned(),
+                scope: LoginScope::Global,
+            });
+        }
+        counters
+    }
+}
+
+/// The tables of login counters; a counter whose window ended is forgotten.
+pub(crate) const LOGIN_COUNTER_TABLES: [&str; 2] = ["login_attempts", "login_throttle"];
+
 /// Counts an attempt for an email, opening a new window when the last one has
 /// ended; both backends run this one statement (bound as `email`, `now`,
 /// `now - window`) and read back `attempts, window_start`.
@@ -155,13 +203,9 @@ pub(crate) const COUNT_THROTTLE_SQL: &str = "INSERT INTO login_throttle (key, at
      window_start = CASE WHEN login_throttle.window_start <= $3 THEN $2 ELSE login_throttle.window_start END \
      RETURNING attempts, window_start";
 
-/// The `login_throttle` key of the whole gateway.
-pub(crate) const GLOBAL_THROTTLE_KEY: &str = "g";
-
-/// The `login_throttle` key of a client address (as the service wrote it).
-pub(crate) fn address_throttle_key(address: &str) -> String {
-    format!("a:{address}")
-}
+/// The `login_throttle` key of the whole gateway (a client address's is
+/// `a:<address>`, as the service wrote the address).
+const GLOBAL_THROTTLE_KEY: &str = "g";
 
 /// One login of a user: the refresh token it issued, and the access tokens
 /// refreshed from it, carry its id.
@@ -178,8 +222,14 @@ pub struct Session {
     pub client: Option<String>,
 }
 
-/// Revokes a user's active sessions but the newest `$3`; both backends bind
-/// `user_id`, `now`, `max_active`.
+/// How many of a user's active sessions a new login keeps, itself included
+/// (`max_active` of [`UserStore::create_session`]); `None`: all of them.
+pub(crate) fn sessions_kept(max_active: u32) -> Option<i64> {
+    (max_active > 0).then_some(i64::from(max_active))
+}
+
+/// Revokes a user's active sessions but the newest `$3` ([`sessions_kept`]);
+/// both backends bind `user_id`, `now`, that number.
 pub(crate) const REVOKE_OLDEST_SQL: &str = "UPDATE refresh_tokens SET revoked_at = $2 \
      WHERE user_id = $1 AND revoked_at IS NULL AND id NOT IN (\
      SELECT id FROM refresh_tokens WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
@@ -347,6 +397,47 @@ mod tests {
             attempts,
             window_start,
         }
+    }
+
+    fn scopes(counters: &[Counter]) -> Vec<(LoginScope, &str)> {
+        counters.iter().map(|c| (c.scope, c.key.as_str())).collect()
+    }
+
+    #[test]
+    fn an_attempt_counts_for_its_email_and_for_the_address_and_gateway_only_when_limited() {
+        let policy = policy();
+        assert_eq!(
+            scopes(&policy.counters("a@b.np", Some("10.0.0.1"))),
+            [
+                (LoginScope::Email, "a@b.np"),
+                (LoginScope::Address, "a:10.0.0.1")
+            ]
+        );
+        assert_eq!(
+            scopes(&policy.counters("a@b.np", None)),
+            [(LoginScope::Email, "a@b.np")]
+        );
+        let gateway_only = LoginPolicy {
+            max_per_address: 0,
+            max_global: 5,
+            ..policy
+        };
+        let counters = gateway_only.counters("a@b.np", Some("10.0.0.1"));
+        assert_eq!(
+            scopes(&counters),
+            [(LoginScope::Email, "a@b.np"), (LoginScope::Global, "g")]
+        );
+        assert_eq!(
+            counters.iter().map(|c| c.sql).collect::<Vec<_>>(),
+            [COUNT_ATTEMPT_SQL, COUNT_THROTTLE_SQL]
+        );
+        assert_eq!(policy.window_ended(), 10_000_000 - 60_000_000);
+    }
+
+    #[test]
+    fn a_login_keeps_the_newest_sessions_up_to_the_limit_and_zero_keeps_all() {
+        assert_eq!(sessions_kept(0), None);
+        assert_eq!(sessions_kept(3), Some(3));
     }
 
     #[test]

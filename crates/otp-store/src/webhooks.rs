@@ -25,7 +25,11 @@
 //! The signing secret is kept sealed by the store's
 //! [`CodeVault`](otp_domain::vault::CodeVault), like a code.
 //!
-//! Implemented for both backends in `sqlite/webhooks.rs` and `postgres/webhooks.rs`.
+//! Implemented for both backends in `sqlite/webhooks.rs` and `postgres/webhooks.rs`,
+//! which only run SQL: where an attempt leaves its delivery
+//! (`AttemptResult::settlement`), when a delivery is next tried, how a
+//! webhook's settings change (`set_webhook_sql`) and which codes a sweep
+//! reports expired (`sweep_expired_sql`) are written here once.
 
 use otp_domain::vault::{Binding, CodeVault, SealedCode};
 
@@ -79,6 +83,12 @@ impl WebhookEvent {
 
     pub fn parse(s: &str) -> Option<Self> {
         WebhookEvent::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+
+    /// The event of a stored delivery (only this binary's names are written;
+    /// an unknown one reads as `sent`).
+    pub(crate) fn stored(s: &str) -> Self {
+        WebhookEvent::parse(s).unwrap_or(WebhookEvent::Sent)
     }
 
     /// The event of a receipt that moved an OTP to `status`.
@@ -243,6 +253,34 @@ impl std::fmt::Debug for SetWebhook {
     }
 }
 
+/// The columns of a webhook row, in the order the row readers expect.
+pub(crate) const WEBHOOK_COLUMNS: &str = "account_id, url, secret_salt, secret_cipher, \
+     secret_key_id, created_at, updated_at, low_balance_sms_credits, low_balance_phone_credits";
+
+/// Creates or changes an account's webhook as [`SetWebhook`] says, and
+/// returns its row; no row when the account does not exist. Both backends
+/// bind `account_id`, `url`, the new secret's `salt`, `cipher`, `key_id`,
+/// `now`, `rotate`, then for SMS and phone thresholds each whether it is
+/// given and its value (SQLite reads `$n` as `?n`).
+pub(crate) fn set_webhook_sql() -> String {
+    format!(
+        "INSERT INTO webhooks (account_id, url, secret_salt, secret_cipher, \
+         secret_key_id, expired_swept_until, created_at, updated_at, \
+         low_balance_sms_credits, low_balance_phone_credits) \
+         SELECT id, $2, $3, $4, $5, $6, $6, $6, $9, $11 FROM accounts WHERE id = $1 \
+         ON CONFLICT (account_id) DO UPDATE SET url = excluded.url, \
+         updated_at = excluded.updated_at, \
+         low_balance_sms_credits = CASE WHEN $8 THEN excluded.low_balance_sms_credits \
+             ELSE webhooks.low_balance_sms_credits END, \
+         low_balance_phone_credits = CASE WHEN $10 THEN excluded.low_balance_phone_credits \
+             ELSE webhooks.low_balance_phone_credits END, \
+         secret_salt = CASE WHEN $7 THEN excluded.secret_salt ELSE webhooks.secret_salt END, \
+         secret_cipher = CASE WHEN $7 THEN excluded.secret_cipher ELSE webhooks.secret_cipher END, \
+         secret_key_id = CASE WHEN $7 THEN excluded.secret_key_id ELSE webhooks.secret_key_id END \
+         RETURNING {WEBHOOK_COLUMNS}"
+    )
+}
+
 /// A request to claim due deliveries.
 #[derive(Debug, Clone)]
 pub struct DeliveryClaim {
@@ -351,6 +389,35 @@ pub struct AttemptResult {
     pub outcome: AttemptOutcome,
 }
 
+/// Where one attempt leaves its delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Settlement {
+    pub state: DeliveryState,
+    /// The next attempt's time; for a finished delivery, when it finished.
+    pub next_attempt_at: Micros,
+    pub finished_at: Option<Micros>,
+}
+
+impl AttemptResult {
+    /// The one decision both backends write after an attempt: delivered or
+    /// given up when the attempt ended, or pending until the retry's time.
+    pub(crate) fn settlement(&self) -> Settlement {
+        let end = self.at + self.duration_us;
+        let (state, next_attempt_at, finished_at) = match self.outcome {
+            AttemptOutcome::Delivered => (DeliveryState::Delivered, end, Some(end)),
+            AttemptOutcome::Retry { next_attempt_at } => {
+                (DeliveryState::Pending, next_attempt_at, None)
+            }
+            AttemptOutcome::GiveUp => (DeliveryState::Failed, end, Some(end)),
+        };
+        Settlement {
+            state,
+            next_attempt_at,
+            finished_at,
+        }
+    }
+}
+
 /// Where a delivery is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryState {
@@ -381,6 +448,12 @@ impl DeliveryState {
             "cancelled" => DeliveryState::Cancelled,
             _ => DeliveryState::Pending,
         }
+    }
+
+    /// When a delivery in this state is next tried, from its stored
+    /// `next_attempt_at`: only a pending one is.
+    pub(crate) fn next_attempt(self, stored: Micros) -> Option<Micros> {
+        (self == DeliveryState::Pending).then_some(stored)
     }
 }
 
@@ -492,10 +565,33 @@ pub(crate) fn open_secret(
 }
 
 /// The OTP status a list showed right after an event, as stored with the
-/// delivery (SQL, shared by both backends): `expired` for a code still in flight
-/// or delivered when its expiry passed.
-pub(crate) const EXPIRED_STATUS_SQL: &str =
+/// delivery: `expired` for a code still in flight or delivered when its
+/// expiry passed.
+const EXPIRED_STATUS_SQL: &str =
     "CASE WHEN o.status IN ('queued', 'sent', 'delivered') THEN 'expired' ELSE o.status END";
+
+/// Records the `expired` events of a sweep (SQL, both backends): for each
+/// webhook `webhooks` selects (a condition on `w`), the codes of its account
+/// that expired unverified after where its last sweep stopped (or after
+/// `$4`, [`ExpirySweep::not_before`], when later) and up to `$2`
+/// ([`ExpirySweep::expired_until`]), due at `$1` ([`ExpirySweep::now`]).
+/// The sending-time bound (`$3`, [`ExpirySweep::longest_expiry`]) lets the
+/// `(account_id, created_at)` index find the rows. `greatest` is the
+/// backend's two-argument maximum; SQLite reads `$n` as `?n`.
+pub(crate) fn sweep_expired_sql(greatest: &str, webhooks: &str) -> String {
+    format!(
+        "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, \
+         occurred_at, state, next_attempt_at, created_at) \
+         SELECT o.account_id, o.id, 'expired', {EXPIRED_STATUS_SQL}, o.expires_at, \
+         'pending', $1, $1 \
+         FROM webhooks w JOIN otps o ON o.account_id = w.account_id \
+         WHERE {webhooks} \
+         AND o.created_at > {greatest}(w.expired_swept_until, $4) - $3 AND o.created_at <= $2 \
+         AND o.expires_at > {greatest}(w.expired_swept_until, $4) AND o.expires_at <= $2 \
+         AND o.verified_at IS NULL \
+         ON CONFLICT (otp_id, event) DO NOTHING"
+    )
+}
 
 #[cfg(test)]
 mod tests {
@@ -544,6 +640,65 @@ mod tests {
             Some(WebhookEvent::Delivered)
         );
         assert_eq!(WebhookEvent::for_receipt(OtpStatus::Sent), None);
+    }
+
+    fn attempt(outcome: AttemptOutcome) -> AttemptResult {
+        AttemptResult {
+            delivery_id: 1,
+            attempt: 2,
+            at: 1_000,
+            duration_us: 250,
+            status_code: None,
+            error: None,
+            outcome,
+        }
+    }
+
+    #[test]
+    fn an_attempt_finishes_its_delivery_when_it_ends_or_leaves_it_pending_until_the_retry() {
+        let finished = |state| Settlement {
+            state,
+            next_attempt_at: 1_250,
+            finished_at: Some(1_250),
+        };
+        assert_eq!(
+            attempt(AttemptOutcome::Delivered).settlement(),
+            finished(DeliveryState::Delivered)
+        );
+        assert_eq!(
+            attempt(AttemptOutcome::GiveUp).settlement(),
+            finished(DeliveryState::Failed)
+        );
+        assert_eq!(
+            attempt(AttemptOutcome::Retry {
+                next_attempt_at: 9_000
+            })
+            .settlement(),
+            Settlement {
+                state: DeliveryState::Pending,
+                next_attempt_at: 9_000,
+                finished_at: None
+            }
+        );
+    }
+
+    #[test]
+    fn only_a_pending_delivery_has_a_next_attempt() {
+        assert_eq!(DeliveryState::Pending.next_attempt(5), Some(5));
+        for state in [
+            DeliveryState::Delivered,
+            DeliveryState::Failed,
+            DeliveryState::Cancelled,
+        ] {
+            assert_eq!(state.next_attempt(5), None);
+            assert_eq!(DeliveryState::parse(state.as_str()), state);
+        }
+    }
+
+    #[test]
+    fn a_stored_event_of_an_unknown_name_reads_as_sent() {
+        assert_eq!(WebhookEvent::stored("verified"), WebhookEvent::Verified);
+        assert_eq!(WebhookEvent::stored("retry"), WebhookEvent::Sent);
     }
 
     #[test]

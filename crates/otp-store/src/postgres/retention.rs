@@ -4,8 +4,8 @@
 
 use super::{PgStore, pg_err};
 use crate::retention::{
-    Candidate, PurgeReport, RetentionRules, RetentionStore, due_accounts_sql, live_sql,
-    purgeable_run,
+    Candidate, PurgeReport, PurgeSteps, RetentionRules, RetentionStore, Sweep, due_accounts_sql,
+    live_sql, purge, purgeable_run,
 };
 use crate::{AccountId, Micros, StoreError};
 
@@ -16,38 +16,28 @@ const PURGE_LOCK_CLASS: i32 = 0x6f74_7072;
 #[async_trait::async_trait]
 impl RetentionStore for PgStore {
     async fn purge_expired_rows(&self, rules: RetentionRules) -> Result<PurgeReport, StoreError> {
-        let chunk = rules.chunk.max(1) as i64;
-        let mut report = PurgeReport {
-            idempotency: self
-                .delete_in_chunks(
-                    "idempotency",
-                    "created_at < $1",
-                    rules.idempotency_before,
-                    chunk,
-                )
-                .await?,
-            login_counters: self
-                .delete_in_chunks(
-                    "login_attempts",
-                    "window_start <= $1",
-                    rules.login_windows_ended,
-                    chunk,
-                )
-                .await?
-                + self
-                    .delete_in_chunks(
-                        "login_throttle",
-                        "window_start <= $1",
-                        rules.login_windows_ended,
-                        chunk,
-                    )
-                    .await?,
-            otps: 0,
-        };
-        let Some(cutoff) = rules.otps_before else {
-            return Ok(report);
-        };
-        let due: Vec<AccountId> = self
+        purge(self, rules).await
+    }
+}
+
+#[async_trait::async_trait]
+impl PurgeSteps for PgStore {
+    async fn sweep_chunk(&self, sweep: &Sweep, chunk: i64) -> Result<u64, StoreError> {
+        let sql = format!(
+            "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} \
+             WHERE {filter} LIMIT $2 FOR UPDATE SKIP LOCKED))",
+            table = sweep.table,
+            filter = sweep.filter("$1"),
+        );
+        self.client()
+            .await?
+            .execute(&sql, &[&sweep.bound, &chunk])
+            .await
+            .map_err(pg_err)
+    }
+
+    async fn due_accounts(&self, cutoff: Micros) -> Result<Vec<AccountId>, StoreError> {
+        Ok(self
             .client()
             .await?
             .query(&due_accounts_sql("$1"), &[&cutoff])
@@ -55,48 +45,7 @@ impl RetentionStore for PgStore {
             .map_err(pg_err)?
             .iter()
             .map(|r| r.get(0))
-            .collect();
-        for account in due {
-            loop {
-                match self.purge_chunk(account, cutoff, rules.now, chunk).await? {
-                    // Another node holds this account's chunk: it goes on with it.
-                    None => break,
-                    Some(n) => {
-                        report.otps += n;
-                        if (n as i64) < chunk {
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(report)
-    }
-}
-
-impl PgStore {
-    /// Deletes the rows of `table` matching `filter` (on $1 = `bound`), a chunk
-    /// per transaction, skipping rows another node is deleting.
-    async fn delete_in_chunks(
-        &self,
-        table: &'static str,
-        filter: &'static str,
-        bound: Micros,
-        chunk: i64,
-    ) -> Result<u64, StoreError> {
-        let c = self.client().await?;
-        let sql = format!(
-            "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} \
-             WHERE {filter} LIMIT $2 FOR UPDATE SKIP LOCKED))"
-        );
-        let mut total = 0;
-        loop {
-            let n = c.execute(&sql, &[&bound, &chunk]).await.map_err(pg_err)?;
-            total += n;
-            if (n as i64) < chunk {
-                return Ok(total);
-            }
-        }
+            .collect())
     }
 
     /// One chunk of one account (see `sqlite/retention.rs` for the same steps):

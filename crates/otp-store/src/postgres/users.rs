@@ -6,12 +6,12 @@ use tokio_postgres::Row;
 
 use super::{KEY_COLUMNS, PgStore, key_from_row, pg_err};
 use crate::users::{
-    COUNT_ATTEMPT_SQL, COUNT_THROTTLE_SQL, GLOBAL_THROTTLE_KEY, LoginCount, REVOKE_OLDEST_SQL,
-    SESSION_COLUMNS, USER_COLUMNS, UserStore, address_throttle_key, open_key, seal_key,
+    LOGIN_COUNTER_TABLES, LoginCount, REVOKE_OLDEST_SQL, SESSION_COLUMNS, USER_COLUMNS, UserStore,
+    open_key, seal_key, sessions_kept,
 };
 use crate::{
-    AccountId, ApiKeyRecord, LoginGate, LoginPolicy, LoginScope, Micros, NewApiKey, NewUser,
-    Session, StoreError, User, UserKey, now_micros,
+    AccountId, ApiKeyRecord, LoginGate, LoginPolicy, Micros, NewApiKey, NewUser, Session,
+    StoreError, User, UserKey, now_micros,
 };
 
 fn user_from_row(r: &Row) -> User {
@@ -152,43 +152,30 @@ impl UserStore for PgStore {
         policy: LoginPolicy,
     ) -> Result<LoginGate, StoreError> {
         let c = self.client().await?;
-        let window_ended = policy.now - policy.window;
         // Windows that ended are forgotten, so the tables hold only emails and
         // addresses tried recently.
-        for table in ["login_attempts", "login_throttle"] {
+        for table in LOGIN_COUNTER_TABLES {
             c.execute(
                 &format!("DELETE FROM {table} WHERE window_start <= $1"),
-                &[&window_ended],
+                &[&policy.window_ended()],
             )
             .await
             .map_err(pg_err)?;
         }
-        let mut keys = vec![(COUNT_ATTEMPT_SQL, email.to_owned(), LoginScope::Email)];
-        if let Some(address) = address.filter(|_| policy.max_per_address > 0) {
-            keys.push((
-                COUNT_THROTTLE_SQL,
-                address_throttle_key(address),
-                LoginScope::Address,
-            ));
-        }
-        if policy.max_global > 0 {
-            keys.push((
-                COUNT_THROTTLE_SQL,
-                GLOBAL_THROTTLE_KEY.to_owned(),
-                LoginScope::Global,
-            ));
-        }
         // One statement per counter, each on its own: concurrent attempts on
         // any node are counted exactly, and the gateway's row is locked only
         // for its own statement.
-        let mut counts = Vec::with_capacity(keys.len());
-        for (sql, key, scope) in keys {
+        let mut counts = Vec::new();
+        for counter in policy.counters(email, address) {
             let row = c
-                .query_one(sql, &[&key, &policy.now, &window_ended])
+                .query_one(
+                    counter.sql,
+                    &[&counter.key, &policy.now, &policy.window_ended()],
+                )
                 .await
                 .map_err(pg_err)?;
             counts.push(LoginCount {
-                scope,
+                scope: counter.scope,
                 attempts: row.get(0),
                 window_start: row.get(1),
             });
@@ -231,8 +218,8 @@ impl UserStore for PgStore {
             )
             .await
             .map_err(pg_err)?;
-        if max_active > 0 {
-            c.execute(REVOKE_OLDEST_SQL, &[&user_id, &now, &i64::from(max_active)])
+        if let Some(kept) = sessions_kept(max_active) {
+            c.execute(REVOKE_OLDEST_SQL, &[&user_id, &now, &kept])
                 .await
                 .map_err(pg_err)?;
         }

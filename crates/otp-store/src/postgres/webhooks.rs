@@ -10,9 +10,9 @@ use tokio_postgres::Row;
 
 use super::{PgStore, pg_err};
 use crate::webhooks::{
-    AttemptOutcome, AttemptResult, CLAIM_SQL, ClaimedDelivery, DeliveryClaim, DeliveryQuery,
-    DeliveryState, EXPIRED_STATUS_SQL, EventOtp, ExpirySweep, SetWebhook, Webhook, WebhookAttempt,
-    WebhookDelivery, WebhookEvent, WebhookStore, open_secret, seal_secret,
+    AttemptResult, CLAIM_SQL, ClaimedDelivery, DeliveryClaim, DeliveryQuery, DeliveryState,
+    EventOtp, ExpirySweep, SetWebhook, WEBHOOK_COLUMNS, Webhook, WebhookAttempt, WebhookDelivery,
+    WebhookEvent, WebhookStore, open_secret, seal_secret, set_webhook_sql, sweep_expired_sql,
 };
 use crate::webhooks::{BalanceEvent, Credits};
 use crate::{AccountId, Micros, StoreError};
@@ -107,9 +107,6 @@ pub(super) async fn enqueue_jobs(
 /// The advisory lock webhook claims take turns under ("otpgate-wh" in ASCII).
 const CLAIM_LOCK: i64 = 0x6f74_7067_6174_6577;
 
-const WEBHOOK_COLUMNS: &str = "account_id, url, secret_salt, secret_cipher, secret_key_id, \
-     created_at, updated_at, low_balance_sms_credits, low_balance_phone_credits";
-
 impl PgStore {
     fn opened(&self, r: &Row) -> Webhook {
         let account_id: i64 = r.get(0);
@@ -133,11 +130,11 @@ fn delivery_from_row(r: &Row) -> WebhookDelivery {
     WebhookDelivery {
         id: r.get(0),
         otp_id: r.get(1),
-        event: WebhookEvent::parse(&event).unwrap_or(WebhookEvent::Sent),
+        event: WebhookEvent::stored(&event),
         otp_status: r.get(3),
         occurred_at: r.get(4),
         state,
-        next_attempt_at: (state == DeliveryState::Pending).then_some(next),
+        next_attempt_at: state.next_attempt(next),
         created_at: r.get(7),
         finished_at: r.get(8),
         attempts: Vec::new(),
@@ -163,22 +160,7 @@ impl WebhookStore for PgStore {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                &format!(
-                    "INSERT INTO webhooks (account_id, url, secret_salt, secret_cipher, \
-                     secret_key_id, expired_swept_until, created_at, updated_at, \
-                     low_balance_sms_credits, low_balance_phone_credits) \
-                     SELECT id, $2, $3, $4, $5, $6, $6, $6, $9, $11 FROM accounts WHERE id = $1 \
-                     ON CONFLICT (account_id) DO UPDATE SET url = excluded.url, \
-                     updated_at = excluded.updated_at, \
-                     low_balance_sms_credits = CASE WHEN $8 THEN excluded.low_balance_sms_credits \
-                         ELSE webhooks.low_balance_sms_credits END, \
-                     low_balance_phone_credits = CASE WHEN $10 THEN excluded.low_balance_phone_credits \
-                         ELSE webhooks.low_balance_phone_credits END, \
-                     secret_salt = CASE WHEN $7 THEN excluded.secret_salt ELSE webhooks.secret_salt END, \
-                     secret_cipher = CASE WHEN $7 THEN excluded.secret_cipher ELSE webhooks.secret_cipher END, \
-                     secret_key_id = CASE WHEN $7 THEN excluded.secret_key_id ELSE webhooks.secret_key_id END \
-                     RETURNING {WEBHOOK_COLUMNS}"
-                ),
+                &set_webhook_sql(),
                 &[
                     &set.account_id,
                     &set.url,
@@ -275,7 +257,7 @@ impl WebhookStore for PgStore {
             out.push(ClaimedDelivery {
                 id,
                 account_id,
-                event: WebhookEvent::parse(&event).unwrap_or(WebhookEvent::Sent),
+                event: WebhookEvent::stored(&event),
                 otp_status: r.get(3),
                 occurred_at: r.get(4),
                 attempt: r.get(5),
@@ -327,23 +309,16 @@ impl WebhookStore for PgStore {
         let mut nexts = Vec::with_capacity(results.len());
         let mut finished: Vec<Option<i64>> = Vec::with_capacity(results.len());
         for r in &results {
-            let end = r.at + r.duration_us;
-            let (state, next, fin) = match r.outcome {
-                AttemptOutcome::Delivered => (DeliveryState::Delivered, end, Some(end)),
-                AttemptOutcome::Retry { next_attempt_at } => {
-                    (DeliveryState::Pending, next_attempt_at, None)
-                }
-                AttemptOutcome::GiveUp => (DeliveryState::Failed, end, Some(end)),
-            };
+            let settled = r.settlement();
             ids.push(r.delivery_id);
             attempts.push(r.attempt);
             ats.push(r.at);
             durations.push(r.duration_us);
             codes.push(r.status_code.map(i64::from));
             errors.push(r.error.as_deref());
-            states.push(state.as_str());
-            nexts.push(next);
-            finished.push(fin);
+            states.push(settled.state.as_str());
+            nexts.push(settled.next_attempt_at);
+            finished.push(settled.finished_at);
         }
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
@@ -435,22 +410,9 @@ impl WebhookStore for PgStore {
         if accounts.is_empty() {
             return Ok(0);
         }
-        // The sending-time bound lets the (account_id, created_at) index find the rows.
         let n = tx
             .execute(
-                &format!(
-                    "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, \
-                     occurred_at, state, next_attempt_at, created_at) \
-                     SELECT o.account_id, o.id, 'expired', {EXPIRED_STATUS_SQL}, o.expires_at, \
-                     'pending', $1, $1 \
-                     FROM webhooks w JOIN otps o ON o.account_id = w.account_id \
-                     WHERE w.account_id = ANY($5) \
-                     AND o.created_at > GREATEST(w.expired_swept_until, $4) - $3 \
-                     AND o.created_at <= $2 \
-                     AND o.expires_at > GREATEST(w.expired_swept_until, $4) AND o.expires_at <= $2 \
-                     AND o.verified_at IS NULL \
-                     ON CONFLICT (otp_id, event) DO NOTHING"
-                ),
+                &sweep_expired_sql("GREATEST", "w.account_id = ANY($5)"),
                 &[
                     &sweep.now,
                     &sweep.expired_until,

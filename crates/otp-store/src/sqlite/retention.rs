@@ -10,8 +10,8 @@ use rusqlite::{Connection, OpenFlags, Transaction, params};
 
 use super::{SqliteStore, collect, map_err};
 use crate::retention::{
-    Candidate, PurgeReport, RetentionRules, RetentionStore, due_accounts_sql, live_sql,
-    purgeable_run,
+    Candidate, PurgeReport, PurgeSteps, RetentionRules, RetentionStore, Sweep, due_accounts_sql,
+    live_sql, purge, purgeable_run,
 };
 use crate::{AccountId, Micros, StoreError};
 
@@ -23,85 +23,49 @@ const RUN: &str =
 #[async_trait::async_trait]
 impl RetentionStore for SqliteStore {
     async fn purge_expired_rows(&self, rules: RetentionRules) -> Result<PurgeReport, StoreError> {
-        let chunk = rules.chunk.max(1) as i64;
-        let mut report = PurgeReport {
-            idempotency: self
-                .delete_in_chunks(
-                    "idempotency",
-                    "created_at < ?1",
-                    rules.idempotency_before,
-                    chunk,
-                )
-                .await?,
-            login_counters: self
-                .delete_in_chunks(
-                    "login_attempts",
-                    "window_start <= ?1",
-                    rules.login_windows_ended,
-                    chunk,
-                )
-                .await?
-                + self
-                    .delete_in_chunks(
-                        "login_throttle",
-                        "window_start <= ?1",
-                        rules.login_windows_ended,
-                        chunk,
-                    )
-                    .await?,
-            otps: 0,
-        };
-        let Some(cutoff) = rules.otps_before else {
-            return Ok(report);
-        };
-        let due: Vec<AccountId> = self
-            .read(move |c| {
-                let mut s = c.prepare(&due_accounts_sql("?1")).map_err(map_err)?;
-                collect(s.query_map([cutoff], |r| r.get(0)).map_err(map_err)?)
-            })
-            .await?;
-        for account in due {
-            loop {
-                let n = self
-                    .write(move |tx| purge_chunk(tx, account, cutoff, rules.now, chunk))
-                    .await?;
-                report.otps += n;
-                if (n as i64) < chunk {
-                    break;
-                }
-            }
-        }
-        Ok(report)
+        purge(self, rules).await
     }
 }
 
-impl SqliteStore {
-    /// Deletes the rows of `table` matching `filter` (on ?1 = `bound`), a chunk
-    /// per write; returns how many.
-    async fn delete_in_chunks(
-        &self,
-        table: &'static str,
-        filter: &'static str,
-        bound: Micros,
-        chunk: i64,
-    ) -> Result<u64, StoreError> {
-        let mut total = 0;
-        loop {
-            let n = self
-                .write(move |tx| {
-                    tx.prepare_cached(&format!(
-                        "DELETE FROM {table} WHERE rowid IN \
-                         (SELECT rowid FROM {table} WHERE {filter} LIMIT ?2)"
-                    ))
+#[async_trait::async_trait]
+impl PurgeSteps for SqliteStore {
+    async fn sweep_chunk(&self, sweep: &Sweep, chunk: i64) -> Result<u64, StoreError> {
+        let sql = format!(
+            "DELETE FROM {table} WHERE rowid IN \
+             (SELECT rowid FROM {table} WHERE {filter} LIMIT ?2)",
+            table = sweep.table,
+            filter = sweep.filter("?1"),
+        );
+        let bound = sweep.bound;
+        let n = self
+            .write(move |tx| {
+                tx.prepare_cached(&sql)
                     .and_then(|mut s| s.execute(params![bound, chunk]))
                     .map_err(map_err)
-                })
-                .await?;
-            total += n as u64;
-            if (n as i64) < chunk {
-                return Ok(total);
-            }
-        }
+            })
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn due_accounts(&self, cutoff: Micros) -> Result<Vec<AccountId>, StoreError> {
+        self.read(move |c| {
+            let mut s = c.prepare(&due_accounts_sql("?1")).map_err(map_err)?;
+            collect(s.query_map([cutoff], |r| r.get(0)).map_err(map_err)?)
+        })
+        .await
+    }
+
+    /// Never `None`: the writer runs one chunk at a time.
+    async fn purge_chunk(
+        &self,
+        account: AccountId,
+        cutoff: Micros,
+        now: Micros,
+        chunk: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.write(move |tx| purge_chunk(tx, account, cutoff, now, chunk))
+            .await
+            .map(Some)
     }
 }
 

@@ -5,12 +5,12 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{KEY_COLUMNS, SqliteStore, account_by_id, collect, key_from_row, map_err};
 use crate::users::{
-    COUNT_ATTEMPT_SQL, COUNT_THROTTLE_SQL, GLOBAL_THROTTLE_KEY, LoginCount, REVOKE_OLDEST_SQL,
-    SESSION_COLUMNS, USER_COLUMNS, UserStore, address_throttle_key, open_key, seal_key,
+    Counter, LOGIN_COUNTER_TABLES, LoginCount, REVOKE_OLDEST_SQL, SESSION_COLUMNS, USER_COLUMNS,
+    UserStore, open_key, seal_key, sessions_kept,
 };
 use crate::{
-    AccountId, ApiKeyRecord, LoginGate, LoginPolicy, LoginScope, Micros, NewApiKey, NewUser,
-    Session, StoreError, User, UserKey, now_micros,
+    AccountId, ApiKeyRecord, LoginGate, LoginPolicy, Micros, NewApiKey, NewUser, Session,
+    StoreError, User, UserKey, now_micros,
 };
 
 fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
@@ -44,25 +44,23 @@ fn session_by_id(c: &Connection, id: i64) -> Result<Option<Session>, StoreError>
     .map_err(map_err)
 }
 
-/// Counts one attempt of `scope` under `key` with one of the two counting
-/// statements.
+/// Counts one attempt on one of the policy's counters.
 fn count(
     tx: &Connection,
-    sql: &str,
-    key: &str,
-    scope: LoginScope,
+    counter: &Counter,
     policy: &LoginPolicy,
 ) -> Result<LoginCount, StoreError> {
     let (attempts, window_start) = tx
-        .prepare_cached(&sql.replace('$', "?"))
+        .prepare_cached(&counter.sql.replace('$', "?"))
         .and_then(|mut s| {
-            s.query_row(params![key, policy.now, policy.now - policy.window], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            s.query_row(
+                params![counter.key, policy.now, policy.window_ended()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
         })
         .map_err(map_err)?;
     Ok(LoginCount {
-        scope,
+        scope: counter.scope,
         attempts,
         window_start,
     })
@@ -167,46 +165,21 @@ impl UserStore for SqliteStore {
         address: Option<&str>,
         policy: LoginPolicy,
     ) -> Result<LoginGate, StoreError> {
-        let email = email.to_owned();
-        let address = address
-            .filter(|_| policy.max_per_address > 0)
-            .map(address_throttle_key);
+        let counters = policy.counters(email, address);
         self.write(move |tx| {
-            let window_ended = policy.now - policy.window;
             // Windows that ended are forgotten, so the tables hold only emails
             // and addresses tried recently.
-            for table in ["login_attempts", "login_throttle"] {
+            for table in LOGIN_COUNTER_TABLES {
                 tx.execute(
                     &format!("DELETE FROM {table} WHERE window_start <= ?1"),
-                    [window_ended],
+                    [policy.window_ended()],
                 )
                 .map_err(map_err)?;
             }
-            let mut counts = vec![count(
-                tx,
-                COUNT_ATTEMPT_SQL,
-                &email,
-                LoginScope::Email,
-                &policy,
-            )?];
-            if let Some(key) = &address {
-                counts.push(count(
-                    tx,
-                    COUNT_THROTTLE_SQL,
-                    key,
-                    LoginScope::Address,
-                    &policy,
-                )?);
-            }
-            if policy.max_global > 0 {
-                counts.push(count(
-                    tx,
-                    COUNT_THROTTLE_SQL,
-                    GLOBAL_THROTTLE_KEY,
-                    LoginScope::Global,
-                    &policy,
-                )?);
-            }
+            let counts = counters
+                .iter()
+                .map(|counter| count(tx, counter, &policy))
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(LoginGate::decide(&counts, &policy))
         })
         .await
@@ -245,9 +218,9 @@ impl UserStore for SqliteStore {
             )
             .map_err(map_err)?;
             let id = tx.last_insert_rowid();
-            if max_active > 0 {
+            if let Some(kept) = sessions_kept(max_active) {
                 tx.prepare_cached(&REVOKE_OLDEST_SQL.replace('$', "?"))
-                    .and_then(|mut s| s.execute(params![user_id, now, max_active]))
+                    .and_then(|mut s| s.execute(params![user_id, now, kept]))
                     .map_err(map_err)?;
             }
             session_by_id(tx, id)?

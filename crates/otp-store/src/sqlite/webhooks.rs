@@ -5,11 +5,11 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
-use super::{SqliteStore, account_by_id, collect, map_err};
+use super::{SqliteStore, collect, map_err};
 use crate::webhooks::{
-    AttemptOutcome, AttemptResult, CLAIM_SQL, ClaimedDelivery, DeliveryClaim, DeliveryQuery,
-    DeliveryState, EXPIRED_STATUS_SQL, EventOtp, ExpirySweep, SetWebhook, Webhook, WebhookAttempt,
-    WebhookDelivery, WebhookEvent, WebhookStore, open_secret, seal_secret,
+    AttemptResult, CLAIM_SQL, ClaimedDelivery, DeliveryClaim, DeliveryQuery, DeliveryState,
+    EventOtp, ExpirySweep, SetWebhook, WEBHOOK_COLUMNS, Webhook, WebhookAttempt, WebhookDelivery,
+    WebhookEvent, WebhookStore, open_secret, seal_secret, set_webhook_sql, sweep_expired_sql,
 };
 use crate::webhooks::{BalanceEvent, Credits, LowBalance, LowBalanceThresholds};
 use crate::{AccountId, Micros, StoreError};
@@ -99,9 +99,6 @@ struct SealedWebhook {
     low_balance: (Option<i64>, Option<i64>),
 }
 
-const WEBHOOK_COLUMNS: &str = "account_id, url, secret_salt, secret_cipher, secret_key_id, \
-     created_at, updated_at, low_balance_sms_credits, low_balance_phone_credits";
-
 fn sealed_from_row(r: &Row<'_>) -> rusqlite::Result<SealedWebhook> {
     Ok(SealedWebhook {
         account_id: r.get(0)?,
@@ -166,7 +163,7 @@ fn claimed_from_row(r: &Row<'_>) -> rusqlite::Result<RawClaim> {
         delivery: ClaimedDelivery {
             id: r.get(0)?,
             account_id: r.get(1)?,
-            event: WebhookEvent::parse(&event).unwrap_or(WebhookEvent::Sent),
+            event: WebhookEvent::stored(&event),
             otp_status: r.get(3)?,
             occurred_at: r.get(4)?,
             attempt: r.get(5)?,
@@ -197,11 +194,11 @@ fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<WebhookDelivery> {
     Ok(WebhookDelivery {
         id: r.get(0)?,
         otp_id: r.get(1)?,
-        event: WebhookEvent::parse(&event).unwrap_or(WebhookEvent::Sent),
+        event: WebhookEvent::stored(&event),
         otp_status: r.get(3)?,
         occurred_at: r.get(4)?,
         state,
-        next_attempt_at: (state == DeliveryState::Pending).then_some(next),
+        next_attempt_at: state.next_attempt(next),
         created_at: r.get(7)?,
         finished_at: r.get(8)?,
         attempts: Vec::new(),
@@ -230,40 +227,28 @@ impl WebhookStore for SqliteStore {
         let sealed = seal_secret(&self.vault, set.account_id, &set.new_secret);
         let row = self
             .write(move |tx| {
-                if account_by_id(tx, set.account_id)?.is_none() {
-                    return Err(StoreError::NotFound(format!("account {}", set.account_id)));
-                }
-                tx.prepare_cached(
-                    "INSERT INTO webhooks (account_id, url, secret_salt, secret_cipher, \
-                     secret_key_id, expired_swept_until, created_at, updated_at, \
-                     low_balance_sms_credits, low_balance_phone_credits) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?9, ?11) \
-                     ON CONFLICT (account_id) DO UPDATE SET url = excluded.url, \
-                     updated_at = excluded.updated_at, \
-                     low_balance_sms_credits = CASE WHEN ?8 THEN ?9 ELSE low_balance_sms_credits END, \
-                     low_balance_phone_credits = CASE WHEN ?10 THEN ?11 ELSE low_balance_phone_credits END, \
-                     secret_salt = CASE WHEN ?7 THEN excluded.secret_salt ELSE secret_salt END, \
-                     secret_cipher = CASE WHEN ?7 THEN excluded.secret_cipher ELSE secret_cipher END, \
-                     secret_key_id = CASE WHEN ?7 THEN excluded.secret_key_id ELSE secret_key_id END",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        set.account_id,
-                        set.url,
-                        &sealed.salt[..],
-                        sealed.cipher,
-                        sealed.key_id,
-                        set.now,
-                        set.rotate,
-                        set.low_balance_sms_credits.is_some(),
-                        set.low_balance_sms_credits.flatten(),
-                        set.low_balance_phone_credits.is_some(),
-                        set.low_balance_phone_credits.flatten()
-                    ])
-                })
-                .map_err(map_err)?;
-                webhook_row(tx, set.account_id)?
-                    .ok_or_else(|| StoreError::Internal("a webhook just written is missing".into()))
+                tx.prepare_cached(&set_webhook_sql().replace('$', "?"))
+                    .and_then(|mut s| {
+                        s.query_row(
+                            params![
+                                set.account_id,
+                                set.url,
+                                &sealed.salt[..],
+                                sealed.cipher,
+                                sealed.key_id,
+                                set.now,
+                                set.rotate,
+                                set.low_balance_sms_credits.is_some(),
+                                set.low_balance_sms_credits.flatten(),
+                                set.low_balance_phone_credits.is_some(),
+                                set.low_balance_phone_credits.flatten()
+                            ],
+                            sealed_from_row,
+                        )
+                        .optional()
+                    })
+                    .map_err(map_err)?
+                    .ok_or_else(|| StoreError::NotFound(format!("account {}", set.account_id)))
             })
             .await?;
         Ok(self.opened(row))
@@ -395,21 +380,14 @@ impl WebhookStore for SqliteStore {
                         r.error
                     ])
                     .map_err(map_err)?;
-                let end = r.at + r.duration_us;
-                let (state, next, finished) = match r.outcome {
-                    AttemptOutcome::Delivered => (DeliveryState::Delivered, end, Some(end)),
-                    AttemptOutcome::Retry { next_attempt_at } => {
-                        (DeliveryState::Pending, next_attempt_at, None)
-                    }
-                    AttemptOutcome::GiveUp => (DeliveryState::Failed, end, Some(end)),
-                };
+                let settled = r.settlement();
                 update
                     .execute(params![
                         r.delivery_id,
-                        state.as_str(),
-                        next,
+                        settled.state.as_str(),
+                        settled.next_attempt_at,
                         r.error,
-                        finished
+                        settled.finished_at
                     ])
                     .map_err(map_err)?;
             }
@@ -459,21 +437,10 @@ impl WebhookStore for SqliteStore {
 
     async fn sweep_expired(&self, sweep: ExpirySweep) -> Result<u64, StoreError> {
         self.write(move |tx| {
-            // Per account, from where its last sweep stopped; the sending-time
-            // bound lets the (account_id, created_at) index find the rows.
             let n = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, \
-                     occurred_at, state, next_attempt_at, created_at) \
-                     SELECT o.account_id, o.id, 'expired', {EXPIRED_STATUS_SQL}, o.expires_at, \
-                     'pending', ?1, ?1 \
-                     FROM webhooks w JOIN otps o ON o.account_id = w.account_id \
-                     WHERE w.expired_swept_until < ?2 \
-                     AND o.created_at > MAX(w.expired_swept_until, ?4) - ?3 AND o.created_at <= ?2 \
-                     AND o.expires_at > MAX(w.expired_swept_until, ?4) AND o.expires_at <= ?2 \
-                     AND o.verified_at IS NULL \
-                     ON CONFLICT (otp_id, event) DO NOTHING"
-                ))
+                .prepare_cached(
+                    &sweep_expired_sql("MAX", "w.expired_swept_until < $2").replace('$', "?"),
+                )
                 .and_then(|mut s| {
                     s.execute(params![
                         sweep.now,

@@ -14,9 +14,23 @@
 //!   across and within batches and refuses another body, the per-number,
 //!   per-key and per-account limits and the daily spend cap, a stale resend
 //!   refused, a `low_balance` event once per fall.
+//! - `users`: login attempts are counted per email, per client address and
+//!   over the gateway, each locked until its window ends; a new password ends
+//!   sessions and forgets attempts; a login past the session limit revokes
+//!   the oldest; a user has one key, its copy sealed.
+//! - `webhooks`: a webhook's secret and thresholds as set; removing it
+//!   cancels what is pending; an attempt retries, delivers or gives up a
+//!   delivery; claims keep to the per-account bound; the expiry sweep and a
+//!   balance falling below its threshold each record their event once.
+//! - `retention`: idempotency records and ended login windows go chunk by
+//!   chunk; OTPs past retention go oldest first up to the first that must
+//!   stay, leaving balances and the ledger alone.
 
 mod accounts;
 mod admission;
+mod retention;
+mod users;
+mod webhooks;
 
 use otp_store::{SharedStore, StoreOptions};
 
