@@ -2,10 +2,12 @@
 //! their SQL around.
 //!
 //! The finishing transaction loads the OTP of each result ([`OtpState`];
-//! SQLite: in the writer, PostgreSQL: `FOR UPDATE`), [`finish`] decides what
+//! SQLite: in the writer, PostgreSQL: `FOR NO KEY UPDATE`), [`finish`] decides what
 //! the result changes, and the backend writes that ([`Finish`]). Results of
 //! one batch are decided in order, each on the state the ones before it left,
-//! so a batch that finishes one OTP twice refunds it at most once.
+//! so a batch that finishes one OTP twice refunds it at most once. A result
+//! whose OTP is gone (purged) still finishes its job and records its parts
+//! and event; there is no status to move and nothing to refund.
 //!
 //! The rules:
 //! - `Sent`: the job is done; a queued OTP is now sent (a receipt that
@@ -130,10 +132,9 @@ pub(crate) struct Finish {
     pub refund: Option<Refund>,
 }
 
-/// Decides what `result` changes for an OTP in state `otp`, and the state
-/// it leaves.
-pub(crate) fn finish(otp: &OtpState, result: &JobResult) -> (Finish, OtpState) {
-    let mut next = otp.clone();
+/// Decides what `result` changes for an OTP in state `otp` (`None`: gone),
+/// and the state it leaves.
+pub(crate) fn finish(otp: Option<&OtpState>, result: &JobResult) -> (Finish, Option<OtpState>) {
     let mut f = Finish {
         job_id: result.job_id,
         otp_id: result.otp_id,
@@ -153,7 +154,9 @@ pub(crate) fn finish(otp: &OtpState, result: &JobResult) -> (Finish, OtpState) {
     match &result.outcome {
         JobOutcome::Sent { route, message_ids } => {
             f.job_state = Some("done");
-            f.status = (otp.status == OtpStatus::Queued).then_some(OtpStatus::Sent);
+            f.status = otp
+                .filter(|o| o.status == OtpStatus::Queued)
+                .map(|_| OtpStatus::Sent);
             f.provider_message_id = message_ids.first().cloned();
             f.route = route.clone();
             let parts = message_ids.len() as i64;
@@ -191,17 +194,18 @@ pub(crate) fn finish(otp: &OtpState, result: &JobResult) -> (Finish, OtpState) {
         JobOutcome::Failed { error } => {
             f.job_state = Some("failed");
             f.error = Some(error.clone());
-            f.status = otp.in_flight().then_some(OtpStatus::Failed);
+            f.status = otp.filter(|o| o.in_flight()).map(|_| OtpStatus::Failed);
             f.event = "failed";
             f.detail = error.clone();
-            f.refund = otp.refund("never handed to a carrier".into());
+            f.refund = otp.and_then(|o| o.refund("never handed to a carrier".into()));
         }
     }
     f.webhook = WebhookEvent::for_job(f.event);
-    if let Some(status) = f.status {
-        next.status = status;
-    }
-    next.refunded |= f.refund.is_some();
+    let next = otp.map(|o| OtpState {
+        status: f.status.unwrap_or(o.status),
+        refunded: o.refunded || f.refund.is_some(),
+        ..o.clone()
+    });
     (f, next)
 }
 
@@ -237,7 +241,7 @@ mod tests {
 
     #[test]
     fn a_failure_fails_the_otp_and_refunds_its_credits_once() {
-        let (f, after) = finish(&state(OtpStatus::Queued), &failed());
+        let (f, after) = finish(Some(&state(OtpStatus::Queued)), &failed());
         assert_eq!(f.job_state, Some("failed"));
         assert_eq!(f.status, Some(OtpStatus::Failed));
         assert_eq!(f.webhook, Some(WebhookEvent::Failed));
@@ -247,7 +251,7 @@ mod tests {
             (3, 2, 0),
             "text credits go back as SMS credits"
         );
-        let (again, _) = finish(&after, &failed());
+        let (again, _) = finish(after.as_ref(), &failed());
         assert_eq!(again.refund, None, "the second failure refunds nothing");
         assert_eq!(again.status, None, "a failed OTP is not in flight");
     }
@@ -258,13 +262,13 @@ mod tests {
             channel: Channel::Voice,
             ..state(OtpStatus::Sent)
         };
-        let refund = finish(&voice, &failed()).0.refund.unwrap();
+        let refund = finish(Some(&voice), &failed()).0.refund.unwrap();
         assert_eq!((refund.sms, refund.phone), (0, 2));
     }
 
     #[test]
     fn a_failure_after_a_final_receipt_keeps_the_status() {
-        let (f, _) = finish(&state(OtpStatus::Delivered), &failed());
+        let (f, _) = finish(Some(&state(OtpStatus::Delivered)), &failed());
         assert_eq!((f.status, f.event), (None, "failed"));
     }
 
@@ -274,12 +278,12 @@ mod tests {
             route: Some("smsc".into()),
             message_ids: vec!["0x1F".into(), "20".into()],
         });
-        let (f, after) = finish(&state(OtpStatus::Queued), &sent);
+        let (f, after) = finish(Some(&state(OtpStatus::Queued)), &sent);
         assert_eq!(
             (f.job_state, f.status, f.refund.clone()),
             (Some("done"), Some(OtpStatus::Sent), None)
         );
-        assert_eq!(after.status, OtpStatus::Sent);
+        assert_eq!(after.unwrap().status, OtpStatus::Sent);
         assert_eq!(f.provider_message_id.as_deref(), Some("0x1F"));
         let parts: Vec<(i64, i64, &str)> = f
             .parts
@@ -288,7 +292,7 @@ mod tests {
             .collect();
         assert_eq!(parts, [(1, 2, "smsc"), (2, 2, "smsc")]);
         assert_eq!(f.detail, "2 part(s) accepted by the carrier");
-        let (overtaken, _) = finish(&state(OtpStatus::Delivered), &sent);
+        let (overtaken, _) = finish(Some(&state(OtpStatus::Delivered)), &sent);
         assert_eq!(overtaken.status, None, "a receipt that came first stays");
     }
 
@@ -298,11 +302,18 @@ mod tests {
             next_attempt_at: 9_000,
             error: "throttled".into(),
         });
-        let (f, after) = finish(&state(OtpStatus::Queued), &retry);
+        let (f, after) = finish(Some(&state(OtpStatus::Queued)), &retry);
         assert_eq!(f.next_attempt_at, Some(9_000));
         assert_eq!((f.job_state, f.status), (None, None));
         assert_eq!((f.event, f.detail.as_str()), ("retry", "throttled"));
         assert_eq!((f.webhook, f.refund), (None, None));
-        assert_eq!(after, state(OtpStatus::Queued));
+        assert_eq!(after, Some(state(OtpStatus::Queued)));
+    }
+
+    #[test]
+    fn a_result_for_an_otp_that_is_gone_finishes_the_job_and_moves_nothing() {
+        let (f, after) = finish(None, &failed());
+        assert_eq!((f.job_state, f.event), (Some("failed"), "failed"));
+        assert_eq!((f.status, f.refund, after), (None, None, None));
     }
 }

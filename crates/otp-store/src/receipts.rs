@@ -19,7 +19,7 @@
 //!
 //! Applying a receipt to the id the caller chose is one decision both
 //! backends run their SQL around: the parts its spellings name are loaded
-//! (PostgreSQL: `FOR UPDATE`), [`receipt_part`] picks the one it lands on,
+//! (PostgreSQL: `FOR NO KEY UPDATE`), [`receipt_part`] picks the one it lands on,
 //! the part takes the receipt's final state (`UPDATE ... AND state IS NULL`:
 //! a part takes one final receipt), the OTP is loaded, [`receipt_step`]
 //! decides what the receipt changes, and the backend writes that.
@@ -196,14 +196,15 @@ pub(crate) struct ReceiptStep {
 }
 
 /// Decides what receipt `rc`, taken by `part`, changes for its OTP in state
-/// `otp`, of whose parts `pending` (this one counted with the state it just
-/// took) are not delivered. A failure ends the message; a delivery ends it
-/// with its last part; either moves only an OTP still in flight, and only a
-/// move refunds and calls the webhook. Other receipts are history only.
+/// `otp` (`None`: gone, purged), of whose parts `pending` (this one counted
+/// with the state it just took) are not delivered. A failure ends the
+/// message; a delivery ends it with its last part; either moves only an OTP
+/// still in flight, and only a move refunds and calls the webhook. Other
+/// receipts are history only.
 pub(crate) fn receipt_step(
     rc: &Receipt,
     part: &RecordedPart,
-    otp: &OtpState,
+    otp: Option<&OtpState>,
     pending: i64,
 ) -> ReceiptStep {
     let ends = match rc.status {
@@ -211,15 +212,17 @@ pub(crate) fn receipt_step(
         Some(OtpStatus::Delivered) if part.parts == 1 || pending == 0 => Some(OtpStatus::Delivered),
         _ => None,
     };
-    let status = ends.filter(|_| otp.in_flight());
+    let status = ends.filter(|_| otp.is_some_and(OtpState::in_flight));
     let failed = status.filter(|st| st.is_failure());
     ReceiptStep {
-        otp_id: otp.id,
+        otp_id: part.otp_id,
         status,
         failure: failed.map(|_| format!("carrier reported {}", rc.state)),
         event: status.map_or("receipt", OtpStatus::as_str),
         detail: format!("part {}: {}", part.part, rc.state),
-        refund: failed.and_then(|st| otp.refund(format!("carrier reported {}", st.as_str()))),
+        refund: failed
+            .zip(otp)
+            .and_then(|(st, o)| o.refund(format!("carrier reported {}", st.as_str()))),
         webhook: status.and_then(WebhookEvent::for_receipt),
     }
 }
@@ -284,7 +287,7 @@ mod decision_tests {
     #[test]
     fn a_failure_receipt_fails_an_otp_in_flight_and_refunds_it() {
         let rc = receipt(&["1f"], Some(OtpStatus::Undeliverable), "UNDELIV");
-        let step = receipt_step(&rc, &part("1f", 1, 2, None), &otp(OtpStatus::Sent), 2);
+        let step = receipt_step(&rc, &part("1f", 1, 2, None), Some(&otp(OtpStatus::Sent)), 2);
         assert_eq!(step.status, Some(OtpStatus::Undeliverable));
         assert_eq!(step.event, "undeliverable");
         assert_eq!(step.failure.as_deref(), Some("carrier reported UNDELIV"));
@@ -299,7 +302,7 @@ mod decision_tests {
             ..otp(OtpStatus::Sent)
         };
         assert_eq!(
-            receipt_step(&rc, &part("1f", 1, 1, None), &refunded, 1).refund,
+            receipt_step(&rc, &part("1f", 1, 1, None), Some(&refunded), 1).refund,
             None
         );
     }
@@ -307,10 +310,10 @@ mod decision_tests {
     #[test]
     fn a_delivery_ends_the_message_with_its_last_part_and_never_refunds() {
         let rc = receipt(&["1f"], Some(OtpStatus::Delivered), "DELIVRD");
-        let first = receipt_step(&rc, &part("1f", 1, 2, None), &otp(OtpStatus::Sent), 1);
+        let first = receipt_step(&rc, &part("1f", 1, 2, None), Some(&otp(OtpStatus::Sent)), 1);
         assert_eq!((first.status, first.event), (None, "receipt"));
         assert_eq!(first.detail, "part 1: DELIVRD");
-        let last = receipt_step(&rc, &part("20", 2, 2, None), &otp(OtpStatus::Sent), 0);
+        let last = receipt_step(&rc, &part("20", 2, 2, None), Some(&otp(OtpStatus::Sent)), 0);
         assert_eq!(last.status, Some(OtpStatus::Delivered));
         assert_eq!((last.refund, last.failure), (None, None));
         assert_eq!(last.webhook, Some(WebhookEvent::Delivered));
@@ -320,12 +323,20 @@ mod decision_tests {
     fn a_receipt_for_a_finished_otp_is_history_only() {
         let rc = receipt(&["1f"], Some(OtpStatus::Rejected), "REJECTD");
         for done in [OtpStatus::Verified, OtpStatus::Failed, OtpStatus::Delivered] {
-            let step = receipt_step(&rc, &part("1f", 1, 1, None), &otp(done), 1);
+            let step = receipt_step(&rc, &part("1f", 1, 1, None), Some(&otp(done)), 1);
             assert_eq!((step.status, step.event), (None, "receipt"));
             assert_eq!((step.refund, step.webhook), (None, None));
         }
+        let gone = receipt_step(&rc, &part("1f", 1, 1, None), None, 0);
+        assert_eq!((gone.otp_id, gone.status, gone.event), (7, None, "receipt"));
+        assert_eq!(gone.refund, None);
         let enroute = receipt(&["1f"], None, "ENROUTE");
-        let step = receipt_step(&enroute, &part("1f", 1, 1, None), &otp(OtpStatus::Sent), 1);
+        let step = receipt_step(
+            &enroute,
+            &part("1f", 1, 1, None),
+            Some(&otp(OtpStatus::Sent)),
+            1,
+        );
         assert_eq!((step.status, step.event), (None, "receipt"));
     }
 }

@@ -1,5 +1,6 @@
 //! Finishing delivery jobs and refunds for the postgres backend: the
-//! results' OTPs are locked and read (`FOR UPDATE`, in id order),
+//! results' OTPs are locked and read (`FOR NO KEY UPDATE`, in id order: the
+//! lock an UPDATE takes, so inserts of rows naming the OTP do not wait),
 //! [`jobs::finish`] decides each result on the state the ones before it
 //! left, and the batch is written with a few `UNNEST` statements.
 
@@ -23,7 +24,7 @@ pub(super) async fn finish_all(
     let rows = tx
         .query(
             &format!(
-                "SELECT {OTP_STATE_COLUMNS} FROM otps WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+                "SELECT {OTP_STATE_COLUMNS} FROM otps WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"
             ),
             &[&ids],
         )
@@ -35,35 +36,36 @@ pub(super) async fn finish_all(
         .collect::<Result<HashMap<_, _>, _>>()?;
     let mut plan = Vec::with_capacity(results.len());
     for r in results {
-        let otp = states
-            .get(&r.otp_id)
-            .ok_or_else(|| StoreError::NotFound(format!("otp {}", r.otp_id)))?;
-        let (finish, next) = jobs::finish(otp, r);
-        states.insert(r.otp_id, next);
+        let (finish, next) = jobs::finish(states.get(&r.otp_id), r);
+        if let Some(next) = next {
+            states.insert(r.otp_id, next);
+        }
         plan.push(finish);
     }
     write(tx, &plan).await
 }
 
-/// What finishing a job or applying a receipt reads of an OTP (locked), and
-/// how many of its parts are not delivered yet.
+/// What applying a receipt reads of an OTP (locked; `None`: gone), and how
+/// many of its parts are not delivered yet.
 pub(super) async fn otp_state_and_pending(
     tx: &Transaction<'_>,
     otp_id: i64,
-) -> Result<(OtpState, i64), StoreError> {
-    let row = tx
+) -> Result<Option<(OtpState, i64)>, StoreError> {
+    let Some(row) = tx
         .query_opt(
             &format!(
                 "SELECT {OTP_STATE_COLUMNS}, (SELECT COUNT(*) FROM provider_messages p \
                  WHERE p.otp_id = o.id AND (p.state IS NULL OR p.state <> 'delivered')) \
-                 FROM otps o WHERE o.id = $1 FOR UPDATE"
+                 FROM otps o WHERE o.id = $1 FOR NO KEY UPDATE"
             ),
             &[&otp_id],
         )
         .await
         .map_err(pg_err)?
-        .ok_or_else(|| StoreError::NotFound(format!("otp {otp_id}")))?;
-    Ok((OtpState::from_row(&row)?, row.int(6)?))
+    else {
+        return Ok(None);
+    };
+    Ok(Some((OtpState::from_row(&row)?, row.int(6)?)))
 }
 
 async fn write(tx: &Transaction<'_>, plan: &[Finish]) -> Result<(), StoreError> {

@@ -1,6 +1,6 @@
 //! [`ReceiptStore`] for the postgres backend: one statement looks up a whole
 //! batch of receipts. And receipts applied around [`receipt_part`] and
-//! [`receipt_step`], the parts and then the OTP locked (`FOR UPDATE`).
+//! [`receipt_step`], the parts and then the OTP locked (`FOR NO KEY UPDATE`).
 
 use deadpool_postgres::Transaction;
 use smpp::receipt::ids::IdLookup;
@@ -20,7 +20,7 @@ pub(super) async fn apply(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i
         .query(
             &format!(
                 "SELECT {PART_COLUMNS} FROM provider_messages \
-                 WHERE route = $1 AND message_id = ANY($2) ORDER BY message_id FOR UPDATE"
+                 WHERE route = $1 AND message_id = ANY($2) ORDER BY message_id FOR NO KEY UPDATE"
             ),
             &[&rc.route, &rc.message_ids],
         )
@@ -44,8 +44,13 @@ pub(super) async fn apply(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i
     if took == 0 {
         return Ok(None);
     }
-    let (otp, pending) = otp_state_and_pending(tx, part.otp_id).await?;
-    let step = receipt_step(rc, part, &otp, pending);
+    let loaded = otp_state_and_pending(tx, part.otp_id).await?;
+    let step = receipt_step(
+        rc,
+        part,
+        loaded.as_ref().map(|(otp, _)| otp),
+        loaded.as_ref().map_or(0, |(_, pending)| *pending),
+    );
     if let Some(status) = step.status {
         let delivered_at = (status == OtpStatus::Delivered).then_some(rc.at);
         tx.execute(

@@ -13,17 +13,28 @@ use crate::{JobResult, OtpStatus, StoreError};
 pub(super) fn finish_all(tx: &Transaction<'_>, results: &[JobResult]) -> Result<(), StoreError> {
     for r in results {
         let otp = otp_state(tx, r.otp_id)?;
-        write(tx, &jobs::finish(&otp, r).0)?;
+        write(tx, &jobs::finish(otp.as_ref(), r).0)?;
     }
     Ok(())
 }
 
-/// What finishing a job or applying a receipt reads of an OTP, and how
-/// many of its parts are not delivered yet.
+fn otp_state(tx: &Transaction<'_>, otp_id: i64) -> Result<Option<OtpState>, StoreError> {
+    tx.prepare_cached(&format!(
+        "SELECT {OTP_STATE_COLUMNS} FROM otps WHERE id = ?1"
+    ))
+    .and_then(|mut s| {
+        s.query_row([otp_id], |r| rows::lift(OtpState::from_row(r)))
+            .optional()
+    })
+    .map_err(map_err)
+}
+
+/// What applying a receipt reads of an OTP (`None`: gone), and how many of
+/// its parts are not delivered yet.
 pub(super) fn otp_state_and_pending(
     tx: &Transaction<'_>,
     otp_id: i64,
-) -> Result<(OtpState, i64), StoreError> {
+) -> Result<Option<(OtpState, i64)>, StoreError> {
     tx.prepare_cached(&format!(
         "SELECT {OTP_STATE_COLUMNS}, (SELECT COUNT(*) FROM provider_messages p \
          WHERE p.otp_id = o.id AND (p.state IS NULL OR p.state <> 'delivered')) \
@@ -35,12 +46,7 @@ pub(super) fn otp_state_and_pending(
         })
         .optional()
     })
-    .map_err(map_err)?
-    .ok_or_else(|| StoreError::NotFound(format!("otp {otp_id}")))
-}
-
-fn otp_state(tx: &Transaction<'_>, otp_id: i64) -> Result<OtpState, StoreError> {
-    Ok(otp_state_and_pending(tx, otp_id)?.0)
+    .map_err(map_err)
 }
 
 fn write(tx: &Transaction<'_>, f: &Finish) -> Result<(), StoreError> {

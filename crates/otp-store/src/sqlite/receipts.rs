@@ -51,8 +51,13 @@ pub(super) fn apply(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i64>, S
     if took == 0 {
         return Ok(None);
     }
-    let (otp, pending) = otp_state_and_pending(tx, part.otp_id)?;
-    let step = receipt_step(rc, part, &otp, pending);
+    let loaded = otp_state_and_pending(tx, part.otp_id)?;
+    let step = receipt_step(
+        rc,
+        part,
+        loaded.as_ref().map(|(otp, _)| otp),
+        loaded.as_ref().map_or(0, |(_, pending)| *pending),
+    );
     if let Some(status) = step.status {
         let delivered_at = (status == OtpStatus::Delivered).then_some(rc.at);
         tx.prepare_cached(

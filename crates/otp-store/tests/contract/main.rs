@@ -16,7 +16,8 @@
 //! - `receipts`: a receipt finds its part by every spelling of its id; a
 //!   part takes one final receipt; a receipt for an id not recorded yet is
 //!   held and lands once the part is recorded; a failure refunds once; a
-//!   message of several parts is delivered with its last part.
+//!   message of several parts is delivered with its last part; a part whose
+//!   OTP is gone takes its receipt as history only.
 
 mod accounts;
 mod jobs;

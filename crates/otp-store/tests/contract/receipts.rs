@@ -131,4 +131,20 @@ crate::contract! {
         assert_eq!(labels, ["sent", "receipt", "delivered"]);
         assert_eq!(ids, ["p1", "p2"]);
     }
+
+    async fn a_part_whose_otp_is_gone_still_takes_its_receipt_as_history(store) {
+        let gone = 999_001;
+        let result = otp_store::JobResult {
+            job_id: gone,
+            otp_id: gone,
+            outcome: otp_store::JobOutcome::Sent { route: Some("smsc".into()), message_ids: vec!["g1".into()] },
+            at: otp_store::now_micros(),
+        };
+        store.finish_jobs(vec![result]).await.unwrap();
+        let applied = store.record_receipts(vec![undeliverable(&["g1"])]).await.unwrap();
+        assert_eq!(applied, [Some(gone)]);
+        let (events, ids) = store.otp_history(gone).await.unwrap();
+        let labels: Vec<&str> = events.iter().map(|e| e.status.as_str()).collect();
+        assert_eq!((labels, ids), (vec!["sent", "receipt"], vec!["g1".to_owned()]));
+    }
 }
