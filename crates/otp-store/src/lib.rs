@@ -23,6 +23,13 @@
 //! and the daily spend cap are kept on the locked account and key rows and
 //! decided in the same pass.
 //!
+//! The other store rules have the same shape, load then one pure decision
+//! then write, so each backend only runs SQL around it: finishing a delivery
+//! job and refunding (`jobs`), applying a delivery receipt ([`receipts`]),
+//! verifying a code (`VerifyRow::step`). Both read rows through one mapping
+//! (`rows`), which refuses a stored word it cannot read (a channel, a status)
+//! instead of guessing.
+//!
 //! Times are microseconds since the Unix epoch (UTC) in both backends. Migrations
 //! are embedded and applied on open.
 //!
@@ -48,11 +55,13 @@
 //! each one shows it and the lookups by number need no join.
 
 pub mod admission;
+mod jobs;
 mod migrate;
 mod model;
 pub mod postgres;
 pub mod receipts;
 pub mod retention;
+mod rows;
 pub mod sqlite;
 pub mod users;
 pub mod webhooks;

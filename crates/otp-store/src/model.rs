@@ -845,14 +845,6 @@ pub struct JobResult {
     pub at: Micros,
 }
 
-pub(crate) fn channel_from_str(s: &str) -> Channel {
-    Channel::parse(s).unwrap_or(Channel::Text)
-}
-
-pub(crate) fn option_from_str(s: &str) -> OtpOption {
-    OtpOption::parse(s).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod scope_tests {
     use super::*;

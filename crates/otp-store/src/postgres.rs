@@ -15,12 +15,13 @@
 //! end.
 
 mod accept;
+mod jobs;
 mod receipts;
 mod retention;
+mod rows;
 mod users;
 mod webhooks;
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,10 +32,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::migrate;
-use crate::model::{
-    StoredCode, VerifyRow, VerifyStep, channel_from_str, first_refusal, option_from_str,
-    verify_event,
-};
+use crate::model::{VerifyStep, first_refusal, verify_event};
+use crate::rows::{ACCOUNT_COLUMNS, KEY_COLUMNS, OTP_COLUMNS, VERIFY_COLUMNS};
 use crate::webhooks::WebhookEvent;
 use crate::*;
 use otp_domain::vault::CodeVault;
@@ -50,20 +49,6 @@ pub struct PgStore {
     vault: Arc<CodeVault>,
     limits: LiveLimits,
 }
-
-const OTP_COLUMNS: &str = "o.id, o.account_id, o.account_seq, o.phone_number, o.e164, o.template, \
-     o.message, o.code_salt, o.otp_options, o.channel, o.voice_input, o.length_factor, o.company_name, \
-     o.segments, o.credits_used, o.status, o.status_at, o.error, o.provider_message_id, o.created_at, \
-     o.route, o.error_code, o.delivered_at, o.refunded, o.otp_cipher, o.key_id, o.expires_at, \
-     o.verified_at, o.verify_attempts, o.resend_of";
-
-const VERIFY_COLUMNS: &str =
-    "id, e164, code_salt, otp_hash, expires_at, verify_attempts, verified_at, resend_of";
-
-const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, phone_credits, otp_count, created_at";
-
-const KEY_COLUMNS: &str =
-    "id, key_id, account_id, secret_hash, label, created_at, revoked_at, last_used, scopes";
 
 /// Batcher tasks per node: enough to keep a commit in flight while the next batch
 /// gathers, few enough not to fight over the same account rows.
@@ -304,12 +289,6 @@ fn limits_from_row(r: &Row) -> AccountLimits {
     }
 }
 
-/// Keeps the elements of `v` whose mark in `keep` is true.
-fn keep_marked<T>(v: &mut Vec<T>, keep: &[bool]) {
-    let mut marks = keep.iter();
-    v.retain(|_| *marks.next().expect("one mark per element"));
-}
-
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => pg_err(e),
@@ -336,91 +315,11 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
-/// A row as stored: the record (code not yet revealed) and what is kept of the code.
-fn otp_from_row(r: &Row, at: usize) -> (OtpRecord, StoredCode) {
-    let voice: Option<String> = r.get(at + 10);
-    let status: String = r.get(at + 15);
-    let code = StoredCode {
-        salt: r.get(at + 7),
-        cipher: r.get(at + 24),
-        key_id: r.get(at + 25),
-    };
-    let record = OtpRecord {
-        id: r.get(at),
-        account_id: r.get(at + 1),
-        account_seq: r.get(at + 2),
-        phone_number: r.get(at + 3),
-        e164: r.get(at + 4),
-        template: r.get(at + 5),
-        message: r.get(at + 6),
-        otp: String::new(),
-        otp_option: option_from_str(r.get(at + 8)),
-        channel: channel_from_str(r.get(at + 9)),
-        voice: voice.as_deref().and_then(otp_domain::channel::Voice::parse),
-        length_factor: r.get(at + 11),
-        company_name: r.get(at + 12),
-        segments: r.get::<_, i64>(at + 13) as u32,
-        credits_used: r.get(at + 14),
-        status: OtpStatus::parse(&status).unwrap_or(OtpStatus::Queued),
-        status_at: r.get(at + 16),
-        error: r.get(at + 17),
-        provider_message_id: r.get(at + 18),
-        created_at: r.get(at + 19),
-        route: r.get(at + 20),
-        error_code: r.get(at + 21),
-        delivered_at: r.get(at + 22),
-        refunded: r.get::<_, i64>(at + 23) != 0,
-        expires_at: r.get(at + 26),
-        verified_at: r.get(at + 27),
-        verify_attempts: r.get(at + 28),
-        resend_of: r.get(at + 29),
-    };
-    (record, code)
-}
-
-fn verify_row(r: &Row) -> VerifyRow {
-    VerifyRow {
-        id: r.get(0),
-        e164: r.get(1),
-        salt: r.get(2),
-        hash: r.get(3),
-        expires_at: r.get(4),
-        attempts: r.get(5),
-        verified_at: r.get(6),
-        resend_of: r.get(7),
-    }
-}
-
 /// A row with its code decrypted and its status as shown at `now`.
-fn revealed(vault: &CodeVault, r: &Row, at: usize, now: Micros) -> OtpRecord {
-    let (mut record, code) = otp_from_row(r, at);
+fn revealed(vault: &CodeVault, r: &Row, at: usize, now: Micros) -> Result<OtpRecord, StoreError> {
+    let (mut record, code) = rows::otp(r, at)?;
     record.reveal(vault, &code, now);
-    record
-}
-
-fn account_from_row(r: &Row) -> Account {
-    Account {
-        id: r.get(0),
-        name: r.get(1),
-        sms_credits: r.get(2),
-        phone_credits: r.get(3),
-        otp_count: r.get(4),
-        created_at: r.get(5),
-    }
-}
-
-fn key_from_row(r: &Row) -> ApiKeyRecord {
-    ApiKeyRecord {
-        id: r.get(0),
-        key_id: r.get(1),
-        account_id: r.get(2),
-        secret_hash: r.get(3),
-        label: r.get(4),
-        created_at: r.get(5),
-        revoked_at: r.get(6),
-        last_used: r.get(7),
-        scopes: Scopes::from_stored(r.get(8)),
-    }
+    Ok(record)
 }
 
 type Params = Vec<Box<dyn ToSql + Sync + Send>>;
@@ -476,7 +375,7 @@ impl Store for PgStore {
                 }
                 other => other,
             })?;
-        let account = account_from_row(&row);
+        let account = rows::account(&row)?;
         tx.execute(
             "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, note, created_at) \
              VALUES ($1, 'topup', $2, $3, 'opening balance', $4)",
@@ -497,7 +396,7 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg_err)?;
-        Ok(rows.iter().map(account_from_row).collect())
+        rows.iter().map(rows::account).collect()
     }
 
     async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
@@ -509,7 +408,7 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg_err)?;
-        Ok(row.as_ref().map(account_from_row))
+        row.as_ref().map(rows::account).transpose()
     }
 
     async fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError> {
@@ -521,7 +420,7 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg_err)?;
-        Ok(row.as_ref().map(account_from_row))
+        row.as_ref().map(rows::account).transpose()
     }
 
     async fn add_credits(
@@ -557,7 +456,7 @@ impl Store for PgStore {
         .await
         .map_err(pg_err)?;
         tx.commit().await.map_err(pg_err)?;
-        Ok(account_from_row(&row))
+        rows::account(&row)
     }
 
     async fn account_limits(&self, id: AccountId) -> Result<Option<AccountLimits>, StoreError> {
@@ -638,7 +537,8 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?;
         row.as_ref()
-            .map(key_from_row)
+            .map(rows::key)
+            .transpose()?
             .ok_or_else(|| StoreError::NotFound(format!("account {}", key.account_id)))
     }
 
@@ -651,7 +551,7 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?;
         let row = c.query_opt(&stmt, &[&key_id]).await.map_err(pg_err)?;
-        Ok(row.as_ref().map(key_from_row))
+        row.as_ref().map(rows::key).transpose()
     }
 
     async fn list_keys(&self, account: Option<AccountId>) -> Result<Vec<ApiKeyRecord>, StoreError> {
@@ -665,7 +565,7 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg_err)?;
-        Ok(rows.iter().map(key_from_row).collect())
+        rows.iter().map(rows::key).collect()
     }
 
     async fn revoke_key(&self, key_id: &str) -> Result<bool, StoreError> {
@@ -792,7 +692,7 @@ impl Store for PgStore {
                 let now = now_micros();
                 rows.iter()
                     .map(|r| revealed(&self.vault, r, 0, now))
-                    .collect()
+                    .collect::<Result<_, _>>()?
             },
         })
     }
@@ -806,7 +706,8 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg_err)?;
-        Ok(row.map(|r| revealed(&self.vault, &r, 0, now_micros())))
+        row.map(|r| revealed(&self.vault, &r, 0, now_micros()))
+            .transpose()
     }
 
     async fn resend_head(&self, q: ResendQuery) -> Result<Option<OtpRecord>, StoreError> {
@@ -836,6 +737,7 @@ impl Store for PgStore {
             .map_err(pg_err)?;
         Ok(row
             .map(|r| revealed(&self.vault, &r, 0, now_micros()))
+            .transpose()?
             .filter(OtpRecord::code_is_known))
     }
 
@@ -867,12 +769,14 @@ impl Store for PgStore {
         let now = now_micros();
         let jobs = rows
             .iter()
-            .map(|r| ClaimedJob {
-                job_id: r.get(0),
-                attempts: r.get(1),
-                otp: revealed(&self.vault, r, 2, now),
+            .map(|r| {
+                Ok(ClaimedJob {
+                    job_id: r.get(0),
+                    attempts: r.get(1),
+                    otp: revealed(&self.vault, r, 2, now)?,
+                })
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         let (jobs, unreadable) = readable_jobs(jobs, now);
         if !unreadable.is_empty() {
             self.finish_jobs(unreadable).await?;
@@ -883,155 +787,7 @@ impl Store for PgStore {
     async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
-        // One row per result for the job and OTP updates and the history.
-        let mut jobs: Vec<i64> = Vec::new();
-        let mut otp_ids: Vec<i64> = Vec::new();
-        let mut states: Vec<&str> = Vec::new();
-        let mut kinds: Vec<&str> = Vec::new();
-        let mut errors: Vec<Option<&str>> = Vec::new();
-        let mut providers: Vec<Option<&str>> = Vec::new();
-        let mut routes: Vec<Option<&str>> = Vec::new();
-        let mut nexts: Vec<Option<i64>> = Vec::new();
-        let mut ats: Vec<i64> = Vec::new();
-        let mut details: Vec<Option<String>> = Vec::new();
-        // One row per message part.
-        let (mut pm_routes, mut pm_ids, mut pm_otps, mut pm_parts, mut pm_totals) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut pm_texts, mut pm_hexes, mut pm_decimals) = (Vec::new(), Vec::new(), Vec::new());
-        let mut failed = Vec::new();
-        for r in &results {
-            jobs.push(r.job_id);
-            otp_ids.push(r.otp_id);
-            ats.push(r.at);
-            match &r.outcome {
-                JobOutcome::Sent { route, message_ids } => {
-                    states.push("done");
-                    kinds.push("sent");
-                    errors.push(None);
-                    providers.push(message_ids.first().map(String::as_str));
-                    routes.push(route.as_deref());
-                    nexts.push(None);
-                    details.push(Some(format!(
-                        "{} part(s) accepted by the carrier",
-                        message_ids.len().max(1)
-                    )));
-                    for (part, id) in message_ids.iter().enumerate() {
-                        pm_routes.push(route.clone().unwrap_or_default());
-                        pm_ids.push(id.clone());
-                        pm_otps.push(r.otp_id);
-                        pm_parts.push(part as i64 + 1);
-                        pm_totals.push(message_ids.len() as i64);
-                        let (text, hex, decimal) = crate::receipts::id_columns(id);
-                        pm_texts.push(text);
-                        pm_hexes.push(hex);
-                        pm_decimals.push(decimal);
-                    }
-                }
-                JobOutcome::Retry {
-                    next_attempt_at,
-                    error,
-                } => {
-                    states.push("queued");
-                    kinds.push("retry");
-                    errors.push(Some(error));
-                    providers.push(None);
-                    routes.push(None);
-                    nexts.push(Some(*next_attempt_at));
-                    details.push(Some(error.clone()));
-                }
-                JobOutcome::Failed { error } => {
-                    states.push("failed");
-                    kinds.push("failed");
-                    errors.push(Some(error));
-                    providers.push(None);
-                    routes.push(None);
-                    nexts.push(None);
-                    details.push(Some(error.clone()));
-                    failed.push((r.otp_id, r.at));
-                }
-            }
-        }
-        tx.execute(
-            "UPDATE delivery_jobs j SET state = u.state, last_error = u.err, \
-                 next_attempt_at = COALESCE(u.next, j.next_attempt_at), updated_at = u.at \
-             FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int8[], $5::int8[]) \
-                 AS u(id, state, err, next, at) WHERE j.id = u.id",
-            &[&jobs, &states, &errors, &nexts, &ats],
-        )
-        .await
-        .map_err(pg_err)?;
-        // A receipt may have overtaken a 'sent' record: never move back from it.
-        tx.execute(
-            "UPDATE otps o SET \
-                 status = CASE WHEN u.kind = 'sent' AND o.status = 'queued' THEN 'sent' \
-                               WHEN u.kind = 'failed' AND o.status IN ('queued', 'sent') THEN 'failed' \
-                               ELSE o.status END, \
-                 status_at = CASE WHEN (u.kind = 'sent' AND o.status = 'queued') \
-                                    OR (u.kind = 'failed' AND o.status IN ('queued', 'sent')) \
-                                  THEN u.at ELSE o.status_at END, \
-                 error = u.err, \
-                 provider_message_id = COALESCE(u.provider, o.provider_message_id), \
-                 route = COALESCE(u.route, o.route) \
-             FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[]) \
-                 AS u(id, kind, err, provider, route, at) WHERE o.id = u.id",
-            &[&otp_ids, &kinds, &errors, &providers, &routes, &ats],
-        )
-        .await
-        .map_err(pg_err)?;
-        tx.execute(
-            "INSERT INTO otp_events (otp_id, status, at, route, detail) \
-             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::text[], $5::text[])",
-            &[&otp_ids, &kinds, &ats, &routes, &details],
-        )
-        .await
-        .map_err(pg_err)?;
-        webhooks::enqueue_jobs(&tx, &otp_ids, &kinds, &ats).await?;
-        // One statement may not update a row twice: of an id given twice in
-        // the batch, only the later part is written, which takes the id over
-        // as the later insert does on SQLite.
-        let mut last = HashMap::new();
-        for (i, key) in pm_routes.iter().zip(&pm_ids).enumerate() {
-            last.insert(key, i);
-        }
-        if last.len() < pm_ids.len() {
-            let keep: Vec<bool> = (0..pm_ids.len())
-                .map(|i| last[&(&pm_routes[i], &pm_ids[i])] == i)
-                .collect();
-            keep_marked(&mut pm_routes, &keep);
-            keep_marked(&mut pm_ids, &keep);
-            keep_marked(&mut pm_otps, &keep);
-            keep_marked(&mut pm_parts, &keep);
-            keep_marked(&mut pm_totals, &keep);
-            keep_marked(&mut pm_texts, &keep);
-            keep_marked(&mut pm_hexes, &keep);
-            keep_marked(&mut pm_decimals, &keep);
-        }
-        if !pm_ids.is_empty() {
-            tx.execute(
-                "INSERT INTO provider_messages (route, message_id, otp_id, part, parts, \
-                     id_text, id_hex_decimal, id_decimal_hex) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], \
-                     $6::text[], $7::text[], $8::text[]) \
-                 ON CONFLICT (route, message_id) DO UPDATE SET otp_id = excluded.otp_id, state = NULL, \
-                 part = excluded.part, parts = excluded.parts, id_text = excluded.id_text, \
-                 id_hex_decimal = excluded.id_hex_decimal, id_decimal_hex = excluded.id_decimal_hex",
-                &[
-                    &pm_routes,
-                    &pm_ids,
-                    &pm_otps,
-                    &pm_parts,
-                    &pm_totals,
-                    &pm_texts,
-                    &pm_hexes,
-                    &pm_decimals,
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
-        }
-        for (otp_id, at) in failed {
-            refund_pg(&tx, otp_id, at, "never handed to a carrier").await?;
-        }
+        jobs::finish_all(&tx, &results).await?;
         tx.commit().await.map_err(pg_err)
     }
 
@@ -1043,7 +799,7 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(pg_err)?;
         let mut out = Vec::with_capacity(receipts.len());
         for rc in &receipts {
-            out.push(apply_receipt_pg(&tx, rc).await?);
+            out.push(receipts::apply(&tx, rc).await?);
         }
         tx.commit().await.map_err(pg_err)?;
         Ok(out)
@@ -1146,7 +902,7 @@ impl Store for PgStore {
         let Some(row) = row else {
             return Ok(VerifyOutcome::NotFound);
         };
-        let row = verify_row(&row);
+        let row = rows::verify(&row)?;
         let head = row.head();
         let shared = tx
             .query_opt(
@@ -1156,7 +912,7 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?
             .ok_or_else(|| StoreError::Internal("a resend's first record is missing".into()))?;
-        let shared = verify_row(&shared);
+        let shared = rows::verify(&shared)?;
         let row = if row.id == head {
             shared
         } else {
@@ -1261,136 +1017,6 @@ impl Store for PgStore {
             }
         }
     }
-}
-
-/// Gives an OTP's credits back, once, with a ledger row.
-async fn refund_pg(
-    tx: &deadpool_postgres::Transaction<'_>,
-    otp_id: i64,
-    at: Micros,
-    why: &str,
-) -> Result<(), StoreError> {
-    let row = tx
-        .query_opt(
-            "UPDATE otps SET refunded = 1 WHERE id = $1 AND refunded = 0 \
-             RETURNING account_id, credits_used, channel",
-            &[&otp_id],
-        )
-        .await
-        .map_err(pg_err)?;
-    let Some(row) = row else {
-        return Ok(());
-    };
-    let (account, credits, channel): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
-    let (sms, phone) = match channel_from_str(&channel) {
-        otp_domain::channel::Channel::Text => (credits, 0i64),
-        otp_domain::channel::Channel::Voice => (0i64, credits),
-    };
-    tx.execute(
-        "UPDATE accounts SET sms_credits = sms_credits + $2, phone_credits = phone_credits + $3 WHERE id = $1",
-        &[&account, &sms, &phone],
-    )
-    .await
-    .map_err(pg_err)?;
-    tx.execute(
-        "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, otp_id, note, created_at) \
-         VALUES ($1, 'refund', $2, $3, $4, $5, $6)",
-        &[&account, &sms, &phone, &otp_id, &why, &at],
-    )
-    .await
-    .map_err(pg_err)?;
-    Ok(())
-}
-
-async fn apply_receipt_pg(
-    tx: &deadpool_postgres::Transaction<'_>,
-    rc: &Receipt,
-) -> Result<Option<i64>, StoreError> {
-    let state = rc.status.map(|s| s.as_str());
-    let mut found = None;
-    for id in &rc.message_ids {
-        found = tx
-            .query_opt(
-                "UPDATE provider_messages SET state = $3 WHERE route = $1 AND message_id = $2 \
-                 AND state IS NULL RETURNING otp_id, part, parts",
-                &[&rc.route, id, &state],
-            )
-            .await
-            .map_err(pg_err)?;
-        if found.is_some() {
-            break;
-        }
-    }
-    let Some(found) = found else {
-        return Ok(None);
-    };
-    let (otp_id, part, parts): (i64, i64, i64) = (found.get(0), found.get(1), found.get(2));
-    let new_status = match rc.status {
-        Some(st) if st.is_failure() => Some(st),
-        // A one-part message is delivered with its only part.
-        Some(OtpStatus::Delivered) if parts == 1 => Some(OtpStatus::Delivered),
-        Some(OtpStatus::Delivered) => {
-            let pending: i64 = tx
-                .query_one(
-                    "SELECT COUNT(*) FROM provider_messages \
-                     WHERE otp_id = $1 AND (state IS NULL OR state <> 'delivered')",
-                    &[&otp_id],
-                )
-                .await
-                .map_err(pg_err)?
-                .get(0);
-            (pending == 0).then_some(OtpStatus::Delivered)
-        }
-        _ => None,
-    };
-    let moved = match new_status {
-        Some(st) => {
-            let delivered_at = (st == OtpStatus::Delivered).then_some(rc.at);
-            tx.execute(
-                "UPDATE otps SET status = $2, status_at = $3, delivered_at = COALESCE($4, delivered_at) \
-                 WHERE id = $1 AND status IN ('queued', 'sent')",
-                &[&otp_id, &st.as_str(), &rc.at, &delivered_at],
-            )
-            .await
-            .map_err(pg_err)?
-                > 0
-        }
-        None => false,
-    };
-    let label = match new_status {
-        Some(st) if moved => st.as_str(),
-        _ => "receipt",
-    };
-    let detail = format!("part {part}: {}", rc.state);
-    tx.execute(
-        "INSERT INTO otp_events (otp_id, status, at, route, detail, error_code) VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&otp_id, &label, &rc.at, &rc.route, &detail, &rc.error_code],
-    )
-    .await
-    .map_err(pg_err)?;
-    if let Some(st) = new_status.filter(|s| moved && s.is_failure()) {
-        let why = format!("carrier reported {}", rc.state);
-        tx.execute(
-            "UPDATE otps SET error_code = $2, error = $3 WHERE id = $1",
-            &[&otp_id, &rc.error_code, &why],
-        )
-        .await
-        .map_err(pg_err)?;
-        refund_pg(
-            tx,
-            otp_id,
-            rc.at,
-            &format!("carrier reported {}", st.as_str()),
-        )
-        .await?;
-    }
-    if let Some(hook) = new_status
-        .filter(|_| moved)
-        .and_then(WebhookEvent::for_receipt)
-    {
-        webhooks::enqueue(tx, otp_id, hook, rc.at).await?;
-    }
-    Ok(Some(otp_id))
 }
 
 #[cfg(test)]

@@ -17,12 +17,22 @@
 //! [`UNMATCHED_KEEP_MICROS`], pruned as new ones arrive, so an operator can
 //! see the raw ids of a spelling problem the day it starts.
 //!
+//! Applying a receipt to the id the caller chose is one decision both
+//! backends run their SQL around: the parts its spellings name are loaded
+//! (PostgreSQL: `FOR NO KEY UPDATE`), [`receipt_part`] picks the one it lands on,
+//! the part takes the receipt's final state (`UPDATE ... AND state IS NULL`:
+//! a part takes one final receipt), the OTP is loaded, [`receipt_step`]
+//! decides what the receipt changes, and the backend writes that.
+//!
 //! Implemented for both backends in `sqlite/receipts.rs` and
 //! `postgres/receipts.rs`.
 
 use smpp::receipt::ids::{IdForms, IdLookup};
 
-use crate::{Micros, StoreError};
+use crate::jobs::{OtpState, Refund};
+use crate::rows::Columns;
+use crate::webhooks::WebhookEvent;
+use crate::{Micros, OtpStatus, Receipt, StoreError};
 
 /// Unmatched receipts kept per route.
 pub const UNMATCHED_KEEP_PER_ROUTE: i64 = 300;
@@ -124,4 +134,209 @@ pub trait ReceiptStore {
         limit: u32,
         now: Micros,
     ) -> Result<Vec<UnmatchedReceipt>, StoreError>;
+}
+
+/// The columns of [`RecordedPart`], read `FROM provider_messages`.
+pub(crate) const PART_COLUMNS: &str = "message_id, otp_id, part, parts, state";
+
+/// A message part as `provider_messages` has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecordedPart {
+    pub message_id: String,
+    pub otp_id: i64,
+    pub part: i64,
+    pub parts: i64,
+    /// The final state a receipt gave it (`None`: none yet).
+    pub state: Option<String>,
+}
+
+impl RecordedPart {
+    /// The part of [`PART_COLUMNS`].
+    pub fn from_row(r: &impl Columns) -> Result<RecordedPart, StoreError> {
+        Ok(RecordedPart {
+            message_id: r.text(0)?,
+            otp_id: r.int(1)?,
+            part: r.int(2)?,
+            parts: r.int(3)?,
+            state: r.opt_text(4)?,
+        })
+    }
+}
+
+/// The part a receipt lands on, of the route's parts its spellings name:
+/// the first spelling (most likely first) whose part has no final state.
+/// `None`: no part is recorded under any of them yet (the receipt is held
+/// and may be retried), or each one's part took its final receipt (a repeat,
+/// or a newer submission's not yet recorded id).
+pub(crate) fn receipt_part<'a>(
+    rc: &Receipt,
+    found: &'a [RecordedPart],
+) -> Option<&'a RecordedPart> {
+    rc.message_ids.iter().find_map(|id| {
+        found
+            .iter()
+            .find(|p| &p.message_id == id && p.state.is_none())
+    })
+}
+
+/// What a receipt writes once its part took it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReceiptStep {
+    pub otp_id: i64,
+    /// The OTP's new status (`status_at` becomes the receipt's time;
+    /// `delivered_at` too when delivered); `None`: unchanged.
+    pub status: Option<OtpStatus>,
+    /// A failure's `error` text (with the receipt's error code).
+    pub failure: Option<String>,
+    /// The history event: the new status, or `receipt`, with its detail.
+    pub event: &'static str,
+    pub detail: String,
+    pub refund: Option<Refund>,
+    pub webhook: Option<WebhookEvent>,
+}
+
+/// Decides what receipt `rc`, taken by `part`, changes for its OTP in state
+/// `otp` (`None`: gone, purged), of whose parts `pending` (this one counted
+/// with the state it just took) are not delivered. A failure ends the
+/// message; a delivery ends it with its last part; either moves only an OTP
+/// still in flight, and only a move refunds and calls the webhook. Other
+/// receipts are history only.
+pub(crate) fn receipt_step(
+    rc: &Receipt,
+    part: &RecordedPart,
+    otp: Option<&OtpState>,
+    pending: i64,
+) -> ReceiptStep {
+    let ends = match rc.status {
+        Some(st) if st.is_failure() => Some(st),
+        Some(OtpStatus::Delivered) if part.parts == 1 || pending == 0 => Some(OtpStatus::Delivered),
+        _ => None,
+    };
+    let status = ends.filter(|_| otp.is_some_and(OtpState::in_flight));
+    let failed = status.filter(|st| st.is_failure());
+    ReceiptStep {
+        otp_id: part.otp_id,
+        status,
+        failure: failed.map(|_| format!("carrier reported {}", rc.state)),
+        event: status.map_or("receipt", OtpStatus::as_str),
+        detail: format!("part {}: {}", part.part, rc.state),
+        refund: failed
+            .zip(otp)
+            .and_then(|(st, o)| o.refund(format!("carrier reported {}", st.as_str()))),
+        webhook: status.and_then(WebhookEvent::for_receipt),
+    }
+}
+
+#[cfg(test)]
+mod decision_tests {
+    use otp_domain::channel::Channel;
+
+    use super::*;
+
+    fn receipt(ids: &[&str], status: Option<OtpStatus>, state: &str) -> Receipt {
+        Receipt {
+            route: "smsc".into(),
+            message_ids: ids.iter().map(|s| s.to_string()).collect(),
+            status,
+            state: state.into(),
+            error_code: Some("042".into()),
+            at: 900,
+        }
+    }
+
+    fn part(id: &str, n: i64, of: i64, state: Option<&str>) -> RecordedPart {
+        RecordedPart {
+            message_id: id.into(),
+            otp_id: 7,
+            part: n,
+            parts: of,
+            state: state.map(str::to_owned),
+        }
+    }
+
+    fn otp(status: OtpStatus) -> OtpState {
+        OtpState {
+            id: 7,
+            account_id: 3,
+            status,
+            refunded: false,
+            channel: Channel::Text,
+            credits_used: 1,
+        }
+    }
+
+    #[test]
+    fn a_receipt_lands_on_the_first_spelling_whose_part_has_no_final_state() {
+        let found = [
+            part("1f", 1, 1, Some("delivered")),
+            part("31", 1, 1, None),
+            part("0x1f", 1, 1, None),
+        ];
+        let rc = receipt(&["1f", "0x1f", "31"], Some(OtpStatus::Delivered), "DELIVRD");
+        assert_eq!(receipt_part(&rc, &found).unwrap().message_id, "0x1f");
+        let repeat = receipt(&["1f"], Some(OtpStatus::Delivered), "DELIVRD");
+        assert_eq!(
+            receipt_part(&repeat, &found),
+            None,
+            "a final part takes no more"
+        );
+        let unknown = receipt(&["99"], Some(OtpStatus::Delivered), "DELIVRD");
+        assert_eq!(receipt_part(&unknown, &found), None);
+    }
+
+    #[test]
+    fn a_failure_receipt_fails_an_otp_in_flight_and_refunds_it() {
+        let rc = receipt(&["1f"], Some(OtpStatus::Undeliverable), "UNDELIV");
+        let step = receipt_step(&rc, &part("1f", 1, 2, None), Some(&otp(OtpStatus::Sent)), 2);
+        assert_eq!(step.status, Some(OtpStatus::Undeliverable));
+        assert_eq!(step.event, "undeliverable");
+        assert_eq!(step.failure.as_deref(), Some("carrier reported UNDELIV"));
+        assert_eq!(step.webhook, Some(WebhookEvent::Failed));
+        let refund = step.refund.unwrap();
+        assert_eq!(
+            (refund.sms, refund.note.as_str()),
+            (1, "carrier reported undeliverable")
+        );
+        let refunded = OtpState {
+            refunded: true,
+            ..otp(OtpStatus::Sent)
+        };
+        assert_eq!(
+            receipt_step(&rc, &part("1f", 1, 1, None), Some(&refunded), 1).refund,
+            None
+        );
+    }
+
+    #[test]
+    fn a_delivery_ends_the_message_with_its_last_part_and_never_refunds() {
+        let rc = receipt(&["1f"], Some(OtpStatus::Delivered), "DELIVRD");
+        let first = receipt_step(&rc, &part("1f", 1, 2, None), Some(&otp(OtpStatus::Sent)), 1);
+        assert_eq!((first.status, first.event), (None, "receipt"));
+        assert_eq!(first.detail, "part 1: DELIVRD");
+        let last = receipt_step(&rc, &part("20", 2, 2, None), Some(&otp(OtpStatus::Sent)), 0);
+        assert_eq!(last.status, Some(OtpStatus::Delivered));
+        assert_eq!((last.refund, last.failure), (None, None));
+        assert_eq!(last.webhook, Some(WebhookEvent::Delivered));
+    }
+
+    #[test]
+    fn a_receipt_for_a_finished_otp_is_history_only() {
+        let rc = receipt(&["1f"], Some(OtpStatus::Rejected), "REJECTD");
+        for done in [OtpStatus::Verified, OtpStatus::Failed, OtpStatus::Delivered] {
+            let step = receipt_step(&rc, &part("1f", 1, 1, None), Some(&otp(done)), 1);
+            assert_eq!((step.status, step.event), (None, "receipt"));
+            assert_eq!((step.refund, step.webhook), (None, None));
+        }
+        let gone = receipt_step(&rc, &part("1f", 1, 1, None), None, 0);
+        assert_eq!((gone.otp_id, gone.status, gone.event), (7, None, "receipt"));
+        assert_eq!(gone.refund, None);
+        let enroute = receipt(&["1f"], None, "ENROUTE");
+        let step = receipt_step(
+            &enroute,
+            &part("1f", 1, 1, None),
+            Some(&otp(OtpStatus::Sent)),
+            1,
+        );
+        assert_eq!((step.status, step.event), (None, "receipt"));
+    }
 }

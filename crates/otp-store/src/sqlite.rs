@@ -12,8 +12,10 @@
 //! without end.
 
 mod accept;
+mod jobs;
 mod receipts;
 mod retention;
+mod rows;
 mod users;
 mod webhooks;
 
@@ -28,10 +30,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, param
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::migrate::{self, Migration};
-use crate::model::{
-    StoredCode, VerifyRow, VerifyStep, channel_from_str, first_refusal, option_from_str,
-    verify_event,
-};
+use crate::model::{VerifyStep, first_refusal, verify_event};
+use crate::rows::{ACCOUNT_COLUMNS, KEY_COLUMNS, OTP_COLUMNS, OtpRow, VERIFY_COLUMNS};
 use crate::webhooks::WebhookEvent;
 use crate::*;
 use otp_domain::vault::CodeVault;
@@ -121,20 +121,6 @@ fn monotonic_nanos() -> u64 {
     let nanos = START.get_or_init(Instant::now).elapsed().as_nanos();
     u64::try_from(nanos).unwrap_or(u64::MAX)
 }
-
-const OTP_COLUMNS: &str = "id, account_id, account_seq, phone_number, e164, template, message, \
-     code_salt, otp_options, channel, voice_input, length_factor, company_name, segments, \
-     credits_used, status, status_at, error, provider_message_id, created_at, route, error_code, \
-     delivered_at, refunded, otp_cipher, key_id, expires_at, verified_at, verify_attempts, \
-     resend_of";
-
-const VERIFY_COLUMNS: &str =
-    "id, e164, code_salt, otp_hash, expires_at, verify_attempts, verified_at, resend_of";
-
-const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, phone_credits, otp_count, created_at";
-
-const KEY_COLUMNS: &str =
-    "id, key_id, account_id, secret_hash, label, created_at, revoked_at, last_used, scopes";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file, applies migrations and starts
@@ -612,52 +598,15 @@ pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
             ErrorCode::OperationInterrupted => StoreError::TimedOut,
             _ => StoreError::Internal(e.to_string()),
         },
+        // A row mapping's own error (`rows`), passed through rusqlite.
+        rusqlite::Error::FromSqlConversionFailure(_, _, inner) => {
+            match inner.downcast_ref::<StoreError>() {
+                Some(mapped) => mapped.clone(),
+                None => StoreError::Internal(e.to_string()),
+            }
+        }
         _ => StoreError::Internal(e.to_string()),
     }
-}
-
-/// A row as stored: the record (code not yet revealed) and what is kept of the code.
-type OtpRow = (OtpRecord, StoredCode);
-
-fn otp_from_row(r: &Row<'_>) -> rusqlite::Result<OtpRow> {
-    let status: String = r.get(15)?;
-    let voice: Option<String> = r.get(10)?;
-    let code = StoredCode {
-        salt: r.get(7)?,
-        cipher: r.get(24)?,
-        key_id: r.get(25)?,
-    };
-    let record = OtpRecord {
-        id: r.get(0)?,
-        account_id: r.get(1)?,
-        account_seq: r.get(2)?,
-        phone_number: r.get(3)?,
-        e164: r.get(4)?,
-        template: r.get(5)?,
-        message: r.get(6)?,
-        otp: String::new(),
-        otp_option: option_from_str(&r.get::<_, String>(8)?),
-        channel: channel_from_str(&r.get::<_, String>(9)?),
-        voice: voice.as_deref().and_then(otp_domain::channel::Voice::parse),
-        length_factor: r.get(11)?,
-        company_name: r.get(12)?,
-        segments: r.get(13)?,
-        credits_used: r.get(14)?,
-        status: OtpStatus::parse(&status).unwrap_or(OtpStatus::Queued),
-        status_at: r.get(16)?,
-        error: r.get(17)?,
-        provider_message_id: r.get(18)?,
-        created_at: r.get(19)?,
-        route: r.get(20)?,
-        error_code: r.get(21)?,
-        delivered_at: r.get(22)?,
-        refunded: r.get::<_, i64>(23)? != 0,
-        expires_at: r.get(26)?,
-        verified_at: r.get(27)?,
-        verify_attempts: r.get(28)?,
-        resend_of: r.get(29)?,
-    };
-    Ok((record, code))
 }
 
 /// Decrypts the codes of rows read, on the calling thread.
@@ -669,31 +618,6 @@ fn reveal(vault: &CodeVault, rows: Vec<OtpRow>) -> Vec<OtpRecord> {
             record
         })
         .collect()
-}
-
-fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
-    Ok(Account {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        sms_credits: r.get(2)?,
-        phone_credits: r.get(3)?,
-        otp_count: r.get(4)?,
-        created_at: r.get(5)?,
-    })
-}
-
-fn key_from_row(r: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
-    Ok(ApiKeyRecord {
-        id: r.get(0)?,
-        key_id: r.get(1)?,
-        account_id: r.get(2)?,
-        secret_hash: r.get(3)?,
-        label: r.get(4)?,
-        created_at: r.get(5)?,
-        revoked_at: r.get(6)?,
-        last_used: r.get(7)?,
-        scopes: Scopes::from_stored(&r.get::<_, String>(8)?),
-    })
 }
 
 fn limits_of(conn: &Connection, id: AccountId) -> Result<Option<AccountLimits>, StoreError> {
@@ -717,13 +641,13 @@ fn account_by_id(conn: &Connection, id: AccountId) -> Result<Option<Account>, St
     conn.prepare_cached(&format!(
         "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"
     ))
-    .and_then(|mut s| s.query_row([id], account_from_row).optional())
+    .and_then(|mut s| s.query_row([id], rows::account).optional())
     .map_err(map_err)
 }
 
 fn otp_by_id(conn: &Connection, id: i64) -> Result<Option<OtpRow>, StoreError> {
-    conn.prepare_cached(&format!("SELECT {OTP_COLUMNS} FROM otps WHERE id = ?1"))
-        .and_then(|mut s| s.query_row([id], otp_from_row).optional())
+    conn.prepare_cached(&format!("SELECT {OTP_COLUMNS} FROM otps o WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id], rows::otp).optional())
         .map_err(map_err)
 }
 
@@ -789,7 +713,7 @@ impl Store for SqliteStore {
                     "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id"
                 ))
                 .map_err(map_err)?;
-            collect(s.query_map([], account_from_row).map_err(map_err)?)
+            collect(s.query_map([], rows::account).map_err(map_err)?)
         })
         .await
     }
@@ -804,7 +728,7 @@ impl Store for SqliteStore {
             c.prepare_cached(&format!(
                 "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = ?1"
             ))
-            .and_then(|mut s| s.query_row([name], account_from_row).optional())
+            .and_then(|mut s| s.query_row([name], rows::account).optional())
             .map_err(map_err)
         })
         .await
@@ -916,7 +840,7 @@ impl Store for SqliteStore {
             tx.query_row(
                 &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"),
                 [id],
-                key_from_row,
+                rows::key,
             )
             .map_err(map_err)
         })
@@ -929,7 +853,7 @@ impl Store for SqliteStore {
             c.prepare_cached(&format!(
                 "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?1"
             ))
-            .and_then(|mut s| s.query_row([key_id], key_from_row).optional())
+            .and_then(|mut s| s.query_row([key_id], rows::key).optional())
             .map_err(map_err)
         })
         .await
@@ -942,7 +866,7 @@ impl Store for SqliteStore {
                     "SELECT {KEY_COLUMNS} FROM api_keys WHERE ?1 IS NULL OR account_id = ?1 ORDER BY id"
                 ))
                 .map_err(map_err)?;
-            collect(s.query_map([account], key_from_row).map_err(map_err)?)
+            collect(s.query_map([account], rows::key).map_err(map_err)?)
         })
         .await
     }
@@ -1023,7 +947,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let newest = c
                 .prepare_cached(&format!(
-                    "SELECT {OTP_COLUMNS} FROM otps WHERE account_id = ?1 AND e164 = ?2 \
+                    "SELECT {OTP_COLUMNS} FROM otps o WHERE account_id = ?1 AND e164 = ?2 \
                      AND api_key_id = ?3 AND otp_options = 'generated' AND verified_at IS NULL \
                      AND otp_hash IS NOT NULL AND expires_at > ?4 AND verify_attempts < ?5 \
                      AND created_at > ?6 ORDER BY created_at DESC, account_seq DESC LIMIT 1"
@@ -1038,7 +962,7 @@ impl Store for SqliteStore {
                             q.max_attempts,
                             q.created_after
                         ],
-                        otp_from_row,
+                        rows::otp,
                     )
                     .optional()
                 })
@@ -1113,20 +1037,14 @@ impl Store for SqliteStore {
     }
 
     async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError> {
-        self.write(move |tx| {
-            for r in &results {
-                finish_one(tx, r)?;
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |tx| jobs::finish_all(tx, &results)).await
     }
 
     async fn record_receipts(
         &self,
         receipts: Vec<Receipt>,
     ) -> Result<Vec<Option<i64>>, StoreError> {
-        self.write(move |tx| receipts.iter().map(|r| apply_receipt(tx, r)).collect())
+        self.write(move |tx| receipts.iter().map(|r| receipts::apply(tx, r)).collect())
             .await
     }
 
@@ -1200,19 +1118,6 @@ impl Store for SqliteStore {
     }
 }
 
-fn verify_row(r: &Row<'_>) -> rusqlite::Result<VerifyRow> {
-    Ok(VerifyRow {
-        id: r.get(0)?,
-        e164: r.get(1)?,
-        salt: r.get(2)?,
-        hash: r.get(3)?,
-        expires_at: r.get(4)?,
-        attempts: r.get(5)?,
-        verified_at: r.get(6)?,
-        resend_of: r.get(7)?,
-    })
-}
-
 fn verify_in(
     tx: &Transaction<'_>,
     req: &VerifyRequest,
@@ -1225,7 +1130,7 @@ fn verify_in(
                  AND (?3 IS NULL OR phone_number = ?3)"
             ))
             .and_then(|mut s| {
-                s.query_row(params![id, req.account_id, number], verify_row)
+                s.query_row(params![id, req.account_id, number], rows::verify)
                     .optional()
             })
             .map_err(map_err)?,
@@ -1248,7 +1153,7 @@ fn verify_in(
                             req.max_attempts,
                             req.api_key_id
                         ],
-                        verify_row,
+                        rows::verify,
                     )
                     .optional()
                 })
@@ -1261,7 +1166,7 @@ fn verify_in(
                          AND (?3 IS NULL OR api_key_id = ?3) ORDER BY account_seq DESC LIMIT 1"
                     ))
                     .and_then(|mut s| {
-                        s.query_row(params![req.account_id, number, req.api_key_id], verify_row)
+                        s.query_row(params![req.account_id, number, req.api_key_id], rows::verify)
                             .optional()
                     })
                     .map_err(map_err)?,
@@ -1280,7 +1185,7 @@ fn verify_in(
         Some(first) => {
             let shared = tx
                 .prepare_cached(&format!("SELECT {VERIFY_COLUMNS} FROM otps WHERE id = ?1"))
-                .and_then(|mut s| s.query_row([first], verify_row).optional())
+                .and_then(|mut s| s.query_row([first], rows::verify).optional())
                 .map_err(map_err)?
                 .ok_or_else(|| StoreError::Internal("a resend's first record is missing".into()))?;
             row.sharing(&shared)
@@ -1368,232 +1273,6 @@ fn event(
     Ok(())
 }
 
-/// Gives an OTP's credits back, once, with a ledger row.
-fn refund(tx: &Transaction<'_>, otp_id: i64, at: Micros, why: &str) -> Result<(), StoreError> {
-    let changed = tx
-        .prepare_cached("UPDATE otps SET refunded = 1 WHERE id = ?1 AND refunded = 0")
-        .and_then(|mut s| s.execute([otp_id]))
-        .map_err(map_err)?;
-    if changed == 0 {
-        return Ok(());
-    }
-    let (account, credits, channel): (i64, i64, String) = tx
-        .prepare_cached("SELECT account_id, credits_used, channel FROM otps WHERE id = ?1")
-        .and_then(|mut s| s.query_row([otp_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
-        .map_err(map_err)?;
-    let (sms, phone) = match channel_from_str(&channel) {
-        otp_domain::channel::Channel::Text => (credits, 0),
-        otp_domain::channel::Channel::Voice => (0, credits),
-    };
-    tx.prepare_cached(
-        "UPDATE accounts SET sms_credits = sms_credits + ?2, phone_credits = phone_credits + ?3 WHERE id = ?1",
-    )
-    .and_then(|mut s| s.execute(params![account, sms, phone]))
-    .map_err(map_err)?;
-    tx.prepare_cached(
-        "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, otp_id, note, created_at) \
-         VALUES (?1, 'refund', ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut s| s.execute(params![account, sms, phone, otp_id, why, at]))
-    .map_err(map_err)?;
-    Ok(())
-}
-
-/// Moves an OTP to `status` if it is still in flight (queued or sent).
-fn advance(
-    tx: &Transaction<'_>,
-    otp_id: i64,
-    status: OtpStatus,
-    at: Micros,
-) -> Result<bool, StoreError> {
-    let delivered_at = (status == OtpStatus::Delivered).then_some(at);
-    let n = tx
-        .prepare_cached(
-            "UPDATE otps SET status = ?2, status_at = ?3, delivered_at = COALESCE(?4, delivered_at) \
-             WHERE id = ?1 AND status IN ('queued', 'sent')",
-        )
-        .and_then(|mut s| s.execute(params![otp_id, status.as_str(), at, delivered_at]))
-        .map_err(map_err)?;
-    Ok(n > 0)
-}
-
-fn finish_one(tx: &Transaction<'_>, r: &JobResult) -> Result<(), StoreError> {
-    match &r.outcome {
-        JobOutcome::Sent { route, message_ids } => {
-            tx.prepare_cached(
-                "UPDATE delivery_jobs SET state = 'done', last_error = NULL, updated_at = ?2 WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![r.job_id, r.at]))
-            .map_err(map_err)?;
-            // A receipt may have overtaken this record: never move back from it.
-            tx.prepare_cached(
-                "UPDATE otps SET status = CASE WHEN status = 'queued' THEN 'sent' ELSE status END, \
-                 status_at = CASE WHEN status = 'queued' THEN ?2 ELSE status_at END, \
-                 provider_message_id = ?3, route = ?4, error = NULL WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![r.otp_id, r.at, message_ids.first(), route]))
-            .map_err(map_err)?;
-            let route_name = route.as_deref().unwrap_or("");
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO provider_messages (route, message_id, otp_id, part, parts, \
-                     id_text, id_hex_decimal, id_decimal_hex) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                     ON CONFLICT (route, message_id) DO UPDATE SET otp_id = excluded.otp_id, state = NULL, \
-                     part = excluded.part, parts = excluded.parts, id_text = excluded.id_text, \
-                     id_hex_decimal = excluded.id_hex_decimal, id_decimal_hex = excluded.id_decimal_hex",
-                )
-                .map_err(map_err)?;
-            let parts = message_ids.len() as i64;
-            for (part, id) in message_ids.iter().enumerate() {
-                let (text, hex, decimal) = crate::receipts::id_columns(id);
-                insert
-                    .execute(params![
-                        route_name,
-                        id,
-                        r.otp_id,
-                        part as i64 + 1,
-                        parts,
-                        text,
-                        hex,
-                        decimal
-                    ])
-                    .map_err(map_err)?;
-            }
-            let detail = format!(
-                "{} part(s) accepted by the carrier",
-                message_ids.len().max(1)
-            );
-            event(
-                tx,
-                r.otp_id,
-                "sent",
-                r.at,
-                route.as_deref(),
-                Some(&detail),
-                None,
-            )?;
-            webhooks::enqueue(tx, r.otp_id, WebhookEvent::Sent, r.at)?;
-        }
-        JobOutcome::Retry {
-            next_attempt_at,
-            error,
-        } => {
-            tx.prepare_cached(
-                "UPDATE delivery_jobs SET next_attempt_at = ?2, last_error = ?3, updated_at = ?4 WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![r.job_id, next_attempt_at, error, r.at]))
-            .map_err(map_err)?;
-            tx.prepare_cached("UPDATE otps SET error = ?2 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![r.otp_id, error]))
-                .map_err(map_err)?;
-            event(tx, r.otp_id, "retry", r.at, None, Some(error), None)?;
-        }
-        JobOutcome::Failed { error } => {
-            tx.prepare_cached(
-                "UPDATE delivery_jobs SET state = 'failed', last_error = ?2, updated_at = ?3 WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![r.job_id, error, r.at]))
-            .map_err(map_err)?;
-            advance(tx, r.otp_id, OtpStatus::Failed, r.at)?;
-            tx.prepare_cached("UPDATE otps SET error = ?2 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![r.otp_id, error]))
-                .map_err(map_err)?;
-            event(tx, r.otp_id, "failed", r.at, None, Some(error), None)?;
-            webhooks::enqueue(tx, r.otp_id, WebhookEvent::Failed, r.at)?;
-            refund(tx, r.otp_id, r.at, "never handed to a carrier")?;
-        }
-    }
-    Ok(())
-}
-
-fn apply_receipt(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i64>, StoreError> {
-    let mut found = None;
-    for id in &rc.message_ids {
-        found = tx
-            .prepare_cached(
-                "UPDATE provider_messages SET state = ?3 WHERE route = ?1 AND message_id = ?2 \
-                 AND state IS NULL RETURNING otp_id, part, parts",
-            )
-            .and_then(|mut s| {
-                s.query_row(params![rc.route, id, rc.status.map(|s| s.as_str())], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, i64>(2)?,
-                    ))
-                })
-                .optional()
-            })
-            .map_err(map_err)?;
-        if found.is_some() {
-            break;
-        }
-    }
-    let Some((otp_id, part, parts)) = found else {
-        return Ok(None);
-    };
-    let detail = format!("part {part}: {}", rc.state);
-    let new_status = match rc.status {
-        Some(st) if st.is_failure() => Some(st),
-        // A one-part message is delivered with its only part.
-        Some(OtpStatus::Delivered) if parts == 1 => Some(OtpStatus::Delivered),
-        Some(OtpStatus::Delivered) => {
-            // Delivered once every part is.
-            let pending: i64 = tx
-                .prepare_cached(
-                    "SELECT COUNT(*) FROM provider_messages WHERE otp_id = ?1 AND (state IS NULL OR state <> 'delivered')",
-                )
-                .and_then(|mut s| s.query_row([otp_id], |r| r.get(0)))
-                .map_err(map_err)?;
-            (pending == 0).then_some(OtpStatus::Delivered)
-        }
-        _ => None,
-    };
-    let moved = match new_status {
-        Some(st) => advance(tx, otp_id, st, rc.at)?,
-        None => false,
-    };
-    let label = if moved {
-        new_status.map(|s| s.as_str()).unwrap_or("receipt")
-    } else {
-        "receipt"
-    };
-    event(
-        tx,
-        otp_id,
-        label,
-        rc.at,
-        Some(&rc.route),
-        Some(&detail),
-        rc.error_code.as_deref(),
-    )?;
-    if moved && let Some(st) = new_status.filter(|s| s.is_failure()) {
-        tx.prepare_cached("UPDATE otps SET error_code = ?2, error = ?3 WHERE id = ?1")
-            .and_then(|mut s| {
-                s.execute(params![
-                    otp_id,
-                    rc.error_code,
-                    format!("carrier reported {}", rc.state)
-                ])
-            })
-            .map_err(map_err)?;
-        refund(
-            tx,
-            otp_id,
-            rc.at,
-            &format!("carrier reported {}", st.as_str()),
-        )?;
-    }
-    if let Some(hook) = new_status
-        .filter(|_| moved)
-        .and_then(WebhookEvent::for_receipt)
-    {
-        webhooks::enqueue(tx, otp_id, hook, rc.at)?;
-    }
-    Ok(Some(otp_id))
-}
-
 fn list_otps_in(c: &Connection, q: &ListQuery) -> Result<(u64, Vec<OtpRow>), StoreError> {
     let mut filter = String::from("account_id = ?1");
     let mut args: Vec<rusqlite::types::Value> = vec![q.account_id.into()];
@@ -1654,13 +1333,13 @@ fn list_otps_in(c: &Connection, q: &ListQuery) -> Result<(u64, Vec<OtpRow>), Sto
     args.push(i64::from(q.limit).into());
     args.push(skip.into());
     let sql = format!(
-        "SELECT {OTP_COLUMNS} FROM otps WHERE {filter} ORDER BY account_seq DESC LIMIT ?{} OFFSET ?{}",
+        "SELECT {OTP_COLUMNS} FROM otps o WHERE {filter} ORDER BY account_seq DESC LIMIT ?{} OFFSET ?{}",
         args.len() - 1,
         args.len()
     );
     let mut s = c.prepare_cached(&sql).map_err(map_err)?;
     let items = collect(
-        s.query_map(rusqlite::params_from_iter(args.iter()), otp_from_row)
+        s.query_map(rusqlite::params_from_iter(args.iter()), rows::otp)
             .map_err(map_err)?,
     )?;
     Ok((count.max(0) as u64, items))

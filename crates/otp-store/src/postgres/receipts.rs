@@ -1,14 +1,96 @@
 //! [`ReceiptStore`] for the postgres backend: one statement looks up a whole
-//! batch of receipts.
+//! batch of receipts. And receipts applied around [`receipt_part`] and
+//! [`receipt_step`], the parts and then the OTP locked (`FOR NO KEY UPDATE`).
 
+use deadpool_postgres::Transaction;
 use smpp::receipt::ids::IdLookup;
 
-use super::{PgStore, pg_err};
+use super::jobs::{otp_state_and_pending, refund};
+use super::{PgStore, pg_err, webhooks};
 use crate::receipts::{
-    MAX_CANDIDATES, ReceiptStore, UNMATCHED_KEEP_MICROS, UNMATCHED_KEEP_PER_ROUTE,
-    UnmatchedReceipt, distinct, legacy_spellings,
+    MAX_CANDIDATES, PART_COLUMNS, ReceiptStore, RecordedPart, UNMATCHED_KEEP_MICROS,
+    UNMATCHED_KEEP_PER_ROUTE, UnmatchedReceipt, distinct, legacy_spellings, receipt_part,
+    receipt_step,
 };
-use crate::{Micros, StoreError};
+use crate::{Micros, OtpStatus, Receipt, StoreError};
+
+/// Applies one receipt in `tx`; the OTP it landed on.
+pub(super) async fn apply(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i64>, StoreError> {
+    let found = tx
+        .query(
+            &format!(
+                "SELECT {PART_COLUMNS} FROM provider_messages \
+                 WHERE route = $1 AND message_id = ANY($2) ORDER BY message_id FOR NO KEY UPDATE"
+            ),
+            &[&rc.route, &rc.message_ids],
+        )
+        .await
+        .map_err(pg_err)?
+        .iter()
+        .map(RecordedPart::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(part) = receipt_part(rc, &found) else {
+        return Ok(None);
+    };
+    let state = rc.status.map(OtpStatus::as_str);
+    let took = tx
+        .execute(
+            "UPDATE provider_messages SET state = $3 WHERE route = $1 AND message_id = $2 \
+             AND state IS NULL",
+            &[&rc.route, &part.message_id, &state],
+        )
+        .await
+        .map_err(pg_err)?;
+    if took == 0 {
+        return Ok(None);
+    }
+    let loaded = otp_state_and_pending(tx, part.otp_id).await?;
+    let step = receipt_step(
+        rc,
+        part,
+        loaded.as_ref().map(|(otp, _)| otp),
+        loaded.as_ref().map_or(0, |(_, pending)| *pending),
+    );
+    if let Some(status) = step.status {
+        let delivered_at = (status == OtpStatus::Delivered).then_some(rc.at);
+        tx.execute(
+            "UPDATE otps SET status = $2, status_at = $3, \
+             delivered_at = COALESCE($4, delivered_at) WHERE id = $1",
+            &[&step.otp_id, &status.as_str(), &rc.at, &delivered_at],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
+    tx.execute(
+        "INSERT INTO otp_events (otp_id, status, at, route, detail, error_code) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &step.otp_id,
+            &step.event,
+            &rc.at,
+            &rc.route,
+            &step.detail,
+            &rc.error_code,
+        ],
+    )
+    .await
+    .map_err(pg_err)?;
+    if let Some(error) = &step.failure {
+        tx.execute(
+            "UPDATE otps SET error_code = $2, error = $3 WHERE id = $1",
+            &[&step.otp_id, &rc.error_code, error],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
+    if let Some(r) = &step.refund {
+        refund(tx, r, rc.at).await?;
+    }
+    if let Some(hook) = step.webhook {
+        webhooks::enqueue(tx, step.otp_id, hook, rc.at).await?;
+    }
+    Ok(Some(step.otp_id))
+}
 
 /// `UNION ALL`, deduplicated here, as in the sqlite backend: each branch
 /// stays one index search whatever the planner thinks of sorting.

@@ -4,7 +4,8 @@
 
 use tokio_postgres::Row;
 
-use super::{KEY_COLUMNS, PgStore, key_from_row, pg_err};
+use super::{PgStore, pg_err};
+use crate::rows::{self, KEY_COLUMNS};
 use crate::users::{
     LOGIN_COUNTER_TABLES, LoginCount, REVOKE_OLDEST_SQL, SESSION_COLUMNS, USER_COLUMNS, UserStore,
     open_key, seal_key, sessions_kept,
@@ -349,7 +350,7 @@ impl UserStore for PgStore {
             .await
             .map_err(pg_err)?;
         tx.commit().await.map_err(pg_err)?;
-        Ok(key_from_row(&row))
+        rows::key(&row)
     }
 
     async fn user_key(&self, user_id: i64) -> Result<Option<UserKey>, StoreError> {
@@ -364,9 +365,9 @@ impl UserStore for PgStore {
             )
             .await
             .map_err(pg_err)?;
-        Ok(row.map(|row| {
+        row.map(|row| {
             // The copy's columns follow KEY_COLUMNS' nine.
-            let record = key_from_row(&row);
+            let record = rows::key(&row)?;
             let salt: Option<Vec<u8>> = row.get(9);
             let cipher: Option<Vec<u8>> = row.get(10);
             let key_id: Option<String> = row.get(11);
@@ -377,7 +378,8 @@ impl UserStore for PgStore {
                 cipher.as_deref(),
                 key_id.as_deref(),
             );
-            UserKey { record, copy }
-        }))
+            Ok(UserKey { record, copy })
+        })
+        .transpose()
     }
 }

@@ -1,15 +1,94 @@
 //! [`ReceiptStore`] for the sqlite backend: candidate lookups on the read
-//! pool, unmatched receipts written (and pruned) in the writer's next batch.
+//! pool, unmatched receipts written (and pruned) in the writer's next batch;
+//! and receipts applied in the writer around [`receipt_part`] and
+//! [`receipt_step`].
 
-use rusqlite::{params, params_from_iter};
+use rusqlite::{OptionalExtension, Transaction, params, params_from_iter};
 use smpp::receipt::ids::IdLookup;
 
-use super::{SqliteStore, collect, map_err};
+use super::jobs::{otp_state_and_pending, refund};
+use super::{SqliteStore, collect, event, map_err, rows, webhooks};
 use crate::receipts::{
-    MAX_CANDIDATES, ReceiptStore, UNMATCHED_KEEP_MICROS, UNMATCHED_KEEP_PER_ROUTE,
-    UnmatchedReceipt, distinct, legacy_spellings,
+    MAX_CANDIDATES, PART_COLUMNS, ReceiptStore, RecordedPart, UNMATCHED_KEEP_MICROS,
+    UNMATCHED_KEEP_PER_ROUTE, UnmatchedReceipt, distinct, legacy_spellings, receipt_part,
+    receipt_step,
 };
-use crate::{Micros, StoreError};
+use crate::{Micros, OtpStatus, Receipt, StoreError};
+
+/// Applies one receipt in the writer's transaction; the OTP it landed on.
+pub(super) fn apply(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i64>, StoreError> {
+    let mut found = Vec::with_capacity(rc.message_ids.len());
+    for id in &rc.message_ids {
+        let part = tx
+            .prepare_cached(&format!(
+                "SELECT {PART_COLUMNS} FROM provider_messages WHERE route = ?1 AND message_id = ?2"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![rc.route, id], |r| {
+                    rows::lift(RecordedPart::from_row(r))
+                })
+                .optional()
+            })
+            .map_err(map_err)?;
+        found.extend(part);
+    }
+    let Some(part) = receipt_part(rc, &found) else {
+        return Ok(None);
+    };
+    let took = tx
+        .prepare_cached(
+            "UPDATE provider_messages SET state = ?3 WHERE route = ?1 AND message_id = ?2 \
+             AND state IS NULL",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                rc.route,
+                part.message_id,
+                rc.status.map(OtpStatus::as_str)
+            ])
+        })
+        .map_err(map_err)?;
+    if took == 0 {
+        return Ok(None);
+    }
+    let loaded = otp_state_and_pending(tx, part.otp_id)?;
+    let step = receipt_step(
+        rc,
+        part,
+        loaded.as_ref().map(|(otp, _)| otp),
+        loaded.as_ref().map_or(0, |(_, pending)| *pending),
+    );
+    if let Some(status) = step.status {
+        let delivered_at = (status == OtpStatus::Delivered).then_some(rc.at);
+        tx.prepare_cached(
+            "UPDATE otps SET status = ?2, status_at = ?3, \
+             delivered_at = COALESCE(?4, delivered_at) WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![step.otp_id, status.as_str(), rc.at, delivered_at]))
+        .map_err(map_err)?;
+    }
+    event(
+        tx,
+        step.otp_id,
+        step.event,
+        rc.at,
+        Some(&rc.route),
+        Some(&step.detail),
+        rc.error_code.as_deref(),
+    )?;
+    if let Some(error) = &step.failure {
+        tx.prepare_cached("UPDATE otps SET error_code = ?2, error = ?3 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![step.otp_id, rc.error_code, error]))
+            .map_err(map_err)?;
+    }
+    if let Some(r) = &step.refund {
+        refund(tx, r, rc.at)?;
+    }
+    if let Some(hook) = step.webhook {
+        webhooks::enqueue(tx, step.otp_id, hook, rc.at)?;
+    }
+    Ok(Some(step.otp_id))
+}
 
 /// ?1 route, ?2-?5 spellings as written, ?6 the text form, ?7 / ?8 whether
 /// to search the hex and the decimal readings, ?9 the limit.

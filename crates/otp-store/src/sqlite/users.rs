@@ -3,7 +3,8 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{KEY_COLUMNS, SqliteStore, account_by_id, collect, key_from_row, map_err};
+use super::{SqliteStore, account_by_id, collect, map_err, rows};
+use crate::rows::KEY_COLUMNS;
 use crate::users::{
     Counter, LOGIN_COUNTER_TABLES, LoginCount, REVOKE_OLDEST_SQL, SESSION_COLUMNS, USER_COLUMNS,
     UserStore, open_key, seal_key, sessions_kept,
@@ -76,7 +77,7 @@ fn active_key(c: &Connection, user_id: i64) -> Result<Option<ApiKeyRecord>, Stor
     c.prepare_cached(&format!(
         "SELECT {KEY_COLUMNS} FROM api_keys WHERE user_id = ?1 AND revoked_at IS NULL"
     ))
-    .and_then(|mut s| s.query_row([user_id], key_from_row).optional())
+    .and_then(|mut s| s.query_row([user_id], rows::key).optional())
     .map_err(map_err)
 }
 

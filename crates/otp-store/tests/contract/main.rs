@@ -25,14 +25,25 @@
 //! - `retention`: idempotency records and ended login windows go chunk by
 //!   chunk; OTPs past retention go oldest first up to the first that must
 //!   stay, leaving balances and the ledger alone.
+//! - `jobs`: a failed delivery refunds exactly once, a sent one never; a
+//!   retry is claimed again when due and never requeues a finished job; a
+//!   send reported without ids keeps the ids known; a corrupt stored channel
+//!   or status reads back as an error naming it.
+//! - `receipts`: a receipt finds its part by every spelling of its id; a
+//!   part takes one final receipt; a receipt for an id not recorded yet is
+//!   held and lands once the part is recorded; a failure refunds once; a
+//!   message of several parts is delivered with its last part; a part whose
+//!   OTP is gone takes its receipt as history only.
 
 mod accounts;
 mod admission;
+mod jobs;
+mod receipts;
 mod retention;
 mod users;
 mod webhooks;
 
-use otp_store::{SharedStore, StoreOptions};
+use otp_store::{Claim, ClaimedJob, JobOutcome, JobResult, NewOtp, SharedStore, StoreOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -45,6 +56,8 @@ pub enum Backend {
 pub struct Fresh {
     pub store: SharedStore,
     pub backend: Backend,
+    /// The database's URL, for [`tamper`].
+    pub url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -71,8 +84,103 @@ pub async fn fresh_with(backend: Backend, options: StoreOptions) -> Fresh {
     Fresh {
         store,
         backend,
+        url,
         _dir: dir,
     }
+}
+
+/// Runs `sql` on the store's database behind the store's back, as a bad
+/// disk or a hand edit would (to plant a corrupt row).
+pub async fn tamper(store: &Fresh, sql: &str) {
+    match store.backend {
+        Backend::Sqlite => {
+            let path = store.url.strip_prefix("sqlite://").unwrap();
+            let conn = rusqlite::Connection::open(path).unwrap();
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .unwrap();
+            conn.execute_batch(sql).unwrap();
+        }
+        Backend::Postgres => {
+            let (client, conn) = tokio_postgres::connect(&store.url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client.batch_execute(sql).await.unwrap();
+        }
+    }
+}
+
+/// A one-part text OTP for `account` costing one SMS credit, sent now.
+pub fn text_otp(account: i64) -> NewOtp {
+    let now = otp_store::now_micros();
+    NewOtp {
+        account_id: account,
+        api_key_id: None,
+        phone_number: "9851023212".into(),
+        e164: "+9779851023212".into(),
+        template: "Your code is {otp}".into(),
+        otp: "482193".into(),
+        otp_option: otp_domain::channel::OtpOption::Personnel,
+        channel: otp_domain::channel::Channel::Text,
+        voice: None,
+        length_factor: None,
+        company_name: None,
+        segments: 1,
+        cost: otp_domain::credits::Cost { sms: 1, phone: 0 },
+        created_at: now,
+        expires_at: now + 600_000_000,
+        spend_day: 0,
+        spend_day_ends: i64::MAX,
+        resend_of: None,
+    }
+}
+
+/// The text jobs due at `now`, claimed by one node.
+pub async fn claim_at(store: &Fresh, now: i64) -> Vec<ClaimedJob> {
+    store
+        .claim_jobs(Claim {
+            node: "node-a".into(),
+            channel: otp_domain::channel::Channel::Text,
+            limit: 10,
+            now,
+            lease_until: now + 30_000_000,
+        })
+        .await
+        .unwrap()
+}
+
+/// An account with 10 SMS credits and one accepted text OTP, its job
+/// claimed: (account id, the claimed job).
+pub async fn claimed_send(store: &Fresh) -> (i64, ClaimedJob) {
+    let account = store.create_account("acme", 10, 0).await.unwrap();
+    let accepted = store.accept(text_otp(account.id)).await.unwrap();
+    let mut jobs = claim_at(store, otp_store::now_micros()).await;
+    assert_eq!(jobs.len(), 1, "the send's job is claimed");
+    let job = jobs.pop().unwrap();
+    assert_eq!(job.otp.id, accepted.id);
+    (account.id, job)
+}
+
+/// Reports `outcome` for `job`, now.
+pub async fn finish(store: &Fresh, job: &ClaimedJob, outcome: JobOutcome) {
+    store
+        .finish_jobs(vec![JobResult {
+            job_id: job.job_id,
+            otp_id: job.otp.id,
+            outcome,
+            at: otp_store::now_micros(),
+        }])
+        .await
+        .unwrap();
+}
+
+/// `finish` with a send through `route` as `ids`.
+pub async fn sent(store: &Fresh, job: &ClaimedJob, route: &str, ids: &[&str]) {
+    let outcome = JobOutcome::Sent {
+        route: Some(route.into()),
+        message_ids: ids.iter().map(|s| s.to_string()).collect(),
+    };
+    finish(store, job, outcome).await;
 }
 
 async fn fresh_pg_database() -> String {

@@ -1,0 +1,170 @@
+//! The rows both backends read, mapped once.
+//!
+//! Each backend selects the same column lists ([`OTP_COLUMNS`] and the
+//! others) and hands its driver's row to one mapping here through
+//! [`Columns`], which `sqlite/rows.rs` and `postgres/rows.rs` implement for
+//! `rusqlite::Row` and `tokio_postgres::Row`. A stored word this version
+//! cannot read (a channel, a status, a voice) is an error naming the column
+//! and the word, never a plausible default: a corrupt row must not be
+//! delivered, refunded or listed as something it is not.
+
+use otp_domain::channel::{Channel, OtpOption, Voice};
+
+use crate::model::{StoredCode, VerifyRow};
+use crate::{Account, ApiKeyRecord, OtpRecord, OtpStatus, Scopes, StoreError};
+
+/// An OTP's columns, read `FROM otps o`; [`otp`] maps them.
+pub(crate) const OTP_COLUMNS: &str = "o.id, o.account_id, o.account_seq, o.phone_number, o.e164, \
+     o.template, o.message, o.code_salt, o.otp_options, o.channel, o.voice_input, o.length_factor, \
+     o.company_name, o.segments, o.credits_used, o.status, o.status_at, o.error, \
+     o.provider_message_id, o.created_at, o.route, o.error_code, o.delivered_at, o.refunded, \
+     o.otp_cipher, o.key_id, o.expires_at, o.verified_at, o.verify_attempts, o.resend_of";
+
+/// What verification reads of an OTP; [`verify`] maps them.
+pub(crate) const VERIFY_COLUMNS: &str =
+    "id, e164, code_salt, otp_hash, expires_at, verify_attempts, verified_at, resend_of";
+
+/// An account's columns; [`account`] maps them.
+pub(crate) const ACCOUNT_COLUMNS: &str =
+    "id, name, sms_credits, phone_credits, otp_count, created_at";
+
+/// An API key's columns; [`key`] maps them.
+pub(crate) const KEY_COLUMNS: &str =
+    "id, key_id, account_id, secret_hash, label, created_at, revoked_at, last_used, scopes";
+
+/// One row as a driver returns it, read by position. A value of the wrong
+/// type or a NULL where none is allowed is a [`StoreError::Internal`].
+pub(crate) trait Columns {
+    fn int(&self, i: usize) -> Result<i64, StoreError>;
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError>;
+    fn opt_float(&self, i: usize) -> Result<Option<f64>, StoreError>;
+    fn text(&self, i: usize) -> Result<String, StoreError>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError>;
+    fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError>;
+    fn opt_bytes(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// A row as stored: the record (code not yet revealed) and what is kept of the code.
+pub(crate) type OtpRow = (OtpRecord, StoredCode);
+
+/// The error of a stored word this version cannot read.
+pub(crate) fn unreadable(column: &str, value: &str) -> StoreError {
+    StoreError::Internal(format!(
+        "{column} holds {value:?}, which this version cannot read"
+    ))
+}
+
+/// A stored word parsed, or [`unreadable`].
+pub(crate) fn parsed<T>(
+    column: &str,
+    value: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<T, StoreError> {
+    parse(value).ok_or_else(|| unreadable(column, value))
+}
+
+/// The OTP whose [`OTP_COLUMNS`] start at column `at`.
+pub(crate) fn otp(r: &impl Columns, at: usize) -> Result<OtpRow, StoreError> {
+    let code = StoredCode {
+        salt: r.opt_bytes(at + 7)?,
+        cipher: r.opt_bytes(at + 24)?,
+        key_id: r.opt_text(at + 25)?,
+    };
+    let voice = match r.opt_text(at + 10)? {
+        Some(v) => Some(parsed("otps.voice_input", &v, Voice::parse)?),
+        None => None,
+    };
+    let segments = r.int(at + 13)?;
+    let record = OtpRecord {
+        id: r.int(at)?,
+        account_id: r.int(at + 1)?,
+        account_seq: r.int(at + 2)?,
+        phone_number: r.text(at + 3)?,
+        e164: r.text(at + 4)?,
+        template: r.text(at + 5)?,
+        message: r.text(at + 6)?,
+        otp: String::new(),
+        otp_option: parsed("otps.otp_options", &r.text(at + 8)?, OtpOption::parse)?,
+        channel: parsed("otps.channel", &r.text(at + 9)?, Channel::parse)?,
+        voice,
+        length_factor: r.opt_float(at + 11)?,
+        company_name: r.opt_text(at + 12)?,
+        segments: u32::try_from(segments)
+            .map_err(|_| unreadable("otps.segments", &segments.to_string()))?,
+        credits_used: r.int(at + 14)?,
+        status: parsed("otps.status", &r.text(at + 15)?, OtpStatus::parse)?,
+        status_at: r.int(at + 16)?,
+        error: r.opt_text(at + 17)?,
+        provider_message_id: r.opt_text(at + 18)?,
+        created_at: r.int(at + 19)?,
+        route: r.opt_text(at + 20)?,
+        error_code: r.opt_text(at + 21)?,
+        delivered_at: r.opt_int(at + 22)?,
+        refunded: r.int(at + 23)? != 0,
+        expires_at: r.int(at + 26)?,
+        verified_at: r.opt_int(at + 27)?,
+        verify_attempts: r.int(at + 28)?,
+        resend_of: r.opt_int(at + 29)?,
+    };
+    Ok((record, code))
+}
+
+/// The verification state of [`VERIFY_COLUMNS`].
+pub(crate) fn verify(r: &impl Columns) -> Result<VerifyRow, StoreError> {
+    Ok(VerifyRow {
+        id: r.int(0)?,
+        e164: r.text(1)?,
+        salt: r.opt_bytes(2)?,
+        hash: r.opt_bytes(3)?,
+        expires_at: r.int(4)?,
+        attempts: r.int(5)?,
+        verified_at: r.opt_int(6)?,
+        resend_of: r.opt_int(7)?,
+    })
+}
+
+/// The account of [`ACCOUNT_COLUMNS`].
+pub(crate) fn account(r: &impl Columns) -> Result<Account, StoreError> {
+    Ok(Account {
+        id: r.int(0)?,
+        name: r.text(1)?,
+        sms_credits: r.int(2)?,
+        phone_credits: r.int(3)?,
+        otp_count: r.int(4)?,
+        created_at: r.int(5)?,
+    })
+}
+
+/// The API key of [`KEY_COLUMNS`]. Scopes a newer version wrote grant
+/// nothing here ([`Scopes::from_stored`]), on purpose: that is not corruption.
+pub(crate) fn key(r: &impl Columns) -> Result<ApiKeyRecord, StoreError> {
+    Ok(ApiKeyRecord {
+        id: r.int(0)?,
+        key_id: r.text(1)?,
+        account_id: r.int(2)?,
+        secret_hash: r.bytes(3)?,
+        label: r.opt_text(4)?,
+        created_at: r.int(5)?,
+        revoked_at: r.opt_int(6)?,
+        last_used: r.opt_int(7)?,
+        scopes: Scopes::from_stored(&r.text(8)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_word_is_an_error_naming_its_column_and_value() {
+        let e = parsed("otps.channel", "fax", Channel::parse).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Internal(m) if m.contains("otps.channel") && m.contains("\"fax\"")),
+            "{e}"
+        );
+        assert_eq!(
+            parsed("otps.status", "sent", OtpStatus::parse).unwrap(),
+            OtpStatus::Sent
+        );
+    }
+}
