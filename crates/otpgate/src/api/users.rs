@@ -65,12 +65,12 @@ use utoipa::{Modify, ToSchema};
 
 use otp_store::{ApiKeyRecord, KeyCopy, LoginGate, LoginScope, Scopes, Session, User, now_micros};
 
+use super::envelope::Envelope;
 use super::error::{ApiError, FieldError, LogThrottle};
 use super::extract::Fields;
 use super::extract::OptionalFields;
-use super::keys::scopes_field;
+use super::fields::{given, required_text, scopes_field};
 use super::list::rfc3339;
-use super::send::{given, required_text};
 use crate::auth::{Caller, KEY_PREFIX, issue_key_with_scopes, key_id_of};
 use crate::peer::ClientIp;
 use crate::state::AppState;
@@ -104,28 +104,6 @@ const WRONG_CREDENTIALS: &str = "No active account found with the given credenti
 /// kind, or from before a password change.
 const BAD_TOKEN: &str = "Token is invalid or expired.";
 const NO_CREDENTIALS: &str = "Authentication credentials were not provided.";
-
-/// A success reply: the envelope of every other endpoint around `data`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Envelope<T: ToSchema> {
-    pub status: u16,
-    pub success: bool,
-    pub message: String,
-    pub errors: Vec<FieldError>,
-    pub data: T,
-}
-
-impl<T: ToSchema> Envelope<T> {
-    pub fn ok(message: &str, data: T) -> Envelope<T> {
-        Envelope {
-            status: 200,
-            success: true,
-            message: message.to_owned(),
-            errors: Vec::new(),
-            data,
-        }
-    }
-}
 
 /// The token of an `Authorization: <scheme> <token>` header whose scheme is
 /// one of `schemes` (any case); `None` when there is no such header.

@@ -49,9 +49,10 @@ use otp_domain::code::OtpLength;
 use otp_domain::phone::PhoneNumber;
 use otp_store::{VerifyOutcome, VerifyRequest, now_micros};
 
+use super::envelope::Envelope;
 use super::error::{ApiError, FieldError};
 use super::extract::Fields;
-use super::send::{given, integer, text};
+use super::fields::{given, integer, text};
 use crate::auth::Caller;
 use crate::config::NumberScope;
 use crate::state::AppState;
@@ -88,17 +89,6 @@ pub struct VerifyData {
     pub verified_at: String,
 }
 
-/// The success envelope.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct VerifyResponse {
-    pub status: u16,
-    pub success: bool,
-    #[schema(example = "OTP Verified Successfully.")]
-    pub message: String,
-    pub errors: Vec<FieldError>,
-    pub data: VerifyData,
-}
-
 /// Verify a code the user typed.
 #[utoipa::path(
     post,
@@ -106,7 +96,7 @@ pub struct VerifyResponse {
     tag = "otp",
     request_body(content = VerifyOtpRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Verified; the code cannot be used again", body = VerifyResponse),
+        (status = 200, description = "Verified; the code cannot be used again", body = Envelope<VerifyData>),
         (status = 400, description = "Invalid request (nothing counted); or a wrong code (`invalid_otp`, with `data.attempts_remaining`); or a code whose attempts are used up (`max_attempts`)", body = super::error::ErrorEnvelope),
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
         (status = 404, description = "Nothing to verify for this number or id in this account (`not_found`, `already_verified`)", body = super::error::ErrorEnvelope),
@@ -121,7 +111,7 @@ pub async fn verify_otp(
     State(state): State<AppState>,
     caller: Caller,
     Fields(fields): Fields,
-) -> Result<Json<VerifyResponse>, ApiError> {
+) -> Result<Json<Envelope<VerifyData>>, ApiError> {
     let (outcome, reply) = check(&state, caller, &fields).await;
     state
         .metrics
@@ -138,7 +128,7 @@ async fn check(
     state: &AppState,
     caller: Caller,
     fields: &Map<String, Value>,
-) -> (&'static str, Result<Json<VerifyResponse>, ApiError>) {
+) -> (&'static str, Result<Json<Envelope<VerifyData>>, ApiError>) {
     let (phone_number, otp_id, code) = match validate(fields) {
         Ok(valid) => valid,
         Err(errors) => return ("invalid", Err(ApiError::validation(errors))),
@@ -190,16 +180,13 @@ async fn check(
     match outcome {
         VerifyOutcome::Verified { id, verified_at } => (
             "verified",
-            Ok(Json(VerifyResponse {
-                status: 200,
-                success: true,
-                message: "OTP Verified Successfully.".to_owned(),
-                errors: Vec::new(),
-                data: VerifyData {
+            Ok(Json(Envelope::ok(
+                "OTP Verified Successfully.",
+                VerifyData {
                     id,
                     verified_at: super::list::rfc3339(verified_at, &state.tz),
                 },
-            })),
+            ))),
         ),
         VerifyOutcome::WrongCode {
             attempts_remaining, ..

@@ -28,10 +28,11 @@ use utoipa::ToSchema;
 use otp_store::now_micros;
 use otp_store::webhooks::{DeliveryQuery, SetWebhook, Webhook, WebhookDelivery};
 
+use super::envelope::{Envelope, NoData};
 use super::error::{ApiError, FieldError};
 use super::extract::Fields;
+use super::fields::{given, required_text};
 use super::list::rfc3339;
-use super::send::{given, required_text};
 use crate::auth::Caller;
 use crate::state::AppState;
 use crate::webhooks::{EVENT_ID_PREFIX, check_url};
@@ -88,15 +89,6 @@ pub struct WebhookData {
     pub updated_at: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct WebhookResponse {
-    pub status: u16,
-    pub success: bool,
-    pub message: String,
-    pub errors: Vec<FieldError>,
-    pub data: WebhookData,
-}
-
 /// One attempt at a delivery.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AttemptItem {
@@ -134,12 +126,11 @@ pub struct DeliveryItem {
     pub attempts: Vec<AttemptItem>,
 }
 
+/// A page of deliveries: the envelope, and where the next page starts.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveriesResponse {
-    pub status: u16,
-    pub success: bool,
-    pub errors: Vec<FieldError>,
-    pub data: Vec<DeliveryItem>,
+    #[serde(flatten)]
+    pub envelope: Envelope<Vec<DeliveryItem>>,
     /// The `before` value for the next (older) page; null on the last page.
     pub next_before: Option<String>,
 }
@@ -152,18 +143,15 @@ fn no_webhook() -> ApiError {
     )
 }
 
-fn reply(w: Webhook, message: &str, state: &AppState) -> Json<WebhookResponse> {
+fn reply(w: Webhook, message: &str, state: &AppState) -> Json<Envelope<WebhookData>> {
     let thresholds = state
         .config
         .webhooks
         .low_balance_thresholds()
         .with_overrides(w.low_balance_sms_credits, w.low_balance_phone_credits);
-    Json(WebhookResponse {
-        status: 200,
-        success: true,
-        message: message.to_owned(),
-        errors: Vec::new(),
-        data: WebhookData {
+    Json(Envelope::ok(
+        message,
+        WebhookData {
             url: w.url,
             secret: w.secret,
             low_balance_sms_credits: thresholds.sms,
@@ -171,7 +159,7 @@ fn reply(w: Webhook, message: &str, state: &AppState) -> Json<WebhookResponse> {
             created_at: rfc3339(w.created_at, &state.tz),
             updated_at: rfc3339(w.updated_at, &state.tz),
         },
-    })
+    ))
 }
 
 /// The account's webhook and signing secret.
@@ -180,7 +168,7 @@ fn reply(w: Webhook, message: &str, state: &AppState) -> Json<WebhookResponse> {
     path = "/api/v1/auths/webhook/",
     tag = "webhooks",
     responses(
-        (status = 200, description = "The webhook", body = WebhookResponse),
+        (status = 200, description = "The webhook", body = Envelope<WebhookData>),
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
         (status = 404, description = "No webhook is set (`not_set`)", body = super::error::ErrorEnvelope),
     ),
@@ -189,7 +177,7 @@ fn reply(w: Webhook, message: &str, state: &AppState) -> Json<WebhookResponse> {
 pub async fn get_webhook(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<WebhookResponse>, ApiError> {
+) -> Result<Json<Envelope<WebhookData>>, ApiError> {
     let w = state
         .store
         .webhook(caller.account_id)
@@ -205,7 +193,7 @@ pub async fn get_webhook(
     tag = "webhooks",
     request_body(content = SetWebhookRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Set; `data.secret` signs every event", body = WebhookResponse),
+        (status = 200, description = "Set; `data.secret` signs every event", body = Envelope<WebhookData>),
         (status = 400, description = "Invalid request; nothing changed (`url`: `required`, `blank`, `invalid_type`, `invalid`, or `address_not_allowed` for a special-purpose address such as 10.0.0.1 or [::1] unless `webhooks.allow_private_addresses`; `low_balance_*_credits`: `invalid`)", body = super::error::ErrorEnvelope),
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
     ),
@@ -215,7 +203,7 @@ pub async fn set_webhook(
     State(state): State<AppState>,
     caller: Caller,
     Fields(fields): Fields,
-) -> Result<Json<WebhookResponse>, ApiError> {
+) -> Result<Json<Envelope<WebhookData>>, ApiError> {
     let set = validate(&fields, state.config.webhooks.allow_private_addresses)
         .map_err(ApiError::validation)?;
     let w = state
@@ -233,22 +221,13 @@ pub async fn set_webhook(
     Ok(reply(w, "Webhook set.", &state))
 }
 
-/// The body of a removal.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeletedResponse {
-    pub status: u16,
-    pub success: bool,
-    pub message: String,
-    pub errors: Vec<FieldError>,
-}
-
 /// Remove the account's webhook; events not yet delivered are cancelled.
 #[utoipa::path(
     delete,
     path = "/api/v1/auths/webhook/",
     tag = "webhooks",
     responses(
-        (status = 200, description = "Removed", body = DeletedResponse),
+        (status = 200, description = "Removed", body = Envelope<NoData>),
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
         (status = 404, description = "No webhook was set (`not_set`)", body = super::error::ErrorEnvelope),
     ),
@@ -257,7 +236,7 @@ pub struct DeletedResponse {
 pub async fn delete_webhook(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<DeletedResponse>, ApiError> {
+) -> Result<Json<Envelope<NoData>>, ApiError> {
     if !state
         .store
         .delete_webhook(caller.account_id, now_micros())
@@ -265,12 +244,10 @@ pub async fn delete_webhook(
     {
         return Err(no_webhook());
     }
-    Ok(Json(DeletedResponse {
-        status: 200,
-        success: true,
-        message: "Webhook removed; pending events were cancelled.".to_owned(),
-        errors: Vec::new(),
-    }))
+    Ok(Json(Envelope::ok(
+        "Webhook removed; pending events were cancelled.",
+        NoData,
+    )))
 }
 
 /// The account's webhook events, newest first, with their attempts.
@@ -339,10 +316,7 @@ pub async fn list_deliveries(
         .then(|| list.last().map(|d| format!("{EVENT_ID_PREFIX}{}", d.id)))
         .flatten();
     Ok(Json(DeliveriesResponse {
-        status: 200,
-        success: true,
-        errors: Vec::new(),
-        data: list.into_iter().map(|d| item(d, &state)).collect(),
+        envelope: Envelope::data(list.into_iter().map(|d| item(d, &state)).collect()),
         next_before,
     }))
 }
