@@ -30,8 +30,7 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, ToSchema};
 
@@ -40,7 +39,7 @@ use otp_store::{Account, ApiKeyRecord, Scopes, User};
 use super::envelope::Envelope;
 use super::error::{ApiError, FieldError};
 use super::extract::Fields;
-use super::fields::{given, integer, required_text, scopes_field, text};
+use super::fields::{Raw, integer, required_text, scopes_field, text};
 use super::list::rfc3339;
 use super::users::bearer;
 use crate::accounts::{self, AccountName, CreditChange, Label, NewKey, Problem, Refusal};
@@ -234,70 +233,83 @@ pub struct RevokedView {
 }
 
 /// The body of `POST /admin/v1/accounts/`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateAccountRequest {
     /// Unique, 1-100 characters.
-    name: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true)]
+    name: Raw,
     /// Opening SMS credits, default 0.
-    sms_credits: Option<i64>,
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    sms_credits: Raw,
     /// Opening phone credits, default 0.
-    phone_credits: Option<i64>,
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    phone_credits: Raw,
     /// What the first key may do (as in `POST /admin/v1/accounts/{id}/keys/`);
     /// default `send, verify, read`.
+    #[serde(default)]
     #[schema(value_type = Option<Vec<String>>, example = json!(["send", "verify", "read"]))]
-    scopes: Option<Vec<String>>,
+    scopes: Raw,
 }
 
 /// The body of `POST /admin/v1/accounts/{id}/credits/`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct AddCreditsRequest {
     /// SMS credits to add; negative removes. Default 0.
-    sms: Option<i64>,
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    sms: Raw,
     /// Phone credits to add; negative removes. Default 0.
-    phone: Option<i64>,
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    phone: Raw,
     /// Kept in the ledger; at most 100 characters.
-    note: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    note: Raw,
 }
 
 /// The body of `POST /admin/v1/accounts/{id}/keys/`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateKeyRequest {
     /// At most 100 characters.
-    label: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    label: Raw,
     /// What the key may do: some of `send`, `verify`, `read`, `account` (a
     /// list, or one string separated by commas). Default `send, verify, read`.
+    #[serde(default)]
     #[schema(value_type = Option<Vec<String>>, example = json!(["send", "verify", "read", "account"]))]
-    scopes: Option<Vec<String>>,
+    scopes: Raw,
 }
 
 /// The body of `POST /admin/v1/accounts/{id}/users/`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateUserRequest {
     /// Unique whatever its case.
-    email: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true)]
+    email: Raw,
     /// 8 characters or more, at most 1024 bytes.
-    password: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true)]
+    password: Raw,
 }
 
 /// The body of `POST /admin/v1/users/{id}/password/`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct SetPasswordRequest {
     /// 8 characters or more, at most 1024 bytes.
-    password: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true)]
+    password: Raw,
 }
 
 /// An optional label or note field ([`Label`]).
-fn label_field(
-    fields: &Map<String, Value>,
-    name: &'static str,
-    errors: &mut Vec<FieldError>,
-) -> Option<Label> {
-    let value = text(fields, name, errors)?;
+fn label_field(value: &Raw, name: &'static str, errors: &mut Vec<FieldError>) -> Option<Label> {
+    let value = text(value, name, errors)?;
     checked(Label::parse(name, value), errors)
 }
 
@@ -352,17 +364,20 @@ pub async fn list_accounts(
 pub async fn create_account(
     _: Admin,
     State(state): State<AppState>,
-    Fields(fields): Fields,
+    Fields(req): Fields<CreateAccountRequest>,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
-    let name = required_text(&fields, "name", &mut errors)
+    let name = required_text(&req.name, "name", &mut errors)
         .and_then(|n| checked(AccountName::parse(&n), &mut errors));
-    let mut opening = |field: &'static str| {
-        let value = integer(&fields, field, &mut errors).unwrap_or(0);
+    let mut opening = |value: &Raw, field: &'static str| {
+        let value = integer(value, field, &mut errors).unwrap_or(0);
         checked(accounts::opening_credits(field, value), &mut errors).unwrap_or(0)
     };
-    let (sms, phone) = (opening("sms_credits"), opening("phone_credits"));
-    let scopes = scopes_field(&fields, &mut errors).unwrap_or(Scopes::DEFAULT);
+    let (sms, phone) = (
+        opening(&req.sms_credits, "sms_credits"),
+        opening(&req.phone_credits, "phone_credits"),
+    );
+    let scopes = scopes_field(&req.scopes, &mut errors).unwrap_or(Scopes::DEFAULT);
     let name = match name {
         Some(name) if errors.is_empty() => name,
         _ => return Err(ApiError::validation(errors)),
@@ -423,13 +438,13 @@ pub async fn add_credits(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Fields(fields): Fields,
+    Fields(req): Fields<AddCreditsRequest>,
 ) -> Result<Json<Envelope<AccountView>>, ApiError> {
     let account = find_account(&state, &id).await?;
     let mut errors = Vec::new();
-    let sms = integer(&fields, "sms", &mut errors).unwrap_or(0);
-    let phone = integer(&fields, "phone", &mut errors).unwrap_or(0);
-    let note = label_field(&fields, "note", &mut errors);
+    let sms = integer(&req.sms, "sms", &mut errors).unwrap_or(0);
+    let phone = integer(&req.phone, "phone", &mut errors).unwrap_or(0);
+    let note = label_field(&req.note, "note", &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
@@ -487,12 +502,12 @@ pub async fn create_key(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Fields(fields): Fields,
+    Fields(req): Fields<CreateKeyRequest>,
 ) -> Result<Response, ApiError> {
     let account = find_account(&state, &id).await?;
     let mut errors = Vec::new();
-    let label = label_field(&fields, "label", &mut errors);
-    let scopes = scopes_field(&fields, &mut errors).unwrap_or(Scopes::DEFAULT);
+    let label = label_field(&req.label, "label", &mut errors);
+    let scopes = scopes_field(&req.scopes, &mut errors).unwrap_or(Scopes::DEFAULT);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
@@ -557,11 +572,11 @@ pub async fn list_users(
 
 /// The new password of a create-user or set-password body.
 fn password_field(
-    fields: &Map<String, Value>,
+    value: &Raw,
     rules: PasswordRules,
     errors: &mut Vec<FieldError>,
 ) -> Option<NewPassword> {
-    if given(fields, "password").is_none() {
+    if value.given().is_none() {
         errors.push(FieldError::new(
             "password",
             "required",
@@ -569,7 +584,7 @@ fn password_field(
         ));
         return None;
     }
-    let raw = text(fields, "password", errors)?;
+    let raw = text(value, "password", errors)?;
     match NewPassword::parse(raw, rules) {
         Ok(p) => Some(p),
         Err(refused) => {
@@ -603,16 +618,16 @@ pub async fn create_user(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Fields(fields): Fields,
+    Fields(req): Fields<CreateUserRequest>,
 ) -> Result<Response, ApiError> {
     let account = find_account(&state, &id).await?;
     let mut errors = Vec::new();
-    let email = required_text(&fields, "email", &mut errors).and_then(|raw| {
+    let email = required_text(&req.email, "email", &mut errors).and_then(|raw| {
         Email::parse(&raw)
             .map_err(|m| errors.push(FieldError::new("email", "invalid", m)))
             .ok()
     });
-    let password = password_field(&fields, state.users.password_rules, &mut errors);
+    let password = password_field(&req.password, state.users.password_rules, &mut errors);
     let (Some(email), Some(password)) = (email, password) else {
         return Err(ApiError::validation(errors));
     };
@@ -646,11 +661,12 @@ pub async fn set_password(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Fields(fields): Fields,
+    Fields(req): Fields<SetPasswordRequest>,
 ) -> Result<Json<Envelope<UserView>>, ApiError> {
     let id = path_id(&id)?;
     let mut errors = Vec::new();
-    let Some(password) = password_field(&fields, state.users.password_rules, &mut errors) else {
+    let Some(password) = password_field(&req.password, state.users.password_rules, &mut errors)
+    else {
         return Err(ApiError::validation(errors));
     };
     if state.store.user(id).await?.is_none() {

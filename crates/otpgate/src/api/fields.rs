@@ -2,35 +2,63 @@
 //!
 //! A body arrives as a JSON object or a form ([`super::extract::Fields`]), so
 //! a field may be a JSON string, number, list or `null`, or a form's text.
-//! Each reader takes the field's name, returns the value when it is usable and
-//! otherwise pushes one [`FieldError`] naming the field, so a handler reports
-//! every problem of a request at once. A field that is absent or `null` counts
-//! as not given everywhere.
+//! Each handler reads its body into its request struct, made of [`Raw`]
+//! fields: reading never fails, and the same struct, through its
+//! `#[schema(value_type = ...)]` attributes, is the body the OpenAPI document
+//! shows, so the document cannot name a field the handler does not read nor
+//! miss one it does (`request_bodies_are_documented_field_for_field`). The
+//! readers below then take each field with its name, return the value when
+//! it is usable and otherwise push one [`FieldError`] naming the field, so a
+//! handler reports every problem of a request at once. A field that is absent
+//! or `null` counts as not given, except where [`Raw::sent`] tells them apart.
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use otp_store::Scopes;
 
-use super::error::FieldError;
+use super::error::{ApiError, FieldError};
 
-/// A field that is absent or JSON `null` counts as not given.
-pub(super) fn given<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    fields.get(name).filter(|v| !v.is_null())
+/// One field of a request body as it came: any JSON value, `null` included,
+/// or nothing when it was left out.
+#[derive(Debug, Default)]
+pub(super) struct Raw(Option<Value>);
+
+impl<'de> Deserialize<'de> for Raw {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(|value| Raw(Some(value)))
+    }
+}
+
+impl Raw {
+    /// The value, unless it is absent or `null`.
+    pub(super) fn given(&self) -> Option<&Value> {
+        self.0.as_ref().filter(|v| !v.is_null())
+    }
+
+    /// The value as sent, `null` included; `None` when left out.
+    pub(super) fn sent(&self) -> Option<&Value> {
+        self.0.as_ref()
+    }
+}
+
+/// A body's fields as the request struct `R`: one of [`Raw`] fields, each
+/// `#[serde(default)]`, which takes any object (fields it does not name are
+/// ignored, as they always were).
+pub(super) fn read<R: DeserializeOwned>(fields: Map<String, Value>) -> Result<R, ApiError> {
+    serde_json::from_value(Value::Object(fields)).map_err(|e| ApiError::malformed(e.to_string()))
 }
 
 /// A field's value when it is a JSON string, without reporting anything.
-pub(super) fn field_str<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-    given(fields, name).and_then(Value::as_str)
+pub(super) fn field_str(value: &Raw) -> Option<&str> {
+    value.given().and_then(Value::as_str)
 }
 
 /// Reads a text field; numbers are taken as their decimal text (clients send
 /// phone numbers and codes as JSON numbers too).
-pub(super) fn text(
-    fields: &Map<String, Value>,
-    name: &str,
-    errors: &mut Vec<FieldError>,
-) -> Option<String> {
-    match given(fields, name)? {
+pub(super) fn text(value: &Raw, name: &str, errors: &mut Vec<FieldError>) -> Option<String> {
+    match value.given()? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) if n.is_u64() => Some(n.to_string()),
         _ => {
@@ -46,12 +74,12 @@ pub(super) fn text(
 
 /// A text field that must be given and not blank (`required`, `blank`).
 pub(super) fn required_text(
-    fields: &Map<String, Value>,
+    value: &Raw,
     name: &str,
     errors: &mut Vec<FieldError>,
 ) -> Option<String> {
-    let value = text(fields, name, errors);
-    match value.as_deref().map(str::trim) {
+    let text_value = text(value, name, errors);
+    match text_value.as_deref().map(str::trim) {
         Some("") => {
             errors.push(FieldError::new(
                 name,
@@ -60,9 +88,9 @@ pub(super) fn required_text(
             ));
             None
         }
-        Some(_) => value,
+        Some(_) => text_value,
         None => {
-            if given(fields, name).is_none() {
+            if value.given().is_none() {
                 errors.push(FieldError::new(
                     name,
                     "required",
@@ -76,39 +104,35 @@ pub(super) fn required_text(
 
 /// A text field where an empty string also counts as not given.
 pub(super) fn nonempty_text(
-    fields: &Map<String, Value>,
+    value: &Raw,
     name: &str,
     errors: &mut Vec<FieldError>,
 ) -> Option<String> {
-    text(fields, name, errors).filter(|s| !s.is_empty())
+    text(value, name, errors).filter(|s| !s.is_empty())
 }
 
 /// A text field that must be given with something besides spaces; blank
 /// counts as missing (`required` for both).
 pub(super) fn required_nonempty(
-    fields: &Map<String, Value>,
+    value: &Raw,
     name: &str,
     errors: &mut Vec<FieldError>,
 ) -> Option<String> {
     let before = errors.len();
-    let value = nonempty_text(fields, name, errors).filter(|s| !s.trim().is_empty());
-    if value.is_none() && errors.len() == before {
+    let text_value = nonempty_text(value, name, errors).filter(|s| !s.trim().is_empty());
+    if text_value.is_none() && errors.len() == before {
         errors.push(FieldError::new(
             name,
             "required",
             format!("{name} is required."),
         ));
     }
-    value
+    text_value
 }
 
 /// An integer field, from a JSON integer or a decimal string (as forms send it).
-pub(super) fn integer(
-    fields: &Map<String, Value>,
-    name: &str,
-    errors: &mut Vec<FieldError>,
-) -> Option<i64> {
-    let parsed = match given(fields, name)? {
+pub(super) fn integer(value: &Raw, name: &str, errors: &mut Vec<FieldError>) -> Option<i64> {
+    let parsed = match value.given()? {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.trim().parse::<i64>().ok(),
         _ => None,
@@ -124,12 +148,8 @@ pub(super) fn integer(
 }
 
 /// A finite number field, from a JSON number or a decimal string.
-pub(super) fn number_field(
-    fields: &Map<String, Value>,
-    name: &str,
-    errors: &mut Vec<FieldError>,
-) -> Option<f64> {
-    let parsed = match given(fields, name)? {
+pub(super) fn number_field(value: &Raw, name: &str, errors: &mut Vec<FieldError>) -> Option<f64> {
+    let parsed = match value.given()? {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse::<f64>().ok(),
         _ => None,
@@ -150,12 +170,8 @@ pub(super) fn number_field(
 /// The `scopes` field of a request that mints a key: a list of names
 /// (`["send", "read"]`) or one string of names separated by commas or spaces
 /// (`"send,read"`, as a form sends it). Absent or `null`: `None`.
-pub(super) fn scopes_field(
-    fields: &Map<String, Value>,
-    errors: &mut Vec<FieldError>,
-) -> Option<Scopes> {
-    let value = given(fields, "scopes")?;
-    let text = match value {
+pub(super) fn scopes_field(value: &Raw, errors: &mut Vec<FieldError>) -> Option<Scopes> {
+    let text = match value.given()? {
         Value::String(s) => Some(s.clone()),
         Value::Array(items) => items
             .iter()

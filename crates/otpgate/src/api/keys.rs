@@ -15,6 +15,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, ToSchema};
 
@@ -24,7 +25,7 @@ use super::admin::{KeyView, NewKeyView, key_view, new_key_view};
 use super::envelope::Envelope;
 use super::error::ApiError;
 use super::extract::{OptionalFields, insufficient_scope, required_scope};
-use super::fields::{scopes_field, text};
+use super::fields::{Raw, scopes_field, text};
 use crate::accounts::{self, Label};
 use crate::auth::Caller;
 use crate::state::AppState;
@@ -38,16 +39,18 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The body of `POST /api/v1/auths/api-keys/` (JSON or form; may be left out).
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateOwnKeyRequest {
     /// At most 100 characters.
-    label: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    label: Raw,
     /// What the key may do: some of `send`, `verify`, `read`, `account`
     /// (a list, or one string separated by commas). Default `send, verify,
     /// read`. Each must be a scope of the calling key.
+    #[serde(default)]
     #[schema(value_type = Option<Vec<String>>, example = json!(["send", "verify"]))]
-    scopes: Option<Vec<String>>,
+    scopes: Raw,
 }
 
 /// The account's API keys.
@@ -89,15 +92,15 @@ pub async fn list_keys(
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
-    OptionalFields(fields): OptionalFields,
+    OptionalFields(req): OptionalFields<CreateOwnKeyRequest>,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
-    let label = text(&fields, "label", &mut errors).and_then(|l| {
+    let label = text(&req.label, "label", &mut errors).and_then(|l| {
         Label::parse("label", l)
             .map_err(|p| errors.push(p.into()))
             .ok()
     });
-    let scopes = scopes_field(&fields, &mut errors).unwrap_or(Scopes::DEFAULT);
+    let scopes = scopes_field(&req.scopes, &mut errors).unwrap_or(Scopes::DEFAULT);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }

@@ -25,8 +25,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use otp_domain::channel::{Channel, OtpOption, Voice};
@@ -44,7 +43,7 @@ use sha2::{Digest, Sha256};
 use super::envelope::Envelope;
 use super::error::{ApiError, FieldError};
 use super::extract::FieldsAndBody;
-use super::fields::{field_str, integer, number_field, required_text, text};
+use super::fields::{Raw, field_str, integer, number_field, required_text, text};
 use crate::auth::Caller;
 use crate::state::AppState;
 
@@ -61,10 +60,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/auths/send/otp", post(send_otp))
 }
 
-/// The request body, for the OpenAPI document (the handler reads fields one by
-/// one so that every problem is reported, and form bodies work too).
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// The request body (JSON or form), as read and as documented; each field is
+/// checked by [`validate`], which reports every problem at once.
+#[derive(Deserialize, ToSchema)]
 pub struct SendOtpRequest {
     /// Recipient: 10 Nepali digits (`98XXXXXXXX`), or `+977...`, or another
     /// country's number in `+` international form, if `limits.allowed_countries`
@@ -72,30 +70,47 @@ pub struct SendOtpRequest {
     /// entry matches. Text goes to mobiles only, voice to mobiles and fixed
     /// lines; premium-rate, shared-cost, satellite and other service numbers
     /// are refused.
-    #[schema(example = "9851023212")]
-    number: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "9851023212")]
+    number: Raw,
     /// The text, with `{otp}` where the code goes (at most 1,000 characters; the
     /// rendered text at most 10 SMS segments).
-    #[schema(example = "Hi your OTP is {otp}")]
-    message: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "Hi your OTP is {otp}")]
+    message: Raw,
     /// `text` or `voice`.
-    #[schema(example = "text")]
-    sms_send_options: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "text")]
+    sms_send_options: Raw,
     /// `generated` (default) or `personnel`.
-    otp_options: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    otp_options: Raw,
     /// Your own code, required with `personnel`: 4-10 ASCII letters or digits
     /// (digits only for voice).
-    otp: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    otp: Raw,
     /// Length of a generated code, 4-10, default 6.
-    otp_length: Option<u32>,
+    #[serde(default)]
+    #[schema(value_type = Option<u32>)]
+    otp_length: Raw,
     /// Required for voice: `np_rija`, `np_prashanna`, `np_shreegya` or `np_binod`.
-    voice_input: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    voice_input: Raw,
     /// Voice only: speech length factor, 0.5-2.0, default 1.0.
-    length_factor: Option<f64>,
+    #[serde(default)]
+    #[schema(value_type = Option<f64>)]
+    length_factor: Raw,
     /// Stored and returned; at most 100 characters.
-    company_name: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    company_name: Raw,
     /// How long the code can be verified, 60-3600 seconds, default 600.
-    expiry_seconds: Option<u32>,
+    #[serde(default)]
+    #[schema(value_type = Option<u32>)]
+    expiry_seconds: Raw,
 }
 
 /// `data.details` of a successful send.
@@ -219,12 +234,12 @@ pub async fn send_otp(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    FieldsAndBody { fields, body }: FieldsAndBody,
+    FieldsAndBody { fields: req, body }: FieldsAndBody<SendOtpRequest>,
 ) -> Result<Json<Envelope<SendData>>, ApiError> {
     let shows_code = state.config.api.code_in_send_reply;
     let idempotency = idempotency_key(&headers, &caller, shows_code, &body)?;
-    let valid = validate(&fields, &state.limits()).map_err(|errors| {
-        let channel = field_str(&fields, "sms_send_options")
+    let valid = validate(&req, &state.limits()).map_err(|errors| {
+        let channel = field_str(&req.sms_send_options)
             .and_then(Channel::parse)
             .map_or("unknown", Channel::as_str);
         count_send(&state, channel, "invalid");
@@ -660,31 +675,32 @@ pub fn check_send_body(
     body: &[u8],
     limits: &crate::config::LimitsConfig,
 ) -> Result<String, ApiError> {
-    let fields = super::extract::fields_from_body(content_type, body)?;
-    let valid = validate(&fields, limits).map_err(ApiError::validation)?;
+    let req = super::fields::read(super::extract::fields_from_body(content_type, body)?)?;
+    let valid = validate(&req, limits).map_err(ApiError::validation)?;
     Ok(valid.template.render(&valid.code))
 }
 
 fn validate(
-    fields: &Map<String, Value>,
+    req: &SendOtpRequest,
     limits: &crate::config::LimitsConfig,
 ) -> Result<ValidSend, Vec<FieldError>> {
     let mut errors = Vec::new();
 
-    let channel = required_text(fields, "sms_send_options", &mut errors).and_then(|s| {
-        let parsed = Channel::parse(s.trim());
-        if parsed.is_none() {
-            errors.push(FieldError::new(
-                "sms_send_options",
-                "invalid_choice",
-                "sms_send_options must be \"text\" or \"voice\".",
-            ));
-        }
-        parsed
-    });
+    let channel =
+        required_text(&req.sms_send_options, "sms_send_options", &mut errors).and_then(|s| {
+            let parsed = Channel::parse(s.trim());
+            if parsed.is_none() {
+                errors.push(FieldError::new(
+                    "sms_send_options",
+                    "invalid_choice",
+                    "sms_send_options must be \"text\" or \"voice\".",
+                ));
+            }
+            parsed
+        });
 
-    let number =
-        required_text(fields, "number", &mut errors).and_then(|s| match PhoneNumber::parse(&s) {
+    let number = required_text(&req.number, "number", &mut errors).and_then(|s| {
+        match PhoneNumber::parse(&s) {
             Ok(n) => {
                 match refuse_number_type(&n, channel).or_else(|| limits.refuse_destination(&n)) {
                     Some((code, message)) => {
@@ -698,15 +714,16 @@ fn validate(
                 errors.push(FieldError::new("number", "invalid", e.to_string()));
                 None
             }
-        });
+        }
+    });
 
-    let template = required_text(fields, "message", &mut errors).and_then(|s| {
+    let template = required_text(&req.message, "message", &mut errors).and_then(|s| {
         MessageTemplate::parse(&s)
             .map_err(|e| errors.push(FieldError::new("message", "invalid", e.to_string())))
             .ok()
     });
 
-    let option = match text(fields, "otp_options", &mut errors) {
+    let option = match text(&req.otp_options, "otp_options", &mut errors) {
         None => Some(OtpOption::Generated),
         Some(s) => {
             let parsed = OtpOption::parse(s.trim());
@@ -721,8 +738,8 @@ fn validate(
         }
     };
 
-    let own_code = text(fields, "otp", &mut errors).filter(|s| !s.is_empty());
-    let length = integer(fields, "otp_length", &mut errors);
+    let own_code = text(&req.otp, "otp", &mut errors).filter(|s| !s.is_empty());
+    let length = integer(&req.otp_length, "otp_length", &mut errors);
     let code = match (option, channel) {
         (Some(OtpOption::Personnel), Some(ch)) => match own_code {
             Some(c) => OtpCode::personnel(&c, ch)
@@ -771,7 +788,7 @@ fn validate(
     let mut voice = None;
     let mut length_factor = None;
     if channel == Some(Channel::Voice) {
-        voice = match required_text(fields, "voice_input", &mut errors) {
+        voice = match required_text(&req.voice_input, "voice_input", &mut errors) {
             Some(v) => {
                 let parsed = Voice::parse(v.trim());
                 if parsed.is_none() {
@@ -785,7 +802,7 @@ fn validate(
             }
             None => None,
         };
-        length_factor = match number_field(fields, "length_factor", &mut errors) {
+        length_factor = match number_field(&req.length_factor, "length_factor", &mut errors) {
             None => Some(1.0),
             Some(f) if (LENGTH_FACTOR_RANGE.0..=LENGTH_FACTOR_RANGE.1).contains(&f) => Some(f),
             Some(_) => {
@@ -799,7 +816,7 @@ fn validate(
         };
     }
 
-    let company_name = text(fields, "company_name", &mut errors).and_then(|s| {
+    let company_name = text(&req.company_name, "company_name", &mut errors).and_then(|s| {
         if s.chars().count() > MAX_COMPANY_NAME_CHARS {
             errors.push(FieldError::new(
                 "company_name",
@@ -819,19 +836,20 @@ fn validate(
         }
     });
 
-    let expiry_seconds = integer(fields, "expiry_seconds", &mut errors).and_then(|n| {
-        let (min, max) = crate::codes::EXPIRY_RANGE;
-        if (min..=max).contains(&n) {
-            Some(n)
-        } else {
-            errors.push(FieldError::new(
-                "expiry_seconds",
-                "out_of_range",
-                format!("expiry_seconds must be between {min} and {max}."),
-            ));
-            None
-        }
-    });
+    let expiry_seconds =
+        integer(&req.expiry_seconds, "expiry_seconds", &mut errors).and_then(|n| {
+            let (min, max) = crate::codes::EXPIRY_RANGE;
+            if (min..=max).contains(&n) {
+                Some(n)
+            } else {
+                errors.push(FieldError::new(
+                    "expiry_seconds",
+                    "out_of_range",
+                    format!("expiry_seconds must be between {min} and {max}."),
+                ));
+                None
+            }
+        });
 
     match (number, template, channel, option, code) {
         (Some(number), Some(template), Some(channel), Some(option), Some(code))

@@ -41,8 +41,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 
 use otp_domain::code::OtpLength;
@@ -52,7 +52,7 @@ use otp_store::{VerifyOutcome, VerifyRequest, now_micros};
 use super::envelope::Envelope;
 use super::error::{ApiError, FieldError};
 use super::extract::Fields;
-use super::fields::{given, integer, text};
+use super::fields::{Raw, integer, text};
 use crate::auth::Caller;
 use crate::config::NumberScope;
 use crate::state::AppState;
@@ -64,21 +64,24 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/auths/verify/otp", post(verify_otp))
 }
 
-/// The request body, for the OpenAPI document (JSON or form).
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// The request body (JSON or form).
+#[derive(Deserialize, ToSchema)]
 pub struct VerifyOtpRequest {
     /// The number the code was sent to, in any accepted spelling. Required
     /// unless `id` is given.
-    #[schema(example = "9851023212")]
-    number: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "9851023212")]
+    number: Raw,
     /// The code the user typed: 4-10 ASCII letters or digits (surrounding
     /// spaces are ignored).
-    #[schema(example = "482193")]
-    otp: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "482193")]
+    otp: Raw,
     /// The id a send returned: check this OTP rather than the number's newest.
     /// For a resend, any id of its chain checks the same code and attempts.
-    id: Option<i64>,
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    id: Raw,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -110,9 +113,9 @@ pub struct VerifyData {
 pub async fn verify_otp(
     State(state): State<AppState>,
     caller: Caller,
-    Fields(fields): Fields,
+    Fields(req): Fields<VerifyOtpRequest>,
 ) -> Result<Json<Envelope<VerifyData>>, ApiError> {
-    let (outcome, reply) = check(&state, caller, &fields).await;
+    let (outcome, reply) = check(&state, caller, &req).await;
     state
         .metrics
         .inc("otpgate_verify_total", &[("outcome", outcome)]);
@@ -127,9 +130,9 @@ pub async fn verify_otp(
 async fn check(
     state: &AppState,
     caller: Caller,
-    fields: &Map<String, Value>,
+    req: &VerifyOtpRequest,
 ) -> (&'static str, Result<Json<Envelope<VerifyData>>, ApiError>) {
-    let (phone_number, otp_id, code) = match validate(fields) {
+    let (phone_number, otp_id, code) = match validate(req) {
         Ok(valid) => valid,
         Err(errors) => return ("invalid", Err(ApiError::validation(errors))),
     };
@@ -255,9 +258,9 @@ fn refused(refusal: VerifyRefusal) -> ApiError {
 
 type Target = (Option<String>, Option<i64>, String);
 
-fn validate(fields: &Map<String, Value>) -> Result<Target, Vec<FieldError>> {
+fn validate(req: &VerifyOtpRequest) -> Result<Target, Vec<FieldError>> {
     let mut errors = Vec::new();
-    let id = integer(fields, "id", &mut errors).and_then(|n| {
+    let id = integer(&req.id, "id", &mut errors).and_then(|n| {
         if n < 1 {
             errors.push(FieldError::new(
                 "id",
@@ -268,7 +271,7 @@ fn validate(fields: &Map<String, Value>) -> Result<Target, Vec<FieldError>> {
         }
         Some(n)
     });
-    let number = match text(fields, "number", &mut errors) {
+    let number = match text(&req.number, "number", &mut errors) {
         Some(s) if !s.trim().is_empty() => match PhoneNumber::parse(&s) {
             Ok(n) => Some(n.display().to_owned()),
             Err(e) => {
@@ -287,7 +290,7 @@ fn validate(fields: &Map<String, Value>) -> Result<Target, Vec<FieldError>> {
             None
         }
     };
-    let code = match text(fields, "otp", &mut errors) {
+    let code = match text(&req.otp, "otp", &mut errors) {
         Some(s) => {
             let s = s.trim();
             let len = s.chars().count();
@@ -312,7 +315,7 @@ fn validate(fields: &Map<String, Value>) -> Result<Target, Vec<FieldError>> {
             }
         }
         None => {
-            if given(fields, "otp").is_none() {
+            if req.otp.given().is_none() {
                 errors.push(FieldError::new("otp", "required", "otp is required."));
             }
             None

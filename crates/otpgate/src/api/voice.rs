@@ -9,8 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use otp_domain::channel::{Channel, Voice};
@@ -20,7 +19,7 @@ use otp_domain::message::MessageTemplate;
 use super::envelope::Envelope;
 use super::error::{ApiError, ErrorEnvelope, FieldError};
 use super::extract::Fields;
-use super::fields::{nonempty_text, number_field, required_nonempty};
+use super::fields::{Raw, nonempty_text, number_field, required_nonempty};
 use crate::auth::Caller;
 use crate::delivery::voice::{Prompt, gender};
 use crate::state::AppState;
@@ -53,21 +52,26 @@ pub struct VoiceItem {
     pub rate_wpm: u16,
 }
 
-/// The preview request, for the OpenAPI document (the handler reads fields one by
-/// one so that every problem is reported, and form bodies work too).
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// The preview request (JSON or form); each field is checked by [`validate`],
+/// which reports every problem at once.
+#[derive(Deserialize, ToSchema)]
 pub struct PreviewRequest {
     /// The text, with `{otp}` where the code is read out.
-    #[schema(example = "तपाईंको कोड {otp} हो")]
-    message: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "तपाईंको कोड {otp} हो")]
+    message: Raw,
     /// `np_rija`, `np_prashanna`, `np_shreegya` or `np_binod`.
-    #[schema(example = "np_rija")]
-    voice_input: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "np_rija")]
+    voice_input: Raw,
     /// 4-10 digits; default `123456`.
-    otp: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    otp: Raw,
     /// 0.5-2.0, default 1.0; above 1 is slower.
-    length_factor: Option<f64>,
+    #[serde(default)]
+    #[schema(value_type = Option<f64>)]
+    length_factor: Raw,
 }
 
 /// The voices a voice OTP can use.
@@ -118,9 +122,9 @@ pub async fn list_voices(
 pub async fn preview(
     State(state): State<AppState>,
     _caller: Caller,
-    Fields(fields): Fields,
+    Fields(req): Fields<PreviewRequest>,
 ) -> Result<Response, ApiError> {
-    let valid = validate(&fields).map_err(ApiError::validation)?;
+    let valid = validate(&req).map_err(ApiError::validation)?;
     let prompt = Prompt {
         voice: valid.voice,
         template: valid.template.as_str(),
@@ -162,14 +166,14 @@ struct ValidPreview {
     length_factor: f64,
 }
 
-fn validate(fields: &Map<String, Value>) -> Result<ValidPreview, Vec<FieldError>> {
+fn validate(req: &PreviewRequest) -> Result<ValidPreview, Vec<FieldError>> {
     let mut errors = Vec::new();
-    let template = required_nonempty(fields, "message", &mut errors).and_then(|s| {
+    let template = required_nonempty(&req.message, "message", &mut errors).and_then(|s| {
         MessageTemplate::parse(&s)
             .map_err(|e| errors.push(FieldError::new("message", "invalid", e.to_string())))
             .ok()
     });
-    let voice = required_nonempty(fields, "voice_input", &mut errors).and_then(|s| {
+    let voice = required_nonempty(&req.voice_input, "voice_input", &mut errors).and_then(|s| {
         let parsed = Voice::parse(s.trim());
         if parsed.is_none() {
             errors.push(FieldError::new(
@@ -180,13 +184,13 @@ fn validate(fields: &Map<String, Value>) -> Result<ValidPreview, Vec<FieldError>
         }
         parsed
     });
-    let code = match nonempty_text(fields, "otp", &mut errors) {
+    let code = match nonempty_text(&req.otp, "otp", &mut errors) {
         None => Some(OtpCode::personnel(SAMPLE_CODE, Channel::Voice).expect("a valid sample")),
         Some(s) => OtpCode::personnel(&s, Channel::Voice)
             .map_err(|e| errors.push(FieldError::new("otp", "invalid", e.to_string())))
             .ok(),
     };
-    let length_factor = match number_field(fields, "length_factor", &mut errors) {
+    let length_factor = match number_field(&req.length_factor, "length_factor", &mut errors) {
         None if errors.iter().any(|e| e.field == "length_factor") => None,
         None => Some(1.0),
         Some(f) if (0.5..=2.0).contains(&f) => Some(f),

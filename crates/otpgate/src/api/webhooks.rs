@@ -21,8 +21,8 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use otp_store::now_micros;
@@ -31,7 +31,7 @@ use otp_store::webhooks::{DeliveryQuery, SetWebhook, Webhook, WebhookDelivery};
 use super::envelope::{Envelope, NoData};
 use super::error::{ApiError, FieldError};
 use super::extract::Fields;
-use super::fields::{given, required_text};
+use super::fields::{Raw, required_text};
 use super::list::rfc3339;
 use crate::auth::Caller;
 use crate::state::AppState;
@@ -51,23 +51,28 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/auths/webhook/deliveries", get(list_deliveries))
 }
 
-/// The request body of `PUT` (JSON or form), for the OpenAPI document.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// The request body of `PUT` (JSON or form).
+#[derive(Deserialize, ToSchema)]
 pub struct SetWebhookRequest {
     /// Where events are POSTed: an absolute `http` or `https` URL, at most
     /// 2048 characters, without a user name, password or `#fragment`.
-    #[schema(example = "https://app.example.com/otpgate/events")]
-    url: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "https://app.example.com/otpgate/events")]
+    url: Raw,
     /// Make a new signing secret (the old one stops working at once).
-    rotate_secret: Option<bool>,
+    #[serde(default)]
+    #[schema(value_type = Option<bool>)]
+    rotate_secret: Raw,
     /// A `low_balance` event is sent when a send takes the SMS credits below
     /// this (0: never; null: the configured `webhooks.low_balance_sms_credits`;
     /// not given: unchanged). 0 to 1000000000.
-    #[schema(example = 500)]
-    low_balance_sms_credits: Option<i64>,
+    #[serde(default)]
+    #[schema(value_type = Option<i64>, example = 500)]
+    low_balance_sms_credits: Raw,
     /// The same for phone credits (`webhooks.low_balance_phone_credits`).
-    low_balance_phone_credits: Option<i64>,
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    low_balance_phone_credits: Raw,
 }
 
 /// The largest `low_balance` threshold accepted.
@@ -202,9 +207,9 @@ pub async fn get_webhook(
 pub async fn set_webhook(
     State(state): State<AppState>,
     caller: Caller,
-    Fields(fields): Fields,
+    Fields(req): Fields<SetWebhookRequest>,
 ) -> Result<Json<Envelope<WebhookData>>, ApiError> {
-    let set = validate(&fields, state.config.webhooks.allow_private_addresses)
+    let set = validate(&req, state.config.webhooks.allow_private_addresses)
         .map_err(ApiError::validation)?;
     let w = state
         .store
@@ -366,12 +371,8 @@ struct Valid {
 
 /// A `low_balance` threshold: `None` when not given (kept), `Some(None)` when
 /// null (the configured one), else the number.
-fn threshold(
-    fields: &Map<String, Value>,
-    name: &str,
-    errors: &mut Vec<FieldError>,
-) -> Option<Option<i64>> {
-    let value = fields.get(name)?;
+fn threshold(value: &Raw, name: &str, errors: &mut Vec<FieldError>) -> Option<Option<i64>> {
+    let value = value.sent()?;
     let n = match value {
         Value::Null => return Some(None),
         Value::Number(n) => n.as_i64(),
@@ -395,11 +396,11 @@ fn threshold(
 }
 
 fn validate(
-    fields: &Map<String, Value>,
+    req: &SetWebhookRequest,
     allow_private_addresses: bool,
 ) -> Result<Valid, Vec<FieldError>> {
     let mut errors = Vec::new();
-    let url = required_text(fields, "url", &mut errors).and_then(|raw| {
+    let url = required_text(&req.url, "url", &mut errors).and_then(|raw| {
         let raw = raw.trim();
         match check_url(raw, allow_private_addresses) {
             Ok(()) => Some(raw.to_owned()),
@@ -409,7 +410,7 @@ fn validate(
             }
         }
     });
-    let rotate = match given(fields, "rotate_secret") {
+    let rotate = match req.rotate_secret.given() {
         None => false,
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
@@ -422,8 +423,16 @@ fn validate(
             false
         }
     };
-    let low_balance_sms = threshold(fields, "low_balance_sms_credits", &mut errors);
-    let low_balance_phone = threshold(fields, "low_balance_phone_credits", &mut errors);
+    let low_balance_sms = threshold(
+        &req.low_balance_sms_credits,
+        "low_balance_sms_credits",
+        &mut errors,
+    );
+    let low_balance_phone = threshold(
+        &req.low_balance_phone_credits,
+        "low_balance_phone_credits",
+        &mut errors,
+    );
     match url {
         Some(url) if errors.is_empty() => Ok(Valid {
             url,
