@@ -12,9 +12,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use otp_store::{Account, NewUser, Scopes, SharedStore, StoreError};
+use otp_store::{Account, Scopes, SharedStore};
 
-use crate::auth::issue_key_with_scopes;
+use crate::accounts::{self, AccountName, CreditChange, Label, Refusal};
 use crate::config::{Config, Secret};
 use crate::startup::{Application, open_store};
 use crate::users::hashing::hash_now;
@@ -284,11 +284,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sms,
             phone,
         }) => {
+            let change = CreditChange::new(sms, phone)?;
             let store = open_store(&config).await?;
             let a = find_account(&store, &account).await?;
-            let a = store
-                .add_credits(a.id, sms, phone, "added with otpgate credits add")
-                .await?;
+            let note = Label::ours("added with otpgate credits add");
+            let a = accounts::add_credits(&store, a.id, change, note).await?;
             println!(
                 "account {} ({}): {} SMS credits, {} phone credits",
                 a.id, a.name, a.sms_credits, a.phone_credits
@@ -536,24 +536,17 @@ async fn accounts(store: &SharedStore, cmd: AccountsCmd) -> anyhow::Result<()> {
             scopes,
             json,
         } => {
-            anyhow::ensure!(
-                sms_credits >= 0 && phone_credits >= 0,
-                "opening credits cannot be negative"
-            );
-            anyhow::ensure!(!name.trim().is_empty(), "the account name may not be blank");
-            let account = store
-                .create_account(&name, sms_credits, phone_credits)
-                .await?;
-            let key =
-                issue_key_with_scopes(account.id, Some("created with the account".into()), scopes);
-            store.create_key(key.record).await?;
+            let name = AccountName::parse(&name)?;
+            let sms = accounts::opening_credits("sms_credits", sms_credits)?;
+            let phone = accounts::opening_credits("phone_credits", phone_credits)?;
+            let (account, key) = accounts::create_account(store, &name, sms, phone, scopes).await?;
             if json {
                 println!(
                     "{}",
-                    json!({ "account_id": account.id, "name": account.name, "api_key": key.plaintext })
+                    json!({ "account_id": account.id, "name": account.name, "api_key": key.api_key })
                 );
             } else {
-                println!("account_id: {}\napi_key: {}", account.id, key.plaintext);
+                println!("account_id: {}\napi_key: {}", account.id, key.api_key);
             }
         }
         AccountsCmd::Limits {
@@ -563,19 +556,17 @@ async fn accounts(store: &SharedStore, cmd: AccountsCmd) -> anyhow::Result<()> {
             json,
         } => {
             let a = find_account(store, &account).await?;
-            let mut limits = store
-                .account_limits(a.id)
-                .await?
-                .with_context(|| format!("no account {account:?}"))?;
-            if max_rps.is_some() || daily_spend_cap.is_some() {
-                limits = store
-                    .set_account_limits(
-                        a.id,
-                        max_rps.map_or(limits.max_rps, |s| s.0),
-                        daily_spend_cap.map_or(limits.daily_spend_cap, |s| s.0),
-                    )
-                    .await?;
-            }
+            let limits = accounts::set_limits(
+                store,
+                a.id,
+                max_rps.map(|s| s.0),
+                daily_spend_cap.map(|s| s.0),
+            )
+            .await
+            .map_err(|e| match e {
+                Refusal::NotFound => anyhow::anyhow!("no account {account:?}"),
+                other => other.into(),
+            })?;
             if json {
                 println!(
                     "{}",
@@ -720,19 +711,20 @@ async fn keys(store: &SharedStore, cmd: KeysCmd) -> anyhow::Result<()> {
             scopes,
             json,
         } => {
+            let label = label.map(|l| Label::parse("label", l)).transpose()?;
             let a = find_account(store, &account).await?;
-            let key = issue_key_with_scopes(a.id, label, scopes);
-            let rec = store.create_key(key.record).await?;
+            let key = accounts::create_key(store, a.id, label, scopes).await?;
+            let rec = key.record;
             if json {
                 println!(
                     "{}",
-                    json!({ "account_id": a.id, "key_id": rec.key_id, "api_key": key.plaintext,
+                    json!({ "account_id": a.id, "key_id": rec.key_id, "api_key": key.api_key,
                             "scopes": rec.scopes.names() })
                 );
             } else {
                 println!(
                     "key_id: {}\napi_key: {}\nscopes: {}",
-                    rec.key_id, key.plaintext, rec.scopes
+                    rec.key_id, key.api_key, rec.scopes
                 );
             }
         }
@@ -776,10 +768,10 @@ async fn keys(store: &SharedStore, cmd: KeysCmd) -> anyhow::Result<()> {
         }
         KeysCmd::Revoke { key } => {
             let key_id = crate::auth::key_id_of(&key).unwrap_or(&key).to_owned();
-            if store.revoke_key(&key_id).await? {
-                println!("revoked {key_id}");
-            } else {
-                anyhow::bail!("no active key {key_id:?}");
+            match accounts::revoke_key(store, &key_id).await {
+                Ok(()) => println!("revoked {key_id}"),
+                Err(Refusal::NotFound) => anyhow::bail!("no active key {key_id:?}"),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -873,17 +865,7 @@ async fn users(config: &Config, cmd: UsersCmd) -> anyhow::Result<()> {
             let email = Email::parse(&email).map_err(|m| anyhow::anyhow!(m))?;
             let password = read_password(rules)?;
             let password_hash = hash_now(password.expose())?;
-            let user = store
-                .create_user(NewUser {
-                    account_id: a.id,
-                    email: email.as_str().to_owned(),
-                    password_hash,
-                })
-                .await
-                .map_err(|e| match e {
-                    StoreError::Conflict(_) => anyhow::anyhow!("a user with this email exists"),
-                    other => other.into(),
-                })?;
+            let user = accounts::create_user(store, a.id, &email, password_hash).await?;
             if json {
                 println!(
                     "{}",
@@ -924,10 +906,12 @@ async fn users(config: &Config, cmd: UsersCmd) -> anyhow::Result<()> {
                 .with_context(|| format!("no user {email:?}"))?;
             let password = read_password(rules)?;
             let hash = hash_now(password.expose())?;
-            store
-                .set_password(user.id, &hash)
-                .await?
-                .with_context(|| format!("no user {email:?}"))?;
+            accounts::set_password(&store, user.id, &hash)
+                .await
+                .map_err(|e| match e {
+                    Refusal::NotFound => anyhow::anyhow!("no user {email:?}"),
+                    other => other.into(),
+                })?;
             println!("password set for {}", user.email);
         }
     }

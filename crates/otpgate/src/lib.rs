@@ -23,11 +23,14 @@
 //!   routes paused, resumed and drained.
 //! - [`check`]: `otpgate check-config` (every problem of a file at once) and
 //!   `otpgate doctor` (what a node needs, one line per check).
+//! - [`accounts`]: account, credit, key and user operations, shared by the
+//!   command line and the admin API.
 //! - [`cli`]: the `otpgate` command line.
 //!
 //! Domain rules (numbers, codes, templates, segments, credits) live in `otp-domain`;
 //! persistence in `otp-store`.
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod backup;

@@ -27,30 +27,26 @@
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, ToSchema};
 
-use otp_store::{Account, ApiKeyRecord, NewUser, Scopes, StoreError, User};
+use otp_store::{Account, ApiKeyRecord, Scopes, User};
 
+use super::envelope::Envelope;
 use super::error::{ApiError, FieldError};
 use super::extract::Fields;
-use super::keys::scopes_field;
+use super::fields::{Raw, integer, required_text, scopes_field, text};
 use super::list::rfc3339;
-use super::send::{given, integer, required_text, text};
-use super::users::{Envelope, bearer};
-use crate::auth::issue_key_with_scopes;
+use super::users::bearer;
+use crate::accounts::{self, AccountName, CreditChange, Label, NewKey, Problem, Refusal};
 use crate::control::RouteView;
 use crate::delivery::router::RouteState;
 use crate::state::AppState;
 use crate::users::{Email, NewPassword, PasswordRules};
-
-/// Longest account name or key label accepted.
-pub const MAX_NAME_CHARS: usize = 100;
 
 pub fn router() -> Router<AppState> {
     let mut router = Router::new();
@@ -105,19 +101,27 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// 201 with the envelope.
-fn created<T: ToSchema + Serialize>(message: &str, data: T) -> Response {
-    let mut envelope = Envelope::ok(message, data);
-    envelope.status = 201;
-    (StatusCode::CREATED, Json(envelope)).into_response()
+impl From<Problem> for FieldError {
+    fn from(p: Problem) -> Self {
+        FieldError::new(p.field, p.code, p.message)
+    }
 }
 
-fn conflict(field: &str, code: &str, message: &str) -> ApiError {
-    ApiError::refusal(
-        StatusCode::CONFLICT,
-        FieldError::new(field, code, message),
-        None,
-    )
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Conflict(problem) => {
+                ApiError::refusal(StatusCode::CONFLICT, problem.into(), None)
+            }
+            Refusal::NotFound => ApiError::not_found(),
+            Refusal::Store(e) => e.into(),
+        }
+    }
+}
+
+/// The value of a parser of [`crate::accounts`], its refusal kept in `errors`.
+fn checked<T>(parsed: Result<T, Problem>, errors: &mut Vec<FieldError>) -> Option<T> {
+    parsed.map_err(|p| errors.push(p.into())).ok()
 }
 
 /// A path id; anything else is a 404, as a missing record.
@@ -229,79 +233,94 @@ pub struct RevokedView {
 }
 
 /// The body of `POST /admin/v1/accounts/`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateAccountRequest {
     /// Unique, 1-100 characters.
-    name: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true)]
+    name: Raw,
     /// Opening SMS credits, default 0.
-    sms_credits: Option<i64>,
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    sms_credits: Raw,
     /// Opening phone credits, default 0.
-    phone_credits: Option<i64>,
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    phone_credits: Raw,
     /// What the first key may do (as in `POST /admin/v1/accounts/{id}/keys/`);
     /// default `send, verify, read`.
+    #[serde(default)]
     #[schema(value_type = Option<Vec<String>>, example = json!(["send", "verify", "read"]))]
-    scopes: Option<Vec<String>>,
+    scopes: Raw,
 }
 
 /// The body of `POST /admin/v1/accounts/{id}/credits/`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct AddCreditsRequest {
     /// SMS credits to add; negative removes. Default 0.
-    sms: Option<i64>,
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    sms: Raw,
     /// Phone credits to add; negative removes. Default 0.
-    phone: Option<i64>,
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    phone: Raw,
     /// Kept in the ledger; at most 100 characters.
-    note: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    note: Raw,
 }
 
 /// The body of `POST /admin/v1/accounts/{id}/keys/`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateKeyRequest {
     /// At most 100 characters.
-    label: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    label: Raw,
     /// What the key may do: some of `send`, `verify`, `read`, `account` (a
     /// list, or one string separated by commas). Default `send, verify, read`.
+    #[serde(default)]
     #[schema(value_type = Option<Vec<String>>, example = json!(["send", "verify", "read", "account"]))]
-    scopes: Option<Vec<String>>,
+    scopes: Raw,
 }
 
 /// The body of `POST /admin/v1/accounts/{id}/users/`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateUserRequest {
     /// Unique whatever its case.
-    email: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true)]
+    email: Raw,
     /// 8 characters or more, at most 1024 bytes.
-    password: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true)]
+    password: Raw,
 }
 
 /// The body of `POST /admin/v1/users/{id}/password/`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct SetPasswordRequest {
     /// 8 characters or more, at most 1024 bytes.
-    password: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true)]
+    password: Raw,
 }
 
-/// An optional text field of at most [`MAX_NAME_CHARS`] characters.
-fn short_text(
-    fields: &Map<String, Value>,
-    name: &str,
-    errors: &mut Vec<FieldError>,
-) -> Option<String> {
-    let value = text(fields, name, errors)?;
-    if value.chars().count() > MAX_NAME_CHARS {
-        errors.push(FieldError::new(
-            name,
-            "too_long",
-            format!("{name} may have at most {MAX_NAME_CHARS} characters."),
-        ));
-        return None;
+/// An optional label or note field ([`Label`]).
+fn label_field(value: &Raw, name: &'static str, errors: &mut Vec<FieldError>) -> Option<Label> {
+    let value = text(value, name, errors)?;
+    checked(Label::parse(name, value), errors)
+}
+
+/// The view of a key just made.
+pub(super) fn new_key_view(key: NewKey) -> NewKeyView {
+    NewKeyView {
+        key_id: key.record.key_id,
+        account_id: key.record.account_id,
+        api_key: key.api_key,
+        scopes: key.record.scopes.names(),
     }
-    Some(value)
 }
 
 /// All accounts, oldest first.
@@ -345,66 +364,30 @@ pub async fn list_accounts(
 pub async fn create_account(
     _: Admin,
     State(state): State<AppState>,
-    Fields(fields): Fields,
+    Fields(req): Fields<CreateAccountRequest>,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
-    let name = required_text(&fields, "name", &mut errors).map(|n| n.trim().to_owned());
-    if name
-        .as_ref()
-        .is_some_and(|n| n.chars().count() > MAX_NAME_CHARS)
-    {
-        errors.push(FieldError::new(
-            "name",
-            "too_long",
-            format!("name may have at most {MAX_NAME_CHARS} characters."),
-        ));
-    }
-    let mut opening = |field: &str| {
-        let value = integer(&fields, field, &mut errors).unwrap_or(0);
-        if value < 0 {
-            errors.push(FieldError::new(
-                field,
-                "out_of_range",
-                format!("{field} cannot be negative."),
-            ));
-        }
-        value
+    let name = required_text(&req.name, "name", &mut errors)
+        .and_then(|n| checked(AccountName::parse(&n), &mut errors));
+    let mut opening = |value: &Raw, field: &'static str| {
+        let value = integer(value, field, &mut errors).unwrap_or(0);
+        checked(accounts::opening_credits(field, value), &mut errors).unwrap_or(0)
     };
-    let (sms, phone) = (opening("sms_credits"), opening("phone_credits"));
-    let scopes = scopes_field(&fields, &mut errors).unwrap_or(Scopes::DEFAULT);
+    let (sms, phone) = (
+        opening(&req.sms_credits, "sms_credits"),
+        opening(&req.phone_credits, "phone_credits"),
+    );
+    let scopes = scopes_field(&req.scopes, &mut errors).unwrap_or(Scopes::DEFAULT);
     let name = match name {
         Some(name) if errors.is_empty() => name,
         _ => return Err(ApiError::validation(errors)),
     };
-    let account = match state.store.create_account(&name, sms, phone).await {
-        Ok(a) => a,
-        Err(StoreError::Conflict(_)) => {
-            return Err(conflict(
-                "name",
-                "name_taken",
-                "An account with this name exists.",
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let issued = issue_key_with_scopes(account.id, Some("created with the account".into()), scopes);
-    let key = state.store.create_key(issued.record).await?;
-    tracing::info!(
-        account_id = account.id,
-        sms,
-        phone,
-        "admin API: account created"
-    );
-    Ok(created(
+    let (account, key) = accounts::create_account(&state.store, &name, sms, phone, scopes).await?;
+    Ok(Envelope::created(
         "Account created.",
         NewAccountView {
             account: account_view(account, &state),
-            key: NewKeyView {
-                key_id: key.key_id,
-                account_id: key.account_id,
-                api_key: issued.plaintext,
-                scopes: key.scopes.names(),
-            },
+            key: new_key_view(key),
         },
     ))
 }
@@ -455,42 +438,19 @@ pub async fn add_credits(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Fields(fields): Fields,
+    Fields(req): Fields<AddCreditsRequest>,
 ) -> Result<Json<Envelope<AccountView>>, ApiError> {
     let account = find_account(&state, &id).await?;
     let mut errors = Vec::new();
-    let sms = integer(&fields, "sms", &mut errors).unwrap_or(0);
-    let phone = integer(&fields, "phone", &mut errors).unwrap_or(0);
-    let note = short_text(&fields, "note", &mut errors);
-    if errors.is_empty() && sms == 0 && phone == 0 {
-        errors.push(FieldError::new(
-            "non_field_errors",
-            "nothing_to_add",
-            "Give sms or phone, not zero.",
-        ));
-    }
+    let sms = integer(&req.sms, "sms", &mut errors).unwrap_or(0);
+    let phone = integer(&req.phone, "phone", &mut errors).unwrap_or(0);
+    let note = label_field(&req.note, "note", &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let note = note.unwrap_or_else(|| "added with the admin API".into());
-    let account = match state.store.add_credits(account.id, sms, phone, &note).await {
-        Ok(a) => a,
-        Err(StoreError::Conflict(_)) => {
-            return Err(conflict(
-                "non_field_errors",
-                "negative_balance",
-                "A balance cannot go below zero; nothing was changed.",
-            ));
-        }
-        Err(StoreError::NotFound(_)) => return Err(ApiError::not_found()),
-        Err(e) => return Err(e.into()),
-    };
-    tracing::info!(
-        account_id = account.id,
-        sms,
-        phone,
-        "admin API: credits added"
-    );
+    let change = CreditChange::new(sms, phone).map_err(|p| ApiError::validation(vec![p.into()]))?;
+    let note = note.unwrap_or_else(|| Label::ours("added with the admin API"));
+    let account = accounts::add_credits(&state.store, account.id, change, note).await?;
     Ok(Json(Envelope::ok(
         "Credits added.",
         account_view(account, &state),
@@ -542,32 +502,17 @@ pub async fn create_key(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Fields(fields): Fields,
+    Fields(req): Fields<CreateKeyRequest>,
 ) -> Result<Response, ApiError> {
     let account = find_account(&state, &id).await?;
     let mut errors = Vec::new();
-    let label = short_text(&fields, "label", &mut errors);
-    let scopes = scopes_field(&fields, &mut errors).unwrap_or(Scopes::DEFAULT);
+    let label = label_field(&req.label, "label", &mut errors);
+    let scopes = scopes_field(&req.scopes, &mut errors).unwrap_or(Scopes::DEFAULT);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let issued = issue_key_with_scopes(account.id, label, scopes);
-    let key = state.store.create_key(issued.record).await?;
-    tracing::info!(
-        account_id = account.id,
-        key_id = %key.key_id,
-        scopes = %key.scopes,
-        "admin API: key created"
-    );
-    Ok(created(
-        "Key created.",
-        NewKeyView {
-            key_id: key.key_id,
-            account_id: key.account_id,
-            api_key: issued.plaintext,
-            scopes: key.scopes.names(),
-        },
-    ))
+    let key = accounts::create_key(&state.store, account.id, label, scopes).await?;
+    Ok(Envelope::created("Key created.", new_key_view(key)))
 }
 
 /// Revoke a key by its public id (the part after `otpg_`); it stops working on
@@ -589,10 +534,7 @@ pub async fn revoke_key(
     State(state): State<AppState>,
     Path(key_id): Path<String>,
 ) -> Result<Json<Envelope<RevokedView>>, ApiError> {
-    if !state.store.revoke_key(&key_id).await? {
-        return Err(ApiError::not_found());
-    }
-    tracing::info!(key_id = %key_id, "admin API: key revoked");
+    accounts::revoke_key(&state.store, &key_id).await?;
     Ok(Json(Envelope::ok(
         "Key revoked.",
         RevokedView {
@@ -630,11 +572,11 @@ pub async fn list_users(
 
 /// The new password of a create-user or set-password body.
 fn password_field(
-    fields: &Map<String, Value>,
+    value: &Raw,
     rules: PasswordRules,
     errors: &mut Vec<FieldError>,
 ) -> Option<NewPassword> {
-    if given(fields, "password").is_none() {
+    if value.given().is_none() {
         errors.push(FieldError::new(
             "password",
             "required",
@@ -642,7 +584,7 @@ fn password_field(
         ));
         return None;
     }
-    let raw = text(fields, "password", errors)?;
+    let raw = text(value, "password", errors)?;
     match NewPassword::parse(raw, rules) {
         Ok(p) => Some(p),
         Err(refused) => {
@@ -676,16 +618,16 @@ pub async fn create_user(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Fields(fields): Fields,
+    Fields(req): Fields<CreateUserRequest>,
 ) -> Result<Response, ApiError> {
     let account = find_account(&state, &id).await?;
     let mut errors = Vec::new();
-    let email = required_text(&fields, "email", &mut errors).and_then(|raw| {
+    let email = required_text(&req.email, "email", &mut errors).and_then(|raw| {
         Email::parse(&raw)
             .map_err(|m| errors.push(FieldError::new("email", "invalid", m)))
             .ok()
     });
-    let password = password_field(&fields, state.users.password_rules, &mut errors);
+    let password = password_field(&req.password, state.users.password_rules, &mut errors);
     let (Some(email), Some(password)) = (email, password) else {
         return Err(ApiError::validation(errors));
     };
@@ -695,32 +637,8 @@ pub async fn create_user(
         .hash(&password)
         .await
         .map_err(ApiError::internal)?;
-    let user = match state
-        .store
-        .create_user(NewUser {
-            account_id: account.id,
-            email: email.as_str().to_owned(),
-            password_hash,
-        })
-        .await
-    {
-        Ok(u) => u,
-        Err(StoreError::Conflict(_)) => {
-            return Err(conflict(
-                "email",
-                "email_taken",
-                "A user with this email exists.",
-            ));
-        }
-        Err(StoreError::NotFound(_)) => return Err(ApiError::not_found()),
-        Err(e) => return Err(e.into()),
-    };
-    tracing::info!(
-        user_id = user.id,
-        account_id = user.account_id,
-        "admin API: user created"
-    );
-    Ok(created("User created.", user_view(user, &state)))
+    let user = accounts::create_user(&state.store, account.id, &email, password_hash).await?;
+    Ok(Envelope::created("User created.", user_view(user, &state)))
 }
 
 /// Set a user's password: its tokens stop working, its sessions (refresh
@@ -743,11 +661,12 @@ pub async fn set_password(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Fields(fields): Fields,
+    Fields(req): Fields<SetPasswordRequest>,
 ) -> Result<Json<Envelope<UserView>>, ApiError> {
     let id = path_id(&id)?;
     let mut errors = Vec::new();
-    let Some(password) = password_field(&fields, state.users.password_rules, &mut errors) else {
+    let Some(password) = password_field(&req.password, state.users.password_rules, &mut errors)
+    else {
         return Err(ApiError::validation(errors));
     };
     if state.store.user(id).await?.is_none() {
@@ -759,12 +678,7 @@ pub async fn set_password(
         .hash(&password)
         .await
         .map_err(ApiError::internal)?;
-    let user = state
-        .store
-        .set_password(id, &hash)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    tracing::info!(user_id = user.id, "admin API: password set");
+    let user = accounts::set_password(&state.store, id, &hash).await?;
     Ok(Json(Envelope::ok("Password set.", user_view(user, &state))))
 }
 

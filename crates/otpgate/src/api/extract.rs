@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use futures_util::StreamExt;
 use otp_store::Scope;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::error::{ApiError, FieldError};
@@ -91,49 +92,53 @@ pub(crate) fn insufficient_scope(needed: Scope) -> ApiError {
     )
 }
 
-/// A JSON object or a form body, as a map of fields.
-pub struct Fields(pub Map<String, Value>);
+/// A JSON object or a form body, read into the request struct `R` (see
+/// [`super::fields`]).
+pub struct Fields<R>(pub R);
 
-impl<S: Send + Sync> FromRequest<S> for Fields {
+impl<S: Send + Sync, R: DeserializeOwned> FromRequest<S> for Fields<R> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        read_fields(req).await.map(|(fields, _)| Fields(fields))
+        let (fields, _) = read_fields(req).await?;
+        super::fields::read(fields).map(Fields)
     }
 }
 
 /// [`Fields`] and the body's bytes as they came (an `Idempotency-Key` is
 /// bound to them).
-pub struct FieldsAndBody {
-    pub fields: Map<String, Value>,
+pub struct FieldsAndBody<R> {
+    pub fields: R,
     pub body: bytes::Bytes,
 }
 
-impl<S: Send + Sync> FromRequest<S> for FieldsAndBody {
+impl<S: Send + Sync, R: DeserializeOwned> FromRequest<S> for FieldsAndBody<R> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        read_fields(req)
-            .await
-            .map(|(fields, body)| FieldsAndBody { fields, body })
+        let (fields, body) = read_fields(req).await?;
+        let fields = super::fields::read(fields)?;
+        Ok(FieldsAndBody { fields, body })
     }
 }
 
 /// [`Fields`] for a body that may be left out: no body at all (whatever the
 /// `Content-Type`) is no fields; a body is read as [`Fields`] reads it. For
 /// POSTs whose every field is optional, which clients send without a body.
-pub struct OptionalFields(pub Map<String, Value>);
+pub struct OptionalFields<R>(pub R);
 
-impl<S: Send + Sync> FromRequest<S> for OptionalFields {
+impl<S: Send + Sync, R: DeserializeOwned> FromRequest<S> for OptionalFields<R> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         let content_type = content_type(&req);
         let bytes = read_body(req).await?;
-        if bytes.is_empty() {
-            return Ok(OptionalFields(Map::new()));
-        }
-        decode_fields(body_kind(&content_type)?, &bytes).map(OptionalFields)
+        let fields = if bytes.is_empty() {
+            Map::new()
+        } else {
+            decode_fields(body_kind(&content_type)?, &bytes)?
+        };
+        super::fields::read(fields).map(OptionalFields)
     }
 }
 

@@ -8,26 +8,26 @@
 //!   account's keys (the calling one included); another account's key is a 404.
 //!
 //! The admin API (`/admin/v1/accounts/{id}/keys/`), the CLI and a user's
-//! `generate-api-keys` mint keys too; [`scopes_field`] reads the `scopes` field
+//! `generate-api-keys` mint keys too; [`super::fields::scopes_field`] reads the `scopes` field
 //! for all of them.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Map, Value};
+use serde::Deserialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, ToSchema};
 
 use otp_store::Scopes;
 
-use super::admin::{KeyView, MAX_NAME_CHARS, NewKeyView, key_view};
-use super::error::{ApiError, FieldError};
+use super::admin::{KeyView, NewKeyView, key_view, new_key_view};
+use super::envelope::Envelope;
+use super::error::ApiError;
 use super::extract::{OptionalFields, insufficient_scope, required_scope};
-use super::send::{given, text};
-use super::users::Envelope;
-use crate::auth::{Caller, issue_key_with_scopes};
+use super::fields::{Raw, scopes_field, text};
+use crate::accounts::{self, Label};
+use crate::auth::Caller;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -38,51 +38,19 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/auths/api-keys/{key_id}/revoke", post(revoke_key))
 }
 
-/// The `scopes` field of a request that mints a key: a list of names
-/// (`["send", "read"]`) or one string of names separated by commas or spaces
-/// (`"send,read"`, as a form sends it). Absent or `null`: `None`.
-pub(super) fn scopes_field(
-    fields: &Map<String, Value>,
-    errors: &mut Vec<FieldError>,
-) -> Option<Scopes> {
-    let value = given(fields, "scopes")?;
-    let text = match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Array(items) => items
-            .iter()
-            .map(|i| i.as_str())
-            .collect::<Option<Vec<_>>>()
-            .map(|names| names.join(",")),
-        _ => None,
-    };
-    let parsed = match text {
-        Some(t) => Scopes::parse_list(&t),
-        None => Err("scopes must be a list of scope names".to_owned()),
-    };
-    match parsed {
-        Ok(scopes) => Some(scopes),
-        Err(reason) => {
-            errors.push(FieldError::new(
-                "scopes",
-                "invalid",
-                format!("Invalid scopes: {reason}."),
-            ));
-            None
-        }
-    }
-}
-
 /// The body of `POST /api/v1/auths/api-keys/` (JSON or form; may be left out).
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateOwnKeyRequest {
     /// At most 100 characters.
-    label: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    label: Raw,
     /// What the key may do: some of `send`, `verify`, `read`, `account`
     /// (a list, or one string separated by commas). Default `send, verify,
     /// read`. Each must be a scope of the calling key.
+    #[serde(default)]
     #[schema(value_type = Option<Vec<String>>, example = json!(["send", "verify"]))]
-    scopes: Option<Vec<String>>,
+    scopes: Raw,
 }
 
 /// The account's API keys.
@@ -124,47 +92,28 @@ pub async fn list_keys(
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
-    OptionalFields(fields): OptionalFields,
+    OptionalFields(req): OptionalFields<CreateOwnKeyRequest>,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
-    let label = text(&fields, "label", &mut errors);
-    if label
-        .as_ref()
-        .is_some_and(|l| l.chars().count() > MAX_NAME_CHARS)
-    {
-        errors.push(FieldError::new(
-            "label",
-            "too_long",
-            format!("label may have at most {MAX_NAME_CHARS} characters."),
-        ));
-    }
-    let scopes = scopes_field(&fields, &mut errors).unwrap_or(Scopes::DEFAULT);
+    let label = text(&req.label, "label", &mut errors).and_then(|l| {
+        Label::parse("label", l)
+            .map_err(|p| errors.push(p.into()))
+            .ok()
+    });
+    let scopes = scopes_field(&req.scopes, &mut errors).unwrap_or(Scopes::DEFAULT);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
     if let Some(missing) = scopes.first_missing_from(caller.scopes) {
         return Err(insufficient_scope(missing));
     }
-    let issued = issue_key_with_scopes(caller.account_id, label, scopes);
-    let key = state.store.create_key(issued.record).await?;
+    let key = accounts::create_key(&state.store, caller.account_id, label, scopes).await?;
     tracing::info!(
-        account_id = key.account_id,
-        key_id = %key.key_id,
+        key_id = %key.record.key_id,
         by_key = caller.key_row,
-        scopes = %key.scopes,
-        "API key created with an API key"
+        "the key was created with an API key"
     );
-    let mut envelope = Envelope::ok(
-        "Key created.",
-        NewKeyView {
-            key_id: key.key_id,
-            account_id: key.account_id,
-            api_key: issued.plaintext,
-            scopes: key.scopes.names(),
-        },
-    );
-    envelope.status = 201;
-    Ok((StatusCode::CREATED, Json(envelope)).into_response())
+    Ok(Envelope::created("Key created.", new_key_view(key)))
 }
 
 /// Revoke one of the account's keys by its public id; it stops working on the
@@ -191,14 +140,15 @@ pub async fn revoke_key(
         .find_key(&key_id)
         .await?
         .is_some_and(|k| k.account_id == caller.account_id && k.revoked_at.is_none());
-    if !ours || !state.store.revoke_key(&key_id).await? {
+    if !ours {
         return Err(ApiError::not_found());
     }
+    accounts::revoke_key(&state.store, &key_id).await?;
     tracing::info!(
         account_id = caller.account_id,
         key_id = %key_id,
         by_key = caller.key_row,
-        "API key revoked with an API key"
+        "the key was revoked with an API key"
     );
     Ok(Json(Envelope::ok(
         "Key revoked.",

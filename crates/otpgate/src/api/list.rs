@@ -29,6 +29,7 @@ use otp_domain::phone::PhoneNumber;
 use otp_domain::vault::MASK;
 use otp_store::{ListQuery, Micros, OtpRecord};
 
+use super::envelope::Envelope;
 use super::error::{ApiError, FieldError};
 use crate::auth::Caller;
 use crate::peer::Origin;
@@ -109,14 +110,6 @@ pub struct OtpDetail {
     pub provider_message_ids: Vec<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ListResults {
-    pub status: u16,
-    pub success: bool,
-    pub errors: Vec<FieldError>,
-    pub data: Vec<OtpItem>,
-}
-
 /// The list reply, in the hosted service's shape.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ListResponse {
@@ -124,15 +117,7 @@ pub struct ListResponse {
     pub total_pages: u64,
     pub next: Option<String>,
     pub previous: Option<String>,
-    pub results: ListResults,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OtpResponse {
-    pub status: u16,
-    pub success: bool,
-    pub errors: Vec<FieldError>,
-    pub data: OtpDetail,
+    pub results: Envelope<Vec<OtpItem>>,
 }
 
 /// List the caller's OTPs, newest first.
@@ -204,12 +189,7 @@ pub async fn list_otps(
         total_pages,
         next,
         previous,
-        results: ListResults {
-            status: 200,
-            success: true,
-            errors: Vec::new(),
-            data: page.items.iter().map(|o| item(o, &state)).collect(),
-        },
+        results: Envelope::data(page.items.iter().map(|o| item(o, &state)).collect()),
     }))
 }
 
@@ -220,7 +200,7 @@ pub async fn list_otps(
     tag = "otp",
     params(("id" = i64, Path, description = "The id a send returned")),
     responses(
-        (status = 200, description = "The OTP", body = OtpResponse),
+        (status = 200, description = "The OTP", body = Envelope<OtpDetail>),
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
         (status = 404, description = "No such OTP in this account", body = super::error::ErrorEnvelope),
     ),
@@ -230,7 +210,7 @@ pub async fn get_otp(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<OtpResponse>, ApiError> {
+) -> Result<Json<Envelope<OtpDetail>>, ApiError> {
     let id: i64 = id.parse().map_err(|_| ApiError::not_found())?;
     let otp = state
         .store
@@ -248,16 +228,11 @@ pub async fn get_otp(
             error_code: e.error_code,
         })
         .collect();
-    Ok(Json(OtpResponse {
-        status: 200,
-        success: true,
-        errors: Vec::new(),
-        data: OtpDetail {
-            otp: item(&otp, &state),
-            history,
-            provider_message_ids,
-        },
-    }))
+    Ok(Json(Envelope::data(OtpDetail {
+        otp: item(&otp, &state),
+        history,
+        provider_message_ids,
+    })))
 }
 
 /// 429: the account's concurrent lists are at `api.max_concurrent_lists`.

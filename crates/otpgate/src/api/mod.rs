@@ -2,8 +2,10 @@
 //! (authentication, body parsing, the error envelope, metrics and request ids).
 
 mod admin;
+mod envelope;
 pub mod error;
 mod extract;
+mod fields;
 mod keys;
 pub(crate) mod list;
 mod ops;
@@ -30,7 +32,7 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 
-pub(crate) use admin::MAX_NAME_CHARS;
+pub(crate) use crate::accounts::MAX_NAME_CHARS;
 pub use error::{ApiError, FieldError};
 pub use extract::MAX_BODY_BYTES;
 pub use ops::ApiDoc;

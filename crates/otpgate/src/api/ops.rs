@@ -75,7 +75,12 @@ pub fn router() -> Router<AppState> {
         super::keys::create_key,
         super::keys::revoke_key
     ),
-    components(schemas(super::error::ErrorEnvelope, super::error::FieldError)),
+    components(schemas(
+        super::error::ErrorEnvelope,
+        super::error::FieldError,
+        super::webhooks::DeliveryItem,
+        super::webhooks::AttemptItem
+    )),
     modifiers(
         &BearerAuth,
         &AccessTokenAuth,
@@ -276,4 +281,144 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 /// A self-contained page that renders `/openapi.json`; no CDN, works offline.
 async fn docs() -> Html<&'static str> {
     Html(include_str!("docs.html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
+    use serde_json::Value;
+    use utoipa::OpenApi;
+
+    use super::ApiDoc;
+
+    /// What a `Deserialize` asks for when it reads a struct: its field names.
+    struct FieldNames<'a>(&'a mut &'static [&'static str]);
+
+    /// Stops the read once the names are known.
+    #[derive(Debug)]
+    struct Stop;
+
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("not a struct")
+        }
+    }
+
+    impl std::error::Error for Stop {}
+
+    impl de::Error for Stop {
+        fn custom<T: std::fmt::Display>(_: T) -> Self {
+            Stop
+        }
+    }
+
+    impl<'de> Deserializer<'de> for FieldNames<'_> {
+        type Error = Stop;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            *self.0 = fields;
+            Err(Stop)
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    /// The fields a handler reads from a body of type `R`.
+    fn read_by<R: DeserializeOwned>() -> BTreeSet<&'static str> {
+        let mut names: &'static [&'static str] = &[];
+        let _ = R::deserialize(FieldNames(&mut names));
+        names.iter().copied().collect()
+    }
+
+    /// Every request struct a handler reads its body into, by schema name.
+    fn request_structs() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
+        use super::super::{admin, keys, send, users, verify, voice, webhooks};
+        BTreeMap::from([
+            ("SendOtpRequest", read_by::<send::SendOtpRequest>()),
+            ("VerifyOtpRequest", read_by::<verify::VerifyOtpRequest>()),
+            ("PreviewRequest", read_by::<voice::PreviewRequest>()),
+            (
+                "SetWebhookRequest",
+                read_by::<webhooks::SetWebhookRequest>(),
+            ),
+            ("LoginRequest", read_by::<users::LoginRequest>()),
+            ("RefreshRequest", read_by::<users::RefreshRequest>()),
+            (
+                "GenerateApiKeyRequest",
+                read_by::<users::GenerateApiKeyRequest>(),
+            ),
+            ("LogoutRequest", read_by::<users::LogoutRequest>()),
+            (
+                "CreateOwnKeyRequest",
+                read_by::<keys::CreateOwnKeyRequest>(),
+            ),
+            (
+                "CreateAccountRequest",
+                read_by::<admin::CreateAccountRequest>(),
+            ),
+            ("AddCreditsRequest", read_by::<admin::AddCreditsRequest>()),
+            ("CreateKeyRequest", read_by::<admin::CreateKeyRequest>()),
+            ("CreateUserRequest", read_by::<admin::CreateUserRequest>()),
+            ("SetPasswordRequest", read_by::<admin::SetPasswordRequest>()),
+        ])
+    }
+
+    #[test]
+    fn request_bodies_are_documented_field_for_field() {
+        let structs = request_structs();
+        assert!(
+            structs["SendOtpRequest"].contains("number"),
+            "the field names are read from the structs"
+        );
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let Some(reference) = operation
+                    .pointer("/requestBody/content/application~1json/schema/$ref")
+                    .and_then(Value::as_str)
+                else {
+                    continue;
+                };
+                let name = reference.trim_start_matches("#/components/schemas/");
+                let read = structs.get(name).unwrap_or_else(|| {
+                    panic!("{method} {path}: its body {name} is not a struct a handler reads")
+                });
+                let shown: BTreeSet<&str> = doc["components"]["schemas"][name]["properties"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                assert_eq!(
+                    &shown, read,
+                    "{method} {path}: {name} as documented and as read"
+                );
+                documented.insert(name);
+            }
+        }
+        let undocumented: Vec<_> = structs
+            .keys()
+            .filter(|name| !documented.contains(*name))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "no operation documents {undocumented:?}"
+        );
+    }
 }

@@ -16,9 +16,9 @@ use utoipa::ToSchema;
 use otp_store::{UnmatchedReceipt, now_micros};
 
 use super::admin::Admin;
+use super::envelope::Envelope;
 use super::error::{ApiError, FieldError};
 use super::list::rfc3339;
-use super::users::Envelope;
 use crate::state::AppState;
 
 /// Most receipts one call returns, and the default.

@@ -25,13 +25,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use otp_domain::channel::{Channel, OtpOption, Voice};
 use otp_domain::code::{OtpCode, OtpLength};
-use otp_domain::credits;
+use otp_domain::credits::{self, Cost};
 use otp_domain::message::{MessageTemplate, render_masked};
 use otp_domain::phone::{NumberType, PhoneNumber};
 use otp_domain::segments::{self, MAX_SEGMENTS, SmsEncoding};
@@ -41,8 +40,10 @@ use otp_store::{
 };
 use sha2::{Digest, Sha256};
 
+use super::envelope::Envelope;
 use super::error::{ApiError, FieldError};
 use super::extract::FieldsAndBody;
+use super::fields::{Raw, field_str, integer, number_field, required_text, text};
 use crate::auth::Caller;
 use crate::state::AppState;
 
@@ -59,10 +60,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/auths/send/otp", post(send_otp))
 }
 
-/// The request body, for the OpenAPI document (the handler reads fields one by
-/// one so that every problem is reported, and form bodies work too).
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// The request body (JSON or form), as read and as documented; each field is
+/// checked by [`validate`], which reports every problem at once.
+#[derive(Deserialize, ToSchema)]
 pub struct SendOtpRequest {
     /// Recipient: 10 Nepali digits (`98XXXXXXXX`), or `+977...`, or another
     /// country's number in `+` international form, if `limits.allowed_countries`
@@ -70,30 +70,47 @@ pub struct SendOtpRequest {
     /// entry matches. Text goes to mobiles only, voice to mobiles and fixed
     /// lines; premium-rate, shared-cost, satellite and other service numbers
     /// are refused.
-    #[schema(example = "9851023212")]
-    number: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "9851023212")]
+    number: Raw,
     /// The text, with `{otp}` where the code goes (at most 1,000 characters; the
     /// rendered text at most 10 SMS segments).
-    #[schema(example = "Hi your OTP is {otp}")]
-    message: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "Hi your OTP is {otp}")]
+    message: Raw,
     /// `text` or `voice`.
-    #[schema(example = "text")]
-    sms_send_options: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "text")]
+    sms_send_options: Raw,
     /// `generated` (default) or `personnel`.
-    otp_options: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    otp_options: Raw,
     /// Your own code, required with `personnel`: 4-10 ASCII letters or digits
     /// (digits only for voice).
-    otp: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    otp: Raw,
     /// Length of a generated code, 4-10, default 6.
-    otp_length: Option<u32>,
+    #[serde(default)]
+    #[schema(value_type = Option<u32>)]
+    otp_length: Raw,
     /// Required for voice: `np_rija`, `np_prashanna`, `np_shreegya` or `np_binod`.
-    voice_input: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    voice_input: Raw,
     /// Voice only: speech length factor, 0.5-2.0, default 1.0.
-    length_factor: Option<f64>,
+    #[serde(default)]
+    #[schema(value_type = Option<f64>)]
+    length_factor: Raw,
     /// Stored and returned; at most 100 characters.
-    company_name: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    company_name: Raw,
     /// How long the code can be verified, 60-3600 seconds, default 600.
-    expiry_seconds: Option<u32>,
+    #[serde(default)]
+    #[schema(value_type = Option<u32>)]
+    expiry_seconds: Raw,
 }
 
 /// `data.details` of a successful send.
@@ -134,16 +151,6 @@ pub struct SendDetails {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SendData {
     pub details: SendDetails,
-}
-
-/// The success envelope.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SendResponse {
-    pub status: u16,
-    pub success: bool,
-    pub message: String,
-    pub errors: Vec<FieldError>,
-    pub data: SendData,
 }
 
 /// A send that passed validation.
@@ -211,7 +218,7 @@ async fn resend_plan(
     tag = "otp",
     request_body(content = SendOtpRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Accepted and queued for delivery. A generated-code send to a number with a live generated code of the same API key is a resend (`verify.resend_same_code`): it carries that code and expiry, and `resend_of` names the first send", body = SendResponse),
+        (status = 200, description = "Accepted and queued for delivery. A generated-code send to a number with a live generated code of the same API key is a resend (`verify.resend_same_code`): it carries that code and expiry, and `resend_of` names the first send", body = Envelope<SendData>),
         (status = 400, description = "Invalid request; nothing written. A number no OTP may go to by this channel is `number_type_not_allowed` (premium-rate, shared-cost, satellite and other service numbers) or `not_mobile` (a fixed line asked for SMS)", body = super::error::ErrorEnvelope),
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
         (status = 402, description = "Insufficient credits; nothing written", body = super::error::ErrorEnvelope),
@@ -227,26 +234,81 @@ pub async fn send_otp(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    FieldsAndBody { fields, body }: FieldsAndBody,
-) -> Result<Json<SendResponse>, ApiError> {
+    FieldsAndBody { fields: req, body }: FieldsAndBody<SendOtpRequest>,
+) -> Result<Json<Envelope<SendData>>, ApiError> {
     let shows_code = state.config.api.code_in_send_reply;
     let idempotency = idempotency_key(&headers, &caller, shows_code, &body)?;
-    let valid = match validate(&fields, &state.limits()) {
-        Ok(v) => v,
-        Err(errors) => {
-            let channel = field_str(&fields, "sms_send_options").unwrap_or("unknown");
-            let channel = if Channel::parse(channel).is_some() {
-                channel
-            } else {
-                "unknown"
+    let valid = validate(&req, &state.limits()).map_err(|errors| {
+        let channel = field_str(&req.sms_send_options)
+            .and_then(Channel::parse)
+            .map_or("unknown", Channel::as_str);
+        count_send(&state, channel, "invalid");
+        ApiError::validation(errors)
+    })?;
+    let attempt = accept(&state, &caller, &valid, idempotency).await?;
+    let channel = valid.channel.as_str();
+    match attempt.result {
+        Ok(accepted) => {
+            count_send(&state, channel, "accepted");
+            state.new_jobs.for_channel(valid.channel).notify_one();
+            let sent = Sent {
+                id: accepted.id,
+                number: valid.number.display().to_owned(),
+                option: valid.option,
+                channel: valid.channel,
+                voice: valid.voice,
+                length_factor: valid.length_factor,
+                template: valid.template.as_str().to_owned(),
+                message: attempt.message,
+                code: attempt.plan.code.as_str().to_owned(),
+                credits_used: attempt.cost.sms + attempt.cost.phone,
+                segments: attempt.segments,
+                company_name: valid.company_name,
+                expires_at: attempt.plan.expires_at,
+                resend_of: attempt.plan.resend_of.map(|r| r.id),
             };
-            state.metrics.inc(
-                "otpgate_sends_total",
-                &[("channel", channel), ("outcome", "invalid")],
-            );
-            return Err(ApiError::validation(errors));
+            Ok(Json(send_reply(&state, sent, &accepted, shows_code)))
         }
-    };
+        Err(AcceptError::Replayed(first)) => {
+            count_send(&state, channel, "replayed");
+            replay(&state, caller.account_id, &first, shows_code).await
+        }
+        Err(refused) => {
+            let (outcome, error) = refusal(refused, valid.channel, attempt.cost, &state.limits());
+            if let Some(outcome) = outcome {
+                count_send(&state, channel, outcome);
+            }
+            Err(error)
+        }
+    }
+}
+
+fn count_send(state: &AppState, channel: &str, outcome: &str) {
+    state.metrics.inc(
+        "otpgate_sends_total",
+        &[("channel", channel), ("outcome", outcome)],
+    );
+}
+
+/// A send as the store answered it: the code and expiry it carried, its
+/// rendered text, cost and segments, and the store's answer.
+struct Attempt {
+    plan: Plan,
+    message: String,
+    cost: Cost,
+    segments: u32,
+    result: Result<Accepted, AcceptError>,
+}
+
+/// Debits, records and queues a valid send in the store. A resend whose code
+/// stopped verifying since it was found is sent once more as a first send,
+/// with a new code; so the store is asked at most twice.
+async fn accept(
+    state: &AppState,
+    caller: &Caller,
+    valid: &ValidSend,
+    idempotency: Option<IdempotencyKey>,
+) -> Result<Attempt, ApiError> {
     let created_at = now_micros();
     let expiry = valid
         .expiry_seconds
@@ -256,21 +318,16 @@ pub async fn send_otp(
         expires_at: created_at + expiry * 1_000_000,
         resend_of: None,
     };
-    let mut plan = match resend_plan(&state, &caller, &valid, created_at).await? {
+    let mut plan = match resend_plan(state, caller, valid, created_at).await? {
         Some(resend) => resend,
         None => fresh.clone(),
     };
     let (spend_day, spend_day_ends) = local_day(state.tz, created_at);
-    // At most twice: a resend whose code stopped verifying since it was found
-    // is sent once more as a first send, with a new code.
-    let (accepted, message, cost, segments_sent, encoding) = loop {
+    loop {
         let message = valid.template.render(&plan.code);
         let seg = segments::analyze(&message);
         if valid.channel == Channel::Text && seg.segments > MAX_SEGMENTS {
-            state.metrics.inc(
-                "otpgate_sends_total",
-                &[("channel", valid.channel.as_str()), ("outcome", "invalid")],
-            );
+            count_send(state, valid.channel.as_str(), "invalid");
             return Err(ApiError::validation(vec![FieldError::new(
                 "message",
                 "too_long",
@@ -281,15 +338,9 @@ pub async fn send_otp(
             )]));
         }
         let cost = credits::cost(valid.channel, &seg);
-        let (segments_sent, encoding) = match valid.channel {
-            Channel::Text => (
-                seg.segments,
-                Some(match seg.encoding {
-                    SmsEncoding::Gsm7 => "gsm7",
-                    SmsEncoding::Ucs2 => "ucs2",
-                }),
-            ),
-            Channel::Voice => (0, None),
+        let segments = match valid.channel {
+            Channel::Text => seg.segments,
+            Channel::Voice => 0,
         };
         let new = NewOtp {
             account_id: caller.account_id,
@@ -303,7 +354,7 @@ pub async fn send_otp(
             voice: valid.voice,
             length_factor: valid.length_factor,
             company_name: valid.company_name.clone(),
-            segments: segments_sent,
+            segments,
             cost,
             created_at,
             expires_at: plan.expires_at,
@@ -312,51 +363,53 @@ pub async fn send_otp(
             resend_of: plan.resend_of,
         };
         let started = Instant::now();
-        let accepted = state.store.accept_once(new, idempotency.clone()).await;
+        let result = state.store.accept_once(new, idempotency.clone()).await;
         state.metrics.observe(
             "otpgate_accept_duration_seconds",
             &[],
             started.elapsed().as_secs_f64(),
         );
-        match accepted {
+        match result {
             Err(AcceptError::ResendStale) if plan.resend_of.is_some() => plan = fresh.clone(),
-            accepted => break (accepted, message, cost, segments_sent, encoding),
+            result => {
+                return Ok(Attempt {
+                    plan,
+                    message,
+                    cost,
+                    segments,
+                    result,
+                });
+            }
         }
-    };
-    let channel = valid.channel.as_str();
-    let accepted = match accepted {
-        Ok(a) => a,
-        Err(AcceptError::InsufficientCredits {
+    }
+}
+
+/// The API's answer to the store's refusal of a send of `cost` over
+/// `channel`, and the outcome it is counted as (`None`: not counted). A
+/// replay is no refusal: it is answered with the first reply.
+fn refusal(
+    refused: AcceptError,
+    channel: Channel,
+    cost: Cost,
+    limits: &crate::config::LimitsConfig,
+) -> (Option<&'static str>, ApiError) {
+    match refused {
+        AcceptError::InsufficientCredits {
             sms_credits,
             phone_credits,
-        }) => {
-            state.metrics.inc(
-                "otpgate_sends_total",
-                &[("channel", channel), ("outcome", "insufficient_credits")],
-            );
-            return Err(match valid.channel {
+        } => (
+            Some("insufficient_credits"),
+            match channel {
                 Channel::Text => ApiError::insufficient_credits("SMS", cost.sms, sms_credits),
                 Channel::Voice => {
                     ApiError::insufficient_credits("phone", cost.phone, phone_credits)
                 }
-            });
-        }
-        Err(AcceptError::AccountNotFound) => {
-            return Err(ApiError::unauthenticated("Invalid token."));
-        }
-        Err(AcceptError::Replayed(first)) => {
-            state.metrics.inc(
-                "otpgate_sends_total",
-                &[("channel", channel), ("outcome", "replayed")],
-            );
-            return replay(&state, caller.account_id, &first, shows_code).await;
-        }
-        Err(AcceptError::IdempotencyKeyReused) => {
-            state.metrics.inc(
-                "otpgate_sends_total",
-                &[("channel", channel), ("outcome", "idempotency_conflict")],
-            );
-            return Err(ApiError::refusal(
+            },
+        ),
+        AcceptError::AccountNotFound => (None, ApiError::unauthenticated("Invalid token.")),
+        AcceptError::IdempotencyKeyReused => (
+            Some("idempotency_conflict"),
+            ApiError::refusal(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 FieldError::new(
                     "idempotency_key",
@@ -364,119 +417,146 @@ pub async fn send_otp(
                     "This Idempotency-Key was used with another request body or by another API key.",
                 ),
                 None,
-            ));
-        }
-        Err(AcceptError::RateLimited {
+            ),
+        ),
+        AcceptError::RateLimited {
             limit,
             retry_after_seconds,
-        }) => {
-            state.metrics.inc(
-                "otpgate_sends_total",
-                &[("channel", channel), ("outcome", "rate_limited")],
-            );
-            let limits = state.limits();
-            return Err(match limit {
-                LimitKind::Window => ApiError::rate_limited(
-                    "rate_limited",
-                    format!(
-                        "At most {} OTPs may be sent to this number in {} seconds; \
-                         try again in {retry_after_seconds} seconds.",
-                        limits.per_number_max, limits.per_number_window_seconds
-                    ),
-                    retry_after_seconds,
-                ),
-                LimitKind::Cooldown => ApiError::rate_limited(
-                    "cooldown",
-                    format!(
-                        "An OTP was sent to this number less than {} seconds ago; \
-                         try again in {retry_after_seconds} seconds.",
-                        limits.per_number_cooldown_seconds
-                    ),
-                    retry_after_seconds,
-                ),
-                LimitKind::AccountRate => ApiError::rate_limited(
-                    "account_rate_limited",
-                    format!(
-                        "This account is sending faster than it may; \
-                         try again in {retry_after_seconds} seconds."
-                    ),
-                    retry_after_seconds,
-                ),
-                LimitKind::KeyRate => ApiError::rate_limited(
-                    "key_rate_limited",
-                    format!(
-                        "This API key is sending faster than it may; \
-                         try again in {retry_after_seconds} seconds."
-                    ),
-                    retry_after_seconds,
-                ),
-                LimitKind::DailySpend => ApiError::rate_limited(
-                    "daily_spend_cap",
-                    format!(
-                        "This account has reached its daily spend cap; \
-                         try again in {retry_after_seconds} seconds, when the day ends."
-                    ),
-                    retry_after_seconds,
-                ),
-            });
-        }
-        Err(AcceptError::Store(e)) => {
-            state.metrics.inc(
-                "otpgate_sends_total",
-                &[("channel", channel), ("outcome", "error")],
-            );
-            return Err(e.into());
-        }
-        Err(AcceptError::ResendStale) => {
-            return Err(ApiError::internal("a first send was refused as a resend"));
-        }
-    };
-    state.metrics.inc(
-        "otpgate_sends_total",
-        &[("channel", channel), ("outcome", "accepted")],
-    );
-    state.new_jobs.for_channel(valid.channel).notify_one();
+        } => (
+            Some("rate_limited"),
+            rate_limited(limit, retry_after_seconds, limits),
+        ),
+        AcceptError::Store(e) => (Some("error"), e.into()),
+        AcceptError::ResendStale => (
+            None,
+            ApiError::internal("a first send was refused as a resend"),
+        ),
+        AcceptError::Replayed(_) => (None, ApiError::internal("a replay was taken for a refusal")),
+    }
+}
 
-    let (reply_message, voice_input, length_factor) = match valid.channel {
-        Channel::Text => ("OTP Sent Successfully.", None, None),
+/// 429 for a send a limit refused, naming the limit.
+fn rate_limited(
+    limit: LimitKind,
+    retry_after_seconds: u64,
+    limits: &crate::config::LimitsConfig,
+) -> ApiError {
+    let (code, message) = match limit {
+        LimitKind::Window => (
+            "rate_limited",
+            format!(
+                "At most {} OTPs may be sent to this number in {} seconds; \
+                 try again in {retry_after_seconds} seconds.",
+                limits.per_number_max, limits.per_number_window_seconds
+            ),
+        ),
+        LimitKind::Cooldown => (
+            "cooldown",
+            format!(
+                "An OTP was sent to this number less than {} seconds ago; \
+                 try again in {retry_after_seconds} seconds.",
+                limits.per_number_cooldown_seconds
+            ),
+        ),
+        LimitKind::AccountRate => (
+            "account_rate_limited",
+            format!(
+                "This account is sending faster than it may; \
+                 try again in {retry_after_seconds} seconds."
+            ),
+        ),
+        LimitKind::KeyRate => (
+            "key_rate_limited",
+            format!(
+                "This API key is sending faster than it may; \
+                 try again in {retry_after_seconds} seconds."
+            ),
+        ),
+        LimitKind::DailySpend => (
+            "daily_spend_cap",
+            format!(
+                "This account has reached its daily spend cap; \
+                 try again in {retry_after_seconds} seconds, when the day ends."
+            ),
+        ),
+    };
+    ApiError::rate_limited(code, message, retry_after_seconds)
+}
+
+/// What a send wrote, as its reply describes it: from the send itself, or
+/// read back from the store for a replay.
+struct Sent {
+    id: i64,
+    number: String,
+    option: OtpOption,
+    channel: Channel,
+    voice: Option<Voice>,
+    length_factor: Option<f64>,
+    template: String,
+    /// The rendered text, with the code.
+    message: String,
+    code: String,
+    credits_used: i64,
+    segments: u32,
+    company_name: Option<String>,
+    expires_at: otp_store::Micros,
+    resend_of: Option<i64>,
+}
+
+/// The reply to a send, first or replayed: `balances` are what the accepting
+/// transaction left; with `shows_code` off the code shows as `******`.
+fn send_reply(
+    state: &AppState,
+    sent: Sent,
+    balances: &Accepted,
+    shows_code: bool,
+) -> Envelope<SendData> {
+    let (reply_message, voice_input, length_factor, encoding) = match sent.channel {
+        Channel::Text => (
+            "OTP Sent Successfully.",
+            None,
+            None,
+            Some(match segments::analyze(&sent.message).encoding {
+                SmsEncoding::Gsm7 => "gsm7",
+                SmsEncoding::Ucs2 => "ucs2",
+            }),
+        ),
         Channel::Voice => (
             "OTP Call Initiated Successfully.",
-            valid.voice.map(|v| v.as_str().to_owned()),
-            Some(valid.length_factor.unwrap_or(1.0)),
+            sent.voice.map(|v| v.as_str().to_owned()),
+            Some(sent.length_factor.unwrap_or(1.0)),
+            None,
         ),
     };
     let (message, otp) = if shows_code {
-        (message, plan.code.as_str().to_owned())
+        (sent.message, sent.code)
     } else {
-        (render_masked(valid.template.as_str()), MASK.to_owned())
+        (render_masked(&sent.template), MASK.to_owned())
     };
-    Ok(Json(SendResponse {
-        status: 200,
-        success: true,
-        message: reply_message.to_owned(),
-        errors: Vec::new(),
-        data: SendData {
+    Envelope::ok(
+        reply_message,
+        SendData {
             details: SendDetails {
-                number: valid.number.display().to_owned(),
-                otp_options: valid.option.as_str().to_owned(),
+                number: sent.number,
+                otp_options: sent.option.as_str().to_owned(),
                 message,
                 otp,
-                sms_send_options: channel.to_owned(),
-                credits_used: cost.sms + cost.phone,
-                remaining_sms_credits: accepted.sms_credits,
-                remaining_phone_credits: accepted.phone_credits,
+                sms_send_options: sent.channel.as_str().to_owned(),
+                credits_used: sent.credits_used,
+                remaining_sms_credits: balances.sms_credits,
+                remaining_phone_credits: balances.phone_credits,
                 voice_input,
                 length_factor,
-                id: accepted.id,
+                id: sent.id,
                 status: "queued".to_owned(),
-                segments: segments_sent,
+                segments: sent.segments,
                 encoding: encoding.map(str::to_owned),
-                company_name: valid.company_name,
-                expires_at: super::list::rfc3339(plan.expires_at, &state.tz),
-                resend_of: plan.resend_of.map(|r| r.id),
+                company_name: sent.company_name,
+                expires_at: super::list::rfc3339(sent.expires_at, &state.tz),
+                resend_of: sent.resend_of,
             },
         },
-    }))
+    )
 }
 
 /// The `Idempotency-Key` header, bound to the account, the API key, whether
@@ -523,162 +603,29 @@ async fn replay(
     account: otp_store::AccountId,
     first: &Accepted,
     shows_code: bool,
-) -> Result<Json<SendResponse>, ApiError> {
+) -> Result<Json<Envelope<SendData>>, ApiError> {
     let otp = state
         .store
         .otp(account, first.id)
         .await?
         .ok_or_else(|| ApiError::internal("the OTP of an idempotency key is missing"))?;
-    let (reply_message, voice_input, length_factor) = match otp.channel {
-        Channel::Text => ("OTP Sent Successfully.", None, None),
-        Channel::Voice => (
-            "OTP Call Initiated Successfully.",
-            otp.voice.map(|v| v.as_str().to_owned()),
-            Some(otp.length_factor.unwrap_or(1.0)),
-        ),
+    let sent = Sent {
+        id: otp.id,
+        number: otp.phone_number,
+        option: otp.otp_option,
+        channel: otp.channel,
+        voice: otp.voice,
+        length_factor: otp.length_factor,
+        template: otp.template,
+        message: otp.message,
+        code: otp.otp,
+        credits_used: otp.credits_used,
+        segments: otp.segments,
+        company_name: otp.company_name,
+        expires_at: otp.expires_at,
+        resend_of: otp.resend_of,
     };
-    let encoding = match otp.channel {
-        Channel::Text => Some(match segments::analyze(&otp.message).encoding {
-            SmsEncoding::Gsm7 => "gsm7",
-            SmsEncoding::Ucs2 => "ucs2",
-        }),
-        Channel::Voice => None,
-    };
-    let (message, otp_code) = if shows_code {
-        (otp.message, otp.otp)
-    } else {
-        (render_masked(&otp.template), MASK.to_owned())
-    };
-    Ok(Json(SendResponse {
-        status: 200,
-        success: true,
-        message: reply_message.to_owned(),
-        errors: Vec::new(),
-        data: SendData {
-            details: SendDetails {
-                number: otp.phone_number,
-                otp_options: otp.otp_option.as_str().to_owned(),
-                message,
-                otp: otp_code,
-                sms_send_options: otp.channel.as_str().to_owned(),
-                credits_used: otp.credits_used,
-                remaining_sms_credits: first.sms_credits,
-                remaining_phone_credits: first.phone_credits,
-                voice_input,
-                length_factor,
-                id: otp.id,
-                status: "queued".to_owned(),
-                segments: otp.segments,
-                encoding: encoding.map(str::to_owned),
-                company_name: otp.company_name,
-                expires_at: super::list::rfc3339(otp.expires_at, &state.tz),
-                resend_of: otp.resend_of,
-            },
-        },
-    }))
-}
-
-/// A field that is absent or JSON `null` counts as not given.
-pub(super) fn given<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    fields.get(name).filter(|v| !v.is_null())
-}
-
-fn field_str<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-    given(fields, name).and_then(Value::as_str)
-}
-
-/// Reads a text field; numbers are taken as their decimal text (clients send
-/// phone numbers and codes as JSON numbers too).
-pub(super) fn text(
-    fields: &Map<String, Value>,
-    name: &str,
-    errors: &mut Vec<FieldError>,
-) -> Option<String> {
-    match given(fields, name)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) if n.is_u64() => Some(n.to_string()),
-        _ => {
-            errors.push(FieldError::new(
-                name,
-                "invalid_type",
-                format!("{name} must be a string."),
-            ));
-            None
-        }
-    }
-}
-
-pub(super) fn required_text(
-    fields: &Map<String, Value>,
-    name: &str,
-    errors: &mut Vec<FieldError>,
-) -> Option<String> {
-    let value = text(fields, name, errors);
-    match value.as_deref().map(str::trim) {
-        Some("") => {
-            errors.push(FieldError::new(
-                name,
-                "blank",
-                format!("{name} may not be blank."),
-            ));
-            None
-        }
-        Some(_) => value,
-        None => {
-            if given(fields, name).is_none() {
-                errors.push(FieldError::new(
-                    name,
-                    "required",
-                    format!("{name} is required."),
-                ));
-            }
-            None
-        }
-    }
-}
-
-/// An integer field, from a JSON integer or a decimal string (as forms send it).
-pub(super) fn integer(
-    fields: &Map<String, Value>,
-    name: &str,
-    errors: &mut Vec<FieldError>,
-) -> Option<i64> {
-    let parsed = match given(fields, name)? {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse::<i64>().ok(),
-        _ => None,
-    };
-    if parsed.is_none() {
-        errors.push(FieldError::new(
-            name,
-            "invalid_type",
-            format!("{name} must be an integer."),
-        ));
-    }
-    parsed
-}
-
-pub(super) fn number_field(
-    fields: &Map<String, Value>,
-    name: &str,
-    errors: &mut Vec<FieldError>,
-) -> Option<f64> {
-    let parsed = match given(fields, name)? {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    };
-    match parsed {
-        Some(v) if v.is_finite() => Some(v),
-        _ => {
-            errors.push(FieldError::new(
-                name,
-                "invalid_type",
-                format!("{name} must be a number."),
-            ));
-            None
-        }
-    }
+    Ok(Json(send_reply(state, sent, first, shows_code)))
 }
 
 /// Why `number` may not get an OTP over `channel`, if it may not: only
@@ -723,31 +670,32 @@ pub fn check_send_body(
     body: &[u8],
     limits: &crate::config::LimitsConfig,
 ) -> Result<String, ApiError> {
-    let fields = super::extract::fields_from_body(content_type, body)?;
-    let valid = validate(&fields, limits).map_err(ApiError::validation)?;
+    let req = super::fields::read(super::extract::fields_from_body(content_type, body)?)?;
+    let valid = validate(&req, limits).map_err(ApiError::validation)?;
     Ok(valid.template.render(&valid.code))
 }
 
 fn validate(
-    fields: &Map<String, Value>,
+    req: &SendOtpRequest,
     limits: &crate::config::LimitsConfig,
 ) -> Result<ValidSend, Vec<FieldError>> {
     let mut errors = Vec::new();
 
-    let channel = required_text(fields, "sms_send_options", &mut errors).and_then(|s| {
-        let parsed = Channel::parse(s.trim());
-        if parsed.is_none() {
-            errors.push(FieldError::new(
-                "sms_send_options",
-                "invalid_choice",
-                "sms_send_options must be \"text\" or \"voice\".",
-            ));
-        }
-        parsed
-    });
+    let channel =
+        required_text(&req.sms_send_options, "sms_send_options", &mut errors).and_then(|s| {
+            let parsed = Channel::parse(s.trim());
+            if parsed.is_none() {
+                errors.push(FieldError::new(
+                    "sms_send_options",
+                    "invalid_choice",
+                    "sms_send_options must be \"text\" or \"voice\".",
+                ));
+            }
+            parsed
+        });
 
-    let number =
-        required_text(fields, "number", &mut errors).and_then(|s| match PhoneNumber::parse(&s) {
+    let number = required_text(&req.number, "number", &mut errors).and_then(|s| {
+        match PhoneNumber::parse(&s) {
             Ok(n) => {
                 match refuse_number_type(&n, channel).or_else(|| limits.refuse_destination(&n)) {
                     Some((code, message)) => {
@@ -761,15 +709,16 @@ fn validate(
                 errors.push(FieldError::new("number", "invalid", e.to_string()));
                 None
             }
-        });
+        }
+    });
 
-    let template = required_text(fields, "message", &mut errors).and_then(|s| {
+    let template = required_text(&req.message, "message", &mut errors).and_then(|s| {
         MessageTemplate::parse(&s)
             .map_err(|e| errors.push(FieldError::new("message", "invalid", e.to_string())))
             .ok()
     });
 
-    let option = match text(fields, "otp_options", &mut errors) {
+    let option = match text(&req.otp_options, "otp_options", &mut errors) {
         None => Some(OtpOption::Generated),
         Some(s) => {
             let parsed = OtpOption::parse(s.trim());
@@ -784,8 +733,8 @@ fn validate(
         }
     };
 
-    let own_code = text(fields, "otp", &mut errors).filter(|s| !s.is_empty());
-    let length = integer(fields, "otp_length", &mut errors);
+    let own_code = text(&req.otp, "otp", &mut errors).filter(|s| !s.is_empty());
+    let length = integer(&req.otp_length, "otp_length", &mut errors);
     let code = match (option, channel) {
         (Some(OtpOption::Personnel), Some(ch)) => match own_code {
             Some(c) => OtpCode::personnel(&c, ch)
@@ -834,7 +783,7 @@ fn validate(
     let mut voice = None;
     let mut length_factor = None;
     if channel == Some(Channel::Voice) {
-        voice = match required_text(fields, "voice_input", &mut errors) {
+        voice = match required_text(&req.voice_input, "voice_input", &mut errors) {
             Some(v) => {
                 let parsed = Voice::parse(v.trim());
                 if parsed.is_none() {
@@ -848,7 +797,7 @@ fn validate(
             }
             None => None,
         };
-        length_factor = match number_field(fields, "length_factor", &mut errors) {
+        length_factor = match number_field(&req.length_factor, "length_factor", &mut errors) {
             None => Some(1.0),
             Some(f) if (LENGTH_FACTOR_RANGE.0..=LENGTH_FACTOR_RANGE.1).contains(&f) => Some(f),
             Some(_) => {
@@ -862,7 +811,7 @@ fn validate(
         };
     }
 
-    let company_name = text(fields, "company_name", &mut errors).and_then(|s| {
+    let company_name = text(&req.company_name, "company_name", &mut errors).and_then(|s| {
         if s.chars().count() > MAX_COMPANY_NAME_CHARS {
             errors.push(FieldError::new(
                 "company_name",
@@ -882,19 +831,20 @@ fn validate(
         }
     });
 
-    let expiry_seconds = integer(fields, "expiry_seconds", &mut errors).and_then(|n| {
-        let (min, max) = crate::codes::EXPIRY_RANGE;
-        if (min..=max).contains(&n) {
-            Some(n)
-        } else {
-            errors.push(FieldError::new(
-                "expiry_seconds",
-                "out_of_range",
-                format!("expiry_seconds must be between {min} and {max}."),
-            ));
-            None
-        }
-    });
+    let expiry_seconds =
+        integer(&req.expiry_seconds, "expiry_seconds", &mut errors).and_then(|n| {
+            let (min, max) = crate::codes::EXPIRY_RANGE;
+            if (min..=max).contains(&n) {
+                Some(n)
+            } else {
+                errors.push(FieldError::new(
+                    "expiry_seconds",
+                    "out_of_range",
+                    format!("expiry_seconds must be between {min} and {max}."),
+                ));
+                None
+            }
+        });
 
     match (number, template, channel, option, code) {
         (Some(number), Some(template), Some(channel), Some(option), Some(code))

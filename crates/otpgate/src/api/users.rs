@@ -58,19 +58,19 @@ use axum::http::{StatusCode, header};
 use axum::response::AppendHeaders;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, ToSchema};
 
 use otp_store::{ApiKeyRecord, KeyCopy, LoginGate, LoginScope, Scopes, Session, User, now_micros};
 
+use super::envelope::Envelope;
 use super::error::{ApiError, FieldError, LogThrottle};
 use super::extract::Fields;
 use super::extract::OptionalFields;
-use super::keys::scopes_field;
+use super::fields::{Raw, required_text, scopes_field};
 use super::list::rfc3339;
-use super::send::{given, required_text};
 use crate::auth::{Caller, KEY_PREFIX, issue_key_with_scopes, key_id_of};
 use crate::peer::ClientIp;
 use crate::state::AppState;
@@ -104,28 +104,6 @@ const WRONG_CREDENTIALS: &str = "No active account found with the given credenti
 /// kind, or from before a password change.
 const BAD_TOKEN: &str = "Token is invalid or expired.";
 const NO_CREDENTIALS: &str = "Authentication credentials were not provided.";
-
-/// A success reply: the envelope of every other endpoint around `data`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Envelope<T: ToSchema> {
-    pub status: u16,
-    pub success: bool,
-    pub message: String,
-    pub errors: Vec<FieldError>,
-    pub data: T,
-}
-
-impl<T: ToSchema> Envelope<T> {
-    pub fn ok(message: &str, data: T) -> Envelope<T> {
-        Envelope {
-            status: 200,
-            success: true,
-            message: message.to_owned(),
-            errors: Vec::new(),
-            data,
-        }
-    }
-}
 
 /// The token of an `Authorization: <scheme> <token>` header whose scheme is
 /// one of `schemes` (any case); `None` when there is no such header.
@@ -348,15 +326,17 @@ fn scope_name(scope: LoginScope) -> &'static str {
     }
 }
 
-/// The login body, for the OpenAPI document (JSON or form).
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// The login body (JSON or form).
+#[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
     /// Any case; at most 254 characters.
-    #[schema(example = "ana@example.com")]
-    email: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "ana@example.com")]
+    email: Raw,
     /// As set, at most 1024 bytes.
-    password: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true)]
+    password: Raw,
 }
 
 /// What a login returns.
@@ -495,7 +475,7 @@ pub(crate) async fn authenticate(
 pub async fn login(
     State(state): State<AppState>,
     client: Option<Extension<ClientIp>>,
-    Fields(fields): Fields,
+    Fields(req): Fields<LoginRequest>,
 ) -> Result<
     (
         AppendHeaders<[(header::HeaderName, String); 2]>,
@@ -503,7 +483,7 @@ pub async fn login(
     ),
     ApiError,
 > {
-    let (email, password) = login_fields(&fields).map_err(ApiError::validation)?;
+    let (email, password) = login_fields(&req).map_err(ApiError::validation)?;
     let users = &state.users;
     let client = client.map(|Extension(ClientIp(ip))| ip);
     let (user, session) = authenticate(&state, client, &email, &password).await?;
@@ -557,10 +537,10 @@ pub async fn login(
     ))
 }
 
-fn login_fields(fields: &Map<String, Value>) -> Result<(Email, String), Vec<FieldError>> {
+fn login_fields(req: &LoginRequest) -> Result<(Email, String), Vec<FieldError>> {
     let mut errors = Vec::new();
-    let email = required_text(fields, "email", &mut errors);
-    let password = required_text(fields, "password", &mut errors);
+    let email = required_text(&req.email, "email", &mut errors);
+    let password = required_text(&req.password, "password", &mut errors);
     if email
         .as_ref()
         .is_some_and(|e| e.trim().len() > MAX_EMAIL_LEN)
@@ -590,11 +570,12 @@ fn login_fields(fields: &Map<String, Value>) -> Result<(Email, String), Vec<Fiel
 }
 
 /// The refresh body.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct RefreshRequest {
     /// The refresh token a login returned.
-    refresh: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true)]
+    refresh: Raw,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -628,10 +609,10 @@ pub struct RefreshResponse {
 )]
 pub async fn refresh(
     State(state): State<AppState>,
-    Fields(fields): Fields,
+    Fields(req): Fields<RefreshRequest>,
 ) -> Result<Json<RefreshResponse>, ApiError> {
     let mut errors = Vec::new();
-    let token = required_text(&fields, "refresh", &mut errors);
+    let token = required_text(&req.refresh, "refresh", &mut errors);
     let Some(token) = token else {
         return Err(ApiError::validation(errors));
     };
@@ -807,12 +788,12 @@ fn key_reply(message: &str, key: &ApiKeyRecord, token: String, state: &AppState)
 }
 
 /// The optional body of `generate-api-keys`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct GenerateApiKeyRequest {
     /// Some of `send`, `verify`, `read`, `account`; default `send, verify, read`.
+    #[serde(default)]
     #[schema(value_type = Option<Vec<String>>, example = json!(["send", "verify", "read"]))]
-    scopes: Option<Vec<String>>,
+    scopes: Raw,
 }
 
 /// Issue a new API key for the user's account; the user's previous key (the
@@ -839,10 +820,10 @@ pub struct GenerateApiKeyRequest {
 pub async fn generate_api_key(
     State(state): State<AppState>,
     caller: DashboardCaller,
-    OptionalFields(fields): OptionalFields,
+    OptionalFields(req): OptionalFields<GenerateApiKeyRequest>,
 ) -> Result<Json<KeyResponse>, ApiError> {
     let mut errors = Vec::new();
-    let scopes = scopes_field(&fields, &mut errors).unwrap_or(Scopes::DEFAULT);
+    let scopes = scopes_field(&req.scopes, &mut errors).unwrap_or(Scopes::DEFAULT);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
@@ -995,17 +976,22 @@ pub async fn list_sessions(
 }
 
 /// The logout body: all fields optional.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
 pub struct LogoutRequest {
     /// A refresh token: its session is revoked (no `Authorization` needed).
-    refresh: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    refresh: Raw,
     /// With an access token: revoke this session of the user's (from
     /// `sessions/`).
-    session_id: Option<i64>,
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    session_id: Raw,
     /// `true`: revoke every session of the user (of the access token, or of
     /// `refresh`).
-    all: Option<bool>,
+    #[serde(default)]
+    #[schema(value_type = Option<bool>)]
+    all: Raw,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -1035,10 +1021,10 @@ pub struct LogoutResult {
 pub async fn logout(
     State(state): State<AppState>,
     caller: Option<SessionCaller>,
-    Fields(fields): Fields,
+    Fields(req): Fields<LogoutRequest>,
 ) -> Result<Json<Envelope<LogoutResult>>, ApiError> {
     let mut errors = Vec::new();
-    let refresh = match given(&fields, "refresh") {
+    let refresh = match req.refresh.given() {
         None => None,
         Some(Value::String(token)) => Some(token.trim().to_owned()),
         Some(_) => {
@@ -1050,7 +1036,7 @@ pub async fn logout(
             None
         }
     };
-    let all = match given(&fields, "all") {
+    let all = match req.all.given() {
         None => false,
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
@@ -1063,7 +1049,7 @@ pub async fn logout(
             false
         }
     };
-    let session_id = match given(&fields, "session_id") {
+    let session_id = match req.session_id.given() {
         None => None,
         Some(v) => match v
             .as_i64()

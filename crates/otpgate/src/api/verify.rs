@@ -41,17 +41,18 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 
 use otp_domain::code::OtpLength;
 use otp_domain::phone::PhoneNumber;
 use otp_store::{VerifyOutcome, VerifyRequest, now_micros};
 
+use super::envelope::Envelope;
 use super::error::{ApiError, FieldError};
 use super::extract::Fields;
-use super::send::{given, integer, text};
+use super::fields::{Raw, integer, text};
 use crate::auth::Caller;
 use crate::config::NumberScope;
 use crate::state::AppState;
@@ -63,21 +64,24 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/auths/verify/otp", post(verify_otp))
 }
 
-/// The request body, for the OpenAPI document (JSON or form).
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// The request body (JSON or form).
+#[derive(Deserialize, ToSchema)]
 pub struct VerifyOtpRequest {
     /// The number the code was sent to, in any accepted spelling. Required
     /// unless `id` is given.
-    #[schema(example = "9851023212")]
-    number: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "9851023212")]
+    number: Raw,
     /// The code the user typed: 4-10 ASCII letters or digits (surrounding
     /// spaces are ignored).
-    #[schema(example = "482193")]
-    otp: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "482193")]
+    otp: Raw,
     /// The id a send returned: check this OTP rather than the number's newest.
     /// For a resend, any id of its chain checks the same code and attempts.
-    id: Option<i64>,
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    id: Raw,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -88,17 +92,6 @@ pub struct VerifyData {
     pub verified_at: String,
 }
 
-/// The success envelope.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct VerifyResponse {
-    pub status: u16,
-    pub success: bool,
-    #[schema(example = "OTP Verified Successfully.")]
-    pub message: String,
-    pub errors: Vec<FieldError>,
-    pub data: VerifyData,
-}
-
 /// Verify a code the user typed.
 #[utoipa::path(
     post,
@@ -106,7 +99,7 @@ pub struct VerifyResponse {
     tag = "otp",
     request_body(content = VerifyOtpRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Verified; the code cannot be used again", body = VerifyResponse),
+        (status = 200, description = "Verified; the code cannot be used again", body = Envelope<VerifyData>),
         (status = 400, description = "Invalid request (nothing counted); or a wrong code (`invalid_otp`, with `data.attempts_remaining`); or a code whose attempts are used up (`max_attempts`)", body = super::error::ErrorEnvelope),
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
         (status = 404, description = "Nothing to verify for this number or id in this account (`not_found`, `already_verified`)", body = super::error::ErrorEnvelope),
@@ -120,9 +113,9 @@ pub struct VerifyResponse {
 pub async fn verify_otp(
     State(state): State<AppState>,
     caller: Caller,
-    Fields(fields): Fields,
-) -> Result<Json<VerifyResponse>, ApiError> {
-    let (outcome, reply) = check(&state, caller, &fields).await;
+    Fields(req): Fields<VerifyOtpRequest>,
+) -> Result<Json<Envelope<VerifyData>>, ApiError> {
+    let (outcome, reply) = check(&state, caller, &req).await;
     state
         .metrics
         .inc("otpgate_verify_total", &[("outcome", outcome)]);
@@ -137,9 +130,9 @@ pub async fn verify_otp(
 async fn check(
     state: &AppState,
     caller: Caller,
-    fields: &Map<String, Value>,
-) -> (&'static str, Result<Json<VerifyResponse>, ApiError>) {
-    let (phone_number, otp_id, code) = match validate(fields) {
+    req: &VerifyOtpRequest,
+) -> (&'static str, Result<Json<Envelope<VerifyData>>, ApiError>) {
+    let (phone_number, otp_id, code) = match validate(req) {
         Ok(valid) => valid,
         Err(errors) => return ("invalid", Err(ApiError::validation(errors))),
     };
@@ -190,16 +183,13 @@ async fn check(
     match outcome {
         VerifyOutcome::Verified { id, verified_at } => (
             "verified",
-            Ok(Json(VerifyResponse {
-                status: 200,
-                success: true,
-                message: "OTP Verified Successfully.".to_owned(),
-                errors: Vec::new(),
-                data: VerifyData {
+            Ok(Json(Envelope::ok(
+                "OTP Verified Successfully.",
+                VerifyData {
                     id,
                     verified_at: super::list::rfc3339(verified_at, &state.tz),
                 },
-            })),
+            ))),
         ),
         VerifyOutcome::WrongCode {
             attempts_remaining, ..
@@ -268,9 +258,9 @@ fn refused(refusal: VerifyRefusal) -> ApiError {
 
 type Target = (Option<String>, Option<i64>, String);
 
-fn validate(fields: &Map<String, Value>) -> Result<Target, Vec<FieldError>> {
+fn validate(req: &VerifyOtpRequest) -> Result<Target, Vec<FieldError>> {
     let mut errors = Vec::new();
-    let id = integer(fields, "id", &mut errors).and_then(|n| {
+    let id = integer(&req.id, "id", &mut errors).and_then(|n| {
         if n < 1 {
             errors.push(FieldError::new(
                 "id",
@@ -281,7 +271,7 @@ fn validate(fields: &Map<String, Value>) -> Result<Target, Vec<FieldError>> {
         }
         Some(n)
     });
-    let number = match text(fields, "number", &mut errors) {
+    let number = match text(&req.number, "number", &mut errors) {
         Some(s) if !s.trim().is_empty() => match PhoneNumber::parse(&s) {
             Ok(n) => Some(n.display().to_owned()),
             Err(e) => {
@@ -300,7 +290,7 @@ fn validate(fields: &Map<String, Value>) -> Result<Target, Vec<FieldError>> {
             None
         }
     };
-    let code = match text(fields, "otp", &mut errors) {
+    let code = match text(&req.otp, "otp", &mut errors) {
         Some(s) => {
             let s = s.trim();
             let len = s.chars().count();
@@ -325,7 +315,7 @@ fn validate(fields: &Map<String, Value>) -> Result<Target, Vec<FieldError>> {
             }
         }
         None => {
-            if given(fields, "otp").is_none() {
+            if req.otp.given().is_none() {
                 errors.push(FieldError::new("otp", "required", "otp is required."));
             }
             None

@@ -9,17 +9,17 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use otp_domain::channel::{Channel, Voice};
 use otp_domain::code::OtpCode;
 use otp_domain::message::MessageTemplate;
 
+use super::envelope::Envelope;
 use super::error::{ApiError, ErrorEnvelope, FieldError};
 use super::extract::Fields;
-use super::send::number_field;
+use super::fields::{Raw, nonempty_text, number_field, required_nonempty};
 use crate::auth::Caller;
 use crate::delivery::voice::{Prompt, gender};
 use crate::state::AppState;
@@ -52,29 +52,26 @@ pub struct VoiceItem {
     pub rate_wpm: u16,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct VoicesResponse {
-    pub status: u16,
-    pub success: bool,
-    pub errors: Vec<FieldError>,
-    pub data: Vec<VoiceItem>,
-}
-
-/// The preview request, for the OpenAPI document (the handler reads fields one by
-/// one so that every problem is reported, and form bodies work too).
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// The preview request (JSON or form); each field is checked by [`validate`],
+/// which reports every problem at once.
+#[derive(Deserialize, ToSchema)]
 pub struct PreviewRequest {
     /// The text, with `{otp}` where the code is read out.
-    #[schema(example = "तपाईंको कोड {otp} हो")]
-    message: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "तपाईंको कोड {otp} हो")]
+    message: Raw,
     /// `np_rija`, `np_prashanna`, `np_shreegya` or `np_binod`.
-    #[schema(example = "np_rija")]
-    voice_input: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "np_rija")]
+    voice_input: Raw,
     /// 4-10 digits; default `123456`.
-    otp: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    otp: Raw,
     /// 0.5-2.0, default 1.0; above 1 is slower.
-    length_factor: Option<f64>,
+    #[serde(default)]
+    #[schema(value_type = Option<f64>)]
+    length_factor: Raw,
 }
 
 /// The voices a voice OTP can use.
@@ -83,12 +80,15 @@ pub struct PreviewRequest {
     path = "/api/v1/auths/voices/",
     tag = "voice",
     responses(
-        (status = 200, description = "The four voices", body = VoicesResponse),
+        (status = 200, description = "The four voices", body = Envelope<Vec<VoiceItem>>),
         (status = 401, description = "Missing, invalid or revoked key", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
-pub async fn list_voices(State(state): State<AppState>, _caller: Caller) -> Json<VoicesResponse> {
+pub async fn list_voices(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Json<Envelope<Vec<VoiceItem>>> {
     let data = Voice::ALL
         .into_iter()
         .filter_map(|voice| {
@@ -102,12 +102,7 @@ pub async fn list_voices(State(state): State<AppState>, _caller: Caller) -> Json
             })
         })
         .collect();
-    Json(VoicesResponse {
-        status: 200,
-        success: true,
-        errors: Vec::new(),
-        data,
-    })
+    Json(Envelope::data(data))
 }
 
 /// The WAV a voice OTP with this message, voice and code would play.
@@ -127,9 +122,9 @@ pub async fn list_voices(State(state): State<AppState>, _caller: Caller) -> Json
 pub async fn preview(
     State(state): State<AppState>,
     _caller: Caller,
-    Fields(fields): Fields,
+    Fields(req): Fields<PreviewRequest>,
 ) -> Result<Response, ApiError> {
-    let valid = validate(&fields).map_err(ApiError::validation)?;
+    let valid = validate(&req).map_err(ApiError::validation)?;
     let prompt = Prompt {
         voice: valid.voice,
         template: valid.template.as_str(),
@@ -153,24 +148,15 @@ pub async fn preview(
             } else {
                 "Speech synthesis failed; try again."
             };
-            Ok(unavailable(message))
+            Err(ApiError::refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                FieldError::new("non_field_errors", "unavailable", message),
+                None,
+            ))
         }
         // Validation above admits only what the renderer can speak.
         Err(e) => Err(ApiError::internal(e)),
     }
-}
-
-/// 503 in the error envelope.
-fn unavailable(message: &str) -> Response {
-    let body = ErrorEnvelope {
-        status: 503,
-        success: false,
-        message: message.to_owned(),
-        errors: vec![FieldError::new("non_field_errors", "unavailable", message)],
-        data: None,
-        detail: None,
-    };
-    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 struct ValidPreview {
@@ -180,14 +166,14 @@ struct ValidPreview {
     length_factor: f64,
 }
 
-fn validate(fields: &Map<String, Value>) -> Result<ValidPreview, Vec<FieldError>> {
+fn validate(req: &PreviewRequest) -> Result<ValidPreview, Vec<FieldError>> {
     let mut errors = Vec::new();
-    let template = required(fields, "message", &mut errors).and_then(|s| {
+    let template = required_nonempty(&req.message, "message", &mut errors).and_then(|s| {
         MessageTemplate::parse(&s)
             .map_err(|e| errors.push(FieldError::new("message", "invalid", e.to_string())))
             .ok()
     });
-    let voice = required(fields, "voice_input", &mut errors).and_then(|s| {
+    let voice = required_nonempty(&req.voice_input, "voice_input", &mut errors).and_then(|s| {
         let parsed = Voice::parse(s.trim());
         if parsed.is_none() {
             errors.push(FieldError::new(
@@ -198,13 +184,13 @@ fn validate(fields: &Map<String, Value>) -> Result<ValidPreview, Vec<FieldError>
         }
         parsed
     });
-    let code = match text(fields, "otp", &mut errors) {
+    let code = match nonempty_text(&req.otp, "otp", &mut errors) {
         None => Some(OtpCode::personnel(SAMPLE_CODE, Channel::Voice).expect("a valid sample")),
         Some(s) => OtpCode::personnel(&s, Channel::Voice)
             .map_err(|e| errors.push(FieldError::new("otp", "invalid", e.to_string())))
             .ok(),
     };
-    let length_factor = match number_field(fields, "length_factor", &mut errors) {
+    let length_factor = match number_field(&req.length_factor, "length_factor", &mut errors) {
         None if errors.iter().any(|e| e.field == "length_factor") => None,
         None => Some(1.0),
         Some(f) if (0.5..=2.0).contains(&f) => Some(f),
@@ -228,27 +214,4 @@ fn validate(fields: &Map<String, Value>) -> Result<ValidPreview, Vec<FieldError>
         }
         _ => Err(errors),
     }
-}
-
-/// A text field as the send endpoint reads it, where an empty string also counts
-/// as not given.
-fn text(fields: &Map<String, Value>, name: &str, errors: &mut Vec<FieldError>) -> Option<String> {
-    super::send::text(fields, name, errors).filter(|s| !s.is_empty())
-}
-
-fn required(
-    fields: &Map<String, Value>,
-    name: &str,
-    errors: &mut Vec<FieldError>,
-) -> Option<String> {
-    let before = errors.len();
-    let value = text(fields, name, errors).filter(|s| !s.trim().is_empty());
-    if value.is_none() && errors.len() == before {
-        errors.push(FieldError::new(
-            name,
-            "required",
-            format!("{name} is required."),
-        ));
-    }
-    value
 }

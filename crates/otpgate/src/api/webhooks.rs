@@ -21,17 +21,18 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use otp_store::now_micros;
 use otp_store::webhooks::{DeliveryQuery, SetWebhook, Webhook, WebhookDelivery};
 
+use super::envelope::{Envelope, NoData};
 use super::error::{ApiError, FieldError};
 use super::extract::Fields;
+use super::fields::{Raw, required_text};
 use super::list::rfc3339;
-use super::send::{given, required_text};
 use crate::auth::Caller;
 use crate::state::AppState;
 use crate::webhooks::{EVENT_ID_PREFIX, check_url};
@@ -50,23 +51,28 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/auths/webhook/deliveries", get(list_deliveries))
 }
 
-/// The request body of `PUT` (JSON or form), for the OpenAPI document.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// The request body of `PUT` (JSON or form).
+#[derive(Deserialize, ToSchema)]
 pub struct SetWebhookRequest {
     /// Where events are POSTed: an absolute `http` or `https` URL, at most
     /// 2048 characters, without a user name, password or `#fragment`.
-    #[schema(example = "https://app.example.com/otpgate/events")]
-    url: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "https://app.example.com/otpgate/events")]
+    url: Raw,
     /// Make a new signing secret (the old one stops working at once).
-    rotate_secret: Option<bool>,
+    #[serde(default)]
+    #[schema(value_type = Option<bool>)]
+    rotate_secret: Raw,
     /// A `low_balance` event is sent when a send takes the SMS credits below
     /// this (0: never; null: the configured `webhooks.low_balance_sms_credits`;
     /// not given: unchanged). 0 to 1000000000.
-    #[schema(example = 500)]
-    low_balance_sms_credits: Option<i64>,
+    #[serde(default)]
+    #[schema(value_type = Option<i64>, example = 500)]
+    low_balance_sms_credits: Raw,
     /// The same for phone credits (`webhooks.low_balance_phone_credits`).
-    low_balance_phone_credits: Option<i64>,
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    low_balance_phone_credits: Raw,
 }
 
 /// The largest `low_balance` threshold accepted.
@@ -86,15 +92,6 @@ pub struct WebhookData {
     /// RFC 3339 in the configured zone.
     pub created_at: String,
     pub updated_at: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct WebhookResponse {
-    pub status: u16,
-    pub success: bool,
-    pub message: String,
-    pub errors: Vec<FieldError>,
-    pub data: WebhookData,
 }
 
 /// One attempt at a delivery.
@@ -134,12 +131,11 @@ pub struct DeliveryItem {
     pub attempts: Vec<AttemptItem>,
 }
 
+/// A page of deliveries: the envelope, and where the next page starts.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveriesResponse {
-    pub status: u16,
-    pub success: bool,
-    pub errors: Vec<FieldError>,
-    pub data: Vec<DeliveryItem>,
+    #[serde(flatten)]
+    pub envelope: Envelope<Vec<DeliveryItem>>,
     /// The `before` value for the next (older) page; null on the last page.
     pub next_before: Option<String>,
 }
@@ -152,18 +148,15 @@ fn no_webhook() -> ApiError {
     )
 }
 
-fn reply(w: Webhook, message: &str, state: &AppState) -> Json<WebhookResponse> {
+fn reply(w: Webhook, message: &str, state: &AppState) -> Json<Envelope<WebhookData>> {
     let thresholds = state
         .config
         .webhooks
         .low_balance_thresholds()
         .with_overrides(w.low_balance_sms_credits, w.low_balance_phone_credits);
-    Json(WebhookResponse {
-        status: 200,
-        success: true,
-        message: message.to_owned(),
-        errors: Vec::new(),
-        data: WebhookData {
+    Json(Envelope::ok(
+        message,
+        WebhookData {
             url: w.url,
             secret: w.secret,
             low_balance_sms_credits: thresholds.sms,
@@ -171,7 +164,7 @@ fn reply(w: Webhook, message: &str, state: &AppState) -> Json<WebhookResponse> {
             created_at: rfc3339(w.created_at, &state.tz),
             updated_at: rfc3339(w.updated_at, &state.tz),
         },
-    })
+    ))
 }
 
 /// The account's webhook and signing secret.
@@ -180,7 +173,7 @@ fn reply(w: Webhook, message: &str, state: &AppState) -> Json<WebhookResponse> {
     path = "/api/v1/auths/webhook/",
     tag = "webhooks",
     responses(
-        (status = 200, description = "The webhook", body = WebhookResponse),
+        (status = 200, description = "The webhook", body = Envelope<WebhookData>),
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
         (status = 404, description = "No webhook is set (`not_set`)", body = super::error::ErrorEnvelope),
     ),
@@ -189,7 +182,7 @@ fn reply(w: Webhook, message: &str, state: &AppState) -> Json<WebhookResponse> {
 pub async fn get_webhook(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<WebhookResponse>, ApiError> {
+) -> Result<Json<Envelope<WebhookData>>, ApiError> {
     let w = state
         .store
         .webhook(caller.account_id)
@@ -205,7 +198,7 @@ pub async fn get_webhook(
     tag = "webhooks",
     request_body(content = SetWebhookRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Set; `data.secret` signs every event", body = WebhookResponse),
+        (status = 200, description = "Set; `data.secret` signs every event", body = Envelope<WebhookData>),
         (status = 400, description = "Invalid request; nothing changed (`url`: `required`, `blank`, `invalid_type`, `invalid`, or `address_not_allowed` for a special-purpose address such as 10.0.0.1 or [::1] unless `webhooks.allow_private_addresses`; `low_balance_*_credits`: `invalid`)", body = super::error::ErrorEnvelope),
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
     ),
@@ -214,9 +207,9 @@ pub async fn get_webhook(
 pub async fn set_webhook(
     State(state): State<AppState>,
     caller: Caller,
-    Fields(fields): Fields,
-) -> Result<Json<WebhookResponse>, ApiError> {
-    let set = validate(&fields, state.config.webhooks.allow_private_addresses)
+    Fields(req): Fields<SetWebhookRequest>,
+) -> Result<Json<Envelope<WebhookData>>, ApiError> {
+    let set = validate(&req, state.config.webhooks.allow_private_addresses)
         .map_err(ApiError::validation)?;
     let w = state
         .store
@@ -233,22 +226,13 @@ pub async fn set_webhook(
     Ok(reply(w, "Webhook set.", &state))
 }
 
-/// The body of a removal.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeletedResponse {
-    pub status: u16,
-    pub success: bool,
-    pub message: String,
-    pub errors: Vec<FieldError>,
-}
-
 /// Remove the account's webhook; events not yet delivered are cancelled.
 #[utoipa::path(
     delete,
     path = "/api/v1/auths/webhook/",
     tag = "webhooks",
     responses(
-        (status = 200, description = "Removed", body = DeletedResponse),
+        (status = 200, description = "Removed", body = Envelope<NoData>),
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
         (status = 404, description = "No webhook was set (`not_set`)", body = super::error::ErrorEnvelope),
     ),
@@ -257,7 +241,7 @@ pub struct DeletedResponse {
 pub async fn delete_webhook(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<DeletedResponse>, ApiError> {
+) -> Result<Json<Envelope<NoData>>, ApiError> {
     if !state
         .store
         .delete_webhook(caller.account_id, now_micros())
@@ -265,12 +249,10 @@ pub async fn delete_webhook(
     {
         return Err(no_webhook());
     }
-    Ok(Json(DeletedResponse {
-        status: 200,
-        success: true,
-        message: "Webhook removed; pending events were cancelled.".to_owned(),
-        errors: Vec::new(),
-    }))
+    Ok(Json(Envelope::ok(
+        "Webhook removed; pending events were cancelled.",
+        NoData,
+    )))
 }
 
 /// The account's webhook events, newest first, with their attempts.
@@ -339,10 +321,7 @@ pub async fn list_deliveries(
         .then(|| list.last().map(|d| format!("{EVENT_ID_PREFIX}{}", d.id)))
         .flatten();
     Ok(Json(DeliveriesResponse {
-        status: 200,
-        success: true,
-        errors: Vec::new(),
-        data: list.into_iter().map(|d| item(d, &state)).collect(),
+        envelope: Envelope::data(list.into_iter().map(|d| item(d, &state)).collect()),
         next_before,
     }))
 }
@@ -392,12 +371,8 @@ struct Valid {
 
 /// A `low_balance` threshold: `None` when not given (kept), `Some(None)` when
 /// null (the configured one), else the number.
-fn threshold(
-    fields: &Map<String, Value>,
-    name: &str,
-    errors: &mut Vec<FieldError>,
-) -> Option<Option<i64>> {
-    let value = fields.get(name)?;
+fn threshold(value: &Raw, name: &str, errors: &mut Vec<FieldError>) -> Option<Option<i64>> {
+    let value = value.sent()?;
     let n = match value {
         Value::Null => return Some(None),
         Value::Number(n) => n.as_i64(),
@@ -421,11 +396,11 @@ fn threshold(
 }
 
 fn validate(
-    fields: &Map<String, Value>,
+    req: &SetWebhookRequest,
     allow_private_addresses: bool,
 ) -> Result<Valid, Vec<FieldError>> {
     let mut errors = Vec::new();
-    let url = required_text(fields, "url", &mut errors).and_then(|raw| {
+    let url = required_text(&req.url, "url", &mut errors).and_then(|raw| {
         let raw = raw.trim();
         match check_url(raw, allow_private_addresses) {
             Ok(()) => Some(raw.to_owned()),
@@ -435,7 +410,7 @@ fn validate(
             }
         }
     });
-    let rotate = match given(fields, "rotate_secret") {
+    let rotate = match req.rotate_secret.given() {
         None => false,
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
@@ -448,8 +423,16 @@ fn validate(
             false
         }
     };
-    let low_balance_sms = threshold(fields, "low_balance_sms_credits", &mut errors);
-    let low_balance_phone = threshold(fields, "low_balance_phone_credits", &mut errors);
+    let low_balance_sms = threshold(
+        &req.low_balance_sms_credits,
+        "low_balance_sms_credits",
+        &mut errors,
+    );
+    let low_balance_phone = threshold(
+        &req.low_balance_phone_credits,
+        "low_balance_phone_credits",
+        &mut errors,
+    );
     match url {
         Some(url) if errors.is_empty() => Ok(Valid {
             url,

@@ -217,3 +217,89 @@ for_each_backend! {
         assert!(doc["components"]["securitySchemes"].get("admin_token").is_some());
     }
 }
+
+/// `otpgate ARGS --database-url <the app's store>`, with `stdin`: whether it
+/// succeeded, and its standard error.
+fn cli(app: &TestApp, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = crate::durability::otpgate()
+        .args(args)
+        .args(["--database-url", &app.database_url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The command line refuses as the admin API did: with its sentence and code.
+fn assert_cli_refuses(app: &TestApp, args: &[&str], stdin: &str, api: &Value) {
+    let (ok, stderr) = cli(app, args, stdin);
+    assert!(!ok, "{args:?} was accepted; the admin API answered {api}");
+    let (message, code) = (
+        api["message"].as_str().unwrap(),
+        api["errors"][0]["code"].as_str().unwrap(),
+    );
+    assert!(
+        stderr.contains(message) && stderr.contains(code),
+        "{args:?}: {stderr} (the admin API: {api})"
+    );
+}
+
+for_each_backend! {
+    config: configure;
+
+    async fn the_command_line_and_the_admin_api_give_the_same_input_the_same_answer(app) {
+        let id = app.account_id.to_string();
+        let long = "n".repeat(101);
+
+        let (status, body) = post(&app, "/admin/v1/accounts/", json!({"name": long})).await;
+        assert_eq!((status, body["errors"][0]["code"].as_str()), (400, Some("too_long")), "{body}");
+        assert_cli_refuses(&app, &["accounts", "create", &long], "", &body);
+
+        let (status, body) = post(&app, "/admin/v1/accounts/", json!({"name": "acme"})).await;
+        assert_eq!(status, 409, "{body}");
+        assert_cli_refuses(&app, &["accounts", "create", "acme"], "", &body);
+
+        let (ok, stderr) = cli(&app, &["accounts", "create", "  spaced  "], "");
+        assert!(ok, "{stderr}");
+        assert!(app.store.account_by_name("spaced").await.unwrap().is_some(), "the name is kept trimmed");
+        let (status, body) = post(&app, "/admin/v1/accounts/", json!({"name": " spaced "})).await;
+        assert_eq!((status, body["errors"][0]["code"].as_str()), (409, Some("name_taken")), "{body}");
+
+        let credits = format!("/admin/v1/accounts/{id}/credits/");
+        let ledger = app.store.ledger(app.account_id).await.unwrap().len();
+        let (status, body) = post(&app, &credits, json!({"sms": 0, "phone": 0})).await;
+        assert_eq!((status, body["errors"][0]["code"].as_str()), (400, Some("nothing_to_add")), "{body}");
+        assert_cli_refuses(&app, &["credits", "add", &id], "", &body);
+        let (status, body) = post(&app, &credits, json!({"sms": -1_000_000})).await;
+        assert_eq!(status, 409, "{body}");
+        assert_cli_refuses(&app, &["credits", "add", &id, "--sms", "-1000000"], "", &body);
+        assert_eq!(app.store.ledger(app.account_id).await.unwrap().len(), ledger, "nothing was added");
+
+        let (status, body) = post(&app, &format!("/admin/v1/accounts/{id}/keys/"), json!({"label": long})).await;
+        assert_eq!((status, body["errors"][0]["code"].as_str()), (400, Some("too_long")), "{body}");
+        assert_cli_refuses(&app, &["keys", "create", &id, "--label", &long], "", &body);
+        assert_eq!(app.store.list_keys(Some(app.account_id)).await.unwrap().len(), 1, "no key was made");
+
+        let users = format!("/admin/v1/accounts/{id}/users/");
+        let (status, _) = post(&app, &users, json!({"email": "ana@example.com", "password": PASSWORD})).await;
+        assert_eq!(status, 201);
+        let (status, body) = post(&app, &users, json!({"email": "ANA@example.com", "password": PASSWORD})).await;
+        assert_eq!(status, 409, "{body}");
+        assert_cli_refuses(&app, &["users", "create", &id, "ANA@example.com"], &format!("{PASSWORD}\n"), &body);
+        assert_eq!(app.store.list_users(None).await.unwrap().len(), 1);
+    }
+}

@@ -959,7 +959,10 @@ async fn silent_listener() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
 async fn a_route_shut_down_before_its_binds_start_never_connects() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let (store, _dir, _) = crate::delivery::bare_store(backend).await;
-        let config = |port| smpp_route(port, "secret").smpp.unwrap();
+        let config = |port| match smpp_route(port, "secret").driver {
+            DriverConfig::Smpp(smpp) => smpp,
+            other => panic!("an SMPP route has SMPP settings, not {other:?}"),
+        };
         let metrics = Arc::new(otpgate::metrics::Metrics::default());
         let start = |port| {
             otpgate::delivery::smpp::SmppDriver::start(
