@@ -22,8 +22,7 @@
 
 use otp_domain::channel::Channel;
 
-use crate::receipts::id_columns;
-use crate::rows::{Columns, parsed};
+use crate::rows::{Columns, id_columns, parsed};
 use crate::webhooks::WebhookEvent;
 use crate::{AccountId, JobOutcome, JobResult, Micros, OtpStatus, StoreError};
 

@@ -87,13 +87,6 @@ impl UnmatchedReceipt {
     }
 }
 
-/// The forms columns of a part's id: (text, hex read in decimal, decimal
-/// read in hex).
-pub(crate) fn id_columns(id: &str) -> (String, Option<String>, Option<String>) {
-    let f = IdForms::of(id);
-    (f.text, f.hex_as_decimal, f.decimal_as_hex)
-}
-
 /// The spellings a part written before the forms existed may have been
 /// stored under: the receipt's id as written, its text form and its other
 /// base, unpadded.

@@ -151,6 +151,13 @@ pub(crate) fn key(r: &impl Columns) -> Result<ApiKeyRecord, StoreError> {
     })
 }
 
+/// The forms columns of a part's id: (text, hex read in decimal, decimal
+/// read in hex).
+pub(crate) fn id_columns(id: &str) -> (String, Option<String>, Option<String>) {
+    let f = smpp::receipt::ids::IdForms::of(id);
+    (f.text, f.hex_as_decimal, f.decimal_as_hex)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
