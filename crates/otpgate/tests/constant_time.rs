@@ -89,7 +89,7 @@ fn no_secret_is_compared_with_eq_or_ne() {
         "claims.token_type == kind",       // the token's kind, after the MAC check
         "secret.len() == 43",              // the shape of a key, not its value
         "access_token_seconds == 0",       // a setting
-        "*hash == key.body_hash",          // idempotency body hashes, not secrets
+        "*hash != key.body_hash",          // idempotency body hashes, not secrets
         "refresh_token_seconds == 0",      // a setting
     ];
     let mut found = Vec::new();
