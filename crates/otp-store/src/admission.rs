@@ -382,7 +382,7 @@ impl Recent {
         for otp in otps {
             let from = otp.created_at - limits.lookback();
             since
-                .entry((otp.account_id, otp.e164.as_str()))
+                .entry((otp.account_id, otp.number.e164()))
                 .and_modify(|s| *s = (*s).min(from))
                 .or_insert(from);
         }
@@ -403,7 +403,10 @@ impl Recent {
     /// Refuses the send if a limit is reached at its `created_at`; when both are,
     /// the one that lasts longer is named, so one wait is enough.
     pub fn check(&self, otp: &NewOtp, limits: &SendLimits) -> Result<(), AcceptError> {
-        let Some(times) = self.map.get(&(otp.account_id, otp.e164.clone())) else {
+        let Some(times) = self
+            .map
+            .get(&(otp.account_id, otp.number.e164().to_owned()))
+        else {
             return Ok(());
         };
         let now = otp.created_at;
@@ -443,7 +446,7 @@ impl Recent {
 
     /// Counts an accepted send of the batch.
     pub fn record(&mut self, otp: &NewOtp) {
-        self.insert(otp.account_id, &otp.e164, otp.created_at);
+        self.insert(otp.account_id, otp.number.e164(), otp.created_at);
     }
 }
 
@@ -724,16 +727,18 @@ fn seconds_until(now: Micros, until: Micros) -> u64 {
 mod tests {
     use super::*;
     use otp_domain::channel::{Channel, OtpOption};
+    use otp_domain::code::OtpCode;
     use otp_domain::credits::Cost;
+    use otp_domain::message::MessageTemplate;
+    use otp_domain::phone::PhoneNumber;
 
     fn send(account: AccountId, sms: i64, phone: i64) -> NewOtp {
         NewOtp {
             account_id: account,
             api_key_id: None,
-            phone_number: "9851023212".into(),
-            e164: "+9779851023212".into(),
-            template: "{otp}".into(),
-            otp: "123456".into(),
+            number: PhoneNumber::parse("9851023212").unwrap(),
+            template: MessageTemplate::parse("{otp}").unwrap(),
+            otp: OtpCode::personnel("123456", Channel::Text).unwrap(),
             otp_option: OtpOption::Generated,
             channel: Channel::Text,
             voice: None,
@@ -842,7 +847,7 @@ mod tests {
         let mut r = Recent::default();
         r.record(&at(100));
         let mut other_number = at(101);
-        other_number.e164 = "+9779800000000".into();
+        other_number.number = PhoneNumber::parse("9800000000").unwrap();
         let mut other_account = at(101);
         other_account.account_id = 2;
         assert!(r.check(&other_number, &l).is_ok());
@@ -1332,7 +1337,7 @@ mod tests {
             .balances
             .watch_low_balance(1, LowBalanceThresholds { sms: 10, phone: 0 });
         let to = |n: char, created_at: Micros| NewOtp {
-            e164: format!("+977985102321{n}"),
+            number: PhoneNumber::parse(&format!("985102321{n}")).unwrap(),
             api_key_id: Some(7),
             created_at,
             ..send(1, 1, 0)

@@ -403,11 +403,11 @@ pub(crate) struct SealedOtp {
 impl SealedOtp {
     /// Seals the code and forgets the plain copy.
     pub fn new(mut otp: NewOtp, vault: &CodeVault) -> SealedOtp {
-        let code = vault.seal(otp.account_id, &otp.e164, &otp.otp);
-        otp.otp.clear();
-        let masked_message = otp
-            .template
-            .replace(otp_domain::message::PLACEHOLDER, otp_domain::vault::MASK);
+        let code = vault.seal(otp.account_id, otp.number.e164(), otp.otp.as_str());
+        // The plain code goes with the value replaced; an empty code is what a
+        // sealed send carries from here on.
+        otp.otp = otp_domain::code::OtpCode::from_stored(String::new());
+        let masked_message = otp_domain::message::render_masked(otp.template.as_str());
         SealedOtp {
             otp,
             code,
@@ -459,10 +459,10 @@ pub(crate) fn sample_otp(account_id: AccountId) -> NewOtp {
     NewOtp {
         account_id,
         api_key_id: None,
-        phone_number: "9851023212".into(),
-        e164: "+9779851023212".into(),
-        template: "Code {otp}".into(),
-        otp: "482193".into(),
+        number: otp_domain::phone::PhoneNumber::parse("9851023212").unwrap(),
+        template: otp_domain::message::MessageTemplate::parse("Code {otp}").unwrap(),
+        otp: otp_domain::code::OtpCode::personnel("482193", otp_domain::channel::Channel::Text)
+            .unwrap(),
         otp_option: otp_domain::channel::OtpOption::Personnel,
         channel: otp_domain::channel::Channel::Text,
         voice: None,

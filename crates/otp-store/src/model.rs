@@ -1,8 +1,10 @@
 //! The records the store reads and writes.
 
 use otp_domain::channel::{Channel, OtpOption, Voice};
+use otp_domain::code::OtpCode;
 use otp_domain::credits::Cost;
-use otp_domain::message::render;
+use otp_domain::message::{MessageTemplate, render};
+use otp_domain::phone::PhoneNumber;
 use otp_domain::vault::{Binding, CodeVault, MASK};
 
 /// Microseconds since the Unix epoch, UTC.
@@ -201,12 +203,11 @@ impl std::fmt::Debug for ApiKeyRecord {
 pub struct NewOtp {
     pub account_id: AccountId,
     pub api_key_id: Option<i64>,
-    /// The number as shown in replies (10 digits for Nepal).
-    pub phone_number: String,
-    pub e164: String,
-    pub template: String,
+    /// Stored both as shown in replies ([`PhoneNumber::display`]) and in E.164.
+    pub number: PhoneNumber,
+    pub template: MessageTemplate,
     /// The code, in plain.
-    pub otp: String,
+    pub otp: OtpCode,
     pub otp_option: OtpOption,
     pub channel: Channel,
     pub voice: Option<Voice>,
@@ -280,7 +281,7 @@ impl ChainHead {
             && self.account_id == otp.account_id
             && self.api_key_id.is_some()
             && self.api_key_id == otp.api_key_id
-            && self.e164 == otp.e164
+            && self.e164 == otp.number.e164()
             && self.has_code
             && self.verified_at.is_none()
             && self.attempts < resend.max_attempts
@@ -1013,7 +1014,7 @@ mod resend_tests {
                 "another number",
                 head(),
                 NewOtp {
-                    e164: "+9779800000000".into(),
+                    number: PhoneNumber::parse("9800000000").unwrap(),
                     ..resend()
                 },
             ),

@@ -274,9 +274,9 @@ async fn write(
     let account_ids = column(&|o| o.account_id);
     let seqs: Vec<i64> = inserts.iter().map(|(_, t)| t.taken.account_seq).collect();
     let api_key_ids: Vec<Option<i64>> = inserts.iter().map(|(s, _)| s.otp.api_key_id).collect();
-    let phones = text(&|o| o.phone_number.clone());
-    let e164s = text(&|o| o.e164.clone());
-    let templates = text(&|o| o.template.clone());
+    let phones = text(&|o| o.number.display().to_owned());
+    let e164s = text(&|o| o.number.e164().to_owned());
+    let templates = text(&|o| o.template.as_str().to_owned());
     let messages: Vec<&str> = inserts
         .iter()
         .map(|(s, _)| s.masked_message.as_str())

@@ -2,7 +2,10 @@
 //! limits, decided by `admission::decide` and written by each backend.
 
 use otp_domain::channel::{Channel, OtpOption};
+use otp_domain::code::OtpCode;
 use otp_domain::credits::Cost;
+use otp_domain::message::MessageTemplate;
+use otp_domain::phone::PhoneNumber;
 use otp_store::webhooks::{DeliveryQuery, SetWebhook, WebhookEvent};
 use otp_store::{
     AcceptError, AccountId, IDEMPOTENCY_TTL, IdempotencyKey, LimitKind, Micros, NewApiKey, NewOtp,
@@ -18,10 +21,9 @@ fn sms(account: AccountId, number: u8) -> NewOtp {
     NewOtp {
         account_id: account,
         api_key_id: None,
-        phone_number: format!("985102321{number}"),
-        e164: format!("+977985102321{number}"),
-        template: "Code {otp}".into(),
-        otp: "482193".into(),
+        number: PhoneNumber::parse(&format!("985102321{number}")).unwrap(),
+        template: MessageTemplate::parse("Code {otp}").unwrap(),
+        otp: OtpCode::personnel("482193", Channel::Text).unwrap(),
         otp_option: OtpOption::Generated,
         channel: Channel::Text,
         voice: None,

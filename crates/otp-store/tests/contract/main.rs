@@ -116,10 +116,10 @@ pub fn text_otp(account: i64) -> NewOtp {
     NewOtp {
         account_id: account,
         api_key_id: None,
-        phone_number: "9851023212".into(),
-        e164: "+9779851023212".into(),
-        template: "Your code is {otp}".into(),
-        otp: "482193".into(),
+        number: otp_domain::phone::PhoneNumber::parse("9851023212").unwrap(),
+        template: otp_domain::message::MessageTemplate::parse("Your code is {otp}").unwrap(),
+        otp: otp_domain::code::OtpCode::personnel("482193", otp_domain::channel::Channel::Text)
+            .unwrap(),
         otp_option: otp_domain::channel::OtpOption::Personnel,
         channel: otp_domain::channel::Channel::Text,
         voice: None,

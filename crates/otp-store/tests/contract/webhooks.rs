@@ -2,7 +2,10 @@
 //! attempts, and the events the store records by itself.
 
 use otp_domain::channel::{Channel, OtpOption};
+use otp_domain::code::OtpCode;
 use otp_domain::credits::Cost;
+use otp_domain::message::MessageTemplate;
+use otp_domain::phone::PhoneNumber;
 use otp_store::webhooks::{
     AttemptOutcome, AttemptResult, ClaimedDelivery, Credits, DeliveryClaim, DeliveryQuery,
     DeliveryState, ExpirySweep, SetWebhook, WebhookDelivery, WebhookEvent,
@@ -16,14 +19,12 @@ pub const SECOND: Micros = 1_000_000;
 /// A one-credit SMS of code "482193" to a number of its own (`n`), sent at
 /// `created_at` and verifiable for `lives`.
 pub fn send(account_id: AccountId, n: u32, created_at: Micros, lives: Micros) -> NewOtp {
-    let number = format!("98510{n:05}");
     NewOtp {
         account_id,
         api_key_id: None,
-        e164: format!("+977{number}"),
-        phone_number: number,
-        template: "Code {otp}".into(),
-        otp: "482193".into(),
+        number: PhoneNumber::parse(&format!("98510{n:05}")).unwrap(),
+        template: MessageTemplate::parse("Code {otp}").unwrap(),
+        otp: OtpCode::personnel("482193", Channel::Text).unwrap(),
         otp_option: OtpOption::Personnel,
         channel: Channel::Text,
         voice: None,

@@ -345,10 +345,9 @@ async fn accept(
         let new = NewOtp {
             account_id: caller.account_id,
             api_key_id: Some(caller.key_row),
-            phone_number: valid.number.display().to_owned(),
-            e164: valid.number.e164().to_owned(),
-            template: valid.template.as_str().to_owned(),
-            otp: plan.code.as_str().to_owned(),
+            number: valid.number.clone(),
+            template: valid.template.clone(),
+            otp: plan.code.clone(),
             otp_option: valid.option,
             channel: valid.channel,
             voice: valid.voice,

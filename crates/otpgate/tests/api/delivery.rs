@@ -4,7 +4,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use otp_domain::channel::{Channel, OtpOption};
+use otp_domain::code::OtpCode;
 use otp_domain::credits::Cost;
+use otp_domain::message::MessageTemplate;
+use otp_domain::phone::PhoneNumber;
 use otp_store::{Claim, ClaimedJob, NewOtp, OtpStatus, SharedStore, StoreOptions, now_micros};
 use otpgate::delivery::{Deliveries, DeliveryOutcome, Driver, Policy};
 use otpgate::metrics::Metrics;
@@ -84,10 +87,9 @@ pub(crate) fn new_otp(account: i64) -> NewOtp {
     NewOtp {
         account_id: account,
         api_key_id: None,
-        phone_number: "9851023212".into(),
-        e164: "+9779851023212".into(),
-        template: "Code {otp}".into(),
-        otp: "123456".into(),
+        number: PhoneNumber::parse("9851023212").unwrap(),
+        template: MessageTemplate::parse("Code {otp}").unwrap(),
+        otp: OtpCode::from_stored("123456".into()),
         otp_option: OtpOption::Generated,
         channel: Channel::Text,
         voice: None,

@@ -4,7 +4,10 @@
 //! the number or by either `id`, once; the attempts are counted across them.
 
 use otp_domain::channel::{Channel, OtpOption};
+use otp_domain::code::OtpCode;
 use otp_domain::credits::Cost;
+use otp_domain::message::MessageTemplate;
+use otp_domain::phone::PhoneNumber;
 use otp_store::{AcceptError, NewOtp, ResendOf, ResendQuery, now_micros};
 use serde_json::{Value, json};
 
@@ -325,10 +328,9 @@ for_each_backend! {
         let resend = NewOtp {
             account_id: app.account_id,
             api_key_id: Some(key_row),
-            phone_number: record.phone_number.clone(),
-            e164: record.e164.clone(),
-            template: record.template.clone(),
-            otp: head.otp.clone(),
+            number: PhoneNumber::parse(&record.e164).unwrap(),
+            template: MessageTemplate::parse(&record.template).unwrap(),
+            otp: OtpCode::from_stored(head.otp.clone()),
             otp_option: OtpOption::Generated,
             channel: Channel::Text,
             voice: None,

@@ -618,7 +618,10 @@ async fn production_mode_without_secrets_refuses_to_start() {
 /// fails (and is refunded) when claimed.
 async fn a_code_that_cannot_be_read_back_is_not_delivered(backend: Backend) {
     use otp_domain::channel::{Channel, OtpOption};
+    use otp_domain::code::OtpCode;
     use otp_domain::credits::Cost;
+    use otp_domain::message::MessageTemplate;
+    use otp_domain::phone::PhoneNumber;
     use otp_domain::vault::CodeVault;
     use otp_store::{Claim, NewOtp, StoreOptions};
     use std::sync::Arc;
@@ -634,10 +637,9 @@ async fn a_code_that_cannot_be_read_back_is_not_delivered(backend: Backend) {
         .accept(NewOtp {
             account_id: account,
             api_key_id: None,
-            phone_number: NUMBER.into(),
-            e164: "+9779851023212".into(),
-            template: "Code {otp}".into(),
-            otp: "482193".into(),
+            number: PhoneNumber::parse(NUMBER).unwrap(),
+            template: MessageTemplate::parse("Code {otp}").unwrap(),
+            otp: OtpCode::personnel("482193", Channel::Text).unwrap(),
             otp_option: OtpOption::Personnel,
             channel: Channel::Text,
             voice: None,
