@@ -194,6 +194,12 @@ pub trait Store:
     ) -> Result<AccountLimits, StoreError>;
     /// The account's ledger, oldest first.
     async fn ledger(&self, id: AccountId) -> Result<Vec<LedgerEntry>, StoreError>;
+    /// The account's newest `limit` ledger entries, newest first.
+    async fn recent_ledger(
+        &self,
+        id: AccountId,
+        limit: u32,
+    ) -> Result<Vec<LedgerEntry>, StoreError>;
 
     /// Stores a new API key (only its hash).
     async fn create_key(&self, key: NewApiKey) -> Result<ApiKeyRecord, StoreError>;
@@ -223,6 +229,8 @@ pub trait Store:
     async fn list_otps(&self, query: &ListQuery) -> Result<OtpPage, StoreError>;
     /// One OTP of an account.
     async fn otp(&self, account: AccountId, id: i64) -> Result<Option<OtpRecord>, StoreError>;
+    /// OTPs of every account, newest (highest id) first: the operator's log.
+    async fn list_all_otps(&self, query: &AllOtpsQuery) -> Result<Vec<OtpRecord>, StoreError>;
     /// The first record of the live generated code a send to the number
     /// would repeat ([`ResendQuery`]), with its code read back; `None` when no
     /// code can be repeated (none live, or its code cannot be read back).

@@ -794,6 +794,21 @@ impl ListQuery {
     }
 }
 
+/// A search of every account's OTPs, newest (highest id) first: the
+/// operator's log. A number is found through each account's
+/// `(account_id, phone_number)` index, so it costs the rows of that number;
+/// a status alone walks the OTPs newest first until a page is full.
+#[derive(Debug, Clone, Default)]
+pub struct AllOtpsQuery {
+    pub id: Option<i64>,
+    /// As stored (`PhoneNumber::display`).
+    pub phone_number: Option<String>,
+    pub status: Option<OtpStatus>,
+    /// The id of the last OTP of the previous page.
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
 /// One page of OTPs and the total across pages.
 #[derive(Debug, Clone)]
 pub struct OtpPage {

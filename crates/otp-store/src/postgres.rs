@@ -516,6 +516,35 @@ impl Store for PgStore {
             .collect())
     }
 
+    async fn recent_ledger(
+        &self,
+        id: AccountId,
+        limit: u32,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id, account_id, kind, sms_delta, phone_delta, otp_id, note, created_at \
+                 FROM ledger WHERE account_id = $1 ORDER BY id DESC LIMIT $2",
+                &[&id, &i64::from(limit)],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| LedgerEntry {
+                id: r.get(0),
+                account_id: r.get(1),
+                kind: r.get(2),
+                sms_delta: r.get(3),
+                phone_delta: r.get(4),
+                otp_id: r.get(5),
+                note: r.get(6),
+                created_at: r.get(7),
+            })
+            .collect())
+    }
+
     async fn create_key(&self, key: NewApiKey) -> Result<ApiKeyRecord, StoreError> {
         let c = self.client().await?;
         let hash: &[u8] = &key.secret_hash;
@@ -708,6 +737,43 @@ impl Store for PgStore {
             .map_err(pg_err)?;
         row.map(|r| revealed(&self.vault, &r, 0, now_micros()))
             .transpose()
+    }
+
+    async fn list_all_otps(&self, q: &AllOtpsQuery) -> Result<Vec<OtpRecord>, StoreError> {
+        let c = self.lists.get().await.map_err(pool_err)?;
+        let mut filter = String::from("TRUE");
+        let mut args: Params = Vec::new();
+        if let Some(id) = q.id {
+            args.push(Box::new(id));
+            filter.push_str(&format!(" AND o.id = ${}", args.len()));
+        }
+        if let Some(p) = &q.phone_number {
+            args.push(Box::new(p.clone()));
+            // Each account's (account_id, phone_number) index: the rows of
+            // this number, not every OTP.
+            filter.push_str(&format!(
+                " AND o.account_id = ANY(ARRAY(SELECT id FROM accounts)) AND o.phone_number = ${}",
+                args.len()
+            ));
+        }
+        if let Some(status) = q.status {
+            args.push(Box::new(status.as_str().to_owned()));
+            filter.push_str(&format!(" AND o.status = ${}", args.len()));
+        }
+        if let Some(before) = q.before_id {
+            args.push(Box::new(before));
+            filter.push_str(&format!(" AND o.id < ${}", args.len()));
+        }
+        args.push(Box::new(i64::from(q.limit)));
+        let sql = format!(
+            "SELECT {OTP_COLUMNS} FROM otps o WHERE {filter} ORDER BY o.id DESC LIMIT ${}",
+            args.len()
+        );
+        let rows = c.query(&sql, &refs(&args)).await.map_err(pg_err)?;
+        let now = now_micros();
+        rows.iter()
+            .map(|r| revealed(&self.vault, r, 0, now))
+            .collect()
     }
 
     async fn resend_head(&self, q: ResendQuery) -> Result<Option<OtpRecord>, StoreError> {

@@ -818,6 +818,37 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn recent_ledger(
+        &self,
+        id: AccountId,
+        limit: u32,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT id, account_id, kind, sms_delta, phone_delta, otp_id, note, created_at \
+                     FROM ledger WHERE account_id = ?1 ORDER BY id DESC LIMIT ?2",
+                )
+                .map_err(map_err)?;
+            collect(
+                s.query_map(params![id, limit], |r| {
+                    Ok(LedgerEntry {
+                        id: r.get(0)?,
+                        account_id: r.get(1)?,
+                        kind: r.get(2)?,
+                        sms_delta: r.get(3)?,
+                        phone_delta: r.get(4)?,
+                        otp_id: r.get(5)?,
+                        note: r.get(6)?,
+                        created_at: r.get(7)?,
+                    })
+                })
+                .map_err(map_err)?,
+            )
+        })
+        .await
+    }
+
     async fn create_key(&self, key: NewApiKey) -> Result<ApiKeyRecord, StoreError> {
         self.write(move |tx| {
             if account_by_id(tx, key.account_id)?.is_none() {
@@ -938,6 +969,48 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let row = otp_by_id(c, id)?.filter(|(o, _)| o.account_id == account);
             Ok(reveal(&vault, row.into_iter().collect()).pop())
+        })
+        .await
+    }
+
+    async fn list_all_otps(&self, query: &AllOtpsQuery) -> Result<Vec<OtpRecord>, StoreError> {
+        let q = query.clone();
+        let vault = self.vault.clone();
+        read_on(&self.lists, move |c| {
+            let mut filter = String::from("1 = 1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(id) = q.id {
+                args.push(id.into());
+                filter.push_str(&format!(" AND id = ?{}", args.len()));
+            }
+            if let Some(p) = &q.phone_number {
+                args.push(p.clone().into());
+                // Each account's (account_id, phone_number) index: the rows
+                // of this number, not every OTP.
+                filter.push_str(&format!(
+                    " AND account_id IN (SELECT id FROM accounts) AND phone_number = ?{}",
+                    args.len()
+                ));
+            }
+            if let Some(status) = q.status {
+                args.push(status.as_str().to_owned().into());
+                filter.push_str(&format!(" AND status = ?{}", args.len()));
+            }
+            if let Some(before) = q.before_id {
+                args.push(before.into());
+                filter.push_str(&format!(" AND id < ?{}", args.len()));
+            }
+            args.push(i64::from(q.limit).into());
+            let sql = format!(
+                "SELECT {OTP_COLUMNS} FROM otps o WHERE {filter} ORDER BY id DESC LIMIT ?{}",
+                args.len()
+            );
+            let mut s = c.prepare_cached(&sql).map_err(map_err)?;
+            let rows = collect(
+                s.query_map(rusqlite::params_from_iter(args.iter()), rows::otp)
+                    .map_err(map_err)?,
+            )?;
+            Ok(reveal(&vault, rows))
         })
         .await
     }

@@ -46,6 +46,9 @@ pub struct User {
     pub session_version: i64,
     pub created_at: Micros,
     pub password_changed_at: Micros,
+    /// May open the console's operator pages (every account, the routes);
+    /// set by `otpgate users create --operator`.
+    pub operator: bool,
 }
 
 impl std::fmt::Debug for User {
@@ -55,6 +58,7 @@ impl std::fmt::Debug for User {
             .field("account_id", &self.account_id)
             .field("password_hash", &"[redacted]")
             .field("session_version", &self.session_version)
+            .field("operator", &self.operator)
             .finish_non_exhaustive()
     }
 }
@@ -240,8 +244,7 @@ pub(crate) const SESSION_COLUMNS: &str =
     "id, user_id, created_at, expires_at, last_used_at, client";
 
 /// The columns of a [`User`], in the order the row readers expect.
-pub(crate) const USER_COLUMNS: &str =
-    "id, account_id, email, password_hash, session_version, created_at, password_changed_at";
+pub(crate) const USER_COLUMNS: &str = "id, account_id, email, password_hash, session_version, created_at, password_changed_at, operator";
 
 /// What the login, user-detail and key-management endpoints need from the store.
 #[async_trait::async_trait]
@@ -259,6 +262,9 @@ pub trait UserStore: Send + Sync + 'static {
     /// tokens), revokes its sessions (refresh tokens) and forgets the login
     /// attempts of its email, in one transaction. `None`: no such user.
     async fn set_password(&self, id: i64, password_hash: &str) -> Result<Option<User>, StoreError>;
+    /// Makes a user an operator, or an account user again. `None`: no such
+    /// user.
+    async fn set_operator(&self, id: i64, operator: bool) -> Result<Option<User>, StoreError>;
 
     /// Counts a login attempt for a normalised email (known or not), for the
     /// client address it came from (when known, and when the policy limits

@@ -350,6 +350,18 @@ pub async fn create_user(
     Ok(user)
 }
 
+/// Makes a user an operator ([`otp_store::User::operator`]). The command
+/// line creates the user first and then calls this: should this step fail,
+/// the user is left an account user, which opens less, never more.
+pub async fn make_operator(store: &SharedStore, user_id: i64) -> Result<User, Refusal> {
+    let user = store
+        .set_operator(user_id, true)
+        .await?
+        .ok_or(Refusal::NotFound)?;
+    tracing::info!(user_id = user.id, "user made an operator");
+    Ok(user)
+}
+
 /// Sets a user's password (already hashed): its tokens stop working, its
 /// sessions are revoked and its failed logins forgotten.
 pub async fn set_password(

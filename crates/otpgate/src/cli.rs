@@ -795,6 +795,10 @@ enum UsersCmd {
         /// Print one JSON object with user_id, email and account_id.
         #[arg(long)]
         json: bool,
+        /// An operator: besides its account, it may open the console's
+        /// operator pages (every account, the routes, every OTP).
+        #[arg(long)]
+        operator: bool,
     },
     /// List users.
     List {
@@ -859,20 +863,28 @@ async fn users(config: &Config, cmd: UsersCmd) -> anyhow::Result<()> {
             account,
             email,
             json,
+            operator,
         } => {
             let store = &open_store(config).await?;
             let a = find_account(store, &account).await?;
             let email = Email::parse(&email).map_err(|m| anyhow::anyhow!(m))?;
             let password = read_password(rules)?;
             let password_hash = hash_now(password.expose())?;
-            let user = accounts::create_user(store, a.id, &email, password_hash).await?;
+            let mut user = accounts::create_user(store, a.id, &email, password_hash).await?;
+            if operator {
+                user = accounts::make_operator(store, user.id).await?;
+            }
             if json {
                 println!(
                     "{}",
-                    json!({ "user_id": user.id, "email": user.email, "account_id": user.account_id })
+                    json!({ "user_id": user.id, "email": user.email, "account_id": user.account_id,
+                            "operator": user.operator })
                 );
             } else {
                 println!("user_id: {}\nemail: {}", user.id, user.email);
+                if user.operator {
+                    println!("operator: yes");
+                }
             }
         }
         UsersCmd::List { account, json } => {
@@ -887,7 +899,7 @@ async fn users(config: &Config, cmd: UsersCmd) -> anyhow::Result<()> {
                     .iter()
                     .map(|u| {
                         json!({ "user_id": u.id, "email": u.email, "account_id": u.account_id,
-                                "created_at": u.created_at })
+                                "created_at": u.created_at, "operator": u.operator })
                     })
                     .collect();
                 println!("{}", serde_json::Value::Array(rows));

@@ -362,6 +362,26 @@ impl Metrics {
         h.sum += seconds;
     }
 
+    /// The sum of the counters of family `name` whose labels begin with
+    /// `first` and include `with` (each as [`labels`] renders it): what the
+    /// console's routes page reads, e.g. a route's `event="submitted"`.
+    pub fn counter_sum(&self, name: &str, first: &[(&str, &str)], with: &[(&str, &str)]) -> u64 {
+        let first = labels(first);
+        let with: Vec<String> = with.iter().map(|p| labels(&[*p])).collect();
+        self.counters
+            .lock()
+            .expect("metrics poisoned")
+            .iter()
+            .filter(|((n, l), _)| {
+                *n == name
+                    && l.strip_prefix(first.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(','))
+                    && with.iter().all(|w| l.split(',').any(|part| part == w))
+            })
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
     /// The exposition text; `gauges` are values computed at scrape time.
     pub fn render(&self, gauges: &[(&'static str, String, f64)]) -> String {
         let mut out = String::new();

@@ -223,7 +223,8 @@ impl Application {
         let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
         match self.admin_listener {
             None => {
-                let app = crate::api::router(crate::console::router(), state.clone());
+                let pages = crate::console::router().merge(crate::console::operator_router());
+                let app = crate::api::router(pages, state.clone());
                 crate::server::serve(self.listener, app, limits, state.metrics.clone(), shutdown)
                     .await;
             }
@@ -242,7 +243,10 @@ impl Application {
                     ),
                     crate::server::serve(
                         admin_listener,
-                        crate::api::admin_router(state.clone()),
+                        crate::api::admin_router(
+                            crate::console::router().merge(crate::console::operator_router()),
+                            state.clone(),
+                        ),
                         admin_limits,
                         state.metrics.clone(),
                         shutdown,

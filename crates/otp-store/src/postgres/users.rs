@@ -29,6 +29,7 @@ fn user_at(r: &Row, base: usize) -> User {
         session_version: r.get(base + 4),
         created_at: r.get(base + 5),
         password_changed_at: r.get(base + 6),
+        operator: r.get(base + 7),
     }
 }
 
@@ -115,6 +116,18 @@ impl UserStore for PgStore {
             .await
             .map_err(pg_err)?;
         Ok(rows.iter().map(user_from_row).collect())
+    }
+
+    async fn set_operator(&self, id: i64, operator: bool) -> Result<Option<User>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!("UPDATE users SET operator = $2 WHERE id = $1 RETURNING {USER_COLUMNS}"),
+                &[&id, &operator],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(row.as_ref().map(user_from_row))
     }
 
     async fn set_password(&self, id: i64, password_hash: &str) -> Result<Option<User>, StoreError> {

@@ -23,6 +23,7 @@ fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
         session_version: r.get(4)?,
         created_at: r.get(5)?,
         password_changed_at: r.get(6)?,
+        operator: r.get(7)?,
     })
 }
 
@@ -128,6 +129,18 @@ impl UserStore for SqliteStore {
                 ))
                 .map_err(map_err)?;
             collect(s.query_map([account], user_from_row).map_err(map_err)?)
+        })
+        .await
+    }
+
+    async fn set_operator(&self, id: i64, operator: bool) -> Result<Option<User>, StoreError> {
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE users SET operator = ?2 WHERE id = ?1",
+                params![id, operator],
+            )
+            .map_err(map_err)?;
+            user_by_id(tx, id)
         })
         .await
     }

@@ -60,9 +60,10 @@ pub fn public_router(pages: Router<AppState>, state: AppState) -> Router {
 }
 
 /// The admin listener's routes: `/healthz`, `/readyz`, `/metrics`, `/docs`,
-/// `/openapi.json` and the admin API.
-pub fn admin_router(state: AppState) -> Router {
-    with_middleware(operator_routes(), state)
+/// `/openapi.json`, the admin API, and `pages` (the console with its operator
+/// pages).
+pub fn admin_router(pages: Router<AppState>, state: AppState) -> Router {
+    with_middleware(operator_routes().merge(pages), state)
 }
 
 /// What clients with an API key or a login use.

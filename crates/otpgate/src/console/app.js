@@ -16,6 +16,19 @@ document.addEventListener('DOMContentLoaded', function () {
       }
     });
   });
+  // The operator's routes page: its live part is fetched again every 5 s
+  // (the server draws the chart; this only swaps the HTML in). Not while a
+  // control in it has the focus, so a keyboard user is not moved.
+  var live = document.querySelector('[data-live]');
+  if (live && window.fetch) {
+    setInterval(function () {
+      if (live.contains(document.activeElement)) return;
+      fetch(live.getAttribute('data-live'), { credentials: 'same-origin' })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) { if (html !== null) live.innerHTML = html; })
+        .catch(function () {});
+    }, 5000);
+  }
   // The first field with an error gets the focus, so a keyboard user lands on it.
   var invalid = document.querySelector('[aria-invalid="true"]');
   if (invalid) invalid.focus();

@@ -1,5 +1,6 @@
 //! The console: web pages for an account's users, served under `/console/`
-//! by the same binary (first slice of issue 17; operator pages are not built yet).
+//! by the same binary (issue 17). The operator pages, under `/console/ops/`,
+//! are in [`operator`]; [`operator_router`] serves them.
 //!
 //! - `GET/POST /console/login`: email and password, checked by the API's login
 //!   ([`crate::api::users::authenticate`]): the same attempt limits, the same
@@ -26,6 +27,8 @@
 //! the session user's account, and another account's OTP or key is a 404.
 //! Codes are never shown (nor the message, which holds the code).
 
+mod operator;
+mod operator_pages;
 mod pages;
 
 use std::net::IpAddr;
@@ -83,6 +86,12 @@ pub fn router() -> Router<AppState> {
         .route("/console/keys", get(keys).post(create_key))
         .route("/console/keys/{key_id}/revoke", post(revoke_key))
         .layer(map_response(security_headers))
+}
+
+/// The operator pages (`/console/ops/...`): on the admin listener when there
+/// is one, else beside [`router`].
+pub fn operator_router() -> Router<AppState> {
+    operator::router()
 }
 
 async fn security_headers(mut response: Response) -> Response {

@@ -35,7 +35,7 @@ pub(super) struct Shell<'a> {
 }
 
 /// A whole HTML document.
-fn document(title: &str, nav: &str, main: &str) -> Html<String> {
+pub(super) fn document(title: &str, nav: &str, main: &str) -> Html<String> {
     Html(format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -121,7 +121,7 @@ pub(super) struct LoginForm {
 }
 
 /// An input's error, tied to it by `aria-describedby`.
-fn field_error(id: &str, error: &Option<String>) -> (String, String) {
+pub(super) fn field_error(id: &str, error: &Option<String>) -> (String, String) {
     match error {
         Some(e) => (
             format!(" aria-invalid=\"true\" aria-describedby=\"{id}-error\""),
@@ -157,7 +157,7 @@ pub(super) fn login(form: &LoginForm, csrf: &str) -> Html<String> {
 }
 
 /// A horizontal bar chart: each row a label, a value and a bar scaled to `max`.
-fn bar_chart(title: &str, rows: &[(&str, i64)], max: i64) -> String {
+pub(super) fn bar_chart(title: &str, rows: &[(&str, i64)], max: i64) -> String {
     let max = max.max(1);
     let height = 28 * rows.len() as i64 + 8;
     let mut svg = format!(
@@ -228,7 +228,7 @@ pub(super) fn overview(
     page(shell, "Overview", "Overview", &main)
 }
 
-fn chip(status: &str) -> String {
+pub(super) fn chip(status: &str) -> String {
     format!(
         "<span class=\"chip chip-{cls}\">{status}</span>",
         cls = esc(status),
@@ -236,7 +236,7 @@ fn chip(status: &str) -> String {
     )
 }
 
-fn option(value: &str, selected: bool) -> String {
+pub(super) fn option(value: &str, selected: bool) -> String {
     let selected = if selected { " selected" } else { "" };
     format!("<option value=\"{value}\"{selected}>{value}</option>")
 }
@@ -339,6 +339,19 @@ pub(super) fn otp(
     carrier_ids: &[String],
     tz: &chrono_tz::Tz,
 ) -> Html<String> {
+    let mut main = otp_details(otp, events, carrier_ids, tz);
+    main.push_str("<p><a href=\"/console/otps\">Back to the OTP log</a></p>");
+    page(shell, "OTP log", &format!("OTP {}", otp.account_seq), &main)
+}
+
+/// An OTP's figures and its status timeline (the account's page and the
+/// operator's show the same).
+pub(super) fn otp_details(
+    otp: &OtpRecord,
+    events: &[OtpEvent],
+    carrier_ids: &[String],
+    tz: &chrono_tz::Tz,
+) -> String {
     let mut main = format!(
         "<dl class=\"figures\"><div><dt>Number</dt><dd>{number}</dd></div>\
          <div><dt>Channel</dt><dd>{channel}</dd></div>\
@@ -388,8 +401,8 @@ pub(super) fn otp(
             at = esc(&rfc3339(e.at, tz)),
         );
     }
-    main.push_str("</ol><p><a href=\"/console/otps\">Back to the OTP log</a></p>");
-    page(shell, "OTP log", &format!("OTP {}", otp.account_seq), &main)
+    main.push_str("</ol>");
+    main
 }
 
 /// The key form, its error, and a key just made (shown once).

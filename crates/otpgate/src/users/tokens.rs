@@ -155,6 +155,7 @@ mod tests {
             session_version: 2,
             created_at: 0,
             password_changed_at: 0,
+            operator: false,
         }
     }
 
