@@ -16,7 +16,7 @@ const SECOND: Micros = 1_000_000;
 
 /// An SMS send of one credit to `number` (the last digit of a Nepali mobile
 /// number), sent now.
-fn sms(account: AccountId, number: u8) -> NewOtp {
+pub(crate) fn sms(account: AccountId, number: u8) -> NewOtp {
     let now = otp_store::now_micros();
     NewOtp {
         account_id: account,

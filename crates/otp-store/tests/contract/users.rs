@@ -227,4 +227,16 @@ crate::contract! {
         assert!(matches!(elsewhere, Err(StoreError::NotFound(_))), "{elsewhere:?}");
         assert_eq!(store.user_key(u.id).await.unwrap().unwrap().record.id, second.id);
     }
+
+    async fn a_user_made_an_operator_reads_as_one_everywhere(store) {
+        let u = user(&store, "a@b.np").await;
+        assert!(!u.operator, "a new user is an account user");
+        let made = store.set_operator(u.id, true).await.unwrap().expect("the user is there");
+        assert!(made.operator);
+        assert!(store.user(u.id).await.unwrap().unwrap().operator);
+        assert!(store.user_by_email("a@b.np").await.unwrap().unwrap().operator);
+        assert!(store.list_users(Some(u.account_id)).await.unwrap()[0].operator);
+        assert!(!store.set_operator(u.id, false).await.unwrap().unwrap().operator);
+        assert!(store.set_operator(u.id + 1000, true).await.unwrap().is_none());
+    }
 }

@@ -70,8 +70,9 @@ const PAGE_SIZE: u32 = 50;
 /// The longest key label (as the key API allows).
 const MAX_LABEL_CHARS: usize = crate::api::MAX_NAME_CHARS;
 
+// `connect-src 'self'`: the routes page's live part is fetched by app.js.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -109,7 +109,7 @@ pub(super) fn accounts(shell: &Shell, list: &[Account], form: &AccountForm) -> H
         &problem_of(&form.problems, "phone_credits"),
     );
     let mut main = String::from(
-        "<div class=\"table-wrap\"><table><caption>Accounts</caption><thead><tr>\
+        "<div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Accounts\"><table><caption>Accounts</caption><thead><tr>\
          <th scope=\"col\">Account</th><th scope=\"col\">SMS credits</th>\
          <th scope=\"col\">Phone credits</th><th scope=\"col\">OTPs</th></tr></thead><tbody>",
     );
@@ -229,7 +229,7 @@ pub(super) fn account(
         csrf = esc(shell.csrf),
     );
     main.push_str(
-        "<div class=\"table-wrap\"><table id=\"ledger\"><caption>Ledger, newest first</caption><thead><tr>\
+        "<div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Ledger\"><table id=\"ledger\"><caption>Ledger, newest first</caption><thead><tr>\
          <th scope=\"col\">When</th><th scope=\"col\">Kind</th><th scope=\"col\">SMS</th>\
          <th scope=\"col\">Phone</th><th scope=\"col\">Note</th></tr></thead><tbody>",
     );
@@ -280,7 +280,7 @@ pub(super) fn account(
          <label for=\"label\">New key's label (optional)</label>\
          <input id=\"label\" name=\"label\" maxlength=\"100\"{label_attr}>{label_error}\
          <button type=\"submit\">Create key</button></form>\
-         <div class=\"table-wrap\"><table><caption>Keys</caption><thead><tr>\
+         <div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Keys\"><table><caption>Keys</caption><thead><tr>\
          <th scope=\"col\">Key</th><th scope=\"col\">Label</th><th scope=\"col\">Last used</th>\
          <th scope=\"col\">State</th></tr></thead><tbody>",
         id = a.id,
@@ -357,7 +357,7 @@ pub(super) fn routes(shell: &Shell, data: &RoutesData) -> Html<String> {
     let main = format!(
         "<p class=\"muted\">Refreshed every 5 seconds while this page is open; the rates \
          are measured between refreshes.</p>\
-         <div id=\"live\" data-live=\"/console/ops/routes/live\" aria-live=\"polite\">{}</div>",
+         <div id=\"live\" data-live=\"/console/ops/routes/live\">{}</div>",
         routes_live(shell, data)
     );
     page(shell, "Routes", "Routes", &main)
@@ -457,10 +457,13 @@ pub(super) fn routes_live(shell: &Shell, data: &RoutesData) -> String {
         if row.connections.is_empty() {
             out.push_str("<p class=\"muted\">This driver keeps no standing connection.</p>");
         } else {
-            out.push_str(
-                "<div class=\"table-wrap\"><table><caption>Connections</caption><thead><tr>\
+            let _ = write!(
+                out,
+                "<div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Connections of {name}\">\
+                 <table><caption>Connections</caption><thead><tr>\
                  <th scope=\"col\">Connection</th><th scope=\"col\">Status</th>\
                  <th scope=\"col\">Window in use</th><th scope=\"col\">Last error</th></tr></thead><tbody>",
+                name = esc(&r.name),
             );
             for c in &row.connections {
                 let up = matches!(c.status.as_str(), "bound" | "ready");
@@ -556,7 +559,7 @@ pub(super) fn otp_log(
         main.push_str("<p>No OTPs match.</p>");
     } else {
         main.push_str(
-            "<div class=\"table-wrap\"><table><caption>OTPs of every account, newest first</caption><thead><tr>\
+            "<div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"OTPs\"><table><caption>OTPs of every account, newest first</caption><thead><tr>\
              <th scope=\"col\">Id</th><th scope=\"col\">Account</th><th scope=\"col\">Number</th>\
              <th scope=\"col\">Channel</th><th scope=\"col\">Status</th><th scope=\"col\">Accepted</th></tr></thead><tbody>",
         );
