@@ -85,6 +85,27 @@ for_each_backend! {
         assert_eq!(status, 200);
     }
 
+    async fn a_user_made_with_the_operator_flag_opens_the_operator_pages(app) {
+        use std::process::Stdio;
+        let mut child = crate::durability::otpgate()
+            .args(["users", "create", &app.account_id.to_string(), EMAIL, "--operator", "--json"])
+            .args(["--database-url", &app.database_url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(made["operator"], true, "{made}");
+        let session = console_login(&app).await;
+        let (status, html) = get(&app, &session, "/console/ops/accounts").await;
+        assert_eq!(status, 200, "{html}");
+        assert!(html.contains("Operator: ana@example.com"), "{html}");
+    }
+
     async fn an_operator_tops_up_an_account_and_its_ledger_shows_it(app) {
         let session = operator_login(&app).await;
         let (other, _) = app.new_account("other", 10, 0).await;
