@@ -94,6 +94,14 @@ async function waitForStatuses(page, test) {
       });
     };
 
+    // The admin token's login form, before any login.
+    const anonymous = await browser.newContext({ viewport: { width: 360, height: 800 } });
+    const loginPage = await anonymous.newPage();
+    watch(loginPage);
+    await loginPage.goto(`${BASE}/console/ops/accounts`);
+    out.anonymous_redirected_to = new URL(loginPage.url()).pathname;
+    await audit(loginPage, 'ops-login');
+
     // An account user: every operator page is refused.
     const userContext = await browser.newContext({ viewport: { width: 360, height: 800 } });
     const userPage = await userContext.newPage();

@@ -428,6 +428,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_counter_sum_takes_the_series_of_one_route_with_the_labels_asked_for() {
+        let m = Metrics::default();
+        let count = |route: &str, event: &str, n: usize| {
+            for _ in 0..n {
+                m.inc("otpgate_smpp_total", &[("route", route), ("event", event)]);
+            }
+        };
+        count("a", "submitted", 3);
+        count("a", "bound", 1);
+        count("ab", "submitted", 5);
+        let sum = |route: &str, with: &[(&str, &str)]| {
+            m.counter_sum("otpgate_smpp_total", &[("route", route)], with)
+        };
+        assert_eq!(
+            sum("a", &[("event", "submitted")]),
+            3,
+            "route ab is not route a"
+        );
+        assert_eq!(sum("a", &[]), 4);
+        assert_eq!(sum("ab", &[("event", "submitted")]), 5);
+        assert_eq!(sum("c", &[]), 0);
+    }
+
+    #[test]
     fn counters_and_histograms_render_in_exposition_format() {
         let m = Metrics::default();
         m.inc(

@@ -488,7 +488,12 @@ async fn an_operator_walks_the_operator_pages_in_a_real_browser(backend: Backend
         !out["all_otp_links"].as_array().unwrap().is_empty(),
         "{out}"
     );
+    assert_eq!(
+        out["anonymous_redirected_to"], "/console/ops/login",
+        "{out}"
+    );
     for name in [
+        "ops-login",
         "ops-refused",
         "ops-accounts",
         "ops-account",
