@@ -306,6 +306,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/sqlite/0017_retention.sql"),
     },
+    Migration {
+        version: 19,
+        name: "conversions",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/sqlite/0019_conversions.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -410,6 +416,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "retention",
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/postgres/0017_retention.sql"),
+    },
+    Migration {
+        version: 19,
+        name: "conversions",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/postgres/0019_conversions.sql"),
     },
 ];
 
