@@ -11,6 +11,7 @@ pub(crate) mod list;
 mod ops;
 mod receipts;
 mod send;
+pub(crate) mod stats;
 pub(crate) mod users;
 mod verify;
 mod voice;
@@ -71,6 +72,7 @@ fn public_routes() -> Router<AppState> {
         .merge(send::router())
         .merge(verify::router())
         .merge(list::router())
+        .merge(stats::router())
         .merge(voice::router())
         .merge(users::router())
         .merge(webhooks::router())

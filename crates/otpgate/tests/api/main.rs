@@ -34,6 +34,7 @@ mod send;
 mod smpp_settings;
 mod smsc;
 mod smsc_peers;
+mod stats;
 mod tingting_compat;
 mod upgrades;
 mod users;
