@@ -14,7 +14,7 @@ mod send;
 pub(crate) mod stats;
 pub(crate) mod users;
 mod verify;
-mod voice;
+pub(crate) mod voice;
 mod webhooks;
 
 use std::sync::Arc;

@@ -18,11 +18,11 @@ use crate::for_each_backend;
 use crate::helpers::{TestApp, spawn_app_with, text_send};
 use crate::users::{add_user, configure};
 
-const EMAIL: &str = "ana@example.com";
-const PASSWORD: &str = "a long console password";
+pub(crate) const EMAIL: &str = "ana@example.com";
+pub(crate) const PASSWORD: &str = "a long console password";
 
 /// A client that shows redirects instead of following them.
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(Policy::none())
         .build()
@@ -40,13 +40,13 @@ fn set_cookie(r: &reqwest::Response, name: &str) -> Option<(String, String)> {
 }
 
 /// The value of `<input ... name="csrf" value="...">` in a page.
-fn csrf_in(html: &str) -> String {
+pub(crate) fn csrf_in(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
     html[at..].split('"').next().unwrap().to_owned()
 }
 
 /// Logs in through the form; the session cookie (`name=value`).
-async fn console_login(app: &TestApp) -> String {
+pub(crate) async fn console_login(app: &TestApp) -> String {
     let c = client();
     let form = c.get(app.url("/console/login")).send().await.unwrap();
     let (login_cookie, _) = set_cookie(&form, "otpgate_console_login").expect("a login cookie");
@@ -486,6 +486,8 @@ async fn a_user_walks_the_console_in_a_real_browser(backend: crate::helpers::Bac
             "Overview",
             "OTP log",
             "API keys",
+            "Webhook",
+            "Voice",
             "Log out",
             "number",
             "status",

@@ -12,6 +12,7 @@ mod cli;
 mod concurrency;
 mod conformance;
 mod console;
+mod console_account;
 mod control;
 mod delivery;
 mod dotnet_client;
