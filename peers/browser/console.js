@@ -106,7 +106,7 @@ async function tabOrder(page, count) {
     await page.waitForURL(`${BASE}/console/otps`);
     out.log_links = await page.locator('table a').evaluateAll((as) => as.map((a) => a.getAttribute('href')));
     await audit(page, 'otp-log');
-    out.tab_log = await tabOrder(page, 10);
+    out.tab_log = await tabOrder(page, 12);
 
     // Search by status and channel, and a bad number.
     await page.goto(`${BASE}/console/otps?status=failed&channel=text`);

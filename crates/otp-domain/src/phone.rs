@@ -258,6 +258,28 @@ impl PhoneNumber {
     }
 }
 
+/// The country calling code and the operator prefix of a stored E.164 number:
+/// `+9779841234567` gives `(977, "+977984")`, the calling code followed by the
+/// first three national digits (in Nepal, the operator's block: 984 NTC, 980
+/// Ncell). Calling codes are prefix-free, so the code is the one of one to
+/// three digits that libphonenumber knows; `None` for anything that is not
+/// `+` and digits under a known code. Cheap: no parsing of the whole number.
+pub fn operator_prefix(e164: &str) -> Option<(u16, String)> {
+    let digits = e164.strip_prefix('+')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let code = (1..=3.min(digits.len())).find_map(|len| {
+        let code: u16 = digits[..len].parse().ok()?;
+        phonenumber::metadata::DATABASE
+            .by_code(&code)
+            .map(|_| (code, len))
+    })?;
+    let (code, len) = code;
+    let end = (len + 3).min(digits.len());
+    Some((code, format!("+{}", &digits[..end])))
+}
+
 /// Strips separators and sorts out which prefix, if any, the input uses.
 fn dialable(input: &str) -> Result<Dialable, PhoneError> {
     let input = input.trim();
@@ -328,6 +350,24 @@ impl<'de> serde::Deserialize<'de> for PhoneNumber {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    #[test]
+    fn an_operator_prefix_is_the_calling_code_and_three_national_digits() {
+        assert_eq!(
+            operator_prefix("+9779841234567"),
+            Some((977, "+977984".to_owned()))
+        );
+        assert_eq!(
+            operator_prefix("+14155552671"),
+            Some((1, "+1415".to_owned()))
+        );
+        assert_eq!(
+            operator_prefix("+447911123456"),
+            Some((44, "+44791".to_owned()))
+        );
+        assert_eq!(operator_prefix("9779841234567"), None);
+        assert_eq!(operator_prefix("+97798x"), None);
+        assert_eq!(operator_prefix("+"), None);
+    }
 
     fn e164(input: &str) -> String {
         PhoneNumber::parse(input)

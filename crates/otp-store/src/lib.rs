@@ -30,6 +30,11 @@
 //! (`rows`), which refuses a stored word it cannot read (a channel, a status)
 //! instead of guessing.
 //!
+//! The transactions that move a status (accepting, finishing jobs, applying
+//! receipts, verifying) also count what they moved into per-minute
+//! [`conversions`] aggregates, one upsert per key per transaction, so
+//! rates and medians never scan OTPs ([`ConversionStore`]).
+//!
 //! Times are microseconds since the Unix epoch (UTC) in both backends. Migrations
 //! are embedded and applied on open.
 //!
@@ -55,6 +60,7 @@
 //! each one shows it and the lookups by number need no join.
 
 pub mod admission;
+pub mod conversions;
 mod jobs;
 mod migrate;
 mod model;
@@ -68,6 +74,7 @@ pub mod webhooks;
 
 use std::sync::Arc;
 
+pub use conversions::ConversionStore;
 pub use migrate::BINARY_VERSION;
 pub use model::*;
 use otp_domain::vault::CodeVault;
@@ -154,7 +161,7 @@ pub enum AcceptError {
 /// tasks and, for PostgreSQL, across processes.
 #[async_trait::async_trait]
 pub trait Store:
-    UserStore + WebhookStore + ReceiptStore + RetentionStore + Send + Sync + 'static
+    UserStore + WebhookStore + ReceiptStore + RetentionStore + ConversionStore + Send + Sync + 'static
 {
     /// Which backend this is ("sqlite" or "postgres"), for logs and metrics.
     fn backend(&self) -> &'static str;

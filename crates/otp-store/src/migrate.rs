@@ -312,6 +312,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/sqlite/0018_operators.sql"),
     },
+    Migration {
+        version: 19,
+        name: "conversions",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/sqlite/0019_conversions.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -422,6 +428,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "operators",
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/postgres/0018_operators.sql"),
+    },
+    Migration {
+        version: 19,
+        name: "conversions",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/postgres/0019_conversions.sql"),
     },
 ];
 

@@ -15,6 +15,7 @@
 //! end.
 
 mod accept;
+mod conversions;
 mod jobs;
 mod receipts;
 mod retention;
@@ -48,6 +49,8 @@ pub struct PgStore {
     accepts: mpsc::UnboundedSender<(SealedOtp, AcceptReply)>,
     vault: Arc<CodeVault>,
     limits: LiveLimits,
+    /// What this process committed, for `/metrics`.
+    conversions: Arc<crate::conversions::LiveTotals>,
 }
 
 /// Batcher tasks per node: enough to keep a commit in flight while the next batch
@@ -98,6 +101,7 @@ impl PgStore {
             accepts: tx,
             vault: options.vault.clone(),
             limits,
+            conversions: Arc::default(),
         })
     }
 
@@ -627,6 +631,7 @@ impl Store for PgStore {
         otp: NewOtp,
         key: Option<IdempotencyKey>,
     ) -> Result<Accepted, AcceptError> {
+        let counted = crate::conversions::accepted_key(&otp);
         // Sealed here, on the caller's task, before the send joins a batch.
         let mut sealed = SealedOtp::new(otp, &self.vault);
         sealed.idempotency = key;
@@ -634,8 +639,11 @@ impl Store for PgStore {
         self.accepts
             .send((sealed, reply))
             .map_err(|_| StoreError::Unavailable("the PostgreSQL batcher has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("the PostgreSQL batcher has stopped".into()))?
+        let accepted = rx
+            .await
+            .map_err(|_| StoreError::Unavailable("the PostgreSQL batcher has stopped".into()))??;
+        self.conversions.add_sent(counted);
+        Ok(accepted)
     }
 
     async fn list_otps(&self, q: &ListQuery) -> Result<OtpPage, StoreError> {
@@ -853,8 +861,11 @@ impl Store for PgStore {
     async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
-        jobs::finish_all(&tx, &results).await?;
-        tx.commit().await.map_err(pg_err)
+        let changes = jobs::finish_all(&tx, &results).await?;
+        let tally = conversions::record(&tx, [], &changes).await?;
+        tx.commit().await.map_err(pg_err)?;
+        self.conversions.add(&tally);
+        Ok(())
     }
 
     async fn record_receipts(
@@ -864,10 +875,13 @@ impl Store for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         let mut out = Vec::with_capacity(receipts.len());
+        let mut changes = Vec::new();
         for rc in &receipts {
-            out.push(receipts::apply(&tx, rc).await?);
+            out.push(receipts::apply(&tx, rc, &mut changes).await?);
         }
+        let tally = conversions::record(&tx, [], &changes).await?;
         tx.commit().await.map_err(pg_err)?;
+        self.conversions.add(&tally);
         Ok(out)
     }
 
@@ -1059,7 +1073,12 @@ impl Store for PgStore {
         if let Some(hook) = WebhookEvent::for_verify(&outcome) {
             webhooks::enqueue(&tx, row.id, hook, req.now).await?;
         }
+        let changes: Vec<_> = crate::conversions::from_verify(&outcome)
+            .into_iter()
+            .collect();
+        let tally = conversions::record(&tx, [], &changes).await?;
         tx.commit().await.map_err(pg_err)?;
+        self.conversions.add(&tally);
         Ok(outcome)
     }
 

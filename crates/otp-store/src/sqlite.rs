@@ -12,6 +12,7 @@
 //! without end.
 
 mod accept;
+mod conversions;
 mod jobs;
 mod receipts;
 mod retention;
@@ -57,6 +58,8 @@ pub struct SqliteStore {
     lists: Arc<ReadPool>,
     vault: Arc<CodeVault>,
     limits: LiveLimits,
+    /// What this process committed, for `/metrics`.
+    conversions: Arc<crate::conversions::LiveTotals>,
 }
 
 struct ReadPool {
@@ -159,6 +162,7 @@ impl SqliteStore {
             lists: Arc::new(ReadPool::new(list_conns, budget, Some(LIST_POOL_WAIT))),
             vault: options.vault.clone(),
             limits,
+            conversions: Arc::default(),
         })
     }
 
@@ -936,6 +940,7 @@ impl Store for SqliteStore {
         otp: NewOtp,
         key: Option<IdempotencyKey>,
     ) -> Result<Accepted, AcceptError> {
+        let counted = crate::conversions::accepted_key(&otp);
         // Sealed here, on the caller's task: the writer thread only copies bytes.
         let mut sealed = SealedOtp::new(otp, &self.vault);
         sealed.idempotency = key;
@@ -943,8 +948,11 @@ impl Store for SqliteStore {
         self.writer
             .send(WriteOp::Accept(Box::new(sealed), reply))
             .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
+        let accepted = rx
+            .await
+            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))??;
+        self.conversions.add_sent(counted);
+        Ok(accepted)
     }
 
     async fn list_otps(&self, query: &ListQuery) -> Result<OtpPage, StoreError> {
@@ -1110,15 +1118,32 @@ impl Store for SqliteStore {
     }
 
     async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError> {
-        self.write(move |tx| jobs::finish_all(tx, &results)).await
+        let tally = self
+            .write(move |tx| {
+                let changes = jobs::finish_all(tx, &results)?;
+                conversions::record(tx, [], &changes)
+            })
+            .await?;
+        self.conversions.add(&tally);
+        Ok(())
     }
 
     async fn record_receipts(
         &self,
         receipts: Vec<Receipt>,
     ) -> Result<Vec<Option<i64>>, StoreError> {
-        self.write(move |tx| receipts.iter().map(|r| receipts::apply(tx, r)).collect())
-            .await
+        let (applied, tally) = self
+            .write(move |tx| {
+                let mut changes = Vec::new();
+                let applied = receipts
+                    .iter()
+                    .map(|r| receipts::apply(tx, r, &mut changes))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((applied, conversions::record(tx, [], &changes)?))
+            })
+            .await?;
+        self.conversions.add(&tally);
+        Ok(applied)
     }
 
     async fn otp_history(&self, otp_id: i64) -> Result<(Vec<OtpEvent>, Vec<String>), StoreError> {
@@ -1165,7 +1190,17 @@ impl Store for SqliteStore {
         let vault = self.vault.clone();
         // In the writer: verifications are serialized with every other write, so
         // the check and the attempt count are one step.
-        self.write(move |tx| verify_in(tx, &request, &vault)).await
+        let (outcome, tally) = self
+            .write(move |tx| {
+                let outcome = verify_in(tx, &request, &vault)?;
+                let changes: Vec<_> = crate::conversions::from_verify(&outcome)
+                    .into_iter()
+                    .collect();
+                Ok((outcome, conversions::record(tx, [], &changes)?))
+            })
+            .await?;
+        self.conversions.add(&tally);
+        Ok(outcome)
     }
 
     async fn purge_codes(&self, expired_before: Micros) -> Result<u64, StoreError> {

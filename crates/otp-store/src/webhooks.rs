@@ -55,6 +55,9 @@ pub enum WebhookEvent {
     /// A send took the account's SMS or phone credits below its threshold
     /// (the event's OTP is that send).
     LowBalance,
+    /// A test a user sends from the console to check the receiver: posted
+    /// at once, never stored nor retried (so not in [`WebhookEvent::ALL`]).
+    Test,
 }
 
 impl WebhookEvent {
@@ -78,6 +81,7 @@ impl WebhookEvent {
             WebhookEvent::Expired => "expired",
             WebhookEvent::MaxAttempts => "max_attempts",
             WebhookEvent::LowBalance => "low_balance",
+            WebhookEvent::Test => "test",
         }
     }
 

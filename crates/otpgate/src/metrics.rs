@@ -131,6 +131,16 @@ pub const FAMILIES: &[Family] = &[
         help: "Verification requests by outcome (verified, wrong_code, max_attempts, expired, already_verified, not_found, rate_limited, invalid, error).",
     },
     Family {
+        name: "otpgate_conversions_total",
+        kind: "counter",
+        help: "What this node committed of sends, by route (none before a carrier took it), channel, country (a fixed list, other otherwise) and outcome (sent, submitted, delivered, failed, verified).",
+    },
+    Family {
+        name: "otpgate_conversion_seconds_total",
+        kind: "counter",
+        help: "Seconds from acceptance to delivery or to verification, summed, by route, channel, country and to (delivered, verified); divide by the outcome's otpgate_conversions_total for the mean.",
+    },
+    Family {
         name: "otpgate_build_info",
         kind: "gauge",
         help: "Always 1; the version and commit of the running binary as labels.",

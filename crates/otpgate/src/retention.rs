@@ -110,6 +110,8 @@ pub struct Purged {
     /// Ciphers of expired codes dropped (their OTPs stay, masked).
     pub codes: u64,
     pub rows: PurgeReport,
+    /// Conversion rows of minutes past [`otp_store::conversions::KEEP_MICROS`].
+    pub conversions: u64,
 }
 
 /// One purge pass at `now` (the worker step; [`purge_loop`] only adds waiting).
@@ -122,7 +124,14 @@ pub async fn purge_once(
         .purge_codes(now.saturating_sub(retention.code))
         .await?;
     let rows = store.purge_expired_rows(retention.rules(now)).await?;
-    Ok(Purged { codes, rows })
+    let conversions = store
+        .purge_conversions(now.saturating_sub(otp_store::conversions::KEEP_MICROS))
+        .await?;
+    Ok(Purged {
+        codes,
+        rows,
+        conversions,
+    })
 }
 
 /// Runs [`purge_once`] every `retention.interval_seconds` until `stop` is
@@ -136,6 +145,7 @@ pub async fn purge_loop(store: SharedStore, retention: Retention, stop: Cancella
                 otps = p.rows.otps,
                 idempotency = p.rows.idempotency,
                 login_counters = p.rows.login_counters,
+                conversions = p.conversions,
                 "purged what is past its retention"
             ),
             Err(e) => tracing::warn!(error = %e, "the retention purge failed; will retry"),

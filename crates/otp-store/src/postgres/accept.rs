@@ -73,6 +73,7 @@ async fn accept_batch(
         limits,
     );
     let ids = write(&tx, sealed, &plan).await?;
+    super::conversions::record(&tx, plan.inserts().map(|(i, _)| &sealed[i].otp), &[]).await?;
     tx.commit().await.map_err(pg_err)?;
     plan.results(&ids)
 }

@@ -9,15 +9,17 @@ use std::collections::HashMap;
 use deadpool_postgres::Transaction;
 
 use super::{pg_err, webhooks};
+use crate::conversions::{self, Change};
 use crate::jobs::{self, Finish, OTP_STATE_COLUMNS, OtpState, Refund};
 use crate::rows::Columns;
 use crate::{JobResult, Micros, OtpStatus, StoreError};
 
-/// Records what happened to claimed jobs, in `tx`.
+/// Records what happened to claimed jobs, in `tx`; returns the status
+/// changes conversion tracking counts.
 pub(super) async fn finish_all(
     tx: &Transaction<'_>,
     results: &[JobResult],
-) -> Result<(), StoreError> {
+) -> Result<Vec<Change>, StoreError> {
     let mut ids: Vec<i64> = results.iter().map(|r| r.otp_id).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -42,7 +44,8 @@ pub(super) async fn finish_all(
         }
         plan.push(finish);
     }
-    write(tx, &plan).await
+    write(tx, &plan).await?;
+    Ok(plan.iter().filter_map(conversions::from_finish).collect())
 }
 
 /// What applying a receipt reads of an OTP (locked; `None`: gone), and how

@@ -7,6 +7,7 @@ use smpp::receipt::ids::IdLookup;
 
 use super::jobs::{otp_state_and_pending, refund};
 use super::{PgStore, pg_err, webhooks};
+use crate::conversions::{self, Change};
 use crate::receipts::{
     MAX_CANDIDATES, PART_COLUMNS, ReceiptStore, RecordedPart, UNMATCHED_KEEP_MICROS,
     UNMATCHED_KEEP_PER_ROUTE, UnmatchedReceipt, distinct, legacy_spellings, receipt_part,
@@ -14,8 +15,13 @@ use crate::receipts::{
 };
 use crate::{Micros, OtpStatus, Receipt, StoreError};
 
-/// Applies one receipt in `tx`; the OTP it landed on.
-pub(super) async fn apply(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i64>, StoreError> {
+/// Applies one receipt in `tx`; the OTP it landed on. A status it moved is
+/// added to `changes` (conversion tracking).
+pub(super) async fn apply(
+    tx: &Transaction<'_>,
+    rc: &Receipt,
+    changes: &mut Vec<Change>,
+) -> Result<Option<i64>, StoreError> {
     let found = tx
         .query(
             &format!(
@@ -89,6 +95,7 @@ pub(super) async fn apply(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i
     if let Some(hook) = step.webhook {
         webhooks::enqueue(tx, step.otp_id, hook, rc.at).await?;
     }
+    changes.extend(conversions::from_receipt(&step, rc));
     Ok(Some(step.otp_id))
 }
 

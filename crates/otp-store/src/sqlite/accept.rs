@@ -30,6 +30,7 @@ pub(super) fn accept_batch(
         limits,
     );
     let ids = write(tx, otps, &plan)?;
+    super::conversions::record(tx, plan.inserts().map(|(i, _)| &otps[i].otp), &[])?;
     plan.results(&ids)
 }
 

@@ -5,17 +5,25 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{event, map_err, rows, webhooks};
+use crate::conversions::{self, Change};
 use crate::jobs::{self, Finish, OTP_STATE_COLUMNS, OtpState, Refund};
 use crate::rows::Columns;
 use crate::{JobResult, OtpStatus, StoreError};
 
 /// Records what happened to claimed jobs, in the writer's transaction.
-pub(super) fn finish_all(tx: &Transaction<'_>, results: &[JobResult]) -> Result<(), StoreError> {
+/// Returns the status changes conversion tracking counts.
+pub(super) fn finish_all(
+    tx: &Transaction<'_>,
+    results: &[JobResult],
+) -> Result<Vec<Change>, StoreError> {
+    let mut changes = Vec::new();
     for r in results {
         let otp = otp_state(tx, r.otp_id)?;
-        write(tx, &jobs::finish(otp.as_ref(), r).0)?;
+        let (finish, _) = jobs::finish(otp.as_ref(), r);
+        write(tx, &finish)?;
+        changes.extend(conversions::from_finish(&finish));
     }
-    Ok(())
+    Ok(changes)
 }
 
 fn otp_state(tx: &Transaction<'_>, otp_id: i64) -> Result<Option<OtpState>, StoreError> {

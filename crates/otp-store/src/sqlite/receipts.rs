@@ -8,6 +8,7 @@ use smpp::receipt::ids::IdLookup;
 
 use super::jobs::{otp_state_and_pending, refund};
 use super::{SqliteStore, collect, event, map_err, rows, webhooks};
+use crate::conversions::{self, Change};
 use crate::receipts::{
     MAX_CANDIDATES, PART_COLUMNS, ReceiptStore, RecordedPart, UNMATCHED_KEEP_MICROS,
     UNMATCHED_KEEP_PER_ROUTE, UnmatchedReceipt, distinct, legacy_spellings, receipt_part,
@@ -16,7 +17,12 @@ use crate::receipts::{
 use crate::{Micros, OtpStatus, Receipt, StoreError};
 
 /// Applies one receipt in the writer's transaction; the OTP it landed on.
-pub(super) fn apply(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i64>, StoreError> {
+/// A status it moved is added to `changes` (conversion tracking).
+pub(super) fn apply(
+    tx: &Transaction<'_>,
+    rc: &Receipt,
+    changes: &mut Vec<Change>,
+) -> Result<Option<i64>, StoreError> {
     let mut found = Vec::with_capacity(rc.message_ids.len());
     for id in &rc.message_ids {
         let part = tx
@@ -87,6 +93,7 @@ pub(super) fn apply(tx: &Transaction<'_>, rc: &Receipt) -> Result<Option<i64>, S
     if let Some(hook) = step.webhook {
         webhooks::enqueue(tx, step.otp_id, hook, rc.at)?;
     }
+    changes.extend(conversions::from_receipt(&step, rc));
     Ok(Some(step.otp_id))
 }
 

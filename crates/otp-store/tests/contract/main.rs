@@ -14,6 +14,10 @@
 //!   across and within batches and refuses another body, the per-number,
 //!   per-key and per-account limits and the daily spend cap, a stale resend
 //!   refused, a `low_balance` event once per fall.
+//! - `conversions`: accepted sends, sends a carrier took, deliveries,
+//!   failures and verifications are counted once each, by the transaction
+//!   that moved the status, per channel, route, country and operator
+//!   prefix, with their latencies; old minutes are purged.
 //! - `users`: login attempts are counted per email, per client address and
 //!   over the gateway, each locked until its window ends; a new password ends
 //!   sessions and forgets attempts; a login past the session limit revokes
@@ -37,6 +41,7 @@
 
 mod accounts;
 mod admission;
+mod conversions;
 mod jobs;
 mod receipts;
 mod retention;

@@ -66,6 +66,7 @@ pub(crate) fn required_scope(route: &str) -> Scope {
         | "/api/v1/auths/voices"
         | "/api/v1/auths/voice/preview"
         | "/api/v1/auths/webhook/deliveries"
+        | "/api/v1/auths/stats"
         | "/api/v1/auths/user-profile"
         | "/api/v1/auths/user-detail"
         | "/api/v1/auths/get-api-keys" => Scope::Read,
@@ -301,6 +302,7 @@ mod tests {
             ("/api/v1/auths/voices/", Scope::Read),
             ("/api/v1/auths/voice/preview/", Scope::Read),
             ("/api/v1/auths/webhook/deliveries/", Scope::Read),
+            ("/api/v1/auths/stats/", Scope::Read),
             ("/api/v1/auths/user-profile/", Scope::Read),
             ("/api/v1/auths/user-detail/", Scope::Read),
             ("/api/v1/auths/get-api-keys/", Scope::Read),

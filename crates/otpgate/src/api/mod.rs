@@ -11,9 +11,10 @@ pub(crate) mod list;
 mod ops;
 mod receipts;
 mod send;
+pub(crate) mod stats;
 pub(crate) mod users;
 mod verify;
-mod voice;
+pub(crate) mod voice;
 mod webhooks;
 
 use std::sync::Arc;
@@ -72,6 +73,7 @@ fn public_routes() -> Router<AppState> {
         .merge(send::router())
         .merge(verify::router())
         .merge(list::router())
+        .merge(stats::router())
         .merge(voice::router())
         .merge(users::router())
         .merge(webhooks::router())

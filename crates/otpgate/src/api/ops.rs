@@ -42,6 +42,7 @@ pub fn router() -> Router<AppState> {
         super::send::send_otp,
         super::list::list_otps,
         super::list::get_otp,
+        super::stats::stats,
         super::verify::verify_otp,
         super::voice::list_voices,
         super::webhooks::get_webhook,
@@ -261,6 +262,39 @@ async fn metrics(State(state): State<AppState>) -> Response {
         let up = if is_up(&h.status) { 1.0 } else { 0.0 };
         gauges.push(("otpgate_route_up", l.clone(), up));
         gauges.push(("otpgate_route_in_flight", l, h.in_flight as f64));
+    }
+    for (k, c) in state.store.live_totals() {
+        for (outcome, n) in [
+            ("sent", c.sent),
+            ("submitted", c.submitted),
+            ("delivered", c.delivered),
+            ("failed", c.failed),
+            ("verified", c.verified),
+        ] {
+            let l = labels(&[
+                ("route", &k.route),
+                ("channel", k.channel),
+                ("country", k.country),
+                ("outcome", outcome),
+            ]);
+            gauges.push(("otpgate_conversions_total", l, n as f64));
+        }
+        for (to, sum_ms) in [
+            ("delivered", c.delivery.sum_ms),
+            ("verified", c.verify.sum_ms),
+        ] {
+            let l = labels(&[
+                ("route", &k.route),
+                ("channel", k.channel),
+                ("country", k.country),
+                ("to", to),
+            ]);
+            gauges.push((
+                "otpgate_conversion_seconds_total",
+                l,
+                sum_ms as f64 / 1000.0,
+            ));
+        }
     }
     gauges.push(crate::metrics::build_info());
     gauges.extend(crate::metrics::process_gauges());

@@ -125,6 +125,14 @@ pub async fn preview(
     Fields(req): Fields<PreviewRequest>,
 ) -> Result<Response, ApiError> {
     let valid = validate(&req).map_err(ApiError::validation)?;
+    render_wav(&state, &valid).await
+}
+
+/// The WAV of a checked preview (the console's voice page plays it too).
+pub(crate) async fn render_wav(
+    state: &AppState,
+    valid: &ValidPreview,
+) -> Result<Response, ApiError> {
     let prompt = Prompt {
         voice: valid.voice,
         template: valid.template.as_str(),
@@ -159,14 +167,14 @@ pub async fn preview(
     }
 }
 
-struct ValidPreview {
+pub(crate) struct ValidPreview {
     template: MessageTemplate,
     voice: Voice,
     code: OtpCode,
     length_factor: f64,
 }
 
-fn validate(req: &PreviewRequest) -> Result<ValidPreview, Vec<FieldError>> {
+pub(crate) fn validate(req: &PreviewRequest) -> Result<ValidPreview, Vec<FieldError>> {
     let mut errors = Vec::new();
     let template = required_nonempty(&req.message, "message", &mut errors).and_then(|s| {
         MessageTemplate::parse(&s)
@@ -213,5 +221,25 @@ fn validate(req: &PreviewRequest) -> Result<ValidPreview, Vec<FieldError>> {
             })
         }
         _ => Err(errors),
+    }
+}
+
+impl PreviewRequest {
+    /// A request from text fields as a form gives them (the console's voice
+    /// page); an empty `length_factor` is the default.
+    pub(crate) fn from_text(message: &str, voice_input: &str, length_factor: &str) -> Self {
+        let text = |v: &str| -> Raw {
+            serde_json::from_value(serde_json::Value::String(v.to_owned())).unwrap_or_default()
+        };
+        PreviewRequest {
+            message: text(message),
+            voice_input: text(voice_input),
+            otp: Raw::default(),
+            length_factor: if length_factor.trim().is_empty() {
+                Raw::default()
+            } else {
+                text(length_factor)
+            },
+        }
     }
 }

@@ -12,7 +12,12 @@
 //! - `GET /console/otps/{id}`: one OTP and its status timeline (`otp_history`).
 //! - `GET/POST /console/keys`, `POST /console/keys/{key_id}/revoke`: the
 //!   account's API keys; a new key is shown once.
+//! - `GET /console/webhook` and its POSTs ([`webhook`]): the account's webhook.
+//! - `GET /console/voice` ([`voice`]): listen to a voice prompt.
 //! - `POST /console/logout`: ends the session in the store.
+//!
+//! The overview's conversion charts ([`charts`]) read the store's per-minute
+//! aggregates, never OTP rows.
 //!
 //! Sessions: a login's access token in the cookie `otpgate_console`
 //! (`Path=/console/`, `HttpOnly`, `SameSite=Strict`, `Secure` in production
@@ -20,16 +25,19 @@
 //! session, a hash of its cookie; before login, a hash of the random
 //! `otpgate_console_login` cookie. A POST whose token does not match gets 403
 //! and changes nothing. Every response has a Content-Security-Policy allowing
-//! only this origin's `/console/app.css` and `/console/app.js` (no inline
+//! only this origin's `/console/app.css`, `/console/app.js` and media (no inline
 //! script or style), `no-store` caching and no referrer.
 //!
 //! An account's user sees its own account only: every store read is scoped by
 //! the session user's account, and another account's OTP or key is a 404.
 //! Codes are never shown (nor the message, which holds the code).
 
+mod charts;
 mod operator;
 mod operator_pages;
 mod pages;
+mod voice;
+mod webhook;
 
 use std::net::IpAddr;
 
@@ -72,7 +80,7 @@ const MAX_LABEL_CHARS: usize = crate::api::MAX_NAME_CHARS;
 
 // `connect-src 'self'`: the routes page's live part is fetched by app.js.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+                   connect-src 'self'; media-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -86,6 +94,8 @@ pub fn router() -> Router<AppState> {
         .route("/console/otps/{id}", get(otp_page))
         .route("/console/keys", get(keys).post(create_key))
         .route("/console/keys/{key_id}/revoke", post(revoke_key))
+        .merge(webhook::router())
+        .merge(voice::router())
         .layer(map_response(security_headers))
 }
 
@@ -412,7 +422,35 @@ async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response
         .filter(|l| l.spend_day == today)
         .map_or(0, |l| l.spent);
     let cap = limits.and_then(|l| l.daily_spend_cap);
-    pages::overview(&console.shell(), &account, spent_today, cap).into_response()
+    let now = now_micros();
+    let end_minute = otp_store::conversions::minute_of(now) + 1;
+    let end = end_minute * otp_store::conversions::BUCKET_MICROS;
+    let minutes = state
+        .store
+        .sends_per_minute(
+            id,
+            end - charts::CHART_MINUTES * otp_store::conversions::BUCKET_MICROS,
+            end,
+        )
+        .await;
+    let by_channel = state
+        .store
+        .conversion_stats(otp_store::conversions::StatsQuery {
+            account_id: id,
+            from: now - 24 * 3_600_000_000,
+            to: now,
+            group_by: otp_store::conversions::Dimension::Channel,
+        })
+        .await;
+    let conversions = match (minutes, by_channel) {
+        (Ok(minutes), Ok(by_channel)) => charts::section(&charts::Conversions {
+            minutes,
+            end_minute,
+            by_channel,
+        }),
+        (Err(e), _) | (_, Err(e)) => return store_failed(e),
+    };
+    pages::overview(&console.shell(), &account, spent_today, cap, &conversions).into_response()
 }
 
 /// The log's search, as parsed from the query string.

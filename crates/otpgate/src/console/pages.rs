@@ -50,12 +50,14 @@ pub(super) fn document(title: &str, nav: &str, main: &str) -> Html<String> {
 
 /// The page of a logged-in user: the navigation (with `current` marked) and a
 /// logout button.
-fn page(shell: &Shell, current: &str, title: &str, main: &str) -> Html<String> {
+pub(super) fn page(shell: &Shell, current: &str, title: &str, main: &str) -> Html<String> {
     let mut nav = String::from("<header class=\"top\"><nav aria-label=\"Console\"><ul>");
     for (href, name) in [
         ("/console/", "Overview"),
         ("/console/otps", "OTP log"),
         ("/console/keys", "API keys"),
+        ("/console/webhook", "Webhook"),
+        ("/console/voice", "Voice"),
     ] {
         let current = if name == current {
             " aria-current=\"page\""
@@ -188,6 +190,7 @@ pub(super) fn overview(
     account: &Account,
     spent_today: i64,
     cap: Option<i64>,
+    conversions: &str,
 ) -> Html<String> {
     let credits = bar_chart(
         "Credits left",
@@ -217,9 +220,7 @@ pub(super) fn overview(
          <div><dt>Phone credits</dt><dd>{phone}</dd></div>\
          <div><dt>OTPs accepted, all time</dt><dd>{count}</dd></div></dl>{credits}</section>\
          <section class=\"card\" aria-labelledby=\"spend-h\"><h2 id=\"spend-h\">Spent today</h2>{spend}</section>\
-         <section class=\"card\" aria-labelledby=\"hourly-h\"><h2 id=\"hourly-h\">Sends per hour</h2>\
-         <p>Not available yet: the store keeps no per-hour counts, and the console never counts \
-         OTP rows to draw them. The <a href=\"/console/otps\">OTP log</a> lists every send.</p></section>",
+         {conversions}",
         name = esc(&account.name),
         sms = account.sms_credits,
         phone = account.phone_credits,

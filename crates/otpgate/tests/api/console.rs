@@ -486,6 +486,8 @@ async fn a_user_walks_the_console_in_a_real_browser(backend: crate::helpers::Bac
             "Overview",
             "OTP log",
             "API keys",
+            "Webhook",
+            "Voice",
             "Log out",
             "number",
             "status",
