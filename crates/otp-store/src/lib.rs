@@ -407,7 +407,7 @@ impl SealedOtp {
         // The plain code goes with the value replaced; an empty code is what a
         // sealed send carries from here on.
         otp.otp = otp_domain::code::OtpCode::from_stored(String::new());
-        let masked_message = otp_domain::message::render_masked(otp.template.as_str());
+        let masked_message = otp.template.render_masked();
         SealedOtp {
             otp,
             code,

@@ -5,20 +5,25 @@
 //! [`Columns`], which `sqlite/rows.rs` and `postgres/rows.rs` implement for
 //! `rusqlite::Row` and `tokio_postgres::Row`. A stored word this version
 //! cannot read (a channel, a status, a voice) is an error naming the column
-//! and the word, never a plausible default: a corrupt row must not be
+//! and the word, a number or template that is not one an error naming the
+//! column (not its value), never a plausible default: a corrupt row must not be
 //! delivered, refunded or listed as something it is not.
 
 use otp_domain::channel::{Channel, OtpOption, Voice};
+use otp_domain::message::MessageTemplate;
+use otp_domain::phone::E164;
 
 use crate::model::{StoredCode, VerifyRow};
-use crate::{Account, ApiKeyRecord, OtpRecord, OtpStatus, Scopes, StoreError};
+use crate::{Account, ApiKeyRecord, OtpRecord, OtpStatus, RecordCode, Scopes, StoreError};
 
-/// An OTP's columns, read `FROM otps o`; [`otp`] maps them.
-pub(crate) const OTP_COLUMNS: &str = "o.id, o.account_id, o.account_seq, o.phone_number, o.e164, \
-     o.template, o.message, o.code_salt, o.otp_options, o.channel, o.voice_input, o.length_factor, \
-     o.company_name, o.segments, o.credits_used, o.status, o.status_at, o.error, \
-     o.provider_message_id, o.created_at, o.route, o.error_code, o.delivered_at, o.refunded, \
-     o.otp_cipher, o.key_id, o.expires_at, o.verified_at, o.verify_attempts, o.resend_of";
+/// An OTP's columns, read `FROM otps o`; [`otp`] maps them. The stored
+/// `phone_number` (the display form, for the list's filter) and `message`
+/// are not read: both follow from `e164`, `template` and the code.
+pub(crate) const OTP_COLUMNS: &str = "o.id, o.account_id, o.account_seq, o.e164, o.template, \
+     o.code_salt, o.otp_options, o.channel, o.voice_input, o.length_factor, o.company_name, \
+     o.segments, o.credits_used, o.status, o.status_at, o.error, o.provider_message_id, \
+     o.created_at, o.route, o.error_code, o.delivered_at, o.refunded, o.otp_cipher, o.key_id, \
+     o.expires_at, o.verified_at, o.verify_attempts, o.resend_of";
 
 /// What verification reads of an OTP; [`verify`] maps them.
 pub(crate) const VERIFY_COLUMNS: &str =
@@ -54,6 +59,12 @@ pub(crate) fn unreadable(column: &str, value: &str) -> StoreError {
     ))
 }
 
+/// The error of a stored text this version cannot read, whose value is not
+/// repeated: a number or a client's template has no place in a log.
+pub(crate) fn unreadable_text(column: &str) -> StoreError {
+    StoreError::Internal(format!("{column} holds a value this version cannot read"))
+}
+
 /// A stored word parsed, or [`unreadable`].
 pub(crate) fn parsed<T>(
     column: &str,
@@ -63,48 +74,48 @@ pub(crate) fn parsed<T>(
     parse(value).ok_or_else(|| unreadable(column, value))
 }
 
-/// The OTP whose [`OTP_COLUMNS`] start at column `at`.
+/// The OTP whose [`OTP_COLUMNS`] start at column `at`, its code not yet
+/// revealed ([`RecordCode::Masked`]).
 pub(crate) fn otp(r: &impl Columns, at: usize) -> Result<OtpRow, StoreError> {
     let code = StoredCode {
-        salt: r.opt_bytes(at + 7)?,
-        cipher: r.opt_bytes(at + 24)?,
-        key_id: r.opt_text(at + 25)?,
+        salt: r.opt_bytes(at + 5)?,
+        cipher: r.opt_bytes(at + 22)?,
+        key_id: r.opt_text(at + 23)?,
     };
-    let voice = match r.opt_text(at + 10)? {
+    let voice = match r.opt_text(at + 8)? {
         Some(v) => Some(parsed("otps.voice_input", &v, Voice::parse)?),
         None => None,
     };
-    let segments = r.int(at + 13)?;
+    let segments = r.int(at + 11)?;
     let record = OtpRecord {
         id: r.int(at)?,
         account_id: r.int(at + 1)?,
         account_seq: r.int(at + 2)?,
-        phone_number: r.text(at + 3)?,
-        e164: r.text(at + 4)?,
-        template: r.text(at + 5)?,
-        message: r.text(at + 6)?,
-        otp: String::new(),
-        otp_option: parsed("otps.otp_options", &r.text(at + 8)?, OtpOption::parse)?,
-        channel: parsed("otps.channel", &r.text(at + 9)?, Channel::parse)?,
+        number: E164::parse(&r.text(at + 3)?).ok_or_else(|| unreadable_text("otps.e164"))?,
+        template: MessageTemplate::from_stored(&r.text(at + 4)?)
+            .ok_or_else(|| unreadable_text("otps.template"))?,
+        code: RecordCode::Masked,
+        otp_option: parsed("otps.otp_options", &r.text(at + 6)?, OtpOption::parse)?,
+        channel: parsed("otps.channel", &r.text(at + 7)?, Channel::parse)?,
         voice,
-        length_factor: r.opt_float(at + 11)?,
-        company_name: r.opt_text(at + 12)?,
+        length_factor: r.opt_float(at + 9)?,
+        company_name: r.opt_text(at + 10)?,
         segments: u32::try_from(segments)
             .map_err(|_| unreadable("otps.segments", &segments.to_string()))?,
-        credits_used: r.int(at + 14)?,
-        status: parsed("otps.status", &r.text(at + 15)?, OtpStatus::parse)?,
-        status_at: r.int(at + 16)?,
-        error: r.opt_text(at + 17)?,
-        provider_message_id: r.opt_text(at + 18)?,
-        created_at: r.int(at + 19)?,
-        route: r.opt_text(at + 20)?,
-        error_code: r.opt_text(at + 21)?,
-        delivered_at: r.opt_int(at + 22)?,
-        refunded: r.int(at + 23)? != 0,
-        expires_at: r.int(at + 26)?,
-        verified_at: r.opt_int(at + 27)?,
-        verify_attempts: r.int(at + 28)?,
-        resend_of: r.opt_int(at + 29)?,
+        credits_used: r.int(at + 12)?,
+        status: parsed("otps.status", &r.text(at + 13)?, OtpStatus::parse)?,
+        status_at: r.int(at + 14)?,
+        error: r.opt_text(at + 15)?,
+        provider_message_id: r.opt_text(at + 16)?,
+        created_at: r.int(at + 17)?,
+        route: r.opt_text(at + 18)?,
+        error_code: r.opt_text(at + 19)?,
+        delivered_at: r.opt_int(at + 20)?,
+        refunded: r.int(at + 21)? != 0,
+        expires_at: r.int(at + 24)?,
+        verified_at: r.opt_int(at + 25)?,
+        verify_attempts: r.int(at + 26)?,
+        resend_of: r.opt_int(at + 27)?,
     };
     Ok((record, code))
 }

@@ -1429,7 +1429,7 @@ mod tests {
         assert_eq!(store.find_key("abcdefghijkm").await.unwrap(), None);
         let accepted = store.accept(sample_otp(account.id)).await.unwrap();
         let otp = store.otp(account.id, accepted.id).await.unwrap().unwrap();
-        assert_eq!(otp.otp, "482193");
+        assert_eq!(otp.code.shown(), "482193");
         drop(taken);
         let page = store
             .list_otps(&ListQuery {

@@ -27,8 +27,8 @@
 //!   stay, leaving balances and the ledger alone.
 //! - `jobs`: a failed delivery refunds exactly once, a sent one never; a
 //!   retry is claimed again when due and never requeues a finished job; a
-//!   send reported without ids keeps the ids known; a corrupt stored channel
-//!   or status reads back as an error naming it.
+//!   send reported without ids keeps the ids known; a corrupt stored channel,
+//!   status, number or template reads back as an error naming it.
 //! - `receipts`: a receipt finds its part by every spelling of its id; a
 //!   part takes one final receipt; a receipt for an id not recorded yet is
 //!   held and lands once the part is recorded; a failure refunds once; a

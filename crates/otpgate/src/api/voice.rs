@@ -127,8 +127,8 @@ pub async fn preview(
     let valid = validate(&req).map_err(ApiError::validation)?;
     let prompt = Prompt {
         voice: valid.voice,
-        template: valid.template.as_str(),
-        code: valid.code.as_str(),
+        template: &valid.template,
+        code: &valid.code,
         length_factor: valid.length_factor,
     };
     match state.voice.render(&prompt).await {
