@@ -948,7 +948,7 @@ mod resend_tests {
             api_key_id: Some(3),
             otp_option: OtpOption::Generated,
             created_at: 999,
-            ..crate::sample_otp(1)
+            ..crate::test_support::sample_otp(1)
         }
     }
 

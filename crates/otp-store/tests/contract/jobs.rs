@@ -115,7 +115,7 @@ crate::contract! {
         for (column, value, restore) in [
             ("e164", "9851023212", "+9779851023212"),
             ("e164", "+977-985", "+9779851023212"),
-            ("template", "Your code is", "Your code is {otp}"),
+            ("template", "Code", "Code {otp}"),
         ] {
             tamper(&store, &format!("UPDATE otps SET {column} = '{value}' WHERE id = {}", job.otp.id)).await;
             let e = store.otp(account, job.otp.id).await.expect_err("a corrupt row is not read as a plausible one");
@@ -124,7 +124,7 @@ crate::contract! {
             tamper(&store, &format!("UPDATE otps SET {column} = '{restore}' WHERE id = {}", job.otp.id)).await;
         }
         let otp = store.otp(account, job.otp.id).await.unwrap().unwrap();
-        assert_eq!((otp.number.display(), otp.message()), ("9851023212", "Your code is 482193".to_owned()));
+        assert_eq!((otp.number.display(), otp.message()), ("9851023212", "Code 482193".to_owned()));
         tamper(&store, &format!("UPDATE otps SET channel = 'fax' WHERE id = {}", job.otp.id)).await;
         let e = store
             .finish_jobs(vec![otp_store::JobResult { job_id: job.job_id, otp_id: job.otp.id, outcome: failed(), at: 1 }])
