@@ -13,7 +13,13 @@ use otp_domain::channel::{Channel, OtpOption, Voice};
 use otp_domain::message::MessageTemplate;
 use otp_domain::phone::E164;
 
+use otp_domain::vault::CodeVault;
+
 use crate::model::{StoredCode, VerifyRow};
+use crate::webhooks::{
+    BalanceEvent, ClaimedDelivery, Credits, DeliveryState, EventOtp, WebhookDelivery, WebhookEvent,
+    open_secret,
+};
 use crate::{Account, ApiKeyRecord, OtpRecord, OtpStatus, RecordCode, Scopes, StoreError};
 
 /// An OTP's columns, read `FROM otps o`; [`otp`] maps them. The stored
@@ -159,6 +165,101 @@ pub(crate) fn key(r: &impl Columns) -> Result<ApiKeyRecord, StoreError> {
         revoked_at: r.opt_int(6)?,
         last_used: r.opt_int(7)?,
         scopes: Scopes::from_stored(&r.text(8)?),
+    })
+}
+
+/// What a webhook claim reads of a delivery `d`, its webhook `w` and its
+/// OTP `o` (joined, in PostgreSQL, to the claiming update's `RETURNING`
+/// under the name `d`); [`webhook_claim`] maps them.
+pub(crate) const CLAIM_COLUMNS: &str = "d.id, d.account_id, d.event, d.otp_status, d.occurred_at, \
+     d.attempts, d.created_at, w.url, w.secret_salt, w.secret_cipher, w.secret_key_id, \
+     o.id, o.account_seq, o.e164, o.channel, o.created_at, o.expires_at, o.error_code, \
+     d.credits, d.threshold, d.sms_credits, d.phone_credits";
+
+/// What a list of webhook deliveries reads; [`webhook_delivery`] maps them.
+pub(crate) const DELIVERY_COLUMNS: &str = "id, otp_id, event, otp_status, occurred_at, state, \
+     next_attempt_at, created_at, finished_at";
+
+/// A claimed delivery before its webhook's secret is opened.
+pub(crate) struct SealedClaim {
+    pub delivery: ClaimedDelivery,
+    salt: Vec<u8>,
+    cipher: Vec<u8>,
+    key_id: String,
+}
+
+impl SealedClaim {
+    /// The delivery with its secret opened (`None` when its key is gone).
+    pub fn open(mut self, vault: &CodeVault) -> ClaimedDelivery {
+        self.delivery.secret = open_secret(
+            vault,
+            self.delivery.account_id,
+            &self.salt,
+            &self.cipher,
+            &self.key_id,
+        );
+        self.delivery
+    }
+}
+
+/// The claimed delivery of [`CLAIM_COLUMNS`]; `None` when its webhook or
+/// its OTP is gone (nowhere to send it, nothing to say).
+pub(crate) fn webhook_claim(r: &impl Columns) -> Result<Option<SealedClaim>, StoreError> {
+    let (Some(url), Some(otp_id)) = (r.opt_text(7)?, r.opt_int(11)?) else {
+        return Ok(None);
+    };
+    let balance = match r.opt_text(18)? {
+        Some(credits) => Some(BalanceEvent {
+            credits: Credits::parse(&credits),
+            threshold: r.int(19)?,
+            sms_credits: r.int(20)?,
+            phone_credits: r.int(21)?,
+        }),
+        None => None,
+    };
+    let delivery = ClaimedDelivery {
+        id: r.int(0)?,
+        account_id: r.int(1)?,
+        event: WebhookEvent::stored(&r.text(2)?),
+        otp_status: r.text(3)?,
+        occurred_at: r.int(4)?,
+        attempt: r.int(5)?,
+        created_at: r.int(6)?,
+        url,
+        secret: None,
+        otp: EventOtp {
+            id: otp_id,
+            account_seq: r.int(12)?,
+            number: E164::parse(&r.text(13)?).ok_or_else(|| unreadable_text("otps.e164"))?,
+            channel: parsed("otps.channel", &r.text(14)?, Channel::parse)?,
+            created_at: r.int(15)?,
+            expires_at: r.int(16)?,
+            error_code: r.opt_text(17)?,
+        },
+        balance,
+    };
+    Ok(Some(SealedClaim {
+        delivery,
+        salt: r.bytes(8)?,
+        cipher: r.bytes(9)?,
+        key_id: r.text(10)?,
+    }))
+}
+
+/// The delivery of [`DELIVERY_COLUMNS`], without its attempts.
+pub(crate) fn webhook_delivery(r: &impl Columns) -> Result<WebhookDelivery, StoreError> {
+    let state = DeliveryState::parse(&r.text(5)?);
+    Ok(WebhookDelivery {
+        id: r.int(0)?,
+        otp_id: r.int(1)?,
+        event: WebhookEvent::stored(&r.text(2)?),
+        otp_status: r.text(3)?,
+        occurred_at: r.int(4)?,
+        state,
+        next_attempt_at: state.next_attempt(r.int(6)?),
+        created_at: r.int(7)?,
+        finished_at: r.opt_int(8)?,
+        attempts: Vec::new(),
     })
 }
 
