@@ -29,8 +29,9 @@
 //!   retry is claimed again when due and never requeues a finished job; a
 //!   send reported without ids keeps the ids known; a corrupt stored channel,
 //!   status, number or template reads back as an error naming it.
-//! - `receipts`: a receipt finds its part by every spelling of its id; a
-//!   part takes one final receipt; a receipt for an id not recorded yet is
+//! - `receipts`: a receipt finds its part by every spelling of its id (and
+//!   a delivery stamps the OTP's status and delivery time with the
+//!   receipt's); a part takes one final receipt; a receipt for an id not recorded yet is
 //!   held and lands once the part is recorded; a failure refunds once; a
 //!   message of several parts is delivered with its last part; a part whose
 //!   OTP is gone takes its receipt as history only.

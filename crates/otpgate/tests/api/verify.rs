@@ -629,8 +629,8 @@ async fn a_code_that_cannot_be_read_back_is_not_delivered(backend: Backend) {
         .await
         .unwrap();
     let account = old.create_account("acme", 10, 0).await.unwrap().id;
-    let now = now_micros();
     let id = old.accept(sample_otp(account)).await.unwrap().id;
+    let now = now_micros();
     // The same database under other keys (the old key was removed).
     let options = StoreOptions {
         vault: Arc::new(CodeVault::ephemeral()),
