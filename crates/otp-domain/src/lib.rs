@@ -9,7 +9,9 @@
 //!   parsing. The crate's NP metadata (9.0.33) accepts every current mobile
 //!   range (960-963, 972, 974-976, 980-982, 984-986, 988, plus 900, 970 and
 //!   971), so no range table of our own is needed; the tests pin those ranges
-//!   so that a metadata update that drops one fails the build.
+//!   so that a metadata update that drops one fails the build. What the
+//!   store keeps and reads back is the [`E164`] form, checked for its shape
+//!   only, so a number sent once stays readable whatever later metadata says.
 //! - [`channel`]: the wire enums [`Channel`] (`text`/`voice`), [`OtpOption`]
 //!   (`generated`/`personnel`) and [`Voice`] (`np_rija`, ...).
 //! - [`code`]: [`OtpLength`] (4 to 10, default 6) and [`OtpCode`]. Generated
@@ -21,9 +23,9 @@
 //! - [`message`]: [`MessageTemplate`], client text of at most
 //!   [`message::MAX_TEMPLATE_CHARS`] (1,000) characters holding
 //!   [`message::PLACEHOLDER`] (`{otp}`), without control characters other
-//!   than line breaks and tabs, and the one renderer of a template:
-//!   [`message::render`] (the message sent and stored) and
-//!   [`message::render_masked`] (the message shown with the code hidden).
+//!   than line breaks and tabs, split at its placeholders in one place
+//!   ([`MessageTemplate::parts`]) for the message sent and stored, its masked
+//!   form and the spoken prompt of a call.
 //! - [`segments`]: GSM 03.38 / UCS-2 encoding and concatenation.
 //!   [`segments::analyze`] counts the parts and [`segments::split`] makes
 //!   them with the same packing, so the parts sent are the parts charged.
@@ -49,6 +51,6 @@ pub use channel::{Channel, OtpOption, Voice};
 pub use code::{CodeError, OtpCode, OtpLength};
 pub use credits::Cost;
 pub use message::{MessageTemplate, TemplateError};
-pub use phone::{NumberType, PhoneError, PhoneNumber};
+pub use phone::{E164, NumberType, PhoneError, PhoneNumber};
 pub use segments::{Part, SegmentCount, SmsEncoding};
 pub use vault::{CodeVault, SealedCode};

@@ -1,12 +1,14 @@
 //! Message templates: the client's text with `{otp}` where the code goes, and
-//! the one renderer that puts a code (or its mask) in its place.
+//! the one place that knows where that is.
 //!
-//! Every text built from a template goes through [`render`]: the message a send
-//! stores and the SMS drivers deliver ([`MessageTemplate::render`]), and the
-//! masked form a reply or a list shows when the code is hidden
-//! ([`render_masked`]). A spoken prompt keeps the template and the code apart
-//! (the code is read digit by digit), so the voice path splits at the same
-//! [`PLACEHOLDER`] and cuts its first reading with [`through_first_code`].
+//! [`MessageTemplate::parts`] splits a template at every [`PLACEHOLDER`]: the
+//! text around each code. Everything built from a template is built from
+//! those parts: the message a send stores and the SMS drivers deliver
+//! ([`MessageTemplate::render`]), the masked form a reply or a list shows
+//! when the code is hidden ([`MessageTemplate::render_masked`]), and the
+//! spoken prompt of a call, which keeps the parts and the code apart (the
+//! code is read digit by digit) and whose first reading ends after the first
+//! code ([`MessageTemplate::first_reading`]).
 
 use crate::code::OtpCode;
 use crate::vault::MASK;
@@ -72,37 +74,55 @@ impl MessageTemplate {
         Ok(Self(s.to_owned()))
     }
 
-    /// The message to send: the template with every placeholder replaced by the code.
+    /// Wraps a template read back from the store: it passed [`parse`] when
+    /// it was sent, and is checked again, so a stored value that is not a
+    /// template is refused (`None`) rather than sent or shown.
+    ///
+    /// [`parse`]: MessageTemplate::parse
+    pub fn from_stored(stored: &str) -> Option<Self> {
+        Self::parse(stored).ok()
+    }
+
+    /// The text around each code: the template split at every
+    /// [`PLACEHOLDER`], so one part more than there are codes (at least two).
+    /// A code goes between each part and the next.
+    pub fn parts(&self) -> impl Iterator<Item = &str> {
+        self.0.split(PLACEHOLDER)
+    }
+
+    /// The parts of the template up to its first code: what has been said
+    /// once the code was read out in full (the text before it, and nothing
+    /// after).
+    pub fn first_reading(&self) -> [&str; 2] {
+        [self.parts().next().unwrap_or_default(), ""]
+    }
+
+    /// The message to send: the parts with the code between each two.
     pub fn render(&self, code: &OtpCode) -> String {
-        render(&self.0, code.as_str())
+        self.fill(code.as_str())
+    }
+
+    /// The message as it is shown when the code is hidden: [`MASK`] in each
+    /// code's place.
+    pub fn render_masked(&self) -> String {
+        self.fill(MASK)
+    }
+
+    fn fill(&self, code: &str) -> String {
+        let mut out = String::with_capacity(self.0.len() + code.len());
+        for (i, part) in self.parts().enumerate() {
+            if i > 0 {
+                out.push_str(code);
+            }
+            out.push_str(part);
+        }
+        out
     }
 
     /// The template as given.
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-/// `template` with every [`PLACEHOLDER`] replaced by `code`. Templates read
-/// back from the store are plain strings, so this takes one; a template
-/// without the placeholder comes back as it is.
-pub fn render(template: &str, code: &str) -> String {
-    template.replace(PLACEHOLDER, code)
-}
-
-/// The message as it is shown when the code is hidden: every placeholder
-/// replaced by [`MASK`].
-pub fn render_masked(template: &str) -> String {
-    render(template, MASK)
-}
-
-/// The template up to and including its first placeholder (all of it when it
-/// has none): what has been said once the code was read out in full.
-pub fn through_first_code(template: &str) -> &str {
-    let end = template
-        .find(PLACEHOLDER)
-        .map_or(template.len(), |at| at + PLACEHOLDER.len());
-    &template[..end]
 }
 
 #[cfg(test)]
@@ -128,42 +148,57 @@ mod tests {
         assert_eq!(template.render(&code("1234")), "तपाईंको कोड 1234 हो।");
     }
 
+    fn template(text: &str) -> MessageTemplate {
+        MessageTemplate::parse(text).unwrap()
+    }
+
     #[test]
     fn the_masked_form_hides_every_placeholder() {
         assert_eq!(
-            render_masked("Code {otp}, again {otp}."),
+            template("Code {otp}, again {otp}.").render_masked(),
             format!("Code {MASK}, again {MASK}.")
         );
-        assert_eq!(render_masked("Code {otp}."), "Code ******.");
-        assert!(!render_masked("{otp}").contains(PLACEHOLDER));
+        assert_eq!(template("Code {otp}.").render_masked(), "Code ******.");
+        assert!(!template("{otp}").render_masked().contains(PLACEHOLDER));
     }
 
     #[test]
     fn devanagari_digits_in_the_template_are_kept_and_the_code_stays_ascii() {
         assert_eq!(
-            render("कोड {otp} हो, १० मिनेट", "4821"),
+            template("कोड {otp} हो, १० मिनेट").render(&code("4821")),
             "कोड 4821 हो, १० मिनेट"
         );
-        assert_eq!(render_masked("कोड {otp} हो"), "कोड ****** हो");
+        assert_eq!(template("कोड {otp} हो").render_masked(), "कोड ****** हो");
     }
 
     #[test]
-    fn a_stored_template_renders_as_a_parsed_one_does() {
+    fn the_parts_are_the_text_around_each_code_and_render_puts_the_code_between_them() {
+        let t = template("{otp}: your code is {otp}.");
+        assert_eq!(t.parts().collect::<Vec<_>>(), ["", ": your code is ", "."]);
+        assert_eq!(t.render(&code("12")), "12: your code is 12.");
+        assert_eq!(template("{otp}{otp}").parts().count(), 3);
+    }
+
+    #[test]
+    fn a_template_with_a_brace_next_to_the_placeholder_keeps_it() {
+        let t = template("{{otp}} {otp");
+        assert_eq!(t.parts().collect::<Vec<_>>(), ["{", "} {otp"]);
+        assert_eq!(t.render(&code("7")), "{7} {otp");
+    }
+
+    #[test]
+    fn a_stored_template_is_checked_as_a_sent_one_was() {
         let text = "Your code is {otp}.\nValid 10 minutes: {otp}";
-        assert_eq!(
-            render(text, "907311"),
-            MessageTemplate::parse(text)
-                .unwrap()
-                .render(&code("907311"))
-        );
-        assert_eq!(render("no placeholder", "1"), "no placeholder");
+        assert_eq!(MessageTemplate::from_stored(text), Some(template(text)));
+        for bad in ["no placeholder", "", "{otp}\u{1b}"] {
+            assert_eq!(MessageTemplate::from_stored(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
-    fn the_first_reading_ends_after_the_first_placeholder() {
-        assert_eq!(through_first_code("कोड {otp} हो {otp}"), "कोड {otp}");
-        assert_eq!(through_first_code("{otp}"), "{otp}");
-        assert_eq!(through_first_code("no code"), "no code");
+    fn the_first_reading_ends_after_the_first_code() {
+        assert_eq!(template("कोड {otp} हो {otp}").first_reading(), ["कोड ", ""]);
+        assert_eq!(template("{otp}").first_reading(), ["", ""]);
     }
 
     #[test]

@@ -14,8 +14,9 @@ use crate::channel::Channel;
 /// parentheses while refusing anything bigger before any parsing work.
 pub const MAX_INPUT_CHARS: usize = 32;
 
-/// Nepal's country calling code, the default when a number has none.
-const NP_COUNTRY_CODE: u16 = 977;
+/// Nepal's numbers in E.164: `+` and its country calling code, the default
+/// when a number has none.
+const NP_PREFIX: &str = "+977";
 
 /// A validated phone number, stored in E.164 form.
 ///
@@ -25,7 +26,7 @@ const NP_COUNTRY_CODE: u16 = 977;
 /// `+977 985-102-3212` are the same number.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PhoneNumber {
-    e164: String,
+    e164: E164,
     country_code: u16,
     region: Option<Id>,
     number_type: NumberType,
@@ -165,6 +166,51 @@ pub enum PhoneError {
     Invalid,
 }
 
+/// A number in E.164 form (`+9779851023212`) as the store keeps it and
+/// reads it back: a `+`, a country code that does not start with 0, and at
+/// most 15 digits in all.
+///
+/// Only the shape is checked, not libphonenumber's metadata: a number was a
+/// [`PhoneNumber`] when it was sent, and it must read back whatever a later
+/// metadata release says about its range. The one way in from a request is
+/// [`PhoneNumber::as_e164`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct E164(String);
+
+impl E164 {
+    /// The most digits E.164 allows, country code included.
+    pub const MAX_DIGITS: usize = 15;
+
+    /// A stored E.164 string, or `None` when it is not one: no leading `+`,
+    /// a leading 0, anything but ASCII digits after the `+`, fewer than 2 or
+    /// more than [`E164::MAX_DIGITS`] digits.
+    pub fn parse(stored: &str) -> Option<E164> {
+        let digits = stored.strip_prefix('+')?;
+        let shaped = (2..=Self::MAX_DIGITS).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        shaped.then(|| E164(stored.to_owned()))
+    }
+
+    /// `+9779851023212`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The form used in API replies, as TingTing shows numbers: the national
+    /// number for Nepal (`9851023212`), E.164 for everyone else. (Country
+    /// codes are prefix-free, so a number starting `+977` is Nepali.)
+    pub fn display(&self) -> &str {
+        self.0.strip_prefix(NP_PREFIX).unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for E164 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// What the caller typed, once separators are gone.
 enum Dialable {
     /// Country code and national number, as after a `+`.
@@ -203,7 +249,7 @@ impl PhoneNumber {
         }
         let region = parsed.country().id();
         Ok(PhoneNumber {
-            e164: parsed.format().mode(Mode::E164).to_string(),
+            e164: E164(parsed.format().mode(Mode::E164).to_string()),
             country_code: parsed.country().code(),
             number_type: NumberType::of(&parsed, region),
             region,
@@ -212,18 +258,17 @@ impl PhoneNumber {
 
     /// The E.164 form, `+9779851023212`: what goes to SMSCs and SIP trunks.
     pub fn e164(&self) -> &str {
+        self.e164.as_str()
+    }
+
+    /// The E.164 form as a value of its own: what the store keeps.
+    pub fn as_e164(&self) -> &E164 {
         &self.e164
     }
 
-    /// The form used in API replies, as TingTing shows numbers: the national
-    /// number for Nepal (`9851023212`), E.164 for everyone else.
+    /// The form used in API replies ([`E164::display`]).
     pub fn display(&self) -> &str {
-        if self.country_code == NP_COUNTRY_CODE {
-            // E.164 is ASCII: "+" then the three digits of 977.
-            &self.e164[4..]
-        } else {
-            &self.e164
-        }
+        self.e164.display()
     }
 
     /// The country calling code, `977` for Nepal.
@@ -325,7 +370,7 @@ impl FromStr for PhoneNumber {
 /// Serialized as E.164, so a stored or logged number is never ambiguous.
 impl serde::Serialize for PhoneNumber {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.e164)
+        serializer.serialize_str(self.e164.as_str())
     }
 }
 
@@ -374,6 +419,41 @@ mod tests {
             .unwrap_or_else(|e| panic!("{input:?} rejected: {e:?}"))
             .e164()
             .to_owned()
+    }
+
+    #[test]
+    fn a_stored_e164_reads_back_with_the_display_form_of_the_parsed_number() {
+        for input in ["9851023212", "+14155552671", "+447400123456", "014123456"] {
+            let number = PhoneNumber::parse(input).unwrap();
+            let stored = E164::parse(number.e164()).unwrap();
+            assert_eq!(&stored, number.as_e164());
+            assert_eq!(stored.display(), number.display());
+            assert_eq!(stored.to_string(), number.e164());
+        }
+        assert_eq!(
+            E164::parse("+9779851023212").unwrap().display(),
+            "9851023212"
+        );
+    }
+
+    #[test]
+    fn a_stored_e164_is_checked_for_its_shape_only() {
+        // A range a later metadata release might drop still reads back.
+        assert!(E164::parse("+97799999").is_some());
+        assert!(E164::parse(&format!("+{}", "1".repeat(E164::MAX_DIGITS))).is_some());
+        for bad in [
+            "",
+            "+",
+            "+1",
+            "9851023212",
+            "+09851023212",
+            "+977 985",
+            "+977-9851023212",
+            "+97798510232120000",
+            "+٩٧٧١٢٣",
+        ] {
+            assert_eq!(E164::parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -726,31 +726,18 @@ fn seconds_until(now: Micros, until: Micros) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use otp_domain::channel::{Channel, OtpOption};
-    use otp_domain::code::OtpCode;
+    use otp_domain::channel::OtpOption;
     use otp_domain::credits::Cost;
-    use otp_domain::message::MessageTemplate;
     use otp_domain::phone::PhoneNumber;
 
     fn send(account: AccountId, sms: i64, phone: i64) -> NewOtp {
         NewOtp {
-            account_id: account,
-            api_key_id: None,
-            number: PhoneNumber::parse("9851023212").unwrap(),
-            template: MessageTemplate::parse("{otp}").unwrap(),
-            otp: OtpCode::personnel("123456", Channel::Text).unwrap(),
             otp_option: OtpOption::Generated,
-            channel: Channel::Text,
-            voice: None,
-            length_factor: None,
-            company_name: None,
-            segments: 1,
             cost: Cost { sms, phone },
             created_at: 0,
             expires_at: 600_000_000,
-            spend_day: 0,
             spend_day_ends: 86_400_000_000,
-            resend_of: None,
+            ..crate::test_support::sample_otp(account)
         }
     }
 

@@ -603,7 +603,7 @@ mod tests {
 
     #[test]
     fn accepted_sends_count_as_sent_without_a_route_under_their_prefix() {
-        let mut a = crate::sample_otp(3);
+        let mut a = crate::test_support::sample_otp(3);
         a.created_at = 90 * BUCKET_MICROS + 5;
         let b = NewOtp {
             created_at: 90 * BUCKET_MICROS + 59_000_000,
@@ -690,6 +690,7 @@ mod tests {
             detail: String::new(),
             refund: None,
             webhook: None::<WebhookEvent>,
+            delivered_at: None,
         };
         let rc = Receipt {
             route: "smsc".into(),

@@ -27,8 +27,16 @@
 //! then write, so each backend only runs SQL around it: finishing a delivery
 //! job and refunding (`jobs`), applying a delivery receipt ([`receipts`]),
 //! verifying a code (`VerifyRow::step`). Both read rows through one mapping
-//! (`rows`), which refuses a stored word it cannot read (a channel, a status)
-//! instead of guessing.
+//! (`rows`), which refuses a stored word it cannot read (a channel, a status,
+//! a number, a template) instead of guessing, and gives an OTP back typed
+//! ([`OtpRecord`]): its number an [`E164`](otp_domain::phone::E164), its
+//! template a [`MessageTemplate`](otp_domain::message::MessageTemplate), its
+//! code a [`RecordCode`], plain or masked, so only a known code can be sent,
+//! spoken or repeated.
+//!
+//! Tests of this crate and of the service share their fixtures (the sample
+//! send, a fresh PostgreSQL database) through `test_support`, built for
+//! tests only (feature `test-support`).
 //!
 //! The transactions that move a status (accepting, finishing jobs, applying
 //! receipts, verifying) also count what they moved into per-minute
@@ -69,6 +77,8 @@ pub mod receipts;
 pub mod retention;
 mod rows;
 pub mod sqlite;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod users;
 pub mod webhooks;
 
@@ -422,7 +432,7 @@ impl SealedOtp {
         // The plain code goes with the value replaced; an empty code is what a
         // sealed send carries from here on.
         otp.otp = otp_domain::code::OtpCode::from_stored(String::new());
-        let masked_message = otp_domain::message::render_masked(otp.template.as_str());
+        let masked_message = otp.template.render_masked();
         SealedOtp {
             otp,
             code,
@@ -465,30 +475,4 @@ pub fn now_micros() -> Micros {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     d.as_micros() as Micros
-}
-
-/// A personnel code "482193" by SMS to 9851023212, for the stores' own tests.
-#[cfg(test)]
-pub(crate) fn sample_otp(account_id: AccountId) -> NewOtp {
-    let now = now_micros();
-    NewOtp {
-        account_id,
-        api_key_id: None,
-        number: otp_domain::phone::PhoneNumber::parse("9851023212").unwrap(),
-        template: otp_domain::message::MessageTemplate::parse("Code {otp}").unwrap(),
-        otp: otp_domain::code::OtpCode::personnel("482193", otp_domain::channel::Channel::Text)
-            .unwrap(),
-        otp_option: otp_domain::channel::OtpOption::Personnel,
-        channel: otp_domain::channel::Channel::Text,
-        voice: None,
-        length_factor: None,
-        company_name: None,
-        segments: 1,
-        cost: otp_domain::credits::Cost { sms: 1, phone: 0 },
-        created_at: now,
-        expires_at: now + 600_000_000,
-        spend_day: 0,
-        spend_day_ends: i64::MAX,
-        resend_of: None,
-    }
 }

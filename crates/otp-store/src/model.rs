@@ -3,8 +3,8 @@
 use otp_domain::channel::{Channel, OtpOption, Voice};
 use otp_domain::code::OtpCode;
 use otp_domain::credits::Cost;
-use otp_domain::message::{MessageTemplate, render};
-use otp_domain::phone::PhoneNumber;
+use otp_domain::message::MessageTemplate;
+use otp_domain::phone::{E164, PhoneNumber};
 use otp_domain::vault::{Binding, CodeVault, MASK};
 
 /// Microseconds since the Unix epoch, UTC.
@@ -480,14 +480,11 @@ pub struct OtpRecord {
     pub id: i64,
     pub account_id: AccountId,
     pub account_seq: i64,
-    pub phone_number: String,
-    pub e164: String,
-    pub template: String,
-    /// The rendered message, or with the code masked when `otp` is.
-    pub message: String,
-    /// The code, decrypted; [`MASK`] once purged or when it cannot be decrypted
-    /// (its key is no longer configured).
-    pub otp: String,
+    /// Where it went; [`E164::display`] is the form replies show.
+    pub number: E164,
+    pub template: MessageTemplate,
+    /// The code, decrypted, or masked once it cannot be.
+    pub code: RecordCode,
     pub otp_option: OtpOption,
     pub channel: Channel,
     pub voice: Option<Voice>,
@@ -538,29 +535,70 @@ pub(crate) struct StoredCode {
 }
 
 impl OtpRecord {
-    /// Fills in the code and message from what is stored, and the status as
-    /// shown at `now`.
+    /// Fills in the code from what is stored, and the status as shown at `now`.
     pub(crate) fn reveal(&mut self, vault: &CodeVault, code: &StoredCode, now: Micros) {
         let plain = match (&code.salt, &code.cipher, &code.key_id) {
             (Some(salt), Some(cipher), Some(key_id)) => {
                 let binding = Binding {
                     account_id: self.account_id,
-                    e164: &self.e164,
+                    e164: self.number.as_str(),
                     salt,
                 };
                 vault.open(&binding, cipher, key_id)
             }
             _ => None,
         };
-        let shown = plain.as_deref().unwrap_or(MASK);
-        self.message = render(&self.template, shown);
-        self.otp = plain.unwrap_or_else(|| MASK.to_owned());
+        self.code = plain.map_or(RecordCode::Masked, |p| {
+            RecordCode::Plain(OtpCode::from_stored(p))
+        });
         self.status = shown_status(self.status, self.expires_at, now);
     }
 
-    /// Whether `otp` holds the real code.
+    /// The message: the template with the code, or with the mask when the
+    /// code is masked.
+    pub fn message(&self) -> String {
+        self.code.render(&self.template)
+    }
+
+    /// Whether the record holds the real code.
     pub fn code_is_known(&self) -> bool {
-        self.otp != MASK
+        self.code.plain().is_some()
+    }
+}
+
+/// A stored OTP's code as a read gives it back. Only [`RecordCode::Plain`]
+/// may be sent, spoken or repeated; a masked code is only ever shown as
+/// [`MASK`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordCode {
+    /// The code, decrypted.
+    Plain(OtpCode),
+    /// Not readable: purged after its expiry, dropped by the upgrade that
+    /// started keeping codes sealed, or sealed under a key no longer
+    /// configured.
+    Masked,
+}
+
+impl RecordCode {
+    /// The code, when it is known.
+    pub fn plain(&self) -> Option<&OtpCode> {
+        match self {
+            RecordCode::Plain(code) => Some(code),
+            RecordCode::Masked => None,
+        }
+    }
+
+    /// What a reply or a list shows: the code, or [`MASK`].
+    pub fn shown(&self) -> &str {
+        self.plain().map_or(MASK, OtpCode::as_str)
+    }
+
+    /// `template` with this code, or masked.
+    pub fn render(&self, template: &MessageTemplate) -> String {
+        match self {
+            RecordCode::Plain(code) => template.render(code),
+            RecordCode::Masked => template.render_masked(),
+        }
     }
 }
 
@@ -925,7 +963,7 @@ mod resend_tests {
             api_key_id: Some(3),
             otp_option: OtpOption::Generated,
             created_at: 999,
-            ..crate::sample_otp(1)
+            ..crate::test_support::sample_otp(1)
         }
     }
 

@@ -1108,26 +1108,8 @@ impl Store for PgStore {
 mod tests {
     use super::*;
 
-    /// A fresh database on the tests' PostgreSQL server (`OTPGATE_TEST_PG_URL`,
-    /// as for the API tests).
-    async fn fresh_database() -> String {
-        let admin = std::env::var("OTPGATE_TEST_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let (client, conn) = tokio_postgres::connect(&admin, NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL for the tests at {admin}: {e}"));
-        tokio::spawn(conn);
-        let name = format!("otpgate_s_{}_{}", std::process::id(), now_micros());
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let (server, _) = admin.rsplit_once('/').expect("the URL ends with /DATABASE");
-        format!("{server}/{name}")
-    }
-
     async fn store(options: StoreOptions) -> PgStore {
-        PgStore::open(&fresh_database().await, &options)
+        PgStore::open(&crate::test_support::fresh_pg_database().await, &options)
             .await
             .unwrap()
     }
@@ -1147,9 +1129,12 @@ mod tests {
         );
         assert_eq!(store.lists.status().available, 0);
         assert_eq!(store.find_key("abcdefghijkm").await.unwrap(), None);
-        let accepted = store.accept(sample_otp(account.id)).await.unwrap();
+        let accepted = store
+            .accept(crate::test_support::sample_otp(account.id))
+            .await
+            .unwrap();
         let otp = store.otp(account.id, accepted.id).await.unwrap().unwrap();
-        assert_eq!(otp.otp, "482193");
+        assert_eq!(otp.code.shown(), "482193");
         drop(taken);
         let page = store
             .list_otps(&ListQuery {

@@ -176,9 +176,12 @@ pub(crate) fn receipt_part<'a>(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ReceiptStep {
     pub otp_id: i64,
-    /// The OTP's new status (`status_at` becomes the receipt's time;
-    /// `delivered_at` too when delivered); `None`: unchanged.
+    /// The OTP's new status (`status_at` becomes the receipt's time);
+    /// `None`: unchanged.
     pub status: Option<OtpStatus>,
+    /// The OTP's `delivered_at` when this receipt delivers it (the receipt's
+    /// time); `None`: unchanged.
+    pub delivered_at: Option<Micros>,
     /// A failure's `error` text (with the receipt's error code).
     pub failure: Option<String>,
     /// The history event: the new status, or `receipt`, with its detail.
@@ -188,18 +191,19 @@ pub(crate) struct ReceiptStep {
     pub webhook: Option<WebhookEvent>,
 }
 
-/// Decides what receipt `rc`, taken by `part`, changes for its OTP in state
-/// `otp` (`None`: gone, purged), of whose parts `pending` (this one counted
-/// with the state it just took) are not delivered. A failure ends the
-/// message; a delivery ends it with its last part; either moves only an OTP
-/// still in flight, and only a move refunds and calls the webhook. Other
+/// Decides what receipt `rc`, taken by `part`, changes for its OTP, loaded
+/// as its state and how many of its parts (this one counted with the state
+/// it just took) are not delivered (`None`: gone, purged). A failure ends
+/// the message; a delivery ends it with its last part; either moves only an
+/// OTP still in flight, and only a move refunds and calls the webhook. Other
 /// receipts are history only.
 pub(crate) fn receipt_step(
     rc: &Receipt,
     part: &RecordedPart,
-    otp: Option<&OtpState>,
-    pending: i64,
+    loaded: Option<&(OtpState, i64)>,
 ) -> ReceiptStep {
+    let otp = loaded.map(|(otp, _)| otp);
+    let pending = loaded.map_or(0, |(_, pending)| *pending);
     let ends = match rc.status {
         Some(st) if st.is_failure() => Some(st),
         Some(OtpStatus::Delivered) if part.parts == 1 || pending == 0 => Some(OtpStatus::Delivered),
@@ -210,6 +214,7 @@ pub(crate) fn receipt_step(
     ReceiptStep {
         otp_id: part.otp_id,
         status,
+        delivered_at: (status == Some(OtpStatus::Delivered)).then_some(rc.at),
         failure: failed.map(|_| format!("carrier reported {}", rc.state)),
         event: status.map_or("receipt", OtpStatus::as_str),
         detail: format!("part {}: {}", part.part, rc.state),
@@ -280,8 +285,13 @@ mod decision_tests {
     #[test]
     fn a_failure_receipt_fails_an_otp_in_flight_and_refunds_it() {
         let rc = receipt(&["1f"], Some(OtpStatus::Undeliverable), "UNDELIV");
-        let step = receipt_step(&rc, &part("1f", 1, 2, None), Some(&otp(OtpStatus::Sent)), 2);
+        let step = receipt_step(
+            &rc,
+            &part("1f", 1, 2, None),
+            Some(&(otp(OtpStatus::Sent), 2)),
+        );
         assert_eq!(step.status, Some(OtpStatus::Undeliverable));
+        assert_eq!(step.delivered_at, None);
         assert_eq!(step.event, "undeliverable");
         assert_eq!(step.failure.as_deref(), Some("carrier reported UNDELIV"));
         assert_eq!(step.webhook, Some(WebhookEvent::Failed));
@@ -295,7 +305,7 @@ mod decision_tests {
             ..otp(OtpStatus::Sent)
         };
         assert_eq!(
-            receipt_step(&rc, &part("1f", 1, 1, None), Some(&refunded), 1).refund,
+            receipt_step(&rc, &part("1f", 1, 1, None), Some(&(refunded, 1))).refund,
             None
         );
     }
@@ -303,11 +313,20 @@ mod decision_tests {
     #[test]
     fn a_delivery_ends_the_message_with_its_last_part_and_never_refunds() {
         let rc = receipt(&["1f"], Some(OtpStatus::Delivered), "DELIVRD");
-        let first = receipt_step(&rc, &part("1f", 1, 2, None), Some(&otp(OtpStatus::Sent)), 1);
+        let first = receipt_step(
+            &rc,
+            &part("1f", 1, 2, None),
+            Some(&(otp(OtpStatus::Sent), 1)),
+        );
         assert_eq!((first.status, first.event), (None, "receipt"));
         assert_eq!(first.detail, "part 1: DELIVRD");
-        let last = receipt_step(&rc, &part("20", 2, 2, None), Some(&otp(OtpStatus::Sent)), 0);
+        let last = receipt_step(
+            &rc,
+            &part("20", 2, 2, None),
+            Some(&(otp(OtpStatus::Sent), 0)),
+        );
         assert_eq!(last.status, Some(OtpStatus::Delivered));
+        assert_eq!((first.delivered_at, last.delivered_at), (None, Some(900)));
         assert_eq!((last.refund, last.failure), (None, None));
         assert_eq!(last.webhook, Some(WebhookEvent::Delivered));
     }
@@ -316,19 +335,18 @@ mod decision_tests {
     fn a_receipt_for_a_finished_otp_is_history_only() {
         let rc = receipt(&["1f"], Some(OtpStatus::Rejected), "REJECTD");
         for done in [OtpStatus::Verified, OtpStatus::Failed, OtpStatus::Delivered] {
-            let step = receipt_step(&rc, &part("1f", 1, 1, None), Some(&otp(done)), 1);
+            let step = receipt_step(&rc, &part("1f", 1, 1, None), Some(&(otp(done), 1)));
             assert_eq!((step.status, step.event), (None, "receipt"));
             assert_eq!((step.refund, step.webhook), (None, None));
         }
-        let gone = receipt_step(&rc, &part("1f", 1, 1, None), None, 0);
+        let gone = receipt_step(&rc, &part("1f", 1, 1, None), None);
         assert_eq!((gone.otp_id, gone.status, gone.event), (7, None, "receipt"));
         assert_eq!(gone.refund, None);
         let enroute = receipt(&["1f"], None, "ENROUTE");
         let step = receipt_step(
             &enroute,
             &part("1f", 1, 1, None),
-            Some(&otp(OtpStatus::Sent)),
-            1,
+            Some(&(otp(OtpStatus::Sent), 1)),
         );
         assert_eq!((step.status, step.event), (None, "receipt"));
     }

@@ -5,20 +5,31 @@
 //! [`Columns`], which `sqlite/rows.rs` and `postgres/rows.rs` implement for
 //! `rusqlite::Row` and `tokio_postgres::Row`. A stored word this version
 //! cannot read (a channel, a status, a voice) is an error naming the column
-//! and the word, never a plausible default: a corrupt row must not be
+//! and the word, a number or template that is not one an error naming the
+//! column (not its value), never a plausible default: a corrupt row must not be
 //! delivered, refunded or listed as something it is not.
 
 use otp_domain::channel::{Channel, OtpOption, Voice};
+use otp_domain::message::MessageTemplate;
+use otp_domain::phone::E164;
+
+use otp_domain::vault::CodeVault;
 
 use crate::model::{StoredCode, VerifyRow};
-use crate::{Account, ApiKeyRecord, OtpRecord, OtpStatus, Scopes, StoreError};
+use crate::webhooks::{
+    BalanceEvent, ClaimedDelivery, Credits, DeliveryState, EventOtp, WebhookDelivery, WebhookEvent,
+    open_secret,
+};
+use crate::{Account, ApiKeyRecord, OtpRecord, OtpStatus, RecordCode, Scopes, StoreError};
 
-/// An OTP's columns, read `FROM otps o`; [`otp`] maps them.
-pub(crate) const OTP_COLUMNS: &str = "o.id, o.account_id, o.account_seq, o.phone_number, o.e164, \
-     o.template, o.message, o.code_salt, o.otp_options, o.channel, o.voice_input, o.length_factor, \
-     o.company_name, o.segments, o.credits_used, o.status, o.status_at, o.error, \
-     o.provider_message_id, o.created_at, o.route, o.error_code, o.delivered_at, o.refunded, \
-     o.otp_cipher, o.key_id, o.expires_at, o.verified_at, o.verify_attempts, o.resend_of";
+/// An OTP's columns, read `FROM otps o`; [`otp`] maps them. The stored
+/// `phone_number` (the display form, for the list's filter) and `message`
+/// are not read: both follow from `e164`, `template` and the code.
+pub(crate) const OTP_COLUMNS: &str = "o.id, o.account_id, o.account_seq, o.e164, o.template, \
+     o.code_salt, o.otp_options, o.channel, o.voice_input, o.length_factor, o.company_name, \
+     o.segments, o.credits_used, o.status, o.status_at, o.error, o.provider_message_id, \
+     o.created_at, o.route, o.error_code, o.delivered_at, o.refunded, o.otp_cipher, o.key_id, \
+     o.expires_at, o.verified_at, o.verify_attempts, o.resend_of";
 
 /// What verification reads of an OTP; [`verify`] maps them.
 pub(crate) const VERIFY_COLUMNS: &str =
@@ -54,6 +65,12 @@ pub(crate) fn unreadable(column: &str, value: &str) -> StoreError {
     ))
 }
 
+/// The error of a stored text this version cannot read, whose value is not
+/// repeated: a number or a client's template has no place in a log.
+pub(crate) fn unreadable_text(column: &str) -> StoreError {
+    StoreError::Internal(format!("{column} holds a value this version cannot read"))
+}
+
 /// A stored word parsed, or [`unreadable`].
 pub(crate) fn parsed<T>(
     column: &str,
@@ -63,48 +80,48 @@ pub(crate) fn parsed<T>(
     parse(value).ok_or_else(|| unreadable(column, value))
 }
 
-/// The OTP whose [`OTP_COLUMNS`] start at column `at`.
+/// The OTP whose [`OTP_COLUMNS`] start at column `at`, its code not yet
+/// revealed ([`RecordCode::Masked`]).
 pub(crate) fn otp(r: &impl Columns, at: usize) -> Result<OtpRow, StoreError> {
     let code = StoredCode {
-        salt: r.opt_bytes(at + 7)?,
-        cipher: r.opt_bytes(at + 24)?,
-        key_id: r.opt_text(at + 25)?,
+        salt: r.opt_bytes(at + 5)?,
+        cipher: r.opt_bytes(at + 22)?,
+        key_id: r.opt_text(at + 23)?,
     };
-    let voice = match r.opt_text(at + 10)? {
+    let voice = match r.opt_text(at + 8)? {
         Some(v) => Some(parsed("otps.voice_input", &v, Voice::parse)?),
         None => None,
     };
-    let segments = r.int(at + 13)?;
+    let segments = r.int(at + 11)?;
     let record = OtpRecord {
         id: r.int(at)?,
         account_id: r.int(at + 1)?,
         account_seq: r.int(at + 2)?,
-        phone_number: r.text(at + 3)?,
-        e164: r.text(at + 4)?,
-        template: r.text(at + 5)?,
-        message: r.text(at + 6)?,
-        otp: String::new(),
-        otp_option: parsed("otps.otp_options", &r.text(at + 8)?, OtpOption::parse)?,
-        channel: parsed("otps.channel", &r.text(at + 9)?, Channel::parse)?,
+        number: E164::parse(&r.text(at + 3)?).ok_or_else(|| unreadable_text("otps.e164"))?,
+        template: MessageTemplate::from_stored(&r.text(at + 4)?)
+            .ok_or_else(|| unreadable_text("otps.template"))?,
+        code: RecordCode::Masked,
+        otp_option: parsed("otps.otp_options", &r.text(at + 6)?, OtpOption::parse)?,
+        channel: parsed("otps.channel", &r.text(at + 7)?, Channel::parse)?,
         voice,
-        length_factor: r.opt_float(at + 11)?,
-        company_name: r.opt_text(at + 12)?,
+        length_factor: r.opt_float(at + 9)?,
+        company_name: r.opt_text(at + 10)?,
         segments: u32::try_from(segments)
             .map_err(|_| unreadable("otps.segments", &segments.to_string()))?,
-        credits_used: r.int(at + 14)?,
-        status: parsed("otps.status", &r.text(at + 15)?, OtpStatus::parse)?,
-        status_at: r.int(at + 16)?,
-        error: r.opt_text(at + 17)?,
-        provider_message_id: r.opt_text(at + 18)?,
-        created_at: r.int(at + 19)?,
-        route: r.opt_text(at + 20)?,
-        error_code: r.opt_text(at + 21)?,
-        delivered_at: r.opt_int(at + 22)?,
-        refunded: r.int(at + 23)? != 0,
-        expires_at: r.int(at + 26)?,
-        verified_at: r.opt_int(at + 27)?,
-        verify_attempts: r.int(at + 28)?,
-        resend_of: r.opt_int(at + 29)?,
+        credits_used: r.int(at + 12)?,
+        status: parsed("otps.status", &r.text(at + 13)?, OtpStatus::parse)?,
+        status_at: r.int(at + 14)?,
+        error: r.opt_text(at + 15)?,
+        provider_message_id: r.opt_text(at + 16)?,
+        created_at: r.int(at + 17)?,
+        route: r.opt_text(at + 18)?,
+        error_code: r.opt_text(at + 19)?,
+        delivered_at: r.opt_int(at + 20)?,
+        refunded: r.int(at + 21)? != 0,
+        expires_at: r.int(at + 24)?,
+        verified_at: r.opt_int(at + 25)?,
+        verify_attempts: r.int(at + 26)?,
+        resend_of: r.opt_int(at + 27)?,
     };
     Ok((record, code))
 }
@@ -148,6 +165,101 @@ pub(crate) fn key(r: &impl Columns) -> Result<ApiKeyRecord, StoreError> {
         revoked_at: r.opt_int(6)?,
         last_used: r.opt_int(7)?,
         scopes: Scopes::from_stored(&r.text(8)?),
+    })
+}
+
+/// What a webhook claim reads of a delivery `d`, its webhook `w` and its
+/// OTP `o` (joined, in PostgreSQL, to the claiming update's `RETURNING`
+/// under the name `d`); [`webhook_claim`] maps them.
+pub(crate) const CLAIM_COLUMNS: &str = "d.id, d.account_id, d.event, d.otp_status, d.occurred_at, \
+     d.attempts, d.created_at, w.url, w.secret_salt, w.secret_cipher, w.secret_key_id, \
+     o.id, o.account_seq, o.e164, o.channel, o.created_at, o.expires_at, o.error_code, \
+     d.credits, d.threshold, d.sms_credits, d.phone_credits";
+
+/// What a list of webhook deliveries reads; [`webhook_delivery`] maps them.
+pub(crate) const DELIVERY_COLUMNS: &str = "id, otp_id, event, otp_status, occurred_at, state, \
+     next_attempt_at, created_at, finished_at";
+
+/// A claimed delivery before its webhook's secret is opened.
+pub(crate) struct SealedClaim {
+    pub delivery: ClaimedDelivery,
+    salt: Vec<u8>,
+    cipher: Vec<u8>,
+    key_id: String,
+}
+
+impl SealedClaim {
+    /// The delivery with its secret opened (`None` when its key is gone).
+    pub fn open(mut self, vault: &CodeVault) -> ClaimedDelivery {
+        self.delivery.secret = open_secret(
+            vault,
+            self.delivery.account_id,
+            &self.salt,
+            &self.cipher,
+            &self.key_id,
+        );
+        self.delivery
+    }
+}
+
+/// The claimed delivery of [`CLAIM_COLUMNS`]; `None` when its webhook or
+/// its OTP is gone (nowhere to send it, nothing to say).
+pub(crate) fn webhook_claim(r: &impl Columns) -> Result<Option<SealedClaim>, StoreError> {
+    let (Some(url), Some(otp_id)) = (r.opt_text(7)?, r.opt_int(11)?) else {
+        return Ok(None);
+    };
+    let balance = match r.opt_text(18)? {
+        Some(credits) => Some(BalanceEvent {
+            credits: Credits::parse(&credits),
+            threshold: r.int(19)?,
+            sms_credits: r.int(20)?,
+            phone_credits: r.int(21)?,
+        }),
+        None => None,
+    };
+    let delivery = ClaimedDelivery {
+        id: r.int(0)?,
+        account_id: r.int(1)?,
+        event: WebhookEvent::stored(&r.text(2)?),
+        otp_status: r.text(3)?,
+        occurred_at: r.int(4)?,
+        attempt: r.int(5)?,
+        created_at: r.int(6)?,
+        url,
+        secret: None,
+        otp: EventOtp {
+            id: otp_id,
+            account_seq: r.int(12)?,
+            number: E164::parse(&r.text(13)?).ok_or_else(|| unreadable_text("otps.e164"))?,
+            channel: parsed("otps.channel", &r.text(14)?, Channel::parse)?,
+            created_at: r.int(15)?,
+            expires_at: r.int(16)?,
+            error_code: r.opt_text(17)?,
+        },
+        balance,
+    };
+    Ok(Some(SealedClaim {
+        delivery,
+        salt: r.bytes(8)?,
+        cipher: r.bytes(9)?,
+        key_id: r.text(10)?,
+    }))
+}
+
+/// The delivery of [`DELIVERY_COLUMNS`], without its attempts.
+pub(crate) fn webhook_delivery(r: &impl Columns) -> Result<WebhookDelivery, StoreError> {
+    let state = DeliveryState::parse(&r.text(5)?);
+    Ok(WebhookDelivery {
+        id: r.int(0)?,
+        otp_id: r.int(1)?,
+        event: WebhookEvent::stored(&r.text(2)?),
+        otp_status: r.text(3)?,
+        occurred_at: r.int(4)?,
+        state,
+        next_attempt_at: state.next_attempt(r.int(6)?),
+        created_at: r.int(7)?,
+        finished_at: r.opt_int(8)?,
+        attempts: Vec::new(),
     })
 }
 

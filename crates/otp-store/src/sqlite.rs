@@ -1535,9 +1535,12 @@ mod tests {
         let taken = store.lists.permits.acquire_many(2).await.unwrap();
         assert_eq!(store.lists.permits.available_permits(), 0);
         assert_eq!(store.find_key("abcdefghijkm").await.unwrap(), None);
-        let accepted = store.accept(sample_otp(account.id)).await.unwrap();
+        let accepted = store
+            .accept(crate::test_support::sample_otp(account.id))
+            .await
+            .unwrap();
         let otp = store.otp(account.id, accepted.id).await.unwrap().unwrap();
-        assert_eq!(otp.otp, "482193");
+        assert_eq!(otp.code.shown(), "482193");
         drop(taken);
         let page = store
             .list_otps(&ListQuery {

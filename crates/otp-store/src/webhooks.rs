@@ -31,6 +31,8 @@
 //! webhook's settings change (`set_webhook_sql`) and which codes a sweep
 //! reports expired (`sweep_expired_sql`) are written here once.
 
+use otp_domain::channel::Channel;
+use otp_domain::phone::E164;
 use otp_domain::vault::{Binding, CodeVault, SealedCode};
 
 use crate::{AccountId, Micros, OtpStatus, StoreError, VerifyOutcome};
@@ -326,8 +328,9 @@ pub(crate) const CLAIM_SQL: &str = "WITH busy AS (\
 pub struct EventOtp {
     pub id: i64,
     pub account_seq: i64,
-    pub phone_number: String,
-    pub channel: String,
+    /// Where it went; [`E164::display`] is the form the body shows.
+    pub number: E164,
+    pub channel: Channel,
     pub created_at: Micros,
     pub expires_at: Micros,
     /// The carrier's error code, when a receipt gave one.

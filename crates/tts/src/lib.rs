@@ -24,7 +24,7 @@
 //! | `np_binod`     | male   | `ne+m1`      | 30    | 160      |
 //!
 //! # Digits
-//! [`SpeechText::from_template`] takes the message template and the code separately. The
+//! [`SpeechText::with_code`] takes the text around the code and the code separately. The
 //! code is spoken one digit at a time with short pauses and repeated ([`DEFAULT_REPEAT`]
 //! times by default). espeak-ng's Nepali voice reads ASCII digits in English, so for
 //! Nepali voices every digit, in the code and in the template, is written as a Devanagari

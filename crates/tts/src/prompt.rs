@@ -1,9 +1,10 @@
 //! What is spoken: message text with the code read digit by digit, and its SSML form.
 //!
-//! The gateway passes the message template (holding a placeholder such as `{otp}`) and the
-//! code separately, so the code never goes through text normalisation: each placeholder
-//! becomes the code's digits, one at a time, with a [`DIGIT_PAUSE_MS`] pause between them,
-//! repeated `repeat` times with a [`REPEAT_PAUSE_MS`] pause between repetitions.
+//! The gateway passes the text around the code (the message split where the code goes; this
+//! crate knows no placeholder) and the code separately, so the code never goes through text
+//! normalisation: between each part and the next the code is spoken one digit at a time, with a
+//! [`DIGIT_PAUSE_MS`] pause between digits, repeated `repeat` times with a
+//! [`REPEAT_PAUSE_MS`] pause between repetitions.
 //!
 //! [`SpeechText::to_ssml`] writes the text for espeak-ng's SSML mode (`-m`): user text is
 //! XML-escaped, pauses become `<break time="…ms"/>`, and for Nepali voices every ASCII digit
@@ -30,13 +31,10 @@ pub const REPEAT_PAUSE_MS: u32 = 800;
 #[derive(Debug, Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PromptError {
-    /// The placeholder is empty or the template does not contain it, so the code would
+    /// Fewer than two parts were given, so there is no place for the code and it would
     /// never be spoken.
-    #[error("the template does not contain the placeholder {placeholder:?}")]
-    MissingPlaceholder {
-        /// The placeholder looked for.
-        placeholder: String,
-    },
+    #[error("the text has no place for the code (fewer than two parts)")]
+    NoPlaceForCode,
     /// The code is empty, longer than [`MAX_CODE_DIGITS`], or not all ASCII digits.
     #[error("the code must be 1 to {MAX_CODE_DIGITS} ASCII digits")]
     InvalidCode,
@@ -73,28 +71,26 @@ impl SpeechText {
         }
     }
 
-    /// The template with every `placeholder` replaced by `code` spoken digit by digit,
-    /// `repeat` times.
+    /// The `parts` with `code` spoken digit by digit, `repeat` times, between each part and
+    /// the next.
     ///
     /// ```
     /// use tts::{Numerals, SpeechText};
-    /// let text = SpeechText::from_template("कोड {otp} हो", "{otp}", "42", 2).unwrap();
+    /// let text = SpeechText::with_code(["कोड ", " हो"], "42", 2).unwrap();
     /// assert_eq!(
     ///     text.to_ssml(Numerals::Devanagari, 1.0),
     ///     "<speak>कोड <break time=\"800ms\"/>४<break time=\"300ms\"/>२\
     ///      <break time=\"800ms\"/>४<break time=\"300ms\"/>२<break time=\"800ms\"/> हो</speak>"
     /// );
     /// ```
-    pub fn from_template(
-        template: &str,
-        placeholder: &str,
+    pub fn with_code<'a>(
+        parts: impl IntoIterator<Item = &'a str>,
         code: &str,
         repeat: u32,
     ) -> Result<SpeechText, PromptError> {
-        if placeholder.is_empty() || !template.contains(placeholder) {
-            return Err(PromptError::MissingPlaceholder {
-                placeholder: placeholder.to_owned(),
-            });
+        let parts: Vec<&str> = parts.into_iter().collect();
+        if parts.len() < 2 {
+            return Err(PromptError::NoPlaceForCode);
         }
         if code.is_empty()
             || code.len() > MAX_CODE_DIGITS
@@ -118,7 +114,7 @@ impl SpeechText {
         }
 
         let mut segments = Vec::new();
-        for (i, text) in template.split(placeholder).enumerate() {
+        for (i, text) in parts.into_iter().enumerate() {
             if i > 0 {
                 segments.extend(spoken_code.iter().cloned());
             }
@@ -207,13 +203,9 @@ mod tests {
 
     #[test]
     fn a_nepali_code_is_spoken_in_devanagari_numerals_only() {
-        let text = SpeechText::from_template(
-            "तपाईंको कोड {otp} हो। 5 मिनेटभित्र प्रयोग गर्नुहोस्।",
-            "{otp}",
-            "4821",
-            2,
-        )
-        .unwrap();
+        let text =
+            SpeechText::with_code(["तपाईंको कोड ", " हो। 5 मिनेटभित्र प्रयोग गर्नुहोस्।"], "4821", 2)
+                .unwrap();
         let words = spoken(&text.to_ssml(Numerals::Devanagari, 1.0));
         for numeral in ["४", "८", "२", "१", "५"] {
             assert!(words.contains(numeral), "{numeral} missing from {words}");
@@ -224,7 +216,7 @@ mod tests {
 
     #[test]
     fn digits_are_separated_by_pauses_and_repetitions_by_longer_ones() {
-        let text = SpeechText::from_template("{otp}", "{otp}", "907", 2).unwrap();
+        let text = SpeechText::with_code(["", ""], "907", 2).unwrap();
         assert_eq!(
             text.to_ssml(Numerals::Ascii, 1.0),
             "<speak><break time=\"800ms\"/>9<break time=\"300ms\"/>0<break time=\"300ms\"/>7\
@@ -235,7 +227,7 @@ mod tests {
 
     #[test]
     fn pauses_scale_with_the_length_factor() {
-        let text = SpeechText::from_template("{otp}", "{otp}", "12", 1).unwrap();
+        let text = SpeechText::with_code(["", ""], "12", 1).unwrap();
         assert_eq!(
             text.to_ssml(Numerals::Ascii, 2.0),
             "<speak><break time=\"1600ms\"/>1<break time=\"600ms\"/>2\
@@ -245,8 +237,7 @@ mod tests {
 
     #[test]
     fn user_text_is_escaped_so_it_cannot_inject_markup() {
-        let text =
-            SpeechText::from_template("<break time=\"9s\"/> & 'x' {otp}", "{otp}", "1", 1).unwrap();
+        let text = SpeechText::with_code(["<break time=\"9s\"/> & 'x' ", ""], "1", 1).unwrap();
         let ssml = text.to_ssml(Numerals::Ascii, 1.0);
         assert!(
             ssml.starts_with(
@@ -257,34 +248,30 @@ mod tests {
     }
 
     #[test]
-    fn every_placeholder_is_replaced() {
-        let text = SpeechText::from_template("[otp] and [otp]", "[otp]", "5", 1).unwrap();
+    fn the_code_is_spoken_between_each_part_and_the_next() {
+        let text = SpeechText::with_code(["", " and ", ""], "5", 1).unwrap();
         let words = spoken(&text.to_ssml(Numerals::Devanagari, 1.0));
         assert_eq!(words, "५ and ५");
     }
 
     #[test]
     fn bad_inputs_map_to_named_errors() {
-        assert_eq!(
-            SpeechText::from_template("no code here", "{otp}", "1234", 2),
-            Err(PromptError::MissingPlaceholder {
-                placeholder: "{otp}".into()
-            })
-        );
-        assert!(matches!(
-            SpeechText::from_template("x", "", "1", 1),
-            Err(PromptError::MissingPlaceholder { .. })
-        ));
+        for parts in [&["no code here"][..], &[]] {
+            assert_eq!(
+                SpeechText::with_code(parts.iter().copied(), "1234", 2),
+                Err(PromptError::NoPlaceForCode)
+            );
+        }
         for code in ["", "12a4", "१२३", "1234567890123", " 12"] {
             assert_eq!(
-                SpeechText::from_template("{otp}", "{otp}", code, 2),
+                SpeechText::with_code(["", ""], code, 2),
                 Err(PromptError::InvalidCode),
                 "{code:?}"
             );
         }
         for repeat in [0, MAX_REPEAT + 1] {
             assert_eq!(
-                SpeechText::from_template("{otp}", "{otp}", "1", repeat),
+                SpeechText::with_code(["", ""], "1", repeat),
                 Err(PromptError::InvalidRepeat { repeat })
             );
         }

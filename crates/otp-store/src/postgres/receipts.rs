@@ -51,18 +51,12 @@ pub(super) async fn apply(
         return Ok(None);
     }
     let loaded = otp_state_and_pending(tx, part.otp_id).await?;
-    let step = receipt_step(
-        rc,
-        part,
-        loaded.as_ref().map(|(otp, _)| otp),
-        loaded.as_ref().map_or(0, |(_, pending)| *pending),
-    );
+    let step = receipt_step(rc, part, loaded.as_ref());
     if let Some(status) = step.status {
-        let delivered_at = (status == OtpStatus::Delivered).then_some(rc.at);
         tx.execute(
             "UPDATE otps SET status = $2, status_at = $3, \
              delivered_at = COALESCE($4, delivered_at) WHERE id = $1",
-            &[&step.otp_id, &status.as_str(), &rc.at, &delivered_at],
+            &[&step.otp_id, &status.as_str(), &rc.at, &step.delivered_at],
         )
         .await
         .map_err(pg_err)?;

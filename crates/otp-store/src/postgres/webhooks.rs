@@ -9,12 +9,12 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 
 use super::{PgStore, pg_err};
+use crate::rows::{self, CLAIM_COLUMNS, DELIVERY_COLUMNS};
 use crate::webhooks::{
-    AttemptResult, CLAIM_SQL, ClaimedDelivery, DeliveryClaim, DeliveryQuery, DeliveryState,
-    EventOtp, ExpirySweep, SetWebhook, WEBHOOK_COLUMNS, Webhook, WebhookAttempt, WebhookDelivery,
-    WebhookEvent, WebhookStore, open_secret, seal_secret, set_webhook_sql, sweep_expired_sql,
+    AttemptResult, CLAIM_SQL, ClaimedDelivery, DeliveryClaim, DeliveryQuery, ExpirySweep,
+    SetWebhook, WEBHOOK_COLUMNS, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent,
+    WebhookStore, open_secret, seal_secret, set_webhook_sql, sweep_expired_sql,
 };
-use crate::webhooks::{BalanceEvent, Credits};
 use crate::{AccountId, Micros, StoreError};
 
 const ENQUEUE_SQL: &str = "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, \
@@ -123,24 +123,6 @@ impl PgStore {
     }
 }
 
-fn delivery_from_row(r: &Row) -> WebhookDelivery {
-    let event: String = r.get(2);
-    let state = DeliveryState::parse(r.get(5));
-    let next: Micros = r.get(6);
-    WebhookDelivery {
-        id: r.get(0),
-        otp_id: r.get(1),
-        event: WebhookEvent::stored(&event),
-        otp_status: r.get(3),
-        occurred_at: r.get(4),
-        state,
-        next_attempt_at: state.next_attempt(next),
-        created_at: r.get(7),
-        finished_at: r.get(8),
-        attempts: Vec::new(),
-    }
-}
-
 #[async_trait::async_trait]
 impl WebhookStore for PgStore {
     async fn webhook(&self, account: AccountId) -> Result<Option<Webhook>, StoreError> {
@@ -226,16 +208,15 @@ impl WebhookStore for PgStore {
             .collect();
         let rows = tx
             .query(
-                "WITH c AS (UPDATE webhook_deliveries SET next_attempt_at = $1, lease_owner = $2, \
-                     attempts = attempts + 1 WHERE id = ANY($3) \
-                 RETURNING id, account_id, event, otp_status, occurred_at, attempts, created_at, otp_id, \
-                     credits, threshold, sms_credits, phone_credits) \
-                 SELECT c.id, c.account_id, c.event, c.otp_status, c.occurred_at, c.attempts, \
-                     c.created_at, w.url, w.secret_salt, w.secret_cipher, w.secret_key_id, \
-                     o.id, o.account_seq, o.phone_number, o.channel, o.created_at, o.expires_at, \
-                     o.error_code, c.credits, c.threshold, c.sms_credits, c.phone_credits \
-                 FROM c LEFT JOIN webhooks w ON w.account_id = c.account_id \
-                 LEFT JOIN otps o ON o.id = c.otp_id ORDER BY c.id",
+                &format!(
+                    "WITH d AS (UPDATE webhook_deliveries SET next_attempt_at = $1, \
+                         lease_owner = $2, attempts = attempts + 1 WHERE id = ANY($3) \
+                     RETURNING id, account_id, event, otp_status, occurred_at, attempts, \
+                         created_at, otp_id, credits, threshold, sms_credits, phone_credits) \
+                     SELECT {CLAIM_COLUMNS} FROM d \
+                     LEFT JOIN webhooks w ON w.account_id = d.account_id \
+                     LEFT JOIN otps o ON o.id = d.otp_id ORDER BY d.id"
+                ),
                 &[&claim.lease_until, &claim.node, &ids],
             )
             .await
@@ -243,43 +224,10 @@ impl WebhookStore for PgStore {
         let mut out = Vec::with_capacity(rows.len());
         let mut orphans = Vec::new();
         for r in &rows {
-            let id: i64 = r.get(0);
-            let (Some(url), Some(otp_id)) =
-                (r.get::<_, Option<String>>(7), r.get::<_, Option<i64>>(11))
-            else {
-                orphans.push(id);
-                continue;
-            };
-            let account_id: i64 = r.get(1);
-            let event: String = r.get(2);
-            let (salt, cipher, key_id): (Vec<u8>, Vec<u8>, String) =
-                (r.get(8), r.get(9), r.get(10));
-            out.push(ClaimedDelivery {
-                id,
-                account_id,
-                event: WebhookEvent::stored(&event),
-                otp_status: r.get(3),
-                occurred_at: r.get(4),
-                attempt: r.get(5),
-                created_at: r.get(6),
-                url,
-                secret: open_secret(&self.vault, account_id, &salt, &cipher, &key_id),
-                otp: EventOtp {
-                    id: otp_id,
-                    account_seq: r.get(12),
-                    phone_number: r.get(13),
-                    channel: r.get(14),
-                    created_at: r.get(15),
-                    expires_at: r.get(16),
-                    error_code: r.get(17),
-                },
-                balance: r.get::<_, Option<String>>(18).map(|c| BalanceEvent {
-                    credits: Credits::parse(&c),
-                    threshold: r.get(19),
-                    sms_credits: r.get(20),
-                    phone_credits: r.get(21),
-                }),
-            });
+            match rows::webhook_claim(r)? {
+                Some(claim) => out.push(claim.open(&self.vault)),
+                None => orphans.push(r.get::<_, i64>(0)),
+            }
         }
         if !orphans.is_empty() {
             // Their webhook is gone: nowhere to send them.
@@ -358,15 +306,19 @@ impl WebhookStore for PgStore {
             .map_err(pg_err)?;
         let rows = tx
             .query(
-                "SELECT id, otp_id, event, otp_status, occurred_at, state, next_attempt_at, \
-                 created_at, finished_at FROM webhook_deliveries \
-                 WHERE account_id = $1 AND ($2::int8 IS NULL OR id < $2) \
-                 ORDER BY id DESC LIMIT $3",
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries \
+                     WHERE account_id = $1 AND ($2::int8 IS NULL OR id < $2) \
+                     ORDER BY id DESC LIMIT $3"
+                ),
                 &[&query.account_id, &query.before_id, &i64::from(query.limit)],
             )
             .await
             .map_err(pg_err)?;
-        let mut list: Vec<WebhookDelivery> = rows.iter().map(delivery_from_row).collect();
+        let mut list = rows
+            .iter()
+            .map(rows::webhook_delivery)
+            .collect::<Result<Vec<WebhookDelivery>, StoreError>>()?;
         let ids: Vec<i64> = list.iter().map(|d| d.id).collect();
         let attempts = tx
             .query(

@@ -58,19 +58,20 @@ pub(super) fn apply(
         return Ok(None);
     }
     let loaded = otp_state_and_pending(tx, part.otp_id)?;
-    let step = receipt_step(
-        rc,
-        part,
-        loaded.as_ref().map(|(otp, _)| otp),
-        loaded.as_ref().map_or(0, |(_, pending)| *pending),
-    );
+    let step = receipt_step(rc, part, loaded.as_ref());
     if let Some(status) = step.status {
-        let delivered_at = (status == OtpStatus::Delivered).then_some(rc.at);
         tx.prepare_cached(
             "UPDATE otps SET status = ?2, status_at = ?3, \
              delivered_at = COALESCE(?4, delivered_at) WHERE id = ?1",
         )
-        .and_then(|mut s| s.execute(params![step.otp_id, status.as_str(), rc.at, delivered_at]))
+        .and_then(|mut s| {
+            s.execute(params![
+                step.otp_id,
+                status.as_str(),
+                rc.at,
+                step.delivered_at
+            ])
+        })
         .map_err(map_err)?;
     }
     event(

@@ -5,13 +5,15 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
+use super::rows::lift;
 use super::{SqliteStore, collect, map_err};
+use crate::rows::{self, CLAIM_COLUMNS, DELIVERY_COLUMNS};
 use crate::webhooks::{
-    AttemptResult, CLAIM_SQL, ClaimedDelivery, DeliveryClaim, DeliveryQuery, DeliveryState,
-    EventOtp, ExpirySweep, SetWebhook, WEBHOOK_COLUMNS, Webhook, WebhookAttempt, WebhookDelivery,
-    WebhookEvent, WebhookStore, open_secret, seal_secret, set_webhook_sql, sweep_expired_sql,
+    AttemptResult, CLAIM_SQL, ClaimedDelivery, DeliveryClaim, DeliveryQuery, ExpirySweep,
+    SetWebhook, WEBHOOK_COLUMNS, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent,
+    WebhookStore, open_secret, seal_secret, set_webhook_sql, sweep_expired_sql,
 };
-use crate::webhooks::{BalanceEvent, Credits, LowBalance, LowBalanceThresholds};
+use crate::webhooks::{LowBalance, LowBalanceThresholds};
 use crate::{AccountId, Micros, StoreError};
 
 /// Records `event` of an OTP for its account's webhook, if the account has
@@ -134,77 +136,6 @@ impl SqliteStore {
     }
 }
 
-/// A claimed row before its secret is opened.
-struct RawClaim {
-    delivery: ClaimedDelivery,
-    salt: Vec<u8>,
-    cipher: Vec<u8>,
-    key_id: String,
-}
-
-const CLAIMED_COLUMNS: &str = "d.id, d.account_id, d.event, d.otp_status, d.occurred_at, \
-     d.attempts, d.created_at, w.url, w.secret_salt, w.secret_cipher, w.secret_key_id, \
-     o.id, o.account_seq, o.phone_number, o.channel, o.created_at, o.expires_at, o.error_code, \
-     d.credits, d.threshold, d.sms_credits, d.phone_credits";
-
-fn claimed_from_row(r: &Row<'_>) -> rusqlite::Result<RawClaim> {
-    let event: String = r.get(2)?;
-    let credits: Option<String> = r.get(18)?;
-    let balance = match credits {
-        Some(c) => Some(BalanceEvent {
-            credits: Credits::parse(&c),
-            threshold: r.get(19)?,
-            sms_credits: r.get(20)?,
-            phone_credits: r.get(21)?,
-        }),
-        None => None,
-    };
-    Ok(RawClaim {
-        delivery: ClaimedDelivery {
-            id: r.get(0)?,
-            account_id: r.get(1)?,
-            event: WebhookEvent::stored(&event),
-            otp_status: r.get(3)?,
-            occurred_at: r.get(4)?,
-            attempt: r.get(5)?,
-            created_at: r.get(6)?,
-            url: r.get(7)?,
-            secret: None,
-            otp: EventOtp {
-                id: r.get(11)?,
-                account_seq: r.get(12)?,
-                phone_number: r.get(13)?,
-                channel: r.get(14)?,
-                created_at: r.get(15)?,
-                expires_at: r.get(16)?,
-                error_code: r.get(17)?,
-            },
-            balance,
-        },
-        salt: r.get(8)?,
-        cipher: r.get(9)?,
-        key_id: r.get(10)?,
-    })
-}
-
-fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<WebhookDelivery> {
-    let event: String = r.get(2)?;
-    let state = DeliveryState::parse(&r.get::<_, String>(5)?);
-    let next: Micros = r.get(6)?;
-    Ok(WebhookDelivery {
-        id: r.get(0)?,
-        otp_id: r.get(1)?,
-        event: WebhookEvent::stored(&event),
-        otp_status: r.get(3)?,
-        occurred_at: r.get(4)?,
-        state,
-        next_attempt_at: state.next_attempt(next),
-        created_at: r.get(7)?,
-        finished_at: r.get(8)?,
-        attempts: Vec::new(),
-    })
-}
-
 fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<WebhookAttempt> {
     Ok(WebhookAttempt {
         attempt: r.get(0)?,
@@ -307,20 +238,21 @@ impl WebhookStore for SqliteStore {
                 }
                 let mut s = tx
                     .prepare_cached(&format!(
-                        "SELECT {CLAIMED_COLUMNS} FROM webhook_deliveries d \
-                         JOIN webhooks w ON w.account_id = d.account_id \
-                         JOIN otps o ON o.id = d.otp_id WHERE d.id = ?1"
+                        "SELECT {CLAIM_COLUMNS} FROM webhook_deliveries d \
+                         LEFT JOIN webhooks w ON w.account_id = d.account_id \
+                         LEFT JOIN otps o ON o.id = d.otp_id WHERE d.id = ?1"
                     ))
                     .map_err(map_err)?;
                 let mut out = Vec::with_capacity(ids.len());
                 for id in ids {
                     match s
-                        .query_row([id], claimed_from_row)
+                        .query_row([id], |r| lift(rows::webhook_claim(r)))
                         .optional()
                         .map_err(map_err)?
+                        .flatten()
                     {
                         Some(c) => out.push(c),
-                        // Its webhook is gone: nowhere to send it.
+                        // Its webhook or OTP is gone: nowhere to send it.
                         None => {
                             tx.prepare_cached(
                                 "UPDATE webhook_deliveries SET state = 'cancelled', \
@@ -335,19 +267,7 @@ impl WebhookStore for SqliteStore {
                 Ok(out)
             })
             .await?;
-        Ok(raw
-            .into_iter()
-            .map(|mut c| {
-                c.delivery.secret = open_secret(
-                    &self.vault,
-                    c.delivery.account_id,
-                    &c.salt,
-                    &c.cipher,
-                    &c.key_id,
-                );
-                c.delivery
-            })
-            .collect())
+        Ok(raw.into_iter().map(|c| c.open(&self.vault)).collect())
     }
 
     async fn finish_webhook_deliveries(
@@ -404,17 +324,16 @@ impl WebhookStore for SqliteStore {
             c.execute_batch("BEGIN DEFERRED").map_err(map_err)?;
             let result = (|| {
                 let mut s = c
-                    .prepare_cached(
-                        "SELECT id, otp_id, event, otp_status, occurred_at, state, \
-                         next_attempt_at, created_at, finished_at FROM webhook_deliveries \
+                    .prepare_cached(&format!(
+                        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries \
                          WHERE account_id = ?1 AND (?2 IS NULL OR id < ?2) \
-                         ORDER BY id DESC LIMIT ?3",
-                    )
+                         ORDER BY id DESC LIMIT ?3"
+                    ))
                     .map_err(map_err)?;
                 let mut list = collect(
                     s.query_map(
                         params![query.account_id, query.before_id, i64::from(query.limit)],
-                        delivery_from_row,
+                        |r| lift(rows::webhook_delivery(r)),
                     )
                     .map_err(map_err)?,
                 )?;

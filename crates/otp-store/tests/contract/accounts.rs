@@ -49,7 +49,7 @@ crate::contract! {
         };
         assert_eq!(ids(AllOtpsQuery { limit: 10, ..Default::default() }).await, [third, second, first]);
         let number = store.list_all_otps(&AllOtpsQuery { id: Some(first), limit: 1, ..Default::default() })
-            .await.unwrap()[0].phone_number.clone();
+            .await.unwrap()[0].number.display().to_owned();
         assert_eq!(
             ids(AllOtpsQuery { phone_number: Some(number), limit: 10, ..Default::default() }).await,
             [third, first],

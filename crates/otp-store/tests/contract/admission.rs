@@ -2,10 +2,9 @@
 //! limits, decided by `admission::decide` and written by each backend.
 
 use otp_domain::channel::{Channel, OtpOption};
-use otp_domain::code::OtpCode;
 use otp_domain::credits::Cost;
-use otp_domain::message::MessageTemplate;
 use otp_domain::phone::PhoneNumber;
+use otp_store::test_support::sample_otp;
 use otp_store::webhooks::{DeliveryQuery, SetWebhook, WebhookEvent};
 use otp_store::{
     AcceptError, AccountId, IDEMPOTENCY_TTL, IdempotencyKey, LimitKind, Micros, NewApiKey, NewOtp,
@@ -17,25 +16,14 @@ const SECOND: Micros = 1_000_000;
 /// An SMS send of one credit to `number` (the last digit of a Nepali mobile
 /// number), sent now.
 pub(crate) fn sms(account: AccountId, number: u8) -> NewOtp {
-    let now = otp_store::now_micros();
+    let sample = sample_otp(account);
+    let day = sample.created_at.div_euclid(86_400 * SECOND);
     NewOtp {
-        account_id: account,
-        api_key_id: None,
         number: PhoneNumber::parse(&format!("985102321{number}")).unwrap(),
-        template: MessageTemplate::parse("Code {otp}").unwrap(),
-        otp: OtpCode::personnel("482193", Channel::Text).unwrap(),
         otp_option: OtpOption::Generated,
-        channel: Channel::Text,
-        voice: None,
-        length_factor: None,
-        company_name: None,
-        segments: 1,
-        cost: Cost { sms: 1, phone: 0 },
-        created_at: now,
-        expires_at: now + 600 * SECOND,
-        spend_day: now.div_euclid(86_400 * SECOND),
-        spend_day_ends: (now.div_euclid(86_400 * SECOND) + 1) * 86_400 * SECOND,
-        resend_of: None,
+        spend_day: day,
+        spend_day_ends: (day + 1) * 86_400 * SECOND,
+        ..sample
     }
 }
 

@@ -7,7 +7,9 @@ use otp_domain::phone::PhoneNumber;
 use otp_store::conversions::{Counts, Dimension, StatsGroup, StatsQuery};
 use otp_store::{JobOutcome, OtpStatus, Receipt, VerifyOutcome, VerifyRequest};
 
-use crate::{claim_at, finish, sent, text_otp};
+use otp_store::test_support::sample_otp as text_otp;
+
+use crate::{claim_at, finish, sent};
 
 const MINUTE: i64 = 60_000_000;
 

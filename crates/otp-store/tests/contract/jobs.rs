@@ -100,7 +100,7 @@ crate::contract! {
         assert_eq!(otp.status, OtpStatus::Sent);
     }
 
-    async fn a_corrupt_stored_channel_or_status_reads_back_as_an_error(store) {
+    async fn a_corrupt_stored_channel_status_number_or_template_reads_back_as_an_error(store) {
         let (account, job) = claimed_send(&store).await;
         for (column, word) in [("channel", "fax"), ("status", "lost"), ("otp_options", "guessed")] {
             tamper(&store, &format!("UPDATE otps SET {column} = '{word}' WHERE id = {}", job.otp.id)).await;
@@ -111,6 +111,20 @@ crate::contract! {
             let restore = match column { "channel" => "text", "status" => "queued", _ => "personnel" };
             tamper(&store, &format!("UPDATE otps SET {column} = '{restore}' WHERE id = {}", job.otp.id)).await;
         }
+        // A number or template that is not one: the error names the column, not the value.
+        for (column, value, restore) in [
+            ("e164", "9851023212", "+9779851023212"),
+            ("e164", "+977-985", "+9779851023212"),
+            ("template", "Code", "Code {otp}"),
+        ] {
+            tamper(&store, &format!("UPDATE otps SET {column} = '{value}' WHERE id = {}", job.otp.id)).await;
+            let e = store.otp(account, job.otp.id).await.expect_err("a corrupt row is not read as a plausible one");
+            let StoreError::Internal(message) = &e else { panic!("{e:?}") };
+            assert!(message.contains(&format!("otps.{column}")) && !message.contains(value), "{message}");
+            tamper(&store, &format!("UPDATE otps SET {column} = '{restore}' WHERE id = {}", job.otp.id)).await;
+        }
+        let otp = store.otp(account, job.otp.id).await.unwrap().unwrap();
+        assert_eq!((otp.number.display(), otp.message()), ("9851023212", "Code 482193".to_owned()));
         tamper(&store, &format!("UPDATE otps SET channel = 'fax' WHERE id = {}", job.otp.id)).await;
         let e = store
             .finish_jobs(vec![otp_store::JobResult { job_id: job.job_id, otp_id: job.otp.id, outcome: failed(), at: 1 }])

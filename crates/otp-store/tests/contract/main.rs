@@ -31,10 +31,11 @@
 //!   stay, leaving balances and the ledger alone.
 //! - `jobs`: a failed delivery refunds exactly once, a sent one never; a
 //!   retry is claimed again when due and never requeues a finished job; a
-//!   send reported without ids keeps the ids known; a corrupt stored channel
-//!   or status reads back as an error naming it.
-//! - `receipts`: a receipt finds its part by every spelling of its id; a
-//!   part takes one final receipt; a receipt for an id not recorded yet is
+//!   send reported without ids keeps the ids known; a corrupt stored channel,
+//!   status, number or template reads back as an error naming it.
+//! - `receipts`: a receipt finds its part by every spelling of its id (and
+//!   a delivery stamps the OTP's status and delivery time with the
+//!   receipt's); a part takes one final receipt; a receipt for an id not recorded yet is
 //!   held and lands once the part is recorded; a failure refunds once; a
 //!   message of several parts is delivered with its last part; a part whose
 //!   OTP is gone takes its receipt as history only.
@@ -48,7 +49,8 @@ mod retention;
 mod users;
 mod webhooks;
 
-use otp_store::{Claim, ClaimedJob, JobOutcome, JobResult, NewOtp, SharedStore, StoreOptions};
+use otp_store::test_support::{fresh_pg_database, sample_otp};
+use otp_store::{Claim, ClaimedJob, JobOutcome, JobResult, SharedStore, StoreOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -115,31 +117,6 @@ pub async fn tamper(store: &Fresh, sql: &str) {
     }
 }
 
-/// A one-part text OTP for `account` costing one SMS credit, sent now.
-pub fn text_otp(account: i64) -> NewOtp {
-    let now = otp_store::now_micros();
-    NewOtp {
-        account_id: account,
-        api_key_id: None,
-        number: otp_domain::phone::PhoneNumber::parse("9851023212").unwrap(),
-        template: otp_domain::message::MessageTemplate::parse("Your code is {otp}").unwrap(),
-        otp: otp_domain::code::OtpCode::personnel("482193", otp_domain::channel::Channel::Text)
-            .unwrap(),
-        otp_option: otp_domain::channel::OtpOption::Personnel,
-        channel: otp_domain::channel::Channel::Text,
-        voice: None,
-        length_factor: None,
-        company_name: None,
-        segments: 1,
-        cost: otp_domain::credits::Cost { sms: 1, phone: 0 },
-        created_at: now,
-        expires_at: now + 600_000_000,
-        spend_day: 0,
-        spend_day_ends: i64::MAX,
-        resend_of: None,
-    }
-}
-
 /// The text jobs due at `now`, claimed by one node.
 pub async fn claim_at(store: &Fresh, now: i64) -> Vec<ClaimedJob> {
     store
@@ -158,7 +135,7 @@ pub async fn claim_at(store: &Fresh, now: i64) -> Vec<ClaimedJob> {
 /// claimed: (account id, the claimed job).
 pub async fn claimed_send(store: &Fresh) -> (i64, ClaimedJob) {
     let account = store.create_account("acme", 10, 0).await.unwrap();
-    let accepted = store.accept(text_otp(account.id)).await.unwrap();
+    let accepted = store.accept(sample_otp(account.id)).await.unwrap();
     let mut jobs = claim_at(store, otp_store::now_micros()).await;
     assert_eq!(jobs.len(), 1, "the send's job is claimed");
     let job = jobs.pop().unwrap();
@@ -186,45 +163,6 @@ pub async fn sent(store: &Fresh, job: &ClaimedJob, route: &str, ids: &[&str]) {
         message_ids: ids.iter().map(|s| s.to_string()).collect(),
     };
     finish(store, job, outcome).await;
-}
-
-async fn fresh_pg_database() -> String {
-    let admin = std::env::var("OTPGATE_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL for the tests is not reachable at {admin}: {e}. \
-                 Run scripts/test.sh (it starts it) or set OTPGATE_TEST_PG_URL."
-            )
-        });
-    tokio::spawn(conn);
-    let name = format!("otpgate_c_{}", unique());
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("creating a test database");
-    let (server, _) = admin
-        .rsplit_once('/')
-        .expect("OTPGATE_TEST_PG_URL must end with /DATABASE");
-    format!("{server}/{name}")
-}
-
-/// A name no other test of any process takes: the process id, the time and a
-/// counter.
-fn unique() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{}_{nanos}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// Each `async fn NAME(store: Fresh) { ... }` becomes two tests,

@@ -40,11 +40,12 @@ crate::contract! {
             .unwrap();
         assert_eq!(other_route, [Vec::<String>::new()]);
         // The first spelling on record wins.
-        let applied = store.record_receipts(vec![delivered(&["1f", "0000001F"])]).await.unwrap();
+        let rc = delivered(&["1f", "0000001F"]);
+        let at = rc.at;
+        let applied = store.record_receipts(vec![rc]).await.unwrap();
         assert_eq!(applied, [Some(job.otp.id)]);
         let otp = store.otp(account, job.otp.id).await.unwrap().unwrap();
-        assert_eq!(otp.status, OtpStatus::Delivered);
-        assert!(otp.delivered_at.is_some());
+        assert_eq!((otp.status, otp.status_at, otp.delivered_at), (OtpStatus::Delivered, at, Some(at)));
     }
 
     async fn a_final_receipt_is_not_overwritten_by_a_later_one(store) {
@@ -55,6 +56,7 @@ crate::contract! {
         assert_eq!((first, later), (vec![Some(job.otp.id)], vec![None]));
         let otp = store.otp(account, job.otp.id).await.unwrap().unwrap();
         assert_eq!((otp.status, otp.refunded, otp.error_code), (OtpStatus::Delivered, false, None));
+        assert!(otp.delivered_at.is_some(), "a later failure leaves the delivery's time");
         let (events, ids) = store.otp_history(job.otp.id).await.unwrap();
         let after_send: Vec<&str> = events.iter().map(|e| e.status.as_str()).filter(|s| *s != "sent").collect();
         assert_eq!(after_send, ["delivered"]);

@@ -1,11 +1,8 @@
 //! Webhooks: the account's settings, its event deliveries, their claims and
 //! attempts, and the events the store records by itself.
 
-use otp_domain::channel::{Channel, OtpOption};
-use otp_domain::code::OtpCode;
-use otp_domain::credits::Cost;
-use otp_domain::message::MessageTemplate;
 use otp_domain::phone::PhoneNumber;
+use otp_store::test_support::sample_otp;
 use otp_store::webhooks::{
     AttemptOutcome, AttemptResult, ClaimedDelivery, Credits, DeliveryClaim, DeliveryQuery,
     DeliveryState, ExpirySweep, SetWebhook, WebhookDelivery, WebhookEvent,
@@ -20,23 +17,10 @@ pub const SECOND: Micros = 1_000_000;
 /// `created_at` and verifiable for `lives`.
 pub fn send(account_id: AccountId, n: u32, created_at: Micros, lives: Micros) -> NewOtp {
     NewOtp {
-        account_id,
-        api_key_id: None,
         number: PhoneNumber::parse(&format!("98510{n:05}")).unwrap(),
-        template: MessageTemplate::parse("Code {otp}").unwrap(),
-        otp: OtpCode::personnel("482193", Channel::Text).unwrap(),
-        otp_option: OtpOption::Personnel,
-        channel: Channel::Text,
-        voice: None,
-        length_factor: None,
-        company_name: None,
-        segments: 1,
-        cost: Cost { sms: 1, phone: 0 },
         created_at,
         expires_at: created_at + lives,
-        spend_day: 0,
-        spend_day_ends: i64::MAX,
-        resend_of: None,
+        ..sample_otp(account_id)
     }
 }
 

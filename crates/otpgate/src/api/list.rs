@@ -24,7 +24,6 @@ use std::collections::HashMap;
 use utoipa::ToSchema;
 
 use otp_domain::channel::Channel;
-use otp_domain::message::render_masked;
 use otp_domain::phone::PhoneNumber;
 use otp_domain::vault::MASK;
 use otp_store::{ListQuery, Micros, OtpRecord};
@@ -406,13 +405,13 @@ fn base_url(state: &AppState, origin: &Origin) -> String {
 fn item(o: &OtpRecord, state: &AppState) -> OtpItem {
     let tz = &state.tz;
     let (message, otp) = if state.config.hide_codes() {
-        (render_masked(&o.template), MASK.to_owned())
+        (o.template.render_masked(), MASK.to_owned())
     } else {
-        (o.message.clone(), o.otp.clone())
+        (o.message(), o.code.shown().to_owned())
     };
     OtpItem {
         id: o.id,
-        phone_number: o.phone_number.clone(),
+        phone_number: o.number.display().to_owned(),
         message,
         otp,
         otp_options: o.otp_option.as_str().to_owned(),

@@ -31,12 +31,13 @@ use utoipa::ToSchema;
 use otp_domain::channel::{Channel, OtpOption, Voice};
 use otp_domain::code::{OtpCode, OtpLength};
 use otp_domain::credits::{self, Cost};
-use otp_domain::message::{MessageTemplate, render_masked};
-use otp_domain::phone::{NumberType, PhoneNumber};
+use otp_domain::message::MessageTemplate;
+use otp_domain::phone::{E164, NumberType, PhoneNumber};
 use otp_domain::segments::{self, MAX_SEGMENTS, SmsEncoding};
 use otp_domain::vault::MASK;
 use otp_store::{
-    AcceptError, Accepted, IdempotencyKey, LimitKind, NewOtp, ResendOf, ResendQuery, now_micros,
+    AcceptError, Accepted, IdempotencyKey, LimitKind, NewOtp, RecordCode, ResendOf, ResendQuery,
+    now_micros,
 };
 use sha2::{Digest, Sha256};
 
@@ -201,13 +202,19 @@ async fn resend_plan(
             created_after: now - crate::codes::EXPIRY_RANGE.1 * 1_000_000,
         })
         .await?;
-    Ok(head.map(|head| Plan {
-        resend_of: Some(ResendOf {
-            id: head.id,
-            max_attempts: verify.max_attempts,
-        }),
-        expires_at: head.expires_at,
-        code: OtpCode::from_stored(head.otp),
+    // The store gives only a head whose code it could read back.
+    Ok(head.and_then(|head| {
+        let RecordCode::Plain(code) = head.code else {
+            return None;
+        };
+        Some(Plan {
+            resend_of: Some(ResendOf {
+                id: head.id,
+                max_attempts: verify.max_attempts,
+            }),
+            expires_at: head.expires_at,
+            code,
+        })
     }))
 }
 
@@ -253,14 +260,13 @@ pub async fn send_otp(
             state.new_jobs.for_channel(valid.channel).notify_one();
             let sent = Sent {
                 id: accepted.id,
-                number: valid.number.display().to_owned(),
+                number: valid.number.as_e164().clone(),
                 option: valid.option,
                 channel: valid.channel,
                 voice: valid.voice,
                 length_factor: valid.length_factor,
-                template: valid.template.as_str().to_owned(),
-                message: attempt.message,
-                code: attempt.plan.code.as_str().to_owned(),
+                template: valid.template,
+                code: RecordCode::Plain(attempt.plan.code),
                 credits_used: attempt.cost.sms + attempt.cost.phone,
                 segments: attempt.segments,
                 company_name: valid.company_name,
@@ -294,7 +300,6 @@ fn count_send(state: &AppState, channel: &str, outcome: &str) {
 /// rendered text, cost and segments, and the store's answer.
 struct Attempt {
     plan: Plan,
-    message: String,
     cost: Cost,
     segments: u32,
     result: Result<Accepted, AcceptError>,
@@ -373,7 +378,6 @@ async fn accept(
             result => {
                 return Ok(Attempt {
                     plan,
-                    message,
                     cost,
                     segments,
                     result,
@@ -486,15 +490,14 @@ fn rate_limited(
 /// read back from the store for a replay.
 struct Sent {
     id: i64,
-    number: String,
+    number: E164,
     option: OtpOption,
     channel: Channel,
     voice: Option<Voice>,
     length_factor: Option<f64>,
-    template: String,
-    /// The rendered text, with the code.
-    message: String,
-    code: String,
+    template: MessageTemplate,
+    /// The code it sent; masked when a replay finds it purged.
+    code: RecordCode,
     credits_used: i64,
     segments: u32,
     company_name: Option<String>,
@@ -510,12 +513,13 @@ fn send_reply(
     balances: &Accepted,
     shows_code: bool,
 ) -> Envelope<SendData> {
+    let message = sent.code.render(&sent.template);
     let (reply_message, voice_input, length_factor, encoding) = match sent.channel {
         Channel::Text => (
             "OTP Sent Successfully.",
             None,
             None,
-            Some(match segments::analyze(&sent.message).encoding {
+            Some(match segments::analyze(&message).encoding {
                 SmsEncoding::Gsm7 => "gsm7",
                 SmsEncoding::Ucs2 => "ucs2",
             }),
@@ -528,15 +532,15 @@ fn send_reply(
         ),
     };
     let (message, otp) = if shows_code {
-        (sent.message, sent.code)
+        (message, sent.code.shown().to_owned())
     } else {
-        (render_masked(&sent.template), MASK.to_owned())
+        (sent.template.render_masked(), MASK.to_owned())
     };
     Envelope::ok(
         reply_message,
         SendData {
             details: SendDetails {
-                number: sent.number,
+                number: sent.number.display().to_owned(),
                 otp_options: sent.option.as_str().to_owned(),
                 message,
                 otp,
@@ -610,14 +614,13 @@ async fn replay(
         .ok_or_else(|| ApiError::internal("the OTP of an idempotency key is missing"))?;
     let sent = Sent {
         id: otp.id,
-        number: otp.phone_number,
+        number: otp.number,
         option: otp.otp_option,
         channel: otp.channel,
         voice: otp.voice,
         length_factor: otp.length_factor,
         template: otp.template,
-        message: otp.message,
-        code: otp.otp,
+        code: otp.code,
         credits_used: otp.credits_used,
         segments: otp.segments,
         company_name: otp.company_name,

@@ -135,8 +135,8 @@ pub(crate) async fn render_wav(
 ) -> Result<Response, ApiError> {
     let prompt = Prompt {
         voice: valid.voice,
-        template: valid.template.as_str(),
-        code: valid.code.as_str(),
+        template: &valid.template,
+        code: &valid.code,
         length_factor: valid.length_factor,
     };
     match state.voice.render(&prompt).await {

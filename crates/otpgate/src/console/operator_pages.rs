@@ -571,7 +571,7 @@ pub(super) fn otp_log(
                  <td>{channel}</td><td>{chip}</td><td>{at}</td></tr>",
                 id = otp.id,
                 account = otp.account_id,
-                number = esc(&otp.phone_number),
+                number = esc(otp.number.display()),
                 channel = otp.channel.as_str(),
                 chip = chip(otp.status.as_str()),
                 at = esc(&rfc3339(otp.created_at, tz)),

@@ -289,7 +289,7 @@ pub(super) fn otp_log(
                  <td>{channel}</td><td>{chip}</td><td>{at}</td></tr>",
                 id = otp.id,
                 seq = otp.account_seq,
-                number = esc(&otp.phone_number),
+                number = esc(otp.number.display()),
                 channel = otp.channel.as_str(),
                 chip = chip(otp.status.as_str()),
                 at = esc(&rfc3339(otp.created_at, tz)),
@@ -360,7 +360,7 @@ pub(super) fn otp_details(
          <div><dt>Code</dt><dd>hidden</dd></div>\
          <div><dt>Credits</dt><dd>{credits}</dd></div>\
          <div><dt>Route</dt><dd>{route}</dd></div></dl>",
-        number = esc(&otp.phone_number),
+        number = esc(otp.number.display()),
         channel = otp.channel.as_str(),
         chip = chip(otp.status.as_str()),
         credits = otp.credits_used,

@@ -23,6 +23,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
+use otp_domain::{Channel, phone::E164};
 use otp_store::now_micros;
 use otp_store::webhooks::{
     ClaimedDelivery, DeliveryQuery, EventOtp, SetWebhook, Webhook, WebhookEvent,
@@ -173,6 +174,9 @@ async fn test_event(State(state): State<AppState>, headers: HeaderMap, body: Byt
     render(&state, &console, StatusCode::OK, shown).await
 }
 
+/// The number a test event names.
+const TEST_EVENT_NUMBER: &str = "+9990000000";
+
 /// A `test` event about no OTP (`otp_id` 0), as a delivery to attempt once.
 fn test_delivery(hook: &Webhook) -> ClaimedDelivery {
     let now = now_micros();
@@ -189,8 +193,10 @@ fn test_delivery(hook: &Webhook) -> ClaimedDelivery {
         otp: EventOtp {
             id: 0,
             account_seq: 0,
-            phone_number: String::new(),
-            channel: "text".into(),
+            // About no phone: a number in country code 999, which no
+            // country has (ITU reserves it).
+            number: E164::parse(TEST_EVENT_NUMBER).expect("an E.164 shape"),
+            channel: Channel::Text,
             created_at: now,
             expires_at: now,
             error_code: None,

@@ -155,8 +155,8 @@ impl Driver for LogDriver {
             "job_id": job.job_id,
             "attempt": job.attempts,
             "channel": otp.channel.as_str(),
-            "to": otp.e164,
-            "message": otp.message,
+            "to": otp.number.as_str(),
+            "message": otp.message(),
             "segments": otp.segments,
         });
         if let Some(v) = otp.voice {

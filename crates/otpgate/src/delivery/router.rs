@@ -281,7 +281,7 @@ impl Driver for Router {
         let candidates: Vec<&Arc<Route>> = table
             .routes
             .iter()
-            .filter(|r| r.serves(&job.otp.e164))
+            .filter(|r| r.serves(job.otp.number.as_str()))
             .collect();
         if candidates.is_empty() {
             return DeliveryOutcome::Failed {

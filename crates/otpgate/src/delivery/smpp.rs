@@ -650,11 +650,14 @@ impl SmppDriver {
 
     /// The submit_sm PDUs for one message.
     fn submits(&self, job: &ClaimedJob) -> Result<Vec<SubmitSm>, String> {
-        let parts = segments::split(&job.otp.message);
+        let parts = segments::split(&job.otp.message());
         let ucs2 = parts.first().map(|p| p.encoding) == Some(SmsEncoding::Ucs2);
-        let template =
-            self.settings
-                .template(&job.otp.e164, ucs2, job.otp.expires_at, now_micros())?;
+        let template = self.settings.template(
+            job.otp.number.as_str(),
+            ucs2,
+            job.otp.expires_at,
+            now_micros(),
+        )?;
         let bytes: Vec<Bytes> = parts.into_iter().map(|p| Bytes::from(p.bytes)).collect();
         let reference = self.reference.fetch_add(1, Ordering::Relaxed);
         let method = self

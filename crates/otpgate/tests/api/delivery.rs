@@ -3,12 +3,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use otp_domain::channel::{Channel, OtpOption};
-use otp_domain::code::OtpCode;
-use otp_domain::credits::Cost;
-use otp_domain::message::MessageTemplate;
-use otp_domain::phone::PhoneNumber;
-use otp_store::{Claim, ClaimedJob, NewOtp, OtpStatus, SharedStore, StoreOptions, now_micros};
+use otp_domain::channel::Channel;
+use otp_store::test_support::sample_otp;
+use otp_store::{Claim, ClaimedJob, OtpStatus, SharedStore, StoreOptions, now_micros};
 use otpgate::delivery::{Deliveries, DeliveryOutcome, Driver, Policy};
 use otpgate::metrics::Metrics;
 use otpgate::outbox::{Step, Worker};
@@ -83,28 +80,6 @@ pub(crate) async fn bare_store(backend: Backend) -> (SharedStore, tempfile::Temp
     (store, dir, account.id)
 }
 
-pub(crate) fn new_otp(account: i64) -> NewOtp {
-    NewOtp {
-        account_id: account,
-        api_key_id: None,
-        number: PhoneNumber::parse("9851023212").unwrap(),
-        template: MessageTemplate::parse("Code {otp}").unwrap(),
-        otp: OtpCode::from_stored("123456".into()),
-        otp_option: OtpOption::Generated,
-        channel: Channel::Text,
-        voice: None,
-        length_factor: None,
-        company_name: None,
-        segments: 1,
-        cost: Cost { sms: 1, phone: 0 },
-        created_at: now_micros(),
-        expires_at: now_micros() + 600_000_000,
-        spend_day: 0,
-        spend_day_ends: i64::MAX,
-        resend_of: None,
-    }
-}
-
 fn policy(give_up_after_seconds: u64) -> Policy {
     Policy {
         lease: Duration::from_secs(60),
@@ -137,7 +112,7 @@ async fn deliver_due(store: &SharedStore, driver: &Arc<Scripted>, policy: Policy
 
 async fn transient_failures_retry_then_fail(backend: Backend) {
     let (store, _dir, account) = bare_store(backend).await;
-    let id = store.accept(new_otp(account)).await.unwrap().id;
+    let id = store.accept(sample_otp(account)).await.unwrap().id;
     let driver = Scripted::new(DeliveryOutcome::Retry {
         error: "smsc busy".into(),
     });
@@ -151,7 +126,7 @@ async fn transient_failures_retry_then_fail(backend: Backend) {
 
     // A code accepted longer ago than the give-up horizon is not retried: it
     // fails, and its credit comes back.
-    let mut old = new_otp(account);
+    let mut old = sample_otp(account);
     old.created_at = now_micros() - 700_000_000;
     let old_id = store.accept(old).await.unwrap().id;
     let before = store.account(account).await.unwrap().unwrap().sms_credits;
@@ -185,7 +160,7 @@ async fn transient_failures_retry_then_fail(backend: Backend) {
 
 async fn permanent_failures_stop_at_once(backend: Backend) {
     let (store, _dir, account) = bare_store(backend).await;
-    let id = store.accept(new_otp(account)).await.unwrap().id;
+    let id = store.accept(sample_otp(account)).await.unwrap().id;
     let driver = Scripted::new(DeliveryOutcome::Failed {
         error: "invalid destination".into(),
     });
@@ -213,7 +188,7 @@ async fn a_worker_step_claims_no_more_jobs_than_free_slots_and_records_each_outc
     let (store, _dir, account) = bare_store(backend).await;
     let mut ids = Vec::new();
     for _ in 0..6 {
-        ids.push(store.accept(new_otp(account)).await.unwrap().id);
+        ids.push(store.accept(sample_otp(account)).await.unwrap().id);
     }
     let driver = Scripted::new(Scripted::sent());
     let mut worker = worker(&store, driver.clone(), policy(60));
@@ -266,7 +241,7 @@ async fn unclaimed(store: &SharedStore) -> usize {
 
 async fn a_worker_started_after_the_stop_claims_nothing_and_returns(backend: Backend) {
     let (store, _dir, account) = bare_store(backend).await;
-    let id = store.accept(new_otp(account)).await.unwrap().id;
+    let id = store.accept(sample_otp(account)).await.unwrap().id;
     let driver = Scripted::new(Scripted::sent());
     let stop = CancellationToken::new();
     stop.cancel();
@@ -283,7 +258,7 @@ async fn a_worker_started_after_the_stop_claims_nothing_and_returns(backend: Bac
 
 async fn a_stopped_worker_finishes_and_records_the_deliveries_in_flight(backend: Backend) {
     let (store, _dir, account) = bare_store(backend).await;
-    let id = store.accept(new_otp(account)).await.unwrap().id;
+    let id = store.accept(sample_otp(account)).await.unwrap().id;
     let driver = Arc::new(Scripted {
         outcome: Scripted::sent(),
         delay: Duration::from_millis(300),
@@ -310,7 +285,7 @@ async fn a_stopped_worker_finishes_and_records_the_deliveries_in_flight(backend:
 
 async fn a_dead_nodes_lease_runs_out_and_its_job_is_taken_again(backend: Backend) {
     let (store, _dir, account) = bare_store(backend).await;
-    store.accept(new_otp(account)).await.unwrap();
+    store.accept(sample_otp(account)).await.unwrap();
     let now = now_micros();
     let first = store
         .claim_jobs(Claim {
@@ -366,7 +341,7 @@ async fn concurrent_claimers_never_share_a_job(backend: Backend) {
     let accepts: Vec<_> = (0..200)
         .map(|_| {
             let s = store.clone();
-            tokio::spawn(async move { s.accept(new_otp(account)).await.unwrap() })
+            tokio::spawn(async move { s.accept(sample_otp(account)).await.unwrap() })
         })
         .collect();
     for a in accepts {
@@ -417,7 +392,7 @@ pub(crate) async fn sent_in_parts(
     parts: usize,
     route: &str,
 ) -> i64 {
-    let id = store.accept(new_otp(account)).await.unwrap().id;
+    let id = store.accept(sample_otp(account)).await.unwrap().id;
     let now = now_micros();
     let jobs = store
         .claim_jobs(otp_store::Claim {
@@ -499,8 +474,8 @@ async fn a_batch_where_the_carrier_gave_one_id_twice_is_recorded_and_the_later_s
     backend: Backend,
 ) {
     let (store, _dir, account) = bare_store(backend).await;
-    let first = store.accept(new_otp(account)).await.unwrap().id;
-    let second = store.accept(new_otp(account)).await.unwrap().id;
+    let first = store.accept(sample_otp(account)).await.unwrap().id;
+    let second = store.accept(sample_otp(account)).await.unwrap().id;
     let now = now_micros();
     let jobs = store
         .claim_jobs(Claim {

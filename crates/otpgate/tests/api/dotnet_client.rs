@@ -207,10 +207,10 @@ for_each_backend! {
         assert_eq!(d["message"], NEPALI.replace("{otp}", code));
         // The stored OTP: the number parsed from 977 + 10 digits, the text unescaped.
         let stored = app.store.otp(app.account_id, d["id"].as_i64().unwrap()).await.unwrap().unwrap();
-        assert_eq!(stored.phone_number, "9851023212");
-        assert_eq!(stored.e164, "+9779851023212");
-        assert_eq!(stored.template, NEPALI);
-        assert_eq!(stored.otp, code);
+        assert_eq!(stored.number.display(), "9851023212");
+        assert_eq!(stored.number.as_str(), "+9779851023212");
+        assert_eq!(stored.template.as_str(), NEPALI);
+        assert_eq!(stored.code.shown(), code);
         assert_eq!(stored.otp_option.as_str(), "generated");
         assert_eq!(stored.channel.as_str(), "text");
         assert_eq!(stored.credits_used, 1);
@@ -228,8 +228,8 @@ for_each_backend! {
         assert_eq!(d["otp_options"], "generated");
         assert_eq!(d["message"], format!("Code: {code} \u{2014} don't share it"));
         let stored = app.store.otp(app.account_id, d["id"].as_i64().unwrap()).await.unwrap().unwrap();
-        assert_eq!(stored.e164, "+9779861489014");
-        assert_eq!(stored.template, "Code: {otp} \u{2014} don't share it");
+        assert_eq!(stored.number.as_str(), "+9779861489014");
+        assert_eq!(stored.template.as_str(), "Code: {otp} \u{2014} don't share it");
         assert_eq!(stored.voice, None);
     }
 

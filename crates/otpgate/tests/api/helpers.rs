@@ -18,43 +18,7 @@ pub enum Backend {
     Postgres,
 }
 
-/// Where the PostgreSQL server for tests is; CI and the README's test command
-/// start it. A test that cannot reach it fails, it never skips.
-pub fn pg_admin_url() -> String {
-    std::env::var("OTPGATE_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// Creates an empty database and returns its URL.
-pub async fn fresh_pg_database() -> String {
-    let admin = pg_admin_url();
-    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL for the tests is not reachable at {admin}: {e}. \
-                 Run scripts/test.sh (it starts it) or set OTPGATE_TEST_PG_URL."
-            )
-        });
-    tokio::spawn(conn);
-    let name = format!("otpgate_t_{}", random_suffix());
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("creating a test database");
-    match admin.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{name}"),
-        None => panic!("OTPGATE_TEST_PG_URL must end with /DATABASE"),
-    }
-}
-
-pub fn random_suffix() -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (0..12)
-        .map(|_| (b'a' + rng.random_range(0..26u8)) as char)
-        .collect()
-}
+pub use otp_store::test_support::{fresh_pg_database, pg_admin_url};
 
 pub struct TestApp {
     pub backend: Backend,

@@ -107,9 +107,9 @@ for_each_backend! {
         assert_eq!(d["remaining_phone_credits"], 10);
         // What was stored is what the client sent, unescaped.
         let stored = app.store.otp(app.account_id, d["id"].as_i64().unwrap()).await.unwrap().unwrap();
-        assert_eq!(stored.template, NEPALI);
-        assert_eq!(stored.otp, code);
-        assert_eq!(stored.e164, "+9779851023212");
+        assert_eq!(stored.template.as_str(), NEPALI);
+        assert_eq!(stored.code.shown(), code);
+        assert_eq!(stored.number.as_str(), "+9779851023212");
     }
 
     async fn pypi_post_data_sends_a_personnel_voice_code(app, _mode) {

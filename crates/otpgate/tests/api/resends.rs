@@ -4,9 +4,7 @@
 //! the number or by either `id`, once; the attempts are counted across them.
 
 use otp_domain::channel::{Channel, OtpOption};
-use otp_domain::code::OtpCode;
 use otp_domain::credits::Cost;
-use otp_domain::message::MessageTemplate;
 use otp_domain::phone::PhoneNumber;
 use otp_store::{AcceptError, NewOtp, ResendOf, ResendQuery, now_micros};
 use serde_json::{Value, json};
@@ -314,12 +312,12 @@ for_each_backend! {
         let head = app.store.resend_head(ResendQuery {
             account_id: app.account_id,
             api_key_id: key_row,
-            e164: record.e164.clone(),
+            e164: record.number.as_str().to_owned(),
             max_attempts: 5,
             now: now_micros(),
             created_after: 0,
         }).await.unwrap().expect("the live first send");
-        assert_eq!((head.id, head.otp.as_str()), (first_id, code_of(&first).as_str()));
+        assert_eq!((head.id, head.code.shown()), (first_id, code_of(&first).as_str()));
         // Verified between the lookup and the accepting transaction.
         let (status, _) = verify(&app, &json!({"id": first_id, "otp": code_of(&first)})).await;
         assert_eq!(status, 200);
@@ -328,9 +326,9 @@ for_each_backend! {
         let resend = NewOtp {
             account_id: app.account_id,
             api_key_id: Some(key_row),
-            number: PhoneNumber::parse(&record.e164).unwrap(),
-            template: MessageTemplate::parse(&record.template).unwrap(),
-            otp: OtpCode::from_stored(head.otp.clone()),
+            number: PhoneNumber::parse(record.number.as_str()).unwrap(),
+            template: record.template.clone(),
+            otp: head.code.plain().unwrap().clone(),
             otp_option: OtpOption::Generated,
             channel: Channel::Text,
             voice: None,

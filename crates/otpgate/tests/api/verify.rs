@@ -617,13 +617,10 @@ async fn production_mode_without_secrets_refuses_to_start() {
 /// A code whose key is no longer configured is never delivered masked: its job
 /// fails (and is refunded) when claimed.
 async fn a_code_that_cannot_be_read_back_is_not_delivered(backend: Backend) {
-    use otp_domain::channel::{Channel, OtpOption};
-    use otp_domain::code::OtpCode;
-    use otp_domain::credits::Cost;
-    use otp_domain::message::MessageTemplate;
-    use otp_domain::phone::PhoneNumber;
+    use otp_domain::channel::Channel;
     use otp_domain::vault::CodeVault;
-    use otp_store::{Claim, NewOtp, StoreOptions};
+    use otp_store::test_support::sample_otp;
+    use otp_store::{Claim, StoreOptions};
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
@@ -632,30 +629,8 @@ async fn a_code_that_cannot_be_read_back_is_not_delivered(backend: Backend) {
         .await
         .unwrap();
     let account = old.create_account("acme", 10, 0).await.unwrap().id;
+    let id = old.accept(sample_otp(account)).await.unwrap().id;
     let now = now_micros();
-    let id = old
-        .accept(NewOtp {
-            account_id: account,
-            api_key_id: None,
-            number: PhoneNumber::parse(NUMBER).unwrap(),
-            template: MessageTemplate::parse("Code {otp}").unwrap(),
-            otp: OtpCode::personnel("482193", Channel::Text).unwrap(),
-            otp_option: OtpOption::Personnel,
-            channel: Channel::Text,
-            voice: None,
-            length_factor: None,
-            company_name: None,
-            segments: 1,
-            cost: Cost { sms: 1, phone: 0 },
-            created_at: now,
-            expires_at: now + 600_000_000,
-            spend_day: 0,
-            spend_day_ends: i64::MAX,
-            resend_of: None,
-        })
-        .await
-        .unwrap()
-        .id;
     // The same database under other keys (the old key was removed).
     let options = StoreOptions {
         vault: Arc::new(CodeVault::ephemeral()),
@@ -675,8 +650,8 @@ async fn a_code_that_cannot_be_read_back_is_not_delivered(backend: Backend) {
     assert!(jobs.is_empty(), "nothing is handed to a driver");
     let otp = store.otp(account, id).await.unwrap().unwrap();
     assert_eq!(otp.status, OtpStatus::Failed);
-    assert_eq!(otp.otp, "******");
-    assert_eq!(otp.message, "Code ******");
+    assert_eq!(otp.code, otp_store::RecordCode::Masked);
+    assert_eq!(otp.message(), "Code ******");
     assert!(otp.refunded);
     assert_eq!(
         store.account(account).await.unwrap().unwrap().sms_credits,

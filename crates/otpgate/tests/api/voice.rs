@@ -271,7 +271,14 @@ async fn the_log_driver_writes_the_prompt_a_call_would_play() {
     let direct = engine
         .render(&RenderRequest {
             voice: "np_binod".into(),
-            text: SpeechText::from_template(message, "{otp}", "4821", 2).unwrap(),
+            text: SpeechText::with_code(
+                otp_domain::message::MessageTemplate::parse(message)
+                    .unwrap()
+                    .parts(),
+                "4821",
+                2,
+            )
+            .unwrap(),
             length_factor: LengthFactor::new(1.25).unwrap(),
         })
         .await

@@ -98,7 +98,8 @@ impl Driver for AakashDriver {
 
     async fn deliver(&self, job: &ClaimedJob) -> DeliveryOutcome {
         let otp = &job.otp;
-        let Some(to) = super::nepali_national(&otp.e164) else {
+        let message = otp.message();
+        let Some(to) = super::nepali_national(otp.number.as_str()) else {
             return DeliveryOutcome::Failed {
                 error: "Aakash SMS delivers to Nepali numbers only".to_owned(),
             };
@@ -106,12 +107,12 @@ impl Driver for AakashDriver {
         let form = [
             ("auth_token", self.token.expose().as_str()),
             ("to", to),
-            ("text", otp.message.as_str()),
+            ("text", message.as_str()),
         ];
         let request = self.upstream.client.post(self.endpoint.clone()).form(&form);
         match self.upstream.send(request).await {
             Ok(reply) => {
-                let secrets = [self.token.expose().as_str(), &otp.message, &otp.otp];
+                let secrets = [self.token.expose().as_str(), &message, otp.code.shown()];
                 outcome(reply.status, &reply.body, &secrets)
             }
             Err(outcome) => outcome,

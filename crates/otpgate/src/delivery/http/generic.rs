@@ -519,16 +519,17 @@ impl Driver for GenericHttpDriver {
 
     async fn deliver(&self, job: &ClaimedJob) -> DeliveryOutcome {
         let otp = &job.otp;
+        let message = otp.message();
         let to_national = if self.uses(Placeholder::ToNational) {
-            national(&otp.e164)
+            national(otp.number.as_str())
         } else {
             String::new()
         };
         let otp_id = otp.id.to_string();
         let values = Values {
-            to: &otp.e164,
+            to: otp.number.as_str(),
             to_national: &to_national,
-            text: &otp.message,
+            text: &message,
             sender: &self.sender,
             otp_id: &otp_id,
         };
@@ -546,7 +547,7 @@ impl Driver for GenericHttpDriver {
             request = request.body(template.render(&values, kind.escape()));
         }
         match self.upstream.send(request).await {
-            Ok(reply) => self.outcome(reply.status, &reply.body, &[&otp.message, &otp.otp]),
+            Ok(reply) => self.outcome(reply.status, &reply.body, &[&message, otp.code.shown()]),
             Err(outcome) => outcome,
         }
     }

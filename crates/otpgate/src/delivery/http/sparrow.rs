@@ -104,7 +104,8 @@ impl Driver for SparrowDriver {
 
     async fn deliver(&self, job: &ClaimedJob) -> DeliveryOutcome {
         let otp = &job.otp;
-        let Some(to) = super::nepali_national(&otp.e164) else {
+        let message = otp.message();
+        let Some(to) = super::nepali_national(otp.number.as_str()) else {
             return DeliveryOutcome::Failed {
                 error: "Sparrow SMS delivers to Nepali numbers only".to_owned(),
             };
@@ -113,7 +114,7 @@ impl Driver for SparrowDriver {
             ("token", self.token.expose().as_str()),
             ("from", self.sender.as_str()),
             ("to", to),
-            ("text", otp.message.as_str()),
+            ("text", message.as_str()),
         ];
         let request = self.upstream.client.post(self.endpoint.clone()).form(&form);
         match self.upstream.send(request).await {

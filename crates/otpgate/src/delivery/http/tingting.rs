@@ -89,11 +89,11 @@ impl TingTingDriver {
 pub fn request_body(job: &ClaimedJob) -> Value {
     let otp = &job.otp;
     let mut body = json!({
-        "number": otp.phone_number,
-        "message": otp.template,
+        "number": otp.number.display(),
+        "message": otp.template.as_str(),
         "sms_send_options": otp.channel.as_str(),
         "otp_options": "personnel",
-        "otp": otp.otp,
+        "otp": otp.code.shown(),
     });
     if otp.channel == Channel::Voice {
         if let Some(voice) = otp.voice {
@@ -125,6 +125,7 @@ impl Driver for TingTingDriver {
             Ok(reply) => reply,
             Err(outcome) => return outcome,
         };
+        let message = job.otp.message();
         if super::is_success(reply.status) {
             let rendered = serde_json::from_slice::<Value>(&reply.body)
                 .ok()
@@ -132,7 +133,7 @@ impl Driver for TingTingDriver {
             if rendered
                 .as_ref()
                 .and_then(Value::as_str)
-                .is_some_and(|m| m != job.otp.message)
+                .is_some_and(|m| m != message)
             {
                 // The recipient gets a text that differs from the one charged for
                 // here; worth a look, though the code itself did go out.
@@ -145,7 +146,7 @@ impl Driver for TingTingDriver {
         outcome(
             reply.status,
             &reply.body,
-            &[self.token.expose(), &job.otp.message, &job.otp.otp],
+            &[self.token.expose(), &message, job.otp.code.shown()],
         )
     }
 }

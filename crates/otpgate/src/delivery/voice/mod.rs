@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use otp_domain::channel::Voice;
-use otp_domain::message::{PLACEHOLDER, through_first_code};
+use otp_domain::code::OtpCode;
+use otp_domain::message::MessageTemplate;
 use otp_store::OtpRecord;
 use tts::{
     Audio, CachedEngine, EspeakConfig, EspeakEngine, LengthFactor, PromptError, RenderRequest,
@@ -32,19 +33,20 @@ use settings::VoiceConfig;
 pub struct Prompt<'a> {
     pub voice: Voice,
     /// The message with `{otp}` where the code goes.
-    pub template: &'a str,
+    pub template: &'a MessageTemplate,
     /// The code, ASCII digits.
-    pub code: &'a str,
+    pub code: &'a OtpCode,
     pub length_factor: f64,
 }
 
 impl<'a> Prompt<'a> {
-    /// The prompt of a voice OTP; `None` for a text OTP.
+    /// The prompt of a voice OTP; `None` for a text OTP, or one whose code is
+    /// masked (a claim never hands those out).
     pub fn of(otp: &'a OtpRecord) -> Option<Prompt<'a>> {
         Some(Prompt {
             voice: otp.voice?,
             template: &otp.template,
-            code: &otp.otp,
+            code: otp.code.plain()?,
             length_factor: otp.length_factor.unwrap_or(1.0),
         })
     }
@@ -54,7 +56,7 @@ impl<'a> Prompt<'a> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RenderError {
-    /// The template or code cannot become speech (no `{otp}`, a non-digit code):
+    /// The code cannot become speech (a non-digit one, or one too long):
     /// no retry or configuration change helps.
     #[error("the prompt cannot be spoken: {0}")]
     Prompt(#[from] PromptError),
@@ -145,7 +147,8 @@ impl Prompter {
     /// The audio a call plays for `prompt`: the message, with the code read digit
     /// by digit `voice.repeat` times, in the prompt's voice and length factor.
     pub async fn render(&self, prompt: &Prompt<'_>) -> Result<Audio, RenderError> {
-        self.render_text(prompt, prompt.template, self.repeat).await
+        self.render_text(prompt, prompt.template.parts(), self.repeat)
+            .await
     }
 
     /// How far into [`Prompter::render`]'s audio the code has been read out once in
@@ -153,18 +156,20 @@ impl Prompter {
     /// A callee who hangs up after this point has heard the code.
     pub async fn first_reading_ends(&self, prompt: &Prompt<'_>) -> Result<Duration, RenderError> {
         let head = self
-            .render_text(prompt, through_first_code(prompt.template), 1)
+            .render_text(prompt, prompt.template.first_reading(), 1)
             .await?;
         Ok(head.duration())
     }
 
-    async fn render_text(
+    /// The speech of `parts` ([`MessageTemplate::parts`] or its first
+    /// reading) with the prompt's code between each two.
+    async fn render_text<'p>(
         &self,
         prompt: &Prompt<'_>,
-        template: &str,
+        parts: impl IntoIterator<Item = &'p str>,
         repeat: u32,
     ) -> Result<Audio, RenderError> {
-        let text = SpeechText::from_template(template, PLACEHOLDER, prompt.code, repeat)?;
+        let text = SpeechText::with_code(parts, prompt.code.as_str(), repeat)?;
         let request = RenderRequest {
             voice: prompt.voice.as_str().to_owned(),
             text,
@@ -291,16 +296,21 @@ mod tests {
             ..VoiceConfig::default()
         };
         let prompter = Prompter::new(&config).unwrap();
+        let template = MessageTemplate::parse("code {otp}").unwrap();
+        let (code, bad_code) = (
+            OtpCode::from_stored("1234".into()),
+            OtpCode::from_stored("12a4".into()),
+        );
         let prompt = Prompt {
             voice: Voice::NpRija,
-            template: "code {otp}",
-            code: "1234",
+            template: &template,
+            code: &code,
             length_factor: 1.0,
         };
         let err = prompter.render(&prompt).await.unwrap_err();
         assert!(err.is_engine_missing() && err.is_transient(), "{err}");
         let bad = Prompt {
-            code: "12a4",
+            code: &bad_code,
             ..prompt
         };
         let err = prompter.render(&bad).await.unwrap_err();

@@ -214,7 +214,7 @@ impl SipDriver {
                 error: "not a voice OTP".into(),
             };
         };
-        let to = match self.target(&otp.e164) {
+        let to = match self.target(otp.number.as_str()) {
             Ok(to) => to,
             Err(e) => {
                 return DeliveryOutcome::Failed {
