@@ -72,6 +72,7 @@ else
   db="sqlite://$work/bench.db"
 fi
 key=$("$bin" accounts create bench --sms-credits 1000000000 --phone-credits 0 --json --database-url "$db" \
+    2> "$work/create.err" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
 # Every send goes to one number from one key: per-number, per-account and
 # per-key limits off for the benchmark.
@@ -122,12 +123,27 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
 print(total / hz)
 '
 }
+# CPU seconds a process has used so far (user and system).
+cpu_of() {
+  python3 -c '
+import os, sys
+stat = open(f"/proc/{sys.argv[1]}/stat").read()
+rest = stat[stat.rindex(")") + 2:].split()
+print((int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK"))
+' "$1"
+}
+# Microseconds of CPU per request: CPU seconds before, after, and requests.
+per_request() {
+  python3 -c 'import sys; b, a, n = map(float, sys.argv[1:]); print(f"{(a - b) / n * 1e6:.0f}")' "$@"
+}
+requests_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["statusCodeDistribution"].get("200", 0))' "$1"; }
 rss() { awk '/VmHWM/{print $2/1024 " MiB"}' "/proc/$1/status"; }
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(date -u +%FT%TZ); store $store, $nodes node(s)"
 echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== 1. maximum send rate, 64 connections per node, ${duration}s"
 cpu_before=$([ "$store" = postgres ] && pg_cpu || echo 0)
+node_cpu_before=$(cpu_of "$server")
 loads=()
 for n in $(seq 1 "$nodes"); do
   oha_json -z "${duration}s" -c 64 -m POST -H "Authorization: Bearer $key" -T application/json -d "$body" \
@@ -136,11 +152,14 @@ for n in $(seq 1 "$nodes"); do
 done
 for pid in "${loads[@]}"; do wait "$pid"; done
 cpu_after=$([ "$store" = postgres ] && pg_cpu || echo 0)
+node_cpu_after=$(cpu_of "$server")
 for n in $(seq 1 "$nodes"); do
   summary "max sends, node $n" "$work/rate-$n" < "$work/max-$n.json"
 done
 otpgate_rate=$(cat "$work"/rate-* | python3 -c 'import sys; print(sum(float(l) for l in sys.stdin))')
 printf 'otpgate, all nodes: %.0f sends/s\n' "$otpgate_rate"
+otpgate_us=$(per_request "$node_cpu_before" "$node_cpu_after" "$(requests_of "$work/max-1.json")")
+echo "otpgate CPU per accepted send (node 1): $otpgate_us us"
 if [ "$store" = postgres ]; then
   python3 -c 'import sys; b, a, d = map(float, sys.argv[1:]); print(f"PostgreSQL CPU over the stage: {(a - b) / d:.2f} cores")' \
     "$cpu_before" "$cpu_after" "$duration"
@@ -154,8 +173,13 @@ for _ in $(seq 1 50); do
   [ "$code" = 200 ] && break
   sleep 0.2
 done
+yard_cpu_before=$(cpu_of "$yard")
 oha_json -z "${duration}s" -c 64 -m POST -H "Authorization: Bearer $key" -T application/json -d "$body" \
-  "http://127.0.0.1:18090$path" | summary "yardstick (bare axum, same body and reply shape)" "$work/yardstick-rate"
+  "http://127.0.0.1:18090$path" > "$work/yardstick.json"
+yard_cpu_after=$(cpu_of "$yard")
+summary "yardstick (bare axum, same body and reply shape)" "$work/yardstick-rate" < "$work/yardstick.json"
+yard_us=$(per_request "$yard_cpu_before" "$yard_cpu_after" "$(requests_of "$work/yardstick.json")")
+echo "yardstick CPU per request: $yard_us us; CPU ratio yardstick / otpgate: $(python3 -c "print(f'{$yard_us / $otpgate_us:.3f}')")"
 kill "$yard"
 python3 -c 'import sys; o, y = map(float, sys.argv[1:]); print(f"ratio otpgate / yardstick: {o / y:.3f} (target >= 0.3, and >= 20,000 sends/s)")' \
   "$otpgate_rate" "$(cat "$work/yardstick-rate")"
