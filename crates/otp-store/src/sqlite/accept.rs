@@ -202,153 +202,31 @@ fn load(
     Ok(loaded)
 }
 
-/// Most rows per multi-row INSERT. A batch's OTPs, jobs and ledger rows are
-/// written in statements of 32, 16, 8, 4, 2 and 1 rows (the largest that
-/// fit, greedily), so each table has at most six statements, each prepared
-/// once and cached, whatever the batch's size.
-const ROWS_PER_INSERT: usize = 32;
-
-/// The SQL of an INSERT of `rows` rows of `row` into `head`.
-fn multi_insert(head: &str, row: &str, rows: usize) -> String {
-    let mut sql = String::with_capacity(head.len() + rows * (row.len() + 2));
-    sql.push_str(head);
-    for i in 0..rows {
-        sql.push_str(if i == 0 { " VALUES " } else { ", " });
-        sql.push_str(row);
-    }
-    sql
-}
-
-/// Runs an INSERT (`head`, then `row` once per row) over `items` in
-/// statements of at most [`ROWS_PER_INSERT`] rows; `bind` binds one item's
-/// row from a parameter on and returns the next parameter.
-fn insert_rows<T>(
-    tx: &Transaction<'_>,
-    (head, row): (&str, &str),
-    items: &[T],
-    bind: impl Fn(&mut rusqlite::Statement<'_>, usize, &T) -> rusqlite::Result<usize>,
-) -> Result<(), StoreError> {
-    let mut left = items;
-    while !left.is_empty() {
-        let rows = ROWS_PER_INSERT.min(1 << left.len().ilog2());
-        let (chunk, rest) = left.split_at(rows);
-        left = rest;
-        let mut stmt = tx
-            .prepare_cached(&multi_insert(head, row, rows))
-            .map_err(map_err)?;
-        let mut at = 1;
-        for item in chunk {
-            at = bind(&mut stmt, at, item).map_err(map_err)?;
-        }
-        stmt.raw_execute().map_err(map_err)?;
-    }
-    Ok(())
-}
-
-/// Binds `values` from parameter `at` on; returns the next parameter.
-fn bind_all(
-    stmt: &mut rusqlite::Statement<'_>,
-    at: usize,
-    values: &[&dyn rusqlite::ToSql],
-) -> rusqlite::Result<usize> {
-    for (i, v) in values.iter().enumerate() {
-        stmt.raw_bind_parameter(at + i, v)?;
-    }
-    Ok(at + values.len())
-}
-
-const OTP_INSERT: (&str, &str) = (
-    "INSERT INTO otps (id, account_id, account_seq, api_key_id, phone_number, e164, template, \
-     message, otp_options, channel, voice_input, length_factor, company_name, \
-     segments, credits_used, status, status_at, created_at, code_salt, otp_hash, otp_cipher, \
-     key_id, expires_at, resend_of, verify_attempts)",
-    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-);
-const JOB_INSERT: (&str, &str) = (
-    "INSERT INTO delivery_jobs (otp_id, channel, state, next_attempt_at, updated_at)",
-    "(?, ?, 'queued', ?, ?)",
-);
-const LEDGER_INSERT: (&str, &str) = (
-    "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, otp_id, created_at)",
-    "(?, 'debit', ?, ?, ?, ?)",
-);
-
 /// Writes the plan's inserts in its order and the rows it changed; returns
-/// the ids of the new OTP rows, one per insert. The ids are given, not left
-/// to SQLite: this connection is the only writer and holds the write lock,
-/// so the next free id is one past the largest, as SQLite would pick it.
+/// the ids of the new OTP rows, one per insert.
 fn write(tx: &Transaction<'_>, otps: &[&SealedOtp], plan: &Plan) -> Result<Vec<i64>, StoreError> {
-    let inserts: Vec<(&SealedOtp, &admission::Insert)> = plan
-        .inserts()
-        .map(|(i, insert)| (otps[i], insert))
-        .collect();
-    if inserts.is_empty() {
-        return Ok(Vec::new());
-    }
-    let next_id: i64 = tx
-        .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM otps")
-        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+    let mut insert_otp = tx
+        .prepare_cached(
+            "INSERT INTO otps (account_id, account_seq, api_key_id, phone_number, e164, template, \
+             message, otp_options, channel, voice_input, length_factor, company_name, \
+             segments, credits_used, status, status_at, created_at, code_salt, otp_hash, otp_cipher, \
+             key_id, expires_at, resend_of, verify_attempts) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'queued', ?15, ?15, \
+             ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+        )
         .map_err(map_err)?;
-    let rows: Vec<(i64, &SealedOtp, &admission::Insert)> = inserts
-        .iter()
-        .zip(next_id..)
-        .map(|((s, insert), id)| (id, *s, *insert))
-        .collect();
-    insert_rows(tx, OTP_INSERT, &rows, |stmt, at, (id, s, insert)| {
-        let otp = &s.otp;
-        bind_all(
-            stmt,
-            at,
-            &[
-                id,
-                &otp.account_id,
-                &insert.taken.account_seq,
-                &otp.api_key_id,
-                &otp.number.display(),
-                &otp.number.e164(),
-                &otp.template.as_str(),
-                &s.masked_message,
-                &otp.otp_option.as_str(),
-                &otp.channel.as_str(),
-                &otp.voice.map(|v| v.as_str()),
-                &otp.length_factor,
-                &otp.company_name,
-                &otp.segments,
-                &(otp.cost.sms + otp.cost.phone),
-                &otp.created_at,
-                &otp.created_at,
-                &&s.code.salt[..],
-                &&s.code.hash[..],
-                &s.code.cipher,
-                &s.code.key_id,
-                &insert.expires_at(otp),
-                &insert.resend_of(),
-                &insert.attempts(),
-            ],
+    let mut insert_job = tx
+        .prepare_cached(
+            "INSERT INTO delivery_jobs (otp_id, channel, state, next_attempt_at, updated_at) \
+             VALUES (?1, ?2, 'queued', ?3, ?3)",
         )
-    })?;
-    insert_rows(tx, JOB_INSERT, &rows, |stmt, at, (id, s, _)| {
-        let otp = &s.otp;
-        bind_all(
-            stmt,
-            at,
-            &[id, &otp.channel.as_str(), &otp.created_at, &otp.created_at],
+        .map_err(map_err)?;
+    let mut insert_ledger = tx
+        .prepare_cached(
+            "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, otp_id, created_at) \
+             VALUES (?1, 'debit', ?2, ?3, ?4, ?5)",
         )
-    })?;
-    insert_rows(tx, LEDGER_INSERT, &rows, |stmt, at, (id, s, _)| {
-        let otp = &s.otp;
-        bind_all(
-            stmt,
-            at,
-            &[
-                &otp.account_id,
-                &-otp.cost.sms,
-                &-otp.cost.phone,
-                id,
-                &otp.created_at,
-            ],
-        )
-    })?;
+        .map_err(map_err)?;
     // A row still there under the key has expired (a live one was replayed).
     let mut insert_key = tx
         .prepare_cached(
@@ -360,18 +238,64 @@ fn write(tx: &Transaction<'_>, otps: &[&SealedOtp], plan: &Plan) -> Result<Vec<i
              created_at = excluded.created_at",
         )
         .map_err(map_err)?;
-    for (id, s, insert) in &rows {
-        let (otp, taken) = (&s.otp, &insert.taken);
+    let mut ids = Vec::new();
+    for (i, insert) in plan.inserts() {
+        let SealedOtp {
+            otp,
+            code,
+            masked_message,
+            idempotency,
+        } = otps[i];
+        let taken = &insert.taken;
+        insert_otp
+            .execute(params![
+                otp.account_id,
+                taken.account_seq,
+                otp.api_key_id,
+                otp.number.display(),
+                otp.number.e164(),
+                otp.template.as_str(),
+                masked_message,
+                otp.otp_option.as_str(),
+                otp.channel.as_str(),
+                otp.voice.map(|v| v.as_str()),
+                otp.length_factor,
+                otp.company_name,
+                otp.segments,
+                otp.cost.sms + otp.cost.phone,
+                otp.created_at,
+                &code.salt[..],
+                &code.hash[..],
+                code.cipher,
+                code.key_id,
+                insert.expires_at(otp),
+                insert.resend_of(),
+                insert.attempts(),
+            ])
+            .map_err(map_err)?;
+        let id = tx.last_insert_rowid();
+        insert_job
+            .execute(params![id, otp.channel.as_str(), otp.created_at])
+            .map_err(map_err)?;
+        insert_ledger
+            .execute(params![
+                otp.account_id,
+                -otp.cost.sms,
+                -otp.cost.phone,
+                id,
+                otp.created_at
+            ])
+            .map_err(map_err)?;
         if let Some(low) = taken.low_balance {
             webhooks::enqueue_low_balance(
                 tx,
-                *id,
+                id,
                 low,
                 (taken.sms_left, taken.phone_left),
                 otp.created_at,
             )?;
         }
-        if let Some(k) = &s.idempotency {
+        if let Some(k) = idempotency {
             insert_key
                 .execute(params![
                     otp.account_id,
@@ -385,8 +309,8 @@ fn write(tx: &Transaction<'_>, otps: &[&SealedOtp], plan: &Plan) -> Result<Vec<i
                 ])
                 .map_err(map_err)?;
         }
+        ids.push(id);
     }
-    let ids = rows.iter().map(|(id, _, _)| *id).collect();
     let mut update = tx
         .prepare_cached(
             "UPDATE accounts SET sms_credits = ?2, phone_credits = ?3, otp_count = ?4, \
