@@ -16,6 +16,10 @@
 //!
 //! Each send meets the rules in this order, and the first that refuses it
 //! answers it:
+//! 0. its API key must still be live ([`Loaded::revoked_keys`]): a key revoked
+//!    (on any node) before the batch's transaction read it is refused
+//!    ([`AcceptError::KeyRevoked`]), replays included, so callers may
+//!    authenticate sends from a cache;
 //! 1. its idempotency key ([`IdempotencyRecords`]): a key the account used
 //!    within [`IDEMPOTENCY_TTL`], stored or earlier in the same batch, replays
 //!    what that send got if the body is the same and is refused
@@ -43,7 +47,7 @@
 //! event, recorded in the same transaction: once per fall, again only after a
 //! top-up lifts the balance to the threshold and a send takes it below again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::model::ChainHead;
 use crate::webhooks::{LowBalance, LowBalanceThresholds};
@@ -315,11 +319,9 @@ pub struct KeyRates {
 }
 
 impl KeyRates {
-    /// The keys whose windows a batch must load (none when the limit is off).
-    pub fn wanted(otps: &[&NewOtp], limits: &SendLimits) -> Vec<i64> {
-        if limits.per_key_rps == 0 {
-            return Vec::new();
-        }
+    /// The keys a batch must load, in id order: every key it carries, for
+    /// whether it is still live (rule 0), with its window.
+    pub fn wanted(otps: &[&NewOtp]) -> Vec<i64> {
         let mut ids: Vec<i64> = otps.iter().filter_map(|o| o.api_key_id).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -454,6 +456,8 @@ impl Recent {
 /// [`decide`] runs.
 #[derive(Default)]
 pub(crate) struct Loaded {
+    /// The batch's API keys that are revoked or no longer exist.
+    pub revoked_keys: HashSet<i64>,
     pub balances: Balances,
     pub key_rates: KeyRates,
     pub recent: Recent,
@@ -614,6 +618,12 @@ impl Loaded {
         key: Option<&IdempotencyKey>,
         limits: &SendLimits,
     ) -> Decision {
+        if otp
+            .api_key_id
+            .is_some_and(|k| self.revoked_keys.contains(&k))
+        {
+            return Decision::Refuse(AcceptError::KeyRevoked);
+        }
         if let Some(key) = key {
             match self.idempotency.check(otp, key) {
                 Ok(None) => {}
@@ -971,8 +981,7 @@ mod tests {
         let first = at_micros(1_000_000);
         let mut other_key = at_micros(1_000_001);
         other_key.api_key_id = Some(8);
-        assert_eq!(KeyRates::wanted(&[&first, &other_key], &l), vec![7, 8]);
-        assert!(KeyRates::wanted(&[&first], &SendLimits::default()).is_empty());
+        assert_eq!(KeyRates::wanted(&[&other_key, &first, &first]), vec![7, 8]);
         for _ in 0..2 {
             assert!(keys.check(&first, &l).is_ok());
             keys.record(&first, &l);
@@ -1310,6 +1319,33 @@ mod tests {
         assert_eq!(run(None, &no_account_rate), "DailySpend");
         assert_eq!(run(None, &no_cap), "insufficient credits");
         assert_eq!(run(None, &other_account), "account not found");
+    }
+
+    #[test]
+    fn a_revoked_key_is_refused_before_every_other_rule_and_replays_nothing() {
+        let (mut loaded, otp, limits) = refused_by_everything();
+        loaded.revoked_keys.insert(7);
+        let plan = decide(loaded, [(&otp, Some(&key(1)))], &limits);
+        assert_eq!(outcomes(&plan), ["the API key is revoked"]);
+        assert!(plan.accounts.is_empty() && plan.key_rates.is_empty());
+        let mut loaded = account(1);
+        loaded.revoked_keys.insert(7);
+        let (revoked, live) = (
+            NewOtp {
+                api_key_id: Some(7),
+                ..send(1, 1, 0)
+            },
+            NewOtp {
+                api_key_id: Some(8),
+                ..send(1, 1, 0)
+            },
+        );
+        let plan = decide(
+            loaded,
+            [(&revoked, None), (&live, None)],
+            &SendLimits::default(),
+        );
+        assert_eq!(outcomes(&plan), ["the API key is revoked", "insert 1"]);
     }
 
     #[test]

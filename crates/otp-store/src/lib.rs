@@ -141,6 +141,12 @@ pub enum AcceptError {
     /// The account does not exist (deleted between authentication and acceptance).
     #[error("account not found")]
     AccountNotFound,
+    /// The send's API key ([`NewOtp::api_key_id`]) is revoked or gone, read
+    /// inside the accepting transaction: a caller that authenticated the key
+    /// from a cache learns here, on every node, that it no longer may send.
+    /// Nothing was written.
+    #[error("the API key is revoked")]
+    KeyRevoked,
     /// A limit ([`SendLimits`], [`AccountLimits`]) refused the send; nothing was
     /// written or charged.
     #[error("rate limited")]

@@ -5,9 +5,15 @@
 //! is 32 bytes from the operating system's CSPRNG in unpadded base64url. Only the
 //! SHA-256 of the whole key is stored; a fast hash is right here because the key
 //! carries 256 random bits (nothing to brute-force), and it is compared with
-//! `subtle`'s constant-time equality. Revocation is a column read on every request,
-//! so it takes effect at once, on every node. `last_used` is gathered in memory and
-//! written in bulk every few seconds instead of once per request.
+//! `subtle`'s constant-time equality. Revocation takes effect at once, on every
+//! node: every route reads the key's row on each request, except the send
+//! route, which authenticates from a [`KeyCache`] of keys that verified
+//! before, because the store reads the key's row again inside the
+//! transaction that accepts the send and refuses a revoked key there
+//! (`AcceptError::KeyRevoked`, answered 401 like any invalid key). So the
+//! hottest route costs no key read of its own and a revoked key still sends
+//! nothing. `last_used` is gathered in memory and written in bulk every few
+//! seconds instead of once per request.
 //!
 //! Each key has [`Scopes`]: what it may do. A key gets `send`, `verify` and
 //! `read` unless asked otherwise; `account` (managing keys and the webhook) is
@@ -15,7 +21,7 @@
 //! `api::extract::required_scope`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use base64::Engine;
 use rand::TryRngCore;
@@ -123,12 +129,7 @@ pub async fn authenticate(
     store: &SharedStore,
     header: Option<&str>,
 ) -> Result<Caller, AuthFailure> {
-    let header = header.ok_or(AuthFailure::Missing)?.trim();
-    let (scheme, token) = header.split_once(' ').ok_or(AuthFailure::Missing)?;
-    if !(scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token")) {
-        return Err(AuthFailure::Missing);
-    }
-    let token = token.trim();
+    let token = bearer_token(header)?;
     let key_id = key_id_of(token).ok_or(AuthFailure::Invalid)?;
     let record = store
         .find_key(key_id)
@@ -136,6 +137,39 @@ pub async fn authenticate(
         .map_err(AuthFailure::Store)?
         .ok_or(AuthFailure::Invalid)?;
     verify(&record, token).ok_or(AuthFailure::Invalid)
+}
+
+/// [`authenticate`] for a route whose every effect the store checks the
+/// key's revocation for itself (the send route): a key that verified before
+/// is checked against `cache` without asking the store.
+pub async fn authenticate_cached(
+    store: &SharedStore,
+    cache: &KeyCache,
+    header: Option<&str>,
+) -> Result<Caller, AuthFailure> {
+    let token = bearer_token(header)?;
+    let key_id = key_id_of(token).ok_or(AuthFailure::Invalid)?;
+    if let Some(caller) = cache.check(key_id, token) {
+        return Ok(caller);
+    }
+    let record = store
+        .find_key(key_id)
+        .await
+        .map_err(AuthFailure::Store)?
+        .ok_or(AuthFailure::Invalid)?;
+    let caller = verify(&record, token).ok_or(AuthFailure::Invalid)?;
+    cache.remember(key_id, &record, caller);
+    Ok(caller)
+}
+
+/// The key text of a `Bearer` or `Token` header.
+fn bearer_token(header: Option<&str>) -> Result<&str, AuthFailure> {
+    let header = header.ok_or(AuthFailure::Missing)?.trim();
+    let (scheme, token) = header.split_once(' ').ok_or(AuthFailure::Missing)?;
+    if !(scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token")) {
+        return Err(AuthFailure::Missing);
+    }
+    Ok(token.trim())
 }
 
 fn verify(record: &ApiKeyRecord, token: &str) -> Option<Caller> {
@@ -146,6 +180,62 @@ fn verify(record: &ApiKeyRecord, token: &str) -> Option<Caller> {
         key_row: record.id,
         scopes: record.scopes,
     })
+}
+
+/// Most keys a [`KeyCache`] holds; past it, it starts again empty.
+const KEY_CACHE_MAX: usize = 10_000;
+
+/// Keys that verified against the store (live then), by their public id, for
+/// [`authenticate_cached`]. Only keys the store knows and whose secret matched
+/// get in, so clients cannot fill it with ids of their choosing; it is bounded
+/// all the same. A key the store refused as revoked is taken out
+/// ([`KeyCache::forget`]); scopes never change after a key is made, so what
+/// is cached cannot go stale otherwise.
+#[derive(Default)]
+pub struct KeyCache {
+    // std RwLock: a lookup per send, never held across an await.
+    keys: RwLock<HashMap<String, CachedKey>>,
+}
+
+struct CachedKey {
+    secret_hash: [u8; 32],
+    caller: Caller,
+}
+
+impl KeyCache {
+    /// The caller, if `key_id` is cached and `token` hashes to its secret.
+    fn check(&self, key_id: &str, token: &str) -> Option<Caller> {
+        let keys = self.keys.read().expect("key cache poisoned");
+        let cached = keys.get(key_id)?;
+        let matches: bool = hash_key(token).ct_eq(&cached.secret_hash).into();
+        matches.then_some(cached.caller)
+    }
+
+    fn remember(&self, key_id: &str, record: &ApiKeyRecord, caller: Caller) {
+        let Ok(secret_hash) = <[u8; 32]>::try_from(record.secret_hash.as_slice()) else {
+            return;
+        };
+        let mut keys = self.keys.write().expect("key cache poisoned");
+        if keys.len() >= KEY_CACHE_MAX {
+            keys.clear();
+        }
+        keys.insert(
+            key_id.to_owned(),
+            CachedKey {
+                secret_hash,
+                caller,
+            },
+        );
+    }
+
+    /// Drops the key with row id `key_row` (the store found it revoked), so
+    /// its next request is refused by the key check itself.
+    pub fn forget(&self, key_row: i64) {
+        self.keys
+            .write()
+            .expect("key cache poisoned")
+            .retain(|_, k| k.caller.key_row != key_row);
+    }
 }
 
 /// Remembers when each key was last used until the next flush.
@@ -234,5 +324,35 @@ mod tests {
         assert!(verify(&rec, &wrong).is_none());
         rec.revoked_at = Some(5);
         assert!(verify(&rec, &k.plaintext).is_none());
+    }
+
+    #[test]
+    fn the_key_cache_answers_only_the_right_secret_and_forgets_a_revoked_key() {
+        let k = issue_key(1, None);
+        let record = ApiKeyRecord {
+            id: 9,
+            key_id: k.record.key_id.clone(),
+            account_id: 1,
+            secret_hash: k.record.secret_hash.to_vec(),
+            label: None,
+            created_at: 0,
+            revoked_at: None,
+            last_used: None,
+            scopes: k.record.scopes,
+        };
+        let cache = KeyCache::default();
+        let id = k.record.key_id.as_str();
+        assert!(cache.check(id, &k.plaintext).is_none());
+        let caller = verify(&record, &k.plaintext).unwrap();
+        cache.remember(id, &record, caller);
+        assert_eq!(cache.check(id, &k.plaintext), Some(caller));
+        let mut wrong = k.plaintext.clone();
+        wrong.pop();
+        wrong.push(if k.plaintext.ends_with('A') { 'B' } else { 'A' });
+        assert!(cache.check(id, &wrong).is_none());
+        cache.forget(8);
+        assert!(cache.check(id, &k.plaintext).is_some(), "another key");
+        cache.forget(9);
+        assert!(cache.check(id, &k.plaintext).is_none());
     }
 }

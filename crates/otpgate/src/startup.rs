@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use otp_domain::vault::CodeVault;
 use otp_store::{SharedStore, StoreError, StoreOptions};
 
-use crate::auth::{LastUsed, issue_key};
+use crate::auth::{KeyCache, LastUsed, issue_key};
 use crate::config::Config;
 use crate::delivery::voice::Prompter;
 use crate::delivery::{Deliveries, Policy};
@@ -107,6 +107,7 @@ impl Application {
             drivers,
             metrics,
             last_used: Arc::new(LastUsed::default()),
+            key_cache: Arc::new(KeyCache::default()),
             new_jobs: Arc::new(NewJobs::default()),
             voice,
             users: Arc::new(users),

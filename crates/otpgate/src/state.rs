@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::LastUsed;
+use crate::auth::{KeyCache, LastUsed};
 use crate::config::Config;
 use crate::delivery::Driver;
 use crate::delivery::voice::Prompter;
@@ -22,6 +22,8 @@ pub struct AppState {
     pub drivers: Arc<Vec<(Channel, Arc<dyn Driver>)>>,
     pub metrics: Arc<Metrics>,
     pub last_used: Arc<LastUsed>,
+    /// Keys that verified before, for the send route (see `crate::auth`).
+    pub key_cache: Arc<KeyCache>,
     /// Woken after each accepted send so delivery starts without waiting for a poll.
     pub new_jobs: Arc<NewJobs>,
     /// Renders voice prompts (calls, the `log` driver's WAVs, previews).

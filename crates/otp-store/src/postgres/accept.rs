@@ -174,28 +174,39 @@ async fn load(
             limits.low_balance.with_overrides(r.get(1), r.get(2)),
         );
     }
-    // A key belongs to one account, and that account's row is locked now, so
-    // no other batch changes the key's window until this one commits.
-    let wanted_keys = KeyRates::wanted(&otps, limits);
+    // Every key of the batch: whether it is still live (a revocation
+    // committed on any node before this statement is seen), and its window. A
+    // key belongs to one account, and that account's row is locked now, so no
+    // other batch changes the key's window until this one commits.
+    let wanted_keys = KeyRates::wanted(&otps);
     if !wanted_keys.is_empty() {
         let rows = tx
             .query(
-                "SELECT id, rate_second, rate_current, rate_previous FROM api_keys \
-                 WHERE id = ANY($1)",
+                "SELECT id, revoked_at IS NOT NULL, rate_second, rate_current, rate_previous \
+                 FROM api_keys WHERE id = ANY($1)",
                 &[&wanted_keys],
             )
             .await
             .map_err(pg_err)?;
+        let mut live = std::collections::HashSet::new();
         for r in rows {
+            if r.get::<_, bool>(1) {
+                continue;
+            }
+            live.insert(r.get::<_, i64>(0));
             loaded.key_rates.insert(
                 r.get(0),
                 RateWindow {
-                    second: r.get(1),
-                    current: r.get(2),
-                    previous: r.get(3),
+                    second: r.get(2),
+                    current: r.get(3),
+                    previous: r.get(4),
                 },
             );
         }
+        loaded.revoked_keys = wanted_keys
+            .into_iter()
+            .filter(|k| !live.contains(k))
+            .collect();
     }
     // The account rows are locked now, so every earlier send to these numbers
     // (from any node) is committed, and this statement's snapshot sees it.

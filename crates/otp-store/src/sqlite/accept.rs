@@ -91,24 +91,32 @@ fn load(
         }
     }
 
+    // Every key of the batch: whether it is still live, and its window.
     let mut stmt = tx
         .prepare_cached(
-            "SELECT rate_second, rate_current, rate_previous FROM api_keys WHERE id = ?1",
+            "SELECT revoked_at IS NOT NULL, rate_second, rate_current, rate_previous \
+             FROM api_keys WHERE id = ?1",
         )
         .map_err(map_err)?;
-    for key in KeyRates::wanted(&plain, limits) {
+    for key in KeyRates::wanted(&plain) {
         let found = stmt
             .query_row([key], |r| {
-                Ok(RateWindow {
-                    second: r.get(0)?,
-                    current: r.get(1)?,
-                    previous: r.get(2)?,
-                })
+                Ok((
+                    r.get::<_, bool>(0)?,
+                    RateWindow {
+                        second: r.get(1)?,
+                        current: r.get(2)?,
+                        previous: r.get(3)?,
+                    },
+                ))
             })
             .optional()
             .map_err(map_err)?;
-        if let Some(window) = found {
-            loaded.key_rates.insert(key, window);
+        match found {
+            Some((false, window)) => loaded.key_rates.insert(key, window),
+            Some((true, _)) | None => {
+                loaded.revoked_keys.insert(key);
+            }
         }
     }
 

@@ -27,17 +27,22 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
-        match auth::authenticate(&state.store, header).await {
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map_or("", MatchedPath::as_str);
+        let needed = required_scope(route);
+        let checked = if store_rechecks_key(route) {
+            auth::authenticate_cached(&state.store, &state.key_cache, header).await
+        } else {
+            auth::authenticate(&state.store, header).await
+        };
+        match checked {
             Ok(caller) => {
                 super::RequestAccount::record(&parts.extensions, caller.account_id);
                 state
                     .last_used
                     .record(caller.key_row, otp_store::now_micros());
-                let route = parts
-                    .extensions
-                    .get::<MatchedPath>()
-                    .map(MatchedPath::as_str);
-                let needed = required_scope(route.unwrap_or(""));
                 if caller.may(needed) {
                     Ok(caller)
                 } else {
@@ -77,6 +82,17 @@ pub(crate) fn required_scope(route: &str) -> Scope {
         | "/api/v1/auths/generate-api-keys" => Scope::Account,
         _ => Scope::Account,
     }
+}
+
+/// Whether the store refuses a revoked key inside the transaction behind
+/// every effect of the route, so that its key check may come from the cache
+/// (`auth::authenticate_cached`): only the send, whose accepting transaction
+/// reads the key's row. A revoked key's send on a node with a stale cache is
+/// refused there with the same 401, and nothing is written; what it can
+/// still get first is the answer to a malformed body (400), which reveals
+/// nothing stored.
+pub(crate) fn store_rechecks_key(route: &str) -> bool {
+    route.trim_end_matches('/') == "/api/v1/auths/send/otp"
 }
 
 /// 403: the key is valid but may not do this.
@@ -313,6 +329,20 @@ mod tests {
             ("", Scope::Account),
         ] {
             assert_eq!(required_scope(route), scope, "{route}");
+        }
+    }
+
+    #[test]
+    fn only_the_send_route_authenticates_from_the_key_cache() {
+        assert!(store_rechecks_key("/api/v1/auths/send/otp/"));
+        assert!(store_rechecks_key("/api/v1/auths/send/otp"));
+        for route in [
+            "/api/v1/auths/verify/otp/",
+            "/api/v1/auths/list/send-otps/",
+            "/api/v1/auths/api-keys/{key_id}/revoke/",
+            "",
+        ] {
+            assert!(!store_rechecks_key(route), "{route}");
         }
     }
 }

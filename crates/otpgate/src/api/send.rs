@@ -280,6 +280,9 @@ pub async fn send_otp(
             replay(&state, caller.account_id, &first, shows_code).await
         }
         Err(refused) => {
+            if matches!(refused, AcceptError::KeyRevoked) {
+                state.key_cache.forget(caller.key_row);
+            }
             let (outcome, error) = refusal(refused, valid.channel, attempt.cost, &state.limits());
             if let Some(outcome) = outcome {
                 count_send(&state, channel, outcome);
@@ -409,7 +412,9 @@ fn refusal(
                 }
             },
         ),
-        AcceptError::AccountNotFound => (None, ApiError::unauthenticated("Invalid token.")),
+        AcceptError::AccountNotFound | AcceptError::KeyRevoked => {
+            (None, ApiError::unauthenticated("Invalid token."))
+        }
         AcceptError::IdempotencyKeyReused => (
             Some("idempotency_conflict"),
             ApiError::refusal(

@@ -1,7 +1,9 @@
+use otpgate::startup::Application;
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use crate::for_each_backend;
-use crate::helpers::text_send;
+use crate::helpers::{Backend, spawn_app_with, text_send};
 
 for_each_backend! {
     async fn a_request_without_a_key_is_401_with_drf_detail(app) {
@@ -48,6 +50,28 @@ for_each_backend! {
         assert_eq!(app.otp_count().await, 1);
     }
 
+    async fn a_revoked_keys_retry_under_its_idempotency_key_is_refused_and_replays_nothing(app) {
+        let send = |key: &str| {
+            app.client.post(app.url("/api/v1/auths/send/otp/"))
+                .bearer_auth(key)
+                .header("Idempotency-Key", "retry-me")
+                .json(&text_send("9851023212"))
+        };
+        // Twice: the second is a replay, and the key is in the send route's cache.
+        assert_eq!(send(&app.key).send().await.unwrap().status(), 200);
+        assert_eq!(send(&app.key).send().await.unwrap().status(), 200);
+        let key_id = otpgate::auth::key_id_of(&app.key).unwrap().to_owned();
+        assert!(app.store.revoke_key(&key_id).await.unwrap());
+        for _ in 0..2 {
+            let r = send(&app.key).send().await.unwrap();
+            assert_eq!(r.status(), 401);
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["detail"], "Invalid token.", "{body}");
+        }
+        assert_eq!(app.otp_count().await, 1);
+        assert_eq!(app.balance().await, (99, 10));
+    }
+
     async fn another_accounts_records_are_invisible(app) {
         let mine = app.send_ok(&text_send("9851023212")).await;
         let my_id = mine["data"]["details"]["id"].as_i64().unwrap();
@@ -78,4 +102,47 @@ for_each_backend! {
         let after = store.find_key(&key_id).await.unwrap().unwrap();
         assert!(after.last_used.is_some());
     }
+}
+
+/// Two nodes on one PostgreSQL database: a key that sent through the first
+/// node (so that node's send route has it cached) and is then revoked through
+/// the second is refused by the first on its very next send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_through_another_node_is_refused_on_the_next_send() {
+    let mut config = None;
+    let app = spawn_app_with(Backend::Postgres, |c| config = Some(c.clone())).await;
+    let second = Application::build(config.expect("the tweak ran"))
+        .await
+        .expect("building the second node");
+    let second_url = format!("http://{}", second.local_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(second.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+
+    for _ in 0..3 {
+        assert_eq!(app.send(&text_send("9851023212")).await.status(), 200);
+    }
+    let key_id = otpgate::auth::key_id_of(&app.key).unwrap().to_owned();
+    let r = app
+        .client
+        .post(format!(
+            "{second_url}/api/v1/auths/api-keys/{key_id}/revoke/"
+        ))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    let r = app.send(&text_send("9851023212")).await;
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["detail"], "Invalid token.", "{body}");
+    assert_eq!(app.list("").await.0, 401);
+    assert_eq!(app.otp_count().await, 3);
+    assert_eq!(app.balance().await, (97, 10));
+
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
 }
