@@ -2,7 +2,7 @@
 """Grows an otpgate SQLite store to a given number of OTPs, in bulk, by SQL.
 
 Used by bench/growth.sh while the server is stopped. Each new OTP copies a real
-delivered OTP of the store (the newest one, written by the server itself) with
+delivered (or, with the `log` driver, sent) OTP of the store (the newest one, written by the server itself) with
 every row that hangs off it (ledger debit, status events, carrier message ids,
 delivery job), so the tables and indexes grow as they would under real traffic:
 
@@ -36,10 +36,10 @@ def main():
         print(f"   store holds {have} OTPs, nothing to seed")
         return
     row = c.execute(
-        "select id, account_id from otps where status = 'delivered' order by id desc limit 1"
+        "select id, account_id from otps where status in ('delivered', 'sent') order by id desc limit 1"
     ).fetchone()
     if row is None:
-        sys.exit("growth_seed: the store has no delivered OTP to copy")
+        sys.exit("growth_seed: the store has no delivered (or sent) OTP to copy")
     template, account = row
     now = int(time.time() * 1_000_000)
     total = target - have

@@ -8,39 +8,14 @@
 // of the user's account), NUMBER, RECEIVER (a local webhook receiver's URL),
 // SHOTS (a directory for screenshots), CHROMIUM (default /usr/bin/chromium).
 'use strict';
-const fs = require('fs');
-const path = require('path');
-const { chromium } = require('playwright-core');
-const axeSource = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+const { env, base, report, launch, watch, sendOtp, audit: auditInto } = require('./common');
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-};
-const BASE = env('BASE');
-if (!/^http:\/\/127\.0\.0\.1:\d+$/.test(BASE)) throw new Error('BASE must be http://127.0.0.1:PORT');
+const BASE = base();
 const RECEIVER = env('RECEIVER');
 if (!/^http:\/\/127\.0\.0\.1:\d+\//.test(RECEIVER)) throw new Error('RECEIVER must be on 127.0.0.1');
-const SHOTS = env('SHOTS');
-fs.mkdirSync(SHOTS, { recursive: true });
 
-const out = { pages: {}, csp_violations: [], page_errors: [] };
-
-// axe-core on the current page: serious and critical violations, whether the
-// page is wider than the viewport, and a screenshot.
-async function audit(page, name) {
-  await page.evaluate(axeSource);
-  const result = await page.evaluate(async () => {
-    // eslint-disable-next-line no-undef
-    const r = await axe.run(document, { resultTypes: ['violations'] });
-    return r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length }));
-  });
-  const serious = result.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-  const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
-  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-  out.pages[name] = { serious, overflow, title: await page.title() };
-}
+const out = report();
+const audit = (page, name) => auditInto(page, name, out);
 
 // Clicks a submit button and waits for the page it loads; the answer's status.
 async function submit(page, selector) {
@@ -48,25 +23,13 @@ async function submit(page, selector) {
   return response ? response.status() : null;
 }
 
-const send = (number) =>
-  fetch(`${BASE}/api/v1/auths/send/otp/`, {
-    method: 'POST',
-    headers: { Authorization: `Bearer ${env('API_KEY')}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ number, message: 'Your code is {otp}', sms_send_options: 'text' }),
-  }).then((r) => r.json());
 
 (async () => {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox'],
-  });
+  const browser = await launch();
   try {
     const context = await browser.newContext({ viewport: { width: 360, height: 800 } });
     const page = await context.newPage();
-    page.on('pageerror', (e) => out.page_errors.push(String(e)));
-    page.on('console', (m) => {
-      if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) out.csp_violations.push(m.text());
-    });
+    watch(page, out);
 
     await page.goto(`${BASE}/console/login`);
     await page.fill('#email', env('EMAIL'));
@@ -75,8 +38,8 @@ const send = (number) =>
     await page.waitForURL(`${BASE}/console/`);
 
     // The overview's charts, from the aggregates of what the API sent.
-    await send(env('NUMBER'));
-    await send(env('NUMBER'));
+    await sendOtp(env('NUMBER'));
+    await sendOtp(env('NUMBER'));
     await page.reload();
     out.sends_chart_desc = await page.locator('svg.sends desc').textContent();
     out.sends_chart_lines = await page.locator('svg.sends polyline').count();
@@ -108,7 +71,7 @@ const send = (number) =>
     out.test_notice = await page.locator('.notice').textContent();
     await audit(page, 'webhook-tested');
     // A send's events are delivered by the worker and listed with their attempts.
-    await send(env('NUMBER'));
+    await sendOtp(env('NUMBER'));
     for (let i = 0; i < 60; i++) {
       await page.goto(`${BASE}/console/webhook`);
       out.delivery_rows = await page.locator('tbody tr').allInnerTexts();

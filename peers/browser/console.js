@@ -7,38 +7,13 @@
 // OTP of another account), SHOTS (a directory for screenshots),
 // CHROMIUM (default /usr/bin/chromium).
 'use strict';
-const fs = require('fs');
-const path = require('path');
-const { chromium } = require('playwright-core');
-const axeSource = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+const { env, base, report, launch, watch, sendOtp, audit: auditInto } = require('./common');
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-};
-const BASE = env('BASE');
-if (!/^http:\/\/127\.0\.0\.1:\d+$/.test(BASE)) throw new Error('BASE must be http://127.0.0.1:PORT');
-const SHOTS = env('SHOTS');
-fs.mkdirSync(SHOTS, { recursive: true });
+const BASE = base();
 
-const out = { pages: {}, csp_violations: [], page_errors: [] };
+const out = report();
+const audit = (page, name) => auditInto(page, name, out);
 
-// axe-core on the current page: the ids of serious and critical violations.
-async function audit(page, name) {
-  // Evaluated through the DevTools protocol: the page's CSP refuses an
-  // injected <script>, as it should.
-  await page.evaluate(axeSource);
-  const result = await page.evaluate(async () => {
-    // eslint-disable-next-line no-undef
-    const r = await axe.run(document, { resultTypes: ['violations'] });
-    return r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length }));
-  });
-  const serious = result.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-  const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
-  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-  out.pages[name] = { serious, overflow, title: await page.title() };
-}
 
 // Presses Tab `count` times and names what has the focus after each press.
 async function tabOrder(page, count) {
@@ -55,18 +30,12 @@ async function tabOrder(page, count) {
 }
 
 (async () => {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox'],
-  });
+  const browser = await launch();
   try {
     // A phone's width: every page must fit it.
     const context = await browser.newContext({ viewport: { width: 360, height: 800 } });
     const page = await context.newPage();
-    page.on('pageerror', (e) => out.page_errors.push(String(e)));
-    page.on('console', (m) => {
-      if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) out.csp_violations.push(m.text());
-    });
+    watch(page, out);
 
     // Not logged in: the overview sends the browser to the login page.
     await page.goto(`${BASE}/console/`);
@@ -96,11 +65,7 @@ async function tabOrder(page, count) {
     out.overview_text = await page.locator('main').innerText();
 
     // An OTP sent through the API appears in the log.
-    const sent = await fetch(`${BASE}/api/v1/auths/send/otp/`, {
-      method: 'POST',
-      headers: { Authorization: `Bearer ${env('API_KEY')}`, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ number: env('NUMBER'), message: 'Your code is {otp}', sms_send_options: 'text' }),
-    }).then((r) => r.json());
+    const sent = await sendOtp(env('NUMBER'));
     out.sent_id = sent.data.details.id;
     await page.click('nav >> text=OTP log');
     await page.waitForURL(`${BASE}/console/otps`);

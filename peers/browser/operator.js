@@ -13,24 +13,15 @@
 // SMPP route's name), SHOTS (a directory for screenshots), CHROMIUM
 // (default /usr/bin/chromium).
 'use strict';
-const fs = require('fs');
-const path = require('path');
 const readline = require('readline');
-const { chromium } = require('playwright-core');
-const axeSource = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+const path = require('path');
+const { env, base, report, launch, watch, audit: auditInto } = require('./common');
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-};
-const BASE = env('BASE');
-if (!/^http:\/\/127\.0\.0\.1:\d+$/.test(BASE)) throw new Error('BASE must be http://127.0.0.1:PORT');
-const SHOTS = env('SHOTS');
+const BASE = base();
 const ROUTE = env('ROUTE');
-fs.mkdirSync(SHOTS, { recursive: true });
 
-const out = { pages: {}, csp_violations: [], page_errors: [] };
+const out = report();
+const audit = (page, name) => auditInto(page, name, out);
 
 const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 // Asks the test to do `what` and waits until it says it is done.
@@ -40,20 +31,6 @@ async function ask(what) {
   if (answer.done || answer.value.trim() !== 'done') throw new Error(`the test did not do ${what}`);
 }
 
-async function audit(page, name) {
-  // Evaluated through the DevTools protocol: the page's CSP refuses an
-  // injected <script>, as it should.
-  await page.evaluate(axeSource);
-  const result = await page.evaluate(async () => {
-    // eslint-disable-next-line no-undef
-    const r = await axe.run(document, { resultTypes: ['violations'] });
-    return r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length }));
-  });
-  const serious = result.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-  const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
-  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-  out.pages[name] = { serious, overflow, title: await page.title() };
-}
 
 async function login(page, email) {
   await page.goto(`${BASE}/console/login`);
@@ -82,22 +59,13 @@ async function waitForStatuses(page, test) {
 }
 
 (async () => {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox'],
-  });
+  const browser = await launch();
   try {
-    const watch = (page) => {
-      page.on('pageerror', (e) => out.page_errors.push(String(e)));
-      page.on('console', (m) => {
-        if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) out.csp_violations.push(m.text());
-      });
-    };
 
     // The admin token's login form, before any login.
     const anonymous = await browser.newContext({ viewport: { width: 360, height: 800 } });
     const loginPage = await anonymous.newPage();
-    watch(loginPage);
+    watch(loginPage, out);
     await loginPage.goto(`${BASE}/console/ops/accounts`);
     out.anonymous_redirected_to = new URL(loginPage.url()).pathname;
     await audit(loginPage, 'ops-login');
@@ -105,7 +73,7 @@ async function waitForStatuses(page, test) {
     // An account user: every operator page is refused.
     const userContext = await browser.newContext({ viewport: { width: 360, height: 800 } });
     const userPage = await userContext.newPage();
-    watch(userPage);
+    watch(userPage, out);
     await login(userPage, env('ACCOUNT_EMAIL'));
     const refused = await userPage.goto(`${BASE}/console/ops/accounts`);
     out.account_user_status = refused.status();
@@ -114,7 +82,7 @@ async function waitForStatuses(page, test) {
     // The operator.
     const context = await browser.newContext({ viewport: { width: 360, height: 800 } });
     const page = await context.newPage();
-    watch(page);
+    watch(page, out);
     await login(page, env('OPERATOR_EMAIL'));
     await page.goto(`${BASE}/console/ops/accounts`);
     out.accounts_status = 200;
@@ -142,7 +110,7 @@ async function waitForStatuses(page, test) {
     await audit(page, 'ops-routes');
     await ask('stop-smsc');
     out.route_stopped = await waitForStatuses(page, (s) => s.every((x) => x !== 'bound'));
-    await page.screenshot({ path: path.join(SHOTS, 'ops-routes-down.png'), fullPage: true });
+    await page.screenshot({ path: path.join(env('SHOTS'), 'ops-routes-down.png'), fullPage: true });
     await ask('start-smsc');
     out.route_restarted = await waitForStatuses(page, (s) => s.every((x) => x === 'bound'));
     out.rate_chart = (await page.$(`section[data-route="${ROUTE}"] svg.chart`)) !== null;

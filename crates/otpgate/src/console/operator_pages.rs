@@ -11,7 +11,7 @@ use otp_store::{
     Account, AccountLimits, ApiKeyRecord, LedgerEntry, OtpEvent, OtpRecord, OtpStatus, User,
 };
 
-use super::pages::{chip, document, esc, field_error, option, otp_details};
+use super::pages::{Top, chip, document, esc, field_error, option, otp_details};
 use crate::accounts::Problem;
 use crate::control::RouteView;
 use crate::delivery::RouteHealth;
@@ -25,28 +25,23 @@ pub(super) struct Shell<'a> {
 }
 
 fn page(shell: &Shell, current: &str, title: &str, main: &str) -> Html<String> {
-    let mut nav = String::from("<header class=\"top\"><nav aria-label=\"Operator console\"><ul>");
-    for (href, name) in [
-        ("/console/ops/accounts", "Accounts"),
-        ("/console/ops/routes", "Routes"),
-        ("/console/ops/otps", "All OTPs"),
-    ] {
-        let current = if name == current {
-            " aria-current=\"page\""
-        } else {
-            ""
-        };
-        let _ = write!(nav, "<li><a href=\"{href}\"{current}>{name}</a></li>");
-    }
-    let _ = write!(
-        nav,
-        "</ul></nav><form method=\"post\" action=\"/console/ops/logout\" class=\"logout\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <span class=\"who\">Operator: {who}</span> <button type=\"submit\">Log out</button></form></header>",
-        csrf = esc(shell.csrf),
-        who = esc(shell.who),
-    );
-    document(title, &nav, &format!("<h1>{}</h1>{main}", esc(title)))
+    let who = format!("Operator: {}", shell.who);
+    let top = Top {
+        label: "Operator console",
+        links: &[
+            ("/console/ops/accounts", "Accounts"),
+            ("/console/ops/routes", "Routes"),
+            ("/console/ops/otps", "All OTPs"),
+        ],
+        logout: "/console/ops/logout",
+        csrf: shell.csrf,
+        who: &who,
+    };
+    document(
+        title,
+        &top.render(current),
+        &format!("<h1>{}</h1>{main}", esc(title)),
+    )
 }
 
 /// 403: an account user asked for an operator page.

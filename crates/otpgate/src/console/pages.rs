@@ -51,30 +51,66 @@ pub(super) fn document(title: &str, nav: &str, main: &str) -> Html<String> {
 /// The page of a logged-in user: the navigation (with `current` marked) and a
 /// logout button.
 pub(super) fn page(shell: &Shell, current: &str, title: &str, main: &str) -> Html<String> {
-    let mut nav = String::from("<header class=\"top\"><nav aria-label=\"Console\"><ul>");
-    for (href, name) in [
+    let links = [
         ("/console/", "Overview"),
         ("/console/otps", "OTP log"),
         ("/console/keys", "API keys"),
         ("/console/webhook", "Webhook"),
         ("/console/voice", "Voice"),
-    ] {
-        let current = if name == current {
-            " aria-current=\"page\""
-        } else {
-            ""
-        };
-        let _ = write!(nav, "<li><a href=\"{href}\"{current}>{name}</a></li>");
+    ];
+    let top = Top {
+        label: "Console",
+        links: &links,
+        logout: "/console/logout",
+        csrf: shell.csrf,
+        who: shell.email,
+    };
+    document(
+        title,
+        &top.render(current),
+        &format!("<h1>{}</h1>{main}", esc(title)),
+    )
+}
+
+/// A page's header: its navigation and the logout form.
+pub(super) struct Top<'a> {
+    /// The navigation's accessible name.
+    pub label: &'a str,
+    /// Each link's path and name.
+    pub links: &'a [(&'a str, &'a str)],
+    /// Where the logout form posts.
+    pub logout: &'a str,
+    pub csrf: &'a str,
+    /// Who is logged in, as shown beside the button.
+    pub who: &'a str,
+}
+
+impl Top<'_> {
+    /// The header, the link named `current` marked as the page shown.
+    pub(super) fn render(&self, current: &str) -> String {
+        let mut nav = format!(
+            "<header class=\"top\"><nav aria-label=\"{}\"><ul>",
+            esc(self.label)
+        );
+        for (href, name) in self.links {
+            let current = if *name == current {
+                " aria-current=\"page\""
+            } else {
+                ""
+            };
+            let _ = write!(nav, "<li><a href=\"{href}\"{current}>{name}</a></li>");
+        }
+        let _ = write!(
+            nav,
+            "</ul></nav><form method=\"post\" action=\"{logout}\" class=\"logout\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <span class=\"who\">{who}</span> <button type=\"submit\">Log out</button></form></header>",
+            logout = self.logout,
+            csrf = esc(self.csrf),
+            who = esc(self.who),
+        );
+        nav
     }
-    let _ = write!(
-        nav,
-        "</ul></nav><form method=\"post\" action=\"/console/logout\" class=\"logout\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <span class=\"who\">{email}</span> <button type=\"submit\">Log out</button></form></header>",
-        csrf = esc(shell.csrf),
-        email = esc(shell.email),
-    );
-    document(title, &nav, &format!("<h1>{}</h1>{main}", esc(title)))
 }
 
 /// A page that says what went wrong, by status.
