@@ -70,6 +70,13 @@ async function tabOrder(page, count) {
     await page.click('nav >> text=OTP log');
     await page.waitForURL(`${BASE}/console/otps`);
     out.log_links = await page.locator('table a').evaluateAll((as) => as.map((a) => a.getAttribute('href')));
+    // The SMSC's receipt turns its chip `delivered`: reload until it does.
+    for (let i = 0; i < 60; i++) {
+      out.log_status = (await page.locator('tbody .chip').first().textContent()).trim();
+      if (out.log_status === 'delivered') break;
+      await page.waitForTimeout(250);
+      await page.reload();
+    }
     await audit(page, 'otp-log');
     out.tab_log = await tabOrder(page, 12);
 
@@ -84,10 +91,10 @@ async function tabOrder(page, count) {
     await page.goto(`${BASE}/console/otps`);
     await page.click(`a[href="/console/otps/${out.sent_id}"]`);
     await page.waitForURL(`${BASE}/console/otps/${out.sent_id}`);
-    // The log driver hands it over within a poll: reload until the timeline says so.
+    // Delivered already (the log said so): the timeline shows each step.
     for (let i = 0; i < 40; i++) {
       out.timeline = await page.locator('.timeline .chip').allTextContents();
-      if (out.timeline.includes('sent')) break;
+      if (out.timeline.includes('delivered')) break;
       await page.waitForTimeout(250);
       await page.reload();
     }

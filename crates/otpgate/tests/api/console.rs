@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::for_each_backend;
 use crate::helpers::{TestApp, spawn_app_with, text_send};
+use crate::smsc::{Smsc, smpp_route, wait_until};
 use crate::users::{add_user, configure};
 
 pub(crate) const EMAIL: &str = "ana@example.com";
@@ -395,11 +396,19 @@ async fn in_production_mode_the_console_cookies_are_secure(backend: crate::helpe
 }
 
 /// The whole first slice in Chromium: log in with the keyboard, an OTP sent
-/// through the API in the log and its timeline, a key made and revoked, another
+/// through the API appears in the log and turns `delivered` when the node-smpp
+/// SMSC's receipt comes back, its timeline, a key made and revoked, another
 /// account's OTP not found, logout ending the session; axe-core on every page,
 /// every page at 360 px wide.
 async fn a_user_walks_the_console_in_a_real_browser(backend: crate::helpers::Backend) {
-    let app = spawn_app_with(backend, configure).await;
+    let smsc = Smsc::start(&["--receipts", "delivered"]);
+    let route = smpp_route(smsc.port, "secret");
+    let app = spawn_app_with(backend, move |c| {
+        configure(c);
+        c.routes = vec![route];
+    })
+    .await;
+    wait_until("the bind", || smsc.events("bind").len() == 1).await;
     add_user(&app, app.account_id, EMAIL, PASSWORD).await;
     let (_, other_key) = app.new_account("other", 10, 0).await;
     let other: Value = app
@@ -511,7 +520,19 @@ async fn a_user_walks_the_console_in_a_real_browser(backend: crate::helpers::Bac
         .map(|s| s.as_str().unwrap())
         .collect();
     assert_eq!(timeline.first(), Some(&"accepted"), "{out}");
-    assert!(timeline.contains(&"sent"), "the log driver took it: {out}");
+    assert!(timeline.contains(&"sent"), "the SMSC took it: {out}");
+    assert!(
+        timeline.contains(&"delivered"),
+        "the SMSC's receipt came back: {out}"
+    );
+    assert_eq!(
+        out["log_status"], "delivered",
+        "the log's chip turned delivered: {out}"
+    );
+    assert!(
+        smsc.events("submit_sm").len() >= 2,
+        "both sends reached the SMSC"
+    );
     let text = out["otp_page_text"].as_str().unwrap();
     assert!(text.contains("hidden"), "{out}");
     assert!(
