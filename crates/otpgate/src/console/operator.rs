@@ -36,7 +36,7 @@ use std::time::Instant;
 use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::map_response;
 use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
@@ -571,6 +571,40 @@ async fn account_view(
     }
 }
 
+/// A POST to one account's page: the operator (its session's CSRF token
+/// checked), the form's fields and the account of the path (which exists).
+/// Refused with the login redirect, 403, or the 404 page.
+struct AccountForm {
+    operator: Operator,
+    fields: Vec<(String, String)>,
+    id: i64,
+}
+
+impl FromRequest<AppState> for AccountForm {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let Extension(live) = Extension::<Arc<Live>>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Path(id) = Path::<String>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let headers = parts.headers.clone();
+        let body = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let (operator, fields) = require_post(state, &live, &headers, &body).await?;
+        let id = path_account(state, &id).await?;
+        Ok(AccountForm {
+            operator,
+            fields,
+            id,
+        })
+    }
+}
+
 /// The account of a form's path, or the 404 page.
 async fn path_account(state: &AppState, id: &str) -> Result<i64, Response> {
     let Ok(id) = id.parse::<i64>() else {
@@ -607,19 +641,12 @@ fn done(id: i64) -> Response {
 
 async fn add_credits(
     State(state): State<AppState>,
-    Extension(live): Extension<Arc<Live>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
+    AccountForm {
+        operator,
+        fields,
+        id,
+    }: AccountForm,
 ) -> Response {
-    let (operator, fields) = match require_post(&state, &live, &headers, &body).await {
-        Ok(found) => found,
-        Err(r) => return r,
-    };
-    let id = match path_account(&state, &id).await {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
     let mut problems = Vec::new();
     let sms = number(&fields, "sms", Some(0))
         .map_err(|p| problems.push(p))
@@ -705,19 +732,12 @@ fn limit(fields: &[(String, String)], name: &'static str) -> Result<Option<i64>,
 
 async fn set_limits(
     State(state): State<AppState>,
-    Extension(live): Extension<Arc<Live>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
+    AccountForm {
+        operator,
+        fields,
+        id,
+    }: AccountForm,
 ) -> Response {
-    let (operator, fields) = match require_post(&state, &live, &headers, &body).await {
-        Ok(found) => found,
-        Err(r) => return r,
-    };
-    let id = match path_account(&state, &id).await {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
     let mut problems = Vec::new();
     let rps = limit(&fields, "max_rps").map_err(|p| problems.push(p)).ok();
     let cap = limit(&fields, "daily_spend_cap")
@@ -761,19 +781,12 @@ async fn set_limits(
 
 async fn create_key(
     State(state): State<AppState>,
-    Extension(live): Extension<Arc<Live>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
+    AccountForm {
+        operator,
+        fields,
+        id,
+    }: AccountForm,
 ) -> Response {
-    let (operator, fields) = match require_post(&state, &live, &headers, &body).await {
-        Ok(found) => found,
-        Err(r) => return r,
-    };
-    let id = match path_account(&state, &id).await {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
     let label = field(&fields, "label").map(str::trim).unwrap_or("");
     let label = match label {
         "" => None,
@@ -807,19 +820,12 @@ async fn create_key(
 
 async fn create_user(
     State(state): State<AppState>,
-    Extension(live): Extension<Arc<Live>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
+    AccountForm {
+        operator,
+        fields,
+        id,
+    }: AccountForm,
 ) -> Response {
-    let (operator, fields) = match require_post(&state, &live, &headers, &body).await {
-        Ok(found) => found,
-        Err(r) => return r,
-    };
-    let id = match path_account(&state, &id).await {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
     let mut problems = Vec::new();
     let email = Email::parse(field(&fields, "email").unwrap_or(""))
         .map_err(|m| {
