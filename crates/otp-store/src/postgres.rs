@@ -34,7 +34,7 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::migrate;
 use crate::model::{VerifyStep, first_refusal, verify_event};
-use crate::rows::{ACCOUNT_COLUMNS, KEY_COLUMNS, OTP_COLUMNS, VERIFY_COLUMNS};
+use crate::rows::{ACCOUNT_COLUMNS, KEY_COLUMNS, LEDGER_COLUMNS, OTP_COLUMNS, VERIFY_COLUMNS};
 use crate::webhooks::WebhookEvent;
 use crate::*;
 use otp_domain::vault::CodeVault;
@@ -497,27 +497,14 @@ impl Store for PgStore {
 
     async fn ledger(&self, id: AccountId) -> Result<Vec<LedgerEntry>, StoreError> {
         let c = self.client().await?;
-        let rows = c
+        let found = c
             .query(
-                "SELECT id, account_id, kind, sms_delta, phone_delta, otp_id, note, created_at \
-                 FROM ledger WHERE account_id = $1 ORDER BY id",
+                &format!("SELECT {LEDGER_COLUMNS} FROM ledger WHERE account_id = $1 ORDER BY id"),
                 &[&id],
             )
             .await
             .map_err(pg_err)?;
-        Ok(rows
-            .iter()
-            .map(|r| LedgerEntry {
-                id: r.get(0),
-                account_id: r.get(1),
-                kind: r.get(2),
-                sms_delta: r.get(3),
-                phone_delta: r.get(4),
-                otp_id: r.get(5),
-                note: r.get(6),
-                created_at: r.get(7),
-            })
-            .collect())
+        found.iter().map(rows::ledger_entry).collect()
     }
 
     async fn recent_ledger(
@@ -526,27 +513,14 @@ impl Store for PgStore {
         limit: u32,
     ) -> Result<Vec<LedgerEntry>, StoreError> {
         let c = self.client().await?;
-        let rows = c
+        let found = c
             .query(
-                "SELECT id, account_id, kind, sms_delta, phone_delta, otp_id, note, created_at \
-                 FROM ledger WHERE account_id = $1 ORDER BY id DESC LIMIT $2",
+                &format!("SELECT {LEDGER_COLUMNS} FROM ledger WHERE account_id = $1 ORDER BY id DESC LIMIT $2"),
                 &[&id, &i64::from(limit)],
             )
             .await
             .map_err(pg_err)?;
-        Ok(rows
-            .iter()
-            .map(|r| LedgerEntry {
-                id: r.get(0),
-                account_id: r.get(1),
-                kind: r.get(2),
-                sms_delta: r.get(3),
-                phone_delta: r.get(4),
-                otp_id: r.get(5),
-                note: r.get(6),
-                created_at: r.get(7),
-            })
-            .collect())
+        found.iter().map(rows::ledger_entry).collect()
     }
 
     async fn create_key(&self, key: NewApiKey) -> Result<ApiKeyRecord, StoreError> {

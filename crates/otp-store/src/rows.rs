@@ -20,7 +20,9 @@ use crate::webhooks::{
     BalanceEvent, ClaimedDelivery, Credits, DeliveryState, EventOtp, WebhookDelivery, WebhookEvent,
     open_secret,
 };
-use crate::{Account, ApiKeyRecord, OtpRecord, OtpStatus, RecordCode, Scopes, StoreError};
+use crate::{
+    Account, ApiKeyRecord, LedgerEntry, OtpRecord, OtpStatus, RecordCode, Scopes, StoreError,
+};
 
 /// An OTP's columns, read `FROM otps o`; [`otp`] maps them. The stored
 /// `phone_number` (the display form, for the list's filter) and `message`
@@ -38,6 +40,10 @@ pub(crate) const VERIFY_COLUMNS: &str =
 /// An account's columns; [`account`] maps them.
 pub(crate) const ACCOUNT_COLUMNS: &str =
     "id, name, sms_credits, phone_credits, otp_count, created_at";
+
+/// A ledger entry's columns; [`ledger_entry`] maps them.
+pub(crate) const LEDGER_COLUMNS: &str =
+    "id, account_id, kind, sms_delta, phone_delta, otp_id, note, created_at";
 
 /// An API key's columns; [`key`] maps them.
 pub(crate) const KEY_COLUMNS: &str =
@@ -141,6 +147,20 @@ pub(crate) fn verify(r: &impl Columns) -> Result<VerifyRow, StoreError> {
 }
 
 /// The account of [`ACCOUNT_COLUMNS`].
+/// The ledger entry of [`LEDGER_COLUMNS`].
+pub(crate) fn ledger_entry(r: &impl Columns) -> Result<LedgerEntry, StoreError> {
+    Ok(LedgerEntry {
+        id: r.int(0)?,
+        account_id: r.int(1)?,
+        kind: r.text(2)?,
+        sms_delta: r.int(3)?,
+        phone_delta: r.int(4)?,
+        otp_id: r.opt_int(5)?,
+        note: r.opt_text(6)?,
+        created_at: r.int(7)?,
+    })
+}
+
 pub(crate) fn account(r: &impl Columns) -> Result<Account, StoreError> {
     Ok(Account {
         id: r.int(0)?,

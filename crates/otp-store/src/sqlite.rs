@@ -32,7 +32,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::migrate::{self, Migration};
 use crate::model::{VerifyStep, first_refusal, verify_event};
-use crate::rows::{ACCOUNT_COLUMNS, KEY_COLUMNS, OTP_COLUMNS, OtpRow, VERIFY_COLUMNS};
+use crate::rows::{
+    ACCOUNT_COLUMNS, KEY_COLUMNS, LEDGER_COLUMNS, OTP_COLUMNS, OtpRow, VERIFY_COLUMNS,
+};
 use crate::webhooks::WebhookEvent;
 use crate::*;
 use otp_domain::vault::CodeVault;
@@ -798,26 +800,11 @@ impl Store for SqliteStore {
     async fn ledger(&self, id: AccountId) -> Result<Vec<LedgerEntry>, StoreError> {
         self.read(move |c| {
             let mut s = c
-                .prepare_cached(
-                    "SELECT id, account_id, kind, sms_delta, phone_delta, otp_id, note, created_at \
-                     FROM ledger WHERE account_id = ?1 ORDER BY id",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {LEDGER_COLUMNS} FROM ledger WHERE account_id = ?1 ORDER BY id",
+                ))
                 .map_err(map_err)?;
-            collect(
-                s.query_map([id], |r| {
-                    Ok(LedgerEntry {
-                        id: r.get(0)?,
-                        account_id: r.get(1)?,
-                        kind: r.get(2)?,
-                        sms_delta: r.get(3)?,
-                        phone_delta: r.get(4)?,
-                        otp_id: r.get(5)?,
-                        note: r.get(6)?,
-                        created_at: r.get(7)?,
-                    })
-                })
-                .map_err(map_err)?,
-            )
+            collect(s.query_map([id], rows::ledger_entry).map_err(map_err)?)
         })
         .await
     }
@@ -829,24 +816,12 @@ impl Store for SqliteStore {
     ) -> Result<Vec<LedgerEntry>, StoreError> {
         self.read(move |c| {
             let mut s = c
-                .prepare_cached(
-                    "SELECT id, account_id, kind, sms_delta, phone_delta, otp_id, note, created_at \
-                     FROM ledger WHERE account_id = ?1 ORDER BY id DESC LIMIT ?2",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {LEDGER_COLUMNS} FROM ledger WHERE account_id = ?1 ORDER BY id DESC LIMIT ?2",
+                ))
                 .map_err(map_err)?;
             collect(
-                s.query_map(params![id, limit], |r| {
-                    Ok(LedgerEntry {
-                        id: r.get(0)?,
-                        account_id: r.get(1)?,
-                        kind: r.get(2)?,
-                        sms_delta: r.get(3)?,
-                        phone_delta: r.get(4)?,
-                        otp_id: r.get(5)?,
-                        note: r.get(6)?,
-                        created_at: r.get(7)?,
-                    })
-                })
+                s.query_map(params![id, limit], rows::ledger_entry)
                 .map_err(map_err)?,
             )
         })

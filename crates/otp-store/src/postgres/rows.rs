@@ -7,7 +7,7 @@ use tokio_postgres::types::FromSql;
 
 use crate::StoreError;
 use crate::rows::Columns;
-pub(super) use crate::rows::{account, key, otp, verify};
+pub(super) use crate::rows::{account, key, ledger_entry, otp, verify};
 
 fn get<'a, T: FromSql<'a>>(r: &'a Row, i: usize) -> Result<T, StoreError> {
     r.try_get(i)

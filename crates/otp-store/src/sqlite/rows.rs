@@ -9,7 +9,7 @@ use rusqlite::Row;
 
 use crate::model::VerifyRow;
 use crate::rows::{self, Columns, OtpRow};
-use crate::{Account, ApiKeyRecord, StoreError};
+use crate::{Account, ApiKeyRecord, LedgerEntry, StoreError};
 
 fn get<T: rusqlite::types::FromSql>(r: &Row<'_>, i: usize) -> Result<T, StoreError> {
     r.get(i).map_err(super::map_err)
@@ -60,6 +60,11 @@ pub(super) fn verify(r: &Row<'_>) -> rusqlite::Result<VerifyRow> {
 /// [`rows::account`].
 pub(super) fn account(r: &Row<'_>) -> rusqlite::Result<Account> {
     lift(rows::account(r))
+}
+
+/// [`rows::ledger_entry`].
+pub(super) fn ledger_entry(r: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
+    lift(rows::ledger_entry(r))
 }
 
 /// [`rows::key`].
