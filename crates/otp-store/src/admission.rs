@@ -19,7 +19,9 @@
 //! 0. its API key must still be live ([`Loaded::revoked_keys`]): a key revoked
 //!    (on any node) before the batch's transaction read it is refused
 //!    ([`AcceptError::KeyRevoked`]), replays included, so callers may
-//!    authenticate sends from a cache;
+//!    authenticate sends from a cache; and its account must not be disabled
+//!    ([`Loaded::disabled_accounts`], [`AcceptError::AccountDisabled`]),
+//!    read the same way;
 //! 1. its idempotency key ([`IdempotencyRecords`]): a key the account used
 //!    within [`IDEMPOTENCY_TTL`], stored or earlier in the same batch, replays
 //!    what that send got if the body is the same and is refused
@@ -458,6 +460,8 @@ impl Recent {
 pub(crate) struct Loaded {
     /// The batch's API keys that are revoked or no longer exist.
     pub revoked_keys: HashSet<i64>,
+    /// The batch's accounts an operator disabled.
+    pub disabled_accounts: HashSet<AccountId>,
     pub balances: Balances,
     pub key_rates: KeyRates,
     pub recent: Recent,
@@ -623,6 +627,9 @@ impl Loaded {
             .is_some_and(|k| self.revoked_keys.contains(&k))
         {
             return Decision::Refuse(AcceptError::KeyRevoked);
+        }
+        if self.disabled_accounts.contains(&otp.account_id) {
+            return Decision::Refuse(AcceptError::AccountDisabled);
         }
         if let Some(key) = key {
             match self.idempotency.check(otp, key) {

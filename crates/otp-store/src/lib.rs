@@ -147,6 +147,10 @@ pub enum AcceptError {
     /// Nothing was written.
     #[error("the API key is revoked")]
     KeyRevoked,
+    /// The account is disabled (read inside the accepting transaction, so a
+    /// disable holds on every node at once). Nothing was written.
+    #[error("the account is disabled")]
+    AccountDisabled,
     /// A limit ([`SendLimits`], [`AccountLimits`]) refused the send; nothing was
     /// written or charged.
     #[error("rate limited")]
@@ -205,6 +209,15 @@ pub trait Store:
         phone: i64,
         note: &str,
     ) -> Result<Account, StoreError>;
+    /// Disables the account from `at` (`Some`), or enables it again (`None`);
+    /// disabling one already disabled keeps its first time. `None`: no such
+    /// account. Every node sees the change at once: keys are read with it, and
+    /// the accepting transaction reads it again.
+    async fn set_account_disabled(
+        &self,
+        id: AccountId,
+        at: Option<Micros>,
+    ) -> Result<Option<Account>, StoreError>;
     /// The account's own rate and spend limits, and what it spent today.
     async fn account_limits(&self, id: AccountId) -> Result<Option<AccountLimits>, StoreError>;
     /// Sets the account's own limits (`None`: back to the configured default;

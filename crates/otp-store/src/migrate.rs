@@ -318,6 +318,18 @@ pub(crate) const SQLITE: &[Migration] = &[
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/sqlite/0019_conversions.sql"),
     },
+    Migration {
+        version: 20,
+        name: "account_disabled",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/sqlite/0020_account_disabled.sql"),
+    },
+    Migration {
+        version: 21,
+        name: "failed_otps_index",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/sqlite/0021_failed_otps_index.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -434,6 +446,18 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "conversions",
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/postgres/0019_conversions.sql"),
+    },
+    Migration {
+        version: 20,
+        name: "account_disabled",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/postgres/0020_account_disabled.sql"),
+    },
+    Migration {
+        version: 21,
+        name: "failed_otps_index",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/postgres/0021_failed_otps_index.sql"),
     },
 ];
 

@@ -22,6 +22,9 @@ pub struct Account {
     /// OTPs accepted so far; also the newest OTP's `account_seq`.
     pub otp_count: i64,
     pub created_at: Micros,
+    /// When an operator disabled it; `None` while it is enabled. A disabled
+    /// account's keys and users are refused and it accepts no send.
+    pub disabled_at: Option<Micros>,
 }
 
 /// One row of an account's ledger: every top-up, debit and refund.
@@ -181,6 +184,9 @@ pub struct ApiKeyRecord {
     pub last_used: Option<Micros>,
     /// What the key may do.
     pub scopes: Scopes,
+    /// Whether its account is disabled, read with the key: such a key is
+    /// refused whatever its scopes.
+    pub account_disabled: bool,
 }
 
 impl std::fmt::Debug for ApiKeyRecord {
@@ -458,6 +464,22 @@ impl OtpStatus {
 
     pub fn parse(s: &str) -> Option<Self> {
         OtpStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// The SQL condition that holds for every [`is_failure`](Self::is_failure)
+    /// status, word for word the condition of migration 21's partial indexes:
+    /// a list searching for one of them adds it so the index serves it.
+    pub(crate) const FAILURE_SQL: &'static str =
+        "status IN ('undeliverable', 'expired', 'rejected', 'failed')";
+
+    /// A list filter on `status` (the column of `alias`, if any): the status
+    /// bound as parameter `n`, and, for a failure status, [`Self::FAILURE_SQL`].
+    pub(crate) fn filter_sql(self, alias: &str, n: String) -> String {
+        if self.is_failure() {
+            format!(" AND {alias}status = {n} AND {alias}{}", Self::FAILURE_SQL)
+        } else {
+            format!(" AND {alias}status = {n}")
+        }
     }
 
     /// A final status that means the recipient did not get the code: its credits

@@ -427,6 +427,25 @@ impl Store for PgStore {
         row.as_ref().map(rows::account).transpose()
     }
 
+    async fn set_account_disabled(
+        &self,
+        id: AccountId,
+        at: Option<Micros>,
+    ) -> Result<Option<Account>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "UPDATE accounts SET disabled_at = CASE WHEN $2::int8 IS NULL THEN NULL \
+                     ELSE COALESCE(disabled_at, $2::int8) END WHERE id = $1 RETURNING {ACCOUNT_COLUMNS}"
+                ),
+                &[&id, &at],
+            )
+            .await
+            .map_err(pg_err)?;
+        row.map(|r| rows::account(&r)).transpose()
+    }
+
     async fn add_credits(
         &self,
         id: AccountId,
@@ -642,7 +661,7 @@ impl Store for PgStore {
         }
         if let Some(status) = q.status {
             args.push(Box::new(status.as_str().to_owned()));
-            filter.push_str(&format!(" AND o.status = ${}", args.len()));
+            filter.push_str(&status.filter_sql("o.", format!("${}", args.len())));
         }
         if let Some(from) = q.created_from {
             args.push(Box::new(from));
@@ -740,7 +759,7 @@ impl Store for PgStore {
         }
         if let Some(status) = q.status {
             args.push(Box::new(status.as_str().to_owned()));
-            filter.push_str(&format!(" AND o.status = ${}", args.len()));
+            filter.push_str(&status.filter_sql("o.", format!("${}", args.len())));
         }
         if let Some(before) = q.before_id {
             args.push(Box::new(before));

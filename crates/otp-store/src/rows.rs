@@ -39,15 +39,19 @@ pub(crate) const VERIFY_COLUMNS: &str =
 
 /// An account's columns; [`account`] maps them.
 pub(crate) const ACCOUNT_COLUMNS: &str =
-    "id, name, sms_credits, phone_credits, otp_count, created_at";
+    "id, name, sms_credits, phone_credits, otp_count, created_at, disabled_at";
 
 /// A ledger entry's columns; [`ledger_entry`] maps them.
 pub(crate) const LEDGER_COLUMNS: &str =
     "id, account_id, kind, sms_delta, phone_delta, otp_id, note, created_at";
 
-/// An API key's columns; [`key`] maps them.
-pub(crate) const KEY_COLUMNS: &str =
-    "id, key_id, account_id, secret_hash, label, created_at, revoked_at, last_used, scopes";
+/// An API key's columns, read `FROM api_keys` (or returned by a change to
+/// it), with whether its account is disabled; [`key`] maps them.
+pub(crate) const KEY_COLUMNS: &str = "id, key_id, account_id, secret_hash, label, created_at, revoked_at, last_used, scopes, \
+     (SELECT disabled_at FROM accounts WHERE accounts.id = api_keys.account_id)";
+
+/// How many columns [`KEY_COLUMNS`] holds (a query reading more puts them after).
+pub(crate) const KEY_COLUMN_COUNT: usize = 10;
 
 /// One row as a driver returns it, read by position. A value of the wrong
 /// type or a NULL where none is allowed is a [`StoreError::Internal`].
@@ -146,7 +150,6 @@ pub(crate) fn verify(r: &impl Columns) -> Result<VerifyRow, StoreError> {
     })
 }
 
-/// The account of [`ACCOUNT_COLUMNS`].
 /// The ledger entry of [`LEDGER_COLUMNS`].
 pub(crate) fn ledger_entry(r: &impl Columns) -> Result<LedgerEntry, StoreError> {
     Ok(LedgerEntry {
@@ -161,6 +164,7 @@ pub(crate) fn ledger_entry(r: &impl Columns) -> Result<LedgerEntry, StoreError> 
     })
 }
 
+/// The account of [`ACCOUNT_COLUMNS`].
 pub(crate) fn account(r: &impl Columns) -> Result<Account, StoreError> {
     Ok(Account {
         id: r.int(0)?,
@@ -169,6 +173,7 @@ pub(crate) fn account(r: &impl Columns) -> Result<Account, StoreError> {
         phone_credits: r.int(3)?,
         otp_count: r.int(4)?,
         created_at: r.int(5)?,
+        disabled_at: r.opt_int(6)?,
     })
 }
 
@@ -185,6 +190,7 @@ pub(crate) fn key(r: &impl Columns) -> Result<ApiKeyRecord, StoreError> {
         revoked_at: r.opt_int(6)?,
         last_used: r.opt_int(7)?,
         scopes: Scopes::from_stored(&r.text(8)?),
+        account_disabled: r.opt_int(9)?.is_some(),
     })
 }
 

@@ -263,6 +263,29 @@ pub async fn add_credits(
     Ok(account)
 }
 
+/// Disables an account (`true`) or enables it again (`false`). While
+/// disabled, its API keys and its users are refused (403 `account_disabled`)
+/// and it accepts no send, on every node at once; what it accepted before is
+/// still delivered, receipts and refunds still apply, and its webhook still
+/// hears of them. Disabling twice keeps the first time.
+pub async fn set_disabled(
+    store: &SharedStore,
+    account_id: AccountId,
+    disabled: bool,
+) -> Result<Account, Refusal> {
+    let at = disabled.then(otp_store::now_micros);
+    let account = store
+        .set_account_disabled(account_id, at)
+        .await?
+        .ok_or(Refusal::NotFound)?;
+    if disabled {
+        tracing::info!(account_id, "account disabled");
+    } else {
+        tracing::info!(account_id, "account enabled");
+    }
+    Ok(account)
+}
+
 /// Issues a new API key for an account.
 pub async fn create_key(
     store: &SharedStore,

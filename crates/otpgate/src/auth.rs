@@ -104,6 +104,8 @@ pub enum AuthFailure {
     Missing,
     /// Not a key we know, a wrong secret, or a revoked key.
     Invalid,
+    /// A valid key of an account an operator disabled.
+    AccountDisabled,
     /// The store could not be asked.
     Store(StoreError),
 }
@@ -136,7 +138,19 @@ pub async fn authenticate(
         .await
         .map_err(AuthFailure::Store)?
         .ok_or(AuthFailure::Invalid)?;
-    verify(&record, token).ok_or(AuthFailure::Invalid)
+    let caller = verify(&record, token).ok_or(AuthFailure::Invalid)?;
+    enabled(&record)?;
+    Ok(caller)
+}
+
+/// A key that verified is still refused while its account is disabled (said
+/// only to a caller that proved it holds the key).
+fn enabled(record: &ApiKeyRecord) -> Result<(), AuthFailure> {
+    if record.account_disabled {
+        Err(AuthFailure::AccountDisabled)
+    } else {
+        Ok(())
+    }
 }
 
 /// [`authenticate`] for a route whose every effect the store checks the
@@ -158,6 +172,7 @@ pub async fn authenticate_cached(
         .map_err(AuthFailure::Store)?
         .ok_or(AuthFailure::Invalid)?;
     let caller = verify(&record, token).ok_or(AuthFailure::Invalid)?;
+    enabled(&record)?;
     cache.remember(key_id, &record, caller);
     Ok(caller)
 }
@@ -313,6 +328,7 @@ mod tests {
             revoked_at: None,
             last_used: None,
             scopes: k.record.scopes,
+            account_disabled: false,
         };
         assert_eq!(
             verify(&rec, &k.plaintext).map(|c| c.scopes),
@@ -339,6 +355,7 @@ mod tests {
             revoked_at: None,
             last_used: None,
             scopes: k.record.scopes,
+            account_disabled: false,
         };
         let cache = KeyCache::default();
         let id = k.record.key_id.as_str();

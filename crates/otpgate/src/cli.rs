@@ -171,6 +171,17 @@ enum AccountsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Disable an account: its API keys and users are refused and it
+    /// accepts no send (what it accepted before is still delivered).
+    Disable {
+        /// Account id or name.
+        account: String,
+    },
+    /// Enable an account that was disabled.
+    Enable {
+        /// Account id or name.
+        account: String,
+    },
 }
 
 /// A limit as given on the command line: a number, or `default`.
@@ -588,6 +599,8 @@ async fn accounts(store: &SharedStore, cmd: AccountsCmd) -> anyhow::Result<()> {
                 );
             }
         }
+        AccountsCmd::Disable { account } => set_disabled(store, &account, true).await?,
+        AccountsCmd::Enable { account } => set_disabled(store, &account, false).await?,
         AccountsCmd::List { json } => {
             let list = store.list_accounts().await?;
             if json {
@@ -595,7 +608,8 @@ async fn accounts(store: &SharedStore, cmd: AccountsCmd) -> anyhow::Result<()> {
                     .iter()
                     .map(|a| {
                         json!({ "account_id": a.id, "name": a.name, "sms_credits": a.sms_credits,
-                                "phone_credits": a.phone_credits, "otps": a.otp_count })
+                                "phone_credits": a.phone_credits, "otps": a.otp_count,
+                                "disabled": a.disabled_at.is_some() })
                     })
                     .collect();
                 println!("{}", serde_json::Value::Array(rows));
@@ -606,13 +620,35 @@ async fn accounts(store: &SharedStore, cmd: AccountsCmd) -> anyhow::Result<()> {
                 );
                 for a in list {
                     println!(
-                        "{:>6}  {:<24} {:>12} {:>14} {:>10}",
-                        a.id, a.name, a.sms_credits, a.phone_credits, a.otp_count
+                        "{:>6}  {:<24} {:>12} {:>14} {:>10}{}",
+                        a.id,
+                        a.name,
+                        a.sms_credits,
+                        a.phone_credits,
+                        a.otp_count,
+                        if a.disabled_at.is_some() {
+                            "  disabled"
+                        } else {
+                            ""
+                        }
                     );
                 }
             }
         }
     }
+    Ok(())
+}
+
+/// `accounts disable` / `accounts enable`.
+async fn set_disabled(store: &SharedStore, account: &str, disabled: bool) -> anyhow::Result<()> {
+    let a = find_account(store, account).await?;
+    let a = accounts::set_disabled(store, a.id, disabled).await?;
+    let state = if a.disabled_at.is_some() {
+        "disabled"
+    } else {
+        "enabled"
+    };
+    println!("account {} ({}): {state}", a.id, a.name);
     Ok(())
 }
 

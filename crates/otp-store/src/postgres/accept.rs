@@ -132,13 +132,17 @@ async fn load(
     let rows = tx
         .query(
             "SELECT id, sms_credits, phone_credits, otp_count, rate_second, rate_current, \
-             rate_previous, spend_day, spend_today, max_rps, daily_spend_cap FROM accounts \
+             rate_previous, spend_day, spend_today, max_rps, daily_spend_cap, \
+             disabled_at IS NOT NULL FROM accounts \
              WHERE id = ANY($1) ORDER BY id FOR UPDATE",
             &[&ids],
         )
         .await
         .map_err(pg_err)?;
     for r in rows {
+        if r.get::<_, bool>(11) {
+            loaded.disabled_accounts.insert(r.get(0));
+        }
         loaded.balances.insert_with(
             r.get(0),
             r.get(1),

@@ -5,7 +5,7 @@
 use tokio_postgres::Row;
 
 use super::{PgStore, pg_err};
-use crate::rows::{self, KEY_COLUMNS};
+use crate::rows::{self, KEY_COLUMN_COUNT, KEY_COLUMNS};
 use crate::users::{
     LOGIN_COUNTER_TABLES, LoginCount, REVOKE_OLDEST_SQL, SESSION_COLUMNS, USER_COLUMNS, UserStore,
     open_key, seal_key, sessions_kept,
@@ -379,11 +379,11 @@ impl UserStore for PgStore {
             .await
             .map_err(pg_err)?;
         row.map(|row| {
-            // The copy's columns follow KEY_COLUMNS' nine.
+            // The copy's columns follow KEY_COLUMNS'.
             let record = rows::key(&row)?;
-            let salt: Option<Vec<u8>> = row.get(9);
-            let cipher: Option<Vec<u8>> = row.get(10);
-            let key_id: Option<String> = row.get(11);
+            let salt: Option<Vec<u8>> = row.get(KEY_COLUMN_COUNT);
+            let cipher: Option<Vec<u8>> = row.get(KEY_COLUMN_COUNT + 1);
+            let key_id: Option<String> = row.get(KEY_COLUMN_COUNT + 2);
             let copy = open_key(
                 &self.vault,
                 record.account_id,

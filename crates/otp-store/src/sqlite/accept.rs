@@ -44,7 +44,8 @@ fn load(
     let mut stmt = tx
         .prepare_cached(
             "SELECT sms_credits, phone_credits, otp_count, rate_second, rate_current, \
-             rate_previous, spend_day, spend_today, max_rps, daily_spend_cap \
+             rate_previous, spend_day, spend_today, max_rps, daily_spend_cap, \
+             disabled_at IS NOT NULL \
              FROM accounts WHERE id = ?1",
         )
         .map_err(map_err)?;
@@ -73,11 +74,15 @@ fn load(
                         max_rps: r.get(8)?,
                         daily_spend_cap: r.get(9)?,
                     },
+                    r.get::<_, bool>(10)?,
                 ))
             })
             .optional()
             .map_err(map_err)?;
-        if let Some(((sms, phone, count), rate, spend, overrides)) = found {
+        if let Some(((sms, phone, count), rate, spend, overrides, disabled)) = found {
+            if disabled {
+                loaded.disabled_accounts.insert(otp.account_id);
+            }
             loaded
                 .balances
                 .insert_with(otp.account_id, sms, phone, count, rate, spend, overrides);

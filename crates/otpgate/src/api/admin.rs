@@ -15,6 +15,8 @@
 //! | POST | `/admin/v1/accounts/` | create one, with its first API key |
 //! | GET | `/admin/v1/accounts/{id}/` | one account |
 //! | POST | `/admin/v1/accounts/{id}/credits/` | add (or remove) credits |
+//! | POST | `/admin/v1/accounts/{id}/disable/` | refuse its keys, users and sends |
+//! | POST | `/admin/v1/accounts/{id}/enable/` | let it in again |
 //! | GET, POST | `/admin/v1/accounts/{id}/keys/` | list keys; create one |
 //! | POST | `/admin/v1/keys/{key_id}/revoke/` | revoke a key |
 //! | GET, POST | `/admin/v1/accounts/{id}/users/` | list users; create one |
@@ -57,6 +59,8 @@ pub fn router() -> Router<AppState> {
         ),
         ("/admin/v1/accounts/{id}/", get(get_account)),
         ("/admin/v1/accounts/{id}/credits/", post(add_credits)),
+        ("/admin/v1/accounts/{id}/disable/", post(disable_account)),
+        ("/admin/v1/accounts/{id}/enable/", post(enable_account)),
         (
             "/admin/v1/accounts/{id}/keys/",
             get(list_keys).post(create_key),
@@ -149,11 +153,14 @@ pub struct AccountView {
     pub otps: i64,
     /// RFC 3339 in the configured zone.
     pub created_at: String,
+    /// When an operator disabled it (RFC 3339); `null` while enabled.
+    pub disabled_at: Option<String>,
 }
 
 fn account_view(a: Account, state: &AppState) -> AccountView {
     AccountView {
         created_at: rfc3339(a.created_at, &state.tz),
+        disabled_at: a.disabled_at.map(|t| rfc3339(t, &state.tz)),
         id: a.id,
         name: a.name,
         sms_credits: a.sms_credits,
@@ -453,6 +460,58 @@ pub async fn add_credits(
     let account = accounts::add_credits(&state.store, account.id, change, note).await?;
     Ok(Json(Envelope::ok(
         "Credits added.",
+        account_view(account, &state),
+    )))
+}
+
+/// Disable an account: its API keys and users are refused (403
+/// `account_disabled`) and it accepts no send, on every node at once; what it
+/// accepted before is still delivered. Disabling twice keeps the first time.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{id}/disable/",
+    tag = "admin",
+    params(("id" = i64, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "The account, with `disabled_at` set", body = Envelope<AccountView>),
+        (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
+        (status = 404, description = "No such account, or the admin API is off", body = super::error::ErrorEnvelope),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn disable_account(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Envelope<AccountView>>, ApiError> {
+    let account = accounts::set_disabled(&state.store, path_id(&id)?, true).await?;
+    Ok(Json(Envelope::ok(
+        "Account disabled.",
+        account_view(account, &state),
+    )))
+}
+
+/// Enable an account an operator disabled.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{id}/enable/",
+    tag = "admin",
+    params(("id" = i64, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "The account, with `disabled_at` null", body = Envelope<AccountView>),
+        (status = 401, description = "No or wrong admin token", body = super::error::ErrorEnvelope),
+        (status = 404, description = "No such account, or the admin API is off", body = super::error::ErrorEnvelope),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn enable_account(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Envelope<AccountView>>, ApiError> {
+    let account = accounts::set_disabled(&state.store, path_id(&id)?, false).await?;
+    Ok(Json(Envelope::ok(
+        "Account enabled.",
         account_view(account, &state),
     )))
 }

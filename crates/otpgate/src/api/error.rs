@@ -117,6 +117,19 @@ impl ApiError {
         })
     }
 
+    /// 403: the caller's account is disabled by an operator; nothing was done.
+    pub fn account_disabled() -> Self {
+        let message = "This account is disabled; ask the gateway's operator.";
+        ApiError::from_inner(Inner {
+            errors: vec![FieldError::new(
+                "authorization",
+                "account_disabled",
+                message,
+            )],
+            ..ApiError::new(StatusCode::FORBIDDEN, message).inner()
+        })
+    }
+
     pub fn insufficient_credits(kind: &str, needed: i64, left: i64) -> Self {
         let message = format!(
             "Insufficient {kind} credits: this OTP needs {needed}, the account has {left}."

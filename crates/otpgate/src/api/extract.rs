@@ -53,6 +53,7 @@ impl FromRequestParts<AppState> for Caller {
                 "Authentication credentials were not provided.",
             )),
             Err(AuthFailure::Invalid) => Err(ApiError::unauthenticated("Invalid token.")),
+            Err(AuthFailure::AccountDisabled) => Err(ApiError::account_disabled()),
             Err(AuthFailure::Store(e)) => Err(e.into()),
         }
     }

@@ -61,6 +61,8 @@ pub fn router() -> Router<AppState> {
         super::admin::create_account,
         super::admin::get_account,
         super::admin::add_credits,
+        super::admin::disable_account,
+        super::admin::enable_account,
         super::admin::list_keys,
         super::admin::create_key,
         super::admin::revoke_key,

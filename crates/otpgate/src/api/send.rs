@@ -415,6 +415,7 @@ fn refusal(
         AcceptError::AccountNotFound | AcceptError::KeyRevoked => {
             (None, ApiError::unauthenticated("Invalid token."))
         }
+        AcceptError::AccountDisabled => (None, ApiError::account_disabled()),
         AcceptError::IdempotencyKeyReused => (
             Some("idempotency_conflict"),
             ApiError::refusal(

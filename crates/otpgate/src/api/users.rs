@@ -134,7 +134,7 @@ pub(crate) async fn token_session(
     state: &AppState,
     claims: &Claims,
 ) -> Result<(Session, User), ApiError> {
-    state
+    let (session, user) = state
         .store
         .active_session(claims.sid, now_micros())
         .await?
@@ -143,7 +143,23 @@ pub(crate) async fn token_session(
                 && user.id == claims.user_id
                 && user.session_version == claims.ver
         })
-        .ok_or_else(|| ApiError::unauthenticated(BAD_TOKEN))
+        .ok_or_else(|| ApiError::unauthenticated(BAD_TOKEN))?;
+    refuse_disabled(state, &user).await?;
+    Ok((session, user))
+}
+
+/// A user of a disabled account is refused (403 `account_disabled`) at login
+/// and on every request its tokens make, on every node (the account is read
+/// each time). Operators are not: their pages serve every account, and an
+/// operator must be able to enable the account again.
+async fn refuse_disabled(state: &AppState, user: &User) -> Result<(), ApiError> {
+    if user.operator {
+        return Ok(());
+    }
+    match state.store.account(user.account_id).await? {
+        Some(account) if account.disabled_at.is_some() => Err(ApiError::account_disabled()),
+        _ => Ok(()),
+    }
 }
 
 /// A caller holding a valid access token: its user and the session (login)
@@ -445,6 +461,7 @@ pub(crate) async fn authenticate(
         }
     };
     state.store.clear_login_attempts(email.as_str()).await?;
+    refuse_disabled(state, &user).await?;
     let now = now_secs();
     let session = state
         .store

@@ -196,7 +196,10 @@ async fn console_session(state: &AppState, headers: &HeaderMap) -> Result<Option
             user,
             session,
         })),
-        Err(e) if e.status() == StatusCode::UNAUTHORIZED => Ok(None),
+        // A disabled account's user is sent to the login page, which says why.
+        Err(e) if matches!(e.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+            Ok(None)
+        }
         Err(e) => Err(Page::failure(e.status())),
     }
 }
@@ -332,7 +335,7 @@ async fn login(
             Err(e) => {
                 form.error = Some(match e.status() {
                     StatusCode::UNAUTHORIZED => "Wrong email or password.".to_owned(),
-                    StatusCode::TOO_MANY_REQUESTS => e.message().to_owned(),
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::FORBIDDEN => e.message().to_owned(),
                     _ => "Logins cannot be checked right now; try again in a minute.".to_owned(),
                 });
                 return login_page(&state, &headers, e.status(), &form);

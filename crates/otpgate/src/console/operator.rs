@@ -96,6 +96,8 @@ pub fn router() -> Router<AppState> {
         .route("/console/ops/accounts/{id}/limits", post(set_limits))
         .route("/console/ops/accounts/{id}/keys", post(create_key))
         .route("/console/ops/accounts/{id}/users", post(create_user))
+        .route("/console/ops/accounts/{id}/disable", post(disable_account))
+        .route("/console/ops/accounts/{id}/enable", post(enable_account))
         .route("/console/ops/routes", get(routes_page))
         .route("/console/ops/routes/live", get(routes_live))
         .route("/console/ops/routes/{name}/pause", post(pause_route))
@@ -617,11 +619,22 @@ async fn path_account(state: &AppState, id: &str) -> Result<i64, Response> {
     }
 }
 
-/// A refusal of a form on the account's page: shown next to its field.
+/// The form [`refused`] answers: whose, on which account, with what fields.
+struct AccountRefusal<'a> {
+    operator: &'a Operator,
+    id: i64,
+    fields: &'a [(String, String)],
+}
+
+/// A refusal of a form on the account's page: shown next to its field, with
+/// what was typed.
 async fn refused(
     state: &AppState,
-    operator: &Operator,
-    id: i64,
+    AccountRefusal {
+        operator,
+        id,
+        fields,
+    }: AccountRefusal<'_>,
     form: &'static str,
     problems: Vec<Problem>,
     status: StatusCode,
@@ -629,6 +642,13 @@ async fn refused(
     let made = view::Made {
         form: Some(form),
         problems,
+        // What was typed goes back into the form; the CSRF token and a
+        // password never do.
+        values: fields
+            .iter()
+            .filter(|(name, _)| name != "csrf" && name != "password")
+            .cloned()
+            .collect(),
         ..Default::default()
     };
     account_view(state, operator, id, status, &made).await
@@ -668,8 +688,11 @@ async fn add_credits(
     let (Some(sms), Some(phone), Some(note)) = (sms, phone, note) else {
         return refused(
             &state,
-            &operator,
-            id,
+            AccountRefusal {
+                operator: &operator,
+                id,
+                fields: &fields,
+            },
             "credits",
             problems,
             StatusCode::BAD_REQUEST,
@@ -681,8 +704,11 @@ async fn add_credits(
         Err(p) => {
             return refused(
                 &state,
-                &operator,
-                id,
+                AccountRefusal {
+                    operator: &operator,
+                    id,
+                    fields: &fields,
+                },
                 "credits",
                 vec![p],
                 StatusCode::BAD_REQUEST,
@@ -702,8 +728,11 @@ async fn add_credits(
         Err(Refusal::Conflict(p)) => {
             refused(
                 &state,
-                &operator,
-                id,
+                AccountRefusal {
+                    operator: &operator,
+                    id,
+                    fields: &fields,
+                },
                 "credits",
                 vec![p],
                 StatusCode::CONFLICT,
@@ -746,8 +775,11 @@ async fn set_limits(
     let (Some(rps), Some(cap)) = (rps, cap) else {
         return refused(
             &state,
-            &operator,
-            id,
+            AccountRefusal {
+                operator: &operator,
+                id,
+                fields: &fields,
+            },
             "limits",
             problems,
             StatusCode::BAD_REQUEST,
@@ -767,8 +799,11 @@ async fn set_limits(
         Err(Refusal::Conflict(p)) => {
             refused(
                 &state,
-                &operator,
-                id,
+                AccountRefusal {
+                    operator: &operator,
+                    id,
+                    fields: &fields,
+                },
                 "limits",
                 vec![p],
                 StatusCode::CONFLICT,
@@ -795,8 +830,11 @@ async fn create_key(
             Err(p) => {
                 return refused(
                     &state,
-                    &operator,
-                    id,
+                    AccountRefusal {
+                        operator: &operator,
+                        id,
+                        fields: &fields,
+                    },
                     "key",
                     vec![p],
                     StatusCode::BAD_REQUEST,
@@ -851,8 +889,11 @@ async fn create_user(
     let (Some(email), Some(password)) = (email, password) else {
         return refused(
             &state,
-            &operator,
-            id,
+            AccountRefusal {
+                operator: &operator,
+                id,
+                fields: &fields,
+            },
             "user",
             problems,
             StatusCode::BAD_REQUEST,
@@ -877,10 +918,46 @@ async fn create_user(
             done(id)
         }
         Err(Refusal::Conflict(p)) => {
-            refused(&state, &operator, id, "user", vec![p], StatusCode::CONFLICT).await
+            refused(
+                &state,
+                AccountRefusal {
+                    operator: &operator,
+                    id,
+                    fields: &fields,
+                },
+                "user",
+                vec![p],
+                StatusCode::CONFLICT,
+            )
+            .await
         }
         Err(Refusal::NotFound) => Page::failure(StatusCode::NOT_FOUND).into_response(),
         Err(Refusal::Store(e)) => store_failed(e),
+    }
+}
+
+async fn disable_account(State(state): State<AppState>, form: AccountForm) -> Response {
+    set_disabled(&state, form, true).await
+}
+
+async fn enable_account(State(state): State<AppState>, form: AccountForm) -> Response {
+    set_disabled(&state, form, false).await
+}
+
+async fn set_disabled(state: &AppState, form: AccountForm, disabled: bool) -> Response {
+    let id = form.id;
+    match accounts::set_disabled(&state.store, id, disabled).await {
+        Ok(_) => {
+            tracing::info!(
+                account_id = id,
+                by_user = form.operator.log_id(),
+                disabled,
+                "console: account access set"
+            );
+            done(id)
+        }
+        Err(Refusal::Store(e)) => store_failed(e),
+        Err(_) => Page::failure(StatusCode::NOT_FOUND).into_response(),
     }
 }
 

@@ -111,10 +111,15 @@ pub(super) fn accounts(shell: &Shell, list: &[Account], form: &AccountForm) -> H
     for a in list {
         let _ = write!(
             main,
-            "<tr><td><a href=\"/console/ops/accounts/{id}\">{name}</a></td><td>{sms}</td>\
+            "<tr><td><a href=\"/console/ops/accounts/{id}\">{name}</a>{off}</td><td>{sms}</td>\
              <td>{phone}</td><td>{otps}</td></tr>",
             id = a.id,
             name = esc(&a.name),
+            off = if a.disabled_at.is_some() {
+                " <span class=\"chip chip-failed\">disabled</span>"
+            } else {
+                ""
+            },
             sms = a.sms_credits,
             phone = a.phone_credits,
             otps = a.otp_count,
@@ -149,9 +154,19 @@ pub(super) struct Made {
     /// The form refused (`credits`, `limits`, `key`, `user`) and why.
     pub form: Option<&'static str>,
     pub problems: Vec<Problem>,
+    /// The refused form's fields as typed (never a password), to type back.
+    pub values: Vec<(String, String)>,
 }
 
 impl Made {
+    /// What was typed into `field` when `form` was the one refused.
+    fn value(&self, form: &str, field: &str) -> Option<&str> {
+        (self.form == Some(form))
+            .then(|| self.values.iter().find(|(n, _)| n == field))
+            .flatten()
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The error of `field` when `form` was the one refused.
     fn error(&self, form: &str, field: &str) -> Option<String> {
         (self.form == Some(form))
@@ -203,6 +218,28 @@ pub(super) fn account(
             key = esc(key),
         );
     }
+    // Disable, enable.
+    let (state, action, button) = match a.disabled_at {
+        Some(at) => (
+            format!(
+                "Disabled since {}: its API keys and users are refused and it sends nothing.",
+                esc(&rfc3339(at, tz))
+            ),
+            "enable",
+            "Enable account",
+        ),
+        None => ("Enabled.".to_owned(), "disable", "Disable account"),
+    };
+    let _ = write!(
+        main,
+        "<section class=\"card\" aria-labelledby=\"access-h\"><h2 id=\"access-h\">Access</h2>\
+         <p id=\"account-state\">{state}</p>\
+         <form method=\"post\" action=\"/console/ops/accounts/{id}/{action}\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <button type=\"submit\" id=\"account-access\">{button}</button></form></section>",
+        id = a.id,
+        csrf = esc(shell.csrf),
+    );
     // Top-up and ledger.
     let (sms_attr, sms_error) = field_error("sms", &made.error("credits", "sms"));
     let (phone_attr, phone_error) = field_error("phone", &made.error("credits", "phone"));
@@ -213,15 +250,18 @@ pub(super) fn account(
          <form method=\"post\" action=\"/console/ops/accounts/{id}/credits\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <label for=\"sms\">SMS credits to add (negative removes)</label>\
-         <input id=\"sms\" name=\"sms\" inputmode=\"numeric\"{sms_attr}>{sms_error}\
+         <input id=\"sms\" name=\"sms\" inputmode=\"numeric\" value=\"{sms}\"{sms_attr}>{sms_error}\
          <label for=\"phone\">Phone credits to add</label>\
-         <input id=\"phone\" name=\"phone\" inputmode=\"numeric\"{phone_attr}>{phone_error}\
+         <input id=\"phone\" name=\"phone\" inputmode=\"numeric\" value=\"{phone}\"{phone_attr}>{phone_error}\
          <label for=\"note\">Ledger note (optional)</label>\
-         <input id=\"note\" name=\"note\" maxlength=\"100\"{note_attr}>{note_error}\
+         <input id=\"note\" name=\"note\" maxlength=\"100\" value=\"{note}\"{note_attr}>{note_error}\
          <button type=\"submit\">Add credits</button></form>",
         alert = alert(made.error("credits", "non_field_errors")),
         id = a.id,
         csrf = esc(shell.csrf),
+        sms = esc(made.value("credits", "sms").unwrap_or("")),
+        phone = esc(made.value("credits", "phone").unwrap_or("")),
+        note = esc(made.value("credits", "note").unwrap_or("")),
     );
     main.push_str(
         "<div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Ledger\"><table id=\"ledger\"><caption>Ledger, newest first</caption><thead><tr>\
@@ -261,8 +301,12 @@ pub(super) fn account(
          <button type=\"submit\">Set limits</button></form></section>",
         id = a.id,
         csrf = esc(shell.csrf),
-        rps = show(d.limits.and_then(|l| l.max_rps)),
-        cap = show(d.limits.and_then(|l| l.daily_spend_cap)),
+        rps = made
+            .value("limits", "max_rps")
+            .map_or_else(|| show(d.limits.and_then(|l| l.max_rps)), esc),
+        cap = made
+            .value("limits", "daily_spend_cap")
+            .map_or_else(|| show(d.limits.and_then(|l| l.daily_spend_cap)), esc),
     );
 
     // Keys.
@@ -273,13 +317,14 @@ pub(super) fn account(
          <form method=\"post\" action=\"/console/ops/accounts/{id}/keys\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <label for=\"label\">New key's label (optional)</label>\
-         <input id=\"label\" name=\"label\" maxlength=\"100\"{label_attr}>{label_error}\
+         <input id=\"label\" name=\"label\" maxlength=\"100\" value=\"{label}\"{label_attr}>{label_error}\
          <button type=\"submit\">Create key</button></form>\
          <div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Keys\"><table><caption>Keys</caption><thead><tr>\
          <th scope=\"col\">Key</th><th scope=\"col\">Label</th><th scope=\"col\">Last used</th>\
          <th scope=\"col\">State</th></tr></thead><tbody>",
         id = a.id,
         csrf = esc(shell.csrf),
+        label = esc(made.value("key", "label").unwrap_or("")),
     );
     for k in d.keys {
         let _ = write!(
@@ -308,12 +353,13 @@ pub(super) fn account(
          <form method=\"post\" action=\"/console/ops/accounts/{id}/users\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <label for=\"email\">Email</label>\
-         <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"off\"{email_attr}>{email_error}\
+         <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"off\" value=\"{email}\"{email_attr}>{email_error}\
          <label for=\"password\">Password</label>\
          <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"new-password\"{password_attr}>{password_error}\
          <button type=\"submit\">Create user</button></form><ul>",
         id = a.id,
         csrf = esc(shell.csrf),
+        email = esc(made.value("user", "email").unwrap_or("")),
     );
     for u in d.users {
         let _ = write!(

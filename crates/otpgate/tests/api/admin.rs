@@ -214,6 +214,9 @@ for_each_backend! {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }
         assert!(doc["paths"]["/admin/v1/accounts/"].get("post").is_some());
+        for path in ["/admin/v1/accounts/{id}/disable/", "/admin/v1/accounts/{id}/enable/"] {
+            assert!(doc["paths"][path].get("post").is_some(), "{path}");
+        }
         assert!(doc["components"]["securitySchemes"].get("admin_token").is_some());
     }
 }
@@ -302,4 +305,129 @@ for_each_backend! {
         assert_cli_refuses(&app, &["users", "create", &id, "ANA@example.com"], &format!("{PASSWORD}\n"), &body);
         assert_eq!(app.store.list_users(None).await.unwrap().len(), 1);
     }
+}
+
+/// The one answer a disabled account's key, user or token gets.
+fn assert_disabled(status: u16, body: &Value) {
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["errors"][0]["code"], "account_disabled", "{body}");
+}
+
+async fn send_reply(app: &TestApp, key: &str) -> (u16, Value) {
+    let r = app.send_as(key, &text_send("9851023212")).await;
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+for_each_backend! {
+    config: configure;
+
+    async fn a_disabled_account_is_refused_everywhere_until_it_is_enabled(app) {
+        let id = app.account_id;
+        crate::users::add_user(&app, id, "ana@example.com", PASSWORD).await;
+        let (access, refresh) = tokens_of(&app, "ana@example.com", PASSWORD).await;
+        // Sent before, so the send route has the key cached.
+        app.send_ok(&text_send("9851023212")).await;
+        let (otps, balance) = (app.otp_count().await, app.balance().await);
+
+        let (status, body) = post(&app, &format!("/admin/v1/accounts/{id}/disable/"), json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["data"]["disabled_at"].is_string(), "{body}");
+        let (_, listed) = get(&app, "/admin/v1/accounts/").await;
+        let shown = listed["data"].as_array().unwrap().iter().find(|a| a["id"] == id).unwrap().clone();
+        assert!(shown["disabled_at"].is_string(), "{listed}");
+
+        let (status, body) = send_reply(&app, &app.key).await;
+        assert_disabled(status, &body);
+        let (status, body) = app.list("").await;
+        assert_disabled(status, &body);
+        let r = app.client.post(app.url("/api/v1/auths/verify/otp/")).bearer_auth(&app.key)
+            .json(&json!({"number": "9851023212", "otp": "000000"})).send().await.unwrap();
+        let status = r.status().as_u16();
+        assert_disabled(status, &r.json().await.unwrap());
+        let (status, body) = crate::users::call(&app, "GET", "/api/v1/auths/user-detail/", Some(&access)).await;
+        assert_disabled(status, &body);
+        let r = app.client.post(app.url("/api/v1/auths/login/refresh/")).json(&json!({"refresh": refresh})).send().await.unwrap();
+        let status = r.status().as_u16();
+        assert_disabled(status, &r.json().await.unwrap());
+        let (status, _, body) = login(&app, "ana@example.com", PASSWORD).await;
+        assert_disabled(status, &body);
+        // A wrong password is still only a wrong password: the account's state
+        // is told to nobody who has not proved who they are.
+        let (status, _, _) = login(&app, "ana@example.com", "not the password at all").await;
+        assert_eq!(status, 401);
+        let (status, body) = send_reply(&app, "otpg_0000000000000000_nottherightsecret").await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!((app.otp_count().await, app.balance().await), (otps, balance), "nothing was written or spent");
+        let (status, body) = post(&app, "/admin/v1/accounts/999999/disable/", json!({})).await;
+        assert_eq!(status, 404, "{body}");
+
+        let (ok, stderr) = cli(&app, &["accounts", "enable", &id.to_string()], "");
+        assert!(ok, "{stderr}");
+        let (status, body) = send_reply(&app, &app.key).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(app.list("").await.0, 200);
+        let (status, _, body) = login(&app, "ana@example.com", PASSWORD).await;
+        assert_eq!(status, 200, "{body}");
+        let (ok, stderr) = cli(&app, &["accounts", "disable", &id.to_string()], "");
+        assert!(ok, "{stderr}");
+        let (status, body) = send_reply(&app, &app.key).await;
+        assert_disabled(status, &body);
+        let (status, body) = post(&app, &format!("/admin/v1/accounts/{id}/enable/"), json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["data"]["disabled_at"].is_null(), "{body}");
+        assert_eq!(send_reply(&app, &app.key).await.0, 200);
+    }
+}
+
+/// Two nodes on one PostgreSQL database: an account disabled through one
+/// node's admin API is refused by the other at once, although the other has
+/// its key cached from a send a moment before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_disabled_on_one_node_is_refused_by_the_other() {
+    use crate::helpers::{Backend, spawn_app_with};
+    let mut config = None;
+    let app = spawn_app_with(Backend::Postgres, |c| {
+        configure(c);
+        config = Some(c.clone());
+    })
+    .await;
+    let second = otpgate::startup::Application::build(config.expect("the tweak ran"))
+        .await
+        .expect("building the second node");
+    let second_url = format!("http://{}", second.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(second.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let send_on_second = || {
+        app.client
+            .post(format!("{second_url}/api/v1/auths/send/otp/"))
+            .bearer_auth(&app.key)
+            .json(&text_send("9851023212"))
+            .send()
+    };
+    assert_eq!(send_on_second().await.unwrap().status(), 200);
+
+    let (status, body) = post(
+        &app,
+        &format!("/admin/v1/accounts/{}/disable/", app.account_id),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let r = send_on_second().await.unwrap();
+    let status = r.status().as_u16();
+    assert_disabled(status, &r.json().await.unwrap());
+
+    let (status, body) = post(
+        &app,
+        &format!("/admin/v1/accounts/{}/enable/", app.account_id),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(send_on_second().await.unwrap().status(), 200);
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
 }

@@ -56,6 +56,31 @@ async fn post(
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
+/// A console login as `email`: its status, and the session cookie when it
+/// succeeded (else the page's HTML).
+async fn console_login_as(app: &TestApp, email: &str) -> (u16, String) {
+    let c = client();
+    let form = c.get(app.url("/console/login")).send().await.unwrap();
+    let (login_cookie, _) = set_cookie(&form, "otpgate_console_login").unwrap();
+    let csrf = csrf_in(&form.text().await.unwrap());
+    let r = c
+        .post(app.url("/console/login"))
+        .header(COOKIE, &login_cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("email", email),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    match set_cookie(&r, "otpgate_console") {
+        Some((session, _)) if status == 303 => (status, session),
+        _ => (status, r.text().await.unwrap()),
+    }
+}
+
 for_each_backend! {
     config: configure;
 
@@ -177,6 +202,20 @@ for_each_backend! {
             assert!(html.contains(marker), "{form} {fields:?}: {html}");
             assert!(html.contains("aria-invalid=\"true\"") || marker.contains("alert") || marker.contains("balance"), "{html}");
         }
+        // What was typed comes back in its field, escaped; a password never does.
+        for (form, fields, typed) in [
+            ("credits", vec![("sms", "lots<b>"), ("note", "invoice \"7\"")], vec!["value=\"lots&lt;b&gt;\"", "value=\"invoice &quot;7&quot;\""]),
+            ("limits", vec![("max_rps", "-1")], vec!["value=\"-1\""]),
+            ("keys", vec![("label", long.as_str())], vec![&format!("value=\"{long}\"")[..]]),
+            ("users", vec![("email", "not an email"), ("password", "another long password")], vec!["value=\"not an email\""]),
+        ] {
+            let (got, html) = post(&app, &session, &format!("{path}/{form}"), &page, &fields).await;
+            assert_eq!(got, 400, "{form} {fields:?}: {html}");
+            for t in typed {
+                assert!(html.contains(t), "{form}: {t} not typed back in {html}");
+            }
+            assert!(!html.contains("lots<b>") && !html.contains("another long password"), "{html}");
+        }
         let account = app.store.account(other).await.unwrap().unwrap();
         assert_eq!((account.sms_credits, account.phone_credits), (10, 0));
         assert_eq!(app.store.ledger(other).await.unwrap(), ledger);
@@ -202,6 +241,45 @@ for_each_backend! {
         assert!(html.contains("id=\"new-key\""), "{html}");
         let made = app.store.account_by_name("new").await.unwrap().unwrap();
         assert_eq!(made.sms_credits, 4);
+    }
+
+    async fn an_operator_disables_and_enables_an_account_from_its_page(app) {
+        let session = operator_login(&app).await;
+        let (other, key) = app.new_account("other", 10, 0).await;
+        add_user(&app, other, "bo@example.com", PASSWORD).await;
+        let (status, user_session) = console_login_as(&app, "bo@example.com").await;
+        assert_eq!(status, 303);
+        assert_eq!(get(&app, &user_session, "/console/").await.0, 200);
+        let path = format!("/console/ops/accounts/{other}");
+        let (_, page) = get(&app, &session, &path).await;
+        assert!(page.contains("id=\"account-state\">Enabled."), "{page}");
+        let (status, _) = post(&app, &session, &format!("{path}/disable"), &page, &[]).await;
+        assert_eq!(status, 303);
+        assert!(app.store.account(other).await.unwrap().unwrap().disabled_at.is_some());
+        let r = app.send_as(&key, &text_send("9851023212")).await;
+        assert_eq!(r.status(), 403, "the account's key is refused");
+        let (_, page) = get(&app, &session, &path).await;
+        assert!(page.contains("Disabled since") && page.contains("Enable account"), "{page}");
+        let (_, list) = get(&app, &session, "/console/ops/accounts").await;
+        assert!(list.contains(">disabled</span>"), "{list}");
+        // The account's user is out: its session no longer opens a page, and
+        // logging in again is refused with the reason.
+        let r = client().get(app.url("/console/")).header(COOKIE, &user_session).send().await.unwrap();
+        assert_eq!(r.status(), 303);
+        assert!(r.headers()[LOCATION].to_str().unwrap().contains("/console/login"));
+        let (status, html) = console_login_as(&app, "bo@example.com").await;
+        assert_eq!(status, 403, "{html}");
+        assert!(html.contains("disabled"), "{html}");
+        // Without the CSRF token nothing changes.
+        let r = client().post(app.url(&format!("{path}/enable"))).header(COOKIE, &session).form(&[("csrf", "forged")]).send().await.unwrap();
+        assert_ne!(r.status().as_u16(), 303);
+        assert!(app.store.account(other).await.unwrap().unwrap().disabled_at.is_some());
+        let (status, _) = post(&app, &session, &format!("{path}/enable"), &page, &[]).await;
+        assert_eq!(status, 303);
+        assert_eq!(app.send_as(&key, &text_send("9851023212")).await.status(), 200);
+        // An unknown account is a 404 and changes nothing.
+        let (status, _) = post(&app, &session, "/console/ops/accounts/999999/disable", &page, &[]).await;
+        assert_eq!(status, 404);
     }
 
     async fn the_admin_token_opens_an_operator_session_that_logout_ends_on_the_server(app) {
