@@ -646,7 +646,7 @@ async fn refused(
         // password never do.
         values: fields
             .iter()
-            .filter(|(name, _)| name != "csrf" && name != "password")
+            .filter(|(name, _)| !matches!(name.as_str(), "csrf" | "password"))
             .cloned()
             .collect(),
         ..Default::default()
