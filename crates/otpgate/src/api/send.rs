@@ -434,6 +434,14 @@ fn refusal(
             Some("rate_limited"),
             rate_limited(limit, retry_after_seconds, limits),
         ),
+        AcceptError::TemplateNotApproved => (
+            Some("template_not_approved"),
+            ApiError::validation(vec![FieldError::new(
+                "message",
+                "template_not_approved",
+                "This message is not one of the account's approved templates.",
+            )]),
+        ),
         AcceptError::Store(e) => (Some("error"), e.into()),
         AcceptError::ResendStale => (
             None,
