@@ -109,6 +109,30 @@ for_each_backend! {
     }
 }
 
+for_each_backend! {
+    config: configure;
+
+    async fn simultaneous_sends_are_each_checked_against_the_templates_and_only_approved_ones_pay(app) {
+        let path = format!("/admin/v1/accounts/{}/templates/", app.account_id);
+        admin(&app, "PUT", &path, Some(json!({"templates": [APPROVED]}))).await;
+        let before = app.balance().await.0;
+        let sends = (0..20).map(|i| {
+            let message = if i % 2 == 0 { APPROVED } else { "Unlock your card: {otp}" };
+            let request = app.client.post(app.url("/api/v1/auths/send/otp/"))
+                .bearer_auth(&app.key)
+                .json(&saying(message));
+            async move { (message, request.send().await.unwrap().status().as_u16()) }
+        });
+        let results = futures_util::future::join_all(sends).await;
+        for (message, status) in &results {
+            let expected = if *message == APPROVED { 200 } else { 400 };
+            assert_eq!(*status, expected, "{message}: {results:?}");
+        }
+        assert_eq!(app.balance().await.0, before - 10, "only the approved sends were charged");
+        assert_eq!(app.otp_count().await, 10);
+    }
+}
+
 /// A `sparrow` route (it takes a sender; nothing is connected at start) and
 /// a `log` route (it takes none).
 fn routes(c: &mut Config) {
