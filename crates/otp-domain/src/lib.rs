@@ -34,6 +34,10 @@
 //! - [`vault`]: [`CodeVault`], what is kept of a code at rest: an HMAC-SHA256
 //!   hash to verify it and an AES-256-GCM cipher to show it, both bound to the
 //!   OTP's account, destination and a random per-OTP salt.
+//! - [`sender`]: [`SenderId`], an SMS sender an operator sets per account and
+//!   route: 1 to 11 ASCII letters and digits, or 1 to 15 digits (GSM 03.40).
+//!   [`message::normalize`] is how a send's template is compared with an
+//!   account's approved templates (whitespace runs collapsed, ends trimmed).
 //! - [`webhook`]: the signing secrets of account webhooks and the
 //!   `v1=<HMAC-SHA256 of "timestamp.body">` signature their requests carry.
 
@@ -44,6 +48,7 @@ pub mod message;
 pub mod phone;
 pub mod secret;
 pub mod segments;
+pub mod sender;
 pub mod vault;
 pub mod webhook;
 
@@ -53,4 +58,5 @@ pub use credits::Cost;
 pub use message::{MessageTemplate, TemplateError};
 pub use phone::{E164, NumberType, PhoneError, PhoneNumber};
 pub use segments::{Part, SegmentCount, SmsEncoding};
+pub use sender::{SenderError, SenderId};
 pub use vault::{CodeVault, SealedCode};

@@ -123,6 +123,29 @@ impl MessageTemplate {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The template as an account's approved templates are compared:
+    /// [`normalize`]d.
+    pub fn normalized(&self) -> String {
+        normalize(&self.0)
+    }
+}
+
+/// A text with every run of whitespace (spaces, tabs, line breaks, any
+/// Unicode white space) made one space, and none at either end: how a send's
+/// template is compared with an account's approved templates, so a line
+/// break or a double space a client adds does not make approved text
+/// unapproved, while any other change (a word, a letter's case, a
+/// punctuation mark) does.
+pub fn normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -193,6 +216,17 @@ mod tests {
         for bad in ["no placeholder", "", "{otp}\u{1b}"] {
             assert_eq!(MessageTemplate::from_stored(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn normalizing_collapses_whitespace_runs_and_trims_but_keeps_everything_else() {
+        assert_eq!(
+            normalize("  Your\tcode  is\r\n{otp}.\u{a0}Bye "),
+            "Your code is {otp}. Bye"
+        );
+        assert_eq!(template("Your  code {otp}").normalized(), "Your code {otp}");
+        assert_ne!(normalize("Your Code {otp}"), normalize("Your code {otp}"));
+        assert_eq!(normalize(" \n "), "");
     }
 
     #[test]

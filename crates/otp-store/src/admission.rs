@@ -26,11 +26,14 @@
 //!    within [`IDEMPOTENCY_TTL`], stored or earlier in the same batch, replays
 //!    what that send got if the body is the same and is refused
 //!    ([`AcceptError::IdempotencyKeyReused`]) if not;
-//! 2. a resend whose chain's first record can no longer verify is refused
+//! 2. an account restricted to approved templates sends only those
+//!    ([`TemplateRules`], [`AcceptError::TemplateNotApproved`]); a replay
+//!    answered by rule 1 is not checked again, as it sends nothing;
+//! 3. a resend whose chain's first record can no longer verify is refused
 //!    ([`AcceptError::ResendStale`]);
-//! 3. the per-destination limits ([`Recent`]);
-//! 4. the API key's rate ([`KeyRates`]);
-//! 5. the account ([`Balances::take`]): it must exist, then its rate, its
+//! 4. the per-destination limits ([`Recent`]);
+//! 5. the API key's rate ([`KeyRates`]);
+//! 6. the account ([`Balances::take`]): it must exist, then its rate, its
 //!    daily spend cap and its credits must allow the send.
 //!
 //! A send is accepted only if its account can pay for it at that point, so 200
@@ -52,6 +55,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::model::ChainHead;
+use crate::rules::TemplateRules;
 use crate::webhooks::{LowBalance, LowBalanceThresholds};
 use crate::{
     AcceptError, Accepted, AccountId, IDEMPOTENCY_TTL, IdempotencyKey, LimitKind, Micros, NewOtp,
@@ -468,6 +472,8 @@ pub(crate) struct Loaded {
     /// The first records of the chains the batch's resends repeat, by id.
     pub heads: HashMap<i64, ChainHead>,
     pub idempotency: IdempotencyRecords,
+    /// The approved templates of the batch's accounts that its sends name.
+    pub templates: TemplateRules,
 }
 
 /// What [`decide`] says of one send.
@@ -637,6 +643,9 @@ impl Loaded {
                 Ok(Some(replay)) => return Decision::Replay(replay),
                 Err(e) => return Decision::Refuse(e),
             }
+        }
+        if let Err(e) = self.templates.check(otp) {
+            return Decision::Refuse(e);
         }
         let chain = match &otp.resend_of {
             None => None,

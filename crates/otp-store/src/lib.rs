@@ -38,6 +38,11 @@
 //! send, a fresh PostgreSQL database) through `test_support`, built for
 //! tests only (feature `test-support`).
 //!
+//! An account's approved templates and senders ([`rules`],
+//! [`AccountRulesStore`]) are read by the same pass: a send of an account
+//! restricted to approved templates whose text is not one of them is
+//! refused there, and a claimed job carries its account's senders.
+//!
 //! The transactions that move a status (accepting, finishing jobs, applying
 //! receipts, verifying) also count what they moved into per-minute
 //! [`conversions`] aggregates, one upsert per key per transaction, so
@@ -76,6 +81,7 @@ pub mod postgres;
 pub mod receipts;
 pub mod retention;
 mod rows;
+pub mod rules;
 pub mod sqlite;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
@@ -90,6 +96,7 @@ pub use model::*;
 use otp_domain::vault::CodeVault;
 pub use receipts::{ReceiptStore, UnmatchedReceipt};
 pub use retention::{PurgeReport, RetentionRules, RetentionStore};
+pub use rules::{AccountRulesStore, AccountSender, ApprovedTemplate};
 pub use users::{
     KeyCopy, LoginGate, LoginPolicy, LoginScope, NewUser, Session, User, UserKey, UserStore,
 };
@@ -172,6 +179,11 @@ pub enum AcceptError {
     /// caller sends again with a new code.
     #[error("the code a resend repeats can no longer verify")]
     ResendStale,
+    /// The account has approved templates ([`AccountRulesStore`]) and the
+    /// send's template, normalized, is none of them; nothing was written or
+    /// charged.
+    #[error("the message is not one of the account's approved templates")]
+    TemplateNotApproved,
     /// The store failed; nothing was written.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -181,7 +193,15 @@ pub enum AcceptError {
 /// tasks and, for PostgreSQL, across processes.
 #[async_trait::async_trait]
 pub trait Store:
-    UserStore + WebhookStore + ReceiptStore + RetentionStore + ConversionStore + Send + Sync + 'static
+    UserStore
+    + WebhookStore
+    + ReceiptStore
+    + RetentionStore
+    + ConversionStore
+    + AccountRulesStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Which backend this is ("sqlite" or "postgres"), for logs and metrics.
     fn backend(&self) -> &'static str;

@@ -330,6 +330,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/sqlite/0021_failed_otps_index.sql"),
     },
+    Migration {
+        version: 25,
+        name: "account_templates_and_senders",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/sqlite/0025_account_templates_and_senders.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -458,6 +464,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "failed_otps_index",
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/postgres/0021_failed_otps_index.sql"),
+    },
+    Migration {
+        version: 25,
+        name: "account_templates_and_senders",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/postgres/0025_account_templates_and_senders.sql"),
     },
 ];
 

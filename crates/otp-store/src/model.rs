@@ -893,6 +893,19 @@ pub struct ClaimedJob {
     /// Attempts so far, this one included.
     pub attempts: i64,
     pub otp: OtpRecord,
+    /// The sender IDs the OTP's account has on routes, read when the job was
+    /// claimed.
+    pub senders: Vec<crate::AccountSender>,
+}
+
+impl ClaimedJob {
+    /// The account's own sender on `route`, if it has one.
+    pub fn sender_for(&self, route: &str) -> Option<&otp_domain::sender::SenderId> {
+        self.senders
+            .iter()
+            .find(|s| s.route == route)
+            .map(|s| &s.sender)
+    }
 }
 
 /// What became of one delivery attempt.

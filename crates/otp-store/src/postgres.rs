@@ -20,6 +20,7 @@ mod jobs;
 mod receipts;
 mod retention;
 mod rows;
+mod rules;
 mod users;
 mod webhooks;
 
@@ -832,18 +833,26 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg_err)?;
-        drop(c);
         let now = now_micros();
+        let otps = rows
+            .iter()
+            .map(|r| revealed(&self.vault, r, 2, now))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut accounts: Vec<AccountId> = otps.iter().map(|o| o.account_id).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        let senders = rules::senders_of(&c, &accounts).await?;
+        drop(c);
         let jobs = rows
             .iter()
-            .map(|r| {
-                Ok(ClaimedJob {
-                    job_id: r.get(0),
-                    attempts: r.get(1),
-                    otp: revealed(&self.vault, r, 2, now)?,
-                })
+            .zip(otps)
+            .map(|(r, otp)| ClaimedJob {
+                job_id: r.get(0),
+                attempts: r.get(1),
+                senders: senders.get(&otp.account_id).cloned().unwrap_or_default(),
+                otp,
             })
-            .collect::<Result<_, StoreError>>()?;
+            .collect();
         let (jobs, unreadable) = readable_jobs(jobs, now);
         if !unreadable.is_empty() {
             self.finish_jobs(unreadable).await?;

@@ -17,6 +17,7 @@ mod jobs;
 mod receipts;
 mod retention;
 mod rows;
+mod rules;
 mod users;
 mod webhooks;
 
@@ -1080,15 +1081,22 @@ impl Store for SqliteStore {
                     collect(rows)?
                 };
                 let mut jobs = Vec::with_capacity(claimed.len());
+                let mut senders = std::collections::HashMap::new();
                 for (job_id, otp_id, attempts) in claimed {
                     if let Some(row) = otp_by_id(tx, otp_id)? {
+                        let account = row.0.account_id;
+                        if let std::collections::hash_map::Entry::Vacant(e) = senders.entry(account)
+                        {
+                            e.insert(rules::senders_of(tx, account)?);
+                        }
                         jobs.push((job_id, attempts, row));
                     }
                 }
                 jobs.sort_by_key(|j| j.0);
-                Ok(jobs)
+                Ok((jobs, senders))
             })
             .await?;
+        let (claimed, senders) = claimed;
         // Decrypted here, off the writer thread.
         let now = now_micros();
         let jobs = claimed
@@ -1098,6 +1106,7 @@ impl Store for SqliteStore {
                 ClaimedJob {
                     job_id,
                     attempts,
+                    senders: senders.get(&otp.account_id).cloned().unwrap_or_default(),
                     otp,
                 }
             })

@@ -1,7 +1,7 @@
 //! The `otpgate` command line: `serve` (which reloads its configuration on
 //! `SIGHUP`), `migrate`, `backup`, `restore`, `check-config`, `doctor`,
 //! `routes` (pause, drain, resume through the admin API), and the account,
-//! credit, key and user administration commands. Every command reads the same configuration as
+//! credit, key, user, template and sender administration commands. Every command reads the same configuration as
 //! `serve`, so `--database-url` or `OTPGATE_DATABASE_URL` points them all at one
 //! store.
 
@@ -12,6 +12,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+use otp_domain::message::MessageTemplate;
+use otp_domain::sender::SenderId;
 use otp_store::{Account, Scopes, SharedStore};
 
 use crate::accounts::{self, AccountName, CreditChange, Label, Refusal};
@@ -68,6 +70,13 @@ enum Command {
     /// Manage accounts' webhooks (URL and signing secret).
     #[command(subcommand)]
     Webhooks(WebhooksCmd),
+    /// Manage accounts' approved message templates: an account with any may
+    /// send only those texts (whitespace aside).
+    #[command(subcommand)]
+    Templates(TemplatesCmd),
+    /// Manage accounts' own sender IDs per route.
+    #[command(subcommand)]
+    Senders(SendersCmd),
     /// Copy the SQLite database to FILE while the service runs (consistent,
     /// checked); for PostgreSQL use pg_dump.
     Backup {
@@ -309,6 +318,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys(&open_store(&config).await?, cmd).await,
         Command::Users(cmd) => users(&config, cmd).await,
         Command::Webhooks(cmd) => webhooks(&config, cmd).await,
+        Command::Templates(cmd) => templates(&open_store(&config).await?, cmd).await,
+        Command::Senders(cmd) => senders(&config, cmd).await,
         Command::Backup { file } => {
             tokio::task::spawn_blocking(move || crate::backup::backup(&config, &file)).await?
         }
@@ -649,6 +660,160 @@ async fn set_disabled(store: &SharedStore, account: &str, disabled: bool) -> any
         "enabled"
     };
     println!("account {} ({}): {state}", a.id, a.name);
+    Ok(())
+}
+
+#[derive(Subcommand)]
+enum TemplatesCmd {
+    /// Print an account's approved templates, one a line (none: any text).
+    List {
+        /// Account id or name.
+        account: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a template (it must hold {otp}); kept normalized.
+    Add {
+        /// Account id or name.
+        account: String,
+        text: String,
+    },
+    /// Withdraw an approved template (whitespace aside).
+    Remove {
+        /// Account id or name.
+        account: String,
+        text: String,
+    },
+    /// Withdraw every approved template: the account may send any text again.
+    Clear {
+        /// Account id or name.
+        account: String,
+    },
+}
+
+async fn templates(store: &SharedStore, cmd: TemplatesCmd) -> anyhow::Result<()> {
+    let now = otp_store::now_micros();
+    match cmd {
+        TemplatesCmd::List { account, json } => {
+            let a = find_account(store, &account).await?;
+            let list = store.account_templates(a.id).await?;
+            if json {
+                let texts: Vec<&str> = list.iter().map(|t| t.text.as_str()).collect();
+                println!("{}", json!({ "account_id": a.id, "templates": texts }));
+            } else if list.is_empty() {
+                println!(
+                    "account {} has no approved templates: it may send any text",
+                    a.id
+                );
+            } else {
+                for t in list {
+                    println!("{}", t.text);
+                }
+            }
+        }
+        TemplatesCmd::Add { account, text } => {
+            let a = find_account(store, &account).await?;
+            let template = MessageTemplate::parse(&text)?;
+            if store.add_account_template(a.id, &template, now).await? {
+                println!("approved for account {}: {}", a.id, template.normalized());
+            } else {
+                println!("already approved for account {}", a.id);
+            }
+        }
+        TemplatesCmd::Remove { account, text } => {
+            let a = find_account(store, &account).await?;
+            if !store.remove_account_template(a.id, &text).await? {
+                anyhow::bail!("account {} has no such approved template", a.id);
+            }
+            println!("withdrawn from account {}", a.id);
+        }
+        TemplatesCmd::Clear { account } => {
+            let a = find_account(store, &account).await?;
+            store
+                .replace_account_templates(a.id, Vec::new(), now)
+                .await?;
+            println!("account {} may send any text", a.id);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+enum SendersCmd {
+    /// Print an account's senders, one route a line.
+    List {
+        /// Account id or name.
+        account: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set an account's sender on a route of the configuration.
+    Set {
+        /// Account id or name.
+        account: String,
+        route: String,
+        /// 1 to 11 ASCII letters and digits, or 1 to 15 digits.
+        sender: String,
+    },
+    /// Remove an account's sender on a route: the route's own is used again.
+    Remove {
+        /// Account id or name.
+        account: String,
+        route: String,
+    },
+}
+
+async fn senders(config: &Config, cmd: SendersCmd) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    match cmd {
+        SendersCmd::List { account, json } => {
+            let a = find_account(&store, &account).await?;
+            let list = store.account_senders(a.id).await?;
+            if json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|s| json!({ "route": s.route, "sender": s.sender.as_str() }))
+                    .collect();
+                println!("{}", json!({ "account_id": a.id, "senders": rows }));
+            } else {
+                for s in list {
+                    println!("{}: {}", s.route, s.sender);
+                }
+            }
+        }
+        SendersCmd::Set {
+            account,
+            route,
+            sender,
+        } => {
+            let a = find_account(&store, &account).await?;
+            let configured = config
+                .routes
+                .iter()
+                .find(|r| r.name == route)
+                .with_context(|| format!("the configuration has no route {route:?}"))?;
+            anyhow::ensure!(
+                configured.driver.takes_sender(),
+                "route {route:?} ({} driver) takes no sender ID",
+                configured.driver.kind()
+            );
+            let sender = SenderId::parse(&sender)?;
+            let set = store
+                .set_account_sender(a.id, &route, &sender, otp_store::now_micros())
+                .await?;
+            println!(
+                "account {} sends as {} on route {}",
+                a.id, set.sender, set.route
+            );
+        }
+        SendersCmd::Remove { account, route } => {
+            let a = find_account(&store, &account).await?;
+            if !store.remove_account_sender(a.id, &route).await? {
+                anyhow::bail!("account {} has no sender on route {route:?}", a.id);
+            }
+            println!("account {} sends as route {route}'s own sender again", a.id);
+        }
+    }
     Ok(())
 }
 

@@ -180,6 +180,15 @@ impl Runtime {
             .collect()
     }
 
+    /// Whether route `name` delivers under an account's own sender ID
+    /// ([`Driver::takes_sender`]); `None` when there is no such route.
+    pub fn route_takes_sender(&self, name: &str) -> Option<bool> {
+        self.routers
+            .iter()
+            .find_map(|(_, r)| r.route(name))
+            .map(|route| route.driver.takes_sender())
+    }
+
     /// Sets route `name` to `state` (a drain becomes a pause once nothing of
     /// the route is in flight); `None` when there is no such route. A resume
     /// wakes the route's channel so waiting messages go at once.

@@ -63,7 +63,7 @@ pub const FAMILIES: &[Family] = &[
     Family {
         name: "otpgate_sends_total",
         kind: "counter",
-        help: "Send requests by channel and outcome (accepted, invalid, insufficient_credits, rate_limited, replayed, idempotency_conflict, error).",
+        help: "Send requests by channel and outcome (accepted, invalid, insufficient_credits, rate_limited, replayed, idempotency_conflict, template_not_approved, error).",
     },
     Family {
         name: "otpgate_deliveries_total",

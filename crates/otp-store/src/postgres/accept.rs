@@ -16,6 +16,7 @@ use crate::admission::{
     SpendDay,
 };
 use crate::model::ChainHead;
+use crate::rules::TemplateRules;
 use crate::*;
 
 /// Takes batches of waiting sends off the queue and answers each send.
@@ -233,6 +234,27 @@ async fn load(
         for r in rows {
             loaded.recent.insert(r.get(0), r.get(1), r.get(2));
         }
+    }
+
+    // Approved templates: whether each account of the batch has any, and
+    // whether the text each send names is one of them.
+    let (template_accounts, template_keys): (Vec<i64>, Vec<Vec<u8>>) =
+        TemplateRules::wanted(&otps).into_iter().unzip();
+    let rows = tx
+        .query(
+            "SELECT u.a, u.h, \
+             EXISTS (SELECT 1 FROM account_templates t WHERE t.account_id = u.a), \
+             EXISTS (SELECT 1 FROM account_templates t WHERE t.account_id = u.a \
+               AND t.text_hash = u.h) \
+             FROM UNNEST($1::int8[], $2::bytea[]) AS u(a, h)",
+            &[&template_accounts, &template_keys],
+        )
+        .await
+        .map_err(pg_err)?;
+    for r in rows {
+        loaded
+            .templates
+            .insert(r.get(0), r.get(1), r.get(2), r.get(3));
     }
 
     let keyed: Vec<(i64, &str)> = sealed

@@ -11,6 +11,7 @@ use crate::admission::{
     SpendDay,
 };
 use crate::model::ChainHead;
+use crate::rules::TemplateRules;
 use crate::*;
 
 /// Loads, decides and writes a batch of sends inside `tx`. The outer error
@@ -173,6 +174,19 @@ fn load(
         if let Some(head) = found {
             loaded.heads.insert(head.id, head);
         }
+    }
+
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM account_templates WHERE account_id = ?1), \
+             EXISTS (SELECT 1 FROM account_templates WHERE account_id = ?1 AND text_hash = ?2)",
+        )
+        .map_err(map_err)?;
+    for (account, key) in TemplateRules::wanted(&plain) {
+        let (restricted, approved) = stmt
+            .query_row(params![account, key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(map_err)?;
+        loaded.templates.insert(account, key, restricted, approved);
     }
 
     let mut stmt = tx

@@ -33,6 +33,9 @@
 //!   retry is claimed again when due and never requeues a finished job; a
 //!   send reported without ids keeps the ids known; a corrupt stored channel,
 //!   status, number or template reads back as an error naming it.
+//! - `rules`: an account with approved templates sends only those (whitespace
+//!   aside), a refused send writes and charges nothing, templates are
+//!   bounded; a claimed job carries its account's senders per route.
 //! - `receipts`: a receipt finds its part by every spelling of its id (and
 //!   a delivery stamps the OTP's status and delivery time with the
 //!   receipt's); a part takes one final receipt; a receipt for an id not recorded yet is
@@ -46,6 +49,7 @@ mod conversions;
 mod jobs;
 mod receipts;
 mod retention;
+mod rules;
 mod users;
 mod webhooks;
 

@@ -25,6 +25,9 @@
 //! | POST | `/admin/v1/routes/{name}/pause/` | stop a route taking messages |
 //! | POST | `/admin/v1/routes/{name}/drain/` | finish what is in flight, then pause |
 //! | POST | `/admin/v1/routes/{name}/resume/` | let a route take messages again |
+//!
+//! An account's approved templates and senders are in
+//! [`super::account_rules`].
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
@@ -133,7 +136,7 @@ fn path_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found())
 }
 
-async fn find_account(state: &AppState, raw_id: &str) -> Result<Account, ApiError> {
+pub(super) async fn find_account(state: &AppState, raw_id: &str) -> Result<Account, ApiError> {
     let id = path_id(raw_id)?;
     state
         .store

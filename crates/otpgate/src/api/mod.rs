@@ -1,6 +1,7 @@
 //! The HTTP API: one router per feature, merged here, plus what every route shares
 //! (authentication, body parsing, the error envelope, metrics and request ids).
 
+mod account_rules;
 mod admin;
 mod envelope;
 pub mod error;
@@ -86,6 +87,7 @@ fn operator_routes() -> Router<AppState> {
     Router::new()
         .merge(ops::router())
         .merge(admin::router())
+        .merge(account_rules::router())
         .merge(receipts::router())
 }
 

@@ -73,6 +73,12 @@ pub fn router() -> Router<AppState> {
         super::admin::pause_route,
         super::admin::drain_route,
         super::admin::resume_route,
+        super::account_rules::list_templates,
+        super::account_rules::replace_templates,
+        super::account_rules::clear_templates,
+        super::account_rules::list_senders,
+        super::account_rules::set_sender,
+        super::account_rules::remove_sender,
         super::receipts::list_unmatched,
         super::keys::list_keys,
         super::keys::create_key,
@@ -98,7 +104,7 @@ pub fn router() -> Router<AppState> {
         (name = "voice", description = "Voices of voice OTPs and a preview of their prompts"),
         (name = "users", description = "Log in, and manage the account's API key as a user"),
         (name = "keys", description = "The account's API keys, with a key that has the `account` scope"),
-        (name = "admin", description = "Accounts, credits, keys and users, with the admin token")
+        (name = "admin", description = "Accounts, credits, keys, users, approved templates and senders, with the admin token")
     )
 )]
 pub struct ApiDoc;
@@ -383,7 +389,7 @@ mod tests {
 
     /// Every request struct a handler reads its body into, by schema name.
     fn request_structs() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
-        use super::super::{admin, keys, send, users, verify, voice, webhooks};
+        use super::super::{account_rules, admin, keys, send, users, verify, voice, webhooks};
         BTreeMap::from([
             ("SendOtpRequest", read_by::<send::SendOtpRequest>()),
             ("VerifyOtpRequest", read_by::<verify::VerifyOtpRequest>()),
@@ -411,6 +417,14 @@ mod tests {
             ("CreateKeyRequest", read_by::<admin::CreateKeyRequest>()),
             ("CreateUserRequest", read_by::<admin::CreateUserRequest>()),
             ("SetPasswordRequest", read_by::<admin::SetPasswordRequest>()),
+            (
+                "SetTemplatesRequest",
+                read_by::<account_rules::SetTemplatesRequest>(),
+            ),
+            (
+                "SetSenderRequest",
+                read_by::<account_rules::SetSenderRequest>(),
+            ),
         ])
     }
 

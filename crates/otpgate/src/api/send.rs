@@ -226,7 +226,7 @@ async fn resend_plan(
     request_body(content = SendOtpRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Accepted and queued for delivery. A generated-code send to a number with a live generated code of the same API key is a resend (`verify.resend_same_code`): it carries that code and expiry, and `resend_of` names the first send", body = Envelope<SendData>),
-        (status = 400, description = "Invalid request; nothing written. A number no OTP may go to by this channel is `number_type_not_allowed` (premium-rate, shared-cost, satellite and other service numbers) or `not_mobile` (a fixed line asked for SMS)", body = super::error::ErrorEnvelope),
+        (status = 400, description = "Invalid request; nothing written. A number no OTP may go to by this channel is `number_type_not_allowed` (premium-rate, shared-cost, satellite and other service numbers) or `not_mobile` (a fixed line asked for SMS). An account restricted to approved templates whose `message`, whitespace aside, is none of them gets `template_not_approved` on `message` (nothing charged)", body = super::error::ErrorEnvelope),
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
         (status = 402, description = "Insufficient credits; nothing written", body = super::error::ErrorEnvelope),
         (status = 413, description = "Body over 64 KiB", body = super::error::ErrorEnvelope),
@@ -434,6 +434,14 @@ fn refusal(
         } => (
             Some("rate_limited"),
             rate_limited(limit, retry_after_seconds, limits),
+        ),
+        AcceptError::TemplateNotApproved => (
+            Some("template_not_approved"),
+            ApiError::validation(vec![FieldError::new(
+                "message",
+                "template_not_approved",
+                "This message is not one of the account's approved templates.",
+            )]),
         ),
         AcceptError::Store(e) => (Some("error"), e.into()),
         AcceptError::ResendStale => (

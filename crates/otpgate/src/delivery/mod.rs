@@ -9,6 +9,11 @@
 //! and a slower `deliver`; asynchronous receipts are the driver's own business,
 //! reported to the store when they arrive.
 //!
+//! An account may have its own sender ID on a route (see
+//! `otp_store::rules`): the router hands it to the route's driver with
+//! [`Driver::deliver_as`], and drivers whose carrier takes no sender keep
+//! the default, which ignores it.
+//!
 //! [`Deliveries`] is a channel's outbox, run by the shared
 //! [`Worker`](crate::outbox::Worker): its step is one claim that starts
 //! deliveries, its loop adds the waiting.
@@ -26,6 +31,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use otp_domain::channel::Channel;
+use otp_domain::sender::SenderId;
 use otp_store::{Claim, ClaimedJob, JobOutcome, JobResult, SharedStore, StoreError, now_micros};
 
 use crate::metrics::Metrics;
@@ -59,6 +65,19 @@ pub trait Driver: Send + Sync + 'static {
     fn capacity(&self) -> usize;
     /// Hands one message to the carrier. Must not panic; errors are outcomes.
     async fn deliver(&self, job: &ClaimedJob) -> DeliveryOutcome;
+    /// [`Driver::deliver`] under the account's own sender ID on this route
+    /// (`None`: the route's configured sender). Only a driver whose carrier
+    /// takes a sender ([`Driver::takes_sender`]) uses it.
+    async fn deliver_as(&self, job: &ClaimedJob, sender: Option<&SenderId>) -> DeliveryOutcome {
+        let _ = sender;
+        self.deliver(job).await
+    }
+    /// Whether the carrier takes a sender ID per message (SMPP `source_addr`,
+    /// a vendor's sender parameter), so an account's own sender on this
+    /// route can be set.
+    fn takes_sender(&self) -> bool {
+        false
+    }
     /// Whether a delivery started now could reach the carrier (a bind is up).
     fn is_ready(&self) -> bool {
         true

@@ -14,6 +14,11 @@
 //! on. A channel with no route configured delivers through its fallback
 //! driver (the `log` driver) under that driver's name.
 //!
+//! A route delivers under the account's own sender ID on it when the
+//! account has one ([`ClaimedJob::sender_for`], [`Driver::deliver_as`]); a
+//! failover to another route uses that route's sender, the account's or the
+//! configured one.
+//!
 //! ## Pause, resume, drain
 //! Each route has a [`RouteControl`]. A paused route takes no new message; the
 //! other routes serving the destination take over, and when none is left for
@@ -306,7 +311,10 @@ impl Driver for Router {
         for route in ready.into_iter().chain(down) {
             let outcome = {
                 let _counted = InFlight::start(&route.control);
-                route.driver.deliver(job).await
+                route
+                    .driver
+                    .deliver_as(job, job.sender_for(&route.name))
+                    .await
             };
             if !is_retry(&outcome) {
                 return named(route, outcome);

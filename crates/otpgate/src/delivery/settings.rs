@@ -65,6 +65,23 @@ const DRIVERS: [&str; 7] = [
 ];
 
 impl DriverConfig {
+    /// Whether a route of this driver takes an account's own sender ID (as
+    /// its built driver's [`Driver::takes_sender`](super::Driver::takes_sender)
+    /// says): SMPP, Sparrow, and an HTTP route whose templates use
+    /// `{sender}`.
+    pub fn takes_sender(&self) -> bool {
+        use super::Driver;
+        match self {
+            DriverConfig::Smpp(_) | DriverConfig::Sparrow(_) => true,
+            DriverConfig::Http(c) => super::http::generic::GenericHttpDriver::new(c.clone())
+                .is_ok_and(|d| d.takes_sender()),
+            DriverConfig::Log { .. }
+            | DriverConfig::Aakash(_)
+            | DriverConfig::TingTing(_)
+            | DriverConfig::Sip(_) => false,
+        }
+    }
+
     /// The `driver` name it is written with.
     pub fn kind(&self) -> &'static str {
         match self {

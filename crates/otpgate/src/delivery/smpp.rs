@@ -46,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use otp_domain::PhoneNumber;
 use otp_domain::segments::{self, SmsEncoding};
+use otp_domain::sender::SenderId;
 use otp_store::{
     ClaimedJob, OtpStatus, Receipt, SharedStore, StoreError, UnmatchedReceipt, now_micros,
 };
@@ -649,15 +650,22 @@ impl SmppDriver {
     }
 
     /// The submit_sm PDUs for one message.
-    fn submits(&self, job: &ClaimedJob) -> Result<Vec<SubmitSm>, String> {
+    fn submits(
+        &self,
+        job: &ClaimedJob,
+        sender: Option<&SenderId>,
+    ) -> Result<Vec<SubmitSm>, String> {
         let parts = segments::split(&job.otp.message());
         let ucs2 = parts.first().map(|p| p.encoding) == Some(SmsEncoding::Ucs2);
-        let template = self.settings.template(
+        let mut template = self.settings.template(
             job.otp.number.as_str(),
             ucs2,
             job.otp.expires_at,
             now_micros(),
         )?;
+        if let Some(sender) = sender {
+            send_as(&mut template, sender);
+        }
         let bytes: Vec<Bytes> = parts.into_iter().map(|p| Bytes::from(p.bytes)).collect();
         let reference = self.reference.fetch_add(1, Ordering::Relaxed);
         let method = self
@@ -666,6 +674,17 @@ impl SmppDriver {
             .map_err(|e| e.to_string())?;
         build_submits(&template, &bytes, method).map_err(|e| e.to_string())
     }
+}
+
+/// Puts an account's own sender in a submit_sm, with the TON and NPI its
+/// form calls for (alphanumeric: 5/0; up to 8 digits, a short code: 3/0;
+/// longer, a number: 1/1); the route's configured `source_ton` and
+/// `source_npi` describe the route's own sender, not this one.
+fn send_as(sm: &mut SubmitSm, sender: &SenderId) {
+    let auto = SubmitSm::new(sender.as_str(), "", 0, Bytes::new());
+    sm.source_addr = auto.source_addr;
+    sm.source_addr_ton = auto.source_addr_ton;
+    sm.source_addr_npi = auto.source_addr_npi;
 }
 
 /// The national significant number of an E.164 number: `+9779851023212` ->
@@ -737,12 +756,20 @@ impl Driver for SmppDriver {
             .collect()
     }
 
+    fn takes_sender(&self) -> bool {
+        true
+    }
+
     async fn deliver(&self, job: &ClaimedJob) -> DeliveryOutcome {
+        self.deliver_as(job, None).await
+    }
+
+    async fn deliver_as(&self, job: &ClaimedJob, sender: Option<&SenderId>) -> DeliveryOutcome {
         let routed = |outcome| DeliveryOutcome::Routed {
             route: self.route.clone(),
             outcome: Box::new(outcome),
         };
-        let submits = match self.submits(job) {
+        let submits = match self.submits(job, sender) {
             Ok(s) => s,
             Err(error) => return routed(DeliveryOutcome::Failed { error }),
         };
@@ -1242,6 +1269,31 @@ mod tests {
                 .unwrap()
                 .validity_period,
             ""
+        );
+    }
+
+    #[test]
+    fn an_accounts_sender_replaces_the_routes_with_the_ton_and_npi_of_its_form() {
+        let s = settings(|c| {
+            c.source_addr = "ROUTE".into();
+            c.source_ton = Some(1);
+            c.source_npi = Some(1);
+        });
+        let mut sm = s.template("+9779851023212", false, i64::MAX, 0).unwrap();
+        for (sender, ton, npi) in [("ACME", 5, 0), ("31337", 3, 0), ("9779801234567", 1, 1)] {
+            send_as(&mut sm, &SenderId::parse(sender).unwrap());
+            assert_eq!(
+                (
+                    sm.source_addr.as_str(),
+                    sm.source_addr_ton,
+                    sm.source_addr_npi
+                ),
+                (sender, ton, npi)
+            );
+        }
+        assert_eq!(
+            sm.destination_addr, "9779851023212",
+            "only the source changes"
         );
     }
 

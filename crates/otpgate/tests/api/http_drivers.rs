@@ -23,6 +23,7 @@ use otp_domain::channel::{Channel, OtpOption, Voice};
 use otp_domain::code::OtpCode;
 use otp_domain::message::MessageTemplate;
 use otp_domain::phone::PhoneNumber;
+use otp_domain::sender::SenderId;
 use otp_domain::{credits, segments};
 use otp_store::{Claim, ClaimedJob, NewOtp, SharedStore, StoreOptions, now_micros};
 use otpgate::config::Secret;
@@ -314,6 +315,58 @@ mod sparrow_sms {
         config.base_url = peer.base.clone();
         config.timeout_ms = SHORT_TIMEOUT_MS;
         SparrowDriver::new(config).unwrap()
+    }
+
+    /// The whole path: the admin API sets the account's sender on the
+    /// route, the send is accepted and its job claimed with it, the router
+    /// hands it to the route, and Sparrow's `from` carries it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_accounts_sender_on_a_sparrow_route_is_the_from_sparrow_receives() {
+        let peer = Peer::start().await;
+        peer.answer(
+            200,
+            json!({"count": 1, "response_code": 200, "response": "queued", "message_id": "sp-1"}),
+        );
+        let mut config = SparrowConfig::new(TOKEN, "OTPGATE");
+        config.base_url = peer.base.clone();
+        let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, move |c| {
+            crate::users::configure(c);
+            c.routes = vec![otpgate::config::RouteConfig {
+                name: "sparrow".into(),
+                channel: Channel::Text,
+                prefixes: Vec::new(),
+                driver: otpgate::config::DriverConfig::Sparrow(config),
+            }];
+        })
+        .await;
+        let r = app
+            .client
+            .put(app.url(&format!(
+                "/admin/v1/accounts/{}/senders/sparrow/",
+                app.account_id
+            )))
+            .bearer_auth(crate::users::ADMIN_TOKEN)
+            .json(&json!({"sender": "ACME"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let (_, other_key) = app.new_account("other", 10, 0).await;
+        for (key, from) in [(&app.key, "ACME"), (&other_key, "OTPGATE")] {
+            let r = app
+                .send_as(key, &crate::helpers::text_send("9851023212"))
+                .await;
+            assert_eq!(r.status(), 200);
+            crate::smsc::wait_until("a request at the Sparrow peer", || {
+                !peer.received.lock().unwrap().is_empty()
+            })
+            .await;
+            let form = peer.only().form();
+            assert!(
+                form.contains(&("from".to_owned(), from.to_owned())),
+                "{form:?}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -789,6 +842,33 @@ mod generic_http {
         config.id_pointer = Some("/data/id".into());
         config.permanent_failure_statuses = vec![400, 404, 422];
         GenericHttpDriver::new(config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_accounts_sender_fills_the_sender_placeholder_and_only_a_template_using_it_takes_one()
+     {
+        let peer = Peer::start().await;
+        let source = Source::new().await;
+        let driver = json_driver(&peer).await;
+        assert!(driver.takes_sender());
+        let job = source.text("9851023212", "Code {otp}").await;
+        peer.answer(201, json!({"data": {"id": "g-2"}}));
+        let sender = SenderId::parse("ACME").unwrap();
+        assert_sent(&driver.deliver_as(&job, Some(&sender)).await, Some("g-2"));
+        assert_eq!(peer.only().json()["from"], "ACME");
+        assert_sent(&driver.deliver_as(&job, None).await, Some("g-2"));
+        assert_eq!(
+            peer.only().json()["from"],
+            "OTPGATE",
+            "the configured sender"
+        );
+
+        let mut config = GenericHttpConfig::new(format!("{}/send?to={{to}}", peer.base));
+        config.body = Some(r#"{"text": "{text}"}"#.into());
+        assert!(
+            !GenericHttpDriver::new(config).unwrap().takes_sender(),
+            "no {{sender}}: an account's sender would go nowhere"
+        );
     }
 
     #[tokio::test]

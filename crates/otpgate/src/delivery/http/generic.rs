@@ -8,7 +8,7 @@
 //! | `{to}` | the number in E.164, `+9779851023212` |
 //! | `{to_national}` | the number without its country code, `9851023212` |
 //! | `{text}` | the rendered message |
-//! | `{sender}` | the configured `sender` |
+//! | `{sender}` | the account's own sender on the route, else the configured `sender` |
 //! | `{otp_id}` | otpgate's id of the OTP |
 //!
 //! Each value is escaped for where it lands: percent-encoded (UTF-8, everything but
@@ -38,6 +38,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use otp_domain::phone::PhoneNumber;
+use otp_domain::sender::SenderId;
 use otp_store::ClaimedJob;
 
 use super::{BuildError, Upstream, default_capacity, default_timeout_ms};
@@ -517,7 +518,17 @@ impl Driver for GenericHttpDriver {
         self.upstream.capacity
     }
 
+    /// Only when a template uses `{sender}`: another driver's sender would
+    /// go nowhere.
+    fn takes_sender(&self) -> bool {
+        self.uses(Placeholder::Sender)
+    }
+
     async fn deliver(&self, job: &ClaimedJob) -> DeliveryOutcome {
+        self.deliver_as(job, None).await
+    }
+
+    async fn deliver_as(&self, job: &ClaimedJob, sender: Option<&SenderId>) -> DeliveryOutcome {
         let otp = &job.otp;
         let message = otp.message();
         let to_national = if self.uses(Placeholder::ToNational) {
@@ -530,7 +541,7 @@ impl Driver for GenericHttpDriver {
             to: otp.number.as_str(),
             to_national: &to_national,
             text: &message,
-            sender: &self.sender,
+            sender: sender.map_or(self.sender.as_str(), SenderId::as_str),
             otp_id: &otp_id,
         };
         let Ok(url) = reqwest::Url::parse(&self.url.render(&values, Escape::Percent)) else {

@@ -24,6 +24,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use otp_domain::sender::SenderId;
 use otp_store::ClaimedJob;
 
 use super::{BuildError, Upstream, default_capacity, default_timeout_ms};
@@ -102,7 +103,15 @@ impl Driver for SparrowDriver {
         self.upstream.capacity
     }
 
+    fn takes_sender(&self) -> bool {
+        true
+    }
+
     async fn deliver(&self, job: &ClaimedJob) -> DeliveryOutcome {
+        self.deliver_as(job, None).await
+    }
+
+    async fn deliver_as(&self, job: &ClaimedJob, sender: Option<&SenderId>) -> DeliveryOutcome {
         let otp = &job.otp;
         let message = otp.message();
         let Some(to) = super::nepali_national(otp.number.as_str()) else {
@@ -112,7 +121,10 @@ impl Driver for SparrowDriver {
         };
         let form = [
             ("token", self.token.expose().as_str()),
-            ("from", self.sender.as_str()),
+            (
+                "from",
+                sender.map_or(self.sender.as_str(), SenderId::as_str),
+            ),
             ("to", to),
             ("text", message.as_str()),
         ];
