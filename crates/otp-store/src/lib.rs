@@ -43,6 +43,10 @@
 //! [`conversions`] aggregates, one upsert per key per transaction, so
 //! rates and medians never scan OTPs ([`ConversionStore`]).
 //!
+//! How each carrier route delivered its newest messages ([`routing`]) is
+//! read from the OTPs on demand ([`RoutingStore`]), so every node sharing
+//! a database measures the same windows.
+//!
 //! Times are microseconds since the Unix epoch (UTC) in both backends. Migrations
 //! are embedded and applied on open.
 //!
@@ -75,6 +79,7 @@ mod model;
 pub mod postgres;
 pub mod receipts;
 pub mod retention;
+pub mod routing;
 mod rows;
 pub mod sqlite;
 #[cfg(any(test, feature = "test-support"))]
@@ -90,6 +95,7 @@ pub use model::*;
 use otp_domain::vault::CodeVault;
 pub use receipts::{ReceiptStore, UnmatchedReceipt};
 pub use retention::{PurgeReport, RetentionRules, RetentionStore};
+pub use routing::RoutingStore;
 pub use users::{
     KeyCopy, LoginGate, LoginPolicy, LoginScope, NewUser, Session, User, UserKey, UserStore,
 };
@@ -177,7 +183,15 @@ pub enum AcceptError {
 /// tasks and, for PostgreSQL, across processes.
 #[async_trait::async_trait]
 pub trait Store:
-    UserStore + WebhookStore + ReceiptStore + RetentionStore + ConversionStore + Send + Sync + 'static
+    UserStore
+    + WebhookStore
+    + ReceiptStore
+    + RetentionStore
+    + ConversionStore
+    + RoutingStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Which backend this is ("sqlite" or "postgres"), for logs and metrics.
     fn backend(&self) -> &'static str;

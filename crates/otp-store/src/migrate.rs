@@ -318,6 +318,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/sqlite/0019_conversions.sql"),
     },
+    Migration {
+        version: 24,
+        name: "route_windows",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/sqlite/0024_route_windows.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -434,6 +440,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "conversions",
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/postgres/0019_conversions.sql"),
+    },
+    Migration {
+        version: 24,
+        name: "route_windows",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/postgres/0024_route_windows.sql"),
     },
 ];
 
