@@ -35,6 +35,10 @@ pub struct RouteConfig {
     pub channel: Channel,
     /// Destination prefixes in E.164 (`+977984`); empty: every destination.
     pub prefixes: Vec<String>,
+    /// Its share of the messages of the destinations it serves, against the
+    /// other routes serving them (see [`crate::delivery::balance`]); none
+    /// configured on any: the first route in order takes them.
+    pub weight: Option<u32>,
     /// The driver and its settings.
     pub driver: DriverConfig,
 }
@@ -101,6 +105,9 @@ pub struct RouteTable {
     channel: String,
     #[serde(default)]
     prefixes: Vec<String>,
+    /// Share of the messages (smooth weighted round-robin); 0: standby.
+    #[serde(default)]
+    weight: Option<u32>,
     /// `log`, `smpp`, `sparrow`, `aakash`, `http`, `tingting` or `sip`; each
     /// but `log` takes its settings from the table of the same name.
     driver: String,
@@ -173,6 +180,7 @@ impl TryFrom<RouteTable> for RouteConfig {
             name: table.name,
             channel,
             prefixes: table.prefixes,
+            weight: table.weight,
             driver,
         })
     }
