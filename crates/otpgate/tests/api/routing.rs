@@ -183,6 +183,25 @@ async fn weights_three_to_one_send_three_messages_to_the_first_route_for_each_to
     assert_eq!(view["primary"]["weight"], 3);
     assert_eq!(view["backup"]["weight"], 1);
     assert_eq!(view["primary"]["demoted"], false);
+    let openapi: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fields = &openapi["components"]["schemas"]["RouteView"]["properties"];
+    for field in [
+        "weight",
+        "demoted",
+        "delivery_rate",
+        "measured",
+        "median_receipt_seconds",
+    ] {
+        assert!(fields.get(field).is_some(), "{field} missing from {fields}");
+    }
 }
 
 async fn traffic_leaves_a_route_answering_undeliv_and_comes_back_when_it_recovers(
