@@ -185,7 +185,13 @@ impl Runtime {
         let settings = self.balancer.settings();
         let no_receipt_after = settings.no_receipt_after_seconds.saturating_mul(1_000_000);
         let query = otp_store::routing::WindowQuery {
-            routes: routes.iter().map(|r| r.name.clone()).collect(),
+            routes: routes
+                .iter()
+                .map(|r| otp_store::routing::WindowRoute {
+                    name: r.name.clone(),
+                    receipts: r.settings.driver.sends_receipts(),
+                })
+                .collect(),
             last: settings.window,
             no_receipt_before: otp_store::now_micros()
                 .saturating_sub(i64::try_from(no_receipt_after).unwrap_or(i64::MAX)),

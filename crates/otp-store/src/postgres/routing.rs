@@ -11,9 +11,12 @@ impl RoutingStore for PgStore {
         let c = self.client().await?;
         let s = c.prepare_cached(&window_sql('$')).await.map_err(pg_err)?;
         let mut windows = Vec::with_capacity(q.routes.len());
-        for route in q.routes {
+        for route in &q.routes {
             let rows = c
-                .query(&s, &[&route, &q.no_receipt_before, &i64::from(q.last)])
+                .query(
+                    &s,
+                    &[&route.name, &q.sent_before(route), &i64::from(q.last)],
+                )
                 .await
                 .map_err(pg_err)?;
             let rows = rows

@@ -13,10 +13,10 @@ impl RoutingStore for SqliteStore {
         self.read(move |c| {
             let mut s = c.prepare_cached(&window_sql('?')).map_err(map_err)?;
             let mut windows = Vec::with_capacity(q.routes.len());
-            for route in q.routes {
+            for route in &q.routes {
                 let rows = collect(
                     s.query_map(
-                        params![route, q.no_receipt_before, i64::from(q.last)],
+                        params![route.name, q.sent_before(route), i64::from(q.last)],
                         |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)),
                     )
                     .map_err(map_err)?,

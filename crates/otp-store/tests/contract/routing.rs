@@ -1,8 +1,9 @@
 //! Route windows: each route's newest finished OTPs, delivered or not,
 //! with the median time to the receipt; an OTP whose receipt is overdue
-//! counts as failed, a recent one without its receipt not at all.
+//! counts as failed, a recent one without its receipt not at all, and on a
+//! route without receipts a sent OTP counts as delivered.
 
-use otp_store::routing::{RouteWindow, WindowQuery};
+use otp_store::routing::{RouteWindow, WindowQuery, WindowRoute};
 use otp_store::test_support::sample_otp;
 use otp_store::{OtpStatus, Receipt};
 
@@ -55,8 +56,12 @@ crate::contract! {
             .await
             .unwrap();
         let now = otp_store::now_micros();
+        let with_receipts = |name: &str| WindowRoute {
+            name: name.into(),
+            receipts: true,
+        };
         let query = |last: u32, no_receipt_before: i64| WindowQuery {
-            routes: vec!["ntc".into(), "idle".into(), "ncell".into()],
+            routes: vec![with_receipts("ntc"), with_receipts("idle"), with_receipts("ncell")],
             last,
             no_receipt_before,
         };
@@ -77,5 +82,13 @@ crate::contract! {
         assert_eq!(counts(&short[0]), ("ntc", 2, 0), "m3 and m2");
         let short = store.route_windows(query(2, now + SECOND)).await.unwrap();
         assert_eq!(counts(&short[0]), ("ntc", 1, 1), "m4 and m3");
+
+        // A route whose carrier sends no receipts: sent is delivered, at once.
+        let without = WindowQuery {
+            routes: vec![WindowRoute { name: "ntc".into(), receipts: false }],
+            ..query(200, now - 3600 * SECOND)
+        };
+        let windows = store.route_windows(without).await.unwrap();
+        assert_eq!(counts(&windows[0]), ("ntc", 4, 1));
     }
 }
