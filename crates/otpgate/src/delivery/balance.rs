@@ -264,7 +264,7 @@ impl Balancer {
                 order.push(probe);
             }
         }
-        if order.is_empty() {
+        if order.is_empty() && !healthy.is_empty() {
             let weights: Vec<Option<u32>> = healthy.iter().map(|r| r.settings.weight).collect();
             let pick = pick_weighted(&mut state.current, &healthy, &weights);
             order.push(healthy.remove(pick));
@@ -387,6 +387,12 @@ mod tests {
             .map(|r| r.name.as_str())
             .collect();
         assert_eq!(order, ["b", "a"], "a route that is down goes last");
+        let order: Vec<&str> = b
+            .order(&open, |_| false)
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(order, ["a", "b"], "every route down: each still gets a try");
     }
 
     #[test]
