@@ -33,8 +33,10 @@ const DEFAULTS = {
 	quiet: false,
 	'stats-interval-ms': 0,
 	record: '',
+	commands: false, // read commands from stdin (see below)
 };
-const BOOLEAN = new Set(['no-resp', 'quiet']);
+const BOOLEAN = new Set(['no-resp', 'quiet', 'commands']);
+const RECEIPT_MODES = ['none', 'delivered', 'undeliverable', 'mixed'];
 
 function parseOptions(argv, env) {
 	const options = { ...DEFAULTS };
@@ -66,7 +68,7 @@ function parseOptions(argv, env) {
 		options[key] = coerce(key, value);
 	}
 	const choices = {
-		receipts: ['none', 'delivered', 'undeliverable', 'mixed'],
+		receipts: RECEIPT_MODES,
 		'receipt-form': ['text', 'tlv', 'both'],
 		'receipt-id-format': ['same', 'hex', 'decimal'],
 	};
@@ -99,7 +101,7 @@ function usage() {
   [--first-id N] [--resp-id-pad N] [--receipt-id-pad N]
   [--throttle-every N] [--resp-delay-ms N] [--no-resp] [--window-check N]
   [--enquire-link-ms N] [--mo-text TEXT] [--quiet] [--stats-interval-ms N]
-  [--record FILE]
+  [--record FILE] [--commands]
 `);
 	process.exit(0);
 }
@@ -646,5 +648,22 @@ process.on('SIGUSR1', () => {
 	options['no-resp'] = false;
 	emit({ event: 'behaving' });
 });
+// --commands: one command a line on stdin, applied to every submit_sm from
+// then on and acknowledged with an event:
+//   receipts none|delivered|undeliverable|mixed  ->  {"event":"receipts","mode":...}
+// Anything else is refused ({"event":"command_refused"}) and changes nothing.
+if (options.commands) {
+	require('readline')
+		.createInterface({ input: process.stdin })
+		.on('line', (line) => {
+			const [command, value, extra] = line.trim().split(/\s+/);
+			if (command === 'receipts' && RECEIPT_MODES.includes(value) && extra === undefined) {
+				options.receipts = value;
+				emit({ event: 'receipts', mode: value });
+			} else {
+				emit({ event: 'command_refused', line: line.slice(0, 80) });
+			}
+		});
+}
 process.on('SIGTERM', () => shutdown('SIGTERM'));
 process.on('SIGINT', () => shutdown('SIGINT'));

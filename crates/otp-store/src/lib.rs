@@ -48,6 +48,10 @@
 //! [`conversions`] aggregates, one upsert per key per transaction, so
 //! rates and medians never scan OTPs ([`ConversionStore`]).
 //!
+//! How each carrier route delivered its newest messages ([`routing`]) is
+//! read from the OTPs on demand ([`RoutingStore`]), so every node sharing
+//! a database measures the same windows.
+//!
 //! Times are microseconds since the Unix epoch (UTC) in both backends. Migrations
 //! are embedded and applied on open.
 //!
@@ -80,6 +84,7 @@ mod model;
 pub mod postgres;
 pub mod receipts;
 pub mod retention;
+pub mod routing;
 mod rows;
 pub mod rules;
 pub mod sqlite;
@@ -97,6 +102,7 @@ use otp_domain::vault::CodeVault;
 pub use receipts::{ReceiptStore, UnmatchedReceipt};
 pub use retention::{PurgeReport, RetentionRules, RetentionStore};
 pub use rules::{AccountRulesStore, AccountSender, ApprovedTemplate};
+pub use routing::RoutingStore;
 pub use users::{
     KeyCopy, LoginGate, LoginPolicy, LoginScope, NewUser, Session, User, UserKey, UserStore,
 };
@@ -199,6 +205,7 @@ pub trait Store:
     + RetentionStore
     + ConversionStore
     + AccountRulesStore
+    + RoutingStore
     + Send
     + Sync
     + 'static

@@ -331,6 +331,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0021_failed_otps_index.sql"),
     },
     Migration {
+        version: 24,
+        name: "route_windows",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/sqlite/0024_route_windows.sql"),
+    },
+    Migration {
         version: 25,
         name: "account_templates_and_senders",
         min_binary: FIRST_RELEASE,
@@ -464,6 +470,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "failed_otps_index",
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/postgres/0021_failed_otps_index.sql"),
+    },
+    Migration {
+        version: 24,
+        name: "route_windows",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/postgres/0024_route_windows.sql"),
     },
     Migration {
         version: 25,

@@ -16,6 +16,7 @@ mod conversions;
 mod jobs;
 mod receipts;
 mod retention;
+mod routing;
 mod rows;
 mod rules;
 mod users;

@@ -43,6 +43,7 @@ const TOP_LEVEL: &[&str] = &[
     "admin",
     "webhooks",
     "routes",
+    "routing",
 ];
 
 /// The file as `serve` reads it: the file, then `OTPGATE_*` variables.
@@ -182,6 +183,9 @@ fn problems_of(config: &Config) -> Vec<String> {
         }
     };
     note(config.timezone().map(|_| ()));
+    if let Some(problem) = config.routing.problem() {
+        note(Err(anyhow::anyhow!(problem)));
+    }
     let url = config.database_url.expose();
     if !["sqlite://", "sqlite:", "postgres://", "postgresql://"]
         .iter()
@@ -548,5 +552,18 @@ driver = "smtp"
                 "route mail: driver must be one of log, smpp, sparrow, aakash, http, tingting, sip, not \"smtp\"",
             ]
         );
+    }
+
+    #[test]
+    fn check_config_names_a_routing_setting_out_of_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("otpgate.toml");
+        std::fs::write(&path, "[routing]\nprobe_percent = 90\n").unwrap();
+        assert_eq!(
+            check_file(&path),
+            ["routing.probe_percent must be between 0 and 50"]
+        );
+        std::fs::write(&path, "[routing]\nwindow = 50\nprobe_percent = 10\n").unwrap();
+        assert!(check_file(&path).is_empty(), "a good [routing] table");
     }
 }

@@ -9,6 +9,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+pub use crate::delivery::balance::RoutingConfig;
 pub use crate::delivery::settings::{DriverConfig, RouteConfig, RouteError};
 pub use crate::delivery::voice::settings::{VoiceConfig, VoiceOverride};
 pub use otp_domain::secret::Secret;
@@ -60,6 +61,9 @@ pub struct Config {
     /// Carrier routes, in order of preference per channel. None configured: the
     /// `log` driver takes both channels.
     pub routes: Vec<RouteConfig>,
+    /// How routes serving the same destinations share messages: measured
+    /// delivery, demotion and probes.
+    pub routing: RoutingConfig,
 }
 
 impl Default for Config {
@@ -86,6 +90,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             webhooks: WebhooksConfig::default(),
             routes: Vec::new(),
+            routing: RoutingConfig::default(),
         }
     }
 }
@@ -693,6 +698,9 @@ impl Config {
                 _ => anyhow::anyhow!("invalid configuration: {e}"),
             })?;
         config.timezone()?;
+        if let Some(problem) = config.routing.problem() {
+            anyhow::bail!("invalid configuration: {problem}");
+        }
         Ok(config)
     }
 

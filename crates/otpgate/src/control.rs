@@ -25,6 +25,7 @@ use otp_store::SharedStore;
 use crate::config::{Config, LimitsConfig, RouteConfig};
 use crate::delivery::Driver;
 use crate::delivery::NewJobs;
+use crate::delivery::balance::Balancer;
 use crate::delivery::http::aakash::AakashDriver;
 use crate::delivery::http::generic::GenericHttpDriver;
 use crate::delivery::http::sparrow::SparrowDriver;
@@ -44,6 +45,8 @@ pub struct Runtime {
     builder: RouteBuilder,
     /// `[limits]` as the API checks destinations against it.
     limits: RwLock<Arc<LimitsConfig>>,
+    /// Weights and measured delivery of the routes of both channels.
+    balancer: Arc<Balancer>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
 }
@@ -72,6 +75,20 @@ pub struct RouteView {
     pub state: &'static str,
     /// Deliveries started on the route and not finished.
     pub in_flight: usize,
+    /// Its configured share among the routes serving the same destinations;
+    /// `null`: none configured.
+    pub weight: Option<u32>,
+    /// Whether it delivers so much worse than its peers that it only takes
+    /// probes (`routing.probe_percent` of the messages).
+    pub demoted: bool,
+    /// Delivered over finished among its newest `routing.window` finished
+    /// OTPs; `null` until one finished.
+    pub delivery_rate: Option<f64>,
+    /// How many finished OTPs the delivery rate is over.
+    pub measured: u32,
+    /// The median time from acceptance to the delivery receipt over the
+    /// same OTPs, in seconds; `null` until a receipt came.
+    pub median_receipt_seconds: Option<f64>,
 }
 
 impl Runtime {
@@ -140,16 +157,52 @@ impl Runtime {
             shared_log: tokio::sync::Mutex::new(None),
         };
         let tables = builder.tables(&config.routes, &[]).await?;
+        let balancer = Arc::new(Balancer::new(config.routing.clone()));
         let routers = tables
             .into_iter()
-            .map(|(channel, table)| (channel, Arc::new(Router::new(table))))
+            .map(|(channel, table)| (channel, Arc::new(Router::new(table, balancer.clone()))))
             .collect();
         Ok(Runtime {
             routers,
             builder,
             limits: RwLock::new(Arc::new(config.limits.clone())),
+            balancer,
             reloading: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Reads every route's window from the store and decides demotions
+    /// (see [`crate::delivery::balance`]).
+    pub async fn measure_routes(&self) -> Result<(), otp_store::StoreError> {
+        let routes: Vec<Arc<Route>> = self
+            .routers
+            .iter()
+            .flat_map(|(_, r)| r.table().routes.clone())
+            .collect();
+        if routes.is_empty() {
+            return Ok(());
+        }
+        let settings = self.balancer.settings();
+        let no_receipt_after = settings.no_receipt_after_seconds.saturating_mul(1_000_000);
+        let query = otp_store::routing::WindowQuery {
+            routes: routes
+                .iter()
+                .map(|r| otp_store::routing::WindowRoute {
+                    name: r.name.clone(),
+                    receipts: r.settings.driver.sends_receipts(),
+                })
+                .collect(),
+            last: settings.window,
+            no_receipt_before: otp_store::now_micros()
+                .saturating_sub(i64::try_from(no_receipt_after).unwrap_or(i64::MAX)),
+        };
+        let windows = self.builder.store.route_windows(query).await?;
+        let facts: Vec<(Channel, Vec<String>)> = routes
+            .iter()
+            .map(|r| (r.settings.channel, r.prefixes.clone()))
+            .collect();
+        self.balancer.update(&facts, windows);
+        Ok(())
     }
 
     /// Each channel's driver, for the dispatchers.
@@ -174,7 +227,7 @@ impl Runtime {
                 table
                     .routes
                     .iter()
-                    .map(|r| view(*channel, r))
+                    .map(|r| self.view(*channel, r))
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -207,17 +260,41 @@ impl Runtime {
         if now == RouteState::Active {
             wake.for_channel(channel).notify_one();
         }
-        Some(view(channel, &route))
+        Some(self.view(channel, &route))
+    }
+
+    fn view(&self, channel: Channel, route: &Route) -> RouteView {
+        let measure = self.balancer.measure(&route.name).unwrap_or_default();
+        RouteView {
+            name: route.name.clone(),
+            channel: channel.as_str(),
+            driver: route.settings.driver.kind().to_owned(),
+            state: route.control.state().as_str(),
+            in_flight: route.control.in_flight(),
+            weight: route.settings.weight,
+            demoted: measure.demoted,
+            delivery_rate: measure.window.delivery_rate(),
+            measured: measure.window.results(),
+            median_receipt_seconds: measure
+                .window
+                .median_receipt_ms
+                .map(|ms| ms as f64 / 1000.0),
+        }
     }
 }
 
-fn view(channel: Channel, route: &Route) -> RouteView {
-    RouteView {
-        name: route.name.clone(),
-        channel: channel.as_str(),
-        driver: route.settings.driver.kind().to_owned(),
-        state: route.control.state().as_str(),
-        in_flight: route.control.in_flight(),
+/// Measures the routes every `routing.refresh_ms` until `stop`, the first
+/// time at once. A store that fails keeps the last measures (logged).
+pub async fn measure_loop(runtime: Arc<Runtime>, stop: tokio_util::sync::CancellationToken) {
+    let every = Duration::from_millis(runtime.balancer.settings().refresh_ms.max(100));
+    loop {
+        if let Err(e) = runtime.measure_routes().await {
+            tracing::warn!(error = %e, "could not measure the routes; keeping the last measures");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
     }
 }
 

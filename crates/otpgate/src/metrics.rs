@@ -111,6 +111,16 @@ pub const FAMILIES: &[Family] = &[
         help: "Messages awaiting the carrier's answer (SMPP window in use), by route and connection.",
     },
     Family {
+        name: "otpgate_route_delivery_rate",
+        kind: "gauge",
+        help: "Delivered over finished among the route's newest routing.window finished OTPs, as every node reads them from the database, by route (absent until one finished).",
+    },
+    Family {
+        name: "otpgate_route_demoted",
+        kind: "gauge",
+        help: "1 when the route delivers so much worse than its peers that it only takes probes, by route.",
+    },
+    Family {
         name: "otpgate_webhook_attempts_total",
         kind: "counter",
         help: "Webhook delivery attempts by outcome (delivered; retry: failed, tried again later; gave_up: failed, the last one).",

@@ -185,6 +185,10 @@ impl Application {
             )));
         }
         let flusher = tokio::spawn(flush_last_used(state.clone(), stop.clone()));
+        let measurer = tokio::spawn(crate::control::measure_loop(
+            state.runtime.clone(),
+            stop.clone(),
+        ));
         let purger = tokio::spawn(crate::retention::purge_loop(
             state.store.clone(),
             retention,
@@ -265,6 +269,7 @@ impl Application {
             driver.shutdown().await;
         }
         let _ = flusher.await;
+        let _ = measurer.await;
         let _ = purger.await;
         let _ = webhooks.await;
         let _ = expiry_sweep.await;

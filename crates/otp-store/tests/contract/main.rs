@@ -42,6 +42,9 @@
 //!   held and lands once the part is recorded; a failure refunds once; a
 //!   message of several parts is delivered with its last part; a part whose
 //!   OTP is gone takes its receipt as history only.
+//! - `routing`: a route's window is its newest finished OTPs, delivered or
+//!   not, with the median time to the receipt; an overdue receipt is a
+//!   failure, a recent missing one is not counted yet.
 
 mod accounts;
 mod admission;
@@ -50,6 +53,7 @@ mod jobs;
 mod receipts;
 mod retention;
 mod rules;
+mod routing;
 mod users;
 mod webhooks;
 

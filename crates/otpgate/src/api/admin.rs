@@ -745,7 +745,10 @@ pub async fn set_password(
 }
 
 /// The carrier routes of both channels, in configured order, with what an
-/// operator set them to and their deliveries in flight.
+/// operator set them to, their deliveries in flight, their weight and how they
+/// deliver: the delivery rate and median receipt time over their newest
+/// finished OTPs, and whether that demoted them to probes (as every node
+/// reads it from the database; see the README's "Routing by delivery").
 #[utoipa::path(
     get,
     path = "/admin/v1/routes/",

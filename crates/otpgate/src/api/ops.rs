@@ -271,6 +271,15 @@ async fn metrics(State(state): State<AppState>) -> Response {
         gauges.push(("otpgate_route_up", l.clone(), up));
         gauges.push(("otpgate_route_in_flight", l, h.in_flight as f64));
     }
+    // Route names come from the configuration: a bounded set.
+    for route in state.runtime.routes() {
+        let l = labels(&[("route", &route.name)]);
+        if let Some(rate) = route.delivery_rate {
+            gauges.push(("otpgate_route_delivery_rate", l.clone(), rate));
+        }
+        let demoted = if route.demoted { 1.0 } else { 0.0 };
+        gauges.push(("otpgate_route_demoted", l, demoted));
+    }
     for (k, c) in state.store.live_totals() {
         for (outcome, n) in [
             ("sent", c.sent),

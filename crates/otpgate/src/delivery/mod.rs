@@ -18,6 +18,7 @@
 //! [`Worker`](crate::outbox::Worker): its step is one claim that starts
 //! deliveries, its loop adds the waiting.
 
+pub mod balance;
 pub mod http;
 pub mod log;
 pub mod router;

@@ -3,9 +3,11 @@
 //!
 //! For each message the router takes the routes whose prefixes match the
 //! destination (a route without prefixes matches every number), in configured
-//! order, leaves out those an operator paused or is draining, puts those that
-//! are not ready (no bind up) last, and hands the message to the first; when
-//! that one answers `Retry`, the next matching route gets it in the same
+//! order, leaves out those an operator paused or is draining, and lets the
+//! [`Balancer`] order the rest: the route its weights and measures pick
+//! first, then the other healthy ones, the demoted ones, and those that are
+//! not ready (no bind up) last (see [`super::balance`]). The message goes to
+//! the first; when that one answers `Retry`, the next gets it in the same
 //! attempt (failover). No matching route is a permanent failure (refunded):
 //! the configuration has no way to reach that number.
 //!
@@ -36,6 +38,7 @@ use std::sync::{Arc, RwLock};
 
 use otp_store::ClaimedJob;
 
+use super::balance::Balancer;
 use super::{DeliveryOutcome, Driver, RouteHealth};
 
 /// What an operator set a route to.
@@ -166,12 +169,15 @@ pub struct Table {
 pub struct Router {
     // std RwLock: held only to clone the Arc, never across an await.
     table: RwLock<Arc<Table>>,
+    /// Shared by the channels' routers: it keeps the measures of every route.
+    balancer: Arc<Balancer>,
 }
 
 impl Router {
-    pub fn new(table: Table) -> Router {
+    pub fn new(table: Table, balancer: Arc<Balancer>) -> Router {
         Router {
             table: RwLock::new(Arc::new(table)),
+            balancer,
         }
     }
 
@@ -304,11 +310,10 @@ impl Driver for Router {
                 ),
             };
         }
-        // Ready routes first, in order; routes that are down still get a try last.
-        let (ready, down): (Vec<&Arc<Route>>, Vec<&Arc<Route>>) =
-            open.into_iter().partition(|r| r.driver.is_ready());
+        // Routes that are down still get a try, last.
+        let order = self.balancer.order(&open, |r| r.driver.is_ready());
         let mut errors = Vec::new();
-        for route in ready.into_iter().chain(down) {
+        for route in order {
             let outcome = {
                 let _counted = InFlight::start(&route.control);
                 route

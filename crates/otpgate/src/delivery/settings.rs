@@ -35,6 +35,10 @@ pub struct RouteConfig {
     pub channel: Channel,
     /// Destination prefixes in E.164 (`+977984`); empty: every destination.
     pub prefixes: Vec<String>,
+    /// Its share of the messages of the destinations it serves, against the
+    /// other routes serving them (see [`crate::delivery::balance`]); none
+    /// configured on any: the first route in order takes them.
+    pub weight: Option<u32>,
     /// The driver and its settings.
     pub driver: DriverConfig,
 }
@@ -95,6 +99,12 @@ impl DriverConfig {
         }
     }
 
+    /// Whether the carrier reports delivery receipts: an SMSC asked for
+    /// them. Elsewhere the carrier taking a message is as far as it goes.
+    pub fn sends_receipts(&self) -> bool {
+        matches!(self, DriverConfig::Smpp(smpp) if smpp.registered_delivery)
+    }
+
     /// Whether the driver can deliver OTPs of `channel`.
     pub fn carries(&self, channel: Channel) -> bool {
         match self {
@@ -118,6 +128,9 @@ pub struct RouteTable {
     channel: String,
     #[serde(default)]
     prefixes: Vec<String>,
+    /// Share of the messages (smooth weighted round-robin); 0: standby.
+    #[serde(default)]
+    weight: Option<u32>,
     /// `log`, `smpp`, `sparrow`, `aakash`, `http`, `tingting` or `sip`; each
     /// but `log` takes its settings from the table of the same name.
     driver: String,
@@ -190,6 +203,7 @@ impl TryFrom<RouteTable> for RouteConfig {
             name: table.name,
             channel,
             prefixes: table.prefixes,
+            weight: table.weight,
             driver,
         })
     }
@@ -262,6 +276,52 @@ mod tests {
         format!(
             "[[routes]]\nname = \"{name}\"\nchannel = \"{channel}\"\ndriver = \"{driver}\"\n{rest}\n"
         )
+    }
+
+    #[test]
+    fn a_weight_is_read_and_only_an_smsc_asked_for_receipts_sends_them() {
+        let toml = [
+            route(
+                "ntc",
+                "text",
+                "smpp",
+                "weight = 3\n[routes.smpp]\nsystem_id = \"acme\"",
+            ),
+            route(
+                "quiet",
+                "text",
+                "smpp",
+                "[routes.smpp]\nsystem_id = \"acme\"\nregistered_delivery = false",
+            ),
+            route("file", "text", "log", ""),
+        ]
+        .concat();
+        let config = load(&toml).unwrap();
+        let read: Vec<(Option<u32>, bool)> = config
+            .routes
+            .iter()
+            .map(|r| (r.weight, r.driver.sends_receipts()))
+            .collect();
+        assert_eq!(read, [(Some(3), true), (None, false), (None, false)]);
+        assert!(refusal(&route("ntc", "text", "log", "weight = -1")).contains("weight"));
+    }
+
+    #[test]
+    fn a_routing_setting_out_of_range_is_refused_by_name() {
+        let refused = refusal("[routing]\nprobe_percent = 80\n");
+        assert!(refused.contains("routing.probe_percent"), "{refused}");
+        let refused = refusal("[routing]\nwindow = 10\nmin_results = 20\n");
+        assert!(refused.contains("routing.min_results"), "{refused}");
+        assert!(refusal("[routing]\nwindw = 10\n").contains("windw"));
+        let config = load("[routing]\nwindow = 50\nrefresh_ms = 1000\n").unwrap();
+        assert_eq!(
+            (config.routing.window, config.routing.refresh_ms),
+            (50, 1000)
+        );
+        assert_eq!(
+            config.routing.min_results, 20,
+            "the rest keep their defaults"
+        );
     }
 
     #[test]

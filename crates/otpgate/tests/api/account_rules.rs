@@ -143,12 +143,14 @@ fn routes(c: &mut Config) {
             channel: Channel::Text,
             prefixes: vec!["+1".into()],
             driver: DriverConfig::Sparrow(SparrowConfig::new("token", "OTPGATE")),
+            weight: None,
         },
         RouteConfig {
             name: "logged".into(),
             channel: Channel::Text,
             prefixes: Vec::new(),
             driver: DriverConfig::Log { log_path: None },
+            weight: None,
         },
     ];
 }

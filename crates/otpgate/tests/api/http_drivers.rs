@@ -336,6 +336,7 @@ mod sparrow_sms {
                 channel: Channel::Text,
                 prefixes: Vec::new(),
                 driver: otpgate::config::DriverConfig::Sparrow(config),
+                weight: None,
             }];
         })
         .await;

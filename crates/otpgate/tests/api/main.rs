@@ -32,6 +32,7 @@ mod production;
 mod pypi_client;
 mod resends;
 mod retention;
+mod routing;
 mod scopes;
 mod send;
 mod smpp_settings;

@@ -2,9 +2,9 @@
 //! Needs Node.js and `peers/smsc/install.sh` (scripts/test.sh runs it); without
 //! them these tests fail, they never skip.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +19,8 @@ use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with, text_send};
 /// A running SMSC peer and the JSON events it printed.
 pub struct Smsc {
     child: Child,
+    /// Where `--commands` lines go.
+    stdin: ChildStdin,
     pub port: u16,
     events: Arc<Mutex<Vec<Value>>>,
 }
@@ -48,6 +50,7 @@ impl Smsc {
                 "secret",
             ])
             .args(args)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -64,6 +67,7 @@ impl Smsc {
                 break v["port"].as_u64().unwrap() as u16;
             }
         };
+        let stdin = child.stdin.take().unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = events.clone();
         std::thread::spawn(move || {
@@ -75,9 +79,25 @@ impl Smsc {
         });
         Smsc {
             child,
+            stdin,
             port,
             events,
         }
+    }
+
+    /// Switches the receipts of every submit_sm from now on to `mode`
+    /// (`delivered`, `undeliverable`, ...), once the peer said it did; the
+    /// peer must run with `--commands`.
+    pub async fn set_receipts(&mut self, mode: &str) {
+        let before = self.events("receipts").len();
+        writeln!(self.stdin, "receipts {mode}").unwrap();
+        self.stdin.flush().unwrap();
+        wait_until(&format!("the SMSC to send {mode} receipts"), || {
+            self.events("receipts")
+                .get(before)
+                .is_some_and(|e| e["mode"] == mode)
+        })
+        .await;
     }
 
     pub fn events(&self, kind: &str) -> Vec<Value> {
@@ -126,6 +146,7 @@ pub fn smpp_route(port: u16, password: &str) -> RouteConfig {
         name: "smsc".into(),
         channel: Channel::Text,
         prefixes: Vec::new(),
+        weight: None,
         driver: DriverConfig::Smpp(SmppConfig {
             port,
             system_id: "otpgate".into(),

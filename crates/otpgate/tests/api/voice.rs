@@ -337,6 +337,7 @@ fn sip_route(port: u16, tweak: impl FnOnce(&mut SipConfig)) -> RouteConfig {
         name: "trunk".into(),
         channel: Channel::Voice,
         prefixes: Vec::new(),
+        weight: None,
         driver: DriverConfig::Sip(sip),
     }
 }
