@@ -101,8 +101,8 @@ pub use model::*;
 use otp_domain::vault::CodeVault;
 pub use receipts::{ReceiptStore, UnmatchedReceipt};
 pub use retention::{PurgeReport, RetentionRules, RetentionStore};
-pub use rules::{AccountRulesStore, AccountSender, ApprovedTemplate};
 pub use routing::RoutingStore;
+pub use rules::{AccountRulesStore, AccountSender, ApprovedTemplate};
 pub use users::{
     KeyCopy, LoginGate, LoginPolicy, LoginScope, NewUser, Session, User, UserKey, UserStore,
 };

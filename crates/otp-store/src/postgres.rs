@@ -879,9 +879,11 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(pg_err)?;
         let mut out = Vec::with_capacity(receipts.len());
         let mut changes = Vec::new();
+        let mut refunds = Vec::new();
         for rc in &receipts {
-            out.push(receipts::apply(&tx, rc, &mut changes).await?);
+            out.push(receipts::apply(&tx, rc, &mut changes, &mut refunds).await?);
         }
+        receipts::pay_refunds(&tx, refunds).await?;
         let tally = conversions::record(&tx, [], &changes).await?;
         tx.commit().await.map_err(pg_err)?;
         self.conversions.add(&tally);

@@ -8,6 +8,7 @@ use smpp::receipt::ids::IdLookup;
 use super::jobs::{otp_state_and_pending, refund};
 use super::{PgStore, pg_err, webhooks};
 use crate::conversions::{self, Change};
+use crate::jobs::Refund;
 use crate::receipts::{
     MAX_CANDIDATES, PART_COLUMNS, ReceiptStore, RecordedPart, UNMATCHED_KEEP_MICROS,
     UNMATCHED_KEEP_PER_ROUTE, UnmatchedReceipt, distinct, legacy_spellings, receipt_part,
@@ -16,11 +17,16 @@ use crate::receipts::{
 use crate::{Micros, OtpStatus, Receipt, StoreError};
 
 /// Applies one receipt in `tx`; the OTP it landed on. A status it moved is
-/// added to `changes` (conversion tracking).
+/// added to `changes` (conversion tracking), a refund it owes to `refunds`:
+/// the batch pays them with [`pay_refunds`] after every OTP row it locks, as
+/// an accept locks a resend's first OTP before its account. Refunding in
+/// between (an account locked, then another OTP) could close a cycle with
+/// such an accept.
 pub(super) async fn apply(
     tx: &Transaction<'_>,
     rc: &Receipt,
     changes: &mut Vec<Change>,
+    refunds: &mut Vec<(Refund, Micros)>,
 ) -> Result<Option<i64>, StoreError> {
     let found = tx
         .query(
@@ -83,14 +89,27 @@ pub(super) async fn apply(
         .await
         .map_err(pg_err)?;
     }
-    if let Some(r) = &step.refund {
-        refund(tx, r, rc.at).await?;
+    if let Some(r) = step.refund.clone() {
+        refunds.push((r, rc.at));
     }
     if let Some(hook) = step.webhook {
         webhooks::enqueue(tx, step.otp_id, hook, rc.at).await?;
     }
     changes.extend(conversions::from_receipt(&step, rc));
     Ok(Some(step.otp_id))
+}
+
+/// Pays a batch's refunds, account by account in id order (as every other
+/// transaction locks accounts).
+pub(super) async fn pay_refunds(
+    tx: &Transaction<'_>,
+    mut refunds: Vec<(Refund, Micros)>,
+) -> Result<(), StoreError> {
+    refunds.sort_by_key(|(r, _)| (r.account_id, r.otp_id));
+    for (r, at) in &refunds {
+        refund(tx, r, *at).await?;
+    }
+    Ok(())
 }
 
 /// `UNION ALL`, deduplicated here, as in the sqlite backend: each branch

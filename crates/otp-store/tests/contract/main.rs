@@ -52,8 +52,8 @@ mod conversions;
 mod jobs;
 mod receipts;
 mod retention;
-mod rules;
 mod routing;
+mod rules;
 mod users;
 mod webhooks;
 
