@@ -184,6 +184,13 @@ impl Application {
                 Some(state.new_jobs.for_channel(*channel).clone()),
             )));
         }
+        let fallbacks = tokio::spawn(crate::delivery::fallback::scan_loop(
+            state.store.clone(),
+            state.new_jobs.voice.clone(),
+            state.metrics.clone(),
+            policy.poll_interval,
+            stop.clone(),
+        ));
         let flusher = tokio::spawn(flush_last_used(state.clone(), stop.clone()));
         let purger = tokio::spawn(crate::retention::purge_loop(
             state.store.clone(),
@@ -264,6 +271,7 @@ impl Application {
         for (_, driver) in drivers.iter() {
             driver.shutdown().await;
         }
+        let _ = fallbacks.await;
         let _ = flusher.await;
         let _ = purger.await;
         let _ = webhooks.await;
