@@ -334,14 +334,15 @@ for_each_backend! {
         app.stop().await;
     }
 
-    async fn fallback_started_is_a_webhook_event(app) {
+    async fn a_started_fallback_is_recorded_once_in_the_history(app) {
         assert!(otp_store::webhooks::WebhookEvent::parse("fallback_started").is_some());
         let reply = app.send_ok(&with_fallback(30)).await;
         let id = id_of(&reply);
         app.wait_for_status(id, "sent").await;
         assert_eq!(scan(&app, &app.store, 31).await.started, 1);
-        // Recorded with the start, in its transaction, whether or not a
-        // webhook is configured to receive it.
+        assert_eq!(scan(&app, &app.store, 62).await.started, 0);
+        // Recorded with the start, in its transaction (`webhooks.rs` has
+        // the `fallback_started` webhook taken by a receiver).
         let events = sql_i64s(
             &app,
             &format!(
