@@ -275,7 +275,9 @@ impl Balances {
             .overrides
             .daily_spend_cap
             .unwrap_or(limits.daily_spend_cap);
-        let cost = otp.cost.sms + otp.cost.phone;
+        // The fallback call's reservation counts as spent until it goes back.
+        let charge = otp.charge();
+        let cost = charge.sms + charge.phone;
         let spend = balance.spend.at(otp.spend_day);
         if cap > 0 && spend.spent + cost > cap {
             return Err(AcceptError::RateLimited {
@@ -283,14 +285,14 @@ impl Balances {
                 retry_after_seconds: seconds_until(otp.created_at, otp.spend_day_ends),
             });
         }
-        if balance.sms < otp.cost.sms || balance.phone < otp.cost.phone {
+        if balance.sms < charge.sms || balance.phone < charge.phone {
             return Err(AcceptError::InsufficientCredits {
                 sms_credits: balance.sms,
                 phone_credits: balance.phone,
             });
         }
-        balance.sms -= otp.cost.sms;
-        balance.phone -= otp.cost.phone;
+        balance.sms -= charge.sms;
+        balance.phone -= charge.phone;
         balance.otp_count += 1;
         balance.rate.record(otp.created_at);
         balance.spend = SpendDay {
@@ -303,7 +305,7 @@ impl Balances {
             sms_left: balance.sms,
             phone_left: balance.phone,
             low_balance: balance.low_balance.crossed(
-                (balance.sms + otp.cost.sms, balance.phone + otp.cost.phone),
+                (balance.sms + charge.sms, balance.phone + charge.phone),
                 (balance.sms, balance.phone),
             ),
         })

@@ -19,16 +19,26 @@
 //!   credits go back to the account once ([`OtpState::refund`]).
 //!
 //! Each result records one history event and, when sent or failed, a webhook.
+//!
+//! The job of an SMS whose fallback call was started carries the call
+//! ([`crate::fallback`]); its outcome leaves the OTP's status (the SMS's) as
+//! it is and moves the fallback instead: `Sent` to `sent`, `Failed` to
+//! `failed`, or to `cancelled` when the code was verified meanwhile (the
+//! worker did not place the call), both giving the reserved phone credits
+//! back once.
 
 use otp_domain::channel::Channel;
 
+use crate::fallback::{FallbackState, Move};
 use crate::rows::{Columns, id_columns, parsed};
 use crate::webhooks::WebhookEvent;
 use crate::{AccountId, JobOutcome, JobResult, Micros, OtpStatus, StoreError};
 
 /// The columns of [`OtpState`], read `FROM otps`.
 pub(crate) const OTP_STATE_COLUMNS: &str =
-    "id, account_id, status, refunded, channel, credits_used";
+    "id, account_id, status, refunded, channel, credits_used, fallback_state, fallback_credits";
+/// How many columns [`OTP_STATE_COLUMNS`] is: a column selected after them is at this index.
+pub(crate) const OTP_STATE_WIDTH: usize = 8;
 
 /// What finishing a job, or a receipt, needs to know of an OTP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +49,10 @@ pub(crate) struct OtpState {
     pub refunded: bool,
     pub channel: Channel,
     pub credits_used: i64,
+    /// Where its fallback call is (`None`: the send asked for none).
+    pub fallback: Option<FallbackState>,
+    /// The phone credits reserved for the call.
+    pub fallback_credits: i64,
 }
 
 impl OtpState {
@@ -51,7 +65,17 @@ impl OtpState {
             refunded: r.int(3)? != 0,
             channel: parsed("otps.channel", &r.text(4)?, Channel::parse)?,
             credits_used: r.int(5)?,
+            fallback: match r.opt_text(6)? {
+                Some(f) => Some(parsed("otps.fallback_state", &f, FallbackState::parse)?),
+                None => None,
+            },
+            fallback_credits: r.int(7)?,
         })
+    }
+
+    /// Whether its job now carries the fallback call.
+    pub fn calling(&self) -> bool {
+        self.channel == Channel::Text && self.fallback == Some(FallbackState::Started)
     }
 
     /// Whether it is still in flight (queued or sent): only then does a
@@ -129,6 +153,8 @@ pub(crate) struct Finish {
     pub detail: String,
     pub webhook: Option<WebhookEvent>,
     pub refund: Option<Refund>,
+    /// The fallback call's move, when the job carried it.
+    pub fallback: Option<Move>,
 }
 
 /// Decides what `result` changes for an OTP in state `otp` (`None`: gone),
@@ -149,7 +175,11 @@ pub(crate) fn finish(otp: Option<&OtpState>, result: &JobResult) -> (Finish, Opt
         detail: String::new(),
         webhook: None,
         refund: None,
+        fallback: None,
     };
+    if let Some(o) = otp.filter(|o| o.calling()) {
+        return finish_call(o, result, f);
+    }
     match &result.outcome {
         JobOutcome::Sent { route, message_ids } => {
             f.job_state = Some("done");
@@ -208,6 +238,60 @@ pub(crate) fn finish(otp: Option<&OtpState>, result: &JobResult) -> (Finish, Opt
     (f, next)
 }
 
+/// What the fallback call's outcome changes: the job, the history and the
+/// fallback, never the OTP's status.
+fn finish_call(otp: &OtpState, result: &JobResult, mut f: Finish) -> (Finish, Option<OtpState>) {
+    let to = match &result.outcome {
+        JobOutcome::Sent { .. } => {
+            f.job_state = Some("done");
+            f.event = "fallback_sent";
+            f.detail = "the call was answered and the code read out".into();
+            Some(FallbackState::Sent)
+        }
+        JobOutcome::Retry {
+            next_attempt_at,
+            error,
+        } => {
+            f.error = Some(error.clone());
+            f.next_attempt_at = Some(*next_attempt_at);
+            f.event = "retry";
+            f.detail = error.clone();
+            None
+        }
+        JobOutcome::Failed { error } => {
+            f.job_state = Some("failed");
+            f.error = Some(error.clone());
+            f.event = "fallback_failed";
+            f.detail = error.clone();
+            Some(if otp.status == OtpStatus::Verified {
+                FallbackState::Cancelled
+            } else {
+                FallbackState::Failed
+            })
+        }
+    };
+    f.fallback = to.map(|to| Move {
+        otp_id: otp.id,
+        account_id: otp.account_id,
+        from: FallbackState::Started,
+        to,
+        phone: if to == FallbackState::Sent {
+            0
+        } else {
+            otp.fallback_credits
+        },
+        note: match to {
+            FallbackState::Cancelled => "the code was verified before the call was placed".into(),
+            _ => "the fallback call reached no one".into(),
+        },
+    });
+    let next = OtpState {
+        fallback: to.or(otp.fallback),
+        ..otp.clone()
+    };
+    (f, Some(next))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +304,8 @@ mod tests {
             refunded: false,
             channel: Channel::Text,
             credits_used: 2,
+            fallback: None,
+            fallback_credits: 0,
         }
     }
 
@@ -314,5 +400,46 @@ mod tests {
         let (f, after) = finish(None, &failed());
         assert_eq!((f.job_state, f.event), (Some("failed"), "failed"));
         assert_eq!((f.status, f.refund, after), (None, None, None));
+    }
+
+    #[test]
+    fn the_fallback_call_moves_the_fallback_and_never_the_sms_status() {
+        let calling = OtpState {
+            status: OtpStatus::Undeliverable,
+            refunded: true,
+            fallback: Some(FallbackState::Started),
+            fallback_credits: 1,
+            ..state(OtpStatus::Undeliverable)
+        };
+        let sent = result(JobOutcome::Sent {
+            route: Some("sip".into()),
+            message_ids: vec!["call-1".into()],
+        });
+        let (f, after) = finish(Some(&calling), &sent);
+        let moved = f.fallback.clone().expect("a move");
+        assert_eq!(
+            (f.status, f.refund.clone(), f.event),
+            (None, None, "fallback_sent")
+        );
+        assert_eq!((moved.to, moved.phone), (FallbackState::Sent, 0));
+        assert!(f.parts.is_empty() && f.webhook.is_none());
+        assert!(
+            !after.unwrap().calling(),
+            "a finished call is not finished again"
+        );
+
+        let (f, _) = finish(Some(&calling), &failed());
+        let moved = f.fallback.expect("a move");
+        assert_eq!(
+            (moved.to, moved.phone, f.refund),
+            (FallbackState::Failed, 1, None)
+        );
+
+        let verified = OtpState {
+            status: OtpStatus::Verified,
+            ..calling
+        };
+        let (f, _) = finish(Some(&verified), &failed());
+        assert_eq!(f.fallback.unwrap().to, FallbackState::Cancelled);
     }
 }

@@ -78,6 +78,7 @@
 
 pub mod admission;
 pub mod conversions;
+pub mod fallback;
 mod jobs;
 mod migrate;
 mod model;
@@ -96,6 +97,7 @@ pub mod webhooks;
 use std::sync::Arc;
 
 pub use conversions::ConversionStore;
+pub use fallback::{Fallback, FallbackScan, FallbackState, NewFallback};
 pub use migrate::BINARY_VERSION;
 pub use model::*;
 use otp_domain::vault::CodeVault;
@@ -321,6 +323,10 @@ pub trait Store:
     /// Checks a code against the newest unexpired, unverified OTP of the number
     /// (or the given OTP), counting a wrong code, in one transaction.
     async fn verify(&self, request: VerifyRequest) -> Result<VerifyOutcome, StoreError>;
+    /// Starts the fallback calls that are due at `now` (at most `limit`), or
+    /// gives their reserved credits back when the code was verified or
+    /// expired first ([`fallback`]).
+    async fn start_fallbacks(&self, now: Micros, limit: usize) -> Result<FallbackScan, StoreError>;
     /// Drops the ciphers (and hashes) of codes that expired before
     /// `expired_before`; returns how many. The list then shows them masked.
     async fn purge_codes(&self, expired_before: Micros) -> Result<u64, StoreError>;
@@ -500,7 +506,10 @@ pub(crate) fn readable_jobs(
     let mut ok = Vec::with_capacity(jobs.len());
     for job in jobs {
         if job.otp.code_is_known() {
-            ok.push(job);
+            ok.push(ClaimedJob {
+                otp: job.otp.into_delivered_form(),
+                ..job
+            });
         } else {
             failed.push(JobResult {
                 job_id: job.job_id,

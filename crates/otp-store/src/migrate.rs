@@ -331,6 +331,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0021_failed_otps_index.sql"),
     },
     Migration {
+        version: 22,
+        name: "channel_fallback",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/sqlite/0022_channel_fallback.sql"),
+    },
+    Migration {
         version: 24,
         name: "route_windows",
         min_binary: FIRST_RELEASE,
@@ -470,6 +476,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "failed_otps_index",
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/postgres/0021_failed_otps_index.sql"),
+    },
+    Migration {
+        version: 22,
+        name: "channel_fallback",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/postgres/0022_channel_fallback.sql"),
     },
     Migration {
         version: 24,

@@ -234,6 +234,9 @@ pub struct NewOtp {
     /// transaction that it can still verify, and refuses the send with
     /// [`crate::AcceptError::ResendStale`] if not.
     pub resend_of: Option<ResendOf>,
+    /// An SMS's fallback call ([`crate::fallback`]): its phone credits are
+    /// debited with the send ([`NewOtp::charge`]).
+    pub fallback: Option<crate::fallback::NewFallback>,
 }
 
 /// The live code a resend repeats.
@@ -533,6 +536,8 @@ pub struct OtpRecord {
     pub verify_attempts: i64,
     /// A resend: the first record of the code it repeats.
     pub resend_of: Option<i64>,
+    /// An SMS's fallback call, when the send asked for one.
+    pub fallback: Option<crate::fallback::Fallback>,
 }
 
 impl std::fmt::Debug for OtpRecord {

@@ -16,6 +16,7 @@
 
 mod accept;
 mod conversions;
+mod fallback;
 mod jobs;
 mod receipts;
 mod retention;
@@ -1018,6 +1019,10 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(pg_err)?;
+                // In this transaction: once it commits, no scan finds the
+                // call due (a scan holding the row makes this wait, and
+                // then the call was started before the verification).
+                fallback::cancel_pending(&tx, head, req.now).await?;
                 (
                     VerifyOutcome::Verified {
                         id: row.id,
@@ -1085,6 +1090,14 @@ impl Store for PgStore {
         tx.commit().await.map_err(pg_err)?;
         self.conversions.add(&tally);
         Ok(outcome)
+    }
+
+    async fn start_fallbacks(&self, now: Micros, limit: usize) -> Result<FallbackScan, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let scan = fallback::start_due(&tx, now, limit).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(scan)
     }
 
     async fn purge_codes(&self, expired_before: Micros) -> Result<u64, StoreError> {

@@ -260,6 +260,8 @@ mod decision_tests {
             refunded: false,
             channel: Channel::Text,
             credits_used: 1,
+            fallback: None,
+            fallback_credits: 0,
         }
     }
 

@@ -31,7 +31,8 @@ pub(crate) const OTP_COLUMNS: &str = "o.id, o.account_id, o.account_seq, o.e164,
      o.code_salt, o.otp_options, o.channel, o.voice_input, o.length_factor, o.company_name, \
      o.segments, o.credits_used, o.status, o.status_at, o.error, o.provider_message_id, \
      o.created_at, o.route, o.error_code, o.delivered_at, o.refunded, o.otp_cipher, o.key_id, \
-     o.expires_at, o.verified_at, o.verify_attempts, o.resend_of";
+     o.expires_at, o.verified_at, o.verify_attempts, o.resend_of, o.fallback_channel, \
+     o.fallback_voice, o.fallback_due_at, o.fallback_credits, o.fallback_state, o.fallback_at";
 
 /// What verification reads of an OTP; [`verify`] maps them.
 pub(crate) const VERIFY_COLUMNS: &str =
@@ -132,6 +133,7 @@ pub(crate) fn otp(r: &impl Columns, at: usize) -> Result<OtpRow, StoreError> {
         verified_at: r.opt_int(at + 25)?,
         verify_attempts: r.int(at + 26)?,
         resend_of: r.opt_int(at + 27)?,
+        fallback: crate::fallback::from_row(r, at + 28)?,
     };
     Ok((record, code))
 }

@@ -13,6 +13,7 @@
 
 mod accept;
 mod conversions;
+mod fallback;
 mod jobs;
 mod receipts;
 mod retention;
@@ -1205,6 +1206,11 @@ impl Store for SqliteStore {
         Ok(outcome)
     }
 
+    async fn start_fallbacks(&self, now: Micros, limit: usize) -> Result<FallbackScan, StoreError> {
+        self.write(move |tx| fallback::start_due(tx, now, limit))
+            .await
+    }
+
     async fn purge_codes(&self, expired_before: Micros) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
@@ -1315,6 +1321,8 @@ fn verify_in(
             )
             .and_then(|mut s| s.execute(params![head, req.now, row.id]))
             .map_err(map_err)?;
+            // In this transaction: once it commits, no scan finds the call due.
+            fallback::cancel_pending(tx, head, req.now)?;
             (
                 VerifyOutcome::Verified {
                     id: row.id,

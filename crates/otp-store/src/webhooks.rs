@@ -57,13 +57,16 @@ pub enum WebhookEvent {
     /// A send took the account's SMS or phone credits below its threshold
     /// (the event's OTP is that send).
     LowBalance,
+    /// The SMS was not verified in time (or came back failed): the call that
+    /// reads the same code was started ([`crate::fallback`]).
+    FallbackStarted,
     /// A test a user sends from the console to check the receiver: posted
     /// at once, never stored nor retried (so not in [`WebhookEvent::ALL`]).
     Test,
 }
 
 impl WebhookEvent {
-    pub const ALL: [WebhookEvent; 7] = [
+    pub const ALL: [WebhookEvent; 8] = [
         WebhookEvent::Sent,
         WebhookEvent::Delivered,
         WebhookEvent::Failed,
@@ -71,6 +74,7 @@ impl WebhookEvent {
         WebhookEvent::Expired,
         WebhookEvent::MaxAttempts,
         WebhookEvent::LowBalance,
+        WebhookEvent::FallbackStarted,
     ];
 
     /// The name in the JSON body and in the store.
@@ -83,6 +87,7 @@ impl WebhookEvent {
             WebhookEvent::Expired => "expired",
             WebhookEvent::MaxAttempts => "max_attempts",
             WebhookEvent::LowBalance => "low_balance",
+            WebhookEvent::FallbackStarted => "fallback_started",
             WebhookEvent::Test => "test",
         }
     }

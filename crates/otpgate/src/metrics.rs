@@ -66,6 +66,11 @@ pub const FAMILIES: &[Family] = &[
         help: "Send requests by channel and outcome (accepted, invalid, insufficient_credits, rate_limited, replayed, idempotency_conflict, template_not_approved, error).",
     },
     Family {
+        name: "otpgate_fallbacks_total",
+        kind: "counter",
+        help: "Channel fallback calls the scan started, and reservations it gave back because the code was verified or expired first, by outcome (started, refunded).",
+    },
+    Family {
         name: "otpgate_deliveries_total",
         kind: "counter",
         help: "Delivery attempts by channel, driver and outcome (sent, retry, failed).",

@@ -184,6 +184,13 @@ impl Application {
                 Some(state.new_jobs.for_channel(*channel).clone()),
             )));
         }
+        let fallbacks = tokio::spawn(crate::delivery::fallback::scan_loop(
+            state.store.clone(),
+            state.new_jobs.voice.clone(),
+            state.metrics.clone(),
+            policy.poll_interval,
+            stop.clone(),
+        ));
         let flusher = tokio::spawn(flush_last_used(state.clone(), stop.clone()));
         let measurer = tokio::spawn(crate::control::measure_loop(
             state.runtime.clone(),
@@ -268,6 +275,7 @@ impl Application {
         for (_, driver) in drivers.iter() {
             driver.shutdown().await;
         }
+        let _ = fallbacks.await;
         let _ = flusher.await;
         let _ = measurer.await;
         let _ = purger.await;

@@ -409,8 +409,8 @@ async fn write(
     )
     .await
     .map_err(pg_err)?;
-    let neg_sms = column(&|o| -o.cost.sms);
-    let neg_phone = column(&|o| -o.cost.phone);
+    let neg_sms = column(&|o| -o.charge().sms);
+    let neg_phone = column(&|o| -o.charge().phone);
     tx.execute(
         "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, otp_id, created_at) \
          SELECT a, 'debit', s, p, i, ts FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) \
@@ -419,6 +419,18 @@ async fn write(
     )
     .await
     .map_err(pg_err)?;
+    for ((s, _), id) in inserts.iter().zip(&otp_ids) {
+        if let Some(f) = s.otp.fallback {
+            tx.execute(
+                "UPDATE otps SET fallback_channel = 'voice', fallback_voice = $2, \
+                 fallback_due_at = $3, fallback_credits = $4, fallback_state = 'pending' \
+                 WHERE id = $1",
+                &[id, &f.voice.as_str(), &f.due_at, &f.phone_credits],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+    }
     let (mut low_ids, mut low_credits, mut low_thresholds) = (Vec::new(), Vec::new(), Vec::new());
     let (mut low_sms, mut low_phone, mut low_at) = (Vec::new(), Vec::new(), Vec::new());
     for ((s, insert), id) in inserts.iter().zip(&otp_ids) {

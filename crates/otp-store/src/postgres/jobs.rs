@@ -68,7 +68,10 @@ pub(super) async fn otp_state_and_pending(
     else {
         return Ok(None);
     };
-    Ok(Some((OtpState::from_row(&row)?, row.int(6)?)))
+    Ok(Some((
+        OtpState::from_row(&row)?,
+        row.int(jobs::OTP_STATE_WIDTH)?,
+    )))
 }
 
 async fn write(tx: &Transaction<'_>, plan: &[Finish]) -> Result<(), StoreError> {
@@ -169,6 +172,9 @@ async fn write(tx: &Transaction<'_>, plan: &[Finish]) -> Result<(), StoreError> 
     for f in plan {
         if let Some(r) = &f.refund {
             refund(tx, r, f.at).await?;
+        }
+        if let Some(m) = &f.fallback {
+            super::fallback::apply_move(tx, m, f.at).await?;
         }
     }
     Ok(())

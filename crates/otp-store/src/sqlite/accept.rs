@@ -300,12 +300,21 @@ fn write(tx: &Transaction<'_>, otps: &[&SealedOtp], plan: &Plan) -> Result<Vec<i
         insert_ledger
             .execute(params![
                 otp.account_id,
-                -otp.cost.sms,
-                -otp.cost.phone,
+                -otp.charge().sms,
+                -otp.charge().phone,
                 id,
                 otp.created_at
             ])
             .map_err(map_err)?;
+        if let Some(f) = otp.fallback {
+            tx.prepare_cached(
+                "UPDATE otps SET fallback_channel = 'voice', fallback_voice = ?2, \
+                 fallback_due_at = ?3, fallback_credits = ?4, fallback_state = 'pending' \
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![id, f.voice.as_str(), f.due_at, f.phone_credits]))
+            .map_err(map_err)?;
+        }
         if let Some(low) = taken.low_balance {
             webhooks::enqueue_low_balance(
                 tx,

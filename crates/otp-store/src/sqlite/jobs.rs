@@ -50,7 +50,7 @@ pub(super) fn otp_state_and_pending(
     ))
     .and_then(|mut s| {
         s.query_row([otp_id], |r| {
-            rows::lift(OtpState::from_row(r).and_then(|o| Ok((o, r.int(6)?))))
+            rows::lift(OtpState::from_row(r).and_then(|o| Ok((o, r.int(jobs::OTP_STATE_WIDTH)?))))
         })
         .optional()
     })
@@ -127,6 +127,9 @@ fn write(tx: &Transaction<'_>, f: &Finish) -> Result<(), StoreError> {
     }
     if let Some(refund) = &f.refund {
         self::refund(tx, refund, f.at)?;
+    }
+    if let Some(m) = &f.fallback {
+        super::fallback::apply_move(tx, m, f.at)?;
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ use utoipa::ToSchema;
 use otp_domain::channel::Channel;
 use otp_domain::phone::PhoneNumber;
 use otp_domain::vault::MASK;
-use otp_store::{ListQuery, Micros, OtpRecord};
+use otp_store::{FallbackState, ListQuery, Micros, OtpRecord};
 
 use super::envelope::Envelope;
 use super::error::{ApiError, FieldError};
@@ -86,6 +86,23 @@ pub struct OtpItem {
     /// A resend (`verify.resend_same_code`): the `id` of the first send of the
     /// same code; `null` for a first send.
     pub resend_of: Option<i64>,
+    /// The fallback call the send asked for (`fallback_channel`); absent
+    /// when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<super::send::FallbackDetails>,
+}
+
+/// One delivery attempt of an OTP: its SMS (or call), then the fallback call
+/// once started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryAttempt {
+    /// `text` or `voice`.
+    pub channel: String,
+    /// The first attempt: the OTP's status. The fallback call: `started`
+    /// (queued or ringing), `sent` (answered, the code read out), `failed`
+    /// or `cancelled` (not placed: the code was verified after it was queued).
+    pub status: String,
+    pub at: String,
 }
 
 /// One change of status.
@@ -105,6 +122,9 @@ pub struct OtpDetail {
     pub otp: OtpItem,
     /// Every status change after it was queued, oldest first.
     pub history: Vec<EventItem>,
+    /// The delivery attempts, oldest first: the send's own, then its
+    /// fallback call once started.
+    pub attempts: Vec<DeliveryAttempt>,
     /// The carrier's id of each SMS part.
     pub provider_message_ids: Vec<String>,
 }
@@ -227,9 +247,25 @@ pub async fn get_otp(
             error_code: e.error_code,
         })
         .collect();
+    let mut attempts = vec![DeliveryAttempt {
+        channel: otp.channel.as_str().to_owned(),
+        status: otp.status.as_str().to_owned(),
+        at: rfc3339(otp.status_at, &state.tz),
+    }];
+    if let Some(f) = otp.fallback
+        && let Some(at) = f.at
+        && !matches!(f.state, FallbackState::Pending | FallbackState::Refunded)
+    {
+        attempts.push(DeliveryAttempt {
+            channel: f.channel.as_str().to_owned(),
+            status: f.state.as_str().to_owned(),
+            at: rfc3339(at, &state.tz),
+        });
+    }
     Ok(Json(Envelope::data(OtpDetail {
         otp: item(&otp, &state),
         history,
+        attempts,
         provider_message_ids,
     })))
 }
@@ -433,6 +469,7 @@ fn item(o: &OtpRecord, state: &AppState) -> OtpItem {
         verified_at: o.verified_at.map(|t| rfc3339(t, tz)),
         verify_attempts: o.verify_attempts,
         resend_of: o.resend_of,
+        fallback: o.fallback.map(|f| super::send::FallbackDetails::of(&f, tz)),
     }
 }
 

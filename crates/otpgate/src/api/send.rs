@@ -36,8 +36,8 @@ use otp_domain::phone::{E164, NumberType, PhoneNumber};
 use otp_domain::segments::{self, MAX_SEGMENTS, SmsEncoding};
 use otp_domain::vault::MASK;
 use otp_store::{
-    AcceptError, Accepted, IdempotencyKey, LimitKind, NewOtp, RecordCode, ResendOf, ResendQuery,
-    now_micros,
+    AcceptError, Accepted, IdempotencyKey, LimitKind, NewFallback, NewOtp, RecordCode, ResendOf,
+    ResendQuery, now_micros,
 };
 use sha2::{Digest, Sha256};
 
@@ -112,6 +112,24 @@ pub struct SendOtpRequest {
     #[serde(default)]
     #[schema(value_type = Option<u32>)]
     expiry_seconds: Raw,
+    /// Text only: `voice` to call the number and read the same code out when
+    /// the SMS is not verified within `fallback_after_seconds`, or comes back
+    /// undeliverable, rejected, expired or failed sooner; `none` (default) for
+    /// no call. The call's phone credit is reserved when the send is accepted
+    /// and given back if no call is made or the call reaches no one.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "voice")]
+    fallback_channel: Raw,
+    /// With `fallback_channel: "voice"`: seconds to wait for the
+    /// verification before calling, 10-3600, default 60.
+    #[serde(default)]
+    #[schema(value_type = Option<u32>)]
+    fallback_after_seconds: Raw,
+    /// Required with `fallback_channel: "voice"`: the voice that reads the
+    /// code, as `voice_input`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    fallback_voice_input: Raw,
 }
 
 /// `data.details` of a successful send.
@@ -147,6 +165,36 @@ pub struct SendDetails {
     /// again here, `verify.resend_same_code`): the `id` of the first send of
     /// that code; `null` for a first send.
     pub resend_of: Option<i64>,
+    /// The fallback call the send asked for; absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackDetails>,
+}
+
+/// An SMS's fallback call, as a send reply and an OTP's detail show it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FallbackDetails {
+    /// `voice`.
+    pub channel: String,
+    pub voice_input: String,
+    /// When the call is due if the SMS is not verified by then (RFC 3339).
+    pub due_at: String,
+    /// Phone credits reserved for the call (included in
+    /// `remaining_phone_credits`; given back if no call is made).
+    pub reserved_phone_credits: i64,
+    /// `pending`, `started`, `sent`, `failed`, `refunded` or `cancelled`.
+    pub state: String,
+}
+
+impl FallbackDetails {
+    pub fn of(f: &otp_store::Fallback, tz: &chrono_tz::Tz) -> FallbackDetails {
+        FallbackDetails {
+            channel: f.channel.as_str().to_owned(),
+            voice_input: f.voice.as_str().to_owned(),
+            due_at: super::list::rfc3339(f.due_at, tz),
+            reserved_phone_credits: f.credits,
+            state: f.state.as_str().to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -166,6 +214,8 @@ struct ValidSend {
     company_name: Option<String>,
     /// Seconds the code stays verifiable; `None`: the configured default.
     expiry_seconds: Option<i64>,
+    /// A fallback call: its voice and the seconds before it is due.
+    fallback: Option<(Voice, i64)>,
 }
 
 /// What a send carries: its code, when that code stops verifying, and the
@@ -272,6 +322,14 @@ pub async fn send_otp(
                 company_name: valid.company_name,
                 expires_at: attempt.plan.expires_at,
                 resend_of: attempt.plan.resend_of.map(|r| r.id),
+                fallback: attempt.fallback.map(|f| otp_store::Fallback {
+                    channel: Channel::Voice,
+                    voice: f.voice,
+                    due_at: f.due_at,
+                    credits: f.phone_credits,
+                    state: otp_store::FallbackState::Pending,
+                    at: None,
+                }),
             };
             Ok(Json(send_reply(&state, sent, &accepted, shows_code)))
         }
@@ -283,7 +341,11 @@ pub async fn send_otp(
             if matches!(refused, AcceptError::KeyRevoked) {
                 state.key_cache.forget(caller.key_row);
             }
-            let (outcome, error) = refusal(refused, valid.channel, attempt.cost, &state.limits());
+            let charge = Cost {
+                phone: attempt.cost.phone + attempt.fallback.map_or(0, |f| f.phone_credits),
+                ..attempt.cost
+            };
+            let (outcome, error) = refusal(refused, charge, &state.limits());
             if let Some(outcome) = outcome {
                 count_send(&state, channel, outcome);
             }
@@ -304,6 +366,7 @@ fn count_send(state: &AppState, channel: &str, outcome: &str) {
 struct Attempt {
     plan: Plan,
     cost: Cost,
+    fallback: Option<NewFallback>,
     segments: u32,
     result: Result<Accepted, AcceptError>,
 }
@@ -350,6 +413,11 @@ async fn accept(
             Channel::Text => seg.segments,
             Channel::Voice => 0,
         };
+        let fallback = valid.fallback.map(|(voice, after)| NewFallback {
+            voice,
+            due_at: created_at + after * 1_000_000,
+            phone_credits: credits::cost(Channel::Voice, &seg).phone,
+        });
         let new = NewOtp {
             account_id: caller.account_id,
             api_key_id: Some(caller.key_row),
@@ -368,6 +436,7 @@ async fn accept(
             spend_day,
             spend_day_ends,
             resend_of: plan.resend_of,
+            fallback,
         };
         let started = Instant::now();
         let result = state.store.accept_once(new, idempotency.clone()).await;
@@ -382,6 +451,7 @@ async fn accept(
                 return Ok(Attempt {
                     plan,
                     cost,
+                    fallback,
                     segments,
                     result,
                 });
@@ -390,13 +460,13 @@ async fn accept(
     }
 }
 
-/// The API's answer to the store's refusal of a send of `cost` over
-/// `channel`, and the outcome it is counted as (`None`: not counted). A
-/// replay is no refusal: it is answered with the first reply.
+/// The API's answer to the store's refusal of a send that debits `charge`
+/// (its cost and its fallback call's reservation), and the outcome it is
+/// counted as (`None`: not counted). A replay is no refusal: it is answered
+/// with the first reply.
 fn refusal(
     refused: AcceptError,
-    channel: Channel,
-    cost: Cost,
+    charge: Cost,
     limits: &crate::config::LimitsConfig,
 ) -> (Option<&'static str>, ApiError) {
     match refused {
@@ -405,11 +475,10 @@ fn refusal(
             phone_credits,
         } => (
             Some("insufficient_credits"),
-            match channel {
-                Channel::Text => ApiError::insufficient_credits("SMS", cost.sms, sms_credits),
-                Channel::Voice => {
-                    ApiError::insufficient_credits("phone", cost.phone, phone_credits)
-                }
+            if sms_credits < charge.sms {
+                ApiError::insufficient_credits("SMS", charge.sms, sms_credits)
+            } else {
+                ApiError::insufficient_credits("phone", charge.phone, phone_credits)
             },
         ),
         AcceptError::AccountNotFound | AcceptError::KeyRevoked => {
@@ -517,6 +586,7 @@ struct Sent {
     company_name: Option<String>,
     expires_at: otp_store::Micros,
     resend_of: Option<i64>,
+    fallback: Option<otp_store::Fallback>,
 }
 
 /// The reply to a send, first or replayed: `balances` are what the accepting
@@ -571,6 +641,7 @@ fn send_reply(
                 company_name: sent.company_name,
                 expires_at: super::list::rfc3339(sent.expires_at, &state.tz),
                 resend_of: sent.resend_of,
+                fallback: sent.fallback.map(|f| FallbackDetails::of(&f, &state.tz)),
             },
         },
     )
@@ -640,6 +711,7 @@ async fn replay(
         company_name: otp.company_name,
         expires_at: otp.expires_at,
         resend_of: otp.resend_of,
+        fallback: otp.fallback,
     };
     Ok(Json(send_reply(state, sent, first, shows_code)))
 }
@@ -862,6 +934,8 @@ fn validate(
             }
         });
 
+    let fallback = validate_fallback(req, channel, option, code.as_ref(), &mut errors);
+
     match (number, template, channel, option, code) {
         (Some(number), Some(template), Some(channel), Some(option), Some(code))
             if errors.is_empty() =>
@@ -876,10 +950,109 @@ fn validate(
                 length_factor,
                 company_name,
                 expiry_seconds,
+                fallback,
             })
         }
         _ => Err(errors),
     }
+}
+
+/// The fallback call a send asks for: `fallback_channel` (`voice` or
+/// `none`, text sends only), `fallback_after_seconds` and
+/// `fallback_voice_input`, which only a voice fallback takes. A voice
+/// fallback reads the code, so a personnel code must be digits.
+fn validate_fallback(
+    req: &SendOtpRequest,
+    channel: Option<Channel>,
+    option: Option<OtpOption>,
+    code: Option<&OtpCode>,
+    errors: &mut Vec<FieldError>,
+) -> Option<(Voice, i64)> {
+    let wanted = match text(&req.fallback_channel, "fallback_channel", errors)
+        .as_deref()
+        .map(str::trim)
+    {
+        None | Some("none") => false,
+        Some("voice") => true,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "fallback_channel",
+                "invalid_choice",
+                "fallback_channel must be \"voice\" or \"none\".",
+            ));
+            return None;
+        }
+    };
+    let after = integer(
+        &req.fallback_after_seconds,
+        "fallback_after_seconds",
+        errors,
+    );
+    let voice_field = text(&req.fallback_voice_input, "fallback_voice_input", errors);
+    if !wanted {
+        for (given, name) in [
+            (after.is_some(), "fallback_after_seconds"),
+            (voice_field.is_some(), "fallback_voice_input"),
+        ] {
+            if given {
+                errors.push(FieldError::new(
+                    name,
+                    "not_allowed",
+                    format!("{name} is only accepted with fallback_channel \"voice\"."),
+                ));
+            }
+        }
+        return None;
+    }
+    if channel == Some(Channel::Voice) {
+        errors.push(FieldError::new(
+            "fallback_channel",
+            "not_allowed",
+            "A fallback call is only for sms_send_options \"text\".",
+        ));
+        return None;
+    }
+    let (min, max) = otp_store::fallback::AFTER_SECONDS_RANGE;
+    let after = match after {
+        None => Some(otp_store::fallback::DEFAULT_AFTER_SECONDS),
+        Some(n) if (min..=max).contains(&n) => Some(n),
+        Some(_) => {
+            errors.push(FieldError::new(
+                "fallback_after_seconds",
+                "out_of_range",
+                format!("fallback_after_seconds must be between {min} and {max}."),
+            ));
+            None
+        }
+    };
+    let voice = match voice_field {
+        None => {
+            errors.push(FieldError::new(
+                "fallback_voice_input",
+                "required",
+                "fallback_voice_input is required with fallback_channel \"voice\".",
+            ));
+            None
+        }
+        Some(v) => Voice::parse(v.trim()).or_else(|| {
+            errors.push(FieldError::new(
+                "fallback_voice_input",
+                "invalid_choice",
+                "fallback_voice_input must be one of np_rija, np_prashanna, np_shreegya, np_binod.",
+            ));
+            None
+        }),
+    };
+    if let (Some(OtpOption::Personnel), Some(code)) = (option, code)
+        && !code.as_str().bytes().all(|b| b.is_ascii_digit())
+    {
+        errors.push(FieldError::new(
+            "otp",
+            "invalid",
+            "A voice fallback reads the code out: a personnel code must be digits only.",
+        ));
+    }
+    voice.zip(after)
 }
 
 /// The day `at` falls on in `tz` (days since 1970-01-01) and when it ends, for

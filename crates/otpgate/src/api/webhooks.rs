@@ -114,8 +114,8 @@ pub struct AttemptItem {
 pub struct DeliveryItem {
     /// `evt_<n>`, as in the `X-Otpgate-Event-Id` header and the body.
     pub event_id: String,
-    /// `sent`, `delivered`, `failed`, `verified`, `expired`, `max_attempts` or
-    /// `low_balance`.
+    /// `sent`, `delivered`, `failed`, `verified`, `expired`, `max_attempts`,
+    /// `low_balance` or `fallback_started`.
     pub event: String,
     pub otp_id: i64,
     /// The OTP's status right after the event.

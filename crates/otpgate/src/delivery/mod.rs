@@ -19,6 +19,7 @@
 //! deliveries, its loop adds the waiting.
 
 pub mod balance;
+pub mod fallback;
 pub mod http;
 pub mod log;
 pub mod router;
@@ -241,6 +242,17 @@ impl Outbox for Deliveries {
 
     async fn run(&self, job: ClaimedJob) -> JobResult {
         let started = Instant::now();
+        // A channel fallback call claimed after its code was verified (the
+        // verification came between the start and the claim) is not placed;
+        // recording it failed marks the fallback cancelled and refunds it.
+        if job.otp.fallback.is_some() && job.otp.verified_at.is_some() {
+            return self.policy.finish(
+                &job,
+                DeliveryOutcome::Failed {
+                    error: "the code was verified before the fallback call was placed".into(),
+                },
+            );
+        }
         let outcome = self.driver.deliver(&job).await;
         let result = self.policy.finish(&job, outcome);
         let labels = [

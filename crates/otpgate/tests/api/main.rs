@@ -20,6 +20,7 @@ mod delivery;
 mod dotnet_client;
 mod durability;
 mod edge;
+mod fallback;
 mod http_drivers;
 mod limits;
 mod list;

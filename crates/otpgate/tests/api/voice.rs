@@ -596,6 +596,92 @@ async fn a_voice_otp_rings_baresip_which_hears_the_prompt() {
     app.stop().await;
 }
 
+/// Channel fallback end to end: the node-smpp SMSC takes the SMS and reports
+/// it `UNDELIV`; the OTP's fallback call (due only an hour later) starts at
+/// once, baresip answers it, and what it records is the prompt of the same
+/// code in the fallback's voice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sms_the_smsc_reports_undeliverable_becomes_a_call_that_baresip_hears() {
+    let smsc = crate::smsc::Smsc::start(&["--receipts", "undeliverable"]);
+    let peer = Baresip::start("fallback").await;
+    let sms_route = crate::smsc::smpp_route(smsc.port, "secret");
+    let app = app_with_trunk(sip_route(peer.port, |_| {}), move |c| {
+        c.routes.insert(0, sms_route);
+    })
+    .await;
+    let message = "तपाईंको कोड {otp} हो।";
+    let reply = app
+        .send_ok(&json!({
+            "number": NUMBER,
+            "message": message,
+            "sms_send_options": "text",
+            "otp_options": "personnel",
+            "otp": "5930",
+            "expiry_seconds": 3600,
+            "fallback_channel": "voice",
+            "fallback_after_seconds": 3600,
+            "fallback_voice_input": "np_shreegya",
+        }))
+        .await;
+    let id = id_of(&reply);
+    assert_eq!(
+        app.balance().await,
+        (99, 9),
+        "the SMS and the reserved call"
+    );
+    let otp = wait_for(&app, id, "undeliverable").await;
+    assert!(otp.refunded, "the undelivered SMS's credit went back");
+
+    let mut fallback = None;
+    for _ in 0..1200 {
+        let f = app
+            .store
+            .otp(app.account_id, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .fallback;
+        if f.is_some_and(|f| f.state == otp_store::FallbackState::Sent) {
+            fallback = f;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fallback = fallback.unwrap_or_else(|| {
+        panic!(
+            "the call never ended answered; baresip log:\n{}",
+            peer.log()
+        )
+    });
+    assert_eq!(fallback.voice, otp_domain::channel::Voice::NpShreegya);
+    assert_eq!(
+        app.balance().await,
+        (100, 9),
+        "the call is charged, the SMS is not"
+    );
+    assert_eq!(smsc.accepted().len(), 1, "one SMS, not sent again");
+
+    let recording = peer.recording().await;
+    let log = peer.log();
+    peer.stop().await;
+    let prompt = preview_audio(
+        &app,
+        &json!({"message": message, "voice_input": "np_shreegya", "otp": "5930"}),
+    )
+    .await;
+    let (lag, corr) = align(prompt.samples(), recording.samples());
+    eprintln!(
+        "prompt {:?}, recorded {:?}, lag {lag}, correlation {corr:.3}",
+        prompt.duration(),
+        recording.duration()
+    );
+    assert!(
+        corr > 0.8,
+        "the recording is not the prompt of the same code: correlation {corr:.3}; baresip log:\n{log}"
+    );
+    app.stop().await;
+}
+
 struct Sipp {
     child: Child,
     dir: PathBuf,

@@ -1343,3 +1343,39 @@ async fn the_per_account_bound_holds_across_two_nodes() {
         "A holds two slots on both nodes together"
     );
 }
+
+for_each_backend! {
+    config: local;
+    async fn a_started_fallback_call_is_posted_as_fallback_started(app) {
+        let receiver = Receiver::start(0).await;
+        set_webhook(&app, &receiver.url).await;
+        let mut body = text_send("9851023212");
+        body["expiry_seconds"] = json!(3600);
+        body["fallback_channel"] = json!("voice");
+        body["fallback_after_seconds"] = json!(600);
+        body["fallback_voice_input"] = json!("np_rija");
+        let id = app.send_ok(&body).await["data"]["details"]["id"]
+            .as_i64()
+            .unwrap();
+        app.wait_for_status(id, "sent").await;
+        // The node's scan, its clock moved past the due time.
+        let scan = ::otpgate::delivery::fallback::scan_once(
+            &app.store,
+            &tokio::sync::Notify::new(),
+            &app.state.metrics,
+            now_micros() + 601 * 1_000_000,
+        )
+        .await
+        .unwrap();
+        assert_eq!(scan.started, 1);
+        // The event is due at the scan's clock; bring it back to now.
+        sql(
+            &app,
+            "UPDATE webhook_deliveries SET next_attempt_at = 0 WHERE event = 'fallback_started'",
+        )
+        .await;
+        let hit = receiver.wait_event(id, "fallback_started").await;
+        assert_eq!(hit.json()["channel"], "text", "the OTP as sent: {:?}", hit.json());
+        assert_eq!(hit.json()["status"], "sent");
+    }
+}

@@ -1,0 +1,347 @@
+//! Channel fallback: an SMS send that asked for it ([`NewOtp::fallback`])
+//! becomes a call reading the same code when the SMS is not verified in
+//! time, or comes back undeliverable, rejected, expired or failed sooner.
+//!
+//! - Accepting the send reserves the call's phone credits in the same debit
+//!   as the SMS ([`NewOtp::charge`]), so a send that cannot pay for both is
+//!   refused like any send without credit, and writes the fallback `pending`.
+//! - [`Store::start_fallbacks`](crate::Store::start_fallbacks) (run every
+//!   delivery poll) takes the pending fallbacks that are due under their row
+//!   lock (PostgreSQL: `FOR UPDATE SKIP LOCKED`; SQLite: the writer) and
+//!   decides each one ([`Due::step`]): a code still live is called (the
+//!   send's delivery job, finished as an SMS, is queued again on the voice
+//!   channel: `started`, history event and webhook `fallback_started`), a
+//!   code verified or expired gets its reserved credits back (`refunded`).
+//!   The SMS's job must have finished first, so a call never races the SMS
+//!   attempt on the same job.
+//! - Verifying a code cancels the pending fallbacks of its chain and gives
+//!   their credits back in the verifying transaction, so once a verification
+//!   has committed no node starts the call.
+//! - The call's outcome moves `started` to `sent`, or to `failed` (credits
+//!   back), or to `cancelled` when the code was verified before the call was
+//!   placed (credits back; see `jobs::finish`).
+//!
+//! Every move is conditional on the state it leaves ([`Move`]), so each
+//! reserved credit goes back at most once whichever node or path gets there.
+
+use otp_domain::channel::{Channel, Voice};
+use otp_domain::credits::Cost;
+
+use crate::rows::{Columns, parsed};
+use crate::{AccountId, Micros, NewOtp, OtpRecord, OtpStatus, StoreError};
+
+/// The shortest and longest wait before the call, in seconds.
+pub const AFTER_SECONDS_RANGE: (i64, i64) = (10, 3600);
+/// The wait when a send does not say.
+pub const DEFAULT_AFTER_SECONDS: i64 = 60;
+
+/// A send's fallback call, as the send asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewFallback {
+    /// The voice that reads the code.
+    pub voice: Voice,
+    /// When the call is due if the SMS is not verified by then.
+    pub due_at: Micros,
+    /// Phone credits reserved for the call.
+    pub phone_credits: i64,
+}
+
+impl NewOtp {
+    /// What accepting the send debits: its own cost and the phone credits
+    /// its fallback call reserves.
+    pub fn charge(&self) -> Cost {
+        Cost {
+            sms: self.cost.sms,
+            phone: self.cost.phone + self.fallback.map_or(0, |f| f.phone_credits),
+        }
+    }
+}
+
+/// Where a fallback call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FallbackState {
+    /// Waiting for its due time, with its credits reserved.
+    Pending,
+    /// The call is queued or ringing.
+    Started,
+    /// The call was answered and the code read out.
+    Sent,
+    /// The call reached no one; its credits went back.
+    Failed,
+    /// No call was needed (the code was verified or expired first); its
+    /// credits went back.
+    Refunded,
+    /// The code was verified after the call was queued and before it was
+    /// placed; it was not placed and its credits went back.
+    Cancelled,
+}
+
+impl FallbackState {
+    pub const ALL: [FallbackState; 6] = [
+        FallbackState::Pending,
+        FallbackState::Started,
+        FallbackState::Sent,
+        FallbackState::Failed,
+        FallbackState::Refunded,
+        FallbackState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackState::Pending => "pending",
+            FallbackState::Started => "started",
+            FallbackState::Sent => "sent",
+            FallbackState::Failed => "failed",
+            FallbackState::Refunded => "refunded",
+            FallbackState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        FallbackState::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+}
+
+/// A stored OTP's fallback call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fallback {
+    pub channel: Channel,
+    pub voice: Voice,
+    pub due_at: Micros,
+    /// Phone credits reserved for it.
+    pub credits: i64,
+    pub state: FallbackState,
+    /// When it last changed state (`None` while pending).
+    pub at: Option<Micros>,
+}
+
+/// The fallback whose columns (`fallback_channel, fallback_voice,
+/// fallback_due_at, fallback_credits, fallback_state, fallback_at`, the end
+/// of [`crate::rows::OTP_COLUMNS`]) start at column `at` (`None`: the send
+/// asked for none).
+pub(crate) fn from_row(r: &impl Columns, at: usize) -> Result<Option<Fallback>, StoreError> {
+    let Some(channel) = r.opt_text(at)? else {
+        return Ok(None);
+    };
+    Ok(Some(Fallback {
+        channel: parsed("otps.fallback_channel", &channel, Channel::parse)?,
+        voice: parsed(
+            "otps.fallback_voice",
+            &r.opt_text(at + 1)?.unwrap_or_default(),
+            Voice::parse,
+        )?,
+        due_at: r.int(at + 2)?,
+        credits: r.int(at + 3)?,
+        state: parsed(
+            "otps.fallback_state",
+            &r.opt_text(at + 4)?.unwrap_or_default(),
+            FallbackState::parse,
+        )?,
+        at: r.opt_int(at + 5)?,
+    }))
+}
+
+impl OtpRecord {
+    /// The record as the voice channel delivers it: an SMS whose fallback
+    /// call was started is claimed by the voice worker, and reads as a voice
+    /// OTP in the fallback's voice. Any other record is left as it is.
+    pub(crate) fn into_delivered_form(mut self) -> OtpRecord {
+        if let (Channel::Text, Some(f)) = (self.channel, self.fallback)
+            && f.state == FallbackState::Started
+        {
+            self.channel = Channel::Voice;
+            self.voice = Some(f.voice);
+            self.length_factor = None;
+        }
+        self
+    }
+}
+
+/// What the scan reads of a due fallback, `FROM otps o`.
+pub(crate) const DUE_COLUMNS: &str =
+    "o.id, o.account_id, o.status, o.expires_at, o.verified_at, o.fallback_credits";
+
+/// The scan's condition on `otps o` and its job `delivery_jobs j`, with the
+/// time as `{now}`: pending, and due (its time came, the SMS came back
+/// failed, or the code expired); a call also waits for the SMS's job to have
+/// finished.
+pub(crate) fn due_filter(now: &str) -> String {
+    format!(
+        "o.fallback_state = 'pending' AND (o.expires_at <= {now} OR o.verified_at IS NOT NULL \
+         OR ((o.fallback_due_at <= {now} \
+         OR o.status IN ('undeliverable', 'rejected', 'expired', 'failed')) \
+         AND j.state IN ('done', 'failed')))"
+    )
+}
+
+/// A pending fallback the scan found due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Due {
+    pub id: i64,
+    pub account_id: AccountId,
+    pub status: OtpStatus,
+    pub expires_at: Micros,
+    pub verified_at: Option<Micros>,
+    pub credits: i64,
+}
+
+impl Due {
+    /// The row of [`DUE_COLUMNS`].
+    pub fn from_row(r: &impl Columns) -> Result<Due, StoreError> {
+        Ok(Due {
+            id: r.int(0)?,
+            account_id: r.int(1)?,
+            status: parsed("otps.status", &r.text(2)?, OtpStatus::parse)?,
+            expires_at: r.int(3)?,
+            verified_at: r.opt_int(4)?,
+            credits: r.int(5)?,
+        })
+    }
+
+    /// Call, or give the credits back when the code can no longer be used.
+    pub fn step(&self, now: Micros) -> Step {
+        if self.verified_at.is_some() || self.status == OtpStatus::Verified {
+            Step::Refund(self.refund("the code was verified; no call needed"))
+        } else if now >= self.expires_at {
+            Step::Refund(self.refund("the code expired before the call was due"))
+        } else {
+            let detail = if self.status.is_failure() {
+                format!("the SMS came back {}; calling", self.status.as_str())
+            } else {
+                "the SMS was not verified in time; calling".to_owned()
+            };
+            Step::Start {
+                started: Move {
+                    otp_id: self.id,
+                    account_id: self.account_id,
+                    from: FallbackState::Pending,
+                    to: FallbackState::Started,
+                    phone: 0,
+                    note: String::new(),
+                },
+                detail,
+            }
+        }
+    }
+
+    fn refund(&self, note: &str) -> Move {
+        Move {
+            otp_id: self.id,
+            account_id: self.account_id,
+            from: FallbackState::Pending,
+            to: FallbackState::Refunded,
+            phone: self.credits,
+            note: note.to_owned(),
+        }
+    }
+}
+
+/// What the scan does with a due fallback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Queue the call on the send's job; record `fallback_started` with
+    /// `detail`.
+    Start { started: Move, detail: String },
+    /// Give the reserved credits back.
+    Refund(Move),
+}
+
+/// A fallback moving from one state to another, written only if it is still
+/// in `from` (so it happens once); `phone` credits go back to the account
+/// with `note` in the ledger and the history when it is not zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Move {
+    pub otp_id: i64,
+    pub account_id: AccountId,
+    pub from: FallbackState,
+    pub to: FallbackState,
+    pub phone: i64,
+    pub note: String,
+}
+
+impl Move {
+    /// The history event a move records, if any (a start records its own).
+    pub fn event(&self) -> Option<&'static str> {
+        match self.to {
+            FallbackState::Refunded => Some("fallback_refunded"),
+            FallbackState::Cancelled => Some("fallback_cancelled"),
+            _ => None,
+        }
+    }
+}
+
+/// What a verification writes: each pending fallback of the chain given
+/// back.
+pub(crate) fn cancelled_by_verification(otp_id: i64, account_id: AccountId, credits: i64) -> Move {
+    Move {
+        otp_id,
+        account_id,
+        from: FallbackState::Pending,
+        to: FallbackState::Refunded,
+        phone: credits,
+        note: "the code was verified; no call needed".to_owned(),
+    }
+}
+
+/// How many due fallbacks a scan started and gave back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FallbackScan {
+    pub started: usize,
+    pub refunded: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due(status: OtpStatus) -> Due {
+        Due {
+            id: 4,
+            account_id: 2,
+            status,
+            expires_at: 1_000,
+            verified_at: None,
+            credits: 1,
+        }
+    }
+
+    #[test]
+    fn a_live_code_is_called_and_says_why() {
+        let Step::Start { started, detail } = due(OtpStatus::Undeliverable).step(500) else {
+            panic!("a call");
+        };
+        assert_eq!(
+            (started.from, started.to, started.phone),
+            (FallbackState::Pending, FallbackState::Started, 0)
+        );
+        assert_eq!(detail, "the SMS came back undeliverable; calling");
+        let Step::Start { detail, .. } = due(OtpStatus::Delivered).step(500) else {
+            panic!("a call");
+        };
+        assert_eq!(detail, "the SMS was not verified in time; calling");
+    }
+
+    #[test]
+    fn a_verified_or_expired_code_gets_its_reserved_credits_back() {
+        let verified = Due {
+            verified_at: Some(400),
+            ..due(OtpStatus::Verified)
+        };
+        for (d, now) in [(verified, 500), (due(OtpStatus::Sent), 1_000)] {
+            let Step::Refund(m) = d.step(now) else {
+                panic!("a refund");
+            };
+            assert_eq!(
+                (m.to, m.phone, m.event()),
+                (FallbackState::Refunded, 1, Some("fallback_refunded"))
+            );
+        }
+    }
+
+    #[test]
+    fn fallback_states_read_back_from_their_names() {
+        let states = FallbackState::ALL.map(|s| FallbackState::parse(s.as_str()));
+        assert!(states.iter().all(Option::is_some));
+        assert_eq!(FallbackState::parse("ringing"), None);
+    }
+}
