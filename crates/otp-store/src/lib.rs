@@ -43,6 +43,9 @@
 //! [`conversions`] aggregates, one upsert per key per transaction, so
 //! rates and medians never scan OTPs ([`ConversionStore`]).
 //!
+//! The SMS-pumping guard's holds live in one table every node reads
+//! ([`GuardStore`], [`guard`]); its judging stays in each node's memory.
+//!
 //! Times are microseconds since the Unix epoch (UTC) in both backends. Migrations
 //! are embedded and applied on open.
 //!
@@ -69,6 +72,7 @@
 
 pub mod admission;
 pub mod conversions;
+pub mod guard;
 mod jobs;
 mod migrate;
 mod model;
@@ -85,6 +89,7 @@ pub mod webhooks;
 use std::sync::Arc;
 
 pub use conversions::ConversionStore;
+pub use guard::GuardStore;
 pub use migrate::BINARY_VERSION;
 pub use model::*;
 use otp_domain::vault::CodeVault;
@@ -177,7 +182,15 @@ pub enum AcceptError {
 /// tasks and, for PostgreSQL, across processes.
 #[async_trait::async_trait]
 pub trait Store:
-    UserStore + WebhookStore + ReceiptStore + RetentionStore + ConversionStore + Send + Sync + 'static
+    UserStore
+    + WebhookStore
+    + ReceiptStore
+    + RetentionStore
+    + ConversionStore
+    + GuardStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Which backend this is ("sqlite" or "postgres"), for logs and metrics.
     fn backend(&self) -> &'static str;

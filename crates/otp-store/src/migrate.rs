@@ -318,6 +318,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/sqlite/0019_conversions.sql"),
     },
+    Migration {
+        version: 23,
+        name: "guard_holds",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/sqlite/0023_guard_holds.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -434,6 +440,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "conversions",
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/postgres/0019_conversions.sql"),
+    },
+    Migration {
+        version: 23,
+        name: "guard_holds",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/postgres/0023_guard_holds.sql"),
     },
 ];
 

@@ -16,6 +16,7 @@
 
 mod accept;
 mod conversions;
+mod guard;
 mod jobs;
 mod receipts;
 mod retention;

@@ -13,6 +13,7 @@
 
 mod accept;
 mod conversions;
+mod guard;
 mod jobs;
 mod receipts;
 mod retention;
