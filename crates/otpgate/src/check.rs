@@ -42,6 +42,8 @@ const TOP_LEVEL: &[&str] = &[
     "auth",
     "admin",
     "webhooks",
+    "guard",
+    "alerts",
     "routes",
 ];
 
@@ -182,6 +184,9 @@ fn problems_of(config: &Config) -> Vec<String> {
         }
     };
     note(config.timezone().map(|_| ()));
+    for problem in config.guard.problems() {
+        note(Err(anyhow::anyhow!(problem)));
+    }
     let url = config.database_url.expose();
     if !["sqlite://", "sqlite:", "postgres://", "postgresql://"]
         .iter()

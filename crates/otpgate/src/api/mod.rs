@@ -6,6 +6,7 @@ mod envelope;
 pub mod error;
 mod extract;
 mod fields;
+mod guard;
 mod keys;
 pub(crate) mod list;
 mod ops;
@@ -86,6 +87,7 @@ fn operator_routes() -> Router<AppState> {
     Router::new()
         .merge(ops::router())
         .merge(admin::router())
+        .merge(guard::router())
         .merge(receipts::router())
 }
 

@@ -71,6 +71,8 @@ pub fn router() -> Router<AppState> {
         super::admin::pause_route,
         super::admin::drain_route,
         super::admin::resume_route,
+        super::guard::list_holds,
+        super::guard::release_hold,
         super::receipts::list_unmatched,
         super::keys::list_keys,
         super::keys::create_key,
@@ -295,6 +297,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
                 sum_ms as f64 / 1000.0,
             ));
         }
+    }
+    for (scope, accounts, n) in state.guard.active_gauges() {
+        gauges.push((
+            "otpgate_guard_active_holds",
+            labels(&[("scope", scope), ("accounts", accounts)]),
+            n as f64,
+        ));
     }
     gauges.push(crate::metrics::build_info());
     gauges.extend(crate::metrics::process_gauges());

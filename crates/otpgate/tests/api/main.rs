@@ -19,6 +19,7 @@ mod delivery;
 mod dotnet_client;
 mod durability;
 mod edge;
+mod guard;
 mod http_drivers;
 mod limits;
 mod list;
