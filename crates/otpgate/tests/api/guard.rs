@@ -359,3 +359,56 @@ async fn a_hold_placed_by_one_node_holds_the_other_nodes_sends_until_released() 
         running.await.unwrap().unwrap();
     }
 }
+
+/// `otpgate guard list` and `otpgate guard release` work on the store itself.
+async fn the_command_line_lists_and_releases_holds(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(backend, &dir).await;
+    let run = |args: &[&str]| {
+        crate::durability::otpgate()
+            .args(args)
+            .args(["--database-url", &db])
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["migrate"]).status.success());
+    let store = otp_store::open(&db, &otp_store::StoreOptions::default())
+        .await
+        .unwrap();
+    let now = otp_store::now_micros();
+    let (hold, _) = store
+        .place_hold(otp_store::guard::NewHold {
+            scope: otp_store::guard::HoldScope::Prefix,
+            value: "+880199".into(),
+            account_id: None,
+            reason: "a burst".into(),
+            volume: 120,
+            conversion_ppm: 0,
+            baseline_ppm: 500_000,
+            at: now,
+            until: now + 600_000_000,
+        })
+        .await
+        .unwrap();
+    let listed = run(&["guard", "list", "--json"]);
+    assert!(listed.status.success());
+    let line: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(line["id"], hold.id);
+    assert_eq!(line["value"], "+880199");
+    assert_eq!(line["active"], true);
+
+    let id = hold.id.to_string();
+    let released = run(&["guard", "release", &id]);
+    assert!(
+        released.status.success(),
+        "{}",
+        String::from_utf8_lossy(&released.stderr)
+    );
+    assert!(String::from_utf8_lossy(&released.stdout).contains("released hold"));
+    let again = run(&["guard", "release", &id]);
+    assert!(!again.status.success(), "a hold is released once");
+    let stored = store.guard_holds(now).await.unwrap();
+    assert_eq!(stored[0].released_by.as_deref(), Some("cli"));
+}
+
+for_each_backend!(the_command_line_lists_and_releases_holds);
