@@ -5,7 +5,9 @@
 //! metric, a signed event to the account's webhook and a POST to the
 //! operator's URL; an operator releases it; a retry of a send accepted
 //! before the hold gets its first answer; a second node on one PostgreSQL
-//! holds the same sends and lifts the hold when it is released.
+//! holds the same sends and lifts the hold when it is released; an account
+//! that never verifies is judged on the receipts of a real SMSC; the
+//! command line lists and releases holds.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -412,3 +414,40 @@ async fn the_command_line_lists_and_releases_holds(backend: Backend) {
 }
 
 for_each_backend!(the_command_line_lists_and_releases_holds);
+
+/// An account that never verifies is judged on its delivery receipts, fed
+/// from a real SMSC (node-smpp): a burst that is never delivered is held.
+async fn an_account_that_never_verifies_is_held_when_its_burst_is_never_delivered(
+    backend: Backend,
+) {
+    // `mixed`: destinations ending in an odd digit come back UNDELIV.
+    let smsc = crate::smsc::Smsc::start(&["--receipts", "mixed"]);
+    let route = crate::smsc::smpp_route(smsc.port, "secret");
+    let app = spawn_app_with(backend, move |c| {
+        guarded(c);
+        c.routes = vec![route];
+    })
+    .await;
+    // A delivered receipt makes the account one judged on deliveries.
+    let first = app.send_ok(&text_send("9851023212")).await;
+    app.wait_for_status(crate::smsc::id_of(&first), "delivered")
+        .await;
+    let mut held = None;
+    for i in 0..40 {
+        let number = format!("9801000{:03}", 2 * i + 1);
+        let r = app.send(&text_send(&number)).await;
+        if r.status() == 429 {
+            held = Some(r.json::<Value>().await.unwrap());
+            break;
+        }
+        assert_eq!(r.status(), 200);
+        // Let each receipt come back before the next send.
+        let reply: Value = r.json().await.unwrap();
+        app.wait_for_status(crate::smsc::id_of(&reply), "undeliverable")
+            .await;
+    }
+    let held = held.expect("a burst that is never delivered was never held");
+    assert_eq!(held["errors"][0]["code"], "pumping_hold", "{held}");
+}
+
+for_each_backend!(an_account_that_never_verifies_is_held_when_its_burst_is_never_delivered);
