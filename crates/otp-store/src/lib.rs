@@ -51,6 +51,8 @@
 //! How each carrier route delivered its newest messages ([`routing`]) is
 //! read from the OTPs on demand ([`RoutingStore`]), so every node sharing
 //! a database measures the same windows.
+//! The SMS-pumping guard's holds live in one table every node reads
+//! ([`GuardStore`], [`guard`]); its judging stays in each node's memory.
 //!
 //! Times are microseconds since the Unix epoch (UTC) in both backends. Migrations
 //! are embedded and applied on open.
@@ -79,6 +81,7 @@
 pub mod admission;
 pub mod conversions;
 pub mod fallback;
+pub mod guard;
 mod jobs;
 mod migrate;
 mod model;
@@ -98,6 +101,7 @@ use std::sync::Arc;
 
 pub use conversions::ConversionStore;
 pub use fallback::{Fallback, FallbackScan, FallbackState, NewFallback};
+pub use guard::GuardStore;
 pub use migrate::BINARY_VERSION;
 pub use model::*;
 use otp_domain::vault::CodeVault;
@@ -208,6 +212,7 @@ pub trait Store:
     + ConversionStore
     + AccountRulesStore
     + RoutingStore
+    + GuardStore
     + Send
     + Sync
     + 'static

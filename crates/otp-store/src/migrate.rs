@@ -337,6 +337,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0022_channel_fallback.sql"),
     },
     Migration {
+        version: 23,
+        name: "guard_holds",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/sqlite/0023_guard_holds.sql"),
+    },
+    Migration {
         version: 24,
         name: "route_windows",
         min_binary: FIRST_RELEASE,
@@ -482,6 +488,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "channel_fallback",
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/postgres/0022_channel_fallback.sql"),
+    },
+    Migration {
+        version: 23,
+        name: "guard_holds",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/postgres/0023_guard_holds.sql"),
     },
     Migration {
         version: 24,

@@ -17,6 +17,7 @@
 mod accept;
 mod conversions;
 mod fallback;
+mod guard;
 mod jobs;
 mod receipts;
 mod retention;

@@ -14,6 +14,7 @@
 mod accept;
 mod conversions;
 mod fallback;
+mod guard;
 mod jobs;
 mod receipts;
 mod retention;

@@ -42,6 +42,8 @@ const TOP_LEVEL: &[&str] = &[
     "auth",
     "admin",
     "webhooks",
+    "guard",
+    "alerts",
     "routes",
     "routing",
 ];
@@ -184,6 +186,9 @@ fn problems_of(config: &Config) -> Vec<String> {
     };
     note(config.timezone().map(|_| ()));
     if let Some(problem) = config.routing.problem() {
+        note(Err(anyhow::anyhow!(problem)));
+    }
+    for problem in config.guard.problems() {
         note(Err(anyhow::anyhow!(problem)));
     }
     let url = config.database_url.expose();
@@ -504,6 +509,27 @@ mod tests {
 #[cfg(test)]
 mod route_tests {
     use super::check_file;
+
+    #[test]
+    fn check_config_names_each_bad_guard_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("otpgate.toml");
+        std::fs::write(
+            &path,
+            "[guard]\nmin_volume = 0\ncollapse_ratio = 1.5\nwindow_seconds = 30\n\
+             [alerts]\nwebhook_url = \"http://127.0.0.1:9/alerts\"\n",
+        )
+        .unwrap();
+        let problems = check_file(&path);
+        assert_eq!(
+            problems,
+            [
+                "guard.window_seconds must be at least guard.bucket_seconds, which must be above 0",
+                "guard.min_volume must be above 0",
+                "guard.collapse_ratio must be between 0 and 1",
+            ],
+        );
+    }
 
     #[test]
     fn check_config_names_each_bad_route_once_with_its_setting() {

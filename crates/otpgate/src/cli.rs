@@ -1,7 +1,8 @@
 //! The `otpgate` command line: `serve` (which reloads its configuration on
 //! `SIGHUP`), `migrate`, `backup`, `restore`, `check-config`, `doctor`,
-//! `routes` (pause, drain, resume through the admin API), and the account,
-//! credit, key, user, template and sender administration commands. Every command reads the same configuration as
+//! `routes` (pause, drain, resume through the admin API), `guard` (list and
+//! release pumping holds, in the store), and the account, credit, key, user,
+//! template and sender administration commands. Every command reads the same configuration as
 //! `serve`, so `--database-url` or `OTPGATE_DATABASE_URL` points them all at one
 //! store.
 
@@ -105,6 +106,22 @@ enum Command {
     /// configuration).
     #[command(subcommand)]
     Routes(RoutesCmd),
+    /// List or release the SMS-pumping guard's holds (in the store: a
+    /// release reaches every node within guard.refresh_ms).
+    #[command(subcommand)]
+    Guard(GuardCmd),
+}
+
+#[derive(Subcommand)]
+enum GuardCmd {
+    /// Show the holds standing, and those ended or released within a hold's time.
+    List {
+        /// Print each hold as a JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a standing hold: its sends pass again.
+    Release { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -328,6 +345,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?
         }
         Command::Routes(cmd) => routes(&config, cmd).await,
+        Command::Guard(cmd) => guard(&config, cmd).await,
         Command::CheckConfig { .. } | Command::Doctor => unreachable!("handled above"),
     }
 }
@@ -900,6 +918,50 @@ async fn webhooks(config: &Config, cmd: WebhooksCmd) -> anyhow::Result<()> {
             }
             println!("removed the webhook of account {}", a.id);
         }
+    }
+    Ok(())
+}
+
+async fn guard(config: &Config, cmd: GuardCmd) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let tz = config.timezone()?;
+    let now = otp_store::now_micros();
+    match cmd {
+        GuardCmd::List { json } => {
+            let since = now - config.guard.settings().hold;
+            let holds = store.guard_holds(since).await?;
+            if holds.is_empty() && !json {
+                println!("no holds");
+            }
+            for h in &holds {
+                let view = crate::guard::HoldView::new(h, now, &tz);
+                if json {
+                    println!("{}", serde_json::to_string(&view)?);
+                } else {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\tuntil {}\t{}",
+                        view.id,
+                        view.scope,
+                        view.value,
+                        view.account_id
+                            .map_or_else(|| "all accounts".to_owned(), |a| format!("account {a}")),
+                        if view.active { "active" } else { "ended" },
+                        view.until,
+                        view.reason
+                    );
+                }
+            }
+        }
+        GuardCmd::Release { id } => match store.release_hold(id, "cli", now).await? {
+            Some(h) => println!(
+                "released hold {} ({} {}); nodes lift it within {} ms",
+                h.id,
+                h.scope.as_str(),
+                h.value,
+                config.guard.refresh_ms
+            ),
+            None => anyhow::bail!("no standing hold {id} (unknown, ended or released)"),
+        },
     }
     Ok(())
 }

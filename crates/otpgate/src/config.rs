@@ -58,6 +58,10 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Account webhooks: how events reach each account's URL.
     pub webhooks: WebhooksConfig,
+    /// The SMS-pumping guard (see `crate::guard`).
+    pub guard: GuardConfig,
+    /// Where operator alerts go.
+    pub alerts: AlertsConfig,
     /// Carrier routes, in order of preference per channel. None configured: the
     /// `log` driver takes both channels.
     pub routes: Vec<RouteConfig>,
@@ -89,6 +93,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             admin: AdminConfig::default(),
             webhooks: WebhooksConfig::default(),
+            guard: GuardConfig::default(),
+            alerts: AlertsConfig::default(),
             routes: Vec::new(),
             routing: RoutingConfig::default(),
         }
@@ -608,6 +614,106 @@ impl WebhooksConfig {
             phone: self.low_balance_phone_credits.max(0),
         }
     }
+}
+
+/// `[guard]`: the SMS-pumping guard (see `crate::guard`). A key (a
+/// country, operator prefix or number block, for one account or across
+/// accounts) is held when, over `window_seconds`, its send attempts reach
+/// `min_volume` and `surge_factor` times what its baseline expects, while
+/// the share of its sends verified (or delivered, for accounts that never
+/// verify) is at most `collapse_ratio` times the baseline's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Judge sends and hold bursts.
+    pub enabled: bool,
+    /// One bucket of counts covers this long.
+    pub bucket_seconds: u64,
+    /// The recent window judged against the baseline.
+    pub window_seconds: u64,
+    /// The baseline's time constant: it follows traffic over about this
+    /// long (a daily rhythm moves it slowly).
+    pub baseline_seconds: u64,
+    /// Fewest attempts in the window before a key can be held.
+    pub min_volume: u32,
+    /// How many times the baseline's volume counts as a surge.
+    pub surge_factor: f64,
+    /// Conversion at most this share of the baseline's counts as collapsed.
+    pub collapse_ratio: f64,
+    /// The conversion assumed until a key's baseline has judged
+    /// `min_volume` sends.
+    pub prior_conversion: f64,
+    /// How long a hold lasts; a burst that goes on while held extends it.
+    pub hold_seconds: u64,
+    /// Most keys one node tracks (memory stays bounded).
+    pub max_keys: usize,
+    /// How often a node reads the holds other nodes placed or released.
+    pub refresh_ms: u64,
+    /// An account that verified a code (or got a receipt) within this long
+    /// is judged on verifications (or deliveries).
+    pub signal_memory_seconds: u64,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            enabled: true,
+            bucket_seconds: 60,
+            window_seconds: 600,
+            baseline_seconds: 6 * 3600,
+            min_volume: 100,
+            surge_factor: 4.0,
+            collapse_ratio: 0.25,
+            prior_conversion: 0.5,
+            hold_seconds: 900,
+            max_keys: 200_000,
+            refresh_ms: 2_000,
+            signal_memory_seconds: 86_400,
+        }
+    }
+}
+
+impl GuardConfig {
+    /// Every problem of the settings, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.bucket_seconds == 0 || self.window_seconds < self.bucket_seconds {
+            out.push(
+                "guard.window_seconds must be at least guard.bucket_seconds, which must be above 0"
+                    .to_owned(),
+            );
+        }
+        if self.baseline_seconds < self.window_seconds {
+            out.push("guard.baseline_seconds must be at least guard.window_seconds".to_owned());
+        }
+        if self.min_volume == 0 {
+            out.push("guard.min_volume must be above 0".to_owned());
+        }
+        if !(self.surge_factor >= 1.0 && self.surge_factor.is_finite()) {
+            out.push("guard.surge_factor must be at least 1".to_owned());
+        }
+        for (name, v) in [
+            ("collapse_ratio", self.collapse_ratio),
+            ("prior_conversion", self.prior_conversion),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                out.push(format!("guard.{name} must be between 0 and 1"));
+            }
+        }
+        if self.hold_seconds == 0 {
+            out.push("guard.hold_seconds must be above 0".to_owned());
+        }
+        out
+    }
+}
+
+/// `[alerts]`: where the operator hears of what needs a look.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// A URL that gets a JSON POST for each pumping hold (event
+    /// `pumping_hold`); empty: none.
+    pub webhook_url: String,
 }
 
 /// `[auth]`: users' logins (see `crate::users`).

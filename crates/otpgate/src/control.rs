@@ -59,6 +59,8 @@ struct RouteBuilder {
     store: SharedStore,
     metrics: Arc<Metrics>,
     voice: Arc<Prompter>,
+    /// Told of the receipts SMPP routes apply.
+    guard: Arc<crate::guard::Guard>,
     /// The `log` driver writing to `delivery.log_path`, shared by its users.
     shared_log: tokio::sync::Mutex<Option<Arc<dyn Driver>>>,
 }
@@ -148,12 +150,14 @@ impl Runtime {
         store: SharedStore,
         metrics: Arc<Metrics>,
         voice: Arc<Prompter>,
+        guard: Arc<crate::guard::Guard>,
     ) -> anyhow::Result<Runtime> {
         let builder = RouteBuilder {
             config: config.clone(),
             store,
             metrics,
             voice,
+            guard,
             shared_log: tokio::sync::Mutex::new(None),
         };
         let tables = builder.tables(&config.routes, &[]).await?;
@@ -394,9 +398,13 @@ impl RouteBuilder {
                 Some(path) => Arc::new(open_log(path, config, &self.voice).await?),
                 None => self.shared_log().await?,
             },
-            DriverConfig::Smpp(smpp) => {
-                SmppDriver::start(name, smpp.clone(), self.store.clone(), self.metrics.clone())?
-            }
+            DriverConfig::Smpp(smpp) => SmppDriver::start(
+                name,
+                smpp.clone(),
+                self.store.clone(),
+                self.metrics.clone(),
+                self.guard.clone(),
+            )?,
             DriverConfig::Sparrow(c) => Arc::new(SparrowDriver::new(c.clone())?),
             DriverConfig::Aakash(c) => Arc::new(AakashDriver::new(c.clone())?),
             DriverConfig::Http(c) => Arc::new(GenericHttpDriver::new(c.clone())?),

@@ -12,6 +12,9 @@
 //! - [`outbox`]: the leased-outbox worker that deliveries and webhooks share.
 //! - [`delivery`]: the delivery outbox of each channel and the channel
 //!   [`delivery::Driver`] trait.
+//! - [`guard`]: the SMS-pumping guard: bursts of unverified sends to one
+//!   country, prefix or number block are held, and released by time or by
+//!   an operator.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`server`]: the HTTP accept loop and its limits: slow or oversized requests,
 //!   connections per server and per client address, trusted proxies.
@@ -41,6 +44,7 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod delivery;
+pub mod guard;
 pub mod metrics;
 pub mod outbox;
 pub mod peer;

@@ -63,12 +63,32 @@ pub const FAMILIES: &[Family] = &[
     Family {
         name: "otpgate_sends_total",
         kind: "counter",
-        help: "Send requests by channel and outcome (accepted, invalid, insufficient_credits, rate_limited, replayed, idempotency_conflict, template_not_approved, error).",
+        help: "Send requests by channel and outcome (accepted, invalid, insufficient_credits, rate_limited, replayed, held, idempotency_conflict, template_not_approved, error).",
     },
     Family {
         name: "otpgate_fallbacks_total",
         kind: "counter",
         help: "Channel fallback calls the scan started, and reservations it gave back because the code was verified or expired first, by outcome (started, refunded).",
+    },
+    Family {
+        name: "otpgate_guard_held_sends_total",
+        kind: "counter",
+        help: "Sends the SMS-pumping guard held, by scope (country, prefix, block) and accounts (account: one account's hold, all: across accounts).",
+    },
+    Family {
+        name: "otpgate_guard_holds_total",
+        kind: "counter",
+        help: "Pumping holds this node placed, by scope (country, prefix, block) and accounts (account, all).",
+    },
+    Family {
+        name: "otpgate_guard_active_holds",
+        kind: "gauge",
+        help: "Pumping holds standing on this node now, by scope and accounts.",
+    },
+    Family {
+        name: "otpgate_guard_alerts_total",
+        kind: "counter",
+        help: "Attempts at sending pumping_hold alerts, by to (account, operator) and outcome (delivered, failed).",
     },
     Family {
         name: "otpgate_deliveries_total",

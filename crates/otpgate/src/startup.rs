@@ -89,10 +89,28 @@ impl Application {
         // Refused now rather than at the first request.
         trusted_proxies(&config)?;
         let metrics = Arc::new(Metrics::default());
+        if let Some(problem) = config.guard.problems().into_iter().next() {
+            anyhow::bail!("invalid [guard] settings: {problem}");
+        }
+        let guard = crate::guard::Guard::new(
+            &config.guard,
+            &config.alerts,
+            &config.webhooks,
+            tz,
+            store.clone(),
+            metrics.clone(),
+        )
+        .context("building the pumping guard")?;
         let voice = Arc::new(Prompter::new(&config.voice).context("invalid [voice] settings")?);
         let runtime = Arc::new(
-            crate::control::Runtime::start(&config, store.clone(), metrics.clone(), voice.clone())
-                .await?,
+            crate::control::Runtime::start(
+                &config,
+                store.clone(),
+                metrics.clone(),
+                voice.clone(),
+                guard.clone(),
+            )
+            .await?,
         );
         let drivers = Arc::new(runtime.drivers());
         let verify_limits = Arc::new(VerifyLimiter::new(config.verify.limits()));
@@ -114,6 +132,7 @@ impl Application {
             verify_limits,
             list_slots,
             runtime,
+            guard,
         };
         Ok(Application {
             listener,
@@ -210,6 +229,7 @@ impl Application {
             })
             .run(stop.clone(), webhook_policy.poll_interval, None),
         );
+        let guard = tokio::spawn(state.guard.clone().run(stop.clone()));
         let expiry_sweep = tokio::spawn(crate::webhooks::sweep_loop(
             state.store.clone(),
             webhook_policy,
@@ -281,6 +301,7 @@ impl Application {
         let _ = purger.await;
         let _ = webhooks.await;
         let _ = expiry_sweep.await;
+        let _ = guard.await;
         if let Err(e) = state.last_used.flush(&state.store).await {
             tracing::warn!(error = %e, "could not record key use at shutdown");
         }

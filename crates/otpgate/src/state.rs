@@ -36,6 +36,8 @@ pub struct AppState {
     pub list_slots: Arc<ListSlots>,
     /// Routes and limits that change without a restart (see `crate::control`).
     pub runtime: Arc<crate::control::Runtime>,
+    /// The SMS-pumping guard (see `crate::guard`).
+    pub guard: Arc<crate::guard::Guard>,
 }
 
 impl AppState {

@@ -18,6 +18,10 @@
 //!   failures and verifications are counted once each, by the transaction
 //!   that moved the status, per channel, route, country and operator
 //!   prefix, with their latencies; old minutes are purged.
+//! - `guard`: a key has one open hold however many nodes place it at
+//!   once; a hold is extended forward only, released once, and makes way
+//!   for a new one when it ended; receipts find where their OTPs went; a
+//!   send under an idempotency key is found again.
 //! - `users`: login attempts are counted per email, per client address and
 //!   over the gateway, each locked until its window ends; a new password ends
 //!   sessions and forgets attempts; a login past the session limit revokes
@@ -49,6 +53,7 @@
 mod accounts;
 mod admission;
 mod conversions;
+mod guard;
 mod jobs;
 mod receipts;
 mod retention;

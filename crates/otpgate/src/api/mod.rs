@@ -7,6 +7,7 @@ mod envelope;
 pub mod error;
 mod extract;
 mod fields;
+mod guard;
 mod keys;
 pub(crate) mod list;
 mod ops;
@@ -88,6 +89,7 @@ fn operator_routes() -> Router<AppState> {
         .merge(ops::router())
         .merge(admin::router())
         .merge(account_rules::router())
+        .merge(guard::router())
         .merge(receipts::router())
 }
 

@@ -79,6 +79,8 @@ pub fn router() -> Router<AppState> {
         super::account_rules::list_senders,
         super::account_rules::set_sender,
         super::account_rules::remove_sender,
+        super::guard::list_holds,
+        super::guard::release_hold,
         super::receipts::list_unmatched,
         super::keys::list_keys,
         super::keys::create_key,
@@ -312,6 +314,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
                 sum_ms as f64 / 1000.0,
             ));
         }
+    }
+    for (scope, accounts, n) in state.guard.active_gauges() {
+        gauges.push((
+            "otpgate_guard_active_holds",
+            labels(&[("scope", scope), ("accounts", accounts)]),
+            n as f64,
+        ));
     }
     gauges.push(crate::metrics::build_info());
     gauges.extend(crate::metrics::process_gauges());

@@ -282,7 +282,7 @@ async fn resend_plan(
         (status = 413, description = "Body over 64 KiB", body = super::error::ErrorEnvelope),
         (status = 415, description = "Not JSON or form", body = super::error::ErrorEnvelope),
         (status = 422, description = "The `Idempotency-Key` was used before with another body; nothing written", body = super::error::ErrorEnvelope),
-        (status = 429, description = "Too many sends to this number (`rate_limited`) or within its cooldown (`cooldown`); `Retry-After` says when to try again; nothing written", body = super::error::ErrorEnvelope),
+        (status = 429, description = "Too many sends to this number (`rate_limited`) or within its cooldown (`cooldown`), or sends to its country, operator prefix or number block held by the SMS-pumping guard (`pumping_hold`: a burst there is rarely verified; a retry under the idempotency key of a send accepted before gets that send's answer); `Retry-After` says when to try again; nothing written or charged", body = super::error::ErrorEnvelope),
         (status = 503, description = "Store unavailable; nothing written", body = super::error::ErrorEnvelope),
     ),
     security(("bearer" = []))
@@ -302,11 +302,15 @@ pub async fn send_otp(
         count_send(&state, channel, "invalid");
         ApiError::validation(errors)
     })?;
-    let attempt = accept(&state, &caller, &valid, idempotency).await?;
     let channel = valid.channel.as_str();
+    if let Some(held) = state.guard.admit(caller.account_id, valid.number.e164()) {
+        return held_send(&state, &caller, held, idempotency, channel, shows_code).await;
+    }
+    let attempt = accept(&state, &caller, &valid, idempotency).await?;
     match attempt.result {
         Ok(accepted) => {
             count_send(&state, channel, "accepted");
+            state.guard.accepted(caller.account_id, valid.number.e164());
             state.new_jobs.for_channel(valid.channel).notify_one();
             let sent = Sent {
                 id: accepted.id,
@@ -352,6 +356,56 @@ pub async fn send_otp(
             Err(error)
         }
     }
+}
+
+/// The answer to a send the pumping guard holds: 429 `pumping_hold` with
+/// `Retry-After`, nothing written or charged. A retry of a send accepted
+/// before the hold, under its idempotency key and with the same body, gets
+/// that send's answer; another body under the key gets the usual 422.
+async fn held_send(
+    state: &AppState,
+    caller: &Caller,
+    held: crate::guard::HeldSend,
+    idempotency: Option<IdempotencyKey>,
+    channel: &str,
+    shows_code: bool,
+) -> Result<Json<Envelope<SendData>>, ApiError> {
+    if let Some(key) = idempotency {
+        let since = now_micros() - otp_store::IDEMPOTENCY_TTL;
+        if let Some((hash, first)) = state
+            .store
+            .idempotent_send(caller.account_id, key.key, since)
+            .await?
+        {
+            if hash == key.body_hash {
+                count_send(state, channel, "replayed");
+                return replay(state, caller.account_id, &first, shows_code).await;
+            }
+            count_send(state, channel, "idempotency_conflict");
+            return Err(refusal(
+                AcceptError::IdempotencyKeyReused,
+                Channel::Text,
+                Cost { sms: 0, phone: 0 },
+                &state.limits(),
+            )
+            .1);
+        }
+    }
+    count_send(state, channel, "held");
+    let what = match held.scope {
+        otp_store::guard::HoldScope::Country => "this country",
+        otp_store::guard::HoldScope::Prefix => "this operator prefix",
+        otp_store::guard::HoldScope::Block => "this number block",
+    };
+    Err(ApiError::rate_limited(
+        "pumping_hold",
+        format!(
+            "Sends to {what} are held: a burst of sends there is rarely verified (SMS pumping); \
+             try again in {} seconds.",
+            held.retry_after_seconds
+        ),
+        held.retry_after_seconds,
+    ))
 }
 
 fn count_send(state: &AppState, channel: &str, outcome: &str) {

@@ -180,6 +180,9 @@ async fn check(
             )),
         )
     };
+    if let VerifyOutcome::Verified { id, .. } = outcome {
+        state.guard.verified(caller.account_id, id);
+    }
     match outcome {
         VerifyOutcome::Verified { id, verified_at } => (
             "verified",

@@ -570,6 +570,7 @@ impl SmppDriver {
         config: SmppConfig,
         store: SharedStore,
         metrics: Arc<Metrics>,
+        guard: Arc<crate::guard::Guard>,
     ) -> anyhow::Result<Arc<SmppDriver>> {
         config.check(route)?;
         let receipt_ids = config
@@ -620,6 +621,7 @@ impl SmppDriver {
                 route: driver.route.clone(),
                 store,
                 metrics: driver.metrics.clone(),
+                guard,
                 submitted: driver.submitted.clone(),
                 learner: HabitLearner::new(receipt_ids),
                 hold: Duration::from_secs(driver.config.receipt_hold_seconds),
@@ -982,6 +984,8 @@ struct ReceiptTask {
     route: String,
     store: SharedStore,
     metrics: Arc<Metrics>,
+    /// Counts final receipts for the pumping guard.
+    guard: Arc<crate::guard::Guard>,
     submitted: Arc<Mutex<Submitted>>,
     learner: HabitLearner,
     hold: Duration,
@@ -1138,6 +1142,18 @@ async fn apply_receipts(mut task: ReceiptTask, mut rx: mpsc::Receiver<Incoming>)
         let receipts: Vec<Receipt> = matched.iter().map(|p| p.receipt.clone()).collect();
         match task.store.record_receipts(receipts).await {
             Ok(applied) => {
+                task.guard.receipts(
+                    matched
+                        .iter()
+                        .zip(&applied)
+                        .filter_map(|(p, m)| {
+                            let id = (*m)?;
+                            let status = p.receipt.status?;
+                            (status == OtpStatus::Delivered || status.is_failure())
+                                .then_some((id, status == OtpStatus::Delivered))
+                        })
+                        .collect(),
+                );
                 let now = now_micros();
                 for (mut p, m) in matched.into_iter().zip(applied) {
                     if m.is_none() {

@@ -21,6 +21,7 @@ mod dotnet_client;
 mod durability;
 mod edge;
 mod fallback;
+mod guard;
 mod http_drivers;
 mod limits;
 mod list;

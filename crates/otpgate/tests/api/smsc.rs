@@ -991,6 +991,7 @@ async fn a_route_shut_down_before_its_binds_start_never_connects() {
                 config(port),
                 store.clone(),
                 metrics.clone(),
+                otpgate::guard::Guard::off(store.clone(), metrics.clone()),
             )
             .unwrap()
         };
