@@ -27,8 +27,7 @@
 use otp_domain::channel::{Channel, Voice};
 use otp_domain::credits::Cost;
 
-use crate::rows::{Columns, parsed};
-use crate::{AccountId, Micros, NewOtp, OtpRecord, OtpStatus, StoreError};
+use crate::{AccountId, Micros, NewOtp, OtpRecord, OtpStatus};
 
 /// The shortest and longest wait before the call, in seconds.
 pub const AFTER_SECONDS_RANGE: (i64, i64) = (10, 3600);
@@ -115,32 +114,6 @@ pub struct Fallback {
     pub at: Option<Micros>,
 }
 
-/// The fallback whose columns (`fallback_channel, fallback_voice,
-/// fallback_due_at, fallback_credits, fallback_state, fallback_at`, the end
-/// of [`crate::rows::OTP_COLUMNS`]) start at column `at` (`None`: the send
-/// asked for none).
-pub(crate) fn from_row(r: &impl Columns, at: usize) -> Result<Option<Fallback>, StoreError> {
-    let Some(channel) = r.opt_text(at)? else {
-        return Ok(None);
-    };
-    Ok(Some(Fallback {
-        channel: parsed("otps.fallback_channel", &channel, Channel::parse)?,
-        voice: parsed(
-            "otps.fallback_voice",
-            &r.opt_text(at + 1)?.unwrap_or_default(),
-            Voice::parse,
-        )?,
-        due_at: r.int(at + 2)?,
-        credits: r.int(at + 3)?,
-        state: parsed(
-            "otps.fallback_state",
-            &r.opt_text(at + 4)?.unwrap_or_default(),
-            FallbackState::parse,
-        )?,
-        at: r.opt_int(at + 5)?,
-    }))
-}
-
 impl OtpRecord {
     /// The record as the voice channel delivers it: an SMS whose fallback
     /// call was started is claimed by the voice worker, and reads as a voice
@@ -186,18 +159,6 @@ pub(crate) struct Due {
 }
 
 impl Due {
-    /// The row of [`DUE_COLUMNS`].
-    pub fn from_row(r: &impl Columns) -> Result<Due, StoreError> {
-        Ok(Due {
-            id: r.int(0)?,
-            account_id: r.int(1)?,
-            status: parsed("otps.status", &r.text(2)?, OtpStatus::parse)?,
-            expires_at: r.int(3)?,
-            verified_at: r.opt_int(4)?,
-            credits: r.int(5)?,
-        })
-    }
-
     /// Call, or give the credits back when the code can no longer be used.
     pub fn step(&self, now: Micros) -> Step {
         if self.verified_at.is_some() || self.status == OtpStatus::Verified {

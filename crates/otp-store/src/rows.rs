@@ -15,6 +15,7 @@ use otp_domain::phone::E164;
 
 use otp_domain::vault::CodeVault;
 
+use crate::fallback::{Due, Fallback, FallbackState};
 use crate::model::{StoredCode, VerifyRow};
 use crate::webhooks::{
     BalanceEvent, ClaimedDelivery, Credits, DeliveryState, EventOtp, WebhookDelivery, WebhookEvent,
@@ -133,7 +134,7 @@ pub(crate) fn otp(r: &impl Columns, at: usize) -> Result<OtpRow, StoreError> {
         verified_at: r.opt_int(at + 25)?,
         verify_attempts: r.int(at + 26)?,
         resend_of: r.opt_int(at + 27)?,
-        fallback: crate::fallback::from_row(r, at + 28)?,
+        fallback: fallback(r, at + 28)?,
     };
     Ok((record, code))
 }
@@ -296,6 +297,44 @@ pub(crate) fn webhook_delivery(r: &impl Columns) -> Result<WebhookDelivery, Stor
 pub(crate) fn id_columns(id: &str) -> (String, Option<String>, Option<String>) {
     let f = smpp::receipt::ids::IdForms::of(id);
     (f.text, f.hex_as_decimal, f.decimal_as_hex)
+}
+
+/// The fallback whose columns (`fallback_channel, fallback_voice,
+/// fallback_due_at, fallback_credits, fallback_state, fallback_at`, the end
+/// of [`OTP_COLUMNS`]) start at column `at` (`None`: the send
+/// asked for none).
+pub(crate) fn fallback(r: &impl Columns, at: usize) -> Result<Option<Fallback>, StoreError> {
+    let Some(channel) = r.opt_text(at)? else {
+        return Ok(None);
+    };
+    Ok(Some(Fallback {
+        channel: parsed("otps.fallback_channel", &channel, Channel::parse)?,
+        voice: parsed(
+            "otps.fallback_voice",
+            &r.opt_text(at + 1)?.unwrap_or_default(),
+            Voice::parse,
+        )?,
+        due_at: r.int(at + 2)?,
+        credits: r.int(at + 3)?,
+        state: parsed(
+            "otps.fallback_state",
+            &r.opt_text(at + 4)?.unwrap_or_default(),
+            FallbackState::parse,
+        )?,
+        at: r.opt_int(at + 5)?,
+    }))
+}
+
+/// A due fallback: the row of [`crate::fallback::DUE_COLUMNS`].
+pub(crate) fn fallback_due(r: &impl Columns) -> Result<Due, StoreError> {
+    Ok(Due {
+        id: r.int(0)?,
+        account_id: r.int(1)?,
+        status: parsed("otps.status", &r.text(2)?, OtpStatus::parse)?,
+        expires_at: r.int(3)?,
+        verified_at: r.opt_int(4)?,
+        credits: r.int(5)?,
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use deadpool_postgres::Transaction;
 
 use super::{pg_err, webhooks};
-use crate::fallback::{self, DUE_COLUMNS, Due, FallbackScan, Move, Step};
+use crate::fallback::{self, DUE_COLUMNS, FallbackScan, Move, Step};
 use crate::webhooks::WebhookEvent;
 use crate::{Micros, StoreError};
 
@@ -30,7 +30,7 @@ pub(super) async fn start_due(
         .map_err(pg_err)?;
     let mut scan = FallbackScan::default();
     for row in &rows {
-        let d = Due::from_row(row)?;
+        let d = crate::rows::fallback_due(row)?;
         match d.step(now) {
             Step::Start { started, detail } => {
                 if !apply_move(tx, &started, now).await? {

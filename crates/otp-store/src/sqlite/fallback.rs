@@ -24,7 +24,9 @@ pub(super) fn start_due(
             ))
             .map_err(map_err)?;
         let rows = s
-            .query_map(params![now, limit as i64], |r| rows::lift(Due::from_row(r)))
+            .query_map(params![now, limit as i64], |r| {
+                rows::lift(crate::rows::fallback_due(r))
+            })
             .map_err(map_err)?;
         rows.collect::<Result<_, _>>().map_err(map_err)?
     };

@@ -384,7 +384,6 @@ async fn held_send(
             count_send(state, channel, "idempotency_conflict");
             return Err(refusal(
                 AcceptError::IdempotencyKeyReused,
-                Channel::Text,
                 Cost { sms: 0, phone: 0 },
                 &state.limits(),
             )

@@ -58,6 +58,14 @@ pub enum DeliveryOutcome {
     Failed { error: String },
 }
 
+/// Who hears of the final receipts a carrier sent, after the store recorded
+/// them: the OTP ids that reached a final state, each with whether it was
+/// delivered. The SMS-pumping guard is one (`crate::guard`, which depends on
+/// delivery, not the other way round).
+pub trait FinalReceipts: Send + Sync {
+    fn receipts(self: Arc<Self>, finals: Vec<(i64, bool)>);
+}
+
 /// A carrier connection for one channel.
 #[async_trait::async_trait]
 pub trait Driver: Send + Sync + 'static {

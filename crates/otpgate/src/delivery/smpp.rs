@@ -570,7 +570,7 @@ impl SmppDriver {
         config: SmppConfig,
         store: SharedStore,
         metrics: Arc<Metrics>,
-        guard: Arc<crate::guard::Guard>,
+        guard: Arc<dyn super::FinalReceipts>,
     ) -> anyhow::Result<Arc<SmppDriver>> {
         config.check(route)?;
         let receipt_ids = config
@@ -984,8 +984,8 @@ struct ReceiptTask {
     route: String,
     store: SharedStore,
     metrics: Arc<Metrics>,
-    /// Counts final receipts for the pumping guard.
-    guard: Arc<crate::guard::Guard>,
+    /// Hears of final receipts (the pumping guard counts them).
+    guard: Arc<dyn super::FinalReceipts>,
     submitted: Arc<Mutex<Submitted>>,
     learner: HabitLearner,
     hold: Duration,
@@ -1142,7 +1142,7 @@ async fn apply_receipts(mut task: ReceiptTask, mut rx: mpsc::Receiver<Incoming>)
         let receipts: Vec<Receipt> = matched.iter().map(|p| p.receipt.clone()).collect();
         match task.store.record_receipts(receipts).await {
             Ok(applied) => {
-                task.guard.receipts(
+                task.guard.clone().receipts(
                     matched
                         .iter()
                         .zip(&applied)

@@ -167,6 +167,31 @@ fn across_label(key: &Key) -> &'static str {
     }
 }
 
+impl crate::delivery::FinalReceipts for Guard {
+    /// Counts final receipts: `(otp id, delivered)` of each (their numbers
+    /// are read in the background).
+    fn receipts(self: Arc<Self>, finals: Vec<(i64, bool)>) {
+        if !self.enabled || finals.is_empty() {
+            return;
+        }
+        let guard = self;
+        tokio::spawn(async move {
+            let ids = finals.iter().map(|f| f.0).collect();
+            match guard.store.otp_destinations(ids).await {
+                Ok(found) => {
+                    let now = now_micros();
+                    let mut judge = guard.judge();
+                    for (id, account, e164) in found {
+                        let delivered = finals.iter().any(|f| f.0 == id && f.1);
+                        judge.receipt(account, &e164, delivered, now);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "the guard could not count receipts"),
+            }
+        });
+    }
+}
+
 impl Guard {
     pub fn new(
         config: &GuardConfig,
@@ -438,29 +463,6 @@ impl Guard {
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "the guard could not count a verification"),
-            }
-        });
-    }
-
-    /// Counts final receipts: `(otp id, delivered)` of each (their numbers
-    /// are read in the background).
-    pub fn receipts(self: &Arc<Self>, finals: Vec<(i64, bool)>) {
-        if !self.enabled || finals.is_empty() {
-            return;
-        }
-        let guard = self.clone();
-        tokio::spawn(async move {
-            let ids = finals.iter().map(|f| f.0).collect();
-            match guard.store.otp_destinations(ids).await {
-                Ok(found) => {
-                    let now = now_micros();
-                    let mut judge = guard.judge();
-                    for (id, account, e164) in found {
-                        let delivered = finals.iter().any(|f| f.0 == id && f.1);
-                        judge.receipt(account, &e164, delivered, now);
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "the guard could not count receipts"),
             }
         });
     }

@@ -48,25 +48,34 @@ pub(crate) fn csrf_in(html: &str) -> String {
 
 /// Logs in through the form; the session cookie (`name=value`).
 pub(crate) async fn console_login(app: &TestApp) -> String {
+    let (status, session) = console_login_as(app, EMAIL).await;
+    assert_eq!(status, 303, "{session}");
+    session
+}
+
+/// A console login as `email`: its status, and the session cookie when it
+/// succeeded (else the page's HTML).
+pub(crate) async fn console_login_as(app: &TestApp, email: &str) -> (u16, String) {
     let c = client();
     let form = c.get(app.url("/console/login")).send().await.unwrap();
-    let (login_cookie, _) = set_cookie(&form, "otpgate_console_login").expect("a login cookie");
+    let (login_cookie, _) = set_cookie(&form, "otpgate_console_login").unwrap();
     let csrf = csrf_in(&form.text().await.unwrap());
     let r = c
         .post(app.url("/console/login"))
         .header(COOKIE, &login_cookie)
         .form(&[
             ("csrf", csrf.as_str()),
-            ("email", EMAIL),
+            ("email", email),
             ("password", PASSWORD),
         ])
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 303);
-    set_cookie(&r, "otpgate_console")
-        .expect("a session cookie")
-        .0
+    let status = r.status().as_u16();
+    match set_cookie(&r, "otpgate_console") {
+        Some((session, _)) if status == 303 => (status, session),
+        _ => (status, r.text().await.unwrap()),
+    }
 }
 
 for_each_backend! {

@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 use reqwest::header::{COOKIE, LOCATION};
 use serde_json::Value;
 
-use crate::console::{EMAIL, PASSWORD, client, console_login, csrf_in, set_cookie};
+use crate::console::{
+    EMAIL, PASSWORD, client, console_login, console_login_as, csrf_in, set_cookie,
+};
 use crate::for_each_backend;
 use crate::helpers::{Backend, TestApp, spawn_app_with, text_send};
 use crate::smsc::{Smsc, smpp_route, wait_until};
@@ -54,31 +56,6 @@ async fn post(
         .await
         .unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
-}
-
-/// A console login as `email`: its status, and the session cookie when it
-/// succeeded (else the page's HTML).
-async fn console_login_as(app: &TestApp, email: &str) -> (u16, String) {
-    let c = client();
-    let form = c.get(app.url("/console/login")).send().await.unwrap();
-    let (login_cookie, _) = set_cookie(&form, "otpgate_console_login").unwrap();
-    let csrf = csrf_in(&form.text().await.unwrap());
-    let r = c
-        .post(app.url("/console/login"))
-        .header(COOKIE, &login_cookie)
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("email", email),
-            ("password", PASSWORD),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    match set_cookie(&r, "otpgate_console") {
-        Some((session, _)) if status == 303 => (status, session),
-        _ => (status, r.text().await.unwrap()),
-    }
 }
 
 for_each_backend! {
