@@ -161,6 +161,7 @@ pages = [
     (ops, "/console/ops/otps"),
     (ops, f"/console/ops/otps?before={middle[0]}"),
     (ops, f"/console/ops/otps?number={middle[1]}"),
+    (ops, "/console/ops/otps?status=failed"),
     (ops, f"/console/ops/otps/{newest}"),
 ]
 print(f"| page | p50 ms | p99 ms | max ms | under 200 ms |")
