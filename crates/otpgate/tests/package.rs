@@ -102,6 +102,16 @@ impl<'de> Deserializer<'de> for Recorder<'_> {
         visitor.visit_bool(false)
     }
 
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.leaf();
+        visitor.visit_f64(0.0)
+    }
+
+    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.leaf();
+        visitor.visit_f32(0.0)
+    }
+
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         self.leaf();
         visitor.visit_str("")
@@ -158,7 +168,7 @@ impl<'de> Deserializer<'de> for Recorder<'_> {
     }
 
     serde::forward_to_deserialize_any! {
-        i128 u128 f32 f64 char bytes byte_buf unit unit_struct tuple
+        i128 u128 char bytes byte_buf unit unit_struct tuple
         tuple_struct identifier ignored_any
     }
 }
