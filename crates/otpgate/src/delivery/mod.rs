@@ -253,7 +253,14 @@ impl Outbox for Deliveries {
         // A channel fallback call claimed after its code was verified (the
         // verification came between the start and the claim) is not placed;
         // recording it failed marks the fallback cancelled and refunds it.
-        if job.otp.fallback.is_some() && job.otp.verified_at.is_some() {
+        // The SMS of the same OTP (its fallback still pending) is sent as
+        // any SMS is.
+        let a_fallback_call = job
+            .otp
+            .fallback
+            .as_ref()
+            .is_some_and(|f| f.state == otp_store::FallbackState::Started);
+        if a_fallback_call && job.otp.verified_at.is_some() {
             return self.policy.finish(
                 &job,
                 DeliveryOutcome::Failed {
