@@ -619,22 +619,15 @@ async fn path_account(state: &AppState, id: &str) -> Result<i64, Response> {
     }
 }
 
-/// The form [`refused`] answers: whose, on which account, with what fields.
-struct AccountRefusal<'a> {
-    operator: &'a Operator,
-    id: i64,
-    fields: &'a [(String, String)],
-}
-
 /// A refusal of a form on the account's page: shown next to its field, with
 /// what was typed.
 async fn refused(
     state: &AppState,
-    AccountRefusal {
+    AccountForm {
         operator,
-        id,
         fields,
-    }: AccountRefusal<'_>,
+        id,
+    }: &AccountForm,
     form: &'static str,
     problems: Vec<Problem>,
     status: StatusCode,
@@ -651,7 +644,7 @@ async fn refused(
             .collect(),
         ..Default::default()
     };
-    account_view(state, operator, id, status, &made).await
+    account_view(state, operator, *id, status, &made).await
 }
 
 /// The page after a form that changed something.
@@ -659,24 +652,18 @@ fn done(id: i64) -> Response {
     Redirect::to(&format!("/console/ops/accounts/{id}")).into_response()
 }
 
-async fn add_credits(
-    State(state): State<AppState>,
-    AccountForm {
-        operator,
-        fields,
-        id,
-    }: AccountForm,
-) -> Response {
+async fn add_credits(State(state): State<AppState>, form: AccountForm) -> Response {
+    let (operator, fields, id) = (&form.operator, &form.fields, form.id);
     let mut problems = Vec::new();
-    let sms = number(&fields, "sms", Some(0))
+    let sms = number(fields, "sms", Some(0))
         .map_err(|p| problems.push(p))
         .ok()
         .flatten();
-    let phone = number(&fields, "phone", Some(0))
+    let phone = number(fields, "phone", Some(0))
         .map_err(|p| problems.push(p))
         .ok()
         .flatten();
-    let note = field(&fields, "note")
+    let note = field(fields, "note")
         .map(str::trim)
         .filter(|n| !n.is_empty());
     let note = match note {
@@ -686,34 +673,12 @@ async fn add_credits(
         None => Some(Label::ours("added in the console")),
     };
     let (Some(sms), Some(phone), Some(note)) = (sms, phone, note) else {
-        return refused(
-            &state,
-            AccountRefusal {
-                operator: &operator,
-                id,
-                fields: &fields,
-            },
-            "credits",
-            problems,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
+        return refused(&state, &form, "credits", problems, StatusCode::BAD_REQUEST).await;
     };
     let change = match CreditChange::new(sms, phone) {
         Ok(c) => c,
         Err(p) => {
-            return refused(
-                &state,
-                AccountRefusal {
-                    operator: &operator,
-                    id,
-                    fields: &fields,
-                },
-                "credits",
-                vec![p],
-                StatusCode::BAD_REQUEST,
-            )
-            .await;
+            return refused(&state, &form, "credits", vec![p], StatusCode::BAD_REQUEST).await;
         }
     };
     match accounts::add_credits(&state.store, id, change, note).await {
@@ -726,18 +691,7 @@ async fn add_credits(
             done(id)
         }
         Err(Refusal::Conflict(p)) => {
-            refused(
-                &state,
-                AccountRefusal {
-                    operator: &operator,
-                    id,
-                    fields: &fields,
-                },
-                "credits",
-                vec![p],
-                StatusCode::CONFLICT,
-            )
-            .await
+            refused(&state, &form, "credits", vec![p], StatusCode::CONFLICT).await
         }
         Err(Refusal::NotFound) => Page::failure(StatusCode::NOT_FOUND).into_response(),
         Err(Refusal::Store(e)) => store_failed(e),
@@ -759,32 +713,15 @@ fn limit(fields: &[(String, String)], name: &'static str) -> Result<Option<i64>,
     Ok(value)
 }
 
-async fn set_limits(
-    State(state): State<AppState>,
-    AccountForm {
-        operator,
-        fields,
-        id,
-    }: AccountForm,
-) -> Response {
+async fn set_limits(State(state): State<AppState>, form: AccountForm) -> Response {
+    let (operator, fields, id) = (&form.operator, &form.fields, form.id);
     let mut problems = Vec::new();
-    let rps = limit(&fields, "max_rps").map_err(|p| problems.push(p)).ok();
-    let cap = limit(&fields, "daily_spend_cap")
+    let rps = limit(fields, "max_rps").map_err(|p| problems.push(p)).ok();
+    let cap = limit(fields, "daily_spend_cap")
         .map_err(|p| problems.push(p))
         .ok();
     let (Some(rps), Some(cap)) = (rps, cap) else {
-        return refused(
-            &state,
-            AccountRefusal {
-                operator: &operator,
-                id,
-                fields: &fields,
-            },
-            "limits",
-            problems,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
+        return refused(&state, &form, "limits", problems, StatusCode::BAD_REQUEST).await;
     };
     match accounts::set_limits(&state.store, id, Some(rps), Some(cap)).await {
         Ok(_) => {
@@ -797,49 +734,21 @@ async fn set_limits(
         }
         Err(Refusal::NotFound) => Page::failure(StatusCode::NOT_FOUND).into_response(),
         Err(Refusal::Conflict(p)) => {
-            refused(
-                &state,
-                AccountRefusal {
-                    operator: &operator,
-                    id,
-                    fields: &fields,
-                },
-                "limits",
-                vec![p],
-                StatusCode::CONFLICT,
-            )
-            .await
+            refused(&state, &form, "limits", vec![p], StatusCode::CONFLICT).await
         }
         Err(Refusal::Store(e)) => store_failed(e),
     }
 }
 
-async fn create_key(
-    State(state): State<AppState>,
-    AccountForm {
-        operator,
-        fields,
-        id,
-    }: AccountForm,
-) -> Response {
-    let label = field(&fields, "label").map(str::trim).unwrap_or("");
+async fn create_key(State(state): State<AppState>, form: AccountForm) -> Response {
+    let (operator, fields, id) = (&form.operator, &form.fields, form.id);
+    let label = field(fields, "label").map(str::trim).unwrap_or("");
     let label = match label {
         "" => None,
         l => match Label::parse("label", l.to_owned()) {
             Ok(l) => Some(l),
             Err(p) => {
-                return refused(
-                    &state,
-                    AccountRefusal {
-                        operator: &operator,
-                        id,
-                        fields: &fields,
-                    },
-                    "key",
-                    vec![p],
-                    StatusCode::BAD_REQUEST,
-                )
-                .await;
+                return refused(&state, &form, "key", vec![p], StatusCode::BAD_REQUEST).await;
             }
         },
     };
@@ -849,23 +758,17 @@ async fn create_key(
                 key: Some(key.api_key),
                 ..Default::default()
             };
-            account_view(&state, &operator, id, StatusCode::CREATED, &made).await
+            account_view(&state, operator, id, StatusCode::CREATED, &made).await
         }
         Err(Refusal::Store(e)) => store_failed(e),
         Err(_) => Page::failure(StatusCode::NOT_FOUND).into_response(),
     }
 }
 
-async fn create_user(
-    State(state): State<AppState>,
-    AccountForm {
-        operator,
-        fields,
-        id,
-    }: AccountForm,
-) -> Response {
+async fn create_user(State(state): State<AppState>, form: AccountForm) -> Response {
+    let (operator, fields, id) = (&form.operator, &form.fields, form.id);
     let mut problems = Vec::new();
-    let email = Email::parse(field(&fields, "email").unwrap_or(""))
+    let email = Email::parse(field(fields, "email").unwrap_or(""))
         .map_err(|m| {
             problems.push(Problem {
                 field: "email",
@@ -875,7 +778,7 @@ async fn create_user(
         })
         .ok();
     let password = NewPassword::parse(
-        field(&fields, "password").unwrap_or("").to_owned(),
+        field(fields, "password").unwrap_or("").to_owned(),
         state.users.password_rules,
     )
     .map_err(|refused| {
@@ -887,18 +790,7 @@ async fn create_user(
     })
     .ok();
     let (Some(email), Some(password)) = (email, password) else {
-        return refused(
-            &state,
-            AccountRefusal {
-                operator: &operator,
-                id,
-                fields: &fields,
-            },
-            "user",
-            problems,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
+        return refused(&state, &form, "user", problems, StatusCode::BAD_REQUEST).await;
     };
     let hash = match state.users.passwords.hash(&password).await {
         Ok(h) => h,
@@ -918,18 +810,7 @@ async fn create_user(
             done(id)
         }
         Err(Refusal::Conflict(p)) => {
-            refused(
-                &state,
-                AccountRefusal {
-                    operator: &operator,
-                    id,
-                    fields: &fields,
-                },
-                "user",
-                vec![p],
-                StatusCode::CONFLICT,
-            )
-            .await
+            refused(&state, &form, "user", vec![p], StatusCode::CONFLICT).await
         }
         Err(Refusal::NotFound) => Page::failure(StatusCode::NOT_FOUND).into_response(),
         Err(Refusal::Store(e)) => store_failed(e),
