@@ -2,7 +2,9 @@
 
 use std::fmt;
 use std::io;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -226,6 +228,13 @@ pub enum CallOutcome {
         /// Why the answer was unusable.
         reason: SdpError,
     },
+    /// The caller abandoned the call before it was answered
+    /// ([`SipClient::call_until`]): a ringing INVITE was cancelled, or one that was
+    /// answered as the CANCEL crossed the 200 was ACKed and hung up at once.
+    Abandoned {
+        /// A 200 OK crossed our CANCEL, so the call was up for a moment.
+        answered: bool,
+    },
     /// Any other final status (3xx redirects are not followed).
     Rejected {
         /// The status.
@@ -335,6 +344,40 @@ impl SipClient {
         audio: &[i16],
         on_progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<CallReport, CallError> {
+        self.call_until(to, caller, audio, on_progress, std::future::pending())
+            .await
+    }
+
+    /// [`SipClient::call_with_progress`], given up when `abandon` completes before the
+    /// callee answers: the call is not placed if `abandon` is already complete; an
+    /// INVITE that is ringing (or, once it is, one not yet answered) is cancelled; a
+    /// 200 OK that crosses the CANCEL is ACKed and hung up at once. Each of these is
+    /// [`CallOutcome::Abandoned`]. Once the audio plays, `abandon` is no longer
+    /// watched: the call ends as any answered call does.
+    pub async fn call_until(
+        &self,
+        to: &SipUri,
+        caller: &CallerId,
+        audio: &[i16],
+        on_progress: &mut (dyn FnMut(Progress) + Send),
+        abandon: impl Future<Output = ()> + Send,
+    ) -> Result<CallReport, CallError> {
+        let mut abandon = Box::pin(abandon);
+        if is_ready_now(abandon.as_mut()) {
+            let now = SystemTime::now();
+            return Ok(CallReport {
+                outcome: CallOutcome::Abandoned { answered: false },
+                timeline: Timeline {
+                    invite_sent: None,
+                    ringing: None,
+                    answered: None,
+                    ended: Some(now),
+                },
+                codec: None,
+                remote_rtp: None,
+                call_id: String::new(),
+            });
+        }
         let config = &*self.config;
         let bind = |source| CallError::Bind {
             local_ip: config.local_ip,
@@ -402,6 +445,8 @@ impl SipClient {
             }
             .to_sdp(),
             acks: Vec::new(),
+            abandon,
+            abandoned: false,
         };
         let (outcome, media) = call.run(&rtp, audio).await;
         call.timeline.ended = Some(SystemTime::now());
@@ -426,6 +471,13 @@ struct Dialog {
     /// The INVITE's CSeq number, which the ACK repeats.
     invite_cseq: u32,
 }
+
+/// A CANCEL sent: the request, its next retransmission (UDP), the interval, and when
+/// to stop waiting for the INVITE's 487.
+type PendingCancel = (Message, Option<Instant>, Duration, Instant);
+
+/// What a call abandoned before it was answered reports.
+const ABANDONED: CallOutcome = CallOutcome::Abandoned { answered: false };
 
 /// How the INVITE transaction ended.
 enum InviteResult {
@@ -452,6 +504,10 @@ struct CallState<'a> {
     offer: String,
     /// ACKs already sent for non-2xx finals, by INVITE branch, to answer retransmissions.
     acks: Vec<(String, Message)>,
+    /// Completes when the caller no longer wants the call ([`SipClient::call_until`]).
+    abandon: Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
+    /// `abandon` completed (it is not polled again).
+    abandoned: bool,
 }
 
 impl CallState<'_> {
@@ -471,6 +527,7 @@ impl CallState<'_> {
             let invite = invite.with_body("application/sdp", self.offer.clone());
             let response = match self.invite_transaction(&invite, &branch).await {
                 InviteResult::Answered(response) => break response,
+                InviteResult::Over(_) if self.abandoned => return (ABANDONED, None),
                 InviteResult::Over(outcome) => return (outcome, None),
                 InviteResult::Final(response) => response,
             };
@@ -480,6 +537,9 @@ impl CallState<'_> {
                 return (unreachable(&e), None);
             }
             self.acks.push((branch, ack));
+            if self.abandoned {
+                return (ABANDONED, None);
+            }
             if status != 401 && status != 407 {
                 return (outcome_for_failure(&response), None);
             }
@@ -537,6 +597,11 @@ impl CallState<'_> {
         if let Err(e) = self.transport.send(&ack).await {
             return (unreachable(&e), None);
         }
+        if self.abandoned {
+            // The 200 crossed our CANCEL: the call is up, and nobody wants it.
+            self.bye(&dialog).await;
+            return (CallOutcome::Abandoned { answered: true }, None);
+        }
         let media = sdp::parse_answer(&answer.body, &self.config.codecs);
         let media = match media {
             Ok(m) => m,
@@ -570,7 +635,7 @@ impl CallState<'_> {
         let mut next_retransmit = (!reliable).then_some(start + t1);
         let mut provisional = false;
         // Once cancelled: the CANCEL, its next retransmission, and when to stop waiting.
-        let mut cancel: Option<(Message, Option<Instant>, Duration, Instant)> = None;
+        let mut cancel: Option<PendingCancel> = None;
         loop {
             // Until a provisional response we may not CANCEL (RFC 3261 9.1), so the ring
             // timeout only counts once the INVITE is proceeding; before that, Timer B.
@@ -580,10 +645,24 @@ impl CallState<'_> {
             } else if let Some(r) = next_retransmit {
                 deadline = deadline.min(r);
             }
-            let received = match timeout_at(deadline, self.transport.recv()).await {
-                Ok(Ok(m)) => Some(m),
-                Ok(Err(e)) => return InviteResult::Over(unreachable(&e)),
-                Err(_) => None,
+            let received = tokio::select! {
+                r = timeout_at(deadline, self.transport.recv()) => match r {
+                    Ok(Ok(m)) => Some(m),
+                    Ok(Err(e)) => return InviteResult::Over(unreachable(&e)),
+                    Err(_) => None,
+                },
+                () = &mut self.abandon, if !self.abandoned => {
+                    self.abandoned = true;
+                    // Until a provisional response we may not CANCEL; the first one
+                    // below does.
+                    if provisional && cancel.is_none() {
+                        match self.cancel(invite).await {
+                            Ok(c) => cancel = Some(c),
+                            Err(e) => return InviteResult::Over(unreachable(&e)),
+                        }
+                    }
+                    continue;
+                }
             };
             let Some(message) = received else {
                 let now = Instant::now();
@@ -608,12 +687,10 @@ impl CallState<'_> {
                     });
                 }
                 if provisional && now >= ring_deadline {
-                    let request = cancel_for(invite);
-                    if let Err(e) = self.transport.send(&request).await {
-                        return InviteResult::Over(unreachable(&e));
+                    match self.cancel(invite).await {
+                        Ok(c) => cancel = Some(c),
+                        Err(e) => return InviteResult::Over(unreachable(&e)),
                     }
-                    let retransmit = (!reliable).then_some(now + t1);
-                    cancel = Some((request, retransmit, t1, now + 64 * t1));
                     continue;
                 }
                 if let Some(at) = &mut next_retransmit
@@ -653,6 +730,12 @@ impl CallState<'_> {
                             self.timeline.ringing = Some(SystemTime::now());
                             (self.on_progress)(Progress::Ringing { status });
                         }
+                        if self.abandoned && cancel.is_none() {
+                            match self.cancel(invite).await {
+                                Ok(c) => cancel = Some(c),
+                                Err(e) => return InviteResult::Over(unreachable(&e)),
+                            }
+                        }
                     } else if status < 300 {
                         return InviteResult::Answered(message);
                     } else if cancel.is_some() && status == 487 {
@@ -669,6 +752,16 @@ impl CallState<'_> {
                 _ => self.answer_stray_response(&message).await,
             }
         }
+    }
+
+    /// Sends the CANCEL for a proceeding `invite`; returns it with its retransmission
+    /// timer (UDP only), the current interval and when to stop waiting for the 487.
+    async fn cancel(&mut self, invite: &Message) -> io::Result<PendingCancel> {
+        let request = cancel_for(invite);
+        self.transport.send(&request).await?;
+        let (now, t1) = (Instant::now(), self.config.t1);
+        let reliable = self.transport.kind() == TransportKind::Tcp;
+        Ok((request, (!reliable).then_some(now + t1), t1, now + 64 * t1))
     }
 
     /// Plays the audio until it ends, the callee hangs up, or the maximum length passes;
@@ -887,6 +980,12 @@ const T2: Duration = Duration::from_secs(4);
 
 /// The ACK for a non-2xx final response (RFC 3261 17.1.1.3): the INVITE's Request-URI,
 /// top Via, From, Call-ID and Route; the response's To; CSeq number with method ACK.
+/// Whether `future` is complete at once (polled once, without waking anyone).
+fn is_ready_now(future: Pin<&mut (impl Future<Output = ()> + ?Sized)>) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    future.poll(&mut cx).is_ready()
+}
+
 fn ack_for_failure(invite: &Message, response: &Message) -> Message {
     hop_by_hop(invite, Method::Ack, response.header("To"))
 }

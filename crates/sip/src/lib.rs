@@ -40,6 +40,12 @@
 //!    487 that follows is ACKed and the call is [`CallOutcome::NoAnswer`]. Every non-2xx
 //!    final response is ACKed in the INVITE's transaction (RFC 3261 17.1.1.3) and the ACK
 //!    is re-sent if the response is retransmitted.
+//!    [`SipClient::call_until`] also takes a future that says the caller no longer wants
+//!    the call (the gateway: the code was verified meanwhile). If it is already complete
+//!    nothing is sent; if it completes while the INVITE rings, CANCEL goes out at once
+//!    (before a provisional response, as soon as one arrives: RFC 3261 9.1); a 200 that
+//!    crosses that CANCEL is ACKed and hung up with BYE. Either way the call is
+//!    [`CallOutcome::Abandoned`]. Once the audio plays, it is no longer watched.
 //! 4. On 200 OK: ACK it (and again for each retransmitted 200), take the codec and RTP
 //!    address from the SDP answer, and send the audio paced in real time. The callee's
 //!    BYE is answered with 200 and stops the audio ([`Hangup::Callee`]).

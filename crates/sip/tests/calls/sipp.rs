@@ -253,6 +253,88 @@ async fn ringing_past_the_timeout_is_cancelled_as_no_answer() {
     sipp.assert_passed().await;
 }
 
+/// Places a call that the caller abandons `after` it was started.
+async fn place_abandoned(
+    sipp: &Sipp,
+    config: TrunkConfig,
+    after: Duration,
+) -> (sip::CallReport, Vec<Progress>, Duration) {
+    let client = client(config);
+    let mut events = Vec::new();
+    let started = std::time::Instant::now();
+    let report = tokio::time::timeout(
+        CALL_BOUND,
+        client.call_until(
+            &sipp.uri(),
+            &caller(),
+            &tone(0.5),
+            &mut |p| events.push(p),
+            tokio::time::sleep(after),
+        ),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the call did not end: {}", sipp.logs()))
+    .unwrap();
+    (report, events, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_ringing_call_the_caller_abandons_is_cancelled_at_once() {
+    let sipp = Sipp::start("uas_no_answer", "u1").await;
+    let mut config = sipp.trunk();
+    // The ring timeout is far away: only the abandon can end this call early.
+    config.ring_timeout = Duration::from_secs(30);
+    let (report, events, took) =
+        place_abandoned(&sipp, config, Duration::from_millis(800)).await;
+    assert_eq!(
+        report.outcome,
+        CallOutcome::Abandoned { answered: false },
+        "{}",
+        sipp.logs()
+    );
+    assert_eq!(
+        events,
+        [Progress::InviteSent, Progress::Ringing { status: 180 }]
+    );
+    assert!(report.timeline.answered.is_none());
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    // sipp's scenario ends with the 487 ACKed: it got our CANCEL.
+    sipp.assert_passed().await;
+}
+
+#[tokio::test]
+async fn an_answer_crossing_the_callers_cancel_is_acked_and_hung_up() {
+    let sipp = Sipp::start("uas_answer_crosses_cancel", "u1").await;
+    let mut config = sipp.trunk();
+    config.ring_timeout = Duration::from_secs(30);
+    let (report, _, _) = place_abandoned(&sipp, config, Duration::from_millis(800)).await;
+    assert_eq!(
+        report.outcome,
+        CallOutcome::Abandoned { answered: true },
+        "{}",
+        sipp.logs()
+    );
+    assert!(report.timeline.answered.is_some());
+    // sipp's scenario ends with our ACK and BYE: no audio was wanted.
+    sipp.assert_passed().await;
+}
+
+#[tokio::test]
+async fn a_call_abandoned_before_it_starts_is_never_placed() {
+    // Nothing listens here: a call that was placed would end unreachable, not abandoned.
+    let config = trunk(free_port());
+    let to = SipUri::from_parts("9779800000000", &format!("127.0.0.1:{}", config.proxy.port()))
+        .unwrap();
+    let mut events = Vec::new();
+    let report = client(config)
+        .call_until(&to, &caller(), &tone(0.5), &mut |p| events.push(p), async {})
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, CallOutcome::Abandoned { answered: false });
+    assert!(events.is_empty(), "{events:?}");
+    assert!(report.timeline.invite_sent.is_none());
+}
+
 #[tokio::test]
 async fn a_bye_from_the_callee_mid_prompt_stops_the_audio() {
     let sipp = Sipp::start("uas_bye_mid_prompt", "u1").await;
