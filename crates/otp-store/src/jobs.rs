@@ -24,8 +24,8 @@
 //! ([`crate::fallback`]); its outcome leaves the OTP's status (the SMS's) as
 //! it is and moves the fallback instead: `Sent` to `sent`, `Failed` to
 //! `failed`, or to `cancelled` when the code was verified meanwhile (the
-//! worker did not place the call), both giving the reserved phone credits
-//! back once.
+//! worker did not place the call, or cancelled it while it rang), both
+//! giving the reserved phone credits back once.
 
 use otp_domain::channel::Channel;
 
@@ -281,7 +281,7 @@ fn finish_call(otp: &OtpState, result: &JobResult, mut f: Finish) -> (Finish, Op
             otp.fallback_credits
         },
         note: match to {
-            FallbackState::Cancelled => "the code was verified before the call was placed".into(),
+            FallbackState::Cancelled => "the code was verified before the call was answered".into(),
             _ => "the fallback call reached no one".into(),
         },
     });

@@ -1,8 +1,8 @@
 //! Placing one call: the INVITE transaction, authentication, the dialog, media, hang-up.
 
 use std::fmt;
-use std::io;
 use std::future::Future;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;

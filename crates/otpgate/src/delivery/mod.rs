@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use otp_domain::channel::Channel;
 use otp_domain::sender::SenderId;
@@ -81,6 +82,19 @@ pub trait Driver: Send + Sync + 'static {
     async fn deliver_as(&self, job: &ClaimedJob, sender: Option<&SenderId>) -> DeliveryOutcome {
         let _ = sender;
         self.deliver(job).await
+    }
+    /// [`Driver::deliver_as`] for a delivery that may stop being wanted while
+    /// it runs: `unwanted` is cancelled when its code was verified meanwhile
+    /// (see [`Deliveries`]). Only a driver that can give a delivery up part
+    /// way (a call still ringing) watches it; the rest deliver as usual.
+    async fn deliver_watched(
+        &self,
+        job: &ClaimedJob,
+        sender: Option<&SenderId>,
+        unwanted: &CancellationToken,
+    ) -> DeliveryOutcome {
+        let _ = unwanted;
+        self.deliver_as(job, sender).await
     }
     /// Whether the carrier takes a sender ID per message (SMPP `source_addr`,
     /// a vendor's sender parameter), so an account's own sender on this
@@ -253,8 +267,9 @@ impl Outbox for Deliveries {
         // A channel fallback call claimed after its code was verified (the
         // verification came between the start and the claim) is not placed;
         // recording it failed marks the fallback cancelled and refunds it.
-        // The SMS of the same OTP (its fallback still pending) is sent as
-        // any SMS is.
+        // One verified while it rings is cancelled the same way (the driver
+        // is told through `deliver_watched`). The SMS of the same OTP (its
+        // fallback still pending) is sent as any SMS is.
         let a_fallback_call = job
             .otp
             .fallback
@@ -268,7 +283,20 @@ impl Outbox for Deliveries {
                 },
             );
         }
-        let outcome = self.driver.deliver(&job).await;
+        let outcome = if a_fallback_call {
+            let unwanted = CancellationToken::new();
+            let watch = tokio::spawn(watch_verified(
+                self.store.clone(),
+                job.otp.account_id,
+                job.otp.id,
+                unwanted.clone(),
+            ));
+            let outcome = self.driver.deliver_watched(&job, None, &unwanted).await;
+            watch.abort();
+            outcome
+        } else {
+            self.driver.deliver(&job).await
+        };
         let result = self.policy.finish(&job, outcome);
         let labels = [
             ("channel", self.channel.as_str()),
@@ -292,6 +320,31 @@ impl Outbox for Deliveries {
 
     async fn record(&self, done: &[JobResult]) -> Result<(), StoreError> {
         self.store.finish_jobs(done.to_vec()).await
+    }
+}
+
+/// How often a fallback call in progress reads whether its code was verified.
+pub const VERIFIED_POLL: Duration = Duration::from_millis(500);
+
+/// Cancels `unwanted` once OTP `otp_id` is verified (on any node: it reads
+/// the shared store every [`VERIFIED_POLL`]), so a fallback call still
+/// ringing is cancelled. A failed read is tried again at the next poll.
+async fn watch_verified(
+    store: SharedStore,
+    account: otp_store::AccountId,
+    otp_id: i64,
+    unwanted: CancellationToken,
+) {
+    loop {
+        tokio::time::sleep(VERIFIED_POLL).await;
+        match store.otp(account, otp_id).await {
+            Ok(Some(otp)) if otp.verified_at.is_none() => {}
+            Ok(_) => {
+                unwanted.cancel();
+                return;
+            }
+            Err(e) => tracing::debug!(otp_id, error = %e, "reading whether a code was verified"),
+        }
     }
 }
 

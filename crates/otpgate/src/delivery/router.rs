@@ -36,7 +36,9 @@
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
+use otp_domain::sender::SenderId;
 use otp_store::ClaimedJob;
+use tokio_util::sync::CancellationToken;
 
 use super::balance::Balancer;
 use super::{DeliveryOutcome, Driver, RouteHealth};
@@ -280,10 +282,22 @@ impl Driver for Router {
     }
 
     async fn deliver(&self, job: &ClaimedJob) -> DeliveryOutcome {
+        self.deliver_watched(job, None, &CancellationToken::new())
+            .await
+    }
+
+    /// Routes the job; `sender` is ignored (each route uses the account's own
+    /// sender on it) and `unwanted` is handed to the route's driver.
+    async fn deliver_watched(
+        &self,
+        job: &ClaimedJob,
+        _sender: Option<&SenderId>,
+        unwanted: &CancellationToken,
+    ) -> DeliveryOutcome {
         let table = self.table();
         if table.routes.is_empty() {
             return match &table.fallback {
-                Some(driver) => driver.deliver(job).await,
+                Some(driver) => driver.deliver_watched(job, None, unwanted).await,
                 None => DeliveryOutcome::Failed {
                     error: "no route serves this destination".into(),
                 },
@@ -318,7 +332,7 @@ impl Driver for Router {
                 let _counted = InFlight::start(&route.control);
                 route
                     .driver
-                    .deliver_as(job, job.sender_for(&route.name))
+                    .deliver_watched(job, job.sender_for(&route.name), unwanted)
                     .await
             };
             if !is_retry(&outcome) {

@@ -933,3 +933,90 @@ async fn a_graceful_shutdown_lets_a_call_in_progress_finish() {
     assert_eq!(otp.status.as_str(), "sent", "{otp:?}");
     sipp.assert_passed().await;
 }
+
+/// A fallback call that rings (sipp sends 180 and never answers; the ring
+/// timeout is a minute away) is cancelled once the SMS's code is verified:
+/// sipp gets the CANCEL (its scenario ends with our ACK of the 487), the
+/// fallback is `cancelled` and its phone credit goes back once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_call_still_ringing_is_cancelled_when_the_code_is_verified() {
+    let smsc = crate::smsc::Smsc::start(&["--receipts", "undeliverable"]);
+    let sipp = Sipp::start("uas_no_answer", 1, &[]).await;
+    let sms_route = crate::smsc::smpp_route(smsc.port, "secret");
+    let trunk = sip_route(sipp.port, |s| s.ring_timeout_seconds = Some(60));
+    let app = app_with_trunk(trunk, move |c| c.routes.insert(0, sms_route)).await;
+    let reply = app
+        .send_ok(&json!({
+            "number": NUMBER,
+            "message": "Your code is {otp}",
+            "sms_send_options": "text",
+            "otp_options": "personnel",
+            "otp": "4817",
+            "expiry_seconds": 3600,
+            "fallback_channel": "voice",
+            "fallback_after_seconds": 3600,
+            "fallback_voice_input": "np_binod",
+        }))
+        .await;
+    let id = id_of(&reply);
+    assert_eq!(
+        app.balance().await,
+        (99, 9),
+        "the SMS and the reserved call"
+    );
+
+    // The SMS comes back UNDELIV, the call starts and rings.
+    let rang = async {
+        loop {
+            let log = std::fs::read_to_string(sipp.dir.join("messages.log")).unwrap_or_default();
+            if log.contains("180 Ringing") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(60), rang)
+        .await
+        .is_err()
+    {
+        panic!("the fallback call never rang: {}", sipp.logs());
+    }
+    let verified = app
+        .client
+        .post(app.url("/api/v1/auths/verify/otp/"))
+        .bearer_auth(&app.key)
+        .json(&json!({"id": id, "otp": "4817"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200);
+    let verified_at = std::time::Instant::now();
+
+    let mut fallback = None;
+    while verified_at.elapsed() < Duration::from_secs(30) {
+        let f = app
+            .store
+            .otp(app.account_id, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .fallback;
+        if f.is_some_and(|f| f.state == otp_store::FallbackState::Cancelled) {
+            fallback = f;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        fallback.is_some(),
+        "the ringing call was not cancelled within 30 s (the ring timeout is 60 s): {}",
+        sipp.logs()
+    );
+    // The call's credit back, once; the undelivered SMS's too.
+    assert_eq!(app.balance().await, (100, 10));
+    sipp.assert_passed().await;
+    let otp = app.store.otp(app.account_id, id).await.unwrap().unwrap();
+    assert!(otp.verified_at.is_some());
+    assert_eq!(smsc.accepted().len(), 1, "one SMS, not sent again");
+    app.stop().await;
+}

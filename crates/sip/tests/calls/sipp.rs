@@ -284,8 +284,7 @@ async fn a_ringing_call_the_caller_abandons_is_cancelled_at_once() {
     let mut config = sipp.trunk();
     // The ring timeout is far away: only the abandon can end this call early.
     config.ring_timeout = Duration::from_secs(30);
-    let (report, events, took) =
-        place_abandoned(&sipp, config, Duration::from_millis(800)).await;
+    let (report, events, took) = place_abandoned(&sipp, config, Duration::from_millis(800)).await;
     assert_eq!(
         report.outcome,
         CallOutcome::Abandoned { answered: false },
@@ -323,11 +322,15 @@ async fn an_answer_crossing_the_callers_cancel_is_acked_and_hung_up() {
 async fn a_call_abandoned_before_it_starts_is_never_placed() {
     // Nothing listens here: a call that was placed would end unreachable, not abandoned.
     let config = trunk(free_port());
-    let to = SipUri::from_parts("9779800000000", &format!("127.0.0.1:{}", config.proxy.port()))
-        .unwrap();
+    let to = SipUri::from_parts(
+        "9779800000000",
+        &format!("127.0.0.1:{}", config.proxy.port()),
+    )
+    .unwrap();
     let mut events = Vec::new();
     let report = client(config)
-        .call_until(&to, &caller(), &tone(0.5), &mut |p| events.push(p), async {})
+        .call_until(&to, &caller(), &tone(0.5), &mut |p| events.push(p), async {
+        })
         .await
         .unwrap();
     assert_eq!(report.outcome, CallOutcome::Abandoned { answered: false });

@@ -18,6 +18,7 @@
 //! | other 4xx (404, 484 ...), 604, 606 | `Failed` |
 //! | espeak-ng missing, timed out or crashed | `Retry` |
 //! | a prompt that cannot be spoken | `Failed` |
+//! | a fallback call whose code was verified while it rang: cancelled | `Failed` (the fallback is `cancelled`, its credit refunded) |
 //!
 //! The dispatcher retries with backoff while the code is still useful
 //! (`delivery.give_up_after_seconds`), then fails the OTP and refunds its phone
@@ -39,7 +40,9 @@ use sip::{
     TransportKind, TrunkConfig,
 };
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
+use otp_domain::sender::SenderId;
 use otp_store::ClaimedJob;
 
 use super::{Prompt, Prompter};
@@ -207,7 +210,7 @@ impl SipDriver {
         SipUri::from_parts(e164.trim_start_matches('+'), &self.domain)
     }
 
-    async fn attempt(&self, job: &ClaimedJob) -> DeliveryOutcome {
+    async fn attempt(&self, job: &ClaimedJob, unwanted: &CancellationToken) -> DeliveryOutcome {
         let otp = &job.otp;
         let Some(prompt) = Prompt::of(otp) else {
             return DeliveryOutcome::Failed {
@@ -245,9 +248,15 @@ impl SipDriver {
         let (route, otp_id) = (self.route.as_str(), otp.id);
         let report = self
             .client
-            .call_with_progress(&to, &self.caller, audio.samples(), &mut |p| {
-                tracing::debug!(route, otp_id, progress = ?p, "call progress");
-            })
+            .call_until(
+                &to,
+                &self.caller,
+                audio.samples(),
+                &mut |p| {
+                    tracing::debug!(route, otp_id, progress = ?p, "call progress");
+                },
+                unwanted.cancelled(),
+            )
             .await;
         let report = match report {
             Ok(r) => r,
@@ -344,6 +353,12 @@ fn classify(report: &CallReport, heard_once: Option<Duration>) -> DeliveryOutcom
                 retry(said)
             }
         }
+        CallOutcome::Abandoned { answered: false } => failed(
+            "the code was verified while the call was ringing; the call was cancelled".into(),
+        ),
+        CallOutcome::Abandoned { answered: true } => {
+            failed("the code was verified as the call was answered; it was hung up at once".into())
+        }
         other => retry(format!("call ended: {other:?}")),
     }
 }
@@ -395,7 +410,17 @@ impl Driver for SipDriver {
     }
 
     async fn deliver(&self, job: &ClaimedJob) -> DeliveryOutcome {
-        self.attempt(job).await
+        self.attempt(job, &CancellationToken::new()).await
+    }
+
+    /// A call `unwanted` before it is answered is cancelled (or not placed).
+    async fn deliver_watched(
+        &self,
+        job: &ClaimedJob,
+        _sender: Option<&SenderId>,
+        unwanted: &CancellationToken,
+    ) -> DeliveryOutcome {
+        self.attempt(job, unwanted).await
     }
 
     fn health(&self) -> Vec<RouteHealth> {
