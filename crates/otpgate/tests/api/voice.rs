@@ -693,7 +693,8 @@ impl Sipp {
     /// 127.0.0.1 for `calls` calls, with `-key name value` for each of `keys`.
     async fn start(scenario: &str, calls: u32, keys: &[(&str, String)]) -> Sipp {
         require("sipp", "-v", "sip-tester");
-        let dir = scratch(&format!("sipp-{scenario}"));
+        // One directory per test process: two tests may run the same scenario at once.
+        let dir = scratch(&format!("sipp-{scenario}-{}", std::process::id()));
         let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let file = [
             manifest.join("tests/scenarios"),
@@ -945,6 +946,55 @@ async fn a_fallback_call_still_ringing_is_cancelled_when_the_code_is_verified() 
     let sms_route = crate::smsc::smpp_route(smsc.port, "secret");
     let trunk = sip_route(sipp.port, |s| s.ring_timeout_seconds = Some(60));
     let app = app_with_trunk(trunk, move |c| c.routes.insert(0, sms_route)).await;
+    let url = app.url("/api/v1/auths/verify/otp/");
+    verify_while_ringing(&app, &smsc, sipp, url).await;
+    app.stop().await;
+}
+
+/// The same across two nodes on one PostgreSQL database: the first places
+/// the call (the second has no routes and never polls its outbox), the code
+/// is verified through the second, and the first cancels its ringing call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ringing_fallback_call_is_cancelled_by_a_verification_on_another_node() {
+    require("espeak-ng", "--version", "espeak-ng");
+    let smsc = crate::smsc::Smsc::start(&["--receipts", "undeliverable"]);
+    let sipp = Sipp::start("uas_no_answer", 1, &[]).await;
+    let sms_route = crate::smsc::smpp_route(smsc.port, "secret");
+    let trunk = sip_route(sipp.port, |s| s.ring_timeout_seconds = Some(60));
+    let mut config = None;
+    let app = spawn_app_with(Backend::Postgres, |c| {
+        c.routes = vec![sms_route, trunk];
+        c.delivery.lease_seconds = 600;
+        let mut second = c.clone();
+        second.routes = Vec::new();
+        second.delivery.poll_interval_ms = 3_600_000;
+        config = Some(second);
+    })
+    .await;
+    let second = otpgate::startup::Application::build(config.expect("the tweak ran"))
+        .await
+        .expect("building the second node");
+    let url = format!("http://{}/api/v1/auths/verify/otp/", second.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(second.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    verify_while_ringing(&app, &smsc, sipp, url).await;
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    app.stop().await;
+}
+
+/// Sends a text OTP with a voice fallback through `app`, whose SMSC reports
+/// it undeliverable, waits for the call to ring at `sipp`, verifies the code
+/// at `verify_url`, and checks the ringing call is cancelled with its credit
+/// back once.
+async fn verify_while_ringing(
+    app: &TestApp,
+    smsc: &crate::smsc::Smsc,
+    sipp: Sipp,
+    verify_url: String,
+) {
     let reply = app
         .send_ok(&json!({
             "number": NUMBER,
@@ -983,7 +1033,7 @@ async fn a_fallback_call_still_ringing_is_cancelled_when_the_code_is_verified() 
     }
     let verified = app
         .client
-        .post(app.url("/api/v1/auths/verify/otp/"))
+        .post(verify_url)
         .bearer_auth(&app.key)
         .json(&json!({"id": id, "otp": "4817"}))
         .send()
@@ -1018,5 +1068,4 @@ async fn a_fallback_call_still_ringing_is_cancelled_when_the_code_is_verified() 
     let otp = app.store.otp(app.account_id, id).await.unwrap().unwrap();
     assert!(otp.verified_at.is_some());
     assert_eq!(smsc.accepted().len(), 1, "one SMS, not sent again");
-    app.stop().await;
 }
