@@ -15,6 +15,9 @@
 //! - **Login attempt counters** whose window ended at
 //!   [`RetentionRules::login_windows_ended`] (a login also drops them as it
 //!   counts, but an idle gateway would keep them).
+//! - **Pumping-guard holds** that ended (and, if released, were released)
+//!   before [`RetentionRules::otps_before`]: a hold is kept as long as the
+//!   OTPs it judged, and for ever when OTPs are.
 //!
 //! Each account's OTPs go oldest first (by `account_seq`), and the purge stops
 //! at the first one that must stay ([`purgeable_run`]): the account's
@@ -64,6 +67,8 @@ pub struct PurgeReport {
     pub idempotency: u64,
     /// Login attempt counters removed.
     pub login_counters: u64,
+    /// Ended pumping-guard holds removed.
+    pub guard_holds: u64,
 }
 
 impl PurgeReport {
@@ -89,26 +94,39 @@ impl RetentionRules {
     }
 
     /// The rows other than OTPs that go, in the order they are removed.
-    pub(crate) fn sweeps(&self) -> [Sweep; 3] {
+    pub(crate) fn sweeps(&self) -> Vec<Sweep> {
         let [attempts, throttle] = crate::users::LOGIN_COUNTER_TABLES;
         let login = |table| Sweep {
             table,
             column: "window_start",
             comparison: "<=",
+            also: "",
             bound: self.login_windows_ended,
             counted_as: Swept::LoginCounter,
         };
-        [
+        let mut sweeps = vec![
             Sweep {
                 table: "idempotency",
                 column: "created_at",
                 comparison: "<",
+                also: "",
                 bound: self.idempotency_before,
                 counted_as: Swept::Idempotency,
             },
             login(attempts),
             login(throttle),
-        ]
+        ];
+        if let Some(bound) = self.otps_before {
+            sweeps.push(Sweep {
+                table: "guard_holds",
+                column: "until_at",
+                comparison: "<",
+                also: " AND COALESCE(released_at, 0) < {bound}",
+                bound,
+                counted_as: Swept::GuardHold,
+            });
+        }
+        sweeps
     }
 }
 
@@ -117,6 +135,7 @@ impl RetentionRules {
 pub(crate) enum Swept {
     Idempotency,
     LoginCounter,
+    GuardHold,
 }
 
 /// Rows of one table that go when a column is before a bound.
@@ -126,6 +145,8 @@ pub(crate) struct Sweep {
     pub column: &'static str,
     /// `<` or `<=`: whether a row right at the bound goes too.
     pub comparison: &'static str,
+    /// More of the filter (SQL), `{bound}` standing for the bound.
+    pub also: &'static str,
     pub bound: Micros,
     pub counted_as: Swept,
 }
@@ -133,7 +154,12 @@ pub(crate) struct Sweep {
 impl Sweep {
     /// The filter (SQL) of the rows that go, `param` standing for the bound.
     pub(crate) fn filter(&self, param: &str) -> String {
-        format!("{} {} {param}", self.column, self.comparison)
+        format!(
+            "{} {} {param}{}",
+            self.column,
+            self.comparison,
+            self.also.replace("{bound}", param)
+        )
     }
 }
 
@@ -142,6 +168,7 @@ impl PurgeReport {
         match swept {
             Swept::Idempotency => self.idempotency += rows,
             Swept::LoginCounter => self.login_counters += rows,
+            Swept::GuardHold => self.guard_holds += rows,
         }
     }
 }
@@ -390,7 +417,8 @@ mod tests {
             PurgeReport {
                 otps: 0,
                 idempotency: 5,
-                login_counters: 5
+                login_counters: 5,
+                guard_holds: 0
             }
         );
         assert_eq!(
@@ -466,6 +494,31 @@ mod tests {
                 ("login_attempts", "window_start <= ?1".to_owned(), 400),
                 ("login_throttle", "window_start <= ?1".to_owned(), 400),
             ]
+        );
+    }
+
+    #[test]
+    fn ended_guard_holds_go_with_the_otps_and_stay_when_otps_do() {
+        let with_otps = rules(10, Some(300));
+        let holds: Vec<(&str, String, Micros)> = with_otps
+            .sweeps()
+            .iter()
+            .filter(|s| s.table == "guard_holds")
+            .map(|s| (s.table, s.filter("$1"), s.bound))
+            .collect();
+        assert_eq!(
+            holds,
+            [(
+                "guard_holds",
+                "until_at < $1 AND COALESCE(released_at, 0) < $1".to_owned(),
+                300
+            )]
+        );
+        assert!(
+            rules(10, None)
+                .sweeps()
+                .iter()
+                .all(|s| s.table != "guard_holds")
         );
     }
 

@@ -145,6 +145,7 @@ pub async fn purge_loop(store: SharedStore, retention: Retention, stop: Cancella
                 otps = p.rows.otps,
                 idempotency = p.rows.idempotency,
                 login_counters = p.rows.login_counters,
+                guard_holds = p.rows.guard_holds,
                 conversions = p.conversions,
                 "purged what is past its retention"
             ),

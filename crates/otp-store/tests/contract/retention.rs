@@ -1,6 +1,7 @@
 //! What the purge removes, when, and what it leaves.
 
 use otp_domain::channel::Channel;
+use otp_store::guard::{HoldScope, NewHold};
 use otp_store::{
     AccountId, Claim, IdempotencyKey, JobOutcome, JobResult, LoginPolicy, Micros, PurgeReport,
     RetentionRules, now_micros,
@@ -85,7 +86,7 @@ crate::contract! {
             })
             .await
             .unwrap();
-        assert_eq!(report, PurgeReport { otps: 0, idempotency: 3, login_counters: 4 });
+        assert_eq!(report, PurgeReport { otps: 0, idempotency: 3, login_counters: 4, guard_holds: 0 });
         let again = store
             .purge_expired_rows(RetentionRules {
                 idempotency_before: now,
@@ -104,6 +105,40 @@ crate::contract! {
         assert!(matches!(repeat, Err(otp_store::AcceptError::Replayed(_))), "{repeat:?}");
     }
 
+    async fn ended_guard_holds_go_with_the_otps_and_active_ones_stay(store) {
+        let now = now_micros();
+        let account = store.create_account("acme", 10, 0).await.unwrap();
+        let hold = |value: &str, at: Micros, until: Micros| NewHold {
+            scope: HoldScope::Prefix,
+            value: value.into(),
+            account_id: Some(account.id),
+            reason: "test".into(),
+            volume: 100,
+            conversion_ppm: 0,
+            baseline_ppm: 800_000,
+            at,
+            until,
+        };
+        let old = now - 1000 * SECOND;
+        let (ended, _) = store.place_hold(hold("+977984", old, old + 10 * SECOND)).await.unwrap();
+        let (released, _) = store.place_hold(hold("+977980", old, now + 900 * SECOND)).await.unwrap();
+        store.release_hold(released.id, "ops", now - 10 * SECOND).await.unwrap().unwrap();
+        let (active, _) = store.place_hold(hold("+977986", now, now + 900 * SECOND)).await.unwrap();
+
+        // OTPs kept for ever: so are holds.
+        let report = store.purge_expired_rows(rules(now, None, 10)).await.unwrap();
+        assert_eq!(report.guard_holds, 0);
+        let report = store.purge_expired_rows(rules(now, Some(now - 500 * SECOND), 1)).await.unwrap();
+        assert_eq!(report.guard_holds, 1, "{report:?}");
+        let left: Vec<i64> = store.guard_holds(i64::MIN).await.unwrap().iter().map(|h| h.id).collect();
+        assert!(!left.contains(&ended.id), "{left:?}");
+        assert!(left.contains(&released.id) && left.contains(&active.id), "{left:?}");
+        // Once its release is past the cutoff too, the released hold goes.
+        let report = store.purge_expired_rows(rules(now, Some(now + 1000 * SECOND), 1)).await.unwrap();
+        assert_eq!(report.guard_holds, 2, "{report:?}");
+        assert!(store.guard_holds(i64::MIN).await.unwrap().is_empty());
+    }
+
     async fn old_otps_go_oldest_first_up_to_the_first_that_must_stay(store) {
         let now = now_micros();
         let account = store.create_account("acme", 10, 0).await.unwrap();
@@ -116,7 +151,7 @@ crate::contract! {
         )
         .await;
         let report = store.purge_expired_rows(rules(now, Some(now - 500 * SECOND), 1)).await.unwrap();
-        assert_eq!(report, PurgeReport { otps: 2, idempotency: 0, login_counters: 0 });
+        assert_eq!(report, PurgeReport { otps: 2, idempotency: 0, login_counters: 0, guard_holds: 0 });
         let mut left = Vec::new();
         for id in &ids {
             left.push(store.otp(account.id, *id).await.unwrap().is_some());
