@@ -3,8 +3,8 @@
 //! now in force, and the pause, resume and drain of a route (admin API and
 //! `otpgate routes`).
 //!
-//! A reload ([`reload`]) reads the whole file again and applies three parts of
-//! it: `[[routes]]`, `[limits]` and `log.level`. A route whose table is the
+//! A reload ([`reload`]) reads the whole file again and applies four parts of
+//! it: `[[routes]]`, `[routing]`, `[limits]` and `log.level`. A route whose table is the
 //! same as before is kept as it is (its SMPP binds stay up, its pause stays);
 //! a new or changed one is built and started; a removed or changed one stops
 //! taking messages at once and is shut down (its binds unbound) once its
@@ -141,6 +141,7 @@ impl Runtime {
             tokio::spawn(retire(route, lease));
         }
         *self.limits.write().expect("limits poisoned") = Arc::new(new.limits.clone());
+        self.balancer.set_settings(new.routing.clone());
         Ok((kept, started, stopped))
     }
 
@@ -290,11 +291,12 @@ impl Runtime {
 /// Measures the routes every `routing.refresh_ms` until `stop`, the first
 /// time at once. A store that fails keeps the last measures (logged).
 pub async fn measure_loop(runtime: Arc<Runtime>, stop: tokio_util::sync::CancellationToken) {
-    let every = Duration::from_millis(runtime.balancer.settings().refresh_ms.max(100));
     loop {
         if let Err(e) = runtime.measure_routes().await {
             tracing::warn!(error = %e, "could not measure the routes; keeping the last measures");
         }
+        // Read each time: a reload may change it.
+        let every = Duration::from_millis(runtime.balancer.settings().refresh_ms.max(100));
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}

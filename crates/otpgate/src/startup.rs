@@ -463,6 +463,6 @@ pub async fn reload(state: &AppState, new: Config) -> anyhow::Result<String> {
         Err(e) => format!("log level unchanged ({e})"),
     };
     Ok(format!(
-        "routes: {kept} kept, {started} started, {stopped} stopping; limits applied; {log}"
+        "routes: {kept} kept, {started} started, {stopped} stopping; routing and limits applied; {log}"
     ))
 }

@@ -32,7 +32,7 @@
 //! whose connection is down.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use otp_domain::channel::Channel;
 use otp_store::routing::RouteWindow;
@@ -172,7 +172,8 @@ pub fn demoted(settings: &RoutingConfig, routes: &[Facts<'_>]) -> Vec<bool> {
 /// The picks of one node: measures per route, and the round-robin and probe
 /// counters.
 pub struct Balancer {
-    settings: RoutingConfig,
+    /// `[routing]`, replaced on a reload ([`Balancer::set_settings`]).
+    settings: RwLock<Arc<RoutingConfig>>,
     // std Mutex: held for one pick or one update, never across an await.
     state: Mutex<State>,
 }
@@ -190,13 +191,20 @@ struct State {
 impl Balancer {
     pub fn new(settings: RoutingConfig) -> Balancer {
         Balancer {
-            settings,
+            settings: RwLock::new(Arc::new(settings)),
             state: Mutex::new(State::default()),
         }
     }
 
-    pub fn settings(&self) -> &RoutingConfig {
-        &self.settings
+    /// `[routing]` now in force.
+    pub fn settings(&self) -> Arc<RoutingConfig> {
+        self.settings.read().expect("routing poisoned").clone()
+    }
+
+    /// Puts reloaded `[routing]` settings in force; the next measure and pick
+    /// use them.
+    pub fn set_settings(&self, settings: RoutingConfig) {
+        *self.settings.write().expect("routing poisoned") = Arc::new(settings);
     }
 
     /// Takes the windows just read for `routes` and decides their demotion.
@@ -210,7 +218,7 @@ impl Balancer {
                 window,
             })
             .collect();
-        let demoted = demoted(&self.settings, &facts);
+        let demoted = demoted(&self.settings(), &facts);
         let mut state = self.state.lock().expect("balancer poisoned");
         let before = std::mem::take(&mut state.measures);
         for (window, demoted) in windows.into_iter().zip(demoted) {
@@ -254,10 +262,11 @@ impl Balancer {
             healthy = std::mem::take(&mut demoted);
         }
         let mut order = Vec::with_capacity(open.len());
-        if !demoted.is_empty() && self.settings.probe_percent > 0 {
+        let probe_percent = self.settings().probe_percent;
+        if !demoted.is_empty() && probe_percent > 0 {
             state.probe_chances += 1;
             // Exactly probe_percent of the chances, spread evenly.
-            let due = state.probe_chances * u64::from(self.settings.probe_percent) / 100;
+            let due = state.probe_chances * u64::from(probe_percent) / 100;
             if due > state.probes {
                 let probe = demoted.remove((state.probes % demoted.len() as u64) as usize);
                 state.probes += 1;

@@ -333,3 +333,44 @@ async fn two_nodes_on_one_postgres_database_see_the_same_demotion() {
     let _ = stop.send(());
     running.await.unwrap().unwrap();
 }
+
+/// `[routing]` changes with a reload (what `SIGHUP` applies): a route that
+/// delivers nothing stays in the rotation while `demote_below` is 0, and is
+/// demoted once a reload puts the default rule (half the best rate) in force,
+/// without a restart and with its bind kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_puts_new_routing_settings_in_force() {
+    let failing = Smsc::start(&["--receipts", "undeliverable"]);
+    let healthy = Smsc::start(&["--receipts", "delivered"]);
+    let routes = vec![route("primary", &failing, 1), route("backup", &healthy, 1)];
+    let never = RoutingConfig {
+        demote_below: 0.0,
+        ..quick()
+    };
+    let (app, mut config) = app_with(Backend::Sqlite, routes, never).await;
+    let base = app.address.clone();
+    until_bound(&app, 2).await;
+    let mut tally = Tally::default();
+    let taken = tally.send(&app, 20).await;
+    assert_eq!(count(&taken, "primary"), 10, "{taken:?}");
+    let view = tally.until_measured(&app.client, &base).await;
+    assert_eq!(view["primary"]["delivery_rate"], 0.0);
+    assert_eq!(view["primary"]["demoted"], false, "never demoted at 0");
+
+    config.routing = quick();
+    let (kept, started, stopped) = app
+        .state
+        .runtime
+        .apply(&config, &app.state.new_jobs, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!((kept, started, stopped), (2, 0, 0));
+    until_routes(&app.client, &base, "the primary demoted", |v| {
+        v["primary"]["demoted"] == true
+    })
+    .await;
+    // Demoted, it takes only its probes: one message in five.
+    let taken = tally.send(&app, 20).await;
+    assert_eq!(count(&taken, "primary"), 4, "{taken:?}");
+    assert_eq!(failing.events("bind").len(), 1, "the route was kept");
+}
