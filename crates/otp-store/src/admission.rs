@@ -34,7 +34,10 @@
 //! 4. the per-destination limits ([`Recent`]);
 //! 5. the API key's rate ([`KeyRates`]);
 //! 6. the account ([`Balances::take`]): it must exist, then its rate, its
-//!    daily spend cap and its credits must allow the send.
+//!    daily spend cap and its credits must allow the send, with the phone
+//!    credits its fallback call reserves: its own call, or the account's
+//!    default ([`Loaded::fallbacks`], read with the balances) when it asked
+//!    for it ([`crate::fallback::SendFallback::resolve`]).
 //!
 //! A send is accepted only if its account can pay for it at that point, so 200
 //! concurrent sends against 100 credits accept exactly 100 whichever batches
@@ -54,6 +57,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use otp_domain::credits::Cost;
+
+use crate::fallback::{AccountFallback, NewFallback};
 use crate::model::ChainHead;
 use crate::rules::TemplateRules;
 use crate::webhooks::{LowBalance, LowBalanceThresholds};
@@ -255,8 +261,14 @@ impl Balances {
     }
 
     /// Debits the send's cost if the account's rate, daily cap and credits allow
-    /// it, and numbers it.
-    pub fn take(&mut self, otp: &NewOtp, limits: &SendLimits) -> Result<Taken, AcceptError> {
+    /// it, and numbers it. `fallback` is the call the send writes, whose
+    /// reserved phone credits are debited with it.
+    pub fn take(
+        &mut self,
+        otp: &NewOtp,
+        fallback: Option<&NewFallback>,
+        limits: &SendLimits,
+    ) -> Result<Taken, AcceptError> {
         let balance = self
             .map
             .get_mut(&otp.account_id)
@@ -276,7 +288,7 @@ impl Balances {
             .daily_spend_cap
             .unwrap_or(limits.daily_spend_cap);
         // The fallback call's reservation counts as spent until it goes back.
-        let charge = otp.charge();
+        let charge = crate::fallback::charge(otp.cost, fallback);
         let cost = charge.sms + charge.phone;
         let spend = balance.spend.at(otp.spend_day);
         if cap > 0 && spend.spent + cost > cap {
@@ -476,6 +488,9 @@ pub(crate) struct Loaded {
     pub idempotency: IdempotencyRecords,
     /// The approved templates of the batch's accounts that its sends name.
     pub templates: TemplateRules,
+    /// The default fallback calls of the batch's accounts that have one, as
+    /// their rows were read with the balances.
+    pub fallbacks: HashMap<AccountId, AccountFallback>,
 }
 
 /// What [`decide`] says of one send.
@@ -505,6 +520,8 @@ pub(crate) struct Insert {
     pub taken: Taken,
     /// The chain a resend joins (`None`: a send of its own).
     pub chain: Option<Chain>,
+    /// Its fallback call: its own, or its account's default.
+    pub fallback: Option<NewFallback>,
 }
 
 /// What a resend takes from its chain's first record.
@@ -529,6 +546,11 @@ impl Insert {
     /// The record's `verify_attempts`: a resend shares its chain's.
     pub fn attempts(&self) -> i64 {
         self.chain.map_or(0, |c| c.attempts)
+    }
+
+    /// What the send's ledger debit takes: its cost and its call's reservation.
+    pub fn charge(&self, otp: &NewOtp) -> Cost {
+        crate::fallback::charge(otp.cost, self.fallback.as_ref())
     }
 }
 
@@ -572,6 +594,7 @@ impl Plan {
                 account_seq: insert.taken.account_seq,
                 sms_credits: insert.taken.sms_left,
                 phone_credits: insert.taken.phone_left,
+                fallback: insert.fallback,
             })
             .collect();
         let mut inserted = accepted.iter().cloned();
@@ -660,18 +683,25 @@ impl Loaded {
                 None => return Decision::Refuse(AcceptError::ResendStale),
             },
         };
+        let fallback = otp
+            .fallback
+            .resolve(otp.created_at, self.fallbacks.get(&otp.account_id));
         let taken = match self
             .recent
             .check(otp, limits)
             .and_then(|()| self.key_rates.check(otp, limits))
-            .and_then(|()| self.balances.take(otp, limits))
+            .and_then(|()| self.balances.take(otp, fallback.as_ref(), limits))
         {
             Ok(taken) => taken,
             Err(e) => return Decision::Refuse(e),
         };
         self.recent.record(otp);
         self.key_rates.record(otp, limits);
-        Decision::Insert(Insert { taken, chain })
+        Decision::Insert(Insert {
+            taken,
+            chain,
+            fallback,
+        })
     }
 }
 
@@ -774,7 +804,7 @@ mod tests {
         let mut b = Balances::default();
         b.insert(1, 3, 0, 10);
         let results: Vec<_> = (0..5)
-            .map(|_| b.take(&send(1, 1, 0), &SendLimits::default()).is_ok())
+            .map(|_| b.take(&send(1, 1, 0), None, &SendLimits::default()).is_ok())
             .collect();
         assert_eq!(results, [true, true, true, false, false]);
         let (_, bal) = b.changed().next().unwrap();
@@ -785,9 +815,12 @@ mod tests {
     fn a_cheaper_send_can_pass_after_a_dearer_one_fails() {
         let mut b = Balances::default();
         b.insert(1, 2, 0, 0);
-        assert!(b.take(&send(1, 3, 0), &SendLimits::default()).is_err());
+        assert!(
+            b.take(&send(1, 3, 0), None, &SendLimits::default())
+                .is_err()
+        );
         assert_eq!(
-            b.take(&send(1, 2, 0), &SendLimits::default())
+            b.take(&send(1, 2, 0), None, &SendLimits::default())
                 .unwrap()
                 .account_seq,
             1
@@ -799,7 +832,7 @@ mod tests {
         let mut b = Balances::default();
         b.insert(1, 2, 2, 0);
         assert!(matches!(
-            b.take(&send(2, 1, 0), &SendLimits::default()),
+            b.take(&send(2, 1, 0), None, &SendLimits::default()),
             Err(AcceptError::AccountNotFound)
         ));
         assert_eq!(b.changed().count(), 0);
@@ -896,9 +929,9 @@ mod tests {
         b.insert(1, 100, 0, 0);
         // Three at the start of second 10, the fourth refused with Retry-After 1.
         for i in 0..3 {
-            assert!(b.take(&at_micros(10_000_000 + i), &l).is_ok());
+            assert!(b.take(&at_micros(10_000_000 + i), None, &l).is_ok());
         }
-        match b.take(&at_micros(10_500_000), &l) {
+        match b.take(&at_micros(10_500_000), None, &l) {
             Err(AcceptError::RateLimited {
                 limit: LimitKind::AccountRate,
                 retry_after_seconds: 1,
@@ -907,13 +940,13 @@ mod tests {
         }
         // A quarter into second 11, the three of second 10 still weigh 2.25:
         // none fits.
-        assert!(b.take(&at_micros(11_250_000), &l).is_err());
+        assert!(b.take(&at_micros(11_250_000), None, &l).is_err());
         // Past a third they weigh under 2: one fits, then none.
-        assert!(b.take(&at_micros(11_400_000), &l).is_ok());
-        assert!(b.take(&at_micros(11_400_001), &l).is_err());
+        assert!(b.take(&at_micros(11_400_000), None, &l).is_ok());
+        assert!(b.take(&at_micros(11_400_001), None, &l).is_err());
         // Two seconds later the window is empty again.
         for i in 0..3 {
-            assert!(b.take(&at_micros(13_000_000 + i), &l).is_ok());
+            assert!(b.take(&at_micros(13_000_000 + i), None, &l).is_ok());
         }
         let (_, bal) = b.changed().next().unwrap();
         assert_eq!(
@@ -961,7 +994,7 @@ mod tests {
             },
         );
         for i in 0..50 {
-            assert!(b.take(&at_micros(5_000_000 + i), &l).is_ok());
+            assert!(b.take(&at_micros(5_000_000 + i), None, &l).is_ok());
         }
     }
 
@@ -976,17 +1009,20 @@ mod tests {
             created_at: day * 86_400_000_000 + 86_000_000_000,
             ..send(1, sms, phone)
         };
-        assert!(b.take(&on(5, 2, 0), &l).is_ok());
-        assert!(b.take(&on(5, 0, 1), &l).is_ok(), "phone credits count too");
-        match b.take(&on(5, 1, 0), &l) {
+        assert!(b.take(&on(5, 2, 0), None, &l).is_ok());
+        assert!(
+            b.take(&on(5, 0, 1), None, &l).is_ok(),
+            "phone credits count too"
+        );
+        match b.take(&on(5, 1, 0), None, &l) {
             Err(AcceptError::RateLimited {
                 limit: LimitKind::DailySpend,
                 retry_after_seconds,
             }) => assert_eq!(retry_after_seconds, 400, "until the day ends"),
             other => panic!("{other:?}"),
         }
-        assert!(b.take(&on(6, 3, 0), &l).is_ok(), "a new day");
-        assert!(b.take(&on(6, 1, 0), &l).is_err());
+        assert!(b.take(&on(6, 3, 0), None, &l).is_ok(), "a new day");
+        assert!(b.take(&on(6, 1, 0), None, &l).is_err());
         let (_, bal) = b.changed().next().unwrap();
         assert_eq!(bal.spend, SpendDay { day: 6, spent: 3 });
         assert_eq!((bal.sms, bal.phone), (95, 99));
@@ -1022,7 +1058,7 @@ mod tests {
         b.watch_low_balance(1, LowBalanceThresholds { sms: 10, phone: 4 });
         let l = SendLimits::default();
         let marks: Vec<_> = (0..5)
-            .map(|_| b.take(&send(1, 1, 0), &l).unwrap().low_balance)
+            .map(|_| b.take(&send(1, 1, 0), None, &l).unwrap().low_balance)
             .collect();
         // 12 -> 11, 11 -> 10 stay at or above 10; 10 -> 9 falls below; then no more.
         let sms = Some(LowBalance {
@@ -1032,21 +1068,24 @@ mod tests {
         assert_eq!(marks, [None, None, sms, None, None]);
         // A top-up above the threshold, then a fall: marked again.
         b.map.get_mut(&1).unwrap().sms = 10;
-        assert_eq!(b.take(&send(1, 2, 0), &l).unwrap().low_balance, sms);
+        assert_eq!(b.take(&send(1, 2, 0), None, &l).unwrap().low_balance, sms);
         // A refused send marks nothing; phone credits have their own threshold.
-        assert!(b.take(&send(1, 100, 0), &l).is_err());
-        let phone = b.take(&send(1, 0, 1), &l).unwrap().low_balance;
+        assert!(b.take(&send(1, 100, 0), None, &l).is_err());
+        let phone = b.take(&send(1, 0, 1), None, &l).unwrap().low_balance;
         assert_eq!(
             phone.map(|m| (m.credits, m.threshold)),
             Some((crate::webhooks::Credits::Phone, 4))
         );
         // Zero never fires, even at the last credit; an unwatched account neither.
         b.watch_low_balance(1, LowBalanceThresholds { sms: 0, phone: 0 });
-        assert_eq!(b.take(&send(1, 6, 0), &l).unwrap().low_balance, None);
+        assert_eq!(b.take(&send(1, 6, 0), None, &l).unwrap().low_balance, None);
         let mut unwatched = Balances::default();
         unwatched.insert(2, 1, 0, 0);
         assert_eq!(
-            unwatched.take(&send(2, 1, 0), &l).unwrap().low_balance,
+            unwatched
+                .take(&send(2, 1, 0), None, &l)
+                .unwrap()
+                .low_balance,
             None
         );
     }
@@ -1055,9 +1094,14 @@ mod tests {
     fn voice_spends_phone_credits_only() {
         let mut b = Balances::default();
         b.insert(1, 0, 1, 0);
-        let t = b.take(&send(1, 0, 1), &SendLimits::default()).unwrap();
+        let t = b
+            .take(&send(1, 0, 1), None, &SendLimits::default())
+            .unwrap();
         assert_eq!((t.sms_left, t.phone_left), (0, 0));
-        assert!(b.take(&send(1, 0, 1), &SendLimits::default()).is_err());
+        assert!(
+            b.take(&send(1, 0, 1), None, &SendLimits::default())
+                .is_err()
+        );
     }
 
     fn key(hash: u8) -> IdempotencyKey {
@@ -1079,6 +1123,7 @@ mod tests {
             account_seq: 3,
             sms_credits: 9,
             phone_credits: 0,
+            fallback: None,
         }
     }
 

@@ -3,8 +3,13 @@
 //! time, or comes back undeliverable, rejected, expired or failed sooner.
 //!
 //! - Accepting the send reserves the call's phone credits in the same debit
-//!   as the SMS ([`NewOtp::charge`]), so a send that cannot pay for both is
-//!   refused like any send without credit, and writes the fallback `pending`.
+//!   as the SMS ([`charge`]), so a send that cannot pay for both is refused
+//!   like any send without credit, and writes the fallback `pending`.
+//! - An account may have a default call ([`AccountFallback`], on the account
+//!   row): a text send that does not say ([`SendFallback::AccountDefault`])
+//!   gets it, resolved by the accepting transaction from the account row it
+//!   reads for the balances ([`SendFallback::resolve`]), so a default set
+//!   through one node is used by the next send on every node.
 //! - [`Store::start_fallbacks`](crate::Store::start_fallbacks) (run every
 //!   delivery poll) takes the pending fallbacks that are due under their row
 //!   lock (PostgreSQL: `FOR UPDATE SKIP LOCKED`; SQLite: the writer) and
@@ -27,14 +32,14 @@
 use otp_domain::channel::{Channel, Voice};
 use otp_domain::credits::Cost;
 
-use crate::{AccountId, Micros, NewOtp, OtpRecord, OtpStatus};
+use crate::{AccountId, Micros, OtpRecord, OtpStatus};
 
 /// The shortest and longest wait before the call, in seconds.
 pub const AFTER_SECONDS_RANGE: (i64, i64) = (10, 3600);
 /// The wait when a send does not say.
 pub const DEFAULT_AFTER_SECONDS: i64 = 60;
 
-/// A send's fallback call, as the send asks for it.
+/// A send's fallback call, as it is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewFallback {
     /// The voice that reads the code.
@@ -45,14 +50,89 @@ pub struct NewFallback {
     pub phone_credits: i64,
 }
 
-impl NewOtp {
-    /// What accepting the send debits: its own cost and the phone credits
-    /// its fallback call reserves.
-    pub fn charge(&self) -> Cost {
-        Cost {
-            sms: self.cost.sms,
-            phone: self.cost.phone + self.fallback.map_or(0, |f| f.phone_credits),
+/// What a send says about a fallback call ([`NewOtp::fallback`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFallback {
+    /// No call: a voice send, a send that opted out (`fallback_channel:
+    /// "none"`), or one whose code a call cannot read.
+    None,
+    /// The call the send asked for itself; the account's default is not read.
+    Call(NewFallback),
+    /// The account's default call, if it has one when the accepting
+    /// transaction reads the account row; `phone_credits` is what that call
+    /// reserves.
+    AccountDefault { phone_credits: i64 },
+}
+
+impl SendFallback {
+    /// The call a send accepted at `created_at` writes, given its account's
+    /// default as the accepting transaction read it.
+    pub fn resolve(
+        self,
+        created_at: Micros,
+        default: Option<&AccountFallback>,
+    ) -> Option<NewFallback> {
+        match self {
+            SendFallback::None => None,
+            SendFallback::Call(call) => Some(call),
+            SendFallback::AccountDefault { phone_credits } => default.map(|d| NewFallback {
+                voice: d.voice,
+                due_at: created_at + d.after_seconds * 1_000_000,
+                phone_credits,
+            }),
         }
+    }
+}
+
+/// An account's default fallback call: its text sends that do not give
+/// `fallback_channel` get it (the call is by voice, the one fallback channel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountFallback {
+    /// The voice that reads the code.
+    pub voice: Voice,
+    /// Seconds after the send that the call is due, within
+    /// [`AFTER_SECONDS_RANGE`].
+    pub after_seconds: i64,
+}
+
+impl AccountFallback {
+    /// A default calling after `after_seconds`, or why it cannot be one.
+    pub fn new(voice: Voice, after_seconds: i64) -> Result<AccountFallback, String> {
+        let (min, max) = AFTER_SECONDS_RANGE;
+        if (min..=max).contains(&after_seconds) {
+            Ok(AccountFallback {
+                voice,
+                after_seconds,
+            })
+        } else {
+            Err(format!(
+                "the wait before the call must be between {min} and {max} seconds"
+            ))
+        }
+    }
+
+    /// The stored columns (`fallback_channel, fallback_after_seconds,
+    /// fallback_voice`) of a default, or of none.
+    pub(crate) fn columns(
+        default: Option<&AccountFallback>,
+    ) -> (Option<&'static str>, Option<i64>, Option<&'static str>) {
+        match default {
+            Some(d) => (
+                Some(Channel::Voice.as_str()),
+                Some(d.after_seconds),
+                Some(d.voice.as_str()),
+            ),
+            None => (None, None, None),
+        }
+    }
+}
+
+/// What accepting a send of cost `cost` debits when it writes `fallback`:
+/// its own cost and the phone credits the call reserves.
+pub fn charge(cost: Cost, fallback: Option<&NewFallback>) -> Cost {
+    Cost {
+        sms: cost.sms,
+        phone: cost.phone + fallback.map_or(0, |f| f.phone_credits),
     }
 }
 
@@ -297,6 +377,35 @@ mod tests {
                 (FallbackState::Refunded, 1, Some("fallback_refunded"))
             );
         }
+    }
+
+    #[test]
+    fn a_send_gets_its_own_call_or_its_accounts_default_or_none() {
+        let default = AccountFallback::new(Voice::NpBinod, 45).unwrap();
+        let own = NewFallback {
+            voice: Voice::NpRija,
+            due_at: 7,
+            phone_credits: 2,
+        };
+        let asks = SendFallback::AccountDefault { phone_credits: 1 };
+        assert_eq!(
+            asks.resolve(1_000, Some(&default)),
+            Some(NewFallback {
+                voice: Voice::NpBinod,
+                due_at: 1_000 + 45_000_000,
+                phone_credits: 1
+            })
+        );
+        assert_eq!(asks.resolve(1_000, None), None, "no default, no call");
+        assert_eq!(
+            SendFallback::Call(own).resolve(1_000, Some(&default)),
+            Some(own)
+        );
+        assert_eq!(SendFallback::None.resolve(1_000, Some(&default)), None);
+        let cost = Cost { sms: 1, phone: 0 };
+        assert_eq!(charge(cost, Some(&own)), Cost { sms: 1, phone: 2 });
+        assert!(AccountFallback::new(Voice::NpRija, 9).is_err());
+        assert!(AccountFallback::new(Voice::NpRija, 3601).is_err());
     }
 
     #[test]

@@ -100,7 +100,9 @@ pub mod webhooks;
 use std::sync::Arc;
 
 pub use conversions::ConversionStore;
-pub use fallback::{Fallback, FallbackScan, FallbackState, NewFallback};
+pub use fallback::{
+    AccountFallback, Fallback, FallbackScan, FallbackState, NewFallback, SendFallback,
+};
 pub use guard::GuardStore;
 pub use migrate::BINARY_VERSION;
 pub use model::*;
@@ -251,6 +253,14 @@ pub trait Store:
         &self,
         id: AccountId,
         at: Option<Micros>,
+    ) -> Result<Option<Account>, StoreError>;
+    /// Sets the account's default fallback call (`None`: no default).
+    /// `None` back: no such account. The accepting transaction reads it with
+    /// the account's balances, so every node's next send uses it.
+    async fn set_account_fallback(
+        &self,
+        id: AccountId,
+        default: Option<AccountFallback>,
     ) -> Result<Option<Account>, StoreError>;
     /// The account's own rate and spend limits, and what it spent today.
     async fn account_limits(&self, id: AccountId) -> Result<Option<AccountLimits>, StoreError>;

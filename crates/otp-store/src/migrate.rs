@@ -354,6 +354,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/sqlite/0025_account_templates_and_senders.sql"),
     },
+    Migration {
+        version: 26,
+        name: "account_fallback",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/sqlite/0026_account_fallback.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -506,6 +512,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "account_templates_and_senders",
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/postgres/0025_account_templates_and_senders.sql"),
+    },
+    Migration {
+        version: 26,
+        name: "account_fallback",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/postgres/0026_account_fallback.sql"),
     },
 ];
 

@@ -25,6 +25,9 @@ pub struct Account {
     /// When an operator disabled it; `None` while it is enabled. A disabled
     /// account's keys and users are refused and it accepts no send.
     pub disabled_at: Option<Micros>,
+    /// The fallback call its text sends get when they do not say; `None`:
+    /// no default.
+    pub fallback: Option<crate::fallback::AccountFallback>,
 }
 
 /// One row of an account's ledger: every top-up, debit and refund.
@@ -234,9 +237,10 @@ pub struct NewOtp {
     /// transaction that it can still verify, and refuses the send with
     /// [`crate::AcceptError::ResendStale`] if not.
     pub resend_of: Option<ResendOf>,
-    /// An SMS's fallback call ([`crate::fallback`]): its phone credits are
-    /// debited with the send ([`NewOtp::charge`]).
-    pub fallback: Option<crate::fallback::NewFallback>,
+    /// An SMS's fallback call ([`crate::fallback`]): its own, the account's
+    /// default, or none. The call's phone credits are debited with the send
+    /// ([`crate::fallback::charge`]).
+    pub fallback: crate::fallback::SendFallback,
 }
 
 /// The live code a resend repeats.
@@ -416,6 +420,9 @@ pub struct Accepted {
     pub account_seq: i64,
     pub sms_credits: i64,
     pub phone_credits: i64,
+    /// The fallback call the send wrote (its own or its account's default).
+    /// `None` in what an idempotency key kept: a replay reads it from the OTP.
+    pub fallback: Option<crate::fallback::NewFallback>,
 }
 
 /// Where an OTP is in its life.

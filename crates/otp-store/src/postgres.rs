@@ -450,6 +450,26 @@ impl Store for PgStore {
         row.map(|r| rows::account(&r)).transpose()
     }
 
+    async fn set_account_fallback(
+        &self,
+        id: AccountId,
+        default: Option<AccountFallback>,
+    ) -> Result<Option<Account>, StoreError> {
+        let (channel, after, voice) = AccountFallback::columns(default.as_ref());
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "UPDATE accounts SET fallback_channel = $2, fallback_after_seconds = $3, \
+                     fallback_voice = $4 WHERE id = $1 RETURNING {ACCOUNT_COLUMNS}"
+                ),
+                &[&id, &channel, &after, &voice],
+            )
+            .await
+            .map_err(pg_err)?;
+        row.map(|r| rows::account(&r)).transpose()
+    }
+
     async fn add_credits(
         &self,
         id: AccountId,

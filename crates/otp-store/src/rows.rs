@@ -15,7 +15,7 @@ use otp_domain::phone::E164;
 
 use otp_domain::vault::CodeVault;
 
-use crate::fallback::{Due, Fallback, FallbackState};
+use crate::fallback::{AccountFallback, Due, Fallback, FallbackState};
 use crate::model::{StoredCode, VerifyRow};
 use crate::webhooks::{
     BalanceEvent, ClaimedDelivery, Credits, DeliveryState, EventOtp, WebhookDelivery, WebhookEvent,
@@ -40,8 +40,8 @@ pub(crate) const VERIFY_COLUMNS: &str =
     "id, e164, code_salt, otp_hash, expires_at, verify_attempts, verified_at, resend_of";
 
 /// An account's columns; [`account`] maps them.
-pub(crate) const ACCOUNT_COLUMNS: &str =
-    "id, name, sms_credits, phone_credits, otp_count, created_at, disabled_at";
+pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, sms_credits, phone_credits, otp_count, created_at, disabled_at, \
+     fallback_channel, fallback_after_seconds, fallback_voice";
 
 /// A ledger entry's columns; [`ledger_entry`] maps them.
 pub(crate) const LEDGER_COLUMNS: &str =
@@ -177,7 +177,32 @@ pub(crate) fn account(r: &impl Columns) -> Result<Account, StoreError> {
         otp_count: r.int(4)?,
         created_at: r.int(5)?,
         disabled_at: r.opt_int(6)?,
+        fallback: account_fallback(r.opt_text(7)?, r.opt_int(8)?, r.opt_text(9)?)?,
     })
+}
+
+/// An account's default fallback from its columns `fallback_channel,
+/// fallback_after_seconds, fallback_voice` (`None`: no default).
+pub(crate) fn account_fallback(
+    channel: Option<String>,
+    after_seconds: Option<i64>,
+    voice: Option<String>,
+) -> Result<Option<AccountFallback>, StoreError> {
+    let Some(channel) = channel else {
+        return Ok(None);
+    };
+    if parsed("accounts.fallback_channel", &channel, Channel::parse)? != Channel::Voice {
+        return Err(unreadable("accounts.fallback_channel", &channel));
+    }
+    let voice = parsed(
+        "accounts.fallback_voice",
+        voice.as_deref().unwrap_or_default(),
+        Voice::parse,
+    )?;
+    let after = after_seconds.unwrap_or_default();
+    AccountFallback::new(voice, after)
+        .map(Some)
+        .map_err(|_| unreadable("accounts.fallback_after_seconds", &after.to_string()))
 }
 
 /// The API key of [`KEY_COLUMNS`]. Scopes a newer version wrote grant

@@ -749,6 +749,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_account_fallback(
+        &self,
+        id: AccountId,
+        default: Option<AccountFallback>,
+    ) -> Result<Option<Account>, StoreError> {
+        self.write(move |tx| {
+            let (channel, after, voice) = AccountFallback::columns(default.as_ref());
+            tx.execute(
+                "UPDATE accounts SET fallback_channel = ?2, fallback_after_seconds = ?3, \
+                 fallback_voice = ?4 WHERE id = ?1",
+                params![id, channel, after, voice],
+            )
+            .map_err(map_err)?;
+            account_by_id(tx, id)
+        })
+        .await
+    }
+
     async fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError> {
         let name = name.to_owned();
         self.read(move |c| {

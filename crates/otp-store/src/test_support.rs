@@ -47,7 +47,7 @@ pub fn sample_otp(account_id: AccountId) -> NewOtp {
         spend_day: 0,
         spend_day_ends: i64::MAX,
         resend_of: None,
-        fallback: None,
+        fallback: crate::fallback::SendFallback::None,
     }
 }
 

@@ -13,9 +13,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+use otp_domain::channel::Voice;
 use otp_domain::message::MessageTemplate;
 use otp_domain::sender::SenderId;
-use otp_store::{Account, Scopes, SharedStore};
+use otp_store::{Account, AccountFallback, Scopes, SharedStore};
 
 use crate::accounts::{self, AccountName, CreditChange, Label, Refusal};
 use crate::config::{Config, Secret};
@@ -208,6 +209,32 @@ enum AccountsCmd {
         /// Account id or name.
         account: String,
     },
+    /// Show or set an account's default fallback call: what its text sends
+    /// that do not give `fallback_channel` get (a send's own
+    /// `fallback_channel` wins). Without a flag, shows it.
+    Fallback {
+        /// Account id or name.
+        account: String,
+        /// `voice` to set a default call (with --voice), `none` to clear it.
+        #[arg(long, value_parser = ["voice", "none"])]
+        channel: Option<String>,
+        /// With --channel voice: seconds to wait for the verification
+        /// before calling, 10-3600 (default 60).
+        #[arg(long, requires = "channel")]
+        after: Option<i64>,
+        /// With --channel voice (required): the voice reading the code,
+        /// np_rija, np_prashanna, np_shreegya or np_binod.
+        #[arg(long, requires = "channel", value_parser = parse_voice)]
+        voice: Option<Voice>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--voice`: a voice's name.
+fn parse_voice(text: &str) -> Result<Voice, String> {
+    Voice::parse(text.trim())
+        .ok_or_else(|| "expected np_rija, np_prashanna, np_shreegya or np_binod".into())
 }
 
 /// A limit as given on the command line: a number, or `default`.
@@ -630,6 +657,13 @@ async fn accounts(store: &SharedStore, cmd: AccountsCmd) -> anyhow::Result<()> {
         }
         AccountsCmd::Disable { account } => set_disabled(store, &account, true).await?,
         AccountsCmd::Enable { account } => set_disabled(store, &account, false).await?,
+        AccountsCmd::Fallback {
+            account,
+            channel,
+            after,
+            voice,
+            json,
+        } => default_fallback(store, &account, channel.as_deref(), after, voice, json).await?,
         AccountsCmd::List { json } => {
             let list = store.list_accounts().await?;
             if json {
@@ -663,6 +697,60 @@ async fn accounts(store: &SharedStore, cmd: AccountsCmd) -> anyhow::Result<()> {
                     );
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// `accounts fallback`: sets the default when `channel` is given, then
+/// prints it.
+async fn default_fallback(
+    store: &SharedStore,
+    account: &str,
+    channel: Option<&str>,
+    after: Option<i64>,
+    voice: Option<Voice>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut a = find_account(store, account).await?;
+    let default = match (channel, voice) {
+        (None, _) => None,
+        (Some("none"), None) if after.is_none() => Some(None),
+        (Some("none"), _) => anyhow::bail!("--after and --voice go with --channel voice"),
+        (Some(_), None) => anyhow::bail!("--voice is required with --channel voice"),
+        (Some(_), Some(voice)) => {
+            let after = after.unwrap_or(otp_store::fallback::DEFAULT_AFTER_SECONDS);
+            Some(Some(
+                AccountFallback::new(voice, after).map_err(|e| anyhow::anyhow!("--after: {e}"))?,
+            ))
+        }
+    };
+    if let Some(default) = default {
+        a = store
+            .set_account_fallback(a.id, default)
+            .await?
+            .with_context(|| format!("no account {account:?}"))?;
+    }
+    if json {
+        println!(
+            "{}",
+            json!({
+                "account_id": a.id,
+                "fallback_channel": if a.fallback.is_some() { "voice" } else { "none" },
+                "fallback_after_seconds": a.fallback.map(|d| d.after_seconds),
+                "fallback_voice_input": a.fallback.map(|d| d.voice.as_str()),
+            })
+        );
+    } else {
+        match a.fallback {
+            Some(d) => println!(
+                "account {} ({}): default fallback: a voice call after {} seconds, read by {}",
+                a.id,
+                a.name,
+                d.after_seconds,
+                d.voice.as_str()
+            ),
+            None => println!("account {} ({}): no default fallback", a.id, a.name),
         }
     }
     Ok(())

@@ -134,8 +134,8 @@ async fn load(
         .query(
             "SELECT id, sms_credits, phone_credits, otp_count, rate_second, rate_current, \
              rate_previous, spend_day, spend_today, max_rps, daily_spend_cap, \
-             disabled_at IS NOT NULL FROM accounts \
-             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+             disabled_at IS NOT NULL, fallback_channel, fallback_after_seconds, fallback_voice \
+             FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
             &[&ids],
         )
         .await
@@ -143,6 +143,9 @@ async fn load(
     for r in rows {
         if r.get::<_, bool>(11) {
             loaded.disabled_accounts.insert(r.get(0));
+        }
+        if let Some(default) = crate::rows::account_fallback(r.get(12), r.get(13), r.get(14))? {
+            loaded.fallbacks.insert(r.get(0), default);
         }
         loaded.balances.insert_with(
             r.get(0),
@@ -280,6 +283,7 @@ async fn load(
                 account_seq: r.get(4),
                 sms_credits: r.get(5),
                 phone_credits: r.get(6),
+                fallback: None,
             };
             loaded
                 .idempotency
@@ -409,8 +413,13 @@ async fn write(
     )
     .await
     .map_err(pg_err)?;
-    let neg_sms = column(&|o| -o.charge().sms);
-    let neg_phone = column(&|o| -o.charge().phone);
+    let (neg_sms, neg_phone): (Vec<i64>, Vec<i64>) = inserts
+        .iter()
+        .map(|(s, insert)| {
+            let charge = insert.charge(&s.otp);
+            (-charge.sms, -charge.phone)
+        })
+        .unzip();
     tx.execute(
         "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, otp_id, created_at) \
          SELECT a, 'debit', s, p, i, ts FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) \
@@ -419,8 +428,8 @@ async fn write(
     )
     .await
     .map_err(pg_err)?;
-    for ((s, _), id) in inserts.iter().zip(&otp_ids) {
-        if let Some(f) = s.otp.fallback {
+    for ((_, insert), id) in inserts.iter().zip(&otp_ids) {
+        if let Some(f) = insert.fallback {
             tx.execute(
                 "UPDATE otps SET fallback_channel = 'voice', fallback_voice = $2, \
                  fallback_due_at = $3, fallback_credits = $4, fallback_state = 'pending' \

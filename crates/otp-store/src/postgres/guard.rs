@@ -121,6 +121,7 @@ impl GuardStore for PgStore {
                     account_seq: r.get(2),
                     sms_credits: r.get(3),
                     phone_credits: r.get(4),
+                    fallback: None,
                 },
             )
         }))

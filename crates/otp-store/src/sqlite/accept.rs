@@ -46,7 +46,7 @@ fn load(
         .prepare_cached(
             "SELECT sms_credits, phone_credits, otp_count, rate_second, rate_current, \
              rate_previous, spend_day, spend_today, max_rps, daily_spend_cap, \
-             disabled_at IS NOT NULL \
+             disabled_at IS NOT NULL, fallback_channel, fallback_after_seconds, fallback_voice \
              FROM accounts WHERE id = ?1",
         )
         .map_err(map_err)?;
@@ -76,13 +76,18 @@ fn load(
                         daily_spend_cap: r.get(9)?,
                     },
                     r.get::<_, bool>(10)?,
+                    (r.get(11)?, r.get(12)?, r.get(13)?),
                 ))
             })
             .optional()
             .map_err(map_err)?;
-        if let Some(((sms, phone, count), rate, spend, overrides, disabled)) = found {
+        if let Some(((sms, phone, count), rate, spend, overrides, disabled, fallback)) = found {
             if disabled {
                 loaded.disabled_accounts.insert(otp.account_id);
+            }
+            let (channel, after, voice) = fallback;
+            if let Some(default) = crate::rows::account_fallback(channel, after, voice)? {
+                loaded.fallbacks.insert(otp.account_id, default);
             }
             loaded
                 .balances
@@ -207,6 +212,7 @@ fn load(
                         account_seq: r.get(2)?,
                         sms_credits: r.get(3)?,
                         phone_credits: r.get(4)?,
+                        fallback: None,
                     },
                     r.get::<_, i64>(5)?,
                 ))
@@ -297,16 +303,17 @@ fn write(tx: &Transaction<'_>, otps: &[&SealedOtp], plan: &Plan) -> Result<Vec<i
         insert_job
             .execute(params![id, otp.channel.as_str(), otp.created_at])
             .map_err(map_err)?;
+        let charge = insert.charge(otp);
         insert_ledger
             .execute(params![
                 otp.account_id,
-                -otp.charge().sms,
-                -otp.charge().phone,
+                -charge.sms,
+                -charge.phone,
                 id,
                 otp.created_at
             ])
             .map_err(map_err)?;
-        if let Some(f) = otp.fallback {
+        if let Some(f) = insert.fallback {
             tx.prepare_cached(
                 "UPDATE otps SET fallback_channel = 'voice', fallback_voice = ?2, \
                  fallback_due_at = ?3, fallback_credits = ?4, fallback_state = 'pending' \

@@ -136,6 +136,7 @@ impl GuardStore for SqliteStore {
                             account_seq: r.get(2)?,
                             sms_credits: r.get(3)?,
                             phone_credits: r.get(4)?,
+                            fallback: None,
                         },
                     ))
                 })

@@ -18,6 +18,10 @@
 //!   failures and verifications are counted once each, by the transaction
 //!   that moved the status, per channel, route, country and operator
 //!   prefix, with their latencies; old minutes are purged.
+//! - `fallback`: an account's default fallback call is set, read back and
+//!   cleared; a send that asks for it gets it from the accepting
+//!   transaction, its phone credits reserved in the send's debit, or is
+//!   refused whole when it cannot pay for both; a send's own call wins.
 //! - `guard`: a key has one open hold however many nodes place it at
 //!   once; a hold is extended forward only, released once, and makes way
 //!   for a new one when it ended; receipts find where their OTPs went; a
@@ -53,6 +57,7 @@
 mod accounts;
 mod admission;
 mod conversions;
+mod fallback;
 mod guard;
 mod jobs;
 mod receipts;

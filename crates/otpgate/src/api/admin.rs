@@ -27,7 +27,8 @@
 //! | POST | `/admin/v1/routes/{name}/resume/` | let a route take messages again |
 //!
 //! An account's approved templates and senders are in
-//! [`super::account_rules`].
+//! [`super::account_rules`], its default fallback call in
+//! [`super::account_fallback`].
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
@@ -41,6 +42,7 @@ use utoipa::{Modify, ToSchema};
 
 use otp_store::{Account, ApiKeyRecord, Scopes, User};
 
+use super::account_fallback::AccountFallbackView;
 use super::envelope::Envelope;
 use super::error::{ApiError, FieldError};
 use super::extract::Fields;
@@ -158,6 +160,10 @@ pub struct AccountView {
     pub created_at: String,
     /// When an operator disabled it (RFC 3339); `null` while enabled.
     pub disabled_at: Option<String>,
+    /// Its default fallback call (`/admin/v1/accounts/{id}/fallback/`);
+    /// absent when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<AccountFallbackView>,
 }
 
 fn account_view(a: Account, state: &AppState) -> AccountView {
@@ -169,6 +175,10 @@ fn account_view(a: Account, state: &AppState) -> AccountView {
         sms_credits: a.sms_credits,
         phone_credits: a.phone_credits,
         otps: a.otp_count,
+        fallback: a
+            .fallback
+            .as_ref()
+            .map(|d| AccountFallbackView::of(Some(d))),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP API: one router per feature, merged here, plus what every route shares
 //! (authentication, body parsing, the error envelope, metrics and request ids).
 
+mod account_fallback;
 mod account_rules;
 mod admin;
 mod envelope;
@@ -89,6 +90,7 @@ fn operator_routes() -> Router<AppState> {
         .merge(ops::router())
         .merge(admin::router())
         .merge(account_rules::router())
+        .merge(account_fallback::router())
         .merge(guard::router())
         .merge(receipts::router())
 }

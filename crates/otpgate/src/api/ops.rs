@@ -79,6 +79,8 @@ pub fn router() -> Router<AppState> {
         super::account_rules::list_senders,
         super::account_rules::set_sender,
         super::account_rules::remove_sender,
+        super::account_fallback::get_fallback,
+        super::account_fallback::set_fallback,
         super::guard::list_holds,
         super::guard::release_hold,
         super::receipts::list_unmatched,
@@ -106,7 +108,7 @@ pub fn router() -> Router<AppState> {
         (name = "voice", description = "Voices of voice OTPs and a preview of their prompts"),
         (name = "users", description = "Log in, and manage the account's API key as a user"),
         (name = "keys", description = "The account's API keys, with a key that has the `account` scope"),
-        (name = "admin", description = "Accounts, credits, keys, users, approved templates and senders, with the admin token")
+        (name = "admin", description = "Accounts, credits, keys, users, approved templates, senders and default fallback calls, with the admin token")
     )
 )]
 pub struct ApiDoc;
@@ -407,7 +409,9 @@ mod tests {
 
     /// Every request struct a handler reads its body into, by schema name.
     fn request_structs() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
-        use super::super::{account_rules, admin, keys, send, users, verify, voice, webhooks};
+        use super::super::{
+            account_fallback, account_rules, admin, keys, send, users, verify, voice, webhooks,
+        };
         BTreeMap::from([
             ("SendOtpRequest", read_by::<send::SendOtpRequest>()),
             ("VerifyOtpRequest", read_by::<verify::VerifyOtpRequest>()),
@@ -442,6 +446,10 @@ mod tests {
             (
                 "SetSenderRequest",
                 read_by::<account_rules::SetSenderRequest>(),
+            ),
+            (
+                "SetFallbackRequest",
+                read_by::<account_fallback::SetFallbackRequest>(),
             ),
         ])
     }

@@ -37,10 +37,11 @@ use otp_domain::segments::{self, MAX_SEGMENTS, SmsEncoding};
 use otp_domain::vault::MASK;
 use otp_store::{
     AcceptError, Accepted, IdempotencyKey, LimitKind, NewFallback, NewOtp, RecordCode, ResendOf,
-    ResendQuery, now_micros,
+    ResendQuery, SendFallback, now_micros,
 };
 use sha2::{Digest, Sha256};
 
+use super::account_fallback::{FallbackChoice, fallback_fields};
 use super::envelope::Envelope;
 use super::error::{ApiError, FieldError};
 use super::extract::FieldsAndBody;
@@ -114,9 +115,14 @@ pub struct SendOtpRequest {
     expiry_seconds: Raw,
     /// Text only: `voice` to call the number and read the same code out when
     /// the SMS is not verified within `fallback_after_seconds`, or comes back
-    /// undeliverable, rejected, expired or failed sooner; `none` (default) for
-    /// no call. The call's phone credit is reserved when the send is accepted
-    /// and given back if no call is made or the call reaches no one.
+    /// undeliverable, rejected, expired or failed sooner; `none` for no call.
+    /// Left out: the account's default fallback call if an operator set one
+    /// (`/admin/v1/accounts/{id}/fallback/`), else none; a personnel code
+    /// that is not all digits gets no default (a call cannot read it). Given,
+    /// it wins: `none` opts out of the default, and `voice` uses this send's
+    /// own `fallback_after_seconds` and `fallback_voice_input` only. The
+    /// call's phone credit is reserved when the send is accepted and given
+    /// back if no call is made or the call reaches no one.
     #[serde(default)]
     #[schema(value_type = Option<String>, example = "voice")]
     fallback_channel: Raw,
@@ -165,7 +171,8 @@ pub struct SendDetails {
     /// again here, `verify.resend_same_code`): the `id` of the first send of
     /// that code; `null` for a first send.
     pub resend_of: Option<i64>,
-    /// The fallback call the send asked for; absent when none.
+    /// The fallback call the send got (its own, or its account's default);
+    /// absent when none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<FallbackDetails>,
 }
@@ -214,8 +221,9 @@ struct ValidSend {
     company_name: Option<String>,
     /// Seconds the code stays verifiable; `None`: the configured default.
     expiry_seconds: Option<i64>,
-    /// A fallback call: its voice and the seconds before it is due.
-    fallback: Option<(Voice, i64)>,
+    /// The fallback call: its own, none, or (`NotGiven`) the account's
+    /// default, which the accepting transaction reads.
+    fallback: FallbackChoice,
 }
 
 /// What a send carries: its code, when that code stops verifying, and the
@@ -278,7 +286,7 @@ async fn resend_plan(
         (status = 200, description = "Accepted and queued for delivery. A generated-code send to a number with a live generated code of the same API key is a resend (`verify.resend_same_code`): it carries that code and expiry, and `resend_of` names the first send", body = Envelope<SendData>),
         (status = 400, description = "Invalid request; nothing written. A number no OTP may go to by this channel is `number_type_not_allowed` (premium-rate, shared-cost, satellite and other service numbers) or `not_mobile` (a fixed line asked for SMS). An account restricted to approved templates whose `message`, whitespace aside, is none of them gets `template_not_approved` on `message` (nothing charged)", body = super::error::ErrorEnvelope),
         (status = 401, description = "Missing, invalid or revoked key", body = super::error::ErrorEnvelope),
-        (status = 402, description = "Insufficient credits; nothing written", body = super::error::ErrorEnvelope),
+        (status = 402, description = "Insufficient credits, the phone credits of the fallback call (its own or the account's default) included; nothing written", body = super::error::ErrorEnvelope),
         (status = 413, description = "Body over 64 KiB", body = super::error::ErrorEnvelope),
         (status = 415, description = "Not JSON or form", body = super::error::ErrorEnvelope),
         (status = 422, description = "The `Idempotency-Key` was used before with another body; nothing written", body = super::error::ErrorEnvelope),
@@ -326,7 +334,7 @@ pub async fn send_otp(
                 company_name: valid.company_name,
                 expires_at: attempt.plan.expires_at,
                 resend_of: attempt.plan.resend_of.map(|r| r.id),
-                fallback: attempt.fallback.map(|f| otp_store::Fallback {
+                fallback: accepted.fallback.map(|f| otp_store::Fallback {
                     channel: Channel::Voice,
                     voice: f.voice,
                     due_at: f.due_at,
@@ -345,8 +353,15 @@ pub async fn send_otp(
             if matches!(refused, AcceptError::KeyRevoked) {
                 state.key_cache.forget(caller.key_row);
             }
+            // A text send short of phone credits was short of them for its
+            // call, its own or the account's default.
+            let call = match attempt.fallback {
+                SendFallback::Call(f) => f.phone_credits,
+                SendFallback::AccountDefault { phone_credits } => phone_credits,
+                SendFallback::None => 0,
+            };
             let charge = Cost {
-                phone: attempt.cost.phone + attempt.fallback.map_or(0, |f| f.phone_credits),
+                phone: attempt.cost.phone + call,
                 ..attempt.cost
             };
             let (outcome, error) = refusal(refused, charge, &state.limits());
@@ -419,7 +434,9 @@ fn count_send(state: &AppState, channel: &str, outcome: &str) {
 struct Attempt {
     plan: Plan,
     cost: Cost,
-    fallback: Option<NewFallback>,
+    /// The fallback call it asked for (the store says in `Accepted` which
+    /// one it wrote).
+    fallback: SendFallback,
     segments: u32,
     result: Result<Accepted, AcceptError>,
 }
@@ -466,11 +483,18 @@ async fn accept(
             Channel::Text => seg.segments,
             Channel::Voice => 0,
         };
-        let fallback = valid.fallback.map(|(voice, after)| NewFallback {
-            voice,
-            due_at: created_at + after * 1_000_000,
-            phone_credits: credits::cost(Channel::Voice, &seg).phone,
-        });
+        let call_credits = credits::cost(Channel::Voice, &seg).phone;
+        let fallback = match valid.fallback {
+            FallbackChoice::Voice(call) => SendFallback::Call(NewFallback {
+                voice: call.voice,
+                due_at: created_at + call.after_seconds * 1_000_000,
+                phone_credits: call_credits,
+            }),
+            FallbackChoice::NotGiven => SendFallback::AccountDefault {
+                phone_credits: call_credits,
+            },
+            FallbackChoice::Off => SendFallback::None,
+        };
         let new = NewOtp {
             account_id: caller.account_id,
             api_key_id: Some(caller.key_row),
@@ -1012,100 +1036,49 @@ fn validate(
 
 /// The fallback call a send asks for: `fallback_channel` (`voice` or
 /// `none`, text sends only), `fallback_after_seconds` and
-/// `fallback_voice_input`, which only a voice fallback takes. A voice
-/// fallback reads the code, so a personnel code must be digits.
+/// `fallback_voice_input` ([`fallback_fields`]). A voice fallback reads the
+/// code, so a personnel code must be digits; a text send that does not say
+/// takes its account's default, unless its code is not all digits (then it
+/// gets none, without an error: it did not ask for a call).
 fn validate_fallback(
     req: &SendOtpRequest,
     channel: Option<Channel>,
     option: Option<OtpOption>,
     code: Option<&OtpCode>,
     errors: &mut Vec<FieldError>,
-) -> Option<(Voice, i64)> {
-    let wanted = match text(&req.fallback_channel, "fallback_channel", errors)
-        .as_deref()
-        .map(str::trim)
+) -> FallbackChoice {
+    if channel == Some(Channel::Voice)
+        && field_str(&req.fallback_channel).map(str::trim) == Some("voice")
     {
-        None | Some("none") => false,
-        Some("voice") => true,
-        Some(_) => {
-            errors.push(FieldError::new(
-                "fallback_channel",
-                "invalid_choice",
-                "fallback_channel must be \"voice\" or \"none\".",
-            ));
-            return None;
-        }
-    };
-    let after = integer(
-        &req.fallback_after_seconds,
-        "fallback_after_seconds",
-        errors,
-    );
-    let voice_field = text(&req.fallback_voice_input, "fallback_voice_input", errors);
-    if !wanted {
-        for (given, name) in [
-            (after.is_some(), "fallback_after_seconds"),
-            (voice_field.is_some(), "fallback_voice_input"),
-        ] {
-            if given {
-                errors.push(FieldError::new(
-                    name,
-                    "not_allowed",
-                    format!("{name} is only accepted with fallback_channel \"voice\"."),
-                ));
-            }
-        }
-        return None;
-    }
-    if channel == Some(Channel::Voice) {
         errors.push(FieldError::new(
             "fallback_channel",
             "not_allowed",
             "A fallback call is only for sms_send_options \"text\".",
         ));
-        return None;
+        return FallbackChoice::Off;
     }
-    let (min, max) = otp_store::fallback::AFTER_SECONDS_RANGE;
-    let after = match after {
-        None => Some(otp_store::fallback::DEFAULT_AFTER_SECONDS),
-        Some(n) if (min..=max).contains(&n) => Some(n),
-        Some(_) => {
-            errors.push(FieldError::new(
-                "fallback_after_seconds",
-                "out_of_range",
-                format!("fallback_after_seconds must be between {min} and {max}."),
-            ));
-            None
+    let readable = code.is_some_and(|c| c.as_str().bytes().all(|b| b.is_ascii_digit()));
+    match fallback_fields(
+        &req.fallback_channel,
+        &req.fallback_after_seconds,
+        &req.fallback_voice_input,
+        errors,
+    ) {
+        Some(FallbackChoice::NotGiven) if channel == Some(Channel::Text) && readable => {
+            FallbackChoice::NotGiven
         }
-    };
-    let voice = match voice_field {
-        None => {
-            errors.push(FieldError::new(
-                "fallback_voice_input",
-                "required",
-                "fallback_voice_input is required with fallback_channel \"voice\".",
-            ));
-            None
+        Some(FallbackChoice::Voice(call)) => {
+            if option == Some(OtpOption::Personnel) && code.is_some() && !readable {
+                errors.push(FieldError::new(
+                    "otp",
+                    "invalid",
+                    "A voice fallback reads the code out: a personnel code must be digits only.",
+                ));
+            }
+            FallbackChoice::Voice(call)
         }
-        Some(v) => Voice::parse(v.trim()).or_else(|| {
-            errors.push(FieldError::new(
-                "fallback_voice_input",
-                "invalid_choice",
-                "fallback_voice_input must be one of np_rija, np_prashanna, np_shreegya, np_binod.",
-            ));
-            None
-        }),
-    };
-    if let (Some(OtpOption::Personnel), Some(code)) = (option, code)
-        && !code.as_str().bytes().all(|b| b.is_ascii_digit())
-    {
-        errors.push(FieldError::new(
-            "otp",
-            "invalid",
-            "A voice fallback reads the code out: a personnel code must be digits only.",
-        ));
+        _ => FallbackChoice::Off,
     }
-    voice.zip(after)
 }
 
 /// The day `at` falls on in `tz` (days since 1970-01-01) and when it ends, for

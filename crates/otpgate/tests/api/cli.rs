@@ -152,6 +152,118 @@ async fn the_first_serve_creates_a_default_account_and_prints_its_key_once(backe
     assert!(!String::from_utf8_lossy(&out.stdout).contains("otpg_"));
 }
 
+/// `otpgate accounts fallback` with `args` after the account, expected to fail.
+fn refused(args: &[&str], db: &str) -> String {
+    let out = otpgate()
+        .args(["accounts", "fallback", "shop"])
+        .args(args)
+        .args(["--database-url", db])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} must be refused");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn an_accounts_default_fallback_is_set_and_printed_from_the_command_line(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(backend, &dir).await;
+    run(&["migrate"], &db);
+    let (id, _) = create_account(&db, "shop", 5);
+    let shown = |db: &str| -> Value {
+        serde_json::from_str(&run(&["accounts", "fallback", "shop", "--json"], db)).unwrap()
+    };
+    let none = serde_json::json!({"account_id": id, "fallback_channel": "none",
+        "fallback_after_seconds": null, "fallback_voice_input": null});
+    assert_eq!(shown(&db), none);
+    assert!(
+        run(&["accounts", "fallback", "shop"], &db).contains("no default fallback"),
+        "without a flag it prints the default"
+    );
+
+    let set = run(
+        &[
+            "accounts",
+            "fallback",
+            &id.to_string(),
+            "--channel",
+            "voice",
+            "--after",
+            "45",
+            "--voice",
+            "np_rija",
+        ],
+        &db,
+    );
+    assert!(
+        set.contains("a voice call after 45 seconds, read by np_rija"),
+        "{set}"
+    );
+    let voice = serde_json::json!({"account_id": id, "fallback_channel": "voice",
+        "fallback_after_seconds": 45, "fallback_voice_input": "np_rija"});
+    assert_eq!(shown(&db), voice);
+
+    for (args, says) in [
+        (&["--channel", "voice"][..], "--voice is required"),
+        (
+            &["--channel", "voice", "--voice", "np_rija", "--after", "5"][..],
+            "between 10 and 3600",
+        ),
+        (&["--channel", "voice", "--voice", "robot"][..], "np_rija"),
+        (&["--channel", "sms"][..], "voice"),
+        (
+            &["--channel", "none", "--after", "30"][..],
+            "--channel voice",
+        ),
+        (&["--after", "30"][..], "--channel"),
+    ] {
+        let stderr = refused(args, &db);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert_eq!(shown(&db), voice, "{args:?} changed nothing");
+    }
+    let out = otpgate()
+        .args(["accounts", "fallback", "nobody", "--database-url", &db])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no such account");
+
+    run(
+        &[
+            "accounts",
+            "fallback",
+            "shop",
+            "--channel",
+            "voice",
+            "--voice",
+            "np_binod",
+        ],
+        &db,
+    );
+    assert_eq!(
+        shown(&db)["fallback_after_seconds"],
+        60,
+        "the wait defaults to 60 seconds"
+    );
+    run(&["accounts", "fallback", "shop", "--channel", "none"], &db);
+    assert_eq!(shown(&db), none);
+}
+
+mod an_accounts_default_fallback_is_set_and_printed_from_the_command_line {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::an_accounts_default_fallback_is_set_and_printed_from_the_command_line(
+            super::Backend::Sqlite,
+        )
+        .await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::an_accounts_default_fallback_is_set_and_printed_from_the_command_line(
+            super::Backend::Postgres,
+        )
+        .await
+    }
+}
+
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;

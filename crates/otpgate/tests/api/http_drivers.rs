@@ -105,7 +105,7 @@ impl Source {
                 spend_day: 0,
                 spend_day_ends: i64::MAX,
                 resend_of: None,
-                fallback: None,
+                fallback: otp_store::fallback::SendFallback::None,
             })
             .await
             .unwrap();

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod abuse;
+mod account_fallback;
 mod account_rules;
 mod admin;
 mod auth;

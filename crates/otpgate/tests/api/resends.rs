@@ -341,7 +341,7 @@ for_each_backend! {
             spend_day: 0,
             spend_day_ends: i64::MAX,
             resend_of: Some(ResendOf { id: first_id, max_attempts: 5 }),
-            fallback: None,
+            fallback: otp_store::fallback::SendFallback::None,
         };
         assert!(matches!(app.store.accept(resend).await, Err(AcceptError::ResendStale)));
         assert_eq!(app.otp_count().await, 1, "nothing written");
