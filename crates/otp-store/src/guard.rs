@@ -11,10 +11,12 @@
 //! holds back ([`GuardStore::guard_holds`]) on a short period, and an
 //! operator releases one ([`GuardStore::release_hold`]) from any node.
 //!
-//! Two reads serve the guard's edges: where the OTPs a batch of receipts
-//! matched were sent ([`GuardStore::otp_destinations`]), and what a send
-//! under an idempotency key got ([`GuardStore::idempotent_send`]), so a
-//! retry of a send accepted before a hold is answered as the first time.
+//! Three reads serve the guard's edges: where the OTPs a batch of receipts
+//! matched were sent ([`GuardStore::otp_destinations`]); what a send under
+//! an idempotency key got ([`GuardStore::idempotent_send`]), so a retry of
+//! a send accepted before a hold is answered as the first time; and
+//! whether a number a hold would refuse is proven good for the account
+//! ([`GuardStore::proven_number`]), so a returning user passes the hold.
 
 use crate::{Accepted, AccountId, Micros, StoreError};
 
@@ -161,6 +163,11 @@ pub(crate) mod sql {
             super::HOLD_COLUMNS
         )
     }
+    /// $1 account, $2 number, $3 the status that proves it besides a
+    /// verification (`delivered`; `verified` adds nothing). Reads the
+    /// `(account_id, e164, created_at)` index of the per-number limits.
+    pub const PROVEN: &str = "SELECT 1 FROM otps WHERE account_id = $1 AND e164 = $2 \
+         AND (verified_at IS NOT NULL OR status = $3) LIMIT 1";
     /// $1 account, $2 key, $3 since.
     pub const IDEMPOTENT: &str = "SELECT body_hash, otp_id, account_seq, sms_credits, \
          phone_credits FROM idempotency WHERE account_id = $1 AND idem_key = $2 \
@@ -192,6 +199,16 @@ pub trait GuardStore: Send + Sync + 'static {
         &self,
         ids: Vec<i64>,
     ) -> Result<Vec<(i64, AccountId, String)>, StoreError>;
+    /// Whether `account` has an OTP to `e164` whose code was verified, or
+    /// (with `delivered`) that a receipt said was delivered: a number that
+    /// reached a real user of the account before (as long as its OTPs are
+    /// kept). An indexed read of that account's OTPs to that number.
+    async fn proven_number(
+        &self,
+        account: AccountId,
+        e164: String,
+        delivered: bool,
+    ) -> Result<bool, StoreError>;
     /// What a send under idempotency key `key` of the account got, if one
     /// was accepted after `since`: its body hash and answer.
     async fn idempotent_send(
@@ -200,6 +217,11 @@ pub trait GuardStore: Send + Sync + 'static {
         key: String,
         since: Micros,
     ) -> Result<Option<(Vec<u8>, Accepted)>, StoreError>;
+}
+
+/// The status [`sql::PROVEN`] takes as proof besides a verification.
+pub(crate) fn proving_status(delivered: bool) -> &'static str {
+    if delivered { "delivered" } else { "verified" }
 }
 
 /// The stored account of a hold's key.

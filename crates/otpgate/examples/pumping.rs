@@ -7,23 +7,36 @@
 //!   operator prefixes of Nepal, India and Bangladesh (a few busy, many
 //!   quiet); 16 accounts verify about 80% of their codes (after 5-120 s),
 //!   4 never verify and get delivery receipts (about 95% delivered);
+//! - returning users: a share of each account's normal sends (`--returning`,
+//!   50% unless given) go to a number proven good for that account before
+//!   (a code it verified, or for an account that never verifies, a delivered
+//!   one), drawn uniformly from those; the rest to new random numbers. A
+//!   login service's codes go mostly to users who logged in before; half is
+//!   an assumption on the low side, not a measurement;
 //! - a pumping attack: 5,000 sends at a fixed rate to random numbers under
 //!   one prefix, starting at 10:00, almost never verified (0.5%) nor, for
 //!   an account judged on receipts, delivered (3%), through the key of one
 //!   of the normal accounts (so that account's normal sends to that prefix
 //!   are held with it).
 //!
+//! Every send is decided by [`decide`], as the server decides it; where the
+//! server asks the store whether a number is proven, the simulation asks
+//! its own record of verified and delivered numbers per account.
+//!
 //! Prints one row per scenario: the share of attack sends held after the
 //! first 300, and of normal sends held. Seeded: the same numbers each run.
 //!
-//! `cargo run -p otpgate --example pumping` (see `bench/pumping.sh`).
+//! `cargo run -p otpgate --example pumping -- [N] [--returning SHARE]` (see
+//! `bench/pumping.sh`).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashSet};
+use std::sync::Mutex;
 
+use futures_util::FutureExt;
 use otp_store::AccountId;
 use otpgate::config::GuardConfig;
-use otpgate::guard::judge::{Decision, Judge};
+use otpgate::guard::judge::{Decision, Judge, Proof, decide};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -72,6 +85,8 @@ const ACCOUNTS: i64 = 20;
 const VERIFYING: i64 = 16;
 /// Normal sends per minute at the daily peak.
 const PEAK_PER_MINUTE: f64 = 120.0;
+/// The share of normal sends to returning users unless `--returning` says.
+const RETURNING: f64 = 0.5;
 
 #[derive(Clone, Copy)]
 struct Attack {
@@ -129,17 +144,75 @@ struct Outcome {
     attack_after_300: u64,
     attack_held_after_300: u64,
     attack_held: u64,
+    /// Attack sends a hold let through: their random number happened to be
+    /// one proven good for the account.
+    attack_passed: u64,
+    /// Normal sends a hold let through (returning users).
+    normal_passed: u64,
     /// The index of the first attack send held.
     first_held: Option<usize>,
     /// Normal sends held, by the key that held them.
     held_by: std::collections::BTreeMap<String, u64>,
 }
 
+/// What the store knows of the numbers each account reached: those whose
+/// code was verified, and those delivered.
+#[derive(Default)]
+struct Proven {
+    verified: HashSet<(AccountId, String)>,
+    delivered: HashSet<(AccountId, String)>,
+    /// Per account (index `account - 1`), its users: the numbers proven by
+    /// what it is judged on (verified, or delivered for an account that
+    /// never verifies), each once.
+    users: Vec<Vec<String>>,
+}
+
+impl Proven {
+    /// What `GuardStore::proven_number` answers.
+    fn answer(&self, account: AccountId, number: &str, proof: Proof) -> bool {
+        let key = (account, number.to_owned());
+        self.verified.contains(&key) || (proof == Proof::Delivered && self.delivered.contains(&key))
+    }
+
+    fn verified(&mut self, account: AccountId, number: &str) {
+        if self.verified.insert((account, number.to_owned())) {
+            self.users[(account - 1) as usize].push(number.to_owned());
+        }
+    }
+
+    fn delivered(&mut self, account: AccountId, number: &str) {
+        if self.delivered.insert((account, number.to_owned())) && account > VERIFYING {
+            self.users[(account - 1) as usize].push(number.to_owned());
+        }
+    }
+}
+
+/// Decides a send with the server's [`decide`], the store's lookup
+/// answered from `proven`.
+fn admit(
+    judge: &Mutex<Judge>,
+    proven: &Proven,
+    account: AccountId,
+    to: &str,
+    now: i64,
+) -> Decision {
+    decide(judge, account, to, now, |proof| {
+        std::future::ready(proven.answer(account, to, proof))
+    })
+    .now_or_never()
+    .expect("a ready answer leaves nothing to wait for")
+}
+
 /// Runs a day (a warm-up day first, so baselines exist) with `attack` on
-/// the second day.
-fn run(attack: Option<Attack>, seed: u64) -> Outcome {
+/// the second day; `returning` of the normal sends go to returning users.
+fn run(attack: Option<Attack>, seed: u64, returning: f64) -> Outcome {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut judge = Judge::new(GuardConfig::default().settings());
+    let judge = Mutex::new(Judge::new(GuardConfig::default().settings()));
+    let lock = || judge.lock().expect("one thread");
+    let mut proven = Proven {
+        users: vec![Vec::new(); ACCOUNTS as usize],
+        ..Proven::default()
+    };
     let mut queue: BinaryHeap<Reverse<(i64, u64, Event)>> = BinaryHeap::new();
     let mut seq = 0u64;
     let mut push = |q: &mut BinaryHeap<Reverse<(i64, u64, Event)>>, at: i64, e: Event| {
@@ -164,7 +237,7 @@ fn run(attack: Option<Attack>, seed: u64) -> Outcome {
             break;
         }
         if now - last_prune > HOUR {
-            judge.prune(now);
+            lock().prune(now);
             last_prune = now;
         }
         let counted = now >= DAY_START;
@@ -173,10 +246,16 @@ fn run(attack: Option<Attack>, seed: u64) -> Outcome {
                 let gap = -(1.0 - rng.random::<f64>()).ln() / rate(now) * MINUTE as f64;
                 push(&mut queue, now + gap as i64, Event::Normal);
                 let account = rng.random_range(1..=ACCOUNTS);
-                let to = number(pick_prefix(&mut rng), &mut rng);
-                let decision = judge.admit(account, &to, now);
-                let held = decision != Decision::Pass;
+                let users = &proven.users[(account - 1) as usize];
+                let to = if !users.is_empty() && rng.random::<f64>() < returning {
+                    users[rng.random_range(0..users.len())].clone()
+                } else {
+                    number(pick_prefix(&mut rng), &mut rng)
+                };
+                let decision = admit(&judge, &proven, account, &to, now);
+                let held = matches!(decision, Decision::Held { .. });
                 if counted {
+                    out.normal_passed += u64::from(matches!(decision, Decision::Passed { .. }));
                     out.normal += 1;
                     out.normal_held += u64::from(held);
                     if let Decision::Held { key, .. } = decision {
@@ -188,7 +267,7 @@ fn run(attack: Option<Attack>, seed: u64) -> Outcome {
                 if held {
                     continue;
                 }
-                judge.accepted(account, &to, now);
+                lock().accepted(account, &to, now);
                 numbers.push(to);
                 let n = (numbers.len() - 1) as u64;
                 if account <= VERIFYING {
@@ -209,7 +288,9 @@ fn run(attack: Option<Attack>, seed: u64) -> Outcome {
             Event::Attack(i) => {
                 let a = attack.expect("an attack event comes with an attack");
                 let to = number(a.prefix, &mut rng);
-                let held = judge.admit(a.account, &to, now) != Decision::Pass;
+                let decision = admit(&judge, &proven, a.account, &to, now);
+                let held = matches!(decision, Decision::Held { .. });
+                out.attack_passed += u64::from(matches!(decision, Decision::Passed { .. }));
                 if held {
                     out.attack_held += 1;
                     out.first_held.get_or_insert(i);
@@ -221,7 +302,7 @@ fn run(attack: Option<Attack>, seed: u64) -> Outcome {
                 if held {
                     continue;
                 }
-                judge.accepted(a.account, &to, now);
+                lock().accepted(a.account, &to, now);
                 numbers.push(to);
                 let n = (numbers.len() - 1) as u64;
                 if a.account <= VERIFYING {
@@ -238,9 +319,17 @@ fn run(attack: Option<Attack>, seed: u64) -> Outcome {
                     );
                 }
             }
-            Event::Verify(account, n) => judge.verified(account, &numbers[n as usize], now),
+            Event::Verify(account, n) => {
+                let to = &numbers[n as usize];
+                lock().verified(account, to, now);
+                proven.verified(account, to);
+            }
             Event::Receipt(account, n, delivered) => {
-                judge.receipt(account, &numbers[n as usize], delivered, now)
+                let to = &numbers[n as usize];
+                lock().receipt(account, to, delivered, now);
+                if delivered {
+                    proven.delivered(account, to);
+                }
             }
         }
     }
@@ -256,10 +345,27 @@ fn pct(part: u64, whole: u64) -> String {
 }
 
 fn main() {
+    // `pumping N` runs scenario N alone and says which keys held normal
+    // sends; `--returning SHARE` sets the share of sends to returning users.
+    let mut only: Option<usize> = None;
+    let mut returning = RETURNING;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--returning" {
+            returning = args
+                .next()
+                .and_then(|v| v.parse().ok())
+                .filter(|v| (0.0..=1.0).contains(v))
+                .expect("--returning takes a share between 0 and 1");
+        } else {
+            only = Some(arg.parse().expect("a scenario number"));
+        }
+    }
     let s = GuardConfig::default();
     println!(
         "guard defaults: window {} s in {} s buckets, baseline {} s, min_volume {}, \
-         surge x{}, collapse x{}, prior {}, hold {} s",
+         surge x{}, collapse x{}, prior {}, hold {} s, pass proven numbers {}; \
+         returning users {:.0}% of normal sends",
         s.window_seconds,
         s.bucket_seconds,
         s.baseline_seconds,
@@ -267,12 +373,14 @@ fn main() {
         s.surge_factor,
         s.collapse_ratio,
         s.prior_conversion,
-        s.hold_seconds
+        s.hold_seconds,
+        s.pass_proven_numbers,
+        returning * 100.0
     );
     println!(
-        "| attack | attack rate /min | attacker judged on | first held | attack held after the first 300 | normal sends | normal held |"
+        "| attack | attack rate /min | attacker judged on | first held | attack held after the first 300 | attack sends a hold let through (proven) | normal sends | normal held | normal sends a hold let through (proven) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let quiet = "+880199";
     let busy = "+977984";
     let mut scenarios: Vec<(String, Option<Attack>)> = vec![("none".into(), None)];
@@ -300,13 +408,11 @@ fn main() {
             }),
         ));
     }
-    // `pumping N` runs scenario N alone and says which keys held normal sends.
-    let only: Option<usize> = std::env::args().nth(1).and_then(|a| a.parse().ok());
     for (i, (label, attack)) in scenarios.into_iter().enumerate() {
         if only.is_some_and(|n| n != i) {
             continue;
         }
-        let o = run(attack, 7 + i as u64);
+        let o = run(attack, 7 + i as u64, returning);
         if only.is_some() {
             for (key, n) in &o.held_by {
                 println!("held by {key}: {n}");
@@ -324,14 +430,16 @@ fn main() {
             ),
         };
         println!(
-            "| {label} {} | {rate} | {judged} | {} | {} | {} | {} ({}) |",
+            "| {label} {} | {rate} | {judged} | {} | {} | {} | {} | {} ({}) | {} |",
             attack.map_or(String::new(), |a| a.prefix.to_owned()),
             o.first_held
                 .map_or("-".to_owned(), |i| format!("#{}", i + 1)),
             pct(o.attack_held_after_300, o.attack_after_300),
+            attack.map_or("-".to_owned(), |_| o.attack_passed.to_string()),
             o.normal,
             pct(o.normal_held, o.normal),
             o.normal_held,
+            o.normal_passed,
         );
     }
 }

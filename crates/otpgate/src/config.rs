@@ -653,6 +653,10 @@ pub struct GuardConfig {
     /// An account that verified a code (or got a receipt) within this long
     /// is judged on verifications (or deliveries).
     pub signal_memory_seconds: u64,
+    /// A send to a number proven good for the account (a code to it was
+    /// verified, or for an account judged on deliveries delivered, while
+    /// its OTPs are kept) passes a hold: a returning user is not pumping.
+    pub pass_proven_numbers: bool,
 }
 
 impl Default for GuardConfig {
@@ -670,6 +674,7 @@ impl Default for GuardConfig {
             max_keys: 200_000,
             refresh_ms: 2_000,
             signal_memory_seconds: 86_400,
+            pass_proven_numbers: true,
         }
     }
 }

@@ -76,6 +76,11 @@ pub const FAMILIES: &[Family] = &[
         help: "Sends the SMS-pumping guard held, by scope (country, prefix, block) and accounts (account: one account's hold, all: across accounts).",
     },
     Family {
+        name: "otpgate_guard_passed_sends_total",
+        kind: "counter",
+        help: "Sends a pumping hold let through because their number was proven good for the account (a verified code, or for an account judged on receipts a delivered one), by scope and accounts.",
+    },
+    Family {
         name: "otpgate_guard_holds_total",
         kind: "counter",
         help: "Pumping holds this node placed, by scope (country, prefix, block) and accounts (account, all).",

@@ -5,7 +5,8 @@
 
 use super::{PgStore, pg_err};
 use crate::guard::{
-    GuardHold, GuardStore, MAX_HOLDS_LISTED, NewHold, hold_from_row, sql, stored_account,
+    GuardHold, GuardStore, MAX_HOLDS_LISTED, NewHold, hold_from_row, proving_status, sql,
+    stored_account,
 };
 use crate::{Accepted, AccountId, Micros, StoreError};
 
@@ -100,6 +101,20 @@ impl GuardStore for PgStore {
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect())
+    }
+
+    async fn proven_number(
+        &self,
+        account: AccountId,
+        e164: String,
+        delivered: bool,
+    ) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(sql::PROVEN, &[&account, &e164, &proving_status(delivered)])
+            .await
+            .map_err(pg_err)?;
+        Ok(row.is_some())
     }
 
     async fn idempotent_send(

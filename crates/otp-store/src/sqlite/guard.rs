@@ -5,7 +5,8 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, collect, map_err, rows};
 use crate::guard::{
-    GuardHold, GuardStore, MAX_HOLDS_LISTED, NewHold, hold_from_row, sql, stored_account,
+    GuardHold, GuardStore, MAX_HOLDS_LISTED, NewHold, hold_from_row, proving_status, sql,
+    stored_account,
 };
 use crate::{Accepted, AccountId, Micros, StoreError};
 
@@ -115,6 +116,26 @@ impl GuardStore for SqliteStore {
                 }
             }
             Ok(found)
+        })
+        .await
+    }
+
+    async fn proven_number(
+        &self,
+        account: AccountId,
+        e164: String,
+        delivered: bool,
+    ) -> Result<bool, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(&lite(sql::PROVEN))
+                .map_err(map_err)?
+                .query_row(
+                    params![account, e164, proving_status(delivered)],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map(|found| found.is_some())
+                .map_err(map_err)
         })
         .await
     }

@@ -1,11 +1,14 @@
 //! The guard's holds: one open hold per key, placed once however many
 //! nodes judge the same burst; extended only forward; released once; an
-//! ended hold makes way for a new one; and the two reads at the guard's
+//! ended hold makes way for a new one; and the three reads at the guard's
 //! edges.
 
+use otp_domain::phone::PhoneNumber;
 use otp_store::guard::{HoldScope, NewHold};
 use otp_store::test_support::sample_otp;
-use otp_store::{IdempotencyKey, now_micros};
+use otp_store::{IdempotencyKey, OtpStatus, Receipt, VerifyOutcome, VerifyRequest, now_micros};
+
+use crate::{claim_at, sent};
 
 const MINUTE: i64 = 60_000_000;
 
@@ -109,5 +112,61 @@ crate::contract! {
         assert_eq!(first, accepted);
         assert!(store.idempotent_send(account.id, "k-2".into(), since).await.unwrap().is_none());
         assert!(store.idempotent_send(account.id + 1, "k-1".into(), since).await.unwrap().is_none());
+    }
+
+    async fn a_number_is_proven_by_a_verified_code_or_a_delivery_of_the_same_account(store) {
+        let account = store.create_account("acme", 10, 0).await.unwrap();
+        let other = store.create_account("other", 10, 0).await.unwrap();
+        let to = |number: &str| otp_store::NewOtp {
+            number: PhoneNumber::parse(number).unwrap(),
+            ..sample_otp(account.id)
+        };
+        let verified = store.accept(to("9851023212")).await.unwrap();
+        let delivered = store.accept(to("9851023213")).await.unwrap();
+        store.accept(to("9851023214")).await.unwrap();
+
+        let jobs = claim_at(&store, now_micros()).await;
+        let job = |id: i64| jobs.iter().find(|j| j.otp.id == id).unwrap();
+        sent(&store, job(delivered.id), "smsc", &["m1"]).await;
+        store
+            .record_receipts(vec![Receipt {
+                route: "smsc".into(),
+                message_ids: vec!["m1".into()],
+                status: Some(OtpStatus::Delivered),
+                state: "DELIVRD".into(),
+                error_code: None,
+                at: now_micros(),
+            }])
+            .await
+            .unwrap();
+        let outcome = store
+            .verify(VerifyRequest {
+                account_id: account.id,
+                phone_number: None,
+                otp_id: Some(verified.id),
+                api_key_id: None,
+                code: otp_store::test_support::SAMPLE_CODE.into(),
+                max_attempts: 5,
+                now: now_micros(),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(outcome, VerifyOutcome::Verified { .. }), "{outcome:?}");
+
+        let proven = |account: i64, e164: &str, delivered: bool| {
+            let store = store.store.clone();
+            let e164 = e164.to_owned();
+            async move { store.proven_number(account, e164, delivered).await.unwrap() }
+        };
+        // A verified code proves its number for either signal.
+        assert!(proven(account.id, "+9779851023212", false).await);
+        assert!(proven(account.id, "+9779851023212", true).await);
+        // A delivery proves it only for an account judged on deliveries.
+        assert!(!proven(account.id, "+9779851023213", false).await);
+        assert!(proven(account.id, "+9779851023213", true).await);
+        // A send that was neither, a number never sent to, another account.
+        assert!(!proven(account.id, "+9779851023214", true).await);
+        assert!(!proven(account.id, "+9779851023215", true).await);
+        assert!(!proven(other.id, "+9779851023212", true).await);
     }
 }

@@ -290,7 +290,7 @@ async fn resend_plan(
         (status = 413, description = "Body over 64 KiB", body = super::error::ErrorEnvelope),
         (status = 415, description = "Not JSON or form", body = super::error::ErrorEnvelope),
         (status = 422, description = "The `Idempotency-Key` was used before with another body; nothing written", body = super::error::ErrorEnvelope),
-        (status = 429, description = "Too many sends to this number (`rate_limited`) or within its cooldown (`cooldown`), or sends to its country, operator prefix or number block held by the SMS-pumping guard (`pumping_hold`: a burst there is rarely verified; a retry under the idempotency key of a send accepted before gets that send's answer); `Retry-After` says when to try again; nothing written or charged", body = super::error::ErrorEnvelope),
+        (status = 429, description = "Too many sends to this number (`rate_limited`) or within its cooldown (`cooldown`), or sends to its country, operator prefix or number block held by the SMS-pumping guard (`pumping_hold`: a burst there is rarely verified; a number whose code for the account was verified before, or for an account judged on receipts delivered, passes the hold; a retry under the idempotency key of a send accepted before gets that send's answer); `Retry-After` says when to try again; nothing written or charged", body = super::error::ErrorEnvelope),
         (status = 503, description = "Store unavailable; nothing written", body = super::error::ErrorEnvelope),
     ),
     security(("bearer" = []))
@@ -311,7 +311,11 @@ pub async fn send_otp(
         ApiError::validation(errors)
     })?;
     let channel = valid.channel.as_str();
-    if let Some(held) = state.guard.admit(caller.account_id, valid.number.e164()) {
+    if let Some(held) = state
+        .guard
+        .admit(caller.account_id, valid.number.e164())
+        .await
+    {
         return held_send(&state, &caller, held, idempotency, channel, shows_code).await;
     }
     let attempt = accept(&state, &caller, &valid, idempotency).await?;

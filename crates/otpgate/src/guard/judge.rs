@@ -29,8 +29,17 @@
 //! pushes its end on, so a burst that goes on stays held, and traffic back
 //! at its baseline lets the hold end. A key an
 //! operator released does not trip again for `hold`.
+//!
+//! A hold refuses new numbers, not returning users: [`decide`], which the
+//! server runs for every send, asks the caller (the store, on that rare
+//! path only) whether a number a hold would refuse is proven good for the
+//! account, by a verified code or, for an account judged on deliveries, a
+//! delivered one ([`Proof`]); such a send passes the hold
+//! ([`Decision::Passed`]). A pumped number is a fresh one nobody verified,
+//! so the burst stays held.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 
 use otp_domain::phone::operator_prefix;
 use otp_store::guard::{GuardHold, HoldScope};
@@ -54,6 +63,8 @@ pub struct Settings {
     pub max_keys: usize,
     /// How long a verification or a receipt keeps deciding an account's signal.
     pub signal_memory: Micros,
+    /// A send to a number proven good for the account passes a hold.
+    pub pass_proven: bool,
 }
 
 /// What sends are counted under.
@@ -240,10 +251,19 @@ pub struct LocalHold {
     pub until: Micros,
 }
 
-/// What [`Judge::admit`] decided for one send.
+/// What [`Judge::admit`] (or [`decide`]) decided for one send.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Pass,
+    /// A hold stands on `key` (or tripped on this send), but the number is
+    /// proven good for the account: the send passes it. The other fields
+    /// are [`Decision::Held`]'s.
+    Passed {
+        key: Key,
+        hold: LocalHold,
+        tripped: Option<Trip>,
+        extended: bool,
+    },
     Held {
         key: Key,
         hold: LocalHold,
@@ -260,6 +280,17 @@ pub enum Signal {
     Verify,
     Delivery,
     None,
+}
+
+/// What proves a number good for an account: what the account is judged on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// A code sent to it was verified (an account judged on
+    /// verifications, or one not judged at all).
+    Verified,
+    /// A code sent to it was verified or delivered (an account judged on
+    /// deliveries, which never verifies).
+    Delivered,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -315,6 +346,47 @@ impl Judge {
             Some(a) if fresh(a.verified_at) => Signal::Verify,
             Some(a) if fresh(a.receipt_at) => Signal::Delivery,
             _ => Signal::None,
+        }
+    }
+
+    /// What proves a number good for `account` at `now`: a delivery for an
+    /// account judged on deliveries, else a verification. A delivery does
+    /// not prove a number for an account that verifies: pumping carriers
+    /// may well report their numbers delivered.
+    pub fn proof(&self, account: AccountId, now: Micros) -> Proof {
+        match self.signal(account, now) {
+            Signal::Delivery => Proof::Delivered,
+            Signal::Verify | Signal::None => Proof::Verified,
+        }
+    }
+
+    /// The key of a hold standing at `now` on one of the keys of a send of
+    /// `account` to `e164` (the one [`Judge::admit`] would refuse it under).
+    pub fn holding(&self, account: AccountId, e164: &str, now: Micros) -> Option<Key> {
+        keys_of(account, e164)
+            .into_iter()
+            .find(|k| self.holds.get(k).is_some_and(|h| h.until > now))
+    }
+
+    /// Counts a send of `account` to `e164`, a number proven good for the
+    /// account: it passes every hold ([`Decision::Passed`] when one stands
+    /// on its keys), is counted under each of its keys as any attempt is,
+    /// and trips nothing and extends no hold (a returning user is not the
+    /// burst).
+    pub fn admit_proven(&mut self, account: AccountId, e164: &str, now: Micros) -> Decision {
+        let keys = keys_of(account, e164);
+        self.each(&keys, now, |_, state, bucket| {
+            state.current(bucket).attempts += 1;
+        });
+        self.holds.retain(|_, h| h.until > now);
+        match keys.iter().find_map(|k| self.holds.get(k).map(|h| (k, *h))) {
+            Some((key, hold)) => Decision::Passed {
+                key: key.clone(),
+                hold,
+                tripped: None,
+                extended: false,
+            },
+            None => Decision::Pass,
         }
     }
 
@@ -627,6 +699,68 @@ impl Judge {
     }
 }
 
+/// Decides a send of `account` to `e164` at `now` as the server does:
+/// [`Judge::admit`], except that a send a hold would refuse (one standing
+/// on its keys, or one its own attempt trips) passes the hold when
+/// `proven` says its number is proven good for the account
+/// ([`Decision::Passed`]; with `pass_proven` off it is never asked).
+/// `proven` gets what proves a number for this account ([`Judge::proof`]),
+/// is asked at most once and only on that path, and is awaited with the
+/// judge unlocked (std Mutex: never held across .await).
+pub async fn decide<F, Fut>(
+    judge: &Mutex<Judge>,
+    account: AccountId,
+    e164: &str,
+    now: Micros,
+    proven: F,
+) -> Decision
+where
+    F: FnOnce(Proof) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let lock = || judge.lock().expect("guard judge poisoned");
+    // What to ask about a send a hold would refuse, if anything.
+    let ask = |j: &Judge| j.s.pass_proven.then(|| j.proof(account, now));
+    let standing = {
+        let j = lock();
+        j.holding(account, e164, now).and_then(|_| ask(&j))
+    };
+    if let Some(proof) = standing {
+        return if proven(proof).await {
+            lock().admit_proven(account, e164, now)
+        } else {
+            lock().admit(account, e164, now)
+        };
+    }
+    let decision = lock().admit(account, e164, now);
+    let Decision::Held {
+        key,
+        hold,
+        tripped,
+        extended,
+    } = decision
+    else {
+        return decision;
+    };
+    // The hold tripped on this very send (or another send placed it in
+    // between): the attempt is counted already, as the judge saw it.
+    let proof = ask(&lock());
+    match proof {
+        Some(proof) if proven(proof).await => Decision::Passed {
+            key,
+            hold,
+            tripped,
+            extended,
+        },
+        _ => Decision::Held {
+            key,
+            hold,
+            tripped,
+            extended,
+        },
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Judgement {
     volume: u32,
@@ -656,6 +790,7 @@ mod tests {
             hold: 15 * MINUTE,
             max_keys: 10_000,
             signal_memory: 24 * 60 * MINUTE,
+            pass_proven: true,
         }
     }
 
@@ -681,7 +816,8 @@ mod tests {
                         judge.verified(account, &number, now + 20 * SECOND);
                     }
                 }
-                Decision::Held { .. } => held += 1,
+                // `admit` asks nothing: it passes or holds.
+                Decision::Held { .. } | Decision::Passed { .. } => held += 1,
             }
         }
         (n - held, held)
@@ -756,7 +892,7 @@ mod tests {
                     judge.accepted(2, &number, at);
                     judge.receipt(2, &number, false, at + SECOND);
                 }
-                Decision::Held { .. } => held += 1,
+                Decision::Held { .. } | Decision::Passed { .. } => held += 1,
             }
         }
         assert!(held >= 190, "{held} held");
@@ -815,5 +951,126 @@ mod tests {
         judge.admit(1, "+9779801000001", 0);
         assert_eq!(judge.tracked(), 6);
         assert!(judge.untracked > 0);
+    }
+
+    /// [`decide`] with a synchronous answer, as the simulation runs it.
+    fn decide_now(
+        judge: &Mutex<Judge>,
+        account: AccountId,
+        e164: &str,
+        now: Micros,
+        proven: impl FnOnce(Proof) -> bool,
+    ) -> Decision {
+        use futures_util::FutureExt;
+        decide(judge, account, e164, now, |proof| {
+            std::future::ready(proven(proof))
+        })
+        .now_or_never()
+        .expect("a ready answer leaves nothing to wait for")
+    }
+
+    /// Account 1 verifies, and a burst of it to block `+9779801` is held.
+    fn held_burst(s: Settings) -> Mutex<Judge> {
+        let mut judge = Judge::new(s);
+        traffic(&mut judge, 1, "+9779841", 0, 60, 600, Some(5));
+        let (_, held) = traffic(&mut judge, 1, "+9779801", 60 * MINUTE, 2, 300, None);
+        assert!(held > 0);
+        Mutex::new(judge)
+    }
+
+    #[test]
+    fn a_hold_lets_a_number_proven_by_a_verification_through_and_holds_new_ones() {
+        let judge = held_burst(settings());
+        let now = 62 * MINUTE;
+        let returning = "+977980100999";
+        let asked = std::cell::RefCell::new(Vec::new());
+        let proven = |number: &'static str| {
+            let asked = &asked;
+            move |proof| {
+                asked.borrow_mut().push(proof);
+                number == returning
+            }
+        };
+        let passed = decide_now(&judge, 1, returning, now, proven(returning));
+        let Decision::Passed { key, tripped, .. } = passed else {
+            panic!("{passed:?}");
+        };
+        assert_eq!((key.scope, key.account), (HoldScope::Block, Some(1)));
+        assert_eq!(tripped, None);
+        let fresh = "+977980100998";
+        let held = decide_now(&judge, 1, fresh, now, proven(fresh));
+        assert!(matches!(held, Decision::Held { .. }), "{held:?}");
+        // Asked once per held send, for a verification (account 1 verifies).
+        assert_eq!(*asked.borrow(), [Proof::Verified, Proof::Verified]);
+        // A send no hold refuses is not asked about.
+        let elsewhere = decide_now(&judge, 1, "+9779841000001", now, |_| {
+            panic!("asked about a send no hold refuses")
+        });
+        assert_eq!(elsewhere, Decision::Pass);
+        // A returning user does not keep the hold going.
+        let until = judge.lock().unwrap().holds[&key].until;
+        for i in 0..50 {
+            decide_now(&judge, 1, returning, now + i * SECOND, |_| true);
+        }
+        assert_eq!(judge.lock().unwrap().holds[&key].until, until);
+    }
+
+    #[test]
+    fn with_pass_proven_off_a_hold_refuses_every_number() {
+        let mut s = settings();
+        s.pass_proven = false;
+        let judge = held_burst(s);
+        let held = decide_now(&judge, 1, "+977980100999", 62 * MINUTE, |_| {
+            panic!("asked with pass_proven off")
+        });
+        assert!(matches!(held, Decision::Held { .. }), "{held:?}");
+    }
+
+    #[test]
+    fn a_proven_send_whose_attempt_trips_a_hold_passes_and_the_hold_stands() {
+        let mut judge = Judge::new(settings());
+        traffic(&mut judge, 1, "+9779841", 0, 60, 600, Some(5));
+        let judge = Mutex::new(judge);
+        let mut decisions = Vec::new();
+        for i in 0..300 {
+            let number = format!("+9779801{:05}", i);
+            let now = 60 * MINUTE + i * 2 * MINUTE / 300;
+            let d = decide_now(&judge, 1, &number, now, |_| true);
+            if !matches!(d, Decision::Held { .. }) {
+                judge.lock().unwrap().accepted(1, &number, now);
+            }
+            decisions.push(d);
+        }
+        let first = decisions
+            .iter()
+            .position(|d| *d != Decision::Pass)
+            .expect("the burst tripped a hold");
+        assert!(
+            matches!(
+                &decisions[first],
+                Decision::Passed {
+                    tripped: Some(_),
+                    ..
+                }
+            ),
+            "{:?}",
+            decisions[first]
+        );
+        assert!(
+            decisions[first + 1..]
+                .iter()
+                .all(|d| matches!(d, Decision::Passed { tripped: None, .. })),
+            "every later send passes the standing hold"
+        );
+    }
+
+    #[test]
+    fn an_account_judged_on_deliveries_proves_numbers_by_deliveries() {
+        let mut judge = Judge::new(settings());
+        assert_eq!(judge.proof(2, 0), Proof::Verified);
+        judge.receipt(2, "+9779841000000", true, 0);
+        assert_eq!(judge.proof(2, 0), Proof::Delivered);
+        judge.verified(2, "+9779841000000", SECOND);
+        assert_eq!(judge.proof(2, SECOND), Proof::Verified);
     }
 }

@@ -4,10 +4,11 @@
 //! [`judge`] decides, in memory and without a clock of its own. [`Guard`]
 //! runs it on this node: it counts each send attempt, accepted send,
 //! verification and delivery receipt as they happen here ([`Guard::admit`],
-//! [`Guard::accepted`], [`Guard::verified`], [`Guard::receipts`]), places the
-//! holds it judges in the store, where every node reads them
-//! ([`Guard::refresh`], on `refresh_ms`), and raises the alerts of a hold it
-//! created: `otpgate_guard_holds_total`, a log line, a signed `pumping_hold`
+//! [`Guard::accepted`], [`Guard::verified`], [`Guard::receipts`]), lets a
+//! number proven good for the account through a hold (a store lookup on
+//! that path only), places the holds it judges in the store, where every
+//! node reads them ([`Guard::refresh`], on `refresh_ms`), and raises the
+//! alerts of a hold it created: `otpgate_guard_holds_total`, a log line, a signed `pumping_hold`
 //! event to the account's webhook (a hold of one account) and a POST to
 //! `[alerts] webhook_url`.
 //!
@@ -33,7 +34,7 @@ use otp_store::{AccountId, Micros, SharedStore, StoreError, now_micros};
 use crate::config::{AlertsConfig, GuardConfig, WebhooksConfig};
 use crate::metrics::Metrics;
 use crate::times::rfc3339;
-use judge::{Decision, Judge, Key, Settings, Trip};
+use judge::{Decision, Judge, Key, Proof, Settings, Trip};
 
 /// The event name of a hold, in webhooks and alerts.
 pub const HOLD_EVENT: &str = "pumping_hold";
@@ -122,6 +123,7 @@ impl GuardConfig {
             hold: micros(Duration::from_secs(self.hold_seconds.max(1))),
             max_keys: self.max_keys,
             signal_memory: micros(Duration::from_secs(self.signal_memory_seconds)),
+            pass_proven: self.pass_proven_numbers,
         }
     }
 }
@@ -241,25 +243,38 @@ impl Guard {
     }
 
     /// Counts a send attempt of `account` to `e164` and says whether it is
-    /// held. A hold that trips now is placed in the store in the background
-    /// (it stands on this node at once).
-    pub fn admit(self: &Arc<Self>, account: AccountId, e164: &str) -> Option<HeldSend> {
+    /// held. A send a hold would refuse is first looked up in the store
+    /// ([`judge::decide`]): a number proven good for the account passes. A
+    /// hold that trips now is placed in the store in the background (it
+    /// stands on this node at once).
+    pub async fn admit(self: &Arc<Self>, account: AccountId, e164: &str) -> Option<HeldSend> {
         if !self.enabled {
             return None;
         }
         let now = now_micros();
-        let decision = self.judge().admit(account, e164, now);
-        let Decision::Held {
-            key,
-            hold,
-            tripped,
-            extended,
-        } = decision
-        else {
-            return None;
-        };
+        let proven = |proof| self.proven(account, e164, proof);
+        let (key, hold, tripped, extended, held) =
+            match judge::decide(&self.judge, account, e164, now, proven).await {
+                Decision::Pass => return None,
+                Decision::Passed {
+                    key,
+                    hold,
+                    tripped,
+                    extended,
+                } => (key, hold, tripped, extended, false),
+                Decision::Held {
+                    key,
+                    hold,
+                    tripped,
+                    extended,
+                } => (key, hold, tripped, extended, true),
+            };
         self.metrics.inc(
-            "otpgate_guard_held_sends_total",
+            if held {
+                "otpgate_guard_held_sends_total"
+            } else {
+                "otpgate_guard_passed_sends_total"
+            },
             &[
                 ("scope", key.scope.as_str()),
                 ("accounts", across_label(&key)),
@@ -276,12 +291,29 @@ impl Guard {
                 }
             });
         }
-        Some(HeldSend {
+        held.then(|| HeldSend {
             scope: key.scope,
             retry_after_seconds: u64::try_from((hold.until - now + SECOND - 1) / SECOND)
                 .unwrap_or(1)
                 .max(1),
         })
+    }
+
+    /// Whether `e164` is proven good for `account` by `proof`; a store that
+    /// cannot say leaves the send held (it could not be accepted either).
+    async fn proven(&self, account: AccountId, e164: &str, proof: Proof) -> bool {
+        let delivered = proof == Proof::Delivered;
+        match self
+            .store
+            .proven_number(account, e164.to_owned(), delivered)
+            .await
+        {
+            Ok(proven) => proven,
+            Err(e) => {
+                tracing::debug!(error = %e, "the guard could not tell whether a held number is proven");
+                false
+            }
+        }
     }
 
     /// Stores a hold this node judged, and raises its alerts if no other

@@ -7,7 +7,8 @@
 //! before the hold gets its first answer; a second node on one PostgreSQL
 //! holds the same sends and lifts the hold when it is released; an account
 //! that never verifies is judged on the receipts of a real SMSC; the
-//! command line lists and releases holds.
+//! command line lists and releases holds; a number that verified a code
+//! for the account before passes a hold that still refuses new numbers.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -102,13 +103,18 @@ async fn send_to(
 /// Sends one code to an NTC number and verifies it, so the account is one
 /// the guard judges on verifications.
 async fn verify_one(client: &reqwest::Client, base: &str, key: &str) {
-    let (status, _, body) = send_to(client, base, key, &text_send("9851023212")).await;
+    send_and_verify(client, base, key, "9851023212").await;
+}
+
+/// Sends a code to `number` and verifies it.
+async fn send_and_verify(client: &reqwest::Client, base: &str, key: &str, number: &str) {
+    let (status, _, body) = send_to(client, base, key, &text_send(number)).await;
     assert_eq!(status, 200, "{body}");
     let code = body["data"]["details"]["otp"].as_str().unwrap().to_owned();
     let r = client
         .post(format!("{base}{VERIFY}"))
         .bearer_auth(key)
-        .json(&json!({ "number": "9851023212", "otp": code }))
+        .json(&json!({ "number": number, "otp": code }))
         .send()
         .await
         .unwrap();
@@ -281,9 +287,64 @@ async fn a_retry_of_a_send_accepted_before_the_hold_gets_its_first_answer(backen
     );
 }
 
+async fn a_number_verified_before_passes_a_hold_and_a_new_number_under_it_is_still_held(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, guarded).await;
+    verify_one(&app.client, &app.address, &app.key).await;
+    // A returning user: a number of the burst's block that verified a code
+    // for this account before the burst.
+    let returning = burst_number(900);
+    send_and_verify(&app.client, &app.address, &app.key, &returning).await;
+    let (_, _, held) = burst(&app.client, &app.address, &app.key, 0).await;
+    assert_eq!(held["errors"][0]["code"], "pumping_hold", "{held}");
+
+    // The returning user is accepted, and charged as any send.
+    let (balance, count) = (app.balance().await, app.otp_count().await);
+    let (status, _, body) =
+        send_to(&app.client, &app.address, &app.key, &text_send(&returning)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.otp_count().await, count + 1);
+    assert_eq!(app.balance().await.0, balance.0 - 1);
+
+    // A new number under the held block is still held, with nothing
+    // written or charged.
+    let (balance, count) = (app.balance().await, app.otp_count().await);
+    let (status, retry_after, body) = send_to(
+        &app.client,
+        &app.address,
+        &app.key,
+        &text_send(&burst_number(901)),
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["errors"][0]["code"], "pumping_hold", "{body}");
+    assert!(retry_after.is_some());
+    assert_eq!(app.balance().await, balance);
+    assert_eq!(app.otp_count().await, count);
+
+    // A number sent to before the burst but never verified proves nothing.
+    let (status, _, body) = send_to(
+        &app.client,
+        &app.address,
+        &app.key,
+        &text_send(&burst_number(0)),
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics
+            .contains("otpgate_guard_passed_sends_total{scope=\"block\",accounts=\"account\"} 1"),
+        "{metrics}"
+    );
+}
+
 for_each_backend!(
     a_burst_that_is_never_verified_is_held_alerted_and_released,
-    a_retry_of_a_send_accepted_before_the_hold_gets_its_first_answer
+    a_retry_of_a_send_accepted_before_the_hold_gets_its_first_answer,
+    a_number_verified_before_passes_a_hold_and_a_new_number_under_it_is_still_held
 );
 
 /// Two nodes on one PostgreSQL database: a hold one node placed holds the
