@@ -322,8 +322,19 @@ pub(crate) fn tally<'a>(
 }
 
 /// The upsert of one row: `?N` or `$N` placeholders in the order of
-/// [`upsert_values`].
-pub(crate) fn upsert_sql(placeholder: char) -> String {
+/// [`upsert_values`]. Built once per placeholder (every accept and receipt
+/// batch runs it).
+pub(crate) fn upsert_sql(placeholder: char) -> &'static str {
+    static SQLITE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| build_upsert('?'));
+    static POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| build_upsert('$'));
+    match placeholder {
+        '?' => &SQLITE,
+        '$' => &POSTGRES,
+        other => unreachable!("no store uses {other:?} placeholders"),
+    }
+}
+
+fn build_upsert(placeholder: char) -> String {
     let mut columns: Vec<String> = [
         "account_id",
         "minute",

@@ -58,9 +58,7 @@ pub(super) async fn record<'a>(
                     .into_iter()
                     .map(|n| Box::new(n) as Box<dyn tokio_postgres::types::ToSql + Sync + Send>),
             );
-            tx.execute(sql.as_str(), &refs(&values))
-                .await
-                .map_err(pg_err)?;
+            tx.execute(sql, &refs(&values)).await.map_err(pg_err)?;
         }
     }
     Ok(tally)

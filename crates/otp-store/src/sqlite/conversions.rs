@@ -38,7 +38,7 @@ pub(super) fn record<'a>(
     }
     let tally = conversions::tally(accepted, changes, &facts);
     if !tally.is_empty() {
-        let mut s = tx.prepare_cached(&upsert_sql('?')).map_err(map_err)?;
+        let mut s = tx.prepare_cached(upsert_sql('?')).map_err(map_err)?;
         for (k, c) in &tally {
             let mut values: Vec<rusqlite::types::Value> = vec![
                 k.account_id.into(),
