@@ -626,7 +626,9 @@ impl Judge {
                 {
                     self.release(&key, released);
                 }
-            } else if h.is_active(now) {
+            } else if h.is_active(now) && !self.released.contains_key(&h.id) {
+                // A copy read before its release committed must not bring a
+                // hold this node already let go back.
                 let local = self.holds.entry(key).or_insert(LocalHold {
                     id: Some(h.id),
                     until: h.until,
@@ -940,6 +942,43 @@ mod tests {
         // Neither the block nor its prefix or country holds it again.
         let (_, held) = traffic(&mut judge, 1, "+9779801", now, 2, 200, None);
         assert_eq!(held, 0);
+    }
+
+    #[test]
+    fn a_stale_copy_of_a_released_hold_does_not_bring_it_back() {
+        let mut judge = Judge::new(settings());
+        traffic(&mut judge, 1, "+9779841", 0, 60, 600, Some(5));
+        traffic(&mut judge, 1, "+9779801", 60 * MINUTE, 2, 300, None);
+        let now = 62 * MINUTE;
+        let Decision::Held { key, hold, .. } = judge.admit(1, "+977980100001", now) else {
+            panic!("held");
+        };
+        let stored = GuardHold {
+            id: 7,
+            scope: key.scope,
+            value: key.value.clone(),
+            account_id: key.account,
+            reason: "burst".into(),
+            volume: 300,
+            conversion_ppm: 0,
+            baseline_ppm: 800_000,
+            created_at: now,
+            until: hold.until,
+            released_at: None,
+            released_by: None,
+        };
+        judge.placed(&key, 7, hold.until);
+        // Released here; then a refresh that read the holds before the
+        // release committed hands the unreleased copy over.
+        let released = GuardHold {
+            released_at: Some(now + 1),
+            released_by: Some("admin-api".into()),
+            ..stored.clone()
+        };
+        judge.sync(std::slice::from_ref(&released), now + 1);
+        judge.sync(std::slice::from_ref(&stored), now + 2);
+        assert!(judge.active_holds(now + 2).is_empty());
+        assert_eq!(judge.admit(1, "+977980100002", now + 3), Decision::Pass);
     }
 
     #[test]
