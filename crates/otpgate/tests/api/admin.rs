@@ -392,14 +392,8 @@ async fn an_account_disabled_on_one_node_is_refused_by_the_other() {
         config = Some(c.clone());
     })
     .await;
-    let second = otpgate::startup::Application::build(config.expect("the tweak ran"))
-        .await
-        .expect("building the second node");
-    let second_url = format!("http://{}", second.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(second.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let second = crate::helpers::Node::start(config.expect("the tweak ran")).await;
+    let second_url = second.url.clone();
     let send_on_second = || {
         app.client
             .post(format!("{second_url}/api/v1/auths/send/otp/"))
@@ -428,6 +422,5 @@ async fn an_account_disabled_on_one_node_is_refused_by_the_other() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(send_on_second().await.unwrap().status(), 200);
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    second.stop().await;
 }

@@ -127,29 +127,49 @@ async fn wait_for_fallback(app: &TestApp, id: i64, state: &str) -> Value {
     );
 }
 
+/// Fallback fields the send and an account's default refuse alike: each
+/// with the field the error names and its code.
+pub fn bad_call_fields() -> Vec<(Value, &'static str, &'static str)> {
+    vec![
+        (
+            json!({"fallback_channel": "sms"}),
+            "fallback_channel",
+            "invalid_choice",
+        ),
+        (
+            json!({"fallback_channel": 5}),
+            "fallback_channel",
+            "invalid_choice",
+        ),
+        (
+            json!({"fallback_channel": "voice", "fallback_voice_input": "np_rija",
+                   "fallback_after_seconds": 9}),
+            "fallback_after_seconds",
+            "out_of_range",
+        ),
+        (
+            json!({"fallback_channel": "voice", "fallback_voice_input": "np_rija",
+                   "fallback_after_seconds": 3601}),
+            "fallback_after_seconds",
+            "out_of_range",
+        ),
+        (
+            json!({"fallback_channel": "voice"}),
+            "fallback_voice_input",
+            "required",
+        ),
+        (
+            json!({"fallback_channel": "voice", "fallback_voice_input": "robot"}),
+            "fallback_voice_input",
+            "invalid_choice",
+        ),
+    ]
+}
+
 for_each_backend! {
     async fn bad_fallback_fields_are_400_naming_the_field_and_change_nothing(app) {
-        let cases: Vec<(Value, &str, &str)> = vec![
-            (json!({"fallback_channel": "sms"}), "fallback_channel", "invalid_choice"),
-            (json!({"fallback_channel": 5}), "fallback_channel", "invalid_choice"),
-            (
-                json!({"fallback_channel": "voice", "fallback_voice_input": "np_rija",
-                       "fallback_after_seconds": 9}),
-                "fallback_after_seconds",
-                "out_of_range",
-            ),
-            (
-                json!({"fallback_channel": "voice", "fallback_voice_input": "np_rija",
-                       "fallback_after_seconds": 3601}),
-                "fallback_after_seconds",
-                "out_of_range",
-            ),
-            (json!({"fallback_channel": "voice"}), "fallback_voice_input", "required"),
-            (
-                json!({"fallback_channel": "voice", "fallback_voice_input": "robot"}),
-                "fallback_voice_input",
-                "invalid_choice",
-            ),
+        let mut cases = bad_call_fields();
+        cases.extend([
             (json!({"fallback_after_seconds": 30}), "fallback_after_seconds", "not_allowed"),
             (
                 json!({"fallback_channel": "none", "fallback_voice_input": "np_rija"}),
@@ -168,7 +188,7 @@ for_each_backend! {
                 "fallback_channel",
                 "not_allowed",
             ),
-        ];
+        ]);
         let before = (app.balance().await, app.otp_count().await);
         for (fields, field, code) in cases {
             let mut body = text_send(NUMBER);

@@ -82,6 +82,33 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |_| {}).await
 }
 
+/// Another node on `config` (a running app's, so the same database): its
+/// base URL; [`Node::stop`] stops it cleanly.
+pub struct Node {
+    pub url: String,
+    stop: oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Node {
+    pub async fn start(config: Config) -> Node {
+        let app = Application::build(config)
+            .await
+            .expect("building the second node");
+        let url = format!("http://{}", app.local_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Node { url, stop, running }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.running.await.unwrap().unwrap();
+    }
+}
+
 pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = database_url(backend, &dir).await;

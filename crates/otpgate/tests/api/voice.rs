@@ -632,22 +632,8 @@ async fn an_sms_the_smsc_reports_undeliverable_becomes_a_call_that_baresip_hears
     let otp = wait_for(&app, id, "undeliverable").await;
     assert!(otp.refunded, "the undelivered SMS's credit went back");
 
-    let mut fallback = None;
-    for _ in 0..1200 {
-        let f = app
-            .store
-            .otp(app.account_id, id)
-            .await
-            .unwrap()
-            .unwrap()
-            .fallback;
-        if f.is_some_and(|f| f.state == otp_store::FallbackState::Sent) {
-            fallback = f;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let fallback = fallback.unwrap_or_else(|| {
+    let sent = fallback_reaching(&app, id, otp_store::FallbackState::Sent, 60).await;
+    let fallback = sent.unwrap_or_else(|| {
         panic!(
             "the call never ended answered; baresip log:\n{}",
             peer.log()
@@ -680,6 +666,25 @@ async fn an_sms_the_smsc_reports_undeliverable_becomes_a_call_that_baresip_hears
         "the recording is not the prompt of the same code: correlation {corr:.3}; baresip log:\n{log}"
     );
     app.stop().await;
+}
+
+/// The fallback of OTP `id` once it reaches `state`, polled for up to
+/// `seconds`; `None` if it did not.
+async fn fallback_reaching(
+    app: &TestApp,
+    id: i64,
+    state: otp_store::FallbackState,
+    seconds: u64,
+) -> Option<otp_store::Fallback> {
+    let until = std::time::Instant::now() + Duration::from_secs(seconds);
+    while std::time::Instant::now() < until {
+        let otp = app.store.otp(app.account_id, id).await.unwrap().unwrap();
+        if otp.fallback.is_some_and(|f| f.state == state) {
+            return otp.fallback;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }
 
 struct Sipp {
@@ -971,17 +976,10 @@ async fn a_ringing_fallback_call_is_cancelled_by_a_verification_on_another_node(
         config = Some(second);
     })
     .await;
-    let second = otpgate::startup::Application::build(config.expect("the tweak ran"))
-        .await
-        .expect("building the second node");
-    let url = format!("http://{}/api/v1/auths/verify/otp/", second.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(second.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let second = crate::helpers::Node::start(config.expect("the tweak ran")).await;
+    let url = format!("{}/api/v1/auths/verify/otp/", second.url);
     verify_while_ringing(&app, &smsc, sipp, url).await;
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    second.stop().await;
     app.stop().await;
 }
 
@@ -1040,23 +1038,8 @@ async fn verify_while_ringing(
         .await
         .unwrap();
     assert_eq!(verified.status(), 200);
-    let verified_at = std::time::Instant::now();
 
-    let mut fallback = None;
-    while verified_at.elapsed() < Duration::from_secs(30) {
-        let f = app
-            .store
-            .otp(app.account_id, id)
-            .await
-            .unwrap()
-            .unwrap()
-            .fallback;
-        if f.is_some_and(|f| f.state == otp_store::FallbackState::Cancelled) {
-            fallback = f;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let fallback = fallback_reaching(app, id, otp_store::FallbackState::Cancelled, 30).await;
     assert!(
         fallback.is_some(),
         "the ringing call was not cancelled within 30 s (the ring timeout is 60 s): {}",
