@@ -243,13 +243,10 @@ for_each_backend! {
             let (status, reply) = put_default(&app, account, body.clone()).await;
             assert_eq!(status, 400, "{body}: {reply}");
             assert_eq!(reply["success"], false, "{reply}");
-            let named: Vec<(&str, &str)> = reply["errors"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| (e["field"].as_str().unwrap(), e["code"].as_str().unwrap()))
-                .collect();
-            assert!(named.contains(&(field, code)), "{body}: {reply}");
+            assert!(
+                crate::helpers::named_errors(&reply).contains(&(field, code)),
+                "{body}: {reply}"
+            );
             assert_eq!(get_default(&app, account).await.1["data"], default, "{body} changed it");
         }
         // A body that is not JSON gets the same envelope.

@@ -199,13 +199,10 @@ for_each_backend! {
             let status = r.status().as_u16();
             let reply: Value = r.json().await.unwrap();
             assert_eq!(status, 400, "{body}: {reply}");
-            let named: Vec<(&str, &str)> = reply["errors"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| (e["field"].as_str().unwrap(), e["code"].as_str().unwrap()))
-                .collect();
-            assert!(named.contains(&(field, code)), "{body}: {reply}");
+            assert!(
+                crate::helpers::named_errors(&reply).contains(&(field, code)),
+                "{body}: {reply}"
+            );
         }
         assert_eq!((app.balance().await, app.otp_count().await), before, "nothing written");
         app.stop().await;

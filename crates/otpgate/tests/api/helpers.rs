@@ -82,6 +82,16 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |_| {}).await
 }
 
+/// The (field, code) of each error of an error envelope.
+pub fn named_errors(reply: &Value) -> Vec<(&str, &str)> {
+    reply["errors"]
+        .as_array()
+        .expect("an error envelope")
+        .iter()
+        .map(|e| (e["field"].as_str().unwrap(), e["code"].as_str().unwrap()))
+        .collect()
+}
+
 /// Another node on `config` (a running app's, so the same database): its
 /// base URL; [`Node::stop`] stops it cleanly.
 pub struct Node {

@@ -611,17 +611,7 @@ async fn an_sms_the_smsc_reports_undeliverable_becomes_a_call_that_baresip_hears
     .await;
     let message = "तपाईंको कोड {otp} हो।";
     let reply = app
-        .send_ok(&json!({
-            "number": NUMBER,
-            "message": message,
-            "sms_send_options": "text",
-            "otp_options": "personnel",
-            "otp": "5930",
-            "expiry_seconds": 3600,
-            "fallback_channel": "voice",
-            "fallback_after_seconds": 3600,
-            "fallback_voice_input": "np_shreegya",
-        }))
+        .send_ok(&with_call_in_an_hour(message, "5930", "np_shreegya"))
         .await;
     let id = id_of(&reply);
     assert_eq!(
@@ -666,6 +656,22 @@ async fn an_sms_the_smsc_reports_undeliverable_becomes_a_call_that_baresip_hears
         "the recording is not the prompt of the same code: correlation {corr:.3}; baresip log:\n{log}"
     );
     app.stop().await;
+}
+
+/// A text send of `otp` whose fallback call in `voice` is due in an hour
+/// (so only a failed SMS starts it sooner).
+fn with_call_in_an_hour(message: &str, otp: &str, voice: &str) -> Value {
+    json!({
+        "number": NUMBER,
+        "message": message,
+        "sms_send_options": "text",
+        "otp_options": "personnel",
+        "otp": otp,
+        "expiry_seconds": 3600,
+        "fallback_channel": "voice",
+        "fallback_after_seconds": 3600,
+        "fallback_voice_input": voice,
+    })
 }
 
 /// The fallback of OTP `id` once it reaches `state`, polled for up to
@@ -994,17 +1000,11 @@ async fn verify_while_ringing(
     verify_url: String,
 ) {
     let reply = app
-        .send_ok(&json!({
-            "number": NUMBER,
-            "message": "Your code is {otp}",
-            "sms_send_options": "text",
-            "otp_options": "personnel",
-            "otp": "4817",
-            "expiry_seconds": 3600,
-            "fallback_channel": "voice",
-            "fallback_after_seconds": 3600,
-            "fallback_voice_input": "np_binod",
-        }))
+        .send_ok(&with_call_in_an_hour(
+            "Your code is {otp}",
+            "4817",
+            "np_binod",
+        ))
         .await;
     let id = id_of(&reply);
     assert_eq!(
