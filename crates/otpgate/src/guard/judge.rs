@@ -11,9 +11,12 @@
 //! which the key was held never feed it.
 //!
 //! A good outcome depends on the account: an account that verified a code
-//! within `signal_memory` is judged on verifications; one that never
-//! verifies (TingTing-style apps compare codes themselves) but got a
-//! delivery receipt within that time, on deliveries. Sends of an account
+//! within `signal_memory` is judged on verifications (a send is judged when
+//! it is accepted); one that never verifies (TingTing-style apps compare
+//! codes themselves) but got a delivery receipt within that time, on
+//! deliveries (a send is judged when its final receipt comes, delivered or
+//! not, so receipts still on their way, or held up by an SMSC outage, are
+//! not taken for failures). Sends of an account
 //! with neither (new, or on a route without receipts) count as volume but
 //! are not judged: the guard cannot tell pumping from silence there.
 //!
@@ -583,7 +586,11 @@ impl Judge {
 
     /// Counts an accepted send.
     pub fn accepted(&mut self, account: AccountId, e164: &str, now: Micros) {
-        let judged = self.signal(account, now) != Signal::None;
+        // A send of an account judged on deliveries is judged when its
+        // receipt comes ([`Judge::receipt`]): counted at accept, a send whose
+        // receipt is still on its way (an SMSC down or behind) would look
+        // undelivered, and an outage would look like pumping.
+        let judged = self.signal(account, now) == Signal::Verify;
         self.each(&keys_of(account, e164), now, |_, state, bucket| {
             let t = state.current(bucket);
             t.sent += 1;
@@ -604,9 +611,11 @@ impl Judge {
     /// `e164`; a delivery is a good outcome for an account judged on them.
     pub fn receipt(&mut self, account: AccountId, e164: &str, delivered: bool, now: Micros) {
         self.accounts.entry(account).or_default().receipt_at = Some(now);
-        if delivered && self.signal(account, now) == Signal::Delivery {
+        if self.signal(account, now) == Signal::Delivery {
             self.each(&keys_of(account, e164), now, |_, state, bucket| {
-                state.current(bucket).good += 1;
+                let t = state.current(bucket);
+                t.judged += 1;
+                t.good += u32::from(delivered);
             });
         }
     }
@@ -898,6 +907,30 @@ mod tests {
             }
         }
         assert!(held >= 190, "{held} held");
+    }
+
+    #[test]
+    fn receipts_still_on_their_way_are_not_taken_for_failures() {
+        let mut judge = Judge::new(settings());
+        judge.receipt(2, "+9779841000000", true, 0);
+        // The SMSC goes quiet: a burst is accepted and no receipt comes back
+        // for ten minutes. Nothing is judged, so nothing is held.
+        let mut accepted = Vec::new();
+        for i in 0..600 {
+            let number = format!("+97798410{i:05}");
+            let at = SECOND + i * SECOND;
+            assert_eq!(judge.admit(2, &number, at), Decision::Pass, "send {i}");
+            judge.accepted(2, &number, at);
+            accepted.push((number, at));
+        }
+        // Then its receipts come, delivered: still nothing held.
+        for (number, at) in &accepted {
+            judge.receipt(2, number, true, at + 600 * SECOND);
+        }
+        assert_eq!(
+            judge.admit(2, "+977984100999", 1300 * SECOND),
+            Decision::Pass
+        );
     }
 
     #[test]
