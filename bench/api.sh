@@ -108,6 +108,11 @@ if len(sys.argv) > 2:
 ' "$@"
 }
 # CPU seconds used so far by every PostgreSQL process of this machine.
+# The bench database's commits and, per table, sequential scans and rows they read.
+pg_stats() {
+  psql -qAt "$db" -c "SELECT '#commits', xact_commit FROM pg_stat_database WHERE datname = current_database()" \
+    -c "SELECT relname, seq_scan, seq_tup_read FROM pg_stat_user_tables"
+}
 pg_cpu() {
   python3 -c '
 import os
@@ -143,6 +148,7 @@ echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(dat
 echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== 1. maximum send rate, 64 connections per node, ${duration}s"
 cpu_before=$([ "$store" = postgres ] && pg_cpu || echo 0)
+[ "$store" = postgres ] && pg_stats > "$work/pg-before"
 node_cpu_before=$(cpu_of "$server")
 loads=()
 for n in $(seq 1 "$nodes"); do
@@ -152,6 +158,7 @@ for n in $(seq 1 "$nodes"); do
 done
 for pid in "${loads[@]}"; do wait "$pid"; done
 cpu_after=$([ "$store" = postgres ] && pg_cpu || echo 0)
+[ "$store" = postgres ] && pg_stats > "$work/pg-after"
 node_cpu_after=$(cpu_of "$server")
 for n in $(seq 1 "$nodes"); do
   summary "max sends, node $n" "$work/rate-$n" < "$work/max-$n.json"
@@ -163,6 +170,27 @@ echo "otpgate CPU per accepted send (node 1): $otpgate_us us"
 if [ "$store" = postgres ]; then
   python3 -c 'import sys; b, a, d = map(float, sys.argv[1:]); print(f"PostgreSQL CPU over the stage: {(a - b) / d:.2f} cores")' \
     "$cpu_before" "$cpu_after" "$duration"
+  # Commits over the stage (sends per commit is the mean batch, the log
+  # driver's claims and finishes included) and the tables read by sequential
+  # scans, from the server's own statistics of the bench database.
+  python3 - "$work/pg-before" "$work/pg-after" "$(cat "$work"/rate-* | python3 -c 'import sys; print(sum(float(l) for l in sys.stdin))')" "$duration" <<'PY'
+import sys
+def load(path):
+    rows = {}
+    for line in open(path):
+        name, *values = line.strip().split("|")
+        rows[name] = [int(v or 0) for v in values]
+    return rows
+before, after = load(sys.argv[1]), load(sys.argv[2])
+rate, duration = float(sys.argv[3]), float(sys.argv[4])
+delta = {k: [a - b for a, b in zip(v, before.get(k, [0] * len(v)))] for k, v in after.items()}
+commits = delta.get("#commits", [0])[0]
+print(f"PostgreSQL commits over the stage: {commits} ({commits / duration:.0f}/s, "
+      f"{rate * duration / max(commits, 1):.1f} sends per commit)")
+scans = sorted(((v[1], v[0], k) for k, v in delta.items() if not k.startswith("#") and v[0]), reverse=True)
+print("PostgreSQL sequential scans over the stage (rows read, scans, table): "
+      + ("; ".join(f"{k} {rows} rows in {n}" for rows, n, k in scans[:5]) or "none"))
+PY
 fi
 "$yardstick" 127.0.0.1:18090 &
 yard=$!

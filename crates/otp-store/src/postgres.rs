@@ -3,7 +3,9 @@
 //! Sends are batched per node: a few batcher tasks each take whatever sends are
 //! waiting and commit them in one transaction that locks the touched accounts
 //! (`FOR UPDATE`, in id order, so two batches never deadlock) and writes the rows
-//! with `UNNEST` multi-row statements. The row locks make balances exact however
+//! with `UNNEST` multi-row statements, its independent statements pipelined (the
+//! reads after the lock together, then the writes in two groups: about six round
+//! trips while the locks are held). The row locks make balances exact however
 //! many nodes send at once, and they serialize the per-destination limits too:
 //! the recent sends to a number are read after its account is locked. Jobs are
 //! claimed with `FOR UPDATE SKIP LOCKED`, so nodes share the outbox without
@@ -19,6 +21,7 @@ mod conversions;
 mod fallback;
 mod guard;
 mod jobs;
+mod prepared;
 mod receipts;
 mod retention;
 mod routing;
@@ -42,6 +45,7 @@ use crate::rows::{ACCOUNT_COLUMNS, KEY_COLUMNS, LEDGER_COLUMNS, OTP_COLUMNS, VER
 use crate::webhooks::WebhookEvent;
 use crate::*;
 use otp_domain::vault::CodeVault;
+use prepared::{Prepared, sql_once};
 
 type AcceptReply = oneshot::Sender<Result<Accepted, AcceptError>>;
 
@@ -72,17 +76,20 @@ impl PgStore {
             .unwrap_or("otpgate")
             .to_owned();
         config.application_name(&name);
+        // Statements are prepared once per connection ([`prepared`]); a plan
+        // is still made for each run, with the values and the tables' current
+        // sizes, so a plan chosen while a table was small (a sequential scan)
+        // is not kept once it has grown.
+        add_option(&mut config, "-c plan_cache_mode=force_custom_plan");
         let mut list_config = config.clone();
         list_config.application_name(format!("{name}-lists"));
         if let Some(budget) = options.list_timeout.filter(|t| !t.is_zero()) {
             // Per session, so it covers every statement of the list pool and
             // nothing else; waiting for a lock counts too.
-            let timeout = format!("-c statement_timeout={}", budget.as_millis().max(1));
-            let options = match list_config.get_options() {
-                Some(given) => format!("{given} {timeout}"),
-                None => timeout,
-            };
-            list_config.options(&options);
+            add_option(
+                &mut list_config,
+                &format!("-c statement_timeout={}", budget.as_millis().max(1)),
+            );
         }
         let pool = build_pool(config, options.connections.max(BATCHERS + 2))?;
         let lists = build_pool(list_config, options.list_connections.max(1))?;
@@ -112,6 +119,15 @@ impl PgStore {
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(pool_err)
     }
+}
+
+/// Adds a session setting to those the URL gives (`options=...`).
+fn add_option(config: &mut tokio_postgres::Config, option: &str) {
+    let options = match config.get_options() {
+        Some(given) => format!("{given} {option}"),
+        None => option.to_owned(),
+    };
+    config.options(&options);
 }
 
 fn build_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
@@ -369,8 +385,8 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(pg_err)?;
         let now = now_micros();
         let row = tx
-            .query_one(
-                &format!(
+            .query_one_cached(
+                sql_once!(
                     "INSERT INTO accounts (name, sms_credits, phone_credits, created_at) \
                      VALUES ($1, $2, $3, $4) RETURNING {ACCOUNT_COLUMNS}"
                 ),
@@ -384,7 +400,7 @@ impl Store for PgStore {
                 other => other,
             })?;
         let account = rows::account(&row)?;
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, note, created_at) \
              VALUES ($1, 'topup', $2, $3, 'opening balance', $4)",
             &[&account.id, &sms, &phone, &now],
@@ -398,8 +414,8 @@ impl Store for PgStore {
     async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
         let c = self.client().await?;
         let rows = c
-            .query(
-                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id"),
+            .query_cached(
+                sql_once!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id"),
                 &[],
             )
             .await
@@ -410,8 +426,8 @@ impl Store for PgStore {
     async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
         let c = self.client().await?;
         let row = c
-            .query_opt(
-                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"),
+            .query_opt_cached(
+                sql_once!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"),
                 &[&id],
             )
             .await
@@ -422,8 +438,8 @@ impl Store for PgStore {
     async fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError> {
         let c = self.client().await?;
         let row = c
-            .query_opt(
-                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = $1"),
+            .query_opt_cached(
+                sql_once!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = $1"),
                 &[&name],
             )
             .await
@@ -438,8 +454,8 @@ impl Store for PgStore {
     ) -> Result<Option<Account>, StoreError> {
         let c = self.client().await?;
         let row = c
-            .query_opt(
-                &format!(
+            .query_opt_cached(
+                sql_once!(
                     "UPDATE accounts SET disabled_at = CASE WHEN $2::int8 IS NULL THEN NULL \
                      ELSE COALESCE(disabled_at, $2::int8) END WHERE id = $1 RETURNING {ACCOUNT_COLUMNS}"
                 ),
@@ -458,8 +474,8 @@ impl Store for PgStore {
         let (channel, after, voice) = AccountFallback::columns(default.as_ref());
         let c = self.client().await?;
         let row = c
-            .query_opt(
-                &format!(
+            .query_opt_cached(
+                sql_once!(
                     "UPDATE accounts SET fallback_channel = $2, fallback_after_seconds = $3, \
                      fallback_voice = $4 WHERE id = $1 RETURNING {ACCOUNT_COLUMNS}"
                 ),
@@ -480,8 +496,8 @@ impl Store for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         let row = tx
-            .query_opt(
-                &format!(
+            .query_opt_cached(
+                sql_once!(
                     "UPDATE accounts SET sms_credits = sms_credits + $2, phone_credits = phone_credits + $3 \
                      WHERE id = $1 RETURNING {ACCOUNT_COLUMNS}"
                 ),
@@ -495,7 +511,7 @@ impl Store for PgStore {
                 _ => pg_err(e),
             })?
             .ok_or_else(|| StoreError::NotFound(format!("account {id}")))?;
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, note, created_at) \
              VALUES ($1, 'topup', $2, $3, $4, $5)",
             &[&id, &sms, &phone, &note, &now_micros()],
@@ -509,7 +525,7 @@ impl Store for PgStore {
     async fn account_limits(&self, id: AccountId) -> Result<Option<AccountLimits>, StoreError> {
         let c = self.client().await?;
         let row = c
-            .query_opt(
+            .query_opt_cached(
                 "SELECT max_rps, daily_spend_cap, spend_day, spend_today FROM accounts WHERE id = $1",
                 &[&id],
             )
@@ -527,7 +543,7 @@ impl Store for PgStore {
         check_limit_values(max_rps, daily_spend_cap)?;
         let c = self.client().await?;
         let row = c
-            .query_opt(
+            .query_opt_cached(
                 "UPDATE accounts SET max_rps = $2, daily_spend_cap = $3 WHERE id = $1 \
                  RETURNING max_rps, daily_spend_cap, spend_day, spend_today",
                 &[&id, &max_rps, &daily_spend_cap],
@@ -541,8 +557,8 @@ impl Store for PgStore {
     async fn ledger(&self, id: AccountId) -> Result<Vec<LedgerEntry>, StoreError> {
         let c = self.client().await?;
         let found = c
-            .query(
-                &format!("SELECT {LEDGER_COLUMNS} FROM ledger WHERE account_id = $1 ORDER BY id"),
+            .query_cached(
+                sql_once!("SELECT {LEDGER_COLUMNS} FROM ledger WHERE account_id = $1 ORDER BY id"),
                 &[&id],
             )
             .await
@@ -557,8 +573,8 @@ impl Store for PgStore {
     ) -> Result<Vec<LedgerEntry>, StoreError> {
         let c = self.client().await?;
         let found = c
-            .query(
-                &format!("SELECT {LEDGER_COLUMNS} FROM ledger WHERE account_id = $1 ORDER BY id DESC LIMIT $2"),
+            .query_cached(
+                sql_once!("SELECT {LEDGER_COLUMNS} FROM ledger WHERE account_id = $1 ORDER BY id DESC LIMIT $2"),
                 &[&id, &i64::from(limit)],
             )
             .await
@@ -570,8 +586,8 @@ impl Store for PgStore {
         let c = self.client().await?;
         let hash: &[u8] = &key.secret_hash;
         let row = c
-            .query_opt(
-                &format!(
+            .query_opt_cached(
+                sql_once!(
                     "INSERT INTO api_keys (key_id, account_id, secret_hash, label, created_at, scopes) \
                      SELECT $1, id, $3, $4, $5, $6 FROM accounts WHERE id = $2 RETURNING {KEY_COLUMNS}"
                 ),
@@ -607,8 +623,8 @@ impl Store for PgStore {
     async fn list_keys(&self, account: Option<AccountId>) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let c = self.client().await?;
         let rows = c
-            .query(
-                &format!(
+            .query_cached(
+                sql_once!(
                     "SELECT {KEY_COLUMNS} FROM api_keys WHERE $1::int8 IS NULL OR account_id = $1 ORDER BY id"
                 ),
                 &[&account],
@@ -621,7 +637,7 @@ impl Store for PgStore {
     async fn revoke_key(&self, key_id: &str) -> Result<bool, StoreError> {
         let c = self.client().await?;
         let n = c
-            .execute(
+            .execute_cached(
                 "UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL",
                 &[&key_id, &now_micros()],
             )
@@ -633,7 +649,7 @@ impl Store for PgStore {
     async fn touch_keys(&self, used: Vec<(i64, Micros)>) -> Result<(), StoreError> {
         let (ids, ats): (Vec<i64>, Vec<i64>) = used.into_iter().unzip();
         let c = self.client().await?;
-        c.execute(
+        c.execute_cached(
             "UPDATE api_keys k SET last_used = GREATEST(COALESCE(k.last_used, 0), u.at) \
              FROM UNNEST($1::int8[], $2::int8[]) AS u(id, at) WHERE k.id = u.id",
             &[&ids, &ats],
@@ -700,7 +716,7 @@ impl Store for PgStore {
             // Gapless per-account numbers (past the retention purge's mark)
             // turn any offset into an index bound.
             let (newest, purged): (i64, i64) = tx
-                .query_opt(
+                .query_opt_cached(
                     "SELECT otp_count, otp_purged_through FROM accounts WHERE id = $1",
                     &[&q.account_id],
                 )
@@ -754,8 +770,8 @@ impl Store for PgStore {
     async fn otp(&self, account: AccountId, id: i64) -> Result<Option<OtpRecord>, StoreError> {
         let c = self.client().await?;
         let row = c
-            .query_opt(
-                &format!("SELECT {OTP_COLUMNS} FROM otps o WHERE o.id = $1 AND o.account_id = $2"),
+            .query_opt_cached(
+                sql_once!("SELECT {OTP_COLUMNS} FROM otps o WHERE o.id = $1 AND o.account_id = $2"),
                 &[&id, &account],
             )
             .await
@@ -805,8 +821,8 @@ impl Store for PgStore {
         let c = self.client().await?;
         // The newest live record, then its chain's first record.
         let row = c
-            .query_opt(
-                &format!(
+            .query_opt_cached(
+                sql_once!(
                     "SELECT {OTP_COLUMNS} FROM otps o WHERE o.id = (\
                      SELECT COALESCE(n.resend_of, n.id) FROM otps n WHERE n.account_id = $1 \
                      AND n.e164 = $2 AND n.api_key_id = $3 AND n.otp_options = 'generated' \
@@ -836,8 +852,8 @@ impl Store for PgStore {
         let c = self.client().await?;
         let limit = claim.limit as i64;
         let rows = c
-            .query(
-                &format!(
+            .query_cached(
+                sql_once!(
                     "WITH c AS (UPDATE delivery_jobs SET next_attempt_at = $1, lease_owner = $2, \
                          attempts = attempts + 1, updated_at = $3 \
                      WHERE id IN (SELECT id FROM delivery_jobs \
@@ -915,7 +931,7 @@ impl Store for PgStore {
     async fn otp_history(&self, otp_id: i64) -> Result<(Vec<OtpEvent>, Vec<String>), StoreError> {
         let c = self.client().await?;
         let rows = c
-            .query(
+            .query_cached(
                 "SELECT status, at, route, detail, error_code FROM otp_events WHERE otp_id = $1 ORDER BY id",
                 &[&otp_id],
             )
@@ -932,7 +948,7 @@ impl Store for PgStore {
             })
             .collect();
         let ids = c
-            .query(
+            .query_cached(
                 "SELECT message_id FROM provider_messages WHERE otp_id = $1 ORDER BY part",
                 &[&otp_id],
             )
@@ -947,7 +963,7 @@ impl Store for PgStore {
     async fn queue_depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let c = self.client().await?;
         let rows = c
-            .query(
+            .query_cached(
                 "SELECT channel, COUNT(*) FROM delivery_jobs WHERE state = 'queued' GROUP BY channel",
                 &[],
             )
@@ -967,8 +983,8 @@ impl Store for PgStore {
         // in the order the accepting batches take them.
         let row = match (req.otp_id, &req.phone_number) {
             (Some(id), number) => tx
-                .query_opt(
-                    &format!(
+                .query_opt_cached(
+                    sql_once!(
                         "SELECT {VERIFY_COLUMNS} FROM otps WHERE id = $1 AND account_id = $2 \
                          AND ($3::text IS NULL OR phone_number = $3)"
                     ),
@@ -978,8 +994,8 @@ impl Store for PgStore {
                 .map_err(pg_err)?,
             (None, Some(number)) => {
                 let live = tx
-                    .query_opt(
-                        &format!(
+                    .query_opt_cached(
+                        sql_once!(
                             "SELECT {VERIFY_COLUMNS} FROM otps WHERE account_id = $1 AND phone_number = $2 \
                              AND ($5::int8 IS NULL OR api_key_id = $5) \
                              AND verified_at IS NULL AND otp_hash IS NOT NULL AND expires_at > $3 \
@@ -992,8 +1008,8 @@ impl Store for PgStore {
                 match live {
                     Some(row) => Some(row),
                     None => tx
-                        .query_opt(
-                            &format!(
+                        .query_opt_cached(
+                            sql_once!(
                                 "SELECT {VERIFY_COLUMNS} FROM otps WHERE account_id = $1 \
                                  AND phone_number = $2 AND ($3::int8 IS NULL OR api_key_id = $3) \
                                  ORDER BY account_seq DESC LIMIT 1"
@@ -1012,8 +1028,8 @@ impl Store for PgStore {
         let row = rows::verify(&row)?;
         let head = row.head();
         let shared = tx
-            .query_opt(
-                &format!("SELECT {VERIFY_COLUMNS} FROM otps WHERE id = $1 FOR UPDATE"),
+            .query_opt_cached(
+                sql_once!("SELECT {VERIFY_COLUMNS} FROM otps WHERE id = $1 FOR UPDATE"),
                 &[&head],
             )
             .await
@@ -1029,7 +1045,7 @@ impl Store for PgStore {
             VerifyStep::Verify => {
                 // The records whose message failed keep that status (and
                 // their refund); all stop verifying.
-                tx.execute(
+                tx.execute_cached(
                     "UPDATE otps SET verified_at = $2, \
                      status = CASE WHEN id = $3 OR status IN ('queued', 'sent', 'delivered') \
                      THEN 'verified' ELSE status END, \
@@ -1054,7 +1070,7 @@ impl Store for PgStore {
             }
             VerifyStep::Fail => {
                 let attempts: i64 = tx
-                    .query_one(
+                    .query_one_cached(
                         "UPDATE otps SET verify_attempts = verify_attempts + 1 WHERE id = $1 \
                          RETURNING verify_attempts",
                         &[&head],
@@ -1062,7 +1078,7 @@ impl Store for PgStore {
                     .await
                     .map_err(pg_err)?
                     .get(0);
-                tx.execute(
+                tx.execute_cached(
                     "UPDATE otps SET verify_attempts = $2 WHERE resend_of = $1 \
                      AND verify_attempts <> $2",
                     &[&head, &attempts],
@@ -1079,7 +1095,7 @@ impl Store for PgStore {
             }
             VerifyStep::Refuse(outcome) => {
                 let refusals: i64 = tx
-                    .query_one(
+                    .query_one_cached(
                         "UPDATE otps SET verify_refusals = verify_refusals + 1 WHERE id = $1 \
                          RETURNING verify_refusals",
                         &[&head],
@@ -1094,7 +1110,7 @@ impl Store for PgStore {
         if let Some((status, detail)) =
             verify_event(&outcome, req.max_attempts).filter(|_| recorded)
         {
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO otp_events (otp_id, status, at, detail) VALUES ($1, $2, $3, $4)",
                 &[&row.id, &status, &req.now, &detail],
             )
@@ -1127,7 +1143,7 @@ impl Store for PgStore {
         loop {
             // Chunks, so no statement holds many row locks for long.
             let n = c
-                .execute(
+                .execute_cached(
                     "UPDATE otps SET otp_cipher = NULL, otp_hash = NULL, key_id = NULL \
                      WHERE id IN (SELECT id FROM otps WHERE otp_cipher IS NOT NULL \
                      AND expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",

@@ -2,15 +2,20 @@
 //! are waiting and commit them in one transaction that loads what the
 //! admission rules read (locking the resends' first records, then the
 //! accounts, each in id order), runs [`admission::decide`] and writes what its
-//! plan says with `UNNEST` multi-row statements.
+//! plan says with `UNNEST` multi-row statements. Statements that do not need
+//! one another's results are sent together, pipelined on the connection, so
+//! the account locks are held for about six round trips (begin, lock, the
+//! reads, the OTP insert with the balance updates, the rows naming the new
+//! OTPs, commit) instead of one or two per statement.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::{Mutex, mpsc};
+use tokio_postgres::Row;
 
-use super::{AcceptReply, pg_err, pool_err, webhooks};
+use super::{AcceptReply, Prepared, pg_err, pool_err, webhooks};
 use crate::admission::{
     self, AccountOverrides, IdempotencyRecords, KeyRates, Loaded, Plan, RateWindow, Recent,
     SpendDay,
@@ -74,7 +79,6 @@ async fn accept_batch(
         limits,
     );
     let ids = write(&tx, sealed, &plan).await?;
-    super::conversions::record(&tx, plan.inserts().map(|(i, _)| &sealed[i].otp), &[]).await?;
     tx.commit().await.map_err(pg_err)?;
     plan.results(&ids)
 }
@@ -99,7 +103,7 @@ async fn load(
         head_ids.sort_unstable();
         head_ids.dedup();
         let rows = tx
-            .query(
+            .query_cached(
                 "SELECT id, account_id, api_key_id, e164, otp_options, resend_of, \
                  otp_hash IS NOT NULL, expires_at, verify_attempts, verified_at \
                  FROM otps WHERE id = ANY($1) ORDER BY id FOR UPDATE",
@@ -131,7 +135,7 @@ async fn load(
     ids.sort_unstable();
     ids.dedup();
     let rows = tx
-        .query(
+        .query_cached(
             "SELECT id, sms_credits, phone_credits, otp_count, rate_second, rate_current, \
              rate_previous, spend_day, spend_today, max_rps, daily_spend_cap, \
              disabled_at IS NOT NULL, fallback_channel, fallback_after_seconds, fallback_voice \
@@ -167,130 +171,153 @@ async fn load(
             },
         );
     }
-    // Where accounts with a webhook get a `low_balance` event.
-    let rows = tx
-        .query(
-            "SELECT account_id, low_balance_sms_credits, low_balance_phone_credits \
-             FROM webhooks WHERE account_id = ANY($1)",
-            &[&ids],
-        )
-        .await
-        .map_err(pg_err)?;
-    for r in rows {
-        loaded.balances.watch_low_balance(
-            r.get(0),
-            limits.low_balance.with_overrides(r.get(1), r.get(2)),
-        );
-    }
-    // Every key of the batch: whether it is still live (a revocation
-    // committed on any node before this statement is seen), and its window. A
-    // key belongs to one account, and that account's row is locked now, so no
-    // other batch changes the key's window until this one commits.
+    // The rest reads what the locked accounts' sends need. The statements do
+    // not depend on one another, so they go out together, pipelined on the
+    // connection: one round trip for the lot while the account locks are held.
     let wanted_keys = KeyRates::wanted(&otps);
-    if !wanted_keys.is_empty() {
-        let rows = tx
-            .query(
+    let wanted = Recent::wanted(&otps, limits);
+    let (template_accounts, template_keys): (Vec<i64>, Vec<Vec<u8>>) =
+        TemplateRules::wanted(&otps).into_iter().unzip();
+    let keyed: Vec<(i64, &str)> = sealed
+        .iter()
+        .filter_map(|s| Some((s.otp.account_id, s.idempotency.as_ref()?.key.as_str())))
+        .collect();
+    let (watch_rows, key_rows, recent_rows, template_rows, idempotency_rows) = tokio::try_join!(
+        // Where accounts with a webhook get a `low_balance` event.
+        async {
+            tx.query_cached(
+                "SELECT account_id, low_balance_sms_credits, low_balance_phone_credits \
+                 FROM webhooks WHERE account_id = ANY($1)",
+                &[&ids],
+            )
+            .await
+        },
+        // Every key of the batch: whether it is still live (a revocation
+        // committed on any node before this statement is seen), and its
+        // window. A key belongs to one account, and that account's row is
+        // locked now, so no other batch changes the key's window until this
+        // one commits.
+        async {
+            if wanted_keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            tx.query_cached(
                 "SELECT id, revoked_at IS NOT NULL, rate_second, rate_current, rate_previous \
                  FROM api_keys WHERE id = ANY($1)",
                 &[&wanted_keys],
             )
             .await
-            .map_err(pg_err)?;
-        let mut live = std::collections::HashSet::new();
-        for r in rows {
-            if r.get::<_, bool>(1) {
-                continue;
-            }
-            live.insert(r.get::<_, i64>(0));
-            loaded.key_rates.insert(
-                r.get(0),
-                RateWindow {
-                    second: r.get(2),
-                    current: r.get(3),
-                    previous: r.get(4),
-                },
-            );
-        }
-        loaded.revoked_keys = wanted_keys
-            .into_iter()
-            .filter(|k| !live.contains(k))
-            .collect();
-    }
-    // The account rows are locked now, so every earlier send to these numbers
-    // (from any node) is committed, and this statement's snapshot sees it.
-    let wanted = Recent::wanted(&otps, limits);
-    if !wanted.is_empty() {
-        let accounts: Vec<i64> = wanted.iter().map(|w| w.0).collect();
-        let numbers: Vec<&str> = wanted.iter().map(|w| w.1.as_str()).collect();
-        let since: Vec<i64> = wanted.iter().map(|w| w.2).collect();
-        let rows = tx
-            .query(
-                "SELECT u.a, u.e, o.created_at \
-                 FROM UNNEST($1::int8[], $2::text[], $3::int8[]) AS u(a, e, since) \
-                 CROSS JOIN LATERAL (SELECT created_at FROM otps \
-                   WHERE account_id = u.a AND e164 = u.e AND created_at > u.since \
-                   ORDER BY created_at DESC LIMIT $4) o",
-                &[&accounts, &numbers, &since, &limits.depth()],
+        },
+        // The account rows are locked now, so every earlier send to these
+        // numbers (from any node) is committed, and this statement's snapshot
+        // sees it.
+        recent(tx, &wanted, limits),
+        // Approved templates: whether each account of the batch has any, and
+        // whether the text each send names is one of them.
+        async {
+            tx.query_cached(
+                "SELECT u.a, u.h, \
+                 EXISTS (SELECT 1 FROM account_templates t WHERE t.account_id = u.a), \
+                 EXISTS (SELECT 1 FROM account_templates t WHERE t.account_id = u.a \
+                   AND t.text_hash = u.h) \
+                 FROM UNNEST($1::int8[], $2::bytea[]) AS u(a, h)",
+                &[&template_accounts, &template_keys],
             )
             .await
-            .map_err(pg_err)?;
-        for r in rows {
-            loaded.recent.insert(r.get(0), r.get(1), r.get(2));
-        }
+        },
+        idempotency(tx, &keyed, &otps),
+    )
+    .map_err(pg_err)?;
+    for r in watch_rows {
+        loaded.balances.watch_low_balance(
+            r.get(0),
+            limits.low_balance.with_overrides(r.get(1), r.get(2)),
+        );
     }
-
-    // Approved templates: whether each account of the batch has any, and
-    // whether the text each send names is one of them.
-    let (template_accounts, template_keys): (Vec<i64>, Vec<Vec<u8>>) =
-        TemplateRules::wanted(&otps).into_iter().unzip();
-    let rows = tx
-        .query(
-            "SELECT u.a, u.h, \
-             EXISTS (SELECT 1 FROM account_templates t WHERE t.account_id = u.a), \
-             EXISTS (SELECT 1 FROM account_templates t WHERE t.account_id = u.a \
-               AND t.text_hash = u.h) \
-             FROM UNNEST($1::int8[], $2::bytea[]) AS u(a, h)",
-            &[&template_accounts, &template_keys],
-        )
-        .await
-        .map_err(pg_err)?;
-    for r in rows {
+    let mut live = std::collections::HashSet::new();
+    for r in key_rows {
+        if r.get::<_, bool>(1) {
+            continue;
+        }
+        live.insert(r.get::<_, i64>(0));
+        loaded.key_rates.insert(
+            r.get(0),
+            RateWindow {
+                second: r.get(2),
+                current: r.get(3),
+                previous: r.get(4),
+            },
+        );
+    }
+    loaded.revoked_keys = wanted_keys
+        .into_iter()
+        .filter(|k| !live.contains(k))
+        .collect();
+    for r in recent_rows {
+        loaded.recent.insert(r.get(0), r.get(1), r.get(2));
+    }
+    for r in template_rows {
         loaded
             .templates
             .insert(r.get(0), r.get(1), r.get(2), r.get(3));
     }
-
-    let keyed: Vec<(i64, &str)> = sealed
-        .iter()
-        .filter_map(|s| Some((s.otp.account_id, s.idempotency.as_ref()?.key.as_str())))
-        .collect();
-    if !keyed.is_empty() {
-        let accounts: Vec<i64> = keyed.iter().map(|k| k.0).collect();
-        let names: Vec<&str> = keyed.iter().map(|k| k.1).collect();
-        let rows = tx
-            .query(
-                "SELECT i.account_id, i.idem_key, i.body_hash, i.otp_id, i.account_seq, \
-                 i.sms_credits, i.phone_credits, i.created_at FROM idempotency i \
-                 JOIN UNNEST($1::int8[], $2::text[]) AS u(a, k) \
-                 ON i.account_id = u.a AND i.idem_key = u.k WHERE i.created_at > $3",
-                &[&accounts, &names, &IdempotencyRecords::since(&otps)],
-            )
-            .await
-            .map_err(pg_err)?;
-        for r in rows {
-            let accepted = Accepted {
-                id: r.get(3),
-                account_seq: r.get(4),
-                sms_credits: r.get(5),
-                phone_credits: r.get(6),
-                fallback: None,
-            };
-            loaded
-                .idempotency
-                .insert_stored(r.get(0), r.get(1), r.get(2), accepted, r.get(7));
-        }
+    for r in idempotency_rows {
+        let accepted = Accepted {
+            id: r.get(3),
+            account_seq: r.get(4),
+            sms_credits: r.get(5),
+            phone_credits: r.get(6),
+            fallback: None,
+        };
+        loaded
+            .idempotency
+            .insert_stored(r.get(0), r.get(1), r.get(2), accepted, r.get(7));
     }
     Ok(loaded)
+}
+
+/// The latest sends to the numbers the per-number limits look at.
+async fn recent(
+    tx: &Transaction<'_>,
+    wanted: &[(AccountId, String, Micros)],
+    limits: &SendLimits,
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let accounts: Vec<i64> = wanted.iter().map(|w| w.0).collect();
+    let numbers: Vec<&str> = wanted.iter().map(|w| w.1.as_str()).collect();
+    let since: Vec<i64> = wanted.iter().map(|w| w.2).collect();
+    tx.query_cached(
+        "SELECT u.a, u.e, o.created_at \
+         FROM UNNEST($1::int8[], $2::text[], $3::int8[]) AS u(a, e, since) \
+         CROSS JOIN LATERAL (SELECT created_at FROM otps \
+           WHERE account_id = u.a AND e164 = u.e AND created_at > u.since \
+           ORDER BY created_at DESC LIMIT $4) o",
+        &[&accounts, &numbers, &since, &limits.depth()],
+    )
+    .await
+}
+
+/// The idempotency records stored under the batch's keys.
+async fn idempotency(
+    tx: &Transaction<'_>,
+    keyed: &[(i64, &str)],
+    otps: &[&NewOtp],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    if keyed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let accounts: Vec<i64> = keyed.iter().map(|k| k.0).collect();
+    let names: Vec<&str> = keyed.iter().map(|k| k.1).collect();
+    tx.query_cached(
+        "SELECT i.account_id, i.idem_key, i.body_hash, i.otp_id, i.account_seq, \
+         i.sms_credits, i.phone_credits, i.created_at FROM idempotency i \
+         JOIN UNNEST($1::int8[], $2::text[]) AS u(a, k) \
+         ON i.account_id = u.a AND i.idem_key = u.k WHERE i.created_at > $3",
+        &[&accounts, &names, &IdempotencyRecords::since(otps)],
+    )
+    .await
 }
 
 /// Writes the plan's inserts and the rows it changed; returns the ids of the
@@ -351,8 +378,52 @@ async fn write(
     let credits = column(&|o| o.cost.sms + o.cost.phone);
     let created = column(&|o| o.created_at);
 
-    let inserted = tx
-        .query(
+    // The balances and windows the plan left, and the conversion counts:
+    // these do not need the new ids, so they go out with the insert.
+    let mut cols: [Vec<i64>; 9] = Default::default();
+    for (id, b) in &plan.accounts {
+        for (col, v) in cols.iter_mut().zip(std::iter::once(*id).chain(b.columns())) {
+            col.push(v);
+        }
+    }
+    let [ua, us, up, uc, rs, rc, rp, sd, st] = &cols;
+    let mut kcols: [Vec<i64>; 4] = Default::default();
+    for (id, w) in &plan.key_rates {
+        for (col, v) in kcols.iter_mut().zip([*id, w.second, w.current, w.previous]) {
+            col.push(v);
+        }
+    }
+    let [ki, ks, kc, kp] = &kcols;
+    let update_accounts = async {
+        tx.execute_cached(
+            "UPDATE accounts a SET sms_credits = u.s, phone_credits = u.p, otp_count = u.c, \
+             rate_second = u.rs, rate_current = u.rc, rate_previous = u.rp, spend_day = u.sd, \
+             spend_today = u.st \
+             FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
+             $7::int8[], $8::int8[], $9::int8[]) AS u(id, s, p, c, rs, rc, rp, sd, st) \
+             WHERE a.id = u.id",
+            &[ua, us, up, uc, rs, rc, rp, sd, st],
+        )
+        .await
+        .map_err(pg_err)
+    };
+    let update_keys = async {
+        if ki.is_empty() {
+            return Ok(0);
+        }
+        tx.execute_cached(
+            "UPDATE api_keys k SET rate_second = u.s, rate_current = u.c, rate_previous = u.p \
+             FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[]) AS u(id, s, c, p) \
+             WHERE k.id = u.id",
+            &[ki, ks, kc, kp],
+        )
+        .await
+        .map_err(pg_err)
+    };
+    let count = super::conversions::record(tx, inserts.iter().map(|(s, _)| &s.otp), &[]);
+
+    let insert = async {
+        tx.query_cached(
             "INSERT INTO otps (account_id, account_seq, api_key_id, phone_number, e164, template, \
              message, otp_options, channel, voice_input, length_factor, company_name, segments, \
              credits_used, status, status_at, created_at, code_salt, otp_hash, otp_cipher, key_id, \
@@ -392,7 +463,9 @@ async fn write(
             ],
         )
         .await
-        .map_err(pg_err)?;
+        .map_err(pg_err)
+    };
+    let (inserted, _, _, _) = tokio::try_join!(insert, update_accounts, update_keys, count)?;
     // RETURNING does not promise the input's order: (account, seq) is unique.
     let mut by_seq = HashMap::with_capacity(inserted.len());
     for r in &inserted {
@@ -406,13 +479,7 @@ async fn write(
     if otp_ids.contains(&0) {
         return Err(StoreError::Internal("an inserted OTP went missing".into()));
     }
-    tx.execute(
-        "INSERT INTO delivery_jobs (otp_id, channel, state, next_attempt_at, updated_at) \
-         SELECT i, ch, 'queued', ts, ts FROM UNNEST($1::int8[], $2::text[], $3::int8[]) AS u(i, ch, ts)",
-        &[&otp_ids, &channels, &created],
-    )
-    .await
-    .map_err(pg_err)?;
+    // The rows that name the new OTPs, pipelined in one round trip.
     let (neg_sms, neg_phone): (Vec<i64>, Vec<i64>) = inserts
         .iter()
         .map(|(s, insert)| {
@@ -420,26 +487,6 @@ async fn write(
             (-charge.sms, -charge.phone)
         })
         .unzip();
-    tx.execute(
-        "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, otp_id, created_at) \
-         SELECT a, 'debit', s, p, i, ts FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) \
-         AS u(a, s, p, i, ts)",
-        &[&account_ids, &neg_sms, &neg_phone, &otp_ids, &created],
-    )
-    .await
-    .map_err(pg_err)?;
-    for ((_, insert), id) in inserts.iter().zip(&otp_ids) {
-        if let Some(f) = insert.fallback {
-            tx.execute(
-                "UPDATE otps SET fallback_channel = 'voice', fallback_voice = $2, \
-                 fallback_due_at = $3, fallback_credits = $4, fallback_state = 'pending' \
-                 WHERE id = $1",
-                &[id, &f.voice.as_str(), &f.due_at, &f.phone_credits],
-            )
-            .await
-            .map_err(pg_err)?;
-        }
-    }
     let (mut low_ids, mut low_credits, mut low_thresholds) = (Vec::new(), Vec::new(), Vec::new());
     let (mut low_sms, mut low_phone, mut low_at) = (Vec::new(), Vec::new(), Vec::new());
     for ((s, insert), id) in inserts.iter().zip(&otp_ids) {
@@ -453,15 +500,6 @@ async fn write(
             low_at.push(s.otp.created_at);
         }
     }
-    webhooks::enqueue_low_balance(
-        tx,
-        &low_ids,
-        &low_credits,
-        &low_thresholds,
-        (&low_sms, &low_phone),
-        &low_at,
-    )
-    .await?;
     let (mut ka, mut kn, mut kh, mut ko, mut ks, mut ksms, mut kph, mut kt) = (
         Vec::new(),
         Vec::new(),
@@ -485,9 +523,54 @@ async fn write(
             kt.push(s.otp.created_at);
         }
     }
-    if !ka.is_empty() {
+    let jobs = async {
+        tx.execute_cached(
+            "INSERT INTO delivery_jobs (otp_id, channel, state, next_attempt_at, updated_at) \
+             SELECT i, ch, 'queued', ts, ts FROM UNNEST($1::int8[], $2::text[], $3::int8[]) AS u(i, ch, ts)",
+            &[&otp_ids, &channels, &created],
+        )
+        .await
+        .map_err(pg_err)
+    };
+    let ledger = async {
+        tx.execute_cached(
+            "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, otp_id, created_at) \
+             SELECT a, 'debit', s, p, i, ts FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) \
+             AS u(a, s, p, i, ts)",
+            &[&account_ids, &neg_sms, &neg_phone, &otp_ids, &created],
+        )
+        .await
+        .map_err(pg_err)
+    };
+    let fallbacks = async {
+        for ((_, insert), id) in inserts.iter().zip(&otp_ids) {
+            if let Some(f) = insert.fallback {
+                tx.execute_cached(
+                    "UPDATE otps SET fallback_channel = 'voice', fallback_voice = $2, \
+                     fallback_due_at = $3, fallback_credits = $4, fallback_state = 'pending' \
+                     WHERE id = $1",
+                    &[id, &f.voice.as_str(), &f.due_at, &f.phone_credits],
+                )
+                .await
+                .map_err(pg_err)?;
+            }
+        }
+        Ok(())
+    };
+    let low_balance = webhooks::enqueue_low_balance(
+        tx,
+        &low_ids,
+        &low_credits,
+        &low_thresholds,
+        (&low_sms, &low_phone),
+        &low_at,
+    );
+    let idempotency = async {
+        if ka.is_empty() {
+            return Ok(0);
+        }
         // A row still there under the key has expired (a live one was replayed).
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO idempotency (account_id, idem_key, body_hash, otp_id, account_seq, \
              sms_credits, phone_credits, created_at) \
              SELECT * FROM UNNEST($1::int8[], $2::text[], $3::bytea[], $4::int8[], $5::int8[], \
@@ -499,42 +582,8 @@ async fn write(
             &[&ka, &kn, &kh, &ko, &ks, &ksms, &kph, &kt],
         )
         .await
-        .map_err(pg_err)?;
-    }
-    let mut cols: [Vec<i64>; 9] = Default::default();
-    for (id, b) in &plan.accounts {
-        for (col, v) in cols.iter_mut().zip(std::iter::once(*id).chain(b.columns())) {
-            col.push(v);
-        }
-    }
-    let [ua, us, up, uc, rs, rc, rp, sd, st] = &cols;
-    tx.execute(
-        "UPDATE accounts a SET sms_credits = u.s, phone_credits = u.p, otp_count = u.c, \
-         rate_second = u.rs, rate_current = u.rc, rate_previous = u.rp, spend_day = u.sd, \
-         spend_today = u.st \
-         FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
-         $7::int8[], $8::int8[], $9::int8[]) AS u(id, s, p, c, rs, rc, rp, sd, st) \
-         WHERE a.id = u.id",
-        &[ua, us, up, uc, rs, rc, rp, sd, st],
-    )
-    .await
-    .map_err(pg_err)?;
-    let mut kcols: [Vec<i64>; 4] = Default::default();
-    for (id, w) in &plan.key_rates {
-        for (col, v) in kcols.iter_mut().zip([*id, w.second, w.current, w.previous]) {
-            col.push(v);
-        }
-    }
-    if !kcols[0].is_empty() {
-        let [ki, ks, kc, kp] = &kcols;
-        tx.execute(
-            "UPDATE api_keys k SET rate_second = u.s, rate_current = u.c, rate_previous = u.p \
-             FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[]) AS u(id, s, c, p) \
-             WHERE k.id = u.id",
-            &[ki, ks, kc, kp],
-        )
-        .await
-        .map_err(pg_err)?;
-    }
+        .map_err(pg_err)
+    };
+    tokio::try_join!(jobs, ledger, fallbacks, low_balance, idempotency)?;
     Ok(otp_ids)
 }

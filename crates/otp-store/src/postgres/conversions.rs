@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use deadpool_postgres::Transaction;
 use otp_domain::channel::Channel;
 
-use super::{Params, PgStore, pg_err, refs};
+use super::{Params, PgStore, Prepared, pg_err, refs, sql_once};
 use crate::conversions::{
     self, Change, ConversionStore, Counts, FACT_COLUMNS, Facts, Key, MetricKey, MinuteSends, SUMS,
     StatsGroup, StatsQuery, counts_from, minute_of, minutes, sum_columns, upsert_numbers,
@@ -28,8 +28,8 @@ pub(super) async fn record<'a>(
     if !changes.is_empty() {
         let ids = conversions::wanted(changes);
         for row in tx
-            .query(
-                &format!("SELECT {FACT_COLUMNS} FROM otps WHERE id = ANY($1)"),
+            .query_cached(
+                sql_once!("SELECT {FACT_COLUMNS} FROM otps WHERE id = ANY($1)"),
                 &[&ids],
             )
             .await
@@ -58,7 +58,9 @@ pub(super) async fn record<'a>(
                     .into_iter()
                     .map(|n| Box::new(n) as Box<dyn tokio_postgres::types::ToSql + Sync + Send>),
             );
-            tx.execute(sql, &refs(&values)).await.map_err(pg_err)?;
+            tx.execute_cached(sql, &refs(&values))
+                .await
+                .map_err(pg_err)?;
         }
     }
     Ok(tally)
@@ -123,7 +125,7 @@ impl ConversionStore for PgStore {
     ) -> Result<Vec<MinuteSends>, StoreError> {
         let c = self.client().await?;
         let rows = c
-            .query(
+            .query_cached(
                 "SELECT minute, channel, SUM(sent)::int8 FROM conversions WHERE account_id = $1 \
                  AND minute >= $2 AND minute < $3 GROUP BY minute, channel \
                  HAVING SUM(sent) > 0 ORDER BY minute, channel",
@@ -149,7 +151,7 @@ impl ConversionStore for PgStore {
         loop {
             // A chunk per statement, so a large purge holds few locks at once.
             let n = c
-                .execute(
+                .execute_cached(
                     "DELETE FROM conversions WHERE ctid = ANY(ARRAY(SELECT ctid FROM conversions \
                      WHERE minute < $1 LIMIT $2))",
                     &[&minute_of(before), &crate::PURGE_CHUNK],

@@ -6,7 +6,7 @@
 
 use deadpool_postgres::Transaction;
 
-use super::{pg_err, webhooks};
+use super::{Prepared, pg_err, sql_once, webhooks};
 use crate::fallback::{self, DUE_COLUMNS, FallbackScan, Move, Step};
 use crate::webhooks::WebhookEvent;
 use crate::{Micros, StoreError};
@@ -18,8 +18,8 @@ pub(super) async fn start_due(
     limit: usize,
 ) -> Result<FallbackScan, StoreError> {
     let rows = tx
-        .query(
-            &format!(
+        .query_cached(
+            sql_once!(
                 "SELECT {DUE_COLUMNS} FROM otps o JOIN delivery_jobs j ON j.otp_id = o.id \
                  WHERE {} ORDER BY o.fallback_due_at LIMIT $2 FOR UPDATE OF o SKIP LOCKED",
                 fallback::due_filter("$1")
@@ -36,7 +36,7 @@ pub(super) async fn start_due(
                 if !apply_move(tx, &started, now).await? {
                     continue;
                 }
-                tx.execute(
+                tx.execute_cached(
                     "UPDATE delivery_jobs SET channel = 'voice', state = 'queued', attempts = 0, \
                      next_attempt_at = $2, lease_owner = NULL, last_error = NULL, updated_at = $2 \
                      WHERE otp_id = $1",
@@ -44,7 +44,7 @@ pub(super) async fn start_due(
                 )
                 .await
                 .map_err(pg_err)?;
-                tx.execute(
+                tx.execute_cached(
                     "INSERT INTO otp_events (otp_id, status, at, detail) \
                      VALUES ($1, 'fallback_started', $2, $3)",
                     &[&d.id, &now, &detail],
@@ -72,7 +72,7 @@ pub(super) async fn apply_move(
     at: Micros,
 ) -> Result<bool, StoreError> {
     let changed = tx
-        .execute(
+        .execute_cached(
             "UPDATE otps SET fallback_state = $3, fallback_at = $4 \
              WHERE id = $1 AND fallback_state = $2",
             &[&m.otp_id, &m.from.as_str(), &m.to.as_str(), &at],
@@ -83,13 +83,13 @@ pub(super) async fn apply_move(
         return Ok(false);
     }
     if m.phone != 0 {
-        tx.execute(
+        tx.execute_cached(
             "UPDATE accounts SET phone_credits = phone_credits + $2 WHERE id = $1",
             &[&m.account_id, &m.phone],
         )
         .await
         .map_err(pg_err)?;
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, otp_id, note, created_at) \
              VALUES ($1, 'refund', 0, $2, $3, $4, $5)",
             &[&m.account_id, &m.phone, &m.otp_id, &m.note, &at],
@@ -98,7 +98,7 @@ pub(super) async fn apply_move(
         .map_err(pg_err)?;
     }
     if let Some(status) = m.event() {
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO otp_events (otp_id, status, at, detail) VALUES ($1, $2, $3, $4)",
             &[&m.otp_id, &status, &at, &m.note],
         )
@@ -116,7 +116,7 @@ pub(super) async fn cancel_pending(
     at: Micros,
 ) -> Result<(), StoreError> {
     let rows = tx
-        .query(
+        .query_cached(
             "SELECT id, account_id, fallback_credits FROM otps \
              WHERE (id = $1 OR resend_of = $1) AND fallback_state = 'pending' \
              ORDER BY id FOR UPDATE",

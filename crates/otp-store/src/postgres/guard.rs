@@ -3,7 +3,7 @@
 //! second waits on the unique index of open holds, inserts nothing, and
 //! reads back the first's.
 
-use super::{PgStore, pg_err};
+use super::{PgStore, Prepared, pg_err};
 use crate::guard::{
     GuardHold, GuardStore, MAX_HOLDS_LISTED, NewHold, hold_from_row, proving_status, sql,
     stored_account,
@@ -17,7 +17,7 @@ impl GuardStore for PgStore {
         let tx = c.transaction().await.map_err(pg_err)?;
         let account = stored_account(hold.account_id);
         let scope = hold.scope.as_str();
-        tx.execute(sql::CLOSE_ENDED, &[&scope, &hold.value, &account, &hold.at])
+        tx.execute_cached(sql::CLOSE_ENDED, &[&scope, &hold.value, &account, &hold.at])
             .await
             .map_err(pg_err)?;
         let created = tx
@@ -56,7 +56,7 @@ impl GuardStore for PgStore {
 
     async fn extend_hold(&self, id: i64, until: Micros) -> Result<(), StoreError> {
         let c = self.client().await?;
-        c.execute(sql::EXTEND, &[&id, &until])
+        c.execute_cached(sql::EXTEND, &[&id, &until])
             .await
             .map_err(pg_err)?;
         Ok(())
@@ -91,7 +91,7 @@ impl GuardStore for PgStore {
     ) -> Result<Vec<(i64, AccountId, String)>, StoreError> {
         let c = self.client().await?;
         let rows = c
-            .query(
+            .query_cached(
                 "SELECT id, account_id, e164 FROM otps WHERE id = ANY($1)",
                 &[&ids],
             )
@@ -111,7 +111,7 @@ impl GuardStore for PgStore {
     ) -> Result<bool, StoreError> {
         let c = self.client().await?;
         let row = c
-            .query_opt(sql::PROVEN, &[&account, &e164, &proving_status(delivered)])
+            .query_opt_cached(sql::PROVEN, &[&account, &e164, &proving_status(delivered)])
             .await
             .map_err(pg_err)?;
         Ok(row.is_some())
@@ -125,7 +125,7 @@ impl GuardStore for PgStore {
     ) -> Result<Option<(Vec<u8>, Accepted)>, StoreError> {
         let c = self.client().await?;
         let row = c
-            .query_opt(sql::IDEMPOTENT, &[&account, &key, &since])
+            .query_opt_cached(sql::IDEMPOTENT, &[&account, &key, &since])
             .await
             .map_err(pg_err)?;
         Ok(row.map(|r| {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use deadpool_postgres::Transaction;
 
-use super::{pg_err, webhooks};
+use super::{Prepared, pg_err, sql_once, webhooks};
 use crate::conversions::{self, Change};
 use crate::jobs::{self, Finish, OTP_STATE_COLUMNS, OtpState, Refund};
 use crate::rows::Columns;
@@ -24,8 +24,8 @@ pub(super) async fn finish_all(
     ids.sort_unstable();
     ids.dedup();
     let rows = tx
-        .query(
-            &format!(
+        .query_cached(
+            sql_once!(
                 "SELECT {OTP_STATE_COLUMNS} FROM otps WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"
             ),
             &[&ids],
@@ -55,8 +55,8 @@ pub(super) async fn otp_state_and_pending(
     otp_id: i64,
 ) -> Result<Option<(OtpState, i64)>, StoreError> {
     let Some(row) = tx
-        .query_opt(
-            &format!(
+        .query_opt_cached(
+            sql_once!(
                 "SELECT {OTP_STATE_COLUMNS}, (SELECT COUNT(*) FROM provider_messages p \
                  WHERE p.otp_id = o.id AND (p.state IS NULL OR p.state <> 'delivered')) \
                  FROM otps o WHERE o.id = $1 FOR NO KEY UPDATE"
@@ -92,7 +92,7 @@ async fn write(tx: &Transaction<'_>, plan: &[Finish]) -> Result<(), StoreError> 
     let routes: Vec<Option<&str>> = plan.iter().map(|f| f.route.as_deref()).collect();
     let events: Vec<&str> = plan.iter().map(|f| f.event).collect();
     let details: Vec<&str> = plan.iter().map(|f| f.detail.as_str()).collect();
-    tx.execute(
+    tx.execute_cached(
         "UPDATE delivery_jobs j SET state = COALESCE(u.state, j.state), last_error = u.err, \
              next_attempt_at = COALESCE(u.next, j.next_attempt_at), updated_at = u.at \
          FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int8[], $5::int8[]) \
@@ -101,7 +101,7 @@ async fn write(tx: &Transaction<'_>, plan: &[Finish]) -> Result<(), StoreError> 
     )
     .await
     .map_err(pg_err)?;
-    tx.execute(
+    tx.execute_cached(
         "UPDATE otps o SET status = COALESCE(u.status, o.status), \
              status_at = CASE WHEN u.status IS NULL THEN o.status_at ELSE u.at END, \
              error = u.err, \
@@ -113,7 +113,7 @@ async fn write(tx: &Transaction<'_>, plan: &[Finish]) -> Result<(), StoreError> 
     )
     .await
     .map_err(pg_err)?;
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO otp_events (otp_id, status, at, route, detail) \
          SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::text[], $5::text[])",
         &[&otp_ids, &events, &ats, &routes, &details],
@@ -147,7 +147,7 @@ async fn write(tx: &Transaction<'_>, plan: &[Finish]) -> Result<(), StoreError> 
         let pm_otps: Vec<i64> = parts.iter().map(|(otp, _)| *otp).collect();
         let pm_parts: Vec<i64> = parts.iter().map(|(_, p)| p.part).collect();
         let pm_totals: Vec<i64> = parts.iter().map(|(_, p)| p.parts).collect();
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO provider_messages (route, message_id, otp_id, part, parts, \
                  id_text, id_hex_decimal, id_decimal_hex) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], \
@@ -184,7 +184,7 @@ async fn write(tx: &Transaction<'_>, plan: &[Finish]) -> Result<(), StoreError> 
 /// OTP's lock), with a ledger row.
 pub(super) async fn refund(tx: &Transaction<'_>, r: &Refund, at: Micros) -> Result<(), StoreError> {
     let changed = tx
-        .execute(
+        .execute_cached(
             "UPDATE otps SET refunded = 1 WHERE id = $1 AND refunded = 0",
             &[&r.otp_id],
         )
@@ -193,14 +193,14 @@ pub(super) async fn refund(tx: &Transaction<'_>, r: &Refund, at: Micros) -> Resu
     if changed == 0 {
         return Ok(());
     }
-    tx.execute(
+    tx.execute_cached(
         "UPDATE accounts SET sms_credits = sms_credits + $2, phone_credits = phone_credits + $3 \
          WHERE id = $1",
         &[&r.account_id, &r.sms, &r.phone],
     )
     .await
     .map_err(pg_err)?;
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO ledger (account_id, kind, sms_delta, phone_delta, otp_id, note, created_at) \
          VALUES ($1, 'refund', $2, $3, $4, $5, $6)",
         &[&r.account_id, &r.sms, &r.phone, &r.otp_id, &r.note, &at],

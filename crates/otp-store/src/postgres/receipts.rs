@@ -6,7 +6,7 @@ use deadpool_postgres::Transaction;
 use smpp::receipt::ids::IdLookup;
 
 use super::jobs::{otp_state_and_pending, refund};
-use super::{PgStore, pg_err, webhooks};
+use super::{PgStore, Prepared, pg_err, sql_once, webhooks};
 use crate::conversions::{self, Change};
 use crate::jobs::Refund;
 use crate::receipts::{
@@ -29,8 +29,8 @@ pub(super) async fn apply(
     refunds: &mut Vec<(Refund, Micros)>,
 ) -> Result<Option<i64>, StoreError> {
     let found = tx
-        .query(
-            &format!(
+        .query_cached(
+            sql_once!(
                 "SELECT {PART_COLUMNS} FROM provider_messages \
                  WHERE route = $1 AND message_id = ANY($2) ORDER BY message_id FOR NO KEY UPDATE"
             ),
@@ -46,7 +46,7 @@ pub(super) async fn apply(
     };
     let state = rc.status.map(OtpStatus::as_str);
     let took = tx
-        .execute(
+        .execute_cached(
             "UPDATE provider_messages SET state = $3 WHERE route = $1 AND message_id = $2 \
              AND state IS NULL",
             &[&rc.route, &part.message_id, &state],
@@ -59,7 +59,7 @@ pub(super) async fn apply(
     let loaded = otp_state_and_pending(tx, part.otp_id).await?;
     let step = receipt_step(rc, part, loaded.as_ref());
     if let Some(status) = step.status {
-        tx.execute(
+        tx.execute_cached(
             "UPDATE otps SET status = $2, status_at = $3, \
              delivered_at = COALESCE($4, delivered_at) WHERE id = $1",
             &[&step.otp_id, &status.as_str(), &rc.at, &step.delivered_at],
@@ -67,7 +67,7 @@ pub(super) async fn apply(
         .await
         .map_err(pg_err)?;
     }
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO otp_events (otp_id, status, at, route, detail, error_code) \
          VALUES ($1, $2, $3, $4, $5, $6)",
         &[
@@ -82,7 +82,7 @@ pub(super) async fn apply(
     .await
     .map_err(pg_err)?;
     if let Some(error) = &step.failure {
-        tx.execute(
+        tx.execute_cached(
             "UPDATE otps SET error_code = $2, error = $3 WHERE id = $1",
             &[&step.otp_id, &rc.error_code, error],
         )
@@ -158,7 +158,7 @@ impl ReceiptStore for PgStore {
         }
         let c = self.client().await?;
         let rows = c
-            .query(
+            .query_cached(
                 CANDIDATES,
                 &[
                     &route,
@@ -214,14 +214,14 @@ impl ReceiptStore for PgStore {
         distinct.dedup();
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO unmatched_receipts (route, message_id, state, reason, body, received_at) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])",
             &[&routes, &ids, &states, &reasons, &texts, &ats],
         )
         .await
         .map_err(pg_err)?;
-        tx.execute(
+        tx.execute_cached(
             "DELETE FROM unmatched_receipts u USING UNNEST($1::text[]) AS r(route) \
              WHERE u.route = r.route AND u.id <= (SELECT id FROM unmatched_receipts \
                  WHERE route = r.route ORDER BY id DESC LIMIT 1 OFFSET $2)",
@@ -229,7 +229,7 @@ impl ReceiptStore for PgStore {
         )
         .await
         .map_err(pg_err)?;
-        tx.execute(
+        tx.execute_cached(
             "DELETE FROM unmatched_receipts WHERE received_at < $1",
             &[&(now - UNMATCHED_KEEP_MICROS)],
         )
@@ -246,7 +246,7 @@ impl ReceiptStore for PgStore {
     ) -> Result<Vec<UnmatchedReceipt>, StoreError> {
         let c = self.client().await?;
         let rows = c
-            .query(
+            .query_cached(
                 "SELECT route, message_id, state, reason, body, received_at \
                  FROM unmatched_receipts \
                  WHERE ($1::text IS NULL OR route = $1) AND received_at >= $2 \

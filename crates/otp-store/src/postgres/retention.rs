@@ -2,7 +2,7 @@
 //! no two do the same chunk (an advisory lock per account, `SKIP LOCKED` for
 //! the other rows).
 
-use super::{PgStore, pg_err};
+use super::{PgStore, Prepared, pg_err, sql_once};
 use crate::retention::{
     Candidate, PurgeReport, PurgeSteps, RetentionRules, RetentionStore, Sweep, due_accounts_sql,
     live_sql, purge, purgeable_run,
@@ -60,7 +60,7 @@ impl PurgeSteps for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         let mine: bool = tx
-            .query_one(
+            .query_one_cached(
                 "SELECT pg_try_advisory_xact_lock($1, ($2::int8 & 2147483647)::int4)",
                 &[&PURGE_LOCK_CLASS, &account],
             )
@@ -71,7 +71,7 @@ impl PurgeSteps for PgStore {
             return Ok(None);
         }
         let Some(through): Option<i64> = tx
-            .query_opt(
+            .query_opt_cached(
                 "SELECT otp_purged_through FROM accounts WHERE id = $1",
                 &[&account],
             )
@@ -84,7 +84,7 @@ impl PurgeSteps for PgStore {
         // Lock first, judge after: a change that committed while we waited for
         // a row is seen by the judging statement (a new snapshot).
         let locked: Vec<i64> = tx
-            .query(
+            .query_cached(
                 "SELECT id FROM otps WHERE account_id = $1 AND account_seq > $2 \
                  ORDER BY account_seq LIMIT $3 FOR UPDATE",
                 &[&account, &through, &chunk],
@@ -95,8 +95,8 @@ impl PurgeSteps for PgStore {
             .map(|r| r.get(0))
             .collect();
         let candidates: Vec<Candidate> = tx
-            .query(
-                &format!(
+            .query_cached(
+                sql_once!(
                     "SELECT o.id, o.account_seq, o.created_at, NOT {} FROM otps o \
                      WHERE o.id = ANY($1) ORDER BY o.account_seq",
                     live_sql("$2", "$3")
@@ -125,20 +125,22 @@ impl PurgeSteps for PgStore {
             "DELETE FROM provider_messages WHERE otp_id = ANY($1)",
             "DELETE FROM delivery_jobs WHERE otp_id = ANY($1)",
         ] {
-            tx.execute(statement, &[&run.ids]).await.map_err(pg_err)?;
+            tx.execute_cached(statement, &[&run.ids])
+                .await
+                .map_err(pg_err)?;
         }
-        tx.execute(
+        tx.execute_cached(
             "DELETE FROM idempotency WHERE created_at <= $2 AND otp_id = ANY($1)",
             &[&run.ids, &run.newest_created_at],
         )
         .await
         .map_err(pg_err)?;
         let removed = tx
-            .execute("DELETE FROM otps WHERE id = ANY($1)", &[&run.ids])
+            .execute_cached("DELETE FROM otps WHERE id = ANY($1)", &[&run.ids])
             .await
             .map_err(pg_err)?;
         // Last, so the account row (which sends lock) is held only to commit.
-        tx.execute(
+        tx.execute_cached(
             "UPDATE accounts SET otp_purged_through = GREATEST(otp_purged_through, $2) \
              WHERE id = $1",
             &[&account, &run.through],

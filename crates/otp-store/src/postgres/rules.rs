@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
 
-use super::{PgStore, pg_err};
+use super::{PgStore, Prepared, pg_err};
 use crate::rules::{
     AccountRulesStore, AccountSender, ApprovedTemplate, MAX_TEMPLATES, check_route,
     distinct_templates, key_of_text, template_key, too_many,
@@ -27,7 +27,7 @@ pub(super) async fn senders_of(
         return Ok(by_account);
     }
     let rows = c
-        .query(
+        .query_cached(
             "SELECT account_id, route, sender, updated_at FROM account_senders \
              WHERE account_id = ANY($1) ORDER BY account_id, route",
             &[&accounts],
@@ -52,7 +52,7 @@ async fn templates_of(
     account: AccountId,
 ) -> Result<Vec<ApprovedTemplate>, StoreError> {
     let rows = c
-        .query(
+        .query_cached(
             "SELECT text, created_at FROM account_templates WHERE account_id = $1 \
              ORDER BY created_at, text",
             &[&account],
@@ -70,7 +70,7 @@ async fn templates_of(
 
 /// Locks the account's row; `NotFound` unless it exists.
 async fn lock_account(c: &impl GenericClient, account: AccountId) -> Result<(), StoreError> {
-    c.query_opt(
+    c.query_opt_cached(
         "SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE",
         &[&account],
     )
@@ -102,7 +102,7 @@ impl AccountRulesStore for PgStore {
         let tx = c.transaction().await.map_err(pg_err)?;
         lock_account(&tx, account).await?;
         let counts = tx
-            .query_one(
+            .query_one_cached(
                 "SELECT COUNT(*), COUNT(*) FILTER (WHERE text_hash = $2) \
                  FROM account_templates WHERE account_id = $1",
                 &[&account, &key],
@@ -116,7 +116,7 @@ impl AccountRulesStore for PgStore {
         if count >= MAX_TEMPLATES as i64 {
             return Err(too_many());
         }
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO account_templates (account_id, text_hash, text, created_at) \
              VALUES ($1, $2, $3, $4)",
             &[&account, &key, &text, &now],
@@ -138,13 +138,13 @@ impl AccountRulesStore for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         lock_account(&tx, account).await?;
-        tx.execute(
+        tx.execute_cached(
             "DELETE FROM account_templates WHERE account_id = $1",
             &[&account],
         )
         .await
         .map_err(pg_err)?;
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO account_templates (account_id, text_hash, text, created_at) \
              SELECT $1, h, t, $4 FROM UNNEST($2::bytea[], $3::text[]) AS u(h, t)",
             &[&account, &keys, &texts, &now],
@@ -164,7 +164,7 @@ impl AccountRulesStore for PgStore {
         let key = key_of_text(text);
         let c = self.client().await?;
         let removed = c
-            .execute(
+            .execute_cached(
                 "DELETE FROM account_templates WHERE account_id = $1 AND text_hash = $2",
                 &[&account, &key],
             )
@@ -191,7 +191,7 @@ impl AccountRulesStore for PgStore {
         check_route(route)?;
         let c = self.client().await?;
         let inserted = c
-            .execute(
+            .execute_cached(
                 "INSERT INTO account_senders (account_id, route, sender, updated_at) \
                  SELECT id, $2, $3, $4 FROM accounts WHERE id = $1 \
                  ON CONFLICT (account_id, route) \
@@ -217,7 +217,7 @@ impl AccountRulesStore for PgStore {
     ) -> Result<bool, StoreError> {
         let c = self.client().await?;
         let removed = c
-            .execute(
+            .execute_cached(
                 "DELETE FROM account_senders WHERE account_id = $1 AND route = $2",
                 &[&account, &route],
             )

@@ -4,7 +4,7 @@
 
 use tokio_postgres::Row;
 
-use super::{PgStore, pg_err};
+use super::{PgStore, Prepared, pg_err, sql_once};
 use crate::rows::{self, KEY_COLUMN_COUNT, KEY_COLUMNS};
 use crate::users::{
     LOGIN_COUNTER_TABLES, LoginCount, REVOKE_OLDEST_SQL, SESSION_COLUMNS, USER_COLUMNS, UserStore,
@@ -58,8 +58,8 @@ impl UserStore for PgStore {
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
         let c = self.client().await?;
         let row = c
-            .query_opt(
-                &format!(
+            .query_opt_cached(
+                sql_once!(
                     "INSERT INTO users (account_id, email, password_hash, created_at, password_changed_at) \
                      SELECT id, $2, $3, $4, $4 FROM accounts WHERE id = $1 RETURNING {USER_COLUMNS}"
                 ),
@@ -83,8 +83,8 @@ impl UserStore for PgStore {
     async fn user(&self, id: i64) -> Result<Option<User>, StoreError> {
         let c = self.client().await?;
         let row = c
-            .query_opt(
-                &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
+            .query_opt_cached(
+                sql_once!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
                 &[&id],
             )
             .await
@@ -95,8 +95,8 @@ impl UserStore for PgStore {
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
         let c = self.client().await?;
         let row = c
-            .query_opt(
-                &format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"),
+            .query_opt_cached(
+                sql_once!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"),
                 &[&email],
             )
             .await
@@ -107,8 +107,8 @@ impl UserStore for PgStore {
     async fn list_users(&self, account: Option<AccountId>) -> Result<Vec<User>, StoreError> {
         let c = self.client().await?;
         let rows = c
-            .query(
-                &format!(
+            .query_cached(
+                sql_once!(
                     "SELECT {USER_COLUMNS} FROM users WHERE $1::int8 IS NULL OR account_id = $1 ORDER BY id"
                 ),
                 &[&account],
@@ -121,8 +121,8 @@ impl UserStore for PgStore {
     async fn set_operator(&self, id: i64, operator: bool) -> Result<Option<User>, StoreError> {
         let c = self.client().await?;
         let row = c
-            .query_opt(
-                &format!("UPDATE users SET operator = $2 WHERE id = $1 RETURNING {USER_COLUMNS}"),
+            .query_opt_cached(
+                sql_once!("UPDATE users SET operator = $2 WHERE id = $1 RETURNING {USER_COLUMNS}"),
                 &[&id, &operator],
             )
             .await
@@ -134,8 +134,8 @@ impl UserStore for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         let row = tx
-            .query_opt(
-                &format!(
+            .query_opt_cached(
+                sql_once!(
                     "UPDATE users SET password_hash = $2, session_version = session_version + 1, \
                      password_changed_at = $3 WHERE id = $1 RETURNING {USER_COLUMNS}"
                 ),
@@ -144,14 +144,14 @@ impl UserStore for PgStore {
             .await
             .map_err(pg_err)?;
         let user = row.as_ref().map(user_from_row);
-        tx.execute(
+        tx.execute_cached(
             "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
             &[&id, &now_micros()],
         )
         .await
         .map_err(pg_err)?;
         if let Some(u) = &user {
-            tx.execute("DELETE FROM login_attempts WHERE email = $1", &[&u.email])
+            tx.execute_cached("DELETE FROM login_attempts WHERE email = $1", &[&u.email])
                 .await
                 .map_err(pg_err)?;
         }
@@ -182,7 +182,7 @@ impl UserStore for PgStore {
         let mut counts = Vec::new();
         for counter in policy.counters(email, address) {
             let row = c
-                .query_one(
+                .query_one_cached(
                     counter.sql,
                     &[&counter.key, &policy.now, &policy.window_ended()],
                 )
@@ -199,7 +199,7 @@ impl UserStore for PgStore {
 
     async fn clear_login_attempts(&self, email: &str) -> Result<(), StoreError> {
         let c = self.client().await?;
-        c.execute("DELETE FROM login_attempts WHERE email = $1", &[&email])
+        c.execute_cached("DELETE FROM login_attempts WHERE email = $1", &[&email])
             .await
             .map_err(pg_err)?;
         Ok(())
@@ -216,15 +216,15 @@ impl UserStore for PgStore {
         let now = now_micros();
         // The user's sessions that ended are forgotten, so its rows are bounded
         // by its logins within one refresh lifetime.
-        c.execute(
+        c.execute_cached(
             "DELETE FROM refresh_tokens WHERE user_id = $1 AND expires_at <= $2",
             &[&user_id, &now],
         )
         .await
         .map_err(pg_err)?;
         let row = c
-            .query_one(
-                &format!(
+            .query_one_cached(
+                sql_once!(
                     "INSERT INTO refresh_tokens (user_id, created_at, expires_at, client) \
                      VALUES ($1, $2, $3, $4) RETURNING {SESSION_COLUMNS}"
                 ),
@@ -233,7 +233,7 @@ impl UserStore for PgStore {
             .await
             .map_err(pg_err)?;
         if let Some(kept) = sessions_kept(max_active) {
-            c.execute(REVOKE_OLDEST_SQL, &[&user_id, &now, &kept])
+            c.execute_cached(REVOKE_OLDEST_SQL, &[&user_id, &now, &kept])
                 .await
                 .map_err(pg_err)?;
         }
@@ -247,8 +247,8 @@ impl UserStore for PgStore {
     ) -> Result<Option<(Session, User)>, StoreError> {
         let c = self.client().await?;
         let row = c
-            .query_opt(
-                &format!(
+            .query_opt_cached(
+                sql_once!(
                     "SELECT {}, {} FROM refresh_tokens s JOIN users u ON u.id = s.user_id \
                      WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2",
                     qualified(SESSION_COLUMNS, "s"),
@@ -263,7 +263,7 @@ impl UserStore for PgStore {
 
     async fn touch_session(&self, session_id: i64, now: Micros) -> Result<(), StoreError> {
         let c = self.client().await?;
-        c.execute(
+        c.execute_cached(
             "UPDATE refresh_tokens SET last_used_at = $2 WHERE id = $1",
             &[&session_id, &now],
         )
@@ -275,8 +275,8 @@ impl UserStore for PgStore {
     async fn list_sessions(&self, user_id: i64, now: Micros) -> Result<Vec<Session>, StoreError> {
         let c = self.client().await?;
         let rows = c
-            .query(
-                &format!(
+            .query_cached(
+                sql_once!(
                     "SELECT {SESSION_COLUMNS} FROM refresh_tokens \
                      WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY id DESC"
                 ),
@@ -295,14 +295,14 @@ impl UserStore for PgStore {
     ) -> Result<u64, StoreError> {
         let c = self.client().await?;
         let revoked = c
-            .execute(
+            .execute_cached(
                 "UPDATE refresh_tokens SET revoked_at = $3 WHERE user_id = $1 \
                  AND ($2::int8 IS NULL OR id = $2) AND revoked_at IS NULL AND expires_at > $3",
                 &[&user_id, &only, &now],
             )
             .await
             .map_err(pg_err)?;
-        c.execute(
+        c.execute_cached(
             "DELETE FROM refresh_tokens WHERE user_id = $1 AND expires_at <= $2",
             &[&user_id, &now],
         )
@@ -321,7 +321,7 @@ impl UserStore for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         let found = tx
-            .query_opt(
+            .query_opt_cached(
                 "SELECT id FROM users WHERE id = $1 AND account_id = $2 FOR UPDATE",
                 &[&user_id, &key.account_id],
             )
@@ -333,7 +333,7 @@ impl UserStore for PgStore {
             )));
         }
         let now = now_micros();
-        tx.execute(
+        tx.execute_cached(
             "UPDATE api_keys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
             &[&user_id, &now],
         )
@@ -341,8 +341,8 @@ impl UserStore for PgStore {
         .map_err(pg_err)?;
         let hash: &[u8] = &key.secret_hash;
         let row = tx
-            .query_one(
-                &format!(
+            .query_one_cached(
+                sql_once!(
                     "INSERT INTO api_keys (key_id, account_id, secret_hash, label, created_at, user_id, scopes, \
                      copy_salt, copy_cipher, copy_key_id) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {KEY_COLUMNS}"
@@ -369,8 +369,8 @@ impl UserStore for PgStore {
     async fn user_key(&self, user_id: i64) -> Result<Option<UserKey>, StoreError> {
         let c = self.client().await?;
         let row = c
-            .query_opt(
-                &format!(
+            .query_opt_cached(
+                sql_once!(
                     "SELECT {KEY_COLUMNS}, copy_salt, copy_cipher, copy_key_id \
                      FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL"
                 ),

@@ -8,7 +8,7 @@
 use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 
-use super::{PgStore, pg_err};
+use super::{PgStore, Prepared, pg_err, sql_once};
 use crate::rows::{self, CLAIM_COLUMNS, DELIVERY_COLUMNS};
 use crate::webhooks::{
     AttemptResult, CLAIM_SQL, ClaimedDelivery, DeliveryClaim, DeliveryQuery, ExpirySweep,
@@ -33,7 +33,7 @@ pub(super) async fn enqueue(
     event: WebhookEvent,
     at: Micros,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    tx.execute_cached(
         ENQUEUE_SQL,
         &[&vec![otp_id], &vec![event.as_str()], &vec![at]],
     )
@@ -56,7 +56,7 @@ pub(super) async fn enqueue_low_balance(
     if otp_ids.is_empty() {
         return Ok(());
     }
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, occurred_at, \
          state, next_attempt_at, created_at, credits, threshold, sms_credits, phone_credits) \
          SELECT o.account_id, o.id, 'low_balance', o.status, u.at, 'pending', u.at, u.at, \
@@ -98,7 +98,7 @@ pub(super) async fn enqueue_jobs(
     if ids.is_empty() {
         return Ok(());
     }
-    tx.execute(ENQUEUE_SQL, &[&ids, &events, &times])
+    tx.execute_cached(ENQUEUE_SQL, &[&ids, &events, &times])
         .await
         .map_err(pg_err)?;
     Ok(())
@@ -128,8 +128,8 @@ impl WebhookStore for PgStore {
     async fn webhook(&self, account: AccountId) -> Result<Option<Webhook>, StoreError> {
         let c = self.client().await?;
         let row = c
-            .query_opt(
-                &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE account_id = $1"),
+            .query_opt_cached(
+                sql_once!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE account_id = $1"),
                 &[&account],
             )
             .await
@@ -167,10 +167,10 @@ impl WebhookStore for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         let n = tx
-            .execute("DELETE FROM webhooks WHERE account_id = $1", &[&account])
+            .execute_cached("DELETE FROM webhooks WHERE account_id = $1", &[&account])
             .await
             .map_err(pg_err)?;
-        tx.execute(
+        tx.execute_cached(
             "UPDATE webhook_deliveries SET state = 'cancelled', finished_at = $2 \
              WHERE account_id = $1 AND state = 'pending'",
             &[&account, &now],
@@ -189,7 +189,7 @@ impl WebhookStore for PgStore {
         let tx = c.transaction().await.map_err(pg_err)?;
         // Claims take turns, so that two nodes counting an account's leased
         // deliveries at once cannot both fill its last slot.
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CLAIM_LOCK])
+        tx.execute_cached("SELECT pg_advisory_xact_lock($1)", &[&CLAIM_LOCK])
             .await
             .map_err(pg_err)?;
         let ids: Vec<i64> = tx
@@ -207,8 +207,8 @@ impl WebhookStore for PgStore {
             .map(|r| r.get(0))
             .collect();
         let rows = tx
-            .query(
-                &format!(
+            .query_cached(
+                sql_once!(
                     "WITH d AS (UPDATE webhook_deliveries SET next_attempt_at = $1, \
                          lease_owner = $2, attempts = attempts + 1 WHERE id = ANY($3) \
                      RETURNING id, account_id, event, otp_status, occurred_at, attempts, \
@@ -231,7 +231,7 @@ impl WebhookStore for PgStore {
         }
         if !orphans.is_empty() {
             // Their webhook is gone: nowhere to send them.
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE webhook_deliveries SET state = 'cancelled', finished_at = $2 \
                  WHERE id = ANY($1)",
                 &[&orphans, &claim.now],
@@ -270,7 +270,7 @@ impl WebhookStore for PgStore {
         }
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO webhook_attempts (delivery_id, attempt, at, duration_us, status_code, error) \
              SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::text[])",
             &[&ids, &attempts, &ats, &durations, &codes, &errors],
@@ -278,7 +278,7 @@ impl WebhookStore for PgStore {
         .await
         .map_err(pg_err)?;
         // Only a pending delivery moves: one cancelled meanwhile stays so.
-        tx.execute(
+        tx.execute_cached(
             "UPDATE webhook_deliveries d SET state = u.state, next_attempt_at = u.next, \
                  last_error = u.err, finished_at = u.fin, lease_owner = NULL \
              FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::text[], $5::int8[]) \
@@ -305,8 +305,8 @@ impl WebhookStore for PgStore {
             .await
             .map_err(pg_err)?;
         let rows = tx
-            .query(
-                &format!(
+            .query_cached(
+                sql_once!(
                     "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries \
                      WHERE account_id = $1 AND ($2::int8 IS NULL OR id < $2) \
                      ORDER BY id DESC LIMIT $3"
@@ -321,7 +321,7 @@ impl WebhookStore for PgStore {
             .collect::<Result<Vec<WebhookDelivery>, StoreError>>()?;
         let ids: Vec<i64> = list.iter().map(|d| d.id).collect();
         let attempts = tx
-            .query(
+            .query_cached(
                 "SELECT delivery_id, attempt, at, duration_us, status_code, error \
                  FROM webhook_attempts WHERE delivery_id = ANY($1) ORDER BY id",
                 &[&ids],
@@ -349,7 +349,7 @@ impl WebhookStore for PgStore {
         let tx = c.transaction().await.map_err(pg_err)?;
         // The webhooks this node sweeps now; another node takes the others.
         let accounts: Vec<i64> = tx
-            .query(
+            .query_cached(
                 "SELECT account_id FROM webhooks WHERE expired_swept_until < $1 \
                  FOR UPDATE SKIP LOCKED",
                 &[&sweep.expired_until],
@@ -375,7 +375,7 @@ impl WebhookStore for PgStore {
             )
             .await
             .map_err(pg_err)?;
-        tx.execute(
+        tx.execute_cached(
             "UPDATE webhooks SET expired_swept_until = $1 WHERE account_id = ANY($2)",
             &[&sweep.expired_until, &accounts],
         )
