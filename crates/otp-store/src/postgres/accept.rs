@@ -9,10 +9,9 @@
 //! OTPs, commit) instead of one or two per statement.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use deadpool_postgres::{Pool, Transaction};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 use tokio_postgres::Row;
 
 use super::{AcceptReply, Prepared, pg_err, pool_err, webhooks};
@@ -24,26 +23,23 @@ use crate::model::ChainHead;
 use crate::rules::TemplateRules;
 use crate::*;
 
-/// Takes batches of waiting sends off the queue and answers each send.
+/// Takes batches of waiting sends off its queue and answers each send.
 pub(super) async fn batcher(
     pool: Pool,
-    rx: Arc<Mutex<mpsc::UnboundedReceiver<(SealedOtp, AcceptReply)>>>,
+    mut rx: mpsc::UnboundedReceiver<(SealedOtp, AcceptReply)>,
     max_batch: usize,
     limits: LiveLimits,
 ) {
     loop {
         let mut batch = Vec::new();
-        {
-            let mut rx = rx.lock().await;
-            match rx.recv().await {
-                Some(first) => batch.push(first),
-                None => return,
-            }
-            while batch.len() < max_batch {
-                match rx.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
-                }
+        match rx.recv().await {
+            Some(first) => batch.push(first),
+            None => return,
+        }
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
             }
         }
         let (otps, replies): (Vec<SealedOtp>, Vec<AcceptReply>) = batch.into_iter().unzip();
