@@ -119,38 +119,28 @@ ${SMPP_EXTRA:-}
 TOML
 }
 
+# knows NAME SETTINGS: whether the binary under test takes SETTINGS (TOML, with
+# printf escapes); an older binary refuses a setting it does not know.
+knows() {
+  printf '%b' "$2" > "$WORK/probe-$1.toml"
+  "$BIN" migrate --config "$WORK/probe-$1.toml" --database-url "sqlite://$WORK/probe-$1.db" >/dev/null 2>&1
+}
+
 # The per-account and per-key request rates (off unless LIMIT_ACCOUNT_RPS /
 # LIMIT_KEY_RPS say otherwise), for binaries that have them.
 rate_limits() {
-  if [ -z "${RATE_LIMITS_KNOWN:-}" ]; then
-    printf '[limits]\nper_account_rps = 0\n' > "$WORK/probe.toml"
-    if "$BIN" migrate --config "$WORK/probe.toml" --database-url "sqlite://$WORK/probe.db" >/dev/null 2>&1; then
-      RATE_LIMITS_KNOWN=yes
-    else
-      RATE_LIMITS_KNOWN=no
-    fi
-  fi
-  [ "$RATE_LIMITS_KNOWN" = yes ] || return 0
+  knows rates '[limits]\nper_account_rps = 0\n' || return 0
   printf 'per_account_rps = %s\nper_key_rps = %s\n' "${LIMIT_ACCOUNT_RPS:-0}" "${LIMIT_KEY_RPS:-0}"
 }
 
-# The SMS-pumping guard off, for binaries that have it: the loads send tens of
-# thousands of codes a minute from a new account to new numbers and never verify
-# one, which is what the guard exists to hold (it held ~90% of them). The faults
-# are about durability, not pumping; tests/api/guard.rs and bench/pumping.sh
-# cover the guard. FAULT_GUARD=on keeps it on (its defaults), to see that the
-# faults' loads and outages are not taken for pumping.
+# The SMS-pumping guard off, for binaries that have it, so the faults' figures
+# measure durability and not the guard (tests/api/guard.rs and bench/pumping.sh
+# cover it). FAULT_GUARD=on keeps it on with its defaults, to see that the
+# loads (thousands of codes a minute from a new account to new numbers, never
+# verified) and the outages are not taken for pumping.
 guard_off() {
   [ "${FAULT_GUARD:-off}" = on ] && return 0
-  if [ -z "${GUARD_KNOWN:-}" ]; then
-    printf '[guard]\nenabled = false\n' > "$WORK/probe-guard.toml"
-    if "$BIN" migrate --config "$WORK/probe-guard.toml" --database-url "sqlite://$WORK/probe-guard.db" >/dev/null 2>&1; then
-      GUARD_KNOWN=yes
-    else
-      GUARD_KNOWN=no
-    fi
-  fi
-  [ "$GUARD_KNOWN" = yes ] || return 0
+  knows guard '[guard]\nenabled = false\n' || return 0
   printf '[guard]\nenabled = false\n'
 }
 
