@@ -103,6 +103,7 @@ $(rate_limits)
 [demo]
 create_default_account = false
 $(guard_off)
+$(new_codes)
 [delivery]
 lease_seconds = ${LEASE_SECONDS:-10}
 [[routes]]
@@ -142,6 +143,16 @@ guard_off() {
   [ "${FAULT_GUARD:-off}" = on ] && return 0
   knows guard '[guard]\nenabled = false\n' || return 0
   printf '[guard]\nenabled = false\n'
+}
+
+# A new code for every send, for binaries that have the setting: with
+# verify.resend_same_code (the default) a send to a number with a live code
+# sends that code again, and the checks, which take the same number and text
+# at the SMSC twice for one OTP delivered twice, would count a resend as a
+# duplicate (three-nodes' ten sends to one number did, 2026-12-04).
+new_codes() {
+  knows codes '[verify]\nresend_same_code = false\n' || return 0
+  printf '[verify]\nresend_same_code = false\n'
 }
 
 # account CONFIG NAME CREDITS: creates an account; prints its API key.
