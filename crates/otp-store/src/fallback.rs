@@ -75,11 +75,18 @@ impl SendFallback {
         match self {
             SendFallback::None => None,
             SendFallback::Call(call) => Some(call),
-            SendFallback::AccountDefault { phone_credits } => default.map(|d| NewFallback {
-                voice: d.voice,
-                due_at: created_at + d.after_seconds * 1_000_000,
-                phone_credits,
-            }),
+            SendFallback::AccountDefault { phone_credits } => {
+                default.map(|d| d.call(created_at, phone_credits))
+            }
+        }
+    }
+
+    /// The phone credits the send's call reserves (none without a call).
+    pub fn phone_credits(&self) -> i64 {
+        match self {
+            SendFallback::None => 0,
+            SendFallback::Call(call) => call.phone_credits,
+            SendFallback::AccountDefault { phone_credits } => *phone_credits,
         }
     }
 }
@@ -96,6 +103,16 @@ pub struct AccountFallback {
 }
 
 impl AccountFallback {
+    /// The call this choice gives a send accepted at `created_at`, reserving
+    /// `phone_credits`.
+    pub fn call(&self, created_at: Micros, phone_credits: i64) -> NewFallback {
+        NewFallback {
+            voice: self.voice,
+            due_at: created_at + self.after_seconds * 1_000_000,
+            phone_credits,
+        }
+    }
+
     /// A default calling after `after_seconds`, or why it cannot be one.
     pub fn new(voice: Voice, after_seconds: i64) -> Result<AccountFallback, String> {
         let (min, max) = AFTER_SECONDS_RANGE;

@@ -1,8 +1,9 @@
 //! The PostgreSQL store, for one or several nodes on one database.
 //!
 //! Sends are batched per node: a few batcher tasks, each serving its own share
-//! of the accounts, each take whatever sends are waiting and commit them in one transaction that locks the touched accounts
-//! (`FOR UPDATE`, in id order, so two batches never deadlock) and writes the rows
+//! of the accounts, each take whatever sends are waiting and commit them in one
+//! transaction that locks the touched accounts (`FOR UPDATE`, in id order, so
+//! two batches never deadlock) and writes the rows
 //! with `UNNEST` multi-row statements, its independent statements pipelined (the
 //! reads after the lock together, then the writes in two groups: about six round
 //! trips while the locks are held). The row locks make balances exact however
@@ -617,13 +618,13 @@ impl Store for PgStore {
 
     async fn find_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         let c = self.client().await?;
-        let stmt = c
-            .prepare_cached(&format!(
-                "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = $1"
-            ))
+        let row = c
+            .query_opt_cached(
+                sql_once!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = $1"),
+                &[&key_id],
+            )
             .await
             .map_err(pg_err)?;
-        let row = c.query_opt(&stmt, &[&key_id]).await.map_err(pg_err)?;
         row.as_ref().map(rows::key).transpose()
     }
 

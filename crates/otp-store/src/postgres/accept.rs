@@ -207,7 +207,7 @@ async fn load(
         // The account rows are locked now, so every earlier send to these
         // numbers (from any node) is committed, and this statement's snapshot
         // sees it.
-        recent(tx, &wanted, limits),
+        recent_sends(tx, &wanted, limits),
         // Approved templates: whether each account of the batch has any, and
         // whether the text each send names is one of them.
         async {
@@ -221,7 +221,7 @@ async fn load(
             )
             .await
         },
-        idempotency(tx, &keyed, &otps),
+        stored_idempotency(tx, &keyed, &otps),
     )
     .map_err(pg_err)?;
     for r in watch_rows {
@@ -273,7 +273,7 @@ async fn load(
 }
 
 /// The latest sends to the numbers the per-number limits look at.
-async fn recent(
+async fn recent_sends(
     tx: &Transaction<'_>,
     wanted: &[(AccountId, String, Micros)],
     limits: &SendLimits,
@@ -296,7 +296,7 @@ async fn recent(
 }
 
 /// The idempotency records stored under the batch's keys.
-async fn idempotency(
+async fn stored_idempotency(
     tx: &Transaction<'_>,
     keyed: &[(i64, &str)],
     otps: &[&NewOtp],
@@ -538,20 +538,29 @@ async fn write(
         .await
         .map_err(pg_err)
     };
-    let fallbacks = async {
-        for ((_, insert), id) in inserts.iter().zip(&otp_ids) {
-            if let Some(f) = insert.fallback {
-                tx.execute_cached(
-                    "UPDATE otps SET fallback_channel = 'voice', fallback_voice = $2, \
-                     fallback_due_at = $3, fallback_credits = $4, fallback_state = 'pending' \
-                     WHERE id = $1",
-                    &[id, &f.voice.as_str(), &f.due_at, &f.phone_credits],
-                )
-                .await
-                .map_err(pg_err)?;
-            }
+    let (mut fb_ids, mut fb_voices, mut fb_due, mut fb_credits) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((_, insert), id) in inserts.iter().zip(&otp_ids) {
+        if let Some(f) = insert.fallback {
+            fb_ids.push(*id);
+            fb_voices.push(f.voice.as_str());
+            fb_due.push(f.due_at);
+            fb_credits.push(f.phone_credits);
         }
-        Ok(())
+    }
+    let fallbacks = async {
+        if fb_ids.is_empty() {
+            return Ok(0);
+        }
+        tx.execute_cached(
+            "UPDATE otps o SET fallback_channel = 'voice', fallback_voice = u.v, \
+             fallback_due_at = u.d, fallback_credits = u.c, fallback_state = 'pending' \
+             FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::int8[]) AS u(i, v, d, c) \
+             WHERE o.id = u.i",
+            &[&fb_ids, &fb_voices, &fb_due, &fb_credits],
+        )
+        .await
+        .map_err(pg_err)
     };
     let low_balance = webhooks::enqueue_low_balance(
         tx,

@@ -130,10 +130,12 @@ pub(super) fn fallback_fields(
             None
         }),
     };
-    let (voice, after) = voice.zip(after).filter(|_| errors.len() == before)?;
-    AccountFallback::new(voice, after)
-        .ok()
-        .map(FallbackChoice::Voice)
+    let (voice, after_seconds) = voice.zip(after).filter(|_| errors.len() == before)?;
+    // The wait was checked against `AFTER_SECONDS_RANGE` above.
+    Some(FallbackChoice::Voice(AccountFallback {
+        voice,
+        after_seconds,
+    }))
 }
 
 /// An account's default fallback call, as the admin API shows it: the

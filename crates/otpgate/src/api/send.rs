@@ -36,8 +36,8 @@ use otp_domain::phone::{E164, NumberType, PhoneNumber};
 use otp_domain::segments::{self, MAX_SEGMENTS, SmsEncoding};
 use otp_domain::vault::MASK;
 use otp_store::{
-    AcceptError, Accepted, IdempotencyKey, LimitKind, NewFallback, NewOtp, RecordCode, ResendOf,
-    ResendQuery, SendFallback, now_micros,
+    AcceptError, Accepted, IdempotencyKey, LimitKind, NewOtp, RecordCode, ResendOf, ResendQuery,
+    SendFallback, now_micros,
 };
 use sha2::{Digest, Sha256};
 
@@ -359,13 +359,8 @@ pub async fn send_otp(
             }
             // A text send short of phone credits was short of them for its
             // call, its own or the account's default.
-            let call = match attempt.fallback {
-                SendFallback::Call(f) => f.phone_credits,
-                SendFallback::AccountDefault { phone_credits } => phone_credits,
-                SendFallback::None => 0,
-            };
             let charge = Cost {
-                phone: attempt.cost.phone + call,
+                phone: attempt.cost.phone + attempt.fallback.phone_credits(),
                 ..attempt.cost
             };
             let (outcome, error) = refusal(refused, charge, &state.limits());
@@ -489,11 +484,7 @@ async fn accept(
         };
         let call_credits = credits::cost(Channel::Voice, &seg).phone;
         let fallback = match valid.fallback {
-            FallbackChoice::Voice(call) => SendFallback::Call(NewFallback {
-                voice: call.voice,
-                due_at: created_at + call.after_seconds * 1_000_000,
-                phone_credits: call_credits,
-            }),
+            FallbackChoice::Voice(call) => SendFallback::Call(call.call(created_at, call_credits)),
             FallbackChoice::NotGiven => SendFallback::AccountDefault {
                 phone_credits: call_credits,
             },

@@ -732,18 +732,24 @@ where
     let lock = || judge.lock().expect("guard judge poisoned");
     // What to ask about a send a hold would refuse, if anything.
     let ask = |j: &Judge| j.s.pass_proven.then(|| j.proof(account, now));
-    let standing = {
-        let j = lock();
-        j.holding(account, e164, now).and_then(|_| ask(&j))
+    // Without a question to ask, the send is admitted under the same lock.
+    let decision = {
+        let mut j = lock();
+        match j.holding(account, e164, now).and_then(|_| ask(&j)) {
+            Some(proof) => Err(proof),
+            None => Ok(j.admit(account, e164, now)),
+        }
     };
-    if let Some(proof) = standing {
-        return if proven(proof).await {
-            lock().admit_proven(account, e164, now)
-        } else {
-            lock().admit(account, e164, now)
-        };
-    }
-    let decision = lock().admit(account, e164, now);
+    let decision = match decision {
+        Ok(decision) => decision,
+        Err(proof) => {
+            return if proven(proof).await {
+                lock().admit_proven(account, e164, now)
+            } else {
+                lock().admit(account, e164, now)
+            };
+        }
+    };
     let Decision::Held {
         key,
         hold,
