@@ -16,6 +16,8 @@
 # Then a table of each rate against the empty store's.
 #
 # Usage: bench/growth.sh [--levels "0 1000000 10000000"] [--duration SECONDS]
+# With GROWTH_PERF_DIR=DIR, the server's accept stage at each level is also
+# recorded by `perf record --call-graph dwarf` into DIR/level-<OTPs>.data (for `perf report`).
 # Needs (installed here if missing): a release build (BENCH_BIN to use one),
 # wrk, node + peers/smsc. Checks free disk space before growing the store
 # (about 0.7 GB per million OTPs, 0.8 asked for).
@@ -211,8 +213,15 @@ for level in $levels; do
     wrk -t 2 -c 64 -d 3s -s "$work/send.lua" http://127.0.0.1:18082 > /dev/null
   sleep 2
   before=$(last_id)
+  perf_pid=
+  if [ -n "${GROWTH_PERF_DIR:-}" ]; then
+    mkdir -p "$GROWTH_PERF_DIR"
+    perf record -q --call-graph dwarf -F 199 -p "$server" -o "$GROWTH_PERF_DIR/level-$level.data" -- sleep "$duration" 2>/dev/null &
+    perf_pid=$!
+  fi
   NUMBERS=$((9840000000 + stage * 4000000)) KEY=$key \
     wrk -t 2 -c 64 -d "${duration}s" --latency -s "$work/send.lua" http://127.0.0.1:18082 > "$work/send.txt"
+  [ -n "$perf_pid" ] && wait "$perf_pid"
   read -r accept accept_p99 accept_bad <<< "$(wrk_rate "$work/send.txt")"
   read -r e2e delivered <<< "$(receipts "$before")"
   sqlite3 "file:$db?mode=ro" "select phone_number from otps where id > $before" > "$work/sent.txt"

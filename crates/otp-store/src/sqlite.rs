@@ -1523,6 +1523,35 @@ mod tests {
         }
     }
 
+    /// The expiry sweep runs on the writer every few seconds: it must reach an
+    /// account's OTPs through its `(account_id, created_at)` index, never read
+    /// the whole table (it did, and with ten million OTPs each sweep stalled
+    /// every send for about a second).
+    #[tokio::test]
+    async fn the_expiry_sweep_reads_otps_by_account_and_time_not_the_whole_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(&dir, StoreOptions::default()).await;
+        let sql = format!(
+            "EXPLAIN QUERY PLAN {}",
+            crate::webhooks::sweep_expired_sql("MAX", "w.expired_swept_until < $2")
+                .replace('$', "?")
+        );
+        let detail = read_on(&store.lists, move |c| {
+            let mut s = c.prepare(&sql).map_err(map_err)?;
+            let rows = s
+                .query_map(params![1, 2, 3, 4], |r| r.get::<_, String>(3))
+                .map_err(map_err)?;
+            collect(rows).map(|r| r.join("; "))
+        })
+        .await
+        .unwrap();
+        assert!(
+            detail.contains("SEARCH o USING INDEX otps_account_created"),
+            "{detail}"
+        );
+        assert!(!detail.contains("SCAN o"), "{detail}");
+    }
+
     /// Counts for ever: only the time budget can end it.
     const ENDLESS: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
                            SELECT COUNT(*) FROM n";

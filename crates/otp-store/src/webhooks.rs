@@ -590,14 +590,19 @@ const EXPIRED_STATUS_SQL: &str =
 /// The sending-time bound (`$3`, [`ExpirySweep::longest_expiry`]) lets the
 /// `(account_id, created_at)` index find the rows. `greatest` is the
 /// backend's two-argument maximum; SQLite reads `$n` as `?n`.
+///
+/// `CROSS JOIN` makes SQLite take the webhooks first (without statistics it
+/// scanned every OTP of the store, then looked for its account's webhook: a
+/// whole-table read on the writer at every sweep); PostgreSQL reads it as an
+/// inner join and plans it as before.
 pub(crate) fn sweep_expired_sql(greatest: &str, webhooks: &str) -> String {
     format!(
         "INSERT INTO webhook_deliveries (account_id, otp_id, event, otp_status, \
          occurred_at, state, next_attempt_at, created_at) \
          SELECT o.account_id, o.id, 'expired', {EXPIRED_STATUS_SQL}, o.expires_at, \
          'pending', $1, $1 \
-         FROM webhooks w JOIN otps o ON o.account_id = w.account_id \
-         WHERE {webhooks} \
+         FROM webhooks w CROSS JOIN otps o \
+         WHERE o.account_id = w.account_id AND {webhooks} \
          AND o.created_at > {greatest}(w.expired_swept_until, $4) - $3 AND o.created_at <= $2 \
          AND o.expires_at > {greatest}(w.expired_swept_until, $4) AND o.expires_at <= $2 \
          AND o.verified_at IS NULL \
