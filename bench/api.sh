@@ -15,7 +15,8 @@
 # postgres://postgres@127.0.0.1:5432/postgres) and drops it at the end;
 # --nodes N (PostgreSQL only) runs N servers on that one database, each loaded
 # by its own oha with 64 connections at once, and prints each node's rate and
-# the sum.
+# the sum. BENCH_LOG_PATH sends the log driver's deliveries there (say
+# /dev/null, to see what writing them costs) instead of a file per node.
 # Needs: a release build (built here), oha (installed here with cargo if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,7 +83,7 @@ for n in $(seq 1 "$nodes"); do
   OTPGATE_LIMITS__PER_ACCOUNT_RPS=0 OTPGATE_LIMITS__PER_KEY_RPS=0 \
   OTPGATE_DEMO__CREATE_DEFAULT_ACCOUNT=false OTPGATE_LOG__LEVEL=warn \
   OTPGATE_NODE_ID="bench-$n" \
-  OTPGATE_DELIVERY__LOG_PATH="$work/deliveries-$n.jsonl" \
+  OTPGATE_DELIVERY__LOG_PATH="${BENCH_LOG_PATH:-$work/deliveries-$n.jsonl}" \
     "$bin" serve --listen "127.0.0.1:$((18079 + n))" --database-url "$db" > "$work/server-$n.out" 2>&1 &
   servers+=("$!")
 done
