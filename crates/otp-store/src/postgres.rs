@@ -789,6 +789,18 @@ impl Store for PgStore {
             .transpose()
     }
 
+    async fn otp_verified(&self, account: AccountId, id: i64) -> Result<Option<bool>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt_cached(
+                "SELECT verified_at IS NOT NULL FROM otps WHERE id = $1 AND account_id = $2",
+                &[&id, &account],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     async fn list_all_otps(&self, q: &AllOtpsQuery) -> Result<Vec<OtpRecord>, StoreError> {
         let c = self.lists.get().await.map_err(pool_err)?;
         let mut filter = String::from("TRUE");

@@ -995,6 +995,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn otp_verified(&self, account: AccountId, id: i64) -> Result<Option<bool>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT verified_at IS NOT NULL FROM otps WHERE id = ?1 AND account_id = ?2",
+            )
+            .and_then(|mut s| s.query_row(params![id, account], |r| r.get(0)).optional())
+            .map_err(map_err)
+        })
+        .await
+    }
+
     async fn list_all_otps(&self, query: &AllOtpsQuery) -> Result<Vec<OtpRecord>, StoreError> {
         let q = query.clone();
         let vault = self.vault.clone();

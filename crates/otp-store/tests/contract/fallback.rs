@@ -2,7 +2,10 @@
 //! resolved by the accepting transaction, its credits reserved with the send.
 
 use otp_domain::channel::Voice;
-use otp_store::{AcceptError, AccountFallback, FallbackState, NewFallback, NewOtp, SendFallback};
+use otp_store::{
+    AcceptError, AccountFallback, FallbackState, NewFallback, NewOtp, SendFallback, VerifyOutcome,
+    VerifyRequest,
+};
 
 use crate::admission::sms;
 
@@ -16,6 +19,30 @@ fn asking_default(account: i64, number: u8) -> NewOtp {
 }
 
 crate::contract! {
+    async fn whether_an_otp_is_verified_is_read_for_its_own_account_only(store) {
+        let account = store.create_account("acme", 10, 10).await.unwrap();
+        let other = store.create_account("other", 10, 10).await.unwrap();
+        let sent = store.accept(sms(account.id, 1)).await.unwrap();
+        assert_eq!(store.otp_verified(account.id, sent.id).await.unwrap(), Some(false));
+        assert_eq!(store.otp_verified(other.id, sent.id).await.unwrap(), None, "another account's OTP");
+        assert_eq!(store.otp_verified(account.id, sent.id + 1000).await.unwrap(), None, "no such OTP");
+        let outcome = store
+            .verify(VerifyRequest {
+                account_id: account.id,
+                phone_number: None,
+                otp_id: Some(sent.id),
+                api_key_id: None,
+                code: otp_store::test_support::SAMPLE_CODE.into(),
+                max_attempts: 3,
+                now: otp_store::now_micros(),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(outcome, VerifyOutcome::Verified { .. }), "{outcome:?}");
+        assert_eq!(store.otp_verified(account.id, sent.id).await.unwrap(), Some(true));
+        assert_eq!(store.otp_verified(other.id, sent.id).await.unwrap(), None);
+    }
+
     async fn an_accounts_default_fallback_is_set_read_back_and_cleared(store) {
         let account = store.create_account("acme", 10, 10).await.unwrap();
         assert_eq!(account.fallback, None, "no default at first");

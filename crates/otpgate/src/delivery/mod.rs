@@ -337,8 +337,8 @@ async fn watch_verified(
 ) {
     loop {
         tokio::time::sleep(VERIFIED_POLL).await;
-        match store.otp(account, otp_id).await {
-            Ok(Some(otp)) if otp.verified_at.is_none() => {}
+        match store.otp_verified(account, otp_id).await {
+            Ok(Some(false)) => {}
             Ok(_) => {
                 unwanted.cancel();
                 return;
