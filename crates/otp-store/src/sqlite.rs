@@ -1632,13 +1632,7 @@ mod tests {
         }
         let now = now_micros();
         let jobs = store
-            .claim_jobs(Claim {
-                node: "node-a".into(),
-                channel: otp_domain::channel::Channel::Text,
-                limit: 10,
-                now,
-                lease_until: now + 30_000_000,
-            })
+            .claim_jobs(crate::test_support::text_claim(now))
             .await
             .unwrap();
         assert_eq!(jobs.len(), 3, "every send's job claimed");
@@ -1657,26 +1651,13 @@ mod tests {
             .collect();
         store.finish_jobs(results).await.unwrap();
         store
-            .record_receipts(vec![Receipt {
-                route: "smsc".into(),
-                message_ids: vec!["m0".into()],
-                status: Some(OtpStatus::Delivered),
-                state: "DELIVRD".into(),
-                error_code: None,
-                at: now,
-            }])
+            .record_receipts(vec![crate::test_support::delivered_receipt(
+                "smsc", "m0", now,
+            )])
             .await
             .unwrap();
         let outcome = store
-            .verify(VerifyRequest {
-                account_id: account.id,
-                phone_number: None,
-                otp_id: Some(ids[0]),
-                api_key_id: None,
-                code: crate::test_support::SAMPLE_CODE.into(),
-                max_attempts: 3,
-                now,
-            })
+            .verify(crate::test_support::verify_sample(account.id, ids[0], now))
             .await
             .unwrap();
         assert!(

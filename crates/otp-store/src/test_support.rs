@@ -11,7 +11,7 @@ use otp_domain::credits::Cost;
 use otp_domain::message::MessageTemplate;
 use otp_domain::phone::PhoneNumber;
 
-use crate::{AccountId, NewOtp, now_micros};
+use crate::{AccountId, Claim, Micros, NewOtp, OtpStatus, Receipt, VerifyRequest, now_micros};
 
 /// The code [`sample_otp`] sends.
 pub const SAMPLE_CODE: &str = "482193";
@@ -48,6 +48,43 @@ pub fn sample_otp(account_id: AccountId) -> NewOtp {
         spend_day_ends: i64::MAX,
         resend_of: None,
         fallback: crate::fallback::SendFallback::None,
+    }
+}
+
+/// A claim of up to ten text jobs by `node-a` at `now`, leased for 30 s.
+pub fn text_claim(now: Micros) -> Claim {
+    Claim {
+        node: "node-a".into(),
+        channel: Channel::Text,
+        limit: 10,
+        now,
+        lease_until: now + 30_000_000,
+    }
+}
+
+/// A `DELIVRD` receipt for carrier message `id` on `route`, received `at`.
+pub fn delivered_receipt(route: &str, id: &str, at: Micros) -> Receipt {
+    Receipt {
+        route: route.into(),
+        message_ids: vec![id.into()],
+        status: Some(OtpStatus::Delivered),
+        state: "DELIVRD".into(),
+        error_code: None,
+        at,
+    }
+}
+
+/// The right code, [`SAMPLE_CODE`], for OTP `otp_id` of `account_id` at
+/// `now`, three attempts allowed.
+pub fn verify_sample(account_id: AccountId, otp_id: i64, now: Micros) -> VerifyRequest {
+    VerifyRequest {
+        account_id,
+        phone_number: None,
+        otp_id: Some(otp_id),
+        api_key_id: None,
+        code: SAMPLE_CODE.into(),
+        max_attempts: 3,
+        now,
     }
 }
 

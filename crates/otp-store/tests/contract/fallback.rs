@@ -4,7 +4,6 @@
 use otp_domain::channel::Voice;
 use otp_store::{
     AcceptError, AccountFallback, FallbackState, NewFallback, NewOtp, SendFallback, VerifyOutcome,
-    VerifyRequest,
 };
 
 use crate::admission::sms;
@@ -27,15 +26,7 @@ crate::contract! {
         assert_eq!(store.otp_verified(other.id, sent.id).await.unwrap(), None, "another account's OTP");
         assert_eq!(store.otp_verified(account.id, sent.id + 1000).await.unwrap(), None, "no such OTP");
         let outcome = store
-            .verify(VerifyRequest {
-                account_id: account.id,
-                phone_number: None,
-                otp_id: Some(sent.id),
-                api_key_id: None,
-                code: otp_store::test_support::SAMPLE_CODE.into(),
-                max_attempts: 3,
-                now: otp_store::now_micros(),
-            })
+            .verify(otp_store::test_support::verify_sample(account.id, sent.id, otp_store::now_micros()))
             .await
             .unwrap();
         assert!(matches!(outcome, VerifyOutcome::Verified { .. }), "{outcome:?}");

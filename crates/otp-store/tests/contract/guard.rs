@@ -6,7 +6,7 @@
 use otp_domain::phone::PhoneNumber;
 use otp_store::guard::{HoldScope, NewHold};
 use otp_store::test_support::sample_otp;
-use otp_store::{IdempotencyKey, OtpStatus, Receipt, VerifyOutcome, VerifyRequest, now_micros};
+use otp_store::{IdempotencyKey, VerifyOutcome, VerifyRequest, now_micros};
 
 use crate::{claim_at, sent};
 
@@ -129,14 +129,7 @@ crate::contract! {
         let job = |id: i64| jobs.iter().find(|j| j.otp.id == id).unwrap();
         sent(&store, job(delivered.id), "smsc", &["m1"]).await;
         store
-            .record_receipts(vec![Receipt {
-                route: "smsc".into(),
-                message_ids: vec!["m1".into()],
-                status: Some(OtpStatus::Delivered),
-                state: "DELIVRD".into(),
-                error_code: None,
-                at: now_micros(),
-            }])
+            .record_receipts(vec![otp_store::test_support::delivered_receipt("smsc", "m1", now_micros())])
             .await
             .unwrap();
         let outcome = store

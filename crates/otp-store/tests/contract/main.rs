@@ -68,7 +68,7 @@ mod users;
 mod webhooks;
 
 use otp_store::test_support::{fresh_pg_database, sample_otp};
-use otp_store::{Claim, ClaimedJob, JobOutcome, JobResult, SharedStore, StoreOptions};
+use otp_store::{ClaimedJob, JobOutcome, JobResult, SharedStore, StoreOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -138,13 +138,7 @@ pub async fn tamper(store: &Fresh, sql: &str) {
 /// The text jobs due at `now`, claimed by one node.
 pub async fn claim_at(store: &Fresh, now: i64) -> Vec<ClaimedJob> {
     store
-        .claim_jobs(Claim {
-            node: "node-a".into(),
-            channel: otp_domain::channel::Channel::Text,
-            limit: 10,
-            now,
-            lease_until: now + 30_000_000,
-        })
+        .claim_jobs(otp_store::test_support::text_claim(now))
         .await
         .unwrap()
 }

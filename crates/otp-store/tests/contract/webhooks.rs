@@ -51,15 +51,11 @@ async fn verified(store: &Fresh, name: &str, n: u32, now: Micros) -> (AccountId,
             .await
             .unwrap();
         let outcome = store
-            .verify(VerifyRequest {
-                account_id: account.id,
-                phone_number: None,
-                otp_id: Some(accepted.id),
-                api_key_id: None,
-                code: "482193".into(),
-                max_attempts: 3,
+            .verify(otp_store::test_support::verify_sample(
+                account.id,
+                accepted.id,
                 now,
-            })
+            ))
             .await
             .unwrap();
         assert!(
