@@ -1515,27 +1515,46 @@ mod tests {
     async fn a_search_for_a_failure_status_reads_only_the_failures_index() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with(&dir, StoreOptions::default()).await;
-        let plan = |status: OtpStatus| {
+        for status in OtpStatus::ALL {
             let sql = format!(
-                "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM otps WHERE account_id = ?1{}",
+                "SELECT COUNT(*) FROM otps WHERE account_id = ?1{}",
                 status.filter_sql("", "?2".to_owned())
             );
-            read_on(&store.lists, move |c| {
-                let mut s = c.prepare(&sql).map_err(map_err)?;
-                let rows = s
-                    .query_map(params![1, status.as_str()], |r| r.get::<_, String>(3))
-                    .map_err(map_err)?;
-                collect(rows).map(|r| r.join("; "))
-            })
-        };
-        for status in OtpStatus::ALL {
-            let detail = plan(status).await.unwrap();
+            let detail = plan_of(
+                &store,
+                &sql,
+                vec![1.into(), status.as_str().to_owned().into()],
+            )
+            .await
+            .join("; ");
             assert_eq!(
                 detail.contains("otps_account_failures"),
                 status.is_failure(),
                 "{status:?}: {detail}"
             );
         }
+    }
+
+    /// The lines of `sql`'s query plan, read on a list connection with its
+    /// parameters bound to `values` (those past them left NULL).
+    async fn plan_of(
+        store: &SqliteStore,
+        sql: &str,
+        mut values: Vec<rusqlite::types::Value>,
+    ) -> Vec<String> {
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        read_on(&store.lists, move |c| {
+            let mut s = c.prepare(&explain).map_err(map_err)?;
+            values.resize(s.parameter_count(), rusqlite::types::Value::Null);
+            let rows = s
+                .query_map(rusqlite::params_from_iter(values), |r| {
+                    r.get::<_, String>(3)
+                })
+                .map_err(map_err)?;
+            collect(rows)
+        })
+        .await
+        .unwrap()
     }
 
     /// Every statement text the store's connections ran, in this test binary.
@@ -1746,18 +1765,7 @@ mod tests {
             {
                 continue;
             }
-            let explain = format!("EXPLAIN QUERY PLAN {sql}");
-            let detail = read_on(&store.lists, move |c| {
-                let mut s = c.prepare(&explain).map_err(map_err)?;
-                let n = s.parameter_count();
-                let nulls = vec![rusqlite::types::Null; n];
-                let rows = s
-                    .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
-                    .map_err(map_err)?;
-                collect(rows)
-            })
-            .await
-            .unwrap();
+            let detail = plan_of(&store, &sql, Vec::new()).await;
             for line in detail {
                 let Some(scanned) = line.strip_prefix("SCAN ") else {
                     continue;
