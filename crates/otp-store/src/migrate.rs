@@ -360,6 +360,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/sqlite/0026_account_fallback.sql"),
     },
+    Migration {
+        version: 27,
+        name: "failure_indexes_without_in_lists",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/sqlite/0027_failure_indexes_without_in_lists.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -518,6 +524,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "account_fallback",
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/postgres/0026_account_fallback.sql"),
+    },
+    Migration {
+        version: 27,
+        name: "failure_indexes_without_in_lists",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/postgres/0027_failure_indexes_without_in_lists.sql"),
     },
 ];
 
