@@ -104,10 +104,29 @@ const PROGRESS_OPS: i32 = 1000;
 /// unavailable (503), like PostgreSQL's pool wait.
 const LIST_POOL_WAIT: Duration = Duration::from_secs(5);
 
+/// The page cache of the writer, in KiB. The store's memory is mostly page
+/// caches, so each connection's is bounded and together they stay within
+/// the server's memory target (under 100 MB resident, see BENCHMARKS.md):
+/// the writer 32 MiB, each of the 8 default read connections 2 MiB, each of
+/// the 4 list connections 4 MiB, 80 MiB at most.
+const WRITER_CACHE_KIB: i64 = 32_000;
+
+/// The page cache of a read connection (key checks, verifications,
+/// details), in KiB. Kept small: in WAL mode a reader's cache is dropped
+/// whenever the writer committed since its last read, which under sends is
+/// nearly every read, so a bigger cache holds stale pages, not hits.
+const READER_CACHE_KIB: i64 = 2_000;
+
+/// The page cache of a list connection, in KiB. A deep filtered page reads
+/// most of an index; with 16 MiB each, four list connections took the
+/// server from 70 to 135 MiB resident in `bench/api.sh`'s list stage. At 4
+/// MiB a page's index pages come from the operating system's file cache.
+const LIST_CACHE_KIB: i64 = 4_000;
+
 impl Reader {
     /// A reader; `interruptible` ones stop a statement past their deadline.
-    fn open(path: &Path, interruptible: bool) -> Result<Reader, StoreError> {
-        let mut conn = open_reader(path)?;
+    fn open(path: &Path, interruptible: bool, cache_kib: i64) -> Result<Reader, StoreError> {
+        let mut conn = open_reader(path, cache_kib)?;
         let deadline = Arc::new(AtomicU64::new(0));
         if interruptible {
             let at = deadline.clone();
@@ -147,10 +166,10 @@ impl SqliteStore {
             let mut conn = open_writer(path)?;
             apply_migrations(&mut conn, migrate::SQLITE)?;
             let read_conns = (0..readers)
-                .map(|_| Reader::open(path, false))
+                .map(|_| Reader::open(path, false, READER_CACHE_KIB))
                 .collect::<Result<Vec<_>, _>>()?;
             let list_conns = (0..listers)
-                .map(|_| Reader::open(path, budget.is_some()))
+                .map(|_| Reader::open(path, budget.is_some(), LIST_CACHE_KIB))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok::<_, StoreError>((conn, read_conns, list_conns))
         })
@@ -287,13 +306,13 @@ fn recorded_migrations(
 fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     create_private(path)?;
     let conn = Connection::open(path).map_err(map_err)?;
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA busy_timeout = 5000;
-         PRAGMA cache_size = -32000;
-         PRAGMA temp_store = MEMORY;",
-    )
+         PRAGMA cache_size = -{WRITER_CACHE_KIB};
+         PRAGMA temp_store = MEMORY;"
+    ))
     .map_err(map_err)?;
     conn.set_prepared_statement_cache_capacity(64);
     stable_plans(&conn)?;
@@ -362,14 +381,16 @@ fn stable_plans(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+fn open_reader(path: &Path, cache_kib: i64) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(map_err)?;
-    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16000;")
-        .map_err(map_err)?;
+    conn.execute_batch(&format!(
+        "PRAGMA busy_timeout = 5000; PRAGMA cache_size = -{cache_kib};"
+    ))
+    .map_err(map_err)?;
     conn.set_prepared_statement_cache_capacity(32);
     stable_plans(&conn)?;
     #[cfg(test)]
@@ -1510,6 +1531,39 @@ mod tests {
             .unwrap()
     }
 
+    /// The page cache each connection may fill, in KiB, as SQLite reports it.
+    fn cache_kib(conn: &Connection) -> i64 {
+        let size: i64 = conn
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap();
+        assert!(size < 0, "a cache size in pages, not KiB: {size}");
+        -size
+    }
+
+    /// Every connection's page cache has its bound, and at the default pool
+    /// sizes they add up to at most 80 MiB: four list connections at 16 MiB
+    /// each took the server from 70 to 135 MiB resident in one deep
+    /// filtered list (BENCHMARKS.md).
+    #[tokio::test]
+    async fn the_page_caches_of_all_connections_stay_within_80_mib() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions::default();
+        let store = store_with(&dir, options.clone()).await;
+        let mut total = store.write(|tx| Ok(cache_kib(tx))).await.unwrap();
+        assert_eq!(total, WRITER_CACHE_KIB);
+        for (pool, each, count) in [
+            (&store.readers, READER_CACHE_KIB, options.connections),
+            (&store.lists, LIST_CACHE_KIB, options.list_connections),
+        ] {
+            let conns = pool.conns.lock().unwrap();
+            assert_eq!(conns.len(), count);
+            for reader in conns.iter() {
+                assert_eq!(cache_kib(&reader.conn), each);
+                total += each;
+            }
+        }
+        assert!(total <= 80 * 1024, "{total} KiB of page caches");
+    }
     /// A search for a failure status reads migration 21's partial index, not
     /// every OTP of the account; any other status does not take it.
     #[tokio::test]
@@ -1945,7 +1999,7 @@ mod tests {
         let path = dir.path().join("t.db");
         let mut conn = open_writer(&path).unwrap();
         apply_migrations(&mut conn, migrate::SQLITE).unwrap();
-        let reader = open_reader(&path).unwrap();
+        let reader = open_reader(&path, READER_CACHE_KIB).unwrap();
         let tables: i64 = reader
             .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
             .unwrap();
