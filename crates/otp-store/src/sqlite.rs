@@ -252,29 +252,59 @@ where
     let pool = pool.clone();
     tokio::task::spawn_blocking(move || {
         let _give_back = PermitBack(&pool);
-        // std Mutex: held only to pop or push a connection, never across I/O.
-        let reader = pool.conns.lock().expect("read pool poisoned").pop();
-        let reader = reader.ok_or_else(|| StoreError::Internal("read pool empty".into()))?;
-        if let Some(budget) = pool.budget {
-            let nanos = u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX);
-            let at = monotonic_nanos().saturating_add(nanos).max(1);
-            reader.deadline.store(at, Ordering::Relaxed);
-        }
-        let result = f(&reader.conn);
-        reader.deadline.store(0, Ordering::Relaxed);
-        // A read stopped inside its transaction (even at its COMMIT) must not
-        // leave the connection on an old snapshot for the next one.
-        if !reader.conn.is_autocommit() {
-            let _ = reader.conn.execute_batch("ROLLBACK");
-        }
-        pool.conns.lock().expect("read pool poisoned").push(reader);
-        result
+        read_with(&pool, f)
     })
     .await
     .map_err(|e| StoreError::Internal(e.to_string()))?
 }
 
-/// Gives a read pool's permit back when dropped (after the connection is).
+/// Runs `f`, a read of a few rows found by index, on the caller's thread
+/// when a connection of `pool` is free at once, and as [`read_on`] does when
+/// none is. Such a read takes tens of microseconds; handing it to a blocking
+/// thread and back costs two thread wake-ups, more than the read. Only reads
+/// whose plan is index searches (a test pins each plan) come here: a scan
+/// would hold up the async worker thread.
+async fn read_point<T, F>(pool: &Arc<ReadPool>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    match pool.permits.try_acquire() {
+        // Held until `read_with` has put the connection back; nothing here
+        // awaits, so a caller giving up cannot leave the connection taken.
+        Ok(_permit) => read_with(pool, f),
+        Err(tokio::sync::TryAcquireError::NoPermits) => read_on(pool, f).await,
+        Err(tokio::sync::TryAcquireError::Closed) => {
+            Err(StoreError::Unavailable("the read pool is closed".into()))
+        }
+    }
+}
+
+/// Runs `f` on a connection taken from `pool` (the caller holds a permit for
+/// it), within the pool's time budget, and puts the connection back.
+fn read_with<T>(
+    pool: &ReadPool,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    // std Mutex: held only to pop or push a connection, never across I/O.
+    let reader = pool.conns.lock().expect("read pool poisoned").pop();
+    let reader = reader.ok_or_else(|| StoreError::Internal("read pool empty".into()))?;
+    if let Some(budget) = pool.budget {
+        let nanos = u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX);
+        let at = monotonic_nanos().saturating_add(nanos).max(1);
+        reader.deadline.store(at, Ordering::Relaxed);
+    }
+    let result = f(&reader.conn);
+    reader.deadline.store(0, Ordering::Relaxed);
+    // A read stopped inside its transaction (even at its COMMIT) must not
+    // leave the connection on an old snapshot for the next one.
+    if !reader.conn.is_autocommit() {
+        let _ = reader.conn.execute_batch("ROLLBACK");
+    }
+    pool.conns.lock().expect("read pool poisoned").push(reader);
+    result
+}
+
 struct PermitBack<'a>(&'a ReadPool);
 
 impl Drop for PermitBack<'_> {
@@ -1095,7 +1125,7 @@ impl Store for SqliteStore {
 
     async fn resend_head(&self, q: ResendQuery) -> Result<Option<OtpRecord>, StoreError> {
         let vault = self.vault.clone();
-        self.read(move |c| {
+        read_point(&self.readers, move |c| {
             let head = c
                 .prepare_cached(&RESEND_HEAD)
                 .and_then(|mut s| {
