@@ -228,6 +228,17 @@ impl SqliteStore {
     {
         read_on(&self.readers, f).await
     }
+
+    /// Runs `f`, a read of a row by id or a few pinned index searches, as
+    /// [`read_point`] does: on the caller's thread when a read connection is
+    /// free.
+    async fn read_now<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        read_point(&self.readers, f).await
+    }
 }
 
 /// Runs `f` on a connection of `pool` on a blocking thread, within the pool's
@@ -262,8 +273,8 @@ where
 /// when a connection of `pool` is free at once, and as [`read_on`] does when
 /// none is. Such a read takes tens of microseconds; handing it to a blocking
 /// thread and back costs two thread wake-ups, more than the read. Only reads
-/// whose plan is index searches (a test pins each plan) come here: a scan
-/// would hold up the async worker thread.
+/// of a row by its id, and a few index searches whose plan a test pins, come
+/// here: a scan would hold up the async worker thread.
 async fn read_point<T, F>(pool: &Arc<ReadPool>, f: F) -> Result<T, StoreError>
 where
     T: Send + 'static,
@@ -1063,7 +1074,7 @@ impl Store for SqliteStore {
 
     async fn otp(&self, account: AccountId, id: i64) -> Result<Option<OtpRecord>, StoreError> {
         let vault = self.vault.clone();
-        self.read(move |c| {
+        self.read_now(move |c| {
             let row = otp_by_id(c, id)?.filter(|(o, _)| o.account_id == account);
             Ok(reveal(&vault, row.into_iter().collect()).pop())
         })
@@ -1071,7 +1082,7 @@ impl Store for SqliteStore {
     }
 
     async fn otp_verified(&self, account: AccountId, id: i64) -> Result<Option<bool>, StoreError> {
-        self.read(move |c| {
+        self.read_now(move |c| {
             c.prepare_cached(
                 "SELECT verified_at IS NOT NULL FROM otps WHERE id = ?1 AND account_id = ?2",
             )
@@ -1125,7 +1136,7 @@ impl Store for SqliteStore {
 
     async fn resend_head(&self, q: ResendQuery) -> Result<Option<OtpRecord>, StoreError> {
         let vault = self.vault.clone();
-        read_point(&self.readers, move |c| {
+        self.read_now(move |c| {
             let head = c
                 .prepare_cached(&RESEND_HEAD)
                 .and_then(|mut s| {
@@ -1605,6 +1616,59 @@ mod tests {
         }
         assert!(total <= 80 * 1024, "{total} KiB of page caches");
     }
+    /// A point read runs on the caller's thread while a read connection is
+    /// free, and gives the connection back; with every connection taken it
+    /// waits for one, as any read does, and then runs on a blocking thread.
+    #[tokio::test]
+    async fn a_point_read_runs_on_the_callers_thread_when_a_connection_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions::default();
+        let store = Arc::new(store_with(&dir, options.clone()).await);
+        let here = std::thread::current().id();
+        for _ in 0..3 * options.connections {
+            let ran_on = store
+                .read_now(|c| {
+                    c.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err)?;
+                    Ok(std::thread::current().id())
+                })
+                .await
+                .unwrap();
+            assert_eq!(ran_on, here);
+        }
+        assert_eq!(
+            store.readers.conns.lock().unwrap().len(),
+            options.connections
+        );
+        // A plain read goes to a blocking thread.
+        let ran_on = store
+            .read(|_| Ok(std::thread::current().id()))
+            .await
+            .unwrap();
+        assert_ne!(ran_on, here);
+
+        let all = u32::try_from(options.connections).unwrap();
+        let taken = store.readers.permits.acquire_many(all).await.unwrap();
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .read_now(|_| Ok(std::thread::current().id()))
+                    .await
+                    .unwrap()
+            }
+        });
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished(), "a read ran with no connection free");
+        drop(taken);
+        assert_ne!(waiting.await.unwrap(), here);
+        assert_eq!(
+            store.readers.conns.lock().unwrap().len(),
+            options.connections
+        );
+    }
+
     /// The resend lookup, which every generated send runs, searches the
     /// number's index in the order it wants: no temporary b-tree to sort in,
     /// no scan.

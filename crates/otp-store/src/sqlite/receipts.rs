@@ -115,6 +115,12 @@ const CANDIDATES: &str = "SELECT message_id FROM provider_messages \
          WHERE ?8 AND route = ?1 AND id_decimal_hex = ?6 \
      LIMIT ?9";
 
+/// Most receipt lookups looked up on the caller's thread
+/// (`SqliteStore::read_now`): a few index searches each (the plan is pinned by
+/// `a_receipt_lookup_is_index_searches_only`). A bigger batch goes to a
+/// blocking thread, where its wait is shared by all its receipts.
+const INLINE_LOOKUPS: usize = 8;
+
 #[async_trait::async_trait]
 impl ReceiptStore for SqliteStore {
     async fn receipt_candidates(
@@ -123,7 +129,8 @@ impl ReceiptStore for SqliteStore {
         lookups: Vec<IdLookup>,
     ) -> Result<Vec<Vec<String>>, StoreError> {
         let route = route.to_owned();
-        self.read(move |c| {
+        let few = lookups.len() <= INLINE_LOOKUPS;
+        let read = move |c: &rusqlite::Connection| {
             let mut s = c.prepare_cached(CANDIDATES).map_err(map_err)?;
             let mut out = Vec::with_capacity(lookups.len());
             for l in &lookups {
@@ -146,8 +153,12 @@ impl ReceiptStore for SqliteStore {
                 )?));
             }
             Ok(out)
-        })
-        .await
+        };
+        if few {
+            self.read_now(read).await
+        } else {
+            self.read(read).await
+        }
     }
 
     async fn record_unmatched_receipts(
