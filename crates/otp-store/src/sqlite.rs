@@ -6,7 +6,12 @@
 //! returned. With `synchronous = FULL` that commit is the fsync, so a reply means
 //! the write is on disk, and a burst of sends shares one fsync (group commit).
 //! Reads go to a small pool of read-only connections on blocking threads; in WAL
-//! mode they never wait for the writer. Lists have read connections of their
+//! mode they never wait for the writer. The few reads on the hot paths (the
+//! resend lookup every generated send makes, an OTP by id, a handful of
+//! receipt ids) are a row by id or a few index searches: they run on the
+//! caller's thread when a read connection is free (`read_point`), sparing the
+//! hand-off to a blocking thread and back, two thread wake-ups per read
+//! (`BENCHMARKS.md` has what it bought). Lists have read connections of their
 //! own, each with a progress handler that stops a query past its time budget,
 //! so heavy lists can neither take the connections key checks need nor run on
 //! without end.
@@ -271,10 +276,12 @@ where
 
 /// Runs `f`, a read of a few rows found by index, on the caller's thread
 /// when a connection of `pool` is free at once, and as [`read_on`] does when
-/// none is. Such a read takes tens of microseconds; handing it to a blocking
-/// thread and back costs two thread wake-ups, more than the read. Only reads
-/// of a row by its id, and a few index searches whose plan a test pins, come
-/// here: a scan would hold up the async worker thread.
+/// none is. Handing such a read to a blocking thread and back costs two
+/// thread wake-ups; sparing them on the resend lookup alone took the burst of
+/// `bench/smpp.sh` from 9,560-10,157 to 12,854-12,945 accepted sends/s (on one
+/// machine, BENCHMARKS.md). Only reads of a row by its id,
+/// and a few index searches whose plan a test pins, come here: a scan would
+/// hold up the async worker thread.
 async fn read_point<T, F>(pool: &Arc<ReadPool>, f: F) -> Result<T, StoreError>
 where
     T: Send + 'static,
