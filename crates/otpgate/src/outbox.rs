@@ -7,7 +7,8 @@
 //! and recorded is the [`Outbox`]'s business; the [`Worker`] adds the rest:
 //!
 //! - a bound on jobs in flight ([`Outbox::capacity`], which may grow while it
-//!   runs): a claim takes no more jobs than there are free slots;
+//!   runs): a claim takes no more jobs than there are free slots, and
+//!   [`Outbox::claim_ahead`] more that wait on this node for a slot;
 //! - each job run on its own task, its result handed to one recorder task that
 //!   writes results in batches (retrying a batch the store refuses);
 //! - [`Worker::step`], one claim that starts its jobs: what the loop calls and
@@ -41,6 +42,13 @@ pub trait Outbox: Send + Sync + 'static {
     fn capacity(&self) -> usize;
     /// Most jobs taken in one claim.
     fn claim_batch(&self) -> usize;
+    /// Jobs claimed beyond the free slots, which wait on this node for a
+    /// slot: one a finished job frees is taken at once, not after the next
+    /// claim. They hold their lease while they wait, so an outbox whose jobs
+    /// run long (a call) keeps this 0, claiming only for free slots.
+    fn claim_ahead(&self) -> usize {
+        0
+    }
     /// Whether a job started now could get anywhere; when not, nothing is
     /// claimed, so no attempt is spent.
     fn is_ready(&self) -> bool {
@@ -66,9 +74,13 @@ pub struct Step {
 /// Works through one [`Outbox`] on this node.
 pub struct Worker<K: Outbox> {
     outbox: Arc<K>,
-    /// One permit per job in flight, `capacity` in all.
+    /// One permit per job running, `capacity` in all.
     permits: Arc<Semaphore>,
     capacity: usize,
+    /// One permit per job claimed and not yet done (running or waiting for a
+    /// slot), `capacity` + `ahead` in all.
+    held: Arc<Semaphore>,
+    ahead: usize,
     results: mpsc::UnboundedSender<K::Done>,
     recorder: JoinHandle<()>,
 }
@@ -78,32 +90,34 @@ impl<K: Outbox> Worker<K> {
     pub fn new(outbox: K) -> Worker<K> {
         let outbox = Arc::new(outbox);
         let capacity = outbox.capacity().max(1);
+        let ahead = outbox.claim_ahead();
         let (results, rx) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(record(outbox.clone(), rx));
         Worker {
             outbox,
             permits: Arc::new(Semaphore::new(capacity)),
             capacity,
+            held: Arc::new(Semaphore::new(capacity + ahead)),
+            ahead,
             results,
             recorder,
         }
     }
 
-    /// One step: claims as many due jobs as there are free slots (at most a
-    /// claim batch) and starts each on its own task. Their results reach the
-    /// store through the recorder; [`Worker::drain`] waits for them.
+    /// One step: claims as many due jobs as there are free slots and
+    /// [`Outbox::claim_ahead`] more (at most a claim batch) and starts each on
+    /// its own task, which waits for a slot before it runs. Their results
+    /// reach the store through the recorder; [`Worker::drain`] waits for them.
     pub async fn step(&mut self) -> Result<Step, StoreError> {
         // The capacity may grow (a reload adds routes); it never shrinks here,
         // a smaller one only means more waiting inside the outbox.
         let capacity = self.outbox.capacity().max(1);
         if capacity > self.capacity {
             self.permits.add_permits(capacity - self.capacity);
+            self.held.add_permits(capacity - self.capacity);
             self.capacity = capacity;
         }
-        let limit = self
-            .permits
-            .available_permits()
-            .min(self.outbox.claim_batch());
+        let limit = self.held.available_permits().min(self.outbox.claim_batch());
         if limit == 0 || !self.outbox.is_ready() {
             return Ok(Step {
                 started: 0,
@@ -113,19 +127,27 @@ impl<K: Outbox> Worker<K> {
         let jobs = self.outbox.claim(limit).await?;
         let started = jobs.len();
         for job in jobs {
-            // Never waits: only this step takes permits, and `limit` were free.
-            let permit = self
-                .permits
+            // Never waits: only this step takes these, and `limit` were free.
+            let held = self
+                .held
                 .clone()
                 .acquire_owned()
                 .await
                 .expect("the outbox semaphore is never closed");
+            let slots = self.permits.clone();
             let outbox = self.outbox.clone();
             let results = self.results.clone();
             tokio::spawn(async move {
+                // Jobs claimed ahead wait here, in claim order (the
+                // semaphore is fair), for a running one to finish.
+                let slot = slots
+                    .acquire_owned()
+                    .await
+                    .expect("the outbox semaphore is never closed");
                 let done = outbox.run(job).await;
                 let _ = results.send(done);
-                drop(permit);
+                drop(slot);
+                drop(held);
             });
         }
         Ok(Step {
@@ -149,10 +171,13 @@ impl<K: Outbox> Worker<K> {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                room = self.permits.acquire() => drop(room),
+                room = self.held.acquire() => drop(room),
             }
-            let batch = self.outbox.claim_batch().min(self.outbox.capacity());
-            if self.permits.available_permits() < batch / 4 {
+            let batch = self
+                .outbox
+                .claim_batch()
+                .min(self.outbox.capacity() + self.ahead);
+            if self.held.available_permits() < batch / 4 {
                 // Let a few more jobs finish so one claim serves many.
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -182,8 +207,9 @@ impl<K: Outbox> Worker<K> {
     /// Waits for every job in flight, then for the recorder to write their
     /// results.
     pub async fn drain(self) {
-        let all = u32::try_from(self.capacity).unwrap_or(u32::MAX);
-        let _ = self.permits.acquire_many(all).await;
+        // Every job claimed, those still waiting for a slot included.
+        let all = u32::try_from(self.capacity + self.ahead).unwrap_or(u32::MAX);
+        let _ = self.held.acquire_many(all).await;
         drop(self.results);
         let _ = self.recorder.await;
     }

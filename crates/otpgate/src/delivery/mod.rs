@@ -243,6 +243,19 @@ impl Outbox for Deliveries {
         self.policy.claim_batch
     }
 
+    /// Text: as many again as the carrier's window, so a submit the SMSC
+    /// answers frees a slot the next job takes at once, while the next claim
+    /// (a store transaction) is still on its way; the window itself, what
+    /// the carrier sees, does not grow. Such a job waits at most for the
+    /// slots ahead of it to finish, well within its lease. Calls run for
+    /// tens of seconds: voice claims only for free slots.
+    fn claim_ahead(&self) -> usize {
+        match self.channel {
+            Channel::Text => self.driver.capacity(),
+            Channel::Voice => 0,
+        }
+    }
+
     /// With no carrier connection up, jobs stay in the outbox untouched (no
     /// attempt spent) until one comes back.
     fn is_ready(&self) -> bool {

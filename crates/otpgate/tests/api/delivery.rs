@@ -37,6 +37,9 @@ struct Scripted {
     outcome: DeliveryOutcome,
     delay: Duration,
     calls: AtomicUsize,
+    /// Deliveries running now, and the most that ever ran at once.
+    running: AtomicUsize,
+    most: AtomicUsize,
 }
 
 impl Scripted {
@@ -45,6 +48,18 @@ impl Scripted {
             outcome,
             delay: Duration::ZERO,
             calls: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+        })
+    }
+
+    fn with_delay(outcome: DeliveryOutcome, delay: Duration) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            outcome,
+            delay,
+            calls: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
         })
     }
 
@@ -65,7 +80,10 @@ impl Driver for Scripted {
     }
     async fn deliver(&self, _job: &ClaimedJob) -> DeliveryOutcome {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
         self.outcome.clone()
     }
 }
@@ -182,26 +200,32 @@ async fn permanent_failures_stop_at_once(backend: Backend) {
     assert!(again.is_empty());
 }
 
-async fn a_worker_step_claims_no_more_jobs_than_free_slots_and_records_each_outcome(
+/// A text worker claims its free slots' worth of jobs and as many again
+/// (they wait for a slot on this node), never runs more at once than the
+/// driver takes, and records each outcome.
+async fn a_worker_step_claims_its_free_slots_and_as_many_again_and_runs_no_more_than_the_slots(
     backend: Backend,
 ) {
     let (store, _dir, account) = bare_store(backend).await;
     let mut ids = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..10 {
         ids.push(store.accept(sample_otp(account)).await.unwrap().id);
     }
-    let driver = Scripted::new(Scripted::sent());
+    let driver = Scripted::with_delay(Scripted::sent(), Duration::from_millis(20));
     let mut worker = worker(&store, driver.clone(), policy(60));
-    // The driver takes 4 at once: a full claim, more may be due.
+    // The driver takes 4 at once, and 4 more are claimed ahead: a full
+    // claim, more may be due.
     let first = worker.step().await.unwrap();
     assert_eq!(
         first,
         Step {
-            started: 4,
+            started: 8,
             more_due: true
         }
     );
     worker.drain().await;
+    assert_eq!(driver.calls.load(Ordering::SeqCst), 8);
+    assert_eq!(driver.most.load(Ordering::SeqCst), 4, "ran past the slots");
     let mut worker = self::worker(&store, driver.clone(), policy(60));
     let second = worker.step().await.unwrap();
     assert_eq!(
@@ -212,7 +236,7 @@ async fn a_worker_step_claims_no_more_jobs_than_free_slots_and_records_each_outc
         }
     );
     worker.drain().await;
-    assert_eq!(driver.calls.load(Ordering::SeqCst), 6);
+    assert_eq!(driver.calls.load(Ordering::SeqCst), 10);
     for id in ids {
         let otp = store.otp(account, id).await.unwrap().unwrap();
         assert_eq!(otp.status, OtpStatus::Sent, "OTP {id}");
@@ -259,11 +283,7 @@ async fn a_worker_started_after_the_stop_claims_nothing_and_returns(backend: Bac
 async fn a_stopped_worker_finishes_and_records_the_deliveries_in_flight(backend: Backend) {
     let (store, _dir, account) = bare_store(backend).await;
     let id = store.accept(sample_otp(account)).await.unwrap().id;
-    let driver = Arc::new(Scripted {
-        outcome: Scripted::sent(),
-        delay: Duration::from_millis(300),
-        calls: AtomicUsize::new(0),
-    });
+    let driver = Scripted::with_delay(Scripted::sent(), Duration::from_millis(300));
     let stop = CancellationToken::new();
     let running = tokio::spawn(worker(&store, driver.clone(), policy(60)).run(
         stop.clone(),
@@ -520,7 +540,7 @@ for_each_backend!(
     a_batch_where_the_carrier_gave_one_id_twice_is_recorded_and_the_later_send_takes_it,
     transient_failures_retry_then_fail,
     permanent_failures_stop_at_once,
-    a_worker_step_claims_no_more_jobs_than_free_slots_and_records_each_outcome,
+    a_worker_step_claims_its_free_slots_and_as_many_again_and_runs_no_more_than_the_slots,
     a_worker_started_after_the_stop_claims_nothing_and_returns,
     a_stopped_worker_finishes_and_records_the_deliveries_in_flight,
     a_dead_nodes_lease_runs_out_and_its_job_is_taken_again,
