@@ -138,8 +138,9 @@ impl<K: Outbox> Worker<K> {
             let outbox = self.outbox.clone();
             let results = self.results.clone();
             tokio::spawn(async move {
-                // Jobs claimed ahead wait here, in claim order (the
-                // semaphore is fair), for a running one to finish.
+                // Jobs claimed ahead wait here for a running one to finish;
+                // the semaphore is fair, so they start in about the order
+                // their tasks first ran.
                 let slot = slots
                     .acquire_owned()
                     .await
