@@ -183,9 +183,9 @@ fn is_hex(s: &str) -> bool {
 
 /// `digits` (valid in base `from`) written in base `to` (10 or 16, lower
 /// case), without leading zeros. Every id a carrier sends and every id a
-/// receipt names goes through here, and most fit in 128 bits (up to 32 hex
-/// or 38 decimal digits): those are read and written by the standard
-/// library; longer ones by [`convert_by_division`].
+/// receipt names goes through here. One that fits in 128 bits (any of up to
+/// 32 hex or 38 decimal digits does) is read and written by the standard
+/// library; a longer one by [`convert_by_division`].
 fn convert(digits: &str, from: u32, to: u32) -> String {
     match u128::from_str_radix(digits, from) {
         Ok(n) if to == 16 => format!("{n:x}"),
@@ -544,7 +544,8 @@ mod tests {
 
     proptest::proptest! {
         /// The 128-bit path and schoolbook division agree, on both sides of
-        /// 128 bits (33 hex digits and 39 decimal digits overflow).
+        /// 128 bits (no id of 33 hex digits fits, nor a large one of 39
+        /// decimal digits).
         #[test]
         fn both_ways_of_converting_agree(
             hex in "[0-9a-fA-F]{1,64}",
