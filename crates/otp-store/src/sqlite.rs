@@ -323,6 +323,7 @@ fn read_with<T>(
     result
 }
 
+/// Gives a read pool's permit back when dropped (after the connection is).
 struct PermitBack<'a>(&'a ReadPool);
 
 impl Drop for PermitBack<'_> {
@@ -1623,6 +1624,7 @@ mod tests {
         }
         assert!(total <= 80 * 1024, "{total} KiB of page caches");
     }
+
     /// A point read runs on the caller's thread while a read connection is
     /// free, and gives the connection back; with every connection taken it
     /// waits for one, as any read does, and then runs on a blocking thread.
