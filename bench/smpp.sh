@@ -5,8 +5,11 @@
 # for otpgate and, as the yardstick, Kannel (Debian bearerbox + smsbox, HTTP
 # sendsms with dlr-mask) against the same SMSC program, in the same run.
 #
-#   1. otpgate: accept -> submit_sm latency at a steady 500 sends/s
-#      (from otpgate_accept_to_submit_seconds in /metrics);
+#   0. the SMSC program's own ceiling with receipts: bench/smsc-ceiling.js, a
+#      bare node-smpp client with otpgate's binds and window, N submit_sm to the
+#      last receipt (the ratio otpgate / this is printed at the end);
+#   1. otpgate: accept -> submit_sm latency at a steady rate (default 2,000
+#      sends/s; from otpgate_accept_to_submit_seconds in /metrics);
 #   2. otpgate: N sends as fast as the load generator goes; the end-to-end rate is
 #      N / (last receipt recorded - first send accepted), read from the database;
 #   3. otpgate: a steady R sends/s for S seconds (default 5,000/s for 60 s): is
@@ -16,14 +19,16 @@
 #      N / (last DLR callback - first request), callbacks counted at an HTTP sink;
 #   5. Kannel: the same steady R/s for S seconds, to the last DLR callback.
 #
-# Usage: bench/smpp.sh [--count N] [--rate-seconds S] [--sustain-rate R]
-#                      [--sustain-seconds S]   (--sustain-seconds 0 skips 3 and 5)
+# Usage: bench/smpp.sh [--count N] [--steady-rate R] [--rate-seconds S]
+#                      [--sustain-rate R] [--sustain-seconds S]
+#   (--steady-rate and --rate-seconds are stage 1's; --sustain-seconds 0 skips 3 and 5)
 # BENCH_WINDOW (default 50): submits in flight per bind, for both gateways.
 # Needs (installed here if missing): a release build, oha, kannel, node + peers/smsc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 count=50000
+steady_rate=2000
 rate_seconds=20
 sustain_rate=5000
 sustain_seconds=60
@@ -32,6 +37,7 @@ window="${BENCH_WINDOW:-50}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --count) count="$2"; shift 2 ;;
+    --steady-rate) steady_rate="$2"; shift 2 ;;
     --rate-seconds) rate_seconds="$2"; shift 2 ;;
     --sustain-rate) sustain_rate="$2"; shift 2 ;;
     --sustain-seconds) sustain_seconds="$2"; shift 2 ;;
@@ -75,6 +81,19 @@ start_smsc() { # $1 = name; prints the port
 }
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(date -u +%FT%TZ)"
+
+# ------------------------------------------------------- the peer's ceiling --
+# Two binds and the same window as otpgate's route below, on an SMSC of its own.
+smsc_c=$(start_smsc ceiling-smsc)
+echo "== 0. the SMSC peer's own ceiling: $count submit_sm with receipts, a bare node-smpp client, 2 binds, window $window"
+node bench/smsc-ceiling.js "$smsc_c" "$count" 2 "$window" > "$work/ceiling.json"
+ceiling_rate=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["rate"])' "$work/ceiling.json")
+python3 - "$work/ceiling.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"   {r['receipts']}/{r['count']} receipts in {r['seconds']:.2f} s = {r['rate']} OTPs/s (first submit_sm -> last receipt)")
+PY
+kill "$(cat "$work/ceiling-smsc.pid")" 2>/dev/null || true
 
 # ---------------------------------------------------------------- otpgate --
 smsc_a=$(start_smsc otpgate-smsc)
@@ -157,8 +176,8 @@ peak_rss() {
   echo "   peak resident memory of otpgate: $(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$server/status)"
 }
 
-echo "== 1. otpgate at a steady 500 sends/s for ${rate_seconds}s"
-oha --no-tui --output-format json -z "${rate_seconds}s" -c 16 -q 500 -m POST \
+echo "== 1. otpgate at a steady $steady_rate sends/s for ${rate_seconds}s"
+oha --no-tui --output-format json -z "${rate_seconds}s" -c 16 -q "$steady_rate" -m POST \
   -H "Authorization: Bearer $key" -T application/json -d "$body" "$url" > "$work/rate.json"
 oha_summary "$work/rate.json" "HTTP"
 curl -s http://127.0.0.1:18081/metrics > "$work/metrics.txt"
@@ -270,7 +289,8 @@ t1=$(date +%s.%N)
 kannel_rate=$(python3 -c "print(round($got / ($t1 - $t0)))")
 echo "   end to end: $got/$count DLR callbacks in $(python3 -c "print(round($t1 - $t0, 2))") s = $kannel_rate OTPs/s (first request -> last callback, polled every 0.5 s)"
 
-echo "== ratio: otpgate $otpgate_rate / Kannel $kannel_rate = $(python3 -c "print(round($otpgate_rate / max($kannel_rate, 1), 2))")x end to end with receipts"
+echo "== ratio: otpgate $otpgate_rate / Kannel $kannel_rate = $(python3 -c "print(round($otpgate_rate / max($kannel_rate, 1), 2))")x end to end with receipts (target >= 3x)"
+echo "== ratio: otpgate $otpgate_rate / the peer's ceiling $ceiling_rate = $(python3 -c "print(round($otpgate_rate / max($ceiling_rate, 1), 2))") (target >= 0.75, and >= 10,000 OTPs/s)"
 
 if [ "$sustain_seconds" -gt 0 ]; then
   sleep 2
