@@ -78,6 +78,19 @@
 //! first's lock), and writes the outcome to every record of the chain, so
 //! each one shows it and the lookups by number need no join.
 
+/// Statement text formatted once (from constants, such as a shared list of
+/// columns) and kept for the process's life, as a `&'static str`:
+/// `sql_once!("SELECT {OTP_COLUMNS} FROM otps WHERE id = $1")`. Formatting a
+/// local value does not compile, so the text cannot vary. Both backends use it
+/// for statements prepared and cached by their text on hot paths, where a
+/// `format!` per call allocated the same text again.
+macro_rules! sql_once {
+    ($($format:tt)*) => {{
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!($($format)*));
+        SQL.as_str()
+    }};
+}
+
 pub mod admission;
 pub mod conversions;
 pub mod fallback;

@@ -46,7 +46,7 @@ use crate::rows::{ACCOUNT_COLUMNS, KEY_COLUMNS, LEDGER_COLUMNS, OTP_COLUMNS, VER
 use crate::webhooks::WebhookEvent;
 use crate::*;
 use otp_domain::vault::CodeVault;
-use prepared::{Prepared, sql_once};
+use prepared::Prepared;
 
 type AcceptReply = oneshot::Sender<Result<Accepted, AcceptError>>;
 

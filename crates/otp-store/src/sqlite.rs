@@ -750,7 +750,7 @@ static RESEND_HEAD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 fn otp_by_id(conn: &Connection, id: i64) -> Result<Option<OtpRow>, StoreError> {
-    conn.prepare_cached(&format!("SELECT {OTP_COLUMNS} FROM otps o WHERE id = ?1"))
+    conn.prepare_cached(sql_once!("SELECT {OTP_COLUMNS} FROM otps o WHERE id = ?1"))
         .and_then(|mut s| s.query_row([id], rows::otp).optional())
         .map_err(map_err)
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use deadpool_postgres::Transaction;
 use otp_domain::channel::Channel;
 
-use super::{Params, PgStore, Prepared, pg_err, refs, sql_once};
+use super::{Params, PgStore, Prepared, pg_err, refs};
 use crate::conversions::{
     self, Change, ConversionStore, Counts, FACT_COLUMNS, Facts, Key, MetricKey, MinuteSends, SUMS,
     StatsGroup, StatsQuery, counts_from, minute_of, minutes, sum_columns, upsert_numbers,

@@ -6,7 +6,7 @@
 
 use deadpool_postgres::Transaction;
 
-use super::{Prepared, pg_err, sql_once, webhooks};
+use super::{Prepared, pg_err, webhooks};
 use crate::fallback::{self, DUE_COLUMNS, FallbackScan, Move, Step};
 use crate::webhooks::WebhookEvent;
 use crate::{Micros, StoreError};

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use deadpool_postgres::Transaction;
 
-use super::{Prepared, pg_err, sql_once, webhooks};
+use super::{Prepared, pg_err, webhooks};
 use crate::conversions::{self, Change};
 use crate::jobs::{self, Finish, OTP_STATE_COLUMNS, OtpState, Refund};
 use crate::rows::Columns;

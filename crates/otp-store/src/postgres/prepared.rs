@@ -54,15 +54,3 @@ pub(super) trait Prepared: GenericClient {
 }
 
 impl<C: GenericClient> Prepared for C {}
-
-/// Statement text formatted once (from constants, such as a shared list of
-/// columns) and kept for the process's life, as a `&'static str` for
-/// [`Prepared`]: `sql_once!("SELECT {OTP_COLUMNS} FROM otps WHERE id = $1")`.
-/// Formatting a local value does not compile, so the text cannot vary.
-macro_rules! sql_once {
-    ($($format:tt)*) => {{
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!($($format)*));
-        SQL.as_str()
-    }};
-}
-pub(super) use sql_once;

@@ -6,7 +6,7 @@ use deadpool_postgres::Transaction;
 use smpp::receipt::ids::IdLookup;
 
 use super::jobs::{otp_state_and_pending, refund};
-use super::{PgStore, Prepared, pg_err, sql_once, webhooks};
+use super::{PgStore, Prepared, pg_err, webhooks};
 use crate::conversions::{self, Change};
 use crate::jobs::Refund;
 use crate::receipts::{

@@ -2,7 +2,7 @@
 //! no two do the same chunk (an advisory lock per account, `SKIP LOCKED` for
 //! the other rows).
 
-use super::{PgStore, Prepared, pg_err, sql_once};
+use super::{PgStore, Prepared, pg_err};
 use crate::retention::{
     Candidate, PurgeReport, PurgeSteps, RetentionRules, RetentionStore, Sweep, due_accounts_sql,
     live_sql, purge, purgeable_run,

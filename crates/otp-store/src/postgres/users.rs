@@ -4,7 +4,7 @@
 
 use tokio_postgres::Row;
 
-use super::{PgStore, Prepared, pg_err, sql_once};
+use super::{PgStore, Prepared, pg_err};
 use crate::rows::{self, KEY_COLUMN_COUNT, KEY_COLUMNS};
 use crate::users::{
     LOGIN_COUNTER_TABLES, LoginCount, REVOKE_OLDEST_SQL, SESSION_COLUMNS, USER_COLUMNS, UserStore,

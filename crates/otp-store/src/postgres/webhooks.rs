@@ -8,7 +8,7 @@
 use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 
-use super::{PgStore, Prepared, pg_err, sql_once};
+use super::{PgStore, Prepared, pg_err};
 use crate::rows::{self, CLAIM_COLUMNS, DELIVERY_COLUMNS};
 use crate::webhooks::{
     AttemptResult, CLAIM_SQL, ClaimedDelivery, DeliveryClaim, DeliveryQuery, ExpirySweep,

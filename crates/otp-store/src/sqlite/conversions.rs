@@ -24,7 +24,7 @@ pub(super) fn record<'a>(
     let mut facts = HashMap::new();
     if !changes.is_empty() {
         let mut s = tx
-            .prepare_cached(&format!("SELECT {FACT_COLUMNS} FROM otps WHERE id = ?1"))
+            .prepare_cached(sql_once!("SELECT {FACT_COLUMNS} FROM otps WHERE id = ?1"))
             .map_err(map_err)?;
         for id in conversions::wanted(changes) {
             if let Some((id, f)) = s

@@ -27,7 +27,7 @@ pub(super) fn finish_all(
 }
 
 fn otp_state(tx: &Transaction<'_>, otp_id: i64) -> Result<Option<OtpState>, StoreError> {
-    tx.prepare_cached(&format!(
+    tx.prepare_cached(sql_once!(
         "SELECT {OTP_STATE_COLUMNS} FROM otps WHERE id = ?1"
     ))
     .and_then(|mut s| {
@@ -43,7 +43,7 @@ pub(super) fn otp_state_and_pending(
     tx: &Transaction<'_>,
     otp_id: i64,
 ) -> Result<Option<(OtpState, i64)>, StoreError> {
-    tx.prepare_cached(&format!(
+    tx.prepare_cached(sql_once!(
         "SELECT {OTP_STATE_COLUMNS}, (SELECT COUNT(*) FROM provider_messages p \
          WHERE p.otp_id = o.id AND (p.state IS NULL OR p.state <> 'delivered')) \
          FROM otps o WHERE o.id = ?1"
