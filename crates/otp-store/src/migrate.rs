@@ -366,6 +366,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/sqlite/0027_failure_indexes_without_in_lists.sql"),
     },
+    Migration {
+        version: 28,
+        name: "partial_receipt_id_forms",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/sqlite/0028_partial_receipt_id_forms.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -530,6 +536,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "failure_indexes_without_in_lists",
         min_binary: FIRST_RELEASE,
         sql: include_str!("../migrations/postgres/0027_failure_indexes_without_in_lists.sql"),
+    },
+    Migration {
+        version: 28,
+        name: "partial_receipt_id_forms",
+        min_binary: FIRST_RELEASE,
+        sql: include_str!("../migrations/postgres/0028_partial_receipt_id_forms.sql"),
     },
 ];
 

@@ -1223,6 +1223,71 @@ mod tests {
         assert_eq!(page.count, 1);
     }
 
+    /// Migration 28: the index of a reading of ids (hex as decimal, decimal
+    /// as hex) holds only the parts whose id has it, the text form's only the
+    /// parts whose text form is not their id as written; a lookup still finds
+    /// every part by every spelling. ANALYZE sets a partial index's
+    /// `reltuples` to the rows its condition holds for (the table's sample is
+    /// the whole table here).
+    #[tokio::test]
+    async fn parts_without_another_reading_of_their_id_stay_out_of_its_index() {
+        let store = store(StoreOptions::default()).await;
+        let c = store.client().await.unwrap();
+        for (n, id) in ["1d0bb113", "31", "log-1", "5f0c-77aa", "0000001F"]
+            .iter()
+            .enumerate()
+        {
+            let (text, hex, dec) = crate::rows::id_columns(id);
+            c.execute(
+                "INSERT INTO provider_messages (route, message_id, otp_id, part, parts, \
+                 id_text, id_hex_decimal, id_decimal_hex) VALUES ('smsc', $1, $2, 1, 1, $3, $4, $5)",
+                &[id, &(n as i64 + 1), &text, &hex, &dec],
+            )
+            .await
+            .unwrap();
+        }
+        c.batch_execute("ANALYZE provider_messages").await.unwrap();
+        let entries = |index: &'static str| {
+            let c = &c;
+            async move {
+                let n: f32 = c
+                    .query_one(
+                        "SELECT reltuples FROM pg_class WHERE relname = $1",
+                        &[&index],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                n
+            }
+        };
+        assert_eq!(entries("provider_messages_id_text").await, 1.0);
+        assert_eq!(entries("provider_messages_id_hex_decimal").await, 3.0);
+        assert_eq!(entries("provider_messages_id_decimal_hex").await, 1.0);
+        let mut found = store
+            .receipt_candidates(
+                "smsc",
+                ["487305491", "1D0BB113", "1f", "log-1", "5F0C-77AA"]
+                    .iter()
+                    .map(|id| smpp::receipt::ids::IdLookup::of(id).unwrap())
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        found.iter_mut().for_each(|ids| ids.sort());
+        assert_eq!(
+            found,
+            [
+                vec!["1d0bb113"],
+                vec!["1d0bb113"],
+                // `1f` is the text form of one and the hex reading of the other.
+                vec!["0000001F", "31"],
+                vec!["log-1"],
+                vec!["5f0c-77aa"],
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn only_list_statements_are_stopped_at_the_budget() {
         let store = store(StoreOptions {

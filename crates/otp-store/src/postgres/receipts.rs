@@ -113,14 +113,18 @@ pub(super) async fn pay_refunds(
 }
 
 /// `UNION ALL`, deduplicated here, as in the sqlite backend: each branch
-/// stays one index search whatever the planner thinks of sorting.
+/// stays one index search whatever the planner thinks of sorting. As there,
+/// the first branch's list holds the text form, so the second asks only for
+/// parts whose text form differs from their id (its index holds no others,
+/// migration 28).
 const CANDIDATES: &str = "SELECT k.i, pm.message_id \
      FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::bool[]) \
          WITH ORDINALITY AS k(a, b, h, d, t, by_hex, by_dec, i) \
      CROSS JOIN LATERAL ( \
          SELECT message_id FROM provider_messages \
              WHERE route = $1 AND message_id IN (k.a, k.b, k.h, k.d) \
-         UNION ALL SELECT message_id FROM provider_messages WHERE route = $1 AND id_text = k.t \
+         UNION ALL SELECT message_id FROM provider_messages \
+             WHERE route = $1 AND id_text = k.t AND id_text <> message_id \
          UNION ALL SELECT message_id FROM provider_messages \
              WHERE k.by_hex AND route = $1 AND id_hex_decimal = k.t \
          UNION ALL SELECT message_id FROM provider_messages \

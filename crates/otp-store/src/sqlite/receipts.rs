@@ -99,7 +99,10 @@ pub(super) fn apply(
 }
 
 /// ?1 route, ?2-?5 spellings as written, ?6 the text form, ?7 / ?8 whether
-/// to search the hex and the decimal readings, ?9 the limit.
+/// to search the hex and the decimal readings, ?9 the limit. The spellings
+/// hold the text form, so the first branch finds a part whose id is its own
+/// text form, and the second asks only for the others, which are all its
+/// partial index holds (migration 28).
 ///
 /// `UNION ALL`, deduplicated by the caller: with `UNION` SQLite 3.54 merges
 /// the branches in `message_id` order and walks every part of the route for
@@ -108,7 +111,8 @@ pub(super) fn apply(
 /// (`a_receipt_lookup_is_index_searches_only` checks the plan).
 const CANDIDATES: &str = "SELECT message_id FROM provider_messages \
          WHERE route = ?1 AND message_id IN (?2, ?3, ?4, ?5) \
-     UNION ALL SELECT message_id FROM provider_messages WHERE route = ?1 AND id_text = ?6 \
+     UNION ALL SELECT message_id FROM provider_messages \
+         WHERE route = ?1 AND id_text = ?6 AND id_text <> message_id \
      UNION ALL SELECT message_id FROM provider_messages \
          WHERE ?7 AND route = ?1 AND id_hex_decimal = ?6 \
      UNION ALL SELECT message_id FROM provider_messages \
@@ -243,6 +247,74 @@ impl ReceiptStore for SqliteStore {
 mod tests {
     use super::*;
     use crate::StoreOptions;
+
+    /// Migration 28: the index of a reading of ids (hex as decimal, decimal
+    /// as hex) holds only the parts whose id has it, the text form's only the
+    /// parts whose text form is not their id as written; a lookup still finds
+    /// every part by every spelling. ANALYZE counts each index's entries (the
+    /// first number of its `sqlite_stat1` row).
+    #[tokio::test]
+    async fn parts_without_another_reading_of_their_id_stay_out_of_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(path.to_str().unwrap(), &StoreOptions::default())
+            .await
+            .unwrap();
+        let c = rusqlite::Connection::open(&path).unwrap();
+        // A hex id (read as decimal too), a decimal id (both readings), two
+        // ids with neither, as the log driver and HTTP aggregators give, and
+        // a padded upper-case hex id, the one whose text form (`1f`) is not
+        // the id as written.
+        for (n, id) in ["1d0bb113", "31", "log-1", "5f0c-77aa", "0000001F"]
+            .iter()
+            .enumerate()
+        {
+            let (text, hex, dec) = crate::rows::id_columns(id);
+            c.execute(
+                "INSERT INTO provider_messages (route, message_id, otp_id, part, parts, \
+                 id_text, id_hex_decimal, id_decimal_hex) VALUES ('smsc', ?1, ?2, 1, 1, ?3, ?4, ?5)",
+                params![id, n as i64 + 1, text, hex, dec],
+            )
+            .unwrap();
+        }
+        c.execute_batch("ANALYZE").unwrap();
+        let entries = |index: &str| -> i64 {
+            let stat: String = c
+                .query_row(
+                    "SELECT stat FROM sqlite_stat1 WHERE idx = ?1",
+                    [index],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            stat.split(' ').next().unwrap().parse().unwrap()
+        };
+        assert_eq!(entries("provider_messages_id_text"), 1);
+        assert_eq!(entries("provider_messages_id_hex_decimal"), 3);
+        assert_eq!(entries("provider_messages_id_decimal_hex"), 1);
+        // Still found by either reading.
+        let mut found = store
+            .receipt_candidates(
+                "smsc",
+                ["487305491", "1D0BB113", "1f", "log-1", "5F0C-77AA"]
+                    .iter()
+                    .map(|id| IdLookup::of(id).unwrap())
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        found.iter_mut().for_each(|ids| ids.sort());
+        assert_eq!(
+            found,
+            [
+                vec!["1d0bb113"],
+                vec!["1d0bb113"],
+                // `1f` is the text form of one and the hex reading of the other.
+                vec!["0000001F", "31"],
+                vec!["log-1"],
+                vec!["5f0c-77aa"],
+            ]
+        );
+    }
 
     /// The lookup's plan, one line a step, from the SQLite this build links.
     #[tokio::test]
