@@ -48,6 +48,34 @@ crate::contract! {
         assert_eq!((otp.status, otp.status_at, otp.delivered_at), (OtpStatus::Delivered, at, Some(at)));
     }
 
+    async fn every_kind_of_id_is_found_by_another_spelling(store) {
+        // A hex id (read as decimal too), a decimal id (both readings), ids
+        // with neither (the log driver's, an aggregator's), and a padded
+        // upper-case hex id, the one whose text form (`1f`) is not the id as
+        // written: since migration 28 each index of a form holds only the
+        // parts a lookup reaches through it.
+        let (_, job) = claimed_send(&store).await;
+        sent(&store, &job, "smsc", &["1d0bb113", "31", "log-1", "5f0c-77aa", "0000001F"]).await;
+        let lookups = ["487305491", "1D0BB113", "1f", "LOG-1", "5F0C-77AA", "0x0000001f"]
+            .iter()
+            .map(|id| IdLookup::of(id).unwrap())
+            .collect();
+        let mut found = store.receipt_candidates("smsc", lookups).await.unwrap();
+        found.iter_mut().for_each(|ids| ids.sort());
+        assert_eq!(
+            found,
+            [
+                vec!["1d0bb113"],
+                vec!["1d0bb113"],
+                // `1f` is the text form of one and the hex reading of the other.
+                vec!["0000001F", "31"],
+                vec!["log-1"],
+                vec!["5f0c-77aa"],
+                vec!["0000001F", "31"],
+            ]
+        );
+    }
+
     async fn a_final_receipt_is_not_overwritten_by_a_later_one(store) {
         let (account, job) = claimed_send(&store).await;
         sent(&store, &job, "smsc", &["m1"]).await;
