@@ -1266,6 +1266,53 @@ mod tests {
         assert_eq!(entries("provider_messages_id_decimal_hex").await, 1.0);
     }
 
+    /// The receipt lookup's plan on PostgreSQL, as `sqlite::receipts`'s test
+    /// pins SQLite's: each branch one search of its own index, the partial
+    /// ones of migration 28 included (their conditions proven from the
+    /// branch's). Sequential scans are turned off, as the tables are empty:
+    /// an index the planner could not prove usable would leave a branch on
+    /// another index or on a scan.
+    #[tokio::test]
+    async fn a_receipt_lookup_is_index_searches_only() {
+        let store = store(StoreOptions::default()).await;
+        let c = store.client().await.unwrap();
+        c.batch_execute("SET enable_seqscan = off").await.unwrap();
+        let ids = |v: &str| vec![Some(v.to_owned())];
+        let plan: Vec<String> = c
+            .query(
+                &format!("EXPLAIN {}", receipts::CANDIDATES),
+                &[
+                    &"smsc",
+                    &ids("0x1F"),
+                    &ids("1f"),
+                    &ids("31"),
+                    &vec![None::<String>],
+                    &ids("1f"),
+                    &vec![true],
+                    &vec![true],
+                    &(crate::receipts::MAX_CANDIDATES * 4),
+                ],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let text = plan.join("\n");
+        assert!(!text.contains("Seq Scan"), "{text}");
+        for index in [
+            "provider_messages_pkey",
+            "provider_messages_id_text",
+            "provider_messages_id_hex_decimal",
+            "provider_messages_id_decimal_hex",
+        ] {
+            assert!(
+                text.contains(&format!(" using {index} on ")),
+                "{index}: {text}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn only_list_statements_are_stopped_at_the_budget() {
         let store = store(StoreOptions {

@@ -117,7 +117,7 @@ pub(super) async fn pay_refunds(
 /// the first branch's list holds the text form, so the second asks only for
 /// parts whose text form differs from their id (its index holds no others,
 /// migration 28).
-const CANDIDATES: &str = "SELECT k.i, pm.message_id \
+pub(super) const CANDIDATES: &str = "SELECT k.i, pm.message_id \
      FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::bool[]) \
          WITH ORDINALITY AS k(a, b, h, d, t, by_hex, by_dec, i) \
      CROSS JOIN LATERAL ( \
