@@ -1233,15 +1233,11 @@ mod tests {
     async fn parts_without_another_reading_of_their_id_stay_out_of_its_index() {
         let store = store(StoreOptions::default()).await;
         let c = store.client().await.unwrap();
-        for (n, id) in ["1d0bb113", "31", "log-1", "5f0c-77aa", "0000001F"]
-            .iter()
-            .enumerate()
-        {
-            let (text, hex, dec) = crate::rows::id_columns(id);
+        for (n, (id, f)) in crate::receipts::id_kinds().into_iter().enumerate() {
             c.execute(
                 "INSERT INTO provider_messages (route, message_id, otp_id, part, parts, \
                  id_text, id_hex_decimal, id_decimal_hex) VALUES ('smsc', $1, $2, 1, 1, $3, $4, $5)",
-                &[id, &(n as i64 + 1), &text, &hex, &dec],
+                &[&id, &(n as i64 + 1), &f.text, &f.hex_as_decimal, &f.decimal_as_hex],
             )
             .await
             .unwrap();
@@ -1261,9 +1257,9 @@ mod tests {
                 n
             }
         };
-        assert_eq!(entries("provider_messages_id_text").await, 1.0);
-        assert_eq!(entries("provider_messages_id_hex_decimal").await, 3.0);
-        assert_eq!(entries("provider_messages_id_decimal_hex").await, 1.0);
+        for (index, want) in crate::receipts::ID_KIND_ENTRIES {
+            assert_eq!(entries(index).await, want as f32, "{index}");
+        }
     }
 
     /// The receipt lookup's plan on PostgreSQL, as `sqlite::receipts`'s test

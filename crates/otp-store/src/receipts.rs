@@ -225,6 +225,27 @@ pub(crate) fn receipt_step(
     }
 }
 
+/// Ids of every kind for the tests of migration 28's indexes, each with the
+/// forms a part stored under it gets (as `rows::id_columns` stores them): a
+/// hex id (read as decimal too), a decimal id (both readings), two ids with
+/// neither (the log driver's, an HTTP aggregator's), and a padded upper-case
+/// hex id, the one whose text form (`1f`) is not the id as written.
+#[cfg(test)]
+pub(crate) fn id_kinds() -> Vec<(&'static str, IdForms)> {
+    ["1d0bb113", "31", "log-1", "5f0c-77aa", "0000001F"]
+        .into_iter()
+        .map(|id| (id, IdForms::of(id)))
+        .collect()
+}
+
+/// How many of [`id_kinds`] each form index holds since migration 28.
+#[cfg(test)]
+pub(crate) const ID_KIND_ENTRIES: [(&str, i64); 3] = [
+    ("provider_messages_id_text", 1),
+    ("provider_messages_id_hex_decimal", 3),
+    ("provider_messages_id_decimal_hex", 1),
+];
+
 #[cfg(test)]
 mod decision_tests {
     use otp_domain::channel::Channel;

@@ -263,19 +263,11 @@ mod tests {
             .await
             .unwrap();
         let c = rusqlite::Connection::open(&path).unwrap();
-        // A hex id (read as decimal too), a decimal id (both readings), two
-        // ids with neither, as the log driver and HTTP aggregators give, and
-        // a padded upper-case hex id, the one whose text form (`1f`) is not
-        // the id as written.
-        for (n, id) in ["1d0bb113", "31", "log-1", "5f0c-77aa", "0000001F"]
-            .iter()
-            .enumerate()
-        {
-            let (text, hex, dec) = crate::rows::id_columns(id);
+        for (n, (id, f)) in crate::receipts::id_kinds().into_iter().enumerate() {
             c.execute(
                 "INSERT INTO provider_messages (route, message_id, otp_id, part, parts, \
                  id_text, id_hex_decimal, id_decimal_hex) VALUES ('smsc', ?1, ?2, 1, 1, ?3, ?4, ?5)",
-                params![id, n as i64 + 1, text, hex, dec],
+                params![id, n as i64 + 1, f.text, f.hex_as_decimal, f.decimal_as_hex],
             )
             .unwrap();
         }
@@ -290,10 +282,9 @@ mod tests {
                 .unwrap();
             stat.split(' ').next().unwrap().parse().unwrap()
         };
-        assert_eq!(entries("provider_messages_id_text"), 1);
-        assert_eq!(entries("provider_messages_id_hex_decimal"), 3);
-        assert_eq!(entries("provider_messages_id_decimal_hex"), 1);
-        // Still found by either reading.
+        for (index, want) in crate::receipts::ID_KIND_ENTRIES {
+            assert_eq!(entries(index), want, "{index}");
+        }
     }
 
     /// The lookup's plan, one line a step, from the SQLite this build links.
