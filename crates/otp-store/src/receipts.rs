@@ -89,7 +89,8 @@ impl UnmatchedReceipt {
 
 /// The spellings a part written before the forms existed may have been
 /// stored under: the receipt's id as written, its text form and its other
-/// base, unpadded.
+/// base, unpadded. The text form also finds every part whose id is its own
+/// text form: since migration 28 the text-form index holds only the others.
 pub(crate) fn legacy_spellings(lookup: &IdLookup) -> [Option<String>; 4] {
     let f = IdForms::of(&lookup.raw);
     [
