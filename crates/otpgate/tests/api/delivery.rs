@@ -44,13 +44,7 @@ struct Scripted {
 
 impl Scripted {
     fn new(outcome: DeliveryOutcome) -> Arc<Scripted> {
-        Arc::new(Scripted {
-            outcome,
-            delay: Duration::ZERO,
-            calls: AtomicUsize::new(0),
-            running: AtomicUsize::new(0),
-            most: AtomicUsize::new(0),
-        })
+        Scripted::with_delay(outcome, Duration::ZERO)
     }
 
     fn with_delay(outcome: DeliveryOutcome, delay: Duration) -> Arc<Scripted> {
