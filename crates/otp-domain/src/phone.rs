@@ -108,11 +108,13 @@ impl NumberType {
         }
     }
 
-    fn of(number: &phonenumber::PhoneNumber, region: Option<Id>) -> Self {
+    /// The type of a number of `region` that libphonenumber read as `kind`
+    /// (a number of no region is non-geographic, whatever its metadata says).
+    fn of(kind: Type, region: Option<Id>) -> Self {
         if region.is_none() {
             return Self::NonGeographic;
         }
-        match number.number_type(&phonenumber::metadata::DATABASE) {
+        match kind {
             Type::Mobile => Self::Mobile,
             Type::FixedLineOrMobile => Self::FixedLineOrMobile,
             Type::FixedLine => Self::FixedLine,
@@ -254,14 +256,26 @@ impl PhoneNumber {
         }
         .map_err(|_| PhoneError::NotANumber)?;
 
-        if parsed.extension().is_some() || !parsed.is_valid() {
+        // libphonenumber's validity is "the type is not unknown", read over
+        // the national number with its leading zeros; its type reads the
+        // number without them. For a number without leading zeros (every
+        // country's but a few, Nepal's included) that is the same reading,
+        // so it is made once: each one matches the number against up to a
+        // dozen of its country's patterns.
+        let kind = parsed.number_type(&phonenumber::metadata::DATABASE);
+        let valid = if parsed.national().zeros() == 0 {
+            kind != Type::Unknown
+        } else {
+            parsed.is_valid()
+        };
+        if parsed.extension().is_some() || !valid {
             return Err(PhoneError::Invalid);
         }
         let region = parsed.country().id();
         Ok(PhoneNumber {
             e164: E164::of(&parsed),
             country_code: parsed.country().code(),
-            number_type: NumberType::of(&parsed, region),
+            number_type: NumberType::of(kind, region),
             region,
         })
     }
@@ -849,6 +863,27 @@ mod tests {
                     number.e164(),
                     parsed.format().mode(Mode::E164).to_string()
                 );
+            }
+        }
+
+        /// `parse` reads a number's type once and takes its validity from
+        /// it: what it accepts, and the type it gives, are still what the
+        /// library's own validity check and type say, leading zeros (Italy,
+        /// Côte d'Ivoire, Gabon) and shared country codes (+1, +44) included.
+        #[test]
+        fn validity_and_type_are_the_librarys(
+            input in "\\+(39|1|44|977|225|241|242|61|86|91|882)0{0,2}[0-9]{5,11}",
+        ) {
+            let library = phonenumber::parse(None, &input)
+                .ok()
+                .filter(|p| p.extension().is_none() && p.is_valid());
+            let ours = PhoneNumber::parse(&input);
+            prop_assert_eq!(ours.is_ok(), library.is_some(), "{}", input);
+            if let (Ok(number), Some(parsed)) = (ours, library) {
+                let region = parsed.country().id();
+                let kind = parsed.number_type(&phonenumber::metadata::DATABASE);
+                prop_assert_eq!(number.number_type(), NumberType::of(kind, region), "{}", input);
+                prop_assert_eq!(number.region(), region.as_ref().map(AsRef::as_ref));
             }
         }
 
