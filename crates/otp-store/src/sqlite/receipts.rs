@@ -26,7 +26,7 @@ pub(super) fn apply(
     let mut found = Vec::with_capacity(rc.message_ids.len());
     for id in &rc.message_ids {
         let part = tx
-            .prepare_cached(&format!(
+            .prepare_cached(sql_once!(
                 "SELECT {PART_COLUMNS} FROM provider_messages WHERE route = ?1 AND message_id = ?2"
             ))
             .and_then(|mut s| {
