@@ -118,7 +118,7 @@ impl Application {
             config.api.max_concurrent_lists,
             Duration::from_millis(config.api.list_wait_ms),
         ));
-        let state = AppState {
+        let state = AppState::new(crate::state::Shared {
             store,
             config: Arc::new(config),
             tz,
@@ -133,7 +133,7 @@ impl Application {
             list_slots,
             runtime,
             guard,
-        };
+        });
         Ok(Application {
             listener,
             admin_listener,

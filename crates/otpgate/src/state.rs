@@ -12,9 +12,33 @@ use crate::users::UserAuth;
 use otp_domain::channel::Channel;
 use otp_store::SharedStore;
 
-/// Cheap to clone: every field is shared.
+/// What every handler and worker shares, behind one reference count.
+///
+/// axum clones the state for every request, several times (the router, each
+/// middleware layer, the handler): one count to raise and drop each time,
+/// rather than one per field. With a count per field, two worker threads
+/// serving requests at once kept moving the same cache lines between cores
+/// (BENCHMARKS.md, issue 15, thirteenth session).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`]; each is shared on its own too, with the
+/// workers that need only it.
+pub struct Shared {
     pub store: SharedStore,
     pub config: Arc<Config>,
     pub tz: chrono_tz::Tz,
