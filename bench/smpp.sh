@@ -25,6 +25,8 @@
 #   (--steady-rate, --warmup-seconds and --rate-seconds are stage 1's;
 #    --sustain-seconds 0 skips 3 and 5)
 # BENCH_WINDOW (default 50): submits in flight per bind, for both gateways.
+# BENCH_SMSC_FLAGS: more flags for every SMSC program of the run (peers/smsc/README.md),
+# e.g. --no-delay.
 # Needs (installed here if missing): a release build, oha, kannel, node + peers/smsc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,8 +82,9 @@ PY
 
 . peers/smsc/start.sh
 start_smsc() { # $1 = name; prints the port
+  # shellcheck disable=SC2086 # BENCH_SMSC_FLAGS is a list of flags
   smsc_start "$work" "$1" --quiet --receipts delivered --stats-interval-ms 500 \
-    --system-id otpgate --password secret
+    --system-id otpgate --password secret ${BENCH_SMSC_FLAGS:-}
 }
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(date -u +%FT%TZ)"

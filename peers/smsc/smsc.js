@@ -27,6 +27,7 @@ const DEFAULTS = {
 	'throttle-every': 0,
 	'resp-delay-ms': 0,
 	'no-resp': false,
+	'no-delay': false, // TCP_NODELAY on the sessions' sockets (node leaves Nagle's algorithm on)
 	'window-check': 0,
 	'enquire-link-ms': 0,
 	'mo-text': '',
@@ -35,7 +36,7 @@ const DEFAULTS = {
 	record: '',
 	commands: false, // read commands from stdin (see below)
 };
-const BOOLEAN = new Set(['no-resp', 'quiet', 'commands']);
+const BOOLEAN = new Set(['no-resp', 'no-delay', 'quiet', 'commands']);
 const RECEIPT_MODES = ['none', 'delivered', 'undeliverable', 'mixed'];
 
 function parseOptions(argv, env) {
@@ -99,7 +100,7 @@ function usage() {
   [--receipts none|delivered|undeliverable|mixed] [--receipt-delay-ms N]
   [--receipt-form text|tlv|both] [--receipt-id-format same|hex|decimal]
   [--first-id N] [--resp-id-pad N] [--receipt-id-pad N]
-  [--throttle-every N] [--resp-delay-ms N] [--no-resp] [--window-check N]
+  [--throttle-every N] [--resp-delay-ms N] [--no-resp] [--no-delay] [--window-check N]
   [--enquire-link-ms N] [--mo-text TEXT] [--quiet] [--stats-interval-ms N]
   [--record FILE] [--commands]
 `);
@@ -562,6 +563,13 @@ function answer(session, resp, then) {
 }
 
 const server = smpp.createServer((session) => {
+	// node leaves Nagle's algorithm on: a small PDU written while an earlier one
+	// is unacknowledged waits for that acknowledgement, which the ESME's kernel
+	// may delay. That lets the SMSC pack its replies and receipts into fewer
+	// segments; --no-delay sends each at once instead.
+	if (options['no-delay']) {
+		session.socket.setNoDelay(true);
+	}
 	session.id = nextSessionId++;
 	session.bound = false;
 	session.closed = false;
