@@ -318,12 +318,10 @@ pub async fn send_otp(
     {
         return held_send(&state, &caller, held, idempotency, channel, shows_code).await;
     }
-    let attempt = accept(&state, &caller, &valid, idempotency).await?;
+    let (attempt, valid) = accept_to_the_end(&state, caller, valid, idempotency).await?;
+    let attempt = attempt?;
     match attempt.result {
         Ok(accepted) => {
-            count_send(&state, channel, "accepted");
-            state.guard.accepted(caller.account_id, valid.number.e164());
-            state.new_jobs.for_channel(valid.channel).notify_one();
             let sent = Sent {
                 id: accepted.id,
                 number: valid.number.as_e164().clone(),
@@ -426,6 +424,33 @@ fn count_send(state: &AppState, channel: &str, outcome: &str) {
         "otpgate_sends_total",
         &[("channel", channel), ("outcome", outcome)],
     );
+}
+
+/// [`accept`], and what follows a send the store accepted (its count, the
+/// pumping guard's tally, waking the delivery worker), on a task of its own.
+/// A client that hangs up while its send is being accepted drops the handler
+/// at whatever it awaits; the store may commit the send all the same, and that
+/// send must still be counted, and delivered at once rather than at the
+/// worker's next poll (`delivery.poll_interval_ms`). The send comes back with
+/// the store's answer, for the reply.
+async fn accept_to_the_end(
+    state: &AppState,
+    caller: Caller,
+    valid: ValidSend,
+    idempotency: Option<IdempotencyKey>,
+) -> Result<(Result<Attempt, ApiError>, ValidSend), ApiError> {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let attempt = accept(&state, &caller, &valid, idempotency).await;
+        if let Ok(Attempt { result: Ok(_), .. }) = &attempt {
+            count_send(&state, valid.channel.as_str(), "accepted");
+            state.guard.accepted(caller.account_id, valid.number.e164());
+            state.new_jobs.for_channel(valid.channel).notify_one();
+        }
+        (attempt, valid)
+    })
+    .await
+    .map_err(ApiError::internal)
 }
 
 /// A send as the store answered it: the code and expiry it carried, its

@@ -337,3 +337,73 @@ for_each_backend! {
         assert_number_refused(&app, "+447400123456", "text", "country_not_allowed").await;
     }
 }
+
+/// A client that hangs up while its send is being accepted drops the request's
+/// handler, but the store commits the send all the same: it is counted, and
+/// the delivery worker is woken for it as for any accepted send. With the
+/// worker's poll set to an hour, only that wake-up delivers it in time.
+/// SQLite's write lock, held by another connection, keeps the send waiting in
+/// the store's writer while the client hangs up.
+#[tokio::test]
+async fn a_send_whose_client_hung_up_while_it_was_accepted_is_counted_and_delivered() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |c| {
+        c.delivery.poll_interval_ms = 3_600_000;
+    })
+    .await;
+    let path = app
+        .database_url
+        .strip_prefix("sqlite://")
+        .unwrap()
+        .to_owned();
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let address = app.address.strip_prefix("http://").unwrap().to_owned();
+    let body = serde_json::to_vec(&text_send("9851023212")).unwrap();
+    let head = format!(
+        "POST /api/v1/auths/send/otp/ HTTP/1.1\r\nHost: {address}\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        app.key,
+        body.len()
+    );
+    let mut client = tokio::net::TcpStream::connect(&address).await.unwrap();
+    client.write_all(head.as_bytes()).await.unwrap();
+    client.write_all(&body).await.unwrap();
+    // The send reaches the writer, which waits for the lock; then the client
+    // hangs up and the server drops the handler.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.otp_count().await,
+        0,
+        "nothing is committed while the lock is held"
+    );
+    blocker.execute_batch("COMMIT").unwrap();
+    drop(blocker);
+
+    let mut stored = 0;
+    for _ in 0..400 {
+        stored = app.otp_count().await;
+        if stored > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(stored, 1, "the send is committed once the lock is gone");
+    let (_, list) = app.list("").await;
+    let id = list["results"]["data"][0]["id"]
+        .as_i64()
+        .expect("the stored send's id");
+    app.wait_for_status(id, "sent").await;
+    assert!(
+        app.metrics_text()
+            .await
+            .contains("otpgate_sends_total{channel=\"text\",outcome=\"accepted\"} 1"),
+        "the send is counted as accepted"
+    );
+}
