@@ -108,12 +108,14 @@ if len(sys.argv) > 2:
     open(sys.argv[2], "w").write(f"{rps}\n")
 ' "$@"
 }
-# CPU seconds used so far by every PostgreSQL process of this machine.
-# The bench database's commits and, per table, sequential scans and rows they read.
+# The bench database's commits, per table the sequential scans and rows they
+# read, and the updates of otps rows and how many of them were HOT.
 pg_stats() {
   psql -qAt "$db" -c "SELECT '#commits', xact_commit FROM pg_stat_database WHERE datname = current_database()" \
-    -c "SELECT relname, seq_scan, seq_tup_read FROM pg_stat_user_tables"
+    -c "SELECT relname, seq_scan, seq_tup_read FROM pg_stat_user_tables" \
+    -c "SELECT '#otps updates', n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'otps'"
 }
+# CPU seconds used so far by every PostgreSQL process of this machine.
 pg_cpu() {
   python3 -c '
 import os
@@ -188,6 +190,8 @@ delta = {k: [a - b for a, b in zip(v, before.get(k, [0] * len(v)))] for k, v in 
 commits = delta.get("#commits", [0])[0]
 print(f"PostgreSQL commits over the stage: {commits} ({commits / duration:.0f}/s, "
       f"{rate * duration / max(commits, 1):.1f} sends per commit)")
+updates, hot = (delta.get("#otps updates", [0, 0]) + [0, 0])[:2]
+print(f"PostgreSQL updates of otps rows over the stage: {updates}, of them HOT (no index touched): {hot}")
 scans = sorted(((v[1], v[0], k) for k, v in delta.items() if not k.startswith("#") and v[0]), reverse=True)
 print("PostgreSQL sequential scans over the stage (rows read, scans, table): "
       + ("; ".join(f"{k} {rows} rows in {n}" for rows, n, k in scans[:5]) or "none"))

@@ -83,13 +83,21 @@ impl PgStore {
             .unwrap_or("otpgate")
             .to_owned();
         config.application_name(&name);
-        // Statements are prepared once per connection ([`prepared`]); a plan
-        // is still made for each run, with the values and the tables' current
-        // sizes, so a plan chosen while a table was small (a sequential scan)
-        // is not kept once it has grown.
-        add_option(&mut config, "-c plan_cache_mode=force_custom_plan");
         let mut list_config = config.clone();
         list_config.application_name(format!("{name}-lists"));
+        // Statements are prepared once per connection ([`prepared`]). On the
+        // main pool (sends, deliveries, receipts, verifies, lookups) each
+        // statement finds its rows through an index, whatever the tables'
+        // sizes: PostgreSQL's plan cache keeps one generic plan per statement
+        // after five runs, so planning is not paid per run (measured: ~40-50
+        // us of the database's CPU per send; BENCHMARKS.md), and sequential
+        // scans are turned off so that a plan made while a table was small
+        // (a scan, which then reads the grown table in every run) is never
+        // the one kept. A statement no index serves still scans. The list
+        // pool's statements filter on what the caller chose, so each run is
+        // planned with its values and sequential scans stay allowed.
+        add_option(&mut config, "-c enable_seqscan=off");
+        add_option(&mut list_config, "-c plan_cache_mode=force_custom_plan");
         if let Some(budget) = options.list_timeout.filter(|t| !t.is_zero()) {
             // Per session, so it covers every statement of the list pool and
             // nothing else; waiting for a lock counts too.
@@ -130,6 +138,20 @@ impl PgStore {
 }
 
 /// Adds a session setting to those the URL gives (`options=...`).
+/// Claims up to `$5` due jobs of channel `$4` for node `$2` until `$1` (`$3`
+/// is now), with their OTPs.
+fn claim_sql() -> &'static str {
+    sql_once!(
+        "WITH c AS (UPDATE delivery_jobs SET next_attempt_at = $1, lease_owner = $2, \
+             attempts = attempts + 1, updated_at = $3 \
+         WHERE id IN (SELECT id FROM delivery_jobs \
+             WHERE state = 'queued' AND channel = $4 AND next_attempt_at <= $3 \
+             ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
+         RETURNING id, otp_id, attempts) \
+         SELECT c.id, c.attempts, {OTP_COLUMNS} FROM c JOIN otps o ON o.id = c.otp_id ORDER BY c.id"
+    )
+}
+
 fn add_option(config: &mut tokio_postgres::Config, option: &str) {
     let options = match config.get_options() {
         Some(given) => format!("{given} {option}"),
@@ -874,15 +896,7 @@ impl Store for PgStore {
         let limit = claim.limit as i64;
         let rows = c
             .query_cached(
-                sql_once!(
-                    "WITH c AS (UPDATE delivery_jobs SET next_attempt_at = $1, lease_owner = $2, \
-                         attempts = attempts + 1, updated_at = $3 \
-                     WHERE id IN (SELECT id FROM delivery_jobs \
-                         WHERE state = 'queued' AND channel = $4 AND next_attempt_at <= $3 \
-                         ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
-                     RETURNING id, otp_id, attempts) \
-                     SELECT c.id, c.attempts, {OTP_COLUMNS} FROM c JOIN otps o ON o.id = c.otp_id ORDER BY c.id"
-                ),
+                claim_sql(),
                 &[
                     &claim.lease_until,
                     &claim.node,
@@ -1259,6 +1273,72 @@ mod tests {
         };
         for (index, want) in crate::receipts::ID_KIND_ENTRIES {
             assert_eq!(entries(index).await, want as f32, "{index}");
+        }
+    }
+
+    /// The main pool keeps one generic plan per statement and never a
+    /// sequential scan, even for a plan made while the tables are empty.
+    /// Without `enable_seqscan = off`, the finished batch's job update keeps a
+    /// hash join over a scan of `delivery_jobs`, which then reads the whole
+    /// grown table in every batch. The list pool plans each run and may scan.
+    #[tokio::test]
+    async fn the_main_pool_keeps_index_plans_made_on_empty_tables_and_lists_plan_each_run() {
+        let store = store(StoreOptions::default()).await;
+        let c = store.client().await.unwrap();
+        async fn show(c: &tokio_postgres::Client, name: &str) -> String {
+            let sql = format!("SHOW {name}");
+            c.query_one(&sql, &[]).await.unwrap().get(0)
+        }
+        assert_eq!(show(&c, "enable_seqscan").await, "off");
+        assert_eq!(show(&c, "plan_cache_mode").await, "auto");
+        let lists = store.lists.get().await.unwrap();
+        assert_eq!(show(&lists, "enable_seqscan").await, "on");
+        assert_eq!(show(&lists, "plan_cache_mode").await, "force_custom_plan");
+
+        // The claim (a data-modifying CTE) and a finished batch's job update
+        // (a join with the batch's arrays), prepared as the pool prepares
+        // them, run six times on empty tables, then explained.
+        for (name, types, sql, args) in [
+            (
+                "claim",
+                "int8, text, int8, text, int8",
+                claim_sql(),
+                "10, 'node', 1, 'sms', 64",
+            ),
+            (
+                "finish",
+                "int8[], text[], text[], int8[], int8[]",
+                jobs::FINISH_JOBS,
+                "'{1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20}', \
+                 array_fill('done'::text, '{20}'), array_fill(NULL::text, '{20}'), \
+                 array_fill(NULL::int8, '{20}'), array_fill(1::int8, '{20}')",
+            ),
+        ] {
+            c.batch_execute(&format!("PREPARE {name}({types}) AS {sql}"))
+                .await
+                .unwrap();
+            let run = format!("EXECUTE {name}({args})");
+            for _ in 0..6 {
+                c.execute(&run, &[]).await.unwrap();
+            }
+            let generic: i64 = c
+                .query_one(
+                    "SELECT generic_plans FROM pg_prepared_statements WHERE name = $1",
+                    &[&name],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert!(generic >= 1, "{name}: no generic plan was kept");
+            let plan: Vec<String> = c
+                .query(&format!("EXPLAIN {run}"), &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let text = plan.join("\n");
+            assert!(!text.contains("Seq Scan"), "{name}: {text}");
         }
     }
 

@@ -74,6 +74,13 @@ pub(super) async fn otp_state_and_pending(
     )))
 }
 
+/// Records how each job of a batch ended: ids, new states (NULL keeps it),
+/// errors, next attempts (NULL keeps it), times.
+pub(super) const FINISH_JOBS: &str = "UPDATE delivery_jobs j SET state = COALESCE(u.state, j.state), \
+         last_error = u.err, next_attempt_at = COALESCE(u.next, j.next_attempt_at), updated_at = u.at \
+     FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int8[], $5::int8[]) \
+         AS u(id, state, err, next, at) WHERE j.id = u.id";
+
 async fn write(tx: &Transaction<'_>, plan: &[Finish]) -> Result<(), StoreError> {
     let jobs: Vec<i64> = plan.iter().map(|f| f.job_id).collect();
     let otp_ids: Vec<i64> = plan.iter().map(|f| f.otp_id).collect();
@@ -92,15 +99,9 @@ async fn write(tx: &Transaction<'_>, plan: &[Finish]) -> Result<(), StoreError> 
     let routes: Vec<Option<&str>> = plan.iter().map(|f| f.route.as_deref()).collect();
     let events: Vec<&str> = plan.iter().map(|f| f.event).collect();
     let details: Vec<&str> = plan.iter().map(|f| f.detail.as_str()).collect();
-    tx.execute_cached(
-        "UPDATE delivery_jobs j SET state = COALESCE(u.state, j.state), last_error = u.err, \
-             next_attempt_at = COALESCE(u.next, j.next_attempt_at), updated_at = u.at \
-         FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int8[], $5::int8[]) \
-             AS u(id, state, err, next, at) WHERE j.id = u.id",
-        &[&jobs, &states, &errors, &nexts, &ats],
-    )
-    .await
-    .map_err(pg_err)?;
+    tx.execute_cached(FINISH_JOBS, &[&jobs, &states, &errors, &nexts, &ats])
+        .await
+        .map_err(pg_err)?;
     tx.execute_cached(
         "UPDATE otps o SET status = COALESCE(u.status, o.status), \
              status_at = CASE WHEN u.status IS NULL THEN o.status_at ELSE u.at END, \
