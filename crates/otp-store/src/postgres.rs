@@ -1276,6 +1276,19 @@ mod tests {
         }
     }
 
+    /// The plan PostgreSQL would run for `sql`, as `EXPLAIN` prints it.
+    async fn explain(
+        c: &tokio_postgres::Client,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> String {
+        let rows = c.query(&format!("EXPLAIN {sql}"), params).await.unwrap();
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The main pool keeps one generic plan per statement and never a
     /// sequential scan, even for a plan made while the tables are empty.
     /// Without `enable_seqscan = off`, the finished batch's job update keeps a
@@ -1330,14 +1343,7 @@ mod tests {
                 .unwrap()
                 .get(0);
             assert!(generic >= 1, "{name}: no generic plan was kept");
-            let plan: Vec<String> = c
-                .query(&format!("EXPLAIN {run}"), &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            let text = plan.join("\n");
+            let text = explain(&c, &run, &[]).await;
             assert!(!text.contains("Seq Scan"), "{name}: {text}");
         }
     }
@@ -1354,27 +1360,22 @@ mod tests {
         let c = store.client().await.unwrap();
         c.batch_execute("SET enable_seqscan = off").await.unwrap();
         let ids = |v: &str| vec![Some(v.to_owned())];
-        let plan: Vec<String> = c
-            .query(
-                &format!("EXPLAIN {}", receipts::CANDIDATES),
-                &[
-                    &"smsc",
-                    &ids("0x1F"),
-                    &ids("1f"),
-                    &ids("31"),
-                    &vec![None::<String>],
-                    &ids("1f"),
-                    &vec![true],
-                    &vec![true],
-                    &(crate::receipts::MAX_CANDIDATES * 4),
-                ],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let text = plan.join("\n");
+        let text = explain(
+            &c,
+            receipts::CANDIDATES,
+            &[
+                &"smsc",
+                &ids("0x1F"),
+                &ids("1f"),
+                &ids("31"),
+                &vec![None::<String>],
+                &ids("1f"),
+                &vec![true],
+                &vec![true],
+                &(crate::receipts::MAX_CANDIDATES * 4),
+            ],
+        )
+        .await;
         assert!(!text.contains("Seq Scan"), "{text}");
         for index in [
             "provider_messages_pkey",
