@@ -89,7 +89,7 @@ impl PgStore {
         // main pool (sends, deliveries, receipts, verifies, lookups) each
         // statement finds its rows through an index, whatever the tables'
         // sizes: PostgreSQL's plan cache keeps one generic plan per statement
-        // after five runs, so planning is not paid per run (measured: ~40-50
+        // after five runs, so planning is not paid per run (measured: 26-48
         // us of the database's CPU per send; BENCHMARKS.md), and sequential
         // scans are turned off so that a plan made while a table was small
         // (a scan, which then reads the grown table in every run) is never
@@ -137,7 +137,6 @@ impl PgStore {
     }
 }
 
-/// Adds a session setting to those the URL gives (`options=...`).
 /// Claims up to `$5` due jobs of channel `$4` for node `$2` until `$1` (`$3`
 /// is now), with their OTPs.
 fn claim_sql() -> &'static str {
@@ -152,6 +151,7 @@ fn claim_sql() -> &'static str {
     )
 }
 
+/// Adds a session setting to those the URL gives (`options=...`).
 fn add_option(config: &mut tokio_postgres::Config, option: &str) {
     let options = match config.get_options() {
         Some(given) => format!("{given} {option}"),
