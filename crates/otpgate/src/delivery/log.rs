@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde_json::json;
+use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,6 +27,30 @@ use super::{DeliveryOutcome, Driver};
 type Line = (String, oneshot::Sender<Result<(), String>>);
 
 /// Appends deliveries to a JSON-lines file; shared by both channels.
+/// One line of the file: the fields in name order, as a JSON object's keys
+/// are written; the voice fields only on a voice OTP. Serialized directly,
+/// not through a `serde_json::Value` built first.
+#[derive(Serialize)]
+struct DeliveryLine<'a> {
+    at: otp_store::Micros,
+    attempt: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audio: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audio_error: Option<String>,
+    channel: &'a str,
+    job_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    length_factor: Option<f64>,
+    message: String,
+    otp_id: i64,
+    provider_message_id: &'a str,
+    segments: u32,
+    to: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    voice_input: Option<&'a str>,
+}
+
 #[derive(Clone)]
 pub struct LogDriver {
     lines: mpsc::Sender<Line>,
@@ -148,28 +172,39 @@ impl Driver for LogDriver {
     async fn deliver(&self, job: &ClaimedJob) -> DeliveryOutcome {
         let otp = &job.otp;
         let provider_message_id = format!("log-{}", otp.id);
-        let mut line = json!({
-            "at": otp_store::now_micros(),
-            "provider_message_id": provider_message_id,
-            "otp_id": otp.id,
-            "job_id": job.job_id,
-            "attempt": job.attempts,
-            "channel": otp.channel.as_str(),
-            "to": otp.number.as_str(),
-            "message": otp.message(),
-            "segments": otp.segments,
-        });
+        let mut line = DeliveryLine {
+            at: otp_store::now_micros(),
+            attempt: job.attempts,
+            audio: None,
+            audio_error: None,
+            channel: otp.channel.as_str(),
+            job_id: job.job_id,
+            length_factor: None,
+            message: otp.message(),
+            otp_id: otp.id,
+            provider_message_id: &provider_message_id,
+            segments: otp.segments,
+            to: otp.number.as_str(),
+            voice_input: None,
+        };
         if let Some(v) = otp.voice {
-            line["voice_input"] = json!(v.as_str());
-            line["length_factor"] = json!(otp.length_factor.unwrap_or(1.0));
+            line.voice_input = Some(v.as_str());
+            line.length_factor = Some(otp.length_factor.unwrap_or(1.0));
             if let Some((prompter, dir)) = &self.voice {
                 match write_prompt_wav(prompter, dir, otp).await {
-                    Ok(path) => line["audio"] = json!(path.display().to_string()),
-                    Err(error) => line["audio_error"] = json!(error),
+                    Ok(path) => line.audio = Some(path.display().to_string()),
+                    Err(error) => line.audio_error = Some(error),
                 }
             }
         }
-        let mut text = line.to_string();
+        let mut text = match serde_json::to_string(&line) {
+            Ok(text) => text,
+            Err(e) => {
+                return DeliveryOutcome::Retry {
+                    error: format!("the delivery line could not be written: {e}"),
+                };
+            }
+        };
         text.push('\n');
         let (ack, done) = oneshot::channel();
         if self.lines.send((text, ack)).await.is_err() {

@@ -27,6 +27,12 @@ for_each_backend! {
         assert_eq!(line["to"], "+9779851023212");
         assert_eq!(line["message"], reply["data"]["details"]["message"]);
         assert_eq!(line["channel"], "text");
+        // A text line has these fields and no voice ones.
+        let keys: Vec<&str> = line.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["at", "attempt", "channel", "job_id", "message", "otp_id",
+            "provider_message_id", "segments", "to"]);
+        assert_eq!((line["attempt"].as_i64(), line["segments"].as_i64()), (Some(1), Some(1)));
+        assert_eq!(line["provider_message_id"], format!("log-{id}"));
         let (_, list) = app.list("").await;
         assert_eq!(list["results"]["data"][0]["status"], "sent");
     }

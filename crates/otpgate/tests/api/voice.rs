@@ -249,6 +249,15 @@ async fn the_log_driver_writes_the_prompt_a_call_would_play() {
 
     let line = last_log_line(&app.deliveries);
     assert_eq!(line["otp_id"], id);
+    assert_eq!(
+        (
+            &line["voice_input"],
+            &line["length_factor"],
+            &line["channel"]
+        ),
+        (&json!("np_binod"), &json!(1.25), &json!("voice"))
+    );
+    assert!(line.get("audio_error").is_none(), "{line}");
     let path = PathBuf::from(line["audio"].as_str().expect("an audio path"));
     assert_eq!(path.file_name().unwrap(), format!("{id}.wav").as_str());
     {
