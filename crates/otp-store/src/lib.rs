@@ -331,7 +331,7 @@ pub trait Store:
     /// The first record of the live generated code a send to the number
     /// would repeat ([`ResendQuery`]), with its code read back; `None` when no
     /// code can be repeated (none live, or its code cannot be read back).
-    async fn resend_head(&self, query: ResendQuery) -> Result<Option<OtpRecord>, StoreError>;
+    async fn resend_head(&self, query: ResendQuery) -> Result<Option<ResendHead>, StoreError>;
 
     /// Claims up to `limit` due jobs of a channel for `node` until `lease_until`.
     async fn claim_jobs(&self, claim: Claim) -> Result<Vec<ClaimedJob>, StoreError>;

@@ -573,23 +573,47 @@ pub(crate) struct StoredCode {
     pub key_id: Option<String>,
 }
 
+impl StoredCode {
+    /// The code, when `vault` can open it for the OTP of `account_id` to
+    /// `e164`.
+    pub(crate) fn open(
+        &self,
+        vault: &CodeVault,
+        account_id: AccountId,
+        e164: &str,
+    ) -> Option<OtpCode> {
+        let (Some(salt), Some(cipher), Some(key_id)) = (&self.salt, &self.cipher, &self.key_id)
+        else {
+            return None;
+        };
+        let binding = Binding {
+            account_id,
+            e164,
+            salt,
+        };
+        vault
+            .open(&binding, cipher, key_id)
+            .map(OtpCode::from_stored)
+    }
+}
+
+/// The first record of a live code that a resend repeats, as
+/// [`crate::Store::resend_head`] finds it: only what the resend takes.
+#[derive(Debug, Clone)]
+pub struct ResendHead {
+    pub id: i64,
+    /// The code, read back.
+    pub code: OtpCode,
+    /// When it stops verifying; the resend keeps it.
+    pub expires_at: Micros,
+}
+
 impl OtpRecord {
     /// Fills in the code from what is stored, and the status as shown at `now`.
     pub(crate) fn reveal(&mut self, vault: &CodeVault, code: &StoredCode, now: Micros) {
-        let plain = match (&code.salt, &code.cipher, &code.key_id) {
-            (Some(salt), Some(cipher), Some(key_id)) => {
-                let binding = Binding {
-                    account_id: self.account_id,
-                    e164: self.number.as_str(),
-                    salt,
-                };
-                vault.open(&binding, cipher, key_id)
-            }
-            _ => None,
-        };
-        self.code = plain.map_or(RecordCode::Masked, |p| {
-            RecordCode::Plain(OtpCode::from_stored(p))
-        });
+        self.code = code
+            .open(vault, self.account_id, self.number.as_str())
+            .map_or(RecordCode::Masked, RecordCode::Plain);
         self.status = shown_status(self.status, self.expires_at, now);
     }
 

@@ -42,7 +42,9 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::migrate;
 use crate::model::{VerifyStep, first_refusal, verify_event};
-use crate::rows::{ACCOUNT_COLUMNS, KEY_COLUMNS, LEDGER_COLUMNS, OTP_COLUMNS, VERIFY_COLUMNS};
+use crate::rows::{
+    ACCOUNT_COLUMNS, KEY_COLUMNS, LEDGER_COLUMNS, OTP_COLUMNS, RESEND_HEAD_COLUMNS, VERIFY_COLUMNS,
+};
 use crate::webhooks::WebhookEvent;
 use crate::*;
 use otp_domain::vault::CodeVault;
@@ -860,13 +862,13 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn resend_head(&self, q: ResendQuery) -> Result<Option<OtpRecord>, StoreError> {
+    async fn resend_head(&self, q: ResendQuery) -> Result<Option<ResendHead>, StoreError> {
         let c = self.client().await?;
         // The newest live record, then its chain's first record.
         let row = c
             .query_opt_cached(
                 sql_once!(
-                    "SELECT {OTP_COLUMNS} FROM otps o WHERE o.id = (\
+                    "SELECT {RESEND_HEAD_COLUMNS} FROM otps o WHERE o.id = (\
                      SELECT COALESCE(n.resend_of, n.id) FROM otps n WHERE n.account_id = $1 \
                      AND n.e164 = $2 AND n.api_key_id = $3 AND n.otp_options = 'generated' \
                      AND n.verified_at IS NULL AND n.otp_hash IS NOT NULL AND n.expires_at > $4 \
@@ -886,9 +888,9 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?;
         Ok(row
-            .map(|r| revealed(&self.vault, &r, 0, now_micros()))
+            .map(|r| crate::rows::resend_head(&r, &self.vault))
             .transpose()?
-            .filter(OtpRecord::code_is_known))
+            .flatten())
     }
 
     async fn claim_jobs(&self, claim: Claim) -> Result<Vec<ClaimedJob>, StoreError> {

@@ -22,7 +22,8 @@ use crate::webhooks::{
     open_secret,
 };
 use crate::{
-    Account, ApiKeyRecord, LedgerEntry, OtpRecord, OtpStatus, RecordCode, Scopes, StoreError,
+    Account, ApiKeyRecord, LedgerEntry, OtpRecord, OtpStatus, RecordCode, ResendHead, Scopes,
+    StoreError,
 };
 
 /// An OTP's columns, read `FROM otps o`; [`otp`] maps them. The stored
@@ -34,6 +35,11 @@ pub(crate) const OTP_COLUMNS: &str = "o.id, o.account_id, o.account_seq, o.e164,
      o.created_at, o.route, o.error_code, o.delivered_at, o.refunded, o.otp_cipher, o.key_id, \
      o.expires_at, o.verified_at, o.verify_attempts, o.resend_of, o.fallback_channel, \
      o.fallback_voice, o.fallback_due_at, o.fallback_credits, o.fallback_state, o.fallback_at";
+
+/// What a resend takes of its chain's first record, read `FROM otps o`;
+/// [`resend_head`] maps them.
+pub(crate) const RESEND_HEAD_COLUMNS: &str =
+    "o.id, o.account_id, o.e164, o.expires_at, o.code_salt, o.otp_cipher, o.key_id";
 
 /// What verification reads of an OTP; [`verify`] maps them.
 pub(crate) const VERIFY_COLUMNS: &str =
@@ -90,6 +96,27 @@ pub(crate) fn parsed<T>(
     parse: impl FnOnce(&str) -> Option<T>,
 ) -> Result<T, StoreError> {
     parse(value).ok_or_else(|| unreadable(column, value))
+}
+
+/// The record of [`RESEND_HEAD_COLUMNS`] with its code opened; `None` when
+/// `vault` cannot open it (a resend must not repeat a code it cannot read).
+pub(crate) fn resend_head(
+    r: &impl Columns,
+    vault: &CodeVault,
+) -> Result<Option<ResendHead>, StoreError> {
+    let code = StoredCode {
+        salt: r.opt_bytes(4)?,
+        cipher: r.opt_bytes(5)?,
+        key_id: r.opt_text(6)?,
+    };
+    let Some(code) = code.open(vault, r.int(1)?, &r.text(2)?) else {
+        return Ok(None);
+    };
+    Ok(Some(ResendHead {
+        id: r.int(0)?,
+        code,
+        expires_at: r.int(3)?,
+    }))
 }
 
 /// The OTP whose [`OTP_COLUMNS`] start at column `at`, its code not yet

@@ -42,7 +42,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::migrate::{self, Migration};
 use crate::model::{VerifyStep, first_refusal, verify_event};
 use crate::rows::{
-    ACCOUNT_COLUMNS, KEY_COLUMNS, LEDGER_COLUMNS, OTP_COLUMNS, OtpRow, VERIFY_COLUMNS,
+    ACCOUNT_COLUMNS, KEY_COLUMNS, LEDGER_COLUMNS, OTP_COLUMNS, OtpRow, RESEND_HEAD_COLUMNS,
+    VERIFY_COLUMNS,
 };
 use crate::webhooks::WebhookEvent;
 use crate::*;
@@ -739,7 +740,7 @@ fn account_by_id(conn: &Connection, id: AccountId) -> Result<Option<Account>, St
 /// code runs this).
 static RESEND_HEAD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "SELECT {OTP_COLUMNS} FROM otps o WHERE o.id = (\
+        "SELECT {RESEND_HEAD_COLUMNS} FROM otps o WHERE o.id = (\
          SELECT COALESCE(n.resend_of, n.id) FROM otps n WHERE n.account_id = ?1 \
          AND n.e164 = ?2 AND n.api_key_id = ?3 AND n.otp_options = 'generated' \
          AND n.verified_at IS NULL AND n.otp_hash IS NOT NULL AND n.expires_at > ?4 \
@@ -1142,11 +1143,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn resend_head(&self, q: ResendQuery) -> Result<Option<OtpRecord>, StoreError> {
+    async fn resend_head(&self, q: ResendQuery) -> Result<Option<ResendHead>, StoreError> {
         let vault = self.vault.clone();
         self.read_now(move |c| {
-            let head = c
-                .prepare_cached(&RESEND_HEAD)
+            c.prepare_cached(&RESEND_HEAD)
                 .and_then(|mut s| {
                     s.query_row(
                         params![
@@ -1157,14 +1157,12 @@ impl Store for SqliteStore {
                             q.max_attempts,
                             q.created_after
                         ],
-                        rows::otp,
+                        |r| rows::lift(crate::rows::resend_head(r, &vault)),
                     )
                     .optional()
                 })
-                .map_err(map_err)?;
-            Ok(reveal(&vault, head.into_iter().collect())
-                .pop()
-                .filter(OtpRecord::code_is_known))
+                .map(Option::flatten)
+                .map_err(map_err)
         })
         .await
     }

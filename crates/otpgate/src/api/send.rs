@@ -261,18 +261,13 @@ async fn resend_plan(
         })
         .await?;
     // The store gives only a head whose code it could read back.
-    Ok(head.and_then(|head| {
-        let RecordCode::Plain(code) = head.code else {
-            return None;
-        };
-        Some(Plan {
-            resend_of: Some(ResendOf {
-                id: head.id,
-                max_attempts: verify.max_attempts,
-            }),
-            expires_at: head.expires_at,
-            code,
-        })
+    Ok(head.map(|head| Plan {
+        resend_of: Some(ResendOf {
+            id: head.id,
+            max_attempts: verify.max_attempts,
+        }),
+        expires_at: head.expires_at,
+        code: head.code,
     }))
 }
 
