@@ -18,46 +18,65 @@ pub(super) fn finish_all(
 ) -> Result<Vec<Change>, StoreError> {
     let mut changes = Vec::new();
     for r in results {
-        let otp = otp_state(tx, r.otp_id)?;
+        let (otp, hooked) = match otp_state(tx, r.otp_id)? {
+            Some((otp, hooked)) => (Some(otp), hooked),
+            None => (None, false),
+        };
         let (finish, _) = jobs::finish(otp.as_ref(), r);
-        write(tx, &finish)?;
+        write(tx, &finish, hooked)?;
         changes.extend(conversions::from_finish(&finish));
     }
     Ok(changes)
 }
 
-fn otp_state(tx: &Transaction<'_>, otp_id: i64) -> Result<Option<OtpState>, StoreError> {
-    tx.prepare_cached(sql_once!(
-        "SELECT {OTP_STATE_COLUMNS} FROM otps WHERE id = ?1"
-    ))
-    .and_then(|mut s| {
-        s.query_row([otp_id], |r| rows::lift(OtpState::from_row(r)))
-            .optional()
-    })
-    .map_err(map_err)
-}
+/// Whether the account of the OTP read `FROM otps o` has a webhook: only
+/// then is a webhook event written ([`webhooks::enqueue`] writes nothing
+/// otherwise), so without one the insert is not run at all.
+const HOOKED: &str = "EXISTS (SELECT 1 FROM webhooks w WHERE w.account_id = o.account_id)";
 
-/// What applying a receipt reads of an OTP (`None`: gone), and how many of
-/// its parts are not delivered yet.
-pub(super) fn otp_state_and_pending(
-    tx: &Transaction<'_>,
-    otp_id: i64,
-) -> Result<Option<(OtpState, i64)>, StoreError> {
+/// What finishing a job reads of an OTP (`None`: gone), and whether its
+/// account has a webhook.
+fn otp_state(tx: &Transaction<'_>, otp_id: i64) -> Result<Option<(OtpState, bool)>, StoreError> {
     tx.prepare_cached(sql_once!(
-        "SELECT {OTP_STATE_COLUMNS}, (SELECT COUNT(*) FROM provider_messages p \
-         WHERE p.otp_id = o.id AND (p.state IS NULL OR p.state <> 'delivered')) \
-         FROM otps o WHERE o.id = ?1"
+        "SELECT {OTP_STATE_COLUMNS}, {HOOKED} FROM otps o WHERE o.id = ?1"
     ))
     .and_then(|mut s| {
         s.query_row([otp_id], |r| {
-            rows::lift(OtpState::from_row(r).and_then(|o| Ok((o, r.int(jobs::OTP_STATE_WIDTH)?))))
+            rows::lift(
+                OtpState::from_row(r).and_then(|o| Ok((o, r.int(jobs::OTP_STATE_WIDTH)? != 0))),
+            )
         })
         .optional()
     })
     .map_err(map_err)
 }
 
-fn write(tx: &Transaction<'_>, f: &Finish) -> Result<(), StoreError> {
+/// What applying a receipt reads of an OTP (`None`: gone): its state, how
+/// many of its parts are not delivered yet, and whether its account has a
+/// webhook.
+pub(super) fn otp_state_and_pending(
+    tx: &Transaction<'_>,
+    otp_id: i64,
+) -> Result<Option<(OtpState, i64, bool)>, StoreError> {
+    tx.prepare_cached(sql_once!(
+        "SELECT {OTP_STATE_COLUMNS}, (SELECT COUNT(*) FROM provider_messages p \
+         WHERE p.otp_id = o.id AND (p.state IS NULL OR p.state <> 'delivered')), {HOOKED} \
+         FROM otps o WHERE o.id = ?1"
+    ))
+    .and_then(|mut s| {
+        s.query_row([otp_id], |r| {
+            rows::lift(OtpState::from_row(r).and_then(|o| {
+                let at = jobs::OTP_STATE_WIDTH;
+                Ok((o, r.int(at)?, r.int(at + 1)? != 0))
+            }))
+        })
+        .optional()
+    })
+    .map_err(map_err)
+}
+
+/// Writes what finishing one job decided; `hooked`: its account has a webhook.
+fn write(tx: &Transaction<'_>, f: &Finish, hooked: bool) -> Result<(), StoreError> {
     tx.prepare_cached(
         "UPDATE delivery_jobs SET state = COALESCE(?2, state), last_error = ?3, \
          next_attempt_at = COALESCE(?4, next_attempt_at), updated_at = ?5 WHERE id = ?1",
@@ -122,7 +141,7 @@ fn write(tx: &Transaction<'_>, f: &Finish) -> Result<(), StoreError> {
         Some(&f.detail),
         None,
     )?;
-    if let Some(hook) = f.webhook {
+    if let Some(hook) = f.webhook.filter(|_| hooked) {
         webhooks::enqueue(tx, f.otp_id, hook, f.at)?;
     }
     if let Some(refund) = &f.refund {
