@@ -34,21 +34,31 @@ pub(super) fn finish_all(
 /// otherwise), so without one the insert is not run at all.
 const HOOKED: &str = "EXISTS (SELECT 1 FROM webhooks w WHERE w.account_id = o.account_id)";
 
+fn otp_state_sql() -> &'static str {
+    sql_once!("SELECT {OTP_STATE_COLUMNS}, {HOOKED} FROM otps o WHERE o.id = ?1")
+}
+
+fn otp_state_and_pending_sql() -> &'static str {
+    sql_once!(
+        "SELECT {OTP_STATE_COLUMNS}, (SELECT COUNT(*) FROM provider_messages p \
+         WHERE p.otp_id = o.id AND (p.state IS NULL OR p.state <> 'delivered')), {HOOKED} \
+         FROM otps o WHERE o.id = ?1"
+    )
+}
+
 /// What finishing a job reads of an OTP (`None`: gone), and whether its
 /// account has a webhook.
 fn otp_state(tx: &Transaction<'_>, otp_id: i64) -> Result<Option<(OtpState, bool)>, StoreError> {
-    tx.prepare_cached(sql_once!(
-        "SELECT {OTP_STATE_COLUMNS}, {HOOKED} FROM otps o WHERE o.id = ?1"
-    ))
-    .and_then(|mut s| {
-        s.query_row([otp_id], |r| {
-            rows::lift(
-                OtpState::from_row(r).and_then(|o| Ok((o, r.int(jobs::OTP_STATE_WIDTH)? != 0))),
-            )
+    tx.prepare_cached(otp_state_sql())
+        .and_then(|mut s| {
+            s.query_row([otp_id], |r| {
+                rows::lift(
+                    OtpState::from_row(r).and_then(|o| Ok((o, r.int(jobs::OTP_STATE_WIDTH)? != 0))),
+                )
+            })
+            .optional()
         })
-        .optional()
-    })
-    .map_err(map_err)
+        .map_err(map_err)
 }
 
 /// What applying a receipt reads of an OTP (`None`: gone): its state, how
@@ -58,21 +68,17 @@ pub(super) fn otp_state_and_pending(
     tx: &Transaction<'_>,
     otp_id: i64,
 ) -> Result<Option<(OtpState, i64, bool)>, StoreError> {
-    tx.prepare_cached(sql_once!(
-        "SELECT {OTP_STATE_COLUMNS}, (SELECT COUNT(*) FROM provider_messages p \
-         WHERE p.otp_id = o.id AND (p.state IS NULL OR p.state <> 'delivered')), {HOOKED} \
-         FROM otps o WHERE o.id = ?1"
-    ))
-    .and_then(|mut s| {
-        s.query_row([otp_id], |r| {
-            rows::lift(OtpState::from_row(r).and_then(|o| {
-                let at = jobs::OTP_STATE_WIDTH;
-                Ok((o, r.int(at)?, r.int(at + 1)? != 0))
-            }))
+    tx.prepare_cached(otp_state_and_pending_sql())
+        .and_then(|mut s| {
+            s.query_row([otp_id], |r| {
+                rows::lift(OtpState::from_row(r).and_then(|o| {
+                    let at = jobs::OTP_STATE_WIDTH;
+                    Ok((o, r.int(at)?, r.int(at + 1)? != 0))
+                }))
+            })
+            .optional()
         })
-        .optional()
-    })
-    .map_err(map_err)
+        .map_err(map_err)
 }
 
 /// Writes what finishing one job decided; `hooked`: its account has a webhook.
@@ -180,4 +186,47 @@ pub(super) fn refund(
     .and_then(|mut s| s.execute(params![r.account_id, r.sms, r.phone, r.otp_id, r.note, at]))
     .map_err(map_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreOptions;
+    use crate::sqlite::{SqliteStore, collect};
+
+    /// The reads of a finished job and of a receipt, the webhook check
+    /// included, search by key and never scan a table.
+    #[tokio::test]
+    async fn the_state_reads_of_a_finish_and_a_receipt_are_searches_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(path.to_str().unwrap(), &StoreOptions::default())
+            .await
+            .unwrap();
+        for sql in [otp_state_sql(), otp_state_and_pending_sql()] {
+            let plan: Vec<String> = store
+                .read(move |c| {
+                    let mut s = c
+                        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                        .map_err(map_err)?;
+                    collect(
+                        s.query_map([1], |r| r.get::<_, String>(3))
+                            .map_err(map_err)?,
+                    )
+                })
+                .await
+                .unwrap();
+            assert!(plan.iter().all(|l| !l.starts_with("SCAN")), "{plan:#?}");
+            assert!(
+                plan.iter()
+                    .any(|l| l.starts_with("SEARCH w USING INTEGER PRIMARY KEY")),
+                "{plan:#?}"
+            );
+            assert!(
+                plan.iter()
+                    .any(|l| l.starts_with("SEARCH o USING INTEGER PRIMARY KEY")),
+                "{plan:#?}"
+            );
+        }
+    }
 }
