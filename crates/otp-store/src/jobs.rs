@@ -37,6 +37,13 @@ use crate::{AccountId, JobOutcome, JobResult, Micros, OtpStatus, StoreError};
 /// The columns of [`OtpState`], read `FROM otps`.
 pub(crate) const OTP_STATE_COLUMNS: &str =
     "id, account_id, status, refunded, channel, credits_used, fallback_state, fallback_credits";
+/// Whether the account of the OTP read `FROM otps o` has a webhook, as a
+/// column. A webhook event is only written for an account that has one, so
+/// finishing a job or applying a receipt reads this with the OTP's state and
+/// runs no webhook insert without one.
+pub(crate) const ACCOUNT_HAS_WEBHOOK: &str =
+    "EXISTS (SELECT 1 FROM webhooks w WHERE w.account_id = o.account_id)";
+
 /// How many columns [`OTP_STATE_COLUMNS`] is: a column selected after them is at this index.
 pub(crate) const OTP_STATE_WIDTH: usize = 8;
 

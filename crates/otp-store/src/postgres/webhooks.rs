@@ -80,15 +80,20 @@ pub(super) async fn enqueue_low_balance(
 }
 
 /// [`enqueue`] for a batch of delivery job outcomes (`sent`, `retry`,
-/// `failed`), in one statement.
+/// `failed`) of the OTPs in `hooked` (their account has a webhook), in one
+/// statement; none when no outcome has a webhook to call.
 pub(super) async fn enqueue_jobs(
     tx: &Transaction<'_>,
     otp_ids: &[i64],
     kinds: &[&str],
     ats: &[i64],
+    hooked: &std::collections::HashSet<i64>,
 ) -> Result<(), StoreError> {
     let (mut ids, mut events, mut times) = (Vec::new(), Vec::new(), Vec::new());
     for ((id, kind), at) in otp_ids.iter().zip(kinds).zip(ats) {
+        if !hooked.contains(id) {
+            continue;
+        }
         if let Some(e) = WebhookEvent::for_job(kind) {
             ids.push(*id);
             events.push(e.as_str());

@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{event, map_err, rows, webhooks};
 use crate::conversions::{self, Change};
-use crate::jobs::{self, Finish, OTP_STATE_COLUMNS, OtpState, Refund};
+use crate::jobs::{self, ACCOUNT_HAS_WEBHOOK, Finish, OTP_STATE_COLUMNS, OtpState, Refund};
 use crate::rows::Columns;
 use crate::{JobResult, OtpStatus, StoreError};
 
@@ -29,19 +29,14 @@ pub(super) fn finish_all(
     Ok(changes)
 }
 
-/// Whether the account of the OTP read `FROM otps o` has a webhook: only
-/// then is a webhook event written ([`webhooks::enqueue`] writes nothing
-/// otherwise), so without one the insert is not run at all.
-const HOOKED: &str = "EXISTS (SELECT 1 FROM webhooks w WHERE w.account_id = o.account_id)";
-
 fn otp_state_sql() -> &'static str {
-    sql_once!("SELECT {OTP_STATE_COLUMNS}, {HOOKED} FROM otps o WHERE o.id = ?1")
+    sql_once!("SELECT {OTP_STATE_COLUMNS}, {ACCOUNT_HAS_WEBHOOK} FROM otps o WHERE o.id = ?1")
 }
 
 fn otp_state_and_pending_sql() -> &'static str {
     sql_once!(
         "SELECT {OTP_STATE_COLUMNS}, (SELECT COUNT(*) FROM provider_messages p \
-         WHERE p.otp_id = o.id AND (p.state IS NULL OR p.state <> 'delivered')), {HOOKED} \
+         WHERE p.otp_id = o.id AND (p.state IS NULL OR p.state <> 'delivered')), {ACCOUNT_HAS_WEBHOOK} \
          FROM otps o WHERE o.id = ?1"
     )
 }
