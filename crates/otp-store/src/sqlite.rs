@@ -1577,6 +1577,32 @@ fn list_otps_in(c: &Connection, q: &ListQuery) -> Result<(u64, Vec<OtpRow>), Sto
     Ok((count.max(0) as u64, items))
 }
 
+/// The plan SQLite makes of `sql` with `args`, one line a step
+/// (`EXPLAIN QUERY PLAN`), read on a new store in a temporary folder.
+#[cfg(test)]
+pub(crate) async fn query_plan(
+    sql: &'static str,
+    args: Vec<rusqlite::types::Value>,
+) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let store = SqliteStore::open(path.to_str().unwrap(), &StoreOptions::default())
+        .await
+        .unwrap();
+    store
+        .read(move |c| {
+            let mut s = c
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .map_err(map_err)?;
+            collect(
+                s.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+                    .map_err(map_err)?,
+            )
+        })
+        .await
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,42 +186,18 @@ pub(super) fn refund(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::StoreOptions;
-    use crate::sqlite::{SqliteStore, collect};
 
     /// The reads of a finished job and of a receipt, the webhook check
     /// included, search by key and never scan a table.
     #[tokio::test]
     async fn the_state_reads_of_a_finish_and_a_receipt_are_searches_by_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let store = SqliteStore::open(path.to_str().unwrap(), &StoreOptions::default())
-            .await
-            .unwrap();
         for sql in [otp_state_sql(), otp_state_and_pending_sql()] {
-            let plan: Vec<String> = store
-                .read(move |c| {
-                    let mut s = c
-                        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                        .map_err(map_err)?;
-                    collect(
-                        s.query_map([1], |r| r.get::<_, String>(3))
-                            .map_err(map_err)?,
-                    )
-                })
-                .await
-                .unwrap();
+            let plan = crate::sqlite::query_plan(sql, vec![1.into()]).await;
             assert!(plan.iter().all(|l| !l.starts_with("SCAN")), "{plan:#?}");
-            assert!(
-                plan.iter()
-                    .any(|l| l.starts_with("SEARCH w USING INTEGER PRIMARY KEY")),
-                "{plan:#?}"
-            );
-            assert!(
-                plan.iter()
-                    .any(|l| l.starts_with("SEARCH o USING INTEGER PRIMARY KEY")),
-                "{plan:#?}"
-            );
+            for table in ["o", "w"] {
+                let key = format!("SEARCH {table} USING INTEGER PRIMARY KEY");
+                assert!(plan.iter().any(|l| l.starts_with(&key)), "{plan:#?}");
+            }
         }
     }
 }

@@ -293,34 +293,18 @@ mod tests {
     /// The lookup's plan, one line a step, from the SQLite this build links.
     #[tokio::test]
     async fn a_receipt_lookup_is_index_searches_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let store = SqliteStore::open(path.to_str().unwrap(), &StoreOptions::default())
-            .await
-            .unwrap();
-        let plan: Vec<String> = store
-            .read(|c| {
-                let mut s = c
-                    .prepare(&format!("EXPLAIN QUERY PLAN {CANDIDATES}"))
-                    .map_err(map_err)?;
-                let args: Vec<rusqlite::types::Value> = vec![
-                    "smsc".to_owned().into(),
-                    "1d0bb113".to_owned().into(),
-                    "1d0bb113".to_owned().into(),
-                    "487305491".to_owned().into(),
-                    rusqlite::types::Value::Null,
-                    "1d0bb113".to_owned().into(),
-                    true.into(),
-                    true.into(),
-                    MAX_CANDIDATES.into(),
-                ];
-                collect(
-                    s.query_map(params_from_iter(args), |r| r.get::<_, String>(3))
-                        .map_err(map_err)?,
-                )
-            })
-            .await
-            .unwrap();
+        let args: Vec<rusqlite::types::Value> = vec![
+            "smsc".to_owned().into(),
+            "1d0bb113".to_owned().into(),
+            "1d0bb113".to_owned().into(),
+            "487305491".to_owned().into(),
+            rusqlite::types::Value::Null,
+            "1d0bb113".to_owned().into(),
+            true.into(),
+            true.into(),
+            MAX_CANDIDATES.into(),
+        ];
+        let plan = crate::sqlite::query_plan(CANDIDATES, args).await;
         let searches: Vec<&String> = plan.iter().filter(|l| l.starts_with("SEARCH")).collect();
         assert_eq!(searches.len(), 4, "{plan:#?}");
         for step in &plan {
