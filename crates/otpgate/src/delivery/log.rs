@@ -26,7 +26,6 @@ use super::{DeliveryOutcome, Driver};
 
 type Line = (String, oneshot::Sender<Result<(), String>>);
 
-/// Appends deliveries to a JSON-lines file; shared by both channels.
 /// One line of the file: the fields in name order, as a JSON object's keys
 /// are written; the voice fields only on a voice OTP. Serialized directly,
 /// not through a `serde_json::Value` built first.
@@ -51,6 +50,7 @@ struct DeliveryLine<'a> {
     voice_input: Option<&'a str>,
 }
 
+/// Appends deliveries to a JSON-lines file; shared by both channels.
 #[derive(Clone)]
 pub struct LogDriver {
     lines: mpsc::Sender<Line>,
