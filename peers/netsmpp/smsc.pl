@@ -175,7 +175,8 @@ sub on_submit {
     }
     my $text = decode_text($pdu->{data_coding}, $bytes);
     my $message_id = sprintf('%010X', $next_id++);
-    $smpp->submit_sm_resp(seq => $pdu->{seq}, message_id => $message_id);
+    # Recorded before it is answered: killed between the two, the peer must
+    # not have told the gateway "accepted" for a message its record lacks.
     event('submit_sm',
         session             => $session,
         sequence_number     => $pdu->{seq},
@@ -189,6 +190,7 @@ sub on_submit {
         text                => $text,
         udh                 => $udh,
         sar                 => $sar);
+    $smpp->submit_sm_resp(seq => $pdu->{seq}, message_id => $message_id);
     if (my $c = $udh || $sar) {
         my $key = join "\0", ($udh ? 'udh' : 'sar'), $pdu->{source_addr}, $pdu->{destination_addr}, $c->{ref};
         my $whole = $parts{$key} ||= { total => $c->{total}, parts => {} };
