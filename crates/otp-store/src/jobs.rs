@@ -18,7 +18,8 @@
 //! - `Failed`: the job failed; an OTP still in flight is now failed, and its
 //!   credits go back to the account once ([`OtpState::refund`]).
 //!
-//! Each result records one history event and, when sent or failed, a webhook.
+//! Each result records one history event and, when sent or failed, a webhook
+//! when the OTP's account has one ([`OtpState::has_webhook`]).
 //!
 //! The job of an SMS whose fallback call was started carries the call
 //! ([`crate::fallback`]); its outcome leaves the OTP's status (the SMS's) as
@@ -34,18 +35,16 @@ use crate::rows::{Columns, id_columns, parsed};
 use crate::webhooks::WebhookEvent;
 use crate::{AccountId, JobOutcome, JobResult, Micros, OtpStatus, StoreError};
 
-/// The columns of [`OtpState`], read `FROM otps`.
-pub(crate) const OTP_STATE_COLUMNS: &str =
-    "id, account_id, status, refunded, channel, credits_used, fallback_state, fallback_credits";
-/// Whether the account of the OTP read `FROM otps o` has a webhook, as a
-/// column. A webhook event is only written for an account that has one, so
-/// finishing a job or applying a receipt reads this with the OTP's state and
-/// runs no webhook insert without one.
-pub(crate) const ACCOUNT_HAS_WEBHOOK: &str =
-    "EXISTS (SELECT 1 FROM webhooks w WHERE w.account_id = o.account_id)";
+/// The columns of [`OtpState`], read `FROM otps o`. The last one counts the
+/// webhooks of the OTP's account (its key, so 0 or 1): a webhook event is
+/// only written for an account that has one, so finishing a job or applying
+/// a receipt decides none without it and runs no webhook insert.
+pub(crate) const OTP_STATE_COLUMNS: &str = "o.id, o.account_id, o.status, o.refunded, o.channel, \
+     o.credits_used, o.fallback_state, o.fallback_credits, \
+     (SELECT COUNT(*) FROM webhooks w WHERE w.account_id = o.account_id)";
 
 /// How many columns [`OTP_STATE_COLUMNS`] is: a column selected after them is at this index.
-pub(crate) const OTP_STATE_WIDTH: usize = 8;
+pub(crate) const OTP_STATE_WIDTH: usize = 9;
 
 /// What finishing a job, or a receipt, needs to know of an OTP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +59,8 @@ pub(crate) struct OtpState {
     pub fallback: Option<FallbackState>,
     /// The phone credits reserved for the call.
     pub fallback_credits: i64,
+    /// Whether its account has a webhook: only then does a status move call one.
+    pub has_webhook: bool,
 }
 
 impl OtpState {
@@ -77,6 +78,7 @@ impl OtpState {
                 None => None,
             },
             fallback_credits: r.int(7)?,
+            has_webhook: r.int(8)? != 0,
         })
     }
 
@@ -236,7 +238,7 @@ pub(crate) fn finish(otp: Option<&OtpState>, result: &JobResult) -> (Finish, Opt
             f.refund = otp.and_then(|o| o.refund("never handed to a carrier".into()));
         }
     }
-    f.webhook = WebhookEvent::for_job(f.event);
+    f.webhook = WebhookEvent::for_job(f.event).filter(|_| otp.is_some_and(|o| o.has_webhook));
     let next = otp.map(|o| OtpState {
         status: f.status.unwrap_or(o.status),
         refunded: o.refunded || f.refund.is_some(),
@@ -313,6 +315,7 @@ mod tests {
             credits_used: 2,
             fallback: None,
             fallback_credits: 0,
+            has_webhook: true,
         }
     }
 
@@ -337,6 +340,16 @@ mod tests {
         assert_eq!(f.job_state, Some("failed"));
         assert_eq!(f.status, Some(OtpStatus::Failed));
         assert_eq!(f.webhook, Some(WebhookEvent::Failed));
+        let unhooked = OtpState {
+            has_webhook: false,
+            ..state(OtpStatus::Queued)
+        };
+        let (quiet, _) = finish(Some(&unhooked), &failed());
+        assert_eq!(
+            (quiet.webhook, quiet.status),
+            (None, Some(OtpStatus::Failed)),
+            "an account without a webhook gets no webhook event, and the rest stays"
+        );
         let refund = f.refund.expect("a refund");
         assert_eq!(
             (refund.account_id, refund.sms, refund.phone),
@@ -384,6 +397,7 @@ mod tests {
             .collect();
         assert_eq!(parts, [(1, 2, "smsc"), (2, 2, "smsc")]);
         assert_eq!(f.detail, "2 part(s) accepted by the carrier");
+        assert_eq!(f.webhook, Some(WebhookEvent::Sent));
         let (overtaken, _) = finish(Some(&state(OtpStatus::Delivered)), &sent);
         assert_eq!(overtaken.status, None, "a receipt that came first stays");
     }
@@ -407,6 +421,7 @@ mod tests {
         let (f, after) = finish(None, &failed());
         assert_eq!((f.job_state, f.event), (Some("failed"), "failed"));
         assert_eq!((f.status, f.refund, after), (None, None, None));
+        assert_eq!(f.webhook, None, "no account to call");
     }
 
     #[test]

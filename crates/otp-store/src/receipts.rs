@@ -196,8 +196,8 @@ pub(crate) struct ReceiptStep {
 /// as its state and how many of its parts (this one counted with the state
 /// it just took) are not delivered (`None`: gone, purged). A failure ends
 /// the message; a delivery ends it with its last part; either moves only an
-/// OTP still in flight, and only a move refunds and calls the webhook. Other
-/// receipts are history only.
+/// OTP still in flight, and only a move refunds and calls the webhook (of an
+/// account that has one). Other receipts are history only.
 pub(crate) fn receipt_step(
     rc: &Receipt,
     part: &RecordedPart,
@@ -222,7 +222,9 @@ pub(crate) fn receipt_step(
         refund: failed
             .zip(otp)
             .and_then(|(st, o)| o.refund(format!("carrier reported {}", st.as_str()))),
-        webhook: status.and_then(WebhookEvent::for_receipt),
+        webhook: status
+            .and_then(WebhookEvent::for_receipt)
+            .filter(|_| otp.is_some_and(|o| o.has_webhook)),
     }
 }
 
@@ -284,6 +286,7 @@ mod decision_tests {
             credits_used: 1,
             fallback: None,
             fallback_credits: 0,
+            has_webhook: true,
         }
     }
 
@@ -353,6 +356,16 @@ mod decision_tests {
         assert_eq!((first.delivered_at, last.delivered_at), (None, Some(900)));
         assert_eq!((last.refund, last.failure), (None, None));
         assert_eq!(last.webhook, Some(WebhookEvent::Delivered));
+        let unhooked = OtpState {
+            has_webhook: false,
+            ..otp(OtpStatus::Sent)
+        };
+        let quiet = receipt_step(&rc, &part("20", 2, 2, None), Some(&(unhooked, 0)));
+        assert_eq!(
+            (quiet.status, quiet.webhook),
+            (Some(OtpStatus::Delivered), None),
+            "an account without a webhook gets no webhook event"
+        );
     }
 
     #[test]

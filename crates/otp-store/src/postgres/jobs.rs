@@ -10,7 +10,7 @@ use deadpool_postgres::Transaction;
 
 use super::{Prepared, pg_err, webhooks};
 use crate::conversions::{self, Change};
-use crate::jobs::{self, ACCOUNT_HAS_WEBHOOK, Finish, OTP_STATE_COLUMNS, OtpState, Refund};
+use crate::jobs::{self, Finish, OTP_STATE_COLUMNS, OtpState, Refund};
 use crate::rows::Columns;
 use crate::{JobResult, Micros, OtpStatus, StoreError};
 
@@ -26,22 +26,16 @@ pub(super) async fn finish_all(
     let rows = tx
         .query_cached(
             sql_once!(
-                "SELECT {OTP_STATE_COLUMNS}, {ACCOUNT_HAS_WEBHOOK} FROM otps o \
+                "SELECT {OTP_STATE_COLUMNS} FROM otps o \
                  WHERE o.id = ANY($1) ORDER BY o.id FOR NO KEY UPDATE OF o"
             ),
             &[&ids],
         )
         .await
         .map_err(pg_err)?;
-    let mut hooked = std::collections::HashSet::new();
     let mut states = HashMap::with_capacity(rows.len());
     for r in &rows {
         let s = OtpState::from_row(r)?;
-        if r.try_get::<_, bool>(jobs::OTP_STATE_WIDTH)
-            .map_err(pg_err)?
-        {
-            hooked.insert(s.id);
-        }
         states.insert(s.id, s);
     }
     let mut plan = Vec::with_capacity(results.len());
@@ -52,22 +46,22 @@ pub(super) async fn finish_all(
         }
         plan.push(finish);
     }
-    write(tx, &plan, &hooked).await?;
+    write(tx, &plan).await?;
     Ok(plan.iter().filter_map(conversions::from_finish).collect())
 }
 
-/// What applying a receipt reads of an OTP (locked; `None`: gone), how many
-/// of its parts are not delivered yet, and whether its account has a webhook.
+/// What applying a receipt reads of an OTP (locked; `None`: gone) and how
+/// many of its parts are not delivered yet.
 pub(super) async fn otp_state_and_pending(
     tx: &Transaction<'_>,
     otp_id: i64,
-) -> Result<Option<(OtpState, i64, bool)>, StoreError> {
+) -> Result<Option<(OtpState, i64)>, StoreError> {
     let Some(row) = tx
         .query_opt_cached(
             sql_once!(
                 "SELECT {OTP_STATE_COLUMNS}, (SELECT COUNT(*) FROM provider_messages p \
-                 WHERE p.otp_id = o.id AND (p.state IS NULL OR p.state <> 'delivered')), \
-                 {ACCOUNT_HAS_WEBHOOK} FROM otps o WHERE o.id = $1 FOR NO KEY UPDATE OF o"
+                 WHERE p.otp_id = o.id AND (p.state IS NULL OR p.state <> 'delivered')) \
+                 FROM otps o WHERE o.id = $1 FOR NO KEY UPDATE OF o"
             ),
             &[&otp_id],
         )
@@ -79,7 +73,6 @@ pub(super) async fn otp_state_and_pending(
     Ok(Some((
         OtpState::from_row(&row)?,
         row.int(jobs::OTP_STATE_WIDTH)?,
-        row.try_get(jobs::OTP_STATE_WIDTH + 1).map_err(pg_err)?,
     )))
 }
 
@@ -90,13 +83,8 @@ pub(super) const FINISH_JOBS: &str = "UPDATE delivery_jobs j SET state = COALESC
      FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int8[], $5::int8[]) \
          AS u(id, state, err, next, at) WHERE j.id = u.id";
 
-/// Writes what finishing the batch decided; `hooked`: the OTPs whose
-/// account has a webhook.
-async fn write(
-    tx: &Transaction<'_>,
-    plan: &[Finish],
-    hooked: &std::collections::HashSet<i64>,
-) -> Result<(), StoreError> {
+/// Writes what finishing the batch decided.
+async fn write(tx: &Transaction<'_>, plan: &[Finish]) -> Result<(), StoreError> {
     let jobs: Vec<i64> = plan.iter().map(|f| f.job_id).collect();
     let otp_ids: Vec<i64> = plan.iter().map(|f| f.otp_id).collect();
     let ats: Vec<Micros> = plan.iter().map(|f| f.at).collect();
@@ -136,9 +124,7 @@ async fn write(
     )
     .await
     .map_err(pg_err)?;
-    // `enqueue_jobs` calls the webhook of each event that `jobs::finish`
-    // gave one (`WebhookEvent::for_job`), of the OTPs whose account has one.
-    webhooks::enqueue_jobs(tx, &otp_ids, &events, &ats, hooked).await?;
+    webhooks::enqueue_jobs(tx, plan).await?;
     let all: Vec<(i64, &jobs::Part)> = plan
         .iter()
         .flat_map(|f| f.parts.iter().map(move |p| (f.otp_id, p)))

@@ -56,10 +56,7 @@ pub(super) async fn apply(
     if took == 0 {
         return Ok(None);
     }
-    let (loaded, hooked) = match otp_state_and_pending(tx, part.otp_id).await? {
-        Some((otp, pending, hooked)) => (Some((otp, pending)), hooked),
-        None => (None, false),
-    };
+    let loaded = otp_state_and_pending(tx, part.otp_id).await?;
     let step = receipt_step(rc, part, loaded.as_ref());
     if let Some(status) = step.status {
         tx.execute_cached(
@@ -95,7 +92,7 @@ pub(super) async fn apply(
     if let Some(r) = step.refund.clone() {
         refunds.push((r, rc.at));
     }
-    if let Some(hook) = step.webhook.filter(|_| hooked) {
+    if let Some(hook) = step.webhook {
         webhooks::enqueue(tx, step.otp_id, hook, rc.at).await?;
     }
     changes.extend(conversions::from_receipt(&step, rc));

@@ -79,25 +79,19 @@ pub(super) async fn enqueue_low_balance(
     Ok(())
 }
 
-/// [`enqueue`] for a batch of delivery job outcomes (`sent`, `retry`,
-/// `failed`) of the OTPs in `hooked` (their account has a webhook), in one
-/// statement; none when no outcome has a webhook to call.
+/// [`enqueue`] for the webhooks a batch of finished jobs decided
+/// ([`crate::jobs::finish`] gives one only to an account that has a webhook),
+/// in one statement; none when no job has one.
 pub(super) async fn enqueue_jobs(
     tx: &Transaction<'_>,
-    otp_ids: &[i64],
-    kinds: &[&str],
-    ats: &[i64],
-    hooked: &std::collections::HashSet<i64>,
+    plan: &[crate::jobs::Finish],
 ) -> Result<(), StoreError> {
     let (mut ids, mut events, mut times) = (Vec::new(), Vec::new(), Vec::new());
-    for ((id, kind), at) in otp_ids.iter().zip(kinds).zip(ats) {
-        if !hooked.contains(id) {
-            continue;
-        }
-        if let Some(e) = WebhookEvent::for_job(kind) {
-            ids.push(*id);
+    for f in plan {
+        if let Some(e) = f.webhook {
+            ids.push(f.otp_id);
             events.push(e.as_str());
-            times.push(*at);
+            times.push(f.at);
         }
     }
     if ids.is_empty() {

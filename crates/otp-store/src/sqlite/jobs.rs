@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{event, map_err, rows, webhooks};
 use crate::conversions::{self, Change};
-use crate::jobs::{self, ACCOUNT_HAS_WEBHOOK, Finish, OTP_STATE_COLUMNS, OtpState, Refund};
+use crate::jobs::{self, Finish, OTP_STATE_COLUMNS, OtpState, Refund};
 use crate::rows::Columns;
 use crate::{JobResult, OtpStatus, StoreError};
 
@@ -18,37 +18,47 @@ pub(super) fn finish_all(
 ) -> Result<Vec<Change>, StoreError> {
     let mut changes = Vec::new();
     for r in results {
-        let (otp, hooked) = match otp_state(tx, r.otp_id)? {
-            Some((otp, hooked)) => (Some(otp), hooked),
-            None => (None, false),
-        };
+        let otp = otp_state(tx, r.otp_id)?;
         let (finish, _) = jobs::finish(otp.as_ref(), r);
-        write(tx, &finish, hooked)?;
+        write(tx, &finish)?;
         changes.extend(conversions::from_finish(&finish));
     }
     Ok(changes)
 }
 
 fn otp_state_sql() -> &'static str {
-    sql_once!("SELECT {OTP_STATE_COLUMNS}, {ACCOUNT_HAS_WEBHOOK} FROM otps o WHERE o.id = ?1")
+    sql_once!("SELECT {OTP_STATE_COLUMNS} FROM otps o WHERE o.id = ?1")
 }
 
 fn otp_state_and_pending_sql() -> &'static str {
     sql_once!(
         "SELECT {OTP_STATE_COLUMNS}, (SELECT COUNT(*) FROM provider_messages p \
-         WHERE p.otp_id = o.id AND (p.state IS NULL OR p.state <> 'delivered')), {ACCOUNT_HAS_WEBHOOK} \
+         WHERE p.otp_id = o.id AND (p.state IS NULL OR p.state <> 'delivered')) \
          FROM otps o WHERE o.id = ?1"
     )
 }
 
-/// What finishing a job reads of an OTP (`None`: gone), and whether its
-/// account has a webhook.
-fn otp_state(tx: &Transaction<'_>, otp_id: i64) -> Result<Option<(OtpState, bool)>, StoreError> {
+/// What finishing a job reads of an OTP (`None`: gone).
+fn otp_state(tx: &Transaction<'_>, otp_id: i64) -> Result<Option<OtpState>, StoreError> {
     tx.prepare_cached(otp_state_sql())
+        .and_then(|mut s| {
+            s.query_row([otp_id], |r| rows::lift(OtpState::from_row(r)))
+                .optional()
+        })
+        .map_err(map_err)
+}
+
+/// What applying a receipt reads of an OTP (`None`: gone): its state and
+/// how many of its parts are not delivered yet.
+pub(super) fn otp_state_and_pending(
+    tx: &Transaction<'_>,
+    otp_id: i64,
+) -> Result<Option<(OtpState, i64)>, StoreError> {
+    tx.prepare_cached(otp_state_and_pending_sql())
         .and_then(|mut s| {
             s.query_row([otp_id], |r| {
                 rows::lift(
-                    OtpState::from_row(r).and_then(|o| Ok((o, r.int(jobs::OTP_STATE_WIDTH)? != 0))),
+                    OtpState::from_row(r).and_then(|o| Ok((o, r.int(jobs::OTP_STATE_WIDTH)?))),
                 )
             })
             .optional()
@@ -56,28 +66,8 @@ fn otp_state(tx: &Transaction<'_>, otp_id: i64) -> Result<Option<(OtpState, bool
         .map_err(map_err)
 }
 
-/// What applying a receipt reads of an OTP (`None`: gone): its state, how
-/// many of its parts are not delivered yet, and whether its account has a
-/// webhook.
-pub(super) fn otp_state_and_pending(
-    tx: &Transaction<'_>,
-    otp_id: i64,
-) -> Result<Option<(OtpState, i64, bool)>, StoreError> {
-    tx.prepare_cached(otp_state_and_pending_sql())
-        .and_then(|mut s| {
-            s.query_row([otp_id], |r| {
-                rows::lift(OtpState::from_row(r).and_then(|o| {
-                    let at = jobs::OTP_STATE_WIDTH;
-                    Ok((o, r.int(at)?, r.int(at + 1)? != 0))
-                }))
-            })
-            .optional()
-        })
-        .map_err(map_err)
-}
-
-/// Writes what finishing one job decided; `hooked`: its account has a webhook.
-fn write(tx: &Transaction<'_>, f: &Finish, hooked: bool) -> Result<(), StoreError> {
+/// Writes what finishing one job decided.
+fn write(tx: &Transaction<'_>, f: &Finish) -> Result<(), StoreError> {
     tx.prepare_cached(
         "UPDATE delivery_jobs SET state = COALESCE(?2, state), last_error = ?3, \
          next_attempt_at = COALESCE(?4, next_attempt_at), updated_at = ?5 WHERE id = ?1",
@@ -142,7 +132,7 @@ fn write(tx: &Transaction<'_>, f: &Finish, hooked: bool) -> Result<(), StoreErro
         Some(&f.detail),
         None,
     )?;
-    if let Some(hook) = f.webhook.filter(|_| hooked) {
+    if let Some(hook) = f.webhook {
         webhooks::enqueue(tx, f.otp_id, hook, f.at)?;
     }
     if let Some(refund) = &f.refund {

@@ -57,10 +57,7 @@ pub(super) fn apply(
     if took == 0 {
         return Ok(None);
     }
-    let (loaded, hooked) = match otp_state_and_pending(tx, part.otp_id)? {
-        Some((otp, pending, hooked)) => (Some((otp, pending)), hooked),
-        None => (None, false),
-    };
+    let loaded = otp_state_and_pending(tx, part.otp_id)?;
     let step = receipt_step(rc, part, loaded.as_ref());
     if let Some(status) = step.status {
         tx.prepare_cached(
@@ -94,7 +91,7 @@ pub(super) fn apply(
     if let Some(r) = &step.refund {
         refund(tx, r, rc.at)?;
     }
-    if let Some(hook) = step.webhook.filter(|_| hooked) {
+    if let Some(hook) = step.webhook {
         webhooks::enqueue(tx, step.otp_id, hook, rc.at)?;
     }
     changes.extend(conversions::from_receipt(&step, rc));
