@@ -64,8 +64,8 @@ use crate::model::ChainHead;
 use crate::rules::TemplateRules;
 use crate::webhooks::{LowBalance, LowBalanceThresholds};
 use crate::{
-    AcceptError, Accepted, AccountId, IDEMPOTENCY_TTL, IdempotencyKey, LimitKind, Micros, NewOtp,
-    SendLimits, StoreError,
+    AcceptError, Accepted, AccountId, IDEMPOTENCY_TTL, IdempotencyKey, LeasedJob, LimitKind,
+    Micros, NewOtp, SendLimits, StoreError,
 };
 
 /// An account's balance as the batch goes along.
@@ -579,22 +579,32 @@ impl Plan {
     }
 
     /// The answer to each send of the batch, given the ids the inserts got
-    /// (one per insert, in [`Plan::inserts`] order).
-    pub fn results(self, ids: &[i64]) -> Result<Vec<Result<Accepted, AcceptError>>, StoreError> {
-        if ids.len() != self.inserts().count() {
+    /// and their delivery jobs when leased (one per insert, in
+    /// [`Plan::inserts`] order). A replay of a send of the same batch gets no
+    /// job: only the send that wrote it hands it over.
+    pub fn results(
+        self,
+        ids: &[i64],
+        leased: &[Option<i64>],
+    ) -> Result<Vec<Result<Accepted, AcceptError>>, StoreError> {
+        if ids.len() != self.inserts().count() || leased.len() != ids.len() {
             return Err(StoreError::Internal(
                 "the inserted sends do not match the plan".into(),
             ));
         }
         let accepted: Vec<Accepted> = self
             .inserts()
-            .zip(ids)
-            .map(|((_, insert), id)| Accepted {
+            .zip(ids.iter().zip(leased))
+            .map(|((_, insert), (id, job))| Accepted {
                 id: *id,
                 account_seq: insert.taken.account_seq,
                 sms_credits: insert.taken.sms_left,
                 phone_credits: insert.taken.phone_left,
                 fallback: insert.fallback,
+                leased_job: job.map(|job_id| LeasedJob {
+                    job_id,
+                    otp_id: *id,
+                }),
             })
             .collect();
         let mut inserted = accepted.iter().cloned();
@@ -605,7 +615,10 @@ impl Plan {
                 Decision::Refuse(e) => Some(Err(e)),
                 Decision::Replay(Replay::Stored(a)) => Some(Err(AcceptError::Replayed(a))),
                 Decision::Replay(Replay::Earlier(n)) => {
-                    Some(Err(AcceptError::Replayed(accepted[n].clone())))
+                    Some(Err(AcceptError::Replayed(Accepted {
+                        leased_job: None,
+                        ..accepted[n].clone()
+                    })))
                 }
                 Decision::Insert(_) => inserted.next().map(Ok),
             })
@@ -1124,6 +1137,7 @@ mod tests {
             sms_credits: 9,
             phone_credits: 0,
             fallback: None,
+            leased_job: None,
         }
     }
 
@@ -1164,10 +1178,24 @@ mod tests {
             ]
         );
         assert_eq!(plan.accounts[0].1.sms, 9, "one debit");
-        let results = plan.results(&[42]).unwrap();
-        assert_eq!(results[0].as_ref().unwrap().id, 42);
+        let results = plan.results(&[42], &[Some(7)]).unwrap();
+        let first = results[0].as_ref().unwrap();
+        assert_eq!(first.id, 42);
+        assert_eq!(
+            first.leased_job,
+            Some(LeasedJob {
+                job_id: 7,
+                otp_id: 42
+            })
+        );
         match &results[1] {
-            Err(AcceptError::Replayed(a)) => assert_eq!((a.id, a.sms_credits), (42, 9)),
+            Err(AcceptError::Replayed(a)) => {
+                assert_eq!((a.id, a.sms_credits), (42, 9));
+                assert_eq!(
+                    a.leased_job, None,
+                    "only the send that wrote it hands its job over"
+                );
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(results[2], Err(AcceptError::IdempotencyKeyReused)));
@@ -1470,7 +1498,7 @@ mod tests {
         assert_eq!(plan.inserts().count(), 0);
         assert!(plan.accounts.is_empty() && plan.key_rates.is_empty());
         assert!(matches!(
-            plan.results(&[]).unwrap()[..],
+            plan.results(&[], &[]).unwrap()[..],
             [Err(AcceptError::InsufficientCredits { .. })]
         ));
     }
@@ -1478,6 +1506,9 @@ mod tests {
     #[test]
     fn results_refuse_ids_that_do_not_match_the_inserts() {
         let plan = decide(account(5), [(&send(1, 1, 0), None)], &SendLimits::default());
-        assert!(matches!(plan.results(&[]), Err(StoreError::Internal(_))));
+        assert!(matches!(
+            plan.results(&[], &[]),
+            Err(StoreError::Internal(_))
+        ));
     }
 }

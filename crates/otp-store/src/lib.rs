@@ -317,6 +317,16 @@ pub trait Store:
         &self,
         otp: NewOtp,
         key: Option<IdempotencyKey>,
+    ) -> Result<Accepted, AcceptError> {
+        self.accept_leased(otp, key, None).await
+    }
+    /// [`Store::accept_once`], its delivery job leased as it is written when
+    /// `lease` is given ([`JobLease`]; [`Accepted::leased_job`] names it).
+    async fn accept_leased(
+        &self,
+        otp: NewOtp,
+        key: Option<IdempotencyKey>,
+        lease: Option<JobLease>,
     ) -> Result<Accepted, AcceptError>;
     /// One page of an account's OTPs, newest first.
     async fn list_otps(&self, query: &ListQuery) -> Result<OtpPage, StoreError>;
@@ -335,6 +345,12 @@ pub trait Store:
 
     /// Claims up to `limit` due jobs of a channel for `node` until `lease_until`.
     async fn claim_jobs(&self, claim: Claim) -> Result<Vec<ClaimedJob>, StoreError>;
+    /// The jobs leased to this node as their sends were written
+    /// ([`JobLease`]), read with their OTPs as [`Store::claim_jobs`] gives
+    /// them; a read, nothing is claimed. A job whose code cannot be read back
+    /// is finished failed here, as a claim does; one whose OTP is gone is left
+    /// out.
+    async fn leased_jobs(&self, jobs: Vec<LeasedJob>) -> Result<Vec<ClaimedJob>, StoreError>;
     /// Records what happened to claimed jobs.
     async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError>;
     /// Applies delivery receipts; for each, the OTP it matched (None: no such
@@ -507,6 +523,8 @@ pub(crate) struct SealedOtp {
     /// The rendered message with the code masked.
     pub masked_message: String,
     pub idempotency: Option<IdempotencyKey>,
+    /// Its delivery job's lease, when it is handed over as it is written.
+    pub lease: Option<JobLease>,
 }
 
 impl SealedOtp {
@@ -522,6 +540,7 @@ impl SealedOtp {
             code,
             masked_message,
             idempotency: None,
+            lease: None,
         }
     }
 }

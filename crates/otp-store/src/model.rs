@@ -423,6 +423,9 @@ pub struct Accepted {
     /// The fallback call the send wrote (its own or its account's default).
     /// `None` in what an idempotency key kept: a replay reads it from the OTP.
     pub fallback: Option<crate::fallback::NewFallback>,
+    /// The send's delivery job, when it was leased as it was written
+    /// ([`JobLease`]); `None` otherwise, and in a replay.
+    pub leased_job: Option<LeasedJob>,
 }
 
 /// Where an OTP is in its life.
@@ -925,6 +928,25 @@ pub struct Claim {
     pub limit: usize,
     pub now: Micros,
     pub lease_until: Micros,
+}
+
+/// A send's delivery job claimed as the send is written: in the accepting
+/// transaction the job gets what a claim would give it (this node's lease
+/// until `until`, its first attempt), so the node that accepted the send
+/// starts it without claiming it ([`crate::Store::leased_jobs`]). Should that
+/// node never get to it, the lease runs out and any node claims it then, as a
+/// claimed job whose node died.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobLease {
+    pub node: String,
+    pub until: Micros,
+}
+
+/// A delivery job leased when its send was written ([`JobLease`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeasedJob {
+    pub job_id: i64,
+    pub otp_id: i64,
 }
 
 /// A job claimed for delivery, with the OTP it carries.

@@ -372,6 +372,43 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
 }
 
 /// A row with its code decrypted and its status as shown at `now`.
+impl PgStore {
+    /// Claimed or leased jobs from rows of their id, their attempts and their
+    /// OTP's columns, with their accounts' senders read on `c`; those whose
+    /// code cannot be read back are finished failed.
+    async fn open_jobs(
+        &self,
+        c: deadpool_postgres::Object,
+        rows: Vec<Row>,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let now = now_micros();
+        let otps = rows
+            .iter()
+            .map(|r| revealed(&self.vault, r, 2, now))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut accounts: Vec<AccountId> = otps.iter().map(|o| o.account_id).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        let senders = rules::senders_of(&c, &accounts).await?;
+        drop(c);
+        let jobs = rows
+            .iter()
+            .zip(otps)
+            .map(|(r, otp)| ClaimedJob {
+                job_id: r.get(0),
+                attempts: r.get(1),
+                senders: senders.get(&otp.account_id).cloned().unwrap_or_default(),
+                otp,
+            })
+            .collect();
+        let (jobs, unreadable) = readable_jobs(jobs, now);
+        if !unreadable.is_empty() {
+            self.finish_jobs(unreadable).await?;
+        }
+        Ok(jobs)
+    }
+}
+
 fn revealed(vault: &CodeVault, r: &Row, at: usize, now: Micros) -> Result<OtpRecord, StoreError> {
     let (mut record, code) = rows::otp(r, at)?;
     record.reveal(vault, &code, now);
@@ -691,15 +728,17 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn accept_once(
+    async fn accept_leased(
         &self,
         otp: NewOtp,
         key: Option<IdempotencyKey>,
+        lease: Option<JobLease>,
     ) -> Result<Accepted, AcceptError> {
         let counted = crate::conversions::accepted_key(&otp);
         // Sealed here, on the caller's task, before the send joins a batch.
         let mut sealed = SealedOtp::new(otp, &self.vault);
         sealed.idempotency = key;
+        sealed.lease = lease;
         let (reply, rx) = oneshot::channel();
         let batcher = sealed.otp.account_id.unsigned_abs() as usize % self.accepts.len();
         self.accepts[batcher]
@@ -909,31 +948,23 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg_err)?;
-        let now = now_micros();
-        let otps = rows
-            .iter()
-            .map(|r| revealed(&self.vault, r, 2, now))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let mut accounts: Vec<AccountId> = otps.iter().map(|o| o.account_id).collect();
-        accounts.sort_unstable();
-        accounts.dedup();
-        let senders = rules::senders_of(&c, &accounts).await?;
-        drop(c);
-        let jobs = rows
-            .iter()
-            .zip(otps)
-            .map(|(r, otp)| ClaimedJob {
-                job_id: r.get(0),
-                attempts: r.get(1),
-                senders: senders.get(&otp.account_id).cloned().unwrap_or_default(),
-                otp,
-            })
-            .collect();
-        let (jobs, unreadable) = readable_jobs(jobs, now);
-        if !unreadable.is_empty() {
-            self.finish_jobs(unreadable).await?;
-        }
-        Ok(jobs)
+        self.open_jobs(c, rows).await
+    }
+
+    async fn leased_jobs(&self, jobs: Vec<LeasedJob>) -> Result<Vec<ClaimedJob>, StoreError> {
+        let c = self.client().await?;
+        let ids: Vec<i64> = jobs.iter().map(|j| j.job_id).collect();
+        let rows = c
+            .query_cached(
+                sql_once!(
+                    "SELECT j.id, j.attempts, {OTP_COLUMNS} FROM delivery_jobs j \
+                     JOIN otps o ON o.id = j.otp_id WHERE j.id = ANY($1) ORDER BY j.id"
+                ),
+                &[&ids],
+            )
+            .await
+            .map_err(pg_err)?;
+        self.open_jobs(c, rows).await
     }
 
     async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError> {

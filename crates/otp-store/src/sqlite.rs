@@ -750,6 +750,56 @@ static RESEND_HEAD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
+/// Claimed or leased jobs, `(job, otp, attempts)`, with their OTP rows (a
+/// job whose OTP is gone is left out) and their accounts' senders, in job id
+/// order.
+type JobRows = (
+    Vec<(i64, i64, OtpRow)>,
+    std::collections::HashMap<AccountId, Vec<crate::AccountSender>>,
+);
+
+/// Reads what [`JobRows`] holds of `claimed` on `conn`.
+fn job_rows(conn: &Connection, claimed: Vec<(i64, i64, i64)>) -> Result<JobRows, StoreError> {
+    let mut jobs = Vec::with_capacity(claimed.len());
+    let mut senders = std::collections::HashMap::new();
+    for (job_id, otp_id, attempts) in claimed {
+        if let Some(row) = otp_by_id(conn, otp_id)? {
+            let account = row.0.account_id;
+            if let std::collections::hash_map::Entry::Vacant(e) = senders.entry(account) {
+                e.insert(rules::senders_of(conn, account)?);
+            }
+            jobs.push((job_id, attempts, row));
+        }
+    }
+    jobs.sort_by_key(|j| j.0);
+    Ok((jobs, senders))
+}
+
+impl SqliteStore {
+    /// The jobs of [`JobRows`], their codes decrypted on the caller's
+    /// thread; those whose code cannot be read back are finished failed.
+    async fn open_jobs(&self, (rows, senders): JobRows) -> Result<Vec<ClaimedJob>, StoreError> {
+        let now = now_micros();
+        let jobs = rows
+            .into_iter()
+            .map(|(job_id, attempts, (mut otp, code))| {
+                otp.reveal(&self.vault, &code, now);
+                ClaimedJob {
+                    job_id,
+                    attempts,
+                    senders: senders.get(&otp.account_id).cloned().unwrap_or_default(),
+                    otp,
+                }
+            })
+            .collect();
+        let (jobs, unreadable) = readable_jobs(jobs, now);
+        if !unreadable.is_empty() {
+            self.finish_jobs(unreadable).await?;
+        }
+        Ok(jobs)
+    }
+}
+
 fn otp_by_id(conn: &Connection, id: i64) -> Result<Option<OtpRow>, StoreError> {
     conn.prepare_cached(sql_once!("SELECT {OTP_COLUMNS} FROM otps o WHERE id = ?1"))
         .and_then(|mut s| s.query_row([id], rows::otp).optional())
@@ -1044,15 +1094,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn accept_once(
+    async fn accept_leased(
         &self,
         otp: NewOtp,
         key: Option<IdempotencyKey>,
+        lease: Option<JobLease>,
     ) -> Result<Accepted, AcceptError> {
         let counted = crate::conversions::accepted_key(&otp);
         // Sealed here, on the caller's task: the writer thread only copies bytes.
         let mut sealed = SealedOtp::new(otp, &self.vault);
         sealed.idempotency = key;
+        sealed.lease = lease;
         let (reply, rx) = oneshot::channel();
         self.writer
             .send(WriteOp::Accept(Box::new(sealed), reply))
@@ -1195,42 +1247,21 @@ impl Store for SqliteStore {
                         .map_err(map_err)?;
                     collect(rows)?
                 };
-                let mut jobs = Vec::with_capacity(claimed.len());
-                let mut senders = std::collections::HashMap::new();
-                for (job_id, otp_id, attempts) in claimed {
-                    if let Some(row) = otp_by_id(tx, otp_id)? {
-                        let account = row.0.account_id;
-                        if let std::collections::hash_map::Entry::Vacant(e) = senders.entry(account)
-                        {
-                            e.insert(rules::senders_of(tx, account)?);
-                        }
-                        jobs.push((job_id, attempts, row));
-                    }
-                }
-                jobs.sort_by_key(|j| j.0);
-                Ok((jobs, senders))
+                job_rows(tx, claimed)
             })
             .await?;
-        let (claimed, senders) = claimed;
         // Decrypted here, off the writer thread.
-        let now = now_micros();
-        let jobs = claimed
-            .into_iter()
-            .map(|(job_id, attempts, (mut otp, code))| {
-                otp.reveal(&self.vault, &code, now);
-                ClaimedJob {
-                    job_id,
-                    attempts,
-                    senders: senders.get(&otp.account_id).cloned().unwrap_or_default(),
-                    otp,
-                }
+        self.open_jobs(claimed).await
+    }
+
+    async fn leased_jobs(&self, jobs: Vec<LeasedJob>) -> Result<Vec<ClaimedJob>, StoreError> {
+        let rows = self
+            .read_now(move |c| {
+                // A leased job is on its first attempt (`accept::write`).
+                job_rows(c, jobs.iter().map(|j| (j.job_id, j.otp_id, 1)).collect())
             })
-            .collect();
-        let (jobs, unreadable) = readable_jobs(jobs, now);
-        if !unreadable.is_empty() {
-            self.finish_jobs(unreadable).await?;
-        }
-        Ok(jobs)
+            .await?;
+        self.open_jobs(rows).await
     }
 
     async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError> {

@@ -74,9 +74,9 @@ async fn accept_batch(
         sealed.iter().map(|s| (&s.otp, s.idempotency.as_ref())),
         limits,
     );
-    let ids = write(&tx, sealed, &plan).await?;
+    let (ids, jobs) = write(&tx, sealed, &plan).await?;
     tx.commit().await.map_err(pg_err)?;
-    plan.results(&ids)
+    plan.results(&ids, &jobs)
 }
 
 async fn load(
@@ -264,6 +264,7 @@ async fn load(
             sms_credits: r.get(5),
             phone_credits: r.get(6),
             fallback: None,
+            leased_job: None,
         };
         loaded
             .idempotency
@@ -318,17 +319,19 @@ async fn stored_idempotency(
 
 /// Writes the plan's inserts and the rows it changed; returns the ids of the
 /// new OTP rows, one per insert, in the plan's order.
+/// Writes the plan's inserts and the rows it changed; returns the ids of the
+/// new OTP rows and of their jobs where leased, one per insert.
 async fn write(
     tx: &Transaction<'_>,
     sealed: &[SealedOtp],
     plan: &Plan,
-) -> Result<Vec<i64>, StoreError> {
+) -> Result<(Vec<i64>, Vec<Option<i64>>), StoreError> {
     let inserts: Vec<(&SealedOtp, &admission::Insert)> = plan
         .inserts()
         .map(|(i, insert)| (&sealed[i], insert))
         .collect();
     if inserts.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let column = |f: &dyn Fn(&NewOtp) -> i64| -> Vec<i64> {
         inserts.iter().map(|(s, _)| f(&s.otp)).collect()
@@ -519,11 +522,24 @@ async fn write(
             kt.push(s.otp.created_at);
         }
     }
+    // A leased job gets what a claim gives it (`claim_sql`).
+    let owners: Vec<Option<&str>> = inserts
+        .iter()
+        .map(|(s, _)| s.lease.as_ref().map(|l| l.node.as_str()))
+        .collect();
+    let untils: Vec<Option<i64>> = inserts
+        .iter()
+        .map(|(s, _)| s.lease.as_ref().map(|l| l.until))
+        .collect();
     let jobs = async {
-        tx.execute_cached(
-            "INSERT INTO delivery_jobs (otp_id, channel, state, next_attempt_at, updated_at) \
-             SELECT i, ch, 'queued', ts, ts FROM UNNEST($1::int8[], $2::text[], $3::int8[]) AS u(i, ch, ts)",
-            &[&otp_ids, &channels, &created],
+        tx.query_cached(
+            "INSERT INTO delivery_jobs (otp_id, channel, state, next_attempt_at, updated_at, \
+                 lease_owner, attempts) \
+             SELECT i, ch, 'queued', COALESCE(lu, ts), ts, lo, CASE WHEN lo IS NULL THEN 0 ELSE 1 END \
+             FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::text[], $5::int8[]) \
+                 AS u(i, ch, ts, lo, lu) \
+             RETURNING otp_id, id",
+            &[&otp_ids, &channels, &created, &owners, &untils],
         )
         .await
         .map_err(pg_err)
@@ -589,6 +605,13 @@ async fn write(
         .await
         .map_err(pg_err)
     };
-    tokio::try_join!(jobs, ledger, fallbacks, low_balance, idempotency)?;
-    Ok(otp_ids)
+    let (job_rows, _, _, _, _) =
+        tokio::try_join!(jobs, ledger, fallbacks, low_balance, idempotency)?;
+    let job_of: HashMap<i64, i64> = job_rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let leased = inserts
+        .iter()
+        .zip(&otp_ids)
+        .map(|((s, _), id)| s.lease.as_ref().and(job_of.get(id).copied()))
+        .collect();
+    Ok((otp_ids, leased))
 }

@@ -137,6 +137,7 @@ impl GuardStore for PgStore {
                     sms_credits: r.get(3),
                     phone_credits: r.get(4),
                     fallback: None,
+                    leased_job: None,
                 },
             )
         }))

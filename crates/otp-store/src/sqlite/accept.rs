@@ -30,9 +30,9 @@ pub(super) fn accept_batch(
         otps.iter().map(|s| (&s.otp, s.idempotency.as_ref())),
         limits,
     );
-    let ids = write(tx, otps, &plan)?;
+    let (ids, jobs) = write(tx, otps, &plan)?;
     super::conversions::record(tx, plan.inserts().map(|(i, _)| &otps[i].otp), &[])?;
-    plan.results(&ids)
+    plan.results(&ids, &jobs)
 }
 
 fn load(
@@ -213,6 +213,7 @@ fn load(
                         sms_credits: r.get(3)?,
                         phone_credits: r.get(4)?,
                         fallback: None,
+                        leased_job: None,
                     },
                     r.get::<_, i64>(5)?,
                 ))
@@ -229,8 +230,12 @@ fn load(
 }
 
 /// Writes the plan's inserts in its order and the rows it changed; returns
-/// the ids of the new OTP rows, one per insert.
-fn write(tx: &Transaction<'_>, otps: &[&SealedOtp], plan: &Plan) -> Result<Vec<i64>, StoreError> {
+/// the ids of the new OTP rows and of their jobs where leased, one per insert.
+fn write(
+    tx: &Transaction<'_>,
+    otps: &[&SealedOtp],
+    plan: &Plan,
+) -> Result<(Vec<i64>, Vec<Option<i64>>), StoreError> {
     let mut insert_otp = tx
         .prepare_cached(
             "INSERT INTO otps (account_id, account_seq, api_key_id, phone_number, e164, template, \
@@ -243,8 +248,8 @@ fn write(tx: &Transaction<'_>, otps: &[&SealedOtp], plan: &Plan) -> Result<Vec<i
         .map_err(map_err)?;
     let mut insert_job = tx
         .prepare_cached(
-            "INSERT INTO delivery_jobs (otp_id, channel, state, next_attempt_at, updated_at) \
-             VALUES (?1, ?2, 'queued', ?3, ?3)",
+            "INSERT INTO delivery_jobs (otp_id, channel, state, next_attempt_at, updated_at, \
+             lease_owner, attempts) VALUES (?1, ?2, 'queued', COALESCE(?5, ?3), ?3, ?4, ?6)",
         )
         .map_err(map_err)?;
     let mut insert_ledger = tx
@@ -264,13 +269,14 @@ fn write(tx: &Transaction<'_>, otps: &[&SealedOtp], plan: &Plan) -> Result<Vec<i
              created_at = excluded.created_at",
         )
         .map_err(map_err)?;
-    let mut ids = Vec::new();
+    let (mut ids, mut jobs) = (Vec::new(), Vec::new());
     for (i, insert) in plan.inserts() {
         let SealedOtp {
             otp,
             code,
             masked_message,
             idempotency,
+            lease,
         } = otps[i];
         let taken = &insert.taken;
         insert_otp
@@ -300,9 +306,18 @@ fn write(tx: &Transaction<'_>, otps: &[&SealedOtp], plan: &Plan) -> Result<Vec<i
             ])
             .map_err(map_err)?;
         let id = tx.last_insert_rowid();
+        // A leased job gets what a claim gives it (`claim_jobs`).
         insert_job
-            .execute(params![id, otp.channel.as_str(), otp.created_at])
+            .execute(params![
+                id,
+                otp.channel.as_str(),
+                otp.created_at,
+                lease.as_ref().map(|l| l.node.as_str()),
+                lease.as_ref().map(|l| l.until),
+                i64::from(lease.is_some())
+            ])
             .map_err(map_err)?;
+        jobs.push(lease.is_some().then(|| tx.last_insert_rowid()));
         let charge = insert.charge(otp);
         insert_ledger
             .execute(params![
@@ -372,5 +387,5 @@ fn write(tx: &Transaction<'_>, otps: &[&SealedOtp], plan: &Plan) -> Result<Vec<i
             .execute(params![id, w.second, w.current, w.previous])
             .map_err(map_err)?;
     }
-    Ok(ids)
+    Ok((ids, jobs))
 }

@@ -158,6 +158,7 @@ impl GuardStore for SqliteStore {
                             sms_credits: r.get(3)?,
                             phone_credits: r.get(4)?,
                             fallback: None,
+                            leased_job: None,
                         },
                     ))
                 })

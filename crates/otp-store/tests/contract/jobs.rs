@@ -133,4 +133,44 @@ crate::contract! {
         assert!(e.to_string().contains("otps.channel"), "{e}");
         assert_eq!(store.account(account).await.unwrap().unwrap().sms_credits, 9);
     }
+
+    async fn a_job_leased_as_its_send_is_written_is_read_as_claimed_and_no_claim_takes_it_before_its_lease_ends(store) {
+        let account = store.create_account("acme", 10, 0).await.unwrap();
+        let now = otp_store::now_micros();
+        let lease = otp_store::JobLease { node: "node-a".into(), until: now + 30_000_000 };
+        let accepted = store
+            .accept_leased(otp_store::test_support::sample_otp(account.id), None, Some(lease))
+            .await
+            .unwrap();
+        let leased = accepted.leased_job.expect("a leased send names its job");
+        assert_eq!(leased.otp_id, accepted.id);
+        // A send without a lease is claimed as before, and names no job.
+        let plain = store.accept(otp_store::test_support::sample_otp(account.id)).await.unwrap();
+        assert_eq!(plain.leased_job, None);
+        let claimed = claim_at(&store, now + 1_000_000).await;
+        assert_eq!(
+            claimed.iter().map(|j| j.otp.id).collect::<Vec<_>>(),
+            [plain.id],
+            "the leased job is not due while its lease runs"
+        );
+        let jobs = store.leased_jobs(vec![leased]).await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        let job = &jobs[0];
+        assert_eq!((job.job_id, job.otp.id, job.attempts), (leased.job_id, accepted.id, 1));
+        assert_eq!(job.otp.status, OtpStatus::Queued);
+        assert_eq!(job.otp.message(), claimed[0].otp.message(), "its code is read back, as a claim reads it");
+        assert!(job.otp.code_is_known());
+        // Reading it again claims nothing and changes nothing.
+        assert_eq!(store.leased_jobs(vec![leased]).await.unwrap().len(), 1);
+        // A node that never gets to it: once the lease has run out, any claim
+        // takes it, on its second attempt.
+        let later = claim_at(&store, now + 30_500_000).await;
+        assert_eq!(
+            later.iter().map(|j| (j.job_id, j.attempts)).collect::<Vec<_>>(),
+            [(leased.job_id, 2)]
+        );
+        sent(&store, &later[0], "smsc", &["m1"]).await;
+        let otp = store.otp(account.id, accepted.id).await.unwrap().unwrap();
+        assert_eq!(otp.status, OtpStatus::Sent);
+    }
 }
