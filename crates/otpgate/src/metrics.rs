@@ -101,6 +101,11 @@ pub const FAMILIES: &[Family] = &[
         help: "Delivery attempts by channel, driver and outcome (sent, retry, failed).",
     },
     Family {
+        name: "otpgate_delivery_jobs_started_total",
+        kind: "counter",
+        help: "Delivery jobs this node started, by channel and via (handed: leased as the send was written; claimed: from the outbox).",
+    },
+    Family {
         name: "otpgate_accept_duration_seconds",
         kind: "histogram",
         help: "Time from a valid send request to its durable commit.",
@@ -390,13 +395,18 @@ fn resident_bytes(status: &str) -> Option<u64> {
 
 impl Metrics {
     pub fn inc(&self, name: &'static str, pairs: &[(&str, &str)]) {
+        self.add(name, pairs, 1);
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add(&self, name: &'static str, pairs: &[(&str, &str)], n: u64) {
         let key = (name, labels(pairs));
         *self
             .counters
             .lock()
             .expect("metrics poisoned")
             .entry(key)
-            .or_default() += 1;
+            .or_default() += n;
     }
 
     pub fn observe(&self, name: &'static str, pairs: &[(&str, &str)], seconds: f64) {

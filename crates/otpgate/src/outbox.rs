@@ -15,12 +15,18 @@
 //!   what tests call;
 //! - [`Worker::run`], the loop: a step whenever a slot is free, then a wait for
 //!   the poll interval or a wake-up, until the stop token is cancelled;
-//! - [`Worker::drain`]: what is in flight finishes and is recorded.
+//! - [`Worker::drain`]: what is in flight finishes and is recorded;
+//! - a [`Handoff`]: a job written already leased to this node (a send whose
+//!   job the accepting transaction leased) is handed to the worker in memory
+//!   and started without a claim. The one who writes it first reserves a slot
+//!   ([`Handoff::reserve`]), so handed jobs count against the same bound as
+//!   claimed ones; with no slot free, or the outbox not ready, the job is
+//!   written unleased and claimed as any other.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +37,9 @@ use otp_store::StoreError;
 pub trait Outbox: Send + Sync + 'static {
     /// A claimed job.
     type Job: Send + 'static;
+    /// A job written already leased to this node, handed over through a
+    /// [`Handoff`]; [`Outbox::adopt`] reads it into a [`Outbox::Job`].
+    type Leased: Send + 'static;
     /// What one run of a job leaves to record.
     type Done: Send + 'static;
     /// Most results written in one batch.
@@ -56,6 +65,8 @@ pub trait Outbox: Send + Sync + 'static {
     }
     /// Claims up to `limit` due jobs under a lease.
     async fn claim(&self, limit: usize) -> Result<Vec<Self::Job>, StoreError>;
+    /// The jobs handed over as leased, read to run (those gone left out).
+    async fn adopt(&self, leased: Vec<Self::Leased>) -> Result<Vec<Self::Job>, StoreError>;
     /// Runs one job. Must not panic; failures are results.
     async fn run(&self, job: Self::Job) -> Self::Done;
     /// Records a batch of results.
@@ -83,6 +94,58 @@ pub struct Worker<K: Outbox> {
     ahead: usize,
     results: mpsc::UnboundedSender<K::Done>,
     recorder: JoinHandle<()>,
+    /// Jobs handed over, each with the slot reserved for it.
+    handed: mpsc::UnboundedReceiver<(K::Leased, OwnedSemaphorePermit)>,
+    hand: mpsc::UnboundedSender<(K::Leased, OwnedSemaphorePermit)>,
+}
+
+/// Where jobs leased to this node as they were written are handed to its
+/// [`Worker`] ([`Worker::handoff`]); cheap to clone.
+pub struct Handoff<L> {
+    held: Arc<Semaphore>,
+    hand: mpsc::UnboundedSender<(L, OwnedSemaphorePermit)>,
+    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl<L> Clone for Handoff<L> {
+    fn clone(&self) -> Self {
+        Handoff {
+            held: self.held.clone(),
+            hand: self.hand.clone(),
+            ready: self.ready.clone(),
+        }
+    }
+}
+
+/// A slot on the worker reserved for one job about to be written leased.
+/// Dropped unused (the write failed or was refused), it frees the slot.
+pub struct Slot<L> {
+    held: OwnedSemaphorePermit,
+    hand: mpsc::UnboundedSender<(L, OwnedSemaphorePermit)>,
+}
+
+impl<L> Handoff<L> {
+    /// A slot for one job, when the worker has one free, is running, and its
+    /// outbox could start a job now ([`Outbox::is_ready`]); never waits.
+    pub fn reserve(&self) -> Option<Slot<L>> {
+        if self.hand.is_closed() || !(self.ready)() {
+            return None;
+        }
+        let held = self.held.clone().try_acquire_owned().ok()?;
+        Some(Slot {
+            held,
+            hand: self.hand.clone(),
+        })
+    }
+}
+
+impl<L> Slot<L> {
+    /// Hands the job written leased to the worker. `false` when the worker
+    /// has stopped meanwhile: the job then waits for its lease to run out,
+    /// and is claimed as one whose node died.
+    pub fn hand(self, leased: L) -> bool {
+        self.hand.send((leased, self.held)).is_ok()
+    }
 }
 
 impl<K: Outbox> Worker<K> {
@@ -93,6 +156,7 @@ impl<K: Outbox> Worker<K> {
         let ahead = outbox.claim_ahead();
         let (results, rx) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(record(outbox.clone(), rx));
+        let (hand, handed) = mpsc::unbounded_channel();
         Worker {
             outbox,
             permits: Arc::new(Semaphore::new(capacity)),
@@ -101,6 +165,18 @@ impl<K: Outbox> Worker<K> {
             ahead,
             results,
             recorder,
+            handed,
+            hand,
+        }
+    }
+
+    /// Where jobs written leased to this node are handed to this worker.
+    pub fn handoff(&self) -> Handoff<K::Leased> {
+        let outbox = self.outbox.clone();
+        Handoff {
+            held: self.held.clone(),
+            hand: self.hand.clone(),
+            ready: Arc::new(move || outbox.is_ready()),
         }
     }
 
@@ -134,27 +210,64 @@ impl<K: Outbox> Worker<K> {
                 .acquire_owned()
                 .await
                 .expect("the outbox semaphore is never closed");
-            let slots = self.permits.clone();
-            let outbox = self.outbox.clone();
-            let results = self.results.clone();
-            tokio::spawn(async move {
-                // Jobs claimed ahead wait here for a running one to finish;
-                // the semaphore is fair, so they start in about the order
-                // their tasks first ran.
-                let slot = slots
-                    .acquire_owned()
-                    .await
-                    .expect("the outbox semaphore is never closed");
-                let done = outbox.run(job).await;
-                let _ = results.send(done);
-                drop(slot);
-                drop(held);
-            });
+            self.start(job, held);
         }
         Ok(Step {
             started,
             more_due: started > 0 && started == limit,
         })
+    }
+
+    /// Runs `job` on its own task once a slot is free, holding `held` until
+    /// it is done.
+    fn start(&self, job: K::Job, held: OwnedSemaphorePermit) {
+        let slots = self.permits.clone();
+        let outbox = self.outbox.clone();
+        let results = self.results.clone();
+        tokio::spawn(async move {
+            // Jobs claimed ahead wait here for a running one to finish;
+            // the semaphore is fair, so they start in about the order
+            // their tasks first ran.
+            let slot = slots
+                .acquire_owned()
+                .await
+                .expect("the outbox semaphore is never closed");
+            let done = outbox.run(job).await;
+            let _ = results.send(done);
+            drop(slot);
+            drop(held);
+        });
+    }
+
+    /// Reads and starts `first` and whatever else was handed over meanwhile
+    /// (at most a claim batch at once), each on the slot reserved for it. A
+    /// job that cannot be read now keeps its lease, and is claimed once the
+    /// lease has run out.
+    async fn adopt(&mut self, first: (K::Leased, OwnedSemaphorePermit)) {
+        let mut batch = vec![first];
+        while batch.len() < self.outbox.claim_batch().max(1) {
+            match self.handed.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        self.adopt_batch(batch).await;
+    }
+
+    async fn adopt_batch(&self, batch: Vec<(K::Leased, OwnedSemaphorePermit)>) {
+        let (leased, mut held): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        match self.outbox.adopt(leased).await {
+            // Slots are alike: a job left out frees one.
+            Ok(jobs) => {
+                for job in jobs {
+                    let Some(slot) = held.pop() else { break };
+                    self.start(job, slot);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, outbox = self.outbox.name(), "reading jobs handed over failed; they run once their lease has run out")
+            }
+        }
     }
 
     /// Steps whenever a slot is free, waiting `poll_interval` (or for `wake`)
@@ -167,12 +280,20 @@ impl<K: Outbox> Worker<K> {
         poll_interval: Duration,
         wake: Option<Arc<Notify>>,
     ) {
-        loop {
+        'run: loop {
             // Wait for room before claiming anything.
-            tokio::select! {
+            let handed = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                room = self.held.acquire() => drop(room),
+                Some(first) = self.handed.recv() => Some(first),
+                room = self.held.acquire() => {
+                    drop(room);
+                    None
+                }
+            };
+            if let Some(first) = handed {
+                self.adopt(first).await;
+                continue;
             }
             let batch = self
                 .outbox
@@ -195,19 +316,38 @@ impl<K: Outbox> Worker<K> {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                _ = woken => {}
-                _ = tokio::time::sleep(poll_interval) => {}
+            let poll = tokio::time::sleep(poll_interval);
+            tokio::pin!(woken, poll);
+            // Jobs handed over start while the worker waits, without a claim.
+            loop {
+                let first = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break 'run,
+                    Some(first) = self.handed.recv() => first,
+                    _ = &mut woken => break,
+                    _ = &mut poll => break,
+                };
+                self.adopt(first).await;
             }
         }
         self.drain().await;
     }
 
-    /// Waits for every job in flight, then for the recorder to write their
-    /// results.
-    pub async fn drain(self) {
+    /// Starts the jobs handed over and not yet started (no more are taken:
+    /// a job handed on a slot reserved before is refused, and waits for its
+    /// lease), waits for every job in flight and every slot still reserved
+    /// (a send being written), then for the recorder to write their results.
+    pub async fn drain(mut self) {
+        self.handed.close();
+        let mut rest = Vec::new();
+        while let Ok(handed) = self.handed.try_recv() {
+            rest.push(handed);
+        }
+        while !rest.is_empty() {
+            let n = rest.len().min(self.outbox.claim_batch().max(1));
+            let batch: Vec<_> = rest.drain(..n).collect();
+            self.adopt_batch(batch).await;
+        }
         // Every job claimed, those still waiting for a slot included.
         let all = u32::try_from(self.capacity + self.ahead).unwrap_or(u32::MAX);
         let _ = self.held.acquire_many(all).await;

@@ -197,6 +197,14 @@ impl Application {
                 node: node.clone(),
                 metrics: state.metrics.clone(),
             });
+            state.new_jobs.set_handover(
+                *channel,
+                crate::delivery::Handover {
+                    handoff: deliveries.handoff(),
+                    node: node.clone(),
+                    lease: policy.lease,
+                },
+            );
             workers.push(tokio::spawn(deliveries.run(
                 stop.clone(),
                 policy.poll_interval,

@@ -398,6 +398,8 @@ pub struct WebhookDeliveries {
 impl Outbox for WebhookDeliveries {
     type Job = ClaimedDelivery;
     type Done = AttemptResult;
+    /// Webhook deliveries are always claimed: none is handed over.
+    type Leased = std::convert::Infallible;
     const RECORD_BATCH: usize = 512;
 
     fn name(&self) -> &'static str {
@@ -410,6 +412,16 @@ impl Outbox for WebhookDeliveries {
 
     fn claim_batch(&self) -> usize {
         self.sender.policy.concurrency
+    }
+
+    async fn adopt(
+        &self,
+        leased: Vec<std::convert::Infallible>,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        match leased.into_iter().next() {
+            Some(never) => match never {},
+            None => Ok(Vec::new()),
+        }
     }
 
     async fn claim(&self, limit: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {

@@ -437,10 +437,18 @@ async fn accept_to_the_end(
     let state = state.clone();
     tokio::spawn(async move {
         let attempt = accept(&state, &caller, &valid, idempotency).await;
-        if let Ok(Attempt { result: Ok(_), .. }) = &attempt {
+        if let Ok(Attempt {
+            result: Ok(_),
+            handed,
+            ..
+        }) = &attempt
+        {
             count_send(&state, valid.channel.as_str(), "accepted");
             state.guard.accepted(caller.account_id, valid.number.e164());
-            state.new_jobs.for_channel(valid.channel).notify_one();
+            // A job handed over is started already; any other waits for a claim.
+            if !handed {
+                state.new_jobs.for_channel(valid.channel).notify_one();
+            }
         }
         (attempt, valid)
     })
@@ -458,6 +466,9 @@ struct Attempt {
     fallback: SendFallback,
     segments: u32,
     result: Result<Accepted, AcceptError>,
+    /// Its job went to this node's worker as it was written
+    /// ([`crate::delivery::Handover`]).
+    handed: bool,
 }
 
 /// Debits, records and queues a valid send in the store. A resend whose code
@@ -483,6 +494,7 @@ async fn accept(
         None => fresh.clone(),
     };
     let (spend_day, spend_day_ends) = local_day(state.tz, created_at);
+    let mut handover = state.new_jobs.reserve(valid.channel);
     loop {
         let message = valid.template.render(&plan.code);
         let seg = segments::analyze(&message);
@@ -531,7 +543,11 @@ async fn accept(
             fallback,
         };
         let started = Instant::now();
-        let result = state.store.accept_once(new, idempotency.clone()).await;
+        let lease = handover.as_ref().map(|(_, lease)| lease.clone());
+        let result = state
+            .store
+            .accept_leased(new, idempotency.clone(), lease)
+            .await;
         state.metrics.observe(
             "otpgate_accept_duration_seconds",
             &[],
@@ -540,12 +556,19 @@ async fn accept(
         match result {
             Err(AcceptError::ResendStale) if plan.resend_of.is_some() => plan = fresh.clone(),
             result => {
+                let handed = match (&result, handover.take()) {
+                    (Ok(accepted), Some((slot, _))) => {
+                        accepted.leased_job.is_some_and(|job| slot.hand(job))
+                    }
+                    _ => false,
+                };
                 return Ok(Attempt {
                     plan,
                     cost,
                     fallback,
                     segments,
                     result,
+                    handed,
                 });
             }
         }

@@ -38,7 +38,7 @@ use otp_domain::sender::SenderId;
 use otp_store::{Claim, ClaimedJob, JobOutcome, JobResult, SharedStore, StoreError, now_micros};
 
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
+use crate::outbox::{Handoff, Outbox, Slot};
 
 /// What a driver reports for one attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -200,6 +200,18 @@ impl Policy {
     }
 }
 
+impl Deliveries {
+    fn count_started(&self, via: &str, n: usize) {
+        if n > 0 {
+            self.metrics.add(
+                "otpgate_delivery_jobs_started_total",
+                &[("channel", self.channel.as_str()), ("via", via)],
+                n as u64,
+            );
+        }
+    }
+}
+
 fn outcome_label(o: &JobOutcome) -> &'static str {
     match o {
         JobOutcome::Sent { .. } => "sent",
@@ -224,6 +236,7 @@ pub struct Deliveries {
 impl Outbox for Deliveries {
     type Job = ClaimedJob;
     type Done = JobResult;
+    type Leased = otp_store::LeasedJob;
     const RECORD_BATCH: usize = 1024;
 
     fn name(&self) -> &'static str {
@@ -264,7 +277,8 @@ impl Outbox for Deliveries {
 
     async fn claim(&self, limit: usize) -> Result<Vec<ClaimedJob>, StoreError> {
         let now = now_micros();
-        self.store
+        let jobs = self
+            .store
             .claim_jobs(Claim {
                 node: self.node.clone(),
                 channel: self.channel,
@@ -272,7 +286,18 @@ impl Outbox for Deliveries {
                 now,
                 lease_until: now + self.policy.lease.as_micros() as i64,
             })
-            .await
+            .await?;
+        self.count_started("claimed", jobs.len());
+        Ok(jobs)
+    }
+
+    async fn adopt(
+        &self,
+        leased: Vec<otp_store::LeasedJob>,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let jobs = self.store.leased_jobs(leased).await?;
+        self.count_started("handed", jobs.len());
+        Ok(jobs)
     }
 
     async fn run(&self, job: ClaimedJob) -> JobResult {
@@ -361,11 +386,27 @@ async fn watch_verified(
     }
 }
 
-/// One wake-up per channel, so a text send never wakes only the voice worker.
+/// One wake-up per channel, so a text send never wakes only the voice worker,
+/// and, once its worker runs, the channel's [`Handover`].
 #[derive(Default)]
 pub struct NewJobs {
     pub text: Arc<Notify>,
     pub voice: Arc<Notify>,
+    text_handover: std::sync::OnceLock<Handover>,
+    voice_handover: std::sync::OnceLock<Handover>,
+}
+
+/// Where a send's job goes to the channel's worker on this node without a
+/// claim: the send's transaction writes it leased to this node
+/// ([`otp_store::JobLease`], `delivery.lease_seconds` as a claim takes it),
+/// and the worker starts it as soon as the send is committed. A send takes
+/// this way only while the worker has a slot free and its carrier is up
+/// ([`Handoff::reserve`]); otherwise its job is queued and claimed as
+/// before.
+pub struct Handover {
+    pub handoff: Handoff<otp_store::LeasedJob>,
+    pub node: String,
+    pub lease: Duration,
 }
 
 impl NewJobs {
@@ -374,5 +415,34 @@ impl NewJobs {
             Channel::Text => &self.text,
             Channel::Voice => &self.voice,
         }
+    }
+
+    /// Sets the channel's [`Handover`] as its worker starts; a second one
+    /// (a worker started again in one process) is not taken.
+    pub fn set_handover(&self, channel: Channel, handover: Handover) {
+        let cell = match channel {
+            Channel::Text => &self.text_handover,
+            Channel::Voice => &self.voice_handover,
+        };
+        let _ = cell.set(handover);
+    }
+
+    /// A slot on the channel's worker for a send about to be written, and
+    /// the lease its job is written with; `None` when the send's job is to
+    /// be queued and claimed.
+    pub fn reserve(
+        &self,
+        channel: Channel,
+    ) -> Option<(Slot<otp_store::LeasedJob>, otp_store::JobLease)> {
+        let handover = match channel {
+            Channel::Text => self.text_handover.get(),
+            Channel::Voice => self.voice_handover.get(),
+        }?;
+        let slot = handover.handoff.reserve()?;
+        let lease = otp_store::JobLease {
+            node: handover.node.clone(),
+            until: now_micros() + handover.lease.as_micros() as i64,
+        };
+        Some((slot, lease))
     }
 }

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use otp_domain::channel::Channel;
 use otp_store::test_support::sample_otp;
-use otp_store::{Claim, ClaimedJob, OtpStatus, SharedStore, StoreOptions, now_micros};
+use otp_store::{
+    Claim, ClaimedJob, JobLease, LeasedJob, OtpStatus, SharedStore, StoreOptions, now_micros,
+};
 use otpgate::delivery::{Deliveries, DeliveryOutcome, Driver, Policy};
 use otpgate::metrics::Metrics;
-use otpgate::outbox::{Step, Worker};
+use otpgate::outbox::{Slot, Step, Worker};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +37,13 @@ for_each_backend! {
         assert_eq!(line["provider_message_id"], format!("log-{id}"));
         let (_, list) = app.list("").await;
         assert_eq!(list["results"]["data"][0]["status"], "sent");
+        // The worker had a slot free: the job was handed over, not claimed.
+        let metrics = app.metrics_text().await;
+        assert!(
+            metrics.contains(r#"otpgate_delivery_jobs_started_total{channel="text",via="handed"} 1"#),
+            "{metrics}"
+        );
+        assert!(!metrics.contains(r#"via="claimed""#), "{metrics}");
     }
 }
 
@@ -46,6 +55,8 @@ struct Scripted {
     /// Deliveries running now, and the most that ever ran at once.
     running: AtomicUsize,
     most: AtomicUsize,
+    /// What `is_ready` answers.
+    ready: std::sync::atomic::AtomicBool,
 }
 
 impl Scripted {
@@ -60,6 +71,7 @@ impl Scripted {
             calls: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             most: AtomicUsize::new(0),
+            ready: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -77,6 +89,9 @@ impl Driver for Scripted {
     }
     fn capacity(&self) -> usize {
         4
+    }
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
     }
     async fn deliver(&self, _job: &ClaimedJob) -> DeliveryOutcome {
         self.calls.fetch_add(1, Ordering::SeqCst);
@@ -109,14 +124,157 @@ fn policy(give_up_after_seconds: u64) -> Policy {
 
 /// The text outbox of `store`, delivered by `driver` as node `node-a`.
 fn worker(store: &SharedStore, driver: Arc<Scripted>, policy: Policy) -> Worker<Deliveries> {
+    worker_counted(store, driver, policy, Arc::new(Metrics::default()))
+}
+
+/// [`worker`], counting into `metrics`.
+fn worker_counted(
+    store: &SharedStore,
+    driver: Arc<Scripted>,
+    policy: Policy,
+    metrics: Arc<Metrics>,
+) -> Worker<Deliveries> {
     Worker::new(Deliveries {
         store: store.clone(),
         channel: Channel::Text,
         driver,
         policy,
         node: "node-a".into(),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
     })
+}
+
+/// A send written with its job leased to `node-a` and handed over on `slot`:
+/// its OTP id.
+async fn hand_over(store: &SharedStore, account: i64, slot: Slot<LeasedJob>) -> i64 {
+    let lease = JobLease {
+        node: "node-a".into(),
+        until: now_micros() + 60_000_000,
+    };
+    let accepted = store
+        .accept_leased(sample_otp(account), None, Some(lease))
+        .await
+        .unwrap();
+    assert!(slot.hand(accepted.leased_job.expect("its job is leased")));
+    accepted.id
+}
+
+/// Jobs handed over as their sends are written run without a claim: no
+/// more than the worker's slots (the driver's and as many ahead) are
+/// reserved, none while the carrier is down, and a stop starts and records
+/// the ones handed over and not yet started.
+async fn sends_handed_to_the_worker_run_without_a_claim_within_its_slots(backend: Backend) {
+    let (store, _dir, account) = bare_store(backend).await;
+    let driver = Scripted::with_delay(Scripted::sent(), Duration::from_millis(20));
+    let metrics = Arc::new(Metrics::default());
+    let worker = worker_counted(&store, driver.clone(), policy(60), metrics.clone());
+    let handoff = worker.handoff();
+    driver.ready.store(false, Ordering::SeqCst);
+    assert!(
+        handoff.reserve().is_none(),
+        "no slot while the carrier is down"
+    );
+    driver.ready.store(true, Ordering::SeqCst);
+    let slots: Vec<_> = (0..8)
+        .map(|_| handoff.reserve().expect("a free slot"))
+        .collect();
+    assert!(
+        handoff.reserve().is_none(),
+        "4 running and 4 ahead: no slot left"
+    );
+    let mut ids = Vec::new();
+    for slot in slots {
+        ids.push(hand_over(&store, account, slot).await);
+    }
+    // The poll never comes and nothing wakes the worker: only the handoff
+    // starts these (they are leased, so no claim could take them).
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(worker.run(stop.clone(), Duration::from_secs(3600), None));
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while driver.calls.load(Ordering::SeqCst) < 8 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the handed jobs ran");
+    assert_eq!(driver.most.load(Ordering::SeqCst), 4, "ran past the slots");
+    // One more handed over just before the stop (the stop starts it if the
+    // worker has not), and one refused after it.
+    let late = handoff.reserve().expect("slots are free again");
+    let later = handoff.reserve().expect("slots are free again");
+    ids.push(hand_over(&store, account, late).await);
+    let kept = store
+        .accept_leased(
+            sample_otp(account),
+            None,
+            Some(JobLease {
+                node: "node-a".into(),
+                until: now_micros() + 60_000_000,
+            }),
+        )
+        .await
+        .unwrap();
+    stop.cancel();
+    // A stopping worker takes no more (free slots aside), and waits for the
+    // slot still reserved: the job handed on it now is refused, and waits
+    // for its lease.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(free) = handoff.reserve() {
+            drop(free);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the stopping worker closed its handoff");
+    assert!(
+        !running.is_finished(),
+        "the worker waits for the reserved slot"
+    );
+    assert!(!later.hand(kept.leased_job.unwrap()));
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the worker stopped")
+        .unwrap();
+    assert_eq!(driver.calls.load(Ordering::SeqCst), 9);
+    for id in &ids {
+        let otp = store.otp(account, *id).await.unwrap().unwrap();
+        assert_eq!(otp.status, OtpStatus::Sent, "OTP {id}");
+    }
+    assert_eq!(
+        metrics.counter_sum(
+            "otpgate_delivery_jobs_started_total",
+            &[("channel", "text")],
+            &[("via", "handed")]
+        ),
+        9
+    );
+    assert_eq!(
+        metrics.counter_sum(
+            "otpgate_delivery_jobs_started_total",
+            &[("channel", "text")],
+            &[("via", "claimed")]
+        ),
+        0
+    );
+    // The refused one is claimed once its lease has run out.
+    let due = now_micros() + 61_000_000;
+    let claimed = store
+        .claim_jobs(Claim {
+            node: "node-b".into(),
+            channel: Channel::Text,
+            limit: 10,
+            now: due,
+            lease_until: due + 60_000_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|j| (j.otp.id, j.attempts))
+            .collect::<Vec<_>>(),
+        [(kept.id, 2)]
+    );
 }
 
 /// One worker step, then a drain so its outcomes are recorded: the jobs it
@@ -542,6 +700,7 @@ for_each_backend!(
     permanent_failures_stop_at_once,
     a_worker_step_claims_its_free_slots_and_as_many_again_and_runs_no_more_than_the_slots,
     a_worker_started_after_the_stop_claims_nothing_and_returns,
+    sends_handed_to_the_worker_run_without_a_claim_within_its_slots,
     a_stopped_worker_finishes_and_records_the_deliveries_in_flight,
     a_dead_nodes_lease_runs_out_and_its_job_is_taken_again,
     concurrent_claimers_never_share_a_job,
