@@ -21,9 +21,12 @@
 //!   and started without a claim. The one who writes it first reserves a slot
 //!   ([`Handoff::reserve`]), so handed jobs count against the same bound as
 //!   claimed ones; with no slot free, or the outbox not ready, the job is
-//!   written unleased and claimed as any other.
+//!   written unleased and claimed as any other. Once a job has been queued
+//!   so, no job is handed over until a claim has found the outbox drained:
+//!   fresh jobs never overtake a backlog for good.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
@@ -97,6 +100,8 @@ pub struct Worker<K: Outbox> {
     /// Jobs handed over, each with the slot reserved for it.
     handed: mpsc::UnboundedReceiver<(K::Leased, OwnedSemaphorePermit)>,
     hand: mpsc::UnboundedSender<(K::Leased, OwnedSemaphorePermit)>,
+    /// See [`Handoff`]'s field.
+    backlog: Arc<AtomicBool>,
 }
 
 /// Where jobs leased to this node as they were written are handed to its
@@ -105,6 +110,9 @@ pub struct Handoff<L> {
     held: Arc<Semaphore>,
     hand: mpsc::UnboundedSender<(L, OwnedSemaphorePermit)>,
     ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Jobs may be waiting in the outbox: set when a reservation fails,
+    /// cleared by a claim that took less than it could.
+    backlog: Arc<AtomicBool>,
 }
 
 impl<L> Clone for Handoff<L> {
@@ -113,6 +121,7 @@ impl<L> Clone for Handoff<L> {
             held: self.held.clone(),
             hand: self.hand.clone(),
             ready: self.ready.clone(),
+            backlog: self.backlog.clone(),
         }
     }
 }
@@ -126,14 +135,21 @@ pub struct Slot<L> {
 
 impl<L> Handoff<L> {
     /// A slot for one job, when the worker has one free, is running, and its
-    /// outbox could start a job now ([`Outbox::is_ready`]); never waits.
+    /// outbox could start a job now ([`Outbox::is_ready`]), and no job
+    /// refused a slot waits in the outbox; never waits. `None` means the job
+    /// is to be queued, and marks the backlog.
     pub fn reserve(&self) -> Option<Slot<L>> {
-        if self.hand.is_closed() || !(self.ready)() {
+        if self.hand.is_closed() || self.backlog.load(Ordering::Acquire) {
             return None;
         }
-        let held = self.held.clone().try_acquire_owned().ok()?;
+        let held = (self.ready)()
+            .then(|| self.held.clone().try_acquire_owned().ok())
+            .flatten();
+        if held.is_none() {
+            self.backlog.store(true, Ordering::Release);
+        }
         Some(Slot {
-            held,
+            held: held?,
             hand: self.hand.clone(),
         })
     }
@@ -167,6 +183,7 @@ impl<K: Outbox> Worker<K> {
             recorder,
             handed,
             hand,
+            backlog: Arc::default(),
         }
     }
 
@@ -177,6 +194,7 @@ impl<K: Outbox> Worker<K> {
             held: self.held.clone(),
             hand: self.hand.clone(),
             ready: Arc::new(move || outbox.is_ready()),
+            backlog: self.backlog.clone(),
         }
     }
 
@@ -202,6 +220,10 @@ impl<K: Outbox> Worker<K> {
         }
         let jobs = self.outbox.claim(limit).await?;
         let started = jobs.len();
+        if started < limit {
+            // Nothing more is due: jobs may be handed over again.
+            self.backlog.store(false, Ordering::Release);
+        }
         for job in jobs {
             // Never waits: only this step takes these, and `limit` were free.
             let held = self

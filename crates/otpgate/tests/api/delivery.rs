@@ -161,13 +161,14 @@ async fn hand_over(store: &SharedStore, account: i64, slot: Slot<LeasedJob>) -> 
 
 /// Jobs handed over as their sends are written run without a claim: no
 /// more than the worker's slots (the driver's and as many ahead) are
-/// reserved, none while the carrier is down, and a stop starts and records
-/// the ones handed over and not yet started.
+/// reserved, none while the carrier is down or a send refused a slot waits
+/// in the outbox (until a claim finds it drained), and a stop starts and
+/// records the ones handed over and not yet started.
 async fn sends_handed_to_the_worker_run_without_a_claim_within_its_slots(backend: Backend) {
     let (store, _dir, account) = bare_store(backend).await;
     let driver = Scripted::with_delay(Scripted::sent(), Duration::from_millis(20));
     let metrics = Arc::new(Metrics::default());
-    let worker = worker_counted(&store, driver.clone(), policy(60), metrics.clone());
+    let mut worker = worker_counted(&store, driver.clone(), policy(60), metrics.clone());
     let handoff = worker.handoff();
     driver.ready.store(false, Ordering::SeqCst);
     assert!(
@@ -175,6 +176,11 @@ async fn sends_handed_to_the_worker_run_without_a_claim_within_its_slots(backend
         "no slot while the carrier is down"
     );
     driver.ready.store(true, Ordering::SeqCst);
+    assert!(
+        handoff.reserve().is_none(),
+        "the refused send was queued: nothing is handed over until a claim finds the outbox drained"
+    );
+    assert_eq!(worker.step().await.unwrap().started, 0);
     let slots: Vec<_> = (0..8)
         .map(|_| handoff.reserve().expect("a free slot"))
         .collect();
@@ -186,21 +192,37 @@ async fn sends_handed_to_the_worker_run_without_a_claim_within_its_slots(backend
     for slot in slots {
         ids.push(hand_over(&store, account, slot).await);
     }
-    // The poll never comes and nothing wakes the worker: only the handoff
-    // starts these (they are leased, so no claim could take them).
+    // The send refused a slot is queued and wakes the worker, as a send does.
+    ids.push(store.accept(sample_otp(account)).await.unwrap().id);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    wake.notify_one();
+    // The poll never comes: the handoff starts the 8 (they are leased, so no
+    // claim could take them), the wake-up claims the queued one.
     let stop = CancellationToken::new();
-    let running = tokio::spawn(worker.run(stop.clone(), Duration::from_secs(3600), None));
+    let running =
+        tokio::spawn(worker.run(stop.clone(), Duration::from_secs(3600), Some(wake.clone())));
     tokio::time::timeout(Duration::from_secs(20), async {
-        while driver.calls.load(Ordering::SeqCst) < 8 {
+        while driver.calls.load(Ordering::SeqCst) < 9 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
-    .expect("the handed jobs ran");
+    .expect("the handed jobs and the queued one ran");
     assert_eq!(driver.most.load(Ordering::SeqCst), 4, "ran past the slots");
-    // One more handed over just before the stop (the stop starts it if the
-    // worker has not), and one refused after it.
-    let late = handoff.reserve().expect("slots are free again");
+    // Once a claim found nothing more due, sends are handed over again. One
+    // more just before the stop (the stop starts it if the worker has not),
+    // and one refused after it.
+    let late = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(slot) = handoff.reserve() {
+                return slot;
+            }
+            wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("slots are free again once the outbox is drained");
     let later = handoff.reserve().expect("slots are free again");
     ids.push(hand_over(&store, account, late).await);
     let kept = store
@@ -235,7 +257,7 @@ async fn sends_handed_to_the_worker_run_without_a_claim_within_its_slots(backend
         .await
         .expect("the worker stopped")
         .unwrap();
-    assert_eq!(driver.calls.load(Ordering::SeqCst), 9);
+    assert_eq!(driver.calls.load(Ordering::SeqCst), 10);
     for id in &ids {
         let otp = store.otp(account, *id).await.unwrap().unwrap();
         assert_eq!(otp.status, OtpStatus::Sent, "OTP {id}");
@@ -254,7 +276,7 @@ async fn sends_handed_to_the_worker_run_without_a_claim_within_its_slots(backend
             &[("channel", "text")],
             &[("via", "claimed")]
         ),
-        0
+        1
     );
     // The refused one is claimed once its lease has run out.
     let due = now_micros() + 61_000_000;
