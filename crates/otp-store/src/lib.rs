@@ -545,26 +545,31 @@ impl SealedOtp {
     }
 }
 
-/// Splits claimed jobs into those whose code could be opened and failures for
-/// the others: a code that cannot be read back (its key was removed, or it was
-/// sent before codes were kept and dropped by the upgrade) must not be
-/// delivered masked.
-pub(crate) fn readable_jobs(
-    jobs: Vec<ClaimedJob>,
+/// The jobs of claimed or leased rows, `(job id, attempts, its OTP with the
+/// code opened at `now`)`, each with its account's senders. A job whose code
+/// cannot be read back (its key was removed, or it was sent before codes were
+/// kept and dropped by the upgrade) must not be delivered masked: it is
+/// finished failed on `store` and left out.
+pub(crate) async fn open_claimed<S: Store + ?Sized>(
+    store: &S,
+    rows: Vec<(i64, i64, OtpRecord)>,
+    senders: &std::collections::HashMap<AccountId, Vec<AccountSender>>,
     now: Micros,
-) -> (Vec<ClaimedJob>, Vec<JobResult>) {
+) -> Result<Vec<ClaimedJob>, StoreError> {
     let mut failed = Vec::new();
-    let mut ok = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        if job.otp.code_is_known() {
+    let mut ok = Vec::with_capacity(rows.len());
+    for (job_id, attempts, otp) in rows {
+        if otp.code_is_known() {
             ok.push(ClaimedJob {
-                otp: job.otp.into_delivered_form(),
-                ..job
+                job_id,
+                attempts,
+                senders: senders.get(&otp.account_id).cloned().unwrap_or_default(),
+                otp: otp.into_delivered_form(),
             });
         } else {
             failed.push(JobResult {
-                job_id: job.job_id,
-                otp_id: job.otp.id,
+                job_id,
+                otp_id: otp.id,
                 outcome: JobOutcome::Failed {
                     error: "the code cannot be read back (its key is not configured, or it was not kept)".into(),
                 },
@@ -572,7 +577,10 @@ pub(crate) fn readable_jobs(
             });
         }
     }
-    (ok, failed)
+    if !failed.is_empty() {
+        store.finish_jobs(failed).await?;
+    }
+    Ok(ok)
 }
 
 /// Microseconds since the Unix epoch, now.

@@ -374,8 +374,8 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
 /// A row with its code decrypted and its status as shown at `now`.
 impl PgStore {
     /// Claimed or leased jobs from rows of their id, their attempts and their
-    /// OTP's columns, with their accounts' senders read on `c`; those whose
-    /// code cannot be read back are finished failed.
+    /// OTP's columns, with their accounts' senders read on `c`
+    /// ([`open_claimed`]).
     async fn open_jobs(
         &self,
         c: deadpool_postgres::Object,
@@ -391,21 +391,12 @@ impl PgStore {
         accounts.dedup();
         let senders = rules::senders_of(&c, &accounts).await?;
         drop(c);
-        let jobs = rows
+        let rows = rows
             .iter()
             .zip(otps)
-            .map(|(r, otp)| ClaimedJob {
-                job_id: r.get(0),
-                attempts: r.get(1),
-                senders: senders.get(&otp.account_id).cloned().unwrap_or_default(),
-                otp,
-            })
+            .map(|(r, otp)| (r.get(0), r.get(1), otp))
             .collect();
-        let (jobs, unreadable) = readable_jobs(jobs, now);
-        if !unreadable.is_empty() {
-            self.finish_jobs(unreadable).await?;
-        }
-        Ok(jobs)
+        open_claimed(self, rows, &senders, now).await
     }
 }
 

@@ -777,26 +777,17 @@ fn job_rows(conn: &Connection, claimed: Vec<(i64, i64, i64)>) -> Result<JobRows,
 
 impl SqliteStore {
     /// The jobs of [`JobRows`], their codes decrypted on the caller's
-    /// thread; those whose code cannot be read back are finished failed.
+    /// thread ([`open_claimed`]).
     async fn open_jobs(&self, (rows, senders): JobRows) -> Result<Vec<ClaimedJob>, StoreError> {
         let now = now_micros();
-        let jobs = rows
+        let rows = rows
             .into_iter()
             .map(|(job_id, attempts, (mut otp, code))| {
                 otp.reveal(&self.vault, &code, now);
-                ClaimedJob {
-                    job_id,
-                    attempts,
-                    senders: senders.get(&otp.account_id).cloned().unwrap_or_default(),
-                    otp,
-                }
+                (job_id, attempts, otp)
             })
             .collect();
-        let (jobs, unreadable) = readable_jobs(jobs, now);
-        if !unreadable.is_empty() {
-            self.finish_jobs(unreadable).await?;
-        }
-        Ok(jobs)
+        open_claimed(self, rows, &senders, now).await
     }
 }
 

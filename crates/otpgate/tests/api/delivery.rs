@@ -280,16 +280,7 @@ async fn sends_handed_to_the_worker_run_without_a_claim_within_its_slots(backend
     );
     // The refused one is claimed once its lease has run out.
     let due = now_micros() + 61_000_000;
-    let claimed = store
-        .claim_jobs(Claim {
-            node: "node-b".into(),
-            channel: Channel::Text,
-            limit: 10,
-            now: due,
-            lease_until: due + 60_000_000,
-        })
-        .await
-        .unwrap();
+    let claimed = claim_text(&store, "node-b", due, due + 60_000_000).await;
     assert_eq!(
         claimed
             .iter()
@@ -329,16 +320,7 @@ async fn transient_failures_retry_then_fail(backend: Backend) {
     let old_id = store.accept(old).await.unwrap().id;
     let before = store.account(account).await.unwrap().unwrap().sms_credits;
     let far = now_micros() + 120_000_000;
-    let jobs = store
-        .claim_jobs(Claim {
-            node: "node-a".into(),
-            channel: Channel::Text,
-            limit: 10,
-            now: far,
-            lease_until: far + 1,
-        })
-        .await
-        .unwrap();
+    let jobs = claim_text(&store, "node-a", far, far + 1).await;
     let old_job = jobs.into_iter().find(|j| j.otp.id == old_id).unwrap();
     let outcome = driver.deliver(&old_job).await;
     let result = policy(600).finish(&old_job, outcome);
@@ -367,16 +349,7 @@ async fn permanent_failures_stop_at_once(backend: Backend) {
     assert_eq!(otp.status.as_str(), "failed");
     assert_eq!(otp.error.as_deref(), Some("invalid destination"));
     let far = now_micros() + 3_600_000_000;
-    let again = store
-        .claim_jobs(Claim {
-            node: "x".into(),
-            channel: Channel::Text,
-            limit: 10,
-            now: far,
-            lease_until: far,
-        })
-        .await
-        .unwrap();
+    let again = claim_text(&store, "x", far, far).await;
     assert!(again.is_empty());
 }
 
@@ -426,20 +399,31 @@ async fn a_worker_step_claims_its_free_slots_and_as_many_again_and_runs_no_more_
     worker.drain().await;
 }
 
+/// The due text jobs at `now`, claimed for `node` until `lease_until` (10 at most).
+async fn claim_text(
+    store: &SharedStore,
+    node: &str,
+    now: i64,
+    lease_until: i64,
+) -> Vec<ClaimedJob> {
+    store
+        .claim_jobs(Claim {
+            node: node.into(),
+            channel: Channel::Text,
+            limit: 10,
+            now,
+            lease_until,
+        })
+        .await
+        .unwrap()
+}
+
 /// Nothing else holds the text outbox of `store` now: the due job is claimed
 /// by another node at once.
 async fn unclaimed(store: &SharedStore) -> usize {
     let now = now_micros();
-    store
-        .claim_jobs(Claim {
-            node: "other".into(),
-            channel: Channel::Text,
-            limit: 10,
-            now,
-            lease_until: now + 60_000_000,
-        })
+    claim_text(store, "other", now, now + 60_000_000)
         .await
-        .unwrap()
         .len()
 }
 
@@ -487,38 +471,11 @@ async fn a_dead_nodes_lease_runs_out_and_its_job_is_taken_again(backend: Backend
     let (store, _dir, account) = bare_store(backend).await;
     store.accept(sample_otp(account)).await.unwrap();
     let now = now_micros();
-    let first = store
-        .claim_jobs(Claim {
-            node: "dies".into(),
-            channel: Channel::Text,
-            limit: 10,
-            now,
-            lease_until: now + 5_000_000,
-        })
-        .await
-        .unwrap();
+    let first = claim_text(&store, "dies", now, now + 5_000_000).await;
     assert_eq!(first.len(), 1);
-    let during = store
-        .claim_jobs(Claim {
-            node: "other".into(),
-            channel: Channel::Text,
-            limit: 10,
-            now: now + 1_000_000,
-            lease_until: now + 9_000_000,
-        })
-        .await
-        .unwrap();
+    let during = claim_text(&store, "other", now + 1_000_000, now + 9_000_000).await;
     assert!(during.is_empty());
-    let after = store
-        .claim_jobs(Claim {
-            node: "other".into(),
-            channel: Channel::Text,
-            limit: 10,
-            now: now + 6_000_000,
-            lease_until: now + 9_000_000,
-        })
-        .await
-        .unwrap();
+    let after = claim_text(&store, "other", now + 6_000_000, now + 9_000_000).await;
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].job_id, first[0].job_id);
     assert_eq!(after[0].attempts, 2);
@@ -677,16 +634,7 @@ async fn a_batch_where_the_carrier_gave_one_id_twice_is_recorded_and_the_later_s
     let first = store.accept(sample_otp(account)).await.unwrap().id;
     let second = store.accept(sample_otp(account)).await.unwrap().id;
     let now = now_micros();
-    let jobs = store
-        .claim_jobs(Claim {
-            node: "t".into(),
-            channel: Channel::Text,
-            limit: 10,
-            now,
-            lease_until: now + 60_000_000,
-        })
-        .await
-        .unwrap();
+    let jobs = claim_text(&store, "t", now, now + 60_000_000).await;
     assert_eq!(jobs.len(), 2);
     let sent = |job: &ClaimedJob| otp_store::JobResult {
         job_id: job.job_id,
