@@ -426,7 +426,7 @@ impl Client {
                 ))
             })??;
         stream.set_nodelay(true)?;
-        Client::bind(stream, config).await
+        Client::bind(crate::quickack::QuickAck(stream), config).await
     }
 
     /// Binds over an already-open byte stream (a TLS stream, or one end of

@@ -88,6 +88,7 @@ pub mod client;
 pub mod concat;
 mod error;
 pub mod pdu;
+mod quickack;
 pub mod receipt;
 #[cfg(feature = "tls")]
 pub mod tls;

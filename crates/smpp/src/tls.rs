@@ -284,7 +284,9 @@ impl Client {
                 ))
             })??;
         stream.set_nodelay(true)?;
-        let stream = tls.handshake(stream, config.response_timeout).await?;
+        let stream = tls
+            .handshake(crate::quickack::QuickAck(stream), config.response_timeout)
+            .await?;
         Client::bind(stream, config).await
     }
 }
