@@ -318,9 +318,8 @@ async fn stored_idempotency(
 }
 
 /// Writes the plan's inserts and the rows it changed; returns the ids of the
-/// new OTP rows, one per insert, in the plan's order.
-/// Writes the plan's inserts and the rows it changed; returns the ids of the
-/// new OTP rows and of their jobs where leased, one per insert.
+/// new OTP rows and of their jobs where leased, one per insert, in the
+/// plan's order.
 async fn write(
     tx: &Transaction<'_>,
     sealed: &[SealedOtp],
