@@ -750,15 +750,15 @@ static RESEND_HEAD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
-/// Claimed or leased jobs, `(job, otp, attempts)`, with their OTP rows (a
-/// job whose OTP is gone is left out) and their accounts' senders, in job id
-/// order.
+/// Claimed or leased jobs as `(job id, attempts, OTP row)` (a job whose OTP
+/// is gone is left out), in job id order, and their accounts' senders.
 type JobRows = (
     Vec<(i64, i64, OtpRow)>,
     std::collections::HashMap<AccountId, Vec<crate::AccountSender>>,
 );
 
-/// Reads what [`JobRows`] holds of `claimed` on `conn`.
+/// Reads what [`JobRows`] holds of `claimed`, given as `(job id, OTP id,
+/// attempts)`, on `conn`.
 fn job_rows(conn: &Connection, claimed: Vec<(i64, i64, i64)>) -> Result<JobRows, StoreError> {
     let mut jobs = Vec::with_capacity(claimed.len());
     let mut senders = std::collections::HashMap::new();
