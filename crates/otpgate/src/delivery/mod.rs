@@ -420,11 +420,14 @@ impl NewJobs {
     /// Sets the channel's [`Handover`] as its worker starts; a second one
     /// (a worker started again in one process) is not taken.
     pub fn set_handover(&self, channel: Channel, handover: Handover) {
-        let cell = match channel {
+        let _ = self.handover(channel).set(handover);
+    }
+
+    fn handover(&self, channel: Channel) -> &std::sync::OnceLock<Handover> {
+        match channel {
             Channel::Text => &self.text_handover,
             Channel::Voice => &self.voice_handover,
-        };
-        let _ = cell.set(handover);
+        }
     }
 
     /// A slot on the channel's worker for a send about to be written, and
@@ -434,10 +437,7 @@ impl NewJobs {
         &self,
         channel: Channel,
     ) -> Option<(Slot<otp_store::LeasedJob>, otp_store::JobLease)> {
-        let handover = match channel {
-            Channel::Text => self.text_handover.get(),
-            Channel::Voice => self.voice_handover.get(),
-        }?;
+        let handover = self.handover(channel).get()?;
         let slot = handover.handoff.reserve()?;
         let lease = otp_store::JobLease {
             node: handover.node.clone(),
