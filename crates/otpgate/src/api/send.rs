@@ -328,6 +328,7 @@ pub async fn send_otp(
                 code: RecordCode::Plain(attempt.plan.code),
                 credits_used: attempt.cost.sms + attempt.cost.phone,
                 segments: attempt.segments,
+                encoding: attempt.encoding,
                 company_name: valid.company_name,
                 expires_at: attempt.plan.expires_at,
                 resend_of: attempt.plan.resend_of.map(|r| r.id),
@@ -465,6 +466,8 @@ struct Attempt {
     /// one it wrote).
     fallback: SendFallback,
     segments: u32,
+    /// The rendered text's encoding, for the reply.
+    encoding: SmsEncoding,
     result: Result<Accepted, AcceptError>,
     /// Its job went to this node's worker as it was written
     /// ([`crate::delivery::Handover`]).
@@ -567,6 +570,7 @@ async fn accept(
                     cost,
                     fallback,
                     segments,
+                    encoding: seg.encoding,
                     result,
                     handed,
                 });
@@ -698,6 +702,8 @@ struct Sent {
     code: RecordCode,
     credits_used: i64,
     segments: u32,
+    /// The encoding of its text as sent (`segments::analyze`).
+    encoding: SmsEncoding,
     company_name: Option<String>,
     expires_at: otp_store::Micros,
     resend_of: Option<i64>,
@@ -712,13 +718,12 @@ fn send_reply(
     balances: &Accepted,
     shows_code: bool,
 ) -> Envelope<SendData> {
-    let message = sent.code.render(&sent.template);
     let (reply_message, voice_input, length_factor, encoding) = match sent.channel {
         Channel::Text => (
             "OTP Sent Successfully.",
             None,
             None,
-            Some(match segments::analyze(&message).encoding {
+            Some(match sent.encoding {
                 SmsEncoding::Gsm7 => "gsm7",
                 SmsEncoding::Ucs2 => "ucs2",
             }),
@@ -731,7 +736,10 @@ fn send_reply(
         ),
     };
     let (message, otp) = if shows_code {
-        (message, sent.code.shown().to_owned())
+        (
+            sent.code.render(&sent.template),
+            sent.code.shown().to_owned(),
+        )
     } else {
         (sent.template.render_masked(), MASK.to_owned())
     };
@@ -812,6 +820,7 @@ async fn replay(
         .otp(account, first.id)
         .await?
         .ok_or_else(|| ApiError::internal("the OTP of an idempotency key is missing"))?;
+    let encoding = segments::analyze(&otp.code.render(&otp.template)).encoding;
     let sent = Sent {
         id: otp.id,
         number: otp.number,
@@ -823,6 +832,7 @@ async fn replay(
         code: otp.code,
         credits_used: otp.credits_used,
         segments: otp.segments,
+        encoding,
         company_name: otp.company_name,
         expires_at: otp.expires_at,
         resend_of: otp.resend_of,

@@ -403,14 +403,17 @@ impl Judge {
     fn each(&mut self, keys: &[Key], now: Micros, mut f: impl FnMut(&Key, &mut KeyState, i64)) {
         let bucket = self.bucket(now);
         for key in keys {
-            if !self.keys.contains_key(key) {
-                if self.keys.len() >= self.s.max_keys {
-                    self.untracked += 1;
-                    continue;
-                }
-                self.keys.insert(key.clone(), KeyState::new(bucket));
-            }
-            let state = self.keys.get_mut(key).expect("inserted above");
+            // A tracked key (most sends' keys) is found with one lookup.
+            let state = if let Some(state) = self.keys.get_mut(key) {
+                state
+            } else if self.keys.len() >= self.s.max_keys {
+                self.untracked += 1;
+                continue;
+            } else {
+                self.keys
+                    .entry(key.clone())
+                    .or_insert_with(|| KeyState::new(bucket))
+            };
             state.advance(bucket, &self.s, self.alpha);
             state.last_seen = now;
             f(key, state, bucket);
