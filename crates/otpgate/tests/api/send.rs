@@ -231,8 +231,29 @@ for_each_backend! {
             let reply = app.send_ok(&json!({"number": "9851023212", "message": template, "sms_send_options": "text"})).await;
             assert_eq!(reply["data"]["details"]["credits_used"], credits, "{template}");
             assert_eq!(reply["data"]["details"]["segments"], credits, "{template}");
+            let encoding = if template.contains('क') || template.contains('न') { "ucs2" } else { "gsm7" };
+            assert_eq!(reply["data"]["details"]["encoding"], encoding, "{template}");
             spent += credits;
         }
+        // A replay under an idempotency key says the stored text's encoding.
+        let body = json!({"number": "9851023212", "message": "नमस्ते {otp}", "sms_send_options": "text"});
+        let mut replies = Vec::new();
+        for _ in 0..2 {
+            let r = app
+                .client
+                .post(app.url("/api/v1/auths/send/otp/"))
+                .bearer_auth(&app.key)
+                .header("Idempotency-Key", "ucs2-once")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            replies.push(r.json::<serde_json::Value>().await.unwrap());
+        }
+        assert_eq!(replies[0]["data"]["details"]["encoding"], "ucs2", "{}", replies[0]);
+        assert_eq!(replies[1], replies[0]);
+        spent += 1;
         assert_eq!(app.balance().await.0, 100 - spent);
     }
 }
