@@ -145,9 +145,14 @@ crate::contract! {
         let leased = accepted.leased_job.expect("a leased send names its job");
         assert_eq!(leased.otp_id, accepted.id);
         // A send without a lease is claimed as before, and names no job.
-        let plain = store.accept(otp_store::test_support::sample_otp(account.id)).await.unwrap();
+        let plain_otp = otp_store::test_support::sample_otp(account.id);
+        // Claimed a second after it was made (a slow machine may take more
+        // than a second to get here), well inside the other job's lease.
+        let first_claim = plain_otp.created_at + 1_000_000;
+        assert!(first_claim < now + 29_000_000);
+        let plain = store.accept(plain_otp).await.unwrap();
         assert_eq!(plain.leased_job, None);
-        let claimed = claim_at(&store, now + 1_000_000).await;
+        let claimed = claim_at(&store, first_claim).await;
         assert_eq!(
             claimed.iter().map(|j| j.otp.id).collect::<Vec<_>>(),
             [plain.id],
