@@ -65,7 +65,7 @@ use crate::rules::TemplateRules;
 use crate::webhooks::{LowBalance, LowBalanceThresholds};
 use crate::{
     AcceptError, Accepted, AccountId, IDEMPOTENCY_TTL, IdempotencyKey, LeasedJob, LimitKind,
-    Micros, NewOtp, SendLimits, StoreError,
+    Micros, NewOtp, OtpRecord, SendLimits, StoreError,
 };
 
 /// An account's balance as the batch goes along.
@@ -505,7 +505,7 @@ pub(crate) enum Decision {
 }
 
 /// The earlier send a replay answers with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Replay {
     /// Accepted by an earlier transaction.
     Stored(Accepted),
@@ -580,46 +580,60 @@ impl Plan {
 
     /// The answer to each send of the batch, given the ids the inserts got
     /// and their delivery jobs when leased (one per insert, in
-    /// [`Plan::inserts`] order). A replay of a send of the same batch gets no
-    /// job: only the send that wrote it hands it over.
+    /// [`Plan::inserts`] order). A leased job carries the record its insert
+    /// wrote: `written(i, insert, id)` makes it of send `i` of the batch
+    /// ([`crate::SealedOtp::written`]). A replay of a send of the same batch
+    /// gets no job: only the send that wrote it hands it over.
     pub fn results(
         self,
         ids: &[i64],
         leased: &[Option<i64>],
+        written: impl Fn(usize, &Insert, i64) -> Option<OtpRecord>,
     ) -> Result<Vec<Result<Accepted, AcceptError>>, StoreError> {
         if ids.len() != self.inserts().count() || leased.len() != ids.len() {
             return Err(StoreError::Internal(
                 "the inserted sends do not match the plan".into(),
             ));
         }
-        let accepted: Vec<Accepted> = self
-            .inserts()
-            .zip(ids.iter().zip(leased))
-            .map(|((_, insert), (id, job))| Accepted {
+        let mut accepted = Vec::with_capacity(ids.len());
+        for ((i, insert), (id, job)) in self.inserts().zip(ids.iter().zip(leased)) {
+            let leased_job = match job {
+                None => None,
+                Some(job_id) => Some(LeasedJob {
+                    job_id: *job_id,
+                    otp: Box::new(written(i, insert, *id).ok_or_else(|| {
+                        StoreError::Internal("a leased send has no record to hand over".into())
+                    })?),
+                }),
+            };
+            accepted.push(Accepted {
                 id: *id,
                 account_seq: insert.taken.account_seq,
                 sms_credits: insert.taken.sms_left,
                 phone_credits: insert.taken.phone_left,
                 fallback: insert.fallback,
-                leased_job: job.map(|job_id| LeasedJob {
-                    job_id,
-                    otp_id: *id,
-                }),
+                leased_job,
+            });
+        }
+        // What a replay of insert `n` of the batch gets: its answer, no job.
+        let replays: Vec<Accepted> = accepted
+            .iter()
+            .map(|a| Accepted {
+                leased_job: None,
+                ..*a
             })
             .collect();
-        let mut inserted = accepted.iter().cloned();
+        let mut inserted = accepted.into_iter();
         Ok(self
             .decisions
             .into_iter()
             .filter_map(|d| match d {
                 Decision::Refuse(e) => Some(Err(e)),
                 Decision::Replay(Replay::Stored(a)) => Some(Err(AcceptError::Replayed(a))),
-                Decision::Replay(Replay::Earlier(n)) => {
-                    Some(Err(AcceptError::Replayed(Accepted {
-                        leased_job: None,
-                        ..accepted[n].clone()
-                    })))
-                }
+                Decision::Replay(Replay::Earlier(n)) => replays
+                    .get(n)
+                    .cloned()
+                    .map(|a| Err(AcceptError::Replayed(a))),
                 Decision::Insert(_) => inserted.next().map(Ok),
             })
             .collect())
@@ -719,7 +733,7 @@ impl Loaded {
 }
 
 /// What an idempotency key was used for before.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Prior {
     /// Stored by an earlier transaction at `at`; it counts until
     /// [`IDEMPOTENCY_TTL`] after that.
@@ -1178,15 +1192,31 @@ mod tests {
             ]
         );
         assert_eq!(plan.accounts[0].1.sms, 9, "one debit");
-        let results = plan.results(&[42], &[Some(7)]).unwrap();
+        let vault = otp_domain::vault::CodeVault::ephemeral();
+        let lease = crate::JobLease {
+            node: "node-a".into(),
+            until: 30_000_000,
+        };
+        let sealed: Vec<crate::SealedOtp> = sends
+            .iter()
+            .map(|s| crate::SealedOtp::new(s.clone(), &vault, Some(lease.clone())))
+            .collect();
+        let results = plan
+            .results(&[42], &[Some(7)], |i, insert, id| {
+                sealed[i].written(insert, id)
+            })
+            .unwrap();
         let first = results[0].as_ref().unwrap();
         assert_eq!(first.id, 42);
+        let job = first
+            .leased_job
+            .as_ref()
+            .expect("the send hands its job over");
+        assert_eq!((job.job_id, job.otp.id, job.otp.account_seq), (7, 42, 1));
         assert_eq!(
-            first.leased_job,
-            Some(LeasedJob {
-                job_id: 7,
-                otp_id: 42
-            })
+            job.otp.code.plain().map(|c| c.as_str()),
+            Some(crate::test_support::SAMPLE_CODE),
+            "the job carries the code in plain"
         );
         match &results[1] {
             Err(AcceptError::Replayed(a)) => {
@@ -1498,8 +1528,29 @@ mod tests {
         assert_eq!(plan.inserts().count(), 0);
         assert!(plan.accounts.is_empty() && plan.key_rates.is_empty());
         assert!(matches!(
-            plan.results(&[], &[]).unwrap()[..],
+            plan.results(&[], &[], |_, _, _| None).unwrap()[..],
             [Err(AcceptError::InsufficientCredits { .. })]
+        ));
+    }
+
+    #[test]
+    fn a_leased_job_without_its_record_is_an_error_and_an_unleased_send_keeps_no_code() {
+        let sends = [send(1, 1, 0)];
+        let plan = decide(account(5), [(&sends[0], None)], &SendLimits::default());
+        let unleased = crate::SealedOtp::new(
+            sends[0].clone(),
+            &otp_domain::vault::CodeVault::ephemeral(),
+            None,
+        );
+        let (_, insert) = plan.inserts().next().expect("the send is accepted");
+        assert!(
+            unleased.written(insert, 42).is_none(),
+            "a send whose job is claimed later forgets its plain code"
+        );
+        assert!(matches!(
+            plan.results(&[42], &[Some(7)], |_, insert, id| unleased
+                .written(insert, id)),
+            Err(StoreError::Internal(_))
         ));
     }
 
@@ -1507,7 +1558,7 @@ mod tests {
     fn results_refuse_ids_that_do_not_match_the_inserts() {
         let plan = decide(account(5), [(&send(1, 1, 0), None)], &SendLimits::default());
         assert!(matches!(
-            plan.results(&[], &[]),
+            plan.results(&[], &[], |_, _, _| None),
             Err(StoreError::Internal(_))
         ));
     }

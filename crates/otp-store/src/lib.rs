@@ -346,10 +346,10 @@ pub trait Store:
     /// Claims up to `limit` due jobs of a channel for `node` until `lease_until`.
     async fn claim_jobs(&self, claim: Claim) -> Result<Vec<ClaimedJob>, StoreError>;
     /// The jobs leased to this node as their sends were written
-    /// ([`JobLease`]), read with their OTPs as [`Store::claim_jobs`] gives
-    /// them; a read, nothing is claimed. A job whose code cannot be read back
-    /// is finished failed here, as a claim does; one whose OTP is gone is left
-    /// out.
+    /// ([`JobLease`]), as [`Store::claim_jobs`] gives them: each with the
+    /// record its accept wrote ([`LeasedJob`]), its account's senders read
+    /// now. Nothing is claimed, and no OTP row is read: the record is the
+    /// row as written, and nothing else writes it before its job starts.
     async fn leased_jobs(&self, jobs: Vec<LeasedJob>) -> Result<Vec<ClaimedJob>, StoreError>;
     /// Records what happened to claimed jobs.
     async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError>;
@@ -525,27 +525,112 @@ pub(crate) struct SealedOtp {
     pub idempotency: Option<IdempotencyKey>,
     /// Its delivery job's lease, when it is handed over as it is written.
     pub lease: Option<JobLease>,
+    /// The plain code, kept for a leased send only: its job starts from the
+    /// record the accept wrote ([`SealedOtp::written`]).
+    plain: Option<otp_domain::code::OtpCode>,
 }
 
 impl SealedOtp {
-    /// Seals the code and forgets the plain copy.
-    pub fn new(mut otp: NewOtp, vault: &CodeVault) -> SealedOtp {
+    /// Seals the code. The plain copy is forgotten, unless the send's job is
+    /// leased as it is written: that job is handed the code in memory.
+    pub fn new(mut otp: NewOtp, vault: &CodeVault, lease: Option<JobLease>) -> SealedOtp {
         let code = vault.seal(otp.account_id, otp.number.e164(), otp.otp.as_str());
         // The plain code goes with the value replaced; an empty code is what a
         // sealed send carries from here on.
-        otp.otp = otp_domain::code::OtpCode::from_stored(String::new());
+        let plain = std::mem::replace(
+            &mut otp.otp,
+            otp_domain::code::OtpCode::from_stored(String::new()),
+        );
         let masked_message = otp.template.render_masked();
         SealedOtp {
             otp,
             code,
             masked_message,
             idempotency: None,
-            lease: None,
+            plain: lease.is_some().then_some(plain),
+            lease,
         }
+    }
+
+    /// The record `insert` wrote of this send under `id`, field for field
+    /// what reading the row back gives at once, the code in plain; `None`
+    /// for a send whose job is not leased (its plain code is gone).
+    pub fn written(&self, insert: &admission::Insert, id: i64) -> Option<OtpRecord> {
+        let plain = self.plain.clone()?;
+        let otp = &self.otp;
+        Some(OtpRecord {
+            id,
+            account_id: otp.account_id,
+            account_seq: insert.taken.account_seq,
+            number: otp.number.as_e164().clone(),
+            template: otp.template.clone(),
+            code: RecordCode::Plain(plain),
+            otp_option: otp.otp_option,
+            channel: otp.channel,
+            voice: otp.voice,
+            length_factor: otp.length_factor,
+            company_name: otp.company_name.clone(),
+            segments: otp.segments,
+            credits_used: otp.cost.sms + otp.cost.phone,
+            status: OtpStatus::Queued,
+            status_at: otp.created_at,
+            error: None,
+            provider_message_id: None,
+            created_at: otp.created_at,
+            route: None,
+            error_code: None,
+            delivered_at: None,
+            refunded: false,
+            expires_at: insert.expires_at(otp),
+            verified_at: None,
+            verify_attempts: insert.attempts(),
+            resend_of: insert.resend_of(),
+            fallback: insert.fallback.map(|f| fallback::Fallback {
+                channel: otp_domain::channel::Channel::Voice,
+                voice: f.voice,
+                due_at: f.due_at,
+                credits: f.phone_credits,
+                state: FallbackState::Pending,
+                at: None,
+            }),
+        })
     }
 }
 
-/// The jobs of claimed or leased rows, `(job id, attempts, its OTP with the
+/// The jobs handed over as their sends were written, on their first attempt:
+/// each with the record its accept wrote, its status as shown at `now`, and
+/// its account's senders; in job order, as a claim gives them.
+pub(crate) fn handed_jobs(
+    jobs: Vec<LeasedJob>,
+    senders: &std::collections::HashMap<AccountId, Vec<AccountSender>>,
+    now: Micros,
+) -> Vec<ClaimedJob> {
+    let mut handed: Vec<ClaimedJob> = jobs
+        .into_iter()
+        .map(|job| {
+            let mut otp = *job.otp;
+            otp.status = model::shown_status(otp.status, otp.expires_at, now);
+            ClaimedJob {
+                job_id: job.job_id,
+                attempts: 1,
+                senders: senders.get(&otp.account_id).cloned().unwrap_or_default(),
+                otp: otp.into_delivered_form(),
+            }
+        })
+        .collect();
+    handed.sort_by_key(|j| j.job_id);
+    handed
+}
+
+/// The accounts of `jobs`, each once.
+pub(crate) fn accounts_of(jobs: &[LeasedJob]) -> Vec<AccountId> {
+    let mut accounts: Vec<AccountId> = jobs.iter().map(|j| j.otp.account_id).collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    accounts
+}
+
+/// The jobs of claimed rows, `(job id, attempts, its OTP with the
 /// code opened at `now`)`, each with its account's senders. A job whose code
 /// cannot be read back (its key was removed, or it was sent before codes were
 /// kept and dropped by the upgrade) must not be delivered masked: it is

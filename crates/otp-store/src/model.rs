@@ -414,7 +414,7 @@ pub enum LimitKind {
 }
 
 /// What an accepted send got.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Accepted {
     pub id: i64,
     pub account_seq: i64,
@@ -942,11 +942,15 @@ pub struct JobLease {
     pub until: Micros,
 }
 
-/// A delivery job leased when its send was written ([`JobLease`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A delivery job leased when its send was written ([`JobLease`]), with the
+/// record its send wrote: what a claim of the job would read back at once,
+/// the code in plain. The node that accepted the send starts the job from it
+/// ([`crate::Store::leased_jobs`]) without reading the row again. It lives in
+/// memory only, from the accept to the job's start.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LeasedJob {
     pub job_id: i64,
-    pub otp_id: i64,
+    pub otp: Box<OtpRecord>,
 }
 
 /// A job claimed for delivery, with the OTP it carries.

@@ -727,9 +727,8 @@ impl Store for PgStore {
     ) -> Result<Accepted, AcceptError> {
         let counted = crate::conversions::accepted_key(&otp);
         // Sealed here, on the caller's task, before the send joins a batch.
-        let mut sealed = SealedOtp::new(otp, &self.vault);
+        let mut sealed = SealedOtp::new(otp, &self.vault, lease);
         sealed.idempotency = key;
-        sealed.lease = lease;
         let (reply, rx) = oneshot::channel();
         let batcher = sealed.otp.account_id.unsigned_abs() as usize % self.accepts.len();
         self.accepts[batcher]
@@ -944,18 +943,9 @@ impl Store for PgStore {
 
     async fn leased_jobs(&self, jobs: Vec<LeasedJob>) -> Result<Vec<ClaimedJob>, StoreError> {
         let c = self.client().await?;
-        let ids: Vec<i64> = jobs.iter().map(|j| j.job_id).collect();
-        let rows = c
-            .query_cached(
-                sql_once!(
-                    "SELECT j.id, j.attempts, {OTP_COLUMNS} FROM delivery_jobs j \
-                     JOIN otps o ON o.id = j.otp_id WHERE j.id = ANY($1) ORDER BY j.id"
-                ),
-                &[&ids],
-            )
-            .await
-            .map_err(pg_err)?;
-        self.open_jobs(c, rows).await
+        let senders = rules::senders_of(&c, &accounts_of(&jobs)).await?;
+        drop(c);
+        Ok(handed_jobs(jobs, &senders, now_micros()))
     }
 
     async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError> {

@@ -1093,9 +1093,8 @@ impl Store for SqliteStore {
     ) -> Result<Accepted, AcceptError> {
         let counted = crate::conversions::accepted_key(&otp);
         // Sealed here, on the caller's task: the writer thread only copies bytes.
-        let mut sealed = SealedOtp::new(otp, &self.vault);
+        let mut sealed = SealedOtp::new(otp, &self.vault, lease);
         sealed.idempotency = key;
-        sealed.lease = lease;
         let (reply, rx) = oneshot::channel();
         self.writer
             .send(WriteOp::Accept(Box::new(sealed), reply))
@@ -1246,13 +1245,16 @@ impl Store for SqliteStore {
     }
 
     async fn leased_jobs(&self, jobs: Vec<LeasedJob>) -> Result<Vec<ClaimedJob>, StoreError> {
-        let rows = self
+        let accounts = accounts_of(&jobs);
+        let senders = self
             .read_now(move |c| {
-                // A leased job is on its first attempt (`accept::write`).
-                job_rows(c, jobs.iter().map(|j| (j.job_id, j.otp_id, 1)).collect())
+                accounts
+                    .into_iter()
+                    .map(|a| Ok((a, rules::senders_of(c, a)?)))
+                    .collect::<Result<std::collections::HashMap<_, _>, StoreError>>()
             })
             .await?;
-        self.open_jobs(rows).await
+        Ok(handed_jobs(jobs, &senders, now_micros()))
     }
 
     async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError> {

@@ -76,7 +76,7 @@ async fn accept_batch(
     );
     let (ids, jobs) = write(&tx, sealed, &plan).await?;
     tx.commit().await.map_err(pg_err)?;
-    plan.results(&ids, &jobs)
+    plan.results(&ids, &jobs, |i, insert, id| sealed[i].written(insert, id))
 }
 
 async fn load(

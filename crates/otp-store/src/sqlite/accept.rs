@@ -32,7 +32,7 @@ pub(super) fn accept_batch(
     );
     let (ids, jobs) = write(tx, otps, &plan)?;
     super::conversions::record(tx, plan.inserts().map(|(i, _)| &otps[i].otp), &[])?;
-    plan.results(&ids, &jobs)
+    plan.results(&ids, &jobs, |i, insert, id| otps[i].written(insert, id))
 }
 
 fn load(
@@ -277,6 +277,7 @@ fn write(
             masked_message,
             idempotency,
             lease,
+            ..
         } = otps[i];
         let taken = &insert.taken;
         insert_otp

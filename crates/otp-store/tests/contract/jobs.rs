@@ -1,9 +1,65 @@
 //! Finishing delivery jobs: refunds, retries, what a report keeps, and
 //! corrupt rows.
 
-use otp_store::{JobOutcome, OtpStatus, StoreError};
+use otp_domain::channel::{Channel, Voice};
+use otp_domain::credits::Cost;
+use otp_store::{
+    JobLease, JobOutcome, NewFallback, NewOtp, OtpRecord, OtpStatus, ResendOf, SendFallback,
+    StoreError, VerifyOutcome, VerifyRequest,
+};
 
+use crate::admission::sms;
 use crate::{claim_at, claimed_send, finish, sent, tamper};
+
+const SECOND: i64 = 1_000_000;
+
+/// Asserts the record a leased job was handed is the one reading its row
+/// back gives, field by field (a record's debug form hides the code, so a
+/// whole-record difference alone would not say where).
+fn same_record(handed: &OtpRecord, read: &OtpRecord) {
+    macro_rules! same {
+        ($($field:ident),* $(,)?) => {
+            $(assert_eq!(handed.$field, read.$field, concat!("the handed record's ", stringify!($field)));)*
+        };
+    }
+    same!(
+        id,
+        account_id,
+        account_seq,
+        number,
+        template,
+        otp_option,
+        channel,
+        voice,
+        length_factor,
+        company_name,
+        segments,
+        credits_used,
+        status,
+        status_at,
+        error,
+        provider_message_id,
+        created_at,
+        route,
+        error_code,
+        delivered_at,
+        refunded,
+        expires_at,
+        verified_at,
+        verify_attempts,
+        resend_of,
+        fallback,
+    );
+    assert!(handed.code == read.code, "the handed record's code");
+    assert!(handed == read, "a field the list above misses differs");
+}
+
+fn lease() -> Option<JobLease> {
+    Some(JobLease {
+        node: "node-a".into(),
+        until: otp_store::now_micros() + 30 * SECOND,
+    })
+}
 
 fn failed() -> JobOutcome {
     JobOutcome::Failed {
@@ -143,7 +199,8 @@ crate::contract! {
             .await
             .unwrap();
         let leased = accepted.leased_job.expect("a leased send names its job");
-        assert_eq!(leased.otp_id, accepted.id);
+        assert_eq!(leased.otp.id, accepted.id);
+        same_record(&leased.otp, &store.otp(account.id, accepted.id).await.unwrap().unwrap());
         // A send without a lease is claimed as before, and names no job.
         let plain_otp = otp_store::test_support::sample_otp(account.id);
         // Claimed a second after it was made (a slow machine may take more
@@ -158,7 +215,7 @@ crate::contract! {
             [plain.id],
             "the leased job is not due while its lease runs"
         );
-        let jobs = store.leased_jobs(vec![leased]).await.unwrap();
+        let jobs = store.leased_jobs(vec![leased.clone()]).await.unwrap();
         assert_eq!(jobs.len(), 1);
         let job = &jobs[0];
         assert_eq!((job.job_id, job.otp.id, job.attempts), (leased.job_id, accepted.id, 1));
@@ -166,7 +223,7 @@ crate::contract! {
         assert_eq!(job.otp.message(), claimed[0].otp.message(), "its code is read back, as a claim reads it");
         assert!(job.otp.code_is_known());
         // Reading it again claims nothing and changes nothing.
-        assert_eq!(store.leased_jobs(vec![leased]).await.unwrap().len(), 1);
+        assert_eq!(store.leased_jobs(vec![leased.clone()]).await.unwrap().len(), 1);
         // A node that never gets to it: once the lease has run out, any claim
         // takes it, on its second attempt.
         let later = claim_at(&store, now + 30_500_000).await;
@@ -177,5 +234,80 @@ crate::contract! {
         sent(&store, &later[0], "smsc", &["m1"]).await;
         let otp = store.otp(account.id, accepted.id).await.unwrap().unwrap();
         assert_eq!(otp.status, OtpStatus::Sent);
+    }
+
+    async fn a_leased_job_carries_the_record_its_send_wrote_as_a_read_gives_it_back(store) {
+        let account = store.create_account("acme", 10, 10).await.unwrap().id;
+        let key_id = store
+            .create_key(otp_store::NewApiKey {
+                key_id: format!("k{account}abcdefghij"),
+                account_id: account,
+                secret_hash: [7; 32],
+                label: None,
+                scopes: otp_store::Scopes::DEFAULT,
+            })
+            .await
+            .unwrap()
+            .id;
+        let acme = otp_domain::sender::SenderId::parse("ACME").unwrap();
+        store.set_account_sender(account, "smsc", &acme, otp_store::now_micros()).await.unwrap();
+        let voice = NewOtp {
+            channel: Channel::Voice,
+            voice: Some(Voice::NpShreegya),
+            length_factor: Some(1.25),
+            company_name: Some("Acme Bank".into()),
+            cost: Cost { sms: 0, phone: 1 },
+            ..sms(account, 1)
+        };
+        let with_call = NewOtp {
+            fallback: SendFallback::Call(NewFallback {
+                voice: Voice::NpBinod,
+                due_at: otp_store::now_micros() + 40 * SECOND,
+                phone_credits: 2,
+            }),
+            segments: 2,
+            cost: Cost { sms: 2, phone: 0 },
+            ..sms(account, 2)
+        };
+        // A resend of a code one wrong guess has been spent on: it shares the
+        // chain's expiry and count.
+        let first = NewOtp { api_key_id: Some(key_id), ..sms(account, 3) };
+        let chain_expires = first.created_at + 90 * SECOND;
+        let head = store.accept(NewOtp { expires_at: chain_expires, ..first.clone() }).await.unwrap();
+        let wrong = store
+            .verify(VerifyRequest { code: "000000".into(), ..otp_store::test_support::verify_sample(account, head.id, otp_store::now_micros()) })
+            .await
+            .unwrap();
+        assert!(!matches!(wrong, VerifyOutcome::Verified { .. }), "{wrong:?}");
+        let resend = NewOtp {
+            created_at: first.created_at + SECOND,
+            resend_of: Some(ResendOf { id: head.id, max_attempts: 3 }),
+            ..first
+        };
+        let mut handed = Vec::new();
+        for send in [voice, with_call, resend] {
+            let accepted = store.accept_leased(send, None, lease()).await.unwrap();
+            let leased = accepted.leased_job.expect("a leased send names its job");
+            let read = store.otp(account, accepted.id).await.unwrap().unwrap();
+            same_record(&leased.otp, &read);
+            handed.push(leased);
+        }
+        assert_eq!(handed[0].otp.voice, Some(Voice::NpShreegya));
+        assert_eq!(handed[1].otp.fallback.map(|f| (f.voice, f.credits)), Some((Voice::NpBinod, 2)));
+        assert_eq!(
+            (handed[2].otp.resend_of, handed[2].otp.verify_attempts, handed[2].otp.expires_at),
+            (Some(head.id), 1, chain_expires)
+        );
+        // Started as a claim starts them: first attempt, the account's
+        // senders, in job order.
+        let jobs = store.leased_jobs(handed.iter().rev().cloned().collect()).await.unwrap();
+        assert_eq!(
+            jobs.iter().map(|j| (j.job_id, j.attempts)).collect::<Vec<_>>(),
+            handed.iter().map(|j| (j.job_id, 1)).collect::<Vec<_>>()
+        );
+        for (job, leased) in jobs.iter().zip(&handed) {
+            same_record(&job.otp, &leased.otp);
+            assert_eq!(job.sender_for("smsc").map(|s| s.as_str()), Some("ACME"));
+        }
     }
 }

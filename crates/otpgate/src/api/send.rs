@@ -558,10 +558,12 @@ async fn accept(
         );
         match result {
             Err(AcceptError::ResendStale) if plan.resend_of.is_some() => plan = fresh.clone(),
-            result => {
-                let handed = match (&result, handover.take()) {
+            mut result => {
+                // The job (and the plain code in its record) goes to the
+                // worker; the reply keeps the rest.
+                let handed = match (&mut result, handover.take()) {
                     (Ok(accepted), Some((slot, _))) => {
-                        accepted.leased_job.is_some_and(|job| slot.hand(job))
+                        accepted.leased_job.take().is_some_and(|job| slot.hand(job))
                     }
                     _ => false,
                 };
