@@ -41,7 +41,8 @@ pub trait Outbox: Send + Sync + 'static {
     /// A claimed job.
     type Job: Send + 'static;
     /// A job written already leased to this node, handed over through a
-    /// [`Handoff`]; [`Outbox::adopt`] reads it into a [`Outbox::Job`].
+    /// [`Handoff`]; [`Outbox::adopt`] makes it a [`Outbox::Job`], reading
+    /// what it does not carry.
     type Leased: Send + 'static;
     /// What one run of a job leaves to record.
     type Done: Send + 'static;
@@ -68,7 +69,8 @@ pub trait Outbox: Send + Sync + 'static {
     }
     /// Claims up to `limit` due jobs under a lease.
     async fn claim(&self, limit: usize) -> Result<Vec<Self::Job>, StoreError>;
-    /// The jobs handed over as leased, read to run (those gone left out).
+    /// The jobs handed over as leased, made ready to run (those gone left
+    /// out).
     async fn adopt(&self, leased: Vec<Self::Leased>) -> Result<Vec<Self::Job>, StoreError>;
     /// Runs one job. Must not panic; failures are results.
     async fn run(&self, job: Self::Job) -> Self::Done;
