@@ -349,7 +349,10 @@ pub trait Store:
     /// ([`JobLease`]), as [`Store::claim_jobs`] gives them: each with the
     /// record its accept wrote ([`LeasedJob`]), its account's senders read
     /// now. Nothing is claimed, and no OTP row is read: the record is the
-    /// row as written, and nothing else writes it before its job starts.
+    /// row as written. What may change the row in the moment before the job
+    /// starts (a verification, a wrong guess) is not what sending reads: a
+    /// fresh send goes on its own channel, its fallback call (if any) still
+    /// pending.
     async fn leased_jobs(&self, jobs: Vec<LeasedJob>) -> Result<Vec<ClaimedJob>, StoreError>;
     /// Records what happened to claimed jobs.
     async fn finish_jobs(&self, results: Vec<JobResult>) -> Result<(), StoreError>;

@@ -220,7 +220,7 @@ crate::contract! {
         let job = &jobs[0];
         assert_eq!((job.job_id, job.otp.id, job.attempts), (leased.job_id, accepted.id, 1));
         assert_eq!(job.otp.status, OtpStatus::Queued);
-        assert_eq!(job.otp.message(), claimed[0].otp.message(), "its code is read back, as a claim reads it");
+        assert_eq!(job.otp.message(), claimed[0].otp.message(), "it carries the code a claim reads back");
         assert!(job.otp.code_is_known());
         // Reading it again claims nothing and changes nothing.
         assert_eq!(store.leased_jobs(vec![leased.clone()]).await.unwrap().len(), 1);
