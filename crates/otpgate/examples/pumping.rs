@@ -36,7 +36,7 @@ use std::sync::Mutex;
 use futures_util::FutureExt;
 use otp_store::AccountId;
 use otpgate::config::GuardConfig;
-use otpgate::guard::judge::{Decision, Judge, Proof, decide};
+use otpgate::guard::judge::{Decision, Judge, Proof, SendKeys, decide};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -188,19 +188,21 @@ impl Proven {
 }
 
 /// Decides a send with the server's [`decide`], the store's lookup
-/// answered from `proven`.
+/// answered from `proven`; with the keys it is counted under if accepted.
 fn admit(
     judge: &Mutex<Judge>,
     proven: &Proven,
     account: AccountId,
     to: &str,
     now: i64,
-) -> Decision {
-    decide(judge, account, to, now, |proof| {
+) -> (Decision, SendKeys) {
+    let send = SendKeys::of(account, to);
+    let decision = decide(judge, &send, now, |proof| {
         std::future::ready(proven.answer(account, to, proof))
     })
     .now_or_never()
-    .expect("a ready answer leaves nothing to wait for")
+    .expect("a ready answer leaves nothing to wait for");
+    (decision, send)
 }
 
 /// Runs a day (a warm-up day first, so baselines exist) with `attack` on
@@ -252,7 +254,7 @@ fn run(attack: Option<Attack>, seed: u64, returning: f64) -> Outcome {
                 } else {
                     number(pick_prefix(&mut rng), &mut rng)
                 };
-                let decision = admit(&judge, &proven, account, &to, now);
+                let (decision, send) = admit(&judge, &proven, account, &to, now);
                 let held = matches!(decision, Decision::Held { .. });
                 if counted {
                     out.normal_passed += u64::from(matches!(decision, Decision::Passed { .. }));
@@ -267,7 +269,7 @@ fn run(attack: Option<Attack>, seed: u64, returning: f64) -> Outcome {
                 if held {
                     continue;
                 }
-                lock().accepted(account, &to, now);
+                lock().accepted_keys(&send, now);
                 numbers.push(to);
                 let n = (numbers.len() - 1) as u64;
                 if account <= VERIFYING {
@@ -288,7 +290,7 @@ fn run(attack: Option<Attack>, seed: u64, returning: f64) -> Outcome {
             Event::Attack(i) => {
                 let a = attack.expect("an attack event comes with an attack");
                 let to = number(a.prefix, &mut rng);
-                let decision = admit(&judge, &proven, a.account, &to, now);
+                let (decision, send) = admit(&judge, &proven, a.account, &to, now);
                 let held = matches!(decision, Decision::Held { .. });
                 out.attack_passed += u64::from(matches!(decision, Decision::Passed { .. }));
                 if held {
@@ -302,7 +304,7 @@ fn run(attack: Option<Attack>, seed: u64, returning: f64) -> Outcome {
                 if held {
                     continue;
                 }
-                lock().accepted(a.account, &to, now);
+                lock().accepted_keys(&send, now);
                 numbers.push(to);
                 let n = (numbers.len() - 1) as u64;
                 if a.account <= VERIFYING {

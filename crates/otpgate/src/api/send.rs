@@ -306,14 +306,17 @@ pub async fn send_otp(
         ApiError::validation(errors)
     })?;
     let channel = valid.channel.as_str();
-    if let Some(held) = state
+    let admitted = match state
         .guard
         .admit(caller.account_id, valid.number.e164())
         .await
     {
-        return held_send(&state, &caller, held, idempotency, channel, shows_code).await;
-    }
-    let (attempt, valid) = accept_to_the_end(&state, caller, valid, idempotency).await?;
+        Ok(admitted) => admitted,
+        Err(held) => {
+            return held_send(&state, &caller, held, idempotency, channel, shows_code).await;
+        }
+    };
+    let (attempt, valid) = accept_to_the_end(&state, caller, valid, idempotency, admitted).await?;
     let attempt = attempt?;
     match attempt.result {
         Ok(accepted) => {
@@ -434,6 +437,7 @@ async fn accept_to_the_end(
     caller: Caller,
     valid: ValidSend,
     idempotency: Option<IdempotencyKey>,
+    admitted: crate::guard::Admitted,
 ) -> Result<(Result<Attempt, ApiError>, ValidSend), ApiError> {
     let state = state.clone();
     tokio::spawn(async move {
@@ -445,7 +449,7 @@ async fn accept_to_the_end(
         }) = &attempt
         {
             count_send(&state, valid.channel.as_str(), "accepted");
-            state.guard.accepted(caller.account_id, valid.number.e164());
+            state.guard.accepted(&admitted);
             // A job handed over is started already; any other waits for a claim.
             if !handed {
                 state.new_jobs.for_channel(valid.channel).notify_one();

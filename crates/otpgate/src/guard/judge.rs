@@ -115,6 +115,24 @@ pub fn keys_of(account: AccountId, e164: &str) -> Vec<Key> {
     keys
 }
 
+/// The keys of one send of an account ([`keys_of`]), made once for its
+/// admission ([`decide`]) and, once the store accepts it, its count
+/// ([`Judge::accepted_keys`]).
+#[derive(Debug, Clone)]
+pub struct SendKeys {
+    account: AccountId,
+    keys: Vec<Key>,
+}
+
+impl SendKeys {
+    pub fn of(account: AccountId, e164: &str) -> SendKeys {
+        SendKeys {
+            account,
+            keys: keys_of(account, e164),
+        }
+    }
+}
+
 /// A number under `key`'s scope and value, for finding the keys wider
 /// than it.
 fn sample_number(key: &Key) -> String {
@@ -363,27 +381,37 @@ impl Judge {
         }
     }
 
-    /// The key of a hold standing at `now` on one of the keys of a send of
-    /// `account` to `e164` (the one [`Judge::admit`] would refuse it under).
+    /// [`Judge::holding_keys`] of a send of `account` to `e164`.
+    #[cfg(test)]
     pub fn holding(&self, account: AccountId, e164: &str, now: Micros) -> Option<Key> {
-        // Most of the time nothing is held: the send's keys (six strings) are
-        // not worth making then.
+        self.holding_keys(&SendKeys::of(account, e164), now)
+    }
+
+    /// The key of a hold standing at `now` on one of `send`'s keys (the one
+    /// [`Judge::admit_keys`] would refuse it under).
+    pub fn holding_keys(&self, send: &SendKeys, now: Micros) -> Option<Key> {
         if self.holds.is_empty() {
             return None;
         }
-        keys_of(account, e164)
-            .into_iter()
-            .find(|k| self.holds.get(k).is_some_and(|h| h.until > now))
+        send.keys
+            .iter()
+            .find(|k| self.holds.get(*k).is_some_and(|h| h.until > now))
+            .cloned()
     }
 
-    /// Counts a send of `account` to `e164`, a number proven good for the
-    /// account: it passes every hold ([`Decision::Passed`] when one stands
-    /// on its keys), is counted under each of its keys as any attempt is,
-    /// and trips nothing and extends no hold (a returning user is not the
-    /// burst).
+    /// [`Judge::admit_proven_keys`] of a send of `account` to `e164`.
+    #[cfg(test)]
     pub fn admit_proven(&mut self, account: AccountId, e164: &str, now: Micros) -> Decision {
-        let keys = keys_of(account, e164);
-        self.each(&keys, now, |_, state, bucket| {
+        self.admit_proven_keys(&SendKeys::of(account, e164), now)
+    }
+
+    /// Counts `send`, to a number proven good for its account: it passes
+    /// every hold ([`Decision::Passed`] when one stands on its keys), is
+    /// counted under each of its keys as any attempt is, and trips nothing
+    /// and extends no hold (a returning user is not the burst).
+    pub fn admit_proven_keys(&mut self, send: &SendKeys, now: Micros) -> Decision {
+        let keys = &send.keys;
+        self.each(keys, now, |_, state, bucket| {
             state.current(bucket).attempts += 1;
         });
         self.holds.retain(|_, h| h.until > now);
@@ -420,18 +448,24 @@ impl Judge {
         }
     }
 
-    /// Counts a send attempt of `account` to `e164` and decides whether it
-    /// is held: by a hold standing on one of its keys, or by one that trips
-    /// now. A held attempt counts under its hold's key only (it keeps the
-    /// burst visible there, and feeds no other key's window or baseline).
+    /// [`Judge::admit_keys`] of a send of `account` to `e164`.
+    #[cfg(test)]
+    pub fn admit(&mut self, account: AccountId, e164: &str, now: Micros) -> Decision {
+        self.admit_keys(&SendKeys::of(account, e164), now)
+    }
+
+    /// Counts the send attempt `send` and decides whether it is held: by a
+    /// hold standing on one of its keys, or by one that trips now. A held
+    /// attempt counts under its hold's key only (it keeps the burst visible
+    /// there, and feeds no other key's window or baseline).
     /// When a key is held, the windows of the send's keys that contain it
     /// (wider ones, and those across accounts of a hold of one account)
     /// start over: the burst is held already, and must not hold the rest of
     /// the country, or everyone else's sends, too.
-    pub fn admit(&mut self, account: AccountId, e164: &str, now: Micros) -> Decision {
-        let keys = keys_of(account, e164);
+    pub fn admit_keys(&mut self, send: &SendKeys, now: Micros) -> Decision {
+        let keys = &send.keys;
         let bucket = self.bucket(now);
-        self.each(&keys, now, |_, _, _| {});
+        self.each(keys, now, |_, _, _| {});
         self.holds.retain(|_, h| h.until > now);
         if let Some(key) = keys.iter().find(|k| self.holds.contains_key(*k)) {
             if let Some(state) = self.keys.get_mut(key) {
@@ -452,10 +486,10 @@ impl Judge {
                 extended,
             };
         }
-        self.each(&keys, now, |_, state, bucket| {
+        self.each(keys, now, |_, state, bucket| {
             state.current(bucket).attempts += 1;
         });
-        for tripped in &keys {
+        for tripped in keys {
             let Some(j) = self.judgement(tripped, now) else {
                 continue;
             };
@@ -481,7 +515,7 @@ impl Judge {
                 .clone();
             // A second block (or prefix) of one parent held: the burst walks
             // the range, so the parent is held.
-            let key = self.escalation(&key, &keys).unwrap_or(key);
+            let key = self.escalation(&key, keys).unwrap_or(key);
             let j = self.judgement(&key, now).unwrap_or(j);
             let hold = LocalHold {
                 id: None,
@@ -592,14 +626,20 @@ impl Judge {
         })
     }
 
-    /// Counts an accepted send.
+    /// [`Judge::accepted_keys`] of a send of `account` to `e164`.
+    #[cfg(test)]
     pub fn accepted(&mut self, account: AccountId, e164: &str, now: Micros) {
+        self.accepted_keys(&SendKeys::of(account, e164), now);
+    }
+
+    /// Counts `send`, accepted.
+    pub fn accepted_keys(&mut self, send: &SendKeys, now: Micros) {
         // A send of an account judged on deliveries is judged when its
         // receipt comes ([`Judge::receipt`]): counted at accept, a send whose
         // receipt is still on its way (an SMSC down or behind) would look
         // undelivered, and an outage would look like pumping.
-        let judged = self.signal(account, now) == Signal::Verify;
-        self.each(&keys_of(account, e164), now, |_, state, bucket| {
+        let judged = self.signal(send.account, now) == Signal::Verify;
+        self.each(&send.keys, now, |_, state, bucket| {
             let t = state.current(bucket);
             t.sent += 1;
             t.judged += u32::from(judged);
@@ -728,8 +768,7 @@ impl Judge {
 /// judge unlocked (std Mutex: never held across .await).
 pub async fn decide<F, Fut>(
     judge: &Mutex<Judge>,
-    account: AccountId,
-    e164: &str,
+    send: &SendKeys,
     now: Micros,
     proven: F,
 ) -> Decision
@@ -739,22 +778,22 @@ where
 {
     let lock = || judge.lock().expect("guard judge poisoned");
     // What to ask about a send a hold would refuse, if anything.
-    let ask = |j: &Judge| j.s.pass_proven.then(|| j.proof(account, now));
+    let ask = |j: &Judge| j.s.pass_proven.then(|| j.proof(send.account, now));
     // Without a question to ask, the send is admitted under the same lock.
     let decision = {
         let mut j = lock();
-        match j.holding(account, e164, now).and_then(|_| ask(&j)) {
+        match j.holding_keys(send, now).and_then(|_| ask(&j)) {
             Some(proof) => Err(proof),
-            None => Ok(j.admit(account, e164, now)),
+            None => Ok(j.admit_keys(send, now)),
         }
     };
     let decision = match decision {
         Ok(decision) => decision,
         Err(proof) => {
             return if proven(proof).await {
-                lock().admit_proven(account, e164, now)
+                lock().admit_proven_keys(send, now)
             } else {
-                lock().admit(account, e164, now)
+                lock().admit_keys(send, now)
             };
         }
     };
@@ -1048,7 +1087,7 @@ mod tests {
         proven: impl FnOnce(Proof) -> bool,
     ) -> Decision {
         use futures_util::FutureExt;
-        decide(judge, account, e164, now, |proof| {
+        decide(judge, &SendKeys::of(account, e164), now, |proof| {
             std::future::ready(proven(proof))
         })
         .now_or_never()

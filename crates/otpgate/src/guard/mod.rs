@@ -39,6 +39,12 @@ use judge::{Decision, Judge, Key, Proof, Settings, Trip};
 /// The event name of a hold, in webhooks and alerts.
 pub const HOLD_EVENT: &str = "pumping_hold";
 
+/// A send the guard let through: the keys it is counted under once the
+/// store accepts it ([`Guard::accepted`]), made once for both (`None`: the
+/// guard is off).
+#[derive(Debug, Clone)]
+pub struct Admitted(Option<judge::SendKeys>);
+
 /// A send the guard refused.
 #[derive(Debug, Clone)]
 pub struct HeldSend {
@@ -247,15 +253,20 @@ impl Guard {
     /// ([`judge::decide`]): a number proven good for the account passes. A
     /// hold that trips now is placed in the store in the background (it
     /// stands on this node at once).
-    pub async fn admit(self: &Arc<Self>, account: AccountId, e164: &str) -> Option<HeldSend> {
+    pub async fn admit(
+        self: &Arc<Self>,
+        account: AccountId,
+        e164: &str,
+    ) -> Result<Admitted, HeldSend> {
         if !self.enabled {
-            return None;
+            return Ok(Admitted(None));
         }
         let now = now_micros();
+        let send = judge::SendKeys::of(account, e164);
         let proven = |proof| self.proven(account, e164, proof);
         let (key, hold, tripped, extended, held) =
-            match judge::decide(&self.judge, account, e164, now, proven).await {
-                Decision::Pass => return None,
+            match judge::decide(&self.judge, &send, now, proven).await {
+                Decision::Pass => return Ok(Admitted(Some(send))),
                 Decision::Passed {
                     key,
                     hold,
@@ -291,7 +302,10 @@ impl Guard {
                 }
             });
         }
-        held.then(|| HeldSend {
+        if !held {
+            return Ok(Admitted(Some(send)));
+        }
+        Err(HeldSend {
             scope: key.scope,
             retry_after_seconds: u64::try_from((hold.until - now + SECOND - 1) / SECOND)
                 .unwrap_or(1)
@@ -471,10 +485,10 @@ impl Guard {
         );
     }
 
-    /// Counts an accepted send.
-    pub fn accepted(&self, account: AccountId, e164: &str) {
-        if self.enabled {
-            self.judge().accepted(account, e164, now_micros());
+    /// Counts an accepted send, under the keys its admission made.
+    pub fn accepted(&self, admitted: &Admitted) {
+        if let (true, Admitted(Some(send))) = (self.enabled, admitted) {
+            self.judge().accepted_keys(send, now_micros());
         }
     }
 
