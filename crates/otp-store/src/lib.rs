@@ -625,9 +625,9 @@ pub(crate) fn handed_jobs(
     handed
 }
 
-/// The accounts of `jobs`, each once.
-pub(crate) fn accounts_of(jobs: &[LeasedJob]) -> Vec<AccountId> {
-    let mut accounts: Vec<AccountId> = jobs.iter().map(|j| j.otp.account_id).collect();
+/// Each of `accounts` once, in id order.
+pub(crate) fn distinct_accounts(accounts: impl IntoIterator<Item = AccountId>) -> Vec<AccountId> {
+    let mut accounts: Vec<AccountId> = accounts.into_iter().collect();
     accounts.sort_unstable();
     accounts.dedup();
     accounts

@@ -386,9 +386,7 @@ impl PgStore {
             .iter()
             .map(|r| revealed(&self.vault, r, 2, now))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let mut accounts: Vec<AccountId> = otps.iter().map(|o| o.account_id).collect();
-        accounts.sort_unstable();
-        accounts.dedup();
+        let accounts = distinct_accounts(otps.iter().map(|o| o.account_id));
         let senders = rules::senders_of(&c, &accounts).await?;
         drop(c);
         let rows = rows
@@ -943,7 +941,8 @@ impl Store for PgStore {
 
     async fn leased_jobs(&self, jobs: Vec<LeasedJob>) -> Result<Vec<ClaimedJob>, StoreError> {
         let c = self.client().await?;
-        let senders = rules::senders_of(&c, &accounts_of(&jobs)).await?;
+        let accounts = distinct_accounts(jobs.iter().map(|j| j.otp.account_id));
+        let senders = rules::senders_of(&c, &accounts).await?;
         drop(c);
         Ok(handed_jobs(jobs, &senders, now_micros()))
     }

@@ -1245,7 +1245,7 @@ impl Store for SqliteStore {
     }
 
     async fn leased_jobs(&self, jobs: Vec<LeasedJob>) -> Result<Vec<ClaimedJob>, StoreError> {
-        let accounts = accounts_of(&jobs);
+        let accounts = distinct_accounts(jobs.iter().map(|j| j.otp.account_id));
         let senders = self
             .read_now(move |c| {
                 accounts
